@@ -1,0 +1,43 @@
+"""Exceptions raised by the library; only the CLI turns them into exit codes."""
+
+from __future__ import annotations
+
+
+class AblateError(Exception):
+    """Base class for every error ablate reports to a user without a traceback."""
+
+    exit_code = 1
+
+
+class UserInputError(AblateError):
+    """A mistake in what the user gave us (recipe, option, path). Exit code 2."""
+
+    exit_code = 2
+
+
+class RecipeError(UserInputError):
+    """A recipe that cannot be read or validated.
+
+    The message always names the file and, where known, the TOML key path.
+    """
+
+    def __init__(self, path: str, message: str, key: str | None = None) -> None:
+        self.path = str(path)
+        self.key = key
+        self.detail = message
+        where = f"{self.path}: {key}: " if key else f"{self.path}: "
+        super().__init__(where + message)
+
+
+class StoreError(AblateError):
+    """The result database could not be reached or is in an unexpected state."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by another schema version."""
+
+    exit_code = 2
+
+
+class TrialFailed(AblateError):
+    """A trial stopped with an error (divergence, bad configuration found late)."""

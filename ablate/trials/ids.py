@@ -1,0 +1,57 @@
+"""Stable content hashes: a trial id for a spec, an architecture id for its cost."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ablate.recipes.schema import TrialSpec
+
+ID_LENGTH = 12
+
+
+def canonical_json(obj: Any) -> str:
+    """Key-order independent JSON: the same content always gives the same text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def spec_dict(spec: TrialSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", by_alias=True)
+
+
+def trial_id(spec: TrialSpec) -> str:
+    """Hash of the fully resolved spec: defaults are filled in before hashing."""
+    digest = hashlib.sha256(canonical_json(spec_dict(spec)).encode()).hexdigest()
+    return digest[:ID_LENGTH]
+
+
+def num_classes(spec: TrialSpec) -> int:
+    from ablate.data.catalog import dataset_num_classes
+
+    return spec.model.num_classes or dataset_num_classes(spec.data)
+
+
+def eval_resolution(spec: TrialSpec) -> tuple[int, int]:
+    """The resolution at which FLOPs and latency are reported."""
+    if spec.eval.resolution is not None:
+        return tuple(spec.eval.resolution)  # type: ignore[return-value]
+    if spec.data.eval_size is not None:
+        return tuple(spec.data.eval_size)  # type: ignore[return-value]
+    from ablate.data.catalog import default_eval_resolution
+
+    return default_eval_resolution(spec.data)
+
+
+def architecture_key(spec: TrialSpec) -> dict[str, Any]:
+    """What determines parameters and FLOPs: the model, class count and resolution."""
+    model = spec.model.model_dump(mode="json", by_alias=True)
+    for weight_key in ("weights", "weights_path"):  # weights change values, not cost
+        model.pop(weight_key, None)
+    model["num_classes"] = num_classes(spec)
+    return {"model": model, "resolution": list(eval_resolution(spec))}
+
+
+def architecture_id(spec: TrialSpec) -> str:
+    digest = hashlib.sha256(canonical_json(architecture_key(spec)).encode()).hexdigest()
+    return digest[:ID_LENGTH]
