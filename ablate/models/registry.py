@@ -45,4 +45,9 @@ def build_model(spec: ModelSpec, num_classes: int) -> nn.Module:
             f"model.head: unknown head {spec.head!r}; allowed: {', '.join(sorted(HEADS))}"
         )
     backbone = BACKBONES[spec.backbone](spec)
-    return HEADS[spec.head](backbone, num_classes, spec)
+    model = HEADS[spec.head](backbone, num_classes, spec)
+    if spec.bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = spec.bn_momentum
+    return model

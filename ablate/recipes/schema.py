@@ -57,6 +57,9 @@ class ModelSpec(Section):
     low_level_channels: PositiveInt = 48
     aux_head: bool = False
     aux_weight: NonNegFloat = 0.5
+    # BatchNorm momentum for every BN layer; None keeps each builder's own (torchvision's
+    # MobileNetV3 uses 0.01, which needs thousands of steps before running stats settle).
+    bn_momentum: Annotated[float, Field(gt=0, le=1)] | None = None
     # weights
     weights: Literal["none", "imagenet"] = "none"
     weights_path: str | None = None

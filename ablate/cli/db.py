@@ -1,0 +1,60 @@
+"""``ablate db``: database schema management."""
+
+from __future__ import annotations
+
+import click
+
+from ablate.cli import main
+from ablate.cli.options import db_option
+
+
+@main.group("db")
+def db_group() -> None:
+    """Manage the result database's schema.
+
+    \b
+    Example:
+        ablate db upgrade --db results/ablate.db
+    """
+
+
+@db_group.command("upgrade")
+@db_option
+def upgrade(db: str | None) -> None:
+    """Upgrade a database written by an older ablate to the current schema.
+
+    \b
+    Example:
+        ablate db upgrade --db postgresql+psycopg://user@host/ablate
+    """
+    from ablate.store import Store
+    from ablate.store.schema import current_revision, head_revision
+    from ablate.store.schema import upgrade as do_upgrade
+
+    store = Store(db, create=False)
+    before = current_revision(store.engine)
+    do_upgrade(store.engine)
+    click.echo(f"{store.url}: schema {before or 'new'} -> {head_revision()}")
+
+
+@db_group.command("info")
+@db_option
+def info(db: str | None) -> None:
+    """Show the database URL, its schema revision and what it holds.
+
+    \b
+    Example:
+        ablate db info
+    """
+    from ablate.store import Store
+    from ablate.store.schema import current_revision, head_revision
+
+    store = Store(db)
+    click.echo(f"url: {store.url}")
+    click.echo(f"schema: {current_revision(store.engine)} (this ablate: {head_revision()})")
+    for study in store.studies():
+        counts: dict[str, int] = {}
+        for status in store.statuses(study.name).values():
+            counts[status] = counts.get(status, 0) + 1
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        click.echo(f"study {study.name}: {summary or 'no trials'}")

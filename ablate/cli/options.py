@@ -1,0 +1,33 @@
+"""Options shared by several commands, as decorators."""
+
+from __future__ import annotations
+
+import click
+
+db_option = click.option(
+    "--db", "db", envvar="ABLATE_DB", default=None, metavar="URL",
+    help="SQLAlchemy URL or SQLite path (default: $ABLATE_DB or results/ablate.db).",
+)
+set_option = click.option(
+    "--set", "assignments", multiple=True, metavar="KEY=VALUE",
+    help="Override a dotted key of every trial, e.g. --set data.name=shapes (repeatable).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+runs_option = click.option(
+    "--runs-dir", default="results/runs", show_default=True, type=click.Path(file_okay=False),
+    help="Where each trial's run folder (checkpoint, result file) lives.",
+)
+
+
+def recipe_argument(fn):
+    return click.argument("recipe", type=click.Path(dir_okay=False))(fn)
+
+
+def fmt_int(value) -> str:
+    return "-" if value is None else f"{int(value):,}"
+
+
+def fmt_float(value, digits: int = 3) -> str:
+    if value is None or value != value:  # None or NaN
+        return "-"
+    return f"{value:.{digits}f}"

@@ -1,0 +1,146 @@
+"""``ablate run``: train and evaluate every trial of a recipe that is not done yet."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from ablate.cli import main
+from ablate.cli.options import db_option, fmt_float, fmt_int, recipe_argument, runs_option, set_option
+
+
+@main.command("run")
+@recipe_argument
+@db_option
+@set_option
+@runs_option
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
+              help="Local worker processes running trials side by side.")
+@click.option("--rerun-failed", is_flag=True, help="Run failed trials again.")
+@click.option("--force", is_flag=True, help="Run every trial again, done ones included.")
+@click.option("--trial", "trial_ids", multiple=True, metavar="ID", help="Only this trial (repeatable).")
+@click.option("--variant", "variants", multiple=True, metavar="NAME", help="Only this variant.")
+@click.option("--executor", default="local", show_default=True,
+              type=click.Choice(["local", "slurm"]), help="Where trials run.")
+def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str, jobs: int,
+        rerun_failed: bool, force: bool, trial_ids: tuple[str, ...], variants: tuple[str, ...],
+        executor: str) -> None:
+    """Run the trials of RECIPE that are not done, and record them in the database.
+
+    Done trials are skipped; an interrupted run resumes where it stopped.
+
+    \b
+    Example:
+        ablate run recipes/quickstart.toml
+        ablate run recipes/quickstart.toml --jobs 2 --set train.epochs=1
+    """
+    from rich.console import Console
+
+    from ablate.dispatch.driver import load_trials, run_study, select_trials
+    from ablate.dispatch.executor import make_executor
+    from ablate.store import Store
+
+    recipe_obj, trials = load_trials(recipe, assignments)
+    trials = select_trials(trials, trial_ids=trial_ids, variants=variants)
+    console = Console(stderr=True)
+    store = Store(db)
+    runner = make_executor(executor, jobs=jobs)
+    view = _ProgressView(console)
+    try:
+        with view:
+            summary = run_study(recipe_obj, trials, store, runner, runs_root=runs_dir,
+                                rerun_failed=rerun_failed, force=force,
+                                on_event=view.on_event, on_plan=view.on_plan)
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/] Finished trials are recorded; run the same "
+                      "command again to finish the rest (trials resume from checkpoints).")
+        sys.exit(130)
+    _print_summary(store, recipe_obj.name, [t.trial_id for t in trials], summary)
+    if summary.failed:
+        sys.exit(1)
+
+
+class _ProgressView:
+    """Rich progress: trials done of total, each running trial's epoch, step and ETA."""
+
+    def __init__(self, console) -> None:
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.overall = None
+        self.tasks: dict[str, int] = {}
+        self.started = time.perf_counter()
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def on_plan(self, jobs, skipped: int) -> None:
+        if skipped:
+            self.progress.console.print(f"{skipped} trial(s) already done or failed: skipped.")
+        self.overall = self.progress.add_task("trials", total=len(jobs))
+
+    def on_event(self, job, event) -> None:
+        kind = event["kind"]
+        if kind == "start":
+            self.tasks[job.trial_id] = self.progress.add_task(f"  {job.name}", total=None)
+        task = self.tasks.get(job.trial_id)
+        if task is None:
+            return
+        if kind == "step":
+            self.progress.update(
+                task, completed=event["step"], total=event["total_steps"],
+                description=f"  {job.name} epoch {event['epoch']}/{event['epochs']} "
+                f"loss {event['loss']:.3f}")
+        elif kind == "finish":
+            self.progress.remove_task(task)
+            result = event["result"]
+            if result["status"] == "done":
+                miou = result["final"].get("miou", float("nan"))
+                self.progress.console.print(f"[green]done[/]   {job.name}  mIoU {100 * miou:.2f}")
+            else:
+                first = (result.get("error") or "").splitlines()[0] if result.get("error") else ""
+                self.progress.console.print(f"[red]failed[/] {job.name}: {first}")
+            self.progress.advance(self.overall)
+
+
+def _print_summary(store, study: str, trial_ids: list[str], summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    records = {r.trial_id: r for r in store.trials(study)}
+    costs = store.get_costs([r.arch_id for r in records.values()])
+    table = Table(title=f"{study}: {len(summary.done)} run, {summary.skipped} skipped, "
+                  f"{len(summary.failed)} failed")
+    for col in ("trial", "status", "mIoU %", "params", "GFLOPs", "latency ms"):
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right")
+    for tid in trial_ids:
+        r = records.get(tid)
+        if r is None:
+            continue
+        cost = costs.get(r.arch_id)
+        miou = r.metrics.get("miou")
+        table.add_row(r.name, r.status, fmt_float(100 * miou if miou is not None else None, 2),
+                      fmt_int(cost.params if cost else None),
+                      fmt_float(cost.gflops if cost else None),
+                      fmt_float(r.metrics.get("latency_ms"), 2))
+    console = Console()
+    console.print(table)
+    for line in summary.corrupt:
+        console.print(f"[yellow]ignored corrupt result:[/] {line}")
+    if summary.recovered:
+        console.print(f"ingested {len(summary.recovered)} result(s) left on disk by an earlier run")
+    if summary.unrecorded:
+        console.print(f"[yellow]{len(summary.unrecorded)} result(s) could not be written to the "
+                      "database; they are safe in their run folders and are ingested next run.[/]")

@@ -1,0 +1,138 @@
+"""Drive a study: validate, cost, register, run what is not done, ingest every result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablate.dispatch.entry import TrialJob
+from ablate.dispatch.executor import Executor
+from ablate.dispatch.results import ingest_results, run_dir_for
+from ablate.errors import StoreError, UserInputError
+from ablate.recipes.loader import Recipe, load_recipe
+from ablate.store import CostRecord, Store
+from ablate.trials.expand import Trial, expand, parse_set
+from ablate.trials.ids import spec_dict
+
+DEFAULT_RUNS_ROOT = "results/runs"
+
+
+def load_trials(recipe_path: str, assignments: tuple[str, ...] = ()) -> tuple[Recipe, list[Trial]]:
+    """Parse and expand a recipe with ``--set`` overrides; raises on any bad input."""
+    recipe = load_recipe(recipe_path)
+    overrides = parse_set(list(assignments))
+    return recipe, expand(recipe, overrides)
+
+
+def select_trials(trials: list[Trial], *, trial_ids: tuple[str, ...] = (),
+                  variants: tuple[str, ...] = ()) -> list[Trial]:
+    """Narrow a study to ``--trial`` ids (prefixes allowed) or ``--variant`` names."""
+    chosen = trials
+    if variants:
+        known = {t.variant for t in trials}
+        for v in variants:
+            if v not in known:
+                raise UserInputError(f"--variant: no variant {v!r}; allowed: {', '.join(sorted(known))}")
+        chosen = [t for t in chosen if t.variant in variants]
+    if trial_ids:
+        picked = []
+        for tid in trial_ids:
+            hits = [t for t in chosen if t.trial_id.startswith(tid) or t.name == tid]
+            if not hits:
+                raise UserInputError(f"--trial: no trial {tid!r} in this recipe")
+            picked += [t for t in hits if t not in picked]
+        chosen = picked
+    return chosen
+
+
+def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
+                  flops: bool = True) -> dict[str, CostRecord]:
+    """Parameters and FLOPs once per distinct architecture (``arch_id``), cache first."""
+    out = dict(cached)
+    for trial in trials:
+        if trial.arch_id in out:
+            continue
+        from ablate.cost.analyse import analyse_spec
+
+        report = analyse_spec(trial.spec, flops=flops and trial.spec.eval.flops)
+        out[trial.arch_id] = CostRecord(
+            arch_id=trial.arch_id, params=report.params, params_by_module=report.params_by_module,
+            flops=report.flops, flops_by_module=report.flops_by_module,
+            flops_convention=report.flops_convention, resolution=tuple(report.resolution),
+        )
+    return out
+
+
+def costs_for(store: Store | None, trials: list[Trial]) -> dict[str, CostRecord]:
+    cached = store.get_costs([t.arch_id for t in trials]) if store else {}
+    costs = compute_costs(trials, cached)
+    if store is not None:
+        for arch_id, cost in costs.items():
+            if arch_id not in cached:
+                store.put_cost(cost)
+    return costs
+
+
+@dataclass
+class RunSummary:
+    total: int
+    skipped: int = 0
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # results found on disk and ingested
+    corrupt: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)  # result on disk, database failed
+
+
+def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Executor, *,
+              runs_root: str | Path = DEFAULT_RUNS_ROOT, rerun_failed: bool = False,
+              force: bool = False, on_event: Callable[[TrialJob, dict[str, Any]], None] | None = None,
+              on_plan: Callable[[list[TrialJob], int], None] | None = None) -> RunSummary:
+    costs = compute_costs(trials, store.get_costs([t.arch_id for t in trials]))  # validates models
+    store.upsert_study(recipe.name, recipe.description, recipe.path, recipe.text)
+    store.register_trials(recipe.name, trials)
+    for cost in costs.values():
+        store.put_cost(cost)
+
+    summary = RunSummary(total=len(trials))
+    wanted = {t.trial_id for t in trials}
+    report = ingest_results(store, recipe.name, runs_root, wanted)
+    summary.recovered, summary.corrupt = report.ingested, report.corrupt
+    statuses = store.statuses(recipe.name)
+    if force:
+        store.reset(recipe.name, [t.trial_id for t in trials])
+        statuses = {t.trial_id: "pending" for t in trials}
+    todo = [t for t in trials
+            if statuses.get(t.trial_id) != "done"
+            and (statuses.get(t.trial_id) != "failed" or rerun_failed)]
+    summary.skipped = len(trials) - len(todo)
+    jobs = [TrialJob(recipe.name, t.trial_id, t.name, spec_dict(t.spec),
+                     str(run_dir_for(runs_root, recipe.name, t.trial_id))) for t in todo]
+    if force:
+        for job in jobs:  # a forced rerun starts from scratch, not from a checkpoint
+            _remove_run_state(Path(job.run_dir))
+    if on_plan:
+        on_plan(jobs, summary.skipped)
+
+    def handle(job: TrialJob, event: dict[str, Any]) -> None:
+        if event["kind"] == "start":
+            store.mark_running(job.study, job.trial_id, job.run_dir)
+        elif event["kind"] == "finish":
+            result = event["result"]
+            (summary.done if result["status"] == "done" else summary.failed).append(job.trial_id)
+            try:
+                store.ingest_result(result)
+            except StoreError:
+                summary.unrecorded.append(job.trial_id)  # safe on disk; ingested next time
+        if on_event:
+            on_event(job, event)
+
+    executor.run(jobs, handle)
+    return summary
+
+
+def _remove_run_state(run_dir: Path) -> None:
+    for name in ("checkpoint.pt", "result.json"):
+        (run_dir / name).unlink(missing_ok=True)

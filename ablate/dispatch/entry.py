@@ -1,0 +1,96 @@
+"""The trial entry point: a picklable function that local workers and Slurm jobs call."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ablate.dispatch.results import write_result
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Everything a worker needs; plain data so it pickles across processes and Slurm."""
+
+    study: str
+    trial_id: str
+    name: str
+    spec: dict[str, Any]
+    run_dir: str
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: str | None = None, device_name: str | None = None) -> dict[str, Any]:
+    import torch
+    import torchvision
+
+    from ablate import __version__
+
+    return {
+        "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "ablate": __version__, "git_commit": git_commit(), "host": socket.gethostname(),
+        "python": sys.version.split()[0], "command": " ".join(sys.argv),
+        "device": device, "device_name": device_name, "pid": os.getpid(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+
+
+def run_trial(job: TrialJob, progress=None) -> dict[str, Any]:
+    """Train and evaluate one trial, write its result file, and return the result.
+
+    Never raises for a failing trial: the failure, with its traceback, is the result.
+    """
+    from ablate.recipes.schema import TrialSpec
+    from ablate.train.loop import train_and_evaluate
+
+    started = _now()
+    base = {"study": job.study, "trial_id": job.trial_id, "name": job.name,
+            "run_dir": job.run_dir, "started_at": started}
+    try:
+        spec = TrialSpec.model_validate(job.spec)
+        outcome = train_and_evaluate(spec, Path(job.run_dir), progress)
+        result = {**base, "status": "done", "error": None, "final": outcome["final"],
+                  "epochs": outcome["epochs"], "weights_report": outcome["weights_report"],
+                  "environment": environment(outcome["device"], outcome["device_name"])}
+        _add_conditional_cost(spec, result)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # recorded as the trial's failure, the study goes on
+        result = {**base, "status": "failed",
+                  "error": f"{type(err).__name__}: {err}\n{traceback.format_exc()}",
+                  "final": {}, "epochs": [], "environment": environment()}
+    result["finished_at"] = _now()
+    write_result(job.run_dir, result)
+    return result
+
+
+def _add_conditional_cost(spec, result: dict[str, Any]) -> None:
+    """Effective FLOPs of a selective down-sampling model at its measured mask density."""
+    if not spec.model.selective.enabled or "mask_density" not in result["final"]:
+        return
+    from ablate.cost.selective import selective_cost
+    from ablate.trials.ids import eval_resolution, num_classes
+
+    figures = selective_cost(spec.model, num_classes(spec), eval_resolution(spec),
+                             result["final"]["mask_density"])
+    result["final"].update(figures)

@@ -1,0 +1,66 @@
+"""Plain, frozen records: what the rest of ablate sees of the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+STATUSES = ("pending", "running", "done", "failed")
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    id: int
+    name: str
+    description: str
+    recipe_path: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    study: str
+    trial_id: str
+    name: str
+    config_name: str
+    variant: str
+    seed: int
+    axes: dict[str, Any]
+    spec: dict[str, Any]
+    arch_id: str
+    status: str
+    error: str | None = None
+    published: dict[str, Any] | None = None
+    run_dir: str | None = None
+    job_id: str | None = None
+    environment: dict[str, Any] | None = None
+    weights_report: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # final figures
+
+
+@dataclass(frozen=True)
+class EpochMetric:
+    trial_id: str
+    epoch: int
+    step: int | None
+    key: str
+    value: float
+
+
+@dataclass(frozen=True)
+class CostRecord:
+    arch_id: str
+    params: int
+    params_by_module: dict[str, int]
+    flops: int | None
+    flops_by_module: dict[str, int] | None
+    flops_convention: str | None
+    resolution: tuple[int, int]
+    extra: dict[str, Any] | None = None
+
+    @property
+    def gflops(self) -> float | None:
+        return None if self.flops is None else self.flops / 1e9

@@ -1,0 +1,307 @@
+"""The result store: one class over any SQLAlchemy URL (SQLite by default)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from ablate.errors import StoreError
+from ablate.store.models import CostRow, MetricRow, StudyRow, TrialRow
+from ablate.store.records import CostRecord, EpochMetric, StudyRecord, TrialRecord
+from ablate.store.schema import ensure_schema
+
+DEFAULT_URL = "sqlite:///results/ablate.db"
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def resolve_url(url: str | None) -> str:
+    """``--db`` wins, then ``ABLATE_DB``, then ``results/ablate.db``; bare paths become SQLite."""
+    url = url or os.environ.get("ABLATE_DB") or DEFAULT_URL
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    return url
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Store:
+    """Studies, trials, metrics and cost. Every method is one transaction."""
+
+    def __init__(self, url: str | None = None, *, create: bool = True) -> None:
+        self.url = resolve_url(url)
+        self.engine = _make_engine(self.url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        with self.session():  # reachability check with a readable error
+            pass
+        if create:
+            ensure_schema(self.engine, self.url)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as err:
+            session.rollback()
+            raise StoreError(f"database {self.url}: {type(err).__name__}: {_first_line(err)}") from err
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- studies and trials -------------------------------------------------------------
+
+    def upsert_study(self, name: str, description: str = "", recipe_path: str = "",
+                     recipe_text: str = "") -> StudyRecord:
+        for attempt in range(2):  # two writers may create the same study at once
+            try:
+                with self.session() as s:
+                    row = s.scalar(select(StudyRow).where(StudyRow.name == name))
+                    if row is None:
+                        row = StudyRow(name=name, description=description, recipe_path=recipe_path,
+                                       recipe_text=recipe_text, created_at=now())
+                        s.add(row)
+                    elif recipe_text:
+                        row.description, row.recipe_path = description, recipe_path
+                        row.recipe_text = recipe_text
+                    s.flush()
+                    return _study_record(row)
+            except StoreError as err:
+                if attempt or not isinstance(err.__cause__, IntegrityError):
+                    raise
+        raise AssertionError("unreachable")
+
+    def register_trials(self, study: str, trials: list[Any]) -> int:
+        """Add trials (``ablate.trials.expand.Trial``) not yet known; returns how many."""
+        from ablate.trials.ids import spec_dict
+
+        with self.session() as s:
+            study_row = _study_row(s, study)
+            known = set(s.scalars(select(TrialRow.trial_id).where(TrialRow.study_id == study_row.id)))
+            added = 0
+            for t in trials:
+                if t.trial_id in known:
+                    continue
+                s.add(TrialRow(
+                    study_id=study_row.id, trial_id=t.trial_id, name=t.name,
+                    config_name=t.config_name, variant=t.variant, seed=t.seed, axes=t.axes,
+                    spec=spec_dict(t.spec), arch_id=t.arch_id,
+                    published=t.published.model_dump(exclude_none=True) if t.published else None,
+                    status="pending", attempts=0, created_at=now(),
+                ))
+                known.add(t.trial_id)
+                added += 1
+            return added
+
+    def statuses(self, study: str) -> dict[str, str]:
+        with self.session() as s:
+            rows = s.execute(
+                select(TrialRow.trial_id, TrialRow.status).join(StudyRow)
+                .where(StudyRow.name == study)
+            )
+            return {tid: status for tid, status in rows}
+
+    def mark_running(self, study: str, trial_id: str, run_dir: str | None = None,
+                     job_id: str | None = None) -> None:
+        with self.session() as s:
+            row = _trial_row(s, study, trial_id)
+            if row.status == "done":
+                return
+            row.status, row.started_at, row.error = "running", now(), None
+            row.attempts += 1
+            row.run_dir = run_dir or row.run_dir
+            row.job_id = job_id or row.job_id
+
+    def reset(self, study: str, trial_ids: list[str], status: str = "pending") -> None:
+        """Forget the outcome of trials (``--force``): their figures are deleted."""
+        with self.session() as s:
+            for tid in trial_ids:
+                row = _trial_row(s, study, tid)
+                for metric in list(row.metrics):
+                    s.delete(metric)
+                row.status, row.error, row.finished_at = status, None, None
+
+    def ingest_result(self, result: dict[str, Any]) -> bool:
+        """Record a finished trial's result file; idempotent (False if already recorded)."""
+        with self.session() as s:
+            row = _trial_row(s, result["study"], result["trial_id"])
+            if row.status == "done":
+                return False
+            for metric in list(row.metrics):
+                s.delete(metric)
+            s.flush()
+            row.status = "done" if result["status"] == "done" else "failed"
+            row.error = result.get("error")
+            row.environment = result.get("environment")
+            row.weights_report = result.get("weights_report")
+            row.run_dir = result.get("run_dir") or row.run_dir
+            row.started_at = _parse_time(result.get("started_at")) or row.started_at
+            row.finished_at = _parse_time(result.get("finished_at")) or now()
+            for key, value in (result.get("final") or {}).items():
+                s.add(MetricRow(trial_pk=row.id, epoch=None, step=None, key=key, value=float(value)))
+            for entry in result.get("epochs") or []:
+                for key, value in entry["metrics"].items():
+                    s.add(MetricRow(trial_pk=row.id, epoch=int(entry["epoch"]),
+                                    step=entry.get("step"), key=key, value=float(value)))
+            return True
+
+    def mark_failed(self, study: str, trial_id: str, error: str) -> None:
+        with self.session() as s:
+            row = _trial_row(s, study, trial_id)
+            if row.status != "done":
+                row.status, row.error, row.finished_at = "failed", error, now()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def studies(self) -> list[StudyRecord]:
+        with self.session() as s:
+            return [_study_record(r) for r in s.scalars(select(StudyRow).order_by(StudyRow.id))]
+
+    def trials(self, study: str | None = None, *, with_metrics: bool = True,
+               status: str | None = None) -> list[TrialRecord]:
+        with self.session() as s:
+            query = select(TrialRow).join(StudyRow).order_by(TrialRow.id)
+            if study is not None:
+                query = query.where(StudyRow.name == study)
+            if status is not None:
+                query = query.where(TrialRow.status == status)
+            query = query.options(selectinload(TrialRow.study))
+            rows = list(s.scalars(query))
+            finals = self._final_metrics(s, [r.id for r in rows]) if with_metrics else {}
+            return [_trial_record(r, finals.get(r.id, {})) for r in rows]
+
+    def _final_metrics(self, s: Session, pks: list[int]) -> dict[int, dict[str, float]]:
+        out: dict[int, dict[str, float]] = {}
+        for chunk in _chunks(pks, 900):
+            rows = s.execute(
+                select(MetricRow.trial_pk, MetricRow.key, MetricRow.value)
+                .where(MetricRow.trial_pk.in_(chunk), MetricRow.epoch.is_(None))
+            )
+            for pk, key, value in rows:
+                out.setdefault(pk, {})[key] = value
+        return out
+
+    def epoch_metrics(self, study: str, trial_id: str) -> list[EpochMetric]:
+        with self.session() as s:
+            row = _trial_row(s, study, trial_id)
+            rows = s.scalars(
+                select(MetricRow).where(MetricRow.trial_pk == row.id, MetricRow.epoch.is_not(None))
+                .order_by(MetricRow.epoch, MetricRow.id)
+            )
+            return [EpochMetric(trial_id, m.epoch, m.step, m.key, m.value) for m in rows]
+
+    # -- cost cache ---------------------------------------------------------------------
+
+    def get_costs(self, arch_ids: list[str]) -> dict[str, CostRecord]:
+        with self.session() as s:
+            out = {}
+            for chunk in _chunks(sorted(set(arch_ids)), 900):
+                for row in s.scalars(select(CostRow).where(CostRow.arch_id.in_(chunk))):
+                    out[row.arch_id] = _cost_record(row)
+            return out
+
+    def put_cost(self, cost: CostRecord) -> None:
+        try:
+            with self.session() as s:
+                if s.get(CostRow, cost.arch_id) is not None:
+                    return
+                s.add(CostRow(
+                    arch_id=cost.arch_id, params=cost.params, params_by_module=cost.params_by_module,
+                    flops=cost.flops, flops_by_module=cost.flops_by_module,
+                    flops_convention=cost.flops_convention, resolution_h=cost.resolution[0],
+                    resolution_w=cost.resolution[1], extra=cost.extra, created_at=now(),
+                ))
+        except StoreError as err:  # another writer cached the same architecture first
+            if not isinstance(err.__cause__, IntegrityError):
+                raise
+
+
+def _make_engine(url: str):
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError) as err:
+        raise StoreError(f"cannot open database {url}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err)
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _study_row(s: Session, name: str) -> StudyRow:
+    row = s.scalar(select(StudyRow).where(StudyRow.name == name))
+    if row is None:
+        raise StoreError(f"no study named {name!r} in the database")
+    return row
+
+
+def _trial_row(s: Session, study: str, trial_id: str) -> TrialRow:
+    row = s.scalar(
+        select(TrialRow).join(StudyRow).where(StudyRow.name == study, TrialRow.trial_id == trial_id)
+    )
+    if row is None:
+        raise StoreError(f"no trial {trial_id} in study {study!r}")
+    return row
+
+
+def _study_record(row: StudyRow) -> StudyRecord:
+    return StudyRecord(row.id, row.name, row.description, row.recipe_path, row.created_at)
+
+
+def _trial_record(row: TrialRow, metrics: dict[str, float]) -> TrialRecord:
+    return TrialRecord(
+        study=row.study.name, trial_id=row.trial_id, name=row.name, config_name=row.config_name,
+        variant=row.variant, seed=row.seed, axes=row.axes, spec=row.spec, arch_id=row.arch_id,
+        status=row.status, error=row.error, published=row.published, run_dir=row.run_dir,
+        job_id=row.job_id, environment=row.environment, weights_report=row.weights_report,
+        started_at=row.started_at, finished_at=row.finished_at, metrics=metrics,
+    )
+
+
+def _cost_record(row: CostRow) -> CostRecord:
+    return CostRecord(
+        arch_id=row.arch_id, params=row.params, params_by_module=row.params_by_module,
+        flops=row.flops, flops_by_module=row.flops_by_module,
+        flops_convention=row.flops_convention, resolution=(row.resolution_h, row.resolution_w),
+        extra=row.extra,
+    )

@@ -1,0 +1,282 @@
+"""Train and evaluate one trial. Reads top to bottom: set-up, loop, evaluation, cost.
+
+The result is a plain dict (final metrics and per-epoch history) so that the
+dispatch layer can write it to a file and the store can ingest it later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ablate.errors import TrialFailed, UserInputError
+from ablate.evaluate.metrics import IGNORE_INDEX, ConfusionMatrix
+from ablate.recipes.schema import TrainSpec, TrialSpec
+from ablate.train.checkpoint import (
+    CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+)
+from ablate.train.schedule import lr_at
+from ablate.trials.ids import eval_resolution, num_classes, spec_dict
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def resolve_device(train: TrainSpec) -> torch.device:
+    if train.device == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("train.device: 'cuda' requested but no CUDA device is available")
+    if train.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def param_groups(model: nn.Module, train: TrainSpec) -> list[dict[str, Any]]:
+    """Backbone, mask net and head parameters, each with its learning-rate multiplier."""
+    mask = getattr(model, "mask_net", None)
+    backbone = getattr(model, "backbone", None)
+    mask_ids = {id(p) for p in mask.parameters()} if mask is not None else set()
+    backbone_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+    groups: dict[str, list[nn.Parameter]] = {"backbone": [], "head": [], "mask_net": []}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        key = "mask_net" if id(p) in mask_ids else "backbone" if id(p) in backbone_ids else "head"
+        groups[key].append(p)
+    mult = {"backbone": train.backbone_lr_mult, "head": train.head_lr_mult,
+            "mask_net": train.mask_lr_mult}
+    return [{"params": ps, "name": k, "lr_mult": mult[k]} for k, ps in groups.items() if ps]
+
+
+def make_optimizer(model: nn.Module, train: TrainSpec) -> torch.optim.Optimizer:
+    groups = param_groups(model, train)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum,
+                               weight_decay=train.weight_decay)
+    return torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)
+
+
+def amp_dtype(train: TrainSpec, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or train.amp == "off":
+        return None
+    if train.amp == "fp16":
+        return torch.float16
+    if train.amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+class EpochBatches:
+    """Shuffled mini-batches for one epoch from a (seed, epoch) generator.
+
+    The order depends only on seed and epoch, so a resumed run can skip the
+    batches it already trained on without drawing from any random state.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch, self.start = 0, 0
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size  # drop_last: BN needs more than one sample
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=g).tolist()
+        for b in range(self.start, len(self)):
+            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+
+
+def segmentation_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, model: nn.Module,
+                      aux_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    loss = F.cross_entropy(outputs["out"], target, ignore_index=IGNORE_INDEX)
+    parts = {"loss_ce": loss.detach()}
+    if "aux" in outputs and aux_weight > 0:
+        aux = F.cross_entropy(outputs["aux"], target, ignore_index=IGNORE_INDEX)
+        parts["loss_aux"] = aux.detach()
+        loss = loss + aux_weight * aux
+    extra = getattr(model, "extra_losses", None)
+    if extra is not None:
+        for name, value in extra(outputs).items():
+            parts[name] = value.detach()
+            loss = loss + value
+    return loss, parts
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, n_classes: int, device: torch.device,
+             class_names: list[str], dtype: torch.dtype | None = None) -> dict[str, float]:
+    """One confusion matrix over the whole set; mask density per image if the model has one."""
+    model.eval()
+    confusion = ConfusionMatrix(n_classes, device)
+    densities: list[torch.Tensor] = []
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with autocast:
+            outputs = model(images)
+        confusion.update(outputs["out"].argmax(1), labels)
+        if "mask" in outputs:
+            densities.append(outputs["mask"].float().flatten(1).mean(1).cpu())
+    metrics = confusion.compute().as_metrics(class_names)
+    if densities:
+        d = torch.cat(densities)
+        metrics["mask_density"] = float(d.mean())
+        metrics["mask_density_std"] = float(d.std(unbiased=False))
+    model.train()
+    return metrics
+
+
+def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None = None
+                       ) -> dict[str, Any]:
+    """Train ``spec`` from scratch or from ``run_dir``'s checkpoint; return the result dict."""
+    from ablate.data.registry import build_datasets, collate_eval, loader_options
+    from ablate.models.registry import build_model
+
+    progress = progress or (lambda event: None)
+    train = spec.train
+    device = resolve_device(train)
+    seed_everything(spec.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = train.cudnn_benchmark
+
+    data = build_datasets(spec.data, seed=spec.seed)
+    n_classes = num_classes(spec)
+    model = build_model(spec.model, n_classes)
+    weights_report = None
+    if spec.model.weights != "none" or spec.model.weights_path:
+        from ablate.models.weights import load_weights
+
+        weights_report = load_weights(model, spec.model)
+    channels_last = train.channels_last is True or (
+        train.channels_last == "auto" and device.type == "cuda")
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    dtype = amp_dtype(train, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    optimizer = make_optimizer(model, train)
+
+    opts = loader_options(spec.data, device.type)
+    batches = EpochBatches(len(data.train), train.batch_size, spec.seed)
+    if len(batches) == 0:
+        raise UserInputError(
+            f"train.batch_size: {train.batch_size} is larger than the training set ({len(data.train)})")
+    # the generator seeds DataLoader workers; without workers the dataset's own one is used
+    train_loader = torch.utils.data.DataLoader(
+        data.train, batch_sampler=batches,
+        generator=torch.Generator().manual_seed(spec.seed), **opts)
+    augment = getattr(data.train, "random", None)
+    val_loader = torch.utils.data.DataLoader(
+        data.val, batch_size=spec.eval.batch_size, shuffle=False, collate_fn=collate_eval, **opts)
+    steps_per_epoch = len(batches)
+    total_steps = train.iterations or steps_per_epoch * (train.epochs or 1)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+
+    # -- resume ------------------------------------------------------------------------
+    step, history = 0, []
+    checkpoint_path = Path(run_dir) / CHECKPOINT_NAME
+    state = load_checkpoint(checkpoint_path)
+    if state is not None and state.get("spec") == spec_dict(spec):
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, history = state["step"], state["history"]
+        set_rng_state(state["rng"])
+        if augment is not None:
+            augment.set_state(state.get("augment"))
+        progress({"kind": "resume", "step": step})
+
+    def checkpoint() -> None:
+        save_checkpoint(checkpoint_path, {
+            "spec": spec_dict(spec), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "step": step, "history": history, "rng": rng_state(),
+            "augment": augment.state() if augment is not None else None,
+        })
+
+    # -- train -------------------------------------------------------------------------
+    model.train()
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    set_progress = getattr(model, "set_progress", None)
+    last_val: dict[str, float] | None = None
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        batches.epoch, batches.start = epoch, step % steps_per_epoch
+        running, seen, t0 = 0.0, 0, time.perf_counter()
+        for images, labels in train_loader:
+            lr = lr_at(step, total_steps, train.lr, train.schedule, train.power, train.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_mult"]
+            if set_progress is not None:
+                set_progress(step / total_steps)
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                outputs = model(images)
+                loss, _parts = segmentation_loss(outputs, labels, model, spec.model.aux_weight)
+            if not torch.isfinite(loss):
+                raise TrialFailed(f"loss became {loss.item()} at step {step} (epoch {epoch + 1})")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if train.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            running += loss.item()
+            seen += 1
+            if step % train.log_every == 0 or step == total_steps:
+                progress({"kind": "step", "step": step, "total_steps": total_steps,
+                          "epoch": epoch + 1, "epochs": epochs, "loss": running / seen})
+            if train.checkpoint_every and step % train.checkpoint_every == 0:
+                checkpoint()
+            if step >= total_steps:
+                break
+        entry = {"epoch": epoch + 1, "step": step, "metrics": {
+            "train_loss": running / max(seen, 1),
+            "epoch_seconds": time.perf_counter() - t0,
+        }}
+        last = step >= total_steps
+        if last or (epoch + 1) % spec.eval.every == 0:
+            last_val = evaluate(model, val_loader, n_classes, device, data.class_names, dtype)
+            entry["metrics"].update({f"val_{k}": v for k, v in last_val.items() if "/" not in k})
+        history.append(entry)
+        progress({"kind": "epoch", **entry, "epochs": epochs})
+        checkpoint()
+
+    # -- final evaluation and cost ----------------------------------------------------
+    final = last_val or evaluate(model, val_loader, n_classes, device, data.class_names, dtype)
+    final["train_loss"] = history[-1]["metrics"]["train_loss"] if history else float("nan")
+    final["steps"] = float(step)
+    if spec.eval.latency:
+        from ablate.cost.latency import measure_latency
+
+        final.update(measure_latency(model, eval_resolution(spec), device,
+                                     spec.eval.latency_warmup, spec.eval.latency_runs))
+    return {"final": final, "epochs": history, "weights_report": weights_report,
+            "device": str(device), "device_name": _device_name(device)}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return platform.processor() or platform.machine()
