@@ -1,0 +1,89 @@
+"""Cityscapes fine annotations, mapped from label ids to the 19 train ids.
+
+Layout under ``data.root``::
+
+    leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+    gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+
+The mapping is the official cityscapesScripts table; every label id without a train
+id (unlabeled, ego vehicle, ground, parking, caravan, license plate, ...) becomes 255.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ablate.data.voc import read_rgb
+from ablate.errors import UserInputError
+
+CLASS_NAMES = [
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+]  # fmt: skip
+# label id -> train id, in train-id order
+TRAIN_ID_OF_LABEL_ID = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
+    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}  # fmt: skip
+EXPECTED = "Cityscapes under data.root: leftImg8bit/ and gtFine/"
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX = "_gtFine_labelIds.png"
+
+
+def _lookup_table() -> np.ndarray:
+    table = np.full(256, 255, dtype=np.uint8)
+    for label_id, train_id in TRAIN_ID_OF_LABEL_ID.items():
+        table[label_id] = train_id
+    return table
+
+
+LOOKUP = _lookup_table()
+
+
+@dataclass(frozen=True)
+class CityscapesSample:
+    image: str
+    label: str
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise UserInputError(f"data.root: {path} not found (expected {EXPECTED})")
+    return path
+
+
+def find_samples(root: Path, split: str) -> list[CityscapesSample]:
+    """Every image of ``split``, sorted by city then file name."""
+    image_dir = _require(root / "leftImg8bit" / split)
+    label_dir = _require(root / "gtFine" / split)
+    images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
+    if not images:
+        raise UserInputError(
+            f"data.root: {image_dir} holds no <city>/*{IMAGE_SUFFIX} files (expected {EXPECTED})"
+        )
+    samples = []
+    for image in images:
+        stem = image.name[: -len(IMAGE_SUFFIX)]
+        label = label_dir / image.parent.name / f"{stem}{LABEL_SUFFIX}"
+        samples.append(CityscapesSample(str(image), str(label)))
+    _require(Path(samples[0].label))
+    return samples
+
+
+def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Label ids -> train ids 0..18 as uint8, 255 elsewhere."""
+    return LOOKUP[label_ids.astype(np.uint8, copy=False)]
+
+
+def load(sample: CityscapesSample) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 (H, W, 3), train-id label uint8 (H, W))."""
+    with Image.open(sample.label) as label:
+        label_ids = np.asarray(label)
+    if label_ids.ndim != 2:
+        raise UserInputError(f"{sample.label}: expected a single-channel labelIds PNG")
+    return read_rgb(sample.image), to_train_ids(label_ids)

@@ -1,0 +1,258 @@
+"""From a recipe's ``data`` section to train and validation datasets.
+
+The readers (``voc``, ``cityscapes``, ``coco``) find samples and decode them; this
+module adds what every dataset shares: transforms, ``limit_*``, the in-memory cache
+and the source of augmentation randomness. The trainer calls ``build_datasets``,
+``loader_options`` and ``collate_eval``.
+
+Reproducibility: with ``num_workers = 0`` a training dataset draws its augmentation
+from its own generator, seeded by ``build_datasets(seed=...)``. Inside DataLoader
+workers it draws from torch's global RNG instead, which DataLoader seeds per worker
+from its base seed (pass ``generator=torch.Generator().manual_seed(seed)`` to the
+DataLoader): copies of one generator in every worker would repeat the same crops.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ablate.data.collate import collate_eval
+from ablate.data.transforms import EvalTransform, TrainTransform
+from ablate.errors import UserInputError
+from ablate.recipes.schema import DataSpec
+
+__all__ = ["DatasetPair", "build_datasets", "collate_eval", "loader_options"]
+
+DESCRIPTIONS = {
+    "voc2012": "Pascal VOC 2012 (VOCdevkit/VOC2012/...)",
+    "cityscapes": "Cityscapes (leftImg8bit/ and gtFine/)",
+    "coco": "COCO 2017 (train2017/, val2017/ and annotations/)",
+}
+MAX_AUTO_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class DatasetPair:
+    """Items are (image float32 [3, H, W] normalised, label int64 [H, W], 255 = ignore)."""
+
+    train: Dataset
+    val: Dataset
+    class_names: list[str]
+
+
+class RandomSource:
+    """Where a dataset draws augmentation from (see the module docstring)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+
+    def generator(self) -> torch.Generator | None:
+        if torch.utils.data.get_worker_info() is not None:
+            return None  # the worker-seeded global RNG
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(self.seed)
+        return self._generator
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"seed": self.seed, "_generator": None}
+
+    def state(self) -> Tensor | None:
+        """The main-process generator's state, for checkpoints (None before first use)."""
+        return None if self._generator is None else self._generator.get_state()
+
+    def set_state(self, state: Tensor | None) -> None:
+        if state is not None:
+            self._generator = torch.Generator()
+            self._generator.set_state(state)
+
+
+class SegmentationDataset(Dataset):
+    """Samples decoded by ``load``, then ``transform.prepare`` (cached when ``cache``),
+    then ``transform.finish``.
+
+    With DataLoader workers each worker fills its own cache; persistent workers keep
+    it across epochs.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Any],
+        load: Callable[[Any], tuple[np.ndarray, np.ndarray]],
+        transform: TrainTransform | EvalTransform,
+        *,
+        cache: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.samples = list(samples)
+        self.load = load
+        self.transform = transform
+        self.cache: dict[int, tuple[Tensor, Tensor]] | None = {} if cache else None
+        self.random = RandomSource(seed)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _prepared(self, index: int) -> tuple[Tensor, Tensor]:
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        sample = self.samples[index]
+        image, label = self.load(sample)
+        if image.shape[:2] != label.shape:
+            raise UserInputError(
+                f"{getattr(sample, 'image', sample)}: image is {image.shape[1]}x{image.shape[0]} but its label is "
+                f"{label.shape[1]}x{label.shape[0]} (width x height)"
+            )
+        # torch wants writable arrays; PIL hands out read-only ones
+        image_t = (
+            torch.from_numpy(np.require(image, requirements="CW")).permute(2, 0, 1).contiguous()
+        )
+        label_t = torch.from_numpy(np.require(label, requirements="CW"))
+        prepared = self.transform.prepare(image_t, label_t)
+        if self.cache is not None:
+            self.cache[index] = prepared
+        return prepared
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image, label = self._prepared(index)
+        return self.transform.finish(image, label, generator=self.random.generator())
+
+
+class ShapesDataset(Dataset):
+    """The embedded ``shapes`` split, in memory; training flips images at random."""
+
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, *, hflip: bool, seed: int = 0
+    ) -> None:
+        self.images = torch.from_numpy(images)
+        self.labels = torch.from_numpy(labels)
+        self.hflip = hflip
+        self.random = RandomSource(seed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image, label = self.images[index], self.labels[index]
+        if self.hflip and float(torch.rand((), generator=self.random.generator())) < 0.5:
+            image, label = image.flip(-1), label.flip(-1)
+        return image, label
+
+
+def _limited(samples: list[Any], limit: int | None) -> list[Any]:
+    return samples if limit is None else samples[:limit]
+
+
+def _shapes(data: DataSpec, seed: int) -> DatasetPair:
+    from ablate.data import shapes
+
+    def split(count: int, limit: int | None, name: str) -> tuple[np.ndarray, np.ndarray]:
+        count = count if limit is None else min(count, limit)
+        return shapes.generate(count, data.image_size, data.classes, data.data_seed, name)
+
+    train = ShapesDataset(
+        *split(data.train_images, data.limit_train, "train"), hflip=data.hflip, seed=seed
+    )
+    val = ShapesDataset(*split(data.val_images, data.limit_val, "val"), hflip=False)
+    return DatasetPair(train, val, shapes.class_names(data.classes))
+
+
+def _root(data: DataSpec) -> Path:
+    if data.root is None:
+        raise UserInputError(
+            f"data.root: not set (data.name = {data.name!r} reads {DESCRIPTIONS[data.name]} from a folder)"
+        )
+    root = Path(data.root).expanduser()
+    if not root.is_dir():
+        raise UserInputError(
+            f"data.root: {root} not found (expected a folder holding {DESCRIPTIONS[data.name]})"
+        )
+    return root
+
+
+def _samples(data: DataSpec, root: Path) -> tuple[list, list, Callable, list[str]]:
+    """(train samples, val samples, load function, class names) of a real dataset."""
+    if data.name == "voc2012":
+        from ablate.data import voc
+
+        if data.sbd:
+            train = voc.find_trainaug(root, data.train_split, data.val_split)
+        else:
+            train = voc.find_samples(root, data.train_split)
+        return train, voc.find_samples(root, data.val_split), voc.load, voc.CLASS_NAMES
+    if data.name == "cityscapes":
+        from ablate.data import cityscapes
+
+        train = cityscapes.find_samples(root, data.train_split)
+        val = cityscapes.find_samples(root, data.val_split)
+        return train, val, cityscapes.load, cityscapes.CLASS_NAMES
+    if data.name == "coco":
+        from ablate.data import coco
+
+        coco.require_pycocotools()
+        train = coco.find_samples(root, data.train_split, drop_unannotated=True)
+        val = coco.find_samples(root, data.val_split, drop_unannotated=False)
+        return train, val, coco.load, coco.CLASS_NAMES
+    raise UserInputError(f"data.name: unknown dataset {data.name!r}")
+
+
+def build_datasets(data: DataSpec, *, seed: int = 0) -> DatasetPair:
+    """The train and validation datasets a recipe's ``data`` section describes.
+
+    ``seed`` seeds the training augmentation drawn in the main process (see the module
+    docstring); ``data.data_seed`` alone decides the content of ``shapes``.
+    """
+    if data.name == "shapes":
+        return _shapes(data, seed)
+    train_samples, val_samples, load, names = _samples(data, _root(data))
+    train_transform = TrainTransform(
+        crop_size=data.crop_size,
+        scale_range=(data.scale_range[0], data.scale_range[1]),
+        hflip=data.hflip,
+    )
+    eval_transform = EvalTransform(size=None if data.eval_size is None else tuple(data.eval_size))
+    train = SegmentationDataset(
+        _limited(train_samples, data.limit_train),
+        load,
+        train_transform,
+        cache=data.cache,
+        seed=seed,
+    )
+    val = SegmentationDataset(
+        _limited(val_samples, data.limit_val), load, eval_transform, cache=data.cache
+    )
+    return DatasetPair(train, val, list(names))
+
+
+def _cpu_count() -> int:
+    if hasattr(os, "sched_getaffinity"):  # the CPUs this job may use, e.g. under SLURM
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def loader_options(data: DataSpec, device_type: str) -> dict[str, Any]:
+    """DataLoader keyword arguments, with ``"auto"`` resolved.
+
+    workers: 0 for the in-memory ``shapes`` (a worker would only add start-up time),
+    else min(4, usable CPUs). pin_memory: only on CUDA, where it speeds host-to-device
+    copies; elsewhere it does nothing. persistent_workers: only with workers.
+    """
+    if data.workers == "auto":
+        workers = 0 if data.name == "shapes" else min(MAX_AUTO_WORKERS, _cpu_count())
+    else:
+        workers = data.workers
+    pin_memory = device_type == "cuda" and data.pin_memory is not False
+    return {
+        "num_workers": workers,
+        "pin_memory": pin_memory,
+        "persistent_workers": data.persistent_workers and workers > 0,
+    }

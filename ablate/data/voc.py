@@ -1,0 +1,152 @@
+"""Pascal VOC 2012 segmentation, optionally with the SBD "trainaug" training set.
+
+Layout under ``data.root``::
+
+    VOCdevkit/VOC2012/JPEGImages/<id>.jpg
+    VOCdevkit/VOC2012/SegmentationClass/<id>.png      palette PNG: index = class id, 255 = border
+    VOCdevkit/VOC2012/ImageSets/Segmentation/<split>.txt
+    SBD/ or benchmark_RELEASE/dataset/                 only for data.sbd = true
+        cls/<id>.mat  (GTcls.Segmentation)   train.txt   val.txt
+
+Readers here only find samples and decode them to numpy arrays; the registry adds
+transforms, limits and caching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ablate.errors import UserInputError
+
+CLASS_NAMES = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+VOC_EXPECTED = "Pascal VOC 2012 under data.root"
+SBD_EXPECTED = "the SBD release under data.root for data.sbd = true"
+SBD_DIRS = ("SBD", "benchmark_RELEASE/dataset")
+
+
+@dataclass(frozen=True)
+class VocSample:
+    image: str
+    label: str  # a SegmentationClass .png, or an SBD cls/.mat
+
+
+def _require(path: Path, expected: str) -> Path:
+    if not path.exists():
+        raise UserInputError(f"data.root: {path} not found (expected {expected})")
+    return path
+
+
+def _read_ids(path: Path, expected: str, *, allow_empty: bool = False) -> list[str]:
+    ids = [line.strip() for line in _require(path, expected).read_text().splitlines()]
+    ids = [i for i in ids if i]
+    if not ids and not allow_empty:
+        raise UserInputError(f"data.root: {path} lists no images (expected {expected})")
+    return ids
+
+
+def voc_dir(root: Path) -> Path:
+    return root / "VOCdevkit" / "VOC2012"
+
+
+def split_ids(root: Path, split: str) -> list[str]:
+    """Image ids of ``ImageSets/Segmentation/<split>.txt``, in file order."""
+    return _read_ids(voc_dir(root) / "ImageSets" / "Segmentation" / f"{split}.txt", VOC_EXPECTED)
+
+
+def find_samples(root: Path, split: str) -> list[VocSample]:
+    """The samples of one VOC split, in the split file's order."""
+    base = voc_dir(root)
+    ids = split_ids(root, split)
+    samples = [
+        VocSample(
+            str(base / "JPEGImages" / f"{i}.jpg"), str(base / "SegmentationClass" / f"{i}.png")
+        )
+        for i in ids
+    ]
+    # Checking every file would cost a stat each on a network file system; the first
+    # sample catches a wrong root or a split that is not a segmentation split.
+    _require(Path(samples[0].image), VOC_EXPECTED)
+    _require(Path(samples[0].label), VOC_EXPECTED)
+    return samples
+
+
+def sbd_dir(root: Path) -> Path:
+    for name in SBD_DIRS:
+        if (root / name / "train.txt").exists():
+            return root / name
+    return _require(
+        root / SBD_DIRS[-1] / "train.txt", f"{SBD_EXPECTED}: SBD/ or benchmark_RELEASE/dataset/"
+    )
+
+
+def find_trainaug(root: Path, split: str, val_split: str) -> list[VocSample]:
+    """The usual "trainaug": VOC ``split`` + SBD train + SBD val, minus VOC ``val_split``.
+
+    Order: the VOC ids first, then the SBD ids not already present (train.txt, then
+    val.txt). An image with a VOC annotation keeps it (it marks object borders 255);
+    the others take SBD's ``cls/<id>.mat``. Images always come from JPEGImages, which
+    holds every SBD image.
+    """
+    try:
+        import scipy.io  # noqa: F401  (fail here, not in a DataLoader worker)
+    except ImportError:
+        raise UserInputError(
+            "data.sbd = true needs scipy to read SBD .mat files: pip install scipy"
+        ) from None
+    voc_samples = find_samples(root, split)
+    sbd = sbd_dir(root)
+    sbd_ids = [
+        image_id
+        for name in ("train.txt", "val.txt")
+        for image_id in _read_ids(sbd / name, SBD_EXPECTED, allow_empty=True)
+    ]
+    held_out = set(split_ids(root, val_split))
+    images = voc_dir(root) / "JPEGImages"
+    seen = {Path(s.image).stem for s in voc_samples}
+    samples = [s for s in voc_samples if Path(s.image).stem not in held_out]
+    for i in sbd_ids:
+        if i in seen or i in held_out:
+            continue
+        seen.add(i)
+        samples.append(VocSample(str(images / f"{i}.jpg"), str(sbd / "cls" / f"{i}.mat")))
+    if not samples:
+        raise UserInputError(f"data.root: trainaug is empty: every {split} image is in {val_split}")
+    _require(Path(samples[-1].label), f"{SBD_EXPECTED}: SBD/ or benchmark_RELEASE/dataset/")
+    return samples
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """An image file as uint8 (H, W, 3)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def read_palette_label(path: str) -> np.ndarray:
+    """A palette PNG's indices (not its colours) as uint8 (H, W)."""
+    with Image.open(path) as image:
+        if image.mode not in ("P", "L"):
+            raise UserInputError(
+                f"{path}: label image is mode {image.mode!r}; expected a palette ('P') PNG of class ids"
+            )
+        return np.array(image, dtype=np.uint8)
+
+
+def read_sbd_label(path: str) -> np.ndarray:
+    import scipy.io
+
+    mat = scipy.io.loadmat(path)
+    return np.asarray(mat["GTcls"][0]["Segmentation"][0], dtype=np.uint8)
+
+
+def load(sample: VocSample) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 (H, W, 3), label uint8 (H, W))."""
+    read_label = read_sbd_label if sample.label.endswith(".mat") else read_palette_label
+    return read_rgb(sample.image), read_label(sample.label)

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from ablate.data.cityscapes import LOOKUP, TRAIN_ID_OF_LABEL_ID
+from ablate.data.registry import build_datasets
+from ablate.errors import UserInputError
+from ablate.recipes.schema import DataSpec
+
+from .fixtures import write_cityscapes
+
+# label ids: 0 unlabeled, 1 ego vehicle, 4 static, 6 ground, 9 parking, 29 caravan,
+# 30 trailer, 34+ and 255 have no train id
+LABEL_IDS = np.array(
+    [
+        [0, 1, 4, 7, 8, 11],
+        [12, 13, 17, 19, 20, 21],
+        [22, 23, 24, 25, 26, 27],
+        [28, 31, 32, 33, 6, 9],
+        [29, 30, 34, 255, 26, 7],
+    ]
+)
+TRAIN_IDS = np.array(
+    [
+        [255, 255, 255, 0, 1, 2],
+        [3, 4, 5, 6, 7, 8],
+        [9, 10, 11, 12, 13, 14],
+        [15, 16, 17, 18, 255, 255],
+        [255, 255, 255, 255, 13, 0],
+    ]
+)
+SECOND = np.array([[26, 26, 0], [7, 7, 1]])
+
+
+def spec(root, **overrides) -> DataSpec:
+    exact = {"scale_range": [1.0, 1.0], "hflip": False}
+    return DataSpec(name="cityscapes", root=str(root), **{**exact, **overrides})
+
+
+@pytest.fixture
+def city_root(tmp_path):
+    write_cityscapes(tmp_path, "train", "zurich", "000000_000019", SECOND)
+    write_cityscapes(tmp_path, "train", "aachen", "000000_000019", LABEL_IDS)
+    write_cityscapes(tmp_path, "val", "frankfurt", "000000_000294", LABEL_IDS)
+    return tmp_path
+
+
+def test_label_ids_become_the_19_train_ids(city_root):
+    pair = build_datasets(spec(city_root))
+    assert len(pair.train) == 2 and len(pair.val) == 1
+    assert len(pair.class_names) == 19
+    assert pair.class_names[0] == "road" and pair.class_names[18] == "bicycle"
+    image, label = pair.val[0]
+    assert image.shape == (3, 5, 6)
+    np.testing.assert_array_equal(label.numpy(), TRAIN_IDS)
+
+
+def test_samples_are_sorted_by_city(city_root):
+    train = build_datasets(spec(city_root)).train
+    np.testing.assert_array_equal(train[0][1].numpy(), TRAIN_IDS)  # aachen
+    np.testing.assert_array_equal(train[1][1].numpy(), [[13, 13, 255], [0, 0, 255]])  # zurich
+
+
+def test_lookup_table_has_train_ids_only_for_the_official_19():
+    assert sorted(TRAIN_ID_OF_LABEL_ID.values()) == list(range(19))
+    without = [i for i in range(256) if i not in TRAIN_ID_OF_LABEL_ID]
+    assert (LOOKUP[without] == 255).all()
+
+
+def test_limit_train(city_root):
+    pair = build_datasets(spec(city_root, limit_train=1))
+    assert len(pair.train) == 1
+
+
+def test_missing_labels_name_the_expected_folder(city_root):
+    (city_root / "leftImg8bit" / "test" / "berlin").mkdir(parents=True)
+    with pytest.raises(
+        UserInputError, match=f"data.root: {city_root / 'gtFine' / 'test'} not found"
+    ):
+        build_datasets(spec(city_root, val_split="test"))
+
+
+def test_missing_images_name_the_expected_folder(tmp_path):
+    with pytest.raises(UserInputError) as error:
+        build_datasets(spec(tmp_path))
+    assert str(error.value) == (
+        f"data.root: {tmp_path / 'leftImg8bit' / 'train'} not found "
+        "(expected Cityscapes under data.root: leftImg8bit/ and gtFine/)"
+    )
