@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 db_option = click.option(
@@ -31,3 +33,14 @@ def fmt_float(value, digits: int = 3) -> str:
     if value is None or value != value:  # None or NaN
         return "-"
     return f"{value:.{digits}f}"
+
+
+def make_console(stderr: bool = False):
+    """A rich console; when output is not a terminal, wide enough not to fold names."""
+    import shutil
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else max(160, shutil.get_terminal_size((160, 24)).columns)
+    return Console(stderr=stderr, width=width)

@@ -7,7 +7,15 @@ import json
 import click
 
 from ablate.cli import main
-from ablate.cli.options import db_option, fmt_float, fmt_int, json_option, recipe_argument, set_option
+from ablate.cli.options import (
+    db_option,
+    fmt_float,
+    fmt_int,
+    json_option,
+    make_console,
+    recipe_argument,
+    set_option,
+)
 
 
 @main.command("plan")
@@ -26,7 +34,6 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         ablate plan recipes/mnv3_expansion.toml --set data.name=shapes --json
     """
     from ablate.dispatch.driver import compute_costs, load_trials
-    from ablate.store import Store
     from ablate.trials.ids import eval_resolution
 
     recipe_obj, trials = load_trials(recipe, assignments)
@@ -53,7 +60,6 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{recipe_obj.name}: {len(rows)} trials, "
@@ -64,7 +70,7 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
     for r in rows:
         table.add_row(r["trial_id"], r["name"], r["status"], fmt_int(r["params"]),
                       fmt_float(r["gflops"]))
-    console = Console()
+    console = make_console()
     console.print(table)
     if rows and rows[0]["flops_convention"]:
         h, w = rows[0]["resolution"]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import click
 
 from ablate.cli import main
-from ablate.cli.options import db_option, fmt_float, fmt_int, json_option
+from ablate.cli.options import db_option, fmt_float, fmt_int, json_option, make_console
 
 
 @main.command("report")
@@ -65,10 +64,9 @@ def report(db: str | None, studies: tuple[str, ...], pareto: bool, x_axes: tuple
 
 
 def _print_table(configs, trials) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = make_console()
     if configs.empty:
         console.print("No finished trials in the database yet. Run: ablate run RECIPE")
         return

@@ -8,7 +8,15 @@ import time
 import click
 
 from ablate.cli import main
-from ablate.cli.options import db_option, fmt_float, fmt_int, recipe_argument, runs_option, set_option
+from ablate.cli.options import (
+    db_option,
+    fmt_float,
+    fmt_int,
+    make_console,
+    recipe_argument,
+    runs_option,
+    set_option,
+)
 
 
 @main.command("run")
@@ -36,15 +44,13 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         ablate run recipes/quickstart.toml
         ablate run recipes/quickstart.toml --jobs 2 --set train.epochs=1
     """
-    from rich.console import Console
-
     from ablate.dispatch.driver import load_trials, run_study, select_trials
     from ablate.dispatch.executor import make_executor
     from ablate.store import Store
 
     recipe_obj, trials = load_trials(recipe, assignments)
     trials = select_trials(trials, trial_ids=trial_ids, variants=variants)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     store = Store(db)
     runner = make_executor(executor, jobs=jobs)
     view = _ProgressView(console)
@@ -67,7 +73,11 @@ class _ProgressView:
 
     def __init__(self, console) -> None:
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
@@ -116,7 +126,6 @@ class _ProgressView:
 
 
 def _print_summary(store, study: str, trial_ids: list[str], summary) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     records = {r.trial_id: r for r in store.trials(study)}
@@ -135,7 +144,7 @@ def _print_summary(store, study: str, trial_ids: list[str], summary) -> None:
                       fmt_int(cost.params if cost else None),
                       fmt_float(cost.gflops if cost else None),
                       fmt_float(r.metrics.get("latency_ms"), 2))
-    console = Console()
+    console = make_console()
     console.print(table)
     for line in summary.corrupt:
         console.print(f"[yellow]ignored corrupt result:[/] {line}")

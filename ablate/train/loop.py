@@ -23,7 +23,11 @@ from ablate.errors import TrialFailed, UserInputError
 from ablate.evaluate.metrics import IGNORE_INDEX, ConfusionMatrix
 from ablate.recipes.schema import TrainSpec, TrialSpec
 from ablate.train.checkpoint import (
-    CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
 )
 from ablate.train.schedule import lr_at
 from ablate.trials.ids import eval_resolution, num_classes, spec_dict

@@ -1,0 +1,124 @@
+"""Every command through Click's CliRunner: help, errors, and an end-to-end study."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+
+
+def all_commands(group: click.Group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield prefix + (name,), cmd
+        if isinstance(cmd, click.Group):
+            yield from all_commands(cmd, prefix + (name,))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in all_commands(main)], ids=" ".join)
+def test_every_command_has_help_and_an_example(path):
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0
+    cmd = dict(all_commands(main))[path]
+    assert cmd.get_short_help_str().strip(), f"{path} has no one-line summary"
+    assert "Example:" in result.output
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[base.model]\nbackbone = 'resnet5'\n", "base.model.backbone"),
+    ('[grid]\n"model.nope" = [1]\n', 'grid."model.nope"'),
+    ('[grid]\n"train.lr" = []\n', "empty axis"),
+    ("[base\n", "invalid TOML"),
+])
+def test_bad_recipe_exits_2_with_one_line_and_writes_nothing(tmp_path, write_recipe, text, needle):
+    recipe = write_recipe(text)
+    db = tmp_path / "x.db"
+    for command in ("plan", "run"):
+        result = CliRunner().invoke(main, [command, str(recipe), "--db", str(db)])
+        assert result.exit_code == 2, result.output
+        assert needle in result.output
+        assert result.output.startswith(f"Error: {recipe}: ")
+        assert len(result.output.strip().splitlines()) == 1
+        assert "Traceback" not in result.output
+    assert not db.exists()
+
+
+def test_missing_recipe_file(tmp_path):
+    result = CliRunner().invoke(main, ["plan", str(tmp_path / "none.toml")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: {tmp_path / 'none.toml'}: recipe file not found"
+
+
+def test_bad_recipe_keeps_existing_database_unchanged(tmp_path, tiny_recipe, write_recipe,
+                                                      monkeypatch):
+    db = tmp_path / "keep.db"
+    monkeypatch.setattr("ablate.dispatch.driver.run_study.__defaults__", None, raising=False)
+    CliRunner().invoke(main, ["plan", str(tiny_recipe), "--db", str(db), "--no-cost"])
+    from ablate.store import Store
+
+    Store(str(db)).upsert_study("existing")
+    before = db.read_bytes()
+    bad = write_recipe("[base.train]\nepochs = 0\n")
+    result = CliRunner().invoke(main, ["run", str(bad), "--db", str(db)])
+    assert result.exit_code == 2 and "base.train.epochs" in result.output
+    assert [s.name for s in Store(str(db)).studies()] == ["existing"]
+    assert db.read_bytes() == before
+
+
+def test_plan_json(tiny_recipe, tmp_path):
+    result = CliRunner().invoke(main, ["plan", str(tiny_recipe), "--json",
+                                       "--db", str(tmp_path / "p.db")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert len(rows) == 2
+    for row in rows:
+        assert {"trial_id", "name", "status", "params", "gflops", "flops_convention",
+                "resolution"} <= set(row)
+        assert row["status"] == "pending" and row["resolution"] == [32, 32]
+        assert row["flops_convention"] == "fvcore-mac"
+    kept, dropped = rows
+    assert kept["params"] > dropped["params"] > 0
+    assert not (tmp_path / "p.db").exists()  # planning never creates a database
+
+
+def test_plan_set_override(tiny_recipe):
+    result = CliRunner().invoke(main, ["plan", str(tiny_recipe), "--json", "--no-cost",
+                                       "--set", "train.epochs=3", "--set", "seed=4"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)) == 2
+
+
+def test_report_on_empty_database(tmp_path):
+    result = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "e.db")])
+    assert result.exit_code == 0
+    assert "No finished trials" in result.output
+
+
+def test_report_unknown_study(tmp_path):
+    result = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "e.db"),
+                                       "--study", "nope"])
+    assert result.exit_code == 2
+    assert "no study 'nope'" in result.output
+
+
+def test_db_info_and_upgrade(tmp_path):
+    db = str(tmp_path / "d.db")
+    result = CliRunner().invoke(main, ["db", "upgrade", "--db", db])
+    assert result.exit_code == 0 and "-> 0001" in result.output
+    result = CliRunner().invoke(main, ["db", "info", "--db", db])
+    assert "schema: 0001 (this ablate: 0001)" in result.output
+
+
+def test_old_database_is_refused_by_every_command(tmp_path):
+    db = tmp_path / "old.db"
+    CliRunner().invoke(main, ["db", "upgrade", "--db", str(db)])
+    con = sqlite3.connect(db)
+    con.execute("UPDATE alembic_version SET version_num = '0000'")
+    con.commit()
+    result = CliRunner().invoke(main, ["report", "--db", str(db)])
+    assert result.exit_code == 2
+    assert f"run: ablate db upgrade --db sqlite:///{db}" in result.output

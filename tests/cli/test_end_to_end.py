@@ -1,0 +1,119 @@
+"""A real two-trial study: train, record, report, plot; then interruption and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.store import Store
+
+
+@pytest.fixture
+def study(tmp_path, tiny_recipe):
+    db = tmp_path / "e2e.db"
+    runs = tmp_path / "runs"
+    args = [str(tiny_recipe), "--db", str(db), "--runs-dir", str(runs)]
+    return db, runs, args
+
+
+def test_run_records_rows_and_report_plots(study, tmp_path):
+    db, runs, args = study
+    result = CliRunner().invoke(main, ["run", *args])
+    assert result.exit_code == 0, result.output
+    store = Store(str(db))
+    trials = store.trials("tiny")
+    assert len(trials) == 2 and {t.status for t in trials} == {"done"}
+    for t in trials:
+        assert 0.0 <= t.metrics["miou"] <= 1.0 and t.metrics["latency_ms"] > 0
+        assert t.environment["torch"].startswith("2.14.1")
+        assert (runs / "tiny" / t.trial_id / "result.json").is_file()
+        assert [e.key for e in store.epoch_metrics("tiny", t.trial_id)][:1] == ["train_loss"]
+    costs = store.get_costs([t.arch_id for t in trials])
+    assert len(costs) == 2 and all(c.flops_convention == "fvcore-mac" for c in costs.values())
+
+    # a second run skips both
+    again = CliRunner().invoke(main, ["run", *args])
+    assert again.exit_code == 0 and "2 trial(s) already done" in again.output
+    assert len(Store(str(db)).trials("tiny")) == 2
+
+    out = tmp_path / "plots"
+    rep = CliRunner().invoke(main, ["report", "--db", str(db), "--pareto", "--out", str(out)])
+    assert rep.exit_code == 0, rep.output
+    assert "keep_last_expansion=true" in rep.output
+    for stem in ("pareto_params", "pareto_gflops"):
+        assert (out / f"{stem}.png").stat().st_size > 1000
+        assert (out / f"{stem}.svg").read_text().startswith("<?xml")
+    rows = json.loads(CliRunner().invoke(main, ["report", "--db", str(db), "--json"]).output)
+    assert {r["config_name"] for r in rows} == {"keep_last_expansion=true",
+                                                "keep_last_expansion=false"}
+    assert all(r["n"] == 1 for r in rows)
+    assert sum(r["pareto"] for r in rows) >= 1
+
+
+def test_interrupted_run_resumes_without_duplicates(study, monkeypatch):
+    db, _runs, args = study
+    from ablate.dispatch import local
+
+    real = local.run_trial
+    calls = []
+
+    def interrupt_second(job, progress=None):
+        calls.append(job.trial_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(job, progress)
+
+    monkeypatch.setattr(local, "run_trial", interrupt_second)
+    result = CliRunner().invoke(main, ["run", *args])
+    assert result.exit_code == 130
+    assert "run the same command again" in result.output
+    statuses = Store(str(db)).statuses("tiny")
+    assert sorted(statuses.values()) == ["done", "running"]
+
+    monkeypatch.setattr(local, "run_trial", real)
+    result = CliRunner().invoke(main, ["run", *args])
+    assert result.exit_code == 0, result.output
+    trials = Store(str(db)).trials("tiny")
+    assert len(trials) == 2 and {t.status for t in trials} == {"done"}
+
+
+def test_failing_trial_is_recorded_and_the_run_goes_on(study, monkeypatch):
+    db, _runs, args = study
+    from ablate.train import loop
+
+    real = loop.train_and_evaluate
+    seen = []
+
+    def fail_first(spec, run_dir, progress=None):
+        seen.append(spec)
+        if len(seen) == 1:
+            raise RuntimeError("out of cheese")
+        return real(spec, run_dir, progress)
+
+    monkeypatch.setattr(loop, "train_and_evaluate", fail_first)
+    result = CliRunner().invoke(main, ["run", *args])
+    assert result.exit_code == 1
+    trials = {t.status: t for t in Store(str(db)).trials("tiny")}
+    assert set(trials) == {"failed", "done"}
+    assert trials["failed"].error.startswith("RuntimeError: out of cheese")
+    assert "Traceback" in trials["failed"].error
+
+    # failed trials are skipped unless asked for
+    skip = CliRunner().invoke(main, ["run", *args])
+    assert skip.exit_code == 0 and "2 trial(s) already done or failed" in skip.output
+    monkeypatch.setattr(loop, "train_and_evaluate", real)
+    rerun = CliRunner().invoke(main, ["run", *args, "--rerun-failed"])
+    assert rerun.exit_code == 0, rerun.output
+    assert {t.status for t in Store(str(db)).trials("tiny")} == {"done"}
+
+
+def test_nan_loss_fails_the_trial(study):
+    db, _runs, args = study
+    result = CliRunner().invoke(main, ["run", *args, "--set", "train.lr=1e30",
+                                       "--set", "train.optimizer='sgd'", "--set", "train.epochs=2"])
+    assert result.exit_code == 1
+    errors = [t.error for t in Store(str(db)).trials("tiny")]
+    assert all(e and e.startswith("TrialFailed: loss became") for e in errors)

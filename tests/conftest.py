@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny recipes that train in seconds on the CPU."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+TINY_RECIPE = """
+name = "tiny"
+description = "two configurations on 32x32 shapes"
+seeds = [0]
+
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "deeplabv3plus"
+bn_momentum = 0.1
+
+[base.data]
+name = "shapes"
+classes = 3
+image_size = 32
+train_images = 16
+val_images = 8
+
+[base.train]
+optimizer = "adamw"
+lr = 0.003
+epochs = 1
+batch_size = 8
+log_every = 1
+
+[base.eval]
+batch_size = 8
+latency_runs = 2
+latency_warmup = 1
+
+[grid]
+"model.keep_last_expansion" = [true, false]
+"""
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(textwrap.dedent(TINY_RECIPE))
+    return path
+
+
+@pytest.fixture
+def write_recipe(tmp_path: Path):
+    def write(text: str, name: str = "r.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write

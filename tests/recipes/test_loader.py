@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import pytest
+
+from ablate.errors import RecipeError
+from ablate.recipes.loader import flatten, load_recipe, parse_recipe
+from ablate.trials.expand import expand
+
+
+def error_of(text: str) -> RecipeError:
+    with pytest.raises(RecipeError) as info:
+        expand(parse_recipe(text, "r.toml"))
+    return info.value
+
+
+def test_flatten_mixes_nested_tables_and_dotted_keys():
+    assert flatten({"model": {"head": "fcn"}, "train.lr": 0.1}) == {
+        "model.head": "fcn", "train.lr": 0.1}
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(tmp_path / "nope.toml")
+    assert str(info.value) == f"{tmp_path / 'nope.toml'}: recipe file not found"
+
+
+def test_invalid_toml_gives_the_line():
+    err = error_of('name = "x"\n[base.model\n')
+    assert str(err).startswith("r.toml: invalid TOML:")
+    assert "line 2" in str(err)
+
+
+def test_unknown_top_level_key():
+    err = error_of("axes = {}\n")
+    assert err.key == "axes"
+    assert "allowed: name, description, seeds, base, grid, zip, variants, slurm" in str(err)
+
+
+def test_unknown_key_in_base_lists_allowed_keys():
+    err = error_of("[base.model]\nbackbones = 'resnet50'\n")
+    assert err.key == "base.model.backbones"
+    assert "unknown key" in str(err) and "backbone" in str(err) and "keep_last_expansion" in str(err)
+
+
+def test_unknown_backbone_lists_allowed_values():
+    err = error_of("[base.model]\nbackbone = 'resnet5'\n")
+    assert err.key == "base.model.backbone"
+    assert "'mobilenet_v3_large'" in str(err) and "'resnet101'" in str(err)
+    assert "got 'resnet5'" in str(err)
+
+
+def test_wrong_type_is_not_coerced():
+    err = error_of("[base.train]\nlr = '0.1'\n")
+    assert err.key == "base.train.lr"
+    assert "got '0.1'" in str(err)
+
+
+def test_bool_is_not_an_int():
+    err = error_of("[base.train]\nbatch_size = true\n")
+    assert err.key == "base.train.batch_size"
+
+
+def test_empty_axis():
+    err = error_of('[grid]\n"train.lr" = []\n')
+    assert err.key == 'grid."train.lr"'
+    assert "empty axis" in str(err)
+
+
+def test_axis_on_a_key_that_does_not_exist():
+    err = error_of('[grid]\n"model.depth" = [1, 2]\n')
+    assert err.key == 'grid."model.depth"'
+    assert "unknown key 'model.depth'" in str(err) and "backbone" in str(err)
+
+
+def test_bad_value_in_an_axis_names_the_axis():
+    err = error_of('[grid]\n"model.head" = ["deeplabv3", "unet"]\n')
+    assert err.key == 'axis "model.head"'
+    assert "got 'unet'" in str(err)
+
+
+def test_bad_value_in_a_variant_names_the_variant():
+    err = error_of("[variants.a]\nmodel.output_stride = 12\n")
+    assert err.key == "variants.a.model.output_stride"
+
+
+def test_zip_lengths_must_match():
+    err = error_of('[zip]\n"train.lr" = [0.1, 0.2]\n"train.epochs" = [1]\n')
+    assert err.key == "zip[0]" and "equal lengths" in str(err)
+
+
+def test_seeds_must_be_non_negative_integers():
+    err = error_of("seeds = [0, -1]\n")
+    assert err.key == "seeds"
+
+
+def test_published_figures_are_validated():
+    err = error_of("[variants.a.published]\nmiou = 'high'\n")
+    assert err.key == "variants.a.published.miou"
