@@ -1,18 +1,35 @@
-"""Registrations: which backbone and head names a recipe may use."""
+"""Registrations: which backbone and head names a recipe may use.
+
+Backbones return a dict of named taps and carry ``channels`` and ``strides`` dicts:
+``low`` (stride 4), ``aux`` (torchvision's auxiliary / LR-ASPP low tap) and ``out``;
+SqueezeNet adds its FCN skips ``pool1``/``pool4``/``pool8``. Heads read taps by name.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
 from ablate.errors import UserInputError
-from ablate.models.heads import AuxHead, DeepLabV3Head, DeepLabV3PlusHead
+from ablate.models.heads import (
+    AuxHead,
+    DeepLabV3Head,
+    DeepLabV3PlusHead,
+    FCN8sHead,
+    FCNHead,
+    LRASPPHead,
+)
 from ablate.models.mobilenetv3 import build_mobilenet_v3
 from ablate.models.registry import register_backbone, register_head
+from ablate.models.resnet import build_resnet
 from ablate.models.segmentation import SegmentationModel
+from ablate.models.squeezenet import build_squeezenet
 from ablate.recipes.schema import ModelSpec
 
 register_backbone("mobilenet_v3_large")(build_mobilenet_v3)
 register_backbone("mobilenet_v3_small")(build_mobilenet_v3)
+register_backbone("resnet50")(build_resnet)
+register_backbone("resnet101")(build_resnet)
+register_backbone("squeezenet1_0")(build_squeezenet)
 
 
 def _aux(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module | None:
@@ -23,17 +40,64 @@ def _aux(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module | 
     return AuxHead(backbone.channels, num_classes)
 
 
+def _no_aux(spec: ModelSpec) -> None:
+    if spec.aux_head:
+        raise UserInputError(f"model.aux_head: the {spec.head} head has no auxiliary head; "
+                             "set model.aux_head = false")
+
+
+def _need(backbone: nn.Module, spec: ModelSpec, tap: str, what: str) -> None:
+    if tap not in backbone.channels:
+        raise UserInputError(
+            f"model.head: {spec.head} needs the {what} tap {tap!r}, which backbone "
+            f"{spec.backbone} does not have (taps: {', '.join(backbone.channels)})"
+        )
+
+
 @register_head("deeplabv3")
 def deeplabv3(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
-    head = DeepLabV3Head(backbone.channels, num_classes, spec.aspp_rates)
+    if spec.selective.enabled:
+        from ablate.models.selective import build_selective_deeplabv3
+
+        return build_selective_deeplabv3(spec, num_classes)
+    head = DeepLabV3Head(backbone.channels, num_classes, spec.aspp_rates, spec.aspp_channels)
     return SegmentationModel(backbone, head, _aux(backbone, num_classes, spec))
 
 
 @register_head("deeplabv3plus")
 def deeplabv3plus(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
-    if "low" not in backbone.channels:
-        raise UserInputError(f"model.head: backbone {spec.backbone} has no low-level tap")
+    low_level = "low" if spec.low_level == "auto" else spec.low_level
+    if low_level not in backbone.channels:
+        raise UserInputError(
+            f"model.low_level: backbone {spec.backbone} has no tap {low_level!r}; "
+            f"allowed: auto, {', '.join(backbone.channels)}"
+        )
     head = DeepLabV3PlusHead(
-        backbone.channels, num_classes, spec.aspp_rates, spec.aspp_channels, spec.low_level_channels
+        backbone.channels, num_classes, spec.aspp_rates, spec.aspp_channels,
+        spec.low_level_channels, low_level,
     )
     return SegmentationModel(backbone, head, _aux(backbone, num_classes, spec))
+
+
+@register_head("fcn")
+def fcn(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
+    head = FCNHead(backbone.channels, num_classes)
+    return SegmentationModel(backbone, head, _aux(backbone, num_classes, spec))
+
+
+@register_head("lraspp")
+def lraspp(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
+    _need(backbone, spec, "aux", "stride-8 low-level")
+    _no_aux(spec)
+    return SegmentationModel(backbone, LRASPPHead(backbone.channels, num_classes))
+
+
+@register_head("fcn8s")
+def fcn8s(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
+    if spec.backbone != "squeezenet1_0":
+        raise UserInputError(
+            f"model.head: fcn8s is defined on squeezenet1_0's pool taps only "
+            f"(got backbone {spec.backbone})"
+        )
+    _no_aux(spec)
+    return SegmentationModel(backbone, FCN8sHead(backbone.channels, num_classes))

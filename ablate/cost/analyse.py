@@ -1,0 +1,111 @@
+"""Cost of one architecture: parameters and FLOPs with their breakdowns (no database).
+
+``analyse_spec`` builds the model on the ``meta`` device (no memory, no weight
+initialisation), so costing a ResNet-101 at 1024x2048 takes well under a second or
+two. The result is keyed by ``arch_id``: trials that differ only in training
+settings share it, and the caller may cache it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ablate.recipes.schema import ModelSpec, TrialSpec
+
+
+@dataclass(frozen=True)
+class CostReport:
+    arch_id: str
+    params: int
+    params_by_module: dict[str, int]
+    flops: int | None
+    gflops: float | None
+    flops_by_module: dict[str, int]
+    flops_convention: str | None
+    resolution: tuple[int, int]
+    num_classes: int = 0
+    flops_unsupported: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["resolution"] = list(self.resolution)
+        return out
+
+
+def analyse_spec(spec: TrialSpec, *, flops: bool = True, depth: int = 3,
+                 convention: str = "fvcore-mac") -> CostReport:
+    """Parameters (total and per module to ``depth`` dots) and, if asked, FLOPs at the
+    spec's evaluation resolution in ``convention`` (``ablate.cost.flops.CONVENTIONS``).
+    Breakdowns add up to the totals and share their keys, so two reports diff module
+    by module."""
+    from ablate.cost.flops import count_flops
+    from ablate.cost.params import count_parameters, params_by_module
+    from ablate.trials.ids import architecture_id, eval_resolution, num_classes
+
+    classes = num_classes(spec)
+    resolution = tuple(int(v) for v in eval_resolution(spec))
+    model = build_on_meta(spec.model, classes)
+    count = None
+    if flops:
+        try:
+            count = count_flops(model, resolution, depth, convention=convention)
+        except (NotImplementedError, RuntimeError):
+            if not _is_meta(model):
+                raise
+            # The forward pass reads values: count on a real model (slow but exact).
+            from ablate.models.registry import build_model
+
+            count = count_flops(build_model(spec.model, classes), resolution, depth,
+                                convention=convention)
+    return CostReport(
+        arch_id=architecture_id(spec),
+        params=count_parameters(model),
+        params_by_module=params_by_module(model, depth),
+        flops=count.total if count else None,
+        gflops=count.gflops if count else None,
+        flops_by_module=dict(count.breakdown) if count else {},
+        flops_convention=count.convention if count else None,
+        resolution=resolution,  # type: ignore[arg-type]
+        num_classes=classes,
+        flops_unsupported=dict(count.unsupported) if count else {},
+    )
+
+
+def build_on_meta(model_spec: ModelSpec, classes: int):
+    """The model with parameters on ``meta``: shapes only, no storage, no initialisation.
+
+    A builder that cannot work on meta (it reads values while building) gets the CPU.
+    """
+    import torch
+
+    from ablate.models.registry import build_model
+
+    try:
+        with torch.device("meta"), _skip_init():
+            return build_model(model_spec, classes)
+    except (NotImplementedError, RuntimeError):
+        return build_model(model_spec, classes)
+
+
+def _is_meta(model) -> bool:
+    return any(p.is_meta for p in model.parameters())
+
+
+def _skip_init():
+    """A mode in which in-place initialisers on meta tensors return at once: on meta they
+    do nothing, but each still costs a Python decomposition (about half the build time)."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    tensor = torch.Tensor
+    skipped = {tensor.normal_, tensor.uniform_, tensor.fill_, tensor.zero_, tensor.erfinv_,
+               tensor.mul_, tensor.add_, tensor.clamp_, tensor.copy_}
+
+    class SkipInit(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in skipped and args and getattr(args[0], "is_meta", False):
+                return args[0]
+            return func(*args, **(kwargs or {}))
+
+    return SkipInit()

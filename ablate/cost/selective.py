@@ -1,0 +1,175 @@
+"""Conditional cost of selective down-sampling (SPEC.md section 2), fvcore convention.
+
+FLOPs are reported three ways: the mask net alone, dense (everything at full
+resolution) and effective (conditional on the measured mask density). All figures
+use fvcore's convention (one multiply-add = one flop; convolutions, batch norm,
+upsampling; pooling and element-wise ops are free) at batch 1 and the given (H, W).
+
+The model of ``ablate.models.selective`` is counted once, densely, with fvcore, and
+split by module into
+
+* ``pre``:  stem, layer1, layer2 (always at full resolution),
+* ``high``: layer3 + layer4 of the dilated output-stride-8 path,
+* ``low``:  layer3 + layer4 of the down-sampled path (on the pooled stride-``8d`` map),
+* ``mask``: the mask net,
+* ``rest``: everything else, i.e. the ASPP head on the stride-8 map and the final
+  bilinear up-sampling of the logits (the blend and the nearest repeats are free).
+
+With ``density`` = share of down-sampled cells (mask 1) the effective cost is::
+
+    effective = pre + (1 - density) * high + density * low + rest + mask
+
+It assumes a sparse implementation that runs each path only on its own cells, so a
+stage's cost is linear in the share of cells it runs on. Hence ``density = 0`` gives
+the plain output-stride-8 DeepLabV3 plus the mask net, and ``density = 1`` gives the
+"output-stride-16 path" plus the mask net: stem..layer2 at stride 8, the pooled map
+through layer3/layer4 at stride ``8d`` with the OS-16 dilations, repeated back to
+stride 8, and the ASPP head at stride 8. That is *not* the plain OS-16 DeepLabV3
+(``gflops_os16``, whose layer3 first block and ASPP run on stride-16 maps), which is
+reported beside it for reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from ablate.recipes.schema import ModelSpec, SelectiveSpec
+
+PRE_MODULES = ("backbone.conv1", "backbone.bn1", "backbone.layer1", "backbone.layer2")
+HIGH_MODULES = ("backbone.layer3", "backbone.layer4")
+LOW_MODULES = ("backbone.low_layer3", "backbone.low_layer4")
+MASK_MODULE = "mask_net"
+
+
+def selective_cost(spec: ModelSpec, num_classes: int, resolution: tuple[int, int],
+                   density: float, device: str | None = None) -> dict[str, float]:
+    """GFLOPs (fvcore) of a selective model at ``resolution`` (H, W) for a mask density.
+
+    ``density`` is the share of down-sampled cells (mask 1), e.g. the ``mean`` of
+    ``mask_density_stats`` over the evaluation set. Returns ``gflops_mask_net``,
+    ``gflops_dense`` (OS-8 model + mask net), ``gflops_os8``, ``gflops_os16`` (plain
+    models without mask net), ``gflops_low_path`` (the effective cost at density 1)
+    and ``gflops_effective`` (formula in the module docstring).
+    """
+    if not 0.0 <= density <= 1.0:
+        raise ValueError(f"density must be in [0, 1], got {density}")
+    parts = stage_flops(spec, num_classes, resolution, device)
+    fixed = parts["pre"] + parts["rest"] + parts["mask"]
+    effective = fixed + (1.0 - density) * parts["high"] + density * parts["low"]
+    return {
+        "gflops_mask_net": parts["mask"] / 1e9,
+        "gflops_dense": (fixed + parts["high"]) / 1e9,
+        "gflops_os8": (fixed - parts["mask"] + parts["high"]) / 1e9,
+        "gflops_os16": plain_os16_flops(spec, num_classes, resolution, device) / 1e9,
+        "gflops_low_path": (fixed + parts["low"]) / 1e9,
+        "gflops_effective": effective / 1e9,
+        "density": float(density),
+    }
+
+
+def stage_flops(spec: ModelSpec, num_classes: int, resolution: tuple[int, int],
+                device: str | None = None) -> dict[str, int]:
+    """fvcore flops of ``pre``, ``high``, ``low``, ``mask`` and ``rest`` (cached per arch)."""
+    sel = spec.selective
+    key = (spec.backbone, sel.mask_net, sel.mask_source, sel.patch, sel.pooling,
+           tuple(spec.aspp_rates), spec.aspp_channels, num_classes, tuple(resolution),
+           _device(device))
+    return dict(_stage_flops(key))
+
+
+@functools.lru_cache(maxsize=32)
+def _stage_flops(key: tuple) -> tuple[tuple[str, int], ...]:
+    from ablate.cost.flops import count_flops
+    from ablate.models.selective import build_selective_deeplabv3
+
+    (backbone, mask_net, mask_source, patch, pooling, rates, aspp_channels, classes, resolution,
+     device) = key
+    spec = ModelSpec.model_validate({
+        "backbone": backbone, "head": "deeplabv3", "output_stride": 8,
+        "aspp_rates": list(rates), "aspp_channels": aspp_channels,
+        "selective": {"enabled": True, "mask_net": mask_net, "mask_source": mask_source,
+                      "patch": patch, "pooling": pooling},
+    })
+    model = build_selective_deeplabv3(spec, classes).to(device)
+    count = count_flops(model, resolution)  # by_module holds "backbone.layer3" etc.
+    by = count.by_module
+    parts = {
+        "pre": sum(by.get(m, 0) for m in PRE_MODULES),
+        "high": sum(by.get(m, 0) for m in HIGH_MODULES),
+        "low": sum(by.get(m, 0) for m in LOW_MODULES),
+        "mask": by.get(MASK_MODULE, 0),
+    }
+    parts["rest"] = count.total - sum(parts.values())
+    return tuple(parts.items())
+
+
+def plain_os16_flops(spec: ModelSpec, num_classes: int, resolution: tuple[int, int],
+                     device: str | None = None) -> int:
+    """fvcore flops of ablate's plain DeepLabV3 at output stride 16 (no mask net)."""
+    return _plain_os16_flops(spec.backbone, tuple(spec.aspp_rates), spec.aspp_channels,
+                             num_classes, tuple(resolution), _device(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _plain_os16_flops(backbone: str, rates: tuple[int, ...], aspp_channels: int, classes: int,
+                      resolution: tuple[int, int], device: str) -> int:
+    from ablate.cost.flops import count_flops
+    from ablate.models.registry import build_model
+
+    spec = ModelSpec.model_validate({
+        "backbone": backbone, "head": "deeplabv3", "output_stride": 16,
+        "aspp_rates": list(rates), "aspp_channels": aspp_channels,
+    })
+    return count_flops(build_model(spec, classes).to(device), resolution).total
+
+
+def mask_net_flops(selective: SelectiveSpec, resolution: tuple[int, int]) -> int:
+    """fvcore flops of the mask net alone, on the ResNet tap it reads at ``resolution``."""
+    from fvcore.nn import FlopCountAnalysis
+
+    from ablate.models.selective import MASK_SOURCES, build_mask_net
+
+    channels, stride = MASK_SOURCES[selective.mask_source]
+    net = build_mask_net(selective).eval()
+    tap = torch.zeros(1, channels, *(resnet_tap_size(n, stride) for n in resolution))
+    analysis = FlopCountAnalysis(net, tap)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return int(analysis.total())
+
+
+def resnet_tap_size(n: int, stride: int) -> int:
+    """Side of a torchvision ResNet feature map at ``stride`` (4 or 8) for input side ``n``.
+
+    conv1, the max-pool and each strided stage round up: ``ceil`` at every halving.
+    """
+    for _ in range(int(math.log2(stride))):
+        n = math.ceil(n / 2)
+    return n
+
+
+def mask_density_stats(masks: list[torch.Tensor]) -> dict[str, float]:
+    """Mean and (population) standard deviation over images of the down-sampled share.
+
+    Each tensor is one image's mask (H x W or 1 x H x W) or a batch (B x 1 x H x W);
+    an image's density is the mean of its cells.
+    """
+    per_image = []
+    for mask in masks:
+        mask = mask.detach().float()
+        if mask.dim() == 4:
+            per_image.append(mask.flatten(1).mean(1))
+        else:
+            per_image.append(mask.mean().reshape(1))
+    if not per_image:
+        raise ValueError("mask_density_stats: no masks given")
+    densities = torch.cat(per_image)
+    return {"mean": float(densities.mean()), "std": float(densities.std(unbiased=False))}
+
+
+def _device(device: str | None) -> str:
+    if device is not None:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
