@@ -33,14 +33,15 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         ablate plan recipes/quickstart.toml
         ablate plan recipes/mnv3_expansion.toml --set data.name=shapes --json
     """
-    from ablate.dispatch.driver import compute_costs, load_trials
+    from ablate.dispatch.driver import check_weights, compute_costs, load_trials
     from ablate.trials.ids import eval_resolution
 
     recipe_obj, trials = load_trials(recipe, assignments)
     store = _existing_store(db)
     statuses = store.statuses(recipe_obj.name) if store and _has_study(store, recipe_obj.name) else {}
     cached = store.get_costs([t.arch_id for t in trials]) if store else {}
-    costs = {} if no_cost else compute_costs(trials, cached)
+    costs = {} if no_cost else compute_costs(trials, cached, source=recipe_obj.path)
+    check_weights(trials, recipe_obj.path)
     if store is not None:
         for arch_id, cost in costs.items():
             if arch_id not in cached:

@@ -26,6 +26,7 @@ class CostReport:
     resolution: tuple[int, int]
     num_classes: int = 0
     flops_unsupported: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. selective down-sampling
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -58,17 +59,30 @@ def analyse_spec(spec: TrialSpec, *, flops: bool = True, depth: int = 3,
 
             count = count_flops(build_model(spec.model, classes), resolution, depth,
                                 convention=convention)
+    total = count.total if count else None
+    extra: dict[str, float] = {}
+    if count and spec.model.selective.enabled and convention == "fvcore-mac":
+        # Counting the model directly would add up both emulated paths. The figure that
+        # stands for the architecture is the dense one (every cell at full resolution);
+        # effective FLOPs depend on the measured mask density and are stored per trial.
+        from ablate.cost.selective import selective_cost
+
+        extra = selective_cost(spec.model, classes, resolution, density=0.0)
+        extra.pop("gflops_effective")
+        extra.pop("density")
+        total = round(extra["gflops_dense"] * 1e9)
     return CostReport(
         arch_id=architecture_id(spec),
         params=count_parameters(model),
         params_by_module=params_by_module(model, depth),
-        flops=count.total if count else None,
-        gflops=count.gflops if count else None,
+        flops=total,
+        gflops=None if total is None else total / 1e9,
         flops_by_module=dict(count.breakdown) if count else {},
         flops_convention=count.convention if count else None,
         resolution=resolution,  # type: ignore[arg-type]
         num_classes=classes,
         flops_unsupported=dict(count.unsupported) if count else {},
+        extra=extra,
     )
 
 

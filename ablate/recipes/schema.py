@@ -182,4 +182,6 @@ class Published(Section):
     params: NonNegInt | None = None
     gflops: NonNegFloat | None = None
     miou: NonNegFloat | None = None  # percent
+    pixel_acc: NonNegFloat | None = None  # percent
+    gflops_mask_net: NonNegFloat | None = None  # selective down-sampling: the mask net alone
     source: str | None = None

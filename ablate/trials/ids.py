@@ -9,6 +9,8 @@ from typing import Any
 from ablate.recipes.schema import TrialSpec
 
 ID_LENGTH = 12
+TRAINING_ONLY_MODEL_KEYS = ("weights", "weights_path", "aux_weight", "bn_momentum")
+TRAINING_ONLY_SELECTIVE_KEYS = ("loss", "target", "lambda", "tau", "tau_final")
 
 
 def canonical_json(obj: Any) -> str:
@@ -46,8 +48,10 @@ def eval_resolution(spec: TrialSpec) -> tuple[int, int]:
 def architecture_key(spec: TrialSpec) -> dict[str, Any]:
     """What determines parameters and FLOPs: the model, class count and resolution."""
     model = spec.model.model_dump(mode="json", by_alias=True)
-    for weight_key in ("weights", "weights_path"):  # weights change values, not cost
-        model.pop(weight_key, None)
+    for key in TRAINING_ONLY_MODEL_KEYS:  # they change values, not the cost
+        model.pop(key, None)
+    for key in TRAINING_ONLY_SELECTIVE_KEYS:
+        model["selective"].pop(key, None)
     model["num_classes"] = num_classes(spec)
     return {"model": model, "resolution": list(eval_resolution(spec))}
 

@@ -102,3 +102,21 @@ def test_set_errors():
     with pytest.raises(RecipeError) as info:
         expand(recipe, parse_set(["model.output_stride=12"]))
     assert info.value.key == "--set model.output_stride"
+
+
+def test_training_only_keys_share_an_architecture():
+    text = """
+[base.model]
+backbone = "resnet50"
+output_stride = 8
+head = "deeplabv3"
+selective = { enabled = true }
+[grid]
+"model.selective.lambda" = [0.0, 0.1]
+"model.bn_momentum" = [0.01, 0.1]
+"model.selective.pooling" = ["fixed", "avg"]
+"""
+    trials = expand(parse_recipe(text, "a.toml"))
+    assert len(trials) == 8
+    assert len({t.trial_id for t in trials}) == 8
+    assert len({t.arch_id for t in trials}) == 2  # only the pooling mode changes cost
