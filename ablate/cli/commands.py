@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMAND_MODULES = ("plan", "run", "report", "cost", "db")
+COMMAND_MODULES = ("plan", "run", "report", "export", "cost", "db", "status", "cancel")
 
 for _name in COMMAND_MODULES:
     try:

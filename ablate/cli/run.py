@@ -17,6 +17,59 @@ from ablate.cli.options import (
     runs_option,
     set_option,
 )
+from ablate.errors import UserInputError
+
+SLURM_FLAGS = ("partition", "gpus_per_trial", "cpus_per_trial", "mem", "time", "array_parallelism")
+
+
+def slurm_options(fn):
+    """``--partition`` ... ``--detach``: override the recipe's ``[slurm]`` section."""
+    options = [
+        click.option("--partition", default=None,
+                     help="Slurm partition [recipe, else the cluster's default]."),
+        click.option("--gpus-per-trial", type=click.IntRange(0), default=None,
+                     help="GPUs per trial (more than 1: DistributedDataParallel)."),
+        click.option("--cpus-per-trial", type=click.IntRange(1), default=None,
+                     help="CPU cores per trial [recipe, else 2]."),
+        click.option("--mem", default=None, metavar="SIZE", help="Memory per trial, e.g. 16G."),
+        click.option("--time", type=click.IntRange(1), default=None, metavar="MINUTES",
+                     help="Time limit per trial in minutes [recipe, else 60]."),
+        click.option("--array-parallelism", type=click.IntRange(1), default=None,
+                     help="At most this many trials of the array run at once [recipe, else 64]."),
+        click.option("--detach", is_flag=True,
+                     help="Submit to Slurm and return; follow with 'ablate status'."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _refuse_slurm_flags(detach: bool, flags: dict) -> None:
+    given = [name for name in SLURM_FLAGS if flags.get(name) is not None]
+    if detach:
+        given.append("detach")
+    if given:
+        raise UserInputError(f"--{given[0].replace('_', '-')}: only with --executor slurm")
+
+
+def _slurm_executor(recipe, trials, store, runs_dir: str, detach: bool, flags: dict):
+    """The recipe's [slurm] section under the command-line flags; refuses to submit trials
+    whose earlier jobs still run (they would run twice)."""
+    from pathlib import Path
+
+    from ablate.dispatch.slurm import SlurmExecutor, live_jobs, resolve_spec
+
+    spec = resolve_spec(recipe.slurm, {k: flags.get(k) for k in SLURM_FLAGS})
+    if any(s.name == recipe.name for s in store.studies()):
+        live = live_jobs(store, recipe.name, [t.trial_id for t in trials])
+        if live:
+            jobs = ", ".join(sorted(set(live.values()))[:5])
+            raise UserInputError(
+                f"{len(live)} trial(s) of {recipe.name} still have Slurm jobs ({jobs}); follow "
+                f"them with 'ablate status {recipe.name}' or stop them with "
+                f"'ablate cancel {recipe.name}'")
+    return SlurmExecutor(**spec.model_dump(), folder=Path(runs_dir).absolute().parent / "slurm",
+                         detach=detach)
 
 
 @main.command("run")
@@ -32,17 +85,23 @@ from ablate.cli.options import (
 @click.option("--variant", "variants", multiple=True, metavar="NAME", help="Only this variant.")
 @click.option("--executor", default="local", show_default=True,
               type=click.Choice(["local", "slurm"]), help="Where trials run.")
+@slurm_options
 def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str, jobs: int,
         rerun_failed: bool, force: bool, trial_ids: tuple[str, ...], variants: tuple[str, ...],
-        executor: str) -> None:
+        executor: str, detach: bool, **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
     Done trials are skipped; an interrupted run resumes where it stopped.
+
+    With --executor slurm the trials go to Slurm as one job array (options override the
+    recipe's [slurm] section; submitit logs in RUNS_DIR/../slurm); --detach returns once
+    they are submitted.
 
     \b
     Example:
         ablate run recipes/quickstart.toml
         ablate run recipes/quickstart.toml --jobs 2 --set train.epochs=1
+        ablate run recipes/quickstart.toml --executor slurm --partition gpu --gpus-per-trial 1
     """
     from ablate.dispatch.driver import load_trials, run_study, select_trials
     from ablate.dispatch.executor import make_executor
@@ -51,8 +110,13 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     recipe_obj, trials = load_trials(recipe, assignments)
     trials = select_trials(trials, trial_ids=trial_ids, variants=variants)
     console = make_console(stderr=True)
+    if executor != "slurm":
+        _refuse_slurm_flags(detach, slurm_flags)
     store = Store(db)
-    runner = make_executor(executor, jobs=jobs)
+    if executor == "slurm":
+        runner = _slurm_executor(recipe_obj, trials, store, runs_dir, detach, slurm_flags)
+    else:
+        runner = make_executor(executor, jobs=jobs)
     view = _ProgressView(console)
     try:
         with view:
@@ -60,9 +124,19 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
                                 rerun_failed=rerun_failed, force=force,
                                 on_event=view.on_event, on_plan=view.on_plan)
     except KeyboardInterrupt:
+        if executor == "slurm":
+            console.print(f"[yellow]Interrupted.[/] The Slurm jobs keep running. Follow them with "
+                          f"'ablate status {recipe_obj.name}' (it records their results), or "
+                          f"stop them with 'ablate cancel {recipe_obj.name}'.")
+            sys.exit(130)
         console.print("[yellow]Interrupted.[/] Finished trials are recorded; run the same "
                       "command again to finish the rest (trials resume from checkpoints).")
         sys.exit(130)
+    if detach:
+        submitted = [t for t in trials if view.job_ids.get(t.trial_id)]
+        console.print(f"Submitted {len(submitted)} trial(s) to Slurm. Follow them with "
+                      f"'ablate status {recipe_obj.name}'; cancel with "
+                      f"'ablate cancel {recipe_obj.name}'.")
     _print_summary(store, recipe_obj.name, [t.trial_id for t in trials], summary)
     if summary.failed:
         sys.exit(1)
@@ -87,6 +161,7 @@ class _ProgressView:
         )
         self.overall = None
         self.tasks: dict[str, int] = {}
+        self.job_ids: dict[str, str] = {}  # Slurm
         self.started = time.perf_counter()
 
     def __enter__(self):
@@ -104,11 +179,23 @@ class _ProgressView:
     def on_event(self, job, event) -> None:
         kind = event["kind"]
         if kind == "start":
-            self.tasks[job.trial_id] = self.progress.add_task(f"  {job.name}", total=None)
+            label = f"  {job.name}"
+            if event.get("job_id"):  # Slurm: submitted, not yet running
+                self.job_ids[job.trial_id] = event["job_id"]
+                label += f" [job {event['job_id']}]"
+            self.tasks[job.trial_id] = self.progress.add_task(label, total=None)
         task = self.tasks.get(job.trial_id)
         if task is None:
             return
-        if kind == "step":
+        if kind == "state":
+            self.progress.update(task, description=f"  {job.name} [job {event['job_id']} "
+                                 f"{event['state']}]")
+        elif kind == "cancelled":
+            self.progress.remove_task(task)
+            self.progress.console.print(f"[yellow]cancelled[/] {job.name} (job "
+                                        f"{event['job_id']}): back to pending")
+            self.progress.advance(self.overall)
+        elif kind == "step":
             self.progress.update(
                 task, completed=event["step"], total=event["total_steps"],
                 description=f"  {job.name} epoch {event['epoch']}/{event['epochs']} "

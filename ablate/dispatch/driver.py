@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import Executor
 from ablate.dispatch.results import ingest_results, run_dir_for
-from ablate.errors import StoreError, UserInputError
+from ablate.errors import RecipeError, StoreError, UserInputError
 from ablate.recipes.loader import Recipe, load_recipe
 from ablate.store import CostRecord, Store
 from ablate.trials.expand import Trial, expand, parse_set
@@ -47,20 +48,56 @@ def select_trials(trials: list[Trial], *, trial_ids: tuple[str, ...] = (),
     return chosen
 
 
+@contextlib.contextmanager
+def _blame(source: str | None, trial: Trial):
+    """Errors found while building a trial's model name the recipe and the trial."""
+    try:
+        yield
+    except RecipeError:
+        raise
+    except UserInputError as err:
+        if source is None:
+            raise
+        raise RecipeError(source, f"trial {trial.name}: {err}") from None
+
+
+def check_weights(trials: list[Trial], source: str | None = None) -> None:
+    """Fail before anything is recorded if a weights file is missing or fits nothing."""
+    seen: set[tuple] = set()
+    for trial in trials:
+        model = trial.spec.model
+        key = (trial.arch_id, model.weights, model.weights_path)
+        if (model.weights == "none" and not model.weights_path) or key in seen:
+            continue
+        seen.add(key)
+        from ablate.cost.analyse import build_on_meta
+        from ablate.models.weights import load_weights
+        from ablate.trials.ids import num_classes
+
+        with _blame(source, trial):
+            load_weights(build_on_meta(model, num_classes(trial.spec)), model)
+
+
 def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
-                  flops: bool = True) -> dict[str, CostRecord]:
-    """Parameters and FLOPs once per distinct architecture (``arch_id``), cache first."""
+                  flops: bool = True, source: str | None = None) -> dict[str, CostRecord]:
+    """Parameters and FLOPs once per distinct architecture (``arch_id``), cache first.
+
+    Building each architecture also validates it (expansion indices, output strides);
+    with ``source`` such an error names the recipe file and the trial.
+    """
     out = dict(cached)
     for trial in trials:
         if trial.arch_id in out:
             continue
         from ablate.cost.analyse import analyse_spec
 
-        report = analyse_spec(trial.spec, flops=flops and trial.spec.eval.flops)
+        with _blame(source, trial):
+            report = analyse_spec(trial.spec, flops=flops and trial.spec.eval.flops)
         out[trial.arch_id] = CostRecord(
             arch_id=trial.arch_id, params=report.params, params_by_module=report.params_by_module,
             flops=report.flops, flops_by_module=report.flops_by_module,
             flops_convention=report.flops_convention, resolution=tuple(report.resolution),
+            extra=report.extra or None,
         )
     return out
 
@@ -90,7 +127,9 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
               runs_root: str | Path = DEFAULT_RUNS_ROOT, rerun_failed: bool = False,
               force: bool = False, on_event: Callable[[TrialJob, dict[str, Any]], None] | None = None,
               on_plan: Callable[[list[TrialJob], int], None] | None = None) -> RunSummary:
-    costs = compute_costs(trials, store.get_costs([t.arch_id for t in trials]))  # validates models
+    # validation first: nothing is recorded for a recipe whose models cannot be built
+    costs = compute_costs(trials, store.get_costs([t.arch_id for t in trials]), source=recipe.path)
+    check_weights(trials, recipe.path)
     store.upsert_study(recipe.name, recipe.description, recipe.path, recipe.text)
     store.register_trials(recipe.name, trials)
     for cost in costs.values():
@@ -117,8 +156,10 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
         on_plan(jobs, summary.skipped)
 
     def handle(job: TrialJob, event: dict[str, Any]) -> None:
-        if event["kind"] == "start":
-            store.mark_running(job.study, job.trial_id, job.run_dir)
+        if event["kind"] == "start":  # Slurm: at submission, with the job id
+            store.mark_running(job.study, job.trial_id, job.run_dir, event.get("job_id"))
+        elif event["kind"] == "cancelled":  # its Slurm job was scancel'ed: run it again later
+            store.reset(job.study, [job.trial_id])
         elif event["kind"] == "finish":
             result = event["result"]
             (summary.done if result["status"] == "done" else summary.failed).append(job.trial_id)

@@ -80,8 +80,15 @@ def run_trial(job: TrialJob, progress=None) -> dict[str, Any]:
                   "error": f"{type(err).__name__}: {err}\n{traceback.format_exc()}",
                   "final": {}, "epochs": [], "environment": environment()}
     result["finished_at"] = _now()
-    write_result(job.run_dir, result)
+    if _rank() == 0:  # under DistributedDataParallel every rank runs the trial; one writes
+        write_result(job.run_dir, result)
     return result
+
+
+def _rank() -> int:
+    from ablate.train.loop import distributed_rank_world
+
+    return distributed_rank_world()[0]
 
 
 def _add_conditional_cost(spec, result: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ from typing import Any, Protocol
 from ablate.dispatch.entry import TrialJob
 
 # on_event(job, event): event["kind"] in {"start", "step", "epoch", "resume", "finish"};
-# "finish" carries the result dict.
+# "finish" carries the result dict. Slurm adds "job_id" to "start" (sent at submission),
+# "state" (the job's Slurm state changed) and "cancelled" (scancel'ed, no result).
 OnEvent = Callable[[TrialJob, dict[str, Any]], None]
 
 

@@ -119,7 +119,7 @@ class Store:
     def mark_running(self, study: str, trial_id: str, run_dir: str | None = None,
                      job_id: str | None = None) -> None:
         with self.session() as s:
-            row = _trial_row(s, study, trial_id)
+            row = _trial_row(s, study, trial_id, for_update=True)
             if row.status == "done":
                 return
             row.status, row.started_at, row.error = "running", now(), None
@@ -131,7 +131,7 @@ class Store:
         """Forget the outcome of trials (``--force``): their figures are deleted."""
         with self.session() as s:
             for tid in trial_ids:
-                row = _trial_row(s, study, tid)
+                row = _trial_row(s, study, tid, for_update=True)
                 for metric in list(row.metrics):
                     s.delete(metric)
                 row.status, row.error, row.finished_at = status, None, None
@@ -139,7 +139,7 @@ class Store:
     def ingest_result(self, result: dict[str, Any]) -> bool:
         """Record a finished trial's result file; idempotent (False if already recorded)."""
         with self.session() as s:
-            row = _trial_row(s, result["study"], result["trial_id"])
+            row = _trial_row(s, result["study"], result["trial_id"], for_update=True)
             if row.status == "done":
                 return False
             for metric in list(row.metrics):
@@ -162,7 +162,7 @@ class Store:
 
     def mark_failed(self, study: str, trial_id: str, error: str) -> None:
         with self.session() as s:
-            row = _trial_row(s, study, trial_id)
+            row = _trial_row(s, study, trial_id, for_update=True)
             if row.status != "done":
                 row.status, row.error, row.finished_at = "failed", error, now()
 
@@ -240,12 +240,20 @@ def _make_engine(url: str):
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
+            # pysqlite would BEGIN only at the first write, so a session's reads ran outside
+            # its transaction (two processes could both ingest one result); _begin below
+            # starts the transaction instead
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):  # take the write lock up front: waits (busy timeout), never fails
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     try:
@@ -275,10 +283,12 @@ def _study_row(s: Session, name: str) -> StudyRow:
     return row
 
 
-def _trial_row(s: Session, study: str, trial_id: str) -> TrialRow:
-    row = s.scalar(
-        select(TrialRow).join(StudyRow).where(StudyRow.name == study, TrialRow.trial_id == trial_id)
-    )
+def _trial_row(s: Session, study: str, trial_id: str, for_update: bool = False) -> TrialRow:
+    query = select(TrialRow).join(StudyRow).where(StudyRow.name == study,
+                                                  TrialRow.trial_id == trial_id)
+    if for_update:  # writers of one trial (run + status ingesting one result) take turns
+        query = query.with_for_update(of=TrialRow)
+    row = s.scalar(query)
     if row is None:
         raise StoreError(f"no trial {trial_id} in study {study!r}")
     return row

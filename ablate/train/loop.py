@@ -89,10 +89,14 @@ class EpochBatches:
 
     The order depends only on seed and epoch, so a resumed run can skip the
     batches it already trained on without drawing from any random state.
+    Under DistributedDataParallel each of ``world`` ranks takes every ``world``-th sample
+    of each batch: the same steps and global batch as one process.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0,
+                 world: int = 1) -> None:
         self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world = rank, world
         self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
@@ -102,7 +106,16 @@ class EpochBatches:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.size, generator=g).tolist()
         for b in range(self.start, len(self)):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """(rank, world size) when the caller initialised torch.distributed, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def segmentation_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, model: nn.Module,
@@ -174,8 +187,19 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     optimizer = make_optimizer(model, train)
 
+    # Several processes (a Slurm trial with several GPUs): DistributedDataParallel averages
+    # the gradients; `model` stays the plain module for losses, checkpoints and evaluation.
+    rank, world = distributed_rank_world()
+    forward: nn.Module = model
+    if world > 1:
+        if train.batch_size < world:
+            raise UserInputError(f"train.batch_size: {train.batch_size} is smaller than the "
+                                 f"{world} processes that share each batch")
+        # unused: an aux head with aux_weight 0, a mask net a variant bypasses
+        forward = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+
     opts = loader_options(spec.data, device.type)
-    batches = EpochBatches(len(data.train), train.batch_size, spec.seed)
+    batches = EpochBatches(len(data.train), train.batch_size, spec.seed, rank, world)
     if len(batches) == 0:
         raise UserInputError(
             f"train.batch_size: {train.batch_size} is larger than the training set ({len(data.train)})")
@@ -205,6 +229,8 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
         progress({"kind": "resume", "step": step})
 
     def checkpoint() -> None:
+        if rank != 0:  # the ranks hold the same weights; one writes them
+            return
         save_checkpoint(checkpoint_path, {
             "spec": spec_dict(spec), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
@@ -221,7 +247,9 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
         epoch = step // steps_per_epoch
         batches.epoch, batches.start = epoch, step % steps_per_epoch
         running, seen, t0 = 0.0, 0, time.perf_counter()
+        data_seconds, fetch_start = 0.0, t0  # time spent waiting for the next batch
         for images, labels in train_loader:
+            data_seconds += time.perf_counter() - fetch_start
             lr = lr_at(step, total_steps, train.lr, train.schedule, train.power, train.warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_mult"]
@@ -232,7 +260,7 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast:
-                outputs = model(images)
+                outputs = forward(images)
                 loss, _parts = segmentation_loss(outputs, labels, model, spec.model.aux_weight)
             if not torch.isfinite(loss):
                 raise TrialFailed(f"loss became {loss.item()} at step {step} (epoch {epoch + 1})")
@@ -253,9 +281,13 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
                 checkpoint()
             if step >= total_steps:
                 break
+            fetch_start = time.perf_counter()
+        epoch_seconds = time.perf_counter() - t0
         entry = {"epoch": epoch + 1, "step": step, "metrics": {
             "train_loss": running / max(seen, 1),
-            "epoch_seconds": time.perf_counter() - t0,
+            "epoch_seconds": epoch_seconds,
+            "images_per_second": seen * train.batch_size / max(epoch_seconds, 1e-9),
+            "data_wait_fraction": data_seconds / max(epoch_seconds, 1e-9),
         }}
         last = step >= total_steps
         if last or (epoch + 1) % spec.eval.every == 0:

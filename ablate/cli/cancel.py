@@ -1,0 +1,39 @@
+"""``ablate cancel``: stop a study's Slurm jobs; their trials resume on the next run."""
+
+from __future__ import annotations
+
+import click
+
+from ablate.cli import main
+from ablate.cli.options import db_option, runs_option
+
+
+@main.command("cancel")
+@click.argument("study")
+@db_option
+@runs_option
+def cancel(study: str, db: str | None, runs_dir: str) -> None:
+    """Cancel the running Slurm jobs of STUDY and mark their trials pending.
+
+    A later 'ablate run' resumes them from their checkpoints. Results that arrived
+    before the cancellation are recorded.
+
+    \b
+    Example:
+        ablate cancel quickstart
+    """
+    from ablate.dispatch.slurm import cancel_study
+    from ablate.errors import UserInputError
+    from ablate.store import Store
+
+    store = Store(db)
+    known = [s.name for s in store.studies()]
+    if study not in known:
+        allowed = ", ".join(known) or "none yet"
+        raise UserInputError(f"STUDY: no study {study!r} in {store.url}; known: {allowed}")
+    cancelled = cancel_study(store, study, runs_dir)
+    if not cancelled:
+        click.echo(f"{study}: no running Slurm jobs")
+        return
+    click.echo(f"{study}: cancelled {len(cancelled)} trial(s); they are pending again "
+               f"(resume with 'ablate run')")

@@ -1,0 +1,70 @@
+"""``ablate status``: record finished Slurm trials and show where each trial is."""
+
+from __future__ import annotations
+
+import click
+
+from ablate.cli import main
+from ablate.cli.options import db_option, fmt_float, make_console, runs_option
+
+
+@main.command("status")
+@click.argument("study", required=False)
+@db_option
+@runs_option
+def status(study: str | None, db: str | None, runs_dir: str) -> None:
+    """Ingest finished results and show each trial's status and Slurm job.
+
+    Result files written since the last look are recorded; a job that ended without
+    one is recorded as failed with the tail of its log. Without STUDY: every study.
+
+    \b
+    Example:
+        ablate status quickstart
+        ablate status --db postgresql+psycopg://user@host/ablate
+    """
+    from ablate.dispatch.slurm import follow_study
+    from ablate.errors import UserInputError
+    from ablate.store import Store
+
+    store = Store(db)
+    known = [s.name for s in store.studies()]
+    if study is not None and study not in known:
+        allowed = ", ".join(known) or "none yet"
+        raise UserInputError(f"STUDY: no study {study!r} in {store.url}; known: {allowed}")
+    console = make_console()
+    for name in [study] if study else known:
+        _print_study(console, store, follow_study(store, name, runs_dir))
+
+
+def _print_study(console, store, follow) -> None:
+    from rich.table import Table
+
+    from ablate.dispatch.slurm import read_job_info
+
+    records = store.trials(follow.study)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    title = f"{follow.study}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    table = Table(title=title)
+    for col in ("trial", "status", "job id", "Slurm state", "mIoU %"):
+        table.add_column(col, justify="right" if col == "mIoU %" else "left")
+    for r in records:
+        miou = r.metrics.get("miou")
+        table.add_row(r.name, r.status, r.job_id or "-", follow.slurm_states.get(r.trial_id, "-"),
+                      fmt_float(100 * miou if miou is not None else None, 2))
+    console.print(table)
+    for line in follow.corrupt:
+        console.print(f"[yellow]ignored corrupt result:[/] {line}")
+    if follow.ingested:
+        console.print(f"recorded {len(follow.ingested)} finished result(s)")
+    by_id = {r.trial_id: r for r in records}
+    for tid in follow.died:
+        rec = by_id[tid]
+        info = read_job_info(rec.run_dir)
+        where = f"; log: {info.paths().stderr}" if info else ""
+        console.print(f"[red]failed[/] {rec.name}: {(rec.error or '').splitlines()[0]}{where}")
+    for tid in follow.requeue:
+        console.print(f"[yellow]pending[/] {by_id[tid].name}: its job was cancelled; "
+                      "'ablate run' runs it again")

@@ -1,0 +1,103 @@
+"""Trials with several GPUs train under DistributedDataParallel: here two CPU processes (gloo)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import socket
+import traceback
+from pathlib import Path
+
+import pytest
+
+from ablate.dispatch.entry import TrialJob
+from ablate.train.loop import EpochBatches
+
+SPEC = {
+    "model": {"backbone": "mobilenet_v3_small", "head": "deeplabv3plus", "aspp_channels": 32,
+              "bn_momentum": 0.1},
+    "data": {"name": "shapes", "classes": 3, "image_size": 32, "train_images": 16,
+             "val_images": 8, "workers": 0},
+    "train": {"optimizer": "sgd", "lr": 0.05, "epochs": 2, "batch_size": 8, "device": "cpu",
+              "checkpoint_every": 1},
+    "eval": {"latency": False},
+    "seed": 1,
+}
+
+
+@pytest.mark.parametrize("size,batch,world", [(16, 8, 2), (37, 6, 3), (10, 4, 4)])
+def test_each_rank_takes_a_disjoint_share_of_every_batch(size, batch, world):
+    whole = EpochBatches(size, batch, seed=5)
+    shards = [EpochBatches(size, batch, seed=5, rank=r, world=world) for r in range(world)]
+    for epoch, start in ((0, 0), (3, 1)):  # a resumed epoch skips the same batches
+        for b in (whole, *shards):
+            b.epoch, b.start = epoch, start
+        per_rank = [list(s) for s in shards]
+        assert all(len(p) == len(whole) - start for p in per_rank)  # same number of steps
+        for step, full in enumerate(whole):
+            parts = [p[step] for p in per_rank]
+            assert sorted(i for part in parts for i in part) == sorted(full)
+            assert [len(p) for p in parts] == [len(full[r::world]) for r in range(world)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, job: TrialJob, out) -> None:
+    """What each Slurm task does, with the environment TorchDistributedEnvironment exports."""
+    try:
+        import torch
+        import torch.distributed as dist
+
+        import ablate.dispatch.entry as entry
+
+        torch.set_num_threads(1)
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                          WORLD_SIZE=str(world))
+        dist.init_process_group("gloo")
+        wrapped = []
+
+        class Recording(torch.nn.parallel.DistributedDataParallel):
+            def __init__(self, module, *args, **kwargs):
+                super().__init__(module, *args, **kwargs)
+                wrapped.append(module)
+
+        torch.nn.parallel.DistributedDataParallel = Recording
+        writes = []
+        real_write = entry.write_result
+        entry.write_result = lambda *a: writes.append(a) or real_write(*a)
+        result = entry.run_trial(job)
+        weights = torch.cat([p.detach().flatten() for p in wrapped[0].parameters()])
+        out.put((rank, result["status"], result.get("error"), len(wrapped), len(writes),
+                 weights.tolist()))
+        dist.destroy_process_group()
+    except BaseException:
+        out.put((rank, "crashed", traceback.format_exc(), 0, 0, []))
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_trial_with_ddp(tmp_path):
+    job = TrialJob("ddp", "t1", "two ranks", SPEC, str(tmp_path / "run"))
+    ctx = mp.get_context("spawn")  # torch runs in both ranks: no fork
+    out = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_rank_main, args=(r, 2, port, job, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    reports = sorted(out.get(timeout=240) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    for rank, status, error, _, _, _ in reports:
+        assert status == "done", f"rank {rank}: {error}"
+    (_, _, _, ddp0, writes0, weights0), (_, _, _, ddp1, writes1, weights1) = reports
+    assert (ddp0, ddp1) == (1, 1)  # both trained through DistributedDataParallel
+    assert (writes0, writes1) == (1, 0)  # rank 0 alone writes the result
+    assert weights0 == weights1  # gradients averaged: the ranks never drift apart
+    result = json.loads((Path(job.run_dir) / "result.json").read_text())
+    assert result["status"] == "done" and result["final"]["steps"] == 4.0  # 2 epochs x 2 steps
+    assert [e["step"] for e in result["epochs"]] == [2, 4]
+    assert (Path(job.run_dir) / "checkpoint.pt").is_file()

@@ -1,0 +1,297 @@
+"""The Slurm executor against the real single-node cluster (sbatch, sacct, scontrol, scancel).
+
+Each job imports torch, which takes seconds here; the trials are as small as they get.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.dispatch.slurm import (
+    follow_study,
+    job_states,
+    render_sbatch,
+    slurm_parameters,
+)
+from ablate.recipes.schema import SlurmSpec
+from ablate.store import Store
+
+BASE = """
+seeds = [0]
+
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "deeplabv3plus"
+aspp_channels = 32
+bn_momentum = 0.1
+
+[base.data]
+name = "shapes"
+classes = 3
+image_size = 32
+train_images = 16
+val_images = 8
+workers = 0
+
+[base.train]
+optimizer = "sgd"
+lr = 0.01
+epochs = 1
+batch_size = 8
+log_every = 1
+device = "cpu"
+
+[base.eval]
+batch_size = 8
+latency = false
+"""
+
+
+def write_recipe(tmp_path: Path, name: str, extra: str = "",
+                 changes: dict[str, str] | None = None) -> Path:
+    """BASE named ``name``, with lines replaced (``changes``) and ``extra`` appended."""
+    text = textwrap.dedent(BASE)
+    for old, new in (changes or {}).items():
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'name = "{name}"\n' + text + textwrap.dedent(extra))
+    return path
+
+
+def wait_until(condition, timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.slow
+def test_four_trials_are_one_job_array_and_all_land_in_the_database(cancel_after, tmp_path):
+    cancel_after("four")
+    # the fourth trial raises at train time (batch larger than the training set)
+    recipe = write_recipe(tmp_path, "four", """
+        [grid]
+        "train.batch_size" = [2, 4, 8, 100]
+        """)
+    db, runs = str(tmp_path / "four.db"), str(tmp_path / "runs")
+    out = run_cli("run", str(recipe), "--db", db, "--runs-dir", runs, "--executor", "slurm",
+                  "--cpus-per-trial", "1", "--time", "10")
+    assert out.exit_code == 1, out.output  # one trial failed
+
+    records = Store(db).trials("four")
+    assert [(r.axes["train.batch_size"], r.status) for r in records] == [
+        (2, "done"), (4, "done"), (8, "done"), (100, "failed")]
+    for r in records[:3]:
+        assert 0 <= r.metrics["miou"] <= 1
+        assert r.metrics["steps"] == 16 // r.axes["train.batch_size"]
+        assert r.error is None and r.environment["slurm_job_id"]
+    failed = records[3]
+    assert failed.error.startswith(
+        "UserInputError: train.batch_size: 100 is larger than the training set (16)\n"
+        "Traceback (most recent call last):")
+    assert "in train_and_evaluate" in failed.error and failed.metrics == {}
+
+    arrays = {r.job_id.split("_")[0] for r in records}
+    assert len(arrays) == 1  # one submission
+    (array,) = arrays
+    assert sorted(r.job_id for r in records) == [f"{array}_{i}" for i in range(4)]
+    # results are ingested as soon as their files exist, a moment before the jobs end
+    ids = [r.job_id for r in records]
+    wait_until(lambda: set(job_states(ids).values()) == {"COMPLETED"}, 30, "COMPLETED")
+    # what was submitted is exactly what the pure renderer says
+    folder = tmp_path / "slurm"
+    expected = render_sbatch(slurm_parameters(SlurmSpec(cpus_per_trial=1, time=10),
+                                              job_name="ablate:four"),
+                             folder, 4, python=shlex.quote(sys.executable))
+    assert (folder / f"{array}_submission.sh").read_text() == expected
+
+
+@pytest.mark.slow
+def test_a_requeued_trial_resumes_from_its_checkpoint(cancel_after, tmp_path):
+    cancel_after("long")
+    # 24 steps, a checkpoint every 3: long enough to requeue it in the middle
+    recipe = write_recipe(tmp_path, "long", changes={
+        "epochs = 1": "iterations = 24\ncheckpoint_every = 3",
+        "train_images = 16": "train_images = 32",
+        "[base.eval]": "[base.eval]\nevery = 100"})
+    db, runs = str(tmp_path / "long.db"), tmp_path / "runs"
+    out = run_cli("run", str(recipe), "--db", db, "--runs-dir", str(runs), "--executor", "slurm",
+                  "--cpus-per-trial", "1", "--time", "10", "--detach")
+    assert out.exit_code == 0, out.output
+    assert "Submitted 1 trial(s) to Slurm. Follow them with 'ablate status long'" in out.output
+    store = Store(db)
+    (record,) = store.trials("long")
+    assert record.status == "running" and record.job_id
+    job_id, run_dir = record.job_id, runs / "long" / record.trial_id
+
+    wait_until((run_dir / "checkpoint.pt").exists, 120, "the first checkpoint")
+    pid = _task_pid(job_id)
+    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+    # submitit ignores the SIGTERM of a requeue and Slurm sends SIGKILL some seconds later
+    # (7 s here), long enough for this small trial to finish: end the grace time now
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+    def settled():  # what `ablate status` does
+        follow_study(store, "long", runs)
+        return store.statuses("long")[record.trial_id] != "running"
+
+    wait_until(settled, 150, "the requeued trial to finish", every=1.0)
+    (record,) = store.trials("long")
+    assert record.status == "done", record.error
+    assert record.metrics["steps"] == 24
+    log = (tmp_path / "slurm" / f"{job_id}_0_log.out").read_text()
+    resumed = re.findall(r"resumed from checkpoint at step (\d+)", log)
+    assert len(resumed) == 1 and 3 <= int(resumed[0]) < 24, log
+    status = run_cli("status", "long", "--db", db, "--runs-dir", str(runs))
+    assert status.exit_code == 0 and "long: 1 done" in status.output
+
+    def history():
+        return subprocess.run(["sacct", "-j", job_id, "-D", "-X", "-n", "-P", "-o", "State"],
+                              capture_output=True, text=True, timeout=30).stdout.split()
+
+    wait_until(lambda: history() == ["REQUEUED", "COMPLETED"], 30, "sacct to show the requeue")
+
+
+@pytest.mark.slow
+def test_interrupt_refusal_killed_job_cancel_and_status(cancel_after, tmp_path, monkeypatch):
+    cancel_after("two")
+    recipe = write_recipe(tmp_path, "two", """
+        [grid]
+        "train.lr" = [0.01, 0.02]
+        """, changes={"epochs = 1": "iterations = 2000"})
+    db, runs = str(tmp_path / "two.db"), str(tmp_path / "runs")
+    args = [str(recipe), "--db", db, "--runs-dir", runs, "--executor", "slurm",
+            "--cpus-per-trial", "1"]
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    # Ctrl-C while waiting: the jobs keep running and the user is told how to follow them
+    monkeypatch.setattr("ablate.dispatch.slurm.wait_for_results", interrupted)
+    out = run_cli("run", *args)
+    assert out.exit_code == 130, out.output
+    assert "Follow them with 'ablate status two'" in out.output
+    store = Store(db)
+    killed, cancelled = store.trials("two")
+    assert {killed.status, cancelled.status} == {"running"}
+
+    # running again would run the trials twice
+    again = run_cli("run", *args)
+    assert again.exit_code == 2
+    assert again.output.startswith(
+        f"Error: 2 trial(s) of two still have Slurm jobs ({killed.job_id}, {cancelled.job_id})")
+
+    # a job that dies without a result: failed, with the tail of its log
+    log = tmp_path / "slurm" / f"{killed.job_id}_0_log.out"
+    wait_until(lambda: log.exists() and "run folder" in log.read_text(), 90, "the trial to start")
+    os.kill(_task_pid(killed.job_id), signal.SIGKILL)
+    wait_until(lambda: job_states([killed.job_id])[killed.job_id] == "FAILED", 30, "FAILED")
+    status = run_cli("status", "two", "--db", db, "--runs-dir", runs)
+    assert status.exit_code == 0, status.output
+    assert f"failed {killed.name}: Slurm job {killed.job_id} ended FAILED without a result" \
+        in status.output
+    assert re.search(rf"{re.escape(cancelled.job_id)}\s+│\s+RUNNING", status.output), status.output
+    record = {r.trial_id: r for r in store.trials("two")}[killed.trial_id]
+    assert record.status == "failed"
+    assert "task 0: Killed" in record.error and f"{killed.job_id}_0_log.err" in record.error
+
+    # cancel: the other job stops and its trial is pending again
+    out = run_cli("cancel", "two", "--db", db, "--runs-dir", runs)
+    assert out.exit_code == 0, out.output
+    assert out.output == "two: cancelled 1 trial(s); they are pending again (resume with " \
+        "'ablate run')\n"
+    assert store.statuses("two") == {killed.trial_id: "failed", cancelled.trial_id: "pending"}
+    wait_until(lambda: job_states([cancelled.job_id])[cancelled.job_id] == "CANCELLED", 30,
+               "CANCELLED")
+    assert run_cli("cancel", "two", "--db", db).output == "two: no running Slurm jobs\n"
+
+
+def test_slurm_options_need_the_slurm_executor(tmp_path):
+    recipe = write_recipe(tmp_path, "local")
+    out = run_cli("run", str(recipe), "--db", str(tmp_path / "x.db"), "--partition", "gpu")
+    assert out.exit_code == 2
+    assert out.output == "Error: --partition: only with --executor slurm\n"
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_status_and_cancel_refuse_an_unknown_study(tmp_path):
+    db = str(tmp_path / "none.db")
+    for command in ("status", "cancel"):
+        out = run_cli(command, "nope", "--db", db)
+        assert out.exit_code == 2
+        assert out.output == f"Error: STUDY: no study 'nope' in sqlite:///{db}; known: none yet\n"
+
+
+def _task_pid(job_id: str) -> int:
+    """The pid of the job's task 0 (the Python process submitit started)."""
+    # listpids wants the plain job id, not an array task's "123_4"
+    plain = subprocess.run(["squeue", "-h", "-o", "%A", "-j", job_id], capture_output=True,
+                           text=True, timeout=30, check=True).stdout.strip()
+    out = subprocess.run(["scontrol", "listpids", plain], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    for line in out.splitlines()[1:]:
+        pid, _job, step, local, *_ = line.split()
+        if step == "0" and local == "0":
+            return int(pid)
+    raise AssertionError(f"no task 0 in:\n{out}")
+
+
+def test_waiting_settles_results_dead_jobs_and_cancellations(tmp_path, monkeypatch):
+    """wait_for_results' bookkeeping, with sacct's answers given (the tests above ask sacct)."""
+    from submitit.core.utils import cloudpickle_dump
+
+    from ablate.dispatch.entry import TrialJob
+    from ablate.dispatch.results import write_result
+    from ablate.dispatch.slurm import JobInfo, wait_for_results
+
+    folder = tmp_path / "slurm"
+    folder.mkdir()
+    jobs = [TrialJob("w", f"t{i}", f"trial {i}", {}, str(tmp_path / "runs" / f"t{i}"))
+            for i in range(4)]
+    infos = [JobInfo(f"9_{i}", str(folder)) for i in range(4)]
+    write_result(jobs[0].run_dir, {"study": "w", "trial_id": "t0", "status": "done",
+                                   "final": {"miou": 0.5}, "epochs": []})
+    (folder / "9_1_0_log.err").write_text("loading\nsrun: error: vm: task 0: Killed\n")
+    cloudpickle_dump(("error", "Traceback (most recent call last):\nOSError: disk full"),
+                     folder / "9_3_0_result.pkl")
+    states = {"9_0": "COMPLETED", "9_1": "OUT_OF_MEMORY", "9_2": "CANCELLED", "9_3": "FAILED"}
+    monkeypatch.setattr("ablate.dispatch.slurm.job_states", lambda ids: {i: states[i] for i in ids})
+    monkeypatch.setattr("ablate.dispatch.slurm.RESULT_GRACE_S", 0.0)
+    events = []
+    wait_for_results(list(zip(jobs, infos)), lambda job, e: events.append((job.trial_id, e)),
+                     sleep=lambda seconds: None)
+
+    finished = {tid: e["result"] for tid, e in events if e["kind"] == "finish"}
+    assert finished["t0"]["final"] == {"miou": 0.5}
+    assert finished["t1"]["status"] == "failed"
+    assert finished["t1"]["error"] == (
+        "Slurm job 9_1 ended OUT_OF_MEMORY without a result\n"
+        f"---- last 2 lines of {folder / '9_1_0_log.err'} ----\n"
+        "loading\nsrun: error: vm: task 0: Killed")
+    assert finished["t3"]["error"] == ("Slurm job 9_3 ended FAILED without a result\n"
+                                       "Traceback (most recent call last):\nOSError: disk full")
+    assert [(tid, e["kind"]) for tid, e in events if e["kind"] == "cancelled"] == [
+        ("t2", "cancelled")]
+    assert sorted(tid for tid, e in events if e["kind"] == "state") == ["t1", "t2", "t3"]

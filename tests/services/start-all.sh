@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Start the services the test suite needs and write tests/services/.env for the fixtures.
+#
+#   bash tests/services/start-all.sh     (make test runs it before pytest)
+#
+# Services: the single-node Slurm cluster (slurm/start-cluster.sh) and PostgreSQL
+# (tests/services/postgres.sh). Each is started only when running as root or when it is
+# already installed. tests/services/.env (git-ignored) gets, per service, either its
+# settings or the reason it is missing:
+#   SLURM_CONF=...            or  ABLATE_SLURM_ERROR=...
+#   ABLATE_TEST_PG_URL=...    or  ABLATE_PG_ERROR=...
+# This script never fails: the tests that need a missing service fail with the reason
+# when CI or ABLATE_REQUIRE_SERVICES=1 is set, and are skipped otherwise.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ENV_FILE=$ROOT/tests/services/.env
+LOG_DIR=${TMPDIR:-/tmp}/ablate-services
+mkdir -p "$LOG_DIR"
+lines=()
+
+say() { echo "[start-all] $*" >&2; }
+# one_line FILE: the most telling line of a failed start (its ERROR line, else the last line)
+one_line() {
+    local line
+    line=$(grep -m 1 'ERROR' "$1" 2>/dev/null || tail -n 1 "$1" 2>/dev/null)
+    echo "${line:-no output}" | tr -d '\r' | cut -c 1-300
+}
+
+# ---------------------------------------------------------------- Slurm
+if [[ $EUID -eq 0 ]]; then
+    say "starting the Slurm test cluster (log $LOG_DIR/slurm.log)"
+    if env_lines=$("$ROOT/slurm/start-cluster.sh" --env 2>"$LOG_DIR/slurm.log"); then
+        eval "$env_lines"
+        lines+=("SLURM_CONF=$SLURM_CONF")
+    else
+        reason="slurm/start-cluster.sh failed: $(one_line "$LOG_DIR/slurm.log") (see $LOG_DIR/slurm.log)"
+        say "$reason"
+        tail -n 20 "$LOG_DIR/slurm.log" >&2
+        lines+=("ABLATE_SLURM_ERROR=$reason")
+    fi
+else
+    lines+=("ABLATE_SLURM_ERROR=the Slurm test cluster needs root (slurm/start-cluster.sh)")
+fi
+
+# ---------------------------------------------------------------- PostgreSQL
+if [[ $EUID -eq 0 ]] || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    say "starting PostgreSQL (log $LOG_DIR/postgres.log)"
+    if out=$("$ROOT/tests/services/postgres.sh" start 2>"$LOG_DIR/postgres.log"); then
+        lines+=("ABLATE_TEST_PG_URL=$(tail -n 1 <<<"$out")")
+    else
+        reason="tests/services/postgres.sh start failed: $(one_line "$LOG_DIR/postgres.log") (see $LOG_DIR/postgres.log)"
+        say "$reason"
+        tail -n 20 "$LOG_DIR/postgres.log" >&2
+        lines+=("ABLATE_PG_ERROR=$reason")
+    fi
+else
+    lines+=("ABLATE_PG_ERROR=PostgreSQL is not installed and installing it needs root")
+fi
+
+{
+    echo "# written by tests/services/start-all.sh on $(date -Is); read by the test fixtures"
+    printf '%s\n' "${lines[@]}"
+} >"$ENV_FILE.tmp" && mv -f "$ENV_FILE.tmp" "$ENV_FILE"
+say "wrote $ENV_FILE"
+exit 0
