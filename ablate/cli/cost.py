@@ -204,6 +204,14 @@ def _print_arch(group: list, report) -> None:
     console.print(f"  params {report.params:,}{params_note}")
     console.print(f"  GFLOPs {_gflops(report.flops)} ({report.flops_convention}, "
                   f"{height}x{width})")
+    if report.extra:  # selective down-sampling: the figures that stand for its cost
+        extra = report.extra
+        console.print(
+            f"  selective: mask net {extra['gflops_mask_net']:.3f}, dense (all full-res) "
+            f"{extra['gflops_dense']:.3f}, all down-sampled {extra['gflops_low_path']:.3f}, "
+            f"plain OS-8 {extra['gflops_os8']:.3f}, plain OS-16 {extra['gflops_os16']:.3f} "
+            "GFLOPs; effective GFLOPs are measured per trial from its mask density. "
+            "Module rows count the dense training emulation (both paths).")
     table = Table("module", "params", "GFLOPs", show_edge=False)
     for module in _modules(report):
         table.add_row(module, fmt_int(report.params_by_module.get(module, 0)),
