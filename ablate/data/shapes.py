@@ -2,9 +2,10 @@
 
 Deterministic from ``(data_seed, split, index)``; nothing is downloaded, ever.
 Each image has a textured, noisy background and 2-5 overlapping shapes. The class
-of a shape is its geometry (and, past eight classes, its fill pattern), never its
-colour, which is random: a network has to look at form and context, so a smaller
-receptive field or fewer channels show up as lower mIoU.
+of a shape is its geometry (and, past eight classes, its fill pattern). Its colour
+is only a hint (the class hue mixed with a random colour; one shape in five gets a
+random colour): a network has to look at form and context to be right everywhere,
+so a smaller receptive field or fewer channels show up as lower mIoU.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ import numpy as np
 
 GEOMETRIES = ("disc", "square", "triangle", "ring", "cross", "diamond", "bar", "ellipse")
 SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
+DISTRACTOR_SHARE = 0.2
+# one hue per geometry, evenly spaced on the colour wheel
+PALETTE = np.array([
+    [0.9, 0.2, 0.2], [0.9, 0.6, 0.1], [0.8, 0.9, 0.1], [0.2, 0.8, 0.2],
+    [0.1, 0.8, 0.8], [0.2, 0.3, 0.9], [0.6, 0.2, 0.9], [0.9, 0.2, 0.7],
+], dtype=np.float64)
 MEAN = np.array([0.5, 0.5, 0.5], dtype=np.float32)
 STD = np.array([0.25, 0.25, 0.25], dtype=np.float32)
 
@@ -66,7 +73,11 @@ def render(size: int, classes: int, rng: np.random.Generator) -> tuple[np.ndarra
         r = rng.uniform(0.1, 0.25) * size
         cy, cx = rng.uniform(0.1, 0.9, size=2) * size
         mask = _shape_mask(kind, yy, xx, cy, cx, r, rng.uniform(0, np.pi))
+        # colour is a hint, not the answer: the class hue mixed with a random colour,
+        # and one shape in five is painted in a random colour altogether
         colour = rng.uniform(0.0, 1.0, size=3)
+        if rng.uniform() >= DISTRACTOR_SHARE:
+            colour = 0.6 * PALETTE[(kind - 1) % len(PALETTE)] + 0.4 * colour
         fill = np.broadcast_to(colour, image.shape).copy()
         if kind > len(GEOMETRIES):  # striped fill pattern
             stripes = (np.floor((xx + yy) / max(2.0, size / 16)) % 2).astype(np.float32)
