@@ -117,3 +117,13 @@ def test_nan_loss_fails_the_trial(study):
     assert result.exit_code == 1
     errors = [t.error for t in Store(str(db)).trials("tiny")]
     assert all(e and e.startswith("TrialFailed: loss became") for e in errors)
+
+
+def test_two_local_worker_processes(study):
+    db, runs, args = study
+    result = CliRunner().invoke(main, ["run", *args, "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    trials = Store(str(db)).trials("tiny")
+    assert {t.status for t in trials} == {"done"}
+    assert len({t.environment["pid"] for t in trials}) == 2  # ran in two processes
+    assert all((runs / "tiny" / t.trial_id / "result.json").is_file() for t in trials)
