@@ -1,87 +1,131 @@
-"""``ablate report``: tables and Pareto plots from the database."""
+"""``ablate report``: tables, Pareto plots, per-class and training views, one HTML page."""
 
 from __future__ import annotations
 
 import click
 
 from ablate.cli import main
-from ablate.cli.options import db_option, fmt_float, fmt_int, json_option, make_console
+from ablate.cli.options import db_option, make_console
+
+FORMATS = ("table", "markdown", "csv", "json", "html")
+
+where_option = click.option(
+    "--where", "where", multiple=True, metavar="KEY=VALUE",
+    help="Only rows where a column or axis key has this value, e.g. --where "
+         "model.head=deeplabv3 (KEY!=VALUE excludes; repeatable, all must hold).",
+)
 
 
 @main.command("report")
 @db_option
 @click.option("--study", "studies", multiple=True, metavar="NAME",
               help="Only this study (repeatable; default: all).")
-@click.option("--pareto", is_flag=True, help="Also write Pareto plots (PNG and SVG).")
+@where_option
+@click.option("--baseline", metavar="NAME",
+              help="Add the change against this configuration or variant: params, GFLOPs and "
+                   "latency in percent, mIoU in points (it must pass --where).")
+@click.option("--sort", "sort_key", metavar="COLUMN",
+              help="Sort by this column or axis key, ascending (default: mIoU, best first).")
+@click.option("--desc", is_flag=True, help="With --sort: descending.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="table: terminal. html: one page OUT/report.html with the tables and every "
+                   "figure (Pareto always) instead of PNG and SVG files.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--pareto", is_flag=True,
+              help="Write Pareto plots (PNG and SVG) of mIoU against params, GFLOPs and latency.")
 @click.option("--x", "x_axes", multiple=True, metavar="COLUMN",
-              help="Cost axes to plot against mIoU (default: params and gflops).")
+              help="Plot mIoU against this numeric column instead (repeatable; implies --pareto).")
 @click.option("--log-x", is_flag=True, help="Log scale on the cost axis.")
+@click.option("--per-class", is_flag=True,
+              help="IoU per class: a table and a heatmap, classes x configurations.")
+@click.option("--curves", is_flag=True, help="Plot train loss and validation mIoU per epoch.")
+@click.option("--curves-by", type=click.Choice(["config", "trial"]), default="config",
+              show_default=True, help="One line per configuration (mean over seeds) or per trial.")
+@click.option("--curves-x", type=click.Choice(["epoch", "step"]), default="epoch",
+              show_default=True, help="The curves' x axis.")
 @click.option("--out", "out_dir", default="results", show_default=True,
-              type=click.Path(file_okay=False), help="Where plots are written.")
-@json_option
-def report(db: str | None, studies: tuple[str, ...], pareto: bool, x_axes: tuple[str, ...],
-           log_x: bool, out_dir: str, as_json: bool) -> None:
+              type=click.Path(file_okay=False), help="Where plots and report.html are written.")
+def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
+           baseline: str | None, sort_key: str | None, desc: bool, fmt: str, as_json: bool,
+           pareto: bool, x_axes: tuple[str, ...], log_x: bool, per_class: bool, curves: bool,
+           curves_by: str, curves_x: str, out_dir: str) -> None:
     """One row per configuration: mIoU mean and std over seeds, params, GFLOPs, latency.
 
-    Rows on the params/mIoU Pareto front are marked with a star.
+    The recipe's axes are columns; rows on the params/mIoU Pareto front are marked
+    with a star; published figures, where a variant has them, stand beside the
+    measured ones with the difference.
 
     \b
     Example:
         ablate report
-        ablate report --study quickstart --pareto --out results/
+        ablate report --study mnv3_expansion --baseline conventional --format markdown
+        ablate report --where model.head=deeplabv3 --sort params --pareto --log-x
+        ablate report --format html --per-class --curves --out results/
     """
-    from ablate.errors import UserInputError
-    from ablate.report.frame import config_frame, trials_frame
+    from ablate.report import build
     from ablate.store import Store
 
-    store = Store(db)
-    known = [s.name for s in store.studies()]
-    for name in studies:
-        if name not in known:
-            raise UserInputError(
-                f"--study: no study {name!r} in the database; known: {', '.join(known) or 'none'}")
-    trials = trials_frame(store, list(studies) or None)
-    configs = config_frame(trials)
     if as_json:
-        click.echo(configs.to_json(orient="records", indent=2))
-    else:
-        _print_table(configs, trials)
-    if pareto:
-        from ablate.report.plots import pareto_plot
+        if fmt not in ("table", "json"):
+            raise click.UsageError(f"--json and --format {fmt} contradict each other")
+        fmt = "json"
+    if desc and sort_key is None:
+        raise click.UsageError("--desc needs --sort COLUMN")
+    store = Store(db)
+    result = build.build_report(store, list(dict.fromkeys(studies)), where=where,
+                                baseline=baseline, sort=sort_key, descending=desc,
+                                per_class=per_class)
+    plot_pareto = (pareto or bool(x_axes) or fmt == "html") and not result.configs.empty
+    axes = build.cost_axes(result.configs, x_axes) if plot_pareto else []  # checked first
+    _print_tables(result, fmt, per_class, where)
 
-        axes = x_axes or ("params", "gflops")
-        for x in axes:
-            if x not in configs.columns:
-                raise UserInputError(
-                    f"--x: no column {x!r}; numeric columns: "
-                    f"{', '.join(c for c in configs.columns if configs[c].dtype.kind in 'fi')}")
-        written = []
-        for x in axes:
-            written += pareto_plot(configs, x, out_dir, log_x=log_x)
-        if not as_json:
-            for path in written:
-                click.echo(f"wrote {path}")
+    figures = []
+    if not result.configs.empty:
+        if plot_pareto:
+            figures += build.pareto_figures(result, axes, log_x)
+        if per_class:
+            figures += build.per_class_figures(result)
+        if curves:
+            figures += build.curve_figures(store, result, curves_by, curves_x)
+    written = _write_figures(result, figures, out_dir, fmt)
+    for path in written:  # machine-readable stdout stays parseable
+        click.echo(f"wrote {path}", err=fmt in ("csv", "json"))
 
 
-def _print_table(configs, trials) -> None:
-    from rich.table import Table
+def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> None:
+    from ablate.report import render
 
-    console = make_console()
-    if configs.empty:
-        console.print("No finished trials in the database yet. Run: ablate run RECIPE")
+    if fmt == "csv":
+        click.echo(render.to_csv(result.configs), nl=False)
         return
-    for study, group in configs.groupby("study", sort=False):
-        n_trials = int((trials["study"] == study).sum())
-        table = Table(title=f"{study}: {len(group)} configurations, {n_trials} trials")
-        for col in ("", "configuration", "mIoU %", "± std", "n", "params", "GFLOPs", "latency ms"):
-            table.add_column(col, justify="left" if col in ("", "configuration") else "right")
-        for _, row in group.sort_values("miou_mean", ascending=False).iterrows():
-            table.add_row("★" if row["pareto"] else "", str(row["config_name"]),
-                          fmt_float(row["miou_mean"], 2), fmt_float(row["miou_std"], 2),
-                          str(int(row["n"])), fmt_int(row["params"]), fmt_float(row["gflops"]),
-                          fmt_float(row["latency_ms"], 2))
-        console.print(table)
-        conv, res = group["flops_convention"].iloc[0], group["resolution"].iloc[0]
-        console.print(f"★ Pareto-optimal in params vs mIoU. mIoU: one confusion matrix over the "
-                      f"validation set, mean ± std over seeds. GFLOPs: {conv} at {res}. "
-                      "Latency: median ms, batch 1, on the device that trained the trial.")
+    if fmt == "json":
+        click.echo(render.to_json(result.configs))
+        return
+    if fmt == "html":
+        return
+    if result.configs.empty:
+        click.echo(f"No finished trial matches --where {' '.join(where)}." if where else
+                   "No finished trials in the database yet. Run: ablate run RECIPE")
+        return
+    tables = render.config_tables(result.configs, result.trials, result.descriptions if
+                                  fmt == "markdown" else None)
+    if per_class:
+        tables += render.per_class_tables(result.configs)
+    if fmt == "markdown":
+        click.echo(render.to_markdown(tables), nl=False)
+    else:
+        render.print_rich(tables, make_console())
+
+
+def _write_figures(result, figures, out_dir: str, fmt: str) -> list:
+    """Figures as PNG and SVG files, or all of them inside OUT/report.html."""
+    from ablate.report.build import write_html
+    from ablate.report.plots import figure_png, save_figure
+
+    if fmt == "html":
+        pngs = {fig.stem: figure_png(fig.figure) for fig in figures}
+        return [write_html(result, figures, out_dir, pngs)]
+    written = []
+    for fig in figures:
+        written += save_figure(fig.figure, out_dir, fig.stem)
+    return written

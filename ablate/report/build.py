@@ -1,0 +1,161 @@
+"""A report from the store: frames, figures and the HTML page, ready for any output.
+
+The CLI only picks the output; everything it shows is computed here, in this order:
+trials -> ``--where`` on trial columns -> configurations -> ``--baseline`` ->
+``--where`` on configuration columns -> ``--sort``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ablate.errors import UserInputError
+from ablate.report import query
+from ablate.report.frame import config_frame, epoch_frame, trials_frame
+from ablate.report.tables import (
+    add_baseline,
+    column_for,
+    filter_rows,
+    parse_where,
+    per_class_table,
+    sort_rows,
+)
+
+DEFAULT_COST_AXES = ("params", "gflops", "latency_ms")
+HEATMAP_MAX = 40  # configurations in a per-class heatmap
+
+
+@dataclass(frozen=True)
+class Report:
+    trials: pd.DataFrame
+    configs: pd.DataFrame
+    descriptions: dict[str, str]
+    baseline: str | None = None
+
+
+@dataclass(frozen=True)
+class Figure:
+    stem: str  # file name without suffix
+    caption: str
+    figure: object  # matplotlib Figure
+
+
+def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
+                 where: list[str] | tuple[str, ...] = (), baseline: str | None = None,
+                 sort: str | None = None, descending: bool = False,
+                 per_class: bool = False) -> Report:
+    """Configurations of ``studies`` (default: all), filtered, compared and sorted."""
+    descriptions = query.study_descriptions(store)
+    for name in studies:
+        if name not in descriptions:
+            raise UserInputError(f"--study: no study {name!r} in the database; "
+                                 f"known: {', '.join(descriptions) or 'none'}")
+    conditions = parse_where(where)
+    # only the figures a table shows (and any --where names): no scan of every metric row
+    trials = trials_frame(store, list(studies) or None, per_class=per_class,
+                          keys=[c.key for c in conditions])
+    on_trials = [c for c in conditions if trials.empty or column_for(trials, c.key)]
+    trials = filter_rows(trials, on_trials)
+    configs = config_frame(trials)
+    if baseline is not None and not configs.empty:
+        configs = add_baseline(configs, baseline)
+    if not configs.empty:
+        configs = filter_rows(configs, [c for c in conditions if c not in on_trials])
+        configs = sort_rows(configs, sort, descending)
+    return Report(trials, configs.reset_index(drop=True), descriptions, baseline)
+
+
+def cost_axes(configs: pd.DataFrame, requested: tuple[str, ...] = ()) -> list[str]:
+    """Columns to plot mIoU against: the requested ones (checked) or every measured cost."""
+    numeric = [c for c in configs.columns
+               if configs[c].dtype.kind in "fiu" and c not in ("n", "pareto")]
+    if not requested:
+        return [c for c in DEFAULT_COST_AXES if c in configs and configs[c].notna().any()]
+    axes = []
+    for key in requested:
+        column = column_for(configs, key)
+        if column is None or column not in numeric:
+            raise UserInputError(f"--x: no numeric column {key!r}; numeric columns: "
+                                 f"{', '.join(c.removeprefix('axis:') for c in numeric)}")
+        axes.append(column)
+    return axes
+
+
+def pareto_figures(report: Report, axes: list[str], log_x: bool = False) -> list[Figure]:
+    from ablate.report.plots import AXIS_LABELS, pareto_figure
+
+    return [Figure(f"pareto_{x.replace(':', '_')}",
+                   f"mIoU against {AXIS_LABELS.get(x, x.removeprefix('axis:'))}: Pareto front "
+                   "as a step line, "
+                   "dominated configurations faded, error bars ± std over seeds",
+                   pareto_figure(report.configs, x, log_x=log_x)) for x in axes]
+
+
+def per_class_figures(report: Report) -> list[Figure]:
+    from ablate.report.plots import per_class_figure
+
+    out = []
+    studies = list(dict.fromkeys(report.configs["study"]))
+    for study, group in report.configs.groupby("study", sort=False):
+        table = per_class_table(group)
+        if table.empty:
+            continue
+        title = f"{study}: IoU per class (%)"
+        if len(group) > HEATMAP_MAX:  # more columns would be unreadable (the table has all)
+            best = set(group.nlargest(HEATMAP_MAX, "miou_mean")["config_name"])
+            table = table[[c for c in table.columns if c in best]]
+            title += f", the {HEATMAP_MAX} best of {len(group)} configurations by mIoU"
+        stem = "per_class_iou" if len(studies) == 1 else f"per_class_iou_{_safe(study)}"
+        out.append(Figure(stem, f"{title}; classes x configurations",
+                          per_class_figure(table, title)))
+    return out
+
+
+def curve_figures(store, report: Report, by: str = "config", x: str = "epoch") -> list[Figure]:
+    from ablate.report.plots import curves_figure
+
+    done = report.trials[report.trials["status"] == "done"]
+    shown = set(zip(report.configs["study"], report.configs["config_name"]))
+    done = done[[key in shown for key in zip(done["study"], done["config_name"])]]
+    epochs = epoch_frame(store, done)
+    if epochs.empty:
+        return []
+    several = epochs["study"].nunique() > 1
+    epochs = epochs.assign(label=epochs["study"] + ": " + epochs["config_name"] if several
+                           else epochs["config_name"])
+    per = "per configuration, mean over seeds" if by == "config" else "per trial"
+    return [Figure("curves", f"training curves ({per}): train loss and validation mIoU "
+                             f"against {x}", curves_figure(epochs, by=by, x=x))]
+
+
+def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
+               pngs: dict[str, bytes]) -> Path:
+    """``out_dir/report.html`` with every table and ``figures`` (PNG bytes by stem)."""
+    from ablate import __version__
+    from ablate.report.page import Image, Section, render_page
+    from ablate.report.render import config_tables, per_class_tables
+
+    sections = [Section("Configurations", config_tables(report.configs, report.trials,
+                                                        report.descriptions))]
+    groups = {"pareto": "Pareto fronts", "per_class": "IoU per class", "curves": "Training curves"}
+    for prefix, heading in groups.items():
+        images = [Image(f.caption, pngs[f.stem]) for f in figures if f.stem.startswith(prefix)]
+        tables = per_class_tables(report.configs) if prefix == "per_class" and images else []
+        if images:
+            sections.append(Section(heading, tables, images))
+    studies = list(dict.fromkeys(report.configs["study"])) if not report.configs.empty else []
+    meta = (f"{len(report.configs)} configurations, {len(report.trials)} trials; "
+            f"generated by ablate {__version__}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.html"
+    path.write_text(render_page("ablate report: " + (", ".join(studies) or "no trials"),
+                                sections, meta), encoding="utf-8")
+    return path
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)

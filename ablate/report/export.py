@@ -1,0 +1,74 @@
+"""Per-trial tables as files: CSV, Parquet (needs pyarrow) or Markdown."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ablate.errors import UserInputError
+from ablate.report.frame import trials_frame
+from ablate.report.query import study_descriptions
+from ablate.report.tables import filter_rows, parse_where
+
+
+def export_frame(store, study: str, where: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """Every trial of ``study`` with every final figure, per-class IoU included."""
+    known = study_descriptions(store)
+    if study not in known:
+        raise UserInputError(
+            f"no study {study!r} in the database; known: {', '.join(known) or 'none'}")
+    return filter_rows(trials_frame(store, [study], per_class=True), parse_where(where))
+
+
+def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise UserInputError("--parquet needs pyarrow: pip install pyarrow") from None
+    arrow_safe(frame).to_parquet(path, index=False)
+
+
+def arrow_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns of mixed Python types (an axis of 3, "all" and [1, 2]) become text."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype != object:
+            continue
+        kinds = {type(v) for v in out[column] if not _missing(v)}
+        if len(kinds) > 1:
+            out[column] = [None if _missing(v) else str(v) for v in out[column]]
+        else:
+            out[column] = [None if _missing(v) else v for v in out[column]]
+    return out
+
+
+def to_markdown_text(frame: pd.DataFrame, title: str) -> str:
+    """One Markdown table, a row per trial; numbers without spurious digits."""
+    from ablate.report.render import md_cell
+
+    header = "| " + " | ".join(md_cell(str(c)) for c in frame.columns) + " |"
+    align = "|" + "|".join("---:" if frame[c].dtype.kind in "fiu" else "---"
+                           for c in frame.columns) + "|"
+    rows = ["| " + " | ".join(md_cell(_cell(v)) for v in row) + " |"
+            for row in frame.itertuples(index=False)]
+    return "\n".join([f"# {md_cell(title)}", "", header, align, *rows]) + "\n"
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _cell(value) -> str:
+    if _missing(value):
+        return "-"
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.4f}".rstrip("0").rstrip(".")
+    return str(value)

@@ -1,0 +1,264 @@
+"""Configuration frames -> display tables -> terminal (rich), Markdown, CSV or JSON text.
+
+A ``DisplayTable`` holds formatted cells plus the raw value behind each cell, so
+every output (including the HTML page) shows the same columns with the same digits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablate.report.tables import per_class_table
+
+STAR = "★"
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    cells: list[str]
+    values: list[Any]  # raw values, for sorting in the HTML page
+    numeric: bool = False
+
+
+@dataclass(frozen=True)
+class DisplayTable:
+    title: str
+    columns: list[Column]
+    notes: list[str] = field(default_factory=list)
+    description: str = ""
+    emphasis: frozenset[tuple[int, int]] = frozenset()  # (row, column) cells in bold
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.columns[0].cells) if self.columns else 0
+
+
+# -- number formats -----------------------------------------------------------------------
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fmt_value(value: Any) -> str:
+    """An axis value as a recipe spells it."""
+    if _missing(value):
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# -- configuration tables -----------------------------------------------------------------
+
+def _numeric(header: str, series: pd.Series, spec: str) -> Column:
+    """Numbers formatted with ``spec`` (``",.0f"``, ``"+.2f"``); missing ones as ``-``."""
+    array = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+    present = (~np.isnan(array)).tolist()
+    fmt = ("{:" + spec + "}").format
+    values = [v if ok else None for v, ok in zip(array.tolist(), present)]
+    return Column(header, [fmt(v) if ok else "-" for v, ok in zip(values, present)], values,
+                  numeric=True)
+
+
+def axis_headers(columns) -> dict[str, str]:
+    """``axis:model.head`` -> ``head``; the full key where two axes share a last part."""
+    keys = [c.removeprefix("axis:") for c in columns if c.startswith("axis:")]
+    shorts = [k.rsplit(".", 1)[-1] for k in keys]
+    return {f"axis:{k}": (k if shorts.count(s) > 1 else s) for k, s in zip(keys, shorts)}
+
+
+def config_columns(group: pd.DataFrame) -> list[Column]:
+    """The columns one study's table shows, in order."""
+    cols = [
+        Column("", [STAR if p else "" for p in group["pareto"]], [int(bool(p)) for p in group["pareto"]]),
+        Column("configuration", [str(v) for v in group["config_name"]], list(group["config_name"])),
+    ]
+    for column, header in axis_headers(group.columns).items():
+        if group[column].notna().any():
+            values = list(group[column])
+            cols.append(Column(header, [fmt_value(v) for v in values],
+                               [None if _missing(v) else fmt_value(v) for v in values]))
+    cols += [
+        _numeric("mIoU %", group["miou_mean"], ".2f"),
+        _numeric("± std", group["miou_std"], ".2f"),
+        _numeric("n", group["n"], ",.0f"),
+        _numeric("params", group["params"], ",.0f"),
+        _numeric("GFLOPs", group["gflops"], ".3f"),
+        _numeric("latency ms", group["latency_ms"], ".2f"),
+    ]
+    published = [  # published column, header, difference column, header, formats
+        ("published_params", "pub. params", "params_vs_published", "Δ pub. params",
+         ",.0f", "+,.0f"),
+        ("published_gflops", "pub. GFLOPs", "gflops_vs_published", "Δ pub. GFLOPs",
+         ".3f", "+.3f"),
+        ("published_miou", "pub. mIoU %", "miou_vs_published", "Δ pub. mIoU",
+         ".2f", "+.2f"),
+    ]
+    for pub, pub_header, diff, diff_header, pub_spec, diff_spec in published:
+        if pub in group and pd.to_numeric(group[pub], errors="coerce").notna().any():
+            cols.append(_numeric(pub_header, group[pub], pub_spec))
+            cols.append(_numeric(diff_header, group[diff], diff_spec))
+    if "baseline" in group:
+        for column, header in (("params_delta_pct", "Δ params %"), ("gflops_delta_pct", "Δ GFLOPs %"),
+                               ("latency_delta_pct", "Δ latency %"), ("miou_delta", "Δ mIoU")):
+            cols.append(_numeric(header, group[column], "+.2f"))
+    return cols
+
+
+def config_notes(group: pd.DataFrame) -> list[str]:
+    conv, res = group["flops_convention"].iloc[0], group["resolution"].iloc[0]
+    notes = [f"{STAR} Pareto-optimal in params vs mIoU. mIoU: one confusion matrix over the "
+             f"validation set, mean ± std over seeds. GFLOPs: {conv} at {res}. "
+             "Latency: median ms, batch 1, on the device that trained the trial."]
+    if "published_source" in group:
+        sources = sorted({str(s) for s in group["published_source"] if not _missing(s)})
+        if sources:
+            notes.append(f"pub.: published figures ({', '.join(sources)}); "
+                         "Δ pub. = measured - published (mIoU in points).")
+    if "baseline" in group:
+        names = list(dict.fromkeys(str(b) for b in group["baseline"] if not _missing(b)))
+        if names:
+            notes.append(f"Δ against {', '.join(names)}: params, GFLOPs and latency in percent, "
+                         "mIoU in points.")
+    return notes
+
+
+def config_tables(configs: pd.DataFrame, trials: pd.DataFrame,
+                  descriptions: dict[str, str] | None = None) -> list[DisplayTable]:
+    """One table per study, rows in the frame's order."""
+    tables = []
+    descriptions = descriptions or {}
+    for study, group in configs.groupby("study", sort=False):
+        n_trials = int((trials["study"] == study).sum())
+        tables.append(DisplayTable(
+            title=f"{study}: {_count(len(group), 'configuration')}, {_count(n_trials, 'trial')}",
+            columns=config_columns(group), notes=config_notes(group),
+            description=descriptions.get(study, "").strip()))
+    return tables
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def per_class_tables(configs: pd.DataFrame) -> list[DisplayTable]:
+    """Per study: classes x configurations, IoU % (mean over seeds); best per class in bold."""
+    tables = []
+    for study, group in configs.groupby("study", sort=False):
+        table = per_class_table(group)
+        if table.empty:
+            continue
+        cols = [Column("class", list(table.index), list(table.index))]
+        for name in table.columns:
+            cols.append(_numeric(str(name), table[name], ".1f"))
+        best = table.fillna(-1.0).to_numpy().argmax(axis=1)
+        tables.append(DisplayTable(
+            title=f"{study}: IoU per class (%)", columns=cols,
+            notes=["IoU per class from the same confusion matrix as mIoU, mean over seeds; "
+                   "the best configuration per class in bold."],
+            emphasis=frozenset((row, int(col) + 1) for row, col in enumerate(best))))
+    return tables
+
+
+# -- text outputs ---------------------------------------------------------------------------
+
+def md_cell(text: str) -> str:
+    if "|" in text or "\\" in text or "\n" in text:
+        return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return text
+
+
+def to_markdown(tables: list[DisplayTable]) -> str:
+    """GitHub-flavoured Markdown: a heading, the table, its notes; per table."""
+    parts = []
+    for table in tables:
+        lines = [f"## {md_cell(table.title)}", ""]
+        if table.description:
+            lines += [md_cell(" ".join(table.description.split())), ""]
+        lines.append("| " + " | ".join(md_cell(c.header) for c in table.columns) + " |")
+        lines.append("|" + "|".join("---:" if c.numeric else "---" for c in table.columns) + "|")
+        columns = []
+        for j, col in enumerate(table.columns):
+            cells = [md_cell(text) for text in col.cells] if not col.numeric else list(col.cells)
+            for row, k in table.emphasis:
+                if k == j:
+                    cells[row] = f"**{cells[row]}**"
+            columns.append(cells)
+        lines += ["| " + " | ".join(row) + " |" for row in zip(*columns)]
+        if table.notes:
+            lines += [""] + table.notes
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def print_rich(tables: list[DisplayTable], console) -> None:
+    """Rich tables on ``console``; too wide ones split into column groups that fit.
+
+    Every group repeats the leading text columns (star, configuration, axes), so a
+    row stays identifiable. Cell text is never read as rich markup.
+    """
+    from rich.text import Text
+
+    for table in tables:
+        for part in _fitting_parts(table, console):
+            console.print(part)
+        for note in table.notes:
+            console.print(Text(note))
+
+
+def _rich_table(table: DisplayTable, columns: list[int], title: str | None):
+    from rich.table import Table
+    from rich.text import Text
+
+    out = Table(title=Text(title) if title else None)
+    for j in columns:
+        col = table.columns[j]
+        widest = max((len(c) for c in col.cells), default=0)
+        if col.numeric:  # numbers are never cut
+            out.add_column(Text(col.header), justify="right", min_width=widest)
+        else:  # long names fold onto a second line
+            out.add_column(Text(col.header), overflow="fold", min_width=min(widest, 16))
+    for row in range(table.n_rows):
+        out.add_row(*(Text(table.columns[j].cells[row],
+                           style="bold" if (row, j) in table.emphasis else "") for j in columns))
+    return out
+
+
+def _rendered_width(renderable, width: int) -> int:
+    """The widest line rich draws for ``renderable`` on a ``width``-column terminal."""
+    import io
+
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    probe = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False)
+    probe.print(renderable, crop=False)
+    return max((cell_len(line) for line in probe.file.getvalue().splitlines()), default=0)
+
+
+def _fitting_parts(table: DisplayTable, console) -> list:
+    lead = 0
+    while lead < len(table.columns) and not table.columns[lead].numeric:
+        lead += 1
+    ident, groups = list(range(lead)), [[]]
+    for j in range(lead, len(table.columns)):
+        wider = _rich_table(table, ident + groups[-1] + [j], None)
+        if groups[-1] and _rendered_width(wider, console.width) > console.width:
+            groups.append([])
+        groups[-1].append(j)
+    titles = [table.title] + [f"{table.title} (continued)"] * (len(groups) - 1)
+    return [_rich_table(table, ident + group, title) for group, title in zip(groups, titles)]
+
+
+def to_csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False)
+
+
+def to_json(frame: pd.DataFrame) -> str:
+    return frame.to_json(orient="records", indent=2)

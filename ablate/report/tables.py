@@ -1,0 +1,168 @@
+"""Configuration tables: baseline deltas, ``--where`` filters, sorting, per-class IoU.
+
+Pure functions of data frames (no database, no output): the CLI chains them and a
+renderer (``ablate.report.render``) turns the result into text or HTML.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablate.errors import UserInputError
+
+# measured column -> change against the baseline: (column, relative in percent?)
+DELTAS = {
+    "params": ("params_delta_pct", True),
+    "gflops": ("gflops_delta_pct", True),
+    "latency_ms": ("latency_delta_pct", True),
+    "miou_mean": ("miou_delta", False),  # points
+}
+
+
+def add_baseline(configs: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Add the change of every row against configuration (or variant) ``name``.
+
+    ``params``, GFLOPs and latency change in percent, mIoU in points, per study.
+    A variant with several configurations (a variant crossed with a grid) is matched
+    row by row on the axes that vary among its configurations, so each row is
+    compared with the baseline variant at the same axis values. Rows without a
+    matching baseline get NaN. Adds ``baseline`` (the reference configuration's name).
+    """
+    chosen = configs["config_name"] == name
+    if not chosen.any():
+        chosen = configs["variant"] == name
+    if not chosen.any():
+        known = sorted(set(configs["variant"]) | set(configs["config_name"]))
+        raise UserInputError(
+            f"--baseline: no configuration or variant {name!r}; known: {', '.join(known) or 'none'}")
+    measured = list(DELTAS)
+    refs = []
+    for _study, group in configs.groupby("study", sort=False):
+        base = group[chosen[group.index]]
+        if base.empty:
+            continue
+        keys = [c for c in group.columns
+                if c.startswith("axis:") and base[c].astype(str).nunique() > 1]
+        wanted = base[["config_name", *measured, *keys]].rename(
+            columns={"config_name": "baseline", **{m: f"_ref_{m}" for m in measured}})
+        if keys:
+            ref = group[keys].rename_axis("_row").reset_index().merge(
+                wanted.drop_duplicates(keys), on=keys, how="left").set_index("_row")
+        else:
+            ref = wanted.iloc[[0] * len(group)].set_axis(group.index, axis=0)
+        refs.append(ref.drop(columns=keys))
+    ref = pd.concat(refs).reindex(configs.index)
+    out = configs.copy()
+    out["baseline"] = ref["baseline"]
+    for column, (delta, relative) in DELTAS.items():
+        value = pd.to_numeric(out[column], errors="coerce")
+        reference = pd.to_numeric(ref[f"_ref_{column}"], errors="coerce")
+        if relative:
+            out[delta] = (value - reference) / reference.where(reference != 0) * 100.0
+        else:
+            out[delta] = value - reference
+    return out
+
+
+# -- --where -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Condition:
+    key: str
+    negate: bool
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.key}{'!=' if self.negate else '='}{self.text}"
+
+
+def parse_where(items: list[str] | tuple[str, ...]) -> list[Condition]:
+    """``["model.head=deeplabv3", "seed!=0"]`` -> conditions (values read as TOML)."""
+    out = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        negate = key.endswith("!")
+        key = key.removesuffix("!").strip()
+        if not sep or not key:
+            raise UserInputError(f"--where: expected KEY=VALUE or KEY!=VALUE, got {item!r}")
+        out.append(Condition(key, negate, text.strip()))
+    return out
+
+
+def column_for(frame: pd.DataFrame, key: str) -> str | None:
+    """The column a user's key names: itself, an axis (``axis:KEY``) or a published figure."""
+    for column in (key, f"axis:{key}", f"published_{key}"):
+        if column in frame.columns:
+            return column
+    return None
+
+
+def filter_rows(frame: pd.DataFrame, conditions: list[Condition],
+                source: str = "--where") -> pd.DataFrame:
+    """Rows meeting every condition; values compare as in recipes (1 == 1.0, true, [1, 2])."""
+    keep = np.ones(len(frame), dtype=bool)
+    for cond in conditions:
+        column = column_for(frame, cond.key)
+        if column is None:
+            raise UserInputError(f"{source}: no column {cond.key!r}; columns: "
+                                 f"{', '.join(_user_names(frame.columns))}")
+        target = canonical(_parse_value(cond.text))
+        equal = frame[column].map(canonical).to_numpy() == target
+        keep &= ~equal if cond.negate else equal
+    return frame[keep]
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word such as deeplabv3
+
+
+def canonical(value: Any) -> str | None:
+    """One spelling per value, so that a typed ``--where`` value meets the stored one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | float | np.integer | np.floating):
+        return repr(float(value))
+    return str(value)
+
+
+def _user_names(columns) -> list[str]:
+    return [c.removeprefix("axis:") for c in columns]
+
+
+# -- --sort ------------------------------------------------------------------------------
+
+def sort_rows(frame: pd.DataFrame, key: str | None, descending: bool) -> pd.DataFrame:
+    """Sorted by ``key`` (any column or axis key; NaN last); default: mIoU, best first."""
+    if key is None:
+        return frame.sort_values("miou_mean", ascending=False, kind="stable", na_position="last")
+    column = column_for(frame, key)
+    if column is None:
+        raise UserInputError(
+            f"--sort: no column {key!r}; columns: {', '.join(_user_names(frame.columns))}")
+    values = frame[column]
+    if values.dtype == object:  # mixed axis values (3, "all", [1, 2]): compare as text
+        values = values.map(lambda v: None if canonical(v) is None else str(v))
+    order = values.sort_values(ascending=not descending, kind="stable", na_position="last").index
+    return frame.loc[order]
+
+
+# -- per-class IoU -----------------------------------------------------------------------
+
+def per_class_table(configs: pd.DataFrame) -> pd.DataFrame:
+    """Classes x configurations: mean IoU (%) over seeds; classes no row has are dropped."""
+    class_cols = [c for c in configs.columns if c.startswith("iou/")]
+    table = configs.set_index("config_name")[class_cols].T
+    table.index = [c.removeprefix("iou/") for c in class_cols]
+    table.index.name = "class"
+    return table.dropna(how="all").astype(float)

@@ -1,0 +1,205 @@
+"""``ablate report`` through CliRunner on a store filled by hand (tests/report/fake_store.py).
+
+Hand-checked figures: against ``conventional`` at the same head, proposed[head=deeplabv3plus]
+has (5,632,933 - 11,727,653) / 11,727,653 = -51.97 % params, (2 - 4) / 4 = -50 % GFLOPs,
+(5 - 11) / 11 = -54.55 % latency and 59 - 61 = -2 mIoU points; measured - published params
+of conventional[head=deeplabv3plus] is 11,727,653 - 11,745,643 = -17,990.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+from tests.report.fake_store import fill
+
+NOTE = ("★ Pareto-optimal in params vs mIoU. mIoU: one confusion matrix over the validation set, "
+        "mean ± std over seeds. GFLOPs: fvcore-mac at 64x64. Latency: median ms, batch 1, on the "
+        "device that trained the trial.")
+
+BASELINE_MARKDOWN = f"""\
+## seed000: 4 configurations, 8 trials
+
+Seed 000 in miniature: last expansion kept or dropped
+
+|  | configuration | head | mIoU % | ± std | n | params | GFLOPs | latency ms | pub. params | Δ pub. params | pub. mIoU % | Δ pub. mIoU | Δ params % | Δ GFLOPs % | Δ latency % | Δ mIoU |
+|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| ★ | proposed[head=deeplabv3] | deeplabv3 | 56.00 | 1.41 | 2 | 5,000,000 | 1.500 | 4.00 | 5,632,933 | -632,933 | 59.54 | -3.54 | -54.55 | -50.00 | -50.00 | -2.00 |
+| ★ | proposed[head=deeplabv3plus] | deeplabv3plus | 59.00 | 0.71 | 2 | 5,632,933 | 2.000 | 5.00 | 5,632,933 | +0 | 59.54 | -0.54 | -51.97 | -50.00 | -54.55 | -2.00 |
+|  | conventional[head=deeplabv3] | deeplabv3 | 58.00 | 0.00 | 2 | 11,000,000 | 3.000 | 8.00 | 11,745,643 | -745,643 | 62.24 | -4.24 | +0.00 | +0.00 | +0.00 | +0.00 |
+| ★ | conventional[head=deeplabv3plus] | deeplabv3plus | 61.00 | 1.41 | 2 | 11,727,653 | 4.000 | 11.00 | 11,745,643 | -17,990 | 62.24 | -1.24 | +0.00 | +0.00 | +0.00 | +0.00 |
+
+{NOTE}
+pub.: published figures (seed 000); Δ pub. = measured - published (mIoU in points).
+Δ against conventional[head=deeplabv3], conventional[head=deeplabv3plus]: params, GFLOPs and latency in percent, mIoU in points.
+"""  # noqa: E501
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "r.db"
+    fill(f"sqlite:///{path}")
+    return str(path)
+
+
+def report(db, *args):
+    return CliRunner().invoke(main, ["report", "--db", db, *args])
+
+
+def test_markdown_with_baseline_and_published_figures(db):
+    result = report(db, "--study", "seed000", "--baseline", "conventional", "--format", "markdown",
+                    "--sort", "params")
+    assert result.exit_code == 0, result.output
+    assert result.output == BASELINE_MARKDOWN
+
+
+def test_several_studies_and_default_order(db):
+    result = report(db, "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line for line in lines if line.startswith("## ")] == [
+        "## seed000: 4 configurations, 8 trials", "## other: 1 configuration, 2 trials"]
+    rows = [line.split(" | ")[1] for line in lines
+            if line.startswith(("| ★ |", "|  |")) and " configuration " not in line]
+    assert rows == ["conventional[head=deeplabv3plus]", "proposed[head=deeplabv3plus]",
+                    "conventional[head=deeplabv3]", "proposed[head=deeplabv3]", "base"]
+    assert "| ★ | base | 50.00 | 0.00 | 1 | 1,000 | 0.001 | 1.00 |" in lines
+
+
+def test_csv_where_on_an_axis_and_on_a_trial_column(db):
+    result = report(db, "--study", "seed000", "--where", "model.head=deeplabv3", "--where",
+                    "seed=0", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.output.splitlines()
+    assert header == ("study,config_name,variant,n,miou_mean,miou_std,pixel_acc,params,gflops,"
+                      "flops_convention,resolution,latency_ms,axis:model.head,published_params,"
+                      "published_miou,published_source,pareto,params_vs_published,"
+                      "miou_vs_published")
+    assert [r.split(",")[1] for r in rows] == ["conventional[head=deeplabv3]",
+                                               "proposed[head=deeplabv3]"]
+    assert [r.split(",")[3] for r in rows] == ["1", "1"]  # seed 0 only
+    assert rows[1].split(",")[7:9] == ["5000000", "1.5"]
+
+
+def test_json_is_an_alias_and_where_on_a_configuration_column(db):
+    as_json = report(db, "--json", "--where", "pareto=false")
+    assert as_json.exit_code == 0, as_json.output
+    assert as_json.output == report(db, "--format", "json", "--where", "pareto=false").output
+    rows = json.loads(as_json.output)
+    assert [r["config_name"] for r in rows] == ["conventional[head=deeplabv3]"]
+    assert rows[0]["params_vs_published"] == -745_643 and rows[0]["n"] == 2
+
+
+def test_json_baseline_values(db):
+    rows = json.loads(report(db, "--json", "--baseline", "proposed[head=deeplabv3plus]").output)
+    by_name = {r["config_name"]: r for r in rows}
+    conv = by_name["conventional[head=deeplabv3plus]"]
+    assert conv["baseline"] == "proposed[head=deeplabv3plus]"
+    # (11,727,653 - 5,632,933) / 5,632,933 = +108.198 %; (4 - 2) / 2; (11 - 5) / 5; 61 - 59
+    assert conv["params_delta_pct"] == pytest.approx(108.197985)
+    assert [conv["gflops_delta_pct"], conv["latency_delta_pct"], conv["miou_delta"]] == \
+        pytest.approx([100.0, 120.0, 2.0])
+    assert by_name["base"]["baseline"] is None  # study `other` has no such configuration
+
+
+def test_terminal_table(db):
+    result = report(db, "--study", "other")
+    assert result.exit_code == 0, result.output
+    assert "│ ★ │ base          │  50.00 │  0.00 │ 1 │  1,000 │  0.001 │       1.00 │" in result.output
+    assert "other: 1 configuration, 2 trials" in result.output
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--baseline", "nope"], 2, "Error: --baseline: no configuration or variant 'nope'; known: "
+                                "base, conventional, conventional[head=deeplabv3]"),
+    (["--where", "nope=1"], 2, "Error: --where: no column 'nope'; columns: study, config_name"),
+    (["--where", "nope"], 2, "Error: --where: expected KEY=VALUE or KEY!=VALUE, got 'nope'"),
+    (["--sort", "nope"], 2, "Error: --sort: no column 'nope'; columns: study, config_name"),
+    (["--x", "config_name"], 2, "Error: --x: no numeric column 'config_name'; numeric columns: "
+                                "miou_mean, miou_std, pixel_acc, params, gflops, latency_ms"),
+    (["--json", "--format", "csv"], 2, "Error: --json and --format csv contradict each other"),
+    (["--desc"], 2, "Error: --desc needs --sort COLUMN"),
+    (["--study", "nope"], 2, "Error: --study: no study 'nope' in the database; known: seed000, "
+                             "other"),
+])
+def test_errors(db, args, code, message):
+    result = report(db, *args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_pareto_plots_with_x_and_log_x(db, tmp_path):
+    out = tmp_path / "plots"
+    result = report(db, "--pareto", "--log-x", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    stems = ["pareto_params", "pareto_gflops", "pareto_latency_ms"]
+    assert result.output.splitlines()[-6:] == [
+        f"wrote {out / stem}.{ext}" for stem in stems for ext in ("png", "svg")]
+    for stem in stems:
+        assert (out / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / f"{stem}.svg").read_text().startswith("<?xml")
+    only = tmp_path / "only"
+    result = report(db, "--x", "pixel_acc", "--x", "model.head", "--out", str(only))
+    assert result.exit_code == 2 and "no numeric column 'model.head'" in result.output
+    result = report(db, "--x", "pixel_acc", "--format", "json", "--out", str(only))
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)[0]["config_name"] == "conventional[head=deeplabv3plus]"
+    assert sorted(p.name for p in only.iterdir()) == ["pareto_pixel_acc.png",
+                                                      "pareto_pixel_acc.svg"]
+    assert f"wrote {only / 'pareto_pixel_acc.png'}" in result.stderr
+
+
+def test_per_class_and_curves(db, tmp_path):
+    out = tmp_path / "views"
+    result = report(db, "--study", "seed000", "--per-class", "--curves", "--curves-by", "trial",
+                    "--format", "markdown", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert ("| class | conventional[head=deeplabv3plus] | proposed[head=deeplabv3plus] | "
+            "conventional[head=deeplabv3] | proposed[head=deeplabv3] |") in result.output
+    assert "| background | **81.0** | 79.0 | 78.0 | 76.0 |" in result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves.png", "curves.svg", "per_class_iou.png", "per_class_iou.svg"]
+    rows = json.loads(report(db, "--study", "seed000", "--per-class", "--json",
+                             "--out", str(out)).stdout)
+    assert rows[0]["iou/background"] == pytest.approx(81.0)
+
+
+def test_html_page(db, tmp_path):
+    out = tmp_path / "page"
+    result = report(db, "--format", "html", "--per-class", "--curves", "--baseline",
+                    "conventional", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.output == f"wrote {out / 'report.html'}\n"
+    assert [p.name for p in out.iterdir()] == ["report.html"]
+    page = (out / "report.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == 6  # 3 Pareto, 2 heatmaps, curves
+    assert "<td data-v=\"proposed[head=deeplabv3plus]\">proposed[head=deeplabv3plus]</td>" in page
+    assert '<td class="num" data-v="-17990.0">-17,990</td>' in page
+    assert "http://" not in page and "https://" not in page
+
+
+def test_empty_database_html_and_markdown(tmp_path):
+    db = str(tmp_path / "e.db")
+    assert report(db, "--format", "markdown").output == (
+        "No finished trials in the database yet. Run: ablate run RECIPE\n")
+    result = report(db, "--format", "html", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    assert "ablate report: no trials" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_where_that_matches_nothing(db):
+    result = report(db, "--where", "model.head=fcn", "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    assert result.output == "No finished trial matches --where model.head=fcn.\n"
+
+
+def test_where_on_another_final_figure_and_a_negation(db):
+    result = report(db, "--study", "seed000", "--where", "train_loss=0.5", "--where",
+                    "variant!=proposed", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert [r.split(",")[1] for r in result.output.splitlines()[1:]] == [
+        "conventional[head=deeplabv3plus]", "conventional[head=deeplabv3]"]

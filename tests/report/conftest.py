@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.report.fake_store import fill
+
+
+@pytest.fixture
+def filled(tmp_path):
+    """A store with studies ``seed000`` and ``other`` (see fake_store.py); returns it."""
+    return fill(f"sqlite:///{tmp_path / 'r.db'}")

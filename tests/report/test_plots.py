@@ -1,0 +1,107 @@
+"""Figures: what is drawn (front, faded points, labels, scales), and the files written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ablate.report.plots import (
+    FRONT_LABELS,
+    LABEL_ALL_UP_TO,
+    curves_figure,
+    figure_png,
+    pareto_figure,
+    pareto_plot,
+    per_class_figure,
+)
+
+
+def configs(n: int = 4) -> pd.DataFrame:
+    # (5, 56) (5.6, 59) (11, 58) (11.7, 61): the third is dominated by the second
+    params = [5.0e6, 5.6e6, 11.0e6, 11.7e6][:n]
+    miou = [56.0, 59.0, 58.0, 61.0][:n]
+    return pd.DataFrame({"study": "s", "config_name": [f"c{i}" for i in range(n)],
+                         "params": params, "miou_mean": miou, "miou_std": [1.0] * n})
+
+
+def texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+def test_front_as_steps_dominated_faded_and_labelled():
+    fig = pareto_figure(configs(), "params")
+    ax = fig.axes[0]
+    (steps,) = ax.lines[-1:]  # the step line is drawn after the error bars
+    assert steps.get_drawstyle() == "steps-post"
+    assert list(steps.get_xdata()) == [5.0e6, 5.6e6, 11.7e6]
+    assert list(steps.get_ydata()) == [56.0, 59.0, 61.0]
+    faded = [t for t in ax.texts if t.get_alpha() == 0.5]
+    assert [t.get_text() for t in faded] == ["c2"]
+    assert sorted(texts(ax)) == ["c0", "c1", "c2", "c3"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["dominated",
+                                                                    "Pareto-optimal"]
+    assert ax.get_xscale() == "linear" and ax.get_ylabel() == "mIoU (%)"
+
+
+def test_error_bars_are_the_std_over_seeds():
+    ax = pareto_figure(configs(), "params").axes[0]
+    segments = [seg for coll in ax.collections for seg in coll.get_segments()]
+    assert sorted(round(seg[1][1] - seg[0][1], 6) for seg in segments) == [2.0] * 4
+
+
+def test_single_point_and_log_scale():
+    fig = pareto_figure(configs(1), "params", log_x=True)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and texts(ax) == ["c0"]
+    assert ax.get_xlabel() == "parameters (log)"
+
+
+def test_many_points_label_only_the_front():
+    n = LABEL_ALL_UP_TO + 10
+    frame = pd.DataFrame({"config_name": [f"c{i}" for i in range(n)],
+                          "params": np.arange(n, dtype=float) + 1,
+                          "miou_mean": np.where(np.arange(n) % 2 == 0, np.arange(n), 0.0)})
+    ax = pareto_figure(frame, "params").axes[0]
+    # the front is every even i (odd ones are dominated by c0): 25 points, 12 names spread
+    names = texts(ax)
+    assert len(names) == FRONT_LABELS and names[0] == "c0" and names[-1] == f"c{n - 2}"
+    assert all(int(name[1:]) % 2 == 0 for name in names)
+
+
+def test_study_prefix_with_several_studies():
+    frame = configs(2)
+    frame.loc[1, "study"] = "t"
+    assert sorted(texts(pareto_figure(frame, "params").axes[0])) == ["s: c0", "t: c1"]
+
+
+def test_files_and_png_bytes(tmp_path):
+    paths = pareto_plot(configs(), "params", tmp_path / "out")
+    assert [p.name for p in paths] == ["pareto_params.png", "pareto_params.svg"]
+    assert paths[0].read_bytes()[:4] == b"\x89PNG" and "<svg" in paths[1].read_text()
+    assert figure_png(pareto_figure(configs(), "params"))[:4] == b"\x89PNG"
+
+
+def test_per_class_heatmap():
+    table = pd.DataFrame({"c0": [80.0, 40.0], "c1": [np.nan, 60.0]}, index=["cat", "dog"])
+    ax = per_class_figure(table).axes[0]
+    assert ax.images[0].get_array().shape == (2, 2)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", "dog"]
+    assert texts(ax) == ["80", "40", "60"]  # NaN cells stay blank
+
+
+@pytest.mark.parametrize("by,lines", [("config", 1), ("trial", 2)])
+def test_curves(by, lines):
+    rows = [("c0", tid, e, 10 * e, key, value)
+            for tid, shift in (("t1", 0.0), ("t2", 1.0))
+            for e in (1, 2)
+            for key, value in (("train_loss", 1.0 / e + shift), ("val_miou", 20.0 * e + shift))]
+    epochs = pd.DataFrame(rows, columns=["label", "trial_id", "epoch", "step", "key", "value"])
+    fig = curves_figure(epochs, by=by, x="step")
+    loss, miou = fig.axes[:2]
+    assert len(loss.lines) == lines and loss.get_xlabel() == "step"
+    if by == "config":  # mean over the two trials, band from min to max
+        assert list(miou.lines[0].get_ydata()) == [20.5, 40.5]
+        assert len(miou.collections) == 1
+    else:
+        assert [line.get_label() for line in miou.lines] == ["c0 (t1)", "c0 (t2)"]
