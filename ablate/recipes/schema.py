@@ -15,6 +15,12 @@ HEADS = ("deeplabv3", "deeplabv3plus", "fcn", "lraspp", "fcn8s")
 DATASETS = ("shapes", "voc2012", "cityscapes", "coco")
 
 
+def _height_width(v: list[int] | None) -> list[int] | None:
+    if v is not None and len(v) != 2:
+        raise ValueError("must be [height, width]")
+    return v
+
+
 class Section(BaseModel):
     """Strict base: unknown keys are errors, values are not silently coerced."""
 
@@ -99,12 +105,7 @@ class DataSpec(Section):
             raise ValueError("must be [low, high] with low <= high")
         return v
 
-    @field_validator("eval_size")
-    @classmethod
-    def _hw(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and len(v) != 2:
-            raise ValueError("must be [height, width]")
-        return v
+    _hw = field_validator("eval_size")(classmethod(lambda cls, v: _height_width(v)))
 
 
 class TrainSpec(Section):
@@ -149,12 +150,7 @@ class EvalSpec(Section):
     latency_runs: PositiveInt = 10
     flops: bool = True
 
-    @field_validator("resolution")
-    @classmethod
-    def _hw(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and len(v) != 2:
-            raise ValueError("must be [height, width]")
-        return v
+    _hw = field_validator("resolution")(classmethod(lambda cls, v: _height_width(v)))
 
 
 class TrialSpec(Section):
