@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from ablate.cli import main
 from ablate.cli.options import fmt_int, json_option, make_console, recipe_argument, set_option
@@ -198,7 +199,7 @@ def _print_arch(group: list, report) -> None:
         params_note = (f" (published {first.published.params:,}: "
                        f"{'match' if delta == 0 else f'differs by {delta:+,}'})")
     console = make_console()
-    console.print(f"[bold]{first.config_name}[/bold]  arch {report.arch_id}  "
+    console.print(f"[bold]{escape(first.config_name)}[/bold]  arch {report.arch_id}  "
                   f"{report.num_classes} classes  trials: {len(group)}"
                   + (f"  configs: {', '.join(configs)}" if len(configs) > 1 else ""))
     console.print(f"  params {report.params:,}{params_note}")
@@ -228,7 +229,7 @@ def _print_diff(names, sides, reports, rows) -> None:
     console = make_console()
     for label, name, group, report in zip("AB", names, sides, reports):
         height, width = report.resolution
-        console.print(f"{label} = {name}: {group[0].config_name}  arch {report.arch_id}  "
+        console.print(f"{label} = {escape(name)}: {escape(group[0].config_name)}  arch {report.arch_id}  "
                       f"params {report.params:,}  GFLOPs {_gflops(report.flops)} "
                       f"({report.flops_convention}, {height}x{width})")
     table = Table("module", "params A", "params B", "params B-A", "GFLOPs A", "GFLOPs B",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+from rich.markup import escape
 
 from ablate.cli import main
 from ablate.cli.options import (
@@ -69,7 +70,7 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         table.add_column(col, justify="right" if col in ("params", "GFLOPs") else "left",
                          overflow="fold")
     for r in rows:
-        table.add_row(r["trial_id"], r["name"], r["status"], fmt_int(r["params"]),
+        table.add_row(r["trial_id"], escape(r["name"]), r["status"], fmt_int(r["params"]),
                       fmt_float(r["gflops"]))
     console = make_console()
     console.print(table)

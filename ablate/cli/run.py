@@ -6,6 +6,7 @@ import sys
 import time
 
 import click
+from rich.markup import escape
 
 from ablate.cli import main
 from ablate.cli.options import (
@@ -192,7 +193,7 @@ class _ProgressView:
                                  f"{event['state']}]")
         elif kind == "cancelled":
             self.progress.remove_task(task)
-            self.progress.console.print(f"[yellow]cancelled[/] {job.name} (job "
+            self.progress.console.print(f"[yellow]cancelled[/] {escape(job.name)} (job "
                                         f"{event['job_id']}): back to pending")
             self.progress.advance(self.overall)
         elif kind == "step":
@@ -205,10 +206,10 @@ class _ProgressView:
             result = event["result"]
             if result["status"] == "done":
                 miou = result["final"].get("miou", float("nan"))
-                self.progress.console.print(f"[green]done[/]   {job.name}  mIoU {100 * miou:.2f}")
+                self.progress.console.print(f"[green]done[/]   {escape(job.name)}  mIoU {100 * miou:.2f}")
             else:
                 first = (result.get("error") or "").splitlines()[0] if result.get("error") else ""
-                self.progress.console.print(f"[red]failed[/] {job.name}: {first}")
+                self.progress.console.print(f"[red]failed[/] {escape(job.name)}: {escape(first)}")
             self.progress.advance(self.overall)
 
 
@@ -227,14 +228,14 @@ def _print_summary(store, study: str, trial_ids: list[str], summary) -> None:
             continue
         cost = costs.get(r.arch_id)
         miou = r.metrics.get("miou")
-        table.add_row(r.name, r.status, fmt_float(100 * miou if miou is not None else None, 2),
+        table.add_row(escape(r.name), r.status, fmt_float(100 * miou if miou is not None else None, 2),
                       fmt_int(cost.params if cost else None),
                       fmt_float(cost.gflops if cost else None),
                       fmt_float(r.metrics.get("latency_ms"), 2))
     console = make_console()
     console.print(table)
     for line in summary.corrupt:
-        console.print(f"[yellow]ignored corrupt result:[/] {line}")
+        console.print(f"[yellow]ignored corrupt result:[/] {escape(line)}")
     if summary.recovered:
         console.print(f"ingested {len(summary.recovered)} result(s) left on disk by an earlier run")
     if summary.unrecorded:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 from ablate.cli import main
 from ablate.cli.options import db_option, fmt_float, make_console, runs_option
@@ -52,11 +53,11 @@ def _print_study(console, store, follow) -> None:
         table.add_column(col, justify="right" if col == "mIoU %" else "left")
     for r in records:
         miou = r.metrics.get("miou")
-        table.add_row(r.name, r.status, r.job_id or "-", follow.slurm_states.get(r.trial_id, "-"),
+        table.add_row(escape(r.name), r.status, r.job_id or "-", follow.slurm_states.get(r.trial_id, "-"),
                       fmt_float(100 * miou if miou is not None else None, 2))
     console.print(table)
     for line in follow.corrupt:
-        console.print(f"[yellow]ignored corrupt result:[/] {line}")
+        console.print(f"[yellow]ignored corrupt result:[/] {escape(line)}")
     if follow.ingested:
         console.print(f"recorded {len(follow.ingested)} finished result(s)")
     by_id = {r.trial_id: r for r in records}
@@ -64,7 +65,7 @@ def _print_study(console, store, follow) -> None:
         rec = by_id[tid]
         info = read_job_info(rec.run_dir)
         where = f"; log: {info.paths().stderr}" if info else ""
-        console.print(f"[red]failed[/] {rec.name}: {(rec.error or '').splitlines()[0]}{where}")
+        console.print(f"[red]failed[/] {escape(rec.name)}: {escape((rec.error or '').splitlines()[0])}{where}")
     for tid in follow.requeue:
-        console.print(f"[yellow]pending[/] {by_id[tid].name}: its job was cancelled; "
+        console.print(f"[yellow]pending[/] {escape(by_id[tid].name)}: its job was cancelled; "
                       "'ablate run' runs it again")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,51 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
         return None
     # RNG states hold numpy arrays and Python tuples: trusted, written by us.
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy that training cannot change any more: tensors cloned to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [snapshot(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(snapshot(v) for v in obj)
+    return obj
+
+
+class BackgroundWriter:
+    """Writes checkpoints on a thread while training goes on.
+
+    ``save`` takes a snapshot (a memory copy, tens of milliseconds) and returns; the
+    pickling, write and fsync (about half a second for a 140 MB checkpoint on these
+    machines) overlap the next steps. One write at a time: ``save`` and ``wait``
+    first finish the previous one and re-raise its error, if any.
+    """
+
+    def __init__(self, path: Path, write: Callable[[Path, dict[str, Any]], None]) -> None:
+        self.path, self.write = path, write
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, payload: dict[str, Any]) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(snapshot(payload),),
+                                        name="ablate-checkpoint")
+        self._thread.start()
+
+    def _run(self, payload: dict[str, Any]) -> None:
+        try:
+            self.write(self.path, payload)
+        except BaseException as err:  # handed to the training thread at the next wait
+            self._error = err
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err

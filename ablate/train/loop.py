@@ -24,6 +24,7 @@ from ablate.evaluate.metrics import IGNORE_INDEX, ConfusionMatrix
 from ablate.recipes.schema import TrainSpec, TrialSpec
 from ablate.train.checkpoint import (
     CHECKPOINT_NAME,
+    BackgroundWriter,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -228,10 +229,13 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
             augment.set_state(state.get("augment"))
         progress({"kind": "resume", "step": step})
 
+    # looked up at call time, so that a benchmark can wrap save_checkpoint
+    writer = BackgroundWriter(checkpoint_path, lambda path, payload: save_checkpoint(path, payload))
+
     def checkpoint() -> None:
         if rank != 0:  # the ranks hold the same weights; one writes them
             return
-        save_checkpoint(checkpoint_path, {
+        writer.save({
             "spec": spec_dict(spec), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "step": step, "history": history, "rng": rng_state(),
@@ -243,59 +247,62 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     set_progress = getattr(model, "set_progress", None)
     last_val: dict[str, float] | None = None
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        batches.epoch, batches.start = epoch, step % steps_per_epoch
-        running, seen, t0 = 0.0, 0, time.perf_counter()
-        data_seconds, fetch_start = 0.0, t0  # time spent waiting for the next batch
-        for images, labels in train_loader:
-            data_seconds += time.perf_counter() - fetch_start
-            lr = lr_at(step, total_steps, train.lr, train.schedule, train.power, train.warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-            if set_progress is not None:
-                set_progress(step / total_steps)
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                outputs = forward(images)
-                loss, _parts = segmentation_loss(outputs, labels, model, spec.model.aux_weight)
-            if not torch.isfinite(loss):
-                raise TrialFailed(f"loss became {loss.item()} at step {step} (epoch {epoch + 1})")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if train.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            running += loss.item()
-            seen += 1
-            if step % train.log_every == 0 or step == total_steps:
-                progress({"kind": "step", "step": step, "total_steps": total_steps,
-                          "epoch": epoch + 1, "epochs": epochs, "loss": running / seen})
-            if train.checkpoint_every and step % train.checkpoint_every == 0:
-                checkpoint()
-            if step >= total_steps:
-                break
-            fetch_start = time.perf_counter()
-        epoch_seconds = time.perf_counter() - t0
-        entry = {"epoch": epoch + 1, "step": step, "metrics": {
-            "train_loss": running / max(seen, 1),
-            "epoch_seconds": epoch_seconds,
-            "images_per_second": seen * train.batch_size / max(epoch_seconds, 1e-9),
-            "data_wait_fraction": data_seconds / max(epoch_seconds, 1e-9),
-        }}
-        last = step >= total_steps
-        if last or (epoch + 1) % spec.eval.every == 0:
-            last_val = evaluate(model, val_loader, n_classes, device, data.class_names, dtype)
-            entry["metrics"].update({f"val_{k}": v for k, v in last_val.items() if "/" not in k})
-        history.append(entry)
-        progress({"kind": "epoch", **entry, "epochs": epochs})
-        checkpoint()
+    try:
+        while step < total_steps:
+            epoch = step // steps_per_epoch
+            batches.epoch, batches.start = epoch, step % steps_per_epoch
+            running, seen, t0 = 0.0, 0, time.perf_counter()
+            data_seconds, fetch_start = 0.0, t0  # time spent waiting for the next batch
+            for images, labels in train_loader:
+                data_seconds += time.perf_counter() - fetch_start
+                lr = lr_at(step, total_steps, train.lr, train.schedule, train.power, train.warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group["lr_mult"]
+                if set_progress is not None:
+                    set_progress(step / total_steps)
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    outputs = forward(images)
+                    loss, _parts = segmentation_loss(outputs, labels, model, spec.model.aux_weight)
+                if not torch.isfinite(loss):
+                    raise TrialFailed(f"loss became {loss.item()} at step {step} (epoch {epoch + 1})")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if train.grad_clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                running += loss.item()
+                seen += 1
+                if step % train.log_every == 0 or step == total_steps:
+                    progress({"kind": "step", "step": step, "total_steps": total_steps,
+                              "epoch": epoch + 1, "epochs": epochs, "loss": running / seen})
+                if train.checkpoint_every and step % train.checkpoint_every == 0:
+                    checkpoint()
+                if step >= total_steps:
+                    break
+                fetch_start = time.perf_counter()
+            epoch_seconds = time.perf_counter() - t0
+            entry = {"epoch": epoch + 1, "step": step, "metrics": {
+                "train_loss": running / max(seen, 1),
+                "epoch_seconds": epoch_seconds,
+                "images_per_second": seen * train.batch_size / max(epoch_seconds, 1e-9),
+                "data_wait_fraction": data_seconds / max(epoch_seconds, 1e-9),
+            }}
+            last = step >= total_steps
+            if last or (epoch + 1) % spec.eval.every == 0:
+                last_val = evaluate(model, val_loader, n_classes, device, data.class_names, dtype)
+                entry["metrics"].update({f"val_{k}": v for k, v in last_val.items() if "/" not in k})
+            history.append(entry)
+            progress({"kind": "epoch", **entry, "epochs": epochs})
+            checkpoint()
+    finally:
+        writer.wait()  # finish a checkpoint being written, even when training failed
 
     # -- final evaluation and cost ----------------------------------------------------
     final = last_val or evaluate(model, val_loader, n_classes, device, data.class_names, dtype)

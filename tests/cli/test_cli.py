@@ -122,3 +122,15 @@ def test_old_database_is_refused_by_every_command(tmp_path):
     result = CliRunner().invoke(main, ["report", "--db", str(db)])
     assert result.exit_code == 2
     assert f"run: ablate db upgrade --db sqlite:///{db}" in result.output
+
+
+def test_names_with_brackets_are_printed_verbatim(write_recipe):
+    recipe = write_recipe("""
+[grid]
+"model.keep_last_expansion" = [true]
+[variants.lean]
+model.expansion = "none"
+""")
+    result = CliRunner().invoke(main, ["plan", str(recipe), "--no-cost"])
+    assert result.exit_code == 0, result.output
+    assert "lean[keep_last_expansion=true]/seed=0" in result.output  # not eaten as markup
