@@ -116,7 +116,7 @@ def main() -> None:
     spec = expand(recipe, parse_set([
         f"train.iterations={args.steps}", "train.log_every=1", "eval.latency=false",
         "eval.every=1000", "data.val_images=8",
-    ]))[2].spec  # DeepLabV3+, last expansion kept
+    ]))[0].spec  # all_expansions, last expansion kept: DeepLabV3+ on MobileNetV3-Large
     mine, plain = [], []
     for _ in range(args.repeats):  # alternate so that machine noise hits both alike
         plain.append(plain_loop(spec, args.steps))
