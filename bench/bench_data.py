@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -50,6 +48,9 @@ from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import describe  # noqa: E402
 
 import ablate.train.loop as loop_module  # noqa: E402
 from ablate.data import shapes  # noqa: E402
@@ -62,26 +63,13 @@ from ablate.trials.expand import expand, parse_set  # noqa: E402
 from ablate.trials.ids import num_classes  # noqa: E402
 from tests.data.fixtures import write_voc  # noqa: E402
 
-QUICKSTART_AXES = {"model.head": "deeplabv3plus", "model.keep_last_expansion": True}
+# the quick-start's full model: DeepLabV3+, every expansion conv and the last one kept
+QUICKSTART_MODEL = {"head": "deeplabv3plus", "keep_last_expansion": True, "expansion": "all"}
 COMMON = ["train.log_every=1", "eval.latency=false", "eval.every=1000"]
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        load = "?"
-    return (f"{os.cpu_count()} CPUs ({cpu}), load average {load}, torch {torch.__version__}, "
-            f"threads {torch.get_num_threads()}")
-
+    return describe(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
 
 # -- data ----------------------------------------------------------------------------------
 
@@ -111,9 +99,9 @@ def memoise_shapes() -> None:
 def quickstart_spec(overrides: list[str]):
     recipe = load_recipe(ROOT / "recipes/quickstart.toml")
     for trial in expand(recipe, parse_set(COMMON + overrides)):
-        if trial.axes == QUICKSTART_AXES:
+        if all(getattr(trial.spec.model, k) == v for k, v in QUICKSTART_MODEL.items()):
             return trial.spec
-    raise SystemExit(f"recipes/quickstart.toml has no trial with axes {QUICKSTART_AXES}")
+    raise SystemExit(f"recipes/quickstart.toml has no trial with model {QUICKSTART_MODEL}")
 
 
 # -- the two loops -------------------------------------------------------------------------

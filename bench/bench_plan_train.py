@@ -10,8 +10,6 @@ images per second is printed. The first step of each run is a warm-up and not ti
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +22,9 @@ from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import describe  # noqa: E402
 
 from ablate.data.registry import build_datasets  # noqa: E402
 from ablate.models.registry import build_model  # noqa: E402
@@ -35,16 +36,7 @@ from ablate.trials.ids import num_classes  # noqa: E402
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, threads {torch.get_num_threads()}"
-
+    return describe(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
 
 def time_plan() -> tuple[float, float]:
     """Cold (empty database: FLOPs counted) and warm (costs cached) `ablate plan`."""

@@ -16,8 +16,6 @@ interpreter start, imports and font loading included). Target: at most 5 s.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -30,24 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402
+
 VARIANTS = ("conventional", "proposed", "drop_all", "keep_early", "keep_late")
 ASPP = (32, 48, 64, 96, 128, 160, 192, 224, 256, 320)
 CLASSES = ("background", "circle", "square", "triangle", "ring", "cross")
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, "
-            f"load average {load}; Python {platform.python_version()}")
-
+    return describe()
 
 def build_database(url: str, n_trials: int, seeds: int = 4, epochs: int = 3) -> str:
     """A study ``bench`` of ``n_trials`` done trials; returns the baseline config name."""
