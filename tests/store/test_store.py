@@ -88,3 +88,9 @@ def test_old_schema_is_refused_with_the_upgrade_command(tmp_path):
 def test_unknown_study_is_a_clear_error(store):
     with pytest.raises(StoreError, match="no study named 'nope'"):
         store.register_trials("nope", [])
+
+
+def test_schema_head_constant_is_alembic_head():
+    from ablate.store.schema import SCHEMA_HEAD, head_revision
+
+    assert SCHEMA_HEAD == head_revision()
