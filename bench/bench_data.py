@@ -18,7 +18,9 @@ end to end, epoch boundaries included.
 
 The trainer writes a checkpoint (model + optimiser, fsync'd) at every epoch end; a plain
 loop does not. "excl. ckpt" is the trainer's throughput with the time spent inside
-``save_checkpoint`` (measured here) taken out of the timed window.
+``save_checkpoint`` (measured here) taken out of the timed window. The trainer writes on
+a background thread, so that time overlaps training: the column is an upper bound, and
+"trainer/plain" is the figure to quote.
 
 "data wait" is the share of the training time spent waiting for the next batch: the
 trainer's own per-epoch ``data_wait_fraction``, weighted by epoch time; the plain loop
