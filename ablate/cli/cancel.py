@@ -12,7 +12,7 @@ from ablate.cli.options import db_option, runs_option
 @click.argument("study")
 @db_option
 @runs_option
-def cancel(study: str, db: str | None, runs_dir: str) -> None:
+def cancel(study: str, db: str | None, runs_dir: str | None) -> None:
     """Cancel the running Slurm jobs of STUDY and mark their trials pending.
 
     A later 'ablate run' resumes them from their checkpoints. Results that arrived
@@ -22,6 +22,7 @@ def cancel(study: str, db: str | None, runs_dir: str) -> None:
     Example:
         ablate cancel quickstart
     """
+    from ablate.dispatch.driver import resolve_runs_root
     from ablate.dispatch.slurm import cancel_study
     from ablate.errors import UserInputError
     from ablate.store import Store
@@ -31,7 +32,7 @@ def cancel(study: str, db: str | None, runs_dir: str) -> None:
     if study not in known:
         allowed = ", ".join(known) or "none yet"
         raise UserInputError(f"STUDY: no study {study!r} in {store.url}; known: {allowed}")
-    cancelled = cancel_study(store, study, runs_dir)
+    cancelled = cancel_study(store, study, str(resolve_runs_root(runs_dir, db)))
     if not cancelled:
         click.echo(f"{study}: no running Slurm jobs")
         return

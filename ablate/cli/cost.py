@@ -66,6 +66,11 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
         overrides["eval.resolution"] = parse_resolution(resolution)
     loaded = load_recipe(recipe)
     trials = expand(loaded, overrides)
+    from ablate.dispatch.preflight import find_problems
+
+    # counting needs no data and no weights: what `run` would refuse is only a warning here
+    for line in find_problems(trials, loaded.path):
+        click.echo(f"Warning: {line}", err=True)
 
     if diff:
         if trial_ids or variants:

@@ -34,7 +34,8 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         ablate plan recipes/quickstart.toml
         ablate plan recipes/mnv3_expansion.toml --set data.name=shapes --json
     """
-    from ablate.dispatch.driver import check_weights, compute_costs, load_trials
+    from ablate.dispatch.driver import compute_costs, load_trials
+    from ablate.dispatch.preflight import find_problems
     from ablate.trials.ids import eval_resolution
 
     recipe_obj, trials = load_trials(recipe, assignments)
@@ -42,7 +43,8 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
     statuses = store.statuses(recipe_obj.name) if store and _has_study(store, recipe_obj.name) else {}
     cached = store.get_costs([t.arch_id for t in trials]) if store else {}
     costs = {} if no_cost else compute_costs(trials, cached, source=recipe_obj.path)
-    check_weights(trials, recipe_obj.path)
+    # plan needs no data and no weights: what `run` would refuse is only a warning here
+    warnings = find_problems(trials, recipe_obj.path)
     if store is not None:
         for arch_id, cost in costs.items():
             if arch_id not in cached:
@@ -61,6 +63,7 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         })
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+        _warn(warnings)
         return
     from rich.table import Table
 
@@ -78,6 +81,13 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         h, w = rows[0]["resolution"]
         console.print(f"GFLOPs: {rows[0]['flops_convention']} at the evaluation resolution "
                       f"({h}x{w} for the first trial).")
+    _warn(warnings)
+
+
+def _warn(warnings: list[str]) -> None:
+    """One line on stderr per missing run-time input (stdout stays a clean table/JSON)."""
+    for line in warnings:
+        click.echo(f"Warning: {line}", err=True)
 
 
 def _existing_store(db: str | None):

@@ -80,19 +80,24 @@ def _slurm_executor(recipe, trials, store, runs_dir: str, detach: bool, flags: d
 @runs_option
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
               help="Local worker processes running trials side by side.")
-@click.option("--rerun-failed", is_flag=True, help="Run failed trials again.")
+@click.option("--skip-failed", is_flag=True,
+              help="Keep failed trials as they are (by default they run again).")
+@click.option("--rerun-failed", is_flag=True, hidden=True,
+              help="Deprecated: failed trials run again by default; accepted and ignored.")
 @click.option("--force", is_flag=True, help="Run every trial again, done ones included.")
 @click.option("--trial", "trial_ids", multiple=True, metavar="ID", help="Only this trial (repeatable).")
 @click.option("--variant", "variants", multiple=True, metavar="NAME", help="Only this variant.")
 @click.option("--executor", default="local", show_default=True,
               type=click.Choice(["local", "slurm"]), help="Where trials run.")
 @slurm_options
-def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str, jobs: int,
-        rerun_failed: bool, force: bool, trial_ids: tuple[str, ...], variants: tuple[str, ...],
+def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str | None,
+        jobs: int, skip_failed: bool, rerun_failed: bool, force: bool, trial_ids: tuple[str, ...], variants: tuple[str, ...],
         executor: str, detach: bool, **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
-    Done trials are skipped; an interrupted run resumes where it stopped.
+    Done trials are skipped; failed ones run again (--skip-failed keeps them); an
+    interrupted run resumes where it stopped. Data roots and weights files are checked
+    before anything is recorded.
 
     With --executor slurm the trials go to Slurm as one job array (options override the
     recipe's [slurm] section; submitit logs in RUNS_DIR/../slurm); --detach returns once
@@ -104,7 +109,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         ablate run recipes/quickstart.toml --jobs 2 --set train.epochs=1
         ablate run recipes/quickstart.toml --executor slurm --partition gpu --gpus-per-trial 1
     """
-    from ablate.dispatch.driver import load_trials, run_study, select_trials
+    from ablate.dispatch.driver import load_trials, resolve_runs_root, run_study, select_trials
     from ablate.dispatch.executor import make_executor
     from ablate.store import Store
 
@@ -113,6 +118,13 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     console = make_console(stderr=True)
     if executor != "slurm":
         _refuse_slurm_flags(detach, slurm_flags)
+    if rerun_failed and skip_failed:
+        raise UserInputError("--rerun-failed and --skip-failed contradict each other; "
+                             "failed trials run again by default")
+    runs_dir = str(resolve_runs_root(runs_dir, db))
+    from ablate.dispatch.preflight import require_inputs
+
+    require_inputs(trials, recipe_obj.path)  # before the database is even opened
     store = Store(db)
     if executor == "slurm":
         runner = _slurm_executor(recipe_obj, trials, store, runs_dir, detach, slurm_flags)
@@ -122,7 +134,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     try:
         with view:
             summary = run_study(recipe_obj, trials, store, runner, runs_root=runs_dir,
-                                rerun_failed=rerun_failed, force=force,
+                                skip_failed=skip_failed, force=force, preflight=False,
                                 on_event=view.on_event, on_plan=view.on_plan)
     except KeyboardInterrupt:
         if executor == "slurm":
@@ -172,9 +184,13 @@ class _ProgressView:
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
-    def on_plan(self, jobs, skipped: int) -> None:
+    def on_plan(self, jobs, skipped: int, retried: int = 0) -> None:
         if skipped:
-            self.progress.console.print(f"{skipped} trial(s) already done or failed: skipped.")
+            self.progress.console.print(f"{skipped} trial(s) already done (or failed, with "
+                                        "--skip-failed): skipped.")
+        if retried:
+            self.progress.console.print(f"Retrying {retried} failed trial(s) "
+                                        "(--skip-failed keeps them as they are).")
         self.overall = self.progress.add_task("trials", total=len(jobs))
 
     def on_event(self, job, event) -> None:

@@ -13,7 +13,7 @@ from ablate.cli.options import db_option, fmt_float, make_console, runs_option
 @click.argument("study", required=False)
 @db_option
 @runs_option
-def status(study: str | None, db: str | None, runs_dir: str) -> None:
+def status(study: str | None, db: str | None, runs_dir: str | None) -> None:
     """Ingest finished results and show each trial's status and Slurm job.
 
     Result files written since the last look are recorded; a job that ended without
@@ -24,6 +24,7 @@ def status(study: str | None, db: str | None, runs_dir: str) -> None:
         ablate status quickstart
         ablate status --db postgresql+psycopg://user@host/ablate
     """
+    from ablate.dispatch.driver import resolve_runs_root
     from ablate.dispatch.slurm import follow_study
     from ablate.errors import UserInputError
     from ablate.store import Store
@@ -35,7 +36,7 @@ def status(study: str | None, db: str | None, runs_dir: str) -> None:
         raise UserInputError(f"STUDY: no study {study!r} in {store.url}; known: {allowed}")
     console = make_console()
     for name in [study] if study else known:
-        _print_study(console, store, follow_study(store, name, runs_dir))
+        _print_study(console, store, follow_study(store, name, str(resolve_runs_root(runs_dir, db))))
 
 
 def _print_study(console, store, follow) -> None:

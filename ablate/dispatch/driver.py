@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,31 @@ from ablate.trials.expand import Trial, expand, parse_set
 from ablate.trials.ids import spec_dict
 
 DEFAULT_RUNS_ROOT = "results/runs"
+RUNS_DIR_ENV = "ABLATE_RUNS_DIR"
+
+
+def default_runs_root(db: str | None = None) -> Path:
+    """Where run folders go unless ``--runs-dir`` says: ``$ABLATE_RUNS_DIR``, else ``runs/``
+    beside a SQLite file, else ``results/runs``.
+
+    Tying the folder to the database keeps one database from ingesting result files
+    written for another.
+    """
+    env = os.environ.get(RUNS_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    from ablate.store import resolve_url
+
+    url = resolve_url(db)
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
+        return Path(url[len(prefix):]).expanduser().parent / "runs"
+    return Path(DEFAULT_RUNS_ROOT)
+
+
+def resolve_runs_root(runs_dir: str | None, db: str | None = None) -> Path:
+    """``--runs-dir`` wins; otherwise ``default_runs_root``."""
+    return Path(runs_dir).expanduser() if runs_dir else default_runs_root(db)
 
 
 def load_trials(recipe_path: str, assignments: tuple[str, ...] = ()) -> tuple[Recipe, list[Trial]]:
@@ -61,23 +87,6 @@ def _blame(source: str | None, trial: Trial):
         raise RecipeError(source, f"trial {trial.name}: {err}") from None
 
 
-def check_weights(trials: list[Trial], source: str | None = None) -> None:
-    """Fail before anything is recorded if a weights file is missing or fits nothing."""
-    seen: set[tuple] = set()
-    for trial in trials:
-        model = trial.spec.model
-        key = (trial.arch_id, model.weights, model.weights_path)
-        if (model.weights == "none" and not model.weights_path) or key in seen:
-            continue
-        seen.add(key)
-        from ablate.cost.analyse import build_on_meta
-        from ablate.models.weights import load_weights
-        from ablate.trials.ids import num_classes
-
-        with _blame(source, trial):
-            load_weights(build_on_meta(model, num_classes(trial.spec)), model)
-
-
 def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
                   flops: bool = True, source: str | None = None) -> dict[str, CostRecord]:
     """Parameters and FLOPs once per distinct architecture (``arch_id``), cache first.
@@ -116,6 +125,7 @@ def costs_for(store: Store | None, trials: list[Trial]) -> dict[str, CostRecord]
 class RunSummary:
     total: int
     skipped: int = 0
+    retried: int = 0  # failed before, run again now
     done: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)  # results found on disk and ingested
@@ -124,12 +134,18 @@ class RunSummary:
 
 
 def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Executor, *,
-              runs_root: str | Path = DEFAULT_RUNS_ROOT, rerun_failed: bool = False,
-              force: bool = False, on_event: Callable[[TrialJob, dict[str, Any]], None] | None = None,
-              on_plan: Callable[[list[TrialJob], int], None] | None = None) -> RunSummary:
-    # validation first: nothing is recorded for a recipe whose models cannot be built
+              runs_root: str | Path = DEFAULT_RUNS_ROOT, skip_failed: bool = False,
+              force: bool = False, preflight: bool = True,
+              on_event: Callable[[TrialJob, dict[str, Any]], None] | None = None,
+              on_plan: Callable[[list[TrialJob], int, int], None] | None = None) -> RunSummary:
+    """Record the study and its trials, then run those not done; failed ones run again
+    unless ``skip_failed``. Nothing is recorded when an input is missing or a model
+    cannot be built."""
+    from ablate.dispatch.preflight import require_inputs
+
+    if preflight:  # data roots, weights, class counts: fail fast (the CLI checks earlier)
+        require_inputs(trials, recipe.path)
     costs = compute_costs(trials, store.get_costs([t.arch_id for t in trials]), source=recipe.path)
-    check_weights(trials, recipe.path)
     store.upsert_study(recipe.name, recipe.description, recipe.path, recipe.text)
     store.register_trials(recipe.name, trials)
     for cost in costs.values():
@@ -145,15 +161,16 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
         statuses = {t.trial_id: "pending" for t in trials}
     todo = [t for t in trials
             if statuses.get(t.trial_id) != "done"
-            and (statuses.get(t.trial_id) != "failed" or rerun_failed)]
+            and (statuses.get(t.trial_id) != "failed" or not skip_failed)]
     summary.skipped = len(trials) - len(todo)
+    summary.retried = sum(statuses.get(t.trial_id) == "failed" for t in todo)
     jobs = [TrialJob(recipe.name, t.trial_id, t.name, spec_dict(t.spec),
                      str(run_dir_for(runs_root, recipe.name, t.trial_id))) for t in todo]
     if force:
         for job in jobs:  # a forced rerun starts from scratch, not from a checkpoint
             _remove_run_state(Path(job.run_dir))
     if on_plan:
-        on_plan(jobs, summary.skipped)
+        on_plan(jobs, summary.skipped, summary.retried)
 
     def handle(job: TrialJob, event: dict[str, Any]) -> None:
         if event["kind"] == "start":  # Slurm: at submission, with the job id

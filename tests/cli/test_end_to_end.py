@@ -101,13 +101,19 @@ def test_failing_trial_is_recorded_and_the_run_goes_on(study, monkeypatch):
     assert trials["failed"].error.startswith("RuntimeError: out of cheese")
     assert "Traceback" in trials["failed"].error
 
-    # failed trials are skipped unless asked for
-    skip = CliRunner().invoke(main, ["run", *args])
-    assert skip.exit_code == 0 and "2 trial(s) already done or failed" in skip.output
+    # --skip-failed keeps the failed trial as it is
+    skip = CliRunner().invoke(main, ["run", *args, "--skip-failed"])
+    assert skip.exit_code == 0 and "2 trial(s) already done" in skip.output
+    assert "Retrying" not in skip.output
+    assert {t.status for t in Store(str(db)).trials("tiny")} == {"failed", "done"}
+    # the next plain run retries it, and says so
     monkeypatch.setattr(loop, "train_and_evaluate", real)
-    rerun = CliRunner().invoke(main, ["run", *args, "--rerun-failed"])
+    rerun = CliRunner().invoke(main, ["run", *args])
     assert rerun.exit_code == 0, rerun.output
+    assert "Retrying 1 failed trial(s)" in rerun.output
+    assert "1 trial(s) already done" in rerun.output
     assert {t.status for t in Store(str(db)).trials("tiny")} == {"done"}
+    assert len(seen) == 3  # the failed trial ran twice, the done one once
 
 
 def test_nan_loss_fails_the_trial(study):

@@ -1,0 +1,244 @@
+"""Run-time inputs checked before anything is recorded: data roots, weights, class counts.
+
+A recipe can be valid and still unrunnable on this machine: its dataset is not on
+disk, a weights file is missing or is not a state dict, or ``model.num_classes`` is
+smaller than the dataset's classes. Each distinct data spec and each distinct
+(architecture, weights) pair is checked once, from the file system only (no image is
+decoded, no annotation file parsed), so the check costs milliseconds.
+
+``ablate run`` refuses with the first problem (exit 2, one line, nothing recorded);
+``ablate plan`` and ``ablate cost`` need none of these inputs and print each problem
+as a warning instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import UserInputError
+
+MAX_MESSAGE = 292  # characters of one problem line: with "Error: " at most 300
+
+# What each dataset needs under its root, as (relative path, "dir" | "file") templates.
+# {train} and {val} are the split names of the spec being checked.
+LAYOUTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "voc2012": ("Pascal VOC 2012: VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets}", (
+        ("VOCdevkit/VOC2012/JPEGImages", "dir"),
+        ("VOCdevkit/VOC2012/SegmentationClass", "dir"),
+        ("VOCdevkit/VOC2012/ImageSets/Segmentation/{train}.txt", "file"),
+        ("VOCdevkit/VOC2012/ImageSets/Segmentation/{val}.txt", "file"),
+    )),
+    "cityscapes": ("Cityscapes: leftImg8bit/<split>/ and gtFine/<split>/", (
+        ("leftImg8bit/{train}", "dir"), ("gtFine/{train}", "dir"),
+        ("leftImg8bit/{val}", "dir"), ("gtFine/{val}", "dir"),
+    )),
+    "coco": ("COCO 2017: <split>2017/ and annotations/instances_<split>2017.json", (
+        ("{train}2017", "dir"), ("annotations/instances_{train}2017.json", "file"),
+        ("{val}2017", "dir"), ("annotations/instances_{val}2017.json", "file"),
+    )),
+}
+SBD_DIRS = ("SBD", "benchmark_RELEASE/dataset")
+
+
+def clip(message: str, limit: int = MAX_MESSAGE) -> str:
+    """One line of at most ``limit`` characters: the first line, middle elided if long."""
+    line = " ".join(message.strip().splitlines()[0].split()) if message.strip() else ""
+    if len(line) <= limit:
+        return line
+    keep = limit - 3
+    return line[: keep - keep // 3] + "..." + line[len(line) - keep // 3:]
+
+
+def _hint(trial: Any) -> str:
+    """How to try the recipe without any real dataset: every real one set to shapes."""
+    spec = trial.spec
+    sets = [] if spec.data.name == "shapes" else ["--set data.name=shapes"]
+    eval_data = getattr(spec, "eval_data", None)
+    if eval_data is not None and eval_data.name != "shapes":
+        sets.append("--set eval_data.name=shapes")
+    return f"; to try it on the embedded data: {' '.join(sets)}" if sets else ""
+
+
+def _layout_problem(prefix: str, name: str, root_text: str | None, train_split: str | None,
+                    val_split: str, sbd: bool) -> str | None:
+    """The first missing piece of a real dataset's on-disk layout, or None."""
+    what, needed = LAYOUTS[name]
+    if root_text is None:
+        return f"{prefix}.root: not set; {prefix}.name = {name!r} reads {what} from a folder"
+    root = Path(root_text).expanduser()
+    if root.is_file():
+        return f"{prefix}.root: {root} is a file; expected a folder holding {what}"
+    if not root.is_dir():
+        return f"{prefix}.root: {root} not found; expected a folder holding {what}"
+    for template, kind in needed:
+        if train_split is None and "{train}" in template:
+            continue  # an evaluation set reads one split
+        path = root / template.format(train=train_split, val=val_split)
+        ok = path.is_dir() if kind == "dir" else path.is_file()
+        if not ok:
+            return f"{prefix}.root: {path} not found ({what})"
+    if sbd and not any((root / d).is_dir() for d in SBD_DIRS):
+        return (f"{prefix}.root: {root / SBD_DIRS[0]} not found (data.sbd = true needs the SBD "
+                f"release there or at {root / SBD_DIRS[1]})")
+    if name == "coco" and importlib.util.find_spec("pycocotools") is None:
+        return f"{prefix}.name = 'coco' needs pycocotools: pip install 'ablate[coco]'"
+    return None
+
+
+def class_names(name: str, classes: int) -> list[str]:
+    """The class names a dataset's labels use, without reading it."""
+    if name == "shapes":
+        from ablate.data.shapes import class_names as shapes_names
+
+        return shapes_names(classes)
+    if name == "cityscapes":
+        from ablate.data.cityscapes import CLASS_NAMES
+
+        return list(CLASS_NAMES)
+    from ablate.data.voc import CLASS_NAMES as VOC_NAMES  # COCO is read as the VOC categories
+
+    return list(VOC_NAMES)
+
+
+def data_problems(trial: Any) -> list[str]:
+    """Problems of a trial's training data and, if it has one, its evaluation data."""
+    spec = trial.spec
+    data, eval_data = spec.data, getattr(spec, "eval_data", None)
+    problems = []
+    if data.name != "shapes":
+        problem = _layout_problem("data", data.name, data.root, data.train_split,
+                                  data.val_split if eval_data is None else data.train_split,
+                                  data.sbd)
+        if problem:
+            problems.append(problem + _hint(trial))
+    if eval_data is not None:
+        if eval_data.name != "shapes":
+            problem = _layout_problem("eval_data", eval_data.name, eval_data.root, None,
+                                      eval_data.split, False)
+            if problem:
+                problems.append(problem + _hint(trial))
+        train_names = class_names(data.name, getattr(data, "classes", 0))
+        eval_names = class_names(eval_data.name, getattr(eval_data, "classes", 0))
+        if train_names != eval_names:
+            problems.append(
+                f"eval_data.name: {eval_data.name!r} has {len(eval_names)} classes "
+                f"({', '.join(eval_names[:3])}, ...) but data.name {data.name!r} trains "
+                f"{len(train_names)} ({', '.join(train_names[:3])}, ...); the evaluation set "
+                "must use the training classes in the same order")
+    return problems
+
+
+def class_count_problem(trial: Any) -> str | None:
+    """``model.num_classes`` below the dataset's class count: labels would be out of range."""
+    from ablate.data.catalog import dataset_num_classes
+
+    wanted = trial.spec.model.num_classes
+    have = dataset_num_classes(trial.spec.data)
+    if wanted is not None and wanted < have:
+        return (f"model.num_classes: {wanted} is fewer than the {have} classes of "
+                f"{trial.spec.data.name} (labels 0..{have - 1}); set at least {have} or leave "
+                "it unset")
+    return None
+
+
+def weights_file_problem(model: Any) -> str | None:
+    """The weights file a model spec names is missing or is not a state dict."""
+    from ablate.models.weights import imagenet_path, imagenet_weights, read_state_dict
+
+    if model.weights_path:
+        key, path = "model.weights_path", Path(model.weights_path).expanduser()
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "not found"
+            return f"{key}: {path} {what}; expected a state dict file (torch.save of a model's state_dict())"
+    else:
+        key, path = "model.weights = 'imagenet'", imagenet_path(model.backbone)
+        if not path.is_file():
+            return (f"{key}: {path} not found; place {imagenet_weights(model.backbone).url} "
+                    "there (ablate never downloads)")
+    try:
+        read_state_dict(path)
+    except UserInputError as err:
+        return f"{key}: {err}"
+    return None
+
+
+def weights_fit_problem(trial: Any) -> str | None:
+    """A readable weights file of which no tensor fits the model by name and shape."""
+    from ablate.cost.analyse import build_on_meta
+    from ablate.models.weights import load_weights
+    from ablate.trials.ids import num_classes
+
+    model = trial.spec.model
+    try:
+        load_weights(build_on_meta(model, num_classes(trial.spec)), model)
+    except UserInputError as err:
+        return str(err)
+    return None
+
+
+def _weights_source(model: Any) -> tuple[str, str]:
+    return (model.weights_path, "") if model.weights_path else ("imagenet", model.backbone)
+
+
+def _distinct(trials: Iterable[Any], key: Callable[[Any], Any]) -> list[Any]:
+    seen: dict[Any, Any] = {}
+    for trial in trials:
+        seen.setdefault(key(trial), trial)
+    return list(seen.values())
+
+
+def find_problems(trials: list[Any], source: str | None = None) -> list[str]:
+    """Every problem with the run-time inputs of ``trials``, one line each, in trial order.
+
+    Each line names the recipe (``source``), the trial, the key and the path expected.
+    """
+    import json
+
+    out: list[str] = []
+
+    def add(trial: Any, problem: str) -> None:
+        where = f"{source}: " if source else ""
+        line = clip(f"{where}trial {trial.name}: {problem}")
+        if line not in out:
+            out.append(line)
+
+    def data_key(trial: Any) -> str:
+        spec = trial.spec
+        eval_data = getattr(spec, "eval_data", None)
+        return json.dumps([spec.data.model_dump(mode="json"),
+                           eval_data.model_dump(mode="json") if eval_data else None],
+                          sort_keys=True)
+
+    for trial in _distinct(trials, data_key):
+        for problem in data_problems(trial):
+            add(trial, problem)
+    for trial in _distinct(trials, lambda t: (t.spec.model.num_classes,
+                                              t.spec.data.model_dump_json())):
+        problem = class_count_problem(trial)
+        if problem:
+            add(trial, problem)
+    weighted = [t for t in trials
+                if t.spec.model.weights != "none" or t.spec.model.weights_path]
+    bad_files = set()
+    for trial in _distinct(weighted, lambda t: _weights_source(t.spec.model)):
+        problem = weights_file_problem(trial.spec.model)
+        if problem:
+            bad_files.add(_weights_source(trial.spec.model))
+            add(trial, problem)
+    fitting = [t for t in weighted if _weights_source(t.spec.model) not in bad_files]
+    for trial in _distinct(fitting, lambda t: (t.arch_id, _weights_source(t.spec.model))):
+        problem = weights_fit_problem(trial)
+        if problem:
+            add(trial, problem)
+    return out
+
+
+def require_inputs(trials: list[Any], source: str | None = None) -> None:
+    """Raise ``UserInputError`` with the first problem of ``find_problems`` (exit 2)."""
+    problems = find_problems(trials, source)
+    if problems:
+        more = f" (+{len(problems) - 1} more; `ablate plan` lists them)" if len(problems) > 1 else ""
+        raise UserInputError(clip(problems[0], MAX_MESSAGE - len(more)) + more)
