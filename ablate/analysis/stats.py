@@ -1,0 +1,117 @@
+"""t-intervals for contrasts of configuration means, and the Holm correction.
+
+A *contrast* is a weighted sum of configuration means whose weights sum to zero
+(``+1 B, -1 A`` is "B minus A"; a main effect averages such differences over the
+other axes' cells). Its estimate and standard error come from one of two designs:
+
+* paired over seeds (Student's t on per-seed contrasts; "Student", *The probable
+  error of a mean*, Biometrika, 1908): when at least two seeds ran in every
+  configuration of the contrast. Configurations trained with the same seed share
+  the data order and the shapes of the data set, so the per-seed contrast removes
+  that between-seed variance and needs fewer seeds for the same precision.
+* Welch's unequal-variance t with the Welch-Satterthwaite degrees of freedom
+  (Welch, *The generalization of 'Student's' problem when several different
+  population variances are involved*, Biometrika, 1947): when the seeds do not
+  match but every configuration has at least two trials.
+
+Otherwise the contrast cannot be tested (``n < 2``). Distributions come from
+``scipy.stats``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+PAIRED = "paired t (seeds)"
+WELCH = "Welch t"
+UNTESTED = "-"
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A contrast's estimate and standard error; ``se`` is NaN when it cannot be tested."""
+
+    estimate: float
+    se: float
+    df: float
+    n: int  # paired seeds, or trials for Welch
+    method: str
+
+    @property
+    def testable(self) -> bool:
+        return not math.isnan(self.se)
+
+    def p_value(self) -> float:
+        """Two-sided p-value of "the contrast is zero"; NaN when untestable."""
+        from scipy import stats
+
+        if not self.testable:
+            return math.nan
+        if self.se == 0.0:  # identical differences on every seed
+            return 1.0 if self.estimate == 0.0 else 0.0
+        return float(2.0 * stats.t.sf(abs(self.estimate) / self.se, self.df))
+
+    def interval(self, alpha: float) -> tuple[float, float]:
+        """The two-sided ``1 - alpha`` t-interval; NaNs when untestable."""
+        from scipy import stats
+
+        if not self.testable:
+            return math.nan, math.nan
+        half = float(stats.t.ppf(1.0 - alpha / 2.0, self.df)) * self.se if self.se else 0.0
+        return self.estimate - half, self.estimate + half
+
+
+def contrast(values: np.ndarray, weights: np.ndarray) -> Contrast:
+    """Test ``sum(weights * mean)`` over configurations.
+
+    ``values``: configurations x seeds (NaN where a seed did not run), ``weights``:
+    one per configuration. Paired on the seeds every configuration has when there
+    are at least two of them, else Welch when every configuration has two trials.
+    """
+    values = np.asarray(values, dtype=float)
+    weights = np.asarray(weights, dtype=float)
+    present = ~np.isnan(values)
+    complete = present.all(axis=0)
+    n_paired = int(complete.sum())
+    counts = present.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.nansum(values, axis=1) / counts
+    estimate = float(weights @ means) if (counts > 0).all() else math.nan
+    if n_paired >= 2:
+        per_seed = weights @ values[:, complete]
+        sd = float(np.std(per_seed, ddof=1))
+        return Contrast(float(per_seed.mean()), sd / math.sqrt(n_paired), n_paired - 1.0,
+                        n_paired, PAIRED)
+    if (counts >= 2).all():
+        var = np.nanvar(values, axis=1, ddof=1)
+        parts = weights**2 * var / counts
+        total = float(parts.sum())
+        denom = float((parts**2 / (counts - 1)).sum())
+        df = total**2 / denom if denom > 0 else float(counts.sum() - len(counts))
+        return Contrast(estimate, math.sqrt(total), df, int(counts.sum()), WELCH)
+    return Contrast(estimate, math.nan, math.nan, n_paired, UNTESTED)
+
+
+def holm(p_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Holm-adjusted p-values and each test's step divisor ``m - rank``.
+
+    Holm, *A simple sequentially rejective multiple test procedure*, Scandinavian
+    Journal of Statistics, 1979. NaN p-values (untested) take no part and stay NaN.
+    The divisor gives the level ``alpha / divisor`` at which the test's interval is
+    read in the step-down procedure.
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    divisor = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = len(tested)
+    if m == 0:
+        return adjusted, divisor
+    order = tested[np.argsort(p[tested], kind="stable")]
+    steps = m - np.arange(m)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(steps * p[order]))
+    divisor[order] = steps
+    return adjusted, divisor
