@@ -61,6 +61,12 @@ class TrialRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # the claim (ablate.store.claims): who trains the trial now, under which epoch (bumped by
+    # every claim, so a late result of an earlier holder is told apart) and until when
+    holder: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    claim_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     study: Mapped[StudyRow] = relationship(back_populates="trials")
     metrics: Mapped[list[MetricRow]] = relationship(back_populates="trial", cascade="all")

@@ -39,6 +39,9 @@ class TrialRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # final figures
+    holder: dict[str, Any] | None = None  # host, pid, executor, job_id of the last claim
+    heartbeat_at: datetime | None = None  # its last lease renewal
+    lease_expires_at: datetime | None = None  # None once recorded, released or queued
 
 
 @dataclass(frozen=True)

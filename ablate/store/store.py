@@ -14,6 +14,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from ablate.errors import StoreError
+from ablate.store import target
+from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded
 from ablate.store.models import CostRow, MetricRow, StudyRow, TrialRow
 from ablate.store.records import CostRecord, EpochMetric, StudyRecord, TrialRecord
 from ablate.store.schema import ensure_schema
@@ -34,17 +36,31 @@ def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class Store:
-    """Studies, trials, metrics and cost. Every method is one transaction."""
+class Store(ClaimsMixin):
+    """Studies, trials, metrics and cost; trial claims (``ablate.store.claims``). Every
+    method is one transaction."""
 
-    def __init__(self, url: str | None = None, *, create: bool = True) -> None:
+    def __init__(self, url: str | None = None, *, create: bool = True,
+                 must_exist: bool = False) -> None:
+        """Open (by default create) the database; ``must_exist``: read-only commands,
+        which neither create a database nor write a schema into an empty one."""
         self.url = resolve_url(url)
-        self.engine = _make_engine(self.url)
+        self.display_url = target.mask_url(self.url)  # what messages show: no password
+        target.check_sqlite_file(self.url, must_exist)
+        try:
+            self.engine = _make_engine(self.url)
+        except (SQLAlchemyError, ImportError, ValueError, TypeError, OSError) as err:
+            raise target.engine_error(self.url, err) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        with self.session():  # reachability check with a readable error
-            pass
+        try:  # the first connection, so every unreachable target fails here, readably
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except (SQLAlchemyError, ImportError, OSError) as err:
+            raise target.connect_error(self.url, err) from None
+        if must_exist:
+            target.check_has_schema(self.engine, self.url)
         if create:
-            ensure_schema(self.engine, self.url)
+            ensure_schema(self.engine, self.display_url)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -54,7 +70,8 @@ class Store:
             session.commit()
         except SQLAlchemyError as err:
             session.rollback()
-            raise StoreError(f"database {self.url}: {type(err).__name__}: {_first_line(err)}") from err
+            raise StoreError(f"database {self.display_url}: {type(err).__name__}: "
+                             f"{_first_line(err)}") from err
         except BaseException:
             session.rollback()
             raise
@@ -120,9 +137,10 @@ class Store:
                      job_id: str | None = None) -> None:
         with self.session() as s:
             row = _trial_row(s, study, trial_id, for_update=True)
-            if row.status == "done":
-                return
+            if row.status == "done" or lease_is_live(row, db_now(s)):
+                return  # a holder trains it now; the submitted job will find it held
             row.status, row.started_at, row.error = "running", now(), None
+            row.holder, row.lease_expires_at = None, None  # queued: claimed when it starts
             row.attempts += 1
             row.run_dir = run_dir or row.run_dir
             row.job_id = job_id or row.job_id
@@ -135,13 +153,14 @@ class Store:
                 for metric in list(row.metrics):
                     s.delete(metric)
                 row.status, row.error, row.finished_at = status, None, None
+                row.lease_expires_at = None
 
     def ingest_result(self, result: dict[str, Any]) -> bool:
         """Record a finished trial's result file; idempotent (False if already recorded)."""
         with self.session() as s:
             row = _trial_row(s, result["study"], result["trial_id"], for_update=True)
-            if row.status == "done":
-                return False
+            if row.status == "done" or superseded(row, result, db_now(s)):
+                return False  # recorded once; a taken-over holder's late result never
             for metric in list(row.metrics):
                 s.delete(metric)
             s.flush()
@@ -152,6 +171,7 @@ class Store:
             row.run_dir = result.get("run_dir") or row.run_dir
             row.started_at = _parse_time(result.get("started_at")) or row.started_at
             row.finished_at = _parse_time(result.get("finished_at")) or now()
+            row.lease_expires_at = None
             for key, value in (result.get("final") or {}).items():
                 s.add(MetricRow(trial_pk=row.id, epoch=None, step=None, key=key, value=float(value)))
             for entry in result.get("epochs") or []:
@@ -256,10 +276,7 @@ def _make_engine(url: str):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    try:
-        return create_engine(url, pool_pre_ping=True)
-    except (SQLAlchemyError, ImportError) as err:
-        raise StoreError(f"cannot open database {url}: {_first_line(err)}") from None
+    return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url))
 
 
 def _first_line(err: BaseException) -> str:
@@ -305,6 +322,7 @@ def _trial_record(row: TrialRow, metrics: dict[str, float]) -> TrialRecord:
         status=row.status, error=row.error, published=row.published, run_dir=row.run_dir,
         job_id=row.job_id, environment=row.environment, weights_report=row.weights_report,
         started_at=row.started_at, finished_at=row.finished_at, metrics=metrics,
+        holder=row.holder, heartbeat_at=row.heartbeat_at, lease_expires_at=row.lease_expires_at,
     )
 
 
