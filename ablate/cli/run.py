@@ -45,6 +45,19 @@ def slurm_options(fn):
     return fn
 
 
+def _lease(ctx, param, value: float) -> float:
+    if value != value:  # NaN passes FloatRange
+        raise click.BadParameter("nan is not a number of seconds", ctx, param)
+    return value
+
+
+lease_option = click.option(
+    "--lease-seconds", type=click.FloatRange(2, 86400), default=120.0, show_default=True,
+    callback=_lease, metavar="SECONDS",
+    help="A claimed trial whose holder stops renewing (every SECONDS/4) is free again after "
+         "this long; other runners then take it over from its checkpoint.")
+
+
 def _refuse_slurm_flags(detach: bool, flags: dict) -> None:
     given = [name for name in SLURM_FLAGS if flags.get(name) is not None]
     if detach:
@@ -89,10 +102,11 @@ def _slurm_executor(recipe, trials, store, runs_dir: str, detach: bool, flags: d
 @click.option("--variant", "variants", multiple=True, metavar="NAME", help="Only this variant.")
 @click.option("--executor", default="local", show_default=True,
               type=click.Choice(["local", "slurm"]), help="Where trials run.")
+@lease_option
 @slurm_options
 def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str | None,
         jobs: int, skip_failed: bool, rerun_failed: bool, force: bool, trial_ids: tuple[str, ...], variants: tuple[str, ...],
-        executor: str, detach: bool, **slurm_flags) -> None:
+        executor: str, detach: bool, lease_seconds: float, **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
     Done trials are skipped; failed ones run again (--skip-failed keeps them); an
@@ -135,7 +149,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         with view:
             summary = run_study(recipe_obj, trials, store, runner, runs_root=runs_dir,
                                 skip_failed=skip_failed, force=force, preflight=False,
-                                on_event=view.on_event, on_plan=view.on_plan)
+                                lease_seconds=lease_seconds, on_event=view.on_event, on_plan=view.on_plan)
     except KeyboardInterrupt:
         if executor == "slurm":
             console.print(f"[yellow]Interrupted.[/] The Slurm jobs keep running. Follow them with "
@@ -151,6 +165,10 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
                       f"'ablate status {recipe_obj.name}'; cancel with "
                       f"'ablate cancel {recipe_obj.name}'.")
     _print_summary(store, recipe_obj.name, [t.trial_id for t in trials], summary)
+    from ablate.dispatch.claiming import runner_report
+
+    for line in runner_report(store, recipe_obj.name, summary):
+        make_console().print(escape(line))
     if summary.failed:
         sys.exit(1)
 
@@ -202,6 +220,17 @@ class _ProgressView:
                 label += f" [job {event['job_id']}]"
             self.tasks[job.trial_id] = self.progress.add_task(label, total=None)
         task = self.tasks.get(job.trial_id)
+        if kind == "finish" and event["result"]["status"] in ("held", "lost"):  # claims
+            if task is not None:
+                self.progress.remove_task(task)
+            from ablate.dispatch.claiming import describe_holder
+
+            result = event["result"]
+            self.progress.console.print(
+                f"[dim]left[/]   {escape(job.name)}: {result.get('held_status')} "
+                f"{escape(describe_holder(result.get('holder')))}")
+            self.progress.advance(self.overall)
+            return
         if task is None:
             return
         if kind == "state":

@@ -29,14 +29,29 @@ def status(study: str | None, db: str | None, runs_dir: str | None) -> None:
     from ablate.errors import UserInputError
     from ablate.store import Store
 
-    store = Store(db)
+    store = Store(db, must_exist=True)  # never creates a database
     known = [s.name for s in store.studies()]
     if study is not None and study not in known:
         allowed = ", ".join(known) or "none yet"
-        raise UserInputError(f"STUDY: no study {study!r} in {store.url}; known: {allowed}")
+        raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; known: {allowed}")
     console = make_console()
     for name in [study] if study else known:
         _print_study(console, store, follow_study(store, name, str(resolve_runs_root(runs_dir, db))))
+
+
+def _claim_columns(record, now) -> tuple[str, str]:
+    """Who holds a running trial and when its lease was last renewed ("12 s ago"); an
+    expired lease says so (the next runner takes the trial over)."""
+    from ablate.dispatch.claiming import describe_holder
+
+    if record.status != "running" or not record.holder:
+        return "-", "-"
+    renewed = "-"
+    if record.heartbeat_at is not None:
+        renewed = f"{max(0, int((now - record.heartbeat_at).total_seconds()))} s ago"
+    if record.lease_expires_at is not None and record.lease_expires_at <= now:
+        renewed += " (lease expired)"
+    return describe_holder(record.holder), renewed
 
 
 def _print_study(console, store, follow) -> None:
@@ -50,12 +65,14 @@ def _print_study(console, store, follow) -> None:
         counts[r.status] = counts.get(r.status, 0) + 1
     title = f"{follow.study}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     table = Table(title=title)
-    for col in ("trial", "status", "job id", "Slurm state", "mIoU %"):
+    for col in ("trial", "status", "job id", "Slurm state", "held by", "renewed", "mIoU %"):
         table.add_column(col, justify="right" if col == "mIoU %" else "left")
+    now = store.database_time()
     for r in records:
         miou = r.metrics.get("miou")
+        holder, renewed = _claim_columns(r, now)
         table.add_row(escape(r.name), r.status, r.job_id or "-", follow.slurm_states.get(r.trial_id, "-"),
-                      fmt_float(100 * miou if miou is not None else None, 2))
+                      escape(holder), renewed, fmt_float(100 * miou if miou is not None else None, 2))
     console.print(table)
     for line in follow.corrupt:
         console.print(f"[yellow]ignored corrupt result:[/] {escape(line)}")

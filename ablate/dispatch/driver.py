@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ablate.dispatch.claiming import DEFAULT_LEASE_SECONDS, NOT_TRAINED, worker_url
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import Executor
 from ablate.dispatch.results import ingest_results, run_dir_for
 from ablate.errors import RecipeError, StoreError, UserInputError
 from ablate.recipes.loader import Recipe, load_recipe
 from ablate.store import CostRecord, Store
-from ablate.trials.expand import Trial, expand, parse_set
+from ablate.trials.expand import DEFAULT_MAX_TRIALS, Trial, expand, parse_set
 from ablate.trials.ids import spec_dict
 
 DEFAULT_RUNS_ROOT = "results/runs"
@@ -46,11 +47,13 @@ def resolve_runs_root(runs_dir: str | None, db: str | None = None) -> Path:
     return Path(runs_dir).expanduser() if runs_dir else default_runs_root(db)
 
 
-def load_trials(recipe_path: str, assignments: tuple[str, ...] = ()) -> tuple[Recipe, list[Trial]]:
-    """Parse and expand a recipe with ``--set`` overrides; raises on any bad input."""
+def load_trials(recipe_path: str, assignments: tuple[str, ...] = (),
+                max_trials: int | None = DEFAULT_MAX_TRIALS) -> tuple[Recipe, list[Trial]]:
+    """Parse and expand a recipe with ``--set`` overrides; raises on any bad input,
+    and on a study of more than ``max_trials`` trials before building any."""
     recipe = load_recipe(recipe_path)
     overrides = parse_set(list(assignments))
-    return recipe, expand(recipe, overrides)
+    return recipe, expand(recipe, overrides, max_trials=max_trials)
 
 
 def select_trials(trials: list[Trial], *, trial_ids: tuple[str, ...] = (),
@@ -131,11 +134,14 @@ class RunSummary:
     recovered: list[str] = field(default_factory=list)  # results found on disk and ingested
     corrupt: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)  # result on disk, database failed
+    taken: list[str] = field(default_factory=list)  # claimed and trained by this runner
+    left: dict[str, dict[str, Any]] = field(default_factory=dict)  # held elsewhere: outcome
 
 
 def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Executor, *,
               runs_root: str | Path = DEFAULT_RUNS_ROOT, skip_failed: bool = False,
               force: bool = False, preflight: bool = True,
+              lease_seconds: float = DEFAULT_LEASE_SECONDS,
               on_event: Callable[[TrialJob, dict[str, Any]], None] | None = None,
               on_plan: Callable[[list[TrialJob], int, int], None] | None = None) -> RunSummary:
     """Record the study and its trials, then run those not done; failed ones run again
@@ -152,6 +158,7 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
         store.put_cost(cost)
 
     summary = RunSummary(total=len(trials))
+    started = store.database_time()  # failed before this: ours to retry (claims)
     wanted = {t.trial_id for t in trials}
     report = ingest_results(store, recipe.name, runs_root, wanted)
     summary.recovered, summary.corrupt = report.ingested, report.corrupt
@@ -165,7 +172,9 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
     summary.skipped = len(trials) - len(todo)
     summary.retried = sum(statuses.get(t.trial_id) == "failed" for t in todo)
     jobs = [TrialJob(recipe.name, t.trial_id, t.name, spec_dict(t.spec),
-                     str(run_dir_for(runs_root, recipe.name, t.trial_id))) for t in todo]
+                     str(run_dir_for(runs_root, recipe.name, t.trial_id)),
+                     db=worker_url(store.url), lease_seconds=lease_seconds,
+                     failed_before=started.isoformat()) for t in todo]
     if force:
         for job in jobs:  # a forced rerun starts from scratch, not from a checkpoint
             _remove_run_state(Path(job.run_dir))
@@ -173,12 +182,20 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
         on_plan(jobs, summary.skipped, summary.retried)
 
     def handle(job: TrialJob, event: dict[str, Any]) -> None:
-        if event["kind"] == "start":  # Slurm: at submission, with the job id
+        if event["kind"] == "start" and event.get("claimed"):
+            summary.taken.append(job.trial_id)
+            summary.left.pop(job.trial_id, None)
+        elif event["kind"] == "start":  # Slurm: at submission, with the job id
             store.mark_running(job.study, job.trial_id, job.run_dir, event.get("job_id"))
         elif event["kind"] == "cancelled":  # its Slurm job was scancel'ed: run it again later
             store.reset(job.study, [job.trial_id])
         elif event["kind"] == "finish":
             result = event["result"]
+            if result["status"] in NOT_TRAINED:  # held by another runner (claims)
+                summary.left[job.trial_id] = result
+                if on_event:
+                    on_event(job, event)
+                return
             (summary.done if result["status"] == "done" else summary.failed).append(job.trial_id)
             try:
                 store.ingest_result(result)
@@ -188,6 +205,12 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
             on_event(job, event)
 
     executor.run(jobs, handle)
+    # a holder that died meanwhile leaves an expired lease: take its trials over now
+    for _ in range(3):
+        free = set(store.claimable(recipe.name, list(summary.left), started))
+        if not free:
+            break
+        executor.run([job for job in jobs if job.trial_id in free], handle)
     return summary
 
 

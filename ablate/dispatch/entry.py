@@ -24,6 +24,12 @@ class TrialJob:
     name: str
     spec: dict[str, Any]
     run_dir: str
+    # claims (ablate.dispatch.claiming): the database to claim the trial in (None: run
+    # unclaimed), the lease, and when this study run started (failed trials recorded
+    # before then are retried, ones failed since were retried by another runner)
+    db: str | None = None
+    lease_seconds: float = 120.0
+    failed_before: str | None = None
 
 
 def _now() -> str:
@@ -55,25 +61,32 @@ def environment(device: str | None = None, device_name: str | None = None) -> di
     }
 
 
-def run_trial(job: TrialJob, progress=None) -> dict[str, Any]:
+def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> dict[str, Any]:
     """Train and evaluate one trial, write its result file, and return the result.
 
     Never raises for a failing trial: the failure, with its traceback, is the result.
+    ``claim_epoch`` (the claim it is trained under) goes into the result, so that a late
+    result of a holder whose claim was taken over is not recorded.
     """
+    from ablate.dispatch.claiming import LeaseLost
     from ablate.recipes.schema import TrialSpec
     from ablate.train.loop import train_and_evaluate
 
     started = _now()
     base = {"study": job.study, "trial_id": job.trial_id, "name": job.name,
             "run_dir": job.run_dir, "started_at": started}
+    if claim_epoch is not None:
+        base["claim_epoch"] = claim_epoch
     try:
         spec = TrialSpec.model_validate(job.spec)
         outcome = train_and_evaluate(spec, Path(job.run_dir), progress)
         result = {**base, "status": "done", "error": None, "final": outcome["final"],
                   "epochs": outcome["epochs"], "weights_report": outcome["weights_report"],
                   "environment": environment(outcome["device"], outcome["device_name"])}
+        if outcome.get("runtimes"):  # per-runtime status, reason, device, threads, version
+            result["environment"]["runtimes"] = outcome["runtimes"]
         _add_conditional_cost(spec, result)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, LeaseLost):  # no result: the trial is not finished
         raise
     except Exception as err:  # recorded as the trial's failure, the study goes on
         result = {**base, "status": "failed",

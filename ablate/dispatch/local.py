@@ -1,4 +1,8 @@
-"""Run trials on this machine: in-process one after another, or in N worker processes."""
+"""Run trials on this machine: in-process one after another, or in N worker processes.
+
+Each trial is claimed by the process that trains it (``claim_and_run``); one held by
+another runner comes back as a ``held`` result and is not trained here.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import queue
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
-from ablate.dispatch.entry import TrialJob, run_trial
+from ablate.dispatch.claiming import claim_and_run
+from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import OnEvent
 
 
@@ -21,8 +26,7 @@ class LocalExecutor:
     def run(self, jobs: list[TrialJob], on_event: OnEvent) -> None:
         if self.jobs == 1:
             for job in jobs:
-                on_event(job, {"kind": "start"})
-                result = run_trial(job, progress=lambda event, job=job: on_event(job, event))
+                result = claim_and_run(job, progress=lambda event, job=job: on_event(job, event))
                 on_event(job, {"kind": "finish", "result": result})
             return
         self._run_pool(jobs, on_event)
@@ -65,5 +69,4 @@ def _worker(job: TrialJob, events, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    events.put((job.trial_id, {"kind": "start"}))
-    return run_trial(job, progress=lambda event: events.put((job.trial_id, event)))
+    return claim_and_run(job, progress=lambda event: events.put((job.trial_id, event)))

@@ -27,7 +27,8 @@ import submitit
 from pydantic import ValidationError
 from submitit.core.utils import FailedJobError
 
-from ablate.dispatch.entry import TrialJob, run_trial
+from ablate.dispatch.claiming import NOT_TRAINED, claim_and_run
+from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import OnEvent
 from ablate.dispatch.results import RESULT_NAME, CorruptResult, ingest_results, read_result
 from ablate.errors import AblateError, UserInputError
@@ -144,11 +145,17 @@ class SlurmTrial(submitit.helpers.Checkpointable):
             import torch
 
             torch.set_num_threads(int(cpus))  # torch would take every core of the node
+        job = self.job
         if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
             _init_distributed()
-        print(f"trial {self.job.trial_id} ({self.job.name}) run folder {self.job.run_dir}",
-              flush=True)
-        return run_trial(self.job, progress=_log_progress)
+            # every rank runs the trial: claims are per process, so DDP trials run unclaimed
+            job = replace(job, db=None)
+        print(f"trial {job.trial_id} ({job.name}) run folder {job.run_dir}", flush=True)
+        outcome = claim_and_run(job, progress=_log_progress, executor="slurm")
+        if outcome["status"] in NOT_TRAINED:  # held by another runner: nothing to do here
+            print(f"trial {job.trial_id} is {outcome.get('held_status')} elsewhere "
+                  f"({outcome.get('holder')}); this task exits", flush=True)
+        return outcome
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # Training state lives in checkpoint.pt (written every train.checkpoint_every
@@ -295,7 +302,10 @@ def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEven
                 if own_result(job.study, job.trial_id, job.run_dir) is not None:
                     continue  # picked up on the next pass
                 del waiting[job_id]
-                if state == "CANCELLED":
+                returned = job_returned(info)
+                if isinstance(returned, dict) and returned.get("status") in NOT_TRAINED:
+                    on_event(job, {"kind": "finish", "result": returned})  # left to its holder
+                elif state == "CANCELLED":
                     on_event(job, {"kind": "cancelled", "job_id": job_id})
                 else:
                     on_event(job, {"kind": "finish", "result": dead_job_result(job, info, state)})
@@ -327,6 +337,21 @@ def dead_job_result(job: TrialJob, info: JobInfo, state: str) -> dict[str, Any]:
             "finished_at": _now(), "final": {}, "epochs": [], "environment": None,
             "error": f"Slurm job {info.job_id} ended {state} without a result\n"
                      f"{job_log_text(info)}"}
+
+
+def job_returned(info: JobInfo) -> Any:
+    """What the job's function returned (submitit's result pickle); None if it raised,
+    has not ended or left no readable pickle."""
+    path = info.paths().result_pickle
+    if not path.exists():
+        return None
+    try:
+        from submitit.core.utils import pickle_load
+
+        outcome, value = pickle_load(path)
+    except Exception:  # unreadable: as if there were none
+        return None
+    return value if outcome == "success" else None
 
 
 def job_log_text(info: JobInfo) -> str:
@@ -410,9 +435,12 @@ def follow_study(store, study: str, runs_root: str | Path) -> StudyFollowUp:
         if state in LIVE_STATES:
             continue
         result = own_result(study, rec.trial_id, rec.run_dir)
+        returned = job_returned(read_job_info(rec.run_dir) or JobInfo(rec.job_id, DEFAULT_FOLDER))
         if result is not None:  # finished between the ingest and sacct
             store.ingest_result(result)
             report.ingested.append(rec.trial_id)
+        elif isinstance(returned, dict) and returned.get("status") in NOT_TRAINED:
+            continue  # the job found the trial held by another runner, which records it
         elif state == "CANCELLED":
             store.reset(study, [rec.trial_id])
             requeue.append(rec.trial_id)
