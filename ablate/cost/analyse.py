@@ -46,6 +46,11 @@ def analyse_spec(spec: TrialSpec, *, flops: bool = True, depth: int = 3,
 
     classes = num_classes(spec)
     resolution = tuple(int(v) for v in eval_resolution(spec))
+    if spec.model.builder is not None:
+        # user code: one real forward on CPU proves it builds and returns the right logits
+        from ablate.models.custom import check_model
+
+        check_model(spec.model, classes, resolution)
     model = build_on_meta(spec.model, classes)
     count = None
     if flops:
@@ -93,12 +98,18 @@ def build_on_meta(model_spec: ModelSpec, classes: int):
     """
     import torch
 
+    from ablate.errors import UserInputError
     from ablate.models.registry import build_model
 
     try:
         with torch.device("meta"), _skip_init():
             return build_model(model_spec, classes)
     except (NotImplementedError, RuntimeError):
+        return build_model(model_spec, classes)
+    except UserInputError as err:
+        # a user builder's own failure on meta (it read a value): try it on the CPU
+        if not isinstance(err.__cause__, NotImplementedError | RuntimeError):
+            raise
         return build_model(model_spec, classes)
 
 

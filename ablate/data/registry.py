@@ -36,6 +36,7 @@ DESCRIPTIONS = {
     "voc2012": "Pascal VOC 2012 (VOCdevkit/VOC2012/...)",
     "cityscapes": "Cityscapes (leftImg8bit/ and gtFine/)",
     "coco": "COCO 2017 (train2017/, val2017/ and annotations/)",
+    "folder": "classes.txt, images/{train,val}/ and masks/{train,val}/",
 }
 MAX_AUTO_WORKERS = 4
 
@@ -202,7 +203,25 @@ def _samples(data: DataSpec, root: Path) -> tuple[list, list, Callable, list[str
         train = coco.find_samples(root, data.train_split, drop_unannotated=True)
         val = coco.find_samples(root, data.val_split, drop_unannotated=False)
         return train, val, coco.load, coco.CLASS_NAMES
+    if data.name == "folder":
+        from ablate.data import folder
+
+        train = folder.find_samples(root, data.train_split)
+        val = folder.find_samples(root, data.val_split)
+        return train, val, folder.load, folder.read_classes(str(root))
     raise UserInputError(f"data.name: unknown dataset {data.name!r}")
+
+
+def _user_samples(data: DataSpec) -> tuple[list, list, Callable, Callable, list[str]]:
+    """A user dataset (data.builder or a plugin) read through ``PairReader``.
+
+    Without ``class_names`` on the train dataset, metrics name classes by index.
+    """
+    from ablate.data.custom import PairReader, call_builder
+
+    train, val, names = call_builder(data)
+    return (list(range(len(train))), list(range(len(val))), PairReader(train, "train"),
+            PairReader(val, "val"), names or [])
 
 
 def build_datasets(data: DataSpec, *, seed: int = 0) -> DatasetPair:
@@ -211,9 +230,15 @@ def build_datasets(data: DataSpec, *, seed: int = 0) -> DatasetPair:
     ``seed`` seeds the training augmentation drawn in the main process (see the module
     docstring); ``data.data_seed`` alone decides the content of ``shapes``.
     """
-    if data.name == "shapes":
+    from ablate.data.catalog import user_dataset
+
+    if user_dataset(data) is not None:
+        train_samples, val_samples, load, val_load, names = _user_samples(data)
+    elif data.name == "shapes":
         return _shapes(data, seed)
-    train_samples, val_samples, load, names = _samples(data, _root(data))
+    else:
+        train_samples, val_samples, load, names = _samples(data, _root(data))
+        val_load = load
     train_transform = TrainTransform(
         crop_size=data.crop_size,
         scale_range=(data.scale_range[0], data.scale_range[1]),
@@ -228,7 +253,7 @@ def build_datasets(data: DataSpec, *, seed: int = 0) -> DatasetPair:
         seed=seed,
     )
     val = SegmentationDataset(
-        _limited(val_samples, data.limit_val), load, eval_transform, cache=data.cache
+        _limited(val_samples, data.limit_val), val_load, eval_transform, cache=data.cache
     )
     return DatasetPair(train, val, list(names))
 

@@ -1,51 +1,54 @@
-"""Name -> builder registries for backbones and heads; ``build_model`` assembles a spec."""
+"""The model registries and ``build_model``, the one way a spec becomes a network.
+
+``BACKBONES`` and ``HEADS`` hold the built-in zoo as import paths (``ablate.models.zoo``
+and friends import nothing from here, so there is no import circle); ``MODELS`` holds
+whole-model builders: plugins of the ``ablate.models`` entry-point group and names
+registered at run time. A spec with ``model.builder`` set is built by that builder
+(``ablate.models.custom``); without it, by the named backbone and head.
+
+Nothing here imports torch at module level: the recipe schema asks these registries
+which names exist.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from torch import nn
+from ablate.registry import Registry
 
-from ablate.errors import UserInputError
-from ablate.recipes.schema import ModelSpec
+if TYPE_CHECKING:
+    from torch import nn
 
-BackboneBuilder = Callable[[ModelSpec], nn.Module]
-HeadBuilder = Callable[[dict[str, int], int, ModelSpec], nn.Module]
+    from ablate.recipes.schema import ModelSpec
 
-BACKBONES: dict[str, BackboneBuilder] = {}
-HEADS: dict[str, HeadBuilder] = {}
-
-
-def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    def wrap(fn: BackboneBuilder) -> BackboneBuilder:
-        BACKBONES[name] = fn
-        return fn
-
-    return wrap
-
-
-def register_head(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
-    def wrap(fn: HeadBuilder) -> HeadBuilder:
-        HEADS[name] = fn
-        return fn
-
-    return wrap
+BACKBONES = Registry("backbone", "model.backbone", {
+    "mobilenet_v3_large": "ablate.models.mobilenetv3:build_mobilenet_v3",
+    "mobilenet_v3_small": "ablate.models.mobilenetv3:build_mobilenet_v3",
+    "resnet50": "ablate.models.resnet:build_resnet",
+    "resnet101": "ablate.models.resnet:build_resnet",
+    "squeezenet1_0": "ablate.models.squeezenet:build_squeezenet",
+})
+HEADS = Registry("head", "model.head", {
+    "deeplabv3": "ablate.models.zoo:deeplabv3",
+    "deeplabv3plus": "ablate.models.zoo:deeplabv3plus",
+    "fcn": "ablate.models.zoo:fcn",
+    "lraspp": "ablate.models.zoo:lraspp",
+    "fcn8s": "ablate.models.zoo:fcn8s",
+})
+MODELS = Registry("model builder", "model.builder", {}, group="ablate.models")
 
 
 def build_model(spec: ModelSpec, num_classes: int) -> nn.Module:
     """Build the network a model spec describes (weights are loaded separately)."""
-    from ablate.models import zoo  # noqa: F401  (fills the registries)
+    from torch import nn
 
-    if spec.backbone not in BACKBONES:
-        raise UserInputError(
-            f"model.backbone: unknown backbone {spec.backbone!r}; allowed: {', '.join(sorted(BACKBONES))}"
-        )
-    if spec.head not in HEADS:
-        raise UserInputError(
-            f"model.head: unknown head {spec.head!r}; allowed: {', '.join(sorted(HEADS))}"
-        )
-    backbone = BACKBONES[spec.backbone](spec)
-    model = HEADS[spec.head](backbone, num_classes, spec)
+    if spec.builder is not None:
+        from ablate.models.custom import build_custom
+
+        model = build_custom(spec, num_classes)
+    else:
+        backbone = BACKBONES.load(spec.backbone)(spec)
+        model = HEADS.load(spec.head)(backbone, num_classes, spec)
     if spec.bn_momentum is not None:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):

@@ -1,4 +1,4 @@
-"""Registrations: which backbone and head names a recipe may use.
+"""The built-in heads; ``ablate.models.registry`` names them (and the backbones).
 
 Backbones return a dict of named taps and carry ``channels`` and ``strides`` dicts:
 ``low`` (stride 4), ``aux`` (torchvision's auxiliary / LR-ASPP low tap) and ``out``;
@@ -18,18 +18,8 @@ from ablate.models.heads import (
     FCNHead,
     LRASPPHead,
 )
-from ablate.models.mobilenetv3 import build_mobilenet_v3
-from ablate.models.registry import register_backbone, register_head
-from ablate.models.resnet import build_resnet
 from ablate.models.segmentation import SegmentationModel
-from ablate.models.squeezenet import build_squeezenet
 from ablate.recipes.schema import ModelSpec
-
-register_backbone("mobilenet_v3_large")(build_mobilenet_v3)
-register_backbone("mobilenet_v3_small")(build_mobilenet_v3)
-register_backbone("resnet50")(build_resnet)
-register_backbone("resnet101")(build_resnet)
-register_backbone("squeezenet1_0")(build_squeezenet)
 
 
 def _aux(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module | None:
@@ -54,7 +44,6 @@ def _need(backbone: nn.Module, spec: ModelSpec, tap: str, what: str) -> None:
         )
 
 
-@register_head("deeplabv3")
 def deeplabv3(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
     if spec.selective.enabled:
         from ablate.models.selective import build_selective_deeplabv3
@@ -64,7 +53,6 @@ def deeplabv3(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Modu
     return SegmentationModel(backbone, head, _aux(backbone, num_classes, spec))
 
 
-@register_head("deeplabv3plus")
 def deeplabv3plus(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
     low_level = "low" if spec.low_level == "auto" else spec.low_level
     if low_level not in backbone.channels:
@@ -79,20 +67,17 @@ def deeplabv3plus(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.
     return SegmentationModel(backbone, head, _aux(backbone, num_classes, spec))
 
 
-@register_head("fcn")
 def fcn(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
     head = FCNHead(backbone.channels, num_classes)
     return SegmentationModel(backbone, head, _aux(backbone, num_classes, spec))
 
 
-@register_head("lraspp")
 def lraspp(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
     _need(backbone, spec, "aux", "stride-8 low-level")
     _no_aux(spec)
     return SegmentationModel(backbone, LRASPPHead(backbone.channels, num_classes))
 
 
-@register_head("fcn8s")
 def fcn8s(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
     if spec.backbone != "squeezenet1_0":
         raise UserInputError(

@@ -6,13 +6,12 @@ fully resolved ``TrialSpec`` (defaults filled in), which is what the trial id ha
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-BACKBONES = ("mobilenet_v3_large", "mobilenet_v3_small", "resnet50", "resnet101", "squeezenet1_0")
-HEADS = ("deeplabv3", "deeplabv3plus", "fcn", "lraspp", "fcn8s")
-DATASETS = ("shapes", "voc2012", "cityscapes", "coco")
+# Backbone, head, model-builder and dataset names are asked of their registries
+# (ablate.models.registry, ablate.data.catalog): built-ins, plugins and import paths.
 
 
 def _height_width(v: list[int] | None) -> list[int] | None:
@@ -24,11 +23,19 @@ def _height_width(v: list[int] | None) -> list[int] | None:
 class Section(BaseModel):
     """Strict base: unknown keys are errors, values are not silently coerced."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    # allow_inf_nan=False: inf passes every gt/ge check and only shows up as a nan loss
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+# Upper bounds keep absurd values (a typo's extra zeros) from planning and then failing.
+MAX_COUNT = 10**9
+MAX_PIXELS = 8192  # image sides, crops, evaluation resolutions
+SEED_MAX = 2**32 - 1  # numpy and torch generators take 32-bit seeds
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Pixels = Annotated[int, Field(gt=0, le=MAX_PIXELS)]
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 
@@ -43,14 +50,69 @@ class SelectiveSpec(Section):
     pooling: Literal["fixed", "avg", "max"] = "fixed"
     loss: Literal["target", "weight"] = "target"
     target: Annotated[float, Field(ge=0, le=1)] = 0.5
-    sparsity_weight: NonNegFloat = Field(0.1, alias="lambda")
+    sparsity_weight: Annotated[float, Field(ge=0, le=100)] = Field(0.1, alias="lambda")
     tau: PositiveFloat = 1.0
     tau_final: PositiveFloat | None = None
+    # "dense": blend once after layer4 (the baseline's emulation). "sparse": the
+    # mixed-resolution network of ablate.models.sparse (trained by its dense emulation,
+    # evaluated by gathering only each path's own cells).
+    execution: Literal["dense", "sparse"] = "dense"
+
+
+def _registered(kind: str, value: str) -> str:
+    from ablate.errors import UserInputError
+
+    if kind == "dataset":
+        from ablate.data.catalog import DATASETS as registry
+    else:
+        from ablate.models import registry as models
+
+        registry = {"backbone": models.BACKBONES, "head": models.HEADS}[kind]
+    if value not in registry.builtin_names():
+        try:
+            registry.entry(value)
+        except UserInputError as err:  # "key: message": pydantic names the key
+            raise ValueError(str(err).partition(": ")[2]) from None
+    return value
+
+
+def _builder(value: str | None, kind: str) -> str | None:
+    from ablate.registry import is_import_path
+
+    if value is not None and not is_import_path(value):
+        _registered(kind, value)
+    return value
+
+
+def _finite_values(args: dict[str, Any]) -> dict[str, Any]:
+    import math
+
+    def check(value: Any) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be finite (got {value})")
+        for item in value.values() if isinstance(value, dict) else (
+                value if isinstance(value, list) else ()):
+            check(item)
+
+    check(args)
+    return args
+
+
+# Keys only the built-in backbone/head models read; with model.builder they must keep
+# their defaults (a value there would be silently ignored). num_classes, aux_weight,
+# bn_momentum and weights_path apply to any model.
+ZOO_ONLY_MODEL_KEYS = ("backbone", "head", "output_stride", "expansion", "keep_last_expansion",
+                       "aspp_rates", "aspp_channels", "low_level", "low_level_channels",
+                       "aux_head", "weights", "selective")
 
 
 class ModelSpec(Section):
-    backbone: Literal[BACKBONES] = "mobilenet_v3_large"  # type: ignore[valid-type]
-    head: Literal[HEADS] = "deeplabv3plus"  # type: ignore[valid-type]
+    backbone: str = "mobilenet_v3_large"
+    head: str = "deeplabv3plus"
+    # your own model: "package.module:function" or a plugin name, called with
+    # **args and num_classes (see README "Your own models and data")
+    builder: str | None = None
+    args: dict[str, Any] = {}
     num_classes: PositiveInt | None = None  # None: the dataset's class count
     output_stride: Literal[8, 16, 32] = 16
     # MobileNetV3: which inverted-residual blocks keep their 1x1 expansion conv.
@@ -62,7 +124,7 @@ class ModelSpec(Section):
     low_level: str = "auto"
     low_level_channels: PositiveInt = 48
     aux_head: bool = False
-    aux_weight: NonNegFloat = 0.5
+    aux_weight: Annotated[float, Field(ge=0, le=100)] = 0.5
     # BatchNorm momentum for every BN layer; None keeps each builder's own (torchvision's
     # MobileNetV3 uses 0.01, which needs thousands of steps before running stats settle).
     bn_momentum: Annotated[float, Field(gt=0, le=1)] | None = None
@@ -71,16 +133,39 @@ class ModelSpec(Section):
     weights_path: str | None = None
     selective: SelectiveSpec = SelectiveSpec()
 
+    _backbone = field_validator("backbone")(classmethod(lambda cls, v: _registered("backbone", v)))
+    _head = field_validator("head")(classmethod(lambda cls, v: _registered("head", v)))
+    _builder = field_validator("builder")(classmethod(lambda cls, v: _builder(v, "model")))
+    _args = field_validator("args")(classmethod(lambda cls, v: _finite_values(v)))
+
+    @model_validator(mode="after")
+    def _builder_or_zoo(self) -> ModelSpec:
+        if self.builder is None:
+            if self.args:
+                raise ValueError("args is only read with builder: set model.builder = "
+                                 "'package.module:function' or remove model.args")
+            return self
+        for key in ZOO_ONLY_MODEL_KEYS:
+            if getattr(self, key) != type(self).model_fields[key].default:
+                raise ValueError(
+                    f"{key} is a built-in model key, not read with builder "
+                    f"{self.builder!r}; put your model's arguments under model.args")
+        return self
+
 
 class DataSpec(Section):
-    name: Literal[DATASETS] = "shapes"  # type: ignore[valid-type]
+    name: str = "shapes"  # a built-in (shapes, voc2012, cityscapes, coco, folder) or plugin
     root: str | None = None
+    # your own dataset code: "package.module:function" called with **args (and root=
+    # when data.root is set), returning (train, val) datasets of (image, mask) pairs
+    builder: str | None = None
+    args: dict[str, Any] = {}
     # embedded `shapes` dataset
     classes: Annotated[int, Field(ge=2, le=16)] = 6
-    image_size: PositiveInt = 64
+    image_size: Pixels = 64
     train_images: PositiveInt = 256
     val_images: PositiveInt = 64
-    data_seed: NonNegInt = 0
+    data_seed: Seed = 0
     # real datasets
     train_split: str = "train"
     val_split: str = "val"
@@ -88,10 +173,10 @@ class DataSpec(Section):
     limit_train: PositiveInt | None = None
     limit_val: PositiveInt | None = None
     # transforms
-    crop_size: PositiveInt | None = None
+    crop_size: Pixels | None = None
     scale_range: list[PositiveFloat] = [0.5, 2.0]
     hflip: bool = True
-    eval_size: list[PositiveInt] | None = None
+    eval_size: list[Pixels] | None = None
     # loading
     workers: NonNegInt | Literal["auto"] = "auto"
     pin_memory: bool | Literal["auto"] = "auto"
@@ -106,19 +191,80 @@ class DataSpec(Section):
         return v
 
     _hw = field_validator("eval_size")(classmethod(lambda cls, v: _height_width(v)))
+    _name = field_validator("name")(classmethod(lambda cls, v: _registered("dataset", v)))
+    _builder = field_validator("builder")(classmethod(lambda cls, v: _builder(v, "dataset")))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _conventional_crop(cls, data: Any) -> Any:
+        # Real images differ in size, so a training batch needs a crop; the default is
+        # the DeepLab / torchvision references' (and it shows in the spec and trial id).
+        if isinstance(data, dict) and "crop_size" not in data and data.get("name") in CONVENTIONAL_CROP:
+            data = {**data, "crop_size": CONVENTIONAL_CROP[data["name"]]}
+        return data
+    _args = field_validator("args")(classmethod(lambda cls, v: _finite_values(v)))
+
+    @model_validator(mode="after")
+    def _builder_or_name(self) -> DataSpec:
+        if self.builder is not None and self.name != "shapes":
+            raise ValueError("name is not read with builder: set data.name or data.builder")
+        if self.args and self.builder is None and self.name in _BUILTIN_DATASETS:
+            raise ValueError(f"args is not read by the built-in dataset {self.name!r}")
+        return self
+
+
+_BUILTIN_DATASETS = ("shapes", "voc2012", "cityscapes", "coco", "folder")
+# Training crop when data.crop_size is not given: torchvision's segmentation reference
+# and DeepLab crop VOC and COCO to 513 (torchvision: 480) and Cityscapes to 768.
+CONVENTIONAL_CROP = {"voc2012": 513, "coco": 513, "cityscapes": 768}
+
+
+class EvalDataSpec(Section):
+    """A separate evaluation set (``[base.eval_data]``); unset (``name`` None): the
+    training dataset's ``val_split``. Its classes must be the training classes, in
+    order (COCO is read as the 20 VOC categories, so COCO and VOC mix both ways)."""
+
+    name: str | None = None
+    root: str | None = None
+    split: str = "val"
+    limit: PositiveInt | None = None  # first N samples only
+    eval_size: list[Pixels] | None = None
+    # embedded `shapes` dataset
+    classes: Annotated[int, Field(ge=2, le=16)] = 6
+    image_size: Pixels = 64
+    images: PositiveInt = 64
+    data_seed: Seed = 0
+
+    _hw = field_validator("eval_size")(classmethod(lambda cls, v: _height_width(v)))
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        return v if v is None else _registered("dataset", v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data and data.get("name") is None:
+            raise ValueError("set eval_data.name: without it the other eval_data keys are not read")
+        if isinstance(data, dict) and data.get("name") != "shapes":
+            for key in ("classes", "image_size", "images", "data_seed"):
+                if key in data:
+                    raise ValueError(f"{key} is only read for eval_data.name = 'shapes'")
+        return data
 
 
 class TrainSpec(Section):
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: PositiveFloat = 0.01
+    lr: Annotated[float, Field(gt=0, le=10)] = 0.01
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    weight_decay: NonNegFloat = 1e-4
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-4
     schedule: Literal["poly", "constant", "cosine"] = "poly"
     power: PositiveFloat = 0.9
     warmup_steps: NonNegInt = 0
     epochs: PositiveInt | None = 3
     iterations: PositiveInt | None = None
-    batch_size: PositiveInt = 8
+    batch_size: Annotated[int, Field(gt=0, le=65536)] = 8
     backbone_lr_mult: NonNegFloat = 1.0
     head_lr_mult: NonNegFloat = 1.0
     mask_lr_mult: NonNegFloat = 1.0
@@ -142,15 +288,41 @@ class TrainSpec(Section):
 
 
 class EvalSpec(Section):
-    resolution: list[PositiveInt] | None = None  # [H, W] for FLOPs and latency
+    resolution: list[Pixels] | None = None  # [H, W] for FLOPs and latency
     batch_size: PositiveInt = 8
     every: PositiveInt = 1  # validate every N epochs (and always at the end)
     latency: bool = True
     latency_warmup: NonNegInt = 3
     latency_runs: PositiveInt = 10
+    # runtimes and batch sizes timed after training (ablate.evaluate.runtimes); every
+    # runtime but eager also gets output parity against eager on the evaluation images
+    runtimes: list[Literal["eager", "compile", "onnxruntime", "tensorrt"]] = ["eager"]
+    latency_batch_sizes: list[Annotated[int, Field(gt=0, le=4096)]] = [1]
+    latency_threads: Annotated[int, Field(gt=0, le=1024)] | None = None  # None: torch's count
     flops: bool = True
 
     _hw = field_validator("resolution")(classmethod(lambda cls, v: _height_width(v)))
+
+    @field_validator("runtimes", "latency_batch_sizes")
+    @classmethod
+    def _distinct_nonempty(cls, v: list) -> list:
+        if not v:
+            raise ValueError("must list at least one value")
+        if len(set(v)) != len(v):
+            raise ValueError(f"lists a value twice: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _runtimes_need_latency(self) -> EvalSpec:
+        if "eager" not in self.runtimes:
+            raise ValueError("eval.runtimes: must include 'eager', the reference for parity "
+                             "and latency ratios")
+        changed = [k for k in ("runtimes", "latency_batch_sizes", "latency_threads")
+                   if getattr(self, k) != type(self).model_fields[k].default]
+        if not self.latency and changed:
+            raise ValueError(f"eval.{changed[0]}: not read with eval.latency = false; "
+                             "set eval.latency = true or remove it")
+        return self
 
 
 class TrialSpec(Section):
@@ -160,7 +332,20 @@ class TrialSpec(Section):
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
-    seed: NonNegInt = 0
+    # left out of the spec (and so of the trial id) when unset
+    eval_data: EvalDataSpec = Field(EvalDataSpec(), exclude_if=lambda v: v.name is None)
+    seed: Seed = 0  # set from the recipe's `seeds`, never from a key
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_evaluation_set(cls, tree: Any) -> Any:
+        eval_data, data = (tree.get("eval_data"), tree.get("data")) if isinstance(tree, dict) else (None, None)
+        if isinstance(eval_data, dict) and eval_data.get("name") and isinstance(data, dict):
+            for key in ("val_split", "limit_val", "eval_size", "val_images"):
+                if key in data:
+                    raise ValueError(f"data.{key} is not read when eval_data is set; set "
+                                     f"the evaluation set's keys under eval_data")
+        return tree
 
 
 class SlurmSpec(Section):
@@ -177,7 +362,7 @@ class Published(Section):
 
     params: NonNegInt | None = None
     gflops: NonNegFloat | None = None
-    miou: NonNegFloat | None = None  # percent
-    pixel_acc: NonNegFloat | None = None  # percent
+    miou: Annotated[float, Field(ge=0, le=100)] | None = None  # percent
+    pixel_acc: Annotated[float, Field(ge=0, le=100)] | None = None  # percent
     gflops_mask_net: NonNegFloat | None = None  # selective down-sampling: the mask net alone
     source: str | None = None

@@ -22,9 +22,37 @@ def spec_dict(spec: TrialSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", by_alias=True)
 
 
+def code_hashes(spec: TrialSpec) -> dict[str, str]:
+    """Source-file hashes of the user code a spec runs (empty for built-ins).
+
+    ``model.builder`` (or a plugin model) and ``data.builder`` (or a plugin dataset):
+    editing that file gives new trial and architecture ids, so results of the old code
+    are never reused for the new one.
+    """
+    from ablate.data.catalog import DATASETS, user_dataset
+
+    hashes = {}
+    if spec.model.builder is not None:
+        from ablate.models.registry import MODELS
+
+        hashes["model.builder"] = MODELS.source_hash(spec.model.builder)
+    dataset = user_dataset(spec.data)
+    if dataset is not None:
+        hashes["data.builder"] = DATASETS.source_hash(dataset)
+    return {key: value for key, value in hashes.items() if value is not None}
+
+
 def trial_id(spec: TrialSpec) -> str:
-    """Hash of the fully resolved spec: defaults are filled in before hashing."""
-    digest = hashlib.sha256(canonical_json(spec_dict(spec)).encode()).hexdigest()
+    """Hash of the fully resolved spec: defaults are filled in before hashing.
+
+    With user code, the hashes of its source files are hashed too (built-in specs hash
+    exactly as before, so their ids do not change).
+    """
+    payload = spec_dict(spec)
+    code = code_hashes(spec)
+    if code:
+        payload = {**payload, "code": code}
+    digest = hashlib.sha256(canonical_json(payload).encode()).hexdigest()
     return digest[:ID_LENGTH]
 
 
@@ -38,10 +66,17 @@ def eval_resolution(spec: TrialSpec) -> tuple[int, int]:
     """The resolution at which FLOPs and latency are reported."""
     if spec.eval.resolution is not None:
         return tuple(spec.eval.resolution)  # type: ignore[return-value]
-    if spec.data.eval_size is not None:
-        return tuple(spec.data.eval_size)  # type: ignore[return-value]
     from ablate.data.catalog import default_eval_resolution
 
+    if spec.eval_data.name is not None:  # a separate evaluation set: its resolution
+        from ablate.data.evaluation import as_data_spec
+
+        eval_spec = as_data_spec(spec.eval_data, spec.data)
+        if eval_spec.eval_size is not None:
+            return tuple(eval_spec.eval_size)  # type: ignore[return-value]
+        return default_eval_resolution(eval_spec)
+    if spec.data.eval_size is not None:
+        return tuple(spec.data.eval_size)  # type: ignore[return-value]
     return default_eval_resolution(spec.data)
 
 
@@ -53,7 +88,11 @@ def architecture_key(spec: TrialSpec) -> dict[str, Any]:
     for key in TRAINING_ONLY_SELECTIVE_KEYS:
         model["selective"].pop(key, None)
     model["num_classes"] = num_classes(spec)
-    return {"model": model, "resolution": list(eval_resolution(spec))}
+    key = {"model": model, "resolution": list(eval_resolution(spec))}
+    code = code_hashes(spec).get("model.builder")
+    if code is not None:
+        key["code"] = code
+    return key
 
 
 def architecture_id(spec: TrialSpec) -> str:

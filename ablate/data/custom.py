@@ -1,0 +1,108 @@
+"""User datasets: ``data.builder = "package.module:function"`` or a plugin's name.
+
+The function is called with ``**data.args`` (plus ``root=data.root`` when the recipe
+sets it) and returns ``(train, val)``: two datasets (anything with ``__len__`` and
+``__getitem__``) of ``(image, mask)`` pairs. An image is a PIL image, a uint8 array
+``(H, W, 3)`` or a tensor ``[3, H, W]`` (uint8, or float in 0..1); a mask is a PIL
+image, an array or a tensor ``(H, W)`` of class indices, 255 = ignore. The pairs then
+go through the same transforms (scale, crop, flip, normalise) as the built-in readers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ablate.data.catalog import DATASETS, user_dataset
+from ablate.errors import UserInputError
+from ablate.recipes.schema import DataSpec
+
+
+def _key(data: DataSpec) -> str:
+    return "data.builder" if data.builder is not None else "data.name"
+
+
+def call_builder(data: DataSpec) -> tuple[Any, Any, list[str] | None]:
+    """(train, val, class names or None) from the user's function; one-line errors."""
+    ref = user_dataset(data)
+    assert ref is not None
+    key = _key(data)
+    fn = DATASETS.load(ref)
+    kwargs = dict(data.args)
+    if data.root is not None:
+        kwargs["root"] = data.root
+    try:
+        result = fn(**kwargs)
+    except UserInputError:
+        raise
+    except Exception as err:
+        raise UserInputError(f"{key}: {ref} raised {type(err).__name__}: {err}") from err
+    if not isinstance(result, tuple | list) or len(result) != 2:
+        raise UserInputError(f"{key}: {ref} returned a {type(result).__name__}; expected "
+                             "(train, val) datasets of (image, mask) pairs")
+    for name, split in zip(("train", "val"), result):
+        if not hasattr(split, "__len__") or not hasattr(split, "__getitem__"):
+            raise UserInputError(f"{key}: {ref} returned a {type(split).__name__} as its "
+                                 f"{name} split; expected a dataset (__len__ and __getitem__)")
+        if len(split) == 0:
+            raise UserInputError(f"{key}: {ref} returned an empty {name} split")
+    names = getattr(result[0], "class_names", None) or getattr(result[0], "classes", None)
+    return result[0], result[1], list(names) if isinstance(names, list | tuple) else None
+
+
+class PairReader:
+    """``load`` for ``SegmentationDataset``: item ``i`` of a user dataset as numpy arrays.
+
+    A class (not a closure) so DataLoader workers can pickle it.
+    """
+
+    def __init__(self, dataset: Any, what: str) -> None:
+        self.dataset = dataset
+        self.what = what
+
+    def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        item = self.dataset[index]
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise UserInputError(f"{self.what}[{index}]: expected an (image, mask) pair, got "
+                                 f"{type(item).__name__}")
+        return (_image(item[0], f"{self.what}[{index}] image"),
+                _mask(item[1], f"{self.what}[{index}] mask"))
+
+
+def _array(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _image(value: Any, what: str) -> np.ndarray:
+    is_tensor = hasattr(value, "detach")
+    if hasattr(value, "convert") and not is_tensor:  # PIL
+        value = value.convert("RGB")
+    array = _array(value)
+    if is_tensor and array.ndim == 3 and array.shape[0] in (1, 3):
+        array = array.transpose(1, 2, 0)  # [C, H, W] -> (H, W, C)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 3):
+        raise UserInputError(f"{what}: shape {list(array.shape)}; expected (H, W, 3) or [3, H, W]")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.dtype.kind == "f":
+        if array.size and (array.min() < 0 or array.max() > 1):
+            raise UserInputError(f"{what}: float values outside 0..1; give uint8 0..255 or "
+                                 "float 0..1 (ablate normalises)")
+        array = np.round(array * 255)
+    return array.astype(np.uint8)
+
+
+def _mask(value: Any, what: str) -> np.ndarray:
+    array = _array(value)
+    if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
+        array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:2])
+    if array.ndim != 2:
+        raise UserInputError(f"{what}: shape {list(array.shape)}; expected (H, W) class indices")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise UserInputError(f"{what}: values outside 0..255 (class indices, 255 = ignore)")
+    return array.astype(np.uint8)

@@ -1,0 +1,136 @@
+"""``data.name = "folder"``: any folder of labelled images.
+
+Layout under ``data.root``::
+
+    classes.txt              one class name per line (line 1 is class 0)
+    images/train/*.png|jpg|jpeg
+    images/val/...
+    masks/train/*.png        one class index per pixel, 255 = ignore
+    masks/val/...
+
+Images and masks are paired by file stem (``images/train/a.jpg`` with
+``masks/train/a.png``). Errors name the first unpaired, unreadable or out-of-range
+file. Pairing is checked when the dataset is built; decoding and the range of class
+ids when each sample is first read. No torch here: planning reads the class count
+and image size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ablate.errors import UserInputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IGNORE = 255
+LAYOUT = ("classes.txt, images/{train,val}/*.{jpg,jpeg,png} and masks/{train,val}/*.png")
+
+
+@dataclass(frozen=True)
+class FolderSample:
+    image: str
+    label: str
+    num_classes: int
+
+
+def check_root(root: str | None) -> Path:
+    if root is None:
+        raise UserInputError(f"data.root: not set (data.name = 'folder' reads {LAYOUT})")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise UserInputError(f"data.root: {path} not found (data.name = 'folder' reads {LAYOUT})")
+    return path
+
+
+def read_classes(root: str | None) -> list[str]:
+    """Class names from ``classes.txt``: one per non-empty line."""
+    path = check_root(root) / "classes.txt"
+    if not path.is_file():
+        raise UserInputError(f"{path}: not found (one class name per line; line 1 is class 0)")
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{path}: cannot read: {err}") from None
+    names = [n for n in names if n]
+    if len(names) < 2:
+        raise UserInputError(f"{path}: lists {len(names)} class(es); a segmentation needs at least 2")
+    if len(names) > IGNORE:
+        raise UserInputError(f"{path}: lists {len(names)} classes; at most {IGNORE} fit in a PNG "
+                             f"mask beside the ignore value {IGNORE}")
+    return names
+
+
+def _files(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise UserInputError(f"{folder}: folder not found (data.name = 'folder' reads {LAYOUT})")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in suffixes or not path.is_file():
+            continue
+        if path.stem in found:
+            raise UserInputError(f"{path}: a second {what} with stem {path.stem!r} "
+                                 f"(first: {found[path.stem].name})")
+        found[path.stem] = path
+    return found
+
+
+def find_samples(root: str | Path, split: str) -> list[FolderSample]:
+    """The (image, mask) pairs of one split, sorted by stem; every file must be paired."""
+    base = check_root(str(root))
+    classes = len(read_classes(str(root)))
+    images = _files(base / "images" / split, IMAGE_SUFFIXES, "image")
+    masks = _files(base / "masks" / split, (".png",), "mask")
+    for stem in sorted(images.keys() | masks.keys()):
+        if stem not in masks:
+            raise UserInputError(f"{images[stem]}: no mask masks/{split}/{stem}.png")
+        if stem not in images:
+            raise UserInputError(f"{masks[stem]}: no image images/{split}/{stem}.(jpg|jpeg|png)")
+    if not images:
+        raise UserInputError(f"{base / 'images' / split}: no .jpg, .jpeg or .png images")
+    return [FolderSample(str(images[s]), str(masks[s]), classes) for s in sorted(images)]
+
+
+def first_image_size(root: str | None, split: str = "val") -> tuple[int, int]:
+    """(H, W) of the split's first image, read from its header: the default cost size."""
+    from PIL import Image
+
+    samples = _files(check_root(root) / "images" / split, IMAGE_SUFFIXES, "image")
+    if not samples:
+        raise UserInputError(f"{Path(str(root)) / 'images' / split}: no .jpg, .jpeg or .png images")
+    path = samples[min(samples)]
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except OSError as err:
+        raise UserInputError(f"{path}: unreadable image: {err}") from None
+    return height, width
+
+
+def load(sample: FolderSample) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 (H, W, 3), mask uint8 (H, W)); names the file that is wrong."""
+    from PIL import Image
+
+    try:
+        with Image.open(sample.image) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    except OSError as err:
+        raise UserInputError(f"{sample.image}: unreadable image: {err}") from None
+    try:
+        with Image.open(sample.label) as mask:
+            if mask.mode not in ("P", "L"):
+                raise UserInputError(f"{sample.label}: mask is mode {mask.mode!r}; expected a "
+                                     "single-channel ('L' or 'P') PNG of class indices")
+            label = np.array(mask, dtype=np.uint8)
+    except OSError as err:
+        raise UserInputError(f"{sample.label}: unreadable mask: {err}") from None
+    bad = (label >= sample.num_classes) & (label != IGNORE)
+    if bad.any():
+        value = int(label[bad].max())
+        raise UserInputError(
+            f"{sample.label}: class index {value} out of range; classes.txt lists "
+            f"{sample.num_classes} classes (0..{sample.num_classes - 1}, {IGNORE} = ignore)"
+        )
+    return rgb, label

@@ -1,0 +1,137 @@
+"""User models: ``model.builder`` called with ``model.args`` and ``num_classes``.
+
+The builder returns an ``nn.Module`` mapping images ``[N, 3, H, W]`` to logits
+``[N, num_classes, H, W]``, or to a dict with ``out`` (and optionally ``aux``). A plain
+tensor output is turned into ``{"out": logits}`` by a forward hook, so the module
+itself is left as the user wrote it: its parameter names, state dict and per-module
+cost rows are the user's own.
+
+``check_model`` runs one forward pass on CPU and fails with one line when the output
+has the wrong type, shape or class count; the planner does this once per architecture.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from ablate.errors import UserInputError
+from ablate.models.registry import MODELS
+from ablate.recipes.schema import ModelSpec
+
+KEY = "model.builder"
+# the largest input the output check runs on; bigger evaluation sizes are scaled down
+PROBE_PIXELS = 256 * 256
+
+
+def builder_label(spec: ModelSpec) -> str:
+    ref = spec.builder or ""
+    return ref if ":" in ref else f"{ref} ({MODELS.path(ref)})"
+
+
+def _check_arguments(fn: Any, kwargs: dict[str, Any], label: str) -> None:
+    """Name a misspelt ``model.args`` key before calling (a TypeError says less)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or C function: let the call decide
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [name for name, p in params.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if "num_classes" not in accepted:
+        raise UserInputError(f"{KEY}: {label} must accept a num_classes keyword argument "
+                             f"(its arguments: {', '.join(accepted) or 'none'})")
+    for key in kwargs:
+        if key not in accepted:
+            raise UserInputError(
+                f"model.args.{key}: {label} has no argument {key!r}; "
+                f"allowed: {', '.join(a for a in accepted if a != 'num_classes')}"
+            )
+
+
+def _as_dict(module: nn.Module, inputs: Any, output: Any) -> Any:
+    """Forward hook: a bare logits tensor becomes ``{"out": logits}``."""
+    if isinstance(output, torch.Tensor):
+        return {"out": output}
+    return None
+
+
+def build_custom(spec: ModelSpec, num_classes: int) -> nn.Module:
+    """Call the user's builder; every failure is a one-line ``UserInputError``.
+
+    The user's exception is chained (``raise ... from``), so ``ablate --debug`` shows
+    the user's own traceback.
+    """
+    assert spec.builder is not None
+    label = builder_label(spec)
+    fn = MODELS.load(spec.builder)
+    kwargs = dict(spec.args)
+    _check_arguments(fn, kwargs, label)
+    try:
+        model = fn(**kwargs, num_classes=num_classes)
+    except UserInputError:
+        raise
+    except Exception as err:
+        raise UserInputError(
+            f"{KEY}: {label} raised {type(err).__name__}: {_one_line(err)}"
+        ) from err
+    if not isinstance(model, nn.Module):
+        raise UserInputError(
+            f"{KEY}: {label} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    model.register_forward_hook(_as_dict)
+    return model
+
+
+def probe_size(resolution: tuple[int, int]) -> tuple[int, int]:
+    """The evaluation size, scaled down to at most ``PROBE_PIXELS`` (multiples of 32)."""
+    height, width = resolution
+    if height * width <= PROBE_PIXELS:
+        return height, width
+    scale = (PROBE_PIXELS / (height * width)) ** 0.5
+    return max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32)
+
+
+def check_model(spec: ModelSpec, num_classes: int, resolution: tuple[int, int]) -> None:
+    """Build the user's model on CPU and run one image through it in eval mode."""
+    label = builder_label(spec)
+    model = build_custom(spec, num_classes)
+    height, width = probe_size(resolution)
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(1, 3, height, width))
+    except Exception as err:
+        raise UserInputError(
+            f"{KEY}: the model {label} built raised {type(err).__name__} on a "
+            f"[1, 3, {height}, {width}] input: {_one_line(err)}"
+        ) from err
+    expected = [1, num_classes, height, width]
+    if not isinstance(output, dict) or "out" not in output:
+        raise UserInputError(f"{KEY}: the model {label} built returned a "
+                             f"{type(output).__name__}; expected logits {expected} or a dict "
+                             "with 'out'")
+    for name in ("out", "aux"):
+        value = output.get(name)
+        if value is None and name == "aux":
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise UserInputError(f"{KEY}: the model {label} built returned {name!r} of type "
+                                 f"{type(value).__name__}; expected a tensor {expected}")
+        if list(value.shape) != expected:
+            what = ("class count" if value.ndim == 4 and list(value.shape[2:]) == expected[2:]
+                    else "shape")
+            raise UserInputError(
+                f"{KEY}: wrong {what}: the model {label} built returned {name!r} logits of "
+                f"shape {list(value.shape)} for a [1, 3, {height}, {width}] input; expected "
+                f"{expected} (N, num_classes, H, W)"
+            )
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 300 else text[:297] + "..."

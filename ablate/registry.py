@@ -1,0 +1,203 @@
+"""Name -> builder registries shared by models and datasets (no torch at import time).
+
+One ``Registry`` per kind. A name resolves, in this order, to
+
+* a built-in entry: a ``"module:function"`` import path inside ablate, imported only
+  when the entry is used (so the schema can list names without importing torch);
+* an entry registered at run time with ``Registry.register``;
+* an installed plugin: an entry point in the registry's group (``ablate.models``,
+  ``ablate.datasets``), as torchvision's ``get_model`` and mmsegmentation's
+  ``Registry`` resolve names.
+
+A reference containing ``:`` is an import path (``"package.module:function"``), as
+Hydra's ``_target_``. Importing it executes the user's code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import UserInputError
+
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A named builder: ``target`` is an import path or the object itself."""
+
+    name: str
+    target: str | Callable[..., Any]
+    origin: str  # "built-in", "registered" or the distribution that provides the plugin
+
+    @property
+    def path(self) -> str:
+        if isinstance(self.target, str):
+            return self.target
+        return f"{self.target.__module__}:{self.target.__qualname__}"
+
+
+def is_import_path(ref: str) -> bool:
+    return bool(_IMPORT_PATH.match(ref))
+
+
+class Registry:
+    """Built-ins, run-time registrations and entry-point plugins of one kind."""
+
+    def __init__(self, kind: str, key: str, builtins: dict[str, str],
+                 group: str | None = None) -> None:
+        self.kind = kind
+        self.key = key  # the recipe key named in error messages
+        self.group = group
+        self._builtins = {name: Entry(name, target, "built-in") for name, target in builtins.items()}
+        self._registered: dict[str, Entry] = {}
+        self._plugins: dict[str, Entry] | None = None
+
+    def register(self, name: str, target: str | Callable[..., Any] | None = None):
+        """Register ``target`` under ``name``; without a target, decorate a function."""
+        if target is None:
+            def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+                self._registered[name] = Entry(name, fn, "registered")
+                return fn
+
+            return wrap
+        self._registered[name] = Entry(name, target, "registered")
+        return target
+
+    def unregister(self, name: str) -> None:
+        self._registered.pop(name, None)
+
+    def plugins(self) -> dict[str, Entry]:
+        """Entry points of ``group``, read once (``refresh`` reads them again)."""
+        if self._plugins is None:
+            found: dict[str, Entry] = {}
+            if self.group:
+                for ep in importlib.metadata.entry_points(group=self.group):
+                    dist = getattr(ep, "dist", None)
+                    origin = f"plugin {dist.name}" if dist is not None else "plugin"
+                    found.setdefault(ep.name, Entry(ep.name, ep.value, origin))
+            self._plugins = found
+        return self._plugins
+
+    def refresh(self) -> None:
+        self._plugins = None
+
+    def builtin_names(self) -> list[str]:
+        return list(self._builtins)
+
+    def entries(self) -> dict[str, Entry]:
+        """Every name, built-ins first; a built-in name cannot be taken over by a plugin."""
+        return {**self.plugins(), **self._registered, **self._builtins}
+
+    def names(self) -> list[str]:
+        return list(self.entries())
+
+    def entry(self, name: str) -> Entry:
+        if name in self._builtins:  # no entry-point scan for built-ins
+            return self._builtins[name]
+        if name in self._registered:
+            return self._registered[name]
+        found = self.plugins().get(name)
+        if found is None:
+            allowed = ", ".join(repr(n) for n in self.names())
+            if self.group:  # user builders may also be named by import path
+                allowed += " or an import path 'package.module:function'"
+            raise UserInputError(f"{self.key}: unknown {self.kind} {name!r}; allowed: {allowed}")
+        return found
+
+    def path(self, ref: str) -> str:
+        """The import path a name or an import path stands for."""
+        return ref if is_import_path(ref) else self.entry(ref).path
+
+    def load(self, ref: str) -> Callable[..., Any]:
+        """The builder ``ref`` names (import path or registered name), imported."""
+        if is_import_path(ref):
+            return import_target(ref, self.key)
+        target = self.entry(ref).target
+        return import_target(target, self.key) if isinstance(target, str) else target
+
+    def is_builtin(self, ref: str) -> bool:
+        return ref in self._builtins
+
+    def source_hash(self, ref: str) -> str | None:
+        """Hash of the source file of the module a user builder lives in (None: built-in).
+
+        Part of trial and architecture ids, so editing the user's model is a new one.
+        """
+        if self.is_builtin(ref):
+            return None
+        if not is_import_path(ref):
+            target = self.entry(ref).target
+            if not isinstance(target, str):
+                return _file_hash(inspect.getsourcefile(target), self.key, ref)
+            ref = target
+        module = ref.partition(":")[0]
+        try:
+            spec = importlib.util.find_spec(module)
+        except Exception as err:  # a parent package that fails to import
+            raise UserInputError(
+                f"{self.key}: cannot import {module!r} ({type(err).__name__}: {err})"
+            ) from err
+        if spec is None:
+            raise UserInputError(f"{self.key}: no module named {module!r} "
+                                 "(is its package installed or on PYTHONPATH?)")
+        return _file_hash(spec.origin, self.key, ref)
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_hash(path: str | None, key: str, ref: str) -> str:
+    if not path or not Path(path).is_file():
+        raise UserInputError(f"{key}: {ref!r} has no source file to hash")
+    stat = Path(path).stat()
+    cache_key = (path, stat.st_mtime_ns, stat.st_size)
+    if cache_key not in _HASHES:
+        _HASHES[cache_key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return _HASHES[cache_key]
+
+
+def import_target(path: str, key: str) -> Callable[..., Any]:
+    """Import ``"package.module:attribute"``; every failure is one line naming ``key``."""
+    if not is_import_path(path):
+        raise UserInputError(f"{key}: {path!r} is not an import path 'package.module:function'")
+    module_name, _, attribute = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise UserInputError(
+            f"{key}: cannot import {module_name!r}: {err} (is its package installed or on "
+            "PYTHONPATH?)"
+        ) from err
+    except Exception as err:
+        raise UserInputError(
+            f"{key}: importing {module_name!r} raised {type(err).__name__}: {err}"
+        ) from err
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise UserInputError(f"{key}: module {module_name!r} has no attribute {attribute!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UserInputError(f"{key}: {path} is a {type(obj).__name__}, not a function")
+    return obj
+
+
+def arguments(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """A builder's keyword arguments and defaults, for ``ablate models``/``datasets``."""
+    out = []
+    for param in inspect.signature(fn).parameters.values():
+        if param.name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = None if param.default is param.empty else param.default
+        out.append({"name": param.name, "default": default,
+                    "required": param.default is param.empty})
+    return out
