@@ -1,0 +1,146 @@
+"""Trial claims on SQLite and the real PostgreSQL: one holder at a time, leases that
+expire, epochs that keep a taken-over holder's late result out."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from ablate.recipes.loader import parse_recipe
+from ablate.store import Store
+from ablate.store.claims import Busy, Claim
+from ablate.trials.expand import expand
+from tests.conftest import TINY_RECIPE
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+MANY = TINY_RECIPE.replace('"model.keep_last_expansion" = [true, false]',
+                           '"train.lr" = [' + ", ".join(f"0.00{i}" for i in range(1, 10)) + "]")
+
+
+def holder(pid: int, executor: str = "local", job_id: str | None = None) -> dict:
+    return {"host": "h", "pid": pid, "executor": executor, "job_id": job_id}
+
+
+def study(store: Store, text: str = TINY_RECIPE) -> list[str]:
+    trials = expand(parse_recipe(text, "r.toml"))
+    store.upsert_study("tiny")
+    store.register_trials("tiny", trials)
+    return [t.trial_id for t in trials]
+
+
+def result(trial_id: str, epoch: int | None, miou: float) -> dict:
+    out = {"study": "tiny", "trial_id": trial_id, "status": "done", "final": {"miou": miou},
+           "epochs": [{"epoch": 1, "step": 2, "metrics": {"train_loss": 1.0}}]}
+    if epoch is not None:
+        out["claim_epoch"] = epoch
+    return out
+
+
+def test_a_claimed_trial_is_busy_for_others_until_its_lease_expires(db_url):
+    store = Store(db_url)
+    tid = study(store)[0]
+    first = store.claim("tiny", tid, holder(1), lease_seconds=1.5, run_dir="/runs/a")
+    assert isinstance(first, Claim) and first.epoch == 1 and first.taken_over is None
+    busy = store.claim("tiny", tid, holder(2), lease_seconds=1.5)
+    assert isinstance(busy, Busy) and (busy.status, busy.holder) == ("running", holder(1))
+    assert store.renew(first)
+    (record,) = [r for r in store.trials("tiny") if r.trial_id == tid]
+    assert (record.status, record.holder, record.run_dir) == ("running", holder(1), "/runs/a")
+    assert record.heartbeat_at is not None and record.lease_expires_at > record.heartbeat_at
+
+    time.sleep(1.6)  # holder 1 stops renewing: its lease expires
+    assert store.claimable("tiny", [tid]) == [tid]
+    second = store.claim("tiny", tid, holder(2, "slurm", "7_1"), lease_seconds=30)
+    assert isinstance(second, Claim) and second.epoch == 2 and second.taken_over == holder(1)
+    assert not store.renew(first)  # the old holder learns it lost the trial
+    assert store.trials("tiny")[0].job_id == "7_1"
+
+    # the old holder's late result is not recorded while the new holder's lease is live
+    assert not store.ingest_result(result(tid, first.epoch, 0.1))
+    assert store.statuses("tiny")[tid] == "running"
+    assert store.ingest_result(result(tid, second.epoch, 0.2))
+    (record,) = [r for r in store.trials("tiny") if r.trial_id == tid]
+    assert (record.status, record.metrics, record.lease_expires_at) == ("done", {"miou": 0.2}, None)
+    assert [e.key for e in store.epoch_metrics("tiny", tid)] == ["train_loss"]
+    # done: nobody claims it again, and no result counts twice
+    assert store.claim("tiny", tid, holder(3), 30).status == "done"
+    assert not store.ingest_result(result(tid, second.epoch, 0.3))
+    assert not store.renew(second)
+
+
+def test_release_gives_the_trial_back_at_once(db_url):
+    store = Store(db_url)
+    tid = study(store)[0]
+    claim = store.claim("tiny", tid, holder(1), lease_seconds=600)
+    assert store.release(claim)
+    assert store.statuses("tiny")[tid] == "pending"
+    again = store.claim("tiny", tid, holder(2), lease_seconds=600)
+    assert isinstance(again, Claim) and again.epoch == 2 and again.taken_over is None
+    assert not store.release(claim)  # an old claim releases nothing
+
+
+def test_failed_trials_are_retried_once_per_study_run(db_url):
+    store = Store(db_url)
+    tid = study(store)[0]
+    store.ingest_result({**result(tid, None, 0.0), "status": "failed", "error": "boom"})
+    started = store.database_time()
+    # every runner started after the failure may retry it; the first claims it
+    assert store.claim("tiny", tid, holder(1), 600, failed_before=None).status == "failed"
+    claim = store.claim("tiny", tid, holder(1), 600, failed_before=started)
+    assert isinstance(claim, Claim)
+    store.ingest_result({**result(tid, claim.epoch, 0.0), "status": "failed", "error": "again"})
+    # a runner started before that retry failed leaves it: one retry per study run
+    assert store.claim("tiny", tid, holder(2), 600, failed_before=started).status == "failed"
+
+
+def test_a_queued_slurm_trial_is_claimed_by_whoever_starts_first(db_url):
+    store = Store(db_url)
+    tid = study(store)[0]
+    store.mark_running("tiny", tid, "/runs/x", job_id="9_0")  # submitted, not started
+    claim = store.claim("tiny", tid, holder(1), 600)
+    assert isinstance(claim, Claim) and store.trials("tiny")[0].job_id is None
+    store.mark_running("tiny", tid, "/runs/x", job_id="9_1")  # a later submission: held
+    assert store.trials("tiny")[0].job_id is None
+    assert store.claim("tiny", tid, holder(2, "slurm", "9_1"), 600).status == "running"
+
+
+def test_racing_claimers_take_every_trial_exactly_once(db_url):
+    first = Store(db_url)
+    ids = study(first, MANY)
+    stores = [Store(db_url) for _ in range(6)]  # a connection pool each, like processes
+    taken: list[tuple[int, str]] = []
+    barrier = threading.Barrier(len(stores))
+
+    def runner(n: int, store: Store) -> None:
+        barrier.wait()
+        for tid in ids:
+            outcome = store.claim("tiny", tid, holder(n), lease_seconds=600)
+            if isinstance(outcome, Claim):
+                taken.append((n, tid))
+
+    threads = [threading.Thread(target=runner, args=(n, s)) for n, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(tid for _, tid in taken) == sorted(ids)
+    records = first.trials("tiny")
+    assert {r.status for r in records} == {"running"}
+    assert all(r.holder == holder(n) for n, tid in taken for r in records if r.trial_id == tid)
+
+
+def test_released_schema_0001_database_upgrades_to_claims(tmp_path):
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+
+    copy = tmp_path / "old.db"
+    shutil.copy(FIXTURES / "schema_0001.db", copy)
+    out = CliRunner().invoke(main, ["db", "upgrade", "--db", str(copy)])
+    assert out.exit_code == 0, out.output
+    store = Store(f"sqlite:///{copy}")
+    (trial,) = store.trials("released")
+    assert (trial.status, trial.holder, trial.lease_expires_at) == ("done", None, None)
+    assert store.claim("released", trial.trial_id, holder(1), 60).status == "done"
