@@ -162,6 +162,8 @@ def _study_rows(study: str, done: pd.DataFrame, reference: str | None,
                 interactions: bool) -> list[dict[str, Any]]:
     import warnings
 
+    if done["config_name"].nunique() < 2:  # one configuration: no axis varies
+        return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN cost cells
         grid = _Grid(done, reference)

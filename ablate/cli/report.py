@@ -24,6 +24,13 @@ where_option = click.option(
 @click.option("--baseline", metavar="NAME",
               help="Add the change against this configuration or variant: params, GFLOPs and "
                    "latency in percent, mIoU in points (it must pass --where).")
+@click.option("--effects", is_flag=True,
+              help="Add the effect of each axis on mIoU (main effects and two-way "
+                   "interactions) with intervals, costs in percent and a verdict.")
+@click.option("--alpha", type=click.FloatRange(0.0, 0.5, min_open=True), default=0.05,
+              show_default=True,
+              help="Significance level of the effects (Holm-corrected), --baseline intervals "
+                   "and Pareto marks.")
 @click.option("--sort", "sort_key", metavar="COLUMN",
               help="Sort by this column or axis key, ascending (default: mIoU, best first).")
 @click.option("--desc", is_flag=True, help="With --sort: descending.")
@@ -46,7 +53,8 @@ where_option = click.option(
 @click.option("--out", "out_dir", default="results", show_default=True,
               type=click.Path(file_okay=False), help="Where plots and report.html are written.")
 def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
-           baseline: str | None, sort_key: str | None, desc: bool, fmt: str, as_json: bool,
+           baseline: str | None, effects: bool, alpha: float, sort_key: str | None,
+           desc: bool, fmt: str, as_json: bool,
            pareto: bool, x_axes: tuple[str, ...], log_x: bool, per_class: bool, curves: bool,
            curves_by: str, curves_x: str, out_dir: str) -> None:
     """One row per configuration: mIoU mean and std over seeds, params, GFLOPs, latency.
@@ -61,6 +69,7 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         ablate report --study mnv3_expansion --baseline conventional --format markdown
         ablate report --where model.head=deeplabv3 --sort params --pareto --log-x
         ablate report --format html --per-class --curves --out results/
+        ablate report --study quickstart --effects
     """
     from ablate.report import build
     from ablate.store import Store
@@ -71,10 +80,10 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         fmt = "json"
     if desc and sort_key is None:
         raise click.UsageError("--desc needs --sort COLUMN")
-    store = Store(db)
+    store = Store(db, must_exist=True)  # a report never creates a database
     result = build.build_report(store, list(dict.fromkeys(studies)), where=where,
                                 baseline=baseline, sort=sort_key, descending=desc,
-                                per_class=per_class)
+                                per_class=per_class, effects=effects, alpha=alpha)
     plot_pareto = (pareto or bool(x_axes) or fmt == "html") and not result.configs.empty
     axes = build.cost_axes(result.configs, x_axes) if plot_pareto else []  # checked first
     _print_tables(result, fmt, per_class, where)
@@ -99,7 +108,15 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
         click.echo(render.to_csv(result.configs), nl=False)
         return
     if fmt == "json":
-        click.echo(render.to_json(result.configs))
+        if result.effects is None:
+            click.echo(render.to_json(result.configs))
+            return
+        import json
+
+        from ablate.report.effects import effects_json
+
+        click.echo(json.dumps({"configurations": json.loads(render.to_json(result.configs)),
+                               "effects": effects_json(result.effects)}, indent=2))
         return
     if fmt == "html":
         return
@@ -111,6 +128,10 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
                                   fmt == "markdown" else None)
     if per_class:
         tables += render.per_class_tables(result.configs)
+    if result.effects is not None:
+        from ablate.report.effects import effects_tables
+
+        tables += effects_tables(result.effects, result.alpha)
     if fmt == "markdown":
         click.echo(render.to_markdown(tables), nl=False)
     else:

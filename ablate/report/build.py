@@ -34,6 +34,8 @@ class Report:
     configs: pd.DataFrame
     descriptions: dict[str, str]
     baseline: str | None = None
+    effects: pd.DataFrame | None = None  # ablate.analysis.effects.effects_table, when asked
+    alpha: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,13 @@ class Figure:
 def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
                  where: list[str] | tuple[str, ...] = (), baseline: str | None = None,
                  sort: str | None = None, descending: bool = False,
-                 per_class: bool = False) -> Report:
-    """Configurations of ``studies`` (default: all), filtered, compared and sorted."""
+                 per_class: bool = False, effects: bool = False, alpha: float = 0.05) -> Report:
+    """Configurations of ``studies`` (default: all), filtered, compared and sorted.
+
+    Seed noise is tested at ``alpha``: the ``--baseline`` mIoU change gets its interval
+    (``miou_delta_low``/``_high``), Pareto-optimal rows a mark (``pareto_mark``) and,
+    with ``effects``, every axis its effect (``Report.effects``).
+    """
     descriptions = query.study_descriptions(store)
     for name in studies:
         if name not in descriptions:
@@ -60,12 +67,70 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
     on_trials = [c for c in conditions if trials.empty or column_for(trials, c.key)]
     trials = filter_rows(trials, on_trials)
     configs = config_frame(trials)
+    if not configs.empty:
+        configs = pareto_marks(configs, trials, alpha)
     if baseline is not None and not configs.empty:
-        configs = add_baseline(configs, baseline)
+        configs = baseline_intervals(add_baseline(configs, baseline), trials, alpha)
     if not configs.empty:
         configs = filter_rows(configs, [c for c in conditions if c not in on_trials])
         configs = sort_rows(configs, sort, descending)
-    return Report(trials, configs.reset_index(drop=True), descriptions, baseline)
+    table = None
+    if effects:
+        from ablate.analysis.effects import effects_table
+
+        shown = set(zip(configs["study"], configs["config_name"])) if not configs.empty else set()
+        kept = trials[[key in shown for key in zip(trials["study"], trials["config_name"])]]
+        table = effects_table(kept, baseline=baseline, alpha=alpha)
+    return Report(trials, configs.reset_index(drop=True), descriptions, baseline, table, alpha)
+
+
+def baseline_intervals(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """``miou_delta_low``/``_high``: the ``1 - alpha`` interval of each row's Δ mIoU."""
+    from ablate.analysis.effects import compare_configs
+
+    rows = configs[configs["baseline"].notna()]
+    pairs = [(s, b, c) for s, b, c in zip(rows["study"], rows["baseline"], rows["config_name"])]
+    out = configs.copy()
+    out["miou_delta_low"] = out["miou_delta_high"] = float("nan")
+    if pairs:
+        tests = compare_configs(trials, pairs, alpha)
+        out.loc[rows.index, "miou_delta_low"] = tests["ci_low"].to_numpy()
+        out.loc[rows.index, "miou_delta_high"] = tests["ci_high"].to_numpy()
+    return out
+
+
+def pareto_marks(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Mark Pareto-optimal rows whose lead is not established (``pareto_mark``, ``pareto_tie``).
+
+    Each Pareto-optimal configuration is tested against the best (highest mean mIoU)
+    configuration it dominates: ``≈`` when that mIoU advantage is within seed noise
+    (unadjusted ``1 - alpha`` test), ``?`` when it cannot be tested (n < 2), empty
+    otherwise or when it dominates nothing. ``pareto_tie`` names that configuration.
+    """
+    from ablate.analysis.effects import BEYOND, UNDECIDED, compare_configs
+
+    out = configs.copy()
+    out["pareto_mark"], out["pareto_tie"] = "", None
+    pairs, rows = [], []
+    for _study, group in out.groupby("study", sort=False):
+        params = group["params"].astype(float).to_numpy()
+        miou = group["miou_mean"].astype(float).to_numpy()
+        for k, (index, row) in enumerate(group.iterrows()):
+            if not row["pareto"]:
+                continue
+            dominated = ((params >= params[k]) & (miou <= miou[k])
+                         & ((params > params[k]) | (miou < miou[k])))
+            if dominated.any():
+                best = group.index[dominated][miou[dominated].argmax()]
+                pairs.append((row["study"], group.at[best, "config_name"], row["config_name"]))
+                rows.append(index)
+    if pairs:
+        verdicts = compare_configs(trials, pairs, alpha)["verdict"].tolist()
+        for index, (_s, tie, _c), verdict in zip(rows, pairs, verdicts):
+            if verdict != BEYOND:
+                out.at[index, "pareto_mark"] = "?" if verdict == UNDECIDED else "≈"
+                out.at[index, "pareto_tie"] = tie
+    return out
 
 
 def cost_axes(configs: pd.DataFrame, requested: tuple[str, ...] = ()) -> list[str]:
@@ -140,6 +205,11 @@ def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
 
     sections = [Section("Configurations", config_tables(report.configs, report.trials,
                                                         report.descriptions))]
+    if report.effects is not None and not report.effects.empty:
+        from ablate.report.effects import effects_tables
+
+        sections.append(Section("Effects of each axis", effects_tables(report.effects,
+                                                                       report.alpha)))
     groups = {"pareto": "Pareto fronts", "per_class": "IoU per class", "curves": "Training curves"}
     for prefix, heading in groups.items():
         images = [Image(f.caption, pngs[f.stem]) for f in figures if f.stem.startswith(prefix)]

@@ -142,6 +142,8 @@ def _json_columns(texts: pd.Series, prefix: str, *, stringify_lists: bool) -> pd
 def config_frame(trials: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation and count over seeds per configuration; Pareto marked.
 
+    ``miou_std`` is NaN for a configuration with one finished seed.
+
     A configuration is optimal when no other has both fewer parameters and a higher
     mean mIoU (or equal on one and better on the other). Per-class ``iou/<class>``
     columns, when the trials have them, become their mean over seeds. Published
@@ -168,7 +170,7 @@ def config_frame(trials: pd.DataFrame) -> pd.DataFrame:
     class_cols = [c for c in done.columns if c.startswith("iou/")]
     if class_cols:
         out = pd.concat([out, grouped[class_cols].mean().reset_index(drop=True)], axis=1)
-    out["miou_std"] = out["miou_std"].fillna(0.0)
+    # one seed has no spread to show: NaN ("—", null in JSON), never 0
     out["pareto"] = pareto_mask(out[["params", "miou_mean"]].astype(float).values, (False, True))
     for measured, published, diff in PUBLISHED_DIFFS:
         if published in out:

@@ -16,6 +16,7 @@ import pandas as pd
 from ablate.report.tables import per_class_table
 
 STAR = "★"
+NO_SPREAD = "—"  # a spread or interval that one seed cannot give
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,13 @@ def fmt_value(value: Any) -> str:
 
 # -- configuration tables -----------------------------------------------------------------
 
-def _numeric(header: str, series: pd.Series, spec: str) -> Column:
-    """Numbers formatted with ``spec`` (``",.0f"``, ``"+.2f"``); missing ones as ``-``."""
+def _numeric(header: str, series: pd.Series, spec: str, missing: str = "-") -> Column:
+    """Numbers formatted with ``spec`` (``",.0f"``, ``"+.2f"``); missing ones as ``missing``."""
     array = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
     present = (~np.isnan(array)).tolist()
     fmt = ("{:" + spec + "}").format
     values = [v if ok else None for v, ok in zip(array.tolist(), present)]
-    return Column(header, [fmt(v) if ok else "-" for v, ok in zip(values, present)], values,
+    return Column(header, [fmt(v) if ok else missing for v, ok in zip(values, present)], values,
                   numeric=True)
 
 
@@ -76,7 +77,7 @@ def axis_headers(columns) -> dict[str, str]:
 def config_columns(group: pd.DataFrame) -> list[Column]:
     """The columns one study's table shows, in order."""
     cols = [
-        Column("", [STAR if p else "" for p in group["pareto"]], [int(bool(p)) for p in group["pareto"]]),
+        Column("", _stars(group), [int(bool(p)) for p in group["pareto"]]),
         Column("configuration", [str(v) for v in group["config_name"]], list(group["config_name"])),
     ]
     for column, header in axis_headers(group.columns).items():
@@ -86,7 +87,7 @@ def config_columns(group: pd.DataFrame) -> list[Column]:
                                [None if _missing(v) else fmt_value(v) for v in values]))
     cols += [
         _numeric("mIoU %", group["miou_mean"], ".2f"),
-        _numeric("± std", group["miou_std"], ".2f"),
+        _numeric("± std", group["miou_std"], ".2f", NO_SPREAD),
         _numeric("n", group["n"], ",.0f"),
         _numeric("params", group["params"], ",.0f"),
         _numeric("GFLOPs", group["gflops"], ".3f"),
@@ -108,7 +109,27 @@ def config_columns(group: pd.DataFrame) -> list[Column]:
         for column, header in (("params_delta_pct", "Δ params %"), ("gflops_delta_pct", "Δ GFLOPs %"),
                                ("latency_delta_pct", "Δ latency %"), ("miou_delta", "Δ mIoU")):
             cols.append(_numeric(header, group[column], "+.2f"))
+        if "miou_delta_low" in group:
+            cols.append(Column("Δ mIoU CI", _intervals(group["miou_delta_low"],
+                                                       group["miou_delta_high"]),
+                               _raw_values(group["miou_delta_low"]), numeric=True))
     return cols
+
+
+def _stars(group: pd.DataFrame) -> list[str]:
+    marks = group["pareto_mark"] if "pareto_mark" in group else [""] * len(group)
+    return [STAR + str(m or "") if p else "" for p, m in zip(group["pareto"], marks)]
+
+
+def _intervals(low: pd.Series, high: pd.Series) -> list[str]:
+    """``[-3.40, -0.80]``; ``—`` where there is no interval (n < 2)."""
+    pairs = zip(pd.to_numeric(low, errors="coerce"), pd.to_numeric(high, errors="coerce"))
+    return [NO_SPREAD if math.isnan(lo) or math.isnan(hi) else f"[{lo:+.2f}, {hi:+.2f}]"
+            for lo, hi in pairs]
+
+
+def _raw_values(series: pd.Series) -> list:
+    return [None if math.isnan(v) else v for v in pd.to_numeric(series, errors="coerce")]
 
 
 def config_notes(group: pd.DataFrame) -> list[str]:
@@ -125,7 +146,17 @@ def config_notes(group: pd.DataFrame) -> list[str]:
         names = list(dict.fromkeys(str(b) for b in group["baseline"] if not _missing(b)))
         if names:
             notes.append(f"Δ against {', '.join(names)}: params, GFLOPs and latency in percent, "
-                         "mIoU in points.")
+                         "mIoU in points; Δ mIoU CI: t-interval at 1 - alpha (95% by "
+                         "default), paired by seed where the same seeds ran (— with fewer "
+                         "than two).")
+    if "pareto_mark" in group:
+        ties = [(n, m, t) for n, m, t in zip(group["config_name"], group["pareto_mark"],
+                                             group["pareto_tie"]) if m]
+        for name, mark, tie in ties:
+            why = ("within seed noise" if mark == "≈" else
+                   "not testable with fewer than two seeds a side")
+            notes.append(f"{STAR}{mark} {name}: its mIoU lead over {tie}, which it dominates, "
+                         f"is {why}.")
     return notes
 
 

@@ -25,16 +25,17 @@ BASELINE_MARKDOWN = f"""\
 
 Seed 000 in miniature: last expansion kept or dropped
 
-|  | configuration | head | mIoU % | ± std | n | params | GFLOPs | latency ms | pub. params | Δ pub. params | pub. mIoU % | Δ pub. mIoU | Δ params % | Δ GFLOPs % | Δ latency % | Δ mIoU |
-|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
-| ★ | proposed[head=deeplabv3] | deeplabv3 | 56.00 | 1.41 | 2 | 5,000,000 | 1.500 | 4.00 | 5,632,933 | -632,933 | 59.54 | -3.54 | -54.55 | -50.00 | -50.00 | -2.00 |
-| ★ | proposed[head=deeplabv3plus] | deeplabv3plus | 59.00 | 0.71 | 2 | 5,632,933 | 2.000 | 5.00 | 5,632,933 | +0 | 59.54 | -0.54 | -51.97 | -50.00 | -54.55 | -2.00 |
-|  | conventional[head=deeplabv3] | deeplabv3 | 58.00 | 0.00 | 2 | 11,000,000 | 3.000 | 8.00 | 11,745,643 | -745,643 | 62.24 | -4.24 | +0.00 | +0.00 | +0.00 | +0.00 |
-| ★ | conventional[head=deeplabv3plus] | deeplabv3plus | 61.00 | 1.41 | 2 | 11,727,653 | 4.000 | 11.00 | 11,745,643 | -17,990 | 62.24 | -1.24 | +0.00 | +0.00 | +0.00 | +0.00 |
+|  | configuration | head | mIoU % | ± std | n | params | GFLOPs | latency ms | pub. params | Δ pub. params | pub. mIoU % | Δ pub. mIoU | Δ params % | Δ GFLOPs % | Δ latency % | Δ mIoU | Δ mIoU CI |
+|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| ★ | proposed[head=deeplabv3] | deeplabv3 | 56.00 | 1.41 | 2 | 5,000,000 | 1.500 | 4.00 | 5,632,933 | -632,933 | 59.54 | -3.54 | -54.55 | -50.00 | -50.00 | -2.00 | [-14.71, +10.71] |
+| ★≈ | proposed[head=deeplabv3plus] | deeplabv3plus | 59.00 | 0.71 | 2 | 5,632,933 | 2.000 | 5.00 | 5,632,933 | +0 | 59.54 | -0.54 | -51.97 | -50.00 | -54.55 | -2.00 | [-8.35, +4.35] |
+|  | conventional[head=deeplabv3] | deeplabv3 | 58.00 | 0.00 | 2 | 11,000,000 | 3.000 | 8.00 | 11,745,643 | -745,643 | 62.24 | -4.24 | +0.00 | +0.00 | +0.00 | +0.00 | [+0.00, +0.00] |
+| ★ | conventional[head=deeplabv3plus] | deeplabv3plus | 61.00 | 1.41 | 2 | 11,727,653 | 4.000 | 11.00 | 11,745,643 | -17,990 | 62.24 | -1.24 | +0.00 | +0.00 | +0.00 | +0.00 | [+0.00, +0.00] |
 
 {NOTE}
 pub.: published figures (seed 000); Δ pub. = measured - published (mIoU in points).
-Δ against conventional[head=deeplabv3], conventional[head=deeplabv3plus]: params, GFLOPs and latency in percent, mIoU in points.
+Δ against conventional[head=deeplabv3], conventional[head=deeplabv3plus]: params, GFLOPs and latency in percent, mIoU in points; Δ mIoU CI: t-interval at 1 - alpha (95% by default), paired by seed where the same seeds ran (— with fewer than two).
+★≈ proposed[head=deeplabv3plus]: its mIoU lead over conventional[head=deeplabv3], which it dominates, is within seed noise.
 """  # noqa: E501
 
 
@@ -63,10 +64,10 @@ def test_several_studies_and_default_order(db):
     assert [line for line in lines if line.startswith("## ")] == [
         "## seed000: 4 configurations, 8 trials", "## other: 1 configuration, 2 trials"]
     rows = [line.split(" | ")[1] for line in lines
-            if line.startswith(("| ★ |", "|  |")) and " configuration " not in line]
+            if line.startswith(("| ★ |", "| ★≈ |", "|  |")) and " configuration " not in line]
     assert rows == ["conventional[head=deeplabv3plus]", "proposed[head=deeplabv3plus]",
                     "conventional[head=deeplabv3]", "proposed[head=deeplabv3]", "base"]
-    assert "| ★ | base | 50.00 | 0.00 | 1 | 1,000 | 0.001 | 1.00 |" in lines
+    assert "| ★ | base | 50.00 | — | 1 | 1,000 | 0.001 | 1.00 |"  # one seed: no std in lines
 
 
 def test_csv_where_on_an_axis_and_on_a_trial_column(db):
@@ -77,7 +78,7 @@ def test_csv_where_on_an_axis_and_on_a_trial_column(db):
     assert header == ("study,config_name,variant,n,miou_mean,miou_std,pixel_acc,params,gflops,"
                       "flops_convention,resolution,latency_ms,axis:model.head,published_params,"
                       "published_miou,published_source,pareto,params_vs_published,"
-                      "miou_vs_published")
+                      "miou_vs_published,pareto_mark,pareto_tie")
     assert [r.split(",")[1] for r in rows] == ["conventional[head=deeplabv3]",
                                                "proposed[head=deeplabv3]"]
     assert [r.split(",")[3] for r in rows] == ["1", "1"]  # seed 0 only
@@ -108,7 +109,7 @@ def test_json_baseline_values(db):
 def test_terminal_table(db):
     result = report(db, "--study", "other")
     assert result.exit_code == 0, result.output
-    assert "│ ★ │ base          │  50.00 │  0.00 │ 1 │  1,000 │  0.001 │       1.00 │" in result.output
+    assert "│ ★ │ base          │  50.00 │     — │ 1 │  1,000 │  0.001 │       1.00 │" in result.output
     assert "other: 1 configuration, 2 trials" in result.output
 
 
@@ -203,3 +204,39 @@ def test_where_on_another_final_figure_and_a_negation(db):
     assert result.exit_code == 0, result.output
     assert [r.split(",")[1] for r in result.output.splitlines()[1:]] == [
         "conventional[head=deeplabv3plus]", "conventional[head=deeplabv3]"]
+
+
+def test_effects_table_matches_hand_computed_intervals(db):
+    """Per seed, proposed - conventional averaged over heads: seed 0 (-2.5 - 3) / 2 = -2.75,
+    seed 1 (-1.5 - 1) / 2 = -1.25; mean -2, se 0.75, t(0.975, 1 df) = tan(0.475 pi)."""
+    import math
+
+    result = report(db, "--study", "seed000", "--effects", "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    half = math.tan(0.475 * math.pi) * 0.75
+    row = (f"| variant | conventional -> proposed | -2.00 | [{-2 - half:+.2f}, {-2 + half:+.2f}] "
+           "| 0.685 | 2 | -53% | -50% | -53% | within seed noise | paired t (seeds) |")
+    assert row == "| variant | conventional -> proposed | -2.00 | [-11.53, +7.53] | 0.685 | 2 " \
+                  "| -53% | -50% | -53% | within seed noise | paired t (seeds) |"
+    assert row in result.output.splitlines()
+    assert "## seed000: effects of each axis on mIoU" in result.output
+
+
+def test_effects_json_has_nulls_where_one_seed_ran(db):
+    result = report(db, "--study", "seed000", "--where", "seed=0", "--effects", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert {r["config_name"] for r in data["configurations"]} >= {"proposed[head=deeplabv3]"}
+    assert all(r["miou_std"] is None for r in data["configurations"])  # n = 1: null, not 0
+    effects = {(e["kind"], e["axis"]): e for e in data["effects"]}
+    variant = effects[("main", "variant")]
+    assert variant["estimate"] == pytest.approx(-2.75)  # seed 0 alone
+    assert (variant["ci_low"], variant["p_holm"], variant["verdict"]) == \
+        (None, None, "undecided (n<2)")
+    assert variant["configs"] == ["proposed[head=deeplabv3plus]", "proposed[head=deeplabv3]",
+                                  "conventional[head=deeplabv3plus]", "conventional[head=deeplabv3]"]
+
+
+def test_alpha_is_checked(db):
+    result = report(db, "--effects", "--alpha", "0")
+    assert result.exit_code == 2 and "--alpha" in result.output
