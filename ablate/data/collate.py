@@ -24,3 +24,31 @@ def collate_eval(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         images[i, :, : label.shape[0], : label.shape[1]] = image
         labels[i, : label.shape[0], : label.shape[1]] = label
     return images, labels
+
+
+class UnevenBatch(tuple):
+    """What ``collate_train`` returns for samples of different sizes: their (H, W) sizes.
+
+    Raising inside a DataLoader worker would reach the user as a multi-line wrapped
+    traceback; the trainer raises the one-line ``uneven_batch_error`` instead.
+    """
+
+
+def collate_train(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor] | UnevenBatch:
+    """Stack equal-size training samples; samples of different sizes give ``UnevenBatch``."""
+    sizes = sorted({tuple(label.shape) for _, label in batch})
+    if len(sizes) > 1:
+        return UnevenBatch(sizes)
+    from torch.utils.data import default_collate  # stacks into shared memory in workers
+
+    return default_collate(batch)
+
+
+def uneven_batch_error(sizes: UnevenBatch, data_name: str, batch_size: int):
+    """The one-line input error for a training batch that cannot be formed."""
+    from ablate.errors import UserInputError
+
+    shown = ", ".join(f"{h}x{w}" for h, w in list(sizes)[:3])
+    return UserInputError(
+        f"data.crop_size: not set, and {data_name} training images differ in size ({shown}), "
+        f"so a batch of {batch_size} cannot be formed; set data.crop_size (e.g. 513)")

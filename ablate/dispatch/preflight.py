@@ -25,17 +25,17 @@ MAX_MESSAGE = 292  # characters of one problem line: with "Error: " at most 300
 # What each dataset needs under its root, as (relative path, "dir" | "file") templates.
 # {train} and {val} are the split names of the spec being checked.
 LAYOUTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
-    "voc2012": ("Pascal VOC 2012: VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets}", (
+    "voc2012": ("Pascal VOC 2012 (VOCdevkit/VOC2012/)", (
         ("VOCdevkit/VOC2012/JPEGImages", "dir"),
         ("VOCdevkit/VOC2012/SegmentationClass", "dir"),
         ("VOCdevkit/VOC2012/ImageSets/Segmentation/{train}.txt", "file"),
         ("VOCdevkit/VOC2012/ImageSets/Segmentation/{val}.txt", "file"),
     )),
-    "cityscapes": ("Cityscapes: leftImg8bit/<split>/ and gtFine/<split>/", (
+    "cityscapes": ("Cityscapes (leftImg8bit/, gtFine/)", (
         ("leftImg8bit/{train}", "dir"), ("gtFine/{train}", "dir"),
         ("leftImg8bit/{val}", "dir"), ("gtFine/{val}", "dir"),
     )),
-    "coco": ("COCO 2017: <split>2017/ and annotations/instances_<split>2017.json", (
+    "coco": ("COCO 2017 (<split>2017/, annotations/)", (
         ("{train}2017", "dir"), ("annotations/instances_{train}2017.json", "file"),
         ("{val}2017", "dir"), ("annotations/instances_{val}2017.json", "file"),
     )),
@@ -56,8 +56,7 @@ def _hint(trial: Any) -> str:
     """How to try the recipe without any real dataset: every real one set to shapes."""
     spec = trial.spec
     sets = [] if spec.data.name == "shapes" else ["--set data.name=shapes"]
-    eval_data = getattr(spec, "eval_data", None)
-    if eval_data is not None and eval_data.name != "shapes":
+    if spec.eval_data.name not in (None, "shapes"):
         sets.append("--set eval_data.name=shapes")
     return f"; to try it on the embedded data: {' '.join(sets)}" if sets else ""
 
@@ -106,22 +105,25 @@ def class_names(name: str, classes: int) -> list[str]:
 def data_problems(trial: Any) -> list[str]:
     """Problems of a trial's training data and, if it has one, its evaluation data."""
     spec = trial.spec
-    data, eval_data = spec.data, getattr(spec, "eval_data", None)
+    data, eval_data = spec.data, spec.eval_data
+    separate = eval_data.name is not None
     problems = []
-    if data.name != "shapes":
+    if data.name in LAYOUTS and data.builder is None:
         problem = _layout_problem("data", data.name, data.root, data.train_split,
-                                  data.val_split if eval_data is None else data.train_split,
-                                  data.sbd)
+                                  data.train_split if separate else data.val_split, data.sbd)
         if problem:
             problems.append(problem + _hint(trial))
-    if eval_data is not None:
-        if eval_data.name != "shapes":
+    if separate:
+        if eval_data.name in LAYOUTS:
             problem = _layout_problem("eval_data", eval_data.name, eval_data.root, None,
                                       eval_data.split, False)
             if problem:
                 problems.append(problem + _hint(trial))
-        train_names = class_names(data.name, getattr(data, "classes", 0))
-        eval_names = class_names(eval_data.name, getattr(eval_data, "classes", 0))
+        known = {"shapes", *LAYOUTS}
+        if data.name not in known or eval_data.name not in known or data.builder is not None:
+            return problems  # user datasets: their classes are compared when loaded
+        train_names = class_names(data.name, data.classes)
+        eval_names = class_names(eval_data.name, eval_data.classes)
         if train_names != eval_names:
             problems.append(
                 f"eval_data.name: {eval_data.name!r} has {len(eval_names)} classes "
@@ -136,7 +138,10 @@ def class_count_problem(trial: Any) -> str | None:
     from ablate.data.catalog import dataset_num_classes
 
     wanted = trial.spec.model.num_classes
-    have = dataset_num_classes(trial.spec.data)
+    try:
+        have = dataset_num_classes(trial.spec.data)
+    except UserInputError:  # a user dataset whose classes only its loader knows
+        return None
     if wanted is not None and wanted < have:
         return (f"model.num_classes: {wanted} is fewer than the {have} classes of "
                 f"{trial.spec.data.name} (labels 0..{have - 1}); set at least {have} or leave "
@@ -198,19 +203,19 @@ def find_problems(trials: list[Any], source: str | None = None) -> list[str]:
     import json
 
     out: list[str] = []
+    seen: set[str] = set()
 
     def add(trial: Any, problem: str) -> None:
+        if problem in seen:  # e.g. one evaluation root shared by several training sets
+            return
+        seen.add(problem)
         where = f"{source}: " if source else ""
-        line = clip(f"{where}trial {trial.name}: {problem}")
-        if line not in out:
-            out.append(line)
+        out.append(clip(f"{where}trial {trial.name}: {problem}"))
 
     def data_key(trial: Any) -> str:
         spec = trial.spec
-        eval_data = getattr(spec, "eval_data", None)
         return json.dumps([spec.data.model_dump(mode="json"),
-                           eval_data.model_dump(mode="json") if eval_data else None],
-                          sort_keys=True)
+                           spec.eval_data.model_dump(mode="json")], sort_keys=True)
 
     for trial in _distinct(trials, data_key):
         for problem in data_problems(trial):
@@ -232,6 +237,11 @@ def find_problems(trials: list[Any], source: str | None = None) -> list[str]:
     for trial in _distinct(fitting, lambda t: (t.arch_id, _weights_source(t.spec.model))):
         problem = weights_fit_problem(trial)
         if problem:
+            add(trial, problem)
+    from ablate.evaluate.runtime_keys import runtime_problems  # packages a runtime needs
+
+    for trial in _distinct(trials, lambda t: tuple(t.spec.eval.runtimes)):
+        for problem in runtime_problems(trial.spec.eval.runtimes):
             add(trial, problem)
     return out
 

@@ -7,13 +7,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from ablate.errors import RecipeError
-from ablate.recipes.schema import Published, SlurmSpec, TrialSpec
+from ablate.recipes import nesting
+from ablate.recipes.schema import Published, SlurmSpec
+from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public here too)
+    VARIANT_META_KEYS,
+    allowed_keys,
+    check_key,
+    check_name,
+    check_seeds,
+    field_exists,
+    flatten,
+    set_dotted,
+    validate_section,
+    validate_spec,
+)
 
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "variants", "slurm")
-VARIANT_META_KEYS = ("published", "description")
 
 
 @dataclass(frozen=True)
@@ -40,85 +50,6 @@ class Recipe:
     text: str = ""
 
 
-def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"head": x}, "train.lr": y}`` -> ``{"model.head": x, "train.lr": y}``."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, path + "."))
-        else:
-            flat[path] = value
-    return flat
-
-
-def set_dotted(tree: dict[str, Any], path: str, value: Any) -> None:
-    parts = path.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = value
-
-
-def field_exists(path: str, model: type[BaseModel] = TrialSpec) -> bool:
-    """Whether a dotted key names a field of the trial schema (aliases accepted)."""
-    head, _, rest = path.partition(".")
-    for name, info in model.model_fields.items():
-        if head in (name, info.alias):
-            annotation = info.annotation
-            if rest:
-                return isinstance(annotation, type) and issubclass(annotation, BaseModel) and (
-                    field_exists(rest, annotation)
-                )
-            return True
-    return False
-
-
-def allowed_keys(path: str, model: type[BaseModel] = TrialSpec) -> list[str]:
-    """The keys allowed at the level where ``path`` stopped matching, for error messages."""
-    head, _, rest = path.partition(".")
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
-        if head in (name, info.alias) and rest and isinstance(annotation, type) and issubclass(
-            annotation, BaseModel
-        ):
-            return allowed_keys(rest, annotation)
-    return sorted(info.alias or name for name, info in model.model_fields.items())
-
-
-def check_key(source: str, path: str, key: str) -> None:
-    if not field_exists(key):
-        raise RecipeError(
-            source, f"unknown key '{key}'; allowed here: {', '.join(allowed_keys(key))}", path
-        )
-
-
-def _validation_message(err: ValidationError) -> tuple[str, str]:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    value = first.get("input")
-    if first["type"] not in ("missing", "extra_forbidden") and not isinstance(value, dict):
-        msg = f"{msg} (got {value!r})"
-    return loc, msg
-
-
-def validate_spec(tree: dict[str, Any], source: str, prefix: str) -> TrialSpec:
-    try:
-        return TrialSpec.model_validate(tree)
-    except ValidationError as err:
-        loc, msg = _validation_message(err)
-        if msg == "unknown key":
-            msg = f"unknown key; allowed here: {', '.join(allowed_keys(loc))}"
-        raise RecipeError(source, msg, f"{prefix}{loc}") from None
-
-
 def _expect(cond: bool, source: str, key: str, message: str) -> None:
     if not cond:
         raise RecipeError(source, message, key)
@@ -136,28 +67,30 @@ def _axis_table(raw: Any, source: str, where: str) -> dict[str, list[Any]]:
 
 def parse_recipe(text: str, source: str) -> Recipe:
     try:
-        raw = tomllib.loads(text)
+        raw = nesting.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as err:
         raise RecipeError(source, f"invalid TOML: {err}") from None
+    except nesting.TooDeep as err:  # never a RecursionError traceback
+        raise RecipeError(source, str(err), err.key.split("[")[0] or None) from None
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             raise RecipeError(
                 source, f"unknown top-level key; allowed: {', '.join(TOP_LEVEL_KEYS)}", key
             )
-    name = raw.get("name", Path(source).stem)
-    _expect(isinstance(name, str) and name.strip() != "", source, "name", "must be a non-empty string")
+    if "name" in raw:
+        name = check_name(source, "name", raw["name"])
+    else:  # the file name stands in; it must follow the same rule
+        name = check_name(source, "name (taken from the file name; set name = ...)",
+                          Path(source).stem)
     description = raw.get("description", "")
     _expect(isinstance(description, str), source, "description", "must be a string")
 
-    seeds = raw.get("seeds", [0])
-    _expect(
-        isinstance(seeds, list) and seeds and all(type(s) is int and s >= 0 for s in seeds),
-        source, "seeds", "must be a non-empty list of non-negative integers",
-    )
-    _expect(len(set(seeds)) == len(seeds), source, "seeds", "has duplicate seeds")
+    seeds = check_seeds(source, "seeds", raw.get("seeds", [0]))
 
     base_raw = raw.get("base", {})
     _expect(isinstance(base_raw, dict), source, "base", "must be a table")
+    if "seed" in base_raw:
+        check_key(source, "base.seed", "seed")
     validate_spec(base_raw, source, "base.")  # report base errors against base.*
 
     grid = _axis_table(raw.get("grid", {}), source, "grid")
@@ -184,28 +117,25 @@ def parse_recipe(text: str, source: str) -> Recipe:
     _expect(isinstance(variants_raw, dict), source, "variants", "must be a table of named tables")
     variants = []
     for vname, table in variants_raw.items():
+        check_name(source, "variants (a variant's name)", vname)
         where = f"variants.{vname}"
         _expect(isinstance(table, dict), source, where, "must be a table of overrides")
         overrides = flatten({k: v for k, v in table.items() if k not in VARIANT_META_KEYS})
         for key in overrides:
-            check_key(source, f"{where}.{key}", key)
+            check_key(source, f"{where}.{key}", key, extra=VARIANT_META_KEYS)
         published = None
         if "published" in table:
-            try:
-                published = Published.model_validate(table["published"])
-            except ValidationError as err:
-                loc, msg = _validation_message(err)
-                raise RecipeError(source, msg, f"{where}.published.{loc}") from None
+            _expect(isinstance(table["published"], dict), source, f"{where}.published",
+                    "must be a table of figures")
+            published = validate_section(Published, table["published"], source,
+                                         f"{where}.published")
         desc = table.get("description", "")
         _expect(isinstance(desc, str), source, f"{where}.description", "must be a string")
         variants.append(Variant(vname, overrides, desc, published))
 
     slurm_raw = raw.get("slurm", {})
-    try:
-        slurm = SlurmSpec.model_validate(slurm_raw)
-    except ValidationError as err:
-        loc, msg = _validation_message(err)
-        raise RecipeError(source, msg, f"slurm.{loc}") from None
+    _expect(isinstance(slurm_raw, dict), source, "slurm", "must be a table")
+    slurm = validate_section(SlurmSpec, slurm_raw, source, "slurm")
 
     return Recipe(
         path=source, name=name, description=description, base=base_raw, grid=grid,
@@ -214,11 +144,22 @@ def parse_recipe(text: str, source: str) -> Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file (UTF-8; a leading byte-order mark is accepted)."""
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(str(path), "is a folder, not a recipe file")
     if not path.is_file():
         raise RecipeError(str(path), "recipe file not found")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise RecipeError(str(path), f"cannot read recipe: {err}") from None
+        data = path.read_bytes()
+    except OSError as err:
+        raise RecipeError(str(path), f"cannot read recipe: {err.strerror or err}") from None
+    try:
+        text = data.decode("utf-8-sig")  # some Windows editors start files with a BOM
+    except UnicodeDecodeError as err:
+        start = err.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)  # BOM not counted
+        line = data[:start].count(b"\n") + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise RecipeError(str(path), f"not UTF-8 text: byte 0x{data[start]:02x} at line {line}, "
+                                     f"column {column}; save the recipe as UTF-8") from None
     return parse_recipe(text, str(path))

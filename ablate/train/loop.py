@@ -31,7 +31,7 @@ from ablate.train.checkpoint import (
     set_rng_state,
 )
 from ablate.train.schedule import lr_at
-from ablate.trials.ids import eval_resolution, num_classes, spec_dict
+from ablate.trials.ids import num_classes, spec_dict
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -174,6 +174,10 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
         torch.backends.cudnn.benchmark = train.cudnn_benchmark
 
     data = build_datasets(spec.data, seed=spec.seed)
+    if spec.eval_data.name is not None:  # validate on another dataset ([base.eval_data])
+        from ablate.data.evaluation import with_eval_data
+
+        data = with_eval_data(data, spec.eval_data, spec.data, seed=spec.seed)
     n_classes = num_classes(spec)
     model = build_model(spec.model, n_classes)
     weights_report = None
@@ -205,8 +209,10 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
         raise UserInputError(
             f"train.batch_size: {train.batch_size} is larger than the training set ({len(data.train)})")
     # the generator seeds DataLoader workers; without workers the dataset's own one is used
+    from ablate.data.collate import UnevenBatch, collate_train, uneven_batch_error
+
     train_loader = torch.utils.data.DataLoader(
-        data.train, batch_sampler=batches,
+        data.train, batch_sampler=batches, collate_fn=collate_train,
         generator=torch.Generator().manual_seed(spec.seed), **opts)
     augment = getattr(data.train, "random", None)
     val_loader = torch.utils.data.DataLoader(
@@ -253,7 +259,10 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
             batches.epoch, batches.start = epoch, step % steps_per_epoch
             running, seen, t0 = 0.0, 0, time.perf_counter()
             data_seconds, fetch_start = 0.0, t0  # time spent waiting for the next batch
-            for images, labels in train_loader:
+            for batch in train_loader:
+                if isinstance(batch, UnevenBatch):  # one line, not a collate traceback
+                    raise uneven_batch_error(batch, spec.data.name, train.batch_size)
+                images, labels = batch
                 data_seconds += time.perf_counter() - fetch_start
                 lr = lr_at(step, total_steps, train.lr, train.schedule, train.power, train.warmup_steps)
                 for group in optimizer.param_groups:
@@ -308,13 +317,14 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
     final = last_val or evaluate(model, val_loader, n_classes, device, data.class_names, dtype)
     final["train_loss"] = history[-1]["metrics"]["train_loss"] if history else float("nan")
     final["steps"] = float(step)
-    if spec.eval.latency:
-        from ablate.cost.latency import measure_latency
+    runtimes = None
+    if spec.eval.latency:  # every runtime x batch size; parity on the evaluation images
+        from ablate.cost.latency import measure_trial_latency
 
-        final.update(measure_latency(model, eval_resolution(spec), device,
-                                     spec.eval.latency_warmup, spec.eval.latency_runs))
+        figures, runtimes = measure_trial_latency(model, spec, device, val_loader, n_classes)
+        final.update(figures)
     return {"final": final, "epochs": history, "weights_report": weights_report,
-            "device": str(device), "device_name": _device_name(device)}
+            "device": str(device), "device_name": _device_name(device), "runtimes": runtimes}
 
 
 def _device_name(device: torch.device) -> str:

@@ -1,17 +1,26 @@
-"""Expand a recipe into trials: variants x grid x paired axes x seeds (pure)."""
+"""Expand a recipe into trials: variants x grid x paired axes x seeds (pure).
+
+The study's size is counted from the axes before any trial is built, so a recipe that
+would expand to millions of trials is refused at once (``max_trials``).
+"""
 
 from __future__ import annotations
 
 import copy
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 from ablate.errors import RecipeError, UserInputError
-from ablate.recipes.loader import Recipe, check_key, set_dotted, validate_spec
+from ablate.recipes import nesting
+from ablate.recipes.loader import Recipe
 from ablate.recipes.schema import Published, TrialSpec
+from ablate.recipes.tree import check_key, check_seeds, set_dotted, validate_spec
 from ablate.trials.ids import architecture_id, trial_id
+
+DEFAULT_MAX_TRIALS = 10_000
 
 
 @dataclass(frozen=True)
@@ -31,7 +40,10 @@ class Trial:
 
 
 def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -> dict[str, Any]:
-    """``["train.lr=0.1", "data.name=shapes"]`` -> dotted overrides, values read as TOML."""
+    """``["train.lr=0.1", "data.name=shapes"]`` -> dotted overrides, values read as TOML.
+
+    ``seeds=[3,4]`` replaces the recipe's seeds (key ``"seeds"`` in the result).
+    """
     overrides: dict[str, Any] = {}
     for item in assignments:
         key, sep, text = item.partition("=")
@@ -39,12 +51,42 @@ def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -
         if not sep or not key:
             raise UserInputError(f"{source}: expected KEY=VALUE, got {item!r}")
         try:
-            value = tomllib.loads(f"v = {text.strip()}")["v"]
+            value = nesting.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = text.strip()  # a bare word such as shapes or resnet50
+        except nesting.TooDeep as err:
+            raise UserInputError(f"{source} {key}: {err}") from None
+        if key == "seeds":
+            overrides[key] = check_seeds(source, key, value)
+            continue
         check_key(source, key, key)
         overrides[key] = value
     return overrides
+
+
+def count_trials(recipe: Recipe, overrides: dict[str, Any] | None = None) -> int:
+    """How many rows the expansion has (before duplicates are merged), without building any."""
+    return math.prod(size for _, size in _axis_sizes(recipe, overrides))
+
+
+def _axis_sizes(recipe: Recipe, overrides: dict[str, Any] | None) -> list[tuple[str, int]]:
+    sizes = [("variants", max(1, len(recipe.variants)))]
+    sizes += [(f'grid."{k}"', len(v)) for k, v in recipe.grid.items()]
+    sizes += [(f"zip[{i}]", len(next(iter(z.values()), []))) for i, z in enumerate(recipe.zips)]
+    seeds = (overrides or {}).get("seeds", recipe.seeds)
+    return sizes + [("seeds", len(seeds))]
+
+
+def check_size(recipe: Recipe, overrides: dict[str, Any] | None = None,
+               max_trials: int | None = DEFAULT_MAX_TRIALS) -> int:
+    """Refuse a study larger than ``max_trials`` (None: no limit), naming every axis."""
+    total = count_trials(recipe, overrides)
+    if max_trials is not None and total > max_trials:
+        axes = " x ".join(f"{name} {size:,}" for name, size in _axis_sizes(recipe, overrides))
+        raise RecipeError(
+            recipe.path, f"{total:,} trials ({axes}) is more than --max-trials {max_trials:,}; "
+            "shrink an axis or raise --max-trials")
+    return total
 
 
 def _short(key: str) -> str:
@@ -85,15 +127,21 @@ def _config_name(variant: str | None, axes: dict[str, Any]) -> str:
     return variant or ",".join(parts) or "base"
 
 
-def expand(recipe: Recipe, overrides: dict[str, Any] | None = None) -> list[Trial]:
-    """All trials of a recipe, in a stable order, each validated and hashed."""
-    overrides = overrides or {}
+def expand(recipe: Recipe, overrides: dict[str, Any] | None = None,
+           max_trials: int | None = DEFAULT_MAX_TRIALS) -> list[Trial]:
+    """All trials of a recipe, in a stable order, each validated and hashed.
+
+    The size is checked first (:func:`check_size`); ``overrides`` come from ``--set``.
+    """
+    overrides = dict(overrides or {})
+    check_size(recipe, overrides, max_trials)
+    seeds = overrides.pop("seeds", recipe.seeds)
     variants = recipe.variants or [None]
     trials: list[Trial] = []
     seen: dict[str, str] = {}
     for variant in variants:
         for point in _axis_points(recipe):
-            for seed in recipe.seeds:
+            for seed in seeds:
                 tree = copy.deepcopy(recipe.base)
                 origin = "base."
                 if variant is not None:
@@ -107,8 +155,8 @@ def expand(recipe: Recipe, overrides: dict[str, Any] | None = None) -> list[Tria
                 tree["seed"] = seed
                 spec = _validate(tree, recipe, origin, variant, point, overrides)
                 config = _config_name(variant.name if variant else None, point)
-                tid = trial_id(spec)
                 name = f"{config}/seed={seed}"
+                tid = _hashed(trial_id, spec, recipe.path, name)
                 if tid in seen:
                     # two rows resolve to the same spec: run it once, keep the first name
                     continue
@@ -119,7 +167,8 @@ def expand(recipe: Recipe, overrides: dict[str, Any] | None = None) -> list[Tria
                         variant=variant.name if variant else "base", axes=dict(point),
                         seed=seed, spec=spec,
                         published=variant.published if variant else None,
-                        study=recipe.name, arch_id=architecture_id(spec),
+                        study=recipe.name,
+                        arch_id=_hashed(architecture_id, spec, recipe.path, name),
                     )
                 )
     return trials
@@ -139,3 +188,13 @@ def _validate(tree, recipe, origin, variant, point, overrides) -> TrialSpec:
         else:
             where = f"base.{key}"
         raise RecipeError(recipe.path, err.detail, where) from None
+
+
+def _hashed(fn, spec: TrialSpec, source: str, name: str) -> str:
+    """An id; hashing reads user code and dataset files, whose errors name the trial."""
+    try:
+        return fn(spec)
+    except RecipeError:
+        raise
+    except UserInputError as err:
+        raise RecipeError(source, f"trial {name}: {err}") from err

@@ -32,7 +32,7 @@ SECOND = np.array([[26, 26, 0], [7, 7, 1]])
 
 
 def spec(root, **overrides) -> DataSpec:
-    exact = {"scale_range": [1.0, 1.0], "hflip": False}
+    exact = {"scale_range": [1.0, 1.0], "hflip": False, "crop_size": None}  # None: no crop
     return DataSpec(name="cityscapes", root=str(root), **{**exact, **overrides})
 
 

@@ -89,7 +89,7 @@ def coco_root(tmp_path):
 
 
 def spec(root, **overrides) -> DataSpec:
-    exact = {"scale_range": [1.0, 1.0], "hflip": False}
+    exact = {"scale_range": [1.0, 1.0], "hflip": False, "crop_size": None}  # None: no crop
     return DataSpec(name="coco", root=str(root), **{**exact, **overrides})
 
 

@@ -23,7 +23,7 @@ SPLITS = {"train": ["2007_000039", "2007_000032"], "val": ["2007_000063"]}
 
 
 def spec(root, **overrides) -> DataSpec:
-    exact = {"scale_range": [1.0, 1.0], "hflip": False}  # no augmentation: labels exact
+    exact = {"scale_range": [1.0, 1.0], "hflip": False, "crop_size": None}  # labels exact
     return DataSpec(name="voc2012", root=str(root), **{**exact, **overrides})
 
 
