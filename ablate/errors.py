@@ -33,6 +33,17 @@ class StoreError(AblateError):
     """The result database could not be reached or is in an unexpected state."""
 
 
+class DatabaseTargetError(StoreError):
+    """``--db`` / ``ABLATE_DB`` names something that cannot be opened as a database: a
+    mistake in what the user gave, so exit code 2."""
+
+    exit_code = 2
+
+
+class NoDatabaseError(DatabaseTargetError):
+    """A read-only command was pointed at a path where no database exists."""
+
+
 class SchemaVersionError(StoreError):
     """The database was written by another schema version."""
 

@@ -34,7 +34,7 @@ def upgrade(db: str | None) -> None:
     store = Store(db, create=False)
     before = current_revision(store.engine)
     do_upgrade(store.engine)
-    click.echo(f"{store.url}: schema {before or 'new'} -> {head_revision()}")
+    click.echo(f"{store.display_url}: schema {before or 'new'} -> {head_revision()}")
 
 
 @db_group.command("info")
@@ -49,8 +49,8 @@ def info(db: str | None) -> None:
     from ablate.store import Store
     from ablate.store.schema import current_revision, head_revision
 
-    store = Store(db)
-    click.echo(f"url: {store.url}")
+    store = Store(db, must_exist=True)  # never creates a database
+    click.echo(f"url: {store.display_url}")
     click.echo(f"schema: {current_revision(store.engine)} (this ablate: {head_revision()})")
     for study in store.studies():
         counts: dict[str, int] = {}

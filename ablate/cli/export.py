@@ -40,7 +40,7 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
 
     if not (csv_path or parquet_path or markdown_path):
         raise click.UsageError("give at least one of --csv FILE, --parquet FILE, --markdown FILE")
-    frame = exporter.export_frame(Store(db), study, where)
+    frame = exporter.export_frame(Store(db, must_exist=True), study, where)
     written = []
     if parquet_path:
         exporter.write_parquet(frame, parquet_path)

@@ -14,6 +14,10 @@ set_option = click.option(
     "--set", "assignments", multiple=True, metavar="KEY=VALUE",
     help="Override a dotted key of every trial, e.g. --set data.name=shapes (repeatable).",
 )
+max_trials_option = click.option(
+    "--max-trials", default=10_000, show_default=True, type=click.IntRange(1), metavar="N",
+    help="Refuse a recipe that expands to more trials than this (counted before expanding).",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 runs_option = click.option(
     "--runs-dir", default=None, type=click.Path(file_okay=False),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-from rich.markup import escape
 
 from ablate.cli import main
 from ablate.cli.options import (
@@ -14,9 +13,17 @@ from ablate.cli.options import (
     fmt_int,
     json_option,
     make_console,
+    max_trials_option,
     recipe_argument,
     set_option,
 )
+from ablate.cli.text import terminal
+
+# A terminal table shows the first and last rows of a large study (rendering 20,000 rows
+# with rich takes most of a minute); --json and --format csv give every row.
+TABLE_HEAD, TABLE_TAIL = 20, 5
+CSV_COLUMNS = ("trial_id", "name", "variant", "status", "seed", "params", "gflops",
+               "flops_convention", "resolution", "arch_id")
 
 
 @main.command("plan")
@@ -24,25 +31,37 @@ from ablate.cli.options import (
 @db_option
 @set_option
 @json_option
-@click.option("--no-cost", is_flag=True, help="Skip counting parameters and FLOPs.")
-def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: bool,
-         no_cost: bool) -> None:
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="table: the first and last rows of a large study; "
+                                      "json, csv: every row.")
+@click.option("--no-cost", is_flag=True,
+              help="Skip counting parameters and FLOPs (architectures are still checked).")
+@max_trials_option
+def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: bool, fmt: str,
+         no_cost: bool, max_trials: int) -> None:
     """Dry run: list every trial of RECIPE with its id, status and cost.
 
     \b
     Example:
         ablate plan recipes/quickstart.toml
         ablate plan recipes/mnv3_expansion.toml --set data.name=shapes --json
+        ablate plan recipes/quickstart.toml --format csv --no-cost > trials.csv
     """
     from ablate.dispatch.driver import compute_costs, load_trials
     from ablate.dispatch.preflight import find_problems
     from ablate.trials.ids import eval_resolution
 
-    recipe_obj, trials = load_trials(recipe, assignments)
+    if as_json:
+        if fmt not in ("table", "json"):
+            raise click.UsageError(f"--json and --format {fmt} contradict each other")
+        fmt = "json"
+    recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
     store = _existing_store(db)
     statuses = store.statuses(recipe_obj.name) if store and _has_study(store, recipe_obj.name) else {}
     cached = store.get_costs([t.arch_id for t in trials]) if store else {}
     costs = {} if no_cost else compute_costs(trials, cached, source=recipe_obj.path)
+    if no_cost:  # invalid architectures are refused whether or not FLOPs are counted
+        check_architectures(trials, recipe_obj.path)
     # plan needs no data and no weights: what `run` would refuse is only a warning here
     warnings = find_problems(trials, recipe_obj.path)
     if store is not None:
@@ -61,27 +80,77 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
             "resolution": list(cost.resolution if cost else eval_resolution(t.spec)),
             "arch_id": t.arch_id,
         })
-    if as_json:
+    if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         _warn(warnings)
         return
-    from rich.table import Table
-
-    table = Table(title=f"{recipe_obj.name}: {len(rows)} trials, "
-                  f"{len({r['arch_id'] for r in rows})} architectures")
-    for col in ("trial id", "name", "status", "params", "GFLOPs"):
-        table.add_column(col, justify="right" if col in ("params", "GFLOPs") else "left",
-                         overflow="fold")
-    for r in rows:
-        table.add_row(r["trial_id"], escape(r["name"]), r["status"], fmt_int(r["params"]),
-                      fmt_float(r["gflops"]))
+    if fmt == "csv":
+        _print_csv(rows)
+        _warn(warnings)
+        return
     console = make_console()
-    console.print(table)
+    console.print(_table(recipe_obj.name, rows))
     if rows and rows[0]["flops_convention"]:
         h, w = rows[0]["resolution"]
         console.print(f"GFLOPs: {rows[0]['flops_convention']} at the evaluation resolution "
                       f"({h}x{w} for the first trial).")
     _warn(warnings)
+
+
+def _table(study: str, rows: list[dict]):
+    """The first TABLE_HEAD and last TABLE_TAIL rows, the rest elided with their count."""
+    from rich.table import Table
+
+    table = Table(title=f"{terminal(study)}: {len(rows):,} trials, "
+                  f"{len({r['arch_id'] for r in rows}):,} architectures")
+    for col in ("trial id", "name", "status", "params", "GFLOPs"):
+        table.add_column(col, justify="right" if col in ("params", "GFLOPs") else "left",
+                         overflow="fold")
+    shown = rows
+    if len(rows) > TABLE_HEAD + TABLE_TAIL + 1:
+        shown = rows[:TABLE_HEAD] + [None] + rows[-TABLE_TAIL:]
+    for r in shown:
+        if r is None:
+            hidden = len(rows) - TABLE_HEAD - TABLE_TAIL
+            table.add_row("...", f"[dim]{hidden:,} more trials (--format csv or --json: "
+                                 "every row)[/]", "", "", "")
+            continue
+        table.add_row(r["trial_id"], terminal(r["name"]), r["status"], fmt_int(r["params"]),
+                      fmt_float(r["gflops"]))
+    return table
+
+
+def _print_csv(rows: list[dict]) -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r, "resolution": "x".join(map(str, r["resolution"]))})
+    click.echo(buffer.getvalue(), nl=False)
+
+
+def check_architectures(trials: list, source: str) -> None:
+    """Build each distinct architecture on the ``meta`` device (no memory, no FLOPs):
+    an expansion block out of range or a head the backbone cannot carry is refused."""
+    from ablate.cost.analyse import build_on_meta
+    from ablate.errors import RecipeError, UserInputError
+    from ablate.trials.ids import num_classes
+
+    seen: set[str] = set()
+    for trial in trials:
+        if trial.arch_id in seen:
+            continue
+        seen.add(trial.arch_id)
+        try:
+            build_on_meta(trial.spec.model, num_classes(trial.spec))
+        except RecipeError:
+            raise
+        except UserInputError as err:
+            raise RecipeError(source, f"trial {trial.name}: {err}") from None
 
 
 def _warn(warnings: list[str]) -> None:
@@ -92,16 +161,13 @@ def _warn(warnings: list[str]) -> None:
 
 def _existing_store(db: str | None):
     """Planning never creates a database; it reads one if it is there."""
-    from pathlib import Path
+    from ablate.errors import NoDatabaseError
+    from ablate.store import Store
 
-    from ablate.store import Store, resolve_url
-
-    url = resolve_url(db)
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if not Path(path).is_file():
-            return None
-    return Store(url)
+    try:
+        return Store(db, must_exist=True)
+    except NoDatabaseError:
+        return None
 
 
 def _has_study(store, name: str) -> bool:

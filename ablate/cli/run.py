@@ -14,6 +14,7 @@ from ablate.cli.options import (
     fmt_float,
     fmt_int,
     make_console,
+    max_trials_option,
     recipe_argument,
     runs_option,
     set_option,
@@ -104,9 +105,11 @@ def _slurm_executor(recipe, trials, store, runs_dir: str, detach: bool, flags: d
               type=click.Choice(["local", "slurm"]), help="Where trials run.")
 @lease_option
 @slurm_options
+@max_trials_option
 def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str | None,
         jobs: int, skip_failed: bool, rerun_failed: bool, force: bool, trial_ids: tuple[str, ...], variants: tuple[str, ...],
-        executor: str, detach: bool, lease_seconds: float, **slurm_flags) -> None:
+        executor: str, detach: bool, lease_seconds: float, max_trials: int,
+        **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
     Done trials are skipped; failed ones run again (--skip-failed keeps them); an
@@ -127,7 +130,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     from ablate.dispatch.executor import make_executor
     from ablate.store import Store
 
-    recipe_obj, trials = load_trials(recipe, assignments)
+    recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
     trials = select_trials(trials, trial_ids=trial_ids, variants=variants)
     console = make_console(stderr=True)
     if executor != "slurm":

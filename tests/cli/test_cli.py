@@ -87,20 +87,32 @@ def test_plan_json(tiny_recipe, tmp_path):
 
 def test_plan_set_override(tiny_recipe):
     result = CliRunner().invoke(main, ["plan", str(tiny_recipe), "--json", "--no-cost",
-                                       "--set", "train.epochs=3", "--set", "seed=4"])
+                                       "--set", "train.epochs=3", "--set", "seeds=[4,5]"])
     assert result.exit_code == 0, result.output
-    assert len(json.loads(result.output)) == 2
+    assert sorted(r["seed"] for r in json.loads(result.output)) == [4, 4, 5, 5]
+    # a single seed key would be ignored by the trial id: refused, pointing at seeds
+    result = CliRunner().invoke(main, ["plan", str(tiny_recipe), "--set", "seed=4"])
+    assert result.exit_code == 2 and "--set seeds=[0,1]" in result.output
 
 
 def test_report_on_empty_database(tmp_path):
-    result = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "e.db")])
+    db = str(tmp_path / "e.db")
+    assert CliRunner().invoke(main, ["db", "upgrade", "--db", db]).exit_code == 0
+    result = CliRunner().invoke(main, ["report", "--db", db])
     assert result.exit_code == 0
     assert "No finished trials" in result.output
 
 
+def test_report_on_missing_database_creates_nothing(tmp_path):
+    result = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "sub" / "e.db")])
+    assert result.exit_code == 2 and "no database at" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_report_unknown_study(tmp_path):
-    result = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "e.db"),
-                                       "--study", "nope"])
+    db = str(tmp_path / "e.db")
+    CliRunner().invoke(main, ["db", "upgrade", "--db", db])
+    result = CliRunner().invoke(main, ["report", "--db", db, "--study", "nope"])
     assert result.exit_code == 2
     assert "no study 'nope'" in result.output
 

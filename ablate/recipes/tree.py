@@ -1,0 +1,211 @@
+"""Helpers on a recipe's tree of keys: dotted paths, schema look-ups, readable errors.
+
+Shared by the recipe loader and the trial expansion, so both report a bad key or value
+the same way: one line naming the file, the key as the user wrote it and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ablate.errors import RecipeError
+from ablate.recipes.schema import SEED_MAX, TrialSpec
+
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+NAME_RULE = "1-100 characters of A-Z a-z 0-9 . _ - (not '.' or '..')"
+
+SEED_HINT = ("not a key of a trial: list seeds in the recipe's top-level seeds = [0, 1] "
+             "(command line: --set seeds=[0,1])")
+# keys of a variant's table that describe it rather than override the trial
+VARIANT_META_KEYS = ("published", "description")
+
+
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"head": x}, "train.lr": y}`` -> ``{"model.head": x, "train.lr": y}``."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def set_dotted(tree: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating the tables on the way."""
+    parts = path.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _sub_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def field_exists(path: str, model: type[BaseModel] = TrialSpec) -> bool:
+    """Whether a dotted key names a field of the trial schema (aliases accepted)."""
+    head, _, rest = path.partition(".")
+    for name, info in model.model_fields.items():
+        if head in (name, info.alias):
+            if rest:
+                if typing.get_origin(info.annotation) is dict:  # model.args: a free table
+                    return True
+                sub = _sub_model(info.annotation)
+                return sub is not None and field_exists(rest, sub)
+            return True
+    return False
+
+
+def allowed_keys(path: str, model: type[BaseModel] = TrialSpec,
+                 extra: tuple[str, ...] = ()) -> list[str]:
+    """The keys allowed at the level where ``path`` stopped matching, for error messages.
+
+    ``extra`` names keys allowed beside the model's at its top level (a variant's
+    ``description`` and ``published``). The trial's ``seed`` is never offered.
+    """
+    head, _, rest = path.partition(".")
+    for name, info in model.model_fields.items():
+        sub = _sub_model(info.annotation)
+        if head in (name, info.alias) and rest and sub is not None:
+            return allowed_keys(rest, sub)
+    keys = {info.alias or name for name, info in model.model_fields.items()} | set(extra)
+    if model is TrialSpec:
+        keys.discard("seed")
+    return sorted(keys)
+
+
+def check_key(source: str, where: str, key: str, extra: tuple[str, ...] = ()) -> None:
+    """Refuse a dotted key that is not in the trial schema, or is the trial's seed."""
+    if key == "seed":
+        raise RecipeError(source, SEED_HINT, where)
+    if not field_exists(key):
+        allowed = ", ".join(allowed_keys(key, extra=extra))
+        raise RecipeError(source, f"unknown key {_quote(key)}; allowed here: {allowed}", where)
+
+
+def _quote(text: str) -> str:
+    return repr(text) if not text.isprintable() else f"'{text}'"
+
+
+def check_name(source: str, where: str, name: Any) -> str:
+    """Study and variant names: short, printable, safe as a folder name."""
+    if not isinstance(name, str):
+        raise RecipeError(source, f"must be a string of {NAME_RULE}", where)
+    if not NAME_RE.fullmatch(name) or name in (".", ".."):
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise RecipeError(source, f"must be {NAME_RULE} (got {shown!r})", where)
+    return name
+
+
+def check_seeds(source: str, where: str, seeds: Any) -> list[int]:
+    """A non-empty list of distinct integers in [0, 2^32 - 1]."""
+    rule = f"must be a non-empty list of distinct integers in [0, {SEED_MAX}]"
+    if not isinstance(seeds, list) or not seeds:
+        raise RecipeError(source, f"{rule} (got {_short_repr(seeds)})", where)
+    for seed in seeds:
+        if type(seed) is not int or not 0 <= seed <= SEED_MAX:
+            raise RecipeError(source, f"{rule} (got {_short_repr(seed)})", where)
+    if len(set(seeds)) != len(seeds):
+        dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise RecipeError(source, f"{rule}; repeated: {', '.join(map(str, dupes))}", where)
+    return seeds
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _key_path(loc: tuple[Any, ...], model: type[BaseModel] | None) -> tuple[str, bool]:
+    """Pydantic's error location as the user's dotted key; True if it went through a union.
+
+    Union members appear in ``loc`` as tags such as ``constrained-int`` or
+    ``literal['all','none']``; they are pydantic's, not the user's, and are dropped.
+    """
+    parts: list[str] = []
+    union = False
+    for part in loc:
+        if isinstance(part, int):
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{part}]"]
+            continue
+        fields = model.model_fields if model is not None else {}
+        match = next((n for n, i in fields.items() if part in (n, i.alias)), None)
+        if match is not None:
+            info = fields[match]
+            parts.append(info.alias or match)
+            model = _sub_model(info.annotation)
+        elif model is None and parts and not union and _is_user_key(part):
+            parts.append(str(part))  # a key inside a dict-valued field
+        else:
+            union = True
+    return ".".join(parts), union
+
+
+def _is_user_key(part: Any) -> bool:
+    return isinstance(part, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) is not None
+
+
+def _clean_msg(msg: str) -> str:
+    for prefix in ("Value error, ", "Input should be "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+            if prefix == "Input should be ":
+                msg = "should be " + msg
+    return msg
+
+
+def validation_message(err: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
+    """(dotted key, one-line message) for the first problem pydantic found."""
+    errors = err.errors()
+    first = errors[0]
+    value = first.get("input")
+    if first["type"] == "extra_forbidden":  # the last part of loc is the user's unknown key
+        where, _ = _key_path(tuple(first["loc"][:-1]), model)
+        key = f"{where}.{first['loc'][-1]}" if where else str(first["loc"][-1])
+        allowed = ", ".join(allowed_keys(key, model))
+        return key, f"unknown key; allowed here: {allowed}"
+    key, union = _key_path(tuple(first["loc"]), model)
+    if first["type"] == "missing":
+        return key, "missing"
+    if union:  # one message per member of the union: say all of them
+        msgs = [_clean_msg(e["msg"]) for e in errors if _key_path(tuple(e["loc"]), model)[0] == key]
+        msg = " or ".join(dict.fromkeys(m.removeprefix("should be ") for m in msgs))
+        msg = f"should be {msg}"
+    else:
+        msg = _clean_msg(first["msg"])
+    if first["type"] == "finite_number":
+        msg = "must be a finite number"
+    if not isinstance(value, dict):
+        msg = f"{msg} (got {_short_repr(value)})"
+    return key, msg
+
+
+def validate_spec(tree: dict[str, Any], source: str, prefix: str) -> TrialSpec:
+    """A resolved trial tree as a ``TrialSpec``; errors name ``prefix`` + the key."""
+    try:
+        return TrialSpec.model_validate(tree)
+    except ValidationError as err:
+        key, msg = validation_message(err, TrialSpec)
+        raise RecipeError(source, msg, f"{prefix}{key}") from None
+
+
+def validate_section(model: type[BaseModel], raw: Any, source: str, where: str) -> Any:
+    """A table such as ``[slurm]`` or a variant's ``published`` as ``model``."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        key, msg = validation_message(err, model)
+        raise RecipeError(source, msg, f"{where}.{key}" if key else where) from None

@@ -1,0 +1,107 @@
+"""Where the result database is, checked before anything is written to it.
+
+Every way a ``--db`` / ``ABLATE_DB`` target can be wrong (a file that is not a database,
+a folder, nothing listening, an unknown dialect, a driver that is not installed) becomes
+one :class:`~ablate.errors.DatabaseTargetError` naming the URL, password masked, and
+the cause. Read-only commands open with ``must_exist`` and so never create a database.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import DatabaseTargetError, NoDatabaseError
+
+CONNECT_TIMEOUT_S = 5  # PostgreSQL: nothing listening or a dropped packet fails in seconds
+SQLITE_HEADER = b"SQLite format 3\x00"
+URL_HINT = "give a SQLite path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (also for URLs that do not parse)."""
+    return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL; None for other dialects and in-memory databases."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1] if "///" in url else ""
+    return path if path and path != ":memory:" and not path.startswith("file:") else None
+
+
+def check_sqlite_file(url: str, must_exist: bool) -> None:
+    """Refuse a SQLite target that is a folder or not a database, without touching it.
+
+    SQLite itself would open any file and only fail at the first query, after creating
+    its journal files beside it; the 16-byte header tells a database apart first.
+    """
+    path = sqlite_path(url)
+    if path is None:
+        return
+    p = Path(path)
+    shown = mask_url(url)
+    if p.is_dir():
+        raise DatabaseTargetError(f"database {shown}: {path} is a folder, not a database file")
+    if not p.exists():
+        if must_exist:
+            raise NoDatabaseError(f"database {shown}: no database at {path} (nothing was "
+                                  "created); 'ablate run RECIPE' creates one")
+        parent = next((a for a in p.absolute().parents if a.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise DatabaseTargetError(f"database {shown}: {parent} is a file, not a folder")
+        return
+    try:
+        with open(p, "rb") as handle:
+            head = handle.read(len(SQLITE_HEADER))
+    except OSError as err:
+        raise DatabaseTargetError(f"database {shown}: cannot read {path}: "
+                                  f"{err.strerror or err}") from None
+    if head and head != SQLITE_HEADER:
+        raise DatabaseTargetError(f"database {shown}: {path} is not a SQLite database "
+                                  "(left as it is)")
+    if not head and must_exist:
+        raise NoDatabaseError(f"database {shown}: {path} is an empty file, not a database")
+
+
+def engine_error(url: str, err: BaseException) -> DatabaseTargetError:
+    """``create_engine`` failed: unknown dialect, missing driver or a malformed URL."""
+    shown = mask_url(url)
+    text = _first_line(err)
+    name = type(err).__name__
+    if name == "NoSuchModuleError":
+        dialect = url.split("://", 1)[0]
+        return DatabaseTargetError(f"database {shown}: unknown dialect {dialect!r}; {URL_HINT}")
+    if isinstance(err, ImportError):
+        return DatabaseTargetError(f"database {shown}: its driver is not installed ({text}); "
+                                   "install it (PostgreSQL: pip install 'ablate[postgres]')")
+    return DatabaseTargetError(f"database {shown}: malformed URL ({text}); {URL_HINT}")
+
+
+def connect_error(url: str, err: BaseException) -> DatabaseTargetError:
+    """The first connection failed: nothing listening, bad credentials, not a database."""
+    return DatabaseTargetError(f"database {mask_url(url)}: cannot connect: {_first_line(err)}")
+
+
+def connect_args(url: str) -> dict[str, Any]:
+    """Driver options that bound how long a first connection may take."""
+    if url.startswith("postgresql"):
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line[:200]
+
+
+def check_has_schema(engine: Any, url: str) -> None:
+    """A read-only command on a database without ablate's tables: say so, write nothing."""
+    from sqlalchemy import inspect
+
+    if not inspect(engine).get_table_names():
+        raise NoDatabaseError(f"database {mask_url(url)}: holds no ablate tables (nothing "
+                              "was created); 'ablate run RECIPE' creates them")

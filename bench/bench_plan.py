@@ -1,0 +1,149 @@
+"""Benchmark: `ablate plan` of a 20,000-trial recipe (costs cached) and refusing a huge grid.
+
+Each figure is a fresh process (`python -m ablate plan ...`), as a user would run it,
+stdout to a pipe. With ``--before REV`` the same commands also run against the code of
+git revision REV (extracted to a temporary folder), so old and new print side by side.
+
+    .venv/bin/python bench/bench_plan.py [--before REV] [--repeats 3]
+
+Figures:
+  plan 20k (cached)   wall time of `plan` on 20,000 trials (one architecture) once the
+                      architecture's cost is in the database (goal: within 3 s on 2 cores)
+  plan 20k --json     the same with every row printed as JSON
+  refuse 10M          wall time until `plan` of a 10,000,000-trial grid exits 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import describe  # noqa: E402
+
+BASE = """
+name = "{name}"
+seeds = [{seeds}]
+
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "lraspp"
+
+[base.data]
+name = "shapes"
+classes = 3
+image_size = 32
+
+[base.train]
+epochs = 1
+batch_size = 4
+"""
+
+
+def recipe_20k() -> str:
+    """100 learning rates x 50 weight decays x 4 seeds = 20,000 trials, one architecture."""
+    lrs = ", ".join(f"{0.001 * (i + 1):.3f}" for i in range(100))
+    wds = ", ".join(f"{1e-5 * (i + 1):.5f}" for i in range(50))
+    return BASE.format(name="plan20k", seeds="0, 1, 2, 3") + (
+        f'\n[grid]\n"train.lr" = [{lrs}]\n"train.weight_decay" = [{wds}]\n')
+
+
+def recipe_10m() -> str:
+    """1,000 x 1,000 x 10 = 10,000,000 trials."""
+    lrs = ", ".join(f"{0.0001 * (i + 1):.4f}" for i in range(1000))
+    wds = ", ".join(f"{1e-6 * (i + 1):.6f}" for i in range(1000))
+    return BASE.format(name="plan10m", seeds=", ".join(str(s) for s in range(10))) + (
+        f'\n[grid]\n"train.lr" = [{lrs}]\n"train.weight_decay" = [{wds}]\n')
+
+
+def extract(rev: str, into: Path) -> Path:
+    """The ``ablate`` package as of git revision ``rev``, importable from ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = into / "src.tar"
+    with open(archive, "wb") as handle:
+        subprocess.run(["git", "-C", str(ROOT), "archive", rev, "ablate"], check=True,
+                       stdout=handle)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def timed(cmd: list[str], src: Path, limit: float) -> tuple[float | None, int, str]:
+    """Wall seconds (None past ``limit``), exit code and the last stderr line."""
+    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit,
+                              cwd=src)
+    except subprocess.TimeoutExpired:
+        return None, -1, f"killed after {limit:.0f} s"
+    wall = time.perf_counter() - start
+    tail = (proc.stderr.strip().splitlines() or [""])[-1]
+    return wall, proc.returncode, tail
+
+
+def measure(label: str, src: Path, tmp: Path, repeats: int, limit_10m: float) -> dict:
+    py = sys.executable
+    db = str(tmp / f"{label}.db")
+    r20k, r10m = tmp / "plan20k.toml", tmp / "plan10m.toml"
+    # fill the cost cache: `plan` writes costs into an existing database
+    subprocess.run([py, "-m", "ablate", "db", "upgrade", "--db", db], check=True,
+                   capture_output=True, env=dict(os.environ, PYTHONPATH=str(src)), cwd=src)
+    wall, rc, tail = timed([py, "-m", "ablate", "plan", str(r20k), "--db", db], src, 600)
+    if rc != 0:
+        raise SystemExit(f"{label}: plan failed: {tail}")
+    out: dict = {"plan 20k (cold, 1 arch costed)": wall}
+    for name, extra in (("plan 20k (cached)", []), ("plan 20k --json", ["--json"])):
+        runs = [timed([py, "-m", "ablate", "plan", str(r20k), "--db", db, *extra], src, 600)[0]
+                for _ in range(repeats)]
+        out[name] = statistics.median(r for r in runs if r is not None)
+    wall, rc, tail = timed([py, "-m", "ablate", "plan", str(r10m), "--db", db], src, limit_10m)
+    out["refuse 10M"] = wall
+    out["refuse 10M exit"] = f"exit {rc}: {tail[:110]}"
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before", metavar="REV", help="also measure git revision REV")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limit-10m", type=float, default=20.0,
+                        help="seconds before the 10M-trial plan is killed (old code hangs)")
+    args = parser.parse_args()
+    print(f"machine: {describe()}")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        (tmp / "plan20k.toml").write_text(recipe_20k())
+        (tmp / "plan10m.toml").write_text(recipe_10m())
+        columns = {"now": measure("now", ROOT, tmp, args.repeats, args.limit_10m)}
+        if args.before:
+            old = extract(args.before, tmp / "before")
+            columns = {f"before ({args.before[:10]})": measure("before", old, tmp, args.repeats,
+                                                               args.limit_10m), **columns}
+    rows = list(next(iter(columns.values())))
+    print(f"{'figure':<32}" + "".join(f"{c:>24}" for c in columns))
+    for row in rows:
+        cells = []
+        for col in columns.values():
+            value = col[row]
+            cells.append(f"{value:>23.2f}s" if isinstance(value, float) else
+                         f"{'> limit' if value is None else value:>24}")
+        if row.endswith("exit"):
+            for col_name, col in columns.items():
+                print(f"  {col_name}: {col[row]}")
+            continue
+        print(f"{row:<32}" + "".join(cells))
+
+
+if __name__ == "__main__":
+    main()
