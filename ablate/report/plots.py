@@ -57,12 +57,13 @@ def pareto_figure(configs: pd.DataFrame, x: str, *, y: str = "miou_mean", log_x:
         if "study" in data and data["study"].nunique() > 1:
             names = data["study"].astype(str) + ": " + names
         position = _fraction(xs, log_x)
+        notes = []
         for name, px, py, front, where, label in zip(names, xs, ys, on_front, position, labelled):
-            if label:  # labels of the right-most points grow to the left
-                right = where > 0.7
-                ax.annotate(name, (px, py), textcoords="offset points",
-                            xytext=(-4 if right else 4, 4), ha="right" if right else "left",
-                            fontsize=7, alpha=1.0 if front else 0.5)
+            if label:
+                note = ax.annotate(name, (px, py), textcoords="offset points", xytext=(4, 4),
+                                   ha="left", va="bottom", fontsize=7,
+                                   alpha=1.0 if front else 0.5)
+                notes.append((note, where > 0.7))  # right-most labels grow to the left
     x_label, y_label = (AXIS_LABELS.get(c, c.removeprefix("axis:")) for c in (x, y))
     ax.set_xlabel(x_label + (" (log)" if log_x else ""))
     ax.set_ylabel(y_label)
@@ -73,11 +74,69 @@ def pareto_figure(configs: pd.DataFrame, x: str, *, y: str = "miou_mean", log_x:
 
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 5M, not 0.5 x 1e7
     ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # outside the axes: it can never hide a point
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
     ax.set_title(f"{y_label.split(' (')[0]} against {x_label}")
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.93)  # tight_layout: +0.1 s
+    fig.subplots_adjust(left=0.1, right=0.8, bottom=0.11, top=0.93)  # tight_layout: +0.1 s
+    if not data.empty and notes:
+        _place_labels(fig, ax, notes, np.column_stack([xs, ys]))
     return fig
+
+
+# label offsets in points (dx, dy, ha, va): beside, above or below the point
+_PLACES = [(4, 4, "left", "bottom"), (-4, 4, "right", "bottom"), (4, -4, "left", "top"),
+           (-4, -4, "right", "top"), (7, 0, "left", "center"), (-7, 0, "right", "center"),
+           (0, 8, "center", "bottom"), (0, -8, "center", "top")]
+
+
+def _place_labels(fig, ax, notes: list, points: np.ndarray, marker_px: float = 5.0) -> None:
+    """Move each label to the first place where it covers no point, no earlier label
+    and stays inside the axes; where none is free, the place that overlaps least."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    ax.autoscale_view()
+    centers = ax.transData.transform(points)
+    radius = marker_px * fig.dpi / 72.0 / 2.0 + 1.0
+    dots = np.column_stack([centers - radius, centers + radius])  # x0, y0, x1, y1
+    frame = ax.get_window_extent(renderer)
+    taken: list[np.ndarray] = []
+    for note, prefer_left in notes:
+        places = _PLACES[1:2] + _PLACES[:1] + _PLACES[2:] if prefer_left else _PLACES
+        best, best_cost = None, np.inf
+        for dx, dy, ha, va in places:
+            note.set_position((dx, dy))
+            note.set_ha(ha)
+            note.set_va(va)
+            box = note.get_window_extent(renderer)
+            rect = np.array([box.x0, box.y0, box.x1, box.y1])
+            cost = _overlap(rect, dots).sum() * 10 + _overlap(rect, np.array(taken)).sum()
+            cost += _outside(rect, frame)
+            if cost < best_cost:
+                best, best_cost = (dx, dy, ha, va, rect), cost
+            if cost == 0:
+                break
+        dx, dy, ha, va, rect = best
+        note.set_position((dx, dy))
+        note.set_ha(ha)
+        note.set_va(va)
+        taken.append(rect)
+
+
+def _overlap(rect: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Overlap areas (pixels) of ``rect`` with each row of ``boxes`` (x0, y0, x1, y1)."""
+    if boxes.size == 0:
+        return np.zeros(0)
+    w = np.minimum(rect[2], boxes[:, 2]) - np.maximum(rect[0], boxes[:, 0])
+    h = np.minimum(rect[3], boxes[:, 3]) - np.maximum(rect[1], boxes[:, 1])
+    return np.clip(w, 0, None) * np.clip(h, 0, None)
+
+
+def _outside(rect: np.ndarray, frame) -> float:
+    """Pixels by which ``rect`` leaves the axes (a label must stay inside)."""
+    return float(max(0.0, frame.x0 - rect[0]) + max(0.0, rect[2] - frame.x1)
+                 + max(0.0, frame.y0 - rect[1]) + max(0.0, rect[3] - frame.y1)) * 100.0
 
 
 def _labelled(xs: np.ndarray, on_front: np.ndarray, label_all: bool) -> np.ndarray:

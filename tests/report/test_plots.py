@@ -105,3 +105,40 @@ def test_curves(by, lines):
         assert len(miou.collections) == 1
     else:
         assert [line.get_label() for line in miou.lines] == ["c0 (t1)", "c0 (t2)"]
+
+
+def _covered_points(fig) -> list[tuple[str, int]]:
+    """(artist, point index) for every drawn label or legend box that covers a point marker."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax = fig.axes[0]
+    points = np.concatenate([np.asarray(line.get_xydata()) for line in ax.lines
+                             if line.get_marker() == "o"])  # the markers, not steps or caps
+    centers = ax.transData.transform(points)
+    radius = 5.0 * fig.dpi / 72.0 / 2.0
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in ax.texts]
+    boxes.append(("legend", ax.get_legend().get_window_extent(renderer)))
+    return [(name, i) for name, box in boxes for i, (cx, cy) in enumerate(centers)
+            if box.x0 - radius < cx < box.x1 + radius and box.y0 - radius < cy < box.y1 + radius]
+
+
+def test_legend_and_labels_cover_no_point():
+    """The quick-start's shape: the worst configuration sits at the lower right, where the
+    legend used to be drawn; and a crowded random layout."""
+    quick = pd.DataFrame({"study": "q", "config_name": [
+        "all_expansions[keep_last_expansion=true]", "all_expansions[keep_last_expansion=false]",
+        "lean_last_stage[keep_last_expansion=true]", "lean_last_stage[keep_last_expansion=false]"],
+        "params": [11.0e6, 9.8e6, 10.5e6, 9.0e6], "miou_mean": [70.0, 66.0, 72.0, 52.0],
+        "miou_std": [1.0, 2.0, 1.5, 3.0]})
+    fig = pareto_figure(quick, "params")
+    assert _covered_points(fig) == []
+    legend = fig.axes[0].get_legend().get_window_extent(fig.canvas.get_renderer())
+    assert legend.x0 >= fig.axes[0].get_window_extent().x1  # outside the axes
+    rng = np.random.default_rng(3)
+    crowded = pd.DataFrame({"study": "s", "config_name": [f"config-{i}" for i in range(25)],
+                            "params": rng.uniform(1e6, 1e7, 25), "miou_mean": rng.uniform(40, 70, 25),
+                            "miou_std": 0.5})
+    assert _covered_points(pareto_figure(crowded, "params")) == []
