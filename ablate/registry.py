@@ -110,7 +110,9 @@ class Registry:
         if found is None:
             allowed = ", ".join(repr(n) for n in self.names())
             if self.group:  # user builders may also be named by import path
-                allowed += " or an import path 'package.module:function'"
+                path = "an import path 'package.module:function'"
+                allowed = f"{allowed} or {path}" if allowed else (
+                    f"{path} (no {self.group} plugin is installed)")
             raise UserInputError(f"{self.key}: unknown {self.kind} {name!r}; allowed: {allowed}")
         return found
 
@@ -143,6 +145,9 @@ class Registry:
         module = ref.partition(":")[0]
         try:
             spec = importlib.util.find_spec(module)
+        except ModuleNotFoundError as err:  # its parent package is missing
+            raise UserInputError(f"{self.key}: cannot import {module!r}: {err} (is its package "
+                                 "installed or on PYTHONPATH?)") from err
         except Exception as err:  # a parent package that fails to import
             raise UserInputError(
                 f"{self.key}: cannot import {module!r} ({type(err).__name__}: {err})"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-COMMAND_MODULES = ("plan", "run", "report", "export", "cost", "db", "status", "cancel")
+COMMAND_MODULES = ("plan", "run", "report", "export", "cost", "db", "status", "cancel",
+                   "models", "datasets")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"ablate.cli.{_name}")

@@ -67,7 +67,7 @@ def _registered(kind: str, value: str) -> str:
     else:
         from ablate.models import registry as models
 
-        registry = {"backbone": models.BACKBONES, "head": models.HEADS}[kind]
+        registry = {"backbone": models.BACKBONES, "head": models.HEADS, "model": models.MODELS}[kind]
     if value not in registry.builtin_names():
         try:
             registry.entry(value)
@@ -87,14 +87,16 @@ def _builder(value: str | None, kind: str) -> str | None:
 def _finite_values(args: dict[str, Any]) -> dict[str, Any]:
     import math
 
-    def check(value: Any) -> None:
+    def check(value: Any, where: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"must be finite (got {value})")
-        for item in value.values() if isinstance(value, dict) else (
-                value if isinstance(value, list) else ()):
-            check(item)
+            raise ValueError(f"{where} must be finite (got {value})")
+        items = value.items() if isinstance(value, dict) else (
+            enumerate(value) if isinstance(value, list) else ())
+        for key, item in items:
+            check(item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]")
 
-    check(args)
+    for key, value in args.items():
+        check(value, f"args.{key}")
     return args
 
 

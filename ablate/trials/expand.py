@@ -70,7 +70,7 @@ def count_trials(recipe: Recipe, overrides: dict[str, Any] | None = None) -> int
 
 
 def _axis_sizes(recipe: Recipe, overrides: dict[str, Any] | None) -> list[tuple[str, int]]:
-    sizes = [("variants", max(1, len(recipe.variants)))]
+    sizes = [("variants", len(recipe.variants))] if recipe.variants else []
     sizes += [(f'grid."{k}"', len(v)) for k, v in recipe.grid.items()]
     sizes += [(f"zip[{i}]", len(next(iter(z.values()), []))) for i, z in enumerate(recipe.zips)]
     seeds = (overrides or {}).get("seeds", recipe.seeds)
