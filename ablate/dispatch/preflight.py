@@ -166,6 +166,9 @@ def weights_file_problem(model: Any) -> str | None:
     try:
         read_state_dict(path)
     except UserInputError as err:
+        if "Weights only load failed" in str(err):  # torch's advice runs to 500 characters
+            return (f"{key}: {path} holds pickled Python objects, not only tensors, so "
+                    "torch.load(weights_only=True) refuses it; save model.state_dict() instead")
         return f"{key}: {err}"
     return None
 
@@ -210,7 +213,11 @@ def find_problems(trials: list[Any], source: str | None = None) -> list[str]:
             return
         seen.add(problem)
         where = f"{source}: " if source else ""
-        out.append(clip(f"{where}trial {trial.name}: {problem}"))
+        # the problem itself matters most: drop the trial, then the recipe, before clipping
+        for line in (f"{where}trial {trial.name}: {problem}", f"{where}{problem}", problem):
+            if len(line) <= MAX_MESSAGE:
+                break
+        out.append(clip(line))
 
     def data_key(trial: Any) -> str:
         spec = trial.spec
@@ -251,4 +258,5 @@ def require_inputs(trials: list[Any], source: str | None = None) -> None:
     problems = find_problems(trials, source)
     if problems:
         more = f" (+{len(problems) - 1} more; `ablate plan` lists them)" if len(problems) > 1 else ""
-        raise UserInputError(clip(problems[0], MAX_MESSAGE - len(more)) + more)
+        first = problems[0]  # already at most MAX_MESSAGE; the count only where it fits
+        raise UserInputError(first + more if len(first) + len(more) <= MAX_MESSAGE else first)
