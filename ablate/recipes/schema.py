@@ -275,6 +275,9 @@ class TrainSpec(Section):
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool | Literal["auto"] = "auto"
     cudnn_benchmark: bool = True
+    # torch deterministic algorithms, cuDNN benchmark off: bit-identical reruns on a CPU.
+    # Left out of the trial id when true (the default), so existing ids stay the same.
+    deterministic: bool = Field(True, exclude_if=lambda v: v is True)
     checkpoint_every: NonNegInt = 0  # steps; 0 = at epoch ends only
     log_every: PositiveInt = 10
 

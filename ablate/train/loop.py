@@ -50,6 +50,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_deterministic(on: bool, device: torch.device) -> None:
+    """Deterministic kernels where torch has them (``train.deterministic``).
+
+    ``warn_only``: some CUDA backward kernels (bilinear upsampling, used by every
+    head here) have no deterministic version; torch warns instead of failing, so a
+    CUDA run is repeatable only up to those kernels. On a CPU every kernel used is.
+    """
+    import os
+
+    if on and device.type == "cuda":  # cuBLAS needs a fixed workspace to be repeatable
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.deterministic = on
+
+
 def param_groups(model: nn.Module, train: TrainSpec) -> list[dict[str, Any]]:
     """Backbone, mask net and head parameters, each with its learning-rate multiplier."""
     mask = getattr(model, "mask_net", None)
@@ -170,8 +185,9 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
     train = spec.train
     device = resolve_device(train)
     seed_everything(spec.seed)
+    set_deterministic(train.deterministic, device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = train.cudnn_benchmark
+        torch.backends.cudnn.benchmark = train.cudnn_benchmark and not train.deterministic
 
     data = build_datasets(spec.data, seed=spec.seed)
     if spec.eval_data.name is not None:  # validate on another dataset ([base.eval_data])
