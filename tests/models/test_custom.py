@@ -1,0 +1,317 @@
+"""User models: model.builder / model.args, plugins, ids, validation and the CLI."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.cost.params import count_parameters
+from ablate.errors import UserInputError
+from ablate.models.registry import MODELS, build_model
+from ablate.recipes.loader import load_recipe
+from ablate.recipes.schema import ModelSpec, TrialSpec
+from ablate.trials.expand import expand, parse_set
+from ablate.trials.ids import architecture_id, spec_dict, trial_id
+
+USER_MODULE = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes, width, out_size=None):
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3, padding=1)
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+        self.out_size = out_size
+
+    def forward(self, x):
+        y = self.classifier(torch.relu(self.conv(x)))
+        return y[..., : self.out_size, : self.out_size] if self.out_size else y
+
+
+def build(num_classes, width=4):
+    return Net(num_classes, width)
+
+
+def build_dict(num_classes, width=4):
+    net = Net(num_classes, width)
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return {"out": self.net(x), "aux": self.net(x)}
+
+    return Wrapped()
+
+
+def explode(num_classes, width=4):
+    raise ValueError("width " + str(width) + " is odd")
+
+
+def not_a_module(num_classes):
+    return "a string"
+
+
+def cropped(num_classes):
+    return Net(num_classes, 4, out_size=8)
+
+
+def wrong_classes(num_classes):
+    return Net(num_classes + 1, 4)
+
+
+NOT_CALLABLE = 3
+'''
+
+RECIPE = """
+name = "byo"
+seeds = [0]
+
+[base.model]
+builder = "{builder}"
+
+[base.model.args]
+{args}
+
+[base.data]
+name = "shapes"
+classes = 3
+image_size = 16
+train_images = 8
+val_images = 4
+
+[base.train]
+iterations = 1
+batch_size = 4
+
+[base.eval]
+latency_runs = 1
+latency_warmup = 0
+"""
+
+
+@pytest.fixture
+def user_pkg(tmp_path, monkeypatch) -> Path:
+    """A package ``usernets`` with builders good and bad, importable for this test."""
+    pkg = tmp_path / "pkg"
+    (pkg / "usernets").mkdir(parents=True)
+    (pkg / "usernets" / "__init__.py").write_text("")
+    (pkg / "usernets" / "nets.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(pkg))
+    yield pkg / "usernets" / "nets.py"
+    for name in [m for m in sys.modules if m.startswith("usernets")]:
+        del sys.modules[name]
+
+
+def recipe(write_recipe, builder="usernets.nets:build", args="width = 4"):
+    return write_recipe(RECIPE.format(builder=builder, args=args))
+
+
+def spec(builder="usernets.nets:build", **args) -> ModelSpec:
+    return ModelSpec(builder=builder, args=args)
+
+
+def test_builder_gets_args_and_num_classes_and_logits_become_a_dict(user_pkg):
+    model = build_model(spec(width=5), 3)
+    # conv 3->5 3x3 with bias, classifier 5->3 1x1 with bias
+    assert count_parameters(model) == (3 * 5 * 9 + 5) + (5 * 3 + 3)
+    out = model(torch.zeros(2, 3, 8, 8))
+    assert set(out) == {"out"} and out["out"].shape == (2, 3, 8, 8)
+    assert list(model.state_dict()) == ["conv.weight", "conv.bias", "classifier.weight",
+                                        "classifier.bias"]  # the user's own names
+
+
+def test_dict_output_with_aux_is_kept(user_pkg):
+    out = build_model(spec("usernets.nets:build_dict"), 2)(torch.zeros(1, 3, 4, 4))
+    assert set(out) == {"out", "aux"}
+
+
+def test_model_args_are_axes_in_grid_zip_variants_and_set(user_pkg, write_recipe):
+    path = write_recipe(RECIPE.format(builder="usernets.nets:build_dict", args="width = 4") + """
+[grid]
+"model.args.width" = [2, 3]
+
+[[zip]]
+"train.lr" = [0.1, 0.2]
+"model.args.extra" = ["x", "y"]
+
+[variants.a]
+[variants.b]
+"model.args.flag" = true
+""")
+    trials = expand(load_recipe(path))
+    assert len(trials) == 2 * 2 * 2
+    widths = [t.spec.model.args["width"] for t in trials]
+    assert widths == [2, 2, 3, 3, 2, 2, 3, 3]
+    assert [t.spec.model.args.get("flag") for t in trials] == [None] * 4 + [True] * 4
+    assert [t.spec.model.args["extra"] for t in trials[:2]] == ["x", "y"]
+    assert trials[0].name == "a[width=2,lr=0.1,extra=x]/seed=0"
+    overridden = expand(load_recipe(path), parse_set(["model.args.width=32"]))
+    assert {t.spec.model.args["width"] for t in overridden} == {32}
+
+
+def test_misspelt_argument_names_the_key_and_the_allowed_ones(user_pkg):
+    with pytest.raises(UserInputError) as err:
+        build_model(spec(widht=3), 3)
+    assert str(err.value) == ("model.args.widht: usernets.nets:build has no argument 'widht'; "
+                              "allowed: width")
+
+
+def test_builtin_keys_are_refused_with_a_builder_and_args_without_one():
+    with pytest.raises(ValueError, match="backbone is a built-in model key"):
+        ModelSpec(builder="usernets.nets:build", backbone="resnet50")
+    with pytest.raises(ValueError, match="args is only read with builder"):
+        ModelSpec(args={"width": 3})
+    # keys that apply to any model stay allowed
+    assert ModelSpec(builder="a.b:c", num_classes=4, bn_momentum=0.1, aux_weight=0.2).num_classes == 4
+
+
+def test_non_finite_argument_is_refused():
+    with pytest.raises(ValueError, match="args.scale must be finite"):
+        ModelSpec(builder="a.b:c", args={"scale": float("inf")})
+
+
+def test_source_hash_is_in_trial_and_architecture_ids(user_pkg):
+    trial = TrialSpec(model=spec(width=4))
+    before = (trial_id(trial), architecture_id(trial))
+    assert trial_id(TrialSpec(model=spec(width=4))) == before[0]
+    user_pkg.write_text(USER_MODULE + "\n# an edit\n")
+    after = (trial_id(trial), architecture_id(trial))
+    assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_builtin_trial_ids_hash_the_spec_alone():
+    import hashlib
+
+    from ablate.trials.ids import canonical_json
+
+    trial = TrialSpec()
+    digest = hashlib.sha256(canonical_json(spec_dict(trial)).encode()).hexdigest()[:12]
+    assert trial_id(trial) == digest
+
+
+def test_registry_module_imports_neither_torch_nor_the_zoo():
+    code = ("import sys, ablate.models.registry, ablate.recipes.schema;"
+            "print('torch' in sys.modules, 'ablate.models.zoo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def _entry_points(monkeypatch, group, name, value):
+    real = importlib.metadata.entry_points
+
+    def fake(**kwargs):
+        if kwargs.get("group") == group:
+            return importlib.metadata.EntryPoints(
+                [importlib.metadata.EntryPoint(name, value, group)])
+        return real(**kwargs)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake)
+
+
+@pytest.fixture
+def plugin(user_pkg, monkeypatch):
+    _entry_points(monkeypatch, "ablate.models", "tinynet", "usernets.nets:build")
+    MODELS.refresh()
+    yield
+    MODELS.refresh()
+
+
+def test_entry_point_plugin_is_a_builder_name(plugin):
+    model = build_model(ModelSpec(builder="tinynet", args={"width": 2}), 5)
+    assert model(torch.zeros(1, 3, 4, 4))["out"].shape == (1, 5, 4, 4)
+    assert TrialSpec(model=ModelSpec(builder="tinynet")).model.builder == "tinynet"
+    # its source file is hashed like an import path's
+    assert MODELS.source_hash("tinynet") == MODELS.source_hash("usernets.nets:build")
+
+
+def test_ablate_models_lists_plugins_with_arguments(plugin):
+    result = CliRunner().invoke(main, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert "mobilenet_v3_large" in data["builtin"]["backbones"]
+    assert data["builders"] == [{"name": "tinynet", "origin": "plugin",
+                                 "path": "usernets.nets:build", "error": None,
+                                 "arguments": [{"name": "width", "default": 4,
+                                                "required": False}]}]
+    text = CliRunner().invoke(main, ["models"]).output
+    assert "tinynet" in text and "width=4" in text
+
+
+def test_unknown_builder_name_lists_the_installed_ones(plugin, write_recipe):
+    result = CliRunner().invoke(main, ["plan", str(recipe(write_recipe, builder="nope")),
+                                       "--no-cost"])
+    assert result.exit_code == 2
+    assert "unknown model builder 'nope'; allowed: 'tinynet' or an import path" in result.output
+
+
+BAD_BUILDERS = [
+    ("nosuchpkg.nets:build", "model.builder: cannot import 'nosuchpkg.nets'"),
+    ("usernets.nets:missing", "model.builder: module 'usernets.nets' has no attribute 'missing'"),
+    ("usernets.nets:NOT_CALLABLE", "model.builder: usernets.nets:NOT_CALLABLE is a int"),
+    ("usernets.nets:explode", "model.builder: usernets.nets:explode raised ValueError: width 4 is odd"),
+    ("usernets.nets:not_a_module", "returned a str, not a torch.nn.Module"),
+    ("usernets.nets:cropped", "wrong shape: the model usernets.nets:cropped built returned 'out' "
+                              "logits of shape [1, 3, 8, 8] for a [1, 3, 16, 16] input; "
+                              "expected [1, 3, 16, 16]"),
+    ("usernets.nets:wrong_classes", "wrong class count: the model usernets.nets:wrong_classes "
+                                    "built returned 'out' logits of shape [1, 4, 16, 16]"),
+]
+
+
+@pytest.mark.parametrize("builder, message", BAD_BUILDERS, ids=[b for b, _ in BAD_BUILDERS])
+def test_bad_builder_exits_2_with_one_line_before_anything_is_recorded(
+        user_pkg, write_recipe, tmp_path, builder, message):
+    args = "width = 4" if builder.endswith(("build", "explode", "missing", "CALLABLE")) else ""
+    path = recipe(write_recipe, builder=builder, args=args)
+    db = tmp_path / "study.db"
+    for command in (["plan"], ["run", "--runs-dir", str(tmp_path / "runs")]):
+        result = CliRunner().invoke(main, [*command, str(path), "--db", str(db)])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.output
+        assert lines[0].startswith(f"Error: {path}: trial ")  # recipe and trial
+        assert message in lines[0]
+    if db.exists():  # run may open the database first; nothing is written to it
+        from ablate.store import Store
+
+        assert Store(f"sqlite:///{db}").studies() == []
+    assert not (tmp_path / "runs").exists()
+
+
+def test_debug_shows_the_users_own_traceback(user_pkg, write_recipe):
+    path = recipe(write_recipe, builder="usernets.nets:explode")
+    result = CliRunner().invoke(main, ["--debug", "plan", str(path)])
+    assert result.exit_code == 2
+    assert f'File "{user_pkg}", line' in result.output and "in explode" in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")
+
+
+def test_cost_breakdown_and_diff_of_user_models(user_pkg, write_recipe):
+    path = write_recipe(RECIPE.format(builder="usernets.nets:build", args="width = 4")
+                        + '[grid]\n"model.args.width" = [4, 6]\n')
+    result = CliRunner().invoke(main, ["cost", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["params"] for r in rows] == [(3 * 4 * 9 + 4) + (4 * 3 + 3),
+                                           (3 * 6 * 9 + 6) + (6 * 3 + 3)]
+    assert rows[0]["params_by_module"] == {"conv": 112, "classifier": 15}
+    # fvcore MACs at 16x16: conv 3x3 3->4 and the 1x1 classifier 4->3
+    assert rows[0]["flops_by_module"]["conv"] == 16 * 16 * 4 * 3 * 9
+    assert rows[0]["flops_by_module"]["classifier"] == 16 * 16 * 3 * 4
+    diff = CliRunner().invoke(main, ["cost", str(path), "--diff", "width=4", "width=6", "--json"])
+    assert diff.exit_code == 0, diff.output
+    modules = {r["module"]: r for r in json.loads(diff.output)["rows"]}
+    assert modules["conv"]["params_a"] == 112 and modules["conv"]["params_b"] == 168
