@@ -96,7 +96,8 @@ class Registry:
 
     def entries(self) -> dict[str, Entry]:
         """Every name, built-ins first; a built-in name cannot be taken over by a plugin."""
-        return {**self.plugins(), **self._registered, **self._builtins}
+        others = {**self.plugins(), **self._registered}
+        return {**self._builtins, **{k: v for k, v in others.items() if k not in self._builtins}}
 
     def names(self) -> list[str]:
         return list(self.entries())

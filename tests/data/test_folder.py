@@ -1,0 +1,216 @@
+"""``data.name = "folder"`` and ``data.builder``: user images and user dataset code."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from ablate.cli import main
+from ablate.data.catalog import DATASETS, dataset_num_classes, default_eval_resolution
+from ablate.data.registry import build_datasets
+from ablate.data.transforms import normalize
+from ablate.errors import UserInputError
+from ablate.recipes.schema import DataSpec, TrialSpec
+from ablate.trials.ids import num_classes, trial_id
+
+NAMES = ["background", "disc", "square"]
+
+
+def write_folder(root: Path, train: int = 3, val: int = 2, size: tuple[int, int] = (6, 8),
+                 suffix: str = ".png") -> dict[str, list[np.ndarray]]:
+    """Images whose pixels encode (split, index); masks with class ids and 255."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(NAMES) + "\n\n")
+    masks: dict[str, list[np.ndarray]] = {}
+    for split, count in (("train", train), ("val", val)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "masks" / split).mkdir(parents=True)
+        masks[split] = []
+        for i in range(count):
+            h, w = size
+            image = np.full((h, w, 3), 10 * i + (100 if split == "val" else 0), dtype=np.uint8)
+            mask = (np.arange(h * w).reshape(h, w) % 3).astype(np.uint8)
+            mask[0, 0] = 255
+            Image.fromarray(image).save(root / "images" / split / f"s{i}{suffix}")
+            Image.fromarray(mask, mode="L").save(root / "masks" / split / f"s{i}.png")
+            masks[split].append(mask)
+    return masks
+
+
+def folder_spec(root: Path, **fields) -> DataSpec:
+    return DataSpec(name="folder", root=str(root), scale_range=[1.0, 1.0], hflip=False, **fields)
+
+
+def test_folder_pairs_by_stem_and_reads_classes(tmp_path):
+    masks = write_folder(tmp_path)
+    pair = build_datasets(folder_spec(tmp_path))
+    assert len(pair.train) == 3 and len(pair.val) == 2
+    assert pair.class_names == NAMES
+    image, label = pair.val[1]
+    assert label.dtype == torch.int64
+    np.testing.assert_array_equal(label.numpy(), masks["val"][1])
+    expected = normalize(torch.full((3, 6, 8), 110, dtype=torch.uint8))
+    assert torch.allclose(image, expected)
+
+
+def test_planning_reads_class_count_and_image_size_without_loading(tmp_path):
+    write_folder(tmp_path, size=(6, 8), suffix=".jpg")
+    data = folder_spec(tmp_path)
+    assert dataset_num_classes(data) == 3
+    assert default_eval_resolution(data) == (6, 8)
+    assert num_classes(TrialSpec(data=data)) == 3
+
+
+def test_unpaired_image_is_named(tmp_path):
+    write_folder(tmp_path)
+    (tmp_path / "masks" / "train" / "s1.png").unlink()
+    with pytest.raises(UserInputError) as err:
+        build_datasets(folder_spec(tmp_path))
+    assert str(err.value) == f"{tmp_path / 'images/train/s1.png'}: no mask masks/train/s1.png"
+
+
+def test_unpaired_mask_is_named(tmp_path):
+    write_folder(tmp_path)
+    (tmp_path / "images" / "val" / "s0.png").unlink()
+    with pytest.raises(UserInputError, match=r"masks/val/s0.png: no image images/val/s0"):
+        build_datasets(folder_spec(tmp_path))
+
+
+def test_unreadable_image_is_named(tmp_path):
+    write_folder(tmp_path)
+    (tmp_path / "images" / "train" / "s2.png").write_bytes(b"not a png")
+    train = build_datasets(folder_spec(tmp_path)).train
+    train[0]
+    with pytest.raises(UserInputError, match=r"images/train/s2.png: unreadable image"):
+        train[2]
+
+
+def test_out_of_range_class_is_named(tmp_path):
+    write_folder(tmp_path)
+    bad = np.zeros((6, 8), dtype=np.uint8)
+    bad[2, 3] = 7
+    Image.fromarray(bad, mode="L").save(tmp_path / "masks" / "val" / "s1.png")
+    val = build_datasets(folder_spec(tmp_path)).val
+    with pytest.raises(UserInputError) as err:
+        val[1]
+    assert str(err.value) == (f"{tmp_path / 'masks/val/s1.png'}: class index 7 out of range; "
+                              "classes.txt lists 3 classes (0..2, 255 = ignore)")
+
+
+def test_missing_classes_file_is_named(tmp_path):
+    write_folder(tmp_path)
+    (tmp_path / "classes.txt").unlink()
+    with pytest.raises(UserInputError, match=r"classes.txt: not found"):
+        dataset_num_classes(folder_spec(tmp_path))
+
+
+USER_DATA = '''
+import numpy as np
+import torch
+
+
+class Pairs:
+    class_names = ["bg", "fg"]
+
+    def __init__(self, count, size, as_tensor):
+        self.count, self.size, self.as_tensor = count, size, as_tensor
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, i):
+        mask = np.zeros((self.size, self.size), dtype=np.int64)
+        mask[: i + 1] = 1
+        if self.as_tensor:
+            return torch.full((3, self.size, self.size), 0.5), torch.from_numpy(mask)
+        return np.full((self.size, self.size, 3), 200, dtype=np.uint8), mask
+
+
+def build(count=4, size=8, root=None):
+    return Pairs(count, size, as_tensor=False), Pairs(2, size, as_tensor=True)
+
+
+def broken(root=None):
+    return [1, 2, 3]
+'''
+
+
+@pytest.fixture
+def user_data(tmp_path, monkeypatch):
+    (tmp_path / "userdata.py").write_text(USER_DATA)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    sys.modules.pop("userdata", None)
+
+
+def test_data_builder_pairs_go_through_the_shared_transforms(user_data, tmp_path):
+    data = DataSpec(builder="userdata:build", args={"count": 3}, scale_range=[1.0, 1.0],
+                    hflip=False)
+    pair = build_datasets(data)
+    assert len(pair.train) == 3 and len(pair.val) == 2 and pair.class_names == ["bg", "fg"]
+    image, label = pair.train[1]
+    assert torch.allclose(image, normalize(torch.full((3, 8, 8), 200, dtype=torch.uint8)))
+    assert label.dtype == torch.int64 and int(label.sum()) == 2 * 8
+    val_image, _ = pair.val[0]  # float 0.5 in 0..1 -> 128 of 255
+    assert torch.allclose(val_image, normalize(torch.full((3, 8, 8), 128, dtype=torch.uint8)))
+
+
+def test_data_builder_needs_class_count_and_resolution_from_the_recipe(user_data):
+    data = DataSpec(builder="userdata:build")
+    with pytest.raises(UserInputError, match=r"^model.num_classes: required with data.builder"):
+        num_classes(TrialSpec(data=data))
+    with pytest.raises(UserInputError, match=r"^eval.resolution: required with data.builder"):
+        default_eval_resolution(data)
+
+
+def test_data_builder_returning_the_wrong_thing_is_one_line(user_data):
+    with pytest.raises(UserInputError) as err:
+        build_datasets(DataSpec(builder="userdata:broken"))
+    assert str(err.value) == ("data.builder: userdata:broken returned a list; expected "
+                              "(train, val) datasets of (image, mask) pairs")
+
+
+def test_data_builder_source_is_in_the_trial_id(user_data, tmp_path):
+    spec = TrialSpec(data=DataSpec(builder="userdata:build"))
+    before = trial_id(spec)
+    (tmp_path / "userdata.py").write_text(USER_DATA + "\n# edited\n")
+    assert trial_id(spec) != before
+
+
+def test_name_and_builder_together_are_refused():
+    with pytest.raises(ValueError, match="name is not read with builder"):
+        DataSpec(name="voc2012", builder="userdata:build")
+
+
+def test_dataset_plugin_is_a_data_name_and_listed(user_data, monkeypatch):
+    real = importlib.metadata.entry_points
+
+    def fake(**kwargs):
+        if kwargs.get("group") == "ablate.datasets":
+            return importlib.metadata.EntryPoints([importlib.metadata.EntryPoint(
+                "toy", "userdata:build", "ablate.datasets")])
+        return real(**kwargs)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake)
+    DATASETS.refresh()
+    try:
+        pair = build_datasets(DataSpec(name="toy", args={"count": 2}))
+        assert len(pair.train) == 2
+        result = CliRunner().invoke(main, ["datasets", "--json"])
+        assert result.exit_code == 0, result.output
+        listed = json.loads(result.output)
+        assert "folder" in [d["name"] for d in listed["builtin"]]
+        assert listed["plugins"][0]["name"] == "toy"
+        assert [a["name"] for a in listed["plugins"][0]["arguments"]] == ["count", "size"]
+        with pytest.raises(ValueError, match="unknown dataset 'nope'; allowed: 'shapes', .*'folder', 'toy' or an import"):
+            DataSpec(name="nope")
+    finally:
+        DATASETS.refresh()
