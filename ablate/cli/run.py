@@ -19,6 +19,11 @@ from ablate.cli.options import (
     runs_option,
     set_option,
 )
+from ablate.cli.until_decided import (
+    check_until_decided,
+    continue_until_decided,
+    until_decided_options,
+)
 from ablate.errors import UserInputError
 
 SLURM_FLAGS = ("partition", "gpus_per_trial", "cpus_per_trial", "mem", "time", "array_parallelism")
@@ -106,9 +111,11 @@ def _slurm_executor(recipe, trials, store, runs_dir: str, detach: bool, flags: d
 @lease_option
 @slurm_options
 @max_trials_option
+@until_decided_options
 def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str | None,
         jobs: int, skip_failed: bool, rerun_failed: bool, force: bool, trial_ids: tuple[str, ...], variants: tuple[str, ...],
         executor: str, detach: bool, lease_seconds: float, max_trials: int,
+        until_decided: bool, max_seeds: int, alpha: float, min_effect: float,
         **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
@@ -125,6 +132,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         ablate run recipes/quickstart.toml
         ablate run recipes/quickstart.toml --jobs 2 --set train.epochs=1
         ablate run recipes/quickstart.toml --executor slurm --partition gpu --gpus-per-trial 1
+        ablate run recipes/quickstart.toml --until-decided --max-seeds 6
     """
     from ablate.dispatch.driver import load_trials, resolve_runs_root, run_study, select_trials
     from ablate.dispatch.executor import make_executor
@@ -135,6 +143,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     console = make_console(stderr=True)
     if executor != "slurm":
         _refuse_slurm_flags(detach, slurm_flags)
+    check_until_decided(until_decided, detach, executor)
     if rerun_failed and skip_failed:
         raise UserInputError("--rerun-failed and --skip-failed contradict each other; "
                              "failed trials run again by default")
@@ -172,6 +181,21 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
 
     for line in runner_report(store, recipe_obj.name, summary):
         make_console().print(escape(line))
+    if until_decided and not summary.failed:
+        def run_round(round_recipe, round_trials):
+            view = _ProgressView(console)
+            with view:
+                done = run_study(round_recipe, round_trials, store, runner, runs_root=runs_dir,
+                                 skip_failed=skip_failed, preflight=False,
+                                 lease_seconds=lease_seconds, on_event=view.on_event,
+                                 on_plan=view.on_plan)
+            _print_summary(store, round_recipe.name, [t.trial_id for t in round_trials], done)
+            summary.failed += done.failed
+            return done
+
+        continue_until_decided(recipe_obj, assignments, store, run_round, max_seeds=max_seeds,
+                               alpha=alpha, min_effect=min_effect,
+                               say=lambda line: console.print(escape(line)))
     if summary.failed:
         sys.exit(1)
 
