@@ -98,13 +98,16 @@ def measure(label: str, src: Path, tmp: Path, repeats: int, limit_10m: float) ->
     # fill the cost cache: `plan` writes costs into an existing database
     subprocess.run([py, "-m", "ablate", "db", "upgrade", "--db", db], check=True,
                    capture_output=True, env=dict(os.environ, PYTHONPATH=str(src)), cwd=src)
-    wall, rc, tail = timed([py, "-m", "ablate", "plan", str(r20k), "--db", db], src, 600)
+    helptext = subprocess.run([py, "-m", "ablate", "plan", "--help"], capture_output=True,
+                              text=True, env=dict(os.environ, PYTHONPATH=str(src)), cwd=src).stdout
+    limit = ["--max-trials", "20000"] if "--max-trials" in helptext else []  # older code: none
+    plan = [py, "-m", "ablate", "plan", str(r20k), "--db", db, *limit]
+    wall, rc, tail = timed(plan, src, 600)
     if rc != 0:
         raise SystemExit(f"{label}: plan failed: {tail}")
     out: dict = {"plan 20k (cold, 1 arch costed)": wall}
     for name, extra in (("plan 20k (cached)", []), ("plan 20k --json", ["--json"])):
-        runs = [timed([py, "-m", "ablate", "plan", str(r20k), "--db", db, *extra], src, 600)[0]
-                for _ in range(repeats)]
+        runs = [timed([*plan, *extra], src, 600)[0] for _ in range(repeats)]
         out[name] = statistics.median(r for r in runs if r is not None)
     wall, rc, tail = timed([py, "-m", "ablate", "plan", str(r10m), "--db", db], src, limit_10m)
     out["refuse 10M"] = wall
