@@ -1,0 +1,136 @@
+"""[base.eval_data]: train on one dataset (COCO as VOC categories), validate on another (VOC)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from ablate.data.evaluation import with_eval_data
+from ablate.data.registry import build_datasets
+from ablate.dispatch import preflight
+from ablate.dispatch.driver import load_trials
+from ablate.errors import UserInputError
+from ablate.recipes.schema import EvalDataSpec, TrialSpec
+from ablate.train.loop import train_and_evaluate
+from ablate.trials.ids import eval_resolution, spec_dict, trial_id
+from tests.data.fixtures import write_cityscapes, write_coco, write_voc
+
+REPO = Path(__file__).resolve().parents[2]
+pytest.importorskip("pycocotools")
+
+
+def _coco(root: Path) -> None:
+    for split, count in (("train", 4), ("val", 1)):
+        images = [{"id": i + 1, "file_name": f"{i:012d}.jpg", "height": 40, "width": 48}
+                  for i in range(count)]
+        annotations = [{"id": i + 1, "image_id": i + 1, "category_id": 18, "iscrowd": 0,
+                        "segmentation": [[4, 4, 30, 4, 30, 30, 4, 30]], "area": 1200.0,
+                        "bbox": [4, 4, 26, 26]} for i in range(count)]
+        write_coco(root, split, images, annotations)
+
+
+def _voc(root: Path) -> dict[str, np.ndarray]:
+    labels = {}
+    for n, image_id in enumerate(["v0", "v1", "v2"]):
+        label = np.zeros((20 + 4 * n, 24), dtype=np.uint8)
+        label[4:12, 4:12] = 12  # dog, VOC's class 12 (COCO category 18 maps to it)
+        labels[image_id] = label
+    write_voc(root, labels, {"train": ["v0"], "val": ["v1", "v2"]})
+    return labels
+
+
+def _spec(coco: Path, voc: Path, **eval_data) -> TrialSpec:
+    return TrialSpec.model_validate({
+        "model": {"backbone": "mobilenet_v3_small", "head": "lraspp"},
+        "data": {"name": "coco", "root": str(coco), "crop_size": 32, "workers": 0},
+        "eval_data": {"name": "voc2012", "root": str(voc), **eval_data},
+        "train": {"iterations": 2, "batch_size": 2},
+        "eval": {"latency": False, "batch_size": 2},
+    })
+
+
+def test_unset_eval_data_leaves_specs_and_ids_as_they_were():
+    plain = TrialSpec.model_validate({"data": {"name": "voc2012"}})
+    assert "eval_data" not in spec_dict(plain)
+    other = TrialSpec.model_validate({"data": {"name": "voc2012"},
+                                      "eval_data": {"name": "voc2012", "root": "/v"}})
+    assert spec_dict(other)["eval_data"]["root"] == "/v"
+    assert trial_id(other) != trial_id(plain)
+
+
+def test_validation_set_comes_from_eval_data(tmp_path):
+    _coco(tmp_path / "coco")
+    labels = _voc(tmp_path / "voc")
+    spec = _spec(tmp_path / "coco", tmp_path / "voc")
+    pair = with_eval_data(build_datasets(spec.data), spec.eval_data, spec.data)
+    assert len(pair.train) == 4  # COCO train2017
+    assert len(pair.val) == 2  # VOC val: v1, v2 at full size
+    np.testing.assert_array_equal(pair.val[0][1].numpy(), labels["v1"])
+    np.testing.assert_array_equal(pair.val[1][1].numpy(), labels["v2"])
+    assert eval_resolution(spec) == (512, 512)  # VOC's, not COCO's 520x520
+    assert eval_resolution(_spec(tmp_path, tmp_path, eval_size=[40, 48])) == (40, 48)
+
+
+def test_trial_trains_on_coco_and_validates_on_voc(tmp_path):
+    _coco(tmp_path / "coco")
+    _voc(tmp_path / "voc")
+    spec = _spec(tmp_path / "coco", tmp_path / "voc", limit=1)
+    result = train_and_evaluate(spec, tmp_path / "run")
+    assert result["final"]["steps"] == 2.0
+    assert 0.0 <= result["final"]["miou"] <= 1.0
+    assert "iou/dog" in result["final"]  # VOC class names on the VOC evaluation set
+
+
+def test_classes_must_match(tmp_path):
+    write_cityscapes(tmp_path / "city", "val", "aachen", "000000_000019",
+                     np.zeros((8, 8), dtype=np.uint8))
+    spec = TrialSpec.model_validate({
+        "data": {"name": "shapes"},
+        "eval_data": {"name": "cityscapes", "root": str(tmp_path / "city")}})
+    with pytest.raises(UserInputError, match="eval_data.name: 'cityscapes' labels 19 classes"):
+        with_eval_data(build_datasets(spec.data), spec.eval_data, spec.data)
+
+
+@pytest.mark.parametrize(("tree", "message"), [
+    ({"eval_data": {"root": "/v"}}, "set eval_data.name"),
+    ({"eval_data": {"name": "voc2012", "classes": 3}}, "classes is only read for"),
+    ({"data": {"name": "coco", "val_split": "x"}, "eval_data": {"name": "voc2012"}},
+     "data.val_split is not read when eval_data is set"),
+])
+def test_keys_that_would_be_ignored_are_refused(tree, message):
+    with pytest.raises(ValidationError, match=message):
+        TrialSpec.model_validate(tree)
+    assert EvalDataSpec().name is None
+
+
+def test_the_seed_recipe_follows_the_paper(tmp_path):
+    _, trials = load_trials(str(REPO / "recipes/mnv3_expansion.toml"))
+    by_variant = {t.variant: t.spec for t in trials}
+    for variant in ("conventional", "proposed"):
+        assert by_variant[variant].data.name == "coco"
+        assert by_variant[variant].eval_data.name == "voc2012"
+    for variant in ("conventional_voc_only", "proposed_voc_only"):
+        assert by_variant[variant].data.name == "voc2012"
+        assert by_variant[variant].eval_data.name == "voc2012"
+    # the offline demo the recipe's description gives plans without a problem
+    _, demo = load_trials(str(REPO / "recipes/mnv3_expansion.toml"),
+                          ("data.name=shapes", "eval_data.name=shapes"))
+    assert preflight.find_problems(demo) == []
+
+
+def test_preflight_names_the_evaluation_root(tmp_path):
+    _coco(tmp_path / "coco")
+    spec = _spec(tmp_path / "coco", tmp_path / "novoc")
+
+    class Trial:
+        name = "t"
+        arch_id = "a"
+
+    trial = Trial()
+    trial.spec = spec
+    [problem] = preflight.find_problems([trial])
+    assert f"eval_data.root: {tmp_path / 'novoc'} not found" in problem
+    assert problem.endswith("--set data.name=shapes --set eval_data.name=shapes")
