@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ablate-installed
-EXTRAS := dev,coco,postgres,sbd,parquet
+EXTRAS := dev,coco,postgres,sbd,parquet,runtimes
 
 .PHONY: demo test install lint bench services-start services-stop clean
 

@@ -307,7 +307,10 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
                 if step % train.log_every == 0 or step == total_steps:
                     progress({"kind": "step", "step": step, "total_steps": total_steps,
                               "epoch": epoch + 1, "epochs": epochs, "loss": running / seen})
-                if train.checkpoint_every and step % train.checkpoint_every == 0:
+                # not on an epoch's last step: the epoch-end checkpoint below follows with
+                # the epoch's history entry, which a resume from this one would lose
+                ends_epoch = step % steps_per_epoch == 0 or step >= total_steps
+                if train.checkpoint_every and step % train.checkpoint_every == 0 and not ends_epoch:
                     checkpoint()
                 if step >= total_steps:
                     break
