@@ -263,6 +263,11 @@ class SelectiveDeepLabV3(nn.Module):
                                   spec.aspp_channels)
         self.aux_head = AuxHead({"aux": 1024}, num_classes) if spec.aux_head else None
         self.tau = sel.tau
+        if sel.execution == "sparse":  # the mixed-resolution network (ablate.models.sparse)
+            from ablate.models.sparse import fill_low_head, low_head_copy
+
+            self.low_head = low_head_copy(self.head, sel.patch)
+            self.register_load_state_dict_pre_hook(fill_low_head)
 
     def set_progress(self, fraction: float) -> None:
         """Training progress in [0, 1]; anneals the Gumbel temperature when configured."""
@@ -281,6 +286,11 @@ class SelectiveDeepLabV3(nn.Module):
         return {"features": features, "layer3": layer3, "mask": mask, "mask_logits": logits}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.selective.execution == "sparse":
+            # training: the mixed network's dense emulation; evaluation: its sparse kernels
+            from ablate.models.sparse import SparseSelective, forward_mixed
+
+            return forward_mixed(self, x) if self.training else SparseSelective(self)(x)
         size = x.shape[-2:]
         feats = self.forward_features(x)
         out = {"out": _resize(self.head({"out": feats["features"]}), size)}
