@@ -42,7 +42,7 @@ def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
         node, path, depth = stack.pop()
-        if depth > limit:
+        if depth > limit and isinstance(node, (dict, list)):
             raise TooDeep(path)
         if isinstance(node, dict):
             stack.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in node.items())
