@@ -1,0 +1,152 @@
+"""Sparse execution (ablate.models.sparse): equal to its dense emulation, exact at densities 0 and 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from ablate.models.selective import build_selective_deeplabv3, pool_patches, upsample_mask
+from ablate.models.sparse import SparseGrid, SparseSelective, forced_mask, forward_mixed
+from ablate.recipes.schema import ModelSpec
+
+CLASSES = 3
+# 72 x 56 input: a 9 x 7 stride-8 map, a 5 x 4 mask grid whose border cells are cut
+SIZE, GRID = (72, 56), (5, 4)
+TOL = 1e-4  # relative to the largest logit: float summation order only
+
+
+def _model(pooling: str = "fixed", execution: str = "sparse", seed: int = 0):
+    torch.manual_seed(seed)
+    spec = ModelSpec.model_validate({
+        "backbone": "resnet50", "head": "deeplabv3", "output_stride": 8,
+        "selective": {"enabled": True, "pooling": pooling, "execution": execution}})
+    model = build_selective_deeplabv3(spec, CLASSES)
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():  # non-trivial statistics, different per path
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=["fixed", "avg", "max"])
+def model(request):
+    return _model(request.param)
+
+
+def _masks() -> dict[str, torch.Tensor]:
+    hc, wc = GRID
+    checker = ((torch.arange(hc)[:, None] + torch.arange(wc)[None]) % 2).float()
+    return {
+        "all-full": torch.zeros(2, 1, hc, wc),
+        "all-down": torch.ones(2, 1, hc, wc),
+        "checkerboard": torch.stack([checker, 1 - checker])[:, None],
+        "blobs": forced_mask(GRID, 0.4, "blobs", seed=3, batch=2),
+        "random": forced_mask(GRID, 0.6, "random", seed=1, batch=2),
+    }
+
+
+@pytest.mark.parametrize("name", list(_masks()))
+def test_sparse_equals_dense_emulation(model, name):
+    x = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(7))
+    mask = _masks()[name]
+    with torch.no_grad():
+        dense = forward_mixed(model, x, mask)["out"]
+    sparse = SparseSelective(model)(x, mask)["out"]
+    assert sparse.shape == dense.shape == (2, CLASSES, *SIZE)
+    assert (sparse - dense).abs().max() <= TOL * dense.abs().max()
+
+
+def test_density_0_is_the_plain_output_stride_8_network(model):
+    x = torch.randn(1, 3, *SIZE)
+    with torch.no_grad():
+        layer2 = model.backbone.early(x)["layer2"]
+        plain = model.head({"out": model.backbone.high(layer2)[1]})
+        plain = F.interpolate(plain, size=SIZE, mode="bilinear", align_corners=False)
+    sparse = SparseSelective(model)(x, torch.zeros(1, 1, *GRID))["out"]
+    assert (sparse - plain).abs().max() <= TOL * plain.abs().max()
+
+
+def test_density_1_is_the_low_path_network(model):
+    x = torch.randn(1, 3, *SIZE)
+    with torch.no_grad():
+        layer2 = model.backbone.early(x)["layer2"]
+        low = model.low_head({"out": model.backbone.low(layer2)})  # stride 16, rates / 2
+        low = upsample_mask(low, 2, layer2.shape[-2:])
+        low = F.interpolate(low, size=SIZE, mode="bilinear", align_corners=False)
+    sparse = SparseSelective(model)(x, torch.ones(1, 1, *GRID))["out"]
+    assert (sparse - low).abs().max() <= TOL * low.abs().max()
+
+
+def test_low_head_rates_are_divided_by_the_patch():
+    model = _model()
+    rates = [b[0].dilation[0] for b in model.low_head.aspp.convs[1:-1]]
+    assert rates == [6, 12, 18]
+    assert model.low_head.aspp.convs[1][0].weight is model.head.aspp.convs[1][0].weight
+
+
+def test_evaluation_runs_sparse_and_training_the_differentiable_emulation():
+    model = _model()
+    x = torch.randn(2, 3, *SIZE)
+    out = model(x)  # eval: sparse kernels, the mask net's own mask
+    with torch.no_grad():
+        ref = forward_mixed(model, x)["out"]
+    assert (out["out"] - ref).abs().max() <= TOL * ref.abs().max()
+    model.train()
+    train_out = model(x)
+    loss = train_out["out"].square().mean() + model.extra_losses(train_out)["mask_target"]
+    loss.backward()
+    grads = [p.grad for p in model.mask_net.parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_dense_execution_checkpoint_fills_the_low_head():
+    dense = _model(execution="dense", seed=1)
+    sparse = _model(execution="sparse", seed=2)
+    sparse.load_state_dict(dense.state_dict())
+    assert torch.equal(sparse.low_head.conv[1].running_var, dense.head.conv[1].running_var)
+    assert torch.equal(sparse.head.classifier.weight, dense.head.classifier.weight)
+    # and the sparse executor runs a dense-execution model (a tied low head is made)
+    out = SparseSelective(dense)(torch.randn(1, 3, *SIZE), torch.ones(1, 1, *GRID))["out"]
+    assert out.shape == (1, CLASSES, *SIZE) and torch.isfinite(out).all()
+
+
+def test_grid_rows_on_a_hand_made_mask():
+    # 3 x 3 map, patch 2: cells [[down, full], [full, full]]; the down cell holds 4 pixels
+    down = torch.tensor([[[True, False], [False, False]]])
+    grid = SparseGrid(down, (3, 3), 2, "fixed")
+    assert grid.active.tolist() == [2, 5, 6, 7, 8]
+    assert grid.low.tolist() == [0]
+    assert grid.row_high.tolist() == [5, 5, 0, 5, 5, 1, 2, 3, 4]
+    # low cell 0's neighbours on the 2 x 2 grid read the top-left pixel of each full cell
+    assert grid.row_low.tolist() == [5, 0, 2, 4]
+    assert grid.low_pixels.tolist() == [4.0]
+    taps = grid.taps("low", 1).view(1, 9) // 9
+    assert taps.tolist() == [[6, 6, 6, 6, 5, 0, 6, 2, 4]]  # 6 = the zero row
+
+
+def test_grid_avg_pooling_matches_pool_patches():
+    down = torch.tensor([[[True, False], [False, False]]])
+    grid = SparseGrid(down, (3, 3), 2, "avg")
+    fmap = torch.arange(18.0).view(1, 2, 3, 3)
+    rows = fmap.permute(0, 2, 3, 1).reshape(-1, 2)[grid.active]
+    expected = pool_patches(fmap, 2, "avg").permute(0, 2, 3, 1).reshape(-1, 2)[1:]
+    assert torch.allclose(grid.pool(rows), expected)
+
+
+@pytest.mark.parametrize("layout", ["random", "blobs"])
+def test_forced_mask_has_the_exact_share_of_down_sampled_cells(layout):
+    for density in (0.0, 0.25, 0.5, 0.75, 1.0):
+        mask = forced_mask((8, 16), density, layout, batch=2)
+        assert mask.shape == (2, 1, 8, 16)
+        assert mask.flatten(1).sum(1).tolist() == [round(density * 128)] * 2
+
+
+def test_blob_masks_are_compact():
+    blobs, scattered = forced_mask((16, 32), 0.5, "blobs"), forced_mask((16, 32), 0.5, "random")
+
+    def boundary(m):  # horizontally and vertically adjacent cells that differ
+        return int((m[..., 1:, :] != m[..., :-1, :]).sum() + (m[..., 1:] != m[..., :-1]).sum())
+
+    assert boundary(blobs) < boundary(scattered) / 3
