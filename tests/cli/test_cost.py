@@ -39,7 +39,9 @@ def test_json_keys_and_values():
     assert arch["flops_convention"] == "fvcore-mac"
     assert arch["flops"] == 1_013_032_715 == sum(arch["flops_by_module"].values())
     assert arch["gflops"] == pytest.approx(1.013032715)
-    assert arch["published"] == {"params": 1_348_951, "source": "seed 002"}
+    assert arch["published"] == {
+        "params": 1_348_951,
+        "source": "Jeon, Wang and Lee, Image Segmentation Using SqueezeNet based on CUDA C, Table 1"}
 
 
 def test_variants_select_and_published_counts_match():
