@@ -1,4 +1,4 @@
-"""Conditional cost of selective down-sampling (SPEC.md section 2), fvcore convention.
+"""Conditional cost of selective down-sampling (the selective down-sampling letter), fvcore convention.
 
 FLOPs are reported three ways: the mask net alone, dense (everything at full
 resolution) and effective (conditional on the measured mask density). All figures
@@ -20,7 +20,11 @@ With ``density`` = share of down-sampled cells (mask 1) the effective cost is::
     effective = pre + (1 - density) * high + density * low + rest + mask
 
 It assumes a sparse implementation that runs each path only on its own cells, so a
-stage's cost is linear in the share of cells it runs on. Hence ``density = 0`` gives
+stage's cost is linear in the share of cells it runs on. With
+``execution = "sparse"`` (``ablate.models.sparse``) the ASPP head splits too: it runs
+at stride 8 on full-resolution cells and at stride ``8d`` on down-sampled ones, so
+``head`` (its part of ``rest``) is paid as ``(1 - density) * head + density * head_low``
+with ``head_low = head * cells / pixels`` (convs cost per output position). Hence ``density = 0`` gives
 the plain output-stride-8 DeepLabV3 plus the mask net, and ``density = 1`` gives the
 "output-stride-16 path" plus the mask net: stem..layer2 at stride 8, the pooled map
 through layer3/layer4 at stride ``8d`` with the OS-16 dilations, repeated back to
@@ -35,6 +39,7 @@ import functools
 import math
 
 import torch
+from torch import nn
 
 from ablate.recipes.schema import ModelSpec, SelectiveSpec
 
@@ -59,6 +64,10 @@ def selective_cost(spec: ModelSpec, num_classes: int, resolution: tuple[int, int
     parts = stage_flops(spec, num_classes, resolution, device)
     fixed = parts["pre"] + parts["rest"] + parts["mask"]
     effective = fixed + (1.0 - density) * parts["high"] + density * parts["low"]
+    if spec.selective.execution == "sparse":
+        side8 = [resnet_tap_size(n, 8) for n in resolution]
+        cells = math.prod(-(-n // spec.selective.patch) for n in side8)
+        effective -= density * parts["head"] * (1.0 - cells / math.prod(side8))
     return {
         "gflops_mask_net": parts["mask"] / 1e9,
         "gflops_dense": (fixed + parts["high"]) / 1e9,
@@ -103,6 +112,7 @@ def _stage_flops(key: tuple) -> tuple[tuple[str, int], ...]:
         "mask": by.get(MASK_MODULE, 0),
     }
     parts["rest"] = count.total - sum(parts.values())
+    parts["head"] = by.get("head", 0)  # part of rest: the ASPP head on the stride-8 map
     return tuple(parts.items())
 
 
@@ -173,3 +183,44 @@ def _device(device: str | None) -> str:
     if device is not None:
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _Call(nn.Module):
+    """A module whose forward is ``fn(x)``; ``model`` is held so that eval()/train() reach it."""
+
+    def __init__(self, model: nn.Module, fn) -> None:
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, x: torch.Tensor):
+        return self.fn(x)
+
+
+def selective_latency(model: nn.Module, resolution: tuple[int, int], device: torch.device,
+                      density: float, warmup: int = 3, runs: int = 10) -> dict[str, float]:
+    """Latency of a selective model at batch 1, sparse at ``density`` and dense-emulated.
+
+    ``latency_ms`` (and ``_p90``): the sparse execution (``ablate.models.sparse``, mask net
+    included) with a forced random mask of ``round(density * cells)`` down-sampled cells,
+    the time the trial's mask buys. ``latency_ms_dense``: the model's dense emulation
+    (both paths everywhere). A model trained with ``execution = "dense"`` is timed
+    sparsely too: the time depends on the density only (its outputs would differ, see
+    ``ablate.models.sparse``).
+    """
+    from ablate.cost.latency import measure_latency
+    from ablate.models.sparse import SparseSelective, forced_mask, forward_mixed, mask_grid
+
+    sel = model.selective
+    grid = mask_grid(sel.patch, tuple(resnet_tap_size(n, 8) for n in resolution))
+    mask = forced_mask(grid, density).to(device)
+    sparse = SparseSelective(model)
+    if sel.execution == "sparse":
+        dense = _Call(model, lambda x: forward_mixed(model, x))
+    else:
+        dense = model
+    fast = measure_latency(_Call(model, lambda x: sparse(x, mask)), resolution, device,
+                           warmup, runs)
+    slow = measure_latency(dense, resolution, device, warmup, runs)
+    return {"latency_ms": fast["latency_ms"], "latency_ms_p90": fast["latency_ms_p90"],
+            "latency_ms_dense": slow["latency_ms"], "latency_ms_dense_p90": slow["latency_ms_p90"],
+            "latency_density": float(density)}

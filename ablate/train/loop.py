@@ -342,6 +342,13 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
 
         figures, runtimes = measure_trial_latency(model, spec, device, val_loader, n_classes)
         final.update(figures)
+        if spec.model.selective.enabled and "mask_density" in final:
+            # latency_ms: sparse execution at the measured density; latency_ms_dense beside it
+            from ablate.cost.selective import selective_latency
+
+            final.update(selective_latency(model, eval_resolution(spec), device,
+                                           final["mask_density"], spec.eval.latency_warmup,
+                                           spec.eval.latency_runs))
     return {"final": final, "epochs": history, "weights_report": weights_report,
             "device": str(device), "device_name": _device_name(device), "runtimes": runtimes}
 

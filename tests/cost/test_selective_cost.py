@@ -205,3 +205,46 @@ def test_mask_density_stats_are_over_images():
 def test_mask_density_stats_needs_masks():
     with pytest.raises(ValueError, match="no masks"):
         mask_density_stats([])
+
+
+# -- sparse execution: the head splits too ------------------------------------------------
+
+
+class _LowPathNetwork(_OS16Path):
+    """What density 1 runs with execution = "sparse": the ASPP head at stride 16 too."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.head(self.late(self.early(x)[:, :, ::2, ::2]))
+        logits = logits.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear")
+
+
+def test_sparse_execution_at_density_1_costs_the_low_path_network(reference):
+    sparse = ModelSpec.model_validate({
+        "backbone": "resnet50", "head": "deeplabv3", "output_stride": 8,
+        "selective": {"enabled": True, "pooling": "fixed", "execution": "sparse"}})
+    low = _fvcore(_LowPathNetwork(), torch.zeros(1, 3, *RES)) + reference["mask"]
+    at = {d: selective_cost(sparse, CLASSES, RES, d, device="cpu")["gflops_effective"] * 1e9
+          for d in (0.0, 0.5, 1.0)}
+    assert at[0.0] == reference["os8"] + reference["mask"]
+    # the ASPP's pooled 1x1 conv does not scale with the map: off by under 0.1 %
+    assert at[1.0] == pytest.approx(low, rel=1e-3)
+    assert at[0.5] == pytest.approx((at[0.0] + at[1.0]) / 2, rel=1e-12)
+
+
+def test_selective_latency_times_sparse_and_dense_emulation():
+    from ablate.cost.selective import selective_latency
+    from ablate.models.selective import build_selective_deeplabv3
+
+    for execution in ("dense", "sparse"):
+        spec = ModelSpec.model_validate({
+            "backbone": "resnet50", "head": "deeplabv3", "output_stride": 8,
+            "selective": {"enabled": True, "execution": execution}})
+        model = build_selective_deeplabv3(spec, CLASSES).train()
+        figures = selective_latency(model, (48, 48), torch.device("cpu"), 0.5, warmup=1, runs=2)
+        assert set(figures) == {"latency_ms", "latency_ms_p90", "latency_ms_dense",
+                                "latency_ms_dense_p90", "latency_density"}
+        assert figures["latency_density"] == 0.5
+        assert 0 < figures["latency_ms"] <= figures["latency_ms_p90"]
+        assert 0 < figures["latency_ms_dense"] <= figures["latency_ms_dense_p90"]
+        assert model.training  # measured in eval mode, restored
