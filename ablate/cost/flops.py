@@ -1,4 +1,4 @@
-"""FLOPs in fvcore's convention, counted without computing (SPEC.md section 5).
+"""FLOPs in fvcore's convention, counted without computing.
 
 fvcore's ``FlopCountAnalysis`` traces the model with real tensors, so counting a
 ResNet-101 at 1024x2048 costs a full forward pass (a minute on two CPU cores). jit

@@ -1,4 +1,4 @@
-"""Parameter counts: total and per module (SPEC.md section 5)."""
+"""Parameter counts: total and per module."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Segmentation metrics from one confusion matrix over the whole set (SPEC.md section 5)."""
+"""Segmentation metrics from one confusion matrix over the whole set."""
 
 from __future__ import annotations
 

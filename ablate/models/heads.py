@@ -38,7 +38,7 @@ class DeepLabV3Head(nn.Module):
 class DeepLabV3PlusHead(nn.Module):
     """ASPP on ``out``, a 1x1 projection of the low-level feature, concat, two 3x3 convs.
 
-    SPEC.md section 1: 1x1 low->48 + BN + ReLU; concat (48 + 256); 3x3 -> 256 + BN + ReLU
+    Kim et al. 2025 (Table 1 counts): 1x1 low->48 + BN + ReLU; concat (48 + 256); 3x3 -> 256 + BN + ReLU
     twice; 1x1 -> classes with bias. No separable convs, no auxiliary head.
     """
 
@@ -105,7 +105,7 @@ class LRASPPHead(TorchvisionLRASPPHead):
 
 
 class FCN8sHead(nn.Module):
-    """FCN-8s decoder on SqueezeNet's taps (SPEC.md section 3).
+    """FCN-8s decoder on SqueezeNet's taps (Jeon, Wang and Lee, Table 1).
 
     Score conv10's output and pool8 (both at 13x13 for 227x227), sum, transposed conv x2
     (conv11) -> 27, add scored pool4, transposed conv x2 (conv12) -> 55, add scored pool1,

@@ -1,4 +1,4 @@
-"""MobileNetV3 backbones with control over every expansion layer (SPEC.md section 1)."""
+"""MobileNetV3 backbones with control over every expansion layer (Kim et al. 2025)."""
 
 from __future__ import annotations
 

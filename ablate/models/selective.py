@@ -1,4 +1,4 @@
-"""Content-adaptive (mask-based selective) down-sampling for DeepLabV3-ResNet (SPEC.md 2).
+"""Content-adaptive (mask-based selective) down-sampling for DeepLabV3-ResNet (after Hesse et al., CVPR-W 2023).
 
 A small mask net reads a ResNet feature map and decides, per ``d x d`` patch of the
 stride-8 map, whether layer3/layer4 run at full resolution (mask 0: the dilated

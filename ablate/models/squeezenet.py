@@ -1,4 +1,5 @@
-"""SqueezeNet 1.0 encoder with FCN skip taps (SPEC.md section 3)."""
+"""SqueezeNet 1.0 encoder with FCN skip taps (Jeon, Wang and Lee, "Image Segmentation Using
+SqueezeNet based on CUDA C", Table 1)."""
 
 from __future__ import annotations
 

@@ -41,7 +41,8 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 
 
 class SelectiveSpec(Section):
-    """Content-adaptive (mask-based) down-sampling of SPEC.md section 2."""
+    """Content-adaptive (mask-based) down-sampling of the selective down-sampling letter
+    (its baseline: Hesse, Schaub-Meyer and Roth, CVPR Workshops 2023)."""
 
     enabled: bool = False
     mask_net: Literal["conv", "dwsep"] = "conv"
