@@ -15,7 +15,7 @@ def spec(**model) -> TrialSpec:
     return TrialSpec.model_validate({"model": model, "data": {"name": "voc2012"}})
 
 
-def test_seed000_proposed_report():
+def test_kim2025_proposed_report():
     s = spec(num_classes=21, keep_last_expansion=False)
     report = analyse_spec(s)
     assert isinstance(report, CostReport)

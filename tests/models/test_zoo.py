@@ -1,4 +1,4 @@
-"""Exact parameter targets: SPEC.md sections 1, 3 and 4."""
+"""Exact parameter targets of the reproduced papers' tables and of torchvision."""
 
 from __future__ import annotations
 
@@ -16,20 +16,21 @@ def params(classes: int, **fields) -> int:
         return count_parameters(build_model(ModelSpec(**fields), classes))
 
 
-# SPEC.md section 1: DeepLabv3+ on MobileNetV3-Large, output stride 16.
-def test_seed000_conventional_91_classes_last_expansion_kept():
+# Kim, Jeong, Kang, Jo and Moon, "A Lightweighting Method for the DeepLabv3+ Network", 2025,
+# Table 1: DeepLabv3+ on MobileNetV3-Large, output stride 16.
+def test_kim2025_conventional_91_classes_last_expansion_kept():
     assert params(91, keep_last_expansion=True) == 11_745_643
 
 
-def test_seed000_proposed_21_classes_last_expansion_dropped():
+def test_kim2025_proposed_21_classes_last_expansion_dropped():
     assert params(21, keep_last_expansion=False) == 5_632_933
 
 
-def test_seed000_conventional_with_21_classes():
+def test_kim2025_conventional_with_21_classes():
     assert params(21, keep_last_expansion=True) == 11_727_653
 
 
-def test_seed000_difference_is_features16_aspp_and_classifier():
+def test_kim2025_difference_is_features16_aspp_and_classifier():
     with torch.device("meta"):
         kept = params_by_module(build_model(ModelSpec(), 91))
         dropped = params_by_module(build_model(ModelSpec(keep_last_expansion=False), 21))
@@ -39,7 +40,8 @@ def test_seed000_difference_is_features16_aspp_and_classifier():
     assert kept["head.classifier"] - dropped["head.classifier"] == 70 * 257
 
 
-# SPEC.md section 3: SqueezeNet 1.0 FCN-8s.
+# Jeon, Wang and Lee, "Image Segmentation Using SqueezeNet based on CUDA C", Table 1:
+# SqueezeNet 1.0 FCN-8s.
 SQUEEZENET_TABLE = {
     "backbone.features.0": 14_208,  # conv1 7x7/2
     "backbone.features.3": 11_920,  # fire2
@@ -93,7 +95,8 @@ def test_squeezenet_output_stride_it_cannot_give():
     )
 
 
-# SPEC.md section 4: torchvision's stock models, built with torchvision's options.
+# torchvision's documentation (semantic segmentation weights table): its stock models,
+# built with torchvision's options.
 TORCHVISION = {
     "deeplabv3_resnet50": dict(backbone="resnet50", head="deeplabv3", output_stride=8),
     "deeplabv3_resnet101": dict(backbone="resnet101", head="deeplabv3", output_stride=8),
