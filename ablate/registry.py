@@ -144,6 +144,9 @@ class Registry:
                 return _file_hash(inspect.getsourcefile(target), self.key, ref)
             ref = target
         module = ref.partition(":")[0]
+        origin = _locate(module)
+        if origin is not None:
+            return _file_hash(origin, self.key, ref)
         try:
             spec = importlib.util.find_spec(module)
         except ModuleNotFoundError as err:  # its parent package is missing
@@ -160,6 +163,33 @@ class Registry:
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _locate(module: str) -> str | None:
+    """The source file of ``module`` found on ``sys.path`` without importing anything.
+
+    ``importlib.util.find_spec`` would import the parent packages, and a package that
+    imports torch costs seconds; planning a study whose costs are cached needs neither.
+    None when the plain path search cannot tell (an import hook, a zip): the caller
+    falls back to ``find_spec``.
+    """
+    import sys
+    from importlib.machinery import PathFinder
+
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        return getattr(loaded, "__file__", None)
+    path = None
+    spec = None
+    parts = module.split(".")
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        spec = PathFinder.find_spec(name, path)
+        if spec is None:
+            return None
+        path = spec.submodule_search_locations
+    origin = getattr(spec, "origin", None)
+    return origin if origin and Path(origin).is_file() else None
 
 
 def _file_hash(path: str | None, key: str, ref: str) -> str:
