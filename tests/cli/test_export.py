@@ -32,7 +32,7 @@ def export(db, *args):
 
 def test_csv_file_has_every_trial_and_figure(db, tmp_path):
     out = tmp_path / "t.csv"
-    result = export(db, "seed000", "--csv", str(out))
+    result = export(db, "mnv3_mini", "--csv", str(out))
     assert result.exit_code == 0, result.output
     assert result.output == f"wrote {out} (8 trials)\n"
     rows = list(csv.DictReader(out.open()))
@@ -42,11 +42,11 @@ def test_csv_file_has_every_trial_and_figure(db, tmp_path):
     assert (first["params"], first["gflops"], first["latency_ms"]) == ("11727653", "4.0", "10.0")
     assert float(first["miou"]) == pytest.approx(62.0)
     assert float(first["iou/background"]) == pytest.approx(82.0)
-    assert (first["published_params"], first["published_source"]) == ("11745643", "seed 000")
+    assert (first["published_params"], first["published_source"]) == ("11745643", "Kim et al. 2025, Table 1")
 
 
 def test_csv_to_stdout_with_where(db):
-    result = export(db, "seed000", "--where", "model.head=deeplabv3", "--where", "seed=1",
+    result = export(db, "mnv3_mini", "--where", "model.head=deeplabv3", "--where", "seed=1",
                     "--csv", "-")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
@@ -73,7 +73,7 @@ def test_parquet(db, tmp_path):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
     out = tmp_path / "t.parquet"
-    result = export(db, "seed000", "--parquet", str(out))
+    result = export(db, "mnv3_mini", "--parquet", str(out))
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out)
     assert list(frame.columns) == COLUMNS and len(frame) == 8
@@ -91,15 +91,15 @@ def test_parquet_without_pyarrow_says_how_to_get_it(db, tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_pyarrow)
-    result = export(db, "seed000", "--parquet", str(tmp_path / "t.parquet"))
+    result = export(db, "mnv3_mini", "--parquet", str(tmp_path / "t.parquet"))
     assert result.exit_code == 2
     assert result.output == "Error: --parquet needs pyarrow: pip install pyarrow\n"
 
 
 @pytest.mark.parametrize("args,message", [
-    (["seed000"], "Error: give at least one of --csv FILE, --parquet FILE, --markdown FILE"),
-    (["nope", "--csv", "-"], "Error: no study 'nope' in the database; known: seed000, other"),
-    (["seed000", "--where", "x=1", "--csv", "-"], "Error: --where: no column 'x'; columns: study"),
+    (["mnv3_mini"], "Error: give at least one of --csv FILE, --parquet FILE, --markdown FILE"),
+    (["nope", "--csv", "-"], "Error: no study 'nope' in the database; known: mnv3_mini, other"),
+    (["mnv3_mini", "--where", "x=1", "--csv", "-"], "Error: --where: no column 'x'; columns: study"),
 ])
 def test_errors(db, args, message):
     result = export(db, *args)

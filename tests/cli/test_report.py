@@ -21,9 +21,9 @@ NOTE = ("★ Pareto-optimal in params vs mIoU. mIoU: one confusion matrix over t
         "device that trained the trial.")
 
 BASELINE_MARKDOWN = f"""\
-## seed000: 4 configurations, 8 trials
+## mnv3_mini: 4 configurations, 8 trials
 
-Seed 000 in miniature: last expansion kept or dropped
+Kim et al. 2025 in miniature: last expansion kept or dropped
 
 |  | configuration | head | mIoU % | ± std | n | params | GFLOPs | latency ms | pub. params | Δ pub. params | pub. mIoU % | Δ pub. mIoU | Δ params % | Δ GFLOPs % | Δ latency % | Δ mIoU | Δ mIoU CI |
 |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
@@ -33,7 +33,7 @@ Seed 000 in miniature: last expansion kept or dropped
 | ★ | conventional[head=deeplabv3plus] | deeplabv3plus | 61.00 | 1.41 | 2 | 11,727,653 | 4.000 | 11.00 | 11,745,643 | -17,990 | 62.24 | -1.24 | +0.00 | +0.00 | +0.00 | +0.00 | [+0.00, +0.00] |
 
 {NOTE}
-pub.: published figures (seed 000); Δ pub. = measured - published (mIoU in points).
+pub.: published figures (Kim et al. 2025, Table 1); Δ pub. = measured - published (mIoU in points).
 Δ against conventional[head=deeplabv3], conventional[head=deeplabv3plus]: params, GFLOPs and latency in percent, mIoU in points; Δ mIoU CI: t-interval at 1 - alpha (95% by default), paired by seed where the same seeds ran (— with fewer than two).
 ★≈ proposed[head=deeplabv3plus]: its mIoU lead over conventional[head=deeplabv3], which it dominates, is within seed noise.
 """  # noqa: E501
@@ -51,7 +51,7 @@ def report(db, *args):
 
 
 def test_markdown_with_baseline_and_published_figures(db):
-    result = report(db, "--study", "seed000", "--baseline", "conventional", "--format", "markdown",
+    result = report(db, "--study", "mnv3_mini", "--baseline", "conventional", "--format", "markdown",
                     "--sort", "params")
     assert result.exit_code == 0, result.output
     assert result.output == BASELINE_MARKDOWN
@@ -62,7 +62,7 @@ def test_several_studies_and_default_order(db):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert [line for line in lines if line.startswith("## ")] == [
-        "## seed000: 4 configurations, 8 trials", "## other: 1 configuration, 2 trials"]
+        "## mnv3_mini: 4 configurations, 8 trials", "## other: 1 configuration, 2 trials"]
     rows = [line.split(" | ")[1] for line in lines
             if line.startswith(("| ★ |", "| ★≈ |", "|  |")) and " configuration " not in line]
     assert rows == ["conventional[head=deeplabv3plus]", "proposed[head=deeplabv3plus]",
@@ -71,7 +71,7 @@ def test_several_studies_and_default_order(db):
 
 
 def test_csv_where_on_an_axis_and_on_a_trial_column(db):
-    result = report(db, "--study", "seed000", "--where", "model.head=deeplabv3", "--where",
+    result = report(db, "--study", "mnv3_mini", "--where", "model.head=deeplabv3", "--where",
                     "seed=0", "--format", "csv")
     assert result.exit_code == 0, result.output
     header, *rows = result.output.splitlines()
@@ -123,7 +123,7 @@ def test_terminal_table(db):
                                 "miou_mean, miou_std, pixel_acc, params, gflops, latency_ms"),
     (["--json", "--format", "csv"], 2, "Error: --json and --format csv contradict each other"),
     (["--desc"], 2, "Error: --desc needs --sort COLUMN"),
-    (["--study", "nope"], 2, "Error: --study: no study 'nope' in the database; known: seed000, "
+    (["--study", "nope"], 2, "Error: --study: no study 'nope' in the database; known: mnv3_mini, "
                              "other"),
 ])
 def test_errors(db, args, code, message):
@@ -156,7 +156,7 @@ def test_pareto_plots_with_x_and_log_x(db, tmp_path):
 
 def test_per_class_and_curves(db, tmp_path):
     out = tmp_path / "views"
-    result = report(db, "--study", "seed000", "--per-class", "--curves", "--curves-by", "trial",
+    result = report(db, "--study", "mnv3_mini", "--per-class", "--curves", "--curves-by", "trial",
                     "--format", "markdown", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert ("| class | conventional[head=deeplabv3plus] | proposed[head=deeplabv3plus] | "
@@ -164,7 +164,7 @@ def test_per_class_and_curves(db, tmp_path):
     assert "| background | **81.0** | 79.0 | 78.0 | 76.0 |" in result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "curves.png", "curves.svg", "per_class_iou.png", "per_class_iou.svg"]
-    rows = json.loads(report(db, "--study", "seed000", "--per-class", "--json",
+    rows = json.loads(report(db, "--study", "mnv3_mini", "--per-class", "--json",
                              "--out", str(out)).stdout)
     assert rows[0]["iou/background"] == pytest.approx(81.0)
 
@@ -199,7 +199,7 @@ def test_where_that_matches_nothing(db):
 
 
 def test_where_on_another_final_figure_and_a_negation(db):
-    result = report(db, "--study", "seed000", "--where", "train_loss=0.5", "--where",
+    result = report(db, "--study", "mnv3_mini", "--where", "train_loss=0.5", "--where",
                     "variant!=proposed", "--format", "csv")
     assert result.exit_code == 0, result.output
     assert [r.split(",")[1] for r in result.output.splitlines()[1:]] == [
@@ -211,7 +211,7 @@ def test_effects_table_matches_hand_computed_intervals(db):
     seed 1 (-1.5 - 1) / 2 = -1.25; mean -2, se 0.75, t(0.975, 1 df) = tan(0.475 pi)."""
     import math
 
-    result = report(db, "--study", "seed000", "--effects", "--format", "markdown")
+    result = report(db, "--study", "mnv3_mini", "--effects", "--format", "markdown")
     assert result.exit_code == 0, result.output
     half = math.tan(0.475 * math.pi) * 0.75
     row = (f"| variant | conventional -> proposed | -2.00 | [{-2 - half:+.2f}, {-2 + half:+.2f}] "
@@ -219,11 +219,11 @@ def test_effects_table_matches_hand_computed_intervals(db):
     assert row == "| variant | conventional -> proposed | -2.00 | [-11.53, +7.53] | 0.685 | 2 " \
                   "| -53% | -50% | -53% | within seed noise | paired t (seeds) |"
     assert row in result.output.splitlines()
-    assert "## seed000: effects of each axis on mIoU" in result.output
+    assert "## mnv3_mini: effects of each axis on mIoU" in result.output
 
 
 def test_effects_json_has_nulls_where_one_seed_ran(db):
-    result = report(db, "--study", "seed000", "--where", "seed=0", "--effects", "--json")
+    result = report(db, "--study", "mnv3_mini", "--where", "seed=0", "--effects", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert {r["config_name"] for r in data["configurations"]} >= {"proposed[head=deeplabv3]"}

@@ -1,6 +1,6 @@
 """A small study written straight into a store (no training), with figures checked by hand.
 
-Study ``seed000``: variants conventional / proposed x axis ``model.head`` x seeds 0, 1.
+Study ``mnv3_mini``: variants conventional / proposed x axis ``model.head`` x seeds 0, 1.
 
 | configuration                       | params     | GFLOPs | mIoU (seeds)  | latency |
 |-------------------------------------|------------|--------|---------------|---------|
@@ -9,7 +9,7 @@ Study ``seed000``: variants conventional / proposed x axis ``model.head`` x seed
 | proposed[head=deeplabv3plus]        | 5,632,933  | 2.0    | 59.5, 58.5    | 5, 5    |
 | proposed[head=deeplabv3]            | 5,000,000  | 1.5    | 55.0, 57.0    | 4, 4    |
 
-Published (SPEC.md section 1): conventional 11,745,643 / 62.24, proposed 5,632,933 / 59.54.
+Published (Kim et al. 2025, Table 1): conventional 11,745,643 / 62.24, proposed 5,632,933 / 59.54.
 Study ``other``: one done trial (params 1,000, mIoU 50.0) and one pending trial.
 """
 
@@ -19,9 +19,9 @@ from ablate.recipes.loader import parse_recipe
 from ablate.store import CostRecord, Store
 from ablate.trials.expand import expand
 
-SEED000 = """
-name = "seed000"
-description = "Seed 000 in miniature: last expansion kept or dropped"
+MNV3_MINI = """
+name = "mnv3_mini"
+description = "Kim et al. 2025 in miniature: last expansion kept or dropped"
 seeds = [0, 1]
 
 [base.data]
@@ -33,11 +33,11 @@ classes = 3
 
 [variants.conventional]
 model.keep_last_expansion = true
-published = { params = 11745643, miou = 62.24, source = "seed 000" }
+published = { params = 11745643, miou = 62.24, source = "Kim et al. 2025, Table 1" }
 
 [variants.proposed]
 model.keep_last_expansion = false
-published = { params = 5632933, miou = 59.54, source = "seed 000" }
+published = { params = 5632933, miou = 59.54, source = "Kim et al. 2025, Table 1" }
 """
 
 OTHER = """
@@ -90,9 +90,9 @@ def add_study(store: Store, text: str, name: str, figures: dict, trials=None) ->
 
 
 def fill(url: str) -> Store:
-    """``seed000`` and ``other`` in the store at ``url``."""
+    """``mnv3_mini`` and ``other`` in the store at ``url``."""
     store = Store(url)
-    add_study(store, SEED000, "seed000", FIGURES)
+    add_study(store, MNV3_MINI, "mnv3_mini", FIGURES)
     other = expand(parse_recipe(OTHER, "other.toml"))
     add_study(store, OTHER, "other", {"base": (1_000, 1_000_000, [(0.5, 1.0)])}, other[:1])
     store.register_trials("other", other[1:])  # seed 1 stays pending

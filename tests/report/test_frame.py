@@ -55,7 +55,7 @@ def test_hand_checked_rows(filled):
     assert list(frame.columns) == [
         *TRIAL_COLUMNS, "steps", "train_loss", "axis:model.head", "published_params",
         "published_miou", "published_source"]
-    assert len(frame) == 10 and list(frame["study"]) == ["seed000"] * 8 + ["other"] * 2
+    assert len(frame) == 10 and list(frame["study"]) == ["mnv3_mini"] * 8 + ["other"] * 2
     row = frame[(frame["config_name"] == CONV_PLUS) & (frame["seed"] == 1)].iloc[0]
     assert row["name"] == f"{CONV_PLUS}/seed=1" and row["variant"] == "conventional"
     assert row["status"] == "done" and row["params"] == 11_727_653 and row["gflops"] == 4.0
@@ -64,7 +64,7 @@ def test_hand_checked_rows(filled):
     assert row["pixel_acc"] == pytest.approx(90.0) and row["train_loss"] == 0.5
     assert row["axis:model.head"] == "deeplabv3plus"
     assert row["published_params"] == 11_745_643 and row["published_miou"] == 62.24
-    assert row["published_source"] == "seed 000"
+    assert row["published_source"] == "Kim et al. 2025, Table 1"
     pending = frame[frame["status"] == "pending"].iloc[0]
     assert pending["study"] == "other" and math.isnan(pending["miou"])
 
@@ -77,9 +77,9 @@ def test_fast_path_equals_the_record_path(filled):
 
 
 def test_study_order_is_the_order_asked_for(filled):
-    frame = trials_frame(filled, ["other", "seed000", "other"])
-    assert list(frame["study"]) == ["other"] * 2 + ["seed000"] * 8
-    pd.testing.assert_frame_equal(frame, records_frame(filled, ["other", "seed000"])[frame.columns],
+    frame = trials_frame(filled, ["other", "mnv3_mini", "other"])
+    assert list(frame["study"]) == ["other"] * 2 + ["mnv3_mini"] * 8
+    pd.testing.assert_frame_equal(frame, records_frame(filled, ["other", "mnv3_mini"])[frame.columns],
                                   check_dtype=False)
 
 
@@ -93,12 +93,12 @@ def test_keys_reads_only_the_table_figures(filled):
 
 
 def test_per_class_columns_in_percent(filled):
-    frame = trials_frame(filled, ["seed000"], per_class=True)
+    frame = trials_frame(filled, ["mnv3_mini"], per_class=True)
     row = frame[(frame["config_name"] == PROP_V3) & (frame["seed"] == 0)].iloc[0]
     assert row["iou/background"] == pytest.approx(75.0)
     assert row["iou/circle"] == pytest.approx(45.0) and row["iou/square"] == pytest.approx(45.0)
     assert "iou/background" not in trials_frame(filled)
-    lean = trials_frame(filled, ["seed000"], per_class=True, keys=())
+    lean = trials_frame(filled, ["mnv3_mini"], per_class=True, keys=())
     pd.testing.assert_frame_equal(lean, frame[lean.columns])
 
 
@@ -109,7 +109,7 @@ def test_empty_store(tmp_path):
 
 
 def test_config_frame_by_hand(filled):
-    configs = config_frame(trials_frame(filled, ["seed000"], per_class=True)).set_index("config_name")
+    configs = config_frame(trials_frame(filled, ["mnv3_mini"], per_class=True)).set_index("config_name")
     assert list(configs.index) == [CONV_PLUS, CONV_V3, PROP_PLUS, PROP_V3]
     assert configs.loc[CONV_PLUS, "miou_mean"] == pytest.approx(61.0)
     assert configs.loc[CONV_PLUS, "miou_std"] == pytest.approx(math.sqrt(2.0))
@@ -129,7 +129,7 @@ def test_config_frame_counts_only_finished_trials(filled):
 
 
 def test_epoch_frame(filled):
-    trials = trials_frame(filled, ["seed000"])
+    trials = trials_frame(filled, ["mnv3_mini"])
     epochs = epoch_frame(filled, trials[trials["config_name"] == PROP_V3])
     assert list(epochs.columns) == ["study", "trial_id", "config_name", "epoch", "step", "key",
                                     "value"]
