@@ -146,6 +146,10 @@ def check_architectures(trials: list, source: str) -> None:
             continue
         seen.add(trial.arch_id)
         try:
+            if trial.spec.model.selective.enabled:  # the builder alone would not refuse it
+                from ablate.models.selective import check_selective_spec
+
+                check_selective_spec(trial.spec.model)
             build_on_meta(trial.spec.model, num_classes(trial.spec))
         except RecipeError:
             raise

@@ -46,12 +46,12 @@ def check_sqlite_file(url: str, must_exist: bool) -> None:
     if p.is_dir():
         raise DatabaseTargetError(f"database {shown}: {path} is a folder, not a database file")
     if not p.exists():
-        if must_exist:
-            raise NoDatabaseError(f"database {shown}: no database at {path} (nothing was "
-                                  "created); 'ablate run RECIPE' creates one")
         parent = next((a for a in p.absolute().parents if a.exists()), None)
         if parent is not None and not parent.is_dir():
             raise DatabaseTargetError(f"database {shown}: {parent} is a file, not a folder")
+        if must_exist:
+            raise NoDatabaseError(f"database {shown}: no database at {path} (nothing was "
+                                  "created); 'ablate run RECIPE' creates one")
         return
     try:
         with open(p, "rb") as handle:

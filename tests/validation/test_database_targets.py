@@ -1,0 +1,139 @@
+"""Every way ``--db`` / ``ABLATE_DB`` can be wrong, for every command that opens it:
+one line naming the URL (password masked) and the cause, exit 2, within seconds, and
+the given file untouched; read-only commands create nothing where no database is."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.validation.harness import VALID, assert_refused, invoke, make_database, snapshot
+
+COMMANDS = {
+    "plan": ["plan", "{recipe}"],
+    "run": ["run", "{recipe}"],
+    "status": ["status"],
+    "report": ["report"],
+    "export": ["export", "existing", "--csv", "-"],
+    "db-info": ["db", "info"],
+    "db-upgrade": ["db", "upgrade"],
+}
+READ_ONLY = ("status", "report", "export", "db-info")
+
+# (case id, target with {dir} filled in, text the one line must contain)
+TARGETS = [
+    ("not-a-database", "{dir}/notes.txt", "is not a SQLite database"),
+    ("a-folder", "{dir}/folder", "is a folder, not a database file"),
+    ("nothing-listening", "postgresql+psycopg://ablate:s3cret@127.0.0.1:1/x",
+     "postgresql+psycopg://ablate:***@127.0.0.1:1/x: cannot connect"),
+    ("unknown-dialect", "foo://user@host/x", "unknown dialect 'foo'"),
+    ("driver-missing", "mysql://user:s3cret@host/x", "driver is not installed"),
+    ("malformed-port", "postgresql+psycopg://u:s3cret@host:port/x", "malformed URL"),
+    ("sqlite-url-not-a-database", "sqlite:///{dir}/notes.txt", "is not a SQLite database"),
+    ("parent-is-a-file", "{dir}/notes.txt/sub.db", "notes.txt"),
+]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a database\n")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "valid.toml").write_text(VALID)
+    return tmp_path
+
+
+def _args(command: str, folder) -> list[str]:
+    return [a.format(recipe=folder / "valid.toml") for a in COMMANDS[command]]
+
+
+@pytest.mark.parametrize("via", ["--db", "ABLATE_DB"])
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("target,needle", [t[1:] for t in TARGETS], ids=[t[0] for t in TARGETS])
+def test_bad_target_is_refused(folder, command, target, needle, via):
+    url = target.format(dir=folder)
+    args, env = _args(command, folder), None
+    if via == "--db":
+        args += ["--db", url]
+    else:
+        env = {"ABLATE_DB": url}
+    before = snapshot(folder)
+    start = time.perf_counter()
+    line = assert_refused(invoke(args, env=env), needle)
+    assert time.perf_counter() - start < 10
+    assert "s3cret" not in line
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("command", READ_ONLY)
+def test_read_only_command_creates_nothing(tmp_path, command):
+    db = tmp_path / "sub" / "none.db"
+    line = assert_refused(invoke([*_args(command, tmp_path), "--db", str(db)]), "no database at")
+    assert "nothing was created" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", READ_ONLY)
+def test_read_only_command_on_an_empty_file_writes_nothing(tmp_path, command):
+    db = tmp_path / "empty.db"
+    db.touch()
+    assert_refused(invoke([*_args(command, tmp_path), "--db", str(db)]), "empty file")
+    assert db.read_bytes() == b""
+
+
+def test_default_database_is_not_created_by_a_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ABLATE_DB", raising=False)
+    assert_refused(invoke(["report"]), "no database at results/ablate.db")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plan_reads_an_existing_database_and_writes_nothing_on_error(tmp_path):
+    db = make_database(tmp_path)
+    (tmp_path / "bad.toml").write_text(VALID.replace("lr = 0.01", "lr = inf"))
+    before = snapshot(tmp_path)
+    assert_refused(invoke(["plan", str(tmp_path / "bad.toml"), "--db", str(db)]), "lr")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.fixture
+def empty_pg_database():
+    """A fresh database on the test PostgreSQL server, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from tests.services.env import service_setting
+
+    server = service_setting("ABLATE_TEST_PG_URL", "ABLATE_PG_ERROR", "PostgreSQL")
+    name = f"ablate_v_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_postgres_missing_and_empty_database(tmp_path, empty_pg_database):
+    from sqlalchemy import create_engine, inspect
+
+    url = empty_pg_database
+    (tmp_path / "valid.toml").write_text(VALID)
+    missing = url.set(database="ablate_no_such_db", password="s3cret")
+    for command in COMMANDS:
+        line = assert_refused(invoke([*_args(command, tmp_path), "--db",
+                                      missing.render_as_string(hide_password=False)]),
+                              "cannot connect")
+        assert "s3cret" not in line and ":***@" in line and "ablate_no_such_db" in line
+    real = url.render_as_string(hide_password=False)
+    for command in READ_ONLY:  # an empty database stays empty
+        assert_refused(invoke([*_args(command, tmp_path), "--db", real]), "no ablate tables")
+    engine = create_engine(real)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
