@@ -6,9 +6,11 @@
 Part 1 builds a database of ``--trials`` trials (bulk SQL inserts, not timed) and
 times the table path: load the trials, group into configurations, baseline deltas,
 Pareto fronts on params / GFLOPs / latency (target: at most 2 s), then CSV and
-Markdown text, and the whole CLI in-process (``report --format csv --baseline ...``).
-Part 2 builds ``--small`` trials and times a report with plots: ``--format html
---per-class --curves`` and ``--pareto`` (PNG + SVG files), in-process after one
+Markdown text, and the whole CLI in-process (``report --format csv --baseline ...``);
+then ``--effects``: every main effect and interaction with intervals and Holm's
+correction on the same trials (target: at most 2 s), alone and through the CLI.
+Part 2 builds ``--small`` trials and times a report with plots: ``--pareto`` alone,
+``--format html --per-class --curves`` and ``--pareto`` with more (PNG + SVG files), in-process after one
 untimed warm-up (imports and fonts loaded) and cold (a fresh ``ablate`` process:
 interpreter start, imports and font loading included). Target: at most 5 s.
 """
@@ -148,6 +150,25 @@ def table_path(url: str, baseline: str) -> dict[str, float]:
     return steps
 
 
+def effects_path(url: str, repeats: int) -> None:
+    """``--effects``: the statistics alone on the loaded frame, then the whole CLI."""
+    from ablate.analysis.effects import effects_table
+    from ablate.report.frame import trials_frame
+    from ablate.store import Store
+
+    trials = trials_frame(Store(url), keys=())
+    effects_table(trials)  # warm-up: scipy's first call loads its special functions
+    median, all_runs = timed(lambda: effects_table(trials), repeats)
+    table = effects_table(trials)
+    print(f"    effects_table on {len(trials):,} trials ({len(table):,} effects, "
+          f"{int(table['p'].notna().sum()):,} tested): {median:.3f} s median of {repeats} "
+          f"(target <= 2 s: {'met' if median <= 2 else 'MISSED'})")
+    cli_args = ["report", "--db", url, "--effects", "--format", "json"]
+    median, all_runs = timed(lambda: cli(cli_args), repeats)
+    print(f"    in-process `ablate {' '.join(cli_args)}` (load, table, effects, JSON): "
+          f"{median:.3f} s (runs {', '.join(f'{r:.2f}' for r in all_runs)})")
+
+
 def cli(args: list[str]) -> None:
     from click.testing import CliRunner
 
@@ -200,13 +221,14 @@ def main() -> None:
     median, all_runs = timed(lambda: cli(cli_args), args.repeats)
     print(f"    in-process `ablate {' '.join(cli_args)}`: {median:.3f} s "
           f"(runs {', '.join(f'{r:.2f}' for r in all_runs)})")
+    effects_path(big, args.repeats)
 
     small = f"sqlite:///{folder / 'small.db'}"
     if not (folder / "small.db").exists():
         build_database(small, args.small)
     print(f"\n[2] {args.small:,} trials with plots")
     out = folder / "out"
-    for extra in (["--format", "html", "--per-class", "--curves"],
+    for extra in (["--pareto"], ["--format", "html", "--per-class", "--curves"],
                   ["--pareto", "--per-class", "--curves", "--format", "markdown"]):
         report_args = ["report", "--db", small, *extra, "--out", str(out)]
         cli(report_args)  # warm-up: matplotlib loads its fonts on the first figure

@@ -91,7 +91,10 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
     figures = []
     if not result.configs.empty:
         if plot_pareto:
+            from ablate.report.runtimes import latency_figures
+
             figures += build.pareto_figures(result, axes, log_x)
+            figures += latency_figures(result)  # latency by batch size, per runtime
         if per_class:
             figures += build.per_class_figures(result)
         if curves:
@@ -111,12 +114,10 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
         if result.effects is None:
             click.echo(render.to_json(result.configs))
             return
-        import json
-
         from ablate.report.effects import effects_json
 
-        click.echo(json.dumps({"configurations": json.loads(render.to_json(result.configs)),
-                               "effects": effects_json(result.effects)}, indent=2))
+        click.echo('{\n"configurations": ' + render.to_json(result.configs)
+                   + ',\n"effects": ' + effects_json(result.effects) + "\n}")
         return
     if fmt == "html":
         return
@@ -126,6 +127,9 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
         return
     tables = render.config_tables(result.configs, result.trials, result.descriptions if
                                   fmt == "markdown" else None)
+    from ablate.report.runtimes import runtime_tables
+
+    tables += runtime_tables(result.configs)  # only when a trial measured other runtimes
     if per_class:
         tables += render.per_class_tables(result.configs)
     if result.effects is not None:

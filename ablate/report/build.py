@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ablate.errors import UserInputError
@@ -68,6 +69,9 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
     trials = filter_rows(trials, on_trials)
     configs = config_frame(trials)
     if not configs.empty:
+        from ablate.report.runtimes import add_runtime_columns  # latency_ms@<runtime>/bs<n>
+
+        configs = add_runtime_columns(store, trials, configs)
         configs = pareto_marks(configs, trials, alpha)
     if baseline is not None and not configs.empty:
         configs = baseline_intervals(add_baseline(configs, baseline), trials, alpha)
@@ -112,18 +116,17 @@ def pareto_marks(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float) -> p
     out = configs.copy()
     out["pareto_mark"], out["pareto_tie"] = "", None
     pairs, rows = [], []
-    for _study, group in out.groupby("study", sort=False):
+    for study, group in out.groupby("study", sort=False):
         params = group["params"].astype(float).to_numpy()
         miou = group["miou_mean"].astype(float).to_numpy()
-        for k, (index, row) in enumerate(group.iterrows()):
-            if not row["pareto"]:
-                continue
+        names = group["config_name"].to_numpy()
+        for k in np.flatnonzero(group["pareto"].to_numpy(dtype=bool)):  # the front is short
             dominated = ((params >= params[k]) & (miou <= miou[k])
                          & ((params > params[k]) | (miou < miou[k])))
             if dominated.any():
-                best = group.index[dominated][miou[dominated].argmax()]
-                pairs.append((row["study"], group.at[best, "config_name"], row["config_name"]))
-                rows.append(index)
+                best = np.flatnonzero(dominated)[miou[dominated].argmax()]
+                pairs.append((study, names[best], names[k]))
+                rows.append(group.index[k])
     if pairs:
         verdicts = compare_configs(trials, pairs, alpha)["verdict"].tolist()
         for index, (_s, tie, _c), verdict in zip(rows, pairs, verdicts):
@@ -152,7 +155,7 @@ def cost_axes(configs: pd.DataFrame, requested: tuple[str, ...] = ()) -> list[st
 def pareto_figures(report: Report, axes: list[str], log_x: bool = False) -> list[Figure]:
     from ablate.report.plots import AXIS_LABELS, pareto_figure
 
-    return [Figure(f"pareto_{x.replace(':', '_')}",
+    return [Figure(f"pareto_{_safe(x)}",
                    f"mIoU against {AXIS_LABELS.get(x, x.removeprefix('axis:'))}: Pareto front "
                    "as a step line, "
                    "dominated configurations faded, error bars ± std over seeds",
@@ -210,10 +213,14 @@ def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
 
         sections.append(Section("Effects of each axis", effects_tables(report.effects,
                                                                        report.alpha)))
-    groups = {"pareto": "Pareto fronts", "per_class": "IoU per class", "curves": "Training curves"}
+    from ablate.report.runtimes import runtime_tables
+
+    groups = {"pareto": "Pareto fronts", "latency_by_batch": "Runtimes and batch sizes",
+              "per_class": "IoU per class", "curves": "Training curves"}
     for prefix, heading in groups.items():
         images = [Image(f.caption, pngs[f.stem]) for f in figures if f.stem.startswith(prefix)]
         tables = per_class_tables(report.configs) if prefix == "per_class" and images else []
+        tables = runtime_tables(report.configs) if prefix == "latency_by_batch" else tables
         if images:
             sections.append(Section(heading, tables, images))
     studies = list(dict.fromkeys(report.configs["study"])) if not report.configs.empty else []

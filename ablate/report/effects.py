@@ -65,18 +65,6 @@ def _raw(series: pd.Series) -> list:
     return [None if math.isnan(v) else float(v) for v in series.astype(float)]
 
 
-def effects_json(effects: pd.DataFrame) -> list[dict]:
-    """Records with NaN as ``None`` (JSON null) and ``configs`` as a list."""
-    records = []
-    for record in effects.to_dict(orient="records"):
-        out = {}
-        for key, value in record.items():
-            if isinstance(value, float) and math.isnan(value):
-                value = None
-            elif isinstance(value, tuple):
-                value = list(value)
-            elif hasattr(value, "item"):
-                value = value.item()
-            out[key] = value
-        records.append(out)
-    return records
+def effects_json(effects: pd.DataFrame) -> str:
+    """JSON records: NaN as null (n < 2), ``configs`` as a list."""
+    return effects.to_json(orient="records", indent=2)

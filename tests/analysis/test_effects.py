@@ -152,3 +152,15 @@ def test_compare_configs_is_paired_when_seeds_match():
     half = q_df2(0.975) * sd / math.sqrt(3)
     assert (first["ci_low"], first["ci_high"]) == pytest.approx((1 - half, 1 + half))
     assert out.iloc[1]["verdict"] == UNDECIDED and math.isnan(out.iloc[1]["estimate"])
+
+
+def test_t_functions_agree_with_scipy_stats():
+    from scipy import stats
+
+    from ablate.analysis.stats import intervals, p_values
+
+    estimate, se, df = np.array([2.0, -1.0, 0.3]), np.array([0.5, 0.25, 1.0]), np.array([2.0, 5.5, 30])
+    assert p_values(estimate, se, df) == pytest.approx(2 * stats.t.sf(np.abs(estimate) / se, df))
+    low, high = intervals(estimate, se, df, np.full(3, 0.05))
+    assert high - estimate == pytest.approx(stats.t.ppf(0.975, df) * se)
+    assert estimate - low == pytest.approx(stats.t.ppf(0.975, df) * se)
