@@ -315,7 +315,7 @@ class EvalSpec(Section):
         if not v:
             raise ValueError("must list at least one value")
         if len(set(v)) != len(v):
-            raise ValueError(f"lists a value twice: {v}")
+            raise ValueError("lists a value twice")
         return v
 
     @model_validator(mode="after")

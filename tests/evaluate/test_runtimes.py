@@ -201,3 +201,81 @@ def test_compile_parity_on_a_tiny_squeezenet_fcn():
     model = build_model(ModelSpec(backbone="squeezenet1_0", head="fcn8s"), 3)
     m = _check_parity(model, "compile", batch_sizes=(1,))  # one shape: one compilation
     assert m["prepare_seconds@compile"] > 0
+
+
+RUNTIME_RECIPE = """
+name = "rt"
+description = "two configurations, eager and ONNX Runtime at batch 1 and 2"
+seeds = [0]
+
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "lraspp"
+
+[base.data]
+name = "shapes"
+classes = 3
+image_size = 32
+train_images = 8
+val_images = 4
+
+[base.train]
+epochs = 1
+batch_size = 4
+
+[base.eval]
+batch_size = 4
+latency_runs = 2
+latency_warmup = 1
+runtimes = ["eager", "onnxruntime"]
+latency_batch_sizes = [1, 2]
+latency_threads = 1
+
+[grid]
+"model.head" = ["lraspp", "fcn"]
+"""
+
+
+def test_a_study_records_runtime_figures_and_the_report_shows_them(write_recipe, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+    from ablate.store import Store
+
+    db = tmp_path / "rt.db"
+    recipe = write_recipe(RUNTIME_RECIPE)
+    run = CliRunner().invoke(main, ["run", str(recipe), "--db", str(db),
+                                    "--runs-dir", str(tmp_path / "runs")])
+    assert run.exit_code == 0, run.output
+    trials = Store(str(db)).trials("rt")
+    assert {t.status for t in trials} == {"done"} and len(trials) == 2
+    for t in trials:
+        m = t.metrics
+        assert m["latency_threads"] == 1.0
+        assert m["latency_ms"] == m["latency_ms@eager/bs1"] > 0
+        assert m["latency_ms@onnxruntime/bs2"] > 0
+        assert m["parity_ok@onnxruntime"] == 1.0 and m["parity_agree@onnxruntime"] == 1.0
+        # the eager pass of the parity check scores what the evaluation scored
+        assert m["miou@eager"] == pytest.approx(m["miou"], abs=1e-12)
+        onnx = t.environment["runtimes"]["onnxruntime"]
+        assert (onnx["status"], onnx["device"], onnx["threads"]) == ("ok", "cpu", 1)
+
+    rows = json.loads(CliRunner().invoke(main, ["report", "--db", str(db), "--json"]).output)
+    for row in rows:
+        assert row["x_eager@onnxruntime/bs2"] == pytest.approx(
+            row["latency_ms@onnxruntime/bs2"] / row["latency_ms@eager/bs2"])
+        assert row["parity_agree@onnxruntime"] == 100.0 and row["parity_ok@onnxruntime"] == 1.0
+    table = CliRunner().invoke(main, ["report", "--db", str(db), "--format", "markdown"])
+    assert table.exit_code == 0, table.output
+    assert "rt: runtimes and batch sizes" in table.output
+    assert "| head=fcn | onnxruntime |" in table.output and "| ok |" in table.output
+
+    out = tmp_path / "plots"
+    plots = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(out),
+                                      "--x", "latency_ms@onnxruntime/bs2"])
+    assert plots.exit_code == 0, plots.output
+    assert (out / "pareto_latency_ms_onnxruntime_bs2.png").stat().st_size > 1000
+    assert (out / "latency_by_batch.svg").read_text().startswith("<?xml")
