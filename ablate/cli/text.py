@@ -7,15 +7,17 @@ shown as text, never obeyed.
 
 from __future__ import annotations
 
-import re
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_ERROR = 600  # characters of one error line; longer ones are elided in the middle
 
 
 def visible(text: object) -> str:
-    """Control characters as ``\\xNN`` escapes (tabs and newlines included)."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+    """Every character that is not printable (controls, bidi overrides, separators,
+    unassigned code points) as a ``\\xNN`` / ``\\uNNNN`` escape; spaces stay."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 def terminal(text: object) -> str:
