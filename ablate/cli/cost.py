@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import click
-from rich.markup import escape
 
 from ablate.cli import main
 from ablate.cli.options import fmt_int, json_option, make_console, recipe_argument, set_option
+from ablate.cli.text import terminal as escape  # markup and control characters
 from ablate.errors import UserInputError
 
 

@@ -6,7 +6,6 @@ import sys
 import time
 
 import click
-from rich.markup import escape
 
 from ablate.cli import main
 from ablate.cli.options import (
@@ -19,6 +18,7 @@ from ablate.cli.options import (
     runs_option,
     set_option,
 )
+from ablate.cli.text import terminal as escape  # markup and control characters
 from ablate.cli.until_decided import (
     check_until_decided,
     continue_until_decided,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 
 from ablate.cli import main
 from ablate.cli.options import db_option, fmt_float, make_console, runs_option
+from ablate.cli.text import terminal as escape  # markup and control characters
 
 
 @main.command("status")
