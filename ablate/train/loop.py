@@ -345,6 +345,7 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
         if spec.model.selective.enabled and "mask_density" in final:
             # latency_ms: sparse execution at the measured density; latency_ms_dense beside it
             from ablate.cost.selective import selective_latency
+            from ablate.trials.ids import eval_resolution
 
             final.update(selective_latency(model, eval_resolution(spec), device,
                                            final["mask_density"], spec.eval.latency_warmup,
