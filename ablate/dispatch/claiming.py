@@ -81,15 +81,19 @@ class Heartbeat:
                 continue
 
 
-def _log_claim(run_dir: str, claim) -> None:
+def _log_line(run_dir: str, text: str) -> None:
     path = Path(run_dir) / CLAIMS_LOG
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
-    line = f"{stamp} epoch {claim.epoch} {describe_holder(claim.holder)}"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"{stamp} {text}\n")
+
+
+def _log_claim(run_dir: str, claim) -> None:
+    line = f"epoch {claim.epoch} claimed by {describe_holder(claim.holder)}"
     if claim.taken_over:
         line += f" (took over from {describe_holder(claim.taken_over)}, lease expired)"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
+    _log_line(run_dir, line)
 
 
 def claim_and_run(job, progress=None, executor: str = "local") -> dict[str, Any]:
@@ -123,6 +127,9 @@ def claim_and_run(job, progress=None, executor: str = "local") -> dict[str, Any]
             def guarded(event: dict[str, Any]) -> None:
                 if beat.lost.is_set():  # stop writing a run folder that is no longer ours
                     raise LeaseLost(f"trial {job.trial_id}: claim taken over")
+                if event["kind"] == "resume":
+                    _log_line(job.run_dir, f"epoch {outcome.epoch} resumed from checkpoint "
+                                           f"at step {event['step']}")
                 progress(event)
 
             try:

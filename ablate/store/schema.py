@@ -42,6 +42,18 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(_config(conn), revision)
 
 
+def _create(engine: Engine) -> None:
+    """Create an empty database at head; several runners may start on it at once."""
+    from alembic import command
+
+    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, one creator at a time
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(72620160)"))
+        if inspect(conn).get_table_names():
+            return  # another runner created it while this one waited
+        command.upgrade(_config(conn), "head")
+
+
 def _recorded_revision(engine: Engine) -> str | None:
     """The revision in ``alembic_version``, read with plain SQL (no alembic import)."""
     with engine.connect() as conn:
@@ -61,7 +73,7 @@ def ensure_schema(engine: Engine, url_for_message: str) -> None:
         return
     tables = set(inspect(engine).get_table_names())
     if not tables:
-        upgrade(engine)
+        _create(engine)
         return
     current = current_revision(engine)
     head = head_revision()

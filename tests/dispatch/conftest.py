@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from tests.services.env import service_setting, unavailable
+from tests.store.conftest import pg_server_url, pg_url  # noqa: F401  (claims tests)
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,7 @@ def test_sigkilled_run_is_finished_by_the_next_one_without_duplicates(tmp_path):
     recipe.write_text(THREE)
     db, runs = tmp_path / "k.db", tmp_path / "runs"
     command = [sys.executable, "-m", "ablate", "run", str(recipe), "--db", str(db),
-               "--runs-dir", str(runs)]
+               "--runs-dir", str(runs), "--lease-seconds", "2"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -61,6 +61,11 @@ def test_sigkilled_run_is_finished_by_the_next_one_without_duplicates(tmp_path):
     assert sorted(after_kill.values()).count("done") in (1, 2)
     assert "pending" in after_kill.values() or "running" in after_kill.values()
 
+    # the killed runner's claim is released by its lease running out (2 s)
+    deadline = time.monotonic() + 10
+    while not store.claimable("three", [t for t, s in after_kill.items() if s != "done"]):
+        assert time.monotonic() < deadline, "the killed runner's lease did not expire"
+        time.sleep(0.2)
     again = CliRunner().invoke(main, command[3:])  # in-process: torch is imported already
     assert again.exit_code == 0, again.output
     records = store.trials("three")

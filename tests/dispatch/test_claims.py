@@ -1,0 +1,144 @@
+"""Many runners, one study: every trial trained exactly once, across processes, a killed
+holder and a Slurm array at the same time.
+
+Trainings are counted from each run folder's ``claims.log`` (one line per claim, written
+by the process that then trains), not from database rows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ablate.store import Store
+from tests.conftest import TINY_RECIPE
+
+SIX = TINY_RECIPE.replace('name = "tiny"', 'name = "six"').replace(
+    '"model.keep_last_expansion" = [true, false]',
+    '"train.lr" = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]').replace(
+    "[base.eval]", "[base.eval]\nlatency = false\nflops = false").replace(
+    'head = "deeplabv3plus"', 'head = "deeplabv3plus"\naspp_channels = 32').replace(
+    "val_images = 8", "val_images = 8\nworkers = 0")
+
+
+def ablate_run(recipe: Path, db: str, runs: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ablate", "run", str(recipe), "--db", db, "--runs-dir", str(runs),
+         *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def claims(runs: list[Path], study: str) -> dict[str, list[str]]:
+    """Trial id -> its claims.log lines, over every runner's runs folder."""
+    out: dict[str, list[str]] = {}
+    for root in dict.fromkeys(runs):  # shared folders are counted once
+        for log in sorted((root / study).glob("*/claims.log")):
+            out.setdefault(log.parent.name, []).extend(log.read_text().splitlines())
+    return out
+
+
+def took(output: str) -> int:
+    found = re.search(r"this runner took (\d+) trial\(s\)", output)
+    if found:
+        return int(found.group(1))
+    assert "nothing left to take" in output, output
+    return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,folders", [("sqlite", "shared"), ("postgresql", "per-machine")])
+def test_three_runners_train_every_trial_exactly_once(kind, folders, tmp_path, request):
+    db_url = (f"sqlite:///{tmp_path / 'six.db'}" if kind == "sqlite"
+              else request.getfixturevalue("pg_url"))
+    recipe = tmp_path / "six.toml"
+    recipe.write_text(SIX)
+    # per-machine: each runner its own run folders, results meet in the database
+    runs = [tmp_path / ("runs" if folders == "shared" else f"runs{n}") for n in range(3)]
+    procs = [ablate_run(recipe, db_url, runs[n]) for n in range(3)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+
+    store = Store(db_url)
+    records = store.trials("six")
+    assert len(records) == 6 and {r.status for r in records} == {"done"}
+    log = claims(runs, "six")
+    assert sorted(log) == sorted(r.trial_id for r in records)
+    assert all(len(lines) == 1 for lines in log.values()), log  # trained once each
+    assert sum(took(o) for o in outputs) == 6
+    # each ends with the study's state as it saw it; the last one to finish saw it done
+    assert all(re.search(r"study six: .* of 6 trial\(s\)", out) for out in outputs), outputs
+    assert any("study six: 6 done of 6 trial(s)" in out for out in outputs), outputs
+    for out in outputs:
+        assert took(out) == 6 or re.search(r"left \d to other runners", out), out
+    for r in records:  # one epoch, ingested once
+        losses = [e.epoch for e in store.epoch_metrics("six", r.trial_id) if e.key == "train_loss"]
+        assert losses == [1]
+        assert r.metrics["steps"] == 2.0 and r.holder["executor"] == "local"
+    # a runner that finds nothing to take says so and exits 0
+    last = ablate_run(recipe, db_url, runs[0])
+    out = last.communicate(timeout=120)[0]
+    assert last.returncode == 0 and "nothing left to take" in out, out
+
+
+def _wait(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.mark.slow
+def test_a_killed_holder_s_trial_is_taken_over_and_resumed_from_its_checkpoint(tmp_path):
+    recipe = tmp_path / "long.toml"
+    recipe.write_text(SIX.replace('name = "six"', 'name = "long"').replace(
+        '"train.lr" = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]', '"train.lr" = [0.001]')
+        .replace("epochs = 1", "iterations = 40\ncheckpoint_every = 2")
+        .replace("[base.eval]", "[base.eval]\nevery = 100"))
+    db, runs = f"sqlite:///{tmp_path / 'k.db'}", tmp_path / "runs"
+    first = ablate_run(recipe, db, runs, "--lease-seconds", "3")
+    try:
+        _wait(lambda: bool(list(runs.glob("long/*/checkpoint.pt"))), 120, "a checkpoint")
+        first.send_signal(signal.SIGKILL)  # mid-trial: no release, the lease just stops
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    store = Store(db)
+    (record,) = store.trials("long")
+    assert record.status == "running" and record.holder["pid"] == first.pid
+
+    # while the lease is live another runner leaves the trial alone
+    busy = ablate_run(recipe, db, runs, "--lease-seconds", "3")
+    out = busy.communicate(timeout=120)[0]
+    if "nothing left to take" in out:  # started within the 3 s lease (usual)
+        assert busy.returncode == 0, out
+        assert "left 1 to other runners (1 running)" in out, out
+        _wait(lambda: store.claimable("long", [record.trial_id]), 10, "the lease to expire")
+        second = ablate_run(recipe, db, runs, "--lease-seconds", "3")
+        out = second.communicate(timeout=120)[0]
+        assert second.returncode == 0, out
+    else:  # the machine was slow enough for the lease to expire first: it took over
+        assert busy.returncode == 0, out
+    assert "this runner took 1 trial(s)" in out and "study long: 1 done of 1" in out, out
+
+    (record,) = store.trials("long")
+    assert record.status == "done" and record.metrics["steps"] == 40
+    losses = [e.epoch for e in store.epoch_metrics("long", record.trial_id)
+              if e.key == "train_loss"]
+    assert losses == list(range(1, 21))  # 2 steps an epoch; each epoch recorded once
+    lines = (runs / "long" / record.trial_id / "claims.log").read_text().splitlines()
+    assert len(lines) == 3, lines  # claimed, taken over, resumed
+    assert lines[0].endswith(f"epoch 1 claimed by {record.holder['host']}:{first.pid} local")
+    assert "epoch 2 claimed by" in lines[1]
+    assert f"(took over from {record.holder['host']}:{first.pid} local, lease expired)" in lines[1]
+    step = int(re.search(r"epoch 2 resumed from checkpoint at step (\d+)$", lines[2]).group(1))
+    assert 2 <= step < 40 and step % 2 == 0
