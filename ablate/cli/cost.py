@@ -68,9 +68,9 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
     trials = expand(loaded, overrides)
     from ablate.dispatch.preflight import find_problems
 
-    # counting needs no data and no weights: what `run` would refuse is only a warning here
-    for line in find_problems(trials, loaded.path):
-        click.echo(f"Warning: {line}", err=True)
+    # counting needs no data and no weights: what `run` would refuse is only a warning,
+    # printed after the figures (and not at all when the command itself fails)
+    warnings = find_problems(trials, loaded.path)
 
     if diff:
         if trial_ids or variants:
@@ -82,6 +82,7 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
             click.echo(json.dumps(_diff_json(diff, sides, reports, rows), indent=2))
         else:
             _print_diff(diff, sides, reports, rows)
+        _warn(warnings)
         return
 
     selected = _select(trials, trial_ids, variants, loaded.path)
@@ -93,6 +94,13 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
     else:
         for group, report in results:
             _print_arch(group, report)
+    _warn(warnings)
+
+
+def _warn(warnings: list[str]) -> None:
+    """One line on stderr per missing run-time input (stdout stays clean JSON)."""
+    for line in warnings:
+        click.echo(f"Warning: {line}", err=True)
 
 
 def _select(trials: list, trial_ids: tuple[str, ...], variants: tuple[str, ...],

@@ -29,7 +29,7 @@ def test_help_has_summary_and_example():
 def test_json_keys_and_values():
     result = run(SQUEEZENET, "--json")
     assert result.exit_code == 0, result.output
-    (arch,) = json.loads(result.output)
+    (arch,) = json.loads(result.stdout)
     assert {"name", "params", "params_by_module", "gflops", "flops_convention", "resolution",
             "arch_id", "trial_ids", "flops_by_module", "published"} <= set(arch)
     assert arch["name"] == "fcn8s"
@@ -47,7 +47,7 @@ def test_json_keys_and_values():
 def test_variants_select_and_published_counts_match():
     result = run(MNV3, "--variant", "conventional", "--variant", "proposed", "--json")
     assert result.exit_code == 0, result.output
-    archs = {a["name"]: a for a in json.loads(result.output)}
+    archs = {a["name"]: a for a in json.loads(result.stdout)}
     assert set(archs) == {"conventional", "proposed"}
     assert archs["conventional"]["params"] == 11_745_643
     assert archs["proposed"]["params"] == 5_632_933
@@ -62,7 +62,7 @@ def test_trials_sharing_an_architecture_are_costed_once(tmp_path):
     )
     result = run(str(recipe), "--json")
     assert result.exit_code == 0, result.output
-    (arch,) = json.loads(result.output)
+    (arch,) = json.loads(result.stdout)
     assert arch["configs"] == ["lr=0.1", "lr=0.01"] and len(arch["trial_ids"]) == 2
     assert arch["resolution"] == [64, 64]  # the embedded dataset's images
 
@@ -71,17 +71,17 @@ def test_resolution_and_set():
     result = run(MNV3, "--variant", "proposed", "--set", "data.name=shapes",
                  "--resolution", "96x128", "--json")
     assert result.exit_code == 0, result.output
-    (arch,) = json.loads(result.output)
+    (arch,) = json.loads(result.stdout)
     assert arch["resolution"] == [96, 128]
     assert arch["params"] == 5_632_933  # the variant gives its class count
 
 
 def test_trial_selects_by_id_prefix():
-    everything = json.loads(run(MNV3, "--json").output)
+    everything = json.loads(run(MNV3, "--json").stdout)
     assert len(everything) == 7
     target = everything[2]
     result = run(MNV3, "--trial", target["trial_ids"][0][:6], "--json")
-    assert [a["name"] for a in json.loads(result.output)] == [target["name"]]
+    assert [a["name"] for a in json.loads(result.stdout)] == [target["name"]]
 
 
 def test_text_output_shows_breakdown_and_published_match():
@@ -95,7 +95,7 @@ def test_text_output_shows_breakdown_and_published_match():
 def test_diff_conventional_proposed_rows():
     result = run(MNV3, "--diff", "conventional", "proposed", "--json")
     assert result.exit_code == 0, result.output
-    diff = json.loads(result.output)
+    diff = json.loads(result.stdout)
     rows = {row["module"]: row for row in diff["rows"]}
     assert list(rows) == ["backbone.features.16", "head.aspp.convs", "head.classifier", "<root>"]
     assert rows["backbone.features.16"]["params_a"] == 155_520
@@ -107,7 +107,7 @@ def test_diff_conventional_proposed_rows():
 
 def test_diff_same_class_pair_has_no_classifier_row():
     result = run(MNV3, "--diff", "conventional_21", "proposed", "--json")
-    modules = [row["module"] for row in json.loads(result.output)["rows"]]
+    modules = [row["module"] for row in json.loads(result.stdout)["rows"]]
     assert modules == ["backbone.features.16", "head.aspp.convs"]
 
 
@@ -124,14 +124,15 @@ def test_diff_text_table():
 @pytest.mark.parametrize("args, message", [
     (["--resolution", "512"], "Error: --resolution: expected HxW such as 512x1024, got '512'\n"),
     (["--variant", "nope"], "Error: --variant: {recipe} has no variant 'nope'; variants: "
-                            "conventional, proposed, conventional_21, proposed_91, drop_all_21, "
-                            "keep_early_21, keep_late_21\n"),
+                            "conventional, proposed, conventional_voc_only, proposed_voc_only, "
+                            "conventional_21, proposed_91, drop_all_21, keep_early_21, "
+                            "keep_late_21\n"),
     (["--trial", "zzzz"], "Error: --trial: no trial of {recipe} has id 'zzzz' "
                           "(see `ablate plan` for the ids)\n"),
     (["--diff", "nope", "proposed"], "Error: --diff: 'nope' is not a variant, config or trial "
                                      "id of {recipe}; variants: conventional, proposed, "
-                                     "conventional_21, proposed_91, drop_all_21, keep_early_21, "
-                                     "keep_late_21\n"),
+                                     "conventional_voc_only, proposed_voc_only, conventional_21, "
+                                     "proposed_91, drop_all_21, keep_early_21, keep_late_21\n"),
     (["--set", "model.expansion=[0]"], None),
     (["--set", "nokey"], "Error: --set: expected KEY=VALUE, got 'nokey'\n"),
 ])
