@@ -142,3 +142,48 @@ def test_a_killed_holder_s_trial_is_taken_over_and_resumed_from_its_checkpoint(t
     assert f"(took over from {record.holder['host']}:{first.pid} local, lease expired)" in lines[1]
     step = int(re.search(r"epoch 2 resumed from checkpoint at step (\d+)$", lines[2]).group(1))
     assert 2 <= step < 40 and step % 2 == 0
+
+
+@pytest.mark.slow
+def test_a_local_runner_beside_a_slurm_array_trains_no_trial_twice(cancel_after, tmp_path):
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+    from ablate.dispatch.slurm import follow_study
+
+    cancel_after("mix")
+    recipe = tmp_path / "mix.toml"
+    recipe.write_text(SIX.replace('name = "six"', 'name = "mix"').replace(
+        '"train.lr" = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]',
+        '"train.lr" = [0.001, 0.002, 0.003, 0.004]').replace("epochs = 1", "iterations = 8"))
+    db, runs = f"sqlite:///{tmp_path / 'mix.db'}", tmp_path / "runs"
+    out = CliRunner().invoke(main, ["run", str(recipe), "--db", db, "--runs-dir", str(runs),
+                                    "--executor", "slurm", "--cpus-per-trial", "1",
+                                    "--time", "10", "--detach"])
+    assert out.exit_code == 0, out.output
+    local = ablate_run(recipe, db, runs)  # while the array's tasks start
+    local_out = local.communicate(timeout=300)[0]
+    assert local.returncode == 0, local_out
+
+    store = Store(db)
+
+    def settled() -> bool:  # what `ablate status` does
+        follow_study(store, "mix", runs)
+        return set(store.statuses("mix").values()) == {"done"}
+
+    _wait(settled, 240, "every trial to be done")
+    log = claims([runs], "mix")
+    records = store.trials("mix")
+    assert sorted(log) == sorted(r.trial_id for r in records)
+    assert all(len(lines) == 1 for lines in log.values()), log  # trained once each
+    by = {r.trial_id: r.holder["executor"] for r in records}
+    assert took(local_out) == sum(e == "local" for e in by.values())
+    for r in records:
+        assert (r.holder["executor"] == "slurm") == (" slurm job " in log[r.trial_id][0])
+        assert r.metrics["steps"] == 8.0
+    # every array task ended cleanly, those that found their trial held included
+    from ablate.dispatch.slurm import job_states, read_job_info
+
+    jobs = [read_job_info(runs / "mix" / r.trial_id).job_id for r in records]
+    _wait(lambda: set(job_states(jobs).values()) == {"COMPLETED"}, 60, "the tasks to complete")
+    assert set(by.values()) <= {"local", "slurm"}
