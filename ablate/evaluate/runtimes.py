@@ -277,13 +277,29 @@ def measure_runtimes(model: nn.Module, resolution: tuple[int, int], device: torc
                 report.metrics[metric_key("latency_ms_p90", runtime, bs)] = _p90(times)
         others = [r for r in runners if r != "eager"]
         if images is not None and n_classes and others:
-            _parity(model, runners, others, images, n_classes, device, report)
+            _parity(model, runners, others, images, n_classes, device, report, resolution)
     model.train(was_training)
     return report
 
 
+def fit_to(images: torch.Tensor, labels: torch.Tensor, size: tuple[int, int]
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop at the bottom and right, or pad (images with 0, labels with the ignore label),
+    to ``size``: the shape a runtime was exported or compiled for."""
+    from ablate.evaluate.metrics import IGNORE_INDEX
+
+    h, w = size
+    if tuple(images.shape[-2:]) == (h, w):
+        return images, labels
+    images, labels = images[..., :h, :w], labels[..., :h, :w]
+    pad = (0, w - images.shape[-1], 0, h - images.shape[-2])
+    return (nn.functional.pad(images, pad, value=0.0),
+            nn.functional.pad(labels, pad, value=IGNORE_INDEX))
+
+
 def _parity(model: nn.Module, runners: dict[str, Runner], others: list[str], images: Iterable,
-            n_classes: int, device: torch.device, report: RuntimeReport) -> None:
+            n_classes: int, device: torch.device, report: RuntimeReport,
+            size: tuple[int, int]) -> None:
     from ablate.evaluate.metrics import ConfusionMatrix
 
     eager = runners.get("eager") or _eager(model, device, torch.empty(0))
@@ -291,6 +307,8 @@ def _parity(model: nn.Module, runners: dict[str, Runner], others: list[str], ima
     parity = {r: Parity(n_classes) for r in others}
     with torch.no_grad():
         for batch, labels in images:
+            # an export traces shape checks at its example's size: compare at that size
+            batch, labels = fit_to(batch, labels, size)
             batch = batch.to(device)
             logits = eager.run(batch).float().cpu()
             reference.update(logits.argmax(1), labels.cpu())

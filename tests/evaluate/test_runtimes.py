@@ -17,7 +17,7 @@ from ablate.evaluate.runtime_keys import (
     parse_metric_key,
     runtime_problems,
 )
-from ablate.evaluate.runtimes import Parity, measure_runtimes
+from ablate.evaluate.runtimes import Parity, fit_to, measure_runtimes
 from ablate.models.registry import BACKBONES, HEADS, build_model
 from ablate.recipes.schema import EvalSpec, ModelSpec
 
@@ -96,6 +96,18 @@ def test_parity_with_another_output_shape_is_not_ok():
     p.update(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 2, 2), torch.zeros(1, 4, 4))
     assert p.figures("onnxruntime", 0.5) == {"parity_ok@onnxruntime": 0.0}
     assert p.problem == "output shape (1, 2, 2, 2) differs from eager's (1, 2, 4, 4)"
+
+
+def test_parity_images_are_cropped_or_padded_to_the_exported_size():
+    images = torch.arange(2 * 3 * 3 * 5, dtype=torch.float32).view(2, 3, 3, 5)
+    labels = torch.ones(2, 3, 5, dtype=torch.int64)
+    fitted, fitted_labels = fit_to(images, labels, (4, 2))
+    assert fitted.shape == (2, 3, 4, 2) and fitted_labels.shape == (2, 4, 2)
+    assert torch.equal(fitted[:, :, :3, :], images[:, :, :, :2])  # right columns cropped
+    assert fitted[:, :, 3].abs().sum() == 0  # a padded bottom row of zeros...
+    assert fitted_labels[:, 3].eq(255).all() and fitted_labels[:, :3].eq(1).all()  # ...ignored
+    same = fit_to(images, labels, (3, 5))
+    assert same[0] is images and same[1] is labels
 
 
 def _buildable() -> list[tuple[str, str]]:
@@ -279,3 +291,15 @@ def test_a_study_records_runtime_figures_and_the_report_shows_them(write_recipe,
     assert plots.exit_code == 0, plots.output
     assert (out / "pareto_latency_ms_onnxruntime_bs2.png").stat().st_size > 1000
     assert (out / "latency_by_batch.svg").read_text().startswith("<?xml")
+
+
+def test_parity_on_evaluation_images_of_another_size_than_the_export():
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(backbone="squeezenet1_0", head="fcn8s"), 3)
+    g = torch.Generator().manual_seed(0)
+    images = [(torch.randn(2, 3, 40, 28, generator=g), torch.randint(0, 3, (2, 40, 28)))]
+    report = measure_runtimes(model, (32, 32), CPU, runtimes=["eager", "onnxruntime"],
+                              warmup=1, runs=1, threads=1, images=images, n_classes=3)
+    assert report.metrics["parity_ok@onnxruntime"] == 1.0
+    assert report.metrics["parity_agree@onnxruntime"] == 1.0
