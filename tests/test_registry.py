@@ -1,0 +1,74 @@
+"""ablate.registry: names, entry points and import paths resolve through one Registry."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import sys
+
+import pytest
+
+from ablate.errors import UserInputError
+from ablate.registry import Registry, arguments, import_target
+
+
+@pytest.fixture
+def pkg(tmp_path, monkeypatch):
+    """``boom`` (its __init__ raises when imported) with a plain module ``boom.nets``."""
+    (tmp_path / "boom").mkdir()
+    (tmp_path / "boom" / "__init__.py").write_text("raise RuntimeError('package imported')\n")
+    (tmp_path / "boom" / "nets.py").write_text("def build(num_classes, depth=3):\n    return 1\n")
+    (tmp_path / "fine.py").write_text("def build(num_classes, *, width=8, **extra):\n    pass\n"
+                                      "VALUE = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in ("boom", "boom.nets", "fine"):
+        sys.modules.pop(name, None)
+
+
+def test_source_hash_reads_the_file_without_importing_its_package(pkg):
+    registry = Registry("model builder", "model.builder", {}, group="ablate.models")
+    expected = hashlib.sha256((pkg / "boom" / "nets.py").read_bytes()).hexdigest()[:16]
+    assert registry.source_hash("boom.nets:build") == expected
+    assert "boom" not in sys.modules
+
+
+def test_import_errors_are_one_line_and_name_the_key(pkg):
+    with pytest.raises(UserInputError) as err:
+        import_target("boom.nets:build", "model.builder")
+    assert str(err.value) == ("model.builder: importing 'boom.nets' raised RuntimeError: "
+                              "package imported")
+    with pytest.raises(UserInputError, match=r"^data.builder: fine.VALUE is a int, not a function"):
+        import_target("fine:VALUE", "data.builder")
+    with pytest.raises(UserInputError, match="is not an import path"):
+        import_target("fine.build", "model.builder")
+
+
+def test_arguments_lists_keywords_and_defaults(pkg):
+    fn = import_target("fine:build", "model.builder")
+    assert arguments(fn, skip=("num_classes",)) == [
+        {"name": "width", "default": 8, "required": False}]
+
+
+def test_builtins_win_over_plugins_and_registrations_resolve(monkeypatch, pkg):
+    def fake(**kwargs):
+        return importlib.metadata.EntryPoints([
+            importlib.metadata.EntryPoint("shapes", "fine:build", "ablate.test"),
+            importlib.metadata.EntryPoint("extra", "fine:build", "ablate.test")])
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake)
+    registry = Registry("dataset", "data.name", {"shapes": "ablate.data.shapes:generate"},
+                        group="ablate.test")
+    assert registry.names() == ["shapes", "extra"]
+    assert registry.entry("shapes").origin == "built-in"
+    assert registry.source_hash("shapes") is None  # built-ins are versioned with ablate
+    assert registry.load("extra") is import_target("fine:build", "x")
+
+    @registry.register("mine")
+    def mine(num_classes):
+        return num_classes
+
+    assert registry.load("mine") is mine and registry.entry("mine").origin == "registered"
+    with pytest.raises(UserInputError, match=r"unknown dataset 'nope'; allowed: 'shapes', "
+                                             r"'extra', 'mine' or an import path"):
+        registry.entry("nope")
