@@ -94,12 +94,12 @@ def add_runtime_columns(store, trials: pd.DataFrame, configs: pd.DataFrame) -> p
                 eager = row.get(f"latency_ms@eager/bs{parsed[2]}")
                 if eager:
                     row[f"x_eager@{parsed[1]}/bs{parsed[2]}"] = row[key] / eager
+    config_of = dict(zip(zip(trials["study"], trials["trial_id"]), trials["config_name"]))
     for (study, trial_id), runtimes in details.items():
-        config = trials.loc[(trials["study"] == study) & (trials["trial_id"] == trial_id),
-                            "config_name"]
+        config = config_of.get((study, trial_id))
         for runtime, detail in runtimes.items():
-            if isinstance(detail, dict) and detail.get("status") == "unsupported" and len(config):
-                wide.setdefault((study, config.iloc[0]), {}).setdefault(
+            if isinstance(detail, dict) and detail.get("status") == "unsupported" and config:
+                wide.setdefault((study, config), {}).setdefault(
                     f"unsupported@{runtime}", detail.get("reason", ""))
     extra = pd.DataFrame.from_dict(wide, orient="index")
     extra = extra[sorted(extra.columns, key=_column_order)]
