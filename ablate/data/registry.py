@@ -272,7 +272,8 @@ def loader_options(data: DataSpec, device_type: str) -> dict[str, Any]:
     copies; elsewhere it does nothing. persistent_workers: only with workers.
     """
     if data.workers == "auto":
-        workers = 0 if data.name == "shapes" else min(MAX_AUTO_WORKERS, _cpu_count())
+        in_memory = data.name == "shapes" and data.builder is None
+        workers = 0 if in_memory else min(MAX_AUTO_WORKERS, _cpu_count())
     else:
         workers = data.workers
     pin_memory = device_type == "cuda" and data.pin_memory is not False

@@ -214,3 +214,15 @@ def test_dataset_plugin_is_a_data_name_and_listed(user_data, monkeypatch):
             DataSpec(name="nope")
     finally:
         DATASETS.refresh()
+
+
+def test_data_builder_datasets_load_in_worker_processes(user_data):
+    from torch.utils.data import DataLoader
+
+    from ablate.data.registry import loader_options
+
+    data = DataSpec(builder="userdata:build", scale_range=[1.0, 1.0], hflip=False)
+    assert loader_options(data, "cpu")["num_workers"] >= 1  # user data is not in memory
+    pair = build_datasets(data)
+    labels = [label for _, label in DataLoader(pair.train, batch_size=2, num_workers=1)]
+    assert [int(batch.sum()) for batch in labels] == [(1 + 2) * 8, (3 + 4) * 8]
