@@ -24,8 +24,9 @@ class Section(BaseModel):
     """Strict base: unknown keys are errors, values are not silently coerced."""
 
     # allow_inf_nan=False: inf passes every gt/ge check and only shows up as a nan loss
+    # str_min_length: an empty path or name would be silently taken as "not set"
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True,
-                              allow_inf_nan=False)
+                              allow_inf_nan=False, str_min_length=1)
 
 
 # Upper bounds keep absurd values (a typo's extra zeros) from planning and then failing.
@@ -252,7 +253,8 @@ class EvalDataSpec(Section):
             raise ValueError("set eval_data.name: without it the other eval_data keys are not read")
         if isinstance(data, dict) and data.get("name") != "shapes":
             for key in ("classes", "image_size", "images", "data_seed"):
-                if key in data:
+                # a full spec (a stored trial) carries the defaults: only other values
+                if key in data and data[key] != cls.model_fields[key].default:
                     raise ValueError(f"{key} is only read for eval_data.name = 'shapes'")
         return data
 
@@ -348,7 +350,7 @@ class TrialSpec(Section):
         eval_data, data = (tree.get("eval_data"), tree.get("data")) if isinstance(tree, dict) else (None, None)
         if isinstance(eval_data, dict) and eval_data.get("name") and isinstance(data, dict):
             for key in ("val_split", "limit_val", "eval_size", "val_images"):
-                if key in data:
+                if key in data and data[key] != DataSpec.model_fields[key].default:
                     raise ValueError(f"data.{key} is not read when eval_data is set; set "
                                      f"the evaluation set's keys under eval_data")
         return tree

@@ -77,6 +77,12 @@ CASES = [
     ("schedule-step", [(T, "schedule", '"step"')], "base.train.schedule"),
     ("amp-fp8", [(T, "amp", '"fp8"')], "base.train.amp"),
     ("device-tpu", [(T, "device", '"tpu"')], "base.train.device"),
+    # empty values: never taken as "not set"
+    ("weights-path-empty", [(M, "weights_path", '""')], "base.model.weights_path: must not be"),
+    ("data-root-empty", [(D, "root", '""')], "base.data.root: must not be empty"),
+    ("train-split-empty", [(D, "train_split", '""')], "base.data.train_split"),
+    ("slurm-partition-empty", [("slurm", "partition", '""')], "slurm.partition: must not be"),
+    ("aspp-rates-empty-string", [(M, "aspp_rates", '""')], "base.model.aspp_rates"),
     # seeds
     ("seeds-int64-max", [("", "seeds", "[9223372036854775807]")], "seeds: must be"),
     ("seeds-two-to-the-32", [("", "seeds", "[4294967296]")], "[0, 4294967295]"),
