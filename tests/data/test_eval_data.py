@@ -59,6 +59,9 @@ def test_unset_eval_data_leaves_specs_and_ids_as_they_were():
                                       "eval_data": {"name": "voc2012", "root": "/v"}})
     assert spec_dict(other)["eval_data"]["root"] == "/v"
     assert trial_id(other) != trial_id(plain)
+    # a stored spec (every key, defaults included) validates back to the same trial
+    for spec in (plain, other):
+        assert TrialSpec.model_validate(spec_dict(spec)) == spec
 
 
 def test_validation_set_comes_from_eval_data(tmp_path):
@@ -134,3 +137,21 @@ def test_preflight_names_the_evaluation_root(tmp_path):
     [problem] = preflight.find_problems([trial])
     assert f"eval_data.root: {tmp_path / 'novoc'} not found" in problem
     assert problem.endswith("--set data.name=shapes --set eval_data.name=shapes")
+
+
+def test_cli_run_with_eval_data(tmp_path, tiny_recipe):
+    """Through the whole path: spec stored, sent to the worker, validated back, trained."""
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+    from ablate.store import Store
+
+    db = tmp_path / "e.db"
+    result = CliRunner().invoke(main, [
+        "run", str(tiny_recipe), "--db", str(db), "--set", "model.keep_last_expansion=true",
+        "--set", "eval_data.name=shapes", "--set", "eval_data.classes=3",
+        "--set", "eval_data.image_size=32", "--set", "eval_data.images=4",
+        "--set", "eval_data.data_seed=7"])
+    assert result.exit_code == 0, result.output
+    [trial] = Store(str(db)).trials("tiny")
+    assert trial.status == "done" and 0.0 <= trial.metrics["miou"] <= 1.0
