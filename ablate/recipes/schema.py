@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # Backbone, head, model-builder and dataset names are asked of their registries
 # (ablate.models.registry, ablate.data.catalog): built-ins, plugins and import paths.
@@ -344,16 +351,16 @@ class TrialSpec(Section):
     eval_data: EvalDataSpec = Field(EvalDataSpec(), exclude_if=lambda v: v.name is None)
     seed: Seed = 0  # set from the recipe's `seeds`, never from a key
 
-    @model_validator(mode="before")
+    @field_validator("eval_data")
     @classmethod
-    def _one_evaluation_set(cls, tree: Any) -> Any:
-        eval_data, data = (tree.get("eval_data"), tree.get("data")) if isinstance(tree, dict) else (None, None)
-        if isinstance(eval_data, dict) and eval_data.get("name") and isinstance(data, dict):
+    def _one_evaluation_set(cls, eval_data: EvalDataSpec, info: ValidationInfo) -> EvalDataSpec:
+        data = info.data.get("data")  # validated before eval_data (field order)
+        if eval_data.name is not None and data is not None:
             for key in ("val_split", "limit_val", "eval_size", "val_images"):
-                if key in data and data[key] != DataSpec.model_fields[key].default:
+                if getattr(data, key) != DataSpec.model_fields[key].default:
                     raise ValueError(f"data.{key} is not read when eval_data is set; set "
-                                     f"the evaluation set's keys under eval_data")
-        return tree
+                                     "the evaluation set's keys under eval_data")
+        return eval_data
 
 
 class SlurmSpec(Section):

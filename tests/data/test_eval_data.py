@@ -139,16 +139,21 @@ def test_preflight_names_the_evaluation_root(tmp_path):
     assert problem.endswith("--set data.name=shapes --set eval_data.name=shapes")
 
 
-def test_cli_run_with_eval_data(tmp_path, tiny_recipe):
+def test_cli_run_with_eval_data(tmp_path, tiny_recipe, write_recipe):
     """Through the whole path: spec stored, sent to the worker, validated back, trained."""
     from click.testing import CliRunner
 
     from ablate.cli import main
     from ablate.store import Store
 
+    refused = CliRunner().invoke(main, ["plan", str(tiny_recipe), "--no-cost",
+                                        "--set", "eval_data.name=shapes"])
+    assert refused.exit_code == 2  # the recipe's data.val_images would be ignored
+    assert "base.eval_data: data.val_images is not read when eval_data is set" in refused.stderr
+    recipe = write_recipe(tiny_recipe.read_text().replace("val_images = 8\n", ""), "t.toml")
     db = tmp_path / "e.db"
     result = CliRunner().invoke(main, [
-        "run", str(tiny_recipe), "--db", str(db), "--set", "model.keep_last_expansion=true",
+        "run", str(recipe), "--db", str(db), "--set", "model.keep_last_expansion=true",
         "--set", "eval_data.name=shapes", "--set", "eval_data.classes=3",
         "--set", "eval_data.image_size=32", "--set", "eval_data.images=4",
         "--set", "eval_data.data_seed=7"])
