@@ -315,3 +315,37 @@ def test_cost_breakdown_and_diff_of_user_models(user_pkg, write_recipe):
     assert diff.exit_code == 0, diff.output
     modules = {r["module"]: r for r in json.loads(diff.output)["rows"]}
     assert modules["conv"]["params_a"] == 112 and modules["conv"]["params_b"] == 168
+
+
+def test_killed_user_model_trial_resumes_to_the_same_weights(user_pkg, tmp_path):
+    from ablate.train.checkpoint import CHECKPOINT_NAME
+    from ablate.train.loop import train_and_evaluate
+
+    trial = TrialSpec.model_validate({
+        "model": {"builder": "usernets.nets:build", "args": {"width": 4}},
+        "data": {"name": "shapes", "classes": 3, "image_size": 16, "train_images": 16,
+                 "val_images": 4},
+        "train": {"optimizer": "sgd", "lr": 0.05, "epochs": 2, "batch_size": 4,
+                  "log_every": 1, "checkpoint_every": 2},
+        "eval": {"latency": False, "batch_size": 4},
+    })
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_5(event):
+        if event["kind"] == "step" and event["step"] == 5:
+            raise Killed
+
+    straight = train_and_evaluate(trial, tmp_path / "straight")
+    with pytest.raises(Killed):
+        train_and_evaluate(trial, tmp_path / "resumed", kill_at_5)
+    events: list[dict] = []
+    again = train_and_evaluate(trial, tmp_path / "resumed", events.append)
+    assert {"kind": "resume", "step": 4} in events
+    assert [e["step"] for e in events if e["kind"] == "step"] == [5, 6, 7, 8]
+    a, b = (torch.load(tmp_path / d / CHECKPOINT_NAME, weights_only=False)["model"]
+            for d in ("straight", "resumed"))
+    assert list(a) == ["conv.weight", "conv.bias", "classifier.weight", "classifier.bias"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert again["final"]["miou"] == straight["final"]["miou"]
