@@ -117,13 +117,29 @@ ZOO_ONLY_MODEL_KEYS = ("backbone", "head", "output_stride", "expansion", "keep_l
                        "aux_head", "weights", "selective")
 
 
+def _zoo_key(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    builder = info.data.get("builder")
+    if builder is not None and value != cls.model_fields[info.field_name].default:
+        raise ValueError(f"a built-in model key, not read with model.builder {builder!r}; "
+                         "put your model's arguments under model.args")
+    return value
+
+
+def _model_args(cls: type[BaseModel], value: dict[str, Any], info: ValidationInfo) -> dict:
+    if value and "builder" in info.data and info.data["builder"] is None:
+        raise ValueError("only read with model.builder; set model.builder = "
+                         "'package.module:function' or remove model.args")
+    return _finite_values(value)
+
+
 class ModelSpec(Section):
-    backbone: str = "mobilenet_v3_large"
-    head: str = "deeplabv3plus"
     # your own model: "package.module:function" or a plugin name, called with
-    # **args and num_classes (see README "Your own models and data")
+    # **args and num_classes (see README "Your own models and data"); declared first
+    # so that the built-in keys' validators see it
     builder: str | None = None
     args: dict[str, Any] = {}
+    backbone: str = "mobilenet_v3_large"
+    head: str = "deeplabv3plus"
     num_classes: PositiveInt | None = None  # None: the dataset's class count
     output_stride: Literal[8, 16, 32] = 16
     # MobileNetV3: which inverted-residual blocks keep their 1x1 expansion conv.
@@ -147,21 +163,8 @@ class ModelSpec(Section):
     _backbone = field_validator("backbone")(classmethod(lambda cls, v: _registered("backbone", v)))
     _head = field_validator("head")(classmethod(lambda cls, v: _registered("head", v)))
     _builder = field_validator("builder")(classmethod(lambda cls, v: _builder(v, "model")))
-    _args = field_validator("args")(classmethod(lambda cls, v: _finite_values(v)))
-
-    @model_validator(mode="after")
-    def _builder_or_zoo(self) -> ModelSpec:
-        if self.builder is None:
-            if self.args:
-                raise ValueError("args is only read with builder: set model.builder = "
-                                 "'package.module:function' or remove model.args")
-            return self
-        for key in ZOO_ONLY_MODEL_KEYS:
-            if getattr(self, key) != type(self).model_fields[key].default:
-                raise ValueError(
-                    f"{key} is a built-in model key, not read with builder "
-                    f"{self.builder!r}; put your model's arguments under model.args")
-        return self
+    _args = field_validator("args")(classmethod(_model_args))
+    _zoo = field_validator(*ZOO_ONLY_MODEL_KEYS)(classmethod(_zoo_key))
 
 
 class DataSpec(Section):
@@ -203,7 +206,7 @@ class DataSpec(Section):
 
     _hw = field_validator("eval_size")(classmethod(lambda cls, v: _height_width(v)))
     _name = field_validator("name")(classmethod(lambda cls, v: _registered("dataset", v)))
-    _builder = field_validator("builder")(classmethod(lambda cls, v: _builder(v, "dataset")))
+    _builder = field_validator("builder")(classmethod(lambda cls, v, info: _data_builder(v, info)))
 
     @model_validator(mode="before")
     @classmethod
@@ -213,18 +216,25 @@ class DataSpec(Section):
         if isinstance(data, dict) and "crop_size" not in data and data.get("name") in CONVENTIONAL_CROP:
             data = {**data, "crop_size": CONVENTIONAL_CROP[data["name"]]}
         return data
-    _args = field_validator("args")(classmethod(lambda cls, v: _finite_values(v)))
-
-    @model_validator(mode="after")
-    def _builder_or_name(self) -> DataSpec:
-        if self.builder is not None and self.name != "shapes":
-            raise ValueError("name is not read with builder: set data.name or data.builder")
-        if self.args and self.builder is None and self.name in _BUILTIN_DATASETS:
-            raise ValueError(f"args is not read by the built-in dataset {self.name!r}")
-        return self
+    _args = field_validator("args")(classmethod(lambda cls, v, info: _data_args(v, info)))
 
 
 _BUILTIN_DATASETS = ("shapes", "voc2012", "cityscapes", "coco", "folder")
+
+
+def _data_builder(value: str | None, info: ValidationInfo) -> str | None:
+    name = info.data.get("name", "shapes")
+    if value is not None and name != "shapes":
+        raise ValueError(f"not read together with data.name {name!r}; set one of them")
+    return _builder(value, "dataset")
+
+
+def _data_args(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    name = info.data.get("name")
+    if value and info.data.get("builder", "") is None and name in _BUILTIN_DATASETS:
+        raise ValueError(f"not read by the built-in dataset {name!r}; only by data.builder "
+                         "or a plugin dataset")
+    return _finite_values(value)
 # Training crop when data.crop_size is not given: torchvision's segmentation reference
 # and DeepLab crop VOC and COCO to 513 (torchvision: 480) and Cityscapes to 768.
 CONVENTIONAL_CROP = {"voc2012": 513, "coco": 513, "cityscapes": 768}

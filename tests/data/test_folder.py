@@ -186,7 +186,7 @@ def test_data_builder_source_is_in_the_trial_id(user_data, tmp_path):
 
 
 def test_name_and_builder_together_are_refused():
-    with pytest.raises(ValueError, match="name is not read with builder"):
+    with pytest.raises(ValueError, match=r"builder\n.*not read together with data.name 'voc2012'"):
         DataSpec(name="voc2012", builder="userdata:build")
 
 
