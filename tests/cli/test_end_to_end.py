@@ -133,3 +133,12 @@ def test_two_local_worker_processes(study):
     assert {t.status for t in trials} == {"done"}
     assert len({t.environment["pid"] for t in trials}) == 2  # ran in two processes
     assert all((runs / "tiny" / t.trial_id / "result.json").is_file() for t in trials)
+
+
+def test_rerun_failed_is_a_deprecated_no_op_and_contradicts_skip_failed(study):
+    _db, _runs, args = study
+    both = CliRunner().invoke(main, ["run", *args, "--rerun-failed", "--skip-failed"])
+    assert both.exit_code == 2
+    assert both.stderr == ("Error: --rerun-failed and --skip-failed contradict each other; "
+                           "failed trials run again by default\n")
+    assert "--rerun-failed" not in CliRunner().invoke(main, ["run", "--help"]).output
