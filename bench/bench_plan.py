@@ -6,7 +6,8 @@ git revision REV (extracted to a temporary folder), so old and new print side by
 
     .venv/bin/python bench/bench_plan.py [--before REV] [--repeats 3]
 
-Figures:
+Figures (wall seconds; "CPU s": user + system seconds of the process, which a busy
+shared machine inflates far less than the wall time):
   plan 20k (cached)   wall time of `plan` on 20,000 trials (one architecture) once the
                       architecture's cost is in the database (goal: within 3 s on 2 cores)
   plan 20k --json     the same with every row printed as JSON
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -77,16 +79,27 @@ def extract(rev: str, into: Path) -> Path:
     return into
 
 
+CPU_TIMES: dict[str, float] = {}  # figure -> CPU seconds (user + sys) of its last run
+
+
+def _child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(cmd: list[str], src: Path, limit: float) -> tuple[float | None, int, str]:
-    """Wall seconds (None past ``limit``), exit code and the last stderr line."""
+    """Wall seconds (None past ``limit``), exit code and the last stderr line; the CPU
+    seconds the process used go to ``CPU_TIMES["last"]`` (robust on a shared machine)."""
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _child_cpu()
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit,
                               cwd=src)
     except subprocess.TimeoutExpired:
+        CPU_TIMES["last"] = float("nan")
         return None, -1, f"killed after {limit:.0f} s"
     wall = time.perf_counter() - start
+    CPU_TIMES["last"] = _child_cpu() - cpu
     tail = (proc.stderr.strip().splitlines() or [""])[-1]
     return wall, proc.returncode, tail
 
@@ -105,12 +118,18 @@ def measure(label: str, src: Path, tmp: Path, repeats: int, limit_10m: float) ->
     wall, rc, tail = timed(plan, src, 600)
     if rc != 0:
         raise SystemExit(f"{label}: plan failed: {tail}")
-    out: dict = {"plan 20k (cold, 1 arch costed)": wall}
+    out: dict = {"plan 20k (cold, 1 arch costed)": wall,
+                 "plan 20k (cold) CPU s": CPU_TIMES["last"]}
     for name, extra in (("plan 20k (cached)", []), ("plan 20k --json", ["--json"])):
-        runs = [timed([*plan, *extra], src, 600)[0] for _ in range(repeats)]
+        runs, cpus = [], []
+        for _ in range(repeats):
+            runs.append(timed([*plan, *extra], src, 600)[0])
+            cpus.append(CPU_TIMES["last"])
         out[name] = statistics.median(r for r in runs if r is not None)
+        out[f"{name} CPU s"] = statistics.median(cpus)
     wall, rc, tail = timed([py, "-m", "ablate", "plan", str(r10m), "--db", db], src, limit_10m)
     out["refuse 10M"] = wall
+    out["refuse 10M CPU s"] = CPU_TIMES["last"]
     out["refuse 10M exit"] = f"exit {rc}: {tail[:110]}"
     return out
 
@@ -139,8 +158,8 @@ def main() -> None:
         cells = []
         for col in columns.values():
             value = col[row]
-            cells.append(f"{value:>23.2f}s" if isinstance(value, float) else
-                         f"{'> limit' if value is None else value:>24}")
+            cells.append(f"{value:>23.2f}s" if isinstance(value, float) and value == value
+                         else f"{'> limit' if value is None or value != value else value:>24}")
         if row.endswith("exit"):
             for col_name, col in columns.items():
                 print(f"  {col_name}: {col[row]}")
