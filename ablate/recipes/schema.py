@@ -320,10 +320,14 @@ class EvalSpec(Section):
     latency_warmup: NonNegInt = 3
     latency_runs: PositiveInt = 10
     # runtimes and batch sizes timed after training (ablate.evaluate.runtimes); every
-    # runtime but eager also gets output parity against eager on the evaluation images
-    runtimes: list[Literal["eager", "compile", "onnxruntime", "tensorrt"]] = ["eager"]
-    latency_batch_sizes: list[Annotated[int, Field(gt=0, le=4096)]] = [1]
-    latency_threads: Annotated[int, Field(gt=0, le=1024)] | None = None  # None: torch's count
+    # runtime but eager also gets output parity against eager on the evaluation images.
+    # Left out of the spec (and so of the trial id) at their defaults: ids stay as before.
+    runtimes: list[Literal["eager", "compile", "onnxruntime", "tensorrt"]] = Field(
+        ["eager"], exclude_if=lambda v: v == ["eager"])
+    latency_batch_sizes: list[Annotated[int, Field(gt=0, le=4096)]] = Field(
+        [1], exclude_if=lambda v: v == [1])
+    latency_threads: Annotated[int, Field(gt=0, le=1024)] | None = Field(
+        None, exclude_if=lambda v: v is None)  # None: torch's count
     flops: bool = True
 
     _hw = field_validator("resolution")(classmethod(lambda cls, v: _height_width(v)))

@@ -70,9 +70,21 @@ def test_bad_runtime_keys_are_refused(bad, message):
         EvalSpec.model_validate(bad)
 
 
-def test_runtime_keys_defaults():
+def test_runtime_keys_defaults_leave_trial_ids_unchanged():
+    from ablate.recipes.schema import TrialSpec
+    from ablate.trials.ids import spec_dict, trial_id
+
     spec = EvalSpec()
     assert (spec.runtimes, spec.latency_batch_sizes, spec.latency_threads) == (["eager"], [1], None)
+    plain = TrialSpec()
+    spelled = TrialSpec.model_validate({"eval": {"runtimes": ["eager"], "latency_batch_sizes": [1],
+                                                 "latency_threads": None}})
+    assert "runtimes" not in spec_dict(plain)["eval"] and trial_id(spelled) == trial_id(plain)
+    asked = TrialSpec.model_validate({"eval": {"latency_batch_sizes": [1, 8]}})
+    assert spec_dict(asked)["eval"]["latency_batch_sizes"] == [1, 8]
+    assert trial_id(asked) != trial_id(plain)
+    # a stored spec validates back to the same trial
+    assert TrialSpec.model_validate(spec_dict(asked)) == asked
 
 
 def test_parity_figures_by_hand():
