@@ -75,7 +75,8 @@ def superseded(row: TrialRow, result: dict[str, Any], at: datetime) -> bool:
     return epoch is not None and epoch != row.claim_epoch and lease_is_live(row, at)
 
 
-def _claimable(row: TrialRow, at: datetime, failed_before: datetime | None) -> str | None:
+def _claimable(row: TrialRow, at: datetime, failed_before: datetime | None,
+               holder: dict[str, Any] | None = None) -> str | None:
     """None if ``row`` may be claimed now, else the reason (a ``Busy`` status)."""
     if row.status == "done":
         return "done"
@@ -86,9 +87,16 @@ def _claimable(row: TrialRow, at: datetime, failed_before: datetime | None) -> s
                                      and row.finished_at >= failed_before):
             return "failed"
         return None
-    if lease_is_live(row, at):
+    if lease_is_live(row, at) and not _same_job(row.holder, holder):
         return "running"
     return None  # pending, a queued Slurm trial (no lease yet), or an expired lease
+
+
+def _same_job(held: dict[str, Any] | None, claimer: dict[str, Any] | None) -> bool:
+    """A requeued Slurm job (same job id, new process) takes its own claim back at once:
+    Slurm ended the earlier process before it started this one."""
+    return bool(held and claimer and claimer.get("job_id")
+                and held.get("job_id") == claimer.get("job_id"))
 
 
 class ClaimsMixin:
@@ -106,7 +114,7 @@ class ClaimsMixin:
             if row is None:
                 return Busy(study, trial_id, "locked")
             at = db_now(s)
-            reason = _claimable(row, at, failed_before)
+            reason = _claimable(row, at, failed_before, holder)
             if reason is not None:
                 return Busy(study, trial_id, reason, row.holder, row.lease_expires_at)
             taken_over = row.holder if row.status == "running" and row.holder else None

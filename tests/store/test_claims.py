@@ -144,3 +144,12 @@ def test_released_schema_0001_database_upgrades_to_claims(tmp_path):
     (trial,) = store.trials("released")
     assert (trial.status, trial.holder, trial.lease_expires_at) == ("done", None, None)
     assert store.claim("released", trial.trial_id, holder(1), 60).status == "done"
+
+
+def test_a_requeued_slurm_job_takes_its_own_claim_back(db_url):
+    store = Store(db_url)
+    tid = study(store)[0]
+    first = store.claim("tiny", tid, holder(10, "slurm", "5_0"), lease_seconds=600)
+    assert store.claim("tiny", tid, holder(11, "slurm", "5_1"), 600).status == "running"
+    again = store.claim("tiny", tid, holder(12, "slurm", "5_0"), 600)  # same job, requeued
+    assert isinstance(again, Claim) and again.epoch == first.epoch + 1
