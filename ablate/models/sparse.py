@@ -370,15 +370,17 @@ class SparseSelective:
         logits = model.mask_net(taps[sel.mask_source])
         if mask is None:
             mask = gumbel_mask(logits, model.tau, hard=True, training=False)
-        layer2 = taps["layer2"]
+        # the row kernels write into preallocated tensors (out=): one dtype, no autocast
+        layer2 = taps["layer2"].to(model.head.classifier.weight.dtype)
         B, C, H, W = layer2.shape
         grid = SparseGrid(mask[:, 0] > 0.5, (H, W), d, sel.pooling)
-        high = layer2.permute(0, 2, 3, 1).reshape(-1, C)[grid.active]
-        pooled = pool_patches(layer2, d, sel.pooling)
-        low = pooled.permute(0, 2, 3, 1).reshape(-1, C)[grid.low]
-        for hb, lb in zip([*bb.layer3, *bb.layer4], [*bb.low_layer3, *bb.low_layer4]):
-            high, low = _sparse_bottleneck(grid, hb, lb, high, low)
-        high, low = _sparse_head(grid, model.head, self.low_head, high, low)
+        with torch.autocast(x.device.type, enabled=False):
+            high = layer2.permute(0, 2, 3, 1).reshape(-1, C)[grid.active]
+            pooled = pool_patches(layer2, d, sel.pooling)
+            low = pooled.permute(0, 2, 3, 1).reshape(-1, C)[grid.low]
+            for hb, lb in zip([*bb.layer3, *bb.layer4], [*bb.low_layer3, *bb.low_layer4]):
+                high, low = _sparse_bottleneck(grid, hb, lb, high, low)
+            high, low = _sparse_head(grid, model.head, self.low_head, high, low)
         out8 = torch.cat([high, low])[grid.row_high].view(B, H, W, -1).permute(0, 3, 1, 2)
         out = F.interpolate(out8, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return {"out": out, "mask": mask, "mask_logits": logits}

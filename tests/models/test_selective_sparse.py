@@ -150,3 +150,14 @@ def test_blob_masks_are_compact():
         return int((m[..., 1:, :] != m[..., :-1, :]).sum() + (m[..., 1:] != m[..., :-1]).sum())
 
     assert boundary(blobs) < boundary(scattered) / 3
+
+
+def test_sparse_runs_under_autocast_in_float32():
+    model = _model()
+    x, mask = torch.randn(1, 3, *SIZE), forced_mask(GRID, 0.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = SparseSelective(model)(x, mask)["out"]  # early layers bf16, rows fp32
+    with torch.no_grad():
+        ref = forward_mixed(model, x, mask)["out"]
+    assert out.dtype == torch.float32
+    assert (out - ref).abs().max() <= 0.05 * ref.abs().max()
