@@ -135,9 +135,10 @@ def _model_args(cls: type[BaseModel], value: dict[str, Any], info: ValidationInf
 class ModelSpec(Section):
     # your own model: "package.module:function" or a plugin name, called with
     # **args and num_classes (see README "Your own models and data"); declared first
-    # so that the built-in keys' validators see it
-    builder: str | None = None
-    args: dict[str, Any] = {}
+    # so that the built-in keys' validators see it. Left out of the spec (and so of
+    # the trial id) when unset, so built-in models keep their ids.
+    builder: str | None = Field(None, exclude_if=lambda v: v is None)
+    args: dict[str, Any] = Field({}, exclude_if=lambda v: not v)
     backbone: str = "mobilenet_v3_large"
     head: str = "deeplabv3plus"
     num_classes: PositiveInt | None = None  # None: the dataset's class count
@@ -171,9 +172,10 @@ class DataSpec(Section):
     name: str = "shapes"  # a built-in (shapes, voc2012, cityscapes, coco, folder) or plugin
     root: str | None = None
     # your own dataset code: "package.module:function" called with **args (and root=
-    # when data.root is set), returning (train, val) datasets of (image, mask) pairs
-    builder: str | None = None
-    args: dict[str, Any] = {}
+    # when data.root is set), returning (train, val) datasets of (image, mask) pairs;
+    # left out of the spec when unset
+    builder: str | None = Field(None, exclude_if=lambda v: v is None)
+    args: dict[str, Any] = Field({}, exclude_if=lambda v: not v)
     # embedded `shapes` dataset
     classes: Annotated[int, Field(ge=2, le=16)] = 6
     image_size: Pixels = 64
