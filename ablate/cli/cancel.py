@@ -27,11 +27,12 @@ def cancel(study: str, db: str | None, runs_dir: str | None) -> None:
     from ablate.errors import UserInputError
     from ablate.store import Store
 
-    store = Store(db)
+    store = Store(db, must_exist=True)  # never creates a database
     known = [s.name for s in store.studies()]
     if study not in known:
         allowed = ", ".join(known) or "none yet"
-        raise UserInputError(f"STUDY: no study {study!r} in {store.url}; known: {allowed}")
+        raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; known: "
+                             f"{allowed}")
     cancelled = cancel_study(store, study, str(resolve_runs_root(runs_dir, db)))
     if not cancelled:
         click.echo(f"{study}: no running Slurm jobs")

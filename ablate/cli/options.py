@@ -6,8 +6,17 @@ import sys
 
 import click
 
+
+def _not_empty(ctx, param, value):
+    """``--db ""`` would silently mean the default database: refused instead."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; give a SQLite path or a URL such as "
+                                 "postgresql+psycopg://USER@HOST/DB")
+    return value
+
+
 db_option = click.option(
-    "--db", "db", envvar="ABLATE_DB", default=None, metavar="URL",
+    "--db", "db", envvar="ABLATE_DB", default=None, metavar="URL", callback=_not_empty,
     help="SQLAlchemy URL or SQLite path (default: $ABLATE_DB or results/ablate.db).",
 )
 set_option = click.option(

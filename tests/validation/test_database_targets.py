@@ -19,8 +19,9 @@ COMMANDS = {
     "export": ["export", "existing", "--csv", "-"],
     "db-info": ["db", "info"],
     "db-upgrade": ["db", "upgrade"],
+    "cancel": ["cancel", "existing"],
 }
-READ_ONLY = ("status", "report", "export", "db-info")
+READ_ONLY = ("status", "report", "export", "db-info", "cancel")
 
 # (case id, target with {dir} filled in, text the one line must contain)
 TARGETS = [
@@ -80,6 +81,13 @@ def test_read_only_command_on_an_empty_file_writes_nothing(tmp_path, command):
     db.touch()
     assert_refused(invoke([*_args(command, tmp_path), "--db", str(db)]), "empty file")
     assert db.read_bytes() == b""
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_empty_db_option_is_refused(tmp_path, command):
+    (tmp_path / "valid.toml").write_text(VALID)
+    assert_refused(invoke([*_args(command, tmp_path), "--db", " "]), "--db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["valid.toml"]
 
 
 def test_default_database_is_not_created_by_a_report(tmp_path, monkeypatch):
