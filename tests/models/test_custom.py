@@ -201,6 +201,11 @@ def test_builtin_trial_ids_hash_the_spec_alone():
     trial = TrialSpec()
     digest = hashlib.sha256(canonical_json(spec_dict(trial)).encode()).hexdigest()[:12]
     assert trial_id(trial) == digest
+    # unset builder/args are not in the spec at all: ids of built-in recipes are unchanged
+    spec = spec_dict(trial)
+    assert {"builder", "args"}.isdisjoint(spec["model"]) and {"builder", "args"}.isdisjoint(
+        spec["data"])
+    assert TrialSpec.model_validate(spec) == trial
 
 
 def test_registry_module_imports_neither_torch_nor_the_zoo():
