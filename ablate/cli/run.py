@@ -113,7 +113,8 @@ def _slurm_executor(recipe, trials, store, runs_dir: str, detach: bool, flags: d
 @max_trials_option
 @until_decided_options
 def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str | None,
-        jobs: int, skip_failed: bool, rerun_failed: bool, force: bool, trial_ids: tuple[str, ...], variants: tuple[str, ...],
+        jobs: int, skip_failed: bool, rerun_failed: bool, force: bool,
+        trial_ids: tuple[str, ...], variants: tuple[str, ...],
         executor: str, detach: bool, lease_seconds: float, max_trials: int,
         until_decided: bool, max_seeds: int, alpha: float, min_effect: float,
         **slurm_flags) -> None:
