@@ -78,3 +78,28 @@ def test_example_recipe_runs_and_reports_every_configuration(study):
     model.write_text(model.read_text() + "\n# a change to the model\n")
     edited = json.loads(_run([*ABLATE, "plan", recipe, "--json", *tiny[:4]], cwd, env))
     assert {r["status"] for r in edited} == {"pending"}
+
+
+def test_installed_example_registers_its_model_through_the_entry_point(study):
+    """pip-installed (into a folder on PYTHONPATH, offline): `ablate models` lists the
+    plugin from its real entry point, and `model.builder = "custom_unet"` costs it."""
+    pytest.importorskip("setuptools")  # the example builds with the environment's setuptools
+    cwd, pkg, env = study
+    site = cwd / "site"
+    _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+          "--no-build-isolation", "--target", str(site), str(pkg)], cwd, env)
+    env = {**env, "PYTHONPATH": str(site)}  # the installed copy only
+    listed = json.loads(_run([*ABLATE, "models", "--json"], cwd, env))
+    assert [b for b in listed["builders"] if b["name"] == "custom_unet"] == [{
+        "name": "custom_unet", "origin": "plugin custom-unet",
+        "path": "custom_unet.model:build_unet", "error": None,
+        "arguments": [{"name": "depth", "default": 3, "required": False},
+                      {"name": "width", "default": 16, "required": False},
+                      {"name": "skip", "default": "concat", "required": False}]}]
+    narrow = [*ABLATE, "cost", str(pkg / "recipe.toml"), "--json", "--variant", "narrow"]
+    by_name = json.loads(_run([*narrow, "--set", 'model.builder="custom_unet"'], cwd, env))
+    by_path = json.loads(_run(narrow, cwd, env))
+    assert [r["params"] for r in by_name] == [r["params"] for r in by_path]
+    assert len(by_name) == 4 and by_name[0]["num_classes"] == 4
+    # a name and an import path are two specs of the same code: two architecture ids
+    assert {r["arch_id"] for r in by_name}.isdisjoint(r["arch_id"] for r in by_path)
