@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ablate run recipes/quickstart.toml
-	$(BIN)/ablate report --study quickstart --pareto --out results/
+	$(BIN)/ablate run recipes/quickstart.toml --jobs 2
+	$(BIN)/ablate report --study quickstart --pareto --effects --out results/
 
 test: $(STAMP)
 	@bash tests/services/start-all.sh
