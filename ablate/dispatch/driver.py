@@ -139,16 +139,17 @@ class RunSummary:
 
 
 def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Executor, *,
-              runs_root: str | Path = DEFAULT_RUNS_ROOT, skip_failed: bool = False,
+              runs_root: str | Path | None = None, skip_failed: bool = False,
               force: bool = False, preflight: bool = True,
               lease_seconds: float = DEFAULT_LEASE_SECONDS,
               on_event: Callable[[TrialJob, dict[str, Any]], None] | None = None,
               on_plan: Callable[[list[TrialJob], int, int], None] | None = None) -> RunSummary:
     """Record the study and its trials, then run those not done; failed ones run again
     unless ``skip_failed``. Nothing is recorded when an input is missing or a model
-    cannot be built."""
+    cannot be built. ``runs_root`` defaults to the store's (``default_runs_root``)."""
     from ablate.dispatch.preflight import require_inputs
 
+    runs_root = Path(runs_root) if runs_root else default_runs_root(store.url)
     if preflight:  # data roots, weights, class counts: fail fast (the CLI checks earlier)
         require_inputs(trials, recipe.path)
     costs = compute_costs(trials, store.get_costs([t.arch_id for t in trials]), source=recipe.path)
