@@ -55,8 +55,7 @@ def _usage_error(err: click.UsageError):
     from ablate.cli.text import one_line
 
     command = err.ctx.command_path if err.ctx is not None else "ablate"
-    click.echo(f"Error: {command}: {one_line(err.format_message())} (see {command} --help)",
-               err=True)
+    click.echo(f"Error: {one_line(err.format_message())} (see {command} --help)", err=True)
     sys.exit(err.exit_code)
 
 

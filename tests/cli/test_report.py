@@ -185,6 +185,9 @@ def test_html_page(db, tmp_path):
 
 def test_empty_database_html_and_markdown(tmp_path):
     db = str(tmp_path / "e.db")
+    from ablate.store import Store
+
+    Store(db).close()  # a report never creates one (tests/validation)
     assert report(db, "--format", "markdown").output == (
         "No finished trials in the database yet. Run: ablate run RECIPE\n")
     result = report(db, "--format", "html", "--out", str(tmp_path / "o"))
@@ -228,6 +231,11 @@ def test_effects_json_has_nulls_where_one_seed_ran(db):
     data = json.loads(result.output)
     assert {r["config_name"] for r in data["configurations"]} >= {"proposed[head=deeplabv3]"}
     assert all(r["miou_std"] is None for r in data["configurations"])  # n = 1: null, not 0
+    marks = {r["config_name"]: (r["pareto_mark"], r["pareto_tie"]) for r in data["configurations"]}
+    # seed 0: proposed[dlv3plus] (59.5) leads conventional[dlv3] (58.0), which it dominates,
+    # but one seed a side cannot tell that from noise
+    assert marks["proposed[head=deeplabv3plus]"] == ("?", "conventional[head=deeplabv3]")
+    assert marks["proposed[head=deeplabv3]"] == ("", None)  # dominates nothing
     effects = {(e["kind"], e["axis"]): e for e in data["effects"]}
     variant = effects[("main", "variant")]
     assert variant["estimate"] == pytest.approx(-2.75)  # seed 0 alone
