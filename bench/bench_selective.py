@@ -8,7 +8,8 @@ gradients. ``dense`` is the plain dilated model without a mask net (torchvision'
 layout, NCHW; ``dense (channels-last)`` the same model in NHWC, often faster on
 CPUs). ``sparse`` is ``execution = "sparse"`` (``ablate.models.sparse``: mask net
 included, its mask replaced by a forced one with ``round(density * cells)``
-down-sampled cells, ``random`` or ``blobs`` layout). Each figure is the median of
+down-sampled cells, ``random`` or ``blobs`` layout; at densities 0 and 1 it runs the
+plain networks, ``rows`` times the row kernels there instead). Each figure is the median of
 ``--runs`` timed forwards after ``--warmup`` untimed ones, with the same thread count
 for every model; wall-clock and process CPU time are both printed. Targets (issue 13): density 0.5 at most 0.75 x dense, density 1.0
 at most 0.6 x dense, judged against the faster dense layout.
@@ -73,6 +74,7 @@ def bench_device(device: str, size: tuple[int, int], args) -> None:
         "enabled": True, "execution": "sparse", "pooling": args.pooling}})
     sparse_model = build_selective_deeplabv3(sel_spec, args.classes).to(dev).eval()
     sparse = SparseSelective(sparse_model)
+    rows_only = SparseSelective(sparse_model, shortcuts=False)
     x = torch.randn(1, 3, *size, device=dev)
     grid = mask_grid(2, tuple(-(-n // 8) for n in size))
 
@@ -89,16 +91,18 @@ def bench_device(device: str, size: tuple[int, int], args) -> None:
     print(f"  reference (faster)    {ref[0]:9.1f} / {ref[1]:9.1f}")
     print(f"  {'density':>7} {'layout':>7} {'sparse wall':>11} {'x ref':>6} {'sparse CPU':>11} "
           f"{'x ref':>6}  target")
-    for layout in ("random", "blobs"):
-        for density in DENSITIES:
-            mask = forced_mask(grid, density, layout).to(dev)
-            ms = timed(lambda inp, m=mask: sparse(inp, m), x, args.warmup, args.runs, sync)
-            ratios = [a / b for a, b in zip(ms, ref)]
-            target = TARGETS.get(density)
-            verdict = "" if target is None else f"<= {target}: wall " + ", CPU ".join(
-                "met" if r <= target else "NOT met" for r in ratios)
-            print(f"  {density:7.2f} {layout:>7} {ms[0]:11.1f} {ratios[0]:6.3f} {ms[1]:11.1f} "
-                  f"{ratios[1]:6.3f}  {verdict}", flush=True)
+    # "rows": densities 0 and 1 through the row kernels, without the plain-network shortcut
+    cases = [(layout, d) for layout in ("random", "blobs") for d in DENSITIES]
+    for layout, density in cases + [("rows", 0.0), ("rows", 1.0)]:
+        run = rows_only if layout == "rows" else sparse
+        mask = forced_mask(grid, density, "random" if layout == "rows" else layout).to(dev)
+        ms = timed(lambda inp, m=mask, f=run: f(inp, m), x, args.warmup, args.runs, sync)
+        ratios = [a / b for a, b in zip(ms, ref)]
+        target = TARGETS.get(density)
+        verdict = "" if target is None else f"<= {target}: wall " + ", CPU ".join(
+            "met" if r <= target else "NOT met" for r in ratios)
+        print(f"  {density:7.2f} {layout:>7} {ms[0]:11.1f} {ratios[0]:6.3f} {ms[1]:11.1f} "
+              f"{ratios[1]:6.3f}  {verdict}", flush=True)
 
 
 def miou_table(lambdas: list[float], work: Path) -> None:
@@ -132,8 +136,8 @@ def miou_table(lambdas: list[float], work: Path) -> None:
             loader = torch.utils.data.DataLoader(data.val, batch_size=8, collate_fn=collate_eval)
             scores = {}
             for execution in ("dense", "sparse"):
-                model_spec = spec.model.model_copy(deep=True)
-                model_spec.selective.execution = execution
+                selective = spec.model.selective.model_copy(update={"execution": execution})
+                model_spec = spec.model.model_copy(update={"selective": selective})
                 model = build_selective_deeplabv3(model_spec, num_classes(spec))
                 model.load_state_dict(state, strict=execution == "sparse")
                 scores[execution] = evaluate(model, loader, num_classes(spec),

@@ -33,12 +33,13 @@ trained with ``execution = "dense"`` and run sparsely changes its output (README
 the measured mIoU difference).
 
 How the sparse kernels work (batch ``B``, rows = pixels in channels-last order):
-a 3x3 conv is one GEMM of all rows of both paths with the nine taps' weights stacked
-(``rows x 9 C_out``), then a gather of each output pixel's nine partial sums from its
-neighbours' rows (a neighbour outside the image reads a zero row, as zero padding).
-Gathering ``C_out``-wide partial sums instead of ``C_in``-wide inputs keeps the ASPP's
-2048 -> 256 convs cheap, and the low path's rows serve both paths' convs (tied
-weights). Compute is therefore linear in the share of down-sampled cells.
+1x1 convs, batch norm and sums act on rows. A 3x3 conv with ``C_out >= C_in`` gathers
+each output row's nine neighbour rows (im2col, in blocks) for one GEMM per block; the
+ASPP's 2048 -> 256 convs instead run one GEMM of every row with the nine taps' weights
+side by side (``rows x 9 C_out``) and gather each output's nine partial sums, 8x less
+data to move. A neighbour outside the image reads a zero row (zero padding). The low
+path's rows serve both paths' convs (tied weights), so compute is linear in the share
+of down-sampled cells.
 """
 
 from __future__ import annotations
@@ -351,11 +352,13 @@ class SparseSelective:
 
     A model trained with ``execution = "dense"`` has no ``low_head``; one is made here
     (weights tied, batch-norm statistics copied from ``head``) so that its mask's
-    latency can be measured.
+    latency can be measured. A mask with no down-sampled cell (or only such cells) runs
+    the plain dilated network (or the plain low path) with the library's dense convs:
+    the same function, and faster than rows; ``shortcuts=False`` always runs the rows.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, shortcuts: bool = True) -> None:
+        self.model, self.shortcuts = model, shortcuts
         self.low_head = getattr(model, "low_head", None)
         if self.low_head is None:
             self.low_head = low_head_copy(model.head, model.selective.patch)
@@ -370,10 +373,17 @@ class SparseSelective:
         logits = model.mask_net(taps[sel.mask_source])
         if mask is None:
             mask = gumbel_mask(logits, model.tau, hard=True, training=False)
+        down = mask[:, 0] > 0.5
+        if self.shortcuts and not down.any():
+            out8 = model.head({"out": bb.high(taps["layer2"])[1]})
+            return _outputs(out8, x, mask, logits)
+        if self.shortcuts and down.all():
+            out8 = self.low_head({"out": bb.low(taps["layer2"])})
+            return _outputs(upsample_mask(out8, d, taps["layer2"].shape[-2:]), x, mask, logits)
         # the row kernels write into preallocated tensors (out=): one dtype, no autocast
         layer2 = taps["layer2"].to(model.head.classifier.weight.dtype)
         B, C, H, W = layer2.shape
-        grid = SparseGrid(mask[:, 0] > 0.5, (H, W), d, sel.pooling)
+        grid = SparseGrid(down, (H, W), d, sel.pooling)
         with torch.autocast(x.device.type, enabled=False):
             high = layer2.permute(0, 2, 3, 1).reshape(-1, C)[grid.active]
             pooled = pool_patches(layer2, d, sel.pooling)
@@ -382,8 +392,13 @@ class SparseSelective:
                 high, low = _sparse_bottleneck(grid, hb, lb, high, low)
             high, low = _sparse_head(grid, model.head, self.low_head, high, low)
         out8 = torch.cat([high, low])[grid.row_high].view(B, H, W, -1).permute(0, 3, 1, 2)
-        out = F.interpolate(out8, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return {"out": out, "mask": mask, "mask_logits": logits}
+        return _outputs(out8, x, mask, logits)
+
+
+def _outputs(out8: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, logits: torch.Tensor
+             ) -> dict[str, torch.Tensor]:
+    out = F.interpolate(out8, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return {"out": out, "mask": mask, "mask_logits": logits}
 
 
 # -- forced masks (benchmarks, latency at a measured density) -------------------------
