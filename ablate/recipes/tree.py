@@ -188,6 +188,8 @@ def validation_message(err: ValidationError, model: type[BaseModel]) -> tuple[st
         msg = _clean_msg(first["msg"])
     if first["type"] == "finite_number":
         msg = "must be a finite number"
+    elif first["type"] in ("model_type", "dict_type", "model_attributes_type"):
+        msg = "must be a table"  # not pydantic's "instance of ModelSpec"
     elif first["type"] == "string_too_short" and value == "":
         msg = "must not be empty"
     if not isinstance(value, dict):

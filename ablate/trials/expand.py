@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,15 +196,27 @@ def _validate(tree, recipe, origin, variant, point, overrides) -> TrialSpec:
         return validate_spec(tree, recipe.path, "")
     except RecipeError as err:
         key = err.key or ""
-        if key in overrides:
+        if _set_by(key, overrides):
             where = f"--set {key}"
-        elif key in point:
-            where = f'axis "{key}"'
-        elif variant is not None and key in variant.overrides:
+        elif _set_by(key, point):
+            axis = _set_by(key, point)
+            where = f'axis "{axis}"' if axis == key else f'axis "{axis}": {key}'
+        elif variant is not None and _set_by(key, variant.overrides):
             where = f"{origin}{key}"
         else:
             where = f"base.{key}"
         raise RecipeError(recipe.path, err.detail, where) from None
+
+
+def _set_by(key: str, layer: dict[str, Any]) -> str | None:
+    """The dotted key of ``layer`` that set ``key`` (itself, a list it indexes, or a table
+    above it), so an error is blamed on the line that caused it."""
+    path = re.sub(r"\[\d+\]", "", key)
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in layer:
+            return ".".join(parts[:i])
+    return None
 
 
 def _hashed(fn, spec: TrialSpec, source: str, name: str) -> str:
