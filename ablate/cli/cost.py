@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from ablate.cli import main
-from ablate.cli.options import fmt_int, json_option, make_console, recipe_argument, set_option
+from ablate.cli.options import (
+    fmt_int,
+    json_option,
+    make_console,
+    max_trials_option,
+    recipe_argument,
+    set_option,
+)
 from ablate.cli.text import terminal as escape  # markup and control characters
 from ablate.errors import UserInputError
 
@@ -41,9 +48,10 @@ def parse_resolution(text: str) -> list[int]:
               help="FLOP convention: fvcore's, or torchvision's published GFLOPS "
                    "(conv/linear multiply-adds only, auxiliary heads included).")
 @json_option
+@max_trials_option
 def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
          resolution: str | None, assignments: tuple[str, ...], diff: tuple[str, str] | None,
-         depth: int, convention: str, as_json: bool) -> None:
+         depth: int, convention: str, as_json: bool, max_trials: int) -> None:
     """Parameters and FLOPs of each distinct architecture in RECIPE.
 
     Trials that differ only in training settings share an architecture and are
@@ -65,7 +73,7 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
     if resolution is not None:
         overrides["eval.resolution"] = parse_resolution(resolution)
     loaded = load_recipe(recipe)
-    trials = expand(loaded, overrides)
+    trials = expand(loaded, overrides, max_trials=max_trials)
     from ablate.dispatch.preflight import find_problems
 
     # counting needs no data and no weights: what `run` would refuse is only a warning,

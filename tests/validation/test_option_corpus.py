@@ -50,6 +50,7 @@ CASES = [
      "2 trials (variants 1 x grid.\"model.keep_last_expansion\" 2 x seeds 1) is more than "
      "--max-trials 1"),
     ("max-trials-below-size-run", ["run", "{recipe}", "--max-trials", "1"], "--max-trials 1"),
+    ("max-trials-below-size-cost", ["cost", "{recipe}", "--max-trials", "1"], "--max-trials 1"),
     ("plan-format-xml", ["plan", "{recipe}", "--format", "xml"], "--format"),
     ("plan-json-and-csv", ["plan", "{recipe}", "--json", "--format", "csv"], "contradict"),
     ("run-jobs-zero", ["run", "{recipe}", "--jobs", "0"], "--jobs"),
