@@ -105,7 +105,8 @@ def bench_device(device: str, size: tuple[int, int], args) -> None:
               f"{ratios[1]:6.3f}  {verdict}", flush=True)
 
 
-def miou_table(lambdas: list[float], work: Path) -> None:
+def miou_table(lambdas: list[float], work: Path, epochs: int | None = None,
+               target: float | None = None) -> None:
     """Train the selective_shapes model per (execution, lambda); evaluate under both modes."""
     import tomllib
 
@@ -127,6 +128,10 @@ def miou_table(lambdas: list[float], work: Path) -> None:
             tree = {k: dict(v) for k, v in base.items()}
             tree["model"]["selective"] = {**base["model"]["selective"], "lambda": lam,
                                           "execution": trained}
+            if target is not None:  # the baseline's loss: pulls the density towards target
+                tree["model"]["selective"].update(loss="target", target=target)
+            if epochs is not None:
+                tree["train"] = {**tree["train"], "epochs": epochs}
             spec = TrialSpec.model_validate({**tree, "seed": 0})
             run_dir = work / f"{trained}-{lam}"
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +164,9 @@ def main() -> None:
     parser.add_argument("--miou", action="store_true", help="mIoU of both functions instead")
     parser.add_argument("--lambdas", default="0.0,0.015,0.3")
     parser.add_argument("--work", default="/tmp/bench_selective", help="run folders (--miou)")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (--miou)")
+    parser.add_argument("--target", type=float, default=None,
+                        help="--miou: loss = target with this density instead of lambda")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.resolution.lower().split("x"))
 
@@ -170,7 +178,8 @@ def main() -> None:
     print(describe(f"torch {torch.__version__}, {torch.get_num_threads()} threads"))
     print(f"command: {' '.join(sys.argv)}", flush=True)
     if args.miou:
-        miou_table([float(v) for v in args.lambdas.split(",")], Path(args.work))
+        miou_table([float(v) for v in args.lambdas.split(",")], Path(args.work), args.epochs,
+                   args.target)
         return
     bench_device("cpu", size, args)
     if torch.cuda.is_available() and not args.cpu_only:
