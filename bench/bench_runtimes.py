@@ -70,6 +70,7 @@ def main() -> None:
         rows.append((name, side, report))
         print(f"  measured {name}", file=sys.stderr, flush=True)
     print_table(rows, args.runtimes, args.batch_sizes)
+    print(f"at the end: {describe()}")  # the load shows how noisy the figures are
 
 
 def print_table(rows, runtimes: list[str], batch_sizes: list[int]) -> None:
