@@ -264,8 +264,9 @@ def measure_runtimes(model: nn.Module, resolution: tuple[int, int], device: torc
                 continue
             runners[runtime] = runner
             detail.update(status="ok", device=runner.device, version=runner.version)
-            report.metrics[metric_key("supported", runtime)] = 1.0
-            report.metrics[metric_key("prepare_seconds", runtime)] = runner.prepare_seconds
+            if runtime != "eager":  # eager always runs and needs no preparing
+                report.metrics[metric_key("supported", runtime)] = 1.0
+                report.metrics[metric_key("prepare_seconds", runtime)] = runner.prepare_seconds
             for bs in batch_sizes:
                 try:
                     x = torch.randn(bs, 3, *resolution, device=device)
