@@ -91,7 +91,7 @@ def _onnxruntime(model: nn.Module, device: torch.device, example: torch.Tensor,
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # tracer warnings about shape checks frozen at export
         warnings.simplefilter("ignore")
-        # the TorchScript exporter: the dynamo one needs onnxscript and is slower here
+        # the TorchScript exporter: the dynamo one needs onnxscript (not in the extra)
         torch.onnx.export(_Logits(model).eval(), (example,), buffer, dynamo=False,
                           input_names=["images"], output_names=["logits"],
                           opset_version=ONNX_OPSET,
