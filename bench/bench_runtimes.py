@@ -10,8 +10,9 @@ Models (random weights; latency does not depend on them): SqueezeNet 1.0 FCN-8s 
 first call of each further batch size is an untimed warm-up) and ``onnxruntime``
 (TorchScript ONNX export, CPU execution provider). Every figure is the median
 milliseconds of one forward pass of the whole batch over ``--runs`` timed calls after
-``--warmup`` untimed ones, with the same intra-op thread count for every runtime
-(``ablate.evaluate.runtimes.measure_runtimes``, as a trial measures it). ``x eager`` is
+``--warmup`` untimed ones, with the same intra-op thread count for every runtime, the
+runtimes timed in turn call by call (a trial times them one after the other with
+``ablate.evaluate.runtimes.measure_runtimes``; same preparation, same timer). ``x eager`` is
 the runtime's time over eager's at the same batch size (below 1: faster). Parity is
 checked on two random 1-image batches: the largest absolute logit difference and the
 share of pixels whose predicted class agrees with eager's.
@@ -48,7 +49,6 @@ def main() -> None:
     import torch
     from machine import describe
 
-    from ablate.evaluate.runtimes import measure_runtimes
     from ablate.models.registry import build_model
     from ablate.recipes.schema import ModelSpec
 
@@ -60,17 +60,63 @@ def main() -> None:
         fields, side = MODELS[name]
         torch.manual_seed(0)
         model = build_model(ModelSpec(**fields), 21).eval()
-        g = torch.Generator().manual_seed(1)
-        images = [(torch.randn(1, 3, side, side, generator=g),
-                   torch.randint(0, 21, (1, side, side), generator=g)) for _ in range(2)]
-        report = measure_runtimes(model, (side, side), torch.device("cpu"),
-                                  runtimes=args.runtimes, batch_sizes=args.batch_sizes,
-                                  warmup=args.warmup, runs=args.runs, threads=threads,
-                                  images=images, n_classes=21)
-        rows.append((name, side, report))
+        rows.append((name, side, measure(model, side, args, threads)))
         print(f"  measured {name}", file=sys.stderr, flush=True)
     print_table(rows, args.runtimes, args.batch_sizes)
     print(f"at the end: {describe()}")  # the load shows how noisy the figures are
+
+
+def measure(model, side: int, args, threads: int):
+    """Prepare every runtime, then time them in turn, call by call: a load that comes and
+    goes on a shared machine then hits each runtime alike, so the ratios hold."""
+    import statistics
+
+    import torch
+
+    from ablate.evaluate.runtimes import (
+        Parity,
+        RuntimeReport,
+        RuntimeUnsupported,
+        intra_op_threads,
+        prepare,
+        time_batches,
+    )
+
+    cpu = torch.device("cpu")
+    report = RuntimeReport()
+    runners = {}
+    with intra_op_threads(threads), torch.no_grad():
+        example = torch.randn(1, 3, side, side)
+        for runtime in args.runtimes:
+            try:
+                runners[runtime] = prepare(runtime, model, example, cpu, threads)
+            except RuntimeUnsupported as err:
+                report.details[runtime] = {"status": "unsupported", "reason": str(err)}
+                continue
+            report.details[runtime] = {"status": "ok"}
+            report.metrics[f"prepare_seconds@{runtime}"] = runners[runtime].prepare_seconds
+        for bs in args.batch_sizes:
+            x = torch.randn(bs, 3, side, side)
+            times = {r: [] for r in runners}
+            for runner in runners.values():
+                time_batches(runner, x, cpu, args.warmup, 0)
+            for _ in range(args.runs):
+                for runtime, runner in runners.items():
+                    times[runtime] += time_batches(runner, x, cpu, 0, 1)
+            for runtime, ms in times.items():
+                report.metrics[f"latency_ms@{runtime}/bs{bs}"] = statistics.median(ms)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(2):  # parity on two random images
+            image = torch.randn(1, 3, side, side, generator=g)
+            labels = torch.randint(0, 21, (1, side, side), generator=g)
+            eager = runners["eager"].run(image)
+            for runtime in [r for r in runners if r != "eager"]:
+                parity = report.details[runtime].setdefault("parity", Parity(21))
+                parity.update(eager, runners[runtime].run(image), labels)
+    for runtime, detail in report.details.items():
+        if "parity" in detail:
+            report.metrics.update(detail.pop("parity").figures(runtime, 0.0))
+    return report
 
 
 def print_table(rows, runtimes: list[str], batch_sizes: list[int]) -> None:

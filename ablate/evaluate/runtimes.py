@@ -155,9 +155,9 @@ def prepare(runtime: str, model: nn.Module, example: torch.Tensor, device: torch
 @torch.no_grad()
 def time_batches(runner: Runner, images: torch.Tensor, device: torch.device, warmup: int,
                  runs: int) -> list[float]:
-    """Milliseconds of each of ``runs`` calls after ``warmup`` (at least one) untimed ones."""
+    """Milliseconds of each of ``runs`` calls after ``warmup`` untimed ones."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(max(warmup, 1)):  # the first call of a new shape may compile
+    for _ in range(warmup):
         runner.run(images)
     times = []
     for _ in range(runs):
@@ -270,7 +270,8 @@ def measure_runtimes(model: nn.Module, resolution: tuple[int, int], device: torc
             for bs in batch_sizes:
                 try:
                     x = torch.randn(bs, 3, *resolution, device=device)
-                    times = time_batches(runner, x, device, warmup, runs)
+                    # at least one untimed call: the first of a new shape may compile
+                    times = time_batches(runner, x, device, max(warmup, 1), runs)
                 except Exception as err:  # e.g. out of memory at a large batch
                     detail.setdefault("failed_batch_sizes", {})[str(bs)] = _one_line(err)
                     continue
