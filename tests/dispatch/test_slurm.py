@@ -238,6 +238,9 @@ def test_slurm_options_need_the_slurm_executor(tmp_path):
 
 def test_status_and_cancel_refuse_an_unknown_study(tmp_path):
     db = str(tmp_path / "none.db")
+    from ablate.store import Store
+
+    Store(db).close()  # status and cancel never create a database (tests/validation)
     for command in ("status", "cancel"):
         out = run_cli(command, "nope", "--db", db)
         assert out.exit_code == 2
