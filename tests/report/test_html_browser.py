@@ -56,11 +56,13 @@ def chromium() -> str:
 @pytest.fixture
 def page(tmp_path) -> Path:
     store = Store(f"sqlite:///{tmp_path / 'x.db'}")
-    trials = expand(parse_recipe(RECIPE, "xss.toml"))
-    figures = {}
-    for i, name in enumerate(dict.fromkeys(t.config_name for t in trials)):
-        figures[name] = (1_000 * (i + 1), 10**9 * (i + 1), [(0.5 + 0.02 * i, 2.0 + i)] * 2)
-    add_study(store, RECIPE, "xss", figures, trials)
+    with pytest.MonkeyPatch.context() as mp:  # a database written before names were checked
+        mp.setattr("ablate.recipes.loader.check_name", lambda source, where, name: name)
+        trials = expand(parse_recipe(RECIPE, "xss.toml"))
+        figures = {}
+        for i, name in enumerate(dict.fromkeys(t.config_name for t in trials)):
+            figures[name] = (1_000 * (i + 1), 10**9 * (i + 1), [(0.5 + 0.02 * i, 2.0 + i)] * 2)
+        add_study(store, RECIPE, "xss", figures, trials)
     out = tmp_path / "html"
     result = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "x.db"), "--format",
                                        "html", "--per-class", "--curves", "--baseline", "small",
