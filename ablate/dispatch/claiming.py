@@ -108,44 +108,53 @@ def claim_and_run(job, progress=None, executor: str = "local") -> dict[str, Any]
     if job.db is None:
         progress({"kind": "start"})
         return run_trial(job, progress=progress)
-    from ablate.store import Store
     from ablate.store.claims import Busy
 
     failed_before = datetime.fromisoformat(job.failed_before) if job.failed_before else None
-    store = Store(job.db)
-    try:
-        outcome = store.claim(job.study, job.trial_id, holder_identity(executor),
-                              job.lease_seconds, run_dir=job.run_dir,
-                              failed_before=failed_before)
-        if isinstance(outcome, Busy):
-            return {"study": job.study, "trial_id": job.trial_id, "status": "held",
-                    "held_status": outcome.status, "holder": outcome.holder}
-        _log_claim(job.run_dir, outcome)
-        progress({"kind": "start", "claimed": True, "holder": outcome.holder,
-                  "taken_over": outcome.taken_over})
-        with Heartbeat(store, outcome) as beat:
-            def guarded(event: dict[str, Any]) -> None:
-                if beat.lost.is_set():  # stop writing a run folder that is no longer ours
-                    raise LeaseLost(f"trial {job.trial_id}: claim taken over")
-                if event["kind"] == "resume":
-                    _log_line(job.run_dir, f"epoch {outcome.epoch} resumed from checkpoint "
-                                           f"at step {event['step']}")
-                progress(event)
+    store = _store(job.db)
+    outcome = store.claim(job.study, job.trial_id, holder_identity(executor),
+                          job.lease_seconds, run_dir=job.run_dir,
+                          failed_before=failed_before)
+    if isinstance(outcome, Busy):
+        return {"study": job.study, "trial_id": job.trial_id, "status": "held",
+                "held_status": outcome.status, "holder": outcome.holder}
+    _log_claim(job.run_dir, outcome)
+    progress({"kind": "start", "claimed": True, "holder": outcome.holder,
+              "taken_over": outcome.taken_over})
+    with Heartbeat(store, outcome) as beat:
+        def guarded(event: dict[str, Any]) -> None:
+            if beat.lost.is_set():  # stop writing a run folder that is no longer ours
+                raise LeaseLost(f"trial {job.trial_id}: claim taken over")
+            if event["kind"] == "resume":
+                _log_line(job.run_dir, f"epoch {outcome.epoch} resumed from checkpoint "
+                                       f"at step {event['step']}")
+            progress(event)
 
-            try:
-                result = run_trial(job, progress=guarded, claim_epoch=outcome.epoch)
-            except LeaseLost:
-                return {"study": job.study, "trial_id": job.trial_id, "status": "lost",
-                        "held_status": "running", "holder": None}
-            except BaseException:  # Ctrl-C: hand the trial back at once
-                with contextlib.suppress(StoreError):
-                    store.release(outcome)
-                raise
-        with contextlib.suppress(StoreError):  # else it stays on disk, ingested later
-            store.ingest_result(result)
-        return result
-    finally:
-        store.close()
+        try:
+            result = run_trial(job, progress=guarded, claim_epoch=outcome.epoch)
+        except LeaseLost:
+            return {"study": job.study, "trial_id": job.trial_id, "status": "lost",
+                    "held_status": "running", "holder": None}
+        except BaseException:  # Ctrl-C: hand the trial back at once
+            with contextlib.suppress(StoreError):
+                store.release(outcome)
+            raise
+    with contextlib.suppress(StoreError):  # else it stays on disk, ingested later
+        store.ingest_result(result)
+    return result
+
+
+_STORES: dict[str, Any] = {}
+
+
+def _store(url: str):
+    """One store (connection pool) per database and process, kept for its next trials:
+    opening SQLite anew per trial churned its WAL files under many runners."""
+    if url not in _STORES:
+        from ablate.store import Store
+
+        _STORES[url] = Store(url)
+    return _STORES[url]
 
 
 def worker_url(url: str) -> str:
