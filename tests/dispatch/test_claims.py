@@ -187,3 +187,44 @@ def test_a_local_runner_beside_a_slurm_array_trains_no_trial_twice(cancel_after,
     jobs = [read_job_info(runs / "mix" / r.trial_id).job_id for r in records]
     _wait(lambda: set(job_states(jobs).values()) == {"COMPLETED"}, 60, "the tasks to complete")
     assert set(by.values()) <= {"local", "slurm"}
+
+
+@pytest.mark.parametrize("value,message", [
+    ("nan", "nan is not a number of seconds"),
+    ("inf", "inf is not in the range 2<=x<=86400"),
+    ("1", "1.0 is not in the range 2<=x<=86400"),
+])
+def test_a_bad_lease_is_one_line_and_exit_2(tmp_path, value, message):
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+
+    recipe = tmp_path / "six.toml"
+    recipe.write_text(SIX)
+    out = CliRunner().invoke(main, ["run", str(recipe), "--db", str(tmp_path / "x.db"),
+                                    "--lease-seconds", value])
+    assert out.exit_code == 2
+    assert out.output.strip().splitlines()[-1].startswith(
+        f"Error: Invalid value for '--lease-seconds': {message}")
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_status_shows_who_holds_a_running_trial_and_when_it_renewed(tmp_path):
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+    from ablate.recipes.loader import parse_recipe
+    from ablate.trials.expand import expand
+
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(db)
+    trials = expand(parse_recipe(SIX, "six.toml"))
+    store.upsert_study("six")
+    store.register_trials("six", trials)
+    who = {"host": "gpu7", "pid": 4242, "executor": "slurm", "job_id": "31_2"}
+    store.claim("six", trials[0].trial_id, who, lease_seconds=600)
+    out = CliRunner().invoke(main, ["status", "six", "--db", db, "--runs-dir",
+                                    str(tmp_path / "runs")])
+    assert out.exit_code == 0, out.output
+    row = next(line for line in out.output.splitlines() if trials[0].name in line)
+    assert re.search(r"running\s+│\s+31_2\s+│.*gpu7:4242 slurm job 31_2\s+│\s+\d+ s ago", row), row

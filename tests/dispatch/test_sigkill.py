@@ -63,7 +63,8 @@ def test_sigkilled_run_is_finished_by_the_next_one_without_duplicates(tmp_path):
 
     # the killed runner's claim is released by its lease running out (2 s)
     deadline = time.monotonic() + 10
-    while not store.claimable("three", [t for t, s in after_kill.items() if s != "done"]):
+    unfinished = [t for t, s in after_kill.items() if s != "done"]
+    while store.claimable("three", unfinished) != unfinished:
         assert time.monotonic() < deadline, "the killed runner's lease did not expire"
         time.sleep(0.2)
     again = CliRunner().invoke(main, command[3:])  # in-process: torch is imported already
