@@ -87,11 +87,15 @@ def pareto_figure(configs: pd.DataFrame, x: str, *, y: str = "miou_mean", log_x:
 _PLACES = [(4, 4, "left", "bottom"), (-4, 4, "right", "bottom"), (4, -4, "left", "top"),
            (-4, -4, "right", "top"), (7, 0, "left", "center"), (-7, 0, "right", "center"),
            (0, 8, "center", "bottom"), (0, -8, "center", "top")]
+_PLACES += [(dx, dy * 3 if dy else 14, ha, va) for dx, dy, ha, va in _PLACES[:4]]  # farther
+_PLACES += [(dx, dy * 6 if dy else 28, ha, va) for dx, dy, ha, va in _PLACES[:4]]
 
 
 def _place_labels(fig, ax, notes: list, points: np.ndarray, marker_px: float = 5.0) -> None:
     """Move each label to the first place where it covers no point, no earlier label
-    and stays inside the axes; where none is free, the place that overlaps least."""
+    and stays inside the axes; where none is free, the place that overlaps least, and
+    a label that would still cover a point or leave the axes is left out (the tables
+    name every point)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
@@ -111,13 +115,16 @@ def _place_labels(fig, ax, notes: list, points: np.ndarray, marker_px: float = 5
             note.set_va(va)
             box = note.get_window_extent(renderer)
             rect = np.array([box.x0, box.y0, box.x1, box.y1])
-            cost = _overlap(rect, dots).sum() * 10 + _overlap(rect, np.array(taken)).sum()
-            cost += _outside(rect, frame)
+            covers = _overlap(rect, dots).sum() + _outside(rect, frame)
+            cost = covers * 10 + _overlap(rect, np.array(taken)).sum()
             if cost < best_cost:
-                best, best_cost = (dx, dy, ha, va, rect), cost
+                best, best_cost = (dx, dy, ha, va, rect, covers), cost
             if cost == 0:
                 break
-        dx, dy, ha, va, rect = best
+        dx, dy, ha, va, rect, covers = best
+        if covers > 0:
+            note.remove()
+            continue
         note.set_position((dx, dy))
         note.set_ha(ha)
         note.set_va(va)

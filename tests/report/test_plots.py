@@ -135,6 +135,7 @@ def test_legend_and_labels_cover_no_point():
         "miou_std": [1.0, 2.0, 1.5, 3.0]})
     fig = pareto_figure(quick, "params")
     assert _covered_points(fig) == []
+    assert sorted(texts(fig.axes[0])) == sorted(quick["config_name"])  # every one labelled
     legend = fig.axes[0].get_legend().get_window_extent(fig.canvas.get_renderer())
     assert legend.x0 >= fig.axes[0].get_window_extent().x1  # outside the axes
     rng = np.random.default_rng(3)
