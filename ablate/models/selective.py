@@ -41,6 +41,11 @@ annealed geometrically to ``tau_final`` when that is set (the trainer calls
 ``set_progress``). At evaluation the mask is the deterministic argmax of the logits,
 with no noise. The baseline's public code samples Gumbel noise at test time too; we
 do not, so repeated evaluations of one checkpoint give one answer.
+
+All of the above is ``execution = "dense"``. With ``execution = "sparse"`` the model
+gets a tied ``low_head`` and runs the mixed-resolution network of
+``ablate.models.sparse``: its dense emulation while training, its sparse kernels in
+evaluation, where compute falls with the share of down-sampled cells.
 """
 
 from __future__ import annotations
