@@ -106,7 +106,8 @@ def bench_device(device: str, size: tuple[int, int], args) -> None:
 
 
 def miou_table(lambdas: list[float], work: Path, epochs: int | None = None,
-               target: float | None = None) -> None:
+               target: float | None = None, trained_modes: tuple[str, ...] = ("dense", "sparse")
+               ) -> None:
     """Train the selective_shapes model per (execution, lambda); evaluate under both modes."""
     import tomllib
 
@@ -122,8 +123,9 @@ def miou_table(lambdas: list[float], work: Path, epochs: int | None = None,
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "selective_shapes.toml"
     base = tomllib.loads(recipe.read_text())["base"]
-    print(f"{'trained':>8} {'lambda':>7} {'density':>8} {'mIoU dense':>11} {'mIoU sparse':>12}")
-    for trained in ("dense", "sparse"):
+    print(f"{'trained':>8} {'lambda':>7} {'density':>8} {'mIoU dense':>11} {'mIoU sparse':>12}"
+          f"   at a forced blob mask of density 0.5: {'dense':>6} {'sparse':>7}")
+    for trained in trained_modes:
         for lam in lambdas:
             tree = {k: dict(v) for k, v in base.items()}
             tree["model"]["selective"] = {**base["model"]["selective"], "lambda": lam,
@@ -139,17 +141,49 @@ def miou_table(lambdas: list[float], work: Path, epochs: int | None = None,
             state = load_checkpoint(run_dir / CHECKPOINT_NAME)["model"]
             data = build_datasets(spec.data, seed=0)
             loader = torch.utils.data.DataLoader(data.val, batch_size=8, collate_fn=collate_eval)
-            scores = {}
+            scores, models = {}, {}
             for execution in ("dense", "sparse"):
                 selective = spec.model.selective.model_copy(update={"execution": execution})
                 model_spec = spec.model.model_copy(update={"selective": selective})
                 model = build_selective_deeplabv3(model_spec, num_classes(spec))
                 model.load_state_dict(state, strict=execution == "sparse")
+                models[execution] = model.eval()
                 scores[execution] = evaluate(model, loader, num_classes(spec),
                                              torch.device("cpu"), data.class_names)
             print(f"{trained:>8} {lam:7.3f} {scores[trained]['mask_density']:8.3f} "
-                  f"{100 * scores['dense']['miou']:11.2f} {100 * scores['sparse']['miou']:12.2f}",
-                  flush=True)
+                  f"{100 * scores['dense']['miou']:11.2f} {100 * scores['sparse']['miou']:12.2f}"
+                  f"{'':>42}{forced_miou(models['dense'], loader, 0.5, False):6.2f} "
+                  f"{forced_miou(models['sparse'], loader, 0.5, True):7.2f}", flush=True)
+
+
+def forced_miou(model, loader, density: float, sparse: bool) -> float:
+    """mIoU (%) of ``model`` with a blob mask of ``density`` forced on every image."""
+    import torch
+    from torch.nn import functional as F
+
+    from ablate.evaluate.metrics import ConfusionMatrix
+    from ablate.models.selective import upsample_mask
+    from ablate.models.sparse import SparseSelective, forced_mask, mask_grid
+
+    n_classes = model.head.classifier.out_channels
+    confusion = ConfusionMatrix(n_classes, torch.device("cpu"))
+    d = model.selective.patch
+    with torch.no_grad():
+        for i, (images, labels) in enumerate(loader):
+            taps = model.backbone.early(images)
+            size = taps["layer2"].shape[-2:]
+            mask = forced_mask(mask_grid(d, size), density, "blobs", seed=i, batch=len(images))
+            if sparse:
+                out = SparseSelective(model)(images, mask)["out"]
+            else:  # the dense emulation's blend after layer4, with this mask
+                high = model.backbone.high(taps["layer2"])[1]
+                low = upsample_mask(model.backbone.low(taps["layer2"]), d, size)
+                pixels = upsample_mask(mask, d, size)
+                out = model.head({"out": pixels * low + (1 - pixels) * high})
+                out = F.interpolate(out, size=images.shape[-2:], mode="bilinear",
+                                    align_corners=False)
+            confusion.update(out.argmax(1), labels)
+    return 100 * confusion.compute().as_metrics([str(c) for c in range(n_classes)])["miou"]
 
 
 def main() -> None:
@@ -165,6 +199,7 @@ def main() -> None:
     parser.add_argument("--lambdas", default="0.0,0.015,0.3")
     parser.add_argument("--work", default="/tmp/bench_selective", help="run folders (--miou)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (--miou)")
+    parser.add_argument("--trained", default="dense,sparse", help="--miou: execution modes to train")
     parser.add_argument("--target", type=float, default=None,
                         help="--miou: loss = target with this density instead of lambda")
     args = parser.parse_args()
@@ -179,7 +214,7 @@ def main() -> None:
     print(f"command: {' '.join(sys.argv)}", flush=True)
     if args.miou:
         miou_table([float(v) for v in args.lambdas.split(",")], Path(args.work), args.epochs,
-                   args.target)
+                   args.target, tuple(args.trained.split(",")))
         return
     bench_device("cpu", size, args)
     if torch.cuda.is_available() and not args.cpu_only:
