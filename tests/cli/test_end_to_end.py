@@ -54,30 +54,43 @@ def test_run_records_rows_and_report_plots(study, tmp_path):
 
 
 def test_interrupted_run_resumes_without_duplicates(study, monkeypatch):
-    db, _runs, args = study
+    db, runs, args = study
     from ablate.dispatch import local
 
-    real = local.run_trial
+    real = local.claim_and_run
     calls = []
 
-    def interrupt_second(job, progress=None):
+    def interrupt_second(job, progress=None, **kwargs):
         calls.append(job.trial_id)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(job, progress)
+        if len(calls) < 2:
+            return real(job, progress, **kwargs)
 
-    monkeypatch.setattr(local, "run_trial", interrupt_second)
-    result = CliRunner().invoke(main, ["run", *args])
+        def ctrl_c_after_a_checkpoint(event):  # Ctrl-C in the middle of the second trial
+            if progress:
+                progress(event)
+            if event["kind"] == "step" and event["step"] >= 2:
+                raise KeyboardInterrupt
+
+        return real(job, ctrl_c_after_a_checkpoint, **kwargs)
+
+    monkeypatch.setattr(local, "claim_and_run", interrupt_second)
+    result = CliRunner().invoke(main, ["run", *args, "--set", "train.checkpoint_every=1"])
     assert result.exit_code == 130
     assert "run the same command again" in result.output
     statuses = Store(str(db)).statuses("tiny")
-    assert sorted(statuses.values()) == ["done", "running"]
+    # the interrupted trial is handed back at once: pending, free for the next runner
+    assert sorted(statuses.values()) == ["done", "pending"]
+    interrupted = calls[1]
+    assert (runs / "tiny" / interrupted / "checkpoint.pt").is_file()
 
-    monkeypatch.setattr(local, "run_trial", real)
-    result = CliRunner().invoke(main, ["run", *args])
+    monkeypatch.setattr(local, "claim_and_run", real)
+    result = CliRunner().invoke(main, ["run", *args, "--set", "train.checkpoint_every=1"])
     assert result.exit_code == 0, result.output
+    assert "1 trial(s) already done" in result.output
     trials = Store(str(db)).trials("tiny")
     assert len(trials) == 2 and {t.status for t in trials} == {"done"}
+    log = (runs / "tiny" / interrupted / "claims.log").read_text()
+    assert "resumed from checkpoint" in log, log
 
 
 def test_failing_trial_is_recorded_and_the_run_goes_on(study, monkeypatch):
@@ -116,12 +129,20 @@ def test_failing_trial_is_recorded_and_the_run_goes_on(study, monkeypatch):
     assert len(seen) == 2  # the first run saw both; the retry ran the real trainer
 
 
-def test_nan_loss_fails_the_trial(study):
+def test_nan_loss_fails_the_trial(study, monkeypatch):
     db, _runs, args = study
-    result = CliRunner().invoke(main, ["run", *args, "--set", "train.lr=1e30",
-                                       "--set", "train.optimizer='sgd'", "--set", "train.epochs=2"])
+    import torch
+
+    real = torch.nn.functional.cross_entropy
+
+    def nan_loss(*a, **k):  # a diverged model: the loss is no longer a number
+        return real(*a, **k) * float("nan")
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", nan_loss)
+    result = CliRunner().invoke(main, ["run", *args])
     assert result.exit_code == 1
     errors = [t.error for t in Store(str(db)).trials("tiny")]
+    assert len(errors) == 2
     assert all(e and e.startswith("TrialFailed: loss became") for e in errors)
 
 
