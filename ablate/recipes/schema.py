@@ -65,7 +65,8 @@ class SelectiveSpec(Section):
     # "dense": blend once after layer4 (the baseline's emulation). "sparse": the
     # mixed-resolution network of ablate.models.sparse (trained by its dense emulation,
     # evaluated by gathering only each path's own cells).
-    execution: Literal["dense", "sparse"] = "dense"
+    # at its default left out of the spec: ids of trials run before this key existed hold
+    execution: Literal["dense", "sparse"] = Field("dense", exclude_if=lambda v: v == "dense")
 
 
 def _registered(kind: str, value: str) -> str:

@@ -120,3 +120,19 @@ selective = { enabled = true }
     assert len(trials) == 8
     assert len({t.trial_id for t in trials}) == 8
     assert len({t.arch_id for t in trials}) == 2  # only the pooling mode changes cost
+
+
+def test_ids_of_trials_recorded_by_earlier_versions_still_hold():
+    """New keys at their defaults stay out of the spec, so recorded trials keep their ids
+    (values computed by the release before eval_data, runtimes, builders, sparse execution
+    and train.deterministic existed)."""
+    from ablate.recipes.schema import TrialSpec
+
+    assert trial_id(TrialSpec()) == "7fa5eb647608"
+    selective = TrialSpec.model_validate({"model": {
+        "backbone": "resnet50", "head": "deeplabv3", "output_stride": 8,
+        "selective": {"enabled": True}}})
+    assert trial_id(selective) == "52645392aaa3"
+    sparse = selective.model_copy(update={"model": selective.model.model_copy(update={
+        "selective": selective.model.selective.model_copy(update={"execution": "sparse"})})})
+    assert trial_id(sparse) != "52645392aaa3"
