@@ -69,6 +69,16 @@ class SelectiveSpec(Section):
     execution: Literal["dense", "sparse"] = Field("dense", exclude_if=lambda v: v == "dense")
 
 
+def _ignored_selective_key(sel: SelectiveSpec) -> str | None:
+    """The first mask-net setting that a network without a mask net would ignore."""
+    if sel.enabled:
+        return None
+    for name, info in SelectiveSpec.model_fields.items():
+        if name != "enabled" and getattr(sel, name) != info.default:
+            return info.alias or name
+    return None
+
+
 def _registered(kind: str, value: str) -> str:
     from ablate.errors import UserInputError
 
@@ -167,6 +177,17 @@ class ModelSpec(Section):
     _builder = field_validator("builder")(classmethod(lambda cls, v: _builder(v, "model")))
     _args = field_validator("args")(classmethod(_model_args))
     _zoo = field_validator(*ZOO_ONLY_MODEL_KEYS)(classmethod(_zoo_key))
+
+    @field_validator("selective")
+    @classmethod
+    def _selective_read(cls, sel: SelectiveSpec) -> SelectiveSpec:
+        # a mask-net setting on a network without a mask net would be silently ignored
+        key = _ignored_selective_key(sel)
+        if key is not None:
+            raise ValueError(f"model.selective.{key} is set but model.selective.enabled is "
+                             "false, so it would be ignored; set model.selective.enabled = "
+                             "true (or leave it out)")
+        return sel
 
 
 class DataSpec(Section):

@@ -153,3 +153,22 @@ def test_names_in_the_plan_table_are_shown_not_obeyed(tmp_path):
     result = invoke(["plan", str(recipe), "--no-cost"])
     assert result.exit_code == 0, result.output
     assert "train_split=[red]a\\x07" in result.stdout and "\x07" not in result.stdout
+
+
+@pytest.mark.parametrize("key,raw", [("pooling", '"avg"'), ("lambda", "0.3"),
+                                     ("execution", '"sparse"'), ("mask_net", '"dwsep"')])
+def test_mask_net_settings_without_a_mask_net_are_refused(tmp_path, key, raw):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(VALID)
+    db = tmp_path / "r.db"
+    result = invoke(["run", str(recipe), "--db", str(db), "--set",
+                     f"model.selective.{key}={raw}"])
+    assert_refused(result, f"model.selective.{key} is set but model.selective.enabled is false")
+    assert not db.exists()
+    # the same setting with the mask net switched on is read, so it is accepted
+    spec = TrialSpec.model_validate({"model": {"backbone": "resnet50", "head": "deeplabv3",
+                                               "output_stride": 8, "selective": {
+                                                   "enabled": True,
+                                                   key: raw.strip('"') if '"' in raw
+                                                   else float(raw)}}})
+    assert spec.model.selective.enabled
