@@ -82,6 +82,11 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
     from ablate.report.frame import trials_frame
     from ablate.trials.expand import expand
 
+    # `--set seeds=[...]` replaces the recipe's seeds: fold it into the recipe, so that
+    # each round's `seeds=[seed]` is not overridden back to the starting seeds
+    if "seeds" in overrides:
+        recipe = dataclasses.replace(recipe, seeds=list(overrides["seeds"]))
+        overrides = {k: v for k, v in overrides.items() if k != "seeds"}
     rounds: list[Round] = []
     while True:
         frame = trials_frame(store, [recipe.name])

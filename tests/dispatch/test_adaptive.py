@@ -173,3 +173,21 @@ def test_cli_prints_each_decision_and_refuses_detach(tmp_path, monkeypatch):
     assert refused.output.strip().splitlines() == [
         "Error: --until-decided: not with --detach (each round needs the previous round's "
         "results); drop --detach and it waits for Slurm"]
+
+
+def test_set_seeds_is_the_starting_point_and_each_round_adds_a_new_seed(tmp_path):
+    # `ablate run R --set seeds=[0,1] --until-decided`: the override must not pin every
+    # round to seeds 0 and 1 (that looped forever, re-running nothing)
+    recipe = parse_recipe(RECIPE.replace("SEEDS", "[7]"), "adaptive.toml")
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    executor = FakeExecutor(clear_after_four)
+
+    def run(r, trials):
+        return run_study(r, trials, store, executor, runs_root=tmp_path / "runs", preflight=False)
+
+    overrides = {"seeds": [0, 1]}
+    run(recipe, expand(recipe, dict(overrides)))
+    rounds = run_until_decided(recipe, overrides, store, run, say=lambda line: None)
+    assert [r.seed for r in rounds] == [2, 3, None]
+    assert rounds[-1].reason == "every effect is decided"
+    assert set(executor.runs.values()) == {1} and len(executor.runs) == 8
