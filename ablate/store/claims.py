@@ -70,9 +70,9 @@ def lease_is_live(row: TrialRow, at: datetime) -> bool:
 
 def superseded(row: TrialRow, result: dict[str, Any], at: datetime) -> bool:
     """True for a result trained under an older claim while a newer holder's lease is live:
-    that holder's own result will count, this one must not."""
-    epoch = result.get("claim_epoch")
-    return epoch is not None and epoch != row.claim_epoch and lease_is_live(row, at)
+    that holder's own result will count, this one must not. A result with no epoch (a
+    Slurm job found dead, an unclaimed run) never holds the live lease either."""
+    return lease_is_live(row, at) and result.get("claim_epoch") != row.claim_epoch
 
 
 def _claimable(row: TrialRow, at: datetime, failed_before: datetime | None,

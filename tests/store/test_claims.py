@@ -153,3 +153,16 @@ def test_a_requeued_slurm_job_takes_its_own_claim_back(db_url):
     assert store.claim("tiny", tid, holder(11, "slurm", "5_1"), 600).status == "running"
     again = store.claim("tiny", tid, holder(12, "slurm", "5_0"), 600)  # same job, requeued
     assert isinstance(again, Claim) and again.epoch == first.epoch + 1
+
+
+def test_a_result_without_an_epoch_never_overwrites_a_live_holder(db_url):
+    # a Slurm job found dead by sacct after its trial was taken over: its "failed" result
+    # carries no claim epoch and must not end the new holder's training
+    store = Store(db_url)
+    tid = study(store)[0]
+    live = store.claim("tiny", tid, holder(2), lease_seconds=30)
+    dead = {**result(tid, None, 0.0), "status": "failed", "error": "job 7_1 TIMEOUT"}
+    assert not store.ingest_result(dead)
+    assert store.statuses("tiny")[tid] == "running" and store.renew(live)
+    assert store.ingest_result(result(tid, live.epoch, 0.4))
+    assert store.statuses("tiny")[tid] == "done"
