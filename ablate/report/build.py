@@ -83,7 +83,9 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
         from ablate.analysis.effects import effects_table
 
         shown = set(zip(configs["study"], configs["config_name"])) if not configs.empty else set()
-        kept = trials[[key in shown for key in zip(trials["study"], trials["config_name"])]]
+        # a boolean array, not a list: an empty list would select columns, not rows
+        kept = trials[np.array([key in shown for key in zip(trials["study"],
+                                                            trials["config_name"])], dtype=bool)]
         table = effects_table(kept, baseline=baseline, alpha=alpha)
     return Report(trials, configs.reset_index(drop=True), descriptions, baseline, table, alpha)
 

@@ -248,3 +248,10 @@ def test_effects_json_has_nulls_where_one_seed_ran(db):
 def test_alpha_is_checked(db):
     result = report(db, "--effects", "--alpha", "0")
     assert result.exit_code == 2 and "--alpha" in result.output
+
+
+def test_effects_where_nothing_matches_is_no_traceback(db):
+    result = report(db, "--effects", "--where", "model.head=fcn", "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "No finished trial matches --where model.head=fcn." in result.output
