@@ -372,6 +372,9 @@ class EvalSpec(Section):
                              "and latency ratios")
         changed = [k for k in ("runtimes", "latency_batch_sizes", "latency_threads")
                    if getattr(self, k) != type(self).model_fields[k].default]
+        if self.latency and 1 not in self.latency_batch_sizes:
+            raise ValueError("eval.latency_batch_sizes: must include 1 (latency_ms, the "
+                             "figure every report shows, is eager at batch 1)")
         if not self.latency and changed:
             raise ValueError(f"eval.{changed[0]}: not read with eval.latency = false; "
                              "set eval.latency = true or remove it")

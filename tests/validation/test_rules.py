@@ -172,3 +172,10 @@ def test_mask_net_settings_without_a_mask_net_are_refused(tmp_path, key, raw):
                                                    key: raw.strip('"') if '"' in raw
                                                    else float(raw)}}})
     assert spec.model.selective.enabled
+
+
+def test_latency_batch_sizes_keep_batch_one():
+    with pytest.raises(ValidationError, match="must include 1"):
+        TrialSpec.model_validate({"eval": {"latency_batch_sizes": [8]}})
+    spec = TrialSpec.model_validate({"eval": {"latency_batch_sizes": [1, 8]}})
+    assert spec.eval.latency_batch_sizes == [1, 8]
