@@ -9,6 +9,7 @@ import click
 
 from ablate.cli import main
 from ablate.cli.options import (
+    echo_warnings,
     fmt_int,
     json_option,
     make_console,
@@ -90,7 +91,7 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
             click.echo(json.dumps(_diff_json(diff, sides, reports, rows), indent=2))
         else:
             _print_diff(diff, sides, reports, rows)
-        _warn(warnings)
+        echo_warnings(warnings)
         return
 
     selected = _select(trials, trial_ids, variants, loaded.path)
@@ -102,13 +103,7 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
     else:
         for group, report in results:
             _print_arch(group, report)
-    _warn(warnings)
-
-
-def _warn(warnings: list[str]) -> None:
-    """One line on stderr per missing run-time input (stdout stays clean JSON)."""
-    for line in warnings:
-        click.echo(f"Warning: {line}", err=True)
+    echo_warnings(warnings)
 
 
 def _select(trials: list, trial_ids: tuple[str, ...], variants: tuple[str, ...],

@@ -58,3 +58,9 @@ def make_console(stderr: bool = False):
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else max(160, shutil.get_terminal_size((160, 24)).columns)
     return Console(stderr=stderr, width=width)
+
+
+def echo_warnings(warnings: list[str]) -> None:
+    """One line on stderr per missing run-time input (stdout stays a clean table/JSON)."""
+    for line in warnings:
+        click.echo(f"Warning: {line}", err=True)

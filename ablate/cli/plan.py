@@ -9,6 +9,7 @@ import click
 from ablate.cli import main
 from ablate.cli.options import (
     db_option,
+    echo_warnings,
     fmt_float,
     fmt_int,
     json_option,
@@ -82,11 +83,11 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         })
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
-        _warn(warnings)
+        echo_warnings(warnings)
         return
     if fmt == "csv":
         _print_csv(rows)
-        _warn(warnings)
+        echo_warnings(warnings)
         return
     console = make_console()
     console.print(_table(recipe_obj.name, rows))
@@ -94,7 +95,7 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         h, w = rows[0]["resolution"]
         console.print(f"GFLOPs: {rows[0]['flops_convention']} at the evaluation resolution "
                       f"({h}x{w} for the first trial).")
-    _warn(warnings)
+    echo_warnings(warnings)
 
 
 def _table(study: str, rows: list[dict]):
@@ -155,12 +156,6 @@ def check_architectures(trials: list, source: str) -> None:
             raise
         except UserInputError as err:
             raise RecipeError(source, f"trial {trial.name}: {err}") from None
-
-
-def _warn(warnings: list[str]) -> None:
-    """One line on stderr per missing run-time input (stdout stays a clean table/JSON)."""
-    for line in warnings:
-        click.echo(f"Warning: {line}", err=True)
 
 
 def _existing_store(db: str | None):

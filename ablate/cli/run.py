@@ -24,6 +24,7 @@ from ablate.cli.until_decided import (
     continue_until_decided,
     until_decided_options,
 )
+from ablate.dispatch.claiming import DEFAULT_LEASE_SECONDS
 from ablate.errors import UserInputError
 
 SLURM_FLAGS = ("partition", "gpus_per_trial", "cpus_per_trial", "mem", "time", "array_parallelism")
@@ -58,7 +59,7 @@ def _lease(ctx, param, value: float) -> float:
 
 
 lease_option = click.option(
-    "--lease-seconds", type=click.FloatRange(2, 86400), default=120.0, show_default=True,
+    "--lease-seconds", type=click.FloatRange(2, 86400), default=DEFAULT_LEASE_SECONDS, show_default=True,
     callback=_lease, metavar="SECONDS",
     help="A claimed trial whose holder stops renewing (every SECONDS/4) is free again after "
          "this long; other runners then take it over from its checkpoint.")

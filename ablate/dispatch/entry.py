@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ablate.dispatch.claiming import DEFAULT_LEASE_SECONDS
 from ablate.dispatch.results import write_result
 
 
@@ -28,7 +29,7 @@ class TrialJob:
     # unclaimed), the lease, and when this study run started (failed trials recorded
     # before then are retried, ones failed since were retried by another runner)
     db: str | None = None
-    lease_seconds: float = 120.0
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
     failed_before: str | None = None
 
 

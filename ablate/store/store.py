@@ -71,7 +71,7 @@ class Store(ClaimsMixin):
         except SQLAlchemyError as err:
             session.rollback()
             raise StoreError(f"database {self.display_url}: {type(err).__name__}: "
-                             f"{_first_line(err)}") from err
+                             f"{target.first_line(err, None)}") from err
         except BaseException:
             session.rollback()
             raise
@@ -277,11 +277,6 @@ def _make_engine(url: str):
 
         return engine
     return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url))
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(getattr(err, "orig", None) or err)
-    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

@@ -69,7 +69,7 @@ def check_sqlite_file(url: str, must_exist: bool) -> None:
 def engine_error(url: str, err: BaseException) -> DatabaseTargetError:
     """``create_engine`` failed: unknown dialect, missing driver or a malformed URL."""
     shown = mask_url(url)
-    text = _first_line(err)
+    text = first_line(err)
     name = type(err).__name__
     if name == "NoSuchModuleError":
         dialect = url.split("://", 1)[0]
@@ -82,7 +82,7 @@ def engine_error(url: str, err: BaseException) -> DatabaseTargetError:
 
 def connect_error(url: str, err: BaseException) -> DatabaseTargetError:
     """The first connection failed: nothing listening, bad credentials, not a database."""
-    return DatabaseTargetError(f"database {mask_url(url)}: cannot connect: {_first_line(err)}")
+    return DatabaseTargetError(f"database {mask_url(url)}: cannot connect: {first_line(err)}")
 
 
 def connect_args(url: str) -> dict[str, Any]:
@@ -92,10 +92,11 @@ def connect_args(url: str) -> dict[str, Any]:
     return {}
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException, limit: int | None = 200) -> str:
+    """The first line of a (SQLAlchemy) error, its driver's own message where it has one."""
     text = str(getattr(err, "orig", None) or err).strip()
     line = text.splitlines()[0] if text else type(err).__name__
-    return line[:200]
+    return line[:limit]
 
 
 def check_has_schema(engine: Any, url: str) -> None:
