@@ -243,9 +243,6 @@ class DataSpec(Section):
     _args = field_validator("args")(classmethod(lambda cls, v, info: _data_args(v, info)))
 
 
-_BUILTIN_DATASETS = ("shapes", "voc2012", "cityscapes", "coco", "folder")
-
-
 def _data_builder(value: str | None, info: ValidationInfo) -> str | None:
     name = info.data.get("name", "shapes")
     if value is not None and name != "shapes":
@@ -254,8 +251,10 @@ def _data_builder(value: str | None, info: ValidationInfo) -> str | None:
 
 
 def _data_args(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    from ablate.data.catalog import BUILTIN_DATASETS  # imports this module
+
     name = info.data.get("name")
-    if value and info.data.get("builder", "") is None and name in _BUILTIN_DATASETS:
+    if value and info.data.get("builder", "") is None and name in BUILTIN_DATASETS:
         raise ValueError(f"not read by the built-in dataset {name!r}; only by data.builder "
                          "or a plugin dataset")
     return _finite_values(value)
