@@ -66,7 +66,9 @@ lease_option = click.option(
 
 
 def _refuse_slurm_flags(detach: bool, flags: dict) -> None:
-    given = [name for name in SLURM_FLAGS if flags.get(name) is not None]
+    # --gpus-per-trial also sizes local trials (their GPU slots)
+    given = [name for name in SLURM_FLAGS
+             if name != "gpus_per_trial" and flags.get(name) is not None]
     if detach:
         given.append("detach")
     if given:
@@ -93,6 +95,18 @@ def _slurm_executor(recipe, trials, store, runs_dir: str, detach: bool, flags: d
                          detach=detach)
 
 
+def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict):
+    """Local runs: the devices (``--gpus``) and devices per trial; Slurm assigns its own."""
+    if executor != "local":
+        if gpus is not None:
+            raise UserInputError("--gpus: only with --executor local; Slurm jobs get "
+                                 "--gpus-per-trial devices each")
+        return [], 1
+    from ablate.dispatch.gpus import runner_gpus
+
+    return runner_gpus(gpus, flags.get("gpus_per_trial"), recipe.slurm.gpus_per_trial)
+
+
 @main.command("run")
 @recipe_argument
 @db_option
@@ -109,6 +123,9 @@ def _slurm_executor(recipe, trials, store, runs_dir: str, detach: bool, flags: d
 @click.option("--variant", "variants", multiple=True, metavar="NAME", help="Only this variant.")
 @click.option("--executor", default="local", show_default=True,
               type=click.Choice(["local", "slurm"]), help="Where trials run.")
+@click.option("--gpus", default=None, metavar="LIST",
+              help="Local GPUs this runner uses, by index: 0,2,3 or all [every visible "
+                   "one]; each trial takes --gpus-per-trial of them.")
 @lease_option
 @slurm_options
 @max_trials_option
@@ -118,7 +135,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         trial_ids: tuple[str, ...], variants: tuple[str, ...],
         executor: str, detach: bool, lease_seconds: float, max_trials: int,
         until_decided: bool, max_seeds: int, alpha: float, min_effect: float,
-        **slurm_flags) -> None:
+        gpus: str | None = None, **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
     Done trials are skipped; failed ones run again (--skip-failed keeps them); an
@@ -133,6 +150,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     Example:
         ablate run recipes/quickstart.toml
         ablate run recipes/quickstart.toml --jobs 2 --set train.epochs=1
+        ablate run recipes/quickstart.toml --jobs 4 --gpus 0,1,2,3
         ablate run recipes/quickstart.toml --executor slurm --partition gpu --gpus-per-trial 1
         ablate run recipes/quickstart.toml --until-decided --max-seeds 6
     """
@@ -146,6 +164,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     if executor != "slurm":
         _refuse_slurm_flags(detach, slurm_flags)
     check_until_decided(until_decided, detach, executor)
+    local_gpus, per_trial = _local_gpus(executor, gpus, recipe_obj, slurm_flags)
     if rerun_failed and skip_failed:
         raise UserInputError("--rerun-failed and --skip-failed contradict each other; "
                              "failed trials run again by default")
@@ -157,7 +176,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     if executor == "slurm":
         runner = _slurm_executor(recipe_obj, trials, store, runs_dir, detach, slurm_flags)
     else:
-        runner = make_executor(executor, jobs=jobs)
+        runner = make_executor(executor, jobs=jobs, gpus=local_gpus, gpus_per_trial=per_trial)
     view = _ProgressView(console)
     try:
         with view:

@@ -54,6 +54,15 @@ def _claim_columns(record, now) -> tuple[str, str]:
     return describe_holder(record.holder), renewed
 
 
+def _gpus_column(environment: dict | None) -> str:
+    """The physical GPUs a trial trained on and their name: ``2,3 NVIDIA H200``."""
+    env = environment or {}
+    ids, names = env.get("gpus") or [], env.get("gpu_names") or []
+    if not ids:
+        return "-"
+    return f"{','.join(map(str, ids))} {' / '.join(dict.fromkeys(map(str, names)))}".strip()
+
+
 def _print_study(console, store, follow) -> None:
     from rich.table import Table
 
@@ -65,14 +74,16 @@ def _print_study(console, store, follow) -> None:
         counts[r.status] = counts.get(r.status, 0) + 1
     title = f"{follow.study}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     table = Table(title=title)
-    for col in ("trial", "status", "job id", "Slurm state", "held by", "renewed", "mIoU %"):
+    for col in ("trial", "status", "job id", "Slurm state", "held by", "renewed", "GPUs",
+                "mIoU %"):
         table.add_column(col, justify="right" if col == "mIoU %" else "left")
     now = store.database_time()
     for r in records:
         miou = r.metrics.get("miou")
         holder, renewed = _claim_columns(r, now)
         table.add_row(escape(r.name), r.status, r.job_id or "-", follow.slurm_states.get(r.trial_id, "-"),
-                      escape(holder), renewed, fmt_float(100 * miou if miou is not None else None, 2))
+                      escape(holder), renewed, escape(_gpus_column(r.environment)),
+                      fmt_float(100 * miou if miou is not None else None, 2))
     console.print(table)
     for line in follow.corrupt:
         console.print(f"[yellow]ignored corrupt result:[/] {escape(line)}")

@@ -31,6 +31,9 @@ class TrialJob:
     db: str | None = None
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     failed_before: str | None = None
+    # processes that train the trial together (DistributedDataParallel), one per GPU the
+    # local runner gave it; Slurm starts its ranks itself and leaves this at 1
+    ranks: int = 1
 
 
 def _now() -> str:
@@ -52,14 +55,20 @@ def environment(device: str | None = None, device_name: str | None = None) -> di
     import torchvision
 
     from ablate import __version__
+    from ablate.dispatch.gpus import VISIBLE_ENV, process_gpus
 
-    return {
+    env = {
         "torch": torch.__version__, "torchvision": torchvision.__version__,
         "ablate": __version__, "git_commit": git_commit(), "host": socket.gethostname(),
         "python": sys.version.split()[0], "command": " ".join(sys.argv),
         "device": device, "device_name": device_name, "pid": os.getpid(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
+    gpus = process_gpus(device)  # which physical GPUs, by the ids CUDA_VISIBLE_DEVICES uses
+    if gpus is not None:
+        env.update(gpus=gpus["ids"], gpu_names=gpus["names"],
+                   cuda_visible_devices=os.environ.get(VISIBLE_ENV))
+    return env
 
 
 def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> dict[str, Any]:
@@ -71,7 +80,6 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
     """
     from ablate.dispatch.claiming import LeaseLost
     from ablate.recipes.schema import TrialSpec
-    from ablate.train.loop import train_and_evaluate
 
     started = _now()
     base = {"study": job.study, "trial_id": job.trial_id, "name": job.name,
@@ -80,10 +88,16 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
         base["claim_epoch"] = claim_epoch
     try:
         spec = TrialSpec.model_validate(job.spec)
-        outcome = train_and_evaluate(spec, Path(job.run_dir), progress)
+        outcome = _train(spec, job, progress)
         result = {**base, "status": "done", "error": None, "final": outcome["final"],
                   "epochs": outcome["epochs"], "weights_report": outcome["weights_report"],
                   "environment": environment(outcome["device"], outcome["device_name"])}
+        if outcome.get("ranks", 1) > 1:  # trained by this many processes (DDP)
+            result["environment"]["ddp_ranks"] = outcome["ranks"]
+        if spec.eval.latency:  # how latency was timed: clock, device, driver, clocks
+            from ablate.cost.latency import timing_environment
+
+            result["environment"]["timing"] = timing_environment(outcome["device"])
         if outcome.get("runtimes"):  # per-runtime status, reason, device, threads, version
             result["environment"]["runtimes"] = outcome["runtimes"]
         _add_conditional_cost(spec, result)
@@ -97,6 +111,18 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
     if _rank() == 0:  # under DistributedDataParallel every rank runs the trial; one writes
         write_result(job.run_dir, result)
     return result
+
+
+def _train(spec, job: TrialJob, progress) -> dict[str, Any]:
+    """This process trains the trial, or, given several GPUs by the local runner, is rank 0
+    of ``job.ranks`` processes that train it together."""
+    from ablate.train.loop import distributed_rank_world, train_and_evaluate
+
+    if job.ranks > 1 and distributed_rank_world()[1] == 1:
+        from ablate.dispatch.ranks import train_with_ranks
+
+        return train_with_ranks(spec, job, progress)
+    return train_and_evaluate(spec, Path(job.run_dir), progress)
 
 
 def _rank() -> int:

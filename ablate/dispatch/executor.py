@@ -24,7 +24,8 @@ def make_executor(name: str, **options: Any) -> Executor:
     if name == "local":
         from ablate.dispatch.local import LocalExecutor
 
-        return LocalExecutor(jobs=options.get("jobs", 1))
+        return LocalExecutor(jobs=options.get("jobs", 1), gpus=options.get("gpus"),
+                             gpus_per_trial=options.get("gpus_per_trial") or 1)
     if name == "slurm":
         from ablate.dispatch.slurm import SlurmExecutor
 

@@ -2,6 +2,11 @@
 
 Each trial is claimed by the process that trains it (``claim_and_run``); one held by
 another runner comes back as a ``held`` result and is not trained here.
+
+With GPUs (``gpus``), each trial takes whole devices from the runner's slots
+(``ablate.dispatch.gpus``) and runs in a fresh worker process that sees only those
+devices: ``CUDA_VISIBLE_DEVICES`` must be set before CUDA starts in a process, so a
+worker is never reused for other devices.
 """
 
 from __future__ import annotations
@@ -10,20 +15,42 @@ import multiprocessing as mp
 import os
 import queue
 import threading
+import time
+import traceback
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import replace
+from typing import Any
 
 from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import OnEvent
+from ablate.dispatch.gpus import WORKER_NAMES_ENV, Gpu, GpuSlots, next_fitting, worker_environment
+
+DEAD_WORKER_GRACE_S = 2.0  # a worker that exited may still be flushing its result
 
 
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, jobs: int = 1) -> None:
+    def __init__(self, jobs: int = 1, gpus: Sequence[Gpu] | None = None,
+                 gpus_per_trial: int = 1, slots: bool | None = None) -> None:
         self.jobs = max(1, jobs)
+        self.gpus = list(gpus or [])
+        self.gpus_per_trial = max(1, gpus_per_trial)
+        # one trial on the first visible GPU runs in this process, as without GPUs
+        self.slots = slots if slots is not None else bool(self.gpus) and (
+            self.jobs > 1 or self.gpus_per_trial > 1)
+
+    def need(self, job: TrialJob) -> int:
+        """Devices a trial takes: none when its spec trains on the CPU."""
+        device = job.spec.get("train", {}).get("device", "auto")
+        return 0 if device == "cpu" else self.gpus_per_trial
 
     def run(self, jobs: list[TrialJob], on_event: OnEvent) -> None:
+        if self.slots:
+            self._run_slots(jobs, on_event)
+            return
         if self.jobs == 1:
             for job in jobs:
                 result = claim_and_run(job, progress=lambda event, job=job: on_event(job, event))
@@ -63,6 +90,92 @@ class LocalExecutor:
             stop.set()
             pumper.join()
             manager.shutdown()
+
+
+    def _run_slots(self, jobs: list[TrialJob], on_event: OnEvent) -> None:
+        """At most ``jobs`` trials at once, each on its own devices; the first pending
+        trial that fits the free devices starts whenever a trial ends."""
+        ctx = mp.get_context("spawn")
+        messages = ctx.Queue()
+        slots = GpuSlots(self.gpus)
+        threads = max(1, (os.cpu_count() or 1) // min(self.jobs, max(1, len(jobs))))
+        pending = list(jobs)
+        running: dict[str, tuple[Any, tuple[Gpu, ...], TrialJob]] = {}
+        dead_since: dict[str, float] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < self.jobs:
+                    pick = next_fitting([self.need(j) for j in pending], slots.free)
+                    if pick is None:
+                        break
+                    job = pending.pop(pick)
+                    held = slots.take(self.need(job)) or ()
+                    if len(held) > 1:  # one process per device (DistributedDataParallel)
+                        job = replace(job, ranks=len(held))
+                    proc = ctx.Process(target=_slot_worker, name=f"ablate-{job.trial_id}",
+                                       args=(job, held, messages, threads))
+                    proc.start()
+                    running[job.trial_id] = (proc, held, job)
+                if not running:
+                    raise RuntimeError("no trial fits this runner's GPUs")  # check_fit says earlier
+                try:
+                    kind, trial_id, payload = messages.get(timeout=0.5)
+                except queue.Empty:
+                    kind, trial_id, payload = self._dead_worker(running, dead_since)
+                    if kind is None:
+                        continue
+                if trial_id not in running:
+                    continue
+                proc, held, job = running[trial_id]
+                if kind == "event":
+                    on_event(job, payload)
+                    continue
+                proc.join()
+                del running[trial_id]
+                dead_since.pop(trial_id, None)
+                slots.give_back(held)
+                on_event(job, {"kind": "finish", "result": payload})
+        finally:
+            for proc, _, _ in running.values():  # Ctrl-C reached them too: let them hand back
+                proc.join(timeout=30)
+                if proc.is_alive():
+                    proc.terminate()
+
+    @staticmethod
+    def _dead_worker(running, dead_since) -> tuple[Any, Any, Any]:
+        """A worker that died without a result (killed, out of memory) fails its trial."""
+        now = time.monotonic()
+        for trial_id, (proc, _, job) in running.items():
+            if proc.is_alive():
+                continue
+            first = dead_since.setdefault(trial_id, now)
+            if now - first < DEAD_WORKER_GRACE_S:
+                continue
+            return "result", trial_id, {
+                "study": job.study, "trial_id": trial_id, "name": job.name,
+                "run_dir": job.run_dir, "status": "failed", "final": {}, "epochs": [],
+                "error": f"worker process exited with code {proc.exitcode} without a result"}
+        return None, None, None
+
+
+def _slot_worker(job: TrialJob, gpus: tuple[Gpu, ...], messages, threads: int) -> None:
+    """A fresh process for one trial: its devices are made the only visible ones before
+    anything starts CUDA here."""
+    os.environ.update(worker_environment(gpus))
+    os.environ[WORKER_NAMES_ENV] = ",".join(g.name for g in gpus)
+    import torch
+
+    torch.set_num_threads(max(1, threads // max(1, job.ranks)))
+    try:
+        result = claim_and_run(job, progress=lambda event: messages.put(
+            ("event", job.trial_id, event)))
+    except KeyboardInterrupt:
+        return  # claim_and_run handed the trial back; the parent stops too
+    except Exception as err:  # a database or claim error: the trial fails, others go on
+        result = {"study": job.study, "trial_id": job.trial_id, "name": job.name,
+                  "run_dir": job.run_dir, "status": "failed", "final": {}, "epochs": [],
+                  "error": f"{type(err).__name__}: {err}\n{traceback.format_exc()}"}
+    messages.put(("result", job.trial_id, result))
 
 
 def _worker(job: TrialJob, events, threads: int) -> dict:

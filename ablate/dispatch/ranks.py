@@ -1,0 +1,99 @@
+"""One local trial on several GPUs: this process is rank 0, one spawned process per other
+device, DistributedDataParallel between them (as a Slurm trial with several tasks).
+
+The local runner gave this worker ``CUDA_VISIBLE_DEVICES=a,b,...``; rank 0 trains on the
+first of them (``cuda:0`` here), rank r is started with only device r visible. Only rank 0
+claims, reports progress and writes the result; without CUDA (tests, ``gpu_check --cpu``)
+the ranks train with gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import sys
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ablate.dispatch.gpus import VISIBLE_ENV
+from ablate.errors import TrialFailed
+
+RENDEZVOUS_TIMEOUT = timedelta(minutes=10)  # a rank that died leaves the others waiting
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _init(rank: int, world: int, port: int) -> None:
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(0)  # the first visible device is this rank's
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world, timeout=RENDEZVOUS_TIMEOUT)
+
+
+def _rank_main(rank: int, world: int, port: int, spec: dict[str, Any], run_dir: str,
+               device: str | None, threads: int) -> None:
+    """Ranks 1..world-1: train without progress; rank 0 writes checkpoints and the result."""
+    if device is not None:
+        os.environ[VISIBLE_ENV] = device
+    try:
+        import torch
+        import torch.distributed as dist
+
+        from ablate.recipes.schema import TrialSpec
+        from ablate.train.loop import train_and_evaluate
+
+        torch.set_num_threads(threads)
+        _init(rank, world, port)
+        train_and_evaluate(TrialSpec.model_validate(spec), Path(run_dir))
+        dist.destroy_process_group()
+    except BaseException:
+        print(f"rank {rank}: {traceback.format_exc()}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def train_with_ranks(spec, job, progress) -> dict[str, Any]:
+    """Train ``spec`` with ``job.ranks`` processes; returns rank 0's outcome."""
+    import torch
+    import torch.distributed as dist
+
+    from ablate.train.loop import train_and_evaluate
+
+    world = job.ranks
+    visible = [d for d in os.environ.get(VISIBLE_ENV, "").split(",") if d]
+    ctx = mp.get_context("spawn")  # torch is running here: never fork
+    port = _free_port()
+    threads = torch.get_num_threads()
+    others = [ctx.Process(target=_rank_main, name=f"ablate-rank{r}",
+                          args=(r, world, port, job.spec, job.run_dir,
+                                visible[r] if r < len(visible) else None, threads))
+              for r in range(1, world)]
+    for proc in others:
+        proc.start()
+    try:
+        _init(0, world, port)
+        try:
+            outcome = train_and_evaluate(spec, Path(job.run_dir), progress)
+        finally:
+            dist.destroy_process_group()
+    finally:
+        for proc in others:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
+    failed = [(r + 1, p.exitcode) for r, p in enumerate(others) if p.exitcode != 0]
+    if failed:
+        rank, code = failed[0]
+        raise TrialFailed(f"rank {rank} of {world} exited with code {code} (its traceback "
+                          "is on the runner's stderr)")
+    return {**outcome, "ranks": world}
