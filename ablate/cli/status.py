@@ -35,6 +35,11 @@ def status(study: str | None, db: str | None, runs_dir: str | None) -> None:
         allowed = ", ".join(known) or "none yet"
         raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; known: {allowed}")
     console = make_console()
+    if not known:  # say so rather than print nothing
+        from ablate.cli.text import visible
+
+        click.echo(f"{visible(store.display_url)} holds no studies yet; "
+                   "'ablate run RECIPE' records one")
     for name in [study] if study else known:
         _print_study(console, store, follow_study(store, name, str(resolve_runs_root(runs_dir, db))))
 

@@ -82,18 +82,36 @@ def _ignored_selective_key(sel: SelectiveSpec) -> str | None:
 def _registered(kind: str, value: str) -> str:
     from ablate.errors import UserInputError
 
-    if kind == "dataset":
-        from ablate.data.catalog import DATASETS as registry
-    else:
-        from ablate.models import registry as models
-
-        registry = {"backbone": models.BACKBONES, "head": models.HEADS, "model": models.MODELS}[kind]
+    registry = _registry(kind)
     if value not in registry.builtin_names():
         try:
             registry.entry(value)
         except UserInputError as err:  # "key: message": pydantic names the key
             raise ValueError(str(err).partition(": ")[2]) from None
     return value
+
+
+def _registry(kind: str):
+    if kind == "dataset":
+        from ablate.data.catalog import DATASETS
+
+        return DATASETS
+    from ablate.models import registry as models
+
+    return {"backbone": models.BACKBONES, "head": models.HEADS, "model": models.MODELS}[kind]
+
+
+def _name_only(kind: str, value: Any) -> Any:
+    """A table or list where a name belongs: say which names are allowed (pydantic's own
+    "should be a valid string" names none, and a table must not reach the validators)."""
+    if value is None or isinstance(value, str):
+        return value
+    what = {dict: "table", list: "list", bool: "boolean"}.get(type(value), "number")
+    if kind == "builder":
+        raise ValueError(f"must be an import path 'package.module:function' or a plugin's "
+                         f"name, not a {what}")
+    allowed = ", ".join(repr(n) for n in _registry(kind).names())
+    raise ValueError(f"must be a {kind} name, not a {what}; allowed: {allowed}")
 
 
 def _builder(value: str | None, kind: str) -> str | None:
@@ -177,6 +195,12 @@ class ModelSpec(Section):
     _builder = field_validator("builder")(classmethod(lambda cls, v: _builder(v, "model")))
     _args = field_validator("args")(classmethod(_model_args))
     _zoo = field_validator(*ZOO_ONLY_MODEL_KEYS)(classmethod(_zoo_key))
+    _builder_type = field_validator("builder", mode="before")(
+        classmethod(lambda cls, v: _name_only("builder", v)))
+    _backbone_name = field_validator("backbone", mode="before")(
+        classmethod(lambda cls, v: _name_only("backbone", v)))
+    _head_name = field_validator("head", mode="before")(
+        classmethod(lambda cls, v: _name_only("head", v)))
 
     @field_validator("selective")
     @classmethod
@@ -230,14 +254,19 @@ class DataSpec(Section):
 
     _hw = field_validator("eval_size")(classmethod(lambda cls, v: _height_width(v)))
     _name = field_validator("name")(classmethod(lambda cls, v: _registered("dataset", v)))
+    _name_type = field_validator("name", mode="before")(
+        classmethod(lambda cls, v: _name_only("dataset", v)))
     _builder = field_validator("builder")(classmethod(lambda cls, v, info: _data_builder(v, info)))
+    _builder_type = field_validator("builder", mode="before")(
+        classmethod(lambda cls, v: _name_only("builder", v)))
 
     @model_validator(mode="before")
     @classmethod
     def _conventional_crop(cls, data: Any) -> Any:
         # Real images differ in size, so a training batch needs a crop; the default is
         # the DeepLab / torchvision references' (and it shows in the spec and trial id).
-        if isinstance(data, dict) and "crop_size" not in data and data.get("name") in CONVENTIONAL_CROP:
+        name = data.get("name") if isinstance(data, dict) else None
+        if isinstance(name, str) and "crop_size" not in data and name in CONVENTIONAL_CROP:
             data = {**data, "crop_size": CONVENTIONAL_CROP[data["name"]]}
         return data
     _args = field_validator("args")(classmethod(lambda cls, v, info: _data_args(v, info)))
@@ -285,6 +314,9 @@ class EvalDataSpec(Section):
     @classmethod
     def _known(cls, v: str | None) -> str | None:
         return v if v is None else _registered("dataset", v)
+
+    _name_type = field_validator("name", mode="before")(
+        classmethod(lambda cls, v: _name_only("dataset", v)))
 
     @model_validator(mode="before")
     @classmethod

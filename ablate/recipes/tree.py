@@ -194,6 +194,8 @@ def validation_message(err: ValidationError, model: type[BaseModel]) -> tuple[st
         msg = "must not be empty"
     if not isinstance(value, dict):
         msg = f"{msg} (got {_short_repr(value)})"
+    elif "table" not in msg:  # a table where a value belongs: its contents say nothing
+        msg = f"{msg} (got a table)"
     return key, msg
 
 

@@ -63,7 +63,10 @@ def check_sqlite_file(url: str, must_exist: bool) -> None:
         raise DatabaseTargetError(f"database {shown}: {path} is not a SQLite database "
                                   "(left as it is)")
     if not head and must_exist:
-        raise NoDatabaseError(f"database {shown}: {path} is an empty file, not a database")
+        # SQLite reads a zero-length file as an empty database: say what an empty one says
+        # (opening it would write a header and a WAL file beside it)
+        raise NoDatabaseError(f"database {shown}: holds no studies ({path} is an empty SQLite "
+                              "database, left as it is); 'ablate run RECIPE' records one")
 
 
 def engine_error(url: str, err: BaseException) -> DatabaseTargetError:
@@ -104,5 +107,5 @@ def check_has_schema(engine: Any, url: str) -> None:
     from sqlalchemy import inspect
 
     if not inspect(engine).get_table_names():
-        raise NoDatabaseError(f"database {mask_url(url)}: holds no ablate tables (nothing "
-                              "was created); 'ablate run RECIPE' creates them")
+        raise NoDatabaseError(f"database {mask_url(url)}: holds no studies (no ablate tables; "
+                              "nothing was created); 'ablate run RECIPE' records one")

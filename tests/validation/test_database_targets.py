@@ -4,6 +4,7 @@ the given file untouched; read-only commands create nothing where no database is
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -77,9 +78,40 @@ def test_read_only_command_creates_nothing(tmp_path, command):
 
 @pytest.mark.parametrize("command", READ_ONLY)
 def test_read_only_command_on_an_empty_file_writes_nothing(tmp_path, command):
+    # SQLite reads a zero-length file as an empty database: it holds no studies
     db = tmp_path / "empty.db"
     db.touch()
-    assert_refused(invoke([*_args(command, tmp_path), "--db", str(db)]), "empty file")
+    line = assert_refused(invoke([*_args(command, tmp_path), "--db", str(db)]))
+    assert line == (f"Error: database sqlite:///{db}: holds no studies ({db} is an empty SQLite "
+                    "database, left as it is); 'ablate run RECIPE' records one")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+    assert db.read_bytes() == b""
+
+
+@pytest.mark.parametrize("command", READ_ONLY)
+def test_read_only_command_on_a_database_without_tables_says_the_same(tmp_path, command):
+    import sqlite3
+
+    db = tmp_path / "bare.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (x)")
+    con.execute("DROP TABLE t")  # a SQLite header, no table
+    con.close()
+    before = snapshot(tmp_path)
+    assert_refused(invoke([*_args(command, tmp_path), "--db", str(db)]),
+                   f"database sqlite:///{db}: holds no studies (no ablate tables")
+    assert snapshot(tmp_path) == before
+
+
+def test_plan_with_an_empty_file_plans_and_writes_nothing(tmp_path):
+    db = tmp_path / "empty.db"
+    db.touch()
+    (tmp_path / "valid.toml").write_text(VALID)
+    result = invoke(["plan", str(tmp_path / "valid.toml"), "--db", str(db), "--no-cost",
+                     "--json"])
+    assert result.exit_code == 0, result.output
+    assert [row["status"] for row in json.loads(result.stdout)] == ["pending", "pending"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "valid.toml"]
     assert db.read_bytes() == b""
 
 
@@ -139,9 +171,20 @@ def test_postgres_missing_and_empty_database(tmp_path, empty_pg_database):
         assert "s3cret" not in line and ":***@" in line and "ablate_no_such_db" in line
     real = url.render_as_string(hide_password=False)
     for command in READ_ONLY:  # an empty database stays empty
-        assert_refused(invoke([*_args(command, tmp_path), "--db", real]), "no ablate tables")
+        assert_refused(invoke([*_args(command, tmp_path), "--db", real]),
+                       "holds no studies (no ablate tables; nothing was created)")
     engine = create_engine(real)
     try:
         assert inspect(engine).get_table_names() == []
     finally:
         engine.dispose()
+
+
+def test_status_of_a_database_without_studies_says_so(tmp_path):
+    db = tmp_path / "new.db"
+    assert invoke(["db", "upgrade", "--db", str(db)]).exit_code == 0
+    before = snapshot(tmp_path)
+    result = invoke(["status", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"sqlite:///{db} holds no studies yet; 'ablate run RECIPE' records one\n"
+    assert snapshot(tmp_path) == before

@@ -130,6 +130,41 @@ CASES = [
     ("published-typo", [("variants.plain.published", "mIoU", "70.0")],
      "allowed here: gflops, gflops_mask_net, miou"),
     ("description-number", [("", "description", "5")], "description: must be a string"),
+    # a table where a value belongs, a value where a table belongs
+    ("data-name-table", [(D, "name", "{ foo = 1 }")],
+     "base.data.name: must be a dataset name, not a table; allowed: 'shapes', 'voc2012', "
+     "'cityscapes', 'coco', 'folder'"),
+    ("data-name-number", [(D, "name", "3")], "base.data.name: must be a dataset name, not a "
+                                               "number; allowed: 'shapes'"),
+    ("eval-data-name-table", [("base.eval_data", "name", "{ foo = 1 }")],
+     "base.eval_data.name: must be a dataset name, not a table; allowed: 'shapes'"),
+    ("grid-data-name-table", [("grid", '"data.name"', "[{ foo = 1 }]")],
+     'axis "data.name": must be a dataset name, not a table'),
+    ("backbone-table", [(M, "backbone", "{ a = 1 }")],
+     "base.model.backbone: must be a backbone name, not a table; allowed: "
+     "'mobilenet_v3_large', 'mobilenet_v3_small', 'resnet50', 'resnet101', 'squeezenet1_0'"),
+    ("head-list", [(M, "head", '["fcn"]')], "base.model.head: must be a head name, not a list"),
+    ("builder-table", [(M, "builder", "{ a = 1 }")],
+     "base.model.builder: must be an import path 'package.module:function' or a plugin's "
+     "name, not a table"),
+    ("data-builder-table", [(D, "builder", "{ a = 1 }")], "base.data.builder: must be an "
+                                                          "import path"),
+    ("data-root-table", [(D, "root", "{ a = 1 }")],
+     "base.data.root: should be a valid string (got a table)"),
+    ("optimizer-table", [(T, "optimizer", "{ a = 1 }")],
+     "base.train.optimizer: should be 'sgd' or 'adamw' (got a table)"),
+    ("lr-table", [(T, "lr", "{ a = 1 }")], "base.train.lr: should be a valid number (got a table)"),
+    ("scale-range-table", [(D, "scale_range", "{ a = 1 }")],
+     "base.data.scale_range: should be a valid list (got a table)"),
+    ("latency-table", [("base.eval", "latency", "{ a = 1 }")],
+     "base.eval.latency: should be a valid boolean (got a table)"),
+    ("slurm-mem-table", [("slurm", "mem", "{ a = 1 }")], "slurm.mem: should be a valid string"),
+    ("selective-scalar", [(M, "selective", "3")], "base.model.selective: must be a table (got 3)"),
+    ("model-args-scalar", [(M, "args", "3")], "base.model.args: must be a table (got 3)"),
+    ("data-args-list", [(D, "args", "[1]")], "base.data.args: must be a table (got [1])"),
+    ("eval-section-scalar", [("base", "eval", "3")], "base.eval: must be a table (got 3)"),
+    ("published-scalar", [("variants.plain", "published", "3")],
+     "variants.plain.published: must be a table"),
 ]
 
 
