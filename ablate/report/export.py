@@ -20,7 +20,9 @@ def export_frame(store, study: str, where: list[str] | tuple[str, ...] = ()) -> 
     if study not in known:
         raise UserInputError(
             f"no study {study!r} in the database; known: {', '.join(known) or 'none'}")
-    return filter_rows(trials_frame(store, [study], per_class=True), parse_where(where))
+    # every final figure: per class and per runtime and batch size too
+    frame = trials_frame(store, [study], per_class=True, runtimes=True)
+    return filter_rows(frame, parse_where(where))
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from ablate.evaluate.runtime_keys import parse_metric_key
 from ablate.report import query
 from ablate.report.pareto import pareto_mask
 
@@ -19,23 +20,26 @@ CORE_METRICS = ("latency_ms", "miou", "pixel_acc")  # the figures every table ne
 
 
 def trials_frame(store, studies: list[str] | None = None, *, per_class: bool = False,
-                 keys: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
+                 keys: list[str] | tuple[str, ...] | None = None,
+                 runtimes: bool = False) -> pd.DataFrame:
     """Every trial with its final figures; mIoU and pixel accuracy in percent.
 
     Columns: ``TRIAL_COLUMNS``, then every other final figure without a ``/`` in its
     key (sorted), ``axis:<dotted key>`` per recipe axis and ``published_<key>`` per
     published figure. With ``per_class``, also ``iou/<class>`` in percent.
     ``keys`` reads only these final figures besides mIoU, pixel accuracy and
-    latency (faster: no scan of every metric row).
+    latency (faster: no scan of every metric row). With ``runtimes``, also the figures
+    per runtime and batch size (``latency_ms@<runtime>/bs<n>``), which reports aggregate
+    per configuration themselves (``ablate.report.runtimes``).
 
     Plain queries pivoted with numpy, no per-trial Python objects: 100,000 trials
     load in one to two seconds.
     """
     with query.no_gc():
-        return _trials_frame(store, studies, per_class, keys)
+        return _trials_frame(store, studies, per_class, keys, runtimes)
 
 
-def _trials_frame(store, studies, per_class, keys) -> pd.DataFrame:
+def _trials_frame(store, studies, per_class, keys, runtimes=False) -> pd.DataFrame:
     names = list(dict.fromkeys(studies)) if studies else None
     joined = None if keys is None else list(dict.fromkeys([*CORE_METRICS, *keys]))
     base = query.trial_rows(store, names, joined or ())
@@ -50,13 +54,14 @@ def _trials_frame(store, studies, per_class, keys) -> pd.DataFrame:
                            kind="stable")
         base, study = base.iloc[order].reset_index(drop=True), study.iloc[order].reset_index(drop=True)
     if joined is None:
-        metrics = _wide_metrics(base["pk"], query.final_metrics(store, names, per_class=per_class))
+        metrics = _wide_metrics(base["pk"], query.final_metrics(
+            store, names, per_class=per_class, runtimes=runtimes))
     else:
         metrics = {key: base[f"metric:{key}"].astype(float) for key in joined
                    if key in CORE_METRICS or base[f"metric:{key}"].notna().any()}
-        if per_class:
+        if per_class or runtimes:
             metrics.update(_wide_metrics(base["pk"], query.final_metrics(
-                store, names, per_class=True, keys=[])))
+                store, names, per_class=per_class, keys=[], runtimes=runtimes)))
 
     def metric(key: str) -> pd.Series:
         if key in metrics:
@@ -75,7 +80,9 @@ def _trials_frame(store, studies, per_class, keys) -> pd.DataFrame:
         "miou": 100.0 * metric("miou"),
         "pixel_acc": 100.0 * metric("pixel_acc"),
     })
-    extras = {k: v for k, v in metrics.items() if "/" not in k and k not in frame.columns}
+    extras = {k: v for k, v in metrics.items()
+              if ("/" not in k or (runtimes and parse_metric_key(k) is not None))
+              and k not in frame.columns}
     per_class_cols = {k: 100.0 * v for k, v in metrics.items() if k.startswith("iou/")}
     parts = [frame, pd.DataFrame(extras, index=base.index)[sorted(extras)],
              _json_columns(base["axes"], "axis:", stringify_lists=True),

@@ -66,16 +66,21 @@ def costs(store) -> pd.DataFrame:
 
 
 def final_metrics(store, studies: list[str] | None, *, per_class: bool,
-                  keys: list[str] | None = None) -> pd.DataFrame:
+                  keys: list[str] | None = None, runtimes: bool = False) -> pd.DataFrame:
     """Final figures in long form: ``pk, key, value``.
 
     Every key without ``/`` (or only ``keys``), plus the per-class ``iou/...`` ones
-    with ``per_class``.
+    with ``per_class`` and those per runtime and batch size (``latency_ms@onnxruntime/bs8``)
+    with ``runtimes``.
     """
     query = select(MetricRow.trial_pk.label("pk"), MetricRow.key, MetricRow.value).where(
         MetricRow.epoch.is_(None))
     wanted = MetricRow.key.not_like("%/%") if keys is None else MetricRow.key.in_(keys)
-    query = query.where(or_(wanted, MetricRow.key.like("iou/%")) if per_class else wanted)
+    if per_class:
+        wanted = or_(wanted, MetricRow.key.like("iou/%"))
+    if runtimes:
+        wanted = or_(wanted, MetricRow.key.like("%@%/bs%"))
+    query = query.where(wanted)
     if studies is not None:
         query = query.join(TrialRow, MetricRow.trial_pk == TrialRow.id).join(
             StudyRow, TrialRow.study_id == StudyRow.id).where(StudyRow.name.in_(studies))

@@ -113,3 +113,33 @@ def test_eager_at_batch_one_only_adds_nothing(tmp_path):
     report = build_report(fill(f"sqlite:///{tmp_path / 'plain.db'}"))
     assert not [c for c in report.configs.columns if "@" in c]
     assert runtime_tables(report.configs) == [] and latency_figures(report) == []
+
+
+def test_export_has_every_runtime_and_batch_size_column(store, tmp_path):
+    """Export promises every final figure: latencies per runtime and batch size too."""
+    import csv
+
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+
+    out = tmp_path / "rt.csv"
+    result = CliRunner().invoke(main, ["export", "rt", "--csv", str(out), "--db",
+                                       str(store.url)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4
+    runtime_columns = [c for c in rows[0] if "@" in c]
+    assert runtime_columns == [
+        "latency_ms@eager/bs1", "latency_ms@eager/bs10", "latency_ms@onnxruntime/bs1",
+        "latency_ms@onnxruntime/bs10", "miou@eager", "miou@onnxruntime",
+        "parity_agree@onnxruntime", "parity_max_abs@onnxruntime",
+        "parity_miou_diff@onnxruntime", "parity_ok@onnxruntime", "supported@compile",
+        "supported@eager", "supported@onnxruntime"]
+    by_seed = {row["seed"]: row for row in rows if row["config_name"] == "head=fcn"}
+    assert [float(by_seed["1"][c]) for c in runtime_columns[:4]] == [12.0, 100.0, 7.0, 30.0]
+    assert [float(by_seed["0"][c]) for c in runtime_columns[:4]] == [10.0, 80.0, 5.0, 20.0]
+    # the report's trial frame stays as it was: runtimes are configuration columns there
+    from ablate.report.frame import trials_frame
+
+    assert not [c for c in trials_frame(store, ["rt"]).columns if "/bs" in c]
