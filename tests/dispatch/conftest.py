@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -16,16 +17,38 @@ def slurm_cluster() -> dict[str, str]:
     """``SLURM_CONF`` of a cluster whose node answers; fails or skips with the reason."""
     conf = service_setting("SLURM_CONF", "ABLATE_SLURM_ERROR", "Slurm test cluster")
     os.environ["SLURM_CONF"] = conf  # for sbatch/sacct here and in the jobs
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
-                             timeout=15)
-    except (OSError, subprocess.SubprocessError) as err:
-        unavailable("Slurm test cluster", f"sinfo failed: {err}")
-    states = out.stdout.split()
-    if out.returncode != 0 or not any(s in ("idle", "mixed", "allocated") for s in states):
-        unavailable("Slurm test cluster", f"sinfo with SLURM_CONF={conf}: "
-                    f"{(out.stderr or out.stdout).strip() or 'no node up'}")
+    problem = wait_for_node(conf)
+    if problem is not None:
+        unavailable("Slurm test cluster", problem)
     return {"SLURM_CONF": conf}
+
+
+READY_STATES = ("idle", "mixed", "allocated")
+NODE_WAIT_S = 60.0
+
+
+def wait_for_node(conf: str, timeout_s: float = NODE_WAIT_S, *, run=subprocess.run,
+                  sleep=time.sleep, clock=time.monotonic) -> str | None:
+    """None once a node takes jobs, else why not after polling for up to ``timeout_s``.
+
+    A node still completing the previous test's (cancelled) jobs is a cluster that is
+    busy for some seconds, not one that is missing: wait for it.
+    """
+    deadline = clock() + timeout_s
+    while True:
+        try:
+            out = run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+        except (OSError, subprocess.SubprocessError) as err:
+            return f"sinfo failed: {err}"  # no sinfo, nothing to wait for
+        # a trailing *, ~, #, ... flags the state (not responding, powered down, ...)
+        states = [state.rstrip("*~#!%$@^-") for state in out.stdout.split()]
+        if out.returncode == 0 and any(state in READY_STATES for state in states):
+            return None
+        reason = (f"sinfo with SLURM_CONF={conf}: "
+                  f"{(out.stderr or out.stdout).strip() or 'no node up'}")
+        if clock() >= deadline:
+            return f"{reason} (no idle node after {timeout_s:.0f} s)"
+        sleep(1.0)
 
 
 @pytest.fixture
