@@ -1,4 +1,4 @@
-"""t-intervals for contrasts of configuration means, and the Holm correction.
+"""t-intervals for contrasts of configuration means.
 
 A *contrast* is a weighted sum of configuration means whose weights sum to zero
 (``+1 B, -1 A`` is "B minus A"; a main effect averages such differences over the
@@ -116,25 +116,3 @@ def intervals(estimate: np.ndarray, se: np.ndarray, df: np.ndarray,
     with np.errstate(invalid="ignore"):
         half = np.where(se == 0.0, 0.0, stdtrit(df, 1.0 - alpha / 2.0) * se)
     return estimate - half, estimate + half
-
-
-def holm(p_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Holm-adjusted p-values and each test's step divisor ``m - rank``.
-
-    Holm, *A simple sequentially rejective multiple test procedure*, Scandinavian
-    Journal of Statistics, 1979. NaN p-values (untested) take no part and stay NaN.
-    The divisor gives the level ``alpha / divisor`` at which the test's interval is
-    read in the step-down procedure.
-    """
-    p = np.asarray(p_values, dtype=float)
-    adjusted = np.full(p.shape, np.nan)
-    divisor = np.full(p.shape, np.nan)
-    tested = np.flatnonzero(~np.isnan(p))
-    m = len(tested)
-    if m == 0:
-        return adjusted, divisor
-    order = tested[np.argsort(p[tested], kind="stable")]
-    steps = m - np.arange(m)
-    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(steps * p[order]))
-    divisor[order] = steps
-    return adjusted, divisor

@@ -29,8 +29,13 @@ where_option = click.option(
                    "interactions) with intervals, costs in percent and a verdict.")
 @click.option("--alpha", type=click.FloatRange(0.0, 0.5, min_open=True), default=0.05,
               show_default=True,
-              help="Significance level of the effects (Holm-corrected), --baseline intervals "
-                   "and Pareto marks.")
+              help="Error rate: of the effects (for all the verdicts of a study at once), "
+                   "--baseline intervals and Pareto marks. A study grown by --until-decided "
+                   "keeps the alpha it was grown with.")
+@click.option("--min-effect", type=click.FloatRange(0.0, 100.0, min_open=True), default=None,
+              metavar="POINTS",
+              help="With --effects: the equivalence margin in mIoU points; an effect whose "
+                   "interval lies within ± this is 'equivalent'. No default.")
 @click.option("--sort", "sort_key", metavar="COLUMN",
               help="Sort by this column or axis key, ascending (default: mIoU, best first).")
 @click.option("--desc", is_flag=True, help="With --sort: descending.")
@@ -53,7 +58,8 @@ where_option = click.option(
 @click.option("--out", "out_dir", default="results", show_default=True,
               type=click.Path(file_okay=False), help="Where plots and report.html are written.")
 def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
-           baseline: str | None, effects: bool, alpha: float, sort_key: str | None,
+           baseline: str | None, effects: bool, alpha: float, min_effect: float | None,
+           sort_key: str | None,
            desc: bool, fmt: str, as_json: bool,
            pareto: bool, x_axes: tuple[str, ...], log_x: bool, per_class: bool, curves: bool,
            curves_by: str, curves_x: str, out_dir: str) -> None:
@@ -83,7 +89,8 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
     store = Store(db, must_exist=True)  # a report never creates a database
     result = build.build_report(store, list(dict.fromkeys(studies)), where=where,
                                 baseline=baseline, sort=sort_key, descending=desc,
-                                per_class=per_class, effects=effects, alpha=alpha)
+                                per_class=per_class, effects=effects, alpha=alpha,
+                                min_effect=min_effect)
     plot_pareto = (pareto or bool(x_axes) or fmt == "html") and not result.configs.empty
     axes = build.cost_axes(result.configs, x_axes) if plot_pareto else []  # checked first
     _print_tables(result, fmt, per_class, where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -134,8 +135,9 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         jobs: int, skip_failed: bool, rerun_failed: bool, force: bool,
         trial_ids: tuple[str, ...], variants: tuple[str, ...],
         executor: str, detach: bool, lease_seconds: float, max_trials: int,
-        until_decided: bool, max_seeds: int, alpha: float, min_effect: float,
-        gpus: str | None = None, **slurm_flags) -> None:
+        until_decided: bool, max_seeds: int, alpha: float, min_effect: float | None,
+        spending: str, gpus: str | None = None,
+        **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
     Done trials are skipped; failed ones run again (--skip-failed keeps them); an
@@ -173,6 +175,14 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
 
     require_inputs(trials, recipe_obj.path)  # before the database is even opened
     store = Store(db)
+    if until_decided:  # a study grown before under other settings: refuse before running
+        from ablate.dispatch.adaptive import loop_design, record_design
+        from ablate.trials.expand import parse_set
+
+        seeds = parse_set(list(assignments)).get("seeds", recipe_obj.seeds)
+        record_design(store, recipe_obj.name, loop_design(
+            dataclasses.replace(recipe_obj, seeds=list(seeds)), max_seeds=max_seeds,
+            alpha=alpha, min_effect=min_effect, spending=spending), write=False)
     if executor == "slurm":
         runner = _slurm_executor(recipe_obj, trials, store, runs_dir, detach, slurm_flags)
     else:
@@ -215,7 +225,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
             return done
 
         continue_until_decided(recipe_obj, assignments, store, run_round, max_seeds=max_seeds,
-                               alpha=alpha, min_effect=min_effect,
+                               alpha=alpha, min_effect=min_effect, spending=spending,
                                say=lambda line: console.print(escape(line)))
     if summary.failed:
         sys.exit(1)

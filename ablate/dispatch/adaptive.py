@@ -1,28 +1,31 @@
 """``ablate run --until-decided``: add seeds to the configurations whose effects are open.
 
-After the recipe's own seeds, each round tests every effect of the study
-(``ablate.analysis.effects``), and an effect counts as *decided* when it is beyond
-seed noise, or when its Holm interval lies inside ``±min_effect`` mIoU points (it
-is negligible, and more seeds would only confirm that). Every configuration an
-open effect uses gets one new seed (the next integer the study has not used), so
-seeds stay paired across the configurations of each effect. The loop stops when
-every effect is decided, when an open configuration already has ``max_seeds``
+The study becomes a group-sequential design (``ablate.analysis.design``): its looks run
+from the recipe's seeds to ``max_seeds``, ``alpha`` is spent over them, and every effect
+of the study is read on its repeated confidence interval at ``alpha / family``. After
+the recipe's own seeds, each round tests every effect; an effect is *decided* when its
+interval excludes 0 (better or worse) or lies within ``±min_effect`` (equivalent), and
+it stays decided (the interval is the running intersection of the looks). Every
+configuration an open effect uses gets one new seed (the next integer the study has not
+used), so seeds stay paired across the configurations of each effect. The loop stops
+when every effect is decided, when an open configuration already has ``max_seeds``
 finished seeds, or when a round has a failed trial. Done trials never run again.
+
+The design is recorded with the study before the first round, so ``ablate report``
+reads the study with the same intervals; a later run with other settings is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:  # pandas and the statistics load only when the loop runs (fast --help)
-    import pandas as pd
+from ablate.analysis.design import DEFAULT_SPENDING, SEQUENTIAL, Design
+from ablate.errors import UserInputError
 
 DEFAULT_MAX_SEEDS = 10
-DEFAULT_MIN_EFFECT = 1.0  # mIoU points
 
 
 @dataclass(frozen=True)
@@ -37,29 +40,39 @@ class Decision:
         return not self.configs
 
 
-def decide(effects: pd.DataFrame, min_effect: float = DEFAULT_MIN_EFFECT) -> Decision:
-    """The configurations of every open effect (pure: effects table in, decision out)."""
-    from ablate.analysis.effects import BEYOND
+def _interval(row: Any) -> str:
+    low, high = row.ci_low, row.ci_high
+    return "no interval yet" if low != low else f"[{low:+.2f}, {high:+.2f}]"
+
+
+def decide(effects: Iterable[Any]) -> Decision:
+    """The configurations of every open effect (pure: effect rows in, decision out).
+
+    ``effects``: rows with ``axis, change, estimate, ci_low, ci_high, verdict, configs``
+    (``effects_table(...).itertuples()`` or ``grid_effects`` records).
+    """
+    from ablate.analysis.effects import is_decided
 
     configs: dict[str, None] = {}
     lines = []
-    for row in effects.itertuples(index=False):
-        low, high = row.ci_holm_low, row.ci_holm_high
+    for row in effects:
         name = f"{row.axis}: {row.change}"
-        if row.verdict == BEYOND:
-            lines.append(f"decided  {name}: {row.estimate:+.2f} mIoU, beyond seed noise "
-                         f"(Holm p {row.p_holm:.3g})")
+        if is_decided(row.verdict):
+            lines.append(f"decided  {name}: {row.verdict}, {row.estimate:+.2f} mIoU, "
+                         f"interval {_interval(row)}")
             continue
-        if not math.isnan(low) and -min_effect <= low and high <= min_effect:
-            lines.append(f"decided  {name}: negligible, interval [{low:+.2f}, {high:+.2f}] "
-                         f"inside ±{min_effect:g}")
-            continue
-        why = ("fewer than two seeds pair up" if math.isnan(low) else
-               f"within seed noise, interval [{low:+.2f}, {high:+.2f}] reaches past "
-               f"±{min_effect:g}")
-        lines.append(f"open     {name}: {why}")
+        lines.append(f"open     {name}: {row.verdict}, interval {_interval(row)}")
         configs.update(dict.fromkeys(row.configs))
     return Decision(tuple(configs), tuple(lines))
+
+
+def stop_reason(decision: Decision, seeds_done: dict[str, int], max_seeds: int) -> str | None:
+    """Why the loop stops before another round, or None to add a seed (pure)."""
+    if decision.settled:
+        return "every effect is decided"
+    if max((seeds_done.get(c, 0) for c in decision.configs), default=0) >= max_seeds:
+        return f"--max-seeds {max_seeds} reached"
+    return None
 
 
 @dataclass
@@ -69,9 +82,31 @@ class Round:
     reason: str = ""  # why the loop stopped, on the last round
 
 
+def loop_design(recipe, *, max_seeds: int, alpha: float, min_effect: float | None,
+                spending: str = DEFAULT_SPENDING) -> Design:
+    return Design(SEQUENTIAL, alpha=alpha, min_effect=min_effect, max_seeds=max_seeds,
+                  start_seeds=len(recipe.seeds), spending=spending)
+
+
+def record_design(store, study: str, design: Design, *, write: bool = True) -> None:
+    """Record the loop's design with the study, or refuse one that differs from it
+    (``write=False``: only refuse, before anything runs)."""
+    recorded = Design.from_json(store.study_designs([study]).get(study))
+    if recorded is None:
+        if write:
+            store.set_study_design(study, design.to_json())
+    elif recorded != design:
+        raise UserInputError(
+            f"--until-decided: study {study!r} was grown with {recorded.describe()}; its "
+            f"intervals hold for that design only. Run it with the same settings "
+            f"(--max-seeds {recorded.max_seeds} --alpha {recorded.alpha:g}"
+            + (f" --min-effect {recorded.min_effect:g}" if recorded.min_effect else "")
+            + f" and {recorded.start_seeds} starting seed(s)), or start a new study")
+
+
 def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, list], object], *,
                       max_seeds: int = DEFAULT_MAX_SEEDS, alpha: float = 0.05,
-                      min_effect: float = DEFAULT_MIN_EFFECT,
+                      min_effect: float | None = None, spending: str = DEFAULT_SPENDING,
                       say: Callable[[str], None] = print) -> list[Round]:
     """Add seeds round by round until every effect of ``recipe``'s study is decided.
 
@@ -87,6 +122,10 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
     if "seeds" in overrides:
         recipe = dataclasses.replace(recipe, seeds=list(overrides["seeds"]))
         overrides = {k: v for k, v in overrides.items() if k != "seeds"}
+    design = loop_design(recipe, max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
+                         spending=spending)
+    record_design(store, recipe.name, design)
+    say(f"design: {design.describe()}")
     rounds: list[Round] = []
     while True:
         frame = trials_frame(store, [recipe.name])
@@ -94,16 +133,25 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
         # only this recipe's trials (with --set, other trials can share a configuration name)
         ours = {t.trial_id for t in expand(dataclasses.replace(recipe, seeds=seeds), overrides)}
         frame = frame[frame["trial_id"].isin(ours)]
-        decision = decide(effects_table(frame, alpha=alpha), min_effect)
+        table = effects_table(frame, designs={recipe.name: design})
+        decision = decide(table.itertuples(index=False))
         for line in decision.lines:
             say(line)
-        if decision.settled:
-            rounds.append(Round(None, decision, "every effect is decided"))
-            break
-        done = frame[(frame["status"] == "done") & frame["config_name"].isin(decision.configs)]
-        most = int(done.groupby("config_name")["seed"].nunique().max()) if len(done) else 0
-        if most >= max_seeds:
-            rounds.append(Round(None, decision, f"--max-seeds {max_seeds} reached"))
+        done = frame[frame["status"] == "done"]
+        unfinished = set(frame.loc[frame["status"].isin(["pending", "running"]), "trial_id"])
+        if unfinished:  # a round cut short (killed, detached): finish it before deciding more
+            trials = [t for t in expand(dataclasses.replace(recipe, seeds=seeds), overrides)
+                      if t.trial_id in unfinished]
+            say(f"finishing {len(trials)} trial(s) of an earlier round")
+            summary = run(dataclasses.replace(recipe, seeds=seeds), trials)
+            if getattr(summary, "failed", None):
+                rounds.append(Round(None, decision, f"{len(summary.failed)} trial(s) failed"))
+                break
+            continue
+        reason = stop_reason(decision, done.groupby("config_name")["seed"].nunique().to_dict(),
+                             max_seeds)
+        if reason:
+            rounds.append(Round(None, decision, reason))
             break
         seed = max(seeds) + 1
         wanted = set(decision.configs)

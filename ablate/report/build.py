@@ -37,6 +37,7 @@ class Report:
     baseline: str | None = None
     effects: pd.DataFrame | None = None  # ablate.analysis.effects.effects_table, when asked
     alpha: float = 0.05
+    designs: dict | None = None  # study -> ablate.analysis.design.Design (recorded ones)
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,19 @@ class Figure:
 def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
                  where: list[str] | tuple[str, ...] = (), baseline: str | None = None,
                  sort: str | None = None, descending: bool = False,
-                 per_class: bool = False, effects: bool = False, alpha: float = 0.05) -> Report:
+                 per_class: bool = False, effects: bool = False, alpha: float = 0.05,
+                 min_effect: float | None = None) -> Report:
     """Configurations of ``studies`` (default: all), filtered, compared and sorted.
 
     Seed noise is tested at ``alpha``: the ``--baseline`` mIoU change gets its interval
     (``miou_delta_low``/``_high``), Pareto-optimal rows a mark (``pareto_mark``) and,
-    with ``effects``, every axis its effect (``Report.effects``).
+    with ``effects``, every axis its effect (``Report.effects``). A study grown by
+    ``--until-decided`` is read with its recorded design; ``min_effect`` is the
+    equivalence margin of the others. The family of a study's effects is all of them,
+    whatever ``--where`` shows.
     """
+    from ablate.analysis.design import Design
+
     descriptions = query.study_descriptions(store)
     for name in studies:
         if name not in descriptions:
@@ -65,6 +72,9 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
     # only the figures a table shows (and any --where names): no scan of every metric row
     trials = trials_frame(store, list(studies) or None, per_class=per_class,
                           keys=[c.key for c in conditions])
+    every_trial = trials  # the family of each study's effects, before --where
+    designs = {name: Design.from_json(data)
+               for name, data in store.study_designs(list(studies) or None).items()}
     on_trials = [c for c in conditions if trials.empty or column_for(trials, c.key)]
     trials = filter_rows(trials, on_trials)
     configs = config_frame(trials)
@@ -72,26 +82,34 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
         from ablate.report.runtimes import add_runtime_columns  # latency_ms@<runtime>/bs<n>
 
         configs = add_runtime_columns(store, trials, configs)
-        configs = pareto_marks(configs, trials, alpha)
+        configs = pareto_marks(configs, trials, alpha, designs)
     if baseline is not None and not configs.empty:
-        configs = baseline_intervals(add_baseline(configs, baseline), trials, alpha)
+        configs = baseline_intervals(add_baseline(configs, baseline), trials, alpha, designs)
     if not configs.empty:
         configs = filter_rows(configs, [c for c in conditions if c not in on_trials])
         configs = sort_rows(configs, sort, descending)
     table = None
     if effects:
-        from ablate.analysis.effects import effects_table
+        from ablate.analysis.effects import effects_table, family_sizes
 
         shown = set(zip(configs["study"], configs["config_name"])) if not configs.empty else set()
         # a boolean array, not a list: an empty list would select columns, not rows
         kept = trials[np.array([key in shown for key in zip(trials["study"],
                                                             trials["config_name"])], dtype=bool)]
-        table = effects_table(kept, baseline=baseline, alpha=alpha)
-    return Report(trials, configs.reset_index(drop=True), descriptions, baseline, table, alpha)
+        studies_shown = set(kept["study"])
+        # the family is each study's own effects, whatever --where shows
+        families = family_sizes(every_trial[every_trial["study"].isin(studies_shown)])
+        table = effects_table(kept, baseline=baseline, alpha=alpha, min_effect=min_effect,
+                              designs=designs, families=families)
+    return Report(trials, configs.reset_index(drop=True), descriptions, baseline, table, alpha,
+                  designs)
 
 
-def baseline_intervals(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """``miou_delta_low``/``_high``: the ``1 - alpha`` interval of each row's Δ mIoU."""
+def baseline_intervals(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float,
+                       designs: dict | None = None) -> pd.DataFrame:
+    """``miou_delta``, ``miou_delta_low``/``_high``: each row's Δ mIoU and its ``1 - alpha``
+    interval, from the same seeds (paired when two or more seeds ran on both sides; the
+    means of all trials otherwise, with Welch's interval)."""
     from ablate.analysis.effects import compare_configs
 
     rows = configs[configs["baseline"].notna()]
@@ -99,21 +117,26 @@ def baseline_intervals(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float
     out = configs.copy()
     out["miou_delta_low"] = out["miou_delta_high"] = float("nan")
     if pairs:
-        tests = compare_configs(trials, pairs, alpha)
+        tests = compare_configs(trials, pairs, alpha, designs)
+        testable = tests["method"].ne("-").to_numpy()
+        out.loc[rows.index[testable], "miou_delta"] = tests["estimate"].to_numpy()[testable]
         out.loc[rows.index, "miou_delta_low"] = tests["ci_low"].to_numpy()
         out.loc[rows.index, "miou_delta_high"] = tests["ci_high"].to_numpy()
     return out
 
 
-def pareto_marks(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float) -> pd.DataFrame:
+def pareto_marks(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float,
+                 designs: dict | None = None) -> pd.DataFrame:
     """Mark Pareto-optimal rows whose lead is not established (``pareto_mark``, ``pareto_tie``).
 
     Each Pareto-optimal configuration is tested against the best (highest mean mIoU)
-    configuration it dominates: ``≈`` when that mIoU advantage is within seed noise
-    (unadjusted ``1 - alpha`` test), ``?`` when it cannot be tested (n < 2), empty
-    otherwise or when it dominates nothing. ``pareto_tie`` names that configuration.
+    configuration it dominates, on the paired seeds with the sign of that test
+    (unadjusted ``1 - alpha``): no mark when it is better, ``≈`` when the difference is
+    inconclusive, ``✗`` when the paired seeds say it is worse (its lead in the means
+    comes from unpaired seeds), ``?`` when it cannot be tested (n < 2). ``pareto_tie``
+    names that configuration.
     """
-    from ablate.analysis.effects import BEYOND, UNDECIDED, compare_configs
+    from ablate.analysis.effects import BETTER, WORSE, compare_configs
 
     out = configs.copy()
     out["pareto_mark"], out["pareto_tie"] = "", None
@@ -130,10 +153,12 @@ def pareto_marks(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float) -> p
                 pairs.append((study, names[best], names[k]))
                 rows.append(group.index[k])
     if pairs:
-        verdicts = compare_configs(trials, pairs, alpha)["verdict"].tolist()
-        for index, (_s, tie, _c), verdict in zip(rows, pairs, verdicts):
-            if verdict != BEYOND:
-                out.at[index, "pareto_mark"] = "?" if verdict == UNDECIDED else "≈"
+        tests = compare_configs(trials, pairs, alpha, designs)
+        for index, (_s, tie, _c), verdict, low in zip(rows, pairs, tests["verdict"],
+                                                      tests["ci_low"]):
+            if verdict != BETTER:
+                out.at[index, "pareto_mark"] = ("✗" if verdict == WORSE else
+                                                "?" if low != low else "≈")
                 out.at[index, "pareto_tie"] = tie
     return out
 

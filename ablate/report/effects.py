@@ -19,19 +19,20 @@ def _signed(value: float, spec: str = "+.2f") -> str:
 def effects_tables(effects: pd.DataFrame, alpha: float) -> list[DisplayTable]:
     """One table per study: axis, change, Δ mIoU with its interval, costs, verdict."""
     tables = []
-    tested = int(effects["p"].notna().sum())
-    level = round(100 * (1 - alpha), 2)
-    level_text = f"{level:g}%"
     for study, group in effects.groupby("study", sort=False):
+        family = int(group["family"].iloc[0])
+        level = float(group["ci_level"].iloc[0])
+        sequential = group["method"].str.startswith("group-sequential").any()
         cols = [
             Column("axis", group["axis"].tolist(), group["axis"].tolist()),
             Column("change", group["change"].tolist(), group["change"].tolist()),
             Column("Δ mIoU", [_signed(v) for v in group["estimate"]],
                    [None if math.isnan(v) else v for v in group["estimate"]], numeric=True),
-            Column(f"{level_text} CI", _intervals(group["ci_low"], group["ci_high"]),
+            Column(f"{100 * level:.4g}% CI", _intervals(group["ci_low"], group["ci_high"]),
                    [None if math.isnan(v) else v for v in group["ci_low"]], numeric=True),
-            _numeric("p (Holm)", group["p_holm"], ".3g", NO_SPREAD),
+            _numeric("p (adj.)", group["p_adj"], ".3g", NO_SPREAD),
             _numeric("n", group["n"], ",.0f"),
+            _numeric("MDE", group["mde"], ".2f", NO_SPREAD),
             Column("Δ params", [_pct(v) for v in group["params_pct"]],
                    _raw(group["params_pct"]), numeric=True),
             Column("Δ GFLOPs", [_pct(v) for v in group["gflops_pct"]],
@@ -41,18 +42,36 @@ def effects_tables(effects: pd.DataFrame, alpha: float) -> list[DisplayTable]:
             Column("verdict", group["verdict"].tolist(), group["verdict"].tolist()),
             Column("method", group["method"].tolist(), group["method"].tolist()),
         ]
+        if group["seeds_needed"].notna().any():
+            cols.insert(7, Column("seeds for margin", [_seeds(v) for v in group["seeds_needed"]],
+                                  _raw(group["seeds_needed"]), numeric=True))
+        design = group["design"].iloc[0]
         notes = [
-            f"Δ mIoU in points with its {level_text} t-interval; n: seeds paired across every "
-            "configuration of the effect (paired t), else trials (Welch t). Main effect: mean "
-            "over the other axes' cells; interaction: difference of differences.",
-            f"Verdict: 'beyond seed noise' when the Holm-adjusted p (over the {tested} tested "
-            f"effects of this report) is below {alpha:g} and the interval at the Holm step's "
-            "level excludes 0; 'undecided (n<2)' when fewer than two seeds pair up and a side "
-            "has one trial. Δ params/GFLOPs/latency: change in percent over the same cells.",
+            f"Δ mIoU in points, B minus A, with the interval it is read on: {100 * level:.4g}% "
+            f"= 1 - alpha/{family}, over the {family} effect(s) of this study (Bonferroni), so "
+            f"all its intervals hold at once with probability {1 - (1 - level) * family:.3g}. "
+            "Estimate and interval use the same seeds: those every configuration of the effect "
+            "ran (paired t), else every trial (Welch t). Main effect: mean over the other axes' "
+            "cells; interaction: difference of differences.",
+            f"Design: {design}. "
+            + ("Grown by --until-decided: repeated confidence intervals of a group-sequential "
+               "design, valid whenever the loop stopped. " if sequential else "")
+            + "Verdict: better/worse (positive/negative for an interaction) when the interval "
+            "excludes 0; equivalent when it lies within the stated margin (--min-effect); "
+            "else inconclusive at n seeds. MDE: the smallest effect this n detects with 80% "
+            "power; seeds for margin: seeds per configuration a fixed design needs to detect "
+            "the margin with 80% power (Colas et al. 2018). Δ params/GFLOPs/latency: geometric "
+            "mean of the per-cell ratios, in percent.",
         ]
         tables.append(DisplayTable(title=f"{study}: effects of each axis on mIoU",
                                    columns=cols, notes=notes))
     return tables
+
+
+def _seeds(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return "> 10,000" if math.isinf(value) else f"{value:,.0f}"
 
 
 def _pct(value: float) -> str:
@@ -66,5 +85,7 @@ def _raw(series: pd.Series) -> list:
 
 
 def effects_json(effects: pd.DataFrame) -> str:
-    """JSON records: NaN as null (n < 2), ``configs`` as a list."""
+    """JSON records: NaN as null (untested), ``configs`` as a list. Each record names its
+    ``metric`` and ``unit`` (``estimate``, ``ci_*``, ``mde`` in mIoU points) and the cost
+    changes are percent (geometric mean of per-cell ratios)."""
     return effects.to_json(orient="records", indent=2)

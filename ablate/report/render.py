@@ -146,14 +146,15 @@ def config_notes(group: pd.DataFrame) -> list[str]:
         names = list(dict.fromkeys(str(b) for b in group["baseline"] if not _missing(b)))
         if names:
             notes.append(f"Δ against {', '.join(names)}: params, GFLOPs and latency in percent, "
-                         "mIoU in points; Δ mIoU CI: t-interval at 1 - alpha (95% by "
-                         "default), paired by seed where the same seeds ran (— with fewer "
-                         "than two).")
+                         "mIoU in points; Δ mIoU and its CI come from the same seeds: "
+                         "paired t at 1 - alpha (95% by default) over the seeds both ran, "
+                         "else Welch over all trials (— with fewer than two a side).")
     if "pareto_mark" in group:
         ties = [(n, m, t) for n, m, t in zip(group["config_name"], group["pareto_mark"],
                                              group["pareto_tie"]) if m]
         for name, mark, tie in ties:
-            why = ("within seed noise" if mark == "≈" else
+            why = ("inconclusive: within seed noise so far" if mark == "≈" else
+                   "reversed on the seeds both ran: there it is worse" if mark == "✗" else
                    "not testable with fewer than two seeds a side")
             notes.append(f"{STAR}{mark} {name}: its mIoU lead over {tie}, which it dominates, "
                          f"is {why}.")

@@ -32,6 +32,8 @@ class StudyRow(Base):
     recipe_path: Mapped[str] = mapped_column(Text, default="")
     recipe_text: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # ablate.analysis.design.Design as JSON: how the study's seeds were chosen (None: fixed)
+    design: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     trials: Mapped[list[TrialRow]] = relationship(back_populates="study")
 

@@ -103,6 +103,18 @@ class Store(ClaimsMixin):
                     raise
         raise AssertionError("unreachable")
 
+    def study_designs(self, studies: list[str] | None = None) -> dict[str, dict]:
+        """The recorded design of each study that has one (``ablate.analysis.design``)."""
+        with self.session() as s:
+            query = select(StudyRow.name, StudyRow.design).where(StudyRow.design.is_not(None))
+            if studies is not None:
+                query = query.where(StudyRow.name.in_(studies))
+            return {name: dict(design) for name, design in s.execute(query) if design}
+
+    def set_study_design(self, study: str, design: dict[str, Any]) -> None:
+        with self.session() as s:
+            _study_row(s, study).design = dict(design)
+
     def register_trials(self, study: str, trials: list[Any]) -> int:
         """Add trials (``ablate.trials.expand.Trial``) not yet known; returns how many."""
         from ablate.trials.ids import spec_dict

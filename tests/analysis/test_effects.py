@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ablate.analysis.effects import BEYOND, UNDECIDED, WITHIN, compare_configs, effects_table
-from ablate.analysis.stats import PAIRED, WELCH, contrast, holm
+from ablate.analysis.effects import BETTER, compare_configs, effects_table
+from ablate.analysis.stats import PAIRED, WELCH, contrast
 
 
 def p_df2(t: float) -> float:
@@ -50,29 +50,27 @@ def two_by_two() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_two_by_two_main_effects_interaction_and_holm_match_closed_form():
+def test_two_by_two_main_effects_interaction_and_bonferroni_match_closed_form():
     table = effects_table(two_by_two()).set_index(["kind", "axis"])
     a, b, ab = table.loc[("main", "a")], table.loc[("main", "b")], table.loc[("interaction", "a x b")]
     assert a["change"] == "0 -> 1" and a["method"] == PAIRED and a["n"] == 3
+    assert (a["metric"], a["unit"], a["family"]) == ("miou", "mIoU points", 3)
     assert a["estimate"] == pytest.approx(2.0)
-    half = q_df2(0.975) / math.sqrt(3.0)  # sd 1, n 3
+    # the family is the study's 3 effects: each interval at 1 - 0.05/3
+    assert a["ci_level"] == pytest.approx(1 - 0.05 / 3)
+    half = q_df2(1 - 0.05 / 6) / math.sqrt(3.0)  # sd 1, n 3
     assert (a["ci_low"], a["ci_high"]) == pytest.approx((2.0 - half, 2.0 + half))
     p_a = p_df2(2.0 * math.sqrt(3.0))
-    assert a["p"] == pytest.approx(p_a)
+    assert a["p"] == pytest.approx(p_a) and a["p_adj"] == pytest.approx(3 * p_a)
     assert b["estimate"] == pytest.approx(31.0)
     p_b = p_df2(31.0 * math.sqrt(3.0))
-    assert b["p"] == pytest.approx(p_b)
+    assert b["p"] == pytest.approx(p_b) and b["p_adj"] == pytest.approx(3 * p_b)
     assert ab["estimate"] == pytest.approx(2.0)
-    p_ab = p_df2(2.0 / (2.0 / math.sqrt(3.0)))
-    assert ab["p"] == pytest.approx(p_ab)
-    # Holm: B (smallest) x3, then A x2, then AxB x1, each at least the previous
-    assert b["p_holm"] == pytest.approx(3 * p_b)
-    assert a["p_holm"] == pytest.approx(2 * p_a)
-    assert ab["p_holm"] == pytest.approx(max(2 * p_a, p_ab))
-    # A's Holm interval is read at level alpha / 2
-    half_holm = q_df2(1 - 0.025 / 2) / math.sqrt(3.0)
-    assert (a["ci_holm_low"], a["ci_holm_high"]) == pytest.approx((2 - half_holm, 2 + half_holm))
-    assert (b["verdict"], a["verdict"], ab["verdict"]) == (BEYOND, WITHIN, WITHIN)
+    assert ab["p"] == pytest.approx(p_df2(2.0 / (2.0 / math.sqrt(3.0))))
+    assert (b["verdict"], a["verdict"], ab["verdict"]) == (
+        BETTER, "inconclusive (n=3)", "inconclusive (n=3)")
+    # MDE at 80% power: (t_{1-alpha/6} + t_{0.8}) * se, df 2
+    assert a["mde"] == pytest.approx((q_df2(1 - 0.05 / 6) + q_df2(0.8)) / math.sqrt(3.0))
     # costs in percent over the same cells: params double with a, GFLOPs 2 -> 3 with b
     assert a["params_pct"] == pytest.approx(100.0) and a["gflops_pct"] == pytest.approx(0.0)
     assert b["gflops_pct"] == pytest.approx(50.0) and b["params_pct"] == pytest.approx(0.0)
@@ -80,11 +78,93 @@ def test_two_by_two_main_effects_interaction_and_holm_match_closed_form():
     assert set(a["configs"]) == {"a=0,b=0", "a=0,b=1", "a=1,b=0", "a=1,b=1"}
 
 
+def test_a_stated_margin_makes_an_interval_inside_it_equivalent():
+    table = effects_table(two_by_two(), min_effect=20.0).set_index(["kind", "axis"])
+    # A's interval [2 - 12.4, 2 + 12.4] lies within +-20; B is better; AxB within +-20 too
+    assert table.loc[("main", "a"), "verdict"] == "equivalent (±20)"
+    assert table.loc[("main", "b"), "verdict"] == BETTER
+    assert table.loc[("interaction", "a x b"), "verdict"] == "equivalent (±20)"
+    # seeds a fixed paired design needs to detect 20 points with 80% power at alpha/3
+    from scipy import stats
+
+    sd = 1.0  # A's per-seed contrasts [1, 2, 3]
+    n = next(k for k in range(2, 100) if (stats.t.ppf(1 - 0.05 / 6, k - 1)
+                                          + stats.t.ppf(0.8, k - 1)) * sd / math.sqrt(k) <= 20)
+    assert table.loc[("main", "a"), "seeds_needed"] == n == 3  # t(1) is too wide at n=2
+
+
+def test_family_is_the_study_whatever_other_studies_or_failed_trials_show():
+    frame = two_by_two()
+    alone = effects_table(frame).set_index("axis")
+    other = frame.assign(study="t", miou=frame["miou"] + 1.0)
+    beside = effects_table(pd.concat([frame, other]))
+    beside = beside[beside["study"] == "s"].set_index("axis")
+    assert beside["ci_low"].tolist() == alone["ci_low"].tolist()
+    assert beside["verdict"].tolist() == alone["verdict"].tolist()
+    # a configuration whose trials failed still counts in the family
+    failed = frame.copy()
+    failed.loc[failed["config_name"] == "a=1,b=1", "status"] = "failed"
+    table = effects_table(failed)
+    assert set(table["family"]) == {3}
+    assert table.set_index("axis").loc["b", "ci_level"] == pytest.approx(1 - 0.05 / 3)
+
+
+def test_zero_spread_at_tiny_n_is_inconclusive_never_certain():
+    rows = [trial("z", f"x={x}", s, 50.0 + (3.0 if x else 0.0) + s, x=x)
+            for x in (0, 1) for s in (0, 1)]  # differences [3, 3]: sd 0
+    row = effects_table(pd.DataFrame(rows)).iloc[0]
+    assert row["estimate"] == pytest.approx(3.0)
+    assert row["verdict"] == "inconclusive (n=2, zero spread)"
+    assert math.isnan(row["ci_low"]) and math.isnan(row["p"])
+    out = compare_configs(pd.DataFrame(rows), [("z", "x=0", "x=1")])
+    assert math.isnan(out.iloc[0]["ci_low"]) and out.iloc[0]["verdict"].startswith("inconclusive")
+
+
+def test_two_seeds_with_a_wide_interval_are_inconclusive_not_noise():
+    rows = [trial("w", f"x={x}", s, 50.0 + (d if x else 0.0), x=x)
+            for s, d in enumerate((3.0, 2.5)) for x in (0, 1)]
+    row = effects_table(pd.DataFrame(rows)).iloc[0]
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-0.4267, 5.9267), abs=1e-3)
+    assert row["verdict"] == "inconclusive (n=2)"
+
+
+def test_cost_changes_are_the_geometric_mean_of_per_cell_ratios():
+    rows = []
+    for b, (old, new) in enumerate(((1e6, 2e6), (10e6, 11e6))):
+        for x, params in ((0, old), (1, new)):
+            rows += [trial("g", f"x={x},b={b}", s, 50.0 + s, params=params, x=x, b=b)
+                     for s in range(2)]
+    table = effects_table(pd.DataFrame(rows)).set_index(["kind", "axis"])
+    assert table.loc[("main", "x"), "params_pct"] == pytest.approx(
+        (math.sqrt(2.0 * 1.1) - 1) * 100)  # +48%, not the +18% of a ratio of means
+
+
+def test_a_sequential_study_is_read_on_its_repeated_intervals():
+    from ablate.analysis.design import Design
+    from ablate.analysis.sequential import calibrated_alpha, t_critical
+
+    rows = [trial("q", f"x={x}", s, 50.0 + (d if x else 0.0) + s, x=x)
+            for s, d in enumerate((10.0, 9.0, 11.0, 10.0)) for x in (0, 1)]
+    design = Design("sequential", alpha=0.05, max_seeds=10, start_seeds=2)
+    row = effects_table(pd.DataFrame(rows), designs={"q": design}).iloc[0]
+    assert row["method"] == "group-sequential (obrien-fleming)" and row["n"] == 4
+    crit = t_critical((2, 3, 4), 10, calibrated_alpha(2, 10, 0.05))
+    d = np.array([10.0, 9.0, 11.0, 10.0])
+    bounds = [(d[:n].mean() - c * d[:n].std(ddof=1) / math.sqrt(n),
+               d[:n].mean() + c * d[:n].std(ddof=1) / math.sqrt(n)) for n, c in zip((2, 3, 4), crit)]
+    low, high = max(b[0] for b in bounds), min(b[1] for b in bounds)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
+    assert row["verdict"] == BETTER and row["design"].startswith("sequential")
+    # the same data read as a fixed design gets the narrower fixed-n interval
+    fixed = effects_table(pd.DataFrame(rows)).iloc[0]
+    assert fixed["ci_high"] - fixed["ci_low"] < high - low
+
+
 def test_one_seed_is_undecided_with_null_interval():
     frame = two_by_two()
     table = effects_table(frame[frame["seed"] == 0])
-    assert set(table["verdict"]) == {UNDECIDED}
-    assert table["ci_low"].isna().all() and table["p_holm"].isna().all()
+    assert set(table["verdict"]) == {"inconclusive (n=1)"}
+    assert table["ci_low"].isna().all() and table["p_adj"].isna().all()
     main_a = table[(table["axis"] == "a") & (table["kind"] == "main")].iloc[0]
     assert main_a["estimate"] == pytest.approx((0.0 + 2.0) / 2)  # the estimate still shows
 
@@ -119,14 +199,8 @@ def test_zip_group_is_one_axis_and_variants_compare_with_baseline():
     assert table["estimate"].tolist() == pytest.approx([-5.1, 0.9, 1.0])
 
 
-def test_holm_adjusts_and_skips_untested():
-    adjusted, divisor = holm(np.array([0.01, np.nan, 0.04, 0.03]))
-    assert adjusted[[0, 2, 3]] == pytest.approx([0.03, 0.06, 0.06])
-    assert math.isnan(adjusted[1]) and divisor[[0, 3, 2]].tolist() == [3, 2, 1]
-
-
 def test_null_design_is_within_seed_noise_at_the_stated_rate():
-    """Nothing differs: a single test rejects at about alpha, Holm's family at most alpha."""
+    """Nothing differs: a single test rejects at about alpha, the study's family at most alpha."""
     rng = np.random.default_rng(7)
     reps = 2000
     single = 0
@@ -139,7 +213,8 @@ def test_null_design_is_within_seed_noise_at_the_stated_rate():
     for _ in range(150):
         frame = two_by_two()
         frame["miou"] = 60 + rng.normal(0, 1, size=len(frame))
-        family += (effects_table(frame)["verdict"] == BEYOND).any()
+        family += (effects_table(frame)["verdict"] == BETTER).any() or (
+            effects_table(frame)["verdict"].isin(["worse", "positive", "negative"]).any())
     assert family / 150 <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 150)
 
 
@@ -151,7 +226,7 @@ def test_compare_configs_is_paired_when_seeds_match():
     sd = float(np.std([0.0, 2.0, 1.0], ddof=1))
     half = q_df2(0.975) * sd / math.sqrt(3)
     assert (first["ci_low"], first["ci_high"]) == pytest.approx((1 - half, 1 + half))
-    assert out.iloc[1]["verdict"] == UNDECIDED and math.isnan(out.iloc[1]["estimate"])
+    assert out.iloc[1]["verdict"] == "inconclusive (n=0)" and math.isnan(out.iloc[1]["estimate"])
 
 
 def test_t_functions_agree_with_scipy_stats():

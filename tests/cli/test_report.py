@@ -29,13 +29,13 @@ Kim et al. 2025 in miniature: last expansion kept or dropped
 |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 | ★ | proposed[head=deeplabv3] | deeplabv3 | 56.00 | 1.41 | 2 | 5,000,000 | 1.500 | 4.00 | 5,632,933 | -632,933 | 59.54 | -3.54 | -54.55 | -50.00 | -50.00 | -2.00 | [-14.71, +10.71] |
 | ★≈ | proposed[head=deeplabv3plus] | deeplabv3plus | 59.00 | 0.71 | 2 | 5,632,933 | 2.000 | 5.00 | 5,632,933 | +0 | 59.54 | -0.54 | -51.97 | -50.00 | -54.55 | -2.00 | [-8.35, +4.35] |
-|  | conventional[head=deeplabv3] | deeplabv3 | 58.00 | 0.00 | 2 | 11,000,000 | 3.000 | 8.00 | 11,745,643 | -745,643 | 62.24 | -4.24 | +0.00 | +0.00 | +0.00 | +0.00 | [+0.00, +0.00] |
-| ★ | conventional[head=deeplabv3plus] | deeplabv3plus | 61.00 | 1.41 | 2 | 11,727,653 | 4.000 | 11.00 | 11,745,643 | -17,990 | 62.24 | -1.24 | +0.00 | +0.00 | +0.00 | +0.00 | [+0.00, +0.00] |
+|  | conventional[head=deeplabv3] | deeplabv3 | 58.00 | 0.00 | 2 | 11,000,000 | 3.000 | 8.00 | 11,745,643 | -745,643 | 62.24 | -4.24 | +0.00 | +0.00 | +0.00 | +0.00 | — |
+| ★ | conventional[head=deeplabv3plus] | deeplabv3plus | 61.00 | 1.41 | 2 | 11,727,653 | 4.000 | 11.00 | 11,745,643 | -17,990 | 62.24 | -1.24 | +0.00 | +0.00 | +0.00 | +0.00 | — |
 
 {NOTE}
 pub.: published figures (Kim et al. 2025, Table 1); Δ pub. = measured - published (mIoU in points).
-Δ against conventional[head=deeplabv3], conventional[head=deeplabv3plus]: params, GFLOPs and latency in percent, mIoU in points; Δ mIoU CI: t-interval at 1 - alpha (95% by default), paired by seed where the same seeds ran (— with fewer than two).
-★≈ proposed[head=deeplabv3plus]: its mIoU lead over conventional[head=deeplabv3], which it dominates, is within seed noise.
+Δ against conventional[head=deeplabv3], conventional[head=deeplabv3plus]: params, GFLOPs and latency in percent, mIoU in points; Δ mIoU and its CI come from the same seeds: paired t at 1 - alpha (95% by default) over the seeds both ran, else Welch over all trials (— with fewer than two a side).
+★≈ proposed[head=deeplabv3plus]: its mIoU lead over conventional[head=deeplabv3], which it dominates, is inconclusive: within seed noise so far.
 """  # noqa: E501
 
 
@@ -211,18 +211,23 @@ def test_where_on_another_final_figure_and_a_negation(db):
 
 def test_effects_table_matches_hand_computed_intervals(db):
     """Per seed, proposed - conventional averaged over heads: seed 0 (-2.5 - 3) / 2 = -2.75,
-    seed 1 (-1.5 - 1) / 2 = -1.25; mean -2, se 0.75, t(0.975, 1 df) = tan(0.475 pi)."""
+    seed 1 (-1.5 - 1) / 2 = -1.25; mean -2, se 0.75. The study has 3 effects (2 main, 1
+    interaction): the interval is at 1 - 0.05/3, t(1 df) quantile tan(pi (q - 1/2))."""
     import math
 
     result = report(db, "--study", "mnv3_mini", "--effects", "--format", "markdown")
     assert result.exit_code == 0, result.output
-    half = math.tan(0.475 * math.pi) * 0.75
+    half = math.tan((0.5 - 0.05 / 6) * math.pi) * 0.75
+    mde = (math.tan((0.5 - 0.05 / 6) * math.pi) + math.tan(0.3 * math.pi)) * 0.75
+    p = 1 - 2 / math.pi * math.atan(2.0 / 0.75)  # two-sided, t(1 df) = 2.667
     row = (f"| variant | conventional -> proposed | -2.00 | [{-2 - half:+.2f}, {-2 + half:+.2f}] "
-           "| 0.685 | 2 | -53% | -50% | -53% | within seed noise | paired t (seeds) |")
-    assert row == "| variant | conventional -> proposed | -2.00 | [-11.53, +7.53] | 0.685 | 2 " \
-                  "| -53% | -50% | -53% | within seed noise | paired t (seeds) |"
+           f"| {3 * p:.3g} | 2 | {mde:.2f} | -53% | -50% | -52% | inconclusive (n=2) "
+           "| paired t (seeds) |")
+    assert row == "| variant | conventional -> proposed | -2.00 | [-30.64, +26.64] | 0.685 | 2 " \
+                  "| 29.67 | -53% | -50% | -52% | inconclusive (n=2) | paired t (seeds) |"
     assert row in result.output.splitlines()
     assert "## mnv3_mini: effects of each axis on mIoU" in result.output
+    assert "98.33% = 1 - alpha/3, over the 3 effect(s) of this study" in result.output
 
 
 def test_effects_json_has_nulls_where_one_seed_ran(db):
@@ -239,8 +244,9 @@ def test_effects_json_has_nulls_where_one_seed_ran(db):
     effects = {(e["kind"], e["axis"]): e for e in data["effects"]}
     variant = effects[("main", "variant")]
     assert variant["estimate"] == pytest.approx(-2.75)  # seed 0 alone
-    assert (variant["ci_low"], variant["p_holm"], variant["verdict"]) == \
-        (None, None, "undecided (n<2)")
+    assert (variant["ci_low"], variant["p_adj"], variant["verdict"]) == \
+        (None, None, "inconclusive (n=1)")
+    assert (variant["metric"], variant["unit"], variant["family"]) == ("miou", "mIoU points", 3)
     assert variant["configs"] == ["proposed[head=deeplabv3plus]", "proposed[head=deeplabv3]",
                                   "conventional[head=deeplabv3plus]", "conventional[head=deeplabv3]"]
 

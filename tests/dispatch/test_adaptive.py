@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from ablate.analysis.effects import BEYOND, WITHIN
 from ablate.dispatch.adaptive import decide, run_until_decided
 from ablate.dispatch.driver import run_study
 from ablate.recipes.loader import parse_recipe
@@ -69,29 +69,49 @@ def loop(tmp_path, miou, seeds=(0, 1), **options):
     return rounds, lines, executor, {k: sorted(v) for k, v in seeds_by_config.items()}
 
 
-# per-seed difference true - false in points: 10, 4, 8, 7, ...
-DIFFS = [10.0, 4.0, 8.0, 7.0, 9.0, 6.0]
+# per-seed difference true - false in points: 10, 9, 11, 10, ... (true -> false: minus these)
+DIFFS = [10.0, 9.0, 11.0, 10.0, 9.5, 10.5]
 
 
 def clear_after_four(keep, seed):
     return (50.0 + seed + (DIFFS[seed] if keep else 0.0)) / 100.0
 
 
-def test_adds_seeds_until_the_effect_is_beyond_noise_and_runs_nothing_twice(tmp_path):
-    # diffs [10, 4]: open; [10, 4, 8]: t(2) interval [-0.26, 14.9], open;
-    # [10, 4, 8, 7]: mean 7.25, sd 2.5, t(3) = 3.182 -> [3.27, 11.23], beyond seed noise
+def sequential_bounds(diffs, first=2, max_n=10, alpha=0.05):
+    """The running intersection of the repeated intervals, by hand from the t criticals."""
+    from ablate.analysis.sequential import calibrated_alpha, t_critical
+
+    d = np.asarray(diffs)
+    looks = tuple(range(max(2, first), len(d) + 1))
+    crit = t_critical(looks, max_n, calibrated_alpha(first, max_n, alpha))
+    low, high = -math.inf, math.inf
+    for n, c in zip(looks, crit):
+        half = c * d[:n].std(ddof=1) / math.sqrt(n)
+        low, high = max(low, d[:n].mean() - half), min(high, d[:n].mean() + half)
+    return low, high
+
+
+def test_adds_seeds_until_the_effect_is_decided_and_runs_nothing_twice(tmp_path):
+    # true -> false is -DIFFS: at 2 and 3 seeds the repeated intervals are far too wide
+    # (t criticals ~1e5 and ~100); at 4 seeds the interval excludes 0
+    assert sequential_bounds(DIFFS[:3])[0] < 0 < sequential_bounds(DIFFS[:3])[1]
+    low, high = sequential_bounds([-d for d in DIFFS[:4]])
+    assert high < 0
     rounds, lines, executor, seeds = loop(tmp_path, clear_after_four)
     assert [r.seed for r in rounds] == [2, 3, None]
     assert rounds[-1].reason == "every effect is decided"
     assert seeds == {"keep_last_expansion=true": [0, 1, 2, 3],
                      "keep_last_expansion=false": [0, 1, 2, 3]}
     assert set(executor.runs.values()) == {1}  # no trial ran twice
-    assert lines[-2].startswith("decided  model.keep_last_expansion: true -> false: -7.25 mIoU")
+    assert lines[0] == ("design: sequential (obrien-fleming spending, looks from 2 to 10 "
+                        "seeds), alpha 0.05")
+    assert lines[-2] == (f"decided  model.keep_last_expansion: true -> false: worse, -10.00 "
+                         f"mIoU, interval [{low:+.2f}, {high:+.2f}]")
     assert lines[-1] == "stopped: every effect is decided"
 
 
 def test_stops_at_max_seeds_when_nothing_differs(tmp_path):
-    def null(keep, seed):  # true - false alternates +1, -1: no effect, never negligible at 1.0
+    def null(keep, seed):  # true - false alternates +1, -1: no effect
         return (50.0 + (1.0 if keep == (seed % 2 == 0) else 0.0)) / 100.0
 
     rounds, lines, _executor, seeds = loop(tmp_path, null, max_seeds=4)
@@ -101,37 +121,75 @@ def test_stops_at_max_seeds_when_nothing_differs(tmp_path):
     assert any(line.startswith("open     model.keep_last_expansion") for line in lines)
 
 
-def test_negligible_effect_is_decided_without_new_seeds_and_seeds_continue_after_the_last(
-        tmp_path):
-    def tiny(keep, seed):  # differences 0.1 and 0.0 points
-        return (50.0 + (0.1 if keep and seed == 0 else 0.0)) / 100.0
+def test_an_effect_inside_the_margin_is_equivalent_and_seeds_continue_after_the_last(tmp_path):
+    def tiny(keep, seed):  # differences +-0.01 points
+        return (50.0 + (0.01 * (-1) ** seed if keep else 0.0)) / 100.0
 
-    rounds, lines, _executor, seeds = loop(tmp_path, tiny, seeds=(0, 5))
-    assert [r.seed for r in rounds] == [None] and "negligible" in lines[0]
-    assert all(v == [0, 5] for v in seeds.values())
-
-    rounds, _lines, _executor, seeds = loop(tmp_path / "b", lambda k, s: 0.5 + 0.01 * (s % 2) * k,
-                                            seeds=(0, 5), max_seeds=3)
-    assert rounds[0].seed == 6  # the next integer after the study's largest seed
+    rounds, lines, _executor, seeds = loop(tmp_path, tiny, seeds=(0, 5), min_effect=1.0)
+    # two seeds cannot show equivalence (t critical ~1e5); the first added seed is 6
+    assert [r.seed for r in rounds][0] == 6 and rounds[-1].seed is None
+    assert "equivalent (±1)" in lines[-2] and lines[-1] == "stopped: every effect is decided"
+    assert all(v[:2] == [0, 5] and v[2] == 6 for v in seeds.values())
 
 
 def test_decide_takes_the_configurations_of_open_effects_only():
     effects = pd.DataFrame([
-        {"axis": "a", "change": "0 -> 1", "estimate": 3.0, "ci_holm_low": 1.0,
-         "ci_holm_high": 5.0, "p_holm": 0.01, "verdict": BEYOND, "configs": ("a0", "a1")},
-        {"axis": "b", "change": "0 -> 1", "estimate": 0.5, "ci_holm_low": -2.0,
-         "ci_holm_high": 3.0, "p_holm": 0.4, "verdict": WITHIN, "configs": ("b0", "b1")},
-        {"axis": "c", "change": "0 -> 1", "estimate": 0.1, "ci_holm_low": -0.4,
-         "ci_holm_high": 0.6, "p_holm": 0.7, "verdict": WITHIN, "configs": ("c0", "c1")},
-        {"axis": "d", "change": "0 -> 1", "estimate": 2.0, "ci_holm_low": math.nan,
-         "ci_holm_high": math.nan, "p_holm": math.nan, "verdict": "undecided (n<2)",
-         "configs": ("d0", "b1")},
+        {"axis": "a", "change": "0 -> 1", "estimate": 3.0, "ci_low": 1.0, "ci_high": 5.0,
+         "verdict": "better", "configs": ("a0", "a1")},
+        {"axis": "b", "change": "0 -> 1", "estimate": 0.5, "ci_low": -2.0, "ci_high": 3.0,
+         "verdict": "inconclusive (n=4)", "configs": ("b0", "b1")},
+        {"axis": "c", "change": "0 -> 1", "estimate": 0.1, "ci_low": -0.4, "ci_high": 0.6,
+         "verdict": "equivalent (±1)", "configs": ("c0", "c1")},
+        {"axis": "d", "change": "0 -> 1", "estimate": 2.0, "ci_low": math.nan,
+         "ci_high": math.nan, "verdict": "inconclusive (n=1)", "configs": ("d0", "b1")},
     ])
-    decision = decide(effects, min_effect=1.0)
+    decision = decide(effects.itertuples(index=False))
     assert decision.configs == ("b0", "b1", "d0")
     assert [line.split()[0] for line in decision.lines] == ["decided", "open", "decided", "open"]
+    assert decision.lines[3] == "open     d: 0 -> 1: inconclusive (n=1), interval no interval yet"
     assert not decision.settled
-    assert decide(effects.iloc[[0, 2]]).settled
+    assert decide(effects.iloc[[0, 2]].itertuples(index=False)).settled
+
+
+def test_a_round_cut_short_is_finished_before_a_new_seed_is_added(tmp_path):
+    recipe = parse_recipe(RECIPE.replace("SEEDS", "[0, 1]"), "adaptive.toml")
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    executor = FakeExecutor(clear_after_four)
+
+    def run(r, trials):
+        return run_study(r, trials, store, executor, runs_root=tmp_path / "runs", preflight=False)
+
+    run(recipe, expand(recipe))
+    # a loop killed after registering seed 2's trials, before any of them ran
+    store.register_trials("adaptive", expand(parse_recipe(RECIPE.replace("SEEDS", "[2]"),
+                                                          "adaptive.toml")))
+    lines: list[str] = []
+    rounds = run_until_decided(recipe, {}, store, run, say=lines.append)
+    assert "finishing 2 trial(s) of an earlier round" in lines
+    assert [r.seed for r in rounds] == [3, None]  # seed 2 was not added a second time
+    assert set(executor.runs.values()) == {1} and len(executor.runs) == 8
+
+
+def test_the_design_is_recorded_and_other_settings_are_refused(tmp_path):
+    from ablate.analysis.design import Design
+    from ablate.errors import UserInputError
+
+    loop(tmp_path, clear_after_four)
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    recorded = Design.from_json(store.study_designs()["adaptive"])
+    assert recorded == Design("sequential", alpha=0.05, max_seeds=10, start_seeds=2)
+    recipe = parse_recipe(RECIPE.replace("SEEDS", "[0, 1]"), "adaptive.toml")
+    with pytest.raises(UserInputError, match="grown with sequential .*--max-seeds 10 --alpha 0.05"):
+        run_until_decided(recipe, {}, store, lambda r, t: None, max_seeds=6,
+                          say=lambda line: None)
+    # the report reads the study with the recorded design: same interval as the loop's
+    from ablate.report.build import build_report
+
+    effects = build_report(store, ["adaptive"], effects=True, alpha=0.2).effects
+    row = effects.iloc[0]
+    assert row["method"] == "group-sequential (obrien-fleming)" and row["verdict"] == "worse"
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(
+        sequential_bounds([-d for d in DIFFS[:4]]))
 
 
 @pytest.fixture(autouse=True)
@@ -172,7 +230,9 @@ def test_cli_prints_each_decision_and_refuses_detach(tmp_path, monkeypatch):
     assert refused.exit_code == 2
     assert refused.output.strip().splitlines() == [
         "Error: --until-decided: not with --detach (each round needs the previous round's "
-        "results); drop --detach and it waits for Slurm"]
+        "results): keep the loop alive in tmux or screen, or as a job of its own (sbatch "
+        "--wrap 'ablate run ... --until-decided --executor slurm'); if it stops, the same "
+        "command continues where it stopped"]
 
 
 def test_set_seeds_is_the_starting_point_and_each_round_adds_a_new_seed(tmp_path):
