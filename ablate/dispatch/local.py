@@ -38,9 +38,10 @@ class LocalExecutor:
         self.jobs = max(1, jobs)
         self.gpus = list(gpus or [])
         self.gpus_per_trial = max(1, gpus_per_trial)
-        # one trial on the first visible GPU runs in this process, as without GPUs
+        # one trial at a time on the first visible GPU runs in this process, as without
+        # GPUs; any other device needs a worker that sees only it
         self.slots = slots if slots is not None else bool(self.gpus) and (
-            self.jobs > 1 or self.gpus_per_trial > 1)
+            self.jobs > 1 or self.gpus_per_trial > 1 or self.gpus[0].index != 0)
 
     def need(self, job: TrialJob) -> int:
         """Devices a trial takes: none when its spec trains on the CPU."""

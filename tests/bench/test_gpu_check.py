@@ -1,0 +1,90 @@
+"""bench/gpu_check.py: its --cpu dry mode runs (so the GPU acceptance script cannot rot),
+and its checks are independent: one failing or hanging check leaves the others running."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.py"
+CUDA_ONLY = {"amp_bf16", "amp_fp16", "latency_tensorrt"}
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_cpu_dry_mode_runs_every_check_the_cpu_can(tmp_path):
+    out = tmp_path / "gpu.json"
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    rows = {r["check"]: r for r in report["checks"]}
+    assert report["mode"] == "cpu" and report["failed"] == []
+    assert set(rows) == set(_checks())
+    for name in CUDA_ONLY:
+        assert rows[name]["status"] == "SKIP" and "CUDA only" in rows[name]["reason"]
+    for name in ("environment", "channels_last", "deterministic", "latency_eager",
+                 "latency_onnxruntime", "sparse", "ddp", "jobs_per_gpu"):
+        assert rows[name]["status"] == "PASS", rows[name]
+    assert rows["deterministic"]["figures"]["weights_bit_equal"] is True
+    assert rows["ddp"]["figures"]["ranks"] == 2
+    assert rows["sparse"]["figures"]["max_rel_diff"] <= 1e-4
+    assert rows["latency_eager"]["figures"]["bs8_ms"] > 0
+    assert "check" in proc.stdout and "latency_onnxruntime" in proc.stdout  # the table
+    print(f"gpu_check --cpu: {time.perf_counter() - start:.1f} s")
+
+
+def _checks():
+    spec = importlib.util.spec_from_file_location("gpu_check_names", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.CHECKS)
+
+
+def test_a_failing_or_slow_check_does_not_stop_the_others(gpu_check, monkeypatch, tmp_path,
+                                                          capsys):
+    def broken(cpu, work):
+        raise ZeroDivisionError("boom\nsecond line")
+
+    def slow(cpu, work):
+        time.sleep(30)
+
+    monkeypatch.setattr(gpu_check, "CHECKS", {
+        "broken": (broken, 10), "slow": (slow, 1),
+        "environment": gpu_check.CHECKS["environment"]})
+    out = tmp_path / "r.json"
+    code = gpu_check.main(["--cpu", "--out", str(out)])
+    rows = {r["check"]: r for r in json.loads(out.read_text())["checks"]}
+    assert code == 1
+    assert rows["broken"]["status"] == "FAIL"
+    assert rows["broken"]["reason"] == "ZeroDivisionError: boom"  # one line
+    assert rows["slow"]["status"] == "FAIL" and "timed out" in rows["slow"]["reason"]
+    assert rows["slow"]["seconds"] < 10
+    assert rows["environment"]["status"] == "PASS"  # still ran
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_an_isolated_check_reports_through_its_own_process(tmp_path):
+    out = tmp_path / "env.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--isolate", "--only",
+                           "environment", "amp_fp16", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["check"]: r for r in json.loads(out.read_text())["checks"]}
+    assert rows["environment"]["status"] == "PASS"
+    assert rows["environment"]["figures"]["timing"]["device"] == "cpu"
+    assert rows["amp_fp16"]["status"] == "SKIP"
