@@ -49,6 +49,8 @@ def uneven_batch_error(sizes: UnevenBatch, data_name: str, batch_size: int):
     from ablate.errors import UserInputError
 
     shown = ", ".join(f"{h}x{w}" for h, w in list(sizes)[:3])
+    side = min(min(size) for size in sizes)  # a crop within every image needs no padding
     return UserInputError(
-        f"data.crop_size: not set, and {data_name} training images differ in size ({shown}), "
-        f"so a batch of {batch_size} cannot be formed; set data.crop_size (e.g. 513)")
+        f"data.crop_size: not set, and {data_name} training images differ in size ({shown}, "
+        f"height x width), so a batch of {batch_size} cannot be formed; set data.crop_size "
+        f"(e.g. {side}, the smallest side in this batch), or train.batch_size = 1")

@@ -109,6 +109,31 @@ def first_image_size(root: str | None, split: str = "val") -> tuple[int, int]:
     return height, width
 
 
+def training_sizes(root: str | None, split: str, limit: int | None = None
+                   ) -> list[tuple[str, tuple[int, int]]]:
+    """(image path, (width, height)) of the split's first ``limit`` samples, from the
+    image and mask headers (nothing decoded): whether a training batch can be formed is
+    known before anything is recorded. A mask of another size than its image is named."""
+    from PIL import Image
+
+    def size(path: str, what: str) -> tuple[int, int]:
+        try:
+            with Image.open(path) as image:
+                return image.size
+        except OSError as err:
+            raise UserInputError(f"{path}: unreadable {what}: {err}") from None
+
+    samples = find_samples(check_root(root), split)
+    out = []
+    for sample in samples if limit is None else samples[:limit]:
+        image, mask = size(sample.image, "image"), size(sample.label, "mask")
+        if image != mask:
+            raise UserInputError(f"{sample.image}: image is {image[0]}x{image[1]} but its mask "
+                                 f"is {mask[0]}x{mask[1]} (width x height)")
+        out.append((sample.image, image))
+    return out
+
+
 def load(sample: FolderSample) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (H, W, 3), mask uint8 (H, W)); names the file that is wrong."""
     from PIL import Image

@@ -133,6 +133,47 @@ def data_problems(trial: Any) -> list[str]:
     return problems
 
 
+def batch_problem(trial: Any) -> str | None:
+    """A training batch that cannot be formed: without ``data.crop_size`` the images of a
+    batch must have one size, so a ``folder`` dataset's sizes are read from the image
+    headers, and a random rescale (``data.scale_range``) needs a crop."""
+    spec = trial.spec
+    data, batch = spec.data, spec.train.batch_size
+    if data.crop_size is not None or batch < 2 or (data.name == "shapes" and data.builder is None):
+        return None
+    smallest = ""
+    if data.name == "folder" and data.builder is None:
+        from ablate.data.folder import training_sizes
+
+        try:
+            sizes = training_sizes(data.root, data.train_split, data.limit_train)
+        except UserInputError as err:
+            return str(err)
+        side = min(min(wh) for _, wh in sizes)
+        smallest = f" to at most {side} (the smallest training image side)"
+        distinct = list(dict.fromkeys(wh for _, wh in sizes))
+        if len(distinct) > 1:
+            root = Path(str(data.root)).expanduser()
+            shown = ", ".join(f"{_relative(path, root)} {w}x{h}" for path, (w, h) in
+                              [next(s for s in sizes if s[1] == wh) for wh in distinct[:2]])
+            return (f"data.crop_size: not set, and training images differ in size ({shown}), "
+                    f"so a batch of {batch} cannot be formed; set data.crop_size{smallest} or "
+                    "train.batch_size = 1")
+    low, high = data.scale_range
+    if low != 1.0 or high != 1.0:
+        return (f"data.scale_range: [{low}, {high}] rescales each training image by a random "
+                f"factor, so without data.crop_size a batch of {batch} cannot be formed; set "
+                f"data.crop_size{smallest} or data.scale_range = [1.0, 1.0]")
+    return None
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
 def class_count_problem(trial: Any) -> str | None:
     """``model.num_classes`` below the dataset's class count: labels would be out of range."""
     from ablate.data.catalog import dataset_num_classes
@@ -225,11 +266,20 @@ def find_problems(trials: list[Any], source: str | None = None) -> list[str]:
 
     data_seen: set[tuple] = set()
     counts_seen: set[tuple] = set()
+    batches_seen: set[tuple] = set()
     for trial in trials:  # one pass: each distinct data spec, each class count on it
         key = data_key(trial)
+        d = trial.spec.data
         if key not in data_seen:
             data_seen.add(key)
             for problem in data_problems(trial):
+                add(trial, problem)
+        batch_key = (key, d.crop_size, tuple(d.scale_range), d.limit_train,
+                     trial.spec.train.batch_size > 1)
+        if batch_key not in batches_seen:
+            batches_seen.add(batch_key)
+            problem = batch_problem(trial)
+            if problem:
                 add(trial, problem)
         if (trial.spec.model.num_classes, key) not in counts_seen:
             counts_seen.add((trial.spec.model.num_classes, key))

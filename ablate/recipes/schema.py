@@ -265,9 +265,17 @@ class DataSpec(Section):
     def _conventional_crop(cls, data: Any) -> Any:
         # Real images differ in size, so a training batch needs a crop; the default is
         # the DeepLab / torchvision references' (and it shows in the spec and trial id).
-        name = data.get("name") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return data
+        name = data.get("name", "shapes")
         if isinstance(name, str) and "crop_size" not in data and name in CONVENTIONAL_CROP:
-            data = {**data, "crop_size": CONVENTIONAL_CROP[data["name"]]}
+            data = {**data, "crop_size": CONVENTIONAL_CROP[name]}
+        # Without a crop every image of a batch must have one size, which a random rescale
+        # breaks: no rescale then unless asked for (a crop read from the data instead would
+        # make the trial id depend on files). `shapes` reads neither key: its ids stay.
+        transformed = data.get("builder") is not None or (isinstance(name, str) and name != "shapes")
+        if transformed and "crop_size" not in data and "scale_range" not in data:
+            data = {**data, "scale_range": [1.0, 1.0]}
         return data
     _args = field_validator("args")(classmethod(lambda cls, v, info: _data_args(v, info)))
 

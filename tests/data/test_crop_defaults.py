@@ -76,6 +76,9 @@ def test_uneven_batch_is_one_line_naming_crop_size(tmp_path, workers):
     assert message.startswith("data.crop_size: not set, and voc2012 training images differ "
                               "in size (")
     assert "a batch of 2 cannot be formed" in message
+    # advice that fits the images, not the 513 of VOC's references
+    assert message.endswith("set data.crop_size (e.g. 18, the smallest side in this batch), "
+                            "or train.batch_size = 1")
 
 
 def test_quickstart_switched_to_voc_trains(tmp_path):
