@@ -103,6 +103,7 @@ class LocalExecutor:
         pending = list(jobs)
         running: dict[str, tuple[Any, tuple[Gpu, ...], TrialJob]] = {}
         dead_since: dict[str, float] = {}
+        last_look = time.monotonic()
         try:
             while pending or running:
                 while pending and len(running) < self.jobs:
@@ -110,6 +111,9 @@ class LocalExecutor:
                     if pick is None:
                         break
                     job = pending.pop(pick)
+                    if not _claimable(job):  # held elsewhere: not worth a process start
+                        on_event(job, {"kind": "finish", "result": _held(job)})
+                        continue
                     held = slots.take(self.need(job)) or ()
                     if len(held) > 1:  # one process per device (DistributedDataParallel)
                         job = replace(job, ranks=len(held))
@@ -118,24 +122,28 @@ class LocalExecutor:
                     proc.start()
                     running[job.trial_id] = (proc, held, job)
                 if not running:
-                    raise RuntimeError("no trial fits this runner's GPUs")  # check_fit says earlier
+                    if pending:  # runner_gpus refuses such a study before it starts
+                        raise RuntimeError("no pending trial fits this runner's GPUs")
+                    break
                 try:
                     kind, trial_id, payload = messages.get(timeout=0.5)
                 except queue.Empty:
+                    kind = None
+                if kind is None:  # also looked for between other workers' messages
                     kind, trial_id, payload = self._dead_worker(running, dead_since)
                     if kind is None:
                         continue
+                elif time.monotonic() - last_look > 1.0:
+                    last_look = time.monotonic()
+                    dead = self._dead_worker(running, dead_since)
+                    if dead[0] is not None:
+                        self._finish(dead, running, dead_since, slots, on_event)
                 if trial_id not in running:
                     continue
-                proc, held, job = running[trial_id]
                 if kind == "event":
-                    on_event(job, payload)
+                    on_event(running[trial_id][2], payload)
                     continue
-                proc.join()
-                del running[trial_id]
-                dead_since.pop(trial_id, None)
-                slots.give_back(held)
-                on_event(job, {"kind": "finish", "result": payload})
+                self._finish((kind, trial_id, payload), running, dead_since, slots, on_event)
         finally:
             for proc, _, _ in running.values():  # Ctrl-C reached them too: let them hand back
                 proc.join(timeout=30)
@@ -143,11 +151,20 @@ class LocalExecutor:
                     proc.terminate()
 
     @staticmethod
+    def _finish(message, running, dead_since, slots: GpuSlots, on_event: OnEvent) -> None:
+        _, trial_id, result = message
+        proc, held, job = running.pop(trial_id)
+        proc.join()
+        dead_since.pop(trial_id, None)
+        slots.give_back(held)
+        on_event(job, {"kind": "finish", "result": result})
+
+    @staticmethod
     def _dead_worker(running, dead_since) -> tuple[Any, Any, Any]:
         """A worker that died without a result (killed, out of memory) fails its trial."""
         now = time.monotonic()
         for trial_id, (proc, _, job) in running.items():
-            if proc.is_alive():
+            if proc.is_alive() or proc.exitcode == 0:  # exit 0: its result was sent
                 continue
             first = dead_since.setdefault(trial_id, now)
             if now - first < DEAD_WORKER_GRACE_S:
@@ -157,6 +174,28 @@ class LocalExecutor:
                 "run_dir": job.run_dir, "status": "failed", "final": {}, "epochs": [],
                 "error": f"worker process exited with code {proc.exitcode} without a result"}
         return None, None, None
+
+
+def _claimable(job: TrialJob) -> bool:
+    """A read of the claims before a worker process is started for a trial (its claim
+    decides; this only spares starting processes for trials other runners hold)."""
+    if job.db is None:
+        return True
+    from datetime import datetime
+
+    from ablate.dispatch.claiming import _store
+    from ablate.errors import StoreError
+
+    before = datetime.fromisoformat(job.failed_before) if job.failed_before else None
+    try:
+        return bool(_store(job.db).claimable(job.study, [job.trial_id], before))
+    except StoreError:
+        return True  # the worker's claim will say
+
+
+def _held(job: TrialJob) -> dict[str, Any]:
+    return {"study": job.study, "trial_id": job.trial_id, "status": "held",
+            "held_status": "held", "holder": None}
 
 
 def _slot_worker(job: TrialJob, gpus: tuple[Gpu, ...], messages, threads: int) -> None:

@@ -34,11 +34,14 @@ def _init(rank: int, world: int, port: int) -> None:
     import torch
     import torch.distributed as dist
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
+    options: dict[str, Any] = {}
+    backend = "gloo"
+    if torch.cuda.is_available():
+        backend = "nccl"
         torch.cuda.set_device(0)  # the first visible device is this rank's
+        options["device_id"] = torch.device("cuda", 0)  # NCCL binds it now, not lazily
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world, timeout=RENDEZVOUS_TIMEOUT)
+                            world_size=world, timeout=RENDEZVOUS_TIMEOUT, **options)
 
 
 def _rank_main(rank: int, world: int, port: int, spec: dict[str, Any], run_dir: str,
