@@ -96,7 +96,7 @@ def _slurm_executor(recipe, trials, store, runs_dir: str, detach: bool, flags: d
                          detach=detach)
 
 
-def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict):
+def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int):
     """Local runs: the devices (``--gpus``) and devices per trial; Slurm assigns its own."""
     if executor != "local":
         if gpus is not None:
@@ -105,7 +105,12 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict):
         return [], 1
     from ablate.dispatch.gpus import runner_gpus
 
-    return runner_gpus(gpus, flags.get("gpus_per_trial"), recipe.slurm.gpus_per_trial)
+    devices, per_trial = runner_gpus(gpus, flags.get("gpus_per_trial"),
+                                     recipe.slurm.gpus_per_trial)
+    if devices and jobs > len(devices) // per_trial:  # trials never share a device
+        click.echo(f"Warning: --jobs {jobs}: {len(devices)} GPU(s), {per_trial} per trial: "
+                   f"at most {len(devices) // per_trial} trial(s) at a time", err=True)
+    return devices, per_trial
 
 
 @main.command("run")
@@ -166,7 +171,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     if executor != "slurm":
         _refuse_slurm_flags(detach, slurm_flags)
     check_until_decided(until_decided, detach, executor)
-    local_gpus, per_trial = _local_gpus(executor, gpus, recipe_obj, slurm_flags)
+    local_gpus, per_trial = _local_gpus(executor, gpus, recipe_obj, slurm_flags, jobs)
     if rerun_failed and skip_failed:
         raise UserInputError("--rerun-failed and --skip-failed contradict each other; "
                              "failed trials run again by default")

@@ -260,3 +260,15 @@ def test_two_runners_with_gpu_slots_train_each_trial_once(tmp_path):
     assert all(len(lines) == 1 for lines in log.values()), log  # trained once each
     assert sum(took(o) for o in outputs) == 4
     assert all(r.environment["cuda_visible_devices"] in ("0", "1") for r in records)
+
+
+def test_more_jobs_than_gpu_slots_says_how_many_run_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv(FAKE_GPUS_ENV, f"{H200},{H200}")
+    monkeypatch.delenv(VISIBLE_ENV, raising=False)
+    recipe = tmp_path / "r.toml"  # a missing data root stops it right after the warning
+    recipe.write_text(trials_recipe(2, "g").replace('name = "shapes"',
+                                                    'name = "voc2012"\nroot = "nowhere"'))
+    result = CliRunner().invoke(main, ["run", str(recipe), "--db", str(tmp_path / "x.db"),
+                                       "--jobs", "4"])
+    assert "Warning: --jobs 4: 2 GPU(s), 1 per trial: at most 2 trial(s) at a time" in result.output
+    assert result.exit_code == 2 and not (tmp_path / "x.db").exists()
