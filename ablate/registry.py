@@ -20,6 +20,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,21 +133,38 @@ class Registry:
         return ref in self._builtins
 
     def source_hash(self, ref: str) -> str | None:
-        """Hash of the source file of the module a user builder lives in (None: built-in).
+        """One hash of the source files ``source_files`` lists (None: a built-in).
 
-        Part of trial and architecture ids, so editing the user's model is a new one.
+        Part of trial and architecture ids, so editing the user's code is a new trial.
+        A module outside any package hashes as its file alone (as before packages were
+        hashed whole, so such ids did not change).
+        """
+        files = self.source_files(ref)
+        return None if files is None else combined_hash(files)
+
+    def source_files(self, ref: str) -> dict[str, str] | None:
+        """``{path: hash}`` of every ``*.py`` file of the package a user builder lives in
+        (its top-level package, subpackages included; a module outside a package: its file
+        alone), paths relative to the folder holding the package. None for built-ins.
+
+        A builder's helpers (blocks, losses) usually sit in other modules of its package:
+        hashing only the builder's file would keep results of the old helpers.
         """
         if self.is_builtin(ref):
             return None
         if not is_import_path(ref):
             target = self.entry(ref).target
             if not isinstance(target, str):
-                return _file_hash(inspect.getsourcefile(target), self.key, ref)
+                module = getattr(target, "__module__", None)
+                found = _locate(module) if module else None
+                if found is None:
+                    return _files(inspect.getsourcefile(target), None, self.key, ref)
+                return _files(*found, self.key, ref)
             ref = target
         module = ref.partition(":")[0]
-        origin = _locate(module)
-        if origin is not None:
-            return _file_hash(origin, self.key, ref)
+        found = _locate(module)
+        if found is not None:
+            return _files(*found, self.key, ref)
         try:
             spec = importlib.util.find_spec(module)
         except ModuleNotFoundError as err:  # its parent package is missing
@@ -159,14 +177,23 @@ class Registry:
         if spec is None:
             raise UserInputError(f"{self.key}: no module named {module!r} "
                                  "(is its package installed or on PYTHONPATH?)")
-        return _file_hash(spec.origin, self.key, ref)
+        return _files(spec.origin, None, self.key, ref)  # an import hook, a zip: the file
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
 
 
-def _locate(module: str) -> str | None:
-    """The source file of ``module`` found on ``sys.path`` without importing anything.
+def combined_hash(files: dict[str, str]) -> str:
+    """One hash of ``{path: hash}``: a lone file's own hash, else of the sorted pairs."""
+    if len(files) == 1:
+        return next(iter(files.values()))
+    text = "".join(f"{path}\0{digest}\n" for path, digest in sorted(files.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _locate(module: str) -> tuple[str, str | None] | None:
+    """(source file of ``module``, folder of its top-level package or None) found on
+    ``sys.path`` without importing anything.
 
     ``importlib.util.find_spec`` would import the parent packages, and a package that
     imports torch costs seconds; planning a study whose costs are cached needs neither.
@@ -176,25 +203,61 @@ def _locate(module: str) -> str | None:
     import sys
     from importlib.machinery import PathFinder
 
+    parts = module.split(".")
     loaded = sys.modules.get(module)
     if loaded is not None:
-        return getattr(loaded, "__file__", None)
+        origin = getattr(loaded, "__file__", None)
+        if not origin:
+            return None
+        top = sys.modules.get(parts[0])
+        locations = list(getattr(top, "__path__", None) or [])
+        return origin, _package_folder(origin, locations)
     path = None
     spec = None
-    parts = module.split(".")
+    top_locations: list[str] = []
     for depth in range(1, len(parts) + 1):
         name = ".".join(parts[:depth])
         spec = PathFinder.find_spec(name, path)
         if spec is None:
             return None
         path = spec.submodule_search_locations
+        if depth == 1:
+            top_locations = list(path or [])
     origin = getattr(spec, "origin", None)
-    return origin if origin and Path(origin).is_file() else None
+    if not origin or not Path(origin).is_file():
+        return None
+    return origin, _package_folder(origin, top_locations)
 
 
-def _file_hash(path: str | None, key: str, ref: str) -> str:
-    if not path or not Path(path).is_file():
+def _package_folder(origin: str, locations: list[str]) -> str | None:
+    """The top-level package folder holding ``origin`` (a namespace package may have
+    several: the one with the file), or None for a module outside a package."""
+    resolved = Path(origin).resolve()
+    for location in locations:
+        if resolved.is_relative_to(Path(location).resolve()):
+            return location
+    return None
+
+
+def _files(origin: str | None, package: str | None, key: str, ref: str) -> dict[str, str]:
+    """``{path: hash}`` of the package's ``*.py`` files, or of ``origin`` alone."""
+    if not origin or not Path(origin).is_file():
         raise UserInputError(f"{key}: {ref!r} has no source file to hash")
+    if package is None:
+        return {Path(origin).name: _file_hash(origin)}
+    root = Path(package)
+    out = {}
+    for folder, subfolders, names in os.walk(root):
+        # caches and hidden folders (.git, .venv) are not the package's code
+        subfolders[:] = sorted(d for d in subfolders if d != "__pycache__" and not d.startswith("."))
+        for name in sorted(names):
+            if name.endswith(".py"):
+                path = Path(folder) / name
+                out[path.relative_to(root.parent).as_posix()] = _file_hash(str(path))
+    return out
+
+
+def _file_hash(path: str) -> str:
     stat = Path(path).stat()
     cache_key = (path, stat.st_mtime_ns, stat.st_size)
     if cache_key not in _HASHES:

@@ -26,11 +26,27 @@ def pkg(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-def test_source_hash_reads_the_file_without_importing_its_package(pkg):
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def test_source_hash_reads_the_package_without_importing_it(pkg):
     registry = Registry("model builder", "model.builder", {}, group="ablate.models")
-    expected = hashlib.sha256((pkg / "boom" / "nets.py").read_bytes()).hexdigest()[:16]
-    assert registry.source_hash("boom.nets:build") == expected
+    (pkg / "boom" / "layers").mkdir()
+    (pkg / "boom" / "layers" / "blocks.py").write_text("WIDTH = 4\n")
+    (pkg / "boom" / "__pycache__").mkdir()
+    (pkg / "boom" / "__pycache__" / "stale.py").write_text("")  # not the package's code
+    (pkg / "boom" / "notes.txt").write_text("not code\n")
+    files = {"boom/__init__.py": _sha(pkg / "boom" / "__init__.py"),
+             "boom/layers/blocks.py": _sha(pkg / "boom" / "layers" / "blocks.py"),
+             "boom/nets.py": _sha(pkg / "boom" / "nets.py")}
+    assert registry.source_files("boom.nets:build") == files
+    text = "".join(f"{path}\0{digest}\n" for path, digest in sorted(files.items()))
+    assert registry.source_hash("boom.nets:build") == hashlib.sha256(text.encode()).hexdigest()[:16]
     assert "boom" not in sys.modules
+    # a module outside any package: its file alone, hashed as before packages counted
+    assert registry.source_files("fine:build") == {"fine.py": _sha(pkg / "fine.py")}
+    assert registry.source_hash("fine:build") == _sha(pkg / "fine.py")
 
 
 def test_import_errors_are_one_line_and_name_the_key(pkg):

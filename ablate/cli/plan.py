@@ -65,6 +65,9 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         check_architectures(trials, recipe_obj.path)
     # plan needs no data and no weights: what `run` would refuse is only a warning here
     warnings = find_problems(trials, recipe_obj.path)
+    from ablate.trials.stale import code_change_notes  # trials an edit of user code made pending
+
+    warnings += code_change_notes(store, recipe_obj.name, trials, statuses)
     if store is not None:
         for arch_id, cost in costs.items():
             if arch_id not in cached:

@@ -71,6 +71,17 @@ def environment(device: str | None = None, device_name: str | None = None) -> di
     return env
 
 
+def _code_files(spec: Any) -> dict[str, dict[str, str]]:
+    """``trials.ids.code_files``; a file gone since training loses the record, not the trial."""
+    from ablate.errors import UserInputError
+    from ablate.trials.ids import code_files
+
+    try:
+        return code_files(spec)
+    except UserInputError:
+        return {}
+
+
 def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> dict[str, Any]:
     """Train and evaluate one trial, write its result file, and return the result.
 
@@ -100,6 +111,9 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
             result["environment"]["timing"] = timing_environment(outcome["device"])
         if outcome.get("runtimes"):  # per-runtime status, reason, device, threads, version
             result["environment"]["runtimes"] = outcome["runtimes"]
+        code = _code_files(spec)  # the user's files that ran: `plan` names those edited since
+        if code:
+            result["environment"]["code"] = code
         _add_conditional_cost(spec, result)
     except (KeyboardInterrupt, LeaseLost):  # no result: the trial is not finished
         raise

@@ -22,24 +22,32 @@ def spec_dict(spec: TrialSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", by_alias=True)
 
 
-def code_hashes(spec: TrialSpec) -> dict[str, str]:
-    """Source-file hashes of the user code a spec runs (empty for built-ins).
+def code_files(spec: TrialSpec) -> dict[str, dict[str, str]]:
+    """``{"model.builder": {path: hash}, "data.builder": {...}}``: every source file of the
+    user code a spec runs (empty for built-ins).
 
-    ``model.builder`` (or a plugin model) and ``data.builder`` (or a plugin dataset):
-    editing that file gives new trial and architecture ids, so results of the old code
-    are never reused for the new one.
+    A user builder's whole package counts (``Registry.source_files``): editing any of its
+    modules, a helper block or a loss, gives new trial and architecture ids, so results
+    of the old code are never reused for the new one.
     """
     from ablate.data.catalog import DATASETS, user_dataset
 
-    hashes = {}
+    files = {}
     if spec.model.builder is not None:
         from ablate.models.registry import MODELS
 
-        hashes["model.builder"] = MODELS.source_hash(spec.model.builder)
+        files["model.builder"] = MODELS.source_files(spec.model.builder)
     dataset = user_dataset(spec.data)
     if dataset is not None:
-        hashes["data.builder"] = DATASETS.source_hash(dataset)
-    return {key: value for key, value in hashes.items() if value is not None}
+        files["data.builder"] = DATASETS.source_files(dataset)
+    return {key: value for key, value in files.items() if value is not None}
+
+
+def code_hashes(spec: TrialSpec) -> dict[str, str]:
+    """One hash per key of ``code_files``: what trial and architecture ids hash."""
+    from ablate.registry import combined_hash
+
+    return {key: combined_hash(files) for key, files in code_files(spec).items()}
 
 
 def trial_id(spec: TrialSpec) -> str:
