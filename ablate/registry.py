@@ -152,19 +152,34 @@ class Registry:
         """
         if self.is_builtin(ref):
             return None
+        import sys
+
+        # planning asks once per configuration: reuse the answer while no file or folder
+        # of it changed (a stat each, instead of a path search and a walk)
+        target = ref if is_import_path(ref) else self.entry(ref).path  # re-registered names
+        key = (self.key, ref, target, tuple(sys.path))
+        cached = _FILES.get(key)
+        if cached is not None and all(_stamp(path) == stamp for path, stamp in cached[0]):
+            return dict(cached[1])
+        stamps: list[tuple[str, tuple[int, int]]] = []
+        files = self._source_files(ref, stamps)
+        _FILES[key] = (stamps, files)
+        return dict(files)
+
+    def _source_files(self, ref: str, stamps: list) -> dict[str, str]:
         if not is_import_path(ref):
             target = self.entry(ref).target
             if not isinstance(target, str):
                 module = getattr(target, "__module__", None)
                 found = _locate(module) if module else None
                 if found is None:
-                    return _files(inspect.getsourcefile(target), None, self.key, ref)
-                return _files(*found, self.key, ref)
+                    return _files(inspect.getsourcefile(target), None, self.key, ref, stamps)
+                return _files(*found, self.key, ref, stamps)
             ref = target
         module = ref.partition(":")[0]
         found = _locate(module)
         if found is not None:
-            return _files(*found, self.key, ref)
+            return _files(*found, self.key, ref, stamps)
         try:
             spec = importlib.util.find_spec(module)
         except ModuleNotFoundError as err:  # its parent package is missing
@@ -177,10 +192,21 @@ class Registry:
         if spec is None:
             raise UserInputError(f"{self.key}: no module named {module!r} "
                                  "(is its package installed or on PYTHONPATH?)")
-        return _files(spec.origin, None, self.key, ref)  # an import hook, a zip: the file
+        return _files(spec.origin, None, self.key, ref, stamps)  # an import hook, a zip
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
+# (registry key, reference, sys.path) -> ((path, stamp) of every file and folder read, files)
+_FILES: dict[tuple, tuple[list[tuple[str, tuple[int, int]]], dict[str, str]]] = {}
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    """(mtime, size) of a file or folder; (-1, -1) when it is gone."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def combined_hash(files: dict[str, str]) -> str:
@@ -239,21 +265,26 @@ def _package_folder(origin: str, locations: list[str]) -> str | None:
     return None
 
 
-def _files(origin: str | None, package: str | None, key: str, ref: str) -> dict[str, str]:
-    """``{path: hash}`` of the package's ``*.py`` files, or of ``origin`` alone."""
+def _files(origin: str | None, package: str | None, key: str, ref: str,
+           stamps: list[tuple[str, tuple[int, int]]]) -> dict[str, str]:
+    """``{path: hash}`` of the package's ``*.py`` files, or of ``origin`` alone; every file
+    and folder read goes into ``stamps``."""
     if not origin or not Path(origin).is_file():
         raise UserInputError(f"{key}: {ref!r} has no source file to hash")
     if package is None:
+        stamps.append((origin, _stamp(origin)))
         return {Path(origin).name: _file_hash(origin)}
     root = Path(package)
     out = {}
     for folder, subfolders, names in os.walk(root):
+        stamps.append((folder, _stamp(folder)))  # a file added or removed changes it
         # caches and hidden folders (.git, .venv) are not the package's code
         subfolders[:] = sorted(d for d in subfolders if d != "__pycache__" and not d.startswith("."))
         for name in sorted(names):
             if name.endswith(".py"):
-                path = Path(folder) / name
-                out[path.relative_to(root.parent).as_posix()] = _file_hash(str(path))
+                path = os.path.join(folder, name)
+                stamps.append((path, _stamp(path)))
+                out[Path(path).relative_to(root.parent).as_posix()] = _file_hash(path)
     return out
 
 
