@@ -111,9 +111,8 @@ class LocalExecutor:
                     if pick is None:
                         break
                     job = pending.pop(pick)
-                    if not _claimable(job):  # held elsewhere: not worth a process start
-                        on_event(job, {"kind": "finish", "result": _held(job)})
-                        continue
+                    # no peek at the claims here: a second Store in this process opens the
+                    # SQLite file, and closing it drops the driver's locks on it (POSIX)
                     held = slots.take(self.need(job)) or ()
                     if len(held) > 1:  # one process per device (DistributedDataParallel)
                         job = replace(job, ranks=len(held))
@@ -174,28 +173,6 @@ class LocalExecutor:
                 "run_dir": job.run_dir, "status": "failed", "final": {}, "epochs": [],
                 "error": f"worker process exited with code {proc.exitcode} without a result"}
         return None, None, None
-
-
-def _claimable(job: TrialJob) -> bool:
-    """A read of the claims before a worker process is started for a trial (its claim
-    decides; this only spares starting processes for trials other runners hold)."""
-    if job.db is None:
-        return True
-    from datetime import datetime
-
-    from ablate.dispatch.claiming import _store
-    from ablate.errors import StoreError
-
-    before = datetime.fromisoformat(job.failed_before) if job.failed_before else None
-    try:
-        return bool(_store(job.db).claimable(job.study, [job.trial_id], before))
-    except StoreError:
-        return True  # the worker's claim will say
-
-
-def _held(job: TrialJob) -> dict[str, Any]:
-    return {"study": job.study, "trial_id": job.trial_id, "status": "held",
-            "held_status": "held", "holder": None}
 
 
 def _slot_worker(job: TrialJob, gpus: tuple[Gpu, ...], messages, threads: int) -> None:
