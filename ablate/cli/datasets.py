@@ -43,7 +43,7 @@ def datasets(as_json: bool) -> None:
         ablate datasets
         ablate datasets --json
     """
-    from ablate.data.catalog import DATASETS
+    from ablate.catalog import DATASETS
     from ablate.recipes.schema import DataSpec
 
     defaults = DataSpec.model_fields

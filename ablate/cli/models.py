@@ -51,7 +51,7 @@ def models(as_json: bool) -> None:
         ablate models
         ablate models --json
     """
-    from ablate.models.registry import BACKBONES, HEADS, MODELS
+    from ablate.catalog import BACKBONES, HEADS, MODELS
     from ablate.recipes.schema import ModelSpec
 
     keys = {name: info.default for name, info in ModelSpec.model_fields.items()

@@ -9,23 +9,13 @@ so such a recipe sets ``model.num_classes`` and ``eval.resolution`` (or
 
 from __future__ import annotations
 
+from ablate.catalog import BUILTIN_DATASETS
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
-from ablate.registry import Registry
 
 NUM_CLASSES = {"voc2012": 21, "coco": 21, "cityscapes": 19}
 # Resolution at which cost is reported when the recipe does not say (H, W).
 EVAL_RESOLUTION = {"voc2012": (512, 512), "coco": (520, 520), "cityscapes": (1024, 2048)}
-
-DATASETS = Registry("dataset", "data.name", {
-    "shapes": "ablate.data.shapes:generate",
-    "voc2012": "ablate.data.voc:find_samples",
-    "cityscapes": "ablate.data.cityscapes:find_samples",
-    "coco": "ablate.data.coco:find_samples",
-    "folder": "ablate.data.folder:find_samples",
-}, group="ablate.datasets")
-BUILTIN_DATASETS = tuple(DATASETS.builtin_names())
-
 
 def user_dataset(data: DataSpec) -> str | None:
     """The builder reference of a dataset given by user code (None: a built-in reader)."""

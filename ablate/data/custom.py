@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ablate.data.catalog import DATASETS, user_dataset
+from ablate.catalog import DATASETS
+from ablate.data.catalog import user_dataset
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ablate.catalog import MODELS
 from ablate.errors import UserInputError
-from ablate.models.registry import MODELS
 from ablate.recipes.schema import ModelSpec
 
 KEY = "model.builder"

@@ -17,8 +17,12 @@ from pydantic import (
     model_validator,
 )
 
+from ablate import catalog
+from ablate.errors import UserInputError
+from ablate.registry import is_import_path
+
 # Backbone, head, model-builder and dataset names are asked of their registries
-# (ablate.models.registry, ablate.data.catalog): built-ins, plugins and import paths.
+# (ablate.catalog, below this schema): built-ins, plugins and import paths.
 
 
 def _height_width(v: list[int] | None) -> list[int] | None:
@@ -80,8 +84,6 @@ def _ignored_selective_key(sel: SelectiveSpec) -> str | None:
 
 
 def _registered(kind: str, value: str) -> str:
-    from ablate.errors import UserInputError
-
     registry = _registry(kind)
     if value not in registry.builtin_names():
         try:
@@ -92,13 +94,8 @@ def _registered(kind: str, value: str) -> str:
 
 
 def _registry(kind: str):
-    if kind == "dataset":
-        from ablate.data.catalog import DATASETS
-
-        return DATASETS
-    from ablate.models import registry as models
-
-    return {"backbone": models.BACKBONES, "head": models.HEADS, "model": models.MODELS}[kind]
+    return {"dataset": catalog.DATASETS, "backbone": catalog.BACKBONES, "head": catalog.HEADS,
+            "model": catalog.MODELS}[kind]
 
 
 def _name_only(kind: str, value: Any) -> Any:
@@ -115,8 +112,6 @@ def _name_only(kind: str, value: Any) -> Any:
 
 
 def _builder(value: str | None, kind: str) -> str | None:
-    from ablate.registry import is_import_path
-
     if value is not None and not is_import_path(value):
         _registered(kind, value)
     return value
@@ -288,10 +283,8 @@ def _data_builder(value: str | None, info: ValidationInfo) -> str | None:
 
 
 def _data_args(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-    from ablate.data.catalog import BUILTIN_DATASETS  # imports this module
-
     name = info.data.get("name")
-    if value and info.data.get("builder", "") is None and name in BUILTIN_DATASETS:
+    if value and info.data.get("builder", "") is None and name in catalog.BUILTIN_DATASETS:
         raise ValueError(f"not read by the built-in dataset {name!r}; only by data.builder "
                          "or a plugin dataset")
     return _finite_values(value)

@@ -30,11 +30,12 @@ def code_files(spec: TrialSpec) -> dict[str, dict[str, str]]:
     modules, a helper block or a loss, gives new trial and architecture ids, so results
     of the old code are never reused for the new one.
     """
-    from ablate.data.catalog import DATASETS, user_dataset
+    from ablate.catalog import DATASETS
+    from ablate.data.catalog import user_dataset
 
     files = {}
     if spec.model.builder is not None:
-        from ablate.models.registry import MODELS
+        from ablate.catalog import MODELS
 
         files["model.builder"] = MODELS.source_files(spec.model.builder)
     dataset = user_dataset(spec.data)

@@ -13,8 +13,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from ablate.catalog import DATASETS
 from ablate.cli import main
-from ablate.data.catalog import DATASETS, dataset_num_classes, default_eval_resolution
+from ablate.data.catalog import dataset_num_classes, default_eval_resolution
 from ablate.data.registry import build_datasets
 from ablate.data.transforms import normalize
 from ablate.errors import UserInputError

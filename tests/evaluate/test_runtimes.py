@@ -9,6 +9,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from ablate.catalog import BACKBONES, HEADS
 from ablate.errors import UserInputError
 from ablate.evaluate import runtime_keys
 from ablate.evaluate.runtime_keys import (
@@ -18,7 +19,7 @@ from ablate.evaluate.runtime_keys import (
     runtime_problems,
 )
 from ablate.evaluate.runtimes import Parity, fit_to, measure_runtimes
-from ablate.models.registry import BACKBONES, HEADS, build_model
+from ablate.models.registry import build_model
 from ablate.recipes.schema import EvalSpec, ModelSpec
 
 CPU = torch.device("cpu")

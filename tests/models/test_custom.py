@@ -12,10 +12,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from ablate.catalog import MODELS
 from ablate.cli import main
 from ablate.cost.params import count_parameters
 from ablate.errors import UserInputError
-from ablate.models.registry import MODELS, build_model
+from ablate.models.registry import build_model
 from ablate.recipes.loader import load_recipe
 from ablate.recipes.schema import ModelSpec, TrialSpec
 from ablate.trials.expand import expand, parse_set
