@@ -162,7 +162,7 @@ def forced_miou(model, loader, density: float, sparse: bool) -> float:
     from torch.nn import functional as F
 
     from ablate.evaluate.metrics import ConfusionMatrix
-    from ablate.models.selective import upsample_mask
+    from ablate.models.masking import upsample_mask
     from ablate.models.sparse import SparseSelective, forced_mask, mask_grid
 
     n_classes = model.head.classifier.out_channels

@@ -59,6 +59,14 @@ from torch.nn import functional as F
 
 from ablate.errors import UserInputError
 from ablate.models.heads import AuxHead, DeepLabV3Head
+from ablate.models.masking import (
+    gumbel_mask,
+    low_twin_filler,
+    pool_patches,
+    tie_parameters,
+    upsample_mask,
+)
+from ablate.models.sparse import SparseSelective, forward_mixed, low_head_copy
 from ablate.recipes.schema import ModelSpec, SelectiveSpec
 
 RESNETS = ("resnet50", "resnet101")
@@ -68,51 +76,6 @@ MASK_WIDTHS = (128, 64, 64)  # the baseline's mask net: 512->128->64 (pool) 64->
 
 
 # -- helpers (pure tensor functions) -----------------------------------------------------
-
-
-def pool_patches(x: torch.Tensor, d: int, mode: str) -> torch.Tensor:
-    """Down-sample ``x`` by ``d``: one value per ``d x d`` patch.
-
-    ``fixed`` keeps the top-left pixel, ``avg`` and ``max`` pool the patch. A border
-    patch cut by the map edge is pooled over its pixels inside the map (ceil mode),
-    so the result has ``ceil(H / d) x ceil(W / d)`` cells, the mask grid's size.
-    """
-    if mode == "fixed":
-        return x[:, :, ::d, ::d]
-    if mode == "avg":
-        return F.avg_pool2d(x, d, ceil_mode=True)
-    if mode == "max":
-        return F.max_pool2d(x, d, ceil_mode=True)
-    raise ValueError(f"unknown pooling mode {mode!r}; allowed: fixed, avg, max")
-
-
-def upsample_mask(mask: torch.Tensor, d: int, size: tuple[int, int] | None = None
-                  ) -> torch.Tensor:
-    """Nearest up-sampling by ``d``: cell ``(i, j)`` covers pixels ``[d*i, d*i+d) x [d*j, d*j+d)``.
-
-    ``size`` (H, W) crops the border cells that stick out of a map not divisible by
-    ``d``. Used for the mask and for the low path's features alike.
-    """
-    up = mask.repeat_interleave(d, dim=-2).repeat_interleave(d, dim=-1)
-    if size is not None:
-        up = up[..., : size[0], : size[1]]
-    return up
-
-
-def gumbel_mask(logits: torch.Tensor, tau: float, hard: bool = True, training: bool = True
-                ) -> torch.Tensor:
-    """B x 2 x H x W logits -> B x 1 x H x W mask, 1 = down-sample the cell.
-
-    Training: Gumbel-softmax sample at temperature ``tau``; ``hard`` gives exact 0/1
-    values whose gradient is the soft sample's (straight-through). Evaluation: no
-    noise; ``hard`` gives the argmax (a tie keeps full resolution), otherwise the
-    softmax probability at temperature ``tau``.
-    """
-    if training:
-        return F.gumbel_softmax(logits, tau=tau, hard=hard, dim=1)[:, 1:2]
-    if hard:
-        return (logits[:, 1:2] > logits[:, 0:1]).to(logits.dtype)
-    return torch.softmax(logits / tau, dim=1)[:, 1:2]
 
 
 def annealed_tau(tau: float, tau_final: float | None, fraction: float) -> float:
@@ -191,24 +154,12 @@ def _low_path_copy(stage: nn.Sequential, d: int) -> nn.Sequential:
     for block in low:
         k = max(1, block.conv2.dilation[0] // d)
         block.conv2.dilation, block.conv2.padding = (k, k), (k, k)
-    for (_, src), (_, dst) in zip(stage.named_modules(), low.named_modules()):
-        for name, param in src.named_parameters(recurse=False):
-            setattr(dst, name, param)
+    tie_parameters(stage, low)
     return low
 
 
-def _fill_low_path(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """Let a plain ResNet's state dict fill the low path too.
-
-    Tied parameters need nothing, but the low path's BN running statistics are its
-    own: where a state dict (ImageNet weights, a plain OS-8 checkpoint) has
-    ``layer3.*``/``layer4.*`` and no ``low_layer3.*``/``low_layer4.*`` twin, the
-    twin gets the same tensor. A checkpoint of this model keeps its own values.
-    """
-    for key in list(state_dict):
-        local = key[len(prefix):]
-        if key.startswith(prefix) and local.startswith(("layer3.", "layer4.")):
-            state_dict.setdefault(prefix + "low_" + local, state_dict[key])
+# a plain ResNet's state dict (ImageNet weights, an OS-8 checkpoint) fills the low path too
+_fill_low_path = low_twin_filler("layer3.", "layer4.")
 
 
 class DualPathResNet(nn.Module):
@@ -269,10 +220,8 @@ class SelectiveDeepLabV3(nn.Module):
         self.aux_head = AuxHead({"aux": 1024}, num_classes) if spec.aux_head else None
         self.tau = sel.tau
         if sel.execution == "sparse":  # the mixed-resolution network (ablate.models.sparse)
-            from ablate.models.sparse import fill_low_head, low_head_copy
-
             self.low_head = low_head_copy(self.head, sel.patch)
-            self.register_load_state_dict_pre_hook(fill_low_head)
+            self.register_load_state_dict_pre_hook(low_twin_filler("head."))
 
     def set_progress(self, fraction: float) -> None:
         """Training progress in [0, 1]; anneals the Gumbel temperature when configured."""
@@ -293,8 +242,6 @@ class SelectiveDeepLabV3(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.selective.execution == "sparse":
             # training: the mixed network's dense emulation; evaluation: its sparse kernels
-            from ablate.models.sparse import SparseSelective, forward_mixed
-
             return forward_mixed(self, x) if self.training else SparseSelective(self)(x)
         size = x.shape[-2:]
         feats = self.forward_features(x)

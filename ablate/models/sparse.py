@@ -50,19 +50,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ablate.models.selective import gumbel_mask, pool_patches, upsample_mask
+from ablate.models.masking import gumbel_mask, pool_patches, tie_parameters, upsample_mask
 
 TAPS = [(ty, tx) for ty in (-1, 0, 1) for tx in (-1, 0, 1)]
 
 
 # -- tied low-resolution head --------------------------------------------------------
-
-
-def tie_parameters(src: nn.Module, dst: nn.Module) -> None:
-    """Make every parameter of ``dst`` the very object of ``src`` (same module layout)."""
-    for (_, a), (_, b) in zip(src.named_modules(), dst.named_modules()):
-        for name, param in a.named_parameters(recurse=False):
-            setattr(b, name, param)
 
 
 def low_head_copy(head: nn.Module, d: int) -> nn.Module:
@@ -73,13 +66,6 @@ def low_head_copy(head: nn.Module, d: int) -> nn.Module:
         branch[0].dilation, branch[0].padding = (k, k), (k, k)
     tie_parameters(head, low)
     return low
-
-
-def fill_low_head(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """A state dict without ``low_head.*`` (a dense-execution checkpoint) fills it from ``head.*``."""
-    for key in list(state_dict):
-        if key.startswith(prefix + "head."):
-            state_dict.setdefault(prefix + "low_" + key[len(prefix):], state_dict[key])
 
 
 # -- dense emulation of the mixed-resolution network (training) ----------------------

@@ -9,15 +9,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from ablate.errors import UserInputError
+from ablate.models.masking import gumbel_mask, pool_patches, upsample_mask
 from ablate.models.selective import (
     SelectiveDeepLabV3,
     annealed_tau,
     build_mask_net,
     build_selective_deeplabv3,
-    gumbel_mask,
-    pool_patches,
     selective_losses,
-    upsample_mask,
 )
 from ablate.recipes.schema import ModelSpec, SelectiveSpec
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from ablate.models.selective import build_selective_deeplabv3, pool_patches, upsample_mask
+from ablate.models.masking import pool_patches, upsample_mask
+from ablate.models.selective import build_selective_deeplabv3
 from ablate.models.sparse import SparseGrid, SparseSelective, forced_mask, forward_mixed
 from ablate.recipes.schema import ModelSpec
 
