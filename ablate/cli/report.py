@@ -98,10 +98,8 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
     figures = []
     if not result.configs.empty:
         if plot_pareto:
-            from ablate.report.runtimes import latency_figures
-
             figures += build.pareto_figures(result, axes, log_x)
-            figures += latency_figures(result)  # latency by batch size, per runtime
+            figures += build.latency_figures(result)  # latency by batch size, per runtime
         if per_class:
             figures += build.per_class_figures(result)
         if curves:

@@ -226,6 +226,17 @@ def curve_figures(store, report: Report, by: str = "config", x: str = "epoch") -
                              f"against {x}", curves_figure(epochs, by=by, x=x))]
 
 
+def latency_figures(report: Report) -> list[Figure]:
+    """The latency-by-batch-size figure, when the report's configurations have one."""
+    from ablate.report.runtimes import has_runtime_latency, latency_by_batch_figure
+
+    if report.configs.empty or not has_runtime_latency(report.configs):
+        return []
+    return [Figure("latency_by_batch",
+                   "Latency per batch against batch size, per configuration and runtime "
+                   "(median over seeds, log-log)", latency_by_batch_figure(report.configs))]
+
+
 def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
                pngs: dict[str, bytes]) -> Path:
     """``out_dir/report.html`` with every table and ``figures`` (PNG bytes by stem)."""

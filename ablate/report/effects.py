@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from ablate.report.render import NO_SPREAD, Column, DisplayTable, _intervals, _numeric
+from ablate.report.render import NO_SPREAD, Column, DisplayTable, interval_texts, numeric_column
 
 
 def _signed(value: float, spec: str = "+.2f") -> str:
@@ -28,11 +28,11 @@ def effects_tables(effects: pd.DataFrame, alpha: float) -> list[DisplayTable]:
             Column("change", group["change"].tolist(), group["change"].tolist()),
             Column("Δ mIoU", [_signed(v) for v in group["estimate"]],
                    [None if math.isnan(v) else v for v in group["estimate"]], numeric=True),
-            Column(f"{100 * level:.4g}% CI", _intervals(group["ci_low"], group["ci_high"]),
+            Column(f"{100 * level:.4g}% CI", interval_texts(group["ci_low"], group["ci_high"]),
                    [None if math.isnan(v) else v for v in group["ci_low"]], numeric=True),
-            _numeric("p (adj.)", group["p_adj"], ".3g", NO_SPREAD),
-            _numeric("n", group["n"], ",.0f"),
-            _numeric("MDE", group["mde"], ".2f", NO_SPREAD),
+            numeric_column("p (adj.)", group["p_adj"], ".3g", NO_SPREAD),
+            numeric_column("n", group["n"], ",.0f"),
+            numeric_column("MDE", group["mde"], ".2f", NO_SPREAD),
             Column("Δ params", [_pct(v) for v in group["params_pct"]],
                    _raw(group["params_pct"]), numeric=True),
             Column("Δ GFLOPs", [_pct(v) for v in group["gflops_pct"]],

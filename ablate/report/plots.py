@@ -28,7 +28,7 @@ LEGEND_UP_TO = 12  # curves: more lines than this get no legend
 DPI = 120
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI)
@@ -39,7 +39,7 @@ def pareto_figure(configs: pd.DataFrame, x: str, *, y: str = "miou_mean", log_x:
     data = configs.dropna(subset=[x, y])
     if log_x:
         data = data[data[x].astype(float) > 0]
-    fig = _figure(7.5, 5.0)
+    fig = new_figure(7.5, 5.0)
     ax = fig.subplots()
     if not data.empty:
         xs, ys = data[x].astype(float), data[y].astype(float)
@@ -221,7 +221,7 @@ def curves_figure(epochs: pd.DataFrame, *, by: str = "config", x: str = "epoch")
     keys = ["label", "trial_id"] if by == "trial" else ["label"]
     names = _line_names(epochs, keys, x)
     best = set(names.index[:LEGEND_UP_TO])
-    fig = _figure(11.0, 4.2)
+    fig = new_figure(11.0, 4.2)
     axes = fig.subplots(1, 2)
     panels = (("train_loss", "train loss"), ("val_miou", "validation mIoU (%)"))
     for ax, (key, label) in zip(axes, panels):

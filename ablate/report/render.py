@@ -57,7 +57,7 @@ def fmt_value(value: Any) -> str:
 
 # -- configuration tables -----------------------------------------------------------------
 
-def _numeric(header: str, series: pd.Series, spec: str, missing: str = "-") -> Column:
+def numeric_column(header: str, series: pd.Series, spec: str, missing: str = "-") -> Column:
     """Numbers formatted with ``spec`` (``",.0f"``, ``"+.2f"``); missing ones as ``missing``."""
     array = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
     present = (~np.isnan(array)).tolist()
@@ -86,12 +86,12 @@ def config_columns(group: pd.DataFrame) -> list[Column]:
             cols.append(Column(header, [fmt_value(v) for v in values],
                                [None if _missing(v) else fmt_value(v) for v in values]))
     cols += [
-        _numeric("mIoU %", group["miou_mean"], ".2f"),
-        _numeric("± std", group["miou_std"], ".2f", NO_SPREAD),
-        _numeric("n", group["n"], ",.0f"),
-        _numeric("params", group["params"], ",.0f"),
-        _numeric("GFLOPs", group["gflops"], ".3f"),
-        _numeric("latency ms", group["latency_ms"], ".2f"),
+        numeric_column("mIoU %", group["miou_mean"], ".2f"),
+        numeric_column("± std", group["miou_std"], ".2f", NO_SPREAD),
+        numeric_column("n", group["n"], ",.0f"),
+        numeric_column("params", group["params"], ",.0f"),
+        numeric_column("GFLOPs", group["gflops"], ".3f"),
+        numeric_column("latency ms", group["latency_ms"], ".2f"),
     ]
     published = [  # published column, header, difference column, header, formats
         ("published_params", "pub. params", "params_vs_published", "Δ pub. params",
@@ -103,14 +103,14 @@ def config_columns(group: pd.DataFrame) -> list[Column]:
     ]
     for pub, pub_header, diff, diff_header, pub_spec, diff_spec in published:
         if pub in group and pd.to_numeric(group[pub], errors="coerce").notna().any():
-            cols.append(_numeric(pub_header, group[pub], pub_spec))
-            cols.append(_numeric(diff_header, group[diff], diff_spec))
+            cols.append(numeric_column(pub_header, group[pub], pub_spec))
+            cols.append(numeric_column(diff_header, group[diff], diff_spec))
     if "baseline" in group:
         for column, header in (("params_delta_pct", "Δ params %"), ("gflops_delta_pct", "Δ GFLOPs %"),
                                ("latency_delta_pct", "Δ latency %"), ("miou_delta", "Δ mIoU")):
-            cols.append(_numeric(header, group[column], "+.2f"))
+            cols.append(numeric_column(header, group[column], "+.2f"))
         if "miou_delta_low" in group:
-            cols.append(Column("Δ mIoU CI", _intervals(group["miou_delta_low"],
+            cols.append(Column("Δ mIoU CI", interval_texts(group["miou_delta_low"],
                                                        group["miou_delta_high"]),
                                _raw_values(group["miou_delta_low"]), numeric=True))
     return cols
@@ -121,7 +121,7 @@ def _stars(group: pd.DataFrame) -> list[str]:
     return [STAR + str(m or "") if p else "" for p, m in zip(group["pareto"], marks)]
 
 
-def _intervals(low: pd.Series, high: pd.Series) -> list[str]:
+def interval_texts(low: pd.Series, high: pd.Series) -> list[str]:
     """``[-3.40, -0.80]``; ``—`` where there is no interval (n < 2)."""
     pairs = zip(pd.to_numeric(low, errors="coerce"), pd.to_numeric(high, errors="coerce"))
     return [NO_SPREAD if math.isnan(lo) or math.isnan(hi) else f"[{lo:+.2f}, {hi:+.2f}]"
@@ -188,7 +188,7 @@ def per_class_tables(configs: pd.DataFrame) -> list[DisplayTable]:
             continue
         cols = [Column("class", list(table.index), list(table.index))]
         for name in table.columns:
-            cols.append(_numeric(str(name), table[name], ".1f"))
+            cols.append(numeric_column(str(name), table[name], ".1f"))
         best = table.fillna(-1.0).to_numpy().argmax(axis=1)
         tables.append(DisplayTable(
             title=f"{study}: IoU per class (%)", columns=cols,

@@ -135,7 +135,7 @@ def runtime_tables(configs: pd.DataFrame) -> list:
     """Per study: one row per configuration x runtime, latency (ms and x eager) per batch
     size, then parity against eager. Empty when no trial measured a runtime other than
     eager or a batch size other than 1."""
-    from ablate.report.render import Column, DisplayTable, _numeric
+    from ablate.report.render import Column, DisplayTable, numeric_column
 
     found = runtime_configs(configs)
     tables = []
@@ -155,12 +155,12 @@ def runtime_tables(configs: pd.DataFrame) -> list:
         cols = [Column("configuration", [c for c, _ in rows], [c for c, _ in rows]),
                 Column("runtime", [r for _, r in rows], [r for _, r in rows])]
         for bs in sizes:
-            cols.append(_numeric(f"bs {bs} ms", per_runtime("latency_ms", bs), ".1f"))
-            cols.append(_numeric(f"bs {bs} x eager", per_runtime("x_eager", bs), ".2f"))
-        cols.append(_numeric("max |Δ logit|", per_runtime("parity_max_abs"), ".1e"))
-        cols.append(_numeric("same class %", per_runtime("parity_agree"), ".3f"))
-        cols.append(_numeric("mIoU", per_runtime("miou"), ".2f"))
-        cols.append(_numeric("Δ mIoU", per_runtime("parity_miou_diff"), "+.2f"))
+            cols.append(numeric_column(f"bs {bs} ms", per_runtime("latency_ms", bs), ".1f"))
+            cols.append(numeric_column(f"bs {bs} x eager", per_runtime("x_eager", bs), ".2f"))
+        cols.append(numeric_column("max |Δ logit|", per_runtime("parity_max_abs"), ".1e"))
+        cols.append(numeric_column("same class %", per_runtime("parity_agree"), ".3f"))
+        cols.append(numeric_column("mIoU", per_runtime("miou"), ".2f"))
+        cols.append(numeric_column("Δ mIoU", per_runtime("parity_miou_diff"), "+.2f"))
         verdicts = [_verdict(frame, config, runtime) for config, runtime in rows]
         cols.append(Column("parity", verdicts, verdicts))
         threads = sorted({int(t) for t in
@@ -200,9 +200,9 @@ def _verdict(frame: pd.DataFrame, config: str, runtime: str) -> str:
 def latency_by_batch_figure(configs: pd.DataFrame):
     """Milliseconds per batch against batch size, one line per configuration x runtime
     (log-log), the shape of a table of inference time by batch size per runtime."""
-    from ablate.report.plots import _figure
+    from ablate.report.plots import new_figure
 
-    fig = _figure(7.0, 4.5)
+    fig = new_figure(7.0, 4.5)
     ax = fig.add_subplot()
     styles = {"eager": "-", "compile": "--", "onnxruntime": "-.", "tensorrt": ":"}
     multi_study = configs["study"].nunique() > 1
@@ -231,14 +231,3 @@ def has_runtime_latency(configs: pd.DataFrame) -> bool:
     """True when some configuration has a latency at a batch size other than 1 or a
     runtime other than eager: the latency-by-batch figure then says something."""
     return any(r != "eager" or sizes != [1] for _, r, sizes in runtime_configs(configs))
-
-
-def latency_figures(report) -> list:
-    """The latency-by-batch-size figure, when the report's configurations have one."""
-    from ablate.report.build import Figure
-
-    if report.configs.empty or not has_runtime_latency(report.configs):
-        return []
-    return [Figure("latency_by_batch",
-                   "Latency per batch against batch size, per configuration and runtime "
-                   "(median over seeds, log-log)", latency_by_batch_figure(report.configs))]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ablate.recipes.loader import parse_recipe
-from ablate.report.build import build_report
-from ablate.report.runtimes import latency_figures, runtime_tables
+from ablate.report.build import build_report, latency_figures
+from ablate.report.runtimes import runtime_tables
 from ablate.store import CostRecord, Store
 from ablate.trials.expand import expand
 
