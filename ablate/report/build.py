@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from ablate.errors import UserInputError
-from ablate.report import query
 from ablate.report.frame import config_frame, epoch_frame, trials_frame
 from ablate.report.tables import (
     add_baseline,
@@ -24,6 +23,7 @@ from ablate.report.tables import (
     per_class_table,
     sort_rows,
 )
+from ablate.store import read
 
 DEFAULT_COST_AXES = ("params", "gflops", "latency_ms")
 HEATMAP_MAX = 40  # configurations in a per-class heatmap
@@ -63,7 +63,7 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
     """
     from ablate.analysis.design import Design
 
-    descriptions = query.study_descriptions(store)
+    descriptions = read.study_descriptions(store)
     for name in studies:
         if name not in descriptions:
             raise UserInputError(f"--study: no study {name!r} in the database; "

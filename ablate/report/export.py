@@ -10,8 +10,8 @@ import pandas as pd
 
 from ablate.errors import UserInputError
 from ablate.report.frame import trials_frame
-from ablate.report.query import study_descriptions
 from ablate.report.tables import filter_rows, parse_where
+from ablate.store.read import study_descriptions
 
 
 def export_frame(store, study: str, where: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:

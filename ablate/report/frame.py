@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from ablate.evaluate.runtime_keys import parse_metric_key
-from ablate.report import query
 from ablate.report.pareto import pareto_mask
+from ablate.store import read
 
 TRIAL_COLUMNS = [
     "study", "trial_id", "name", "config_name", "variant", "seed", "status", "params",
@@ -35,32 +35,32 @@ def trials_frame(store, studies: list[str] | None = None, *, per_class: bool = F
     Plain queries pivoted with numpy, no per-trial Python objects: 100,000 trials
     load in one to two seconds.
     """
-    with query.no_gc():
+    with read.no_gc():
         return _trials_frame(store, studies, per_class, keys, runtimes)
 
 
 def _trials_frame(store, studies, per_class, keys, runtimes=False) -> pd.DataFrame:
     names = list(dict.fromkeys(studies)) if studies else None
     joined = None if keys is None else list(dict.fromkeys([*CORE_METRICS, *keys]))
-    base = query.trial_rows(store, names, joined or ())
+    base = read.trial_rows(store, names, joined or ())
     if base.empty:
         return pd.DataFrame(columns=TRIAL_COLUMNS)
     if not base["pk"].is_unique:  # a figure stored twice: take the long road, last one wins
-        base = query.trial_rows(store, names)
+        base = read.trial_rows(store, names)
         joined = None
-    study = base["study_pk"].map(query.study_names(store))
+    study = base["study_pk"].map(read.study_names(store))
     if names is not None:  # the order asked for, then insertion order within a study
         order = np.argsort(study.map({name: i for i, name in enumerate(names)}).to_numpy(),
                            kind="stable")
         base, study = base.iloc[order].reset_index(drop=True), study.iloc[order].reset_index(drop=True)
     if joined is None:
-        metrics = _wide_metrics(base["pk"], query.final_metrics(
+        metrics = _wide_metrics(base["pk"], read.final_metrics(
             store, names, per_class=per_class, runtimes=runtimes))
     else:
         metrics = {key: base[f"metric:{key}"].astype(float) for key in joined
                    if key in CORE_METRICS or base[f"metric:{key}"].notna().any()}
         if per_class or runtimes:
-            metrics.update(_wide_metrics(base["pk"], query.final_metrics(
+            metrics.update(_wide_metrics(base["pk"], read.final_metrics(
                 store, names, per_class=per_class, keys=[], runtimes=runtimes)))
 
     def metric(key: str) -> pd.Series:
@@ -94,7 +94,7 @@ def _trials_frame(store, studies, per_class, keys, runtimes=False) -> pd.DataFra
 
 def _costs(store) -> pd.DataFrame:
     """The cost cache by arch id, with ``gflops`` and ``resolution`` ("512x1024")."""
-    costs = query.costs(store)
+    costs = read.costs(store)
     costs["gflops"] = costs["flops"] / 1e9
     costs["resolution"] = [f"{h}x{w}" for h, w in zip(costs["resolution_h"], costs["resolution_w"])]
     return costs.set_index("arch_id")
@@ -109,7 +109,7 @@ def epoch_frame(store, trials: pd.DataFrame,
     columns = ["study", "trial_id", "config_name", "epoch", "step", "key", "value"]
     if trials.empty:
         return pd.DataFrame(columns=columns)
-    long = query.epoch_metrics(store, list(dict.fromkeys(trials["study"])), list(keys))
+    long = read.epoch_metrics(store, list(dict.fromkeys(trials["study"])), list(keys))
     long = long.merge(trials[["study", "trial_id", "config_name"]], on=["study", "trial_id"])
     percent = long["key"].isin([f"val_{k}" for k in PERCENT_METRICS])
     long.loc[percent, "value"] = long.loc[percent, "value"] * 100.0

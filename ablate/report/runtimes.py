@@ -34,28 +34,13 @@ AGGREGATES = {
 def runtime_figures(store, trials: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Long frame ``study, config_name, key, figure, runtime, batch_size, value`` of the
     finished ``trials``, and each (study, trial id)'s runtime details from its environment."""
-    from sqlalchemy import String, cast, or_, select
-
-    from ablate.store.models import MetricRow, StudyRow, TrialRow
+    from ablate.store.read import runtime_metrics
 
     columns = ["study", "config_name", "key", "figure", "runtime", "batch_size", "value"]
     done = trials[trials["status"] == "done"] if not trials.empty else trials
     if done.empty:
         return pd.DataFrame(columns=columns), {}
-    studies = list(dict.fromkeys(done["study"]))
-    with store.session() as s:
-        rows = s.execute(
-            select(StudyRow.name, TrialRow.trial_id, MetricRow.key, MetricRow.value)
-            .join(TrialRow, MetricRow.trial_pk == TrialRow.id)
-            .join(StudyRow, TrialRow.study_id == StudyRow.id)
-            .where(MetricRow.epoch.is_(None), StudyRow.name.in_(studies),
-                   or_(MetricRow.key.like("%@%"), MetricRow.key == "latency_threads"))
-        ).all()
-        envs = s.execute(
-            select(StudyRow.name, TrialRow.trial_id, cast(TrialRow.environment, String))
-            .join(StudyRow, TrialRow.study_id == StudyRow.id)
-            .where(StudyRow.name.in_(studies), TrialRow.status == "done")
-        ).all()
+    rows, envs = runtime_metrics(store, list(dict.fromkeys(done["study"])))
     details = {}
     for study, trial_id, text in envs:
         env = json.loads(text) if isinstance(text, str) and text not in ("", "null") else {}

@@ -1,11 +1,11 @@
-"""Bulk reads for reports: one SQL query per table straight into pandas.
+"""The store's read API for reports and exports: one SQL query per table into pandas.
 
 ``Store.trials()`` builds one frozen record per trial, which is right for the run
 loop but too slow for a report over 100,000 trials. These queries read the same
 rows as plain columns: the DBAPI cursor's tuples go straight into numpy/pandas,
 skipping SQLAlchemy's per-row objects (4-5x faster). No ORM object leaves this
-module, and the queries run inside ``store.session()``, so a database error still
-arrives as a ``StoreError``.
+module (the ORM rows stay inside ``ablate.store``), and the queries run inside
+``store.session()``, so a database error still arrives as a ``StoreError``.
 """
 
 from __future__ import annotations
@@ -98,6 +98,26 @@ def epoch_metrics(store, studies: list[str], keys: list[str]) -> pd.DataFrame:
         .order_by(TrialRow.id, MetricRow.epoch, MetricRow.id)
     )
     return _read(store, query)
+
+
+def runtime_metrics(store, studies: list[str]) -> tuple[list[tuple], list[tuple]]:
+    """Final runtime figures of ``studies``: ``(study, trial_id, key, value)`` rows of keys
+    with ``@`` and ``latency_threads``, and ``(study, trial_id, environment JSON text)``
+    of their done trials."""
+    with store.session() as s:
+        rows = s.execute(
+            select(StudyRow.name, TrialRow.trial_id, MetricRow.key, MetricRow.value)
+            .join(TrialRow, MetricRow.trial_pk == TrialRow.id)
+            .join(StudyRow, TrialRow.study_id == StudyRow.id)
+            .where(MetricRow.epoch.is_(None), StudyRow.name.in_(studies),
+                   or_(MetricRow.key.like("%@%"), MetricRow.key == "latency_threads"))
+        ).all()
+        envs = s.execute(
+            select(StudyRow.name, TrialRow.trial_id, cast(TrialRow.environment, String))
+            .join(StudyRow, TrialRow.study_id == StudyRow.id)
+            .where(StudyRow.name.in_(studies), TrialRow.status == "done")
+        ).all()
+    return [tuple(r) for r in rows], [tuple(e) for e in envs]
 
 
 def _read(store, query) -> pd.DataFrame:
