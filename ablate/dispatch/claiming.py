@@ -13,10 +13,11 @@ import contextlib
 import os
 import socket
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ablate.clock import utc_now_iso
 from ablate.errors import StoreError
 
 DEFAULT_LEASE_SECONDS = 120.0
@@ -84,7 +85,7 @@ class Heartbeat:
 def _log_line(run_dir: str, text: str) -> None:
     path = Path(run_dir) / CLAIMS_LOG
     path.parent.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+    stamp = utc_now_iso("seconds")
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(f"{stamp} {text}\n")
 

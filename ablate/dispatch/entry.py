@@ -8,10 +8,10 @@ import subprocess
 import sys
 import traceback
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ablate.clock import utc_now_iso
 from ablate.dispatch.claiming import DEFAULT_LEASE_SECONDS
 from ablate.dispatch.results import write_result
 
@@ -37,7 +37,7 @@ class TrialJob:
 
 
 def _now() -> str:
-    return datetime.now(UTC).replace(tzinfo=None).isoformat()
+    return utc_now_iso()
 
 
 def git_commit() -> str | None:

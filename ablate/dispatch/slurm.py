@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import submitit
 from pydantic import ValidationError
 from submitit.core.utils import FailedJobError
 
+from ablate.clock import utc_now_iso
 from ablate.dispatch.claiming import NOT_TRAINED, claim_and_run
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import OnEvent
@@ -475,4 +475,4 @@ def cancel_study(store, study: str, runs_root: str | Path) -> list[str]:
 
 
 def _now() -> str:
-    return datetime.now(UTC).replace(tzinfo=None).isoformat()
+    return utc_now_iso()

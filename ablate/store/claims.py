@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from ablate.clock import utc_now
 from ablate.store.models import StudyRow, TrialRow
 
 
@@ -58,9 +59,7 @@ def db_now(session: Session) -> datetime:
     """The database's clock (UTC, naive) on PostgreSQL; this machine's on SQLite."""
     if session.get_bind().dialect.name == "postgresql":
         return session.execute(text("SELECT timezone('UTC', clock_timestamp())")).scalar_one()
-    from ablate.store.store import now
-
-    return now()
+    return utc_now()
 
 
 def lease_is_live(row: TrialRow, at: datetime) -> bool:

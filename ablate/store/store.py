@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from ablate.clock import utc_now
 from ablate.errors import StoreError
 from ablate.store import target
 from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded
@@ -32,8 +33,6 @@ def resolve_url(url: str | None) -> str:
     return url
 
 
-def now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Store(ClaimsMixin):
@@ -91,7 +90,7 @@ class Store(ClaimsMixin):
                     row = s.scalar(select(StudyRow).where(StudyRow.name == name))
                     if row is None:
                         row = StudyRow(name=name, description=description, recipe_path=recipe_path,
-                                       recipe_text=recipe_text, created_at=now())
+                                       recipe_text=recipe_text, created_at=utc_now())
                         s.add(row)
                     elif recipe_text:
                         row.description, row.recipe_path = description, recipe_path
@@ -131,7 +130,7 @@ class Store(ClaimsMixin):
                     config_name=t.config_name, variant=t.variant, seed=t.seed, axes=t.axes,
                     spec=spec_dict(t.spec), arch_id=t.arch_id,
                     published=t.published.model_dump(exclude_none=True) if t.published else None,
-                    status="pending", attempts=0, created_at=now(),
+                    status="pending", attempts=0, created_at=utc_now(),
                 ))
                 known.add(t.trial_id)
                 added += 1
@@ -151,7 +150,7 @@ class Store(ClaimsMixin):
             row = _trial_row(s, study, trial_id, for_update=True)
             if row.status == "done" or lease_is_live(row, db_now(s)):
                 return  # a holder trains it now; the submitted job will find it held
-            row.status, row.started_at, row.error = "running", now(), None
+            row.status, row.started_at, row.error = "running", utc_now(), None
             row.holder, row.lease_expires_at = None, None  # queued: claimed when it starts
             row.attempts += 1
             row.run_dir = run_dir or row.run_dir
@@ -182,7 +181,7 @@ class Store(ClaimsMixin):
             row.weights_report = result.get("weights_report")
             row.run_dir = result.get("run_dir") or row.run_dir
             row.started_at = _parse_time(result.get("started_at")) or row.started_at
-            row.finished_at = _parse_time(result.get("finished_at")) or now()
+            row.finished_at = _parse_time(result.get("finished_at")) or utc_now()
             row.lease_expires_at = None
             for key, value in (result.get("final") or {}).items():
                 s.add(MetricRow(trial_pk=row.id, epoch=None, step=None, key=key, value=float(value)))
@@ -196,7 +195,7 @@ class Store(ClaimsMixin):
         with self.session() as s:
             row = _trial_row(s, study, trial_id, for_update=True)
             if row.status != "done":
-                row.status, row.error, row.finished_at = "failed", error, now()
+                row.status, row.error, row.finished_at = "failed", error, utc_now()
 
     # -- reading ------------------------------------------------------------------------
 
@@ -256,7 +255,7 @@ class Store(ClaimsMixin):
                     arch_id=cost.arch_id, params=cost.params, params_by_module=cost.params_by_module,
                     flops=cost.flops, flops_by_module=cost.flops_by_module,
                     flops_convention=cost.flops_convention, resolution_h=cost.resolution[0],
-                    resolution_w=cost.resolution[1], extra=cost.extra, created_at=now(),
+                    resolution_w=cost.resolution[1], extra=cost.extra, created_at=utc_now(),
                 ))
         except StoreError as err:  # another writer cached the same architecture first
             if not isinstance(err.__cause__, IntegrityError):
