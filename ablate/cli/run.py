@@ -25,7 +25,7 @@ from ablate.cli.until_decided import (
     continue_until_decided,
     until_decided_options,
 )
-from ablate.dispatch.claiming import DEFAULT_LEASE_SECONDS
+from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS
 from ablate.errors import UserInputError
 
 SLURM_FLAGS = ("partition", "gpus_per_trial", "cpus_per_trial", "mem", "time", "array_parallelism")

@@ -18,17 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ablate.clock import utc_now_iso
+from ablate.dispatch.leases import CLAIMS_LOG, HEARTBEATS_PER_LEASE, LeaseLost
 from ablate.errors import StoreError
-
-DEFAULT_LEASE_SECONDS = 120.0
-HEARTBEATS_PER_LEASE = 4  # a lease survives three missed renewals
-CLAIMS_LOG = "claims.log"  # in each run folder: one line per claim, the audit trail
-# outcomes of a worker that trained nothing (no result file, nothing to ingest)
-NOT_TRAINED = ("held", "lost")
-
-
-class LeaseLost(Exception):
-    """Raised into training when the heartbeat finds that the claim was taken over."""
 
 
 def holder_identity(executor: str) -> dict[str, Any]:

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate.dispatch.claiming import DEFAULT_LEASE_SECONDS, NOT_TRAINED, worker_url
+from ablate.dispatch.claiming import worker_url
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import Executor
+from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, NOT_TRAINED
 from ablate.dispatch.results import ingest_results, run_dir_for
 from ablate.errors import RecipeError, StoreError, UserInputError
 from ablate.recipes.loader import Recipe, load_recipe

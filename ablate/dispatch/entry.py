@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.clock import utc_now_iso
-from ablate.dispatch.claiming import DEFAULT_LEASE_SECONDS
+from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, LeaseLost
 from ablate.dispatch.results import write_result
 
 
@@ -89,7 +89,6 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
     ``claim_epoch`` (the claim it is trained under) goes into the result, so that a late
     result of a holder whose claim was taken over is not recorded.
     """
-    from ablate.dispatch.claiming import LeaseLost
     from ablate.recipes.schema import TrialSpec
 
     started = _now()

@@ -1,4 +1,9 @@
-"""Executors run trial jobs. Picked by name: ``local`` here, ``slurm`` in its own module."""
+"""Executors run trial jobs; ``make_executor`` picks one by name from ``EXECUTORS``.
+
+The interface (``Executor``, ``OnEvent``) lives here and the executors in their own
+modules (``local``, ``slurm``), named by import path in the registry: they import this
+module, not the other way round, and ``submitit`` loads only when Slurm is asked for.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ablate.dispatch.entry import TrialJob
+from ablate.registry import Registry
 
 # on_event(job, event): event["kind"] in {"start", "step", "epoch", "resume", "finish"};
 # "finish" carries the result dict. Slurm adds "job_id" to "start" (sent at submission),
@@ -20,16 +26,15 @@ class Executor(Protocol):
         """Run every job, calling ``on_event`` as they progress and finish."""
 
 
+EXECUTORS = Registry("executor", "--executor", {
+    "local": "ablate.dispatch.local:LocalExecutor",
+    "slurm": "ablate.dispatch.slurm:SlurmExecutor",
+})
+
+
 def make_executor(name: str, **options: Any) -> Executor:
+    executor = EXECUTORS.load(name)
     if name == "local":
-        from ablate.dispatch.local import LocalExecutor
-
-        return LocalExecutor(jobs=options.get("jobs", 1), gpus=options.get("gpus"),
-                             gpus_per_trial=options.get("gpus_per_trial") or 1)
-    if name == "slurm":
-        from ablate.dispatch.slurm import SlurmExecutor
-
-        return SlurmExecutor(**options)
-    from ablate.errors import UserInputError
-
-    raise UserInputError(f"--executor: unknown executor {name!r}; allowed: local, slurm")
+        return executor(jobs=options.get("jobs", 1), gpus=options.get("gpus"),
+                        gpus_per_trial=options.get("gpus_per_trial") or 1)
+    return executor(**options)

@@ -27,9 +27,10 @@ from pydantic import ValidationError
 from submitit.core.utils import FailedJobError
 
 from ablate.clock import utc_now_iso
-from ablate.dispatch.claiming import NOT_TRAINED, claim_and_run
+from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import OnEvent
+from ablate.dispatch.leases import NOT_TRAINED
 from ablate.dispatch.results import RESULT_NAME, CorruptResult, ingest_results, read_result
 from ablate.errors import AblateError, UserInputError
 from ablate.recipes.schema import SlurmSpec
