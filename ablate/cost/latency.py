@@ -1,7 +1,7 @@
 """Inference latency: warm-up, then the median of repeated timed runs.
 
-``measure_latency`` times eager PyTorch at batch 1; ``measure_trial_latency`` times every
-runtime and batch size a trial asks for (``eval.runtimes``, ``eval.latency_batch_sizes``).
+``time_calls`` is the one timing loop (eager, selective and every runtime of
+``ablate.evaluate.runtimes`` use it); ``measure_latency`` times eager PyTorch at batch 1.
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from ablate.recipes.schema import TrialSpec
 
 
 def _synchronizer(device: torch.device) -> Callable[[], None]:
@@ -66,32 +63,6 @@ def measure_latency(model: nn.Module, resolution: tuple[int, int], device: torch
         "latency_ms_p90": sorted(times)[max(0, int(round(0.9 * len(times))) - 1)],
         "latency_runs": float(runs),
     }
-
-
-def measure_trial_latency(model: nn.Module, spec: TrialSpec, device: torch.device,
-                          images: Any = None, n_classes: int | None = None,
-                          ) -> tuple[dict[str, float], dict[str, Any]]:
-    """A trial's latency figures: every ``eval.runtimes`` x ``eval.latency_batch_sizes``.
-
-    Returns the float figures for the metrics table (``latency_ms@<runtime>/bs<n>`` and
-    parity, see ``ablate.evaluate.runtimes``) and the per-runtime details (status, reason,
-    device, threads, version) that go with the trial's environment. ``latency_ms`` and
-    ``latency_ms_p90`` stay the eager batch-1 figures that every report reads.
-    """
-    from ablate.evaluate.runtime_keys import metric_key
-    from ablate.evaluate.runtimes import measure_runtimes
-    from ablate.trials.ids import eval_resolution
-
-    ev = spec.eval
-    report = measure_runtimes(
-        model, eval_resolution(spec), device, runtimes=ev.runtimes,
-        batch_sizes=ev.latency_batch_sizes, warmup=ev.latency_warmup, runs=ev.latency_runs,
-        threads=ev.latency_threads, images=images, n_classes=n_classes)
-    figures = dict(report.metrics)
-    if metric_key("latency_ms", "eager", 1) in figures:
-        figures["latency_ms"] = figures[metric_key("latency_ms", "eager", 1)]
-        figures["latency_ms_p90"] = figures[metric_key("latency_ms_p90", "eager", 1)]
-    return figures, report.details
 
 
 NVIDIA_SMI_FIELDS = ("driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm",

@@ -19,11 +19,12 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from ablate.cost.latency import time_calls
 from ablate.evaluate.runtime_keys import (
     NEEDS,
     PARITY_MIOU_TOLERANCE,
@@ -31,6 +32,9 @@ from ablate.evaluate.runtime_keys import (
     metric_key,
     missing_packages,
 )
+
+if TYPE_CHECKING:
+    from ablate.recipes.schema import TrialSpec
 
 ONNX_OPSET = 17
 REASON_LENGTH = 200
@@ -183,7 +187,6 @@ def time_batches(runner: Runner, images: torch.Tensor, device: torch.device, war
                  runs: int) -> list[float]:
     """Milliseconds of each of ``runs`` calls after ``warmup`` untimed ones (the one timer
     of ``ablate.cost.latency``: CUDA synchronised before and after each call)."""
-    from ablate.cost.latency import time_calls
 
     return time_calls(lambda: runner.run(images), device, warmup, runs)
 
@@ -351,3 +354,27 @@ def _parity(model: nn.Module, runners: dict[str, Runner], others: list[str], ima
 
 def _p90(times: list[float]) -> float:
     return sorted(times)[max(0, int(round(0.9 * len(times))) - 1)]
+
+
+def measure_trial_latency(model: nn.Module, spec: TrialSpec, device: torch.device,
+                          images: Any = None, n_classes: int | None = None,
+                          ) -> tuple[dict[str, float], dict[str, Any]]:
+    """A trial's latency figures: every ``eval.runtimes`` x ``eval.latency_batch_sizes``.
+
+    Returns the float figures for the metrics table (``latency_ms@<runtime>/bs<n>`` and
+    parity, see ``ablate.evaluate.runtimes``) and the per-runtime details (status, reason,
+    device, threads, version) that go with the trial's environment. ``latency_ms`` and
+    ``latency_ms_p90`` stay the eager batch-1 figures that every report reads.
+    """
+    from ablate.trials.ids import eval_resolution
+
+    ev = spec.eval
+    report = measure_runtimes(
+        model, eval_resolution(spec), device, runtimes=ev.runtimes,
+        batch_sizes=ev.latency_batch_sizes, warmup=ev.latency_warmup, runs=ev.latency_runs,
+        threads=ev.latency_threads, images=images, n_classes=n_classes)
+    figures = dict(report.metrics)
+    if metric_key("latency_ms", "eager", 1) in figures:
+        figures["latency_ms"] = figures[metric_key("latency_ms", "eager", 1)]
+        figures["latency_ms_p90"] = figures[metric_key("latency_ms_p90", "eager", 1)]
+    return figures, report.details

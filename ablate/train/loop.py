@@ -338,7 +338,7 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
     final["steps"] = float(step)
     runtimes = None
     if spec.eval.latency:  # every runtime x batch size; parity on the evaluation images
-        from ablate.cost.latency import measure_trial_latency
+        from ablate.evaluate.runtimes import measure_trial_latency
 
         figures, runtimes = measure_trial_latency(model, spec, device, val_loader, n_classes)
         final.update(figures)
