@@ -8,6 +8,7 @@ the cause. Read-only commands open with ``must_exist`` and so never create a dat
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,22 @@ def sqlite_path(url: str) -> str | None:
     return path if path and path != ":memory:" and not path.startswith("file:") else None
 
 
+# database files this process has read the header of: never again. Closing any file
+# descriptor of a SQLite file drops every POSIX lock the process holds on it (fcntl
+# semantics; SQLite's "How To Corrupt" page, 2.2), so once a connection may be open here
+# the header must not be read through another descriptor.
+_CHECKED: set[str] = set()
+
+
 def check_sqlite_file(url: str, must_exist: bool) -> None:
     """Refuse a SQLite target that is a folder or not a database, without touching it.
 
     SQLite itself would open any file and only fail at the first query, after creating
-    its journal files beside it; the 16-byte header tells a database apart first.
+    its journal files beside it; the 16-byte header tells a database apart first. Each
+    file is checked once per process, before any connection to it exists.
     """
     path = sqlite_path(url)
-    if path is None:
+    if path is None or os.path.realpath(path) in _CHECKED:
         return
     p = Path(path)
     shown = mask_url(url)
@@ -52,6 +61,7 @@ def check_sqlite_file(url: str, must_exist: bool) -> None:
         if must_exist:
             raise NoDatabaseError(f"database {shown}: no database at {path} (nothing was "
                                   "created); 'ablate run RECIPE' creates one")
+        _CHECKED.add(os.path.realpath(path))  # the store creates it: a database by construction
         return
     try:
         with open(p, "rb") as handle:
@@ -67,6 +77,8 @@ def check_sqlite_file(url: str, must_exist: bool) -> None:
         # (opening it would write a header and a WAL file beside it)
         raise NoDatabaseError(f"database {shown}: holds no studies ({path} is an empty SQLite "
                               "database, left as it is); 'ablate run RECIPE' records one")
+    if head:
+        _CHECKED.add(os.path.realpath(path))
 
 
 def engine_error(url: str, err: BaseException) -> DatabaseTargetError:

@@ -188,3 +188,25 @@ def test_status_of_a_database_without_studies_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout == f"sqlite:///{db} holds no studies yet; 'ablate run RECIPE' records one\n"
     assert snapshot(tmp_path) == before
+
+
+def test_a_database_file_is_read_through_another_descriptor_once_per_process(tmp_path,
+                                                                              monkeypatch):
+    """Closing any descriptor of a SQLite file drops the process's POSIX locks on it, so a
+    second Store of a file this process may already hold must not read its header."""
+    from ablate.store import Store, target
+
+    url = f"sqlite:///{tmp_path / 'once.db'}"
+    first = Store(url)  # creates the file: a database by construction
+    first.upsert_study("s")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the header was read again")
+
+    monkeypatch.setattr(target, "open", refuse, raising=False)
+    assert [s.name for s in Store(url).studies()] == ["s"]
+    other = tmp_path / "other.db"
+    Store(f"sqlite:///{other}")
+    with pytest.raises(AssertionError, match="read again"):  # a file this process never
+        target._CHECKED.discard(str(other.resolve()))         # opened is read first
+        Store(f"sqlite:///{other}")
