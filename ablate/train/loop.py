@@ -134,12 +134,30 @@ def distributed_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labelled pixels.
+
+    On CUDA the mean of ``nll_loss2d`` adds with atomics (torch flags it as
+    non-deterministic), so there the per-pixel losses are summed by an ordinary reduction
+    and divided by the labelled count: the same value up to summation order, the same
+    every run. The CPU keeps torch's own mean (the figures recorded so far).
+    """
+    if not logits.is_cuda:
+        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    return labelled_mean_cross_entropy(logits, target)
+
+
+def labelled_mean_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+    return per_pixel.sum() / (target != IGNORE_INDEX).sum()
+
+
 def segmentation_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, model: nn.Module,
                       aux_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
-    loss = F.cross_entropy(outputs["out"], target, ignore_index=IGNORE_INDEX)
+    loss = cross_entropy(outputs["out"], target)
     parts = {"loss_ce": loss.detach()}
     if "aux" in outputs and aux_weight > 0:
-        aux = F.cross_entropy(outputs["aux"], target, ignore_index=IGNORE_INDEX)
+        aux = cross_entropy(outputs["aux"], target)
         parts["loss_aux"] = aux.detach()
         loss = loss + aux_weight * aux
     extra = getattr(model, "extra_losses", None)
