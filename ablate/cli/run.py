@@ -133,6 +133,10 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int)
               help="Local GPUs this runner uses, by index: 0,2,3 or all [every visible "
                    "one]; each trial takes --gpus-per-trial of them.")
 @lease_option
+@click.option("--wait", is_flag=True,
+              help="Wait for trials that other live runners hold: until they are recorded, "
+                   "or their leases expire and this runner takes them over. (A holder "
+                   "whose process died on this machine is taken over at once anyway.)")
 @slurm_options
 @max_trials_option
 @until_decided_options
@@ -141,7 +145,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         trial_ids: tuple[str, ...], variants: tuple[str, ...],
         executor: str, detach: bool, lease_seconds: float, max_trials: int,
         until_decided: bool, max_seeds: int, alpha: float, min_effect: float | None,
-        spending: str, gpus: str | None = None,
+        spending: str, gpus: str | None = None, wait: bool = False,
         **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
@@ -197,7 +201,9 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         with view:
             summary = run_study(recipe_obj, trials, store, runner, runs_root=runs_dir,
                                 skip_failed=skip_failed, force=force, preflight=False,
-                                lease_seconds=lease_seconds, on_event=view.on_event, on_plan=view.on_plan)
+                                lease_seconds=lease_seconds, on_event=view.on_event,
+                                on_plan=view.on_plan, wait=wait,
+                                on_wait=lambda n, expiry: console.print(_waiting(n, expiry)))
     except KeyboardInterrupt:
         if executor == "slurm":
             console.print(f"[yellow]Interrupted.[/] The Slurm jobs keep running. Follow them with "
@@ -234,6 +240,12 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
                                say=lambda line: console.print(escape(line)))
     if summary.failed:
         sys.exit(1)
+
+
+def _waiting(held: int, expiry) -> str:
+    when = (f"; the first lease expires at {expiry:%H:%M:%S} (database time, UTC)"
+            if expiry is not None else "")
+    return f"waiting for {held} trial(s) other runners hold{when}"
 
 
 class _ProgressView:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from ablate.clock import utc_now_iso
 from ablate.dispatch.leases import CLAIMS_LOG, HEARTBEATS_PER_LEASE, LeaseLost
+from ablate.dispatch.liveness import holder_is_dead, this_process
 from ablate.errors import StoreError
 
 
@@ -28,7 +28,7 @@ def holder_identity(executor: str) -> dict[str, Any]:
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if array and task:
         job = f"{array}_{task}"
-    return {"host": socket.gethostname(), "pid": os.getpid(), "executor": executor,
+    return {**this_process(), "executor": executor,
             "job_id": job if executor == "slurm" else None}
 
 
@@ -84,7 +84,8 @@ def _log_line(run_dir: str, text: str) -> None:
 def _log_claim(run_dir: str, claim) -> None:
     line = f"epoch {claim.epoch} claimed by {describe_holder(claim.holder)}"
     if claim.taken_over:
-        line += f" (took over from {describe_holder(claim.taken_over)}, lease expired)"
+        why = "its process is gone" if holder_is_dead(claim.taken_over) else "lease expired"
+        line += f" (took over from {describe_holder(claim.taken_over)}, {why})"
     _log_line(run_dir, line)
 
 
@@ -106,7 +107,7 @@ def claim_and_run(job, progress=None, executor: str = "local") -> dict[str, Any]
     store = _store(job.db)
     outcome = store.claim(job.study, job.trial_id, holder_identity(executor),
                           job.lease_seconds, run_dir=job.run_dir,
-                          failed_before=failed_before)
+                          failed_before=failed_before, dead=holder_is_dead)
     if isinstance(outcome, Busy):
         return {"study": job.study, "trial_id": job.trial_id, "status": "held",
                 "held_status": outcome.status, "holder": outcome.holder}
@@ -182,8 +183,13 @@ def runner_report(store, study: str, summary) -> list[str]:
     state = ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "pending")
                       if counts.get(s))
     lines.append(f"study {study}: {state or 'no trials'} of {len(records)} trial(s)")
-    for r in records:
-        if r.status == "running" and r.holder:
-            renewed = r.heartbeat_at.isoformat(timespec="seconds") if r.heartbeat_at else "-"
-            lines.append(f"  running {r.name}: {describe_holder(r.holder)}, renewed {renewed}")
+    held = [r for r in records if r.status == "running" and r.holder]
+    for r in held:
+        renewed = r.heartbeat_at.isoformat(timespec="seconds") if r.heartbeat_at else "-"
+        until = (f", lease until {r.lease_expires_at.isoformat(timespec='seconds')}"
+                 if r.lease_expires_at else "")
+        lines.append(f"  running {r.name}: {describe_holder(r.holder)}, renewed {renewed}{until}")
+    if held and summary.left:
+        lines.append("other runners hold these; run the same command again once they end "
+                     "or their leases expire, or add --wait to wait for them here")
     return lines

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from ablate.dispatch.claiming import worker_url
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import Executor
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, NOT_TRAINED
+from ablate.dispatch.liveness import holder_is_dead
 from ablate.dispatch.results import ingest_results, run_dir_for
 from ablate.errors import RecipeError, StoreError, UserInputError
 from ablate.recipes.loader import Recipe, load_recipe
@@ -93,12 +96,16 @@ def _blame(source: str | None, trial: Trial):
 
 def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
                   flops: bool = True, source: str | None = None) -> dict[str, CostRecord]:
-    """Parameters and FLOPs once per distinct architecture (``arch_id``), cache first.
+    """Parameters and FLOPs once per distinct architecture (``arch_id``): ``cached`` (the
+    database's) first, then the per-user cache (``dispatch.cost_cache``), then counted.
 
     Building each architecture also validates it (expansion indices, output strides);
     with ``source`` such an error names the recipe file and the trial.
     """
+    from ablate.dispatch.cost_cache import cached_costs, remember
+
     out = dict(cached)
+    out.update(cached_costs(trials, out))
     for trial in trials:
         if trial.arch_id in out:
             continue
@@ -112,6 +119,7 @@ def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
             flops_convention=report.flops_convention, resolution=tuple(report.resolution),
             extra=report.extra or None,
         )
+        remember({trial.arch_id: out[trial.arch_id]})  # kept even if a later one fails
     return out
 
 
@@ -144,10 +152,17 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
               force: bool = False, preflight: bool = True,
               lease_seconds: float = DEFAULT_LEASE_SECONDS,
               on_event: Callable[[TrialJob, dict[str, Any]], None] | None = None,
-              on_plan: Callable[[list[TrialJob], int, int], None] | None = None) -> RunSummary:
+              on_plan: Callable[[list[TrialJob], int, int], None] | None = None,
+              wait: bool = False,
+              on_wait: Callable[[int, datetime | None], None] | None = None) -> RunSummary:
     """Record the study and its trials, then run those not done; failed ones run again
     unless ``skip_failed``. Nothing is recorded when an input is missing or a model
-    cannot be built. ``runs_root`` defaults to the store's (``default_runs_root``)."""
+    cannot be built. ``runs_root`` defaults to the store's (``default_runs_root``).
+
+    Trials whose holder died on this host are taken over at once. With ``wait``, trials
+    that live runners elsewhere hold are waited for until they are recorded, or their
+    leases expire and this runner takes them over; ``on_wait(n, expiry)`` says so.
+    """
     from ablate.dispatch.preflight import require_inputs
 
     runs_root = Path(runs_root) if runs_root else default_runs_root(store.url)
@@ -207,13 +222,39 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
             on_event(job, event)
 
     executor.run(jobs, handle)
-    # a holder that died meanwhile leaves an expired lease: take its trials over now
+    # a holder that died meanwhile (its process gone here, or its lease expired): take
+    # its trials over now
     for _ in range(3):
-        free = set(store.claimable(recipe.name, list(summary.left), started))
+        free = set(store.claimable(recipe.name, list(summary.left), started, holder_is_dead))
         if not free:
             break
         executor.run([job for job in jobs if job.trial_id in free], handle)
+    while wait and summary.left:
+        _wait_for_holders(store, recipe.name, summary, on_wait)
+        free = set(store.claimable(recipe.name, list(summary.left), started, holder_is_dead))
+        if free:
+            executor.run([job for job in jobs if job.trial_id in free], handle)
     return summary
+
+
+WAIT_POLL_S = 5.0  # how often a waiting runner looks at the trials others hold
+
+
+def _wait_for_holders(store: Store, study: str, summary: RunSummary,
+                      on_wait: Callable[[int, datetime | None], None] | None) -> None:
+    """Sleep until a held trial is recorded elsewhere or its lease can expire; drop the
+    recorded ones from ``summary.left``."""
+    statuses = store.statuses(study)
+    for trial_id in [t for t in summary.left if statuses.get(t) in ("done", "failed")]:
+        summary.left.pop(trial_id)  # its holder recorded it
+    if not summary.left:
+        return
+    expiry = store.lease_expiry(study, list(summary.left))
+    if on_wait:
+        on_wait(len(summary.left), expiry)
+    now = store.database_time()
+    seconds = WAIT_POLL_S if expiry is None else (expiry - now).total_seconds() + 0.5
+    time.sleep(min(max(seconds, 0.2), WAIT_POLL_S))
 
 
 def _remove_run_state(run_dir: Path) -> None:

@@ -18,6 +18,7 @@ file's write lock and the time is this machine's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,7 +76,8 @@ def superseded(row: TrialRow, result: dict[str, Any], at: datetime) -> bool:
 
 
 def _claimable(row: TrialRow, at: datetime, failed_before: datetime | None,
-               holder: dict[str, Any] | None = None) -> str | None:
+               holder: dict[str, Any] | None = None,
+               dead: Callable[[dict[str, Any] | None], bool] | None = None) -> str | None:
     """None if ``row`` may be claimed now, else the reason (a ``Busy`` status)."""
     if row.status == "done":
         return "done"
@@ -86,7 +88,8 @@ def _claimable(row: TrialRow, at: datetime, failed_before: datetime | None,
                                      and row.finished_at >= failed_before):
             return "failed"
         return None
-    if lease_is_live(row, at) and not _same_job(row.holder, holder):
+    if lease_is_live(row, at) and not _same_job(row.holder, holder) \
+            and not (dead is not None and dead(row.holder)):
         return "running"
     return None  # pending, a queued Slurm trial (no lease yet), or an expired lease
 
@@ -102,9 +105,13 @@ class ClaimsMixin:
     """The claim API of ``Store`` (which provides ``session``)."""
 
     def claim(self, study: str, trial_id: str, holder: dict[str, Any], lease_seconds: float,
-              *, run_dir: str | None = None,
-              failed_before: datetime | None = None) -> Claim | Busy:
-        """Take ``trial_id`` for ``holder`` unless someone holds it; one transaction."""
+              *, run_dir: str | None = None, failed_before: datetime | None = None,
+              dead: Callable[[dict[str, Any] | None], bool] | None = None) -> Claim | Busy:
+        """Take ``trial_id`` for ``holder`` unless someone holds it; one transaction.
+
+        ``dead(holder)``: True for a holder known to be gone (its process ended on this
+        host): its live lease does not protect the trial.
+        """
         with self.session() as s:  # type: ignore[attr-defined]
             row = s.scalar(
                 select(TrialRow).join(StudyRow)
@@ -113,7 +120,7 @@ class ClaimsMixin:
             if row is None:
                 return Busy(study, trial_id, "locked")
             at = db_now(s)
-            reason = _claimable(row, at, failed_before, holder)
+            reason = _claimable(row, at, failed_before, holder, dead)
             if reason is not None:
                 return Busy(study, trial_id, reason, row.holder, row.lease_expires_at)
             taken_over = row.holder if row.status == "running" and row.holder else None
@@ -152,13 +159,23 @@ class ClaimsMixin:
             return done.rowcount == 1
 
     def claimable(self, study: str, trial_ids: list[str],
-                  failed_before: datetime | None = None) -> list[str]:
+                  failed_before: datetime | None = None,
+                  dead: Callable[[dict[str, Any] | None], bool] | None = None) -> list[str]:
         """Which of ``trial_ids`` a claim would get now (a read; claims may still race)."""
         with self.session() as s:  # type: ignore[attr-defined]
             at = db_now(s)
             rows = s.scalars(select(TrialRow).join(StudyRow).where(StudyRow.name == study))
-            free = {r.trial_id for r in rows if _claimable(r, at, failed_before) is None}
+            free = {r.trial_id for r in rows
+                    if _claimable(r, at, failed_before, dead=dead) is None}
             return [tid for tid in trial_ids if tid in free]
+
+    def lease_expiry(self, study: str, trial_ids: list[str]) -> datetime | None:
+        """The earliest lease expiry among ``trial_ids`` still running (None: none is)."""
+        with self.session() as s:  # type: ignore[attr-defined]
+            rows = s.scalars(select(TrialRow.lease_expires_at).join(StudyRow).where(
+                StudyRow.name == study, TrialRow.trial_id.in_(trial_ids),
+                TrialRow.status == "running", TrialRow.lease_expires_at.is_not(None)))
+            return min(rows, default=None)
 
     def database_time(self) -> datetime:
         """Now by the clock that leases are measured with."""
