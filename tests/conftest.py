@@ -44,6 +44,15 @@ latency_warmup = 1
 """
 
 
+@pytest.fixture(autouse=True)
+def user_cache_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Each test its own empty per-user cache (cost cache): never the real home's, and no
+    figures carried from one test to the next. Subprocesses inherit it."""
+    path = tmp_path_factory.mktemp("ablate-cache")
+    monkeypatch.setenv("ABLATE_CACHE_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"

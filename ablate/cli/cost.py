@@ -31,7 +31,22 @@ def parse_resolution(text: str) -> list[int]:
     return [int(height), int(width)]
 
 
+def _clear_cache(ctx, param, value: bool) -> None:
+    """``--clear-cache``: empty the per-user cost cache and exit (no recipe needed)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from ablate.cost.cache import clear
+
+    folder, count = clear()
+    click.echo(f"removed {count} cached architecture cost(s) from {folder}")
+    ctx.exit(0)
+
+
 @main.command("cost")
+@click.option("--clear-cache", is_flag=True, is_eager=True, expose_value=False,
+              callback=_clear_cache,
+              help="Empty the per-user cost cache ablate plan and run use "
+                   "($ABLATE_CACHE_DIR, else ~/.cache/ablate) and exit.")
 @recipe_argument
 @click.option("--trial", "trial_ids", multiple=True, metavar="ID",
               help="Only this trial (id or id prefix); repeatable.")
@@ -65,6 +80,7 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
         ablate cost recipes/mnv3_expansion.toml
         ablate cost recipes/mnv3_expansion.toml --diff conventional proposed
         ablate cost recipes/torchvision_baselines.toml --variant lraspp_mobilenet_v3_large --json
+        ablate cost --clear-cache
     """
     from ablate.cost.analyse import analyse_spec
     from ablate.recipes.loader import load_recipe
