@@ -110,12 +110,19 @@ def test_wait_takes_over_a_trial_once_its_holder_s_lease_expires(tmp_path):
     store.upsert_study("three")
     store.register_trials("three", trials)
     far = {"host": "another-machine", "pid": 1, "executor": "local", "job_id": None}
-    store.claim("three", trials[0].trial_id, far, 4.0)
+    store.claim("three", trials[0].trial_id, far, 600.0)
     base = ["run", str(recipe), "--db", str(db), "--runs-dir", str(tmp_path / "runs")]
     out = CliRunner().invoke(main, base)
     assert out.exit_code == 0, out.output
     assert "left 1 to other runners (1 running)" in out.output
     assert "or add --wait to wait for them here" in out.output
+    from datetime import timedelta
+
+    from ablate.store.models import TrialRow
+
+    with store.session() as s:  # the far holder stopped renewing: 3 s of lease left
+        row = s.query(TrialRow).filter(TrialRow.trial_id == trials[0].trial_id).one()
+        row.lease_expires_at = store.database_time() + timedelta(seconds=3)
     out = CliRunner().invoke(main, [*base, "--wait"])
     assert out.exit_code == 0, out.output
     assert "waiting for 1 trial(s) other runners hold; the first lease expires at" in out.output
