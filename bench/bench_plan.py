@@ -12,6 +12,12 @@ shared machine inflates far less than the wall time):
                       architecture's cost is in the database (goal: within 3 s on 2 cores)
   plan 20k --json     the same with every row printed as JSON
   refuse 10M          wall time until `plan` of a 10,000,000-trial grid exits 2
+  quick-start ...     `plan recipes/quickstart.toml` (12 trials, 4 architectures)
+  20k x 4 arch ...    `plan` of 20,000 trials over 4 architectures (--max-trials 20000)
+                      each "no db" (no database: plan creates none) or "db" (a new empty
+                      database), "1st" with an empty cost cache ($ABLATE_CACHE_DIR) and
+                      "later" the median of the next calls (goals from the second call
+                      on: quick-start within 1 s, 20k x 4 within 3 s)
 """
 
 from __future__ import annotations
@@ -59,6 +65,17 @@ def recipe_20k() -> str:
         f'\n[grid]\n"train.lr" = [{lrs}]\n"train.weight_decay" = [{wds}]\n')
 
 
+def recipe_20k_4arch() -> str:
+    """2 heads x 2 last-expansion settings (4 architectures) x 50 learning rates x
+    25 weight decays x 4 seeds = 20,000 trials."""
+    lrs = ", ".join(f"{0.001 * (i + 1):.3f}" for i in range(50))
+    wds = ", ".join(f"{1e-5 * (i + 1):.5f}" for i in range(25))
+    return BASE.format(name="plan20k4", seeds="0, 1, 2, 3") + (
+        '\n[grid]\n"model.head" = ["lraspp", "deeplabv3plus"]\n'
+        '"model.keep_last_expansion" = [true, false]\n'
+        f'"train.lr" = [{lrs}]\n"train.weight_decay" = [{wds}]\n')
+
+
 def recipe_10m() -> str:
     """1,000 x 1,000 x 10 = 10,000,000 trials."""
     lrs = ", ".join(f"{0.0001 * (i + 1):.4f}" for i in range(1000))
@@ -87,10 +104,13 @@ def _child_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(cmd: list[str], src: Path, limit: float) -> tuple[float | None, int, str]:
+def timed(cmd: list[str], src: Path, limit: float,
+          cache: Path) -> tuple[float | None, int, str]:
     """Wall seconds (None past ``limit``), exit code and the last stderr line; the CPU
-    seconds the process used go to ``CPU_TIMES["last"]`` (robust on a shared machine)."""
-    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
+    seconds the process used go to ``CPU_TIMES["last"]`` (robust on a shared machine).
+    ``cache``: the per-user cost cache the command sees (never the real one)."""
+    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1",
+               ABLATE_CACHE_DIR=str(cache))
     start, cpu = time.perf_counter(), _child_cpu()
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit,
@@ -108,6 +128,7 @@ def measure(label: str, src: Path, tmp: Path, repeats: int, limit_10m: float) ->
     py = sys.executable
     db = str(tmp / f"{label}.db")
     r20k, r10m = tmp / "plan20k.toml", tmp / "plan10m.toml"
+    cache = tmp / f"{label}-cache"  # the cost cache these commands see: empty at first
     # fill the cost cache: `plan` writes costs into an existing database
     subprocess.run([py, "-m", "ablate", "db", "upgrade", "--db", db], check=True,
                    capture_output=True, env=dict(os.environ, PYTHONPATH=str(src)), cwd=src)
@@ -115,7 +136,7 @@ def measure(label: str, src: Path, tmp: Path, repeats: int, limit_10m: float) ->
                               text=True, env=dict(os.environ, PYTHONPATH=str(src)), cwd=src).stdout
     limit = ["--max-trials", "20000"] if "--max-trials" in helptext else []  # older code: none
     plan = [py, "-m", "ablate", "plan", str(r20k), "--db", db, *limit]
-    wall, rc, tail = timed(plan, src, 600)
+    wall, rc, tail = timed(plan, src, 600, cache)
     if rc != 0:
         raise SystemExit(f"{label}: plan failed: {tail}")
     out: dict = {"plan 20k (cold, 1 arch costed)": wall,
@@ -123,14 +144,46 @@ def measure(label: str, src: Path, tmp: Path, repeats: int, limit_10m: float) ->
     for name, extra in (("plan 20k (cached)", []), ("plan 20k --json", ["--json"])):
         runs, cpus = [], []
         for _ in range(repeats):
-            runs.append(timed([*plan, *extra], src, 600)[0])
+            runs.append(timed([*plan, *extra], src, 600, cache)[0])
             cpus.append(CPU_TIMES["last"])
         out[name] = statistics.median(r for r in runs if r is not None)
         out[f"{name} CPU s"] = statistics.median(cpus)
-    wall, rc, tail = timed([py, "-m", "ablate", "plan", str(r10m), "--db", db], src, limit_10m)
+    wall, rc, tail = timed([py, "-m", "ablate", "plan", str(r10m), "--db", db], src, limit_10m,
+                         cache)
     out["refuse 10M"] = wall
     out["refuse 10M CPU s"] = CPU_TIMES["last"]
     out["refuse 10M exit"] = f"exit {rc}: {tail[:110]}"
+    out.update(first_and_later(label, src, tmp, repeats))
+    return out
+
+
+def first_and_later(label: str, src: Path, tmp: Path, repeats: int) -> dict:
+    """`plan` of the quick-start and of 20k trials over 4 architectures, without and with
+    a database: the first call on an empty cost cache, then the median of later calls."""
+    py, out = sys.executable, {}
+    cases = (("quick-start", ROOT / "recipes" / "quickstart.toml", []),
+             ("20k x 4 arch", tmp / "plan20k4.toml", ["--max-trials", "20000"]))
+    for name, recipe, extra in cases:
+        for where in ("no db", "db"):
+            case = tmp / f"{label}-{name.replace(' ', '')}-{where.replace(' ', '')}"
+            case.mkdir()
+            db = case / "plan.db"  # "no db": never created, plan creates none
+            if where == "db":
+                subprocess.run([py, "-m", "ablate", "db", "upgrade", "--db", str(db)],
+                               check=True, capture_output=True, cwd=src,
+                               env=dict(os.environ, PYTHONPATH=str(src)))
+            plan = [py, "-m", "ablate", "plan", str(recipe), "--db", str(db), *extra]
+            wall, rc, tail = timed(plan, src, 600, case / "cache")
+            if rc != 0:
+                raise SystemExit(f"{label}: {name} ({where}) failed: {tail}")
+            out[f"{name}, {where}: 1st"] = wall
+            out[f"{name}, {where}: 1st CPU s"] = CPU_TIMES["last"]
+            runs, cpus = [], []
+            for _ in range(repeats):
+                runs.append(timed(plan, src, 600, case / "cache")[0])
+                cpus.append(CPU_TIMES["last"])
+            out[f"{name}, {where}: later"] = statistics.median(r for r in runs if r is not None)
+            out[f"{name}, {where}: later CPU s"] = statistics.median(cpus)
     return out
 
 
@@ -147,6 +200,7 @@ def main() -> None:
         tmp = Path(name)
         (tmp / "plan20k.toml").write_text(recipe_20k())
         (tmp / "plan10m.toml").write_text(recipe_10m())
+        (tmp / "plan20k4.toml").write_text(recipe_20k_4arch())
         columns = {"now": measure("now", ROOT, tmp, args.repeats, args.limit_10m)}
         if args.before:
             old = extract(args.before, tmp / "before")
