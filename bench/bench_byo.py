@@ -94,9 +94,10 @@ def main() -> None:
 
     print(describe(f"torch {torch.__version__}, threads {torch.get_num_threads()}"))
     print(f"command: .venv/bin/python bench/bench_byo.py --repeats {args.repeats}")
-    env = {**os.environ, "PYTHONPATH": str(EXAMPLE)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        # "cold" means an empty per-user cost cache too: a throwaway one, not ~/.cache's
+        env = {**os.environ, "PYTHONPATH": str(EXAMPLE), "ABLATE_CACHE_DIR": f"{tmp}/cache"}
         for label, text in (("user model (custom_unet)", USER),
                             ("built-in (mnv3-small lraspp)", BUILTIN)):
             recipe = Path(tmp) / f"{label.split()[0]}.toml"
