@@ -52,3 +52,23 @@ class SchemaVersionError(StoreError):
 
 class TrialFailed(AblateError):
     """A trial stopped with an error (divergence, bad configuration found late)."""
+
+
+def one_line(text: object, limit: int | None = 300) -> str:
+    """The first non-empty line of ``text``, its whitespace collapsed, at most ``limit``
+    characters (the middle elided, so the start and the end both show)."""
+    lines = [" ".join(line.split()) for line in str(text).strip().splitlines()]
+    line = next((x for x in lines if x), "")
+    if limit is None or len(line) <= limit:
+        return line
+    keep = limit - 3
+    return line[: keep - keep // 3] + "..." + line[len(line) - keep // 3:]
+
+
+def error_line(err: BaseException, limit: int | None = 300, *, with_type: bool = False) -> str:
+    """An exception as one line: its first line (a database driver's own message where
+    SQLAlchemy wraps one), else its type's name; ``with_type`` prefixes the type."""
+    line = one_line(getattr(err, "orig", None) or err, None) or type(err).__name__
+    if with_type and not line.startswith(type(err).__name__):
+        line = f"{type(err).__name__}: {line}"
+    return one_line(line, limit)

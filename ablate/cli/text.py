@@ -7,6 +7,8 @@ shown as text, never obeyed.
 
 from __future__ import annotations
 
+from ablate import errors
+
 MAX_ERROR = 600  # characters of one error line; longer ones are elided in the middle
 
 
@@ -28,9 +30,6 @@ def terminal(text: object) -> str:
 
 
 def one_line(text: object, limit: int = MAX_ERROR) -> str:
-    """An error message as one printable line of at most ``limit`` characters."""
-    line = visible(" ".join(str(text).strip().splitlines()))
-    if len(line) <= limit:
-        return line
-    keep = limit - 3
-    return line[: keep - keep // 3] + "..." + line[len(line) - keep // 3:]
+    """An error message, every line of it, as one printable line of at most ``limit``
+    characters (``ablate.errors.one_line`` after joining the lines)."""
+    return errors.one_line(visible(" ".join(str(text).split())), limit)

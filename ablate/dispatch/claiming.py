@@ -20,6 +20,7 @@ from ablate.clock import utc_now_iso
 from ablate.dispatch.leases import CLAIMS_LOG, HEARTBEATS_PER_LEASE, LeaseLost
 from ablate.dispatch.liveness import holder_is_dead, this_process
 from ablate.errors import StoreError
+from ablate.store.target import sqlite_path
 
 
 def holder_identity(executor: str) -> dict[str, Any]:
@@ -153,11 +154,9 @@ def _store(url: str):
 def worker_url(url: str) -> str:
     """The database URL as workers elsewhere (Slurm jobs, other folders) must see it:
     a relative SQLite path made absolute."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
-        path = url[len(prefix):]
-        if not path.startswith("/"):
-            return prefix + str(Path(path).absolute())
+    path = sqlite_path(url)
+    if path and not path.startswith("/"):
+        return "sqlite:///" + str(Path(path).absolute())
     return url
 
 

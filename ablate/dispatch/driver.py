@@ -20,6 +20,7 @@ from ablate.dispatch.results import ingest_results, run_dir_for
 from ablate.errors import RecipeError, StoreError, UserInputError
 from ablate.recipes.loader import Recipe, load_recipe
 from ablate.store import CostRecord, Store
+from ablate.store.target import sqlite_path
 from ablate.trials.expand import DEFAULT_MAX_TRIALS, Trial, expand, parse_set
 from ablate.trials.ids import spec_dict
 
@@ -39,11 +40,8 @@ def default_runs_root(db: str | None = None) -> Path:
         return Path(env).expanduser()
     from ablate.store import resolve_url
 
-    url = resolve_url(db)
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
-        return Path(url[len(prefix):]).expanduser().parent / "runs"
-    return Path(DEFAULT_RUNS_ROOT)
+    path = sqlite_path(resolve_url(db))
+    return Path(path).expanduser().parent / "runs" if path else Path(DEFAULT_RUNS_ROOT)
 
 
 def resolve_runs_root(runs_dir: str | None, db: str | None = None) -> Path:
@@ -154,7 +152,9 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
               on_event: Callable[[TrialJob, dict[str, Any]], None] | None = None,
               on_plan: Callable[[list[TrialJob], int, int], None] | None = None,
               wait: bool = False,
-              on_wait: Callable[[int, datetime | None], None] | None = None) -> RunSummary:
+              on_wait: Callable[[int, datetime | None], None] | None = None,
+              tracking: tuple[str, ...] = (),
+              tracking_options: dict[str, Any] | None = None) -> RunSummary:
     """Record the study and its trials, then run those not done; failed ones run again
     unless ``skip_failed``. Nothing is recorded when an input is missing or a model
     cannot be built. ``runs_root`` defaults to the store's (``default_runs_root``).
@@ -191,7 +191,9 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
     jobs = [TrialJob(recipe.name, t.trial_id, t.name, spec_dict(t.spec),
                      str(run_dir_for(runs_root, recipe.name, t.trial_id)),
                      db=worker_url(store.url), lease_seconds=lease_seconds,
-                     failed_before=started.isoformat()) for t in todo]
+                     failed_before=started.isoformat(), tracking=tuple(tracking),
+                     track_info=_track_info(t, tracking_options) if tracking else None)
+            for t in todo]
     if force:
         for job in jobs:  # a forced rerun starts from scratch, not from a checkpoint
             _remove_run_state(Path(job.run_dir))
@@ -235,6 +237,12 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
         if free:
             executor.run([job for job in jobs if job.trial_id in free], handle)
     return summary
+
+
+def _track_info(trial: Trial, options: dict[str, Any] | None) -> dict[str, Any]:
+    """What trackers record of a trial (``ablate.track``): plain data, it is pickled."""
+    return {"axes": dict(trial.axes), "seed": trial.seed, "variant": trial.variant,
+            "config_name": trial.config_name, "options": dict(options or {})}
 
 
 WAIT_POLL_S = 5.0  # how often a waiting runner looks at the trials others hold

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ablate.errors import UserInputError
+from ablate.errors import UserInputError, one_line
 
 MAX_MESSAGE = 292  # characters of one problem line: with "Error: " at most 300
 
@@ -41,15 +41,6 @@ LAYOUTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     )),
 }
 SBD_DIRS = ("SBD", "benchmark_RELEASE/dataset")
-
-
-def clip(message: str, limit: int = MAX_MESSAGE) -> str:
-    """One line of at most ``limit`` characters: the first line, middle elided if long."""
-    line = " ".join(message.strip().splitlines()[0].split()) if message.strip() else ""
-    if len(line) <= limit:
-        return line
-    keep = limit - 3
-    return line[: keep - keep // 3] + "..." + line[len(line) - keep // 3:]
 
 
 def _hint(trial: Any) -> str:
@@ -256,7 +247,7 @@ def find_problems(trials: list[Any], source: str | None = None) -> list[str]:
         for line in (f"{where}trial {trial.name}: {problem}", f"{where}{problem}", problem):
             if len(line) <= MAX_MESSAGE:
                 break
-        out.append(clip(line))
+        out.append(one_line(line, MAX_MESSAGE))
 
     def data_key(trial: Any) -> tuple:
         # only the fields the checks read: cheap enough for a 20,000-trial grid

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ablate.cost.latency import time_calls
+from ablate.errors import error_line
 from ablate.evaluate.runtime_keys import (
     NEEDS,
     PARITY_MIOU_TOLERANCE,
@@ -42,12 +43,6 @@ REASON_LENGTH = 200
 
 class RuntimeUnsupported(Exception):
     """The model cannot be exported or compiled for a runtime; the message says why."""
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    line = f"{type(err).__name__}: {text[0] if text else ''}".strip()
-    return line if len(line) <= REASON_LENGTH else line[: REASON_LENGTH - 3] + "..."
 
 
 class _Logits(nn.Module):
@@ -177,7 +172,7 @@ def prepare(runtime: str, model: nn.Module, example: torch.Tensor, device: torch
     except RuntimeUnsupported:
         raise
     except Exception as err:  # an exporter or compiler refusal is a finding, not a crash
-        raise RuntimeUnsupported(_one_line(err)) from err
+        raise RuntimeUnsupported(error_line(err, REASON_LENGTH, with_type=True)) from err
     finally:
         model.eval()  # exporters restore the mode they found; keep evaluation mode
 
@@ -295,7 +290,7 @@ def measure_runtimes(model: nn.Module, resolution: tuple[int, int], device: torc
                     # at least one untimed call: the first of a new shape may compile
                     times = time_batches(runner, x, device, max(warmup, 1), runs)
                 except Exception as err:  # e.g. out of memory at a large batch
-                    detail.setdefault("failed_batch_sizes", {})[str(bs)] = _one_line(err)
+                    detail.setdefault("failed_batch_sizes", {})[str(bs)] = error_line(err, REASON_LENGTH, with_type=True)
                     continue
                 report.metrics[metric_key("latency_ms", runtime, bs)] = statistics.median(times)
                 report.metrics[metric_key("latency_ms_p90", runtime, bs)] = _p90(times)
@@ -340,7 +335,7 @@ def _parity(model: nn.Module, runners: dict[str, Runner], others: list[str], ima
                 try:
                     out = runners[runtime].run(batch).float().cpu()
                 except Exception as err:  # a shape the export did not foresee
-                    parity[runtime].problem = parity[runtime].problem or _one_line(err)
+                    parity[runtime].problem = parity[runtime].problem or error_line(err, REASON_LENGTH, with_type=True)
                     continue
                 parity[runtime].update(logits, out, labels)
     eager_miou = reference.compute().miou

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ablate.catalog import MODELS
-from ablate.errors import UserInputError
+from ablate.errors import UserInputError, error_line
 from ablate.recipes.schema import ModelSpec
 
 KEY = "model.builder"
@@ -77,7 +77,7 @@ def build_custom(spec: ModelSpec, num_classes: int) -> nn.Module:
         raise
     except Exception as err:
         raise UserInputError(
-            f"{KEY}: {label} raised {type(err).__name__}: {_one_line(err)}"
+            f"{KEY}: {label} raised {type(err).__name__}: {error_line(err)}"
         ) from err
     if not isinstance(model, nn.Module):
         raise UserInputError(
@@ -108,7 +108,7 @@ def check_model(spec: ModelSpec, num_classes: int, resolution: tuple[int, int]) 
     except Exception as err:
         raise UserInputError(
             f"{KEY}: the model {label} built raised {type(err).__name__} on a "
-            f"[1, 3, {height}, {width}] input: {_one_line(err)}"
+            f"[1, 3, {height}, {width}] input: {error_line(err)}"
         ) from err
     expected = [1, num_classes, height, width]
     if not isinstance(output, dict) or "out" not in output:
@@ -130,8 +130,3 @@ def check_model(spec: ModelSpec, num_classes: int, resolution: tuple[int, int]) 
                 f"shape {list(value.shape)} for a [1, 3, {height}, {width}] input; expected "
                 f"{expected} (N, num_classes, H, W)"
             )
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= 300 else text[:297] + "..."

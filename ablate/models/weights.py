@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ablate.errors import UserInputError
+from ablate.errors import UserInputError, error_line
 from ablate.recipes.schema import ModelSpec
 
 # The torchvision weights each backbone takes for ``weights = "imagenet"``: the enum's
@@ -94,8 +94,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a bad file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserInputError(f"{path}: cannot read a state dict: {first}") from None
+        raise UserInputError(f"{path}: cannot read a state dict: {error_line(err)}") from None
     for key in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

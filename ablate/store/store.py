@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from ablate.clock import utc_now
-from ablate.errors import StoreError
+from ablate.errors import StoreError, error_line
 from ablate.store import target
 from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded
 from ablate.store.models import CostRow, MetricRow, StudyRow, TrialRow
@@ -70,7 +70,7 @@ class Store(ClaimsMixin):
         except SQLAlchemyError as err:
             session.rollback()
             raise StoreError(f"database {self.display_url}: {type(err).__name__}: "
-                             f"{target.first_line(err, None)}") from err
+                             f"{error_line(err, None)}") from err
         except BaseException:
             session.rollback()
             raise
@@ -264,8 +264,8 @@ class Store(ClaimsMixin):
 
 def _make_engine(url: str):
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        path = target.sqlite_path(url)
+        if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 

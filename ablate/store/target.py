@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ablate.errors import DatabaseTargetError, NoDatabaseError
+from ablate.errors import DatabaseTargetError, NoDatabaseError, error_line
 
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: nothing listening or a dropped packet fails in seconds
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -84,7 +84,7 @@ def check_sqlite_file(url: str, must_exist: bool) -> None:
 def engine_error(url: str, err: BaseException) -> DatabaseTargetError:
     """``create_engine`` failed: unknown dialect, missing driver or a malformed URL."""
     shown = mask_url(url)
-    text = first_line(err)
+    text = error_line(err, 200)
     name = type(err).__name__
     if name == "NoSuchModuleError":
         dialect = url.split("://", 1)[0]
@@ -97,7 +97,7 @@ def engine_error(url: str, err: BaseException) -> DatabaseTargetError:
 
 def connect_error(url: str, err: BaseException) -> DatabaseTargetError:
     """The first connection failed: nothing listening, bad credentials, not a database."""
-    return DatabaseTargetError(f"database {mask_url(url)}: cannot connect: {first_line(err)}")
+    return DatabaseTargetError(f"database {mask_url(url)}: cannot connect: {error_line(err, 200)}")
 
 
 def connect_args(url: str) -> dict[str, Any]:
@@ -105,13 +105,6 @@ def connect_args(url: str) -> dict[str, Any]:
     if url.startswith("postgresql"):
         return {"connect_timeout": CONNECT_TIMEOUT_S}
     return {}
-
-
-def first_line(err: BaseException, limit: int | None = 200) -> str:
-    """The first line of a (SQLAlchemy) error, its driver's own message where it has one."""
-    text = str(getattr(err, "orig", None) or err).strip()
-    line = text.splitlines()[0] if text else type(err).__name__
-    return line[:limit]
 
 
 def check_has_schema(engine: Any, url: str) -> None:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from ablate.cli import main
 from ablate.dispatch import preflight
 from ablate.dispatch.driver import load_trials
+from ablate.errors import one_line
 from ablate.store import Store
 from tests.data.fixtures import write_voc
 
@@ -172,6 +173,6 @@ def test_each_distinct_spec_is_checked_once(tmp_path, write_recipe, monkeypatch)
 
 @pytest.mark.parametrize("text", ["short", "x" * 1000])
 def test_clip_keeps_one_short_line(text):
-    line = preflight.clip(text + "\nsecond line")
+    line = one_line(text + "\nsecond line", preflight.MAX_MESSAGE)
     assert "\n" not in line and len(line) <= preflight.MAX_MESSAGE
     assert line.startswith(text[:100])
