@@ -1,14 +1,16 @@
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv if missing, install, run the quick-start study, print the report
 #   make test   create .venv if missing, install, start the test services, run every test
+# and a quick one while editing:
+#   make test-fast  the unit tier: every test not marked slow (no training, no services; under a minute)
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ablate-installed
-EXTRAS := dev,coco,postgres,sbd,parquet,runtimes
+EXTRAS := dev,coco,postgres,sbd,parquet,runtimes,tensorboard
 
-.PHONY: demo test install lint bench services-start services-stop clean
+.PHONY: demo test test-fast install lint bench services-start services-stop clean
 
 install: $(STAMP)
 
@@ -26,6 +28,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	@bash tests/services/start-all.sh
 	$(BIN)/python -m pytest -p no:cacheprovider; status=$$?; bash tests/services/stop-all.sh; exit $$status
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check ablate tests bench

@@ -78,6 +78,7 @@ def test_two_by_two_main_effects_interaction_and_bonferroni_match_closed_form():
     assert set(a["configs"]) == {"a=0,b=0", "a=0,b=1", "a=1,b=0", "a=1,b=1"}
 
 
+@pytest.mark.slow
 def test_a_stated_margin_makes_an_interval_inside_it_equivalent():
     table = effects_table(two_by_two(), min_effect=20.0).set_index(["kind", "axis"])
     # A's interval [2 - 12.4, 2 + 12.4] lies within +-20; B is better; AxB within +-20 too
@@ -199,6 +200,7 @@ def test_zip_group_is_one_axis_and_variants_compare_with_baseline():
     assert table["estimate"].tolist() == pytest.approx([-5.1, 0.9, 1.0])
 
 
+@pytest.mark.slow
 def test_null_design_is_within_seed_noise_at_the_stated_rate():
     """Nothing differs: a single test rejects at about alpha, the study's family at most alpha."""
     rng = np.random.default_rng(7)

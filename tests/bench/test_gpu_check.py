@@ -55,6 +55,7 @@ def _checks():
     return list(module.CHECKS)
 
 
+@pytest.mark.slow
 def test_a_failing_or_slow_check_does_not_stop_the_others(gpu_check, monkeypatch, tmp_path,
                                                           capsys):
     def broken(cpu, work):
@@ -78,6 +79,7 @@ def test_a_failing_or_slow_check_does_not_stop_the_others(gpu_check, monkeypatch
     assert "FAIL" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_isolated_check_reports_through_its_own_process(tmp_path):
     out = tmp_path / "env.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--isolate", "--only",

@@ -76,6 +76,7 @@ def test_resolution_and_set():
     assert arch["params"] == 5_632_933  # the variant gives its class count
 
 
+@pytest.mark.slow
 def test_trial_selects_by_id_prefix():
     everything = json.loads(run(MNV3, "--json").stdout)
     assert len(everything) == 7

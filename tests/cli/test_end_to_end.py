@@ -10,6 +10,9 @@ from click.testing import CliRunner
 from ablate.cli import main
 from ablate.store import Store
 
+# trains and dispatches: the slow tier (`pytest -m "not slow"` leaves it out)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def study(tmp_path, tiny_recipe):

@@ -133,6 +133,7 @@ def test_errors(db, args, code, message):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_pareto_plots_with_x_and_log_x(db, tmp_path):
     out = tmp_path / "plots"
     result = report(db, "--pareto", "--log-x", "--out", str(out))
@@ -169,6 +170,7 @@ def test_per_class_and_curves(db, tmp_path):
     assert rows[0]["iou/background"] == pytest.approx(81.0)
 
 
+@pytest.mark.slow
 def test_html_page(db, tmp_path):
     out = tmp_path / "page"
     result = report(db, "--format", "html", "--per-class", "--curves", "--baseline",

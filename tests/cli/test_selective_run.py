@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from ablate.cli import main
 from ablate.store import Store
+
+# trains a selective network: the slow tier (`pytest -m "not slow"` leaves it out)
+pytestmark = pytest.mark.slow
 
 TINY = ["--set", "data.image_size=32", "--set", "data.train_images=8",
         "--set", "data.val_images=4", "--set", "train.epochs=1"]

@@ -76,6 +76,7 @@ MODELS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fields, resolution", MODELS)
 def test_equals_fvcore_on_real_tensors(fields, resolution):
     model = build_model(ModelSpec(**fields), 21)
@@ -144,6 +145,7 @@ TORCHVISION_BUILDERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", list(TORCHVISION_BUILDERS))
 def test_torchvision_convention_reproduces_published_gflops(weights):
     from torchvision.models import segmentation

@@ -61,6 +61,7 @@ def test_layer1_mask_net_reads_the_stride_4_map():
     assert mask_net_flops(SelectiveSpec(mask_source="layer1"), (256, 256)) == closed_form
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("side", [64, 65, 97])
 def test_resnet_tap_size_matches_torchvision(side):
     r = torchvision.models.resnet50(weights=None).eval()
@@ -140,6 +141,7 @@ def _checkerboard() -> torch.Tensor:
     return torch.stack([row, 1 - row, row, 1 - row]).view(1, 1, 4, 4)
 
 
+@pytest.mark.slow
 def test_all_zero_mask_costs_the_os8_model_plus_the_mask_net(spec, reference):
     density = mask_density_stats([torch.zeros(2, 1, 4, 4)])["mean"]
     cost = selective_cost(spec, CLASSES, RES, density, device="cpu")
@@ -150,6 +152,7 @@ def test_all_zero_mask_costs_the_os8_model_plus_the_mask_net(spec, reference):
     assert cost["gflops_dense"] == cost["gflops_effective"]
 
 
+@pytest.mark.slow
 def test_all_one_mask_costs_the_os16_path_plus_the_mask_net(spec, reference):
     density = mask_density_stats([torch.ones(1, 4, 4)])["mean"]
     cost = selective_cost(spec, CLASSES, RES, density, device="cpu")
@@ -162,6 +165,7 @@ def test_all_one_mask_costs_the_os16_path_plus_the_mask_net(spec, reference):
     assert reference["os16"] < reference["os16_path"]
 
 
+@pytest.mark.slow
 def test_checkerboard_mask_costs_halfway(spec, reference):
     density = mask_density_stats([_checkerboard()])["mean"]
     cost = selective_cost(spec, CLASSES, RES, density, device="cpu")
@@ -219,6 +223,7 @@ class _LowPathNetwork(_OS16Path):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear")
 
 
+@pytest.mark.slow
 def test_sparse_execution_at_density_1_costs_the_low_path_network(reference):
     sparse = ModelSpec.model_validate({
         "backbone": "resnet50", "head": "deeplabv3", "output_stride": 8,
@@ -232,6 +237,7 @@ def test_sparse_execution_at_density_1_costs_the_low_path_network(reference):
     assert at[0.5] == pytest.approx((at[0.0] + at[1.0]) / 2, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_selective_latency_times_sparse_and_dense_emulation():
     from ablate.cost.selective import selective_latency
     from ablate.models.selective import build_selective_deeplabv3

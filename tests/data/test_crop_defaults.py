@@ -81,6 +81,7 @@ def test_uneven_batch_is_one_line_naming_crop_size(tmp_path, workers):
                             "or train.batch_size = 1")
 
 
+@pytest.mark.slow
 def test_quickstart_switched_to_voc_trains(tmp_path):
     """The issue's command: the quick-start with data.name=voc2012 on uneven images."""
     _voc(tmp_path / "voc", [(20, 24), (30, 18), (26, 22), (20, 24)])

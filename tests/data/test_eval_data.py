@@ -77,6 +77,7 @@ def test_validation_set_comes_from_eval_data(tmp_path):
     assert eval_resolution(_spec(tmp_path, tmp_path, eval_size=[40, 48])) == (40, 48)
 
 
+@pytest.mark.slow
 def test_trial_trains_on_coco_and_validates_on_voc(tmp_path):
     _coco(tmp_path / "coco")
     _voc(tmp_path / "voc")
@@ -139,6 +140,7 @@ def test_preflight_names_the_evaluation_root(tmp_path):
     assert problem.endswith("--set data.name=shapes --set eval_data.name=shapes")
 
 
+@pytest.mark.slow
 def test_cli_run_with_eval_data(tmp_path, tiny_recipe, write_recipe):
     """Through the whole path: spec stored, sent to the worker, validated back, trained."""
     from click.testing import CliRunner

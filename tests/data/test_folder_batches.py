@@ -88,6 +88,7 @@ def test_no_random_rescale_without_a_crop():
         {"data": {"name": "shapes", "scale_range": [0.5, 2.0]}}))
 
 
+@pytest.mark.slow
 def test_equal_size_images_train_without_a_crop(tmp_path):
     write_images(tmp_path / "data", [(32, 32)] * 8)
     result = run(tmp_path)
@@ -110,6 +111,7 @@ def test_unequal_sizes_are_refused_before_anything_is_recorded(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "recipe.toml"]
 
 
+@pytest.mark.slow
 def test_unequal_sizes_train_with_a_crop_or_one_image_a_batch(tmp_path):
     write_images(tmp_path / "data", [(40, 40), (32, 36), (32, 32), (41, 54)])
     assert run(tmp_path, "--set", "data.crop_size=32").exit_code == 0
@@ -139,6 +141,7 @@ def test_a_mask_of_another_size_is_named_up_front(tmp_path):
     assert not (tmp_path / "r.db").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit,ok", [(2, True), (None, False)])
 def test_only_the_images_a_trial_reads_are_checked(tmp_path, limit, ok):
     write_images(tmp_path / "data", [(32, 32), (32, 32), (48, 48)])

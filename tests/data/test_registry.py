@@ -101,6 +101,7 @@ def test_val_loader_batches_variable_sizes(voc_spec):
     assert (labels[0, 8:] == 255).all() and (labels[1, :, 6:] == 255).all()
 
 
+@pytest.mark.slow
 def test_worker_augmentation_is_reproducible_from_the_loader_seed(voc_spec):
     train = build_datasets(voc_spec).train
     options = {"batch_size": 1, **loader_options(voc_spec, "cpu"), "persistent_workers": False}

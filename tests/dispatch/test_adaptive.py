@@ -151,6 +151,7 @@ def test_decide_takes_the_configurations_of_open_effects_only():
     assert decide(effects.iloc[[0, 2]].itertuples(index=False)).settled
 
 
+@pytest.mark.slow
 def test_a_round_cut_short_is_finished_before_a_new_seed_is_added(tmp_path):
     recipe = parse_recipe(RECIPE.replace("SEEDS", "[0, 1]"), "adaptive.toml")
     store = Store(f"sqlite:///{tmp_path / 'a.db'}")
@@ -170,6 +171,7 @@ def test_a_round_cut_short_is_finished_before_a_new_seed_is_added(tmp_path):
     assert set(executor.runs.values()) == {1} and len(executor.runs) == 8
 
 
+@pytest.mark.slow
 def test_the_design_is_recorded_and_other_settings_are_refused(tmp_path):
     from ablate.analysis.design import Design
     from ablate.errors import UserInputError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from ablate.cli import main
@@ -29,6 +30,7 @@ def test_environment_overrides_and_the_option_wins(tmp_path, monkeypatch):
     assert resolve_runs_root(str(tmp_path / "flag"), str(tmp_path / "x.db")) == tmp_path / "flag"
 
 
+@pytest.mark.slow
 def test_two_databases_keep_their_own_results(tmp_path, tiny_recipe, monkeypatch):
     monkeypatch.delenv(RUNS_DIR_ENV, raising=False)
     first, second = tmp_path / "one" / "a.db", tmp_path / "two" / "b.db"

@@ -160,6 +160,7 @@ def _check_parity(model: nn.Module, runtime: str, size: int = 32,
     return m
 
 
+@pytest.mark.slow
 def test_every_builtin_backbone_and_head_pair_is_covered():
     pairs = _buildable()
     # fcn8s reads SqueezeNet's pool taps only; LR-ASPP needs a stride-8 tap SqueezeNet lacks
@@ -168,6 +169,7 @@ def test_every_builtin_backbone_and_head_pair_is_covered():
     assert len(pairs) == 4 * 4 + 4 == 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, head", _buildable())
 def test_onnxruntime_parity_for_every_builtin_model(backbone, head):
     pytest.importorskip("onnxruntime")
@@ -178,6 +180,7 @@ def test_onnxruntime_parity_for_every_builtin_model(backbone, head):
     assert model.training  # measuring leaves the model's mode as it found it
 
 
+@pytest.mark.slow
 def test_onnxruntime_parity_for_selective_downsampling():
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
@@ -261,6 +264,7 @@ latency_threads = 1
 """
 
 
+@pytest.mark.slow
 def test_a_study_records_runtime_figures_and_the_report_shows_them(write_recipe, tmp_path):
     pytest.importorskip("onnxruntime")
     import json

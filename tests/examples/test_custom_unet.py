@@ -80,6 +80,7 @@ def test_example_recipe_runs_and_reports_every_configuration(study):
     assert {r["status"] for r in edited} == {"pending"}
 
 
+@pytest.mark.slow
 def test_installed_example_registers_its_model_through_the_entry_point(study):
     """pip-installed (into a folder on PYTHONPATH, offline): `ablate models` lists the
     plugin from its real entry point, and `model.builder = "custom_unet"` costs it."""

@@ -324,6 +324,7 @@ def test_cost_breakdown_and_diff_of_user_models(user_pkg, write_recipe):
     assert modules["conv"]["params_a"] == 112 and modules["conv"]["params_b"] == 168
 
 
+@pytest.mark.slow
 def test_killed_user_model_trial_resumes_to_the_same_weights(user_pkg, tmp_path):
     from ablate.train.checkpoint import CHECKPOINT_NAME
     from ablate.train.loop import train_and_evaluate

@@ -287,6 +287,7 @@ def test_mask_one_takes_the_low_path_and_zero_the_high_path(model):
             assert torch.equal(blended[..., y, x_], source)
 
 
+@pytest.mark.slow
 def test_gradients_reach_the_mask_net_through_the_straight_through_mask(model):
     torch.manual_seed(1)
     model.train()

@@ -48,6 +48,7 @@ def _masks() -> dict[str, torch.Tensor]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(_masks()))
 def test_sparse_equals_dense_emulation(model, name):
     x = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(7))
@@ -61,6 +62,7 @@ def test_sparse_equals_dense_emulation(model, name):
     assert (shortcut - dense).abs().max() <= TOL * dense.abs().max()
 
 
+@pytest.mark.slow
 def test_density_0_is_the_plain_output_stride_8_network(model):
     x = torch.randn(1, 3, *SIZE)
     with torch.no_grad():
@@ -71,6 +73,7 @@ def test_density_0_is_the_plain_output_stride_8_network(model):
     assert (sparse - plain).abs().max() <= TOL * plain.abs().max()
 
 
+@pytest.mark.slow
 def test_density_1_is_the_low_path_network(model):
     x = torch.randn(1, 3, *SIZE)
     with torch.no_grad():
@@ -82,6 +85,7 @@ def test_density_1_is_the_low_path_network(model):
     assert (sparse - low).abs().max() <= TOL * low.abs().max()
 
 
+@pytest.mark.slow
 def test_low_head_rates_are_divided_by_the_patch():
     model = _model()
     rates = [b[0].dilation[0] for b in model.low_head.aspp.convs[1:-1]]
@@ -89,6 +93,7 @@ def test_low_head_rates_are_divided_by_the_patch():
     assert model.low_head.aspp.convs[1][0].weight is model.head.aspp.convs[1][0].weight
 
 
+@pytest.mark.slow
 def test_evaluation_runs_sparse_and_training_the_differentiable_emulation():
     model = _model()
     x = torch.randn(2, 3, *SIZE)
@@ -104,6 +109,7 @@ def test_evaluation_runs_sparse_and_training_the_differentiable_emulation():
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.slow
 def test_dense_execution_checkpoint_fills_the_low_head():
     dense = _model(execution="dense", seed=1)
     sparse = _model(execution="sparse", seed=2)
@@ -155,6 +161,7 @@ def test_blob_masks_are_compact():
     assert boundary(blobs) < boundary(scattered) / 3
 
 
+@pytest.mark.slow
 def test_sparse_runs_under_autocast_in_float32():
     model = _model()
     x, mask = torch.randn(1, 3, *SIZE), forced_mask(GRID, 0.5)

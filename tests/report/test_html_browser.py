@@ -18,6 +18,9 @@ from ablate.trials.expand import expand
 from tests.report.browser import Chromium
 from tests.report.fake_store import add_study
 
+# starts a headless browser: the slow tier (`pytest -m "not slow"` leaves it out)
+pytestmark = pytest.mark.slow
+
 SERVICE = Path(__file__).resolve().parents[1] / "services" / "chromium.sh"
 EVIL = "<script>alert(1)</script>"
 RECIPE = """

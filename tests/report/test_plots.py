@@ -125,6 +125,7 @@ def _covered_points(fig) -> list[tuple[str, int]]:
             if box.x0 - radius < cx < box.x1 + radius and box.y0 - radius < cy < box.y1 + radius]
 
 
+@pytest.mark.slow
 def test_legend_and_labels_cover_no_point():
     """The quick-start's shape: the worst configuration sits at the lower right, where the
     legend used to be drawn; and a crowded random layout."""

@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from ablate.recipes.loader import parse_recipe
 from ablate.store import Store
 from ablate.store.claims import Busy, Claim
@@ -38,6 +40,7 @@ def result(trial_id: str, epoch: int | None, miou: float) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_a_claimed_trial_is_busy_for_others_until_its_lease_expires(db_url):
     store = Store(db_url)
     tid = study(store)[0]

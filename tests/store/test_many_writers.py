@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import traceback
 
+import pytest
+
 from ablate.recipes.loader import parse_recipe
 from ablate.store import CostRecord, Store
 from ablate.trials.expand import expand
@@ -50,6 +52,7 @@ def _context():
     return mp.get_context("fork")
 
 
+@pytest.mark.slow
 def test_many_writers_lose_nothing(db_url):
     trials = expand(parse_recipe(RECIPE, "many.toml"))
     assert len(trials) == WRITERS * TRIALS_PER_WRITER

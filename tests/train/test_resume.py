@@ -9,6 +9,9 @@ from ablate.recipes.schema import TrialSpec
 from ablate.train.checkpoint import CHECKPOINT_NAME
 from ablate.train.loop import train_and_evaluate
 
+# trains: the slow tier (`pytest -m "not slow"` leaves it out)
+pytestmark = pytest.mark.slow
+
 SPEC = TrialSpec.model_validate({
     "model": {"backbone": "mobilenet_v3_small", "head": "deeplabv3plus", "bn_momentum": 0.1},
     "data": {"name": "shapes", "classes": 3, "image_size": 32, "train_images": 24,

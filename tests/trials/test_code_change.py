@@ -14,6 +14,9 @@ from click.testing import CliRunner
 from ablate.cli import main
 from ablate.store import Store
 
+# every test's fixture trains a study: the slow tier (`pytest -m "not slow"` leaves it out)
+pytestmark = pytest.mark.slow
+
 MODEL = '''
 from torch import nn
 

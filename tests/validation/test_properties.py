@@ -18,6 +18,9 @@ from hypothesis import strategies as st
 
 from tests.validation.harness import TABLES, VALID, invoke, make_database, recipe_text, snapshot
 
+# property tests: many plans each: the slow tier (`pytest -m "not slow"` leaves it out)
+pytestmark = pytest.mark.slow
+
 # printable and control characters, no surrogates (a TOML file is UTF-8)
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 SCALARS = st.one_of(
