@@ -38,7 +38,15 @@ import pandas as pd
 
 from ablate.analysis.design import Design
 from ablate.analysis.sequential import repeated_interval
-from ablate.analysis.stats import PAIRED, UNTESTED, WELCH, contrast, intervals, p_values
+from ablate.analysis.stats import (
+    PAIRED,
+    UNTESTED,
+    WELCH,
+    contrast,
+    differences,
+    intervals,
+    p_values,
+)
 
 BETTER, WORSE = "better", "worse"
 POSITIVE, NEGATIVE = "positive", "negative"  # interactions: more (less) than additive
@@ -427,7 +435,7 @@ def compare_configs(trials: pd.DataFrame, pairs: list[tuple[str, str, str]],
     ia = lookup.get_indexer(pd.MultiIndex.from_arrays([study, a]))
     ib = lookup.get_indexer(pd.MultiIndex.from_arrays([study, b]))
     left, right = table[ia], table[ib]  # index -1 picks the all-NaN last row
-    estimate, se, df, n, method = _two_sided(left, right)
+    estimate, se, df, n, method = differences(left, right)
     p = p_values(estimate, se, df)
     low, high = intervals(estimate, se, df, np.full(len(p), alpha))
     zero = se == 0.0
@@ -452,31 +460,3 @@ def compare_configs(trials: pd.DataFrame, pairs: list[tuple[str, str, str]],
 def _sub(array: np.ndarray, index: tuple) -> np.ndarray:
     """``array[index]`` as an array, also when every axis is fixed (a scalar)."""
     return np.asarray(array[index], dtype=array.dtype)
-
-
-
-def _two_sided(left: np.ndarray, right: np.ndarray):
-    """``stats.contrast`` with weights (-1, +1), row by row over pairs x seeds arrays."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        both = ~np.isnan(left) & ~np.isnan(right)
-        n_paired = both.sum(axis=1)
-        diff = np.where(both, right - left, np.nan)
-        paired_mean = np.nansum(diff, axis=1) / n_paired
-        paired_sd = np.sqrt(np.nansum((diff - paired_mean[:, None]) ** 2, axis=1)
-                            / (n_paired - 1))
-        count_l, count_r = (~np.isnan(left)).sum(axis=1), (~np.isnan(right)).sum(axis=1)
-        mean_l = np.nansum(left, axis=1) / count_l
-        mean_r = np.nansum(right, axis=1) / count_r
-        var_l = np.nansum((left - mean_l[:, None]) ** 2, axis=1) / (count_l - 1) / count_l
-        var_r = np.nansum((right - mean_r[:, None]) ** 2, axis=1) / (count_r - 1) / count_r
-        welch_df = (var_l + var_r) ** 2 / (var_l**2 / (count_l - 1) + var_r**2 / (count_r - 1))
-        welch_df = np.where(np.isfinite(welch_df), welch_df, count_l + count_r - 2.0)
-    paired = n_paired >= 2
-    welch = ~paired & (count_l >= 2) & (count_r >= 2)
-    estimate = np.where(paired, paired_mean, mean_r - mean_l)
-    se = np.where(paired, paired_sd / np.sqrt(np.maximum(n_paired, 1)),
-                  np.where(welch, np.sqrt(var_l + var_r), np.nan))
-    df = np.where(paired, n_paired - 1.0, np.where(welch, welch_df, np.nan))
-    n = np.where(paired, n_paired, np.where(welch, count_l + count_r, n_paired))
-    method = np.where(paired, PAIRED, np.where(welch, WELCH, UNTESTED))
-    return estimate, se, df, n.astype(int), method.tolist()

@@ -116,3 +116,31 @@ def intervals(estimate: np.ndarray, se: np.ndarray, df: np.ndarray,
     with np.errstate(invalid="ignore"):
         half = np.where(se == 0.0, 0.0, stdtrit(df, 1.0 - alpha / 2.0) * se)
     return estimate - half, estimate + half
+
+
+def differences(left: np.ndarray, right: np.ndarray):
+    """``contrast`` with weights (-1, +1) (``right`` minus ``left``), vectorised over rows
+    of pairs x seeds arrays: ``(estimate, se, df, n, method)`` arrays, one per pair."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        both = ~np.isnan(left) & ~np.isnan(right)
+        n_paired = both.sum(axis=1)
+        diff = np.where(both, right - left, np.nan)
+        paired_mean = np.nansum(diff, axis=1) / n_paired
+        paired_sd = np.sqrt(np.nansum((diff - paired_mean[:, None]) ** 2, axis=1)
+                            / (n_paired - 1))
+        count_l, count_r = (~np.isnan(left)).sum(axis=1), (~np.isnan(right)).sum(axis=1)
+        mean_l = np.nansum(left, axis=1) / count_l
+        mean_r = np.nansum(right, axis=1) / count_r
+        var_l = np.nansum((left - mean_l[:, None]) ** 2, axis=1) / (count_l - 1) / count_l
+        var_r = np.nansum((right - mean_r[:, None]) ** 2, axis=1) / (count_r - 1) / count_r
+        welch_df = (var_l + var_r) ** 2 / (var_l**2 / (count_l - 1) + var_r**2 / (count_r - 1))
+        welch_df = np.where(np.isfinite(welch_df), welch_df, count_l + count_r - 2.0)
+    paired = n_paired >= 2
+    welch = ~paired & (count_l >= 2) & (count_r >= 2)
+    estimate = np.where(paired, paired_mean, mean_r - mean_l)
+    se = np.where(paired, paired_sd / np.sqrt(np.maximum(n_paired, 1)),
+                  np.where(welch, np.sqrt(var_l + var_r), np.nan))
+    df = np.where(paired, n_paired - 1.0, np.where(welch, welch_df, np.nan))
+    n = np.where(paired, n_paired, np.where(welch, count_l + count_r, n_paired))
+    method = np.where(paired, PAIRED, np.where(welch, WELCH, UNTESTED))
+    return estimate, se, df, n.astype(int), method.tolist()

@@ -241,3 +241,21 @@ def test_t_functions_agree_with_scipy_stats():
     low, high = intervals(estimate, se, df, np.full(3, 0.05))
     assert high - estimate == pytest.approx(stats.t.ppf(0.975, df) * se)
     assert estimate - low == pytest.approx(stats.t.ppf(0.975, df) * se)
+
+
+def test_vectorised_differences_equal_contrast_row_by_row():
+    from ablate.analysis.stats import differences
+
+    rng = np.random.default_rng(3)
+    left, right = rng.normal(50, 3, (40, 5)), rng.normal(51, 3, (40, 5))
+    left[rng.random((40, 5)) < 0.3] = np.nan  # unbalanced seeds: some rows pair, some Welch
+    right[:5, :] = np.nan
+    right[5:8, 2:] = np.nan
+    estimate, se, df, n, method = differences(left, right)
+    for k in range(40):
+        one = contrast(np.vstack([left[k], right[k]]), np.array([-1.0, 1.0]))
+        assert method[k] == one.method and n[k] == one.n
+        if one.testable:
+            assert (estimate[k], se[k], df[k]) == pytest.approx((one.estimate, one.se, one.df))
+        else:
+            assert math.isnan(se[k])
