@@ -46,3 +46,36 @@ def test_a_dead_holder_s_live_lease_does_not_protect_its_trial(tmp_path):
     assert store.claimable("three", [trial.trial_id], dead=holder_is_dead) == [trial.trial_id]
     taken = store.claim("three", trial.trial_id, me, 600, dead=holder_is_dead)
     assert taken.epoch == 2 and taken.taken_over["pid"] == child.pid
+
+
+def test_a_live_holder_here_keeps_its_trial_and_a_reused_pid_loses_it(tmp_path):
+    """Through the claim itself: a live process of this host with its recorded start
+    keeps the trial (lease or not); the same live pid with another start was reused."""
+    from ablate.recipes.loader import parse_recipe
+    from ablate.trials.expand import expand
+    from tests.dispatch.test_sigkill import THREE
+
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.upsert_study("three")
+    trial = expand(parse_recipe(THREE, "three.toml"))[0]
+    store.register_trials("three", [trial])
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = {"host": socket.gethostname(), "pid": holder.pid,
+                "started": process_start(holder.pid), "executor": "local", "job_id": None}
+        assert live["started"] is not None
+        store.claim("three", trial.trial_id, live, 600)
+        me = {**this_process(), "executor": "local", "job_id": None}
+        busy = store.claim("three", trial.trial_id, me, 600, dead=holder_is_dead)
+        assert busy.status == "running" and busy.holder["pid"] == holder.pid
+        assert store.claimable("three", [trial.trial_id], dead=holder_is_dead) == []
+
+        # the pid now names another process: record the holder as started at another time
+        store.reset("three", [trial.trial_id])
+        reused = {**live, "started": live["started"] + "1"}
+        store.claim("three", trial.trial_id, reused, 600)
+        taken = store.claim("three", trial.trial_id, me, 600, dead=holder_is_dead)
+        assert taken.taken_over == reused and taken.holder["pid"] == os.getpid()
+    finally:
+        holder.kill()
+        holder.wait()
