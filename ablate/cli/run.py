@@ -137,6 +137,9 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int)
               help="Wait for trials that other live runners hold: until they are recorded, "
                    "or their leases expire and this runner takes them over. (A holder "
                    "whose process died on this machine is taken over at once anyway.)")
+@click.option("--tracking", "tracking", multiple=True, type=click.Choice(["tensorboard", "mlflow"]),
+              help="Also log each trial to TensorBoard (event files in its run folder) or "
+                   "MLflow ($MLFLOW_TRACKING_URI); repeatable. Off by default.")
 @slurm_options
 @max_trials_option
 @until_decided_options
@@ -146,7 +149,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         executor: str, detach: bool, lease_seconds: float, max_trials: int,
         until_decided: bool, max_seeds: int, alpha: float, min_effect: float | None,
         spending: str, gpus: str | None = None, wait: bool = False,
-        **slurm_flags) -> None:
+        tracking: tuple[str, ...] = (), **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
     Done trials are skipped; failed ones run again (--skip-failed keeps them); an
@@ -164,6 +167,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         ablate run recipes/quickstart.toml --jobs 4 --gpus 0,1,2,3
         ablate run recipes/quickstart.toml --executor slurm --partition gpu --gpus-per-trial 1
         ablate run recipes/quickstart.toml --until-decided --max-seeds 6
+        ablate run recipes/quickstart.toml --tracking tensorboard
     """
     from ablate.dispatch.driver import load_trials, resolve_runs_root, run_study, select_trials
     from ablate.dispatch.executor import make_executor
@@ -183,6 +187,10 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     from ablate.dispatch.preflight import require_inputs
 
     require_inputs(trials, recipe_obj.path)  # before the database is even opened
+    if tracking:  # a missing package: one line now, not a warning per trial
+        from ablate.track import check_available
+
+        check_available(tracking)
     store = Store(db)
     if until_decided:  # a study grown before under other settings: refuse before running
         from ablate.dispatch.adaptive import loop_design, record_design
@@ -203,7 +211,8 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
                                 skip_failed=skip_failed, force=force, preflight=False,
                                 lease_seconds=lease_seconds, on_event=view.on_event,
                                 on_plan=view.on_plan, wait=wait,
-                                on_wait=lambda n, expiry: console.print(_waiting(n, expiry)))
+                                on_wait=lambda n, expiry: console.print(_waiting(n, expiry)),
+                                tracking=tracking)
     except KeyboardInterrupt:
         if executor == "slurm":
             console.print(f"[yellow]Interrupted.[/] The Slurm jobs keep running. Follow them with "
@@ -230,7 +239,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
                 done = run_study(round_recipe, round_trials, store, runner, runs_root=runs_dir,
                                  skip_failed=skip_failed, preflight=False,
                                  lease_seconds=lease_seconds, on_event=view.on_event,
-                                 on_plan=view.on_plan)
+                                 on_plan=view.on_plan, tracking=tracking)
             _print_summary(store, round_recipe.name, [t.trial_id for t in round_trials], done)
             summary.failed += done.failed
             return done

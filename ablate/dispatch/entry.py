@@ -34,6 +34,10 @@ class TrialJob:
     # processes that train the trial together (DistributedDataParallel), one per GPU the
     # local runner gave it; Slurm starts its ranks itself and leaves this at 1
     ranks: int = 1
+    # trackers (ablate.track): the sinks to feed, and what they record of the trial
+    # (axes, seed, variant, config name, per-sink options)
+    tracking: tuple[str, ...] = ()
+    track_info: dict[str, Any] | None = None
 
 
 def _now() -> str:
@@ -96,6 +100,9 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
             "run_dir": job.run_dir, "started_at": started}
     if claim_epoch is not None:
         base["claim_epoch"] = claim_epoch
+    trackers = _trackers(job)
+    if trackers is not None:  # they see each event before the progress display does
+        progress = trackers.wrap(progress)
     try:
         spec = TrialSpec.model_validate(job.spec)
         outcome = _train(spec, job, progress)
@@ -115,15 +122,32 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
             result["environment"]["code"] = code
         _add_conditional_cost(spec, result)
     except (KeyboardInterrupt, LeaseLost):  # no result: the trial is not finished
+        if trackers is not None:
+            trackers.finish({"status": "interrupted"})
         raise
     except Exception as err:  # recorded as the trial's failure, the study goes on
         result = {**base, "status": "failed",
                   "error": f"{type(err).__name__}: {err}\n{traceback.format_exc()}",
                   "final": {}, "epochs": [], "environment": environment()}
     result["finished_at"] = _now()
+    if trackers is not None:  # final figures and hparams; where they wrote, in environment
+        trackers.finish(result)
     if _rank() == 0:  # under DistributedDataParallel every rank runs the trial; one writes
         write_result(job.run_dir, result)
     return result
+
+
+def _trackers(job: TrialJob):
+    """The trial's tracker sinks (rank 0 only), or None when it has none."""
+    if not job.tracking or _rank() != 0:
+        return None
+    from ablate.track import TrackedTrial, open_trackers
+
+    info = dict(job.track_info or {})
+    return open_trackers(job.tracking, TrackedTrial(
+        job.study, job.trial_id, job.name, job.run_dir, axes=info.get("axes") or {},
+        seed=int(info.get("seed") or 0), variant=str(info.get("variant") or ""),
+        config_name=str(info.get("config_name") or ""), options=info.get("options") or {}))
 
 
 def _train(spec, job: TrialJob, progress) -> dict[str, Any]:

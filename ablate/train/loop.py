@@ -324,7 +324,8 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
                 seen += 1
                 if step % train.log_every == 0 or step == total_steps:
                     progress({"kind": "step", "step": step, "total_steps": total_steps,
-                              "epoch": epoch + 1, "epochs": epochs, "loss": running / seen})
+                              "epoch": epoch + 1, "epochs": epochs, "loss": running / seen,
+                              "lr": lr})  # lr: for trackers (ablate.track)
                 # not on an epoch's last step: the epoch-end checkpoint below follows with
                 # the epoch's history entry, which a resume from this one would lose
                 ends_epoch = step % steps_per_epoch == 0 or step >= total_steps

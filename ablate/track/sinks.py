@@ -1,0 +1,111 @@
+"""The fan-out from one trial's events to its tracker sinks, each guarded."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ablate.errors import UserInputError
+from ablate.track.trial import TrackedTrial
+
+Progress = Callable[[dict[str, Any]], None]
+
+# --tracking NAME -> the module that needs to import for it, and the extra that installs it
+SINKS: dict[str, tuple[str, str]] = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow"),
+}
+
+
+class Sink(Protocol):
+    name: str
+
+    def event(self, event: dict[str, Any]) -> None: ...
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any] | None: ...
+
+
+def check_available(names: list[str] | tuple[str, ...]) -> None:
+    """``--tracking``: refuse an unknown sink or one whose package is missing, before any
+    trial runs (a missing package would otherwise be one warning per trial)."""
+    import importlib.util
+
+    for name in names:
+        if name not in SINKS:
+            raise UserInputError(f"--tracking: unknown tracker {name!r}; allowed: "
+                                 f"{', '.join(SINKS)}")
+        module, extra = SINKS[name]
+        if importlib.util.find_spec(module) is None:
+            raise UserInputError(f"--tracking {name}: needs the {module} package; "
+                                 f"pip install 'ablate[{extra}]'")
+
+
+class Trackers:
+    """The sinks of one trial. ``wrap(progress)`` feeds them every event before the
+    progress display gets it; ``finish(result)`` hands them the result and records in
+    ``result['environment']['tracking']`` where each wrote (or why it stopped)."""
+
+    def __init__(self, trial: TrackedTrial, sinks: list[Sink], failures: dict[str, str]) -> None:
+        self.trial, self.sinks, self.failures = trial, sinks, dict(failures)
+
+    def _guard(self, sink: Sink, call: Callable[[], Any]) -> Any:
+        if sink.name in self.failures:
+            return None
+        try:
+            return call()
+        except Exception as err:  # a tracker never fails a trial: one warning, then quiet
+            self._failed(sink.name, err)
+            return None
+
+    def _failed(self, name: str, err: BaseException) -> None:
+        message = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        self.failures[name] = message
+        print(f"Warning: tracker {name} stopped for trial {self.trial.name}: {message}; "
+              "training continues", file=sys.stderr, flush=True)
+
+    def wrap(self, progress: Progress | None) -> Progress:
+        def tracked(event: dict[str, Any]) -> None:
+            for sink in self.sinks:
+                self._guard(sink, lambda sink=sink: sink.event(event))
+            if progress is not None:
+                progress(event)
+
+        return tracked
+
+    def finish(self, result: dict[str, Any]) -> None:
+        where: dict[str, Any] = {}
+        for sink in self.sinks:
+            info = self._guard(sink, lambda sink=sink: sink.finish(result))
+            if sink.name not in self.failures:
+                where[sink.name] = info or {}
+        for name, message in self.failures.items():
+            where[name] = {"error": message}
+        if where and isinstance(result.get("environment"), dict):
+            result["environment"]["tracking"] = where
+
+
+def open_trackers(names: list[str] | tuple[str, ...], trial: TrackedTrial) -> Trackers:
+    """The named sinks for ``trial``; one that cannot start is a warning, not an error."""
+    sinks: list[Sink] = []
+    failures: dict[str, str] = {}
+    trackers = Trackers(trial, sinks, failures)
+    for name in dict.fromkeys(names):
+        try:
+            sinks.append(_make(name, trial))
+        except Exception as err:  # e.g. the package vanished, an unwritable folder
+            trackers._failed(name, err)
+    return trackers
+
+
+def _make(name: str, trial: TrackedTrial) -> Sink:
+    # imported on demand: each sink pulls in its (heavy, optional) package
+    if name == "tensorboard":
+        from ablate.track.tensorboard import TensorBoardSink
+
+        return TensorBoardSink(trial)
+    if name == "mlflow":
+        from ablate.track.mlflow import MlflowSink
+
+        return MlflowSink(trial)
+    raise ValueError(f"unknown tracker {name!r}")

@@ -1,0 +1,119 @@
+"""--tracking tensorboard: every trial's event files hold the named scalars and hparams."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.store import Store
+from ablate.track import TrackedTrial, open_trackers
+
+pytest.importorskip("tensorboard", reason="pip install 'ablate[tensorboard]'")
+
+
+def _accumulator(path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.mark.slow
+def test_every_trial_writes_its_scalars_and_hparams(tmp_path, tiny_recipe):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    db, runs = tmp_path / "tb.db", tmp_path / "runs"
+    result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db), "--runs-dir",
+                                       str(runs), "--tracking", "tensorboard"])
+    assert result.exit_code == 0, result.output
+    trials = Store(str(db)).trials("tiny")
+    assert len(trials) == 2
+    for trial in trials:
+        log_dir = runs / "tiny" / trial.trial_id / "tensorboard"
+        assert trial.environment["tracking"] == {"tensorboard": {"log_dir": str(log_dir)}}
+        acc = _accumulator(log_dir)
+        tags = set(acc.Tags()["scalars"])
+        assert {"train/loss", "train/lr", "val/miou", "val/pixel_acc", "epoch/train_loss",
+                "final/miou", "final/pixel_acc", "final/latency_ms"} <= tags
+        # 16 images, batch 8, one epoch, log_every 1: steps 1 and 2
+        assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
+        assert [e.step for e in acc.Scalars("train/lr")] == [1, 2]
+        assert [e.step for e in acc.Scalars("val/miou")] == [2]
+        for key in ("miou", "pixel_acc", "latency_ms"):
+            (final,) = acc.Scalars(f"final/{key}")
+            assert final.value == pytest.approx(trial.metrics[key], rel=1e-6)
+        epoch = {m.key: m.value for m in Store(str(db)).epoch_metrics("tiny", trial.trial_id)}
+        assert acc.Scalars("val/miou")[0].value == pytest.approx(epoch["val_miou"], rel=1e-6)
+        assert acc.Scalars("epoch/train_loss")[0].value == pytest.approx(epoch["train_loss"],
+                                                                         rel=1e-6)
+        content = acc.PluginTagToContent("hparams")
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/session_start_info"]).session_start_info
+        assert start.hparams["model.keep_last_expansion"].string_value == (
+            "true" if trial.axes["model.keep_last_expansion"] else "false")
+        assert start.hparams["seed"].number_value == 0
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/experiment"]).experiment
+        assert [m.name.tag for m in experiment.metric_infos] == [
+            "final/miou", "final/pixel_acc", "final/latency_ms"]
+
+
+class _Boom:
+    name = "tensorboard"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def event(self, event):
+        self.calls += 1
+        raise OSError("disk full")
+
+    def finish(self, result):
+        raise AssertionError("a stopped sink is not called again")
+
+
+def test_a_failing_tracker_warns_once_and_the_events_still_flow(capsys):
+    from ablate.track.sinks import Trackers
+
+    boom = _Boom()
+    trackers = Trackers(TrackedTrial("s", "t1", "trial-1", "/nowhere"), [boom], {})
+    seen = []
+    progress = trackers.wrap(seen.append)
+    for step in (1, 2, 3):
+        progress({"kind": "step", "step": step, "loss": 1.0})
+    result = {"status": "done", "final": {"miou": 0.5}, "environment": {}}
+    trackers.finish(result)
+    assert [e["step"] for e in seen] == [1, 2, 3] and boom.calls == 1
+    assert result["environment"]["tracking"] == {"tensorboard": {"error": "OSError: disk full"}}
+    err = capsys.readouterr().err
+    assert err == ("Warning: tracker tensorboard stopped for trial trial-1: OSError: disk full; "
+                   "training continues\n")
+
+
+def test_a_tracker_that_cannot_start_is_a_warning(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    trackers = open_trackers(["tensorboard"], TrackedTrial("s", "t1", "trial-1",
+                                                           str(blocker / "run")))
+    assert trackers.sinks == [] and list(trackers.failures) == ["tensorboard"]
+    assert capsys.readouterr().err.startswith("Warning: tracker tensorboard stopped for trial "
+                                              "trial-1: ")
+
+
+def test_unknown_or_missing_tracker_is_refused(tiny_recipe, tmp_path, monkeypatch):
+    bad = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(tmp_path / "x.db"),
+                                    "--tracking", "wandb"])
+    assert bad.exit_code == 2 and "--tracking" in bad.output and "tensorboard" in bad.output
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlflow" else real(name, *a))
+    missing = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(tmp_path / "x.db"),
+                                        "--tracking", "mlflow"])
+    assert missing.exit_code == 2
+    assert missing.output.strip() == ("Error: --tracking mlflow: needs the mlflow package; "
+                                      "pip install 'ablate[mlflow]'")
+    assert not (tmp_path / "x.db").exists()
