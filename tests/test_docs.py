@@ -1,0 +1,177 @@
+"""The documentation cannot drift from the code: the recipe key reference is the schema's,
+and every command has help with an example and a row in README's command table."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.recipes import schema
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES_MD = ROOT / "docs" / "recipes.md"
+README = ROOT / "README.md"
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("gen_recipe_keys", ROOT / "docs" / "gen_recipe_keys.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("gen_recipe_keys", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+GEN = _generator()
+
+
+def _documented_rows(block: str) -> dict[str, list[tuple[str, str]]]:
+    """Section title -> (key, default) rows of the key tables in a marked block."""
+    tables: dict[str, list[tuple[str, str]]] = {}
+    title = None
+    for line in block.splitlines():
+        if line.endswith(":") and not line.startswith("|"):
+            title = line
+            tables[title] = []
+        elif line.startswith("| `") and title is not None:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tables[title].append((cells[0].strip("`"), cells[1]))
+    return tables
+
+
+def test_recipe_key_block_is_the_generated_one():
+    text = RECIPES_MD.read_text()
+    assert GEN.marked_block(text) == GEN.generate(), (
+        "docs/recipes.md's key table differs from the schema: run "
+        ".venv/bin/python docs/gen_recipe_keys.py --write")
+
+
+@pytest.mark.parametrize("where,model", [(w, m) for _, w, m in GEN.SECTIONS], ids=lambda v: str(v))
+def test_every_schema_key_and_default_is_documented(where, model):
+    """Read the marked block itself (not the generator): each field of the schema is a row
+    with its default, and each row of the section is a field of the schema."""
+    block = GEN.marked_block(RECIPES_MD.read_text())
+    title = next(t for t, w, _ in GEN.SECTIONS if w == where) + ":"
+    rows = dict(_documented_rows(block)[title])
+    fields = {info.alias or name: info for name, info in model.model_fields.items()
+              if (model.__name__, name) not in GEN.NOT_KEYS}
+    assert set(rows) == set(fields), f"{where}: documented {sorted(rows)} vs schema {sorted(fields)}"
+    for key, info in fields.items():
+        shown = GEN.toml_value(info.default)
+        assert rows[key] in (shown, f"`{shown}`"), (where, key, rows[key], info.default)
+
+
+def test_top_level_keys_are_the_loaders():
+    from ablate.recipes.loader import TOP_LEVEL_KEYS
+
+    rows = _documented_rows(GEN.marked_block(RECIPES_MD.read_text()))["Top level:"]
+    assert [k for k, _ in rows] == list(TOP_LEVEL_KEYS)
+
+
+def test_generator_refuses_a_schema_key_without_a_meaning(monkeypatch):
+    meanings = dict(GEN.MEANING)
+    del meanings["train.lr"]
+    monkeypatch.setattr(GEN, "MEANING", meanings)
+    with pytest.raises(KeyError, match="train.lr"):
+        GEN.generate()
+
+
+def test_generator_refuses_a_meaning_for_a_key_the_schema_lacks(monkeypatch):
+    monkeypatch.setattr(GEN, "MEANING", {**GEN.MEANING, "train.lr_typo": "nothing"})
+    with pytest.raises(KeyError, match="lr_typo"):
+        GEN.generate()
+
+
+def test_a_changed_default_shows_in_the_generated_block(monkeypatch):
+    field = schema.TrainSpec.model_fields["log_every"]
+    monkeypatch.setattr(field, "default", 11)
+    assert "| `log_every` | `11` |" in GEN.generate()
+    assert GEN.generate() != GEN.marked_block(RECIPES_MD.read_text())
+
+
+def test_schema_types_read_as_words():
+    block = GEN.generate()
+    assert "| `lr` | `0.01` | number in (0, 10] |" in block
+    assert "| `momentum` | `0.9` | number in [0, 1) |" in block
+    assert '| `optimizer` | `"sgd"` | "sgd", "adamw" |' in block
+    assert '| `backbone` | `"mobilenet_v3_large"` | "mobilenet_v3_large", "mobilenet_v3_small"' in block
+    assert "| `lambda` | `0.1` | number in [0, 100] |" in block  # the alias, not sparsity_weight
+    assert "| `seed` |" not in block  # set from `seeds`, never a key
+
+
+def _commands(group: click.Group = main, prefix: str = "ablate") -> list[tuple[str, click.Command]]:
+    out = []
+    for name, command in sorted(group.commands.items()):
+        if command.hidden:
+            continue
+        path = f"{prefix} {name}"
+        if isinstance(command, click.Group):
+            out += _commands(command, path)
+        else:
+            out.append((path, command))
+    return out
+
+
+COMMANDS = _commands()
+
+
+def test_the_command_list_is_not_empty():
+    names = [path for path, _ in COMMANDS]
+    assert {"ablate plan", "ablate run", "ablate report", "ablate db upgrade"} <= set(names)
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS])
+def test_every_command_has_help_with_an_example(path):
+    result = CliRunner().invoke(main, [*path.split()[1:], "--help"])
+    assert result.exit_code == 0, result.output
+    match = re.search(r"^\s*Example:\n((?:\s+ablate .*\n)+)", result.output, re.MULTILINE)
+    assert match, f"{path} --help has no 'Example:' block"
+    for line in match.group(1).splitlines():
+        assert line.strip().startswith(path + " ") or line.strip() == path, (path, line)
+
+
+def _readme_command_table() -> list[list[str]]:
+    lines = README.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| command |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS])
+def test_every_command_is_in_readmes_table_with_an_example(path):
+    rows = {row[0].strip("`").split(" [")[0].split(" RECIPE")[0].split(" STUDY")[0]: row
+            for row in _readme_command_table()}
+    assert path in rows, f"{path} has no row in README.md's command table"
+    example = rows[path][-1].strip("`")
+    assert example.startswith(path), (path, example)
+
+
+def test_readme_table_lists_no_command_that_does_not_exist():
+    paths = {p for p, _ in COMMANDS}
+    for row in _readme_command_table():
+        command = row[0].strip("`").split(" [")[0].split(" RECIPE")[0].split(" STUDY")[0]
+        assert command in paths, f"README lists {command}, which is not a command"
+
+
+def test_docs_links_resolve():
+    """Every relative link of README.md and docs/*.md names a file that exists."""
+    broken = []
+    for doc in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if target == "tools.md" or target.endswith("docs/tools.md"):
+                continue  # written by another change; may land after this one
+            if not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target}")
+    assert broken == []
