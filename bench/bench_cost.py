@@ -31,7 +31,7 @@ def main() -> None:
 
     from ablate.cost.analyse import build_on_meta
     from ablate.cost.flops import count_flops, fvcore_flops
-    from ablate.models.registry import build_model
+    from ablate.models.build import build_model
     from ablate.recipes.schema import ModelSpec
 
     start = time.perf_counter()

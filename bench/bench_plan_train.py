@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import describe  # noqa: E402
 
-from ablate.data.registry import build_datasets  # noqa: E402
-from ablate.models.registry import build_model  # noqa: E402
+from ablate.data.build import build_datasets  # noqa: E402
+from ablate.models.build import build_model  # noqa: E402
 from ablate.recipes.loader import load_recipe  # noqa: E402
 from ablate.train.loop import train_and_evaluate  # noqa: E402
 from ablate.train.schedule import lr_at  # noqa: E402

@@ -49,7 +49,7 @@ def main() -> None:
     import torch
     from machine import describe
 
-    from ablate.models.registry import build_model
+    from ablate.models.build import build_model
     from ablate.recipes.schema import ModelSpec
 
     threads = args.threads or torch.get_num_threads()

@@ -61,7 +61,7 @@ def timed(fn, x, warmup: int, runs: int, sync) -> tuple[float, float]:
 def bench_device(device: str, size: tuple[int, int], args) -> None:
     import torch
 
-    from ablate.models.registry import build_model
+    from ablate.models.build import build_model
     from ablate.models.selective import build_selective_deeplabv3
     from ablate.models.sparse import SparseSelective, forced_mask, mask_grid
     from ablate.recipes.schema import ModelSpec
@@ -113,8 +113,8 @@ def miou_table(lambdas: list[float], work: Path, epochs: int | None = None,
 
     import torch
 
+    from ablate.data.build import build_datasets
     from ablate.data.collate import collate_eval
-    from ablate.data.registry import build_datasets
     from ablate.models.selective import build_selective_deeplabv3
     from ablate.recipes.schema import TrialSpec
     from ablate.train.checkpoint import CHECKPOINT_NAME, load_checkpoint

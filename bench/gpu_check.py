@@ -114,7 +114,7 @@ def _train(spec_tree: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], di
         seen["autocast"] = real_amp(train, device)
         return seen["autocast"]
 
-    import ablate.models.registry as registry
+    import ablate.models.build as registry
 
     real_registry_build = registry.build_model
 
@@ -265,7 +265,7 @@ def _latency(cpu: bool, work: Path, runtime: str) -> dict[str, Any]:
     from ablate.cost.latency import time_calls, timing_environment
     from ablate.evaluate.runtime_keys import missing_packages
     from ablate.evaluate.runtimes import RuntimeUnsupported, prepare
-    from ablate.models.registry import build_model
+    from ablate.models.build import build_model
     from ablate.recipes.schema import ModelSpec
 
     device = _device(cpu)
@@ -389,9 +389,9 @@ def _one_process_ddp() -> dict[str, Any]:
     import torch.distributed as dist
     from torch.nn import functional as F
 
+    from ablate.data.build import build_datasets
     from ablate.data.collate import collate_train
-    from ablate.data.registry import build_datasets
-    from ablate.models.registry import build_model
+    from ablate.models.build import build_model
     from ablate.recipes.schema import TrialSpec
 
     spec = TrialSpec.model_validate(_quickstart(False))

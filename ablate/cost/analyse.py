@@ -60,7 +60,7 @@ def analyse_spec(spec: TrialSpec, *, flops: bool = True, depth: int = 3,
             if not _is_meta(model):
                 raise
             # The forward pass reads values: count on a real model (slow but exact).
-            from ablate.models.registry import build_model
+            from ablate.models.build import build_model
 
             count = count_flops(build_model(spec.model, classes), resolution, depth,
                                 convention=convention)
@@ -99,7 +99,7 @@ def build_on_meta(model_spec: ModelSpec, classes: int):
     import torch
 
     from ablate.errors import UserInputError
-    from ablate.models.registry import build_model
+    from ablate.models.build import build_model
 
     try:
         with torch.device("meta"), _skip_init():

@@ -127,7 +127,7 @@ def plain_os16_flops(spec: ModelSpec, num_classes: int, resolution: tuple[int, i
 def _plain_os16_flops(backbone: str, rates: tuple[int, ...], aspp_channels: int, classes: int,
                       resolution: tuple[int, int], device: str) -> int:
     from ablate.cost.flops import count_flops
-    from ablate.models.registry import build_model
+    from ablate.models.build import build_model
 
     spec = ModelSpec.model_validate({
         "backbone": backbone, "head": "deeplabv3", "output_stride": 16,

@@ -5,7 +5,9 @@ leases run on for up to ``--lease-seconds``. When the holder ran on this host, t
 process table answers at once: no process with that pid, or a process with that pid
 that started at another time (the pid was reused) or under another boot, means the
 holder is dead and its trials can be taken over now. Holders on other hosts, or a
-holder whose process cannot be inspected, are left to their leases.
+holder whose process cannot be inspected, are left to their leases. So is a holder in
+another pid namespace of this host (a container with the host's name and network):
+its pids mean other processes here.
 """
 
 from __future__ import annotations
@@ -33,16 +35,27 @@ def process_start(pid: int) -> str | None:
     return f"{boot}:{fields[19]}" if len(fields) > 19 else None  # field 22 overall
 
 
+def pid_namespace() -> str | None:
+    """This process's pid namespace (``pid:[4026531836]``), None where there is none."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def this_process() -> dict[str, Any]:
-    """The identity a claim records: host, pid and start of this process."""
+    """The identity a claim records: host, pid, start and pid namespace of this process."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "started": process_start(pid)}
+    return {"host": socket.gethostname(), "pid": pid, "started": process_start(pid),
+            "pidns": pid_namespace()}
 
 
 def holder_is_dead(holder: dict[str, Any] | None) -> bool:
     """True only when ``holder`` ran on this host and its process is gone (or reused)."""
     if not holder or holder.get("host") != socket.gethostname():
         return False
+    if "pidns" in holder and holder["pidns"] != pid_namespace():
+        return False  # its pids are not ours to look up (older holders: no pidns)
     pid = holder.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return False

@@ -196,8 +196,8 @@ def evaluate(model: nn.Module, loader, n_classes: int, device: torch.device,
 def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None = None
                        ) -> dict[str, Any]:
     """Train ``spec`` from scratch or from ``run_dir``'s checkpoint; return the result dict."""
-    from ablate.data.registry import build_datasets, collate_eval, loader_options
-    from ablate.models.registry import build_model
+    from ablate.data.build import build_datasets, collate_eval, loader_options
+    from ablate.models.build import build_model
 
     progress = progress or (lambda event: None)
     train = spec.train

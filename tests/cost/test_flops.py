@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ablate.cost.flops import FVCORE_CONVENTION, count_flops, fvcore_flops
-from ablate.models.registry import build_model
+from ablate.models.build import build_model
 from ablate.recipes.schema import ModelSpec
 
 

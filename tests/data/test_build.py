@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from ablate.data import registry, shapes
-from ablate.data.registry import build_datasets, collate_eval, loader_options
+from ablate.data import build, shapes
+from ablate.data.build import build_datasets, collate_eval, loader_options
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
 
@@ -71,7 +71,7 @@ def test_loader_options_for_in_memory_shapes():
 
 @pytest.mark.parametrize(("cpus", "workers"), [(16, 4), (2, 2), (1, 1)])
 def test_loader_options_auto_workers_for_real_data(monkeypatch, cpus, workers):
-    monkeypatch.setattr(registry, "_cpu_count", lambda: cpus)
+    monkeypatch.setattr(build, "_cpu_count", lambda: cpus)
     options = loader_options(DataSpec(name="voc2012", root="/data"), "cuda")
     assert options == {"num_workers": workers, "pin_memory": True, "persistent_workers": True}
 

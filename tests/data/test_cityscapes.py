@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from ablate.data.build import build_datasets
 from ablate.data.cityscapes import LOOKUP, TRAIN_ID_OF_LABEL_ID
-from ablate.data.registry import build_datasets
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
 

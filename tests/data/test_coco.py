@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from ablate.data.build import build_datasets
 from ablate.data.coco import CATEGORY_IDS, VOC_CLASS_OF_CATEGORY
-from ablate.data.registry import build_datasets
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
 

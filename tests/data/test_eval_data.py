@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from ablate.data.build import build_datasets
 from ablate.data.evaluation import with_eval_data
-from ablate.data.registry import build_datasets
 from ablate.dispatch import preflight
 from ablate.dispatch.driver import load_trials
 from ablate.errors import UserInputError

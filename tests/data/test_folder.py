@@ -15,8 +15,8 @@ from PIL import Image
 
 from ablate.catalog import DATASETS
 from ablate.cli import main
+from ablate.data.build import build_datasets
 from ablate.data.catalog import dataset_num_classes, default_eval_resolution
-from ablate.data.registry import build_datasets
 from ablate.data.transforms import normalize
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec, TrialSpec
@@ -220,7 +220,7 @@ def test_dataset_plugin_is_a_data_name_and_listed(user_data, monkeypatch):
 def test_data_builder_datasets_load_in_worker_processes(user_data):
     from torch.utils.data import DataLoader
 
-    from ablate.data.registry import loader_options
+    from ablate.data.build import loader_options
 
     data = DataSpec(builder="userdata:build", scale_range=[1.0, 1.0], hflip=False)
     assert loader_options(data, "cpu")["num_workers"] >= 1  # user data is not in memory

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ablate.data.registry import build_datasets
+from ablate.data.build import build_datasets
 from ablate.data.transforms import normalize
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec

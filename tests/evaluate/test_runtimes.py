@@ -19,7 +19,7 @@ from ablate.evaluate.runtime_keys import (
     runtime_problems,
 )
 from ablate.evaluate.runtimes import Parity, fit_to, measure_runtimes
-from ablate.models.registry import build_model
+from ablate.models.build import build_model
 from ablate.recipes.schema import EvalSpec, ModelSpec
 
 CPU = torch.device("cpu")

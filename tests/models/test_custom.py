@@ -16,7 +16,7 @@ from ablate.catalog import MODELS
 from ablate.cli import main
 from ablate.cost.params import count_parameters
 from ablate.errors import UserInputError
-from ablate.models.registry import build_model
+from ablate.models.build import build_model
 from ablate.recipes.loader import load_recipe
 from ablate.recipes.schema import ModelSpec, TrialSpec
 from ablate.trials.expand import expand, parse_set
@@ -210,7 +210,7 @@ def test_builtin_trial_ids_hash_the_spec_alone():
 
 
 def test_registry_module_imports_neither_torch_nor_the_zoo():
-    code = ("import sys, ablate.models.registry, ablate.recipes.schema;"
+    code = ("import sys, ablate.models.build, ablate.recipes.schema;"
             "print('torch' in sys.modules, 'ablate.models.zoo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

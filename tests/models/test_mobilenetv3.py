@@ -7,8 +7,8 @@ import torch
 
 from ablate.cost.params import count_parameters
 from ablate.errors import UserInputError
+from ablate.models.build import build_model
 from ablate.models.mobilenetv3 import LARGE, SMALL, expandable_blocks
-from ablate.models.registry import build_model
 from ablate.recipes.schema import ModelSpec
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ablate.cost.params import count_parameters
-from ablate.models.registry import build_model
+from ablate.models.build import build_model
 from ablate.recipes.loader import load_recipe
 from ablate.trials.expand import expand, parse_set
 from ablate.trials.ids import num_classes

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ablate.errors import UserInputError
-from ablate.models.registry import build_model
+from ablate.models.build import build_model
 from ablate.models.weights import imagenet_path, load_weights
 from ablate.recipes.schema import ModelSpec
 

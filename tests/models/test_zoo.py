@@ -7,7 +7,7 @@ import torch
 
 from ablate.cost.params import count_parameters, params_by_module
 from ablate.errors import UserInputError
-from ablate.models.registry import build_model
+from ablate.models.build import build_model
 from ablate.recipes.schema import ModelSpec
 
 
