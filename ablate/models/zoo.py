@@ -1,4 +1,4 @@
-"""The built-in heads; ``ablate.models.registry`` names them (and the backbones).
+"""The built-in heads; ``ablate.catalog`` names them (and the backbones).
 
 Backbones return a dict of named taps and carry ``channels`` and ``strides`` dicts:
 ``low`` (stride 4), ``aux`` (torchvision's auxiliary / LR-ASPP low tap) and ``out``;
