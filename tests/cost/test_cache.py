@@ -132,6 +132,7 @@ def test_clear_cache(tiny_recipe, tmp_path, user_cache_dir):
     assert entries(user_cache_dir) == []
 
 
+@pytest.mark.slow  # a fresh interpreter: about 6 s on 2 cores
 def test_a_cached_plan_never_imports_torch(tiny_recipe, tmp_path):
     plan_json(tiny_recipe, tmp_path / "none.db")  # fills the cache (this process has torch)
     script = (
