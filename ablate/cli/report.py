@@ -7,7 +7,7 @@ import click
 from ablate.cli import main
 from ablate.cli.options import db_option, make_console
 
-FORMATS = ("table", "markdown", "csv", "json", "html")
+FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
 
 where_option = click.option(
     "--where", "where", multiple=True, metavar="KEY=VALUE",
@@ -41,7 +41,8 @@ where_option = click.option(
 @click.option("--desc", is_flag=True, help="With --sort: descending.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="table: terminal. html: one page OUT/report.html with the tables and every "
-                   "figure (Pareto always) instead of PNG and SVG files.")
+                   "figure (Pareto always) instead of PNG and SVG files. latex: booktabs "
+                   "tables on stdout and OUT/report.tex, a document pdflatex compiles.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--pareto", is_flag=True,
               help="Write Pareto plots (PNG and SVG) of mIoU against params, GFLOPs and latency.")
@@ -76,6 +77,7 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         ablate report --where model.head=deeplabv3 --sort params --pareto --log-x
         ablate report --format html --per-class --curves --out results/
         ablate report --study quickstart --effects
+        ablate report --study quickstart --effects --format latex --out paper/
     """
     from ablate.report import build
     from ablate.store import Store
@@ -105,8 +107,12 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         if curves:
             figures += build.curve_figures(store, result, curves_by, curves_x)
     written = _write_figures(result, figures, out_dir, fmt)
+    if fmt == "latex" and not result.configs.empty:  # beside the figures it may \includegraphics
+        from ablate.report.latex import write_tex
+
+        written.append(write_tex(result.configs, result.effects, out_dir))
     for path in written:  # machine-readable stdout stays parseable
-        click.echo(f"wrote {path}", err=fmt in ("csv", "json"))
+        click.echo(f"wrote {path}", err=fmt in ("csv", "json", "latex"))
 
 
 def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> None:
@@ -125,6 +131,11 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
                    + ',\n"effects": ' + effects_json(result.effects) + "\n}")
         return
     if fmt == "html":
+        return
+    if fmt == "latex" and not result.configs.empty:
+        from ablate.report.latex import to_latex
+
+        click.echo(to_latex(result.configs, result.effects), nl=False)
         return
     if result.configs.empty:
         click.echo(f"No finished trial matches --where {' '.join(where)}." if where else

@@ -3,12 +3,13 @@
 #
 #   bash tests/services/start-all.sh     (make test runs it before pytest)
 #
-# Services: the single-node Slurm cluster (slurm/start-cluster.sh) and PostgreSQL
-# (tests/services/postgres.sh). Each is started only when running as root or when it is
-# already installed. tests/services/.env (git-ignored) gets, per service, either its
+# Services: the single-node Slurm cluster (slurm/start-cluster.sh), PostgreSQL
+# (tests/services/postgres.sh) and pdflatex (tests/services/latex.sh, texlive). Each is
+# started only when running as root or when it is already installed. tests/services/.env (git-ignored) gets, per service, either its
 # settings or the reason it is missing:
 #   SLURM_CONF=...            or  ABLATE_SLURM_ERROR=...
 #   ABLATE_TEST_PG_URL=...    or  ABLATE_PG_ERROR=...
+#   ABLATE_PDFLATEX=...       or  ABLATE_LATEX_ERROR=...
 # This script never fails: the tests that need a missing service fail with the reason
 # when CI or ABLATE_REQUIRE_SERVICES=1 is set, and are skipped otherwise.
 set -uo pipefail
@@ -56,6 +57,21 @@ if [[ $EUID -eq 0 ]] || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
     fi
 else
     lines+=("ABLATE_PG_ERROR=PostgreSQL is not installed and installing it needs root")
+fi
+
+# ---------------------------------------------------------------- LaTeX (pdflatex + booktabs)
+if [[ $EUID -eq 0 ]] || command -v pdflatex >/dev/null; then
+    say "checking pdflatex, installing texlive if missing (log $LOG_DIR/latex.log)"
+    if out=$("$ROOT/tests/services/latex.sh" 2>"$LOG_DIR/latex.log"); then
+        lines+=("ABLATE_PDFLATEX=$(tail -n 1 <<<"$out")")
+    else
+        reason="tests/services/latex.sh failed: $(one_line "$LOG_DIR/latex.log") (see $LOG_DIR/latex.log)"
+        say "$reason"
+        tail -n 20 "$LOG_DIR/latex.log" >&2
+        lines+=("ABLATE_LATEX_ERROR=$reason")
+    fi
+else
+    lines+=("ABLATE_LATEX_ERROR=pdflatex is not installed and installing it needs root")
 fi
 
 {

@@ -1,0 +1,176 @@
+"""LaTeX tables (booktabs) of a report: configurations and effects, ready for a paper.
+
+``--format latex`` prints the tables (a fragment for ``\\input``; needs
+``\\usepackage{booktabs}``) and writes ``OUT/report.tex``, a document that compiles on
+its own with pdflatex. Every name from a recipe or the database goes through ``escape``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# LaTeX's special characters, then the non-ASCII ones the reports use (pdflatex's
+# default fonts have no glyph for them in text mode)
+_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+    "±": r"$\pm$", "Δ": r"$\Delta$", "—": "---", "–": "--", "≈": r"$\approx$",
+    "✗": r"$\times$", "×": r"$\times$", "★": r"$\star$", "≥": r"$\geq$", "≤": r"$\leq$",
+    "α": r"$\alpha$", "\n": " ",
+}
+MISSING = "--"
+PREAMBLE = "\n".join([
+    r"\documentclass{article}",
+    r"\usepackage[T1]{fontenc}",
+    r"\usepackage[utf8]{inputenc}",
+    r"\usepackage{booktabs}",
+    r"\usepackage[margin=2cm,landscape]{geometry}",
+])
+
+
+def escape(text: Any) -> str:
+    """Text as LaTeX typesets it literally: ``a_b & 5%`` -> ``a\\_b \\& 5\\%``."""
+    return "".join(_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _num(value: Any, spec: str) -> str:
+    return MISSING if _missing(value) else format(float(value), spec)
+
+
+def _bold_rows(values: pd.Series, best: str) -> set[int]:
+    """Positions of the best value of a column (every tie), by ``best`` = max or min."""
+    numbers = pd.to_numeric(values, errors="coerce").astype(float).reset_index(drop=True)
+    if numbers.notna().sum() < 2:  # nothing to single out
+        return set()
+    target = numbers.max() if best == "max" else numbers.min()
+    return set(numbers.index[numbers == target])
+
+
+def _table(caption: str, label: str, align: str, header: list[str],
+           rows: list[list[str]]) -> str:
+    lines = [r"\begin{table}[htbp]", r"\centering", r"\small",
+             rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(header) + r" \\",
+             r"\midrule"]
+    lines += [" & ".join(row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines)
+
+
+def _label(study: str, what: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in study)
+    return f"tab:ablate-{safe}-{what}"
+
+
+# columns of the configuration table: frame column, header, format, best
+CONFIG_NUMBERS = (
+    ("n", r"$n$", ",.0f", None),
+    ("params", "Params (M)", ".2f", "min"),
+    ("gflops", "GFLOPs", ".3f", "min"),
+    ("latency_ms", "Latency (ms)", ".2f", "min"),
+)
+
+
+def config_table(group: pd.DataFrame) -> str:
+    """One study's configurations: mIoU mean ± std (n seeds), params, GFLOPs, latency;
+    the best of each column in bold, Pareto-optimal rows starred."""
+    group = group.reset_index(drop=True)
+    study = str(group["study"].iloc[0])
+    bold = {"miou_mean": _bold_rows(group["miou_mean"], "max")}
+    for column, _h, _f, best in CONFIG_NUMBERS:
+        if best:
+            bold[column] = _bold_rows(group[column], best)
+    rows = []
+    for i, row in group.iterrows():
+        name = escape(row["config_name"]) + (r"$^\star$" if bool(row.get("pareto")) else "")
+        miou = _num(row["miou_mean"], ".2f")
+        if i in bold["miou_mean"]:
+            miou = rf"\textbf{{{miou}}}"
+        if not _missing(row["miou_std"]):
+            miou += rf" $\pm$ {row['miou_std']:.2f}"
+        cells = [name, miou]
+        for column, _h, spec, _b in CONFIG_NUMBERS:
+            value = row[column] / 1e6 if column == "params" and not _missing(row[column]) \
+                else row[column]
+            text = _num(value, spec)
+            cells.append(rf"\textbf{{{text}}}" if i in bold.get(column, ()) else text)
+        rows.append(cells)
+    conv, res = group["flops_convention"].iloc[0], group["resolution"].iloc[0]
+    caption = (
+        f"{escape(study)}: configurations. mIoU in percent on the validation set (one "
+        r"confusion matrix over the set), mean $\pm$ sample standard deviation over $n$ "
+        r"seeds (no spread with one seed). Params in millions; GFLOPs: "
+        f"{escape(conv)} at {escape(res)}; latency: median over seeds in ms, batch 1. "
+        r"Best of each column in bold; $^\star$: Pareto-optimal in params vs mIoU.")
+    header = ["Configuration", r"mIoU (\%)"] + [h for _c, h, _f, _b in CONFIG_NUMBERS]
+    return _table(caption, _label(study, "configs"), "l" + "r" * 5, header, rows)
+
+
+def effects_table(group: pd.DataFrame) -> str:
+    """One study's effects: axis, change, estimate with its interval, p, n, verdict."""
+    group = group.reset_index(drop=True)
+    study = str(group["study"].iloc[0])
+    level = float(group["ci_level"].iloc[0])
+    family = int(group["family"].iloc[0])
+    unit = str(group["unit"].iloc[0])
+    rows = []
+    for _i, row in group.iterrows():
+        interval = (MISSING if _missing(row["ci_low"]) else
+                    f"[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]")
+        rows.append([escape(row["axis"]), escape(row["change"]), _num(row["estimate"], "+.2f"),
+                     interval, _num(row["p_adj"], ".3g"), _num(row["n"], ",.0f"),
+                     escape(row["verdict"])])
+    caption = (
+        f"{escape(study)}: effect of each axis on mIoU, in {escape(unit)} (B minus A; "
+        r"main effect: mean over the other axes' cells, interaction: difference of "
+        rf"differences). Intervals at {100 * level:.4g}\,\% $= 1 - \alpha/{family}$ over "
+        f"the {family} effect(s) of this study (Bonferroni); p adjusted likewise. Verdict: "
+        "better/worse when the interval excludes 0, equivalent when it lies within the "
+        "stated margin, else inconclusive at $n$ seeds.")
+    header = ["Axis", "Change", r"$\Delta$ mIoU", f"{100 * level:.4g}\\,\\% CI",
+              r"$p$ (adj.)", r"$n$", "Verdict"]
+    return _table(caption, _label(study, "effects"), "llrrrrl", header, rows)
+
+
+def report_tables(configs: pd.DataFrame, effects: pd.DataFrame | None = None) -> list[str]:
+    """Per study, its configurations table, then its effects table when there is one."""
+    tables = []
+    if configs.empty:
+        return tables
+    for study, group in configs.groupby("study", sort=False):
+        tables.append(config_table(group))
+        if effects is not None and not effects.empty:
+            mine = effects[effects["study"] == study]
+            if not mine.empty:
+                tables.append(effects_table(mine))
+    return tables
+
+
+def to_latex(configs: pd.DataFrame, effects: pd.DataFrame | None = None) -> str:
+    """The tables as a fragment (``\\input`` it; needs ``\\usepackage{booktabs}``)."""
+    tables = report_tables(configs, effects)
+    head = "% ablate report: booktabs tables; \\usepackage{booktabs}\n"
+    return head + "\n\n".join(tables) + "\n"
+
+
+def to_document(configs: pd.DataFrame, effects: pd.DataFrame | None = None) -> str:
+    """A whole document around the tables, for pdflatex."""
+    return (PREAMBLE + "\n\\begin{document}\n\n" + to_latex(configs, effects)
+            + "\n\\end{document}\n")
+
+
+def write_tex(configs: pd.DataFrame, effects: pd.DataFrame | None, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.tex"
+    path.write_text(to_document(configs, effects), encoding="utf-8")
+    return path

@@ -1,0 +1,94 @@
+"""``ablate report --format latex``: booktabs tables that a real pdflatex compiles."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.report.build import build_report
+from ablate.report.latex import config_table, escape, to_document
+from ablate.store import Store
+from tests.services.env import read_env, unavailable
+
+
+def _pdflatex() -> str:
+    """pdflatex with booktabs: $ABLATE_PDFLATEX, on PATH, or what tests/services/latex.sh
+    installed (start-all.sh runs it); missing, the test skips, or fails under CI /
+    ABLATE_REQUIRE_SERVICES=1 (tests/services/env.py)."""
+    if os.environ.get("ABLATE_PDFLATEX"):
+        return os.environ["ABLATE_PDFLATEX"]
+    found = shutil.which("pdflatex")
+    if found:
+        return found
+    env = read_env()
+    if env.get("ABLATE_PDFLATEX"):
+        return env["ABLATE_PDFLATEX"]
+    unavailable("pdflatex", env.get("ABLATE_LATEX_ERROR") or "not on PATH; run 'bash "
+                "tests/services/latex.sh' (as root it installs texlive; start-all.sh does)")
+    raise AssertionError("unreachable")
+
+
+def _compile(tex: Path) -> str:
+    """Compiles ``tex``; returns the log (asserts a PDF came out, with the log if not)."""
+    out = subprocess.run([_pdflatex(), "-interaction=nonstopmode", "-halt-on-error",
+                          tex.name], cwd=tex.parent, capture_output=True, text=True, timeout=120)
+    log = tex.with_suffix(".log").read_text(errors="replace")
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert tex.with_suffix(".pdf").stat().st_size > 1000
+    return log
+
+
+def test_escape_every_special_character():
+    assert escape("a_b & 50% #1 $x {y} ~z ^w \\v") == (
+        r"a\_b \& 50\% \#1 \$x \{y\} \textasciitilde{}z \textasciicircum{}w \textbackslash{}v")
+    assert escape("inconclusive (n=2)") == "inconclusive (n=2)"
+    assert escape("equivalent (±0.5)") == r"equivalent ($\pm$0.5)"
+
+
+def test_quickstart_like_report_compiles(filled, tmp_path):
+    db = filled.url
+    out = tmp_path / "paper"
+    result = CliRunner().invoke(main, ["report", "--db", db, "--study", "mnv3_mini",
+                                       "--effects", "--format", "latex", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert text.startswith("% ablate report: booktabs tables; \\usepackage{booktabs}\n")
+    assert text.count(r"\begin{tabular}") == 2 and text.count(r"\toprule") == 2
+    # sorted by mIoU; best mIoU, fewest params, GFLOPs and latency in bold
+    rows = [line for line in text.splitlines() if "[head=" in line]
+    assert rows == [
+        r"conventional[head=deeplabv3plus]$^\star$ & \textbf{61.00} $\pm$ 1.41 & 2 & 11.73 & "
+        r"4.000 & 11.00 \\",
+        r"proposed[head=deeplabv3plus]$^\star$ & 59.00 $\pm$ 0.71 & 2 & 5.63 & 2.000 & 5.00 \\",
+        r"conventional[head=deeplabv3] & 58.00 $\pm$ 0.00 & 2 & 11.00 & 3.000 & 8.00 \\",
+        r"proposed[head=deeplabv3]$^\star$ & 56.00 $\pm$ 1.41 & 2 & \textbf{5.00} & "
+        r"\textbf{1.500} & \textbf{4.00} \\",
+    ]
+    assert r"GFLOPs: fvcore-mac at 64x64" in text
+    assert r"mean $\pm$ sample standard deviation over $n$ seeds" in text
+    # effects: hand-checked in tests/cli/test_report.py (variant: -2.00 points)
+    effect_rows = [line for line in text.splitlines() if line.startswith("variant & ")]
+    assert len(effect_rows) == 1 and effect_rows[0].startswith("variant & conventional ")
+    assert " & -2.00 & [" in effect_rows[0]
+    assert r"Intervals at 98.33\,\% $= 1 - \alpha/3$" in text
+    assert "wrote " in result.stderr and "wrote" not in result.stdout
+    tex = out / "report.tex"
+    assert tex.read_text().startswith("\\documentclass{article}")
+    log = _compile(tex)
+    assert "Missing character" not in log and "Undefined control sequence" not in log
+
+
+def test_special_characters_in_names_compile(filled, tmp_path):
+    configs = build_report(Store(filled.url, must_exist=True), ["mnv3_mini"]).configs
+    configs["study"] = "odd_study"
+    configs.loc[0, "config_name"] = "a_b & 50% #1"
+    table = config_table(configs)
+    assert r"a\_b \& 50\% \#1" in table and r"{odd\_study: configurations." in table
+    tex = tmp_path / "odd.tex"
+    tex.write_text(to_document(configs))
+    _compile(tex)
