@@ -79,3 +79,12 @@ def test_a_live_holder_here_keeps_its_trial_and_a_reused_pid_loses_it(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_holder_in_another_pid_namespace_is_left_to_its_lease():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    gone = {**this_process(), "pid": child.pid}
+    assert holder_is_dead(gone)
+    # a container sharing this host's name: the pid names nothing of ours
+    assert not holder_is_dead({**gone, "pidns": "pid:[1]"})
