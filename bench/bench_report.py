@@ -7,8 +7,8 @@ Part 1 builds a database of ``--trials`` trials (bulk SQL inserts, not timed) an
 times the table path: load the trials, group into configurations, baseline deltas,
 Pareto fronts on params / GFLOPs / latency (target: at most 2 s), then CSV and
 Markdown text, and the whole CLI in-process (``report --format csv --baseline ...``);
-then ``--effects``: every main effect and interaction with intervals and Holm's
-correction on the same trials (target: at most 2 s), alone and through the CLI.
+then ``--effects``: every main effect and interaction with intervals at alpha/family
+(Bonferroni over each study's effects) on the same trials (target: at most 2 s), alone and through the CLI.
 Part 2 builds ``--small`` trials and times a report with plots: ``--pareto`` alone,
 ``--format html --per-class --curves`` and ``--pareto`` with more (PNG + SVG files), in-process after one
 untimed warm-up (imports and fonts loaded) and cold (a fresh ``ablate`` process:
