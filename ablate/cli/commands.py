@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 COMMAND_MODULES = ("plan", "run", "report", "export", "cost", "db", "status", "cancel",
-                   "models", "datasets")
+                   "models", "datasets", "watch")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"ablate.cli.{_name}")

@@ -100,6 +100,10 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
             "run_dir": job.run_dir, "started_at": started}
     if claim_epoch is not None:
         base["claim_epoch"] = claim_epoch
+    if _rank() == 0:  # epoch, step and loss in the run folder, for `ablate watch`
+        from ablate.dispatch.progress import ProgressFile
+
+        progress = ProgressFile(job.run_dir).wrap(progress)
     trackers = _trackers(job)
     if trackers is not None:  # they see each event before the progress display does
         progress = trackers.wrap(progress)

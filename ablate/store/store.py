@@ -40,14 +40,17 @@ class Store(ClaimsMixin):
     method is one transaction."""
 
     def __init__(self, url: str | None = None, *, create: bool = True,
-                 must_exist: bool = False) -> None:
+                 must_exist: bool = False, read_only: bool = False) -> None:
         """Open (by default create) the database; ``must_exist``: read-only commands,
-        which neither create a database nor write a schema into an empty one."""
+        which neither create a database nor write a schema into an empty one.
+        ``read_only`` (implies both): connections that cannot write and take no write
+        lock (``ablate watch`` polls while runners write)."""
+        must_exist, create = must_exist or read_only, create and not read_only
         self.url = resolve_url(url)
         self.display_url = target.mask_url(self.url)  # what messages show: no password
         target.check_sqlite_file(self.url, must_exist)
         try:
-            self.engine = _make_engine(self.url)
+            self.engine = _read_only_engine(self.url) if read_only else _make_engine(self.url)
         except (SQLAlchemyError, ImportError, ValueError, TypeError, OSError) as err:
             raise target.engine_error(self.url, err) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -288,6 +291,32 @@ def _make_engine(url: str):
 
         return engine
     return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url))
+
+
+def _read_only_engine(url: str):
+    """SQLite opened with ``mode=ro`` (a write fails) and a deferred BEGIN (no write lock:
+    it never waits for a runner, nor makes one wait); other dialects in read-only sessions."""
+    path = target.sqlite_path(url)
+    if path is None:
+        if url.startswith("postgresql"):
+            return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url),
+                                 execution_options={"postgresql_readonly": True})
+        return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url))
+    from urllib.parse import quote
+
+    engine = create_engine(f"sqlite:///file:{quote(str(Path(path).absolute()))}?mode=ro&uri=true",
+                           connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):  # one snapshot per session, without a write lock
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

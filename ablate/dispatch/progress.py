@@ -1,0 +1,78 @@
+"""``progress.json``: a running trial's latest epoch, step and loss in its run folder.
+
+The worker rewrites it (at most once a second, atomically) from the same progress events
+the ``ablate run`` display gets, so that ``ablate watch`` can show what each running trial
+is doing without any write to the database (and with no schema change).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PROGRESS_FILE = "progress.json"
+WRITE_EVERY_S = 1.0  # a step event at most this often; epoch ends always
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class ProgressFile:
+    """Mirrors a trial's ``step``/``epoch``/``resume`` events into ``run_dir/progress.json``.
+
+    A failed write is ignored: the file is a courtesy to watchers, never a reason for a
+    trial to fail.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / PROGRESS_FILE
+        self.state: dict[str, Any] = {}
+        self.last_write = 0.0
+
+    def wrap(self, progress: Progress | None) -> Progress:
+        def recorded(event: dict[str, Any]) -> None:
+            self.event(event)
+            if progress is not None:
+                progress(event)
+
+        return recorded
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        if kind == "step":
+            self.state.update({k: event[k] for k in ("step", "total_steps", "epoch", "epochs",
+                                                     "loss") if k in event})
+        elif kind == "epoch":
+            self.state.update(epoch=event.get("epoch"), step=event.get("step"),
+                              epochs=event.get("epochs"))
+            metrics = event.get("metrics") or {}
+            if "val_miou" in metrics:
+                self.state["val_miou"] = metrics["val_miou"]
+        elif kind == "resume":
+            self.state.update(step=event.get("step"), resumed_at_step=event.get("step"))
+        else:
+            return
+        now = time.monotonic()
+        if kind == "step" and now - self.last_write < WRITE_EVERY_S:
+            return
+        self.last_write = now
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{PROGRESS_FILE}.{os.getpid()}")
+            tmp.write_text(json.dumps({**self.state, "updated_unix": time.time()}))
+            os.replace(tmp, self.path)
+
+
+def read_progress(run_dir: str | Path | None) -> dict[str, Any] | None:
+    """A trial's latest ``progress.json``; None when there is none (yet) or it is unreadable."""
+    if not run_dir:
+        return None
+    try:
+        data = json.loads((Path(run_dir) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

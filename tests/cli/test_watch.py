@@ -1,0 +1,228 @@
+"""``ablate watch``: a study recorded through the store API (no training), watched
+finished, and watched while a thread records its last trials."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.dispatch.driver import load_trials
+from ablate.dispatch.progress import PROGRESS_FILE, ProgressFile, read_progress
+from ablate.store import CostRecord, Store
+
+RECIPE = """
+name = "watched"
+seeds = [0, 1]
+
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "deeplabv3plus"
+
+[base.data]
+name = "shapes"
+classes = 3
+image_size = 32
+
+[grid]
+"model.keep_last_expansion" = [true, false]
+"train.lr" = [0.003, 0.01]
+"""
+# mIoU % per (keep_last_expansion, lr) and seed: keeping it is worth +10.25 points on
+# average, lr 0.01 +3.75; the best configuration is true, 0.01 at 45.50 ± 2.12
+MIOU = {("true", "0.003"): (40.0, 42.0), ("true", "0.01"): (44.0, 47.0),
+        ("false", "0.003"): (30.0, 33.0), ("false", "0.01"): (34.0, 35.0)}
+HOLDER = {"host": "node7", "pid": 4242, "executor": "local", "job_id": None}
+T0 = datetime(2026, 1, 1, 12, 0, 0)
+
+
+@pytest.fixture
+def study(write_recipe, tmp_path):
+    """The recorded study (8 trials, all pending), its database path and its trials."""
+    db = tmp_path / "w.db"
+    recipe, trials = load_trials(str(write_recipe(RECIPE)))
+    store = Store(str(db))
+    store.upsert_study(recipe.name, "", recipe.path, recipe.text)
+    store.register_trials(recipe.name, trials)
+    for arch in {t.arch_id for t in trials}:
+        store.put_cost(CostRecord(arch_id=arch, params=1000, params_by_module={}, flops=2 * 10**9,
+                                  flops_by_module=None, flops_convention="fvcore-mac",
+                                  resolution=(32, 32)))
+    return db, store, trials, tmp_path / "runs"
+
+
+def _miou(trial) -> float:
+    key = (str(trial.axes["model.keep_last_expansion"]).lower(), str(trial.axes["train.lr"]))
+    return MIOU[key][trial.seed] / 100.0
+
+
+def _record(store, trial, runs, claim_epoch: int | None = None) -> None:
+    """``trial`` done after 10 s (the mean trial time the ETA uses)."""
+    result = {"study": "watched", "trial_id": trial.trial_id, "name": trial.name,
+              "run_dir": str(runs / trial.trial_id), "status": "done", "error": None,
+              "started_at": T0.isoformat(), "finished_at": (T0 + timedelta(seconds=10)).isoformat(),
+              "final": {"miou": _miou(trial), "pixel_acc": 0.9, "latency_ms": 1.5},
+              "epochs": [{"epoch": 1, "step": 10, "metrics": {"train_loss": 0.5}}]}
+    if claim_epoch is not None:
+        result["claim_epoch"] = claim_epoch
+    assert store.ingest_result(result)
+
+
+def _claim(store, trial, runs):
+    claim = store.claim("watched", trial.trial_id, HOLDER, 600, run_dir=str(runs / trial.trial_id))
+    assert claim.epoch >= 1
+    return claim
+
+
+def _rows(text: str) -> list[list[str]]:
+    """The cells of every table row rich drew."""
+    return [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines()
+            if line.startswith("│")]
+
+
+@pytest.mark.slow  # ~1 s: the effects of a study
+def test_finished_study_prints_once_and_exits_0(study):
+    db, store, trials, runs = study
+    for trial in trials:
+        _record(store, trial, runs)
+    before = (db.stat().st_mtime_ns, sorted(p.name for p in db.parent.iterdir()))
+    result = CliRunner().invoke(main, ["watch", "--db", str(db), "--interval", "0.05"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.count("watched: 8 done of 8 trial(s)") == 1  # printed once
+    assert "complete" in out and "time left" not in out and "running" not in out
+    assert ("best so far: keep_last_expansion=true,lr=0.01  mIoU 45.50 ± 2.12 % (n=2)"
+            in out)
+    effects = {row[0]: row for row in _rows(out)}
+    assert effects["model.keep_last_expansion"][1:4] == ["true -> false", "-10.25", "[-19.80, -0.70]"]
+    assert effects["train.lr"][1:4] == ["0.003 -> 0.01", "+3.75", "[-5.80, +13.30]"]
+    # the named study too; nothing written (no -wal/-shm files left, the file untouched)
+    named = CliRunner().invoke(main, ["watch", "watched", "--db", str(db)])
+    assert named.exit_code == 0 and named.output == out
+    assert (db.stat().st_mtime_ns, sorted(p.name for p in db.parent.iterdir())) == before
+
+
+@pytest.mark.slow
+def test_running_study_refreshes_until_the_last_trial_is_recorded(study, monkeypatch):
+    db, store, trials, runs = study
+    from ablate.dispatch import live
+
+    first_look = threading.Event()
+    real_snapshot = live.study_snapshot
+
+    def snapshot(*args, **kwargs):  # the thread records nothing before the first look
+        try:
+            return real_snapshot(*args, **kwargs)
+        finally:
+            first_look.set()
+
+    monkeypatch.setattr(live, "study_snapshot", snapshot)
+    for trial in trials[:4]:
+        _record(store, trial, runs)
+    running = _claim(store, trials[4], runs)
+    tracker = ProgressFile(runs / trials[4].trial_id)  # what the worker writes
+    tracker.event({"kind": "step", "step": 5, "total_steps": 10, "epoch": 1, "epochs": 2,
+                   "loss": 0.8125, "lr": 0.003})
+
+    def finish_the_study():  # the runner records the running trial, then the rest
+        assert first_look.wait(60)
+        time.sleep(0.3)
+        _record(store, trials[4], runs, running.epoch)
+        for trial in trials[5:]:
+            time.sleep(0.3)
+            _record(store, trial, runs, _claim(store, trial, runs).epoch)
+
+    writer = threading.Thread(target=finish_the_study)
+    writer.start()
+    try:
+        result = CliRunner().invoke(main, ["watch", "watched", "--db", str(db),
+                                           "--interval", "0.1"])
+    finally:
+        writer.join()
+    assert result.exit_code == 0, result.output
+    snapshots = result.output.split("\nwatched: ")
+    first, last = snapshots[0], snapshots[-1]
+    assert first.startswith("watched: 4 done, 1 running, 3 pending of 8 trial(s)")
+    # 3 pending x 10 s + half of the running one's 10 s, one trial at a time
+    assert "time left: about 35 s (a trial takes 10 s on average; 1 at a time)" in first
+    (row,) = [r for r in _rows(first) if r[1] == "node7:4242 local"]
+    assert row[0] == trials[4].name and row[3:] == ["1/2", "5/10", "0.812"]
+    assert "best so far: keep_last_expansion=true,lr=0.01  mIoU 45.50 ± 2.12 % (n=2)" in first
+    assert last.startswith("8 done of 8 trial(s)") and "complete" in last
+    assert len(snapshots) >= 3  # refreshed as trials were recorded, not only at the end
+
+
+def test_bad_input_is_one_line_exit_2(study, tmp_path):
+    db, _store, _trials, _runs = study
+    unknown = CliRunner().invoke(main, ["watch", "nope", "--db", str(db)])
+    assert unknown.exit_code == 2
+    assert unknown.output.strip().splitlines() == [
+        f"Error: STUDY: no study 'nope' in sqlite:///{db}; known: watched"]
+    missing = tmp_path / "absent.db"
+    gone = CliRunner().invoke(main, ["watch", "--db", str(missing)])
+    assert gone.exit_code == 2 and len(gone.output.strip().splitlines()) == 1
+    assert not missing.exists()  # never created
+    bad = CliRunner().invoke(main, ["watch", "--db", str(db), "--interval", "0"])
+    assert bad.exit_code == 2 and "--interval" in bad.output
+
+
+def test_ctrl_c_exits_130_quietly(study, monkeypatch):
+    db, store, trials, runs = study
+    _claim(store, trials[0], runs)  # still running: the watch would go on
+
+    def interrupted(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", interrupted)
+    result = CliRunner().invoke(main, ["watch", "--db", str(db), "--interval", "0.05"])
+    assert result.exit_code == 130
+    assert "Traceback" not in result.output and "Error" not in result.output
+    assert result.output.startswith("watched: 1 running, 7 pending of 8 trial(s)")
+
+
+def test_read_only_store_refuses_writes(study):
+    db, _store, trials, _runs = study
+    reader = Store(str(db), read_only=True)
+    assert len(reader.trials("watched")) == 8
+    with pytest.raises(Exception, match="readonly"):
+        reader.mark_failed("watched", trials[0].trial_id, "no")
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM trials WHERE status = 'failed'"
+                                       ).fetchone() == (0,)
+
+
+def test_progress_file_is_throttled_and_never_fails(tmp_path):
+    tracker = ProgressFile(tmp_path / "run")
+    seen = []
+    wrapped = tracker.wrap(seen.append)
+    wrapped({"kind": "step", "step": 1, "total_steps": 4, "epoch": 1, "epochs": 1, "loss": 2.0})
+    wrapped({"kind": "step", "step": 2, "total_steps": 4, "epoch": 1, "epochs": 1, "loss": 1.5})
+    assert read_progress(tmp_path / "run")["step"] == 1  # the second within a second: held
+    wrapped({"kind": "epoch", "epoch": 1, "step": 4, "epochs": 1,
+             "metrics": {"train_loss": 1.0, "val_miou": 0.25}})
+    data = json.loads((tmp_path / "run" / PROGRESS_FILE).read_text())
+    assert (data["step"], data["loss"], data["val_miou"]) == (4, 1.5, 0.25)  # epoch ends: at once
+    assert [e["kind"] for e in seen] == ["step", "step", "epoch"]
+    (tmp_path / "file").write_text("")
+    blocked = ProgressFile(tmp_path / "file")  # its folder is a file: writes fail quietly
+    blocked.event({"kind": "epoch", "epoch": 1, "step": 1, "epochs": 1, "metrics": {}})
+    assert read_progress(tmp_path / "file") is None and read_progress(None) is None
+
+
+@pytest.mark.slow  # trains one tiny trial
+def test_a_trained_trial_leaves_its_progress_in_its_run_folder(tiny_recipe, tmp_path):
+    db, runs = tmp_path / "t.db", tmp_path / "runs"
+    result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db), "--runs-dir",
+                                       str(runs), "--trial", "keep_last_expansion=true/seed=0"])
+    assert result.exit_code == 0, result.output
+    (trial,) = [t for t in Store(str(db)).trials("tiny") if t.status == "done"]
+    progress = read_progress(runs / "tiny" / trial.trial_id)
+    # 16 images in batches of 8: 2 steps, the last epoch's end written at once
+    assert {k: progress[k] for k in ("epoch", "epochs", "step", "total_steps")} == {
+        "epoch": 1, "epochs": 1, "step": 2, "total_steps": 2}
+    assert progress["loss"] > 0 and 0 <= progress["val_miou"] <= 1
