@@ -51,6 +51,18 @@ class FakeExecutor:
                 "environment": {}, "started_at": None, "finished_at": None}})
 
 
+def study(tmp_path, seeds: str, miou=None):
+    """The adaptive recipe with ``seeds``, its store, a fake executor and a round runner."""
+    recipe = parse_recipe(RECIPE.replace("SEEDS", seeds), "adaptive.toml")
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    executor = FakeExecutor(miou or clear_after_four)
+
+    def run(r, trials):
+        return run_study(r, trials, store, executor, runs_root=tmp_path / "runs", preflight=False)
+
+    return recipe, store, executor, run
+
+
 def loop(tmp_path, miou, seeds=(0, 1), **options):
     recipe = parse_recipe(RECIPE.replace("SEEDS", str(list(seeds))), "adaptive.toml")
     store = Store(f"sqlite:///{tmp_path / 'a.db'}")
@@ -153,13 +165,7 @@ def test_decide_takes_the_configurations_of_open_effects_only():
 
 @pytest.mark.slow
 def test_a_round_cut_short_is_finished_before_a_new_seed_is_added(tmp_path):
-    recipe = parse_recipe(RECIPE.replace("SEEDS", "[0, 1]"), "adaptive.toml")
-    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
-    executor = FakeExecutor(clear_after_four)
-
-    def run(r, trials):
-        return run_study(r, trials, store, executor, runs_root=tmp_path / "runs", preflight=False)
-
+    recipe, store, executor, run = study(tmp_path, "[0, 1]")
     run(recipe, expand(recipe))
     # a loop killed after registering seed 2's trials, before any of them ran
     store.register_trials("adaptive", expand(parse_recipe(RECIPE.replace("SEEDS", "[2]"),
@@ -240,13 +246,7 @@ def test_cli_prints_each_decision_and_refuses_detach(tmp_path, monkeypatch):
 def test_set_seeds_is_the_starting_point_and_each_round_adds_a_new_seed(tmp_path):
     # `ablate run R --set seeds=[0,1] --until-decided`: the override must not pin every
     # round to seeds 0 and 1 (that looped forever, re-running nothing)
-    recipe = parse_recipe(RECIPE.replace("SEEDS", "[7]"), "adaptive.toml")
-    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
-    executor = FakeExecutor(clear_after_four)
-
-    def run(r, trials):
-        return run_study(r, trials, store, executor, runs_root=tmp_path / "runs", preflight=False)
-
+    recipe, store, executor, run = study(tmp_path, "[7]")
     overrides = {"seeds": [0, 1]}
     run(recipe, expand(recipe, dict(overrides)))
     rounds = run_until_decided(recipe, overrides, store, run, say=lambda line: None)
