@@ -1,8 +1,4 @@
-# NOTE TO THE HELPER DOING PART 4 (from the helper doing parts 1-3 and 5): I wrote this
-# file at 13:23:16 before seeing NOTE-issue23.txt, and may have overwritten your
-# ablate/cli/watch.py (it was not in git, so I cannot restore it). Replace this file with
-# yours; I am not touching ablate watch any further and will not commit this file.
-"""``ablate watch``: a live dashboard of a study, refreshed from the database."""
+"""``ablate watch``: a live terminal view of a study, refreshed from the database."""
 
 from __future__ import annotations
 
@@ -12,8 +8,10 @@ import time
 import click
 
 from ablate.cli import main
-from ablate.cli.options import db_option, fmt_float, make_console
-from ablate.cli.text import terminal as escape  # markup and control characters
+from ablate.cli.options import db_option, make_console, runs_option
+from ablate.cli.text import visible
+
+STATES = ("done", "running", "pending", "failed")
 
 
 def _interval(ctx, param, value: float) -> float:
@@ -25,124 +23,163 @@ def _interval(ctx, param, value: float) -> float:
 @main.command("watch")
 @click.argument("study", required=False)
 @db_option
+@runs_option
 @click.option("--interval", type=click.FloatRange(0.05, 3600), default=2.0, show_default=True,
               metavar="S", callback=_interval, help="Seconds between refreshes.")
-@click.option("--alpha", type=click.FloatRange(0.0, 0.5, min_open=True), default=0.05,
-              show_default=True, help="Error rate of the effects table (as in report).")
-def watch(study: str | None, db: str | None, interval: float, alpha: float) -> None:
-    """Live dashboard of a study: trials by state, holders, best so far, ETA, effects.
+def watch(study: str | None, db: str | None, runs_dir: str | None, interval: float) -> None:
+    """Live dashboard of a study: states, running trials, best so far, ETA, effects.
 
-    Refreshes from the database every S seconds and exits when every trial is done or
-    failed (at once on a finished study); Ctrl-C leaves it. Read-only: it never writes
-    to the database. Without STUDY: the most recently created one. When stdout is not a
-    terminal, a new frame is printed whenever the study changes.
+    Refreshes from the database every --interval seconds until no trial is pending or
+    running (exit 0; Ctrl-C: exit 130). It only reads: the database is opened read-only
+    and never created; each running trial's epoch, step and loss come from progress.json
+    in its run folder. Without STUDY: the study recorded last. Off a terminal (a pipe, a
+    log) it prints a snapshot each time something changes.
 
     \b
     Example:
         ablate watch quickstart
-        ablate watch quickstart --db postgresql+psycopg://user@host/ablate --interval 10
+        ablate watch --db results/ablate.db --interval 5
+        ablate watch mnv3_expansion --db postgresql+psycopg://user@host/ablate
     """
-    from ablate.api import open_store
-    from ablate.errors import UserInputError
-    from ablate.report.live import snapshot
+    try:
+        _watch(study, db, runs_dir, interval)
+    except KeyboardInterrupt:  # Ctrl-C is how a watch ends early: no traceback, no message
+        sys.exit(130)
 
-    store = open_store(db)
+
+def _watch(study: str | None, db: str | None, runs_dir: str | None, interval: float) -> None:
+    from ablate.dispatch.driver import resolve_runs_root
+    from ablate.dispatch.live import study_snapshot
+    from ablate.errors import UserInputError
+    from ablate.store import Store
+
+    store = Store(db, read_only=True)  # never creates, never writes, takes no write lock
     known = [s.name for s in store.studies()]
     if study is None:
         if not known:
-            raise UserInputError(f"STUDY: {store.display_url} holds no studies yet; "
+            raise UserInputError(f"{store.display_url} holds no studies yet; "
                                  "'ablate run RECIPE' records one")
         study = known[-1]
     elif study not in known:
-        raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; known: "
-                             f"{', '.join(known) or 'none yet'}")
+        raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; "
+                             f"known: {', '.join(known) or 'none yet'}")
+    runs_root = resolve_runs_root(runs_dir, db)
     console = make_console()
-    try:
-        snap = snapshot(store, study, alpha=alpha)
-        if not console.is_terminal:  # logs and pipes: a frame per change, no cursor moves
-            _print_changes(console, store, study, snap, interval, alpha)
-            return
-        from rich.live import Live
 
-        with Live(_render(snap, interval), console=console, auto_refresh=False,
-                  transient=False) as live:
-            while not snap.complete:
-                time.sleep(interval)
-                snap = snapshot(store, study, alpha=alpha)
-                live.update(_render(snap, interval), refresh=True)
-    except KeyboardInterrupt:
-        sys.exit(130)  # quietly: the dashboard is all there is to stop
+    def take():
+        return study_snapshot(store, study, runs_root)
 
+    snapshot = take()
+    if snapshot.complete or not console.is_terminal:
+        console.print(render(snapshot))
+        shown = snapshot.signature()
+        while not snapshot.complete:  # a pipe or a log: one snapshot per change
+            time.sleep(interval)
+            snapshot = take()
+            if snapshot.signature() != shown or snapshot.complete:
+                console.print()
+                console.print(render(snapshot))
+                shown = snapshot.signature()
+        return
+    from rich.live import Live
 
-def _print_changes(console, store, study: str, snap, interval: float, alpha: float) -> None:
-    from ablate.report.live import snapshot
-
-    console.print(_render(snap, None))
-    last = _key(snap)
-    while not snap.complete:
-        time.sleep(interval)
-        snap = snapshot(store, study, alpha=alpha)
-        if _key(snap) != last:
-            console.print(_render(snap, None))
-            last = _key(snap)
+    with Live(render(snapshot), console=console, auto_refresh=False) as view:
+        while not snapshot.complete:
+            time.sleep(interval)
+            snapshot = take()
+            view.update(render(snapshot), refresh=True)
 
 
-def _key(snap) -> tuple:
-    """What a new frame is printed for (not the clock: renewals and ETA tick every poll)."""
-    effects = () if snap.effects is None else tuple(snap.effects["verdict"])
-    return (tuple(sorted(snap.counts.items())),
-            tuple((r.name, r.epoch) for r in snap.running), str(snap.best), effects)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown until a trial finishes"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _render(snap, interval: float | None):
+def render(snap):
+    """The dashboard: a headline, the running trials, the best configuration, the effects."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    from ablate.dispatch.claiming import describe_holder
-
-    counts = ", ".join(f"{snap.counts.get(s, 0)} {s}" for s in ("done", "running", "pending",
-                                                                "failed"))
-    state = "complete" if snap.complete else f"time to finish ≈ {_duration(snap.eta_seconds)}"
-    parts: list = [Text.from_markup(f"[bold]{escape(snap.study)}[/]: {snap.total} trials: "
-                                    f"{counts}; {state}")]
+    counts = ", ".join(f"{snap.counts[s]} {s}" for s in STATES if snap.counts.get(s))
+    head = Text(f"{visible(snap.study)}: {counts or 'no trials'} of {snap.total} trial(s)",
+                style="bold")
+    parts: list = [head]
+    if snap.complete:
+        parts.append(Text("complete" + (f"; {snap.counts['failed']} failed: 'ablate run' "
+                                        "retries them" if snap.counts.get("failed") else "")))
+    elif snap.eta_s is None:
+        parts.append(Text("time left: estimated once a trial is done"))
+    else:
+        parts.append(Text(f"time left: about {duration(snap.eta_s)} (a trial takes "
+                          f"{duration(snap.mean_trial_s)} on average; "
+                          f"{max(1, len(snap.running))} at a time)"))
     if snap.running:
-        table = Table(title="running", title_justify="left")
-        for col in ("trial", "held by", "renewed", "epoch", "train loss"):
-            table.add_column(col, justify="right" if col in ("epoch", "train loss") else "left")
+        table = Table(title="running")
+        for col in ("trial", "held by", "renewed", "epoch", "step", "loss"):
+            table.add_column(col, justify="left" if col in ("trial", "held by") else "right")
         for r in snap.running:
-            renewed = "-"
-            if r.heartbeat_at is not None and snap.now is not None:
-                renewed = f"{max(0, int((snap.now - r.heartbeat_at).total_seconds()))} s ago"
-            table.add_row(escape(r.name), escape(describe_holder(r.holder)), renewed,
-                          "-" if r.epoch is None else str(r.epoch), fmt_float(r.loss, 3))
+            table.add_row(Text(visible(r.name)), Text(visible(r.holder)),
+                          "-" if r.renewed_s is None else f"{r.renewed_s:.0f} s ago",
+                          _of(r.epoch, r.epochs), _of(r.step, r.total_steps),
+                          "-" if r.loss is None else f"{r.loss:.3f}")
         parts.append(table)
     if snap.best is not None:
-        best = snap.best
-        spread = "" if best["miou_std"] != best["miou_std"] else f" ± {best['miou_std']:.2f}"
-        parts.append(Text(f"best so far: {best['config_name']}  mIoU {best['miou_mean']:.2f}"
-                          f"{spread} % (n={best['n']}) of {snap.configs} configuration(s)"))
-    if snap.effects is not None and not snap.effects.empty:
-        table = Table(title="effects on mIoU (points, B minus A)", title_justify="left")
-        for col in ("axis", "change", "Δ mIoU", "interval", "verdict"):
-            table.add_column(col, justify="right" if col in ("Δ mIoU", "interval") else "left")
-        for row in snap.effects.itertuples(index=False):
-            interval_text = ("—" if row.ci_low != row.ci_low else
-                             f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]")
-            estimate = "—" if row.estimate != row.estimate else f"{row.estimate:+.2f}"
-            table.add_row(escape(row.axis), escape(row.change), estimate,
-                          escape(interval_text), escape(row.verdict))
-        parts.append(table)
-    if interval is not None:
-        parts.append(Text(f"refreshing every {interval:g} s; Ctrl-C leaves", style="dim"))
+        b = snap.best
+        spread = "" if b["miou_std"] is None else f" ± {b['miou_std']:.2f}"
+        parts.append(Text(f"best so far: {visible(b['config_name'])}  mIoU "
+                          f"{b['miou_mean']:.2f}{spread} % (n={b['n']})"))
+    else:
+        parts.append(Text("best so far: - (no trial done yet)"))
+    if snap.effects:
+        parts.append(_effects_table(snap.effects))
+    elif snap.effects_error:
+        parts.append(Text(f"effects: not yet ({visible(snap.effects_error)})"))
     return Group(*parts)
+
+
+def _effects_table(rows: list[dict]):
+    import pandas as pd
+    from rich.table import Table
+    from rich.text import Text
+
+    from ablate.report.render import interval_texts
+
+    table = Table(title="effects on mIoU so far (points)")
+    # read by name: the effects table's columns change (ablate.analysis.effects)
+    present = [k for k in ("axis", "change", "estimate", "ci_low", "n", "verdict") if k in rows[0]]
+    headers = {"estimate": "Δ mIoU", "ci_low": "interval"}
+    for key in present:
+        table.add_column(headers.get(key, key),
+                         justify="right" if key in ("estimate", "ci_low", "n") else "left")
+    for row in rows:
+        cells = []
+        for key in present:
+            value = row.get(key)
+            if key == "estimate":
+                cells.append("—" if _nan(value) else f"{value:+.2f}")
+            elif key == "ci_low":
+                cells.append(interval_texts(pd.Series([value]), pd.Series([row.get("ci_high")]))[0])
+            elif key == "n":
+                cells.append("-" if _nan(value) else f"{int(value)}")
+            else:
+                cells.append(Text(visible(value)))
+        table.add_row(*cells)
+    return table
+
+
+def _nan(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _of(value, total) -> str:
+    if value is None:
+        return "-"
+    return f"{value}/{total}" if total else str(value)
+
+
+def duration(seconds: float | None) -> str:
+    """``45 s``, ``3 min 20 s``, ``2 h 05 min``."""
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
