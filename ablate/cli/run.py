@@ -204,6 +204,9 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         runner = _slurm_executor(recipe_obj, trials, store, runs_dir, detach, slurm_flags)
     else:
         runner = make_executor(executor, jobs=jobs, gpus=local_gpus, gpus_per_trial=per_trial)
+    from ablate.track import finish_study, start_study
+
+    tracking_options = start_study(tracking, recipe_obj.name)  # MLflow: experiment, parent
     view = _ProgressView(console)
     try:
         with view:
@@ -212,7 +215,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
                                 lease_seconds=lease_seconds, on_event=view.on_event,
                                 on_plan=view.on_plan, wait=wait,
                                 on_wait=lambda n, expiry: console.print(_waiting(n, expiry)),
-                                tracking=tracking)
+                                tracking=tracking, tracking_options=tracking_options)
     except KeyboardInterrupt:
         if executor == "slurm":
             console.print(f"[yellow]Interrupted.[/] The Slurm jobs keep running. Follow them with "
@@ -239,7 +242,8 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
                 done = run_study(round_recipe, round_trials, store, runner, runs_root=runs_dir,
                                  skip_failed=skip_failed, preflight=False,
                                  lease_seconds=lease_seconds, on_event=view.on_event,
-                                 on_plan=view.on_plan, tracking=tracking)
+                                 on_plan=view.on_plan, tracking=tracking,
+                                 tracking_options=tracking_options)
             _print_summary(store, round_recipe.name, [t.trial_id for t in round_trials], done)
             summary.failed += done.failed
             return done
@@ -247,6 +251,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         continue_until_decided(recipe_obj, assignments, store, run_round, max_seeds=max_seeds,
                                alpha=alpha, min_effect=min_effect, spending=spending,
                                say=lambda line: console.print(escape(line)))
+    finish_study(tracking_options, store, recipe_obj.name, failed=bool(summary.failed))
     if summary.failed:
         sys.exit(1)
 

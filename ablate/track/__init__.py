@@ -8,7 +8,15 @@ can never fail a trial: its first exception becomes one warning and the sink goe
 
 from __future__ import annotations
 
-from ablate.track.sinks import SINKS, Trackers, check_available, open_trackers
+from ablate.track.sinks import (
+    SINKS,
+    Trackers,
+    check_available,
+    finish_study,
+    open_trackers,
+    start_study,
+)
 from ablate.track.trial import TrackedTrial
 
-__all__ = ["SINKS", "TrackedTrial", "Trackers", "check_available", "open_trackers"]
+__all__ = ["SINKS", "TrackedTrial", "Trackers", "check_available", "finish_study",
+           "open_trackers", "start_study"]

@@ -98,6 +98,39 @@ def open_trackers(names: list[str] | tuple[str, ...], trial: TrackedTrial) -> Tr
     return trackers
 
 
+def _warn(what: str, err: BaseException) -> None:
+    message = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+    print(f"Warning: {what}: {message}", file=sys.stderr, flush=True)
+
+
+def start_study(names: list[str] | tuple[str, ...], study: str) -> dict[str, Any]:
+    """Set-up in the runner before any trial (MLflow: the experiment and parent run);
+    the options go to every trial. A failure is one warning: the trials then warn too."""
+    options: dict[str, Any] = {}
+    if "mlflow" in names:
+        try:
+            from ablate.track.mlflow import start_study as start_mlflow
+
+            options["mlflow"] = start_mlflow(study)
+        except Exception as err:  # a tracker never stops a study
+            _warn(f"tracker mlflow: no experiment for {study}", err)
+    return options
+
+
+def finish_study(options: dict[str, Any], store, study: str, failed: bool = False) -> None:
+    """After the trials: MLflow's parent run gets the effects table and is ended."""
+    if "mlflow" not in options:
+        return
+    try:
+        from ablate.report.build import build_report
+        from ablate.track.mlflow import finish_study as finish_mlflow
+
+        effects = build_report(store, [study], effects=True).effects
+        finish_mlflow(options["mlflow"], effects, "FAILED" if failed else "FINISHED")
+    except Exception as err:  # a tracker never fails a study
+        _warn(f"tracker mlflow: the study run of {study} was not completed", err)
+
+
 def _make(name: str, trial: TrackedTrial) -> Sink:
     # imported on demand: each sink pulls in its (heavy, optional) package
     if name == "tensorboard":

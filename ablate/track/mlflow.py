@@ -1,0 +1,122 @@
+"""MLflow sink: one experiment per study, a parent run per ``ablate run``, a run per trial.
+
+The tracking URI is ``$MLFLOW_TRACKING_URI`` (MLflow's own default otherwise), read by
+the runner, which creates the experiment (named after the study) and the parent run and
+hands both to the trials (``options["mlflow"]``), so a Slurm job needs no set-up of its
+own. Each trial's run: the axes and seed as params, tags ``ablate.*`` (study, trial id,
+configuration, variant, run folder), metrics with steps under the TensorBoard sink's
+names (``train/loss``, ``train/lr``, ``val/miou``, ``epoch/train_loss``,
+``final/<figure>``; ``@`` spelled ``:``, which MLflow refuses), ended FINISHED or
+FAILED. The parent run gets the effects table as artifacts (``effects.csv``,
+``effects.json``) when the study has effects.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ablate.track.trial import TrackedTrial
+
+PARAM_MAX = 500  # MLflow refuses longer parameter values
+
+
+def _client(uri: str | None):
+    # mlflow is heavy (and optional): imported only when a study asks for it
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def start_study(study: str) -> dict[str, Any]:
+    """The experiment (created on first use) and a new parent run, for the trials."""
+    import os
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or None
+    client = _client(uri)
+    experiment = client.get_experiment_by_name(study)
+    experiment_id = (experiment.experiment_id if experiment is not None
+                     else client.create_experiment(study, tags={"ablate.study": study}))
+    parent = client.create_run(experiment_id, run_name=study,
+                               tags={"ablate.study": study, "ablate.role": "study"})
+    return {"tracking_uri": uri, "experiment_id": experiment_id,
+            "parent_run_id": parent.info.run_id}
+
+
+def finish_study(options: dict[str, Any], effects, status: str = "FINISHED") -> None:
+    """The effects table (a frame, or None) as the parent run's artifacts; the run ended."""
+    import tempfile
+    from pathlib import Path
+
+    client = _client(options.get("tracking_uri"))
+    run_id = options["parent_run_id"]
+    if effects is not None and not effects.empty:
+        with tempfile.TemporaryDirectory() as tmp:
+            effects.to_csv(Path(tmp) / "effects.csv", index=False)
+            (Path(tmp) / "effects.json").write_text(effects.to_json(orient="records",
+                                                                    indent=2))
+            client.log_artifact(run_id, str(Path(tmp) / "effects.csv"))
+            client.log_artifact(run_id, str(Path(tmp) / "effects.json"))
+    client.set_terminated(run_id, status)
+
+
+def metric_name(key: str) -> str:
+    """MLflow allows alphanumerics and ``_ - . : /`` and space: a runtime's figure
+    ``latency_ms@onnxruntime/bs8`` becomes ``latency_ms:onnxruntime/bs8``."""
+    key = key.replace("@", ":")
+    return "".join(ch if ch.isalnum() or ch in "_-.:/ " else "_" for ch in key)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class MlflowSink:
+    name = "mlflow"
+
+    def __init__(self, trial: TrackedTrial) -> None:
+        options = trial.options.get("mlflow")
+        if not options:
+            raise RuntimeError("no MLflow experiment for this study (the runner did not start one)")
+        self.trial = trial
+        self.client = _client(options.get("tracking_uri"))
+        tags = {"mlflow.parentRunId": options["parent_run_id"], "ablate.study": trial.study,
+                "ablate.trial_id": trial.trial_id, "ablate.config_name": trial.config_name,
+                "ablate.variant": trial.variant, "ablate.run_dir": trial.run_dir}
+        run = self.client.create_run(options["experiment_id"], run_name=trial.name, tags=tags)
+        self.run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        params = {key: str(value)[:PARAM_MAX] for key, value in trial.axes.items()}
+        params["seed"] = str(trial.seed)
+        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+
+    def _log(self, values: dict[str, Any], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(metric_name(key), float(value), stamp, step)
+                   for key, value in values.items() if _finite(value)]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        if kind == "step":
+            self._log({"train/loss": event.get("loss"), "train/lr": event.get("lr")},
+                      int(event["step"]))
+        elif kind == "epoch":
+            metrics = event.get("metrics", {})
+            self._log({(f"val/{k[4:]}" if k.startswith("val_") else f"epoch/{k}"): v
+                       for k, v in metrics.items()}, int(event["step"]))
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        status = result.get("status")
+        if status == "done":
+            final = result.get("final") or {}
+            self._log({f"final/{k}": v for k, v in final.items()}, int(final.get("steps") or 0))
+        self.client.set_terminated(self.run_id, {"done": "FINISHED", "failed": "FAILED"}
+                                   .get(str(status), "KILLED"))
+        return {"run_id": self.run_id}

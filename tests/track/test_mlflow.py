@@ -1,0 +1,68 @@
+"""--tracking mlflow: a run per trial under the study's parent run, read back with
+MlflowClient from a local SQLite tracking store."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.store import Store
+from ablate.track import TrackedTrial, open_trackers
+
+pytest.importorskip("mlflow", reason="pip install 'ablate[mlflow]'")
+
+
+@pytest.mark.slow
+def test_every_trial_is_a_run_with_params_metrics_and_tags(tmp_path, tiny_recipe, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # MLflow puts artifacts in ./mlruns by default
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    db, runs = tmp_path / "ml.db", tmp_path / "runs"
+    result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db), "--runs-dir",
+                                       str(runs), "--tracking", "mlflow"])
+    assert result.exit_code == 0, result.output
+    assert "Warning" not in result.output
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tiny")
+    found = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in found if r.data.tags.get("ablate.role") == "study"]
+    children = {r.data.tags["ablate.trial_id"]: r for r in found if r is not parent
+                and "ablate.trial_id" in r.data.tags}
+    assert parent.info.status == "FINISHED"
+    trials = Store(str(db)).trials("tiny")
+    assert set(children) == {t.trial_id for t in trials}
+    for trial in trials:
+        run = children[trial.trial_id]
+        assert run.info.status == "FINISHED" and run.info.run_name == trial.name
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["ablate.config_name"] == trial.config_name
+        assert run.data.params == {
+            "model.keep_last_expansion": str(trial.axes["model.keep_last_expansion"]),
+            "seed": "0"}
+        for key in ("miou", "pixel_acc", "latency_ms"):
+            assert run.data.metrics[f"final/{key}"] == pytest.approx(trial.metrics[key])
+        assert run.data.metrics["final/latency_ms:eager/bs1"] == pytest.approx(
+            trial.metrics["latency_ms@eager/bs1"])
+        history = client.get_metric_history(run.info.run_id, "train/loss")
+        assert sorted(m.step for m in history) == [1, 2]
+        (val,) = client.get_metric_history(run.info.run_id, "val/miou")
+        assert val.step == 2
+        assert trial.environment["tracking"] == {"mlflow": {"run_id": run.info.run_id}}
+    # one effect (keep_last_expansion) in the parent's artifacts
+    names = sorted(a.path for a in client.list_artifacts(parent.info.run_id))
+    assert names == ["effects.csv", "effects.json"]
+
+
+def test_an_unreachable_mlflow_is_a_warning_not_a_failed_trial(capsys):
+    trackers = open_trackers(["mlflow"], TrackedTrial("s", "t1", "trial-1", "/nowhere"))
+    assert trackers.sinks == []
+    progress = trackers.wrap(None)
+    progress({"kind": "step", "step": 1, "loss": 1.0})
+    result = {"status": "done", "final": {}, "environment": {}}
+    trackers.finish(result)
+    assert result["environment"]["tracking"]["mlflow"]["error"].startswith("RuntimeError: no "
+                                                                          "MLflow experiment")
+    assert capsys.readouterr().err.count("Warning: tracker mlflow stopped") == 1
