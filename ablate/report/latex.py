@@ -35,7 +35,8 @@ PREAMBLE = "\n".join([
 
 def escape(text: Any) -> str:
     """Text as LaTeX typesets it literally: ``a_b & 5%`` -> ``a\\_b \\& 5\\%``."""
-    return "".join(_ESCAPES.get(ch, ch) for ch in str(text))
+    parts = str(text).split("->")  # an effect's change "A -> B": an arrow, not "-\\textgreater"
+    return r"$\to$".join("".join(_ESCAPES.get(ch, ch) for ch in part) for part in parts)
 
 
 def _missing(value: Any) -> bool:

@@ -47,6 +47,7 @@ def test_escape_every_special_character():
     assert escape("a_b & 50% #1 $x {y} ~z ^w \\v") == (
         r"a\_b \& 50\% \#1 \$x \{y\} \textasciitilde{}z \textasciicircum{}w \textbackslash{}v")
     assert escape("inconclusive (n=2)") == "inconclusive (n=2)"
+    assert escape("a_1 -> b") == r"a\_1 $\to$ b"
     assert escape("equivalent (±0.5)") == r"equivalent ($\pm$0.5)"
 
 
