@@ -112,7 +112,10 @@ def render(snap):
     if snap.running:
         table = Table(title="running")
         for col in ("trial", "held by", "renewed", "epoch", "step", "loss"):
-            table.add_column(col, justify="left" if col in ("trial", "held by") else "right")
+            if col in ("trial", "held by"):  # long names fold onto a second line, never cut
+                table.add_column(col, overflow="fold")
+            else:
+                table.add_column(col, justify="right")
         for r in snap.running:
             table.add_row(Text(visible(r.name)), Text(visible(r.holder)),
                           "-" if r.renewed_s is None else f"{r.renewed_s:.0f} s ago",
