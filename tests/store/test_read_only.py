@@ -1,0 +1,47 @@
+"""``Store(read_only=True)`` (``ablate watch``): reads what writers record, can write
+nothing, creates nothing; on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from ablate.errors import StoreError
+from ablate.recipes.loader import parse_recipe
+from ablate.store import Store
+from ablate.trials.expand import expand
+
+RECIPE = """
+name = "s"
+seeds = [0]
+[grid]
+"model.keep_last_expansion" = [true, false]
+"""
+
+
+def test_reads_what_is_recorded_and_writes_nothing(db_url):
+    trials = expand(parse_recipe(RECIPE, "s.toml"))
+    writer = Store(db_url)
+    writer.upsert_study("s", "two trials")
+    writer.register_trials("s", trials)
+    reader = Store(db_url, read_only=True)
+    assert [s.name for s in reader.studies()] == ["s"]
+    assert reader.statuses("s") == {t.trial_id: "pending" for t in trials}
+    with pytest.raises(StoreError, match="(?i)read.?only"):
+        reader.mark_failed("s", trials[0].trial_id, "written by a reader")
+    with pytest.raises(StoreError, match="(?i)read.?only"):
+        reader.upsert_study("another")
+    # a writer's later record is seen by the open reader (a fresh snapshot per call)
+    writer.mark_failed("s", trials[1].trial_id, "boom")
+    assert reader.statuses("s") == {trials[0].trial_id: "pending", trials[1].trial_id: "failed"}
+    assert [s.name for s in writer.studies()] == ["s"]
+    reader.close()
+    writer.close()
+
+
+def test_a_missing_sqlite_file_is_not_created(tmp_path):
+    from ablate.errors import NoDatabaseError
+
+    path = tmp_path / "none" / "absent.db"
+    with pytest.raises(NoDatabaseError, match="no database at"):
+        Store(str(path), read_only=True)
+    assert not path.parent.exists()
