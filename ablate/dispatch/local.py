@@ -20,8 +20,10 @@ import traceback
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
+from multiprocessing.managers import SyncManager
 from typing import Any
 
+from ablate.dispatch import orphans
 from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import OnEvent
@@ -61,7 +63,8 @@ class LocalExecutor:
 
     def _run_pool(self, jobs: list[TrialJob], on_event: OnEvent) -> None:
         ctx = mp.get_context("spawn")  # fork after torch has started threads is unsafe
-        manager = ctx.Manager()
+        manager = SyncManager(ctx=ctx)  # ctx.Manager(), exiting when this process dies
+        manager.start(orphans.watch_parent, (os.getpid(),))
         events = manager.Queue()
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
         by_id = {job.trial_id: job for job in jobs}
@@ -78,7 +81,8 @@ class LocalExecutor:
         pumper = threading.Thread(target=pump, daemon=True)
         pumper.start()
         try:
-            with ProcessPoolExecutor(self.jobs, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=orphans.watch_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 pending: dict[Future, TrialJob] = {}
                 for job in jobs:
                     pending[pool.submit(_worker, job, events, threads)] = job
@@ -199,4 +203,9 @@ def _worker(job: TrialJob, events, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    return claim_and_run(job, progress=lambda event: events.put((job.trial_id, event)))
+    orphans.start_trial()  # a worker whose runner was killed takes no new trial
+    try:
+        return claim_and_run(job, progress=lambda event: orphans.send(
+            events, (job.trial_id, event)))
+    finally:
+        orphans.end_trial()

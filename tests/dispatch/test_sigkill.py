@@ -129,6 +129,80 @@ def test_wait_takes_over_a_trial_once_its_holder_s_lease_expires(tmp_path):
     assert {r.status for r in store.trials("three")} == {"done"}
 
 
+def children(pid: int) -> dict[int, str | None]:
+    """The live child processes of ``pid``, each with its start (to tell a reused pid)."""
+    from ablate.dispatch.liveness import process_start
+
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # field 4 overall: the parent pid
+            found[int(stat.parent.name)] = process_start(int(stat.parent.name))
+    return found
+
+
+def alive(pids: dict[int, str | None]) -> list[int]:
+    from ablate.dispatch.liveness import process_start
+
+    return [pid for pid, started in pids.items() if started and process_start(pid) == started]
+
+
+@pytest.mark.slow
+def test_workers_of_a_killed_runner_finish_their_trials_take_no_more_and_exit(tmp_path):
+    """kill -9 of `ablate run --jobs 2` alone: its workers live on, so their claims hold
+    (alive, not dead) and they record their trials; they take no queued trial (the same
+    command takes it) and then exit, with the manager process, instead of idling forever."""
+    recipe = tmp_path / "three.toml"
+    recipe.write_text(THREE.replace("epochs = 1", "iterations = 40\ncheckpoint_every = 2")
+                      .replace("[base.eval]", "[base.eval]\nevery = 100"))
+    db, runs = tmp_path / "o.db", tmp_path / "runs"
+    command = [sys.executable, "-m", "ablate", "run", str(recipe), "--db", str(db),
+               "--runs-dir", str(runs), "--jobs", "2"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    kids: dict[int, str | None] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while not list(runs.glob("three/*/checkpoint.pt")):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.1)
+        kids = children(proc.pid)  # the pool's workers and the manager
+        proc.send_signal(signal.SIGKILL)  # the runner alone, mid-trial
+        proc.wait(timeout=30)
+        time.sleep(1.5)  # a worker that had begun a trial claims it now or never
+        store = Store(str(db))
+        held = {r.trial_id: r.holder["pid"] for r in store.trials("three")
+                if r.status != "pending"}
+        assert held and set(held.values()) <= set(kids)  # the orphans' trials
+
+        again = subprocess.run([*command, "--wait"], capture_output=True, text=True,
+                               timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        records = store.trials("three")
+        assert {r.status for r in records} == {"done"}
+        for r in records:
+            log = (runs / "three" / r.trial_id / "claims.log").read_text()
+            assert log.count("claimed by") == 1 and "resumed" not in log, log  # trained once
+            if r.trial_id in held:  # recorded by the orphan that held it
+                assert r.holder["pid"] == held[r.trial_id], log
+            else:  # left by the orphans to the next runner
+                assert r.holder["pid"] not in kids, log
+        assert len(held) < len(records)  # no orphan took a queued trial
+        deadline = time.monotonic() + 15
+        while alive(kids):
+            assert time.monotonic() < deadline, f"orphans still running: {alive(kids)}"
+            time.sleep(0.2)
+    finally:
+        for pid in alive(kids):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_corrupt_result_files_are_reported_and_never_ingested(tmp_path):
     recipe = parse_recipe(THREE, "three.toml")
     trials = expand(recipe)
