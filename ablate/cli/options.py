@@ -35,6 +35,13 @@ runs_option = click.option(
 )
 
 
+def not_nan(ctx, param, value):
+    """A click callback: NaN passes ``FloatRange`` (every comparison with it is false)."""
+    if value is not None and value != value:
+        raise click.BadParameter("nan is not a number", ctx, param)
+    return value
+
+
 def recipe_argument(fn):
     return click.argument("recipe", type=click.Path(dir_okay=False))(fn)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ablate.cli import main
-from ablate.cli.options import db_option, make_console
+from ablate.cli.options import db_option, make_console, not_nan
 
 FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
 
@@ -28,12 +28,12 @@ where_option = click.option(
               help="Add the effect of each axis on mIoU (main effects and two-way "
                    "interactions) with intervals, costs in percent and a verdict.")
 @click.option("--alpha", type=click.FloatRange(0.0, 0.5, min_open=True), default=0.05,
-              show_default=True,
+              show_default=True, callback=not_nan,
               help="Error rate: of the effects (for all the verdicts of a study at once), "
                    "--baseline intervals and Pareto marks. A study grown by --until-decided "
                    "keeps the alpha it was grown with.")
 @click.option("--min-effect", type=click.FloatRange(0.0, 100.0, min_open=True), default=None,
-              metavar="POINTS",
+              metavar="POINTS", callback=not_nan,
               help="With --effects: the equivalence margin in mIoU points; an effect whose "
                    "interval lies within ± this is 'equivalent'. No default.")
 @click.option("--sort", "sort_key", metavar="COLUMN",

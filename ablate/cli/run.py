@@ -15,6 +15,7 @@ from ablate.cli.options import (
     fmt_int,
     make_console,
     max_trials_option,
+    not_nan,
     recipe_argument,
     runs_option,
     set_option,
@@ -53,15 +54,9 @@ def slurm_options(fn):
     return fn
 
 
-def _lease(ctx, param, value: float) -> float:
-    if value != value:  # NaN passes FloatRange
-        raise click.BadParameter("nan is not a number of seconds", ctx, param)
-    return value
-
-
 lease_option = click.option(
     "--lease-seconds", type=click.FloatRange(2, 86400), default=DEFAULT_LEASE_SECONDS, show_default=True,
-    callback=_lease, metavar="SECONDS",
+    callback=not_nan, metavar="SECONDS",
     help="A claimed trial whose holder stops renewing (every SECONDS/4) is free again after "
          "this long; other runners then take it over from its checkpoint.")
 

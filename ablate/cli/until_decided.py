@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import click
 
+from ablate.cli.options import not_nan
 from ablate.errors import UserInputError
 
 
@@ -25,10 +26,10 @@ def until_decided_options(fn):
                      show_default=True, help="With --until-decided: seeds per configuration "
                                              "at most (the design's last look)."),
         click.option("--alpha", type=click.FloatRange(0.0, 0.5, min_open=True), default=0.05,
-                     show_default=True, help="With --until-decided: the chance that any "
+                     show_default=True, callback=not_nan, help="With --until-decided: the chance that any "
                                              "verdict of the study is wrong, at most."),
         click.option("--min-effect", type=click.FloatRange(0.0, 100.0, min_open=True),
-                     default=None, metavar="POINTS",
+                     default=None, metavar="POINTS", callback=not_nan,
                      help="With --until-decided: the equivalence margin in mIoU points: an "
                           "effect whose interval lies within ± this is decided as "
                           "equivalent. No default: without it only better/worse decide."),

@@ -8,16 +8,10 @@ import time
 import click
 
 from ablate.cli import main
-from ablate.cli.options import db_option, make_console, runs_option
+from ablate.cli.options import db_option, make_console, not_nan, runs_option
 from ablate.cli.text import visible
 
 STATES = ("done", "running", "pending", "failed")
-
-
-def _interval(ctx, param, value: float) -> float:
-    if value != value:  # NaN passes FloatRange
-        raise click.BadParameter("nan is not a number of seconds", ctx, param)
-    return value
 
 
 @main.command("watch")
@@ -25,7 +19,7 @@ def _interval(ctx, param, value: float) -> float:
 @db_option
 @runs_option
 @click.option("--interval", type=click.FloatRange(0.05, 3600), default=2.0, show_default=True,
-              metavar="S", callback=_interval, help="Seconds between refreshes.")
+              metavar="S", callback=not_nan, help="Seconds between refreshes.")
 def watch(study: str | None, db: str | None, runs_dir: str | None, interval: float) -> None:
     """Live dashboard of a study: states, running trials, best so far, ETA, effects.
 

@@ -253,3 +253,22 @@ def test_set_seeds_is_the_starting_point_and_each_round_adds_a_new_seed(tmp_path
     assert [r.seed for r in rounds] == [2, 3, None]
     assert rounds[-1].reason == "every effect is decided"
     assert set(executor.runs.values()) == {1} and len(executor.runs) == 8
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--min-effect", "nan"), ("--min-effect", "inf"), ("--min-effect", "0"),
+    ("--alpha", "nan"), ("--spending", "pocok"), ("--max-seeds", "101")])
+def test_bad_loop_options_are_one_line_and_record_nothing(tmp_path, option, value):
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+
+    recipe = tmp_path / "adaptive.toml"
+    recipe.write_text(RECIPE.replace("SEEDS", "[0, 1]"))
+    db = tmp_path / "bad.db"
+    out = CliRunner().invoke(main, ["run", str(recipe), "--db", str(db), "--until-decided",
+                                    option, value])
+    assert out.exit_code == 2
+    (line,) = out.output.strip().splitlines()
+    assert line.startswith(f"Error: Invalid value for '{option}'")
+    assert not db.exists()

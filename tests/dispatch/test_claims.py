@@ -185,7 +185,7 @@ def test_a_local_runner_beside_a_slurm_array_trains_no_trial_twice(cancel_after,
 
 
 @pytest.mark.parametrize("value,message", [
-    ("nan", "nan is not a number of seconds"),
+    ("nan", "nan is not a number"),
     ("inf", "inf is not in the range 2<=x<=86400"),
     ("1", "1.0 is not in the range 2<=x<=86400"),
 ])
