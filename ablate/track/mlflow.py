@@ -8,7 +8,10 @@ configuration, variant, run folder), metrics with steps under the TensorBoard si
 names (``train/loss``, ``train/lr``, ``val/miou``, ``epoch/train_loss``,
 ``final/<figure>``; ``@`` spelled ``:``, which MLflow refuses), ended FINISHED or
 FAILED. The parent run gets the effects table as artifacts (``effects.csv``,
-``effects.json``) when the study has effects.
+``effects.json``) when the study has effects. A trial that resumes from its checkpoint
+continues its run (the run id is kept in the run folder, ``mlflow_run_id``). A tracking
+server that does not answer fails fast (no retries, a 10 s timeout, unless the
+``MLFLOW_HTTP_REQUEST_*`` variables say otherwise): one warning, never a waiting trial.
 """
 
 from __future__ import annotations
@@ -19,9 +22,16 @@ from typing import Any
 from ablate.track.trial import TrackedTrial
 
 PARAM_MAX = 500  # MLflow refuses longer parameter values
+RUN_ID_FILE = "mlflow_run_id"  # in the trial's run folder: a resumed trial continues its run
+# MLflow's own defaults retry a dead server 7 times over minutes, per call
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 def _client(uri: str | None):
+    import os
+
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     # mlflow is heavy (and optional): imported only when a study asks for it
     from mlflow.tracking import MlflowClient
 
@@ -80,16 +90,42 @@ class MlflowSink:
             raise RuntimeError("no MLflow experiment for this study (the runner did not start one)")
         self.trial = trial
         self.client = _client(options.get("tracking_uri"))
+        self.run_id = self._resumed_run()
+        if self.run_id is not None:  # the trial resumes: its run goes on, params as logged
+            self.client.update_run(self.run_id, status="RUNNING")
+            return
         tags = {"mlflow.parentRunId": options["parent_run_id"], "ablate.study": trial.study,
                 "ablate.trial_id": trial.trial_id, "ablate.config_name": trial.config_name,
-                "ablate.variant": trial.variant, "ablate.run_dir": trial.run_dir}
+                "ablate.variant": trial.variant, "ablate.run_dir": trial.run_dir,
+                "ablate.seed": str(trial.seed), "ablate.status": "running"}
         run = self.client.create_run(options["experiment_id"], run_name=trial.name, tags=tags)
         self.run_id = run.info.run_id
+        self._remember()
         from mlflow.entities import Param
 
         params = {key: str(value)[:PARAM_MAX] for key, value in trial.axes.items()}
         params["seed"] = str(trial.seed)
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+
+    def _resumed_run(self) -> str | None:
+        """The run of an earlier attempt of this trial, when it still exists."""
+        from pathlib import Path
+
+        path = Path(self.trial.run_dir) / RUN_ID_FILE
+        try:
+            run_id = path.read_text().strip()
+            run = self.client.get_run(run_id)
+        except Exception:  # no file, or a run the server no longer knows: a new run
+            return None
+        same = run.data.tags.get("ablate.trial_id") == self.trial.trial_id
+        return run_id if same else None
+
+    def _remember(self) -> None:
+        from pathlib import Path
+
+        folder = Path(self.trial.run_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RUN_ID_FILE).write_text(self.run_id + "\n")
 
     def _log(self, values: dict[str, Any], step: int) -> None:
         import time
@@ -117,6 +153,7 @@ class MlflowSink:
         if status == "done":
             final = result.get("final") or {}
             self._log({f"final/{k}": v for k, v in final.items()}, int(final.get("steps") or 0))
+        self.client.set_tag(self.run_id, "ablate.status", str(status))
         self.client.set_terminated(self.run_id, {"done": "FINISHED", "failed": "FAILED"}
                                    .get(str(status), "KILLED"))
         return {"run_id": self.run_id}

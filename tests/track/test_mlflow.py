@@ -66,3 +66,42 @@ def test_an_unreachable_mlflow_is_a_warning_not_a_failed_trial(capsys):
     assert result["environment"]["tracking"]["mlflow"]["error"].startswith("RuntimeError: no "
                                                                           "MLflow experiment")
     assert capsys.readouterr().err.count("Warning: tracker mlflow stopped") == 1
+
+
+def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from ablate.track.mlflow import MlflowSink, start_study
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    options = start_study("s")
+    trial = TrackedTrial("s", "t1", "trial-1", str(tmp_path / "run"), axes={"lr": 0.1},
+                         seed=3, options={"mlflow": options})
+    first = MlflowSink(trial)
+    first.event({"kind": "step", "step": 1, "loss": 1.0, "lr": 0.1})  # then killed: no finish
+    again = MlflowSink(trial)  # the trial resumes from its checkpoint
+    assert again.run_id == first.run_id
+    again.event({"kind": "step", "step": 2, "loss": 0.5, "lr": 0.1})
+    again.finish({"status": "done", "final": {"miou": 0.4, "steps": 2}})
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([options["experiment_id"]], "tags.`ablate.trial_id` = 't1'")
+    (run,) = runs  # one run, not one per attempt
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2]
+    assert run.info.status == "FINISHED" and run.data.params == {"lr": "0.1", "seed": "3"}
+    assert run.data.tags["ablate.seed"] == "3" and run.data.tags["ablate.status"] == "done"
+
+
+def test_a_tracking_server_that_does_not_answer_fails_fast(monkeypatch):
+    import time
+
+    from ablate.track.mlflow import start_study
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens
+    started = time.monotonic()
+    with pytest.raises(Exception):  # noqa: B017  (MLflow raises its own kinds)
+        start_study("s")
+    assert time.monotonic() - started < 15  # MLflow's defaults retry for minutes
