@@ -53,8 +53,10 @@ def start_study(study: str) -> dict[str, Any]:
             "parent_run_id": parent.info.run_id}
 
 
-def finish_study(options: dict[str, Any], effects, status: str = "FINISHED") -> None:
-    """The effects table (a frame, or None) as the parent run's artifacts; the run ended."""
+def finish_study(options: dict[str, Any], effects, status: str = "FINISHED",
+                 plots: dict[str, bytes] | None = None) -> None:
+    """The effects table (a frame, or None) and the Pareto plots (file name -> PNG bytes)
+    as the parent run's artifacts; the run ended."""
     import tempfile
     from pathlib import Path
 
@@ -67,6 +69,11 @@ def finish_study(options: dict[str, Any], effects, status: str = "FINISHED") -> 
                                                                     indent=2))
             client.log_artifact(run_id, str(Path(tmp) / "effects.csv"))
             client.log_artifact(run_id, str(Path(tmp) / "effects.json"))
+    if plots:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, png in plots.items():
+                (Path(tmp) / name).write_bytes(png)
+                client.log_artifact(run_id, str(Path(tmp) / name))
     client.set_terminated(run_id, status)
 
 

@@ -118,15 +118,22 @@ def start_study(names: list[str] | tuple[str, ...], study: str) -> dict[str, Any
 
 
 def finish_study(options: dict[str, Any], store, study: str, failed: bool = False) -> None:
-    """After the trials: MLflow's parent run gets the effects table and is ended."""
+    """After the trials: MLflow's parent run gets the effects table and the Pareto plots
+    (PNG, mIoU against each measured cost) and is ended."""
     if "mlflow" not in options:
         return
     try:
-        from ablate.report.build import build_report
+        from ablate.report.build import build_report, cost_axes, pareto_figures
+        from ablate.report.plots import figure_png
         from ablate.track.mlflow import finish_study as finish_mlflow
 
-        effects = build_report(store, [study], effects=True).effects
-        finish_mlflow(options["mlflow"], effects, "FAILED" if failed else "FINISHED")
+        report = build_report(store, [study], effects=True)
+        plots = {}
+        if not report.configs.empty:
+            plots = {f"{figure.stem}.png": figure_png(figure.figure)
+                     for figure in pareto_figures(report, cost_axes(report.configs))}
+        finish_mlflow(options["mlflow"], report.effects, "FAILED" if failed else "FINISHED",
+                      plots)
     except Exception as err:  # a tracker never fails a study
         _warn(f"tracker mlflow: the study run of {study} was not completed", err)
 

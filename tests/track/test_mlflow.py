@@ -53,7 +53,8 @@ def test_every_trial_is_a_run_with_params_metrics_and_tags(tmp_path, tiny_recipe
         assert trial.environment["tracking"] == {"mlflow": {"run_id": run.info.run_id}}
     # one effect (keep_last_expansion) in the parent's artifacts
     names = sorted(a.path for a in client.list_artifacts(parent.info.run_id))
-    assert names == ["effects.csv", "effects.json"]
+    assert names == ["effects.csv", "effects.json", "pareto_gflops.png", "pareto_latency_ms.png",
+                     "pareto_params.png"]
 
 
 def test_an_unreachable_mlflow_is_a_warning_not_a_failed_trial(capsys):
