@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ablate-installed
-EXTRAS := dev,coco,postgres,sbd,parquet,runtimes,tensorboard
+EXTRAS := dev,coco,postgres,sbd,parquet,runtimes,tensorboard,mlflow
 
 .PHONY: demo test test-fast install lint bench services-start services-stop clean
 

@@ -234,7 +234,7 @@ def _row(study: str, spec: _Spec, grid: _Grid, design: Design, family: int) -> d
         "metric": METRIC, "unit": UNIT, "family": family, "design": design.describe(),
         "configs": tuple(name for index, _ in spec.cells
                          for name in _sub(grid.names, index)[mask]),
-        **test_contrast(values, weights, design, family),
+        **contrast_row(values, weights, design, family),
     }
     row["verdict"] = verdict(row, spec.kind, design.min_effect)
     if spec.kind == "main":  # relative cost of the level changed to, over the same cells
@@ -255,7 +255,7 @@ def geometric_change(new: np.ndarray, old: np.ndarray) -> float:
     return float((math.exp(np.mean(np.log(new[ok] / old[ok]))) - 1.0) * 100.0)
 
 
-def test_contrast(values: np.ndarray, weights: np.ndarray, design: Design,
+def contrast_row(values: np.ndarray, weights: np.ndarray, design: Design,
                   family: int = 1) -> dict[str, Any]:
     """Estimate, interval at ``alpha / family``, p-values, MDE and seeds needed.
 
@@ -296,7 +296,7 @@ def test_contrast(values: np.ndarray, weights: np.ndarray, design: Design,
         # Colas, Sigaud and Oudeyer, "How many random seeds?", 2018: the smallest effect
         # this design detects with 80% power, and the seeds a fixed design needs for the margin
         out["mde"] = (critical + float(stdtrit(df, POWER))) * se
-    if design.min_effect and out["method"] != WELCH:  # paired: the per-seed contrast's sd
+    if design.min_effect and out["method"] != WELCH and se > 0:  # paired: per-seed sd
         out["seeds_needed"] = seeds_needed(se * math.sqrt(out["n"]), design.min_effect, level)
     return out
 
@@ -445,7 +445,7 @@ def compare_configs(trials: pd.DataFrame, pairs: list[tuple[str, str, str]],
         design = (designs or {}).get(str(name))
         if design is None or not design.sequential:
             continue
-        result = test_contrast(np.vstack([left[k], right[k]]), np.array([-1.0, 1.0]),
+        result = contrast_row(np.vstack([left[k], right[k]]), np.array([-1.0, 1.0]),
                                Design(**{**design.to_json(), "alpha": alpha}))
         estimate[k], low[k], high[k], p[k] = (result["estimate"], result["ci_low"],
                                               result["ci_high"], math.nan)
