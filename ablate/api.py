@@ -27,7 +27,7 @@ def open_store(db: str | None) -> Store:
     Where the store offers read-only connections (no write lock on SQLite, so polling
     never makes a runner wait) they are used; otherwise ``must_exist``.
     """
-    from ablate.store import Store
+    from ablate.store import Store  # lazy: loads sqlalchemy
 
     if "read_only" in inspect.signature(Store.__init__).parameters:
         return Store(db, read_only=True)
@@ -49,7 +49,7 @@ class Database:
         trial state (``done``, ``failed``, ``pending``, ``running``)."""
         import pandas as pd
 
-        from ablate.store import read
+        from ablate.store import read  # lazy: loads pandas, sqlalchemy
 
         rows = read.trial_rows(self.store, None)
         names = read.study_names(self.store)
@@ -70,7 +70,7 @@ class Database:
 
     def trials(self, study: str, where: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
         """Every trial of ``study``, a row each: the columns of ``ablate export``."""
-        from ablate.report.export import export_frame
+        from ablate.report.export import export_frame  # lazy: loads numpy, pandas, sqlalchemy
 
         return export_frame(self.store, study, where)
 
@@ -88,7 +88,7 @@ class Database:
                             effects=True, min_effect=min_effect).effects
 
     def _report(self, study: str, **options):
-        from ablate.report.build import build_report
+        from ablate.report.build import build_report  # lazy: loads numpy, pandas, sqlalchemy
 
         return build_report(self.store, [study], **options)
 

@@ -6,6 +6,7 @@ import click
 
 from ablate.cli import main
 from ablate.cli.options import db_option, runs_option
+from ablate.errors import UserInputError
 
 
 @main.command("cancel")
@@ -22,10 +23,9 @@ def cancel(study: str, db: str | None, runs_dir: str | None) -> None:
     Example:
         ablate cancel quickstart
     """
-    from ablate.dispatch.driver import resolve_runs_root
-    from ablate.dispatch.slurm import cancel_study
-    from ablate.errors import UserInputError
-    from ablate.store import Store
+    from ablate.dispatch.driver import resolve_runs_root  # lazy: loads pydantic, sqlalchemy
+    from ablate.dispatch.slurm import cancel_study  # lazy: loads pydantic, sqlalchemy, submitit
+    from ablate.store import Store  # lazy: loads sqlalchemy
 
     store = Store(db, must_exist=True)  # never creates a database
     known = [s.name for s in store.studies()]

@@ -82,9 +82,9 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
         ablate cost recipes/torchvision_baselines.toml --variant lraspp_mobilenet_v3_large --json
         ablate cost --clear-cache
     """
-    from ablate.cost.analyse import analyse_spec
-    from ablate.recipes.loader import load_recipe
-    from ablate.trials.expand import expand, parse_set
+    from ablate.cost.analyse import analyse_spec  # lazy: loads pydantic
+    from ablate.recipes.loader import load_recipe  # lazy: loads pydantic
+    from ablate.trials.expand import expand, parse_set  # lazy: loads pydantic
 
     overrides = parse_set(list(assignments))
     if resolution is not None:

@@ -7,6 +7,7 @@ import json
 import click
 from rich.markup import escape
 
+from ablate.catalog import DATASETS
 from ablate.cli import main
 from ablate.cli.models import builder_rows, format_arguments
 from ablate.cli.options import json_option, make_console
@@ -43,8 +44,7 @@ def datasets(as_json: bool) -> None:
         ablate datasets
         ablate datasets --json
     """
-    from ablate.catalog import DATASETS
-    from ablate.recipes.schema import DataSpec
+    from ablate.recipes.schema import DataSpec  # lazy: loads pydantic
 
     defaults = DataSpec.model_fields
     builtin = [{"name": name, "description": DESCRIPTIONS.get(name, ""),

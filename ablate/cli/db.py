@@ -27,9 +27,9 @@ def upgrade(db: str | None) -> None:
     Example:
         ablate db upgrade --db postgresql+psycopg://user@host/ablate
     """
-    from ablate.store import Store
-    from ablate.store.schema import current_revision, head_revision
-    from ablate.store.schema import upgrade as do_upgrade
+    from ablate.store import Store  # lazy: loads sqlalchemy
+    from ablate.store.schema import current_revision, head_revision  # lazy: loads sqlalchemy
+    from ablate.store.schema import upgrade as do_upgrade  # lazy: loads sqlalchemy
 
     store = Store(db, create=False)
     before = current_revision(store.engine)
@@ -46,8 +46,8 @@ def info(db: str | None) -> None:
     Example:
         ablate db info
     """
-    from ablate.store import Store
-    from ablate.store.schema import current_revision, head_revision
+    from ablate.store import Store  # lazy: loads sqlalchemy
+    from ablate.store.schema import current_revision, head_revision  # lazy: loads sqlalchemy
 
     store = Store(db, must_exist=True)  # never creates a database
     click.echo(f"url: {store.display_url}")

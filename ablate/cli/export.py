@@ -35,8 +35,8 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
         ablate export quickstart --parquet trials.parquet --markdown trials.md
         ablate export quickstart --where model.head=deeplabv3 --csv -
     """
-    from ablate.report import export as exporter
-    from ablate.store import Store
+    from ablate.report import export as exporter  # lazy: loads numpy, pandas, sqlalchemy
+    from ablate.store import Store  # lazy: loads sqlalchemy
 
     if not (csv_path or parquet_path or markdown_path):
         raise click.UsageError("give at least one of --csv FILE, --parquet FILE, --markdown FILE")

@@ -8,16 +8,16 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from ablate.catalog import BACKBONES, HEADS, MODELS
 from ablate.cli import main
 from ablate.cli.options import json_option, make_console
+from ablate.errors import UserInputError
+from ablate.registry import arguments
 
 
 def builder_rows(registry, skip: tuple[str, ...]) -> list[dict[str, Any]]:
     """Plugins and registered builders with their arguments; an entry that does not
     import is listed with its error instead of stopping the listing."""
-    from ablate.errors import UserInputError
-    from ablate.registry import arguments
-
     rows = []
     for name, entry in registry.entries().items():
         if registry.is_builtin(name):
@@ -51,8 +51,7 @@ def models(as_json: bool) -> None:
         ablate models
         ablate models --json
     """
-    from ablate.catalog import BACKBONES, HEADS, MODELS
-    from ablate.recipes.schema import ModelSpec
+    from ablate.recipes.schema import ModelSpec  # lazy: loads pydantic
 
     keys = {name: info.default for name, info in ModelSpec.model_fields.items()
             if name not in ("builder", "args", "selective")}

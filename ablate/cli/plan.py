@@ -19,6 +19,7 @@ from ablate.cli.options import (
     set_option,
 )
 from ablate.cli.text import terminal
+from ablate.errors import NoDatabaseError, RecipeError, UserInputError
 
 # A terminal table shows the first and last rows of a large study (rendering 20,000 rows
 # with rich takes most of a minute); --json and --format csv give every row.
@@ -48,9 +49,12 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         ablate plan recipes/mnv3_expansion.toml --set data.name=shapes --json
         ablate plan recipes/quickstart.toml --format csv --no-cost > trials.csv
     """
-    from ablate.dispatch.driver import compute_costs, load_trials
+    from ablate.dispatch.driver import (  # lazy: loads pydantic, sqlalchemy
+        compute_costs,
+        load_trials,
+    )
     from ablate.dispatch.preflight import find_problems
-    from ablate.trials.ids import eval_resolution
+    from ablate.trials.ids import eval_resolution  # lazy: loads pydantic
 
     if as_json:
         if fmt not in ("table", "json"):
@@ -140,9 +144,8 @@ def _print_csv(rows: list[dict]) -> None:
 def check_architectures(trials: list, source: str) -> None:
     """Build each distinct architecture on the ``meta`` device (no memory, no FLOPs):
     an expansion block out of range or a head the backbone cannot carry is refused."""
-    from ablate.cost.analyse import build_on_meta
-    from ablate.errors import RecipeError, UserInputError
-    from ablate.trials.ids import num_classes
+    from ablate.cost.analyse import build_on_meta  # lazy: loads pydantic
+    from ablate.trials.ids import num_classes  # lazy: loads pydantic
 
     seen: set[str] = set()
     for trial in trials:
@@ -163,8 +166,7 @@ def check_architectures(trials: list, source: str) -> None:
 
 def _existing_store(db: str | None):
     """Planning never creates a database; it reads one if it is there."""
-    from ablate.errors import NoDatabaseError
-    from ablate.store import Store
+    from ablate.store import Store  # lazy: loads sqlalchemy
 
     try:
         return Store(db, must_exist=True)

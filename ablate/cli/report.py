@@ -79,8 +79,8 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         ablate report --study quickstart --effects
         ablate report --study quickstart --effects --format latex --out paper/
     """
-    from ablate.report import build
-    from ablate.store import Store
+    from ablate.report import build  # lazy: loads numpy, pandas, sqlalchemy
+    from ablate.store import Store  # lazy: loads sqlalchemy
 
     if as_json:
         if fmt not in ("table", "json"):
@@ -116,7 +116,7 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
 
 
 def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> None:
-    from ablate.report import render
+    from ablate.report import render  # lazy: loads numpy, pandas
 
     if fmt == "csv":
         click.echo(render.to_csv(result.configs), nl=False)
@@ -143,7 +143,7 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
         return
     tables = render.config_tables(result.configs, result.trials, result.descriptions if
                                   fmt == "markdown" else None)
-    from ablate.report.runtimes import runtime_tables
+    from ablate.report.runtimes import runtime_tables  # lazy: loads numpy, pandas
 
     tables += runtime_tables(result.configs)  # only when a trial measured other runtimes
     if per_class:
@@ -160,8 +160,8 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
 
 def _write_figures(result, figures, out_dir: str, fmt: str) -> list:
     """Figures as PNG and SVG files, or all of them inside OUT/report.html."""
-    from ablate.report.build import write_html
-    from ablate.report.plots import figure_png, save_figure
+    from ablate.report.build import write_html  # lazy: loads numpy, pandas, sqlalchemy
+    from ablate.report.plots import figure_png, save_figure  # lazy: loads numpy, pandas
 
     if fmt == "html":
         pngs = {fig.stem: figure_png(fig.figure) for fig in figures}

@@ -76,7 +76,11 @@ def _slurm_executor(recipe, trials, store, runs_dir: str, detach: bool, flags: d
     whose earlier jobs still run (they would run twice)."""
     from pathlib import Path
 
-    from ablate.dispatch.slurm import SlurmExecutor, live_jobs, resolve_spec
+    from ablate.dispatch.slurm import (  # lazy: loads pydantic, sqlalchemy, submitit
+        SlurmExecutor,
+        live_jobs,
+        resolve_spec,
+    )
 
     spec = resolve_spec(recipe.slurm, {k: flags.get(k) for k in SLURM_FLAGS})
     if any(s.name == recipe.name for s in store.studies()):
@@ -164,9 +168,14 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         ablate run recipes/quickstart.toml --until-decided --max-seeds 6
         ablate run recipes/quickstart.toml --tracking tensorboard
     """
-    from ablate.dispatch.driver import load_trials, resolve_runs_root, run_study, select_trials
+    from ablate.dispatch.driver import (  # lazy: loads pydantic, sqlalchemy
+        load_trials,
+        resolve_runs_root,
+        run_study,
+        select_trials,
+    )
     from ablate.dispatch.executor import make_executor
-    from ablate.store import Store
+    from ablate.store import Store  # lazy: loads sqlalchemy
 
     recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
     trials = select_trials(trials, trial_ids=trial_ids, variants=variants)
@@ -226,7 +235,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
                       f"'ablate status {recipe_obj.name}'; cancel with "
                       f"'ablate cancel {recipe_obj.name}'.")
     _print_summary(store, recipe_obj.name, [t.trial_id for t in trials], summary)
-    from ablate.dispatch.claiming import runner_report
+    from ablate.dispatch.claiming import runner_report  # lazy: loads sqlalchemy
 
     for line in runner_report(store, recipe_obj.name, summary):
         make_console().print(escape(line))

@@ -7,6 +7,7 @@ import click
 from ablate.cli import main
 from ablate.cli.options import db_option, fmt_float, make_console, runs_option
 from ablate.cli.text import terminal as escape  # markup and control characters
+from ablate.errors import UserInputError
 
 
 @main.command("status")
@@ -24,10 +25,9 @@ def status(study: str | None, db: str | None, runs_dir: str | None) -> None:
         ablate status quickstart
         ablate status --db postgresql+psycopg://user@host/ablate
     """
-    from ablate.dispatch.driver import resolve_runs_root
-    from ablate.dispatch.slurm import follow_study
-    from ablate.errors import UserInputError
-    from ablate.store import Store
+    from ablate.dispatch.driver import resolve_runs_root  # lazy: loads pydantic, sqlalchemy
+    from ablate.dispatch.slurm import follow_study  # lazy: loads pydantic, sqlalchemy, submitit
+    from ablate.store import Store  # lazy: loads sqlalchemy
 
     store = Store(db, must_exist=True)  # never creates a database
     known = [s.name for s in store.studies()]
@@ -47,7 +47,7 @@ def status(study: str | None, db: str | None, runs_dir: str | None) -> None:
 def _claim_columns(record, now) -> tuple[str, str]:
     """Who holds a running trial and when its lease was last renewed ("12 s ago"); an
     expired lease says so (the next runner takes the trial over)."""
-    from ablate.dispatch.claiming import describe_holder
+    from ablate.dispatch.claiming import describe_holder  # lazy: loads sqlalchemy
 
     if record.status != "running" or not record.holder:
         return "-", "-"
@@ -71,7 +71,7 @@ def _gpus_column(environment: dict | None) -> str:
 def _print_study(console, store, follow) -> None:
     from rich.table import Table
 
-    from ablate.dispatch.slurm import read_job_info
+    from ablate.dispatch.slurm import read_job_info  # lazy: loads pydantic, sqlalchemy, submitit
 
     records = store.trials(follow.study)
     counts: dict[str, int] = {}

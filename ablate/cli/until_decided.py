@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 import click
 
+from ablate.analysis.design import DEFAULT_SPENDING, SPENDING
 from ablate.cli.options import not_nan
 from ablate.errors import UserInputError
 
 
 def until_decided_options(fn):
     """``--until-decided``, ``--max-seeds``, ``--alpha``, ``--min-effect``, ``--spending``."""
-    from ablate.analysis.design import DEFAULT_SPENDING, SPENDING
     from ablate.dispatch.adaptive import DEFAULT_MAX_SEEDS
 
     options = [
@@ -59,7 +59,7 @@ def continue_until_decided(recipe, assignments: tuple[str, ...], store,
                            say: Callable[[str], None]) -> list:
     """Run the loop after the recipe's own trials; ``run_round(recipe, trials)`` runs one round."""
     from ablate.dispatch.adaptive import run_until_decided
-    from ablate.trials.expand import parse_set
+    from ablate.trials.expand import parse_set  # lazy: loads pydantic
 
     return run_until_decided(recipe, parse_set(list(assignments)), store, run_round,
                              max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,

@@ -10,6 +10,7 @@ import click
 from ablate.cli import main
 from ablate.cli.options import db_option, make_console, not_nan, runs_option
 from ablate.cli.text import visible
+from ablate.errors import UserInputError
 
 STATES = ("done", "running", "pending", "failed")
 
@@ -42,10 +43,9 @@ def watch(study: str | None, db: str | None, runs_dir: str | None, interval: flo
 
 
 def _watch(study: str | None, db: str | None, runs_dir: str | None, interval: float) -> None:
-    from ablate.dispatch.driver import resolve_runs_root
-    from ablate.dispatch.live import study_snapshot
-    from ablate.errors import UserInputError
-    from ablate.store import Store
+    from ablate.dispatch.driver import resolve_runs_root  # lazy: loads pydantic, sqlalchemy
+    from ablate.dispatch.live import study_snapshot  # lazy: loads pandas
+    from ablate.store import Store  # lazy: loads sqlalchemy
 
     store = Store(db, read_only=True)  # never creates, never writes, takes no write lock
     known = [s.name for s in store.studies()]
@@ -135,7 +135,7 @@ def _effects_table(rows: list[dict]):
     from rich.table import Table
     from rich.text import Text
 
-    from ablate.report.render import interval_texts
+    from ablate.report.render import interval_texts  # lazy: loads numpy, pandas
 
     table = Table(title="effects on mIoU so far (points)")
     # read by name: the effects table's columns change (ablate.analysis.effects)

@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ablate.errors import UserInputError
+from ablate.models.build import build_model
 from ablate.recipes.schema import ModelSpec, TrialSpec
+from ablate.trials.ids import architecture_id, eval_resolution, num_classes
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,8 @@ def analyse_spec(spec: TrialSpec, *, flops: bool = True, depth: int = 3,
     spec's evaluation resolution in ``convention`` (``ablate.cost.flops.CONVENTIONS``).
     Breakdowns add up to the totals and share their keys, so two reports diff module
     by module."""
-    from ablate.cost.flops import count_flops
-    from ablate.cost.params import count_parameters, params_by_module
-    from ablate.trials.ids import architecture_id, eval_resolution, num_classes
+    from ablate.cost.flops import count_flops  # lazy: loads torch
+    from ablate.cost.params import count_parameters, params_by_module  # lazy: loads torch
 
     classes = num_classes(spec)
     resolution = tuple(int(v) for v in eval_resolution(spec))
@@ -98,8 +100,6 @@ def build_on_meta(model_spec: ModelSpec, classes: int):
     """
     import torch
 
-    from ablate.errors import UserInputError
-    from ablate.models.build import build_model
 
     try:
         with torch.device("meta"), _skip_init():

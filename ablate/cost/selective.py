@@ -41,6 +41,10 @@ import math
 import torch
 from torch import nn
 
+from ablate.cost.flops import count_flops
+from ablate.cost.latency import measure_latency
+from ablate.models.build import build_model
+from ablate.models.sparse import SparseSelective, forced_mask, forward_mixed, mask_grid
 from ablate.recipes.schema import ModelSpec, SelectiveSpec
 
 PRE_MODULES = ("backbone.conv1", "backbone.bn1", "backbone.layer1", "backbone.layer2")
@@ -91,8 +95,7 @@ def stage_flops(spec: ModelSpec, num_classes: int, resolution: tuple[int, int],
 
 @functools.lru_cache(maxsize=32)
 def _stage_flops(key: tuple) -> tuple[tuple[str, int], ...]:
-    from ablate.cost.flops import count_flops
-    from ablate.models.selective import build_selective_deeplabv3
+    from ablate.models.selective import build_selective_deeplabv3  # lazy: loads torchvision
 
     (backbone, mask_net, mask_source, patch, pooling, rates, aspp_channels, classes, resolution,
      device) = key
@@ -126,9 +129,6 @@ def plain_os16_flops(spec: ModelSpec, num_classes: int, resolution: tuple[int, i
 @functools.lru_cache(maxsize=32)
 def _plain_os16_flops(backbone: str, rates: tuple[int, ...], aspp_channels: int, classes: int,
                       resolution: tuple[int, int], device: str) -> int:
-    from ablate.cost.flops import count_flops
-    from ablate.models.build import build_model
-
     spec = ModelSpec.model_validate({
         "backbone": backbone, "head": "deeplabv3", "output_stride": 16,
         "aspp_rates": list(rates), "aspp_channels": aspp_channels,
@@ -140,7 +140,7 @@ def mask_net_flops(selective: SelectiveSpec, resolution: tuple[int, int]) -> int
     """fvcore flops of the mask net alone, on the ResNet tap it reads at ``resolution``."""
     from fvcore.nn import FlopCountAnalysis
 
-    from ablate.models.selective import MASK_SOURCES, build_mask_net
+    from ablate.models.selective import MASK_SOURCES, build_mask_net  # lazy: loads torchvision
 
     channels, stride = MASK_SOURCES[selective.mask_source]
     net = build_mask_net(selective).eval()
@@ -207,9 +207,6 @@ def selective_latency(model: nn.Module, resolution: tuple[int, int], device: tor
     sparsely too: the time depends on the density only (its outputs would differ, see
     ``ablate.models.sparse``).
     """
-    from ablate.cost.latency import measure_latency
-    from ablate.models.sparse import SparseSelective, forced_mask, forward_mixed, mask_grid
-
     sel = model.selective
     grid = mask_grid(sel.patch, tuple(resnet_tap_size(n, 8) for n in resolution))
     mask = forced_mask(grid, density).to(device)

@@ -25,7 +25,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ablate.data.catalog import user_dataset
 from ablate.data.collate import collate_eval
+from ablate.data.custom import PairReader, call_builder
 from ablate.data.transforms import EvalTransform, TrainTransform
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
@@ -217,8 +219,6 @@ def _user_samples(data: DataSpec) -> tuple[list, list, Callable, Callable, list[
 
     Without ``class_names`` on the train dataset, metrics name classes by index.
     """
-    from ablate.data.custom import PairReader, call_builder
-
     train, val, names = call_builder(data)
     return (list(range(len(train))), list(range(len(val))), PairReader(train, "train"),
             PairReader(val, "val"), names or [])
@@ -230,8 +230,6 @@ def build_datasets(data: DataSpec, *, seed: int = 0) -> DatasetPair:
     ``seed`` seeds the training augmentation drawn in the main process (see the module
     docstring); ``data.data_seed`` alone decides the content of ``shapes``.
     """
-    from ablate.data.catalog import user_dataset
-
     if user_dataset(data) is not None:
         train_samples, val_samples, load, val_load, names = _user_samples(data)
     elif data.name == "shapes":

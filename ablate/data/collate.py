@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ablate.data.transforms import IGNORE_INDEX
+from ablate.errors import UserInputError
 
 
 def collate_eval(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -46,8 +47,6 @@ def collate_train(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor] |
 
 def uneven_batch_error(sizes: UnevenBatch, data_name: str, batch_size: int):
     """The one-line input error for a training batch that cannot be formed."""
-    from ablate.errors import UserInputError
-
     shown = ", ".join(f"{h}x{w}" for h, w in list(sizes)[:3])
     side = min(min(size) for size in sizes)  # a crop within every image needs no padding
     return UserInputError(

@@ -41,7 +41,7 @@ def with_eval_data(pair: Any, eval_data: EvalDataSpec, train: DataSpec, *, seed:
     """
     from dataclasses import replace
 
-    from ablate.data.build import build_datasets
+    from ablate.data.build import build_datasets  # lazy: loads numpy, torch
 
     other = build_datasets(as_data_spec(eval_data, train), seed=seed)
     if list(other.class_names) != list(pair.class_names):

@@ -51,7 +51,7 @@ def decide(effects: Iterable[Any]) -> Decision:
     ``effects``: rows with ``axis, change, estimate, ci_low, ci_high, verdict, configs``
     (``effects_table(...).itertuples()`` or ``grid_effects`` records).
     """
-    from ablate.analysis.effects import is_decided
+    from ablate.analysis.effects import is_decided  # lazy: loads numpy, pandas
 
     configs: dict[str, None] = {}
     lines = []
@@ -113,9 +113,9 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
     ``run(recipe, trials)`` runs trials (``driver.run_study`` with the caller's
     executor) and returns its summary. Each decision line goes to ``say``.
     """
-    from ablate.analysis.effects import effects_table
-    from ablate.report.frame import trials_frame
-    from ablate.trials.expand import expand
+    from ablate.analysis.effects import effects_table  # lazy: loads numpy, pandas
+    from ablate.report.frame import trials_frame  # lazy: loads numpy, pandas, sqlalchemy
+    from ablate.trials.expand import expand  # lazy: loads pydantic
 
     # `--set seeds=[...]` replaces the recipe's seeds: fold it into the recipe, so that
     # each round's `seeds=[seed]` is not overridden back to the starting seeds

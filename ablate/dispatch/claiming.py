@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from ablate.clock import utc_now_iso
+from ablate.dispatch.entry import run_trial
 from ablate.dispatch.leases import CLAIMS_LOG, HEARTBEATS_PER_LEASE, LeaseLost
 from ablate.dispatch.liveness import holder_is_dead, this_process
 from ablate.errors import StoreError
+from ablate.store.claims import Busy
 from ablate.store.target import sqlite_path
 
 
@@ -96,13 +98,10 @@ def claim_and_run(job, progress=None, executor: str = "local") -> dict[str, Any]
 
     Without a database (``job.db`` None) the trial just runs, as before claims existed.
     """
-    from ablate.dispatch.entry import run_trial
-
     progress = progress or (lambda event: None)
     if job.db is None:
         progress({"kind": "start"})
         return run_trial(job, progress=progress)
-    from ablate.store.claims import Busy
 
     failed_before = datetime.fromisoformat(job.failed_before) if job.failed_before else None
     store = _store(job.db)

@@ -11,15 +11,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ablate.cost import analyse  # analyse.analyse_spec: a seam tests replace
 from ablate.dispatch.claiming import worker_url
+from ablate.dispatch.cost_cache import cached_costs, remember
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import Executor
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, NOT_TRAINED
 from ablate.dispatch.liveness import holder_is_dead
+from ablate.dispatch.preflight import require_inputs
 from ablate.dispatch.results import ingest_results, run_dir_for
 from ablate.errors import RecipeError, StoreError, UserInputError
 from ablate.recipes.loader import Recipe, load_recipe
-from ablate.store import CostRecord, Store
+from ablate.store import CostRecord, Store, resolve_url
 from ablate.store.target import sqlite_path
 from ablate.trials.expand import DEFAULT_MAX_TRIALS, Trial, expand, parse_set
 from ablate.trials.ids import spec_dict
@@ -38,7 +41,6 @@ def default_runs_root(db: str | None = None) -> Path:
     env = os.environ.get(RUNS_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    from ablate.store import resolve_url
 
     path = sqlite_path(resolve_url(db))
     return Path(path).expanduser().parent / "runs" if path else Path(DEFAULT_RUNS_ROOT)
@@ -100,17 +102,14 @@ def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
     Building each architecture also validates it (expansion indices, output strides);
     with ``source`` such an error names the recipe file and the trial.
     """
-    from ablate.dispatch.cost_cache import cached_costs, remember
-
     out = dict(cached)
     out.update(cached_costs(trials, out))
     for trial in trials:
         if trial.arch_id in out:
             continue
-        from ablate.cost.analyse import analyse_spec
 
         with _blame(source, trial):
-            report = analyse_spec(trial.spec, flops=flops and trial.spec.eval.flops)
+            report = analyse.analyse_spec(trial.spec, flops=flops and trial.spec.eval.flops)
         out[trial.arch_id] = CostRecord(
             arch_id=trial.arch_id, params=report.params, params_by_module=report.params_by_module,
             flops=report.flops, flops_by_module=report.flops_by_module,
@@ -163,8 +162,6 @@ def run_study(recipe: Recipe, trials: list[Trial], store: Store, executor: Execu
     that live runners elsewhere hold are waited for until they are recorded, or their
     leases expire and this runner takes them over; ``on_wait(n, expiry)`` says so.
     """
-    from ablate.dispatch.preflight import require_inputs
-
     runs_root = Path(runs_root) if runs_root else default_runs_root(store.url)
     if preflight:  # data roots, weights, class counts: fail fast (the CLI checks earlier)
         require_inputs(trials, recipe.path)

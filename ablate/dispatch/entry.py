@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ablate.clock import utc_now_iso
+from ablate.dispatch.gpus import VISIBLE_ENV, process_gpus
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, LeaseLost
 from ablate.dispatch.results import write_result
+from ablate.errors import UserInputError
+from ablate.track import TrackedTrial, open_trackers
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,6 @@ def environment(device: str | None = None, device_name: str | None = None) -> di
     import torchvision
 
     from ablate import __version__
-    from ablate.dispatch.gpus import VISIBLE_ENV, process_gpus
 
     env = {
         "torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -77,8 +79,7 @@ def environment(device: str | None = None, device_name: str | None = None) -> di
 
 def _code_files(spec: Any) -> dict[str, dict[str, str]]:
     """``trials.ids.code_files``; a file gone since training loses the record, not the trial."""
-    from ablate.errors import UserInputError
-    from ablate.trials.ids import code_files
+    from ablate.trials.ids import code_files  # lazy: loads pydantic
 
     try:
         return code_files(spec)
@@ -93,7 +94,7 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
     ``claim_epoch`` (the claim it is trained under) goes into the result, so that a late
     result of a holder whose claim was taken over is not recorded.
     """
-    from ablate.recipes.schema import TrialSpec
+    from ablate.recipes.schema import TrialSpec  # lazy: loads pydantic
 
     started = _now()
     base = {"study": job.study, "trial_id": job.trial_id, "name": job.name,
@@ -145,7 +146,6 @@ def _trackers(job: TrialJob):
     """The trial's tracker sinks (rank 0 only), or None when it has none."""
     if not job.tracking or _rank() != 0:
         return None
-    from ablate.track import TrackedTrial, open_trackers
 
     info = dict(job.track_info or {})
     return open_trackers(job.tracking, TrackedTrial(
@@ -157,7 +157,10 @@ def _trackers(job: TrialJob):
 def _train(spec, job: TrialJob, progress) -> dict[str, Any]:
     """This process trains the trial, or, given several GPUs by the local runner, is rank 0
     of ``job.ranks`` processes that train it together."""
-    from ablate.train.loop import distributed_rank_world, train_and_evaluate
+    from ablate.train.loop import (  # lazy: loads numpy, pydantic, torch
+        distributed_rank_world,
+        train_and_evaluate,
+    )
 
     if job.ranks > 1 and distributed_rank_world()[1] == 1:
         from ablate.dispatch.ranks import train_with_ranks
@@ -167,7 +170,7 @@ def _train(spec, job: TrialJob, progress) -> dict[str, Any]:
 
 
 def _rank() -> int:
-    from ablate.train.loop import distributed_rank_world
+    from ablate.train.loop import distributed_rank_world  # lazy: loads numpy, pydantic, torch
 
     return distributed_rank_world()[0]
 
@@ -176,8 +179,8 @@ def _add_conditional_cost(spec, result: dict[str, Any]) -> None:
     """Effective FLOPs of a selective down-sampling model at its measured mask density."""
     if not spec.model.selective.enabled or "mask_density" not in result["final"]:
         return
-    from ablate.cost.selective import selective_cost
-    from ablate.trials.ids import eval_resolution, num_classes
+    from ablate.cost.selective import selective_cost  # lazy: loads pydantic, torch
+    from ablate.trials.ids import eval_resolution, num_classes  # lazy: loads pydantic
 
     figures = selective_cost(spec.model, num_classes(spec), eval_resolution(spec),
                              result["final"]["mask_density"])

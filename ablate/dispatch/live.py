@@ -17,6 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from ablate.dispatch.progress import read_progress
+from ablate.dispatch.results import run_dir_for
+
 EFFECT_FIELDS = ("axis", "change", "estimate", "ci_low", "ci_high", "n", "verdict")
 
 
@@ -68,9 +71,7 @@ class Snapshot:
 def study_snapshot(store, study: str, runs_root: str | Path | None = None) -> Snapshot:
     """The state of ``study`` now; ``runs_root`` finds run folders the database names
     relative to another working directory."""
-    from ablate.dispatch.claiming import describe_holder
-    from ablate.dispatch.progress import read_progress
-    from ablate.dispatch.results import run_dir_for
+    from ablate.dispatch.claiming import describe_holder  # lazy: loads sqlalchemy
 
     records = store.trials(study, with_metrics=False)
     now = store.database_time()
@@ -115,7 +116,7 @@ def estimate_left(mean_s: float | None, pending: int, running: list[RunningTrial
 def _report(store, study: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
     """The best configuration so far and the effects table (read by column name: its
     columns change), or why there is none."""
-    from ablate.report.build import build_report
+    from ablate.report.build import build_report  # lazy: loads numpy, sqlalchemy
 
     try:
         report = build_report(store, [study], effects=True)

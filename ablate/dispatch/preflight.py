@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import UserInputError, one_line
+from ablate.evaluate.runtime_keys import runtime_problems  # packages a runtime needs
 
 MAX_MESSAGE = 292  # characters of one problem line: with "Error: " at most 300
 
@@ -167,7 +168,7 @@ def _relative(path: str, root: Path) -> str:
 
 def class_count_problem(trial: Any) -> str | None:
     """``model.num_classes`` below the dataset's class count: labels would be out of range."""
-    from ablate.data.catalog import dataset_num_classes
+    from ablate.data.catalog import dataset_num_classes  # lazy: loads pydantic
 
     wanted = trial.spec.model.num_classes
     try:
@@ -183,7 +184,11 @@ def class_count_problem(trial: Any) -> str | None:
 
 def weights_file_problem(model: Any) -> str | None:
     """The weights file a model spec names is missing or is not a state dict."""
-    from ablate.models.weights import imagenet_path, imagenet_weights, read_state_dict
+    from ablate.models.weights import (  # lazy: loads pydantic, torch
+        imagenet_path,
+        imagenet_weights,
+        read_state_dict,
+    )
 
     if model.weights_path:
         key, path = "model.weights_path", Path(model.weights_path).expanduser()
@@ -207,9 +212,9 @@ def weights_file_problem(model: Any) -> str | None:
 
 def weights_fit_problem(trial: Any) -> str | None:
     """A readable weights file of which no tensor fits the model by name and shape."""
-    from ablate.cost.analyse import build_on_meta
-    from ablate.models.weights import load_weights
-    from ablate.trials.ids import num_classes
+    from ablate.cost.analyse import build_on_meta  # lazy: loads pydantic
+    from ablate.models.weights import load_weights  # lazy: loads pydantic, torch
+    from ablate.trials.ids import num_classes  # lazy: loads pydantic
 
     model = trial.spec.model
     try:
@@ -290,7 +295,6 @@ def find_problems(trials: list[Any], source: str | None = None) -> list[str]:
         problem = weights_fit_problem(trial)
         if problem:
             add(trial, problem)
-    from ablate.evaluate.runtime_keys import runtime_problems  # packages a runtime needs
 
     for trial in _distinct(trials, lambda t: tuple(t.spec.eval.runtimes)):
         for problem in runtime_problems(trial.spec.eval.runtimes):

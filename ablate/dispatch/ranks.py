@@ -70,7 +70,7 @@ def train_with_ranks(spec, job, progress) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
 
-    from ablate.train.loop import train_and_evaluate
+    from ablate.train.loop import train_and_evaluate  # lazy: loads numpy, pydantic, torch
 
     world = job.ranks
     visible = [d for d in os.environ.get(VISIBLE_ENV, "").split(",") if d]

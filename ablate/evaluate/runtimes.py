@@ -26,6 +26,7 @@ from torch import nn
 
 from ablate.cost.latency import time_calls
 from ablate.errors import error_line
+from ablate.evaluate.metrics import IGNORE_INDEX, ConfusionMatrix
 from ablate.evaluate.runtime_keys import (
     NEEDS,
     PARITY_MIOU_TOLERANCE,
@@ -210,8 +211,6 @@ class Parity:
     confusion: Any = None
 
     def update(self, eager: torch.Tensor, other: torch.Tensor, labels: torch.Tensor) -> None:
-        from ablate.evaluate.metrics import ConfusionMatrix
-
         if self.problem is not None:
             return
         if other.shape != eager.shape:
@@ -305,8 +304,6 @@ def fit_to(images: torch.Tensor, labels: torch.Tensor, size: tuple[int, int]
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop at the bottom and right, or pad (images with 0, labels with the ignore label),
     to ``size``: the shape a runtime was exported or compiled for."""
-    from ablate.evaluate.metrics import IGNORE_INDEX
-
     h, w = size
     if tuple(images.shape[-2:]) == (h, w):
         return images, labels
@@ -319,8 +316,6 @@ def fit_to(images: torch.Tensor, labels: torch.Tensor, size: tuple[int, int]
 def _parity(model: nn.Module, runners: dict[str, Runner], others: list[str], images: Iterable,
             n_classes: int, device: torch.device, report: RuntimeReport,
             size: tuple[int, int]) -> None:
-    from ablate.evaluate.metrics import ConfusionMatrix
-
     eager = runners.get("eager") or _eager(model, device, torch.empty(0))
     reference = ConfusionMatrix(n_classes, "cpu")
     parity = {r: Parity(n_classes) for r in others}
@@ -361,7 +356,7 @@ def measure_trial_latency(model: nn.Module, spec: TrialSpec, device: torch.devic
     device, threads, version) that go with the trial's environment. ``latency_ms`` and
     ``latency_ms_p90`` stay the eager batch-1 figures that every report reads.
     """
-    from ablate.trials.ids import eval_resolution
+    from ablate.trials.ids import eval_resolution  # lazy: loads pydantic
 
     ev = spec.eval
     report = measure_runtimes(

@@ -13,8 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ablate.analysis.design import Design
+from ablate.analysis.effects import BETTER, WORSE, compare_configs
 from ablate.errors import UserInputError
 from ablate.report.frame import config_frame, epoch_frame, trials_frame
+from ablate.report.page import Image, Section, render_page
+from ablate.report.plots import AXIS_LABELS, curves_figure, pareto_figure, per_class_figure
+from ablate.report.render import config_tables, per_class_tables
+from ablate.report.runtimes import has_runtime_latency, latency_by_batch_figure, runtime_tables
 from ablate.report.tables import (
     add_baseline,
     column_for,
@@ -61,8 +67,6 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
     equivalence margin of the others. The family of a study's effects is all of them,
     whatever ``--where`` shows.
     """
-    from ablate.analysis.design import Design
-
     descriptions = read.study_descriptions(store)
     for name in studies:
         if name not in descriptions:
@@ -110,8 +114,6 @@ def baseline_intervals(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float
     """``miou_delta``, ``miou_delta_low``/``_high``: each row's Δ mIoU and its ``1 - alpha``
     interval, from the same seeds (paired when two or more seeds ran on both sides; the
     means of all trials otherwise, with Welch's interval)."""
-    from ablate.analysis.effects import compare_configs
-
     rows = configs[configs["baseline"].notna()]
     pairs = [(s, b, c) for s, b, c in zip(rows["study"], rows["baseline"], rows["config_name"])]
     out = configs.copy()
@@ -136,8 +138,6 @@ def pareto_marks(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float,
     comes from unpaired seeds), ``?`` when it cannot be tested (n < 2). ``pareto_tie``
     names that configuration.
     """
-    from ablate.analysis.effects import BETTER, WORSE, compare_configs
-
     out = configs.copy()
     out["pareto_mark"], out["pareto_tie"] = "", None
     pairs, rows = [], []
@@ -180,8 +180,6 @@ def cost_axes(configs: pd.DataFrame, requested: tuple[str, ...] = ()) -> list[st
 
 
 def pareto_figures(report: Report, axes: list[str], log_x: bool = False) -> list[Figure]:
-    from ablate.report.plots import AXIS_LABELS, pareto_figure
-
     return [Figure(f"pareto_{_safe(x)}",
                    f"mIoU against {AXIS_LABELS.get(x, x.removeprefix('axis:'))}: Pareto front "
                    "as a step line, "
@@ -190,8 +188,6 @@ def pareto_figures(report: Report, axes: list[str], log_x: bool = False) -> list
 
 
 def per_class_figures(report: Report) -> list[Figure]:
-    from ablate.report.plots import per_class_figure
-
     out = []
     studies = list(dict.fromkeys(report.configs["study"]))
     for study, group in report.configs.groupby("study", sort=False):
@@ -210,8 +206,6 @@ def per_class_figures(report: Report) -> list[Figure]:
 
 
 def curve_figures(store, report: Report, by: str = "config", x: str = "epoch") -> list[Figure]:
-    from ablate.report.plots import curves_figure
-
     done = report.trials[report.trials["status"] == "done"]
     shown = set(zip(report.configs["study"], report.configs["config_name"]))
     done = done[[key in shown for key in zip(done["study"], done["config_name"])]]
@@ -228,8 +222,6 @@ def curve_figures(store, report: Report, by: str = "config", x: str = "epoch") -
 
 def latency_figures(report: Report) -> list[Figure]:
     """The latency-by-batch-size figure, when the report's configurations have one."""
-    from ablate.report.runtimes import has_runtime_latency, latency_by_batch_figure
-
     if report.configs.empty or not has_runtime_latency(report.configs):
         return []
     return [Figure("latency_by_batch",
@@ -241,8 +233,6 @@ def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
                pngs: dict[str, bytes]) -> Path:
     """``out_dir/report.html`` with every table and ``figures`` (PNG bytes by stem)."""
     from ablate import __version__
-    from ablate.report.page import Image, Section, render_page
-    from ablate.report.render import config_tables, per_class_tables
 
     sections = [Section("Configurations", config_tables(report.configs, report.trials,
                                                         report.descriptions))]
@@ -251,7 +241,6 @@ def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
 
         sections.append(Section("Effects of each axis", effects_tables(report.effects,
                                                                        report.alpha)))
-    from ablate.report.runtimes import runtime_tables
 
     groups = {"pareto": "Pareto fronts", "latency_by_batch": "Runtimes and batch sizes",
               "per_class": "IoU per class", "curves": "Training curves"}

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ablate.errors import UserInputError
 from ablate.report.frame import trials_frame
+from ablate.report.render import md_cell
 from ablate.report.tables import filter_rows, parse_where
 from ablate.store.read import study_descriptions
 
@@ -49,8 +50,6 @@ def arrow_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 def to_markdown_text(frame: pd.DataFrame, title: str) -> str:
     """One Markdown table, a row per trial; numbers without spurious digits."""
-    from ablate.report.render import md_cell
-
     header = "| " + " | ".join(md_cell(str(c)) for c in frame.columns) + " |"
     align = "|" + "|".join("---:" if frame[c].dtype.kind in "fiu" else "---"
                            for c in frame.columns) + "|"

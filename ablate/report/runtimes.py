@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from ablate.evaluate.runtime_keys import PARITY_MIOU_TOLERANCE, RUNTIMES, parse_metric_key
+from ablate.report.plots import new_figure
+from ablate.report.render import Column, DisplayTable, numeric_column
 
 # figure -> (aggregate over seeds, scale)
 AGGREGATES = {
@@ -34,7 +36,7 @@ AGGREGATES = {
 def runtime_figures(store, trials: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Long frame ``study, config_name, key, figure, runtime, batch_size, value`` of the
     finished ``trials``, and each (study, trial id)'s runtime details from its environment."""
-    from ablate.store.read import runtime_metrics
+    from ablate.store.read import runtime_metrics  # lazy: loads sqlalchemy
 
     columns = ["study", "config_name", "key", "figure", "runtime", "batch_size", "value"]
     done = trials[trials["status"] == "done"] if not trials.empty else trials
@@ -120,8 +122,6 @@ def runtime_tables(configs: pd.DataFrame) -> list:
     """Per study: one row per configuration x runtime, latency (ms and x eager) per batch
     size, then parity against eager. Empty when no trial measured a runtime other than
     eager or a batch size other than 1."""
-    from ablate.report.render import Column, DisplayTable, numeric_column
-
     found = runtime_configs(configs)
     tables = []
     for study in dict.fromkeys(s for s, _, _ in found):
@@ -185,8 +185,6 @@ def _verdict(frame: pd.DataFrame, config: str, runtime: str) -> str:
 def latency_by_batch_figure(configs: pd.DataFrame):
     """Milliseconds per batch against batch size, one line per configuration x runtime
     (log-log), the shape of a table of inference time by batch size per runtime."""
-    from ablate.report.plots import new_figure
-
     fig = new_figure(7.0, 4.5)
     ax = fig.add_subplot()
     styles = {"eager": "-", "compile": "--", "onnxruntime": "-.", "tensorrt": ":"}

@@ -119,7 +119,7 @@ class Store(ClaimsMixin):
 
     def register_trials(self, study: str, trials: list[Any]) -> int:
         """Add trials (``ablate.trials.expand.Trial``) not yet known; returns how many."""
-        from ablate.trials.ids import spec_dict
+        from ablate.trials.ids import spec_dict  # lazy: loads pydantic
 
         with self.session() as s:
             study_row = _study_row(s, study)

@@ -19,8 +19,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ablate.data.build import build_datasets, collate_eval, loader_options
+from ablate.data.collate import UnevenBatch, collate_train, uneven_batch_error
 from ablate.errors import TrialFailed, UserInputError
 from ablate.evaluate.metrics import IGNORE_INDEX, ConfusionMatrix
+from ablate.models.build import build_model
 from ablate.recipes.schema import TrainSpec, TrialSpec
 from ablate.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -196,9 +199,6 @@ def evaluate(model: nn.Module, loader, n_classes: int, device: torch.device,
 def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None = None
                        ) -> dict[str, Any]:
     """Train ``spec`` from scratch or from ``run_dir``'s checkpoint; return the result dict."""
-    from ablate.data.build import build_datasets, collate_eval, loader_options
-    from ablate.models.build import build_model
-
     progress = progress or (lambda event: None)
     train = spec.train
     device = resolve_device(train)
@@ -243,7 +243,6 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
         raise UserInputError(
             f"train.batch_size: {train.batch_size} is larger than the training set ({len(data.train)})")
     # the generator seeds DataLoader workers; without workers the dataset's own one is used
-    from ablate.data.collate import UnevenBatch, collate_train, uneven_batch_error
 
     train_loader = torch.utils.data.DataLoader(
         data.train, batch_sampler=batches, collate_fn=collate_train,

@@ -6,7 +6,10 @@ import hashlib
 import json
 from typing import Any
 
+from ablate.catalog import DATASETS
+from ablate.data.catalog import dataset_num_classes, default_eval_resolution, user_dataset
 from ablate.recipes.schema import TrialSpec
+from ablate.registry import combined_hash
 
 ID_LENGTH = 12
 TRAINING_ONLY_MODEL_KEYS = ("weights", "weights_path", "aux_weight", "bn_momentum")
@@ -30,9 +33,6 @@ def code_files(spec: TrialSpec) -> dict[str, dict[str, str]]:
     modules, a helper block or a loss, gives new trial and architecture ids, so results
     of the old code are never reused for the new one.
     """
-    from ablate.catalog import DATASETS
-    from ablate.data.catalog import user_dataset
-
     files = {}
     if spec.model.builder is not None:
         from ablate.catalog import MODELS
@@ -46,8 +46,6 @@ def code_files(spec: TrialSpec) -> dict[str, dict[str, str]]:
 
 def code_hashes(spec: TrialSpec) -> dict[str, str]:
     """One hash per key of ``code_files``: what trial and architecture ids hash."""
-    from ablate.registry import combined_hash
-
     return {key: combined_hash(files) for key, files in code_files(spec).items()}
 
 
@@ -84,8 +82,6 @@ def trial_ids_for_seeds(spec: TrialSpec, seeds: list[int]) -> list[str]:
 
 
 def num_classes(spec: TrialSpec) -> int:
-    from ablate.data.catalog import dataset_num_classes
-
     return spec.model.num_classes or dataset_num_classes(spec.data)
 
 
@@ -93,7 +89,6 @@ def eval_resolution(spec: TrialSpec) -> tuple[int, int]:
     """The resolution at which FLOPs and latency are reported."""
     if spec.eval.resolution is not None:
         return tuple(spec.eval.resolution)  # type: ignore[return-value]
-    from ablate.data.catalog import default_eval_resolution
 
     if spec.eval_data.name is not None:  # a separate evaluation set: its resolution
         from ablate.data.evaluation import as_data_spec

@@ -18,7 +18,7 @@ def code_change_notes(store: Any, study: str, trials: list[Any],
                       statuses: dict[str, str]) -> list[str]:
     """One line such as ``2 trials pending because user code changed since their results:
     mypkg/blocks.py``; empty when no pending trial is explained by a code edit."""
-    from ablate.data.catalog import user_dataset
+    from ablate.data.catalog import user_dataset  # lazy: loads pydantic
 
     if store is None:
         return []
@@ -29,7 +29,7 @@ def code_change_notes(store: Any, study: str, trials: list[Any],
                and (t.spec.model.builder is not None or user_dataset(t.spec.data) is not None)]
     if not pending:
         return []
-    from ablate.trials.ids import canonical_json, code_files, spec_dict
+    from ablate.trials.ids import canonical_json, code_files, spec_dict  # lazy: loads pydantic
 
     before = {}  # the latest done trial of each resolved spec, among those no longer planned
     for record in store.trials(study, with_metrics=False, status="done"):
