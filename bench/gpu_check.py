@@ -114,19 +114,17 @@ def _train(spec_tree: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], di
         seen["autocast"] = real_amp(train, device)
         return seen["autocast"]
 
-    import ablate.models.build as registry
-
-    real_registry_build = registry.build_model
+    real_build = loop.build_model  # the name the trainer calls
 
     def build(*args, **kwargs):
-        seen["model"] = real_registry_build(*args, **kwargs)
+        seen["model"] = real_build(*args, **kwargs)
         return seen["model"]
 
-    loop.amp_dtype, registry.build_model = amp, build
+    loop.amp_dtype, loop.build_model = amp, build
     try:
         outcome = loop.train_and_evaluate(TrialSpec.model_validate(spec_tree), run_dir)
     finally:
-        loop.amp_dtype, registry.build_model = real_amp, real_registry_build
+        loop.amp_dtype, loop.build_model = real_amp, real_build
     return outcome, seen
 
 

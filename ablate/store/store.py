@@ -122,7 +122,12 @@ class Store(ClaimsMixin):
         from ablate.trials.ids import spec_dict  # lazy: loads pydantic
 
         with self.session() as s:
-            study_row = _study_row(s, study)
+            # runners registering one study at once take turns (PostgreSQL: a row lock on the
+            # study; SQLite's BEGIN IMMEDIATE already serialises writers): each then sees the
+            # others' trials instead of inserting them twice (a unique-key error)
+            study_row = s.scalar(select(StudyRow).where(StudyRow.name == study).with_for_update())
+            if study_row is None:
+                study_row = _study_row(s, study)  # raises: no such study
             known = set(s.scalars(select(TrialRow.trial_id).where(TrialRow.study_id == study_row.id)))
             added = 0
             for t in trials:

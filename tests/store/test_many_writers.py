@@ -121,3 +121,34 @@ def test_the_same_result_ingested_at_once_is_recorded_once(db_url):
     for tid in ids:
         assert len(store.epoch_metrics("many", tid)) == 3
     assert all(r.metrics == {"miou": 0.07, "latency_ms": 1.0} for r in store.trials("many"))
+
+
+def _register(store, study, trials, start, added, errors):
+    start.wait()
+    try:
+        added.append(store.register_trials(study, trials))
+    except Exception as err:  # the test reports what broke
+        errors.append(repr(err))
+
+
+def test_runners_registering_one_study_at_once_never_insert_a_trial_twice(db_url):
+    """Runners started together register the same trials in the same moment (it broke
+    a runner on PostgreSQL with a unique-key error): each takes its turn."""
+    import threading
+
+    trials = expand(parse_recipe(RECIPE, "many.toml"))
+    for attempt in range(5):  # a new study each time: every round races the first insert
+        study = f"many{attempt}"
+        Store(db_url).upsert_study(study)
+        stores = [Store(db_url) for _ in range(4)]
+        start, added, errors = threading.Barrier(len(stores)), [], []
+        threads = [threading.Thread(target=_register,
+                                    args=(s, study, trials, start, added, errors))
+                   for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == []
+        assert sorted(added) == [0, 0, 0, len(trials)]
+        assert len(Store(db_url).trials(study, with_metrics=False)) == len(trials)
