@@ -7,7 +7,7 @@ import click
 from ablate.cli import main
 from ablate.cli.options import db_option, fmt_float, make_console, runs_option
 from ablate.cli.text import terminal as escape  # markup and control characters
-from ablate.errors import UserInputError
+from ablate.errors import UserInputError, one_line
 
 
 @main.command("status")
@@ -99,7 +99,8 @@ def _print_study(console, store, follow) -> None:
         rec = by_id[tid]
         info = read_job_info(rec.run_dir)
         where = f"; log: {info.paths().stderr}" if info else ""
-        console.print(f"[red]failed[/] {escape(rec.name)}: {escape((rec.error or '').splitlines()[0])}{where}")
+        error = one_line(rec.error or f"{rec.status}: no error recorded")
+        console.print(f"[red]failed[/] {escape(rec.name)}: {escape(error)}{where}")
     for tid in follow.requeue:
         console.print(f"[yellow]pending[/] {escape(by_id[tid].name)}: its job was cancelled; "
                       "'ablate run' runs it again")

@@ -334,6 +334,7 @@ def own_result(study: str, trial_id: str, run_dir: str | Path | None) -> dict[st
 def dead_job_result(job: TrialJob, info: JobInfo, state: str) -> dict[str, Any]:
     """A failed result for a job that ended (``state``) without writing its result file."""
     return {"study": job.study, "trial_id": job.trial_id, "name": job.name,
+            "dead_job_id": info.job_id,  # the holder's own job died: its live lease is void
             "run_dir": job.run_dir, "status": "failed", "started_at": None,
             "finished_at": _now(), "final": {}, "epochs": [], "environment": None,
             "error": f"Slurm job {info.job_id} ended {state} without a result\n"

@@ -72,6 +72,8 @@ def superseded(row: TrialRow, result: dict[str, Any], at: datetime) -> bool:
     """True for a result trained under an older claim while a newer holder's lease is live:
     that holder's own result will count, this one must not. A result with no epoch (a
     Slurm job found dead, an unclaimed run) never holds the live lease either."""
+    if result.get("dead_job_id") and (row.holder or {}).get("job_id") == result["dead_job_id"]:
+        return False  # the holder's own Slurm job ended without a result: its claim died
     return lease_is_live(row, at) and result.get("claim_epoch") != row.claim_epoch
 
 

@@ -169,3 +169,20 @@ def test_a_result_without_an_epoch_never_overwrites_a_live_holder(db_url):
     assert store.statuses("tiny")[tid] == "running" and store.renew(live)
     assert store.ingest_result(result(tid, live.epoch, 0.4))
     assert store.statuses("tiny")[tid] == "done"
+
+
+def test_the_holder_s_own_dead_slurm_job_records_the_trial_failed_at_once(db_url):
+    """A Slurm job killed after it claimed its trial leaves a live lease; the follow-up's
+    'ended without a result' for that very job is recorded at once, another job's is not."""
+    store = Store(db_url)
+    tid = study(store)[0]
+    claim = store.claim("tiny", tid, holder(11, "slurm", "9_0"), 600.0)
+    assert not isinstance(claim, Busy)
+    other = {**result(tid, None, 0.0), "status": "failed", "final": {}, "epochs": [],
+             "error": "Slurm job 8_0 ended FAILED without a result", "dead_job_id": "8_0"}
+    assert store.ingest_result(other) is False  # not the holder: its lease stands
+    own = {**other, "error": "Slurm job 9_0 ended FAILED without a result",
+           "dead_job_id": "9_0"}
+    assert store.ingest_result(own) is True
+    (record,) = [r for r in store.trials("tiny") if r.trial_id == tid]
+    assert record.status == "failed" and record.error.startswith("Slurm job 9_0 ended FAILED")
