@@ -187,9 +187,10 @@ class _Grid:
         grid.ran = ~np.isnan(values).all(axis=-1)
         return grid
 
-    def pick(self, fixed: dict[int, int]) -> tuple:
-        """An index fixing some axes to a level and leaving the others whole."""
-        return tuple(fixed.get(i, slice(None)) for i in range(len(self.factors)))
+
+def _pick(axes: int, fixed: dict[int, int]) -> tuple:
+    """An index fixing some axes to a level and leaving the others whole."""
+    return tuple(fixed.get(i, slice(None)) for i in range(axes))
 
 
 @dataclass(frozen=True)
@@ -202,22 +203,25 @@ class _Spec:
     cells: tuple[tuple[tuple, float], ...]
 
 
-def _specs(grid: _Grid) -> list[_Spec]:
-    """Every effect the study's configurations define, in table order."""
+def _specs(factors: list[Factor]) -> list[_Spec]:
+    """Every effect the study's axes define, in table order."""
+    def pick(fixed: dict[int, int]) -> tuple:
+        return _pick(len(factors), fixed)
+
     specs = []
-    for f, factor in enumerate(grid.factors):
+    for f, factor in enumerate(factors):
         n = len(factor.levels)
         pairs = ([(0, j) for j in range(1, n)] if factor.variants or n > ALL_PAIRS_UP_TO
                  else list(itertools.combinations(range(n), 2)))
         for i, j in pairs:
             specs.append(_Spec("main", factor.name, f"{factor.labels[i]} -> {factor.labels[j]}",
-                               ((grid.pick({f: j}), 1.0), (grid.pick({f: i}), -1.0))))
-    for (f, a), (g, b) in itertools.combinations(enumerate(grid.factors), 2):
+                               ((pick({f: j}), 1.0), (pick({f: i}), -1.0))))
+    for (f, a), (g, b) in itertools.combinations(enumerate(factors), 2):
         for i, j in itertools.product(range(1, len(a.levels)), range(1, len(b.levels))):
             change = f"({a.labels[0]} -> {a.labels[i]}) x ({b.labels[0]} -> {b.labels[j]})"
             specs.append(_Spec("interaction", f"{a.name} x {b.name}", change,
-                               ((grid.pick({f: i, g: j}), 1.0), (grid.pick({f: 0, g: j}), -1.0),
-                                (grid.pick({f: i, g: 0}), -1.0), (grid.pick({f: 0, g: 0}), 1.0))))
+                               ((pick({f: i, g: j}), 1.0), (pick({f: 0, g: j}), -1.0),
+                                (pick({f: i, g: 0}), -1.0), (pick({f: 0, g: 0}), 1.0))))
     return specs
 
 
@@ -383,7 +387,7 @@ def _study_rows(study: str, trials: pd.DataFrame, reference: str | None,
 def grid_effects(study: str, grid: _Grid, design: Design,
                  family: int | None = None) -> list[dict[str, Any]]:
     """The rows of every effect of one study's grid (the family: all of them, or more)."""
-    specs = _specs(grid)
+    specs = _specs(grid.factors)
     size = max(family or 0, len(specs))
     rows = [_row(study, spec, grid, design, size) for spec in specs]
     return [row for row in rows if row is not None]
@@ -397,12 +401,7 @@ def family_sizes(trials: pd.DataFrame) -> dict[str, int]:
             sizes[str(study)] = 0
             continue
         configs = group.groupby("config_name", sort=False).first()
-        factors = _factors(configs, None)
-        mains = sum(len(f.levels) - 1 if f.variants or len(f.levels) > ALL_PAIRS_UP_TO
-                    else len(f.levels) * (len(f.levels) - 1) // 2 for f in factors)
-        pairs = sum((len(a.levels) - 1) * (len(b.levels) - 1)
-                    for a, b in itertools.combinations(factors, 2))
-        sizes[str(study)] = mains + pairs
+        sizes[str(study)] = len(_specs(_factors(configs, None)))  # the rows effects_table forms
     return sizes
 
 
