@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 
@@ -197,13 +196,13 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         check_available(tracking)
     store = Store(db)
     if until_decided:  # a study grown before under other settings: refuse before running
-        from ablate.dispatch.adaptive import loop_design, record_design
+        from ablate.dispatch.adaptive import fold_seeds, loop_design, record_design
         from ablate.trials.expand import parse_set
 
-        seeds = parse_set(list(assignments)).get("seeds", recipe_obj.seeds)
+        start, _ = fold_seeds(recipe_obj, parse_set(list(assignments)))
         record_design(store, recipe_obj.name, loop_design(
-            dataclasses.replace(recipe_obj, seeds=list(seeds)), max_seeds=max_seeds,
-            alpha=alpha, min_effect=min_effect, spending=spending), write=False)
+            start, max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
+            spending=spending), write=False)
     if executor == "slurm":
         runner = _slurm_executor(recipe_obj, trials, store, runs_dir, detach, slurm_flags)
     else:

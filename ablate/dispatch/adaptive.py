@@ -82,6 +82,15 @@ class Round:
     reason: str = ""  # why the loop stopped, on the last round
 
 
+def fold_seeds(recipe, overrides: dict) -> tuple[object, dict]:
+    """``--set seeds=[...]`` replaces the recipe's seeds: fold it into the recipe, so that
+    each round's ``seeds=[seed]`` is not overridden back to the starting seeds."""
+    if "seeds" not in overrides:
+        return recipe, overrides
+    return (dataclasses.replace(recipe, seeds=list(overrides["seeds"])),
+            {k: v for k, v in overrides.items() if k != "seeds"})
+
+
 def loop_design(recipe, *, max_seeds: int, alpha: float, min_effect: float | None,
                 spending: str = DEFAULT_SPENDING) -> Design:
     return Design(SEQUENTIAL, alpha=alpha, min_effect=min_effect, max_seeds=max_seeds,
@@ -117,11 +126,7 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
     from ablate.report.frame import trials_frame  # lazy: loads numpy, pandas, sqlalchemy
     from ablate.trials.expand import expand  # lazy: loads pydantic
 
-    # `--set seeds=[...]` replaces the recipe's seeds: fold it into the recipe, so that
-    # each round's `seeds=[seed]` is not overridden back to the starting seeds
-    if "seeds" in overrides:
-        recipe = dataclasses.replace(recipe, seeds=list(overrides["seeds"]))
-        overrides = {k: v for k, v in overrides.items() if k != "seeds"}
+    recipe, overrides = fold_seeds(recipe, overrides)
     design = loop_design(recipe, max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
                          spending=spending)
     record_design(store, recipe.name, design)
