@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -284,8 +286,8 @@ def _make_engine(url: str):
             # starts the transaction instead
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            _set_wal(cur)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
@@ -296,6 +298,23 @@ def _make_engine(url: str):
 
         return engine
     return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url))
+
+
+def _set_wal(cur) -> None:
+    """Switch to WAL, waiting while another process does the same. On a fresh file the
+    switch needs an exclusive lock and SQLite answers "database is locked" at once, without
+    its busy handler (two runners starting on one new database), so wait here instead."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def _read_only_engine(url: str):
