@@ -33,7 +33,7 @@ from ablate.recipes.loader import load_recipe  # noqa: E402
 from ablate.train.loop import train_and_evaluate  # noqa: E402
 from ablate.train.schedule import lr_at  # noqa: E402
 from ablate.trials.expand import expand, parse_set  # noqa: E402
-from ablate.trials.ids import num_classes  # noqa: E402
+from ablate.trials.resolve import num_classes  # noqa: E402
 
 
 def machine() -> str:

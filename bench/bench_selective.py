@@ -119,7 +119,7 @@ def miou_table(lambdas: list[float], work: Path, epochs: int | None = None,
     from ablate.recipes.schema import TrialSpec
     from ablate.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from ablate.train.loop import evaluate, train_and_evaluate
-    from ablate.trials.ids import num_classes
+    from ablate.trials.resolve import num_classes
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "selective_shapes.toml"
     base = tomllib.loads(recipe.read_text())["base"]

@@ -54,7 +54,7 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         load_trials,
     )
     from ablate.dispatch.preflight import find_problems
-    from ablate.trials.ids import eval_resolution  # lazy: loads pydantic
+    from ablate.trials.resolve import eval_resolution  # lazy: loads pydantic
 
     if as_json:
         if fmt not in ("table", "json"):
@@ -145,7 +145,7 @@ def check_architectures(trials: list, source: str) -> None:
     """Build each distinct architecture on the ``meta`` device (no memory, no FLOPs):
     an expansion block out of range or a head the backbone cannot carry is refused."""
     from ablate.cost.analyse import build_on_meta  # lazy: loads pydantic
-    from ablate.trials.ids import num_classes  # lazy: loads pydantic
+    from ablate.trials.resolve import num_classes  # lazy: loads pydantic
 
     seen: set[str] = set()
     for trial in trials:

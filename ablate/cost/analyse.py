@@ -14,7 +14,8 @@ from typing import Any
 from ablate.errors import UserInputError
 from ablate.models.build import build_model
 from ablate.recipes.schema import ModelSpec, TrialSpec
-from ablate.trials.ids import architecture_id, eval_resolution, num_classes
+from ablate.trials.ids import architecture_id
+from ablate.trials.resolve import eval_resolution, num_classes
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ def _add_conditional_cost(spec, result: dict[str, Any]) -> None:
     if not spec.model.selective.enabled or "mask_density" not in result["final"]:
         return
     from ablate.cost.selective import selective_cost  # lazy: loads pydantic, torch
-    from ablate.trials.ids import eval_resolution, num_classes  # lazy: loads pydantic
+    from ablate.trials.resolve import eval_resolution, num_classes  # lazy: loads pydantic
 
     figures = selective_cost(spec.model, num_classes(spec), eval_resolution(spec),
                              result["final"]["mask_density"])

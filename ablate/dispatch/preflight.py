@@ -214,7 +214,7 @@ def weights_fit_problem(trial: Any) -> str | None:
     """A readable weights file of which no tensor fits the model by name and shape."""
     from ablate.cost.analyse import build_on_meta  # lazy: loads pydantic
     from ablate.models.weights import load_weights  # lazy: loads pydantic, torch
-    from ablate.trials.ids import num_classes  # lazy: loads pydantic
+    from ablate.trials.resolve import num_classes  # lazy: loads pydantic
 
     model = trial.spec.model
     try:

@@ -356,7 +356,7 @@ def measure_trial_latency(model: nn.Module, spec: TrialSpec, device: torch.devic
     device, threads, version) that go with the trial's environment. ``latency_ms`` and
     ``latency_ms_p90`` stay the eager batch-1 figures that every report reads.
     """
-    from ablate.trials.ids import eval_resolution  # lazy: loads pydantic
+    from ablate.trials.resolve import eval_resolution  # lazy: loads pydantic
 
     ev = spec.eval
     report = measure_runtimes(

@@ -34,7 +34,8 @@ from ablate.train.checkpoint import (
     set_rng_state,
 )
 from ablate.train.schedule import lr_at
-from ablate.trials.ids import num_classes, spec_dict
+from ablate.trials.ids import spec_dict
+from ablate.trials.resolve import num_classes
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -363,7 +364,7 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
         if spec.model.selective.enabled and "mask_density" in final:
             # latency_ms: sparse execution at the measured density; latency_ms_dense beside it
             from ablate.cost.selective import selective_latency
-            from ablate.trials.ids import eval_resolution
+            from ablate.trials.resolve import eval_resolution
 
             final.update(selective_latency(model, eval_resolution(spec), device,
                                            final["mask_density"], spec.eval.latency_warmup,

@@ -7,9 +7,10 @@ import json
 from typing import Any
 
 from ablate.catalog import DATASETS
-from ablate.data.catalog import dataset_num_classes, default_eval_resolution, user_dataset
+from ablate.data.catalog import user_dataset
 from ablate.recipes.schema import TrialSpec
 from ablate.registry import combined_hash
+from ablate.trials.resolve import eval_resolution, num_classes
 
 ID_LENGTH = 12
 TRAINING_ONLY_MODEL_KEYS = ("weights", "weights_path", "aux_weight", "bn_momentum")
@@ -79,27 +80,6 @@ def trial_ids_for_seeds(spec: TrialSpec, seeds: list[int]) -> list[str]:
         return [trial_id(spec.model_copy(update={"seed": s})) for s in seeds]
     return [hashlib.sha256(text.replace(sentinel, f'"seed":{s}').encode()).hexdigest()[:ID_LENGTH]
             for s in seeds]
-
-
-def num_classes(spec: TrialSpec) -> int:
-    return spec.model.num_classes or dataset_num_classes(spec.data)
-
-
-def eval_resolution(spec: TrialSpec) -> tuple[int, int]:
-    """The resolution at which FLOPs and latency are reported."""
-    if spec.eval.resolution is not None:
-        return tuple(spec.eval.resolution)  # type: ignore[return-value]
-
-    if spec.eval_data.name is not None:  # a separate evaluation set: its resolution
-        from ablate.data.evaluation import as_data_spec
-
-        eval_spec = as_data_spec(spec.eval_data, spec.data)
-        if eval_spec.eval_size is not None:
-            return tuple(eval_spec.eval_size)  # type: ignore[return-value]
-        return default_eval_resolution(eval_spec)
-    if spec.data.eval_size is not None:
-        return tuple(spec.data.eval_size)  # type: ignore[return-value]
-    return default_eval_resolution(spec.data)
 
 
 def architecture_key(spec: TrialSpec) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from ablate.dispatch.driver import load_trials
 from ablate.errors import UserInputError
 from ablate.recipes.schema import EvalDataSpec, TrialSpec
 from ablate.train.loop import train_and_evaluate
-from ablate.trials.ids import eval_resolution, spec_dict, trial_id
+from ablate.trials.ids import spec_dict, trial_id
+from ablate.trials.resolve import eval_resolution
 from tests.data.fixtures import write_cityscapes, write_coco, write_voc
 
 REPO = Path(__file__).resolve().parents[2]

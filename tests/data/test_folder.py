@@ -20,7 +20,8 @@ from ablate.data.catalog import dataset_num_classes, default_eval_resolution
 from ablate.data.transforms import normalize
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec, TrialSpec
-from ablate.trials.ids import num_classes, trial_id
+from ablate.trials.ids import trial_id
+from ablate.trials.resolve import num_classes
 
 NAMES = ["background", "disc", "square"]
 

@@ -11,7 +11,7 @@ from ablate.cost.params import count_parameters
 from ablate.models.build import build_model
 from ablate.recipes.loader import load_recipe
 from ablate.trials.expand import expand, parse_set
-from ablate.trials.ids import num_classes
+from ablate.trials.resolve import num_classes
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SHIPPED = {
