@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
 
@@ -11,7 +13,5 @@ def __getattr__(name: str):
     name so that the layers below, which import ``ablate`` for its version, do not
     depend on ``ablate.api``, which sits above them."""
     if name == "open":
-        import importlib
-
         return importlib.import_module("ablate.api").open_database
     raise AttributeError(f"module 'ablate' has no attribute {name!r}")

@@ -16,7 +16,7 @@ import inspect
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # lazy: loads pandas
 
     from ablate.store import Store
 
@@ -47,7 +47,7 @@ class Database:
     def studies(self) -> pd.DataFrame:
         """``study, description, recipe_path, created_at, trials`` and one count column per
         trial state (``done``, ``failed``, ``pending``, ``running``)."""
-        import pandas as pd
+        import pandas as pd  # lazy: loads pandas
 
         from ablate.store import read  # lazy: loads pandas, sqlalchemy
 

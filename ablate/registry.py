@@ -22,8 +22,10 @@ import importlib.util
 import inspect
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +154,6 @@ class Registry:
         """
         if self.is_builtin(ref):
             return None
-        import sys
-
         # planning asks once per configuration: reuse the answer while no file or folder
         # of it changed (a stat each, instead of a path search and a walk)
         target = ref if is_import_path(ref) else self.entry(ref).path  # re-registered names
@@ -226,9 +226,6 @@ def _locate(module: str) -> tuple[str, str | None] | None:
     None when the plain path search cannot tell (an import hook, a zip): the caller
     falls back to ``find_spec``.
     """
-    import sys
-    from importlib.machinery import PathFinder
-
     parts = module.split(".")
     loaded = sys.modules.get(module)
     if loaded is not None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,7 +266,7 @@ def contrast_row(values: np.ndarray, weights: np.ndarray, design: Design,
 
     ``values``: configurations x seeds (NaN where a seed did not run, seeds ascending).
     """
-    from scipy.special import stdtrit
+    from scipy.special import stdtrit  # lazy: loads scipy
 
     level = design.alpha / family
     fixed = contrast(values, weights)
@@ -315,7 +316,7 @@ def seeds_needed(sd: float, effect: float, level: float, limit: int = 10_000) ->
 
 @functools.lru_cache(maxsize=64)
 def _power_factor(level: float, limit: int) -> np.ndarray:
-    from scipy.special import stdtrit
+    from scipy.special import stdtrit  # lazy: loads scipy
 
     n = np.arange(2, limit + 1, dtype=float)
     return (stdtrit(n - 1, 1.0 - level / 2.0) + stdtrit(n - 1, POWER)) / np.sqrt(n)
@@ -375,8 +376,6 @@ def effects_table(trials: pd.DataFrame, *, baseline: str | None = None, alpha: f
 
 def _study_rows(study: str, trials: pd.DataFrame, reference: str | None,
                 design: Design, family: int | None = None) -> list[dict[str, Any]]:
-    import warnings
-
     if trials["config_name"].nunique() < 2:  # one configuration: no axis varies
         return []
     with warnings.catch_warnings():

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from gsdesign import h1, hupdate
 
 from ablate.analysis.design import DEFAULT_SPENDING, SPENDING
 
@@ -48,7 +49,7 @@ _GRID = 18  # gsDesign's default number of grid points per side of the integrati
 
 def spent(t: float, alpha: float, spending: str) -> float:
     """The two-sided ``alpha`` spent by information fraction ``t`` (0 < t <= 1)."""
-    from scipy.special import ndtr, ndtri
+    from scipy.special import ndtr, ndtri  # lazy: loads scipy
 
     t = min(max(t, 0.0), 1.0)
     if t == 0.0:
@@ -68,9 +69,8 @@ def z_boundaries(fractions: tuple[float, ...], alpha: float,
     The probability, with no effect, of ``|Z_j| >= b_j`` at look ``k`` and at no earlier
     look equals ``spent(t_k) - spent(t_{k-1})``. ``inf`` where nothing is spent.
     """
-    from gsdesign import h1, hupdate
-    from scipy.optimize import brentq
-    from scipy.special import ndtr
+    from scipy.optimize import brentq  # lazy: loads scipy
+    from scipy.special import ndtr  # lazy: loads scipy
 
     bounds: list[float] = []
     grid = None  # (z, w, h): density of Z at the previous look, inside its boundaries
@@ -116,7 +116,7 @@ def t_critical(looks: tuple[int, ...], max_n: int, alpha: float,
     Each look's z boundary is read at its nominal two-sided level on t with ``n - 1``
     degrees of freedom. Looks beyond ``max_n`` are not part of the design: no value.
     """
-    from scipy.special import ndtr, stdtrit
+    from scipy.special import ndtr, stdtrit  # lazy: loads scipy
 
     looks = tuple(n for n in looks if n <= max_n)
     bounds = z_boundaries(tuple(n / max_n for n in looks), alpha, spending)

@@ -47,7 +47,7 @@ class Contrast:
 
     def p_value(self) -> float:
         """Two-sided p-value of "the contrast is zero"; NaN when untestable."""
-        from scipy.special import stdtr
+        from scipy.special import stdtr  # lazy: loads scipy
 
         if not self.testable:
             return math.nan
@@ -57,7 +57,7 @@ class Contrast:
 
     def interval(self, alpha: float) -> tuple[float, float]:
         """The two-sided ``1 - alpha`` t-interval; NaNs when untestable."""
-        from scipy.special import stdtrit
+        from scipy.special import stdtrit  # lazy: loads scipy
 
         if not self.testable:
             return math.nan, math.nan
@@ -98,7 +98,7 @@ def contrast(values: np.ndarray, weights: np.ndarray) -> Contrast:
 
 def p_values(estimate: np.ndarray, se: np.ndarray, df: np.ndarray) -> np.ndarray:
     """``Contrast.p_value`` for many contrasts at once (one scipy call)."""
-    from scipy.special import stdtr
+    from scipy.special import stdtr  # lazy: loads scipy
 
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.abs(estimate) / se
@@ -111,7 +111,7 @@ def p_values(estimate: np.ndarray, se: np.ndarray, df: np.ndarray) -> np.ndarray
 def intervals(estimate: np.ndarray, se: np.ndarray, df: np.ndarray,
               alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``Contrast.interval`` for many contrasts, each at its own ``alpha``."""
-    from scipy.special import stdtrit
+    from scipy.special import stdtrit  # lazy: loads scipy
 
     with np.errstate(invalid="ignore"):
         half = np.where(se == 0.0, 0.0, stdtrit(df, 1.0 - alpha / 2.0) * se)

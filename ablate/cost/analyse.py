@@ -51,7 +51,7 @@ def analyse_spec(spec: TrialSpec, *, flops: bool = True, depth: int = 3,
     resolution = tuple(int(v) for v in eval_resolution(spec))
     if spec.model.builder is not None:
         # user code: one real forward on CPU proves it builds and returns the right logits
-        from ablate.models.custom import check_model
+        from ablate.models.custom import check_model  # lazy: loads torch
 
         check_model(spec.model, classes, resolution)
     model = build_on_meta(spec.model, classes)
@@ -63,8 +63,6 @@ def analyse_spec(spec: TrialSpec, *, flops: bool = True, depth: int = 3,
             if not _is_meta(model):
                 raise
             # The forward pass reads values: count on a real model (slow but exact).
-            from ablate.models.build import build_model
-
             count = count_flops(build_model(spec.model, classes), resolution, depth,
                                 convention=convention)
     total = count.total if count else None
@@ -73,7 +71,7 @@ def analyse_spec(spec: TrialSpec, *, flops: bool = True, depth: int = 3,
         # Counting the model directly would add up both emulated paths. The figure that
         # stands for the architecture is the dense one (every cell at full resolution);
         # effective FLOPs depend on the measured mask density and are stored per trial.
-        from ablate.cost.selective import selective_cost
+        from ablate.cost.selective import selective_cost  # lazy: loads numpy, torch
 
         extra = selective_cost(spec.model, classes, resolution, density=0.0)
         extra.pop("gflops_effective")
@@ -99,7 +97,7 @@ def build_on_meta(model_spec: ModelSpec, classes: int):
 
     A builder that cannot work on meta (it reads values while building) gets the CPU.
     """
-    import torch
+    import torch  # lazy: loads torch
 
 
     try:
@@ -121,8 +119,8 @@ def _is_meta(model) -> bool:
 def _skip_init():
     """A mode in which in-place initialisers on meta tensors return at once: on meta they
     do nothing, but each still costs a Python decomposition (about half the build time)."""
-    import torch
-    from torch.overrides import TorchFunctionMode
+    import torch  # lazy: loads torch
+    from torch.overrides import TorchFunctionMode  # lazy: loads torch
 
     tensor = torch.Tensor
     skipped = {tensor.normal_, tensor.uniform_, tensor.fill_, tensor.zero_, tensor.erfinv_,

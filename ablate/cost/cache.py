@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,6 @@ def code_version() -> str:
 
 def version_of(root: Path) -> str:
     """Hash of ``root``'s ``cost`` and ``models`` sources and the library versions."""
-    from importlib import metadata
-
     digest = hashlib.sha256()
     for package in _SOURCES:
         for path in sorted((root / package).rglob("*.py")):

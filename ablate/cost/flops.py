@@ -228,7 +228,7 @@ def fvcore_flops(model: nn.Module, resolution: tuple[int, int]):
 
     Returns the analysis, already run; module names carry a ``model.`` prefix.
     """
-    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn import FlopCountAnalysis  # lazy: loads fvcore
 
     was_training = model.training
     model.eval()

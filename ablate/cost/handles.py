@@ -13,6 +13,7 @@ from collections.abc import Callable
 from math import prod
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -125,8 +126,6 @@ def addmm(args: tuple, kwargs: dict, out: Any) -> tuple[str, int]:
 
 def einsum(args: tuple, kwargs: dict, out: Any) -> tuple[str, int]:
     """fvcore's rule: two fast paths, otherwise numpy's optimal contraction path / 2."""
-    import numpy as np
-
     equation = args[0].replace(" ", "")
     operands = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
     shapes = [list(t.shape) for t in operands]

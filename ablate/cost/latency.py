@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -92,8 +93,6 @@ def _nvidia_smi(uuid: str | None) -> dict[str, str]:
 
 
 def _cpu_model() -> str:
-    import platform
-
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:

@@ -138,7 +138,7 @@ def _plain_os16_flops(backbone: str, rates: tuple[int, ...], aspp_channels: int,
 
 def mask_net_flops(selective: SelectiveSpec, resolution: tuple[int, int]) -> int:
     """fvcore flops of the mask net alone, on the ResNet tap it reads at ``resolution``."""
-    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn import FlopCountAnalysis  # lazy: loads fvcore
 
     from ablate.models.selective import MASK_SOURCES, build_mask_net  # lazy: loads torchvision
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ablate.data import cityscapes, coco, folder, shapes, voc
 from ablate.data.catalog import user_dataset
 from ablate.data.collate import collate_eval
 from ablate.data.custom import PairReader, call_builder
@@ -156,8 +157,6 @@ def _limited(samples: list[Any], limit: int | None) -> list[Any]:
 
 
 def _shapes(data: DataSpec, seed: int) -> DatasetPair:
-    from ablate.data import shapes
-
     def split(count: int, limit: int | None, name: str) -> tuple[np.ndarray, np.ndarray]:
         count = count if limit is None else min(count, limit)
         return shapes.generate(count, data.image_size, data.classes, data.data_seed, name)
@@ -185,29 +184,21 @@ def _root(data: DataSpec) -> Path:
 def _samples(data: DataSpec, root: Path) -> tuple[list, list, Callable, list[str]]:
     """(train samples, val samples, load function, class names) of a real dataset."""
     if data.name == "voc2012":
-        from ablate.data import voc
-
         if data.sbd:
             train = voc.find_trainaug(root, data.train_split, data.val_split)
         else:
             train = voc.find_samples(root, data.train_split)
         return train, voc.find_samples(root, data.val_split), voc.load, voc.CLASS_NAMES
     if data.name == "cityscapes":
-        from ablate.data import cityscapes
-
         train = cityscapes.find_samples(root, data.train_split)
         val = cityscapes.find_samples(root, data.val_split)
         return train, val, cityscapes.load, cityscapes.CLASS_NAMES
     if data.name == "coco":
-        from ablate.data import coco
-
         coco.require_pycocotools()
         train = coco.find_samples(root, data.train_split, drop_unannotated=True)
         val = coco.find_samples(root, data.val_split, drop_unannotated=False)
         return train, val, coco.load, coco.CLASS_NAMES
     if data.name == "folder":
-        from ablate.data import folder
-
         train = folder.find_samples(root, data.train_split)
         val = folder.find_samples(root, data.val_split)
         return train, val, folder.load, folder.read_classes(str(root))

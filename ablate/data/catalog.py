@@ -28,7 +28,7 @@ def dataset_num_classes(data: DataSpec) -> int:
     if data.name == "shapes" and data.builder is None:
         return data.classes
     if data.name == "folder":
-        from ablate.data.folder import read_classes
+        from ablate.data.folder import read_classes  # lazy: loads numpy
 
         return len(read_classes(data.root))
     if user_dataset(data) is not None:
@@ -42,7 +42,7 @@ def default_eval_resolution(data: DataSpec) -> tuple[int, int]:
     if data.name == "shapes" and data.builder is None:
         return (data.image_size, data.image_size)
     if data.name == "folder":
-        from ablate.data.folder import first_image_size
+        from ablate.data.folder import first_image_size  # lazy: loads numpy
 
         return first_image_size(data.root, data.val_split)
     if user_dataset(data) is not None:

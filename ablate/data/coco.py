@@ -108,7 +108,7 @@ def find_samples(root: Path, split: str, *, drop_unannotated: bool) -> list[Coco
 
 def instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     """One annotation's ``segmentation`` (polygons or RLE) as a bool (H, W) mask."""
-    from pycocotools import mask as coco_mask
+    from pycocotools import mask as coco_mask  # lazy: optional pycocotools
 
     if not segmentation:
         return np.zeros((height, width), dtype=bool)

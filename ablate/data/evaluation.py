@@ -8,6 +8,7 @@ read as the 20 VOC categories plus background, so the two share one class list.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ablate.errors import UserInputError
@@ -39,8 +40,6 @@ def with_eval_data(pair: Any, eval_data: EvalDataSpec, train: DataSpec, *, seed:
     The evaluation set must label the training classes in the same order; otherwise
     the confusion matrix would compare unrelated ids.
     """
-    from dataclasses import replace
-
     from ablate.data.build import build_datasets  # lazy: loads numpy, torch
 
     other = build_datasets(as_data_spec(eval_data, train), seed=seed)

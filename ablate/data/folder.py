@@ -95,7 +95,7 @@ def find_samples(root: str | Path, split: str) -> list[FolderSample]:
 
 def first_image_size(root: str | None, split: str = "val") -> tuple[int, int]:
     """(H, W) of the split's first image, read from its header: the default cost size."""
-    from PIL import Image
+    from PIL import Image  # lazy: loads PIL
 
     samples = _files(check_root(root) / "images" / split, IMAGE_SUFFIXES, "image")
     if not samples:
@@ -114,7 +114,7 @@ def training_sizes(root: str | None, split: str, limit: int | None = None
     """(image path, (width, height)) of the split's first ``limit`` samples, from the
     image and mask headers (nothing decoded): whether a training batch can be formed is
     known before anything is recorded. A mask of another size than its image is named."""
-    from PIL import Image
+    from PIL import Image  # lazy: loads PIL
 
     def size(path: str, what: str) -> tuple[int, int]:
         try:
@@ -136,7 +136,7 @@ def training_sizes(root: str | None, split: str, limit: int | None = None
 
 def load(sample: FolderSample) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (H, W, 3), mask uint8 (H, W)); names the file that is wrong."""
-    from PIL import Image
+    from PIL import Image  # lazy: loads PIL
 
     try:
         with Image.open(sample.image) as image:

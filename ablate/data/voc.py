@@ -140,7 +140,7 @@ def read_palette_label(path: str) -> np.ndarray:
 
 
 def read_sbd_label(path: str) -> np.ndarray:
-    import scipy.io
+    import scipy.io  # lazy: loads scipy
 
     mat = scipy.io.loadmat(path)
     return np.asarray(mat["GTcls"][0]["Segmentation"][0], dtype=np.uint8)

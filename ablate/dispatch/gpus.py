@@ -56,7 +56,7 @@ def visible_gpus() -> list[Gpu]:
     if fake is not None:
         names = [n.strip() for n in fake.split(",") if n.strip()]
     else:
-        import torch
+        import torch  # lazy: loads torch
 
         if not torch.cuda.is_available():
             return []
@@ -169,7 +169,7 @@ def process_gpus(device: str | None) -> dict[str, list[str]] | None:
         return {"ids": ids, "names": assigned.split(",")[:len(ids)]} if ids else None
     if not device or not device.startswith("cuda"):
         return None
-    import torch
+    import torch  # lazy: loads torch
 
     index = torch.cuda.current_device()
     ids = _visible_ids(torch.cuda.device_count())

@@ -82,11 +82,11 @@ def _layout_problem(prefix: str, name: str, root_text: str | None, train_split: 
 def class_names(name: str, classes: int) -> list[str]:
     """The class names a dataset's labels use, without reading it."""
     if name == "shapes":
-        from ablate.data.shapes import class_names as shapes_names
+        from ablate.data.shapes import class_names as shapes_names  # lazy: loads numpy
 
         return shapes_names(classes)
     if name == "cityscapes":
-        from ablate.data.cityscapes import CLASS_NAMES
+        from ablate.data.cityscapes import CLASS_NAMES  # lazy: loads numpy, PIL
 
         return list(CLASS_NAMES)
     from ablate.data.voc import CLASS_NAMES as VOC_NAMES  # COCO is read as the VOC categories
@@ -135,7 +135,7 @@ def batch_problem(trial: Any) -> str | None:
         return None
     smallest = ""
     if data.name == "folder" and data.builder is None:
-        from ablate.data.folder import training_sizes
+        from ablate.data.folder import training_sizes  # lazy: loads numpy
 
         try:
             sizes = training_sizes(data.root, data.train_split, data.limit_train)

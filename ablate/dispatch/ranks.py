@@ -31,8 +31,8 @@ def _free_port() -> int:
 
 
 def _init(rank: int, world: int, port: int) -> None:
-    import torch
-    import torch.distributed as dist
+    import torch  # lazy: loads torch
+    import torch.distributed as dist  # lazy: loads torch
 
     options: dict[str, Any] = {}
     backend = "gloo"
@@ -50,11 +50,11 @@ def _rank_main(rank: int, world: int, port: int, spec: dict[str, Any], run_dir: 
     if device is not None:
         os.environ[VISIBLE_ENV] = device
     try:
-        import torch
-        import torch.distributed as dist
+        import torch  # lazy: loads torch (here, after VISIBLE_ENV names this rank's device)
+        import torch.distributed as dist  # lazy: loads torch
 
-        from ablate.recipes.schema import TrialSpec
-        from ablate.train.loop import train_and_evaluate
+        from ablate.recipes.schema import TrialSpec  # lazy: loads pydantic
+        from ablate.train.loop import train_and_evaluate  # lazy: loads numpy, pydantic, torch
 
         torch.set_num_threads(threads)
         _init(rank, world, port)
@@ -67,8 +67,8 @@ def _rank_main(rank: int, world: int, port: int, spec: dict[str, Any], run_dir: 
 
 def train_with_ranks(spec, job, progress) -> dict[str, Any]:
     """Train ``spec`` with ``job.ranks`` processes; returns rank 0's outcome."""
-    import torch
-    import torch.distributed as dist
+    import torch  # lazy: loads torch
+    import torch.distributed as dist  # lazy: loads torch
 
     from ablate.train.loop import train_and_evaluate  # lazy: loads numpy, pydantic, torch
 

@@ -131,7 +131,7 @@ def fixed_seeds_for_power(effect: float, sd: float, power: float, alpha: float,
                           limit: int = 1000) -> int:
     """Seeds per configuration a fixed paired t-test at ``alpha`` needs for ``power``
     (``sd``: of the per-seed contrast), by the noncentral t."""
-    from scipy import stats
+    from scipy import stats  # lazy: loads scipy
 
     for n in range(2, limit + 1):
         df, shift = n - 1, effect / sd * math.sqrt(n)

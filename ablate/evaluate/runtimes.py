@@ -14,6 +14,7 @@ batch of 8. Parity compares every runtime's logits with eager's on the evaluatio
 from __future__ import annotations
 
 import contextlib
+import io
 import statistics
 import time
 import warnings
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -83,9 +85,7 @@ def _compile(model: nn.Module, device: torch.device, example: torch.Tensor) -> R
 
 def _onnxruntime(model: nn.Module, device: torch.device, example: torch.Tensor,
                  threads: int) -> Runner:
-    import io
-
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: optional onnxruntime
 
     start = time.perf_counter()
     buffer = io.BytesIO()
@@ -123,8 +123,6 @@ def _onnxruntime(model: nn.Module, device: torch.device, example: torch.Tensor,
 def _bound_run(session, classes: int, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """ONNX Runtime on CUDA reading and writing torch's device memory (I/O binding): no
     copies through the host, so it is timed like eager, on device tensors."""
-    import numpy as np
-
     def run(images: torch.Tensor) -> torch.Tensor:
         images = images.detach().to(f"cuda:{index}", torch.float32).contiguous()
         n, _, h, w = images.shape
@@ -143,7 +141,7 @@ def _bound_run(session, classes: int, index: int) -> Callable[[torch.Tensor], to
 def _tensorrt(model: nn.Module, device: torch.device, example: torch.Tensor) -> Runner:
     if device.type != "cuda":
         raise RuntimeUnsupported(f"needs a CUDA device (the trial ran on {device.type})")
-    import torch_tensorrt
+    import torch_tensorrt  # lazy: optional torch_tensorrt
 
     start = time.perf_counter()
     compiled = torch.compile(_Logits(model).eval(), backend="tensorrt")

@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 
 def build_model(spec: ModelSpec, num_classes: int) -> nn.Module:
     """Build the network a model spec describes (weights are loaded separately)."""
-    from torch import nn
+    from torch import nn  # lazy: loads torch
 
     if spec.builder is not None:
-        from ablate.models.custom import build_custom
+        from ablate.models.custom import build_custom  # lazy: loads torch
 
         model = build_custom(spec, num_classes)
     else:

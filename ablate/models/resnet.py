@@ -50,7 +50,7 @@ class ResNetBackbone(nn.Module):
 
 
 def build_resnet(spec: ModelSpec) -> ResNetBackbone:
-    from torchvision.models import resnet50, resnet101
+    from torchvision.models import resnet50, resnet101  # lazy: loads torchvision
 
     builders = {"resnet50": resnet50, "resnet101": resnet101}
     if spec.output_stride not in DILATION:

@@ -54,6 +54,7 @@ import copy
 from collections import OrderedDict
 
 import torch
+import torchvision
 from torch import nn
 from torch.nn import functional as F
 
@@ -172,8 +173,6 @@ class DualPathResNet(nn.Module):
 
     def __init__(self, arch: str, patch: int, pooling: str) -> None:
         super().__init__()
-        import torchvision
-
         resnet = getattr(torchvision.models, arch)(
             weights=None, replace_stride_with_dilation=[False, True, True])
         self.conv1, self.bn1, self.relu, self.maxpool = (

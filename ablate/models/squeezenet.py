@@ -45,7 +45,7 @@ class SqueezeNetEncoder(nn.Module):
 
 
 def build_squeezenet(spec: ModelSpec) -> SqueezeNetEncoder:
-    from torchvision.models import squeezenet1_0
+    from torchvision.models import squeezenet1_0  # lazy: loads torchvision
 
     if spec.output_stride != OUTPUT_STRIDE:
         raise UserInputError(

@@ -36,7 +36,7 @@ _IGNORED_MISSING = ("num_batches_tracked",)
 
 def imagenet_weights(backbone: str):
     """The torchvision ``WeightsEnum`` member for a backbone name."""
-    import torchvision.models as tvm
+    import torchvision.models as tvm  # lazy: loads torchvision
 
     enum_name, member = IMAGENET[backbone]
     return getattr(getattr(tvm, enum_name), member)

@@ -19,6 +19,7 @@ from ablate.models.heads import (
     LRASPPHead,
 )
 from ablate.models.segmentation import SegmentationModel
+from ablate.models.selective import build_selective_deeplabv3
 from ablate.recipes.schema import ModelSpec
 
 
@@ -46,8 +47,6 @@ def _need(backbone: nn.Module, spec: ModelSpec, tap: str, what: str) -> None:
 
 def deeplabv3(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
     if spec.selective.enabled:
-        from ablate.models.selective import build_selective_deeplabv3
-
         return build_selective_deeplabv3(spec, num_classes)
     head = DeepLabV3Head(backbone.channels, num_classes, spec.aspp_rates, spec.aspp_channels)
     return SegmentationModel(backbone, head, _aux(backbone, num_classes, spec))

@@ -6,6 +6,7 @@ fully resolved ``TrialSpec`` (defaults filled in), which is what the trial id ha
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -118,8 +119,6 @@ def _builder(value: str | None, kind: str) -> str | None:
 
 
 def _finite_values(args: dict[str, Any]) -> dict[str, Any]:
-    import math
-
     def check(value: Any, where: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{where} must be finite (got {value})")

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ablate import __version__
 from ablate.analysis.design import Design
-from ablate.analysis.effects import BETTER, WORSE, compare_configs
+from ablate.analysis.effects import BETTER, WORSE, compare_configs, effects_table, family_sizes
 from ablate.errors import UserInputError
+from ablate.report.effects import effects_tables
 from ablate.report.frame import config_frame, epoch_frame, trials_frame
 from ablate.report.page import Image, Section, render_page
 from ablate.report.plots import AXIS_LABELS, curves_figure, pareto_figure, per_class_figure
@@ -94,8 +96,6 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
         configs = sort_rows(configs, sort, descending)
     table = None
     if effects:
-        from ablate.analysis.effects import effects_table, family_sizes
-
         shown = set(zip(configs["study"], configs["config_name"])) if not configs.empty else set()
         # a boolean array, not a list: an empty list would select columns, not rows
         kept = trials[np.array([key in shown for key in zip(trials["study"],
@@ -232,13 +232,9 @@ def latency_figures(report: Report) -> list[Figure]:
 def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
                pngs: dict[str, bytes]) -> Path:
     """``out_dir/report.html`` with every table and ``figures`` (PNG bytes by stem)."""
-    from ablate import __version__
-
     sections = [Section("Configurations", config_tables(report.configs, report.trials,
                                                         report.descriptions))]
     if report.effects is not None and not report.effects.empty:
-        from ablate.report.effects import effects_tables
-
         sections.append(Section("Effects of each axis", effects_tables(report.effects,
                                                                        report.alpha)))
 

@@ -29,7 +29,7 @@ DPI = 120
 
 
 def new_figure(width: float, height: float):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: loads matplotlib
 
     return Figure(figsize=(width, height), dpi=DPI)
 
@@ -70,7 +70,7 @@ def pareto_figure(configs: pd.DataFrame, x: str, *, y: str = "miou_mean", log_x:
     if log_x:
         ax.set_xscale("log")
     elif x == "params":
-        from matplotlib.ticker import EngFormatter
+        from matplotlib.ticker import EngFormatter  # lazy: loads matplotlib
 
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 5M, not 0.5 x 1e7
     ax.grid(True, alpha=0.3)
@@ -96,7 +96,7 @@ def _place_labels(fig, ax, notes: list, points: np.ndarray, marker_px: float = 5
     and stays inside the axes; where none is free, the place that overlaps least, and
     a label that would still cover a point or leave the axes is left out (the tables
     name every point)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: loads matplotlib
 
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     renderer = canvas.get_renderer()
@@ -178,7 +178,7 @@ def per_class_figure(table: pd.DataFrame, title: str = "IoU per class (%)"):
     The figure is sized from the label lengths (7 pt text is about 0.05 in a
     character) instead of ``tight_layout``, which costs a second with 40 names.
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: loads matplotlib
 
     n_classes, n_configs = table.shape
     char = 0.05
@@ -215,8 +215,8 @@ def curves_figure(epochs: pd.DataFrame, *, by: str = "config", x: str = "epoch")
     ones with the best final validation mIoU are drawn in colour and the others as
     thin grey lines (one artist: fast, and still shows the spread).
     """
-    from matplotlib.collections import LineCollection
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.collections import LineCollection  # lazy: loads matplotlib
+    from matplotlib.ticker import MaxNLocator  # lazy: loads matplotlib
 
     keys = ["label", "trial_id"] if by == "trial" else ["label"]
     names = _line_names(epochs, keys, x)

@@ -6,6 +6,7 @@ every output (including the HTML page) shows the same columns with the same digi
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -235,7 +236,7 @@ def print_rich(tables: list[DisplayTable], console) -> None:
     Every group repeats the leading text columns (star, configuration, axes), so a
     row stays identifiable. Cell text is never read as rich markup.
     """
-    from rich.text import Text
+    from rich.text import Text  # lazy: loads rich
 
     for table in tables:
         for part in _fitting_parts(table, console):
@@ -245,8 +246,8 @@ def print_rich(tables: list[DisplayTable], console) -> None:
 
 
 def _rich_table(table: DisplayTable, columns: list[int], title: str | None):
-    from rich.table import Table
-    from rich.text import Text
+    from rich.table import Table  # lazy: loads rich
+    from rich.text import Text  # lazy: loads rich
 
     out = Table(title=Text(title) if title else None)
     for j in columns:
@@ -264,10 +265,8 @@ def _rich_table(table: DisplayTable, columns: list[int], title: str | None):
 
 def _rendered_width(renderable, width: int) -> int:
     """The widest line rich draws for ``renderable`` on a ``width``-column terminal."""
-    import io
-
-    from rich.cells import cell_len
-    from rich.console import Console
+    from rich.cells import cell_len  # lazy: loads rich
+    from rich.console import Console  # lazy: loads rich
 
     probe = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False)
     probe.print(renderable, crop=False)

@@ -14,7 +14,7 @@ SCHEMA_HEAD = "0003"  # the newest migration's revision; a test keeps the two eq
 
 
 def _config(connection):
-    from alembic.config import Config
+    from alembic.config import Config  # lazy: loads alembic
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -23,20 +23,20 @@ def _config(connection):
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
+    from alembic.script import ScriptDirectory  # lazy: loads alembic
 
     return ScriptDirectory.from_config(_config(None)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.migration import MigrationContext  # lazy: loads alembic
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    from alembic import command
+    from alembic import command  # lazy: loads alembic
 
     with engine.begin() as conn:
         command.upgrade(_config(conn), revision)
@@ -44,7 +44,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def _create(engine: Engine) -> None:
     """Create an empty database at head; several runners may start on it at once."""
-    from alembic import command
+    from alembic import command  # lazy: loads alembic
 
     with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, one creator at a time
         if conn.dialect.name == "postgresql":

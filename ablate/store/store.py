@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -326,8 +327,6 @@ def _read_only_engine(url: str):
             return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url),
                                  execution_options={"postgresql_readonly": True})
         return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url))
-    from urllib.parse import quote
-
     engine = create_engine(f"sqlite:///file:{quote(str(Path(path).absolute()))}?mode=ro&uri=true",
                            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 

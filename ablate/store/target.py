@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import inspect
+
 from ablate.errors import DatabaseTargetError, NoDatabaseError, error_line
 
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: nothing listening or a dropped packet fails in seconds
@@ -109,8 +111,6 @@ def connect_args(url: str) -> dict[str, Any]:
 
 def check_has_schema(engine: Any, url: str) -> None:
     """A read-only command on a database without ablate's tables: say so, write nothing."""
-    from sqlalchemy import inspect
-
     if not inspect(engine).get_table_names():
         raise NoDatabaseError(f"database {mask_url(url)}: holds no studies (no ablate tables; "
                               "nothing was created); 'ablate run RECIPE' records one")

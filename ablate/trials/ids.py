@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from ablate.catalog import DATASETS
+from ablate.catalog import DATASETS, MODELS
 from ablate.data.catalog import user_dataset
 from ablate.recipes.schema import TrialSpec
 from ablate.registry import combined_hash
@@ -36,8 +36,6 @@ def code_files(spec: TrialSpec) -> dict[str, dict[str, str]]:
     """
     files = {}
     if spec.model.builder is not None:
-        from ablate.catalog import MODELS
-
         files["model.builder"] = MODELS.source_files(spec.model.builder)
     dataset = user_dataset(spec.data)
     if dataset is not None:
