@@ -7,9 +7,11 @@ raises ``AblateError``; only this package turns those into messages and exit cod
 from __future__ import annotations
 
 import sys
+import traceback
 
 import click
 
+from ablate.cli.text import one_line
 from ablate.errors import AblateError
 
 
@@ -24,8 +26,6 @@ class AblateGroup(click.Group):
             _usage_error(err)
 
     def invoke(self, ctx: click.Context):
-        from ablate.cli.text import one_line
-
         try:
             return super().invoke(ctx)
         except AblateError as err:
@@ -40,8 +40,6 @@ class AblateGroup(click.Group):
 def _print_tracebacks(err: BaseException) -> None:
     """``--debug``: every traceback behind an error, the user's own code first (a
     builder's exception is chained to the one-line error that names it)."""
-    import traceback
-
     chain: list[BaseException] = []
     current: BaseException | None = err
     while current is not None and current not in chain:
@@ -52,8 +50,6 @@ def _print_tracebacks(err: BaseException) -> None:
 
 
 def _usage_error(err: click.UsageError):
-    from ablate.cli.text import one_line
-
     command = err.ctx.command_path if err.ctx is not None else "ablate"
     click.echo(f"Error: {one_line(err.format_message())} (see {command} --help)", err=True)
     sys.exit(err.exit_code)

@@ -18,6 +18,8 @@ from ablate.cli.options import (
     set_option,
 )
 from ablate.cli.text import terminal as escape  # markup and control characters
+from ablate.cost.cache import clear
+from ablate.dispatch.preflight import find_problems
 from ablate.errors import UserInputError
 
 
@@ -35,8 +37,6 @@ def _clear_cache(ctx, param, value: bool) -> None:
     """``--clear-cache``: empty the per-user cost cache and exit (no recipe needed)."""
     if not value or ctx.resilient_parsing:
         return
-    from ablate.cost.cache import clear
-
     folder, count = clear()
     click.echo(f"removed {count} cached architecture cost(s) from {folder}")
     ctx.exit(0)
@@ -91,7 +91,6 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
         overrides["eval.resolution"] = parse_resolution(resolution)
     loaded = load_recipe(recipe)
     trials = expand(loaded, overrides, max_trials=max_trials)
-    from ablate.dispatch.preflight import find_problems
 
     # counting needs no data and no weights: what `run` would refuse is only a warning,
     # printed after the figures (and not at all when the command itself fails)
@@ -220,7 +219,7 @@ def _gflops(flops: int | None) -> str:
 
 
 def _print_arch(group: list, report) -> None:
-    from rich.table import Table
+    from rich.table import Table  # lazy: loads rich.table
 
     first = group[0]
     configs = list(dict.fromkeys(t.config_name for t in group))
@@ -255,7 +254,7 @@ def _print_arch(group: list, report) -> None:
 
 
 def _print_diff(names, sides, reports, rows) -> None:
-    from rich.table import Table
+    from rich.table import Table  # lazy: loads rich.table
 
     a, b = reports
     console = make_console()

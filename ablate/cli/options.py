@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import click
@@ -58,9 +59,7 @@ def fmt_float(value, digits: int = 3) -> str:
 
 def make_console(stderr: bool = False):
     """A rich console; when output is not a terminal, wide enough not to fold names."""
-    import shutil
-
-    from rich.console import Console
+    from rich.console import Console  # lazy: loads rich.console
 
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else max(160, shutil.get_terminal_size((160, 24)).columns)

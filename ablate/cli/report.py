@@ -108,7 +108,7 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
             figures += build.curve_figures(store, result, curves_by, curves_x)
     written = _write_figures(result, figures, out_dir, fmt)
     if fmt == "latex" and not result.configs.empty:  # beside the figures it may \includegraphics
-        from ablate.report.latex import write_tex
+        from ablate.report.latex import write_tex  # lazy: loads numpy, pandas
 
         written.append(write_tex(result.configs, result.effects, out_dir))
     for path in written:  # machine-readable stdout stays parseable
@@ -125,7 +125,7 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
         if result.effects is None:
             click.echo(render.to_json(result.configs))
             return
-        from ablate.report.effects import effects_json
+        from ablate.report.effects import effects_json  # lazy: loads numpy, pandas
 
         click.echo('{\n"configurations": ' + render.to_json(result.configs)
                    + ',\n"effects": ' + effects_json(result.effects) + "\n}")
@@ -133,7 +133,7 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
     if fmt == "html":
         return
     if fmt == "latex" and not result.configs.empty:
-        from ablate.report.latex import to_latex
+        from ablate.report.latex import to_latex  # lazy: loads numpy, pandas
 
         click.echo(to_latex(result.configs, result.effects), nl=False)
         return
@@ -149,7 +149,7 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
     if per_class:
         tables += render.per_class_tables(result.configs)
     if result.effects is not None:
-        from ablate.report.effects import effects_tables
+        from ablate.report.effects import effects_tables  # lazy: loads numpy, pandas
 
         tables += effects_tables(result.effects, result.alpha)
     if fmt == "markdown":

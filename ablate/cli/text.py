@@ -7,6 +7,8 @@ shown as text, never obeyed.
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from ablate import errors
 
 MAX_ERROR = 600  # characters of one error line; longer ones are elided in the middle
@@ -24,8 +26,6 @@ def visible(text: object) -> str:
 
 def terminal(text: object) -> str:
     """For rich output: control characters escaped and markup shown literally."""
-    from rich.markup import escape
-
     return escape(visible(text))
 
 
