@@ -74,7 +74,7 @@ def bench_submission(folder: Path, sizes: list[int]) -> None:
                                  detach=True)
         ids: list[str] = []
         t0 = time.perf_counter()
-        executor.submit(jobs, lambda job, event, ids=ids: ids.append(event["job_id"]))
+        executor.submit(jobs, lambda job, event, ids=ids: ids.append(event.job_id))
         elapsed = time.perf_counter() - t0
         scancel(sorted({i.split("_")[0] for i in ids}))
         print(f"{n:>8} {elapsed:>9.3f} {1000 * elapsed / n:>9.1f}")
@@ -82,8 +82,9 @@ def bench_submission(folder: Path, sizes: list[int]) -> None:
 
 def bench_result_latency(folder: Path, trials_n: int) -> None:
     """A real array of tiny trials, waited on like ``ablate run``: result file -> database."""
-    from ablate.dispatch.driver import run_study
     from ablate.dispatch.slurm import SlurmExecutor, job_states
+    from ablate.dispatch.study import RunOptions, StudyRunner
+    from ablate.train.events import Finished
 
     text = TINY.format(name="latency", seeds=list(range(trials_n)))
     path = folder / "latency.toml"
@@ -96,15 +97,16 @@ def bench_result_latency(folder: Path, trials_n: int) -> None:
     lags: dict[str, float] = {}
     seen_at: dict[str, float] = {}
 
-    def on_event(job, event):
-        if event["kind"] == "finish":  # the driver has ingested the result by now
+    def on_event(update):
+        job = getattr(update, "job", None)  # TrialUpdate: a trial's event
+        if job is not None and isinstance(update.event, Finished):  # the runner has ingested the result by now
             now = time.time()
             seen_at[job.trial_id] = now
             lags[job.trial_id] = now - (Path(job.run_dir) / "result.json").stat().st_mtime
 
     executor = SlurmExecutor(cpus_per_trial=1, time=10, folder=folder / "slurm-latency")
     t0 = time.perf_counter()
-    run_study(recipe, trials, store, executor, runs_root=folder / "runs", on_event=on_event)
+    StudyRunner(store, executor, RunOptions(folder / "runs"), emit=on_event).run(recipe, trials)
     wall = time.perf_counter() - t0
     records = {r.trial_id: r for r in store.trials("latency")}
     ends = _sacct_end([r.job_id for r in records.values()])

@@ -59,6 +59,7 @@ from ablate.data import shapes  # noqa: E402
 from ablate.data.build import build_datasets  # noqa: E402
 from ablate.models.build import build_model  # noqa: E402
 from ablate.recipes.loader import load_recipe  # noqa: E402
+from ablate.train.events import Stepped  # noqa: E402
 from ablate.train.loop import train_and_evaluate  # noqa: E402
 from ablate.train.schedule import lr_at  # noqa: E402
 from ablate.trials.expand import expand, parse_set  # noqa: E402
@@ -141,7 +142,7 @@ def ablate_trainer(spec, steps: int) -> dict[str, float]:
     stamps: list[float] = []
 
     def progress(event):
-        if event["kind"] == "step":
+        if isinstance(event, Stepped):
             stamps.append(time.perf_counter())
 
     clock = CheckpointClock()

@@ -429,6 +429,7 @@ def check_ddp(cpu: bool, work: Path) -> dict[str, Any]:
     from ablate.dispatch.entry import TrialJob
     from ablate.dispatch.gpus import Gpu, visible_gpus
     from ablate.dispatch.local import LocalExecutor
+    from ablate.train.events import Finished
 
     if cpu:  # two stand-in devices: the same ranks, with gloo on the CPU
         gpus = [Gpu(0, "0", "cpu stand-in"), Gpu(1, "1", "cpu stand-in")]
@@ -442,7 +443,7 @@ def check_ddp(cpu: bool, work: Path) -> dict[str, Any]:
     job = TrialJob("gpu_check", "ddp", "ddp", spec, str(work / "ddp"))
     results: list[dict[str, Any]] = []
     LocalExecutor(jobs=1, gpus=gpus, gpus_per_trial=len(gpus), slots=True).run(
-        [job], lambda j, e: results.append(e["result"]) if e["kind"] == "finish" else None)
+        [job], lambda j, e: results.append(e.result) if isinstance(e, Finished) else None)
     result = results[0]
     if result["status"] != "done":
         raise Fail((result.get("error") or "failed").splitlines()[0])

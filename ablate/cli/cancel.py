@@ -23,7 +23,7 @@ def cancel(study: str, db: str | None, runs_dir: str | None) -> None:
     Example:
         ablate cancel quickstart
     """
-    from ablate.dispatch.driver import resolve_runs_root  # lazy: loads pydantic, sqlalchemy
+    from ablate.dispatch.prepare import resolve_runs_root  # lazy: loads pydantic, sqlalchemy
     from ablate.dispatch.slurm import cancel_study  # lazy: loads pydantic, sqlalchemy, submitit
     from ablate.store import Store  # lazy: loads sqlalchemy
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import click
 
 from ablate.analysis.design import DEFAULT_SPENDING, SPENDING
@@ -51,16 +49,3 @@ def check_until_decided(until_decided: bool, detach: bool, executor: str) -> Non
                              "or as a job of its own (sbatch --wrap 'ablate run ... "
                              "--until-decided --executor slurm'); if it stops, the same command "
                              "continues where it stopped")
-
-
-def continue_until_decided(recipe, assignments: tuple[str, ...], store,
-                           run_round: Callable[[object, list], object], *, max_seeds: int,
-                           alpha: float, min_effect: float | None, spending: str,
-                           say: Callable[[str], None]) -> list:
-    """Run the loop after the recipe's own trials; ``run_round(recipe, trials)`` runs one round."""
-    from ablate.dispatch.adaptive import run_until_decided
-    from ablate.trials.expand import parse_set  # lazy: loads pydantic
-
-    return run_until_decided(recipe, parse_set(list(assignments)), store, run_round,
-                             max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
-                             spending=spending, say=say)

@@ -113,14 +113,52 @@ def record_design(store, study: str, design: Design, *, write: bool = True) -> N
             + f" and {recorded.start_seeds} starting seed(s)), or start a new study")
 
 
+@dataclass(frozen=True)
+class DesignChosen:
+    """The loop's design, recorded with the study before its first round."""
+
+    design: Design
+
+
+@dataclass(frozen=True)
+class EffectsRead:
+    """Every effect read at this look: decided or open (``Decision.lines``)."""
+
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class FinishingRound:
+    """An earlier round was cut short (killed, detached): its trials run first."""
+
+    trials: int
+
+
+@dataclass(frozen=True)
+class SeedAdded:
+    """The next look: ``seed`` for the configurations of the open effects."""
+
+    seed: int
+    configs: tuple[str, ...]
+    trials: int
+
+
+@dataclass(frozen=True)
+class LoopStopped:
+    reason: str
+
+
+LoopEvent = DesignChosen | EffectsRead | FinishingRound | SeedAdded | LoopStopped
+
+
 def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, list], object], *,
                       max_seeds: int = DEFAULT_MAX_SEEDS, alpha: float = 0.05,
                       min_effect: float | None = None, spending: str = DEFAULT_SPENDING,
-                      say: Callable[[str], None] = print) -> list[Round]:
+                      emit: Callable[[LoopEvent], None] = lambda event: None) -> list[Round]:
     """Add seeds round by round until every effect of ``recipe``'s study is decided.
 
-    ``run(recipe, trials)`` runs trials (``driver.run_study`` with the caller's
-    executor) and returns its summary. Each decision line goes to ``say``.
+    ``run(recipe, trials)`` runs trials (``StudyRunner.run``) and returns its summary.
+    What the loop reads and decides goes to ``emit`` as ``LoopEvent``s.
     """
     from ablate.analysis.effects import effects_table  # lazy: loads numpy, pandas
     from ablate.report.frame import trials_frame  # lazy: loads numpy, pandas, sqlalchemy
@@ -130,7 +168,7 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
     design = loop_design(recipe, max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
                          spending=spending)
     record_design(store, recipe.name, design)
-    say(f"design: {design.describe()}")
+    emit(DesignChosen(design))
     rounds: list[Round] = []
     while True:
         frame = trials_frame(store, [recipe.name])
@@ -140,14 +178,13 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
         frame = frame[frame["trial_id"].isin(ours)]
         table = effects_table(frame, designs={recipe.name: design})
         decision = decide(table.itertuples(index=False))
-        for line in decision.lines:
-            say(line)
+        emit(EffectsRead(decision))
         done = frame[frame["status"] == "done"]
         unfinished = set(frame.loc[frame["status"].isin(["pending", "running"]), "trial_id"])
         if unfinished:  # a round cut short (killed, detached): finish it before deciding more
             trials = [t for t in expand(dataclasses.replace(recipe, seeds=seeds), overrides)
                       if t.trial_id in unfinished]
-            say(f"finishing {len(trials)} trial(s) of an earlier round")
+            emit(FinishingRound(len(trials)))
             summary = run(dataclasses.replace(recipe, seeds=seeds), trials)
             if getattr(summary, "failed", None):
                 rounds.append(Round(None, decision, f"{len(summary.failed)} trial(s) failed"))
@@ -165,11 +202,11 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
         if not trials:  # cannot happen for a recipe's own configurations; never loop idle
             rounds.append(Round(None, decision, "no trial to add"))
             break
-        say(f"seed {seed} for {len(trials)} configuration(s): {', '.join(sorted(wanted))}")
+        emit(SeedAdded(seed, tuple(sorted(wanted)), len(trials)))
         rounds.append(Round(seed, decision))
         summary = run(dataclasses.replace(recipe, seeds=[*recipe.seeds, seed]), trials)
         if getattr(summary, "failed", None):
             rounds.append(Round(None, decision, f"{len(summary.failed)} trial(s) failed"))
             break
-    say(f"stopped: {rounds[-1].reason}")
+    emit(LoopStopped(rounds[-1].reason))
     return rounds

@@ -23,6 +23,7 @@ from ablate.dispatch.liveness import holder_is_dead, this_process
 from ablate.errors import StoreError
 from ablate.store.claims import Busy
 from ablate.store.target import sqlite_path
+from ablate.train.events import Resumed, Started, TrialEvent
 
 
 def holder_identity(executor: str) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def claim_and_run(job, progress=None, executor: str = "local") -> dict[str, Any]
     """
     progress = progress or (lambda event: None)
     if job.db is None:
-        progress({"kind": "start"})
+        progress(Started())
         return run_trial(job, progress=progress)
 
     failed_before = datetime.fromisoformat(job.failed_before) if job.failed_before else None
@@ -112,15 +113,14 @@ def claim_and_run(job, progress=None, executor: str = "local") -> dict[str, Any]
         return {"study": job.study, "trial_id": job.trial_id, "status": "held",
                 "held_status": outcome.status, "holder": outcome.holder}
     _log_claim(job.run_dir, outcome)
-    progress({"kind": "start", "claimed": True, "holder": outcome.holder,
-              "taken_over": outcome.taken_over})
+    progress(Started(claimed=True, holder=outcome.holder, taken_over=outcome.taken_over))
     with Heartbeat(store, outcome) as beat:
-        def guarded(event: dict[str, Any]) -> None:
+        def guarded(event: TrialEvent) -> None:
             if beat.lost.is_set():  # stop writing a run folder that is no longer ours
                 raise LeaseLost(f"trial {job.trial_id}: claim taken over")
-            if event["kind"] == "resume":
+            if isinstance(event, Resumed):
                 _log_line(job.run_dir, f"epoch {outcome.epoch} resumed from checkpoint "
-                                       f"at step {event['step']}")
+                                       f"at step {event.step}")
             progress(event)
 
         try:

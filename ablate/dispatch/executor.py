@@ -1,22 +1,40 @@
 """Executors run trial jobs; ``make_executor`` picks one by name from ``EXECUTORS``.
 
-The interface (``Executor``, ``OnEvent``) lives here and the executors in their own
-modules (``local``, ``slurm``), named by import path in the registry: they import this
-module, not the other way round, and ``submitit`` loads only when Slurm is asked for.
+The interface (``Executor``, ``OnEvent``, ``ExecutorRequest``) lives here and the
+executors in their own modules (``local``, ``slurm``), named by import path in the
+registry: they import this module, not the other way round, and ``submitit`` loads only
+when Slurm is asked for. Each executor class builds itself for a study from an
+``ExecutorRequest`` (``for_study``), refusing what it cannot run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ablate.dispatch.entry import TrialJob
 from ablate.registry import Registry
+from ablate.train.events import TrialEvent
 
-# on_event(job, event): event["kind"] in {"start", "step", "epoch", "resume", "finish"};
-# "finish" carries the result dict. Slurm adds "job_id" to "start" (sent at submission),
-# "state" (the job's Slurm state changed) and "cancelled" (scancel'ed, no result).
-OnEvent = Callable[[TrialJob, dict[str, Any]], None]
+# on_event(job, event): every event of ``ablate.train.events``; each job ends with one
+# ``Finished`` (its result), or, on Slurm, with ``JobCancelled`` when scancel'ed.
+OnEvent = Callable[[TrialJob, TrialEvent], None]
+
+
+@dataclass(frozen=True)
+class ExecutorRequest:
+    """What ``ablate run`` asks of an executor: the study and the runner's options."""
+
+    recipe: Any  # ablate.recipes.loader.Recipe
+    trials: list[Any]  # ablate.trials.expand.Trial
+    store: Any  # ablate.store.Store
+    runs_dir: str
+    jobs: int = 1  # local worker processes
+    gpus: list[Any] = field(default_factory=list)  # local: ablate.dispatch.gpus.Gpu
+    gpus_per_trial: int | None = None
+    detach: bool = False  # Slurm: submit and return
+    slurm: dict[str, Any] = field(default_factory=dict)  # Slurm: command-line overrides
 
 
 class Executor(Protocol):
@@ -32,9 +50,6 @@ EXECUTORS = Registry("executor", "--executor", {
 })
 
 
-def make_executor(name: str, **options: Any) -> Executor:
-    executor = EXECUTORS.load(name)
-    if name == "local":
-        return executor(jobs=options.get("jobs", 1), gpus=options.get("gpus"),
-                        gpus_per_trial=options.get("gpus_per_trial") or 1)
-    return executor(**options)
+def make_executor(name: str, request: ExecutorRequest) -> Executor:
+    """``--executor NAME`` for a study: the registry's class, built by its ``for_study``."""
+    return EXECUTORS.load(name).for_study(request)

@@ -26,8 +26,9 @@ from typing import Any
 from ablate.dispatch import orphans
 from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob
-from ablate.dispatch.executor import OnEvent
+from ablate.dispatch.executor import ExecutorRequest, OnEvent
 from ablate.dispatch.gpus import WORKER_NAMES_ENV, Gpu, GpuSlots, next_fitting, worker_environment
+from ablate.train.events import Finished
 
 DEAD_WORKER_GRACE_S = 2.0  # a worker that exited may still be flushing its result
 
@@ -45,6 +46,11 @@ class LocalExecutor:
         self.slots = slots if slots is not None else bool(self.gpus) and (
             self.jobs > 1 or self.gpus_per_trial > 1 or self.gpus[0].index != 0)
 
+    @classmethod
+    def for_study(cls, request: ExecutorRequest) -> LocalExecutor:
+        return cls(jobs=request.jobs, gpus=request.gpus,
+                   gpus_per_trial=request.gpus_per_trial or 1)
+
     def need(self, job: TrialJob) -> int:
         """Devices a trial takes: none when its spec trains on the CPU."""
         device = job.spec.get("train", {}).get("device", "auto")
@@ -57,7 +63,7 @@ class LocalExecutor:
         if self.jobs == 1:
             for job in jobs:
                 result = claim_and_run(job, progress=lambda event, job=job: on_event(job, event))
-                on_event(job, {"kind": "finish", "result": result})
+                on_event(job, Finished(result))
             return
         self._run_pool(jobs, on_event)
 
@@ -90,7 +96,7 @@ class LocalExecutor:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
                         job = pending.pop(future)
-                        on_event(job, {"kind": "finish", "result": future.result()})
+                        on_event(job, Finished(future.result()))
         finally:
             stop.set()
             pumper.join()
@@ -160,7 +166,7 @@ class LocalExecutor:
         proc.join()
         dead_since.pop(trial_id, None)
         slots.give_back(held)
-        on_event(job, {"kind": "finish", "result": result})
+        on_event(job, Finished(result))
 
     @staticmethod
     def _dead_worker(running, dead_since) -> tuple[Any, Any, Any]:

@@ -11,15 +11,13 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ablate.train.events import EpochEnded, Progress, Resumed, Stepped, TrialEvent
+
 PROGRESS_FILE = "progress.json"
 WRITE_EVERY_S = 1.0  # a step event at most this often; epoch ends always
-
-Progress = Callable[[dict[str, Any]], None]
-
 
 class ProgressFile:
     """Mirrors a trial's ``step``/``epoch``/``resume`` events into ``run_dir/progress.json``.
@@ -34,30 +32,27 @@ class ProgressFile:
         self.last_write = 0.0
 
     def wrap(self, progress: Progress | None) -> Progress:
-        def recorded(event: dict[str, Any]) -> None:
+        def recorded(event: TrialEvent) -> None:
             self.event(event)
             if progress is not None:
                 progress(event)
 
         return recorded
 
-    def event(self, event: dict[str, Any]) -> None:
-        kind = event.get("kind")
-        if kind == "step":
-            self.state.update({k: event[k] for k in ("step", "total_steps", "epoch", "epochs",
-                                                     "loss") if k in event})
-        elif kind == "epoch":
-            self.state.update(epoch=event.get("epoch"), step=event.get("step"),
-                              epochs=event.get("epochs"))
-            metrics = event.get("metrics") or {}
-            if "val_miou" in metrics:
-                self.state["val_miou"] = metrics["val_miou"]
-        elif kind == "resume":
-            self.state.update(step=event.get("step"), resumed_at_step=event.get("step"))
+    def event(self, event: TrialEvent) -> None:
+        if isinstance(event, Stepped):
+            self.state.update(step=event.step, total_steps=event.total_steps, epoch=event.epoch,
+                              epochs=event.epochs, loss=event.loss)
+        elif isinstance(event, EpochEnded):
+            self.state.update(epoch=event.epoch, step=event.step, epochs=event.epochs)
+            if "val_miou" in event.metrics:
+                self.state["val_miou"] = event.metrics["val_miou"]
+        elif isinstance(event, Resumed):
+            self.state.update(step=event.step, resumed_at_step=event.step)
         else:
             return
         now = time.monotonic()
-        if kind == "step" and now - self.last_write < WRITE_EVERY_S:
+        if isinstance(event, Stepped) and now - self.last_write < WRITE_EVERY_S:
             return
         self.last_write = now
         with contextlib.suppress(OSError, TypeError, ValueError):

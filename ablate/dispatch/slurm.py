@@ -29,11 +29,20 @@ from submitit.core.utils import FailedJobError
 from ablate.clock import utc_now_iso
 from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob
-from ablate.dispatch.executor import OnEvent
+from ablate.dispatch.executor import ExecutorRequest, OnEvent
 from ablate.dispatch.leases import NOT_TRAINED
 from ablate.dispatch.results import RESULT_NAME, CorruptResult, ingest_results, read_result
 from ablate.errors import AblateError, UserInputError
 from ablate.recipes.schema import SlurmSpec
+from ablate.train.events import (
+    EpochEnded,
+    Finished,
+    JobCancelled,
+    JobStateChanged,
+    Resumed,
+    Started,
+    TrialEvent,
+)
 
 DEFAULT_FOLDER = "results/slurm"
 JOB_INFO_NAME = "slurm.json"  # in each run folder: job id and submitit log paths
@@ -174,13 +183,13 @@ def _init_distributed() -> None:
     dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
-def _log_progress(event: dict[str, Any]) -> None:
+def _log_progress(event: TrialEvent) -> None:
     """Epoch ends and resumes go to the job's log (``tail -f`` it to follow a trial)."""
-    if event["kind"] == "resume":
-        print(f"resumed from checkpoint at step {event['step']}", flush=True)
-    elif event["kind"] == "epoch":
-        loss = event["metrics"].get("train_loss", float("nan"))
-        print(f"epoch {event['epoch']}/{event['epochs']} step {event['step']} "
+    if isinstance(event, Resumed):
+        print(f"resumed from checkpoint at step {event.step}", flush=True)
+    elif isinstance(event, EpochEnded):
+        loss = event.metrics.get("train_loss", float("nan"))
+        print(f"epoch {event.epoch}/{event.epochs} step {event.step} "
               f"train_loss {loss:.4f}", flush=True)
 
 
@@ -232,6 +241,24 @@ class SlurmExecutor:
         self.folder = Path(folder).absolute()
         self.detach = detach
 
+    @classmethod
+    def for_study(cls, request: ExecutorRequest) -> SlurmExecutor:
+        """The recipe's [slurm] section under the command-line flags; refuses to submit
+        trials whose earlier jobs still run (they would run twice)."""
+        recipe, store = request.recipe, request.store
+        spec = resolve_spec(recipe.slurm, {**request.slurm,
+                                           "gpus_per_trial": request.gpus_per_trial})
+        if any(s.name == recipe.name for s in store.studies()):
+            live = live_jobs(store, recipe.name, [t.trial_id for t in request.trials])
+            if live:
+                jobs = ", ".join(sorted(set(live.values()))[:5])
+                raise UserInputError(
+                    f"{len(live)} trial(s) of {recipe.name} still have Slurm jobs ({jobs}); "
+                    f"follow them with 'ablate status {recipe.name}' or stop them with "
+                    f"'ablate cancel {recipe.name}'")
+        return cls(**spec.model_dump(), folder=Path(request.runs_dir).absolute().parent / "slurm",
+                   detach=request.detach)
+
     def run(self, jobs: list[TrialJob], on_event: OnEvent) -> None:
         if not jobs:
             return
@@ -264,14 +291,14 @@ class SlurmExecutor:
                 info = JobInfo(str(handle.job_id), str(self.folder))
                 write_job_info(job.run_dir, info)
                 submitted.append((job, info))
-                on_event(job, {"kind": "start", "job_id": info.job_id})
+                on_event(job, Started(job_id=info.job_id))
         return submitted
 
 
 def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEvent, *,
                      sleep: Callable[[float], None] | None = None) -> None:
-    """Until every job has a result: "finish" with the result file, or with a failure built
-    from the log when the job ended without one; "cancelled" when it was scancel'ed.
+    """Until every job has a result: ``Finished`` with the result file, or with a failure built
+    from the log when the job ended without one; ``JobCancelled`` when it was scancel'ed.
 
     A KeyboardInterrupt leaves the jobs running (they are followed with ``ablate status``).
     """
@@ -285,7 +312,7 @@ def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEven
             result = own_result(job.study, job.trial_id, job.run_dir)
             if result is not None:
                 del waiting[job_id]
-                on_event(job, {"kind": "finish", "result": result})
+                on_event(job, Finished(result))
         now = time.monotonic()
         if waiting and now >= next_states:
             next_states = now + STATE_POLL_S
@@ -293,7 +320,7 @@ def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEven
                 job, info = waiting[job_id]
                 if state != states.get(job_id):
                     states[job_id] = state
-                    on_event(job, {"kind": "state", "state": state, "job_id": job_id})
+                    on_event(job, JobStateChanged(job_id, state))
                 if state in LIVE_STATES:
                     ended.pop(job_id, None)
                     continue
@@ -305,11 +332,11 @@ def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEven
                 del waiting[job_id]
                 returned = job_returned(info)
                 if isinstance(returned, dict) and returned.get("status") in NOT_TRAINED:
-                    on_event(job, {"kind": "finish", "result": returned})  # left to its holder
+                    on_event(job, Finished(returned))  # left to its holder
                 elif state == "CANCELLED":
-                    on_event(job, {"kind": "cancelled", "job_id": job_id})
+                    on_event(job, JobCancelled(job_id))
                 else:
-                    on_event(job, {"kind": "finish", "result": dead_job_result(job, info, state)})
+                    on_event(job, Finished(dead_job_result(job, info, state)))
         if waiting:  # thousands of result files are not looked for twice a second
             sleep(max(RESULT_POLL_S, len(waiting) / 200))
 

@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 from ablate.track.trial import TrackedTrial
+from ablate.train.events import EpochEnded, Stepped, TrialEvent
 
 PARAM_MAX = 500  # MLflow refuses longer parameter values
 RUN_ID_FILE = "mlflow_run_id"  # in the trial's run folder: a resumed trial continues its run
@@ -145,15 +146,12 @@ class MlflowSink:
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
-    def event(self, event: dict[str, Any]) -> None:
-        kind = event.get("kind")
-        if kind == "step":
-            self._log({"train/loss": event.get("loss"), "train/lr": event.get("lr")},
-                      int(event["step"]))
-        elif kind == "epoch":
-            metrics = event.get("metrics", {})
+    def event(self, event: TrialEvent) -> None:
+        if isinstance(event, Stepped):
+            self._log({"train/loss": event.loss, "train/lr": event.lr}, event.step)
+        elif isinstance(event, EpochEnded):
             self._log({(f"val/{k[4:]}" if k.startswith("val_") else f"epoch/{k}"): v
-                       for k, v in metrics.items()}, int(event["step"]))
+                       for k, v in event.metrics.items()}, event.step)
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
         status = result.get("status")

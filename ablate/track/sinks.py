@@ -8,8 +8,7 @@ from typing import Any, Protocol
 
 from ablate.errors import UserInputError
 from ablate.track.trial import TrackedTrial
-
-Progress = Callable[[dict[str, Any]], None]
+from ablate.train.events import Progress, TrialEvent
 
 # --tracking NAME -> the module that needs to import for it, and the extra that installs it
 SINKS: dict[str, tuple[str, str]] = {
@@ -21,7 +20,7 @@ SINKS: dict[str, tuple[str, str]] = {
 class Sink(Protocol):
     name: str
 
-    def event(self, event: dict[str, Any]) -> None: ...
+    def event(self, event: TrialEvent) -> None: ...
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any] | None: ...
 
@@ -65,7 +64,7 @@ class Trackers:
               "training continues", file=sys.stderr, flush=True)
 
     def wrap(self, progress: Progress | None) -> Progress:
-        def tracked(event: dict[str, Any]) -> None:
+        def tracked(event: TrialEvent) -> None:
             for sink in self.sinks:
                 self._guard(sink, lambda sink=sink: sink.event(event))
             if progress is not None:

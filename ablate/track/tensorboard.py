@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.track.trial import TrackedTrial
+from ablate.train.events import EpochEnded, Stepped, TrialEvent
 
 SUBDIR = "tensorboard"
 HPARAM_METRICS = ("miou", "pixel_acc", "latency_ms")
@@ -51,15 +52,14 @@ class TensorBoardSink:
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             self.writer.add_scalar(tag, float(value), step)
 
-    def event(self, event: dict[str, Any]) -> None:
-        kind = event.get("kind")
-        if kind == "step":
-            self.step = int(event["step"])
-            self._scalar("train/loss", event.get("loss"), self.step)
-            self._scalar("train/lr", event.get("lr"), self.step)
-        elif kind == "epoch":
-            self.step = int(event["step"])
-            for key, value in event.get("metrics", {}).items():
+    def event(self, event: TrialEvent) -> None:
+        if isinstance(event, Stepped):
+            self.step = event.step
+            self._scalar("train/loss", event.loss, self.step)
+            self._scalar("train/lr", event.lr, self.step)
+        elif isinstance(event, EpochEnded):
+            self.step = event.step
+            for key, value in event.metrics.items():
                 tag = f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}"
                 self._scalar(tag, value, self.step)
             self.writer.flush()  # readable while the trial trains

@@ -10,7 +10,6 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,10 @@ from ablate.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from ablate.train.events import EpochEnded, Progress, Resumed, Stepped
 from ablate.train.schedule import lr_at
 from ablate.trials.ids import spec_dict
 from ablate.trials.resolve import num_classes
-
-Progress = Callable[[dict[str, Any]], None]
 
 
 def resolve_device(train: TrainSpec) -> torch.device:
@@ -267,7 +265,7 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
         set_rng_state(state["rng"])
         if augment is not None:
             augment.set_state(state.get("augment"))
-        progress({"kind": "resume", "step": step})
+        progress(Resumed(step))
 
     # looked up at call time, so that a benchmark can wrap save_checkpoint
     writer = BackgroundWriter(checkpoint_path, lambda path, payload: save_checkpoint(path, payload))
@@ -323,9 +321,7 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
                 running += loss.item()
                 seen += 1
                 if step % train.log_every == 0 or step == total_steps:
-                    progress({"kind": "step", "step": step, "total_steps": total_steps,
-                              "epoch": epoch + 1, "epochs": epochs, "loss": running / seen,
-                              "lr": lr})  # lr: for trackers (ablate.track)
+                    progress(Stepped(step, total_steps, epoch + 1, epochs, running / seen, lr))
                 # not on an epoch's last step: the epoch-end checkpoint below follows with
                 # the epoch's history entry, which a resume from this one would lose
                 ends_epoch = step % steps_per_epoch == 0 or step >= total_steps
@@ -346,7 +342,7 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
                 last_val = evaluate(model, val_loader, n_classes, device, data.class_names, dtype)
                 entry["metrics"].update({f"val_{k}": v for k, v in last_val.items() if "/" not in k})
             history.append(entry)
-            progress({"kind": "epoch", **entry, "epochs": epochs})
+            progress(EpochEnded(entry["epoch"], epochs, step, dict(entry["metrics"])))
             checkpoint()
     finally:
         writer.wait()  # finish a checkpoint being written, even when training failed

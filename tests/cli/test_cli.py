@@ -56,7 +56,6 @@ def test_missing_recipe_file(tmp_path):
 def test_bad_recipe_keeps_existing_database_unchanged(tmp_path, tiny_recipe, write_recipe,
                                                       monkeypatch):
     db = tmp_path / "keep.db"
-    monkeypatch.setattr("ablate.dispatch.driver.run_study.__defaults__", None, raising=False)
     CliRunner().invoke(main, ["plan", str(tiny_recipe), "--db", str(db), "--no-cost"])
     from ablate.store import Store
 

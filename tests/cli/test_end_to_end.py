@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from ablate.cli import main
 from ablate.store import Store
+from ablate.train.events import Stepped
 
 # trains and dispatches: the slow tier (`pytest -m "not slow"` leaves it out)
 pytestmark = pytest.mark.slow
@@ -71,7 +72,7 @@ def test_interrupted_run_resumes_without_duplicates(study, monkeypatch):
         def ctrl_c_after_a_checkpoint(event):  # Ctrl-C in the middle of the second trial
             if progress:
                 progress(event)
-            if event["kind"] == "step" and event["step"] >= 2:
+            if isinstance(event, Stepped) and event.step >= 2:
                 raise KeyboardInterrupt
 
         return real(job, ctrl_c_after_a_checkpoint, **kwargs)

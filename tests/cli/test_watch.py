@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from ablate.cli import main
-from ablate.dispatch.driver import load_trials
+from ablate.dispatch.prepare import load_trials
 from ablate.dispatch.progress import PROGRESS_FILE, ProgressFile, read_progress
 from ablate.store import CostRecord, Store
+from ablate.train.events import EpochEnded, Stepped
 
 RECIPE = """
 name = "watched"
@@ -127,8 +128,7 @@ def test_running_study_refreshes_until_the_last_trial_is_recorded(study, monkeyp
         _record(store, trial, runs)
     running = _claim(store, trials[4], runs)
     tracker = ProgressFile(runs / trials[4].trial_id)  # what the worker writes
-    tracker.event({"kind": "step", "step": 5, "total_steps": 10, "epoch": 1, "epochs": 2,
-                   "loss": 0.8125, "lr": 0.003})
+    tracker.event(Stepped(step=5, total_steps=10, epoch=1, epochs=2, loss=0.8125, lr=0.003))
 
     def finish_the_study():  # the runner records the running trial, then the rest
         assert first_look.wait(60)
@@ -200,17 +200,16 @@ def test_progress_file_is_throttled_and_never_fails(tmp_path):
     tracker = ProgressFile(tmp_path / "run")
     seen = []
     wrapped = tracker.wrap(seen.append)
-    wrapped({"kind": "step", "step": 1, "total_steps": 4, "epoch": 1, "epochs": 1, "loss": 2.0})
-    wrapped({"kind": "step", "step": 2, "total_steps": 4, "epoch": 1, "epochs": 1, "loss": 1.5})
+    wrapped(Stepped(step=1, total_steps=4, epoch=1, epochs=1, loss=2.0, lr=0.1))
+    wrapped(Stepped(step=2, total_steps=4, epoch=1, epochs=1, loss=1.5, lr=0.1))
     assert read_progress(tmp_path / "run")["step"] == 1  # the second within a second: held
-    wrapped({"kind": "epoch", "epoch": 1, "step": 4, "epochs": 1,
-             "metrics": {"train_loss": 1.0, "val_miou": 0.25}})
+    wrapped(EpochEnded(epoch=1, epochs=1, step=4, metrics={"train_loss": 1.0, "val_miou": 0.25}))
     data = json.loads((tmp_path / "run" / PROGRESS_FILE).read_text())
     assert (data["step"], data["loss"], data["val_miou"]) == (4, 1.5, 0.25)  # epoch ends: at once
-    assert [e["kind"] for e in seen] == ["step", "step", "epoch"]
+    assert [type(e) for e in seen] == [Stepped, Stepped, EpochEnded]
     (tmp_path / "file").write_text("")
     blocked = ProgressFile(tmp_path / "file")  # its folder is a file: writes fail quietly
-    blocked.event({"kind": "epoch", "epoch": 1, "step": 1, "epochs": 1, "metrics": {}})
+    blocked.event(EpochEnded(epoch=1, epochs=1, step=1))
     assert read_progress(tmp_path / "file") is None and read_progress(None) is None
 
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from ablate.data.build import build_datasets
 from ablate.data.evaluation import with_eval_data
 from ablate.dispatch import preflight
-from ablate.dispatch.driver import load_trials
+from ablate.dispatch.prepare import load_trials
 from ablate.errors import UserInputError
 from ablate.recipes.schema import EvalDataSpec, TrialSpec
 from ablate.train.loop import train_and_evaluate

@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ablate.dispatch.adaptive import decide, run_until_decided
-from ablate.dispatch.driver import run_study
+from ablate.cli.study_view import loop_lines
+from ablate.dispatch.adaptive import FinishingRound, decide, run_until_decided
+from ablate.dispatch.study import RunOptions, StudyRunner
 from ablate.recipes.loader import parse_recipe
 from ablate.store import Store
+from ablate.train.events import Finished, Started
 from ablate.trials.expand import expand
 
 RECIPE = """
@@ -44,11 +46,11 @@ class FakeExecutor:
             self.runs[job.trial_id] += 1
             keep = job.spec["model"]["keep_last_expansion"]
             value = self.miou(keep, job.spec["seed"])
-            on_event(job, {"kind": "start"})
-            on_event(job, {"kind": "finish", "result": {
+            on_event(job, Started())
+            on_event(job, Finished({
                 "study": job.study, "trial_id": job.trial_id, "status": "done", "error": None,
                 "final": {"miou": value, "pixel_acc": 0.9, "latency_ms": 1.0}, "epochs": [],
-                "environment": {}, "started_at": None, "finished_at": None}})
+                "environment": {}, "started_at": None, "finished_at": None}))
 
 
 def study(tmp_path, seeds: str, miou=None):
@@ -58,7 +60,7 @@ def study(tmp_path, seeds: str, miou=None):
     executor = FakeExecutor(miou or clear_after_four)
 
     def run(r, trials):
-        return run_study(r, trials, store, executor, runs_root=tmp_path / "runs", preflight=False)
+        return StudyRunner(store, executor, RunOptions(tmp_path / "runs")).run(r, trials)
 
     return recipe, store, executor, run
 
@@ -69,11 +71,12 @@ def loop(tmp_path, miou, seeds=(0, 1), **options):
     executor = FakeExecutor(miou)
 
     def run(r, trials):
-        return run_study(r, trials, store, executor, runs_root=tmp_path / "runs", preflight=False)
+        return StudyRunner(store, executor, RunOptions(tmp_path / "runs")).run(r, trials)
 
     run(recipe, expand(recipe))
     lines: list[str] = []
-    rounds = run_until_decided(recipe, {}, store, run, say=lines.append, **options)
+    rounds = run_until_decided(recipe, {}, store, run, emit=lambda e: lines.extend(loop_lines(e)),
+                               **options)
     seeds_by_config: dict[str, list[int]] = {}
     for t in store.trials("adaptive"):  # names are "<configuration>/seed=<n>"
         config, _, seed = t.name.rpartition("/seed=")
@@ -170,9 +173,10 @@ def test_a_round_cut_short_is_finished_before_a_new_seed_is_added(tmp_path):
     # a loop killed after registering seed 2's trials, before any of them ran
     store.register_trials("adaptive", expand(parse_recipe(RECIPE.replace("SEEDS", "[2]"),
                                                           "adaptive.toml")))
-    lines: list[str] = []
-    rounds = run_until_decided(recipe, {}, store, run, say=lines.append)
-    assert "finishing 2 trial(s) of an earlier round" in lines
+    events: list = []
+    rounds = run_until_decided(recipe, {}, store, run, emit=events.append)
+    assert FinishingRound(2) in events
+    assert "finishing 2 trial(s) of an earlier round" in loop_lines(FinishingRound(2))
     assert [r.seed for r in rounds] == [3, None]  # seed 2 was not added a second time
     assert set(executor.runs.values()) == {1} and len(executor.runs) == 8
 
@@ -189,7 +193,7 @@ def test_the_design_is_recorded_and_other_settings_are_refused(tmp_path):
     recipe = parse_recipe(RECIPE.replace("SEEDS", "[0, 1]"), "adaptive.toml")
     with pytest.raises(UserInputError, match="grown with sequential .*--max-seeds 10 --alpha 0.05"):
         run_until_decided(recipe, {}, store, lambda r, t: None, max_seeds=6,
-                          say=lambda line: None)
+                          )
     # the report reads the study with the recorded design: same interval as the loop's
     from ablate.report.build import build_report
 
@@ -203,7 +207,7 @@ def test_the_design_is_recorded_and_other_settings_are_refused(tmp_path):
 @pytest.fixture(autouse=True)
 def _quiet_cost(monkeypatch):
     """Costs are not what these tests are about: skip building models for FLOPs."""
-    from ablate.dispatch import driver
+    from ablate.dispatch import prepare
     from ablate.store import CostRecord
 
     def fake_costs(trials, cached, flops=True, source=None):
@@ -211,7 +215,7 @@ def _quiet_cost(monkeypatch):
                                       flops=1e6, flops_by_module={}, flops_convention="x",
                                       resolution=(32, 32), extra=None) for t in trials}
 
-    monkeypatch.setattr(driver, "compute_costs", fake_costs)
+    monkeypatch.setattr(prepare, "compute_costs", fake_costs)
 
 
 def test_cli_prints_each_decision_and_refuses_detach(tmp_path, monkeypatch):
@@ -223,7 +227,7 @@ def test_cli_prints_each_decision_and_refuses_detach(tmp_path, monkeypatch):
     recipe = tmp_path / "adaptive.toml"
     recipe.write_text(RECIPE.replace("SEEDS", "[0, 1]"))
     fake = FakeExecutor(clear_after_four)
-    monkeypatch.setattr(executor_module, "make_executor", lambda name, **options: fake)
+    monkeypatch.setattr(executor_module, "make_executor", lambda name, request: fake)
     db = str(tmp_path / "cli.db")
     result = CliRunner().invoke(main, ["run", str(recipe), "--db", db, "--until-decided",
                                        "--runs-dir", str(tmp_path / "runs")])
@@ -249,7 +253,7 @@ def test_set_seeds_is_the_starting_point_and_each_round_adds_a_new_seed(tmp_path
     recipe, store, executor, run = study(tmp_path, "[7]")
     overrides = {"seeds": [0, 1]}
     run(recipe, expand(recipe, dict(overrides)))
-    rounds = run_until_decided(recipe, overrides, store, run, say=lambda line: None)
+    rounds = run_until_decided(recipe, overrides, store, run)
     assert [r.seed for r in rounds] == [2, 3, None]
     assert rounds[-1].reason == "every effect is decided"
     assert set(executor.runs.values()) == {1} and len(executor.runs) == 8

@@ -243,5 +243,5 @@ def test_an_array_task_that_found_its_trial_held_is_not_a_failure(tmp_path, monk
     events = []
     wait_for_results([(job, JobInfo("9_0", str(folder)))], lambda j, e: events.append(e),
                      sleep=lambda seconds: None)
-    assert [e["kind"] for e in events] == ["state", "finish"]
-    assert events[-1]["result"] == held
+    assert [type(e).__name__ for e in events] == ["JobStateChanged", "Finished"]
+    assert events[-1].result == held

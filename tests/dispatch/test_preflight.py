@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from ablate.cli import main
 from ablate.dispatch import preflight
-from ablate.dispatch.driver import load_trials
+from ablate.dispatch.prepare import load_trials
 from ablate.errors import one_line
 from ablate.store import Store
 from tests.data.fixtures import write_voc

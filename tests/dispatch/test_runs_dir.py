@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from ablate.cli import main
-from ablate.dispatch.driver import RUNS_DIR_ENV, default_runs_root, resolve_runs_root
+from ablate.dispatch.prepare import RUNS_DIR_ENV, default_runs_root, resolve_runs_root
 from ablate.store import Store
 
 

@@ -28,6 +28,7 @@ from ablate.dispatch.slurm import (
 )
 from ablate.recipes.schema import SlurmSpec
 from ablate.store import Store
+from ablate.train.events import Finished, JobCancelled, JobStateChanged
 
 BASE = """
 seeds = [0]
@@ -286,7 +287,7 @@ def test_waiting_settles_results_dead_jobs_and_cancellations(tmp_path, monkeypat
     wait_for_results(list(zip(jobs, infos)), lambda job, e: events.append((job.trial_id, e)),
                      sleep=lambda seconds: None)
 
-    finished = {tid: e["result"] for tid, e in events if e["kind"] == "finish"}
+    finished = {tid: e.result for tid, e in events if isinstance(e, Finished)}
     assert finished["t0"]["final"] == {"miou": 0.5}
     assert finished["t1"]["status"] == "failed"
     assert finished["t1"]["error"] == (
@@ -295,6 +296,6 @@ def test_waiting_settles_results_dead_jobs_and_cancellations(tmp_path, monkeypat
         "loading\nsrun: error: vm: task 0: Killed")
     assert finished["t3"]["error"] == ("Slurm job 9_3 ended FAILED without a result\n"
                                        "Traceback (most recent call last):\nOSError: disk full")
-    assert [(tid, e["kind"]) for tid, e in events if e["kind"] == "cancelled"] == [
-        ("t2", "cancelled")]
-    assert sorted(tid for tid, e in events if e["kind"] == "state") == ["t1", "t2", "t3"]
+    assert [(tid, e) for tid, e in events if isinstance(e, JobCancelled)] == [
+        ("t2", JobCancelled("9_2"))]
+    assert sorted(tid for tid, e in events if isinstance(e, JobStateChanged)) == ["t1", "t2", "t3"]

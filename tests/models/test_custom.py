@@ -19,6 +19,7 @@ from ablate.errors import UserInputError
 from ablate.models.build import build_model
 from ablate.recipes.loader import load_recipe
 from ablate.recipes.schema import ModelSpec, TrialSpec
+from ablate.train.events import Resumed, Stepped
 from ablate.trials.expand import expand, parse_set
 from ablate.trials.ids import architecture_id, spec_dict, trial_id
 
@@ -342,16 +343,16 @@ def test_killed_user_model_trial_resumes_to_the_same_weights(user_pkg, tmp_path)
         pass
 
     def kill_at_5(event):
-        if event["kind"] == "step" and event["step"] == 5:
+        if isinstance(event, Stepped) and event.step == 5:
             raise Killed
 
     straight = train_and_evaluate(trial, tmp_path / "straight")
     with pytest.raises(Killed):
         train_and_evaluate(trial, tmp_path / "resumed", kill_at_5)
-    events: list[dict] = []
+    events: list = []
     again = train_and_evaluate(trial, tmp_path / "resumed", events.append)
-    assert {"kind": "resume", "step": 4} in events
-    assert [e["step"] for e in events if e["kind"] == "step"] == [5, 6, 7, 8]
+    assert Resumed(4) in events
+    assert [e.step for e in events if isinstance(e, Stepped)] == [5, 6, 7, 8]
     a, b = (torch.load(tmp_path / d / CHECKPOINT_NAME, weights_only=False)["model"]
             for d in ("straight", "resumed"))
     assert list(a) == ["conv.weight", "conv.bias", "classifier.weight", "classifier.bias"]

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from ablate.cli import main
 from ablate.store import Store
 from ablate.track import TrackedTrial, open_trackers
+from ablate.train.events import Stepped
 
 # make test installs the extra; a bare pytest without it says what to install (CI fails then)
 if not os.environ.get("CI"):
@@ -65,7 +66,7 @@ def test_an_unreachable_mlflow_is_a_warning_not_a_failed_trial(capsys):
     trackers = open_trackers(["mlflow"], TrackedTrial("s", "t1", "trial-1", "/nowhere"))
     assert trackers.sinks == []
     progress = trackers.wrap(None)
-    progress({"kind": "step", "step": 1, "loss": 1.0})
+    progress(Stepped(step=1, total_steps=1, epoch=1, epochs=1, loss=1.0, lr=0.1))
     result = {"status": "done", "final": {}, "environment": {}}
     trackers.finish(result)
     assert result["environment"]["tracking"]["mlflow"]["error"].startswith("RuntimeError: no "
@@ -85,10 +86,10 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
     trial = TrackedTrial("s", "t1", "trial-1", str(tmp_path / "run"), axes={"lr": 0.1},
                          seed=3, options={"mlflow": options})
     first = MlflowSink(trial)
-    first.event({"kind": "step", "step": 1, "loss": 1.0, "lr": 0.1})  # then killed: no finish
+    first.event(Stepped(step=1, total_steps=2, epoch=1, epochs=1, loss=1.0, lr=0.1))  # then killed: no finish
     again = MlflowSink(trial)  # the trial resumes from its checkpoint
     assert again.run_id == first.run_id
-    again.event({"kind": "step", "step": 2, "loss": 0.5, "lr": 0.1})
+    again.event(Stepped(step=2, total_steps=2, epoch=1, epochs=1, loss=0.5, lr=0.1))
     again.finish({"status": "done", "final": {"miou": 0.4, "steps": 2}})
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([options["experiment_id"]], "tags.`ablate.trial_id` = 't1'")

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from ablate.cli import main
 from ablate.store import Store
 from ablate.track import TrackedTrial, open_trackers
+from ablate.train.events import Stepped
 
 pytest.importorskip("tensorboard", reason="pip install 'ablate[tensorboard]'")
 
@@ -82,10 +83,10 @@ def test_a_failing_tracker_warns_once_and_the_events_still_flow(capsys):
     seen = []
     progress = trackers.wrap(seen.append)
     for step in (1, 2, 3):
-        progress({"kind": "step", "step": step, "loss": 1.0})
+        progress(Stepped(step=step, total_steps=3, epoch=1, epochs=1, loss=1.0, lr=0.1))
     result = {"status": "done", "final": {"miou": 0.5}, "environment": {}}
     trackers.finish(result)
-    assert [e["step"] for e in seen] == [1, 2, 3] and boom.calls == 1
+    assert [e.step for e in seen] == [1, 2, 3] and boom.calls == 1
     assert result["environment"]["tracking"] == {"tensorboard": {"error": "OSError: disk full"}}
     err = capsys.readouterr().err
     assert err == ("Warning: tracker tensorboard stopped for trial trial-1: OSError: disk full; "

@@ -7,6 +7,7 @@ import torch
 
 from ablate.recipes.schema import TrialSpec
 from ablate.train.checkpoint import CHECKPOINT_NAME
+from ablate.train.events import Resumed, Stepped
 from ablate.train.loop import train_and_evaluate
 
 # trains: the slow tier (`pytest -m "not slow"` leaves it out)
@@ -29,7 +30,7 @@ class Killed(Exception):
 
 def kill_at(step: int):
     def progress(event):
-        if event["kind"] == "step" and event["step"] == step:
+        if isinstance(event, Stepped) and event.step == step:
             raise Killed
 
     return progress
@@ -49,8 +50,8 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
         train_and_evaluate(SPEC, resumed, kill_at(5))
     events = []
     again = train_and_evaluate(SPEC, resumed, events.append)
-    assert {"kind": "resume", "step": 4} in events
-    steps = [e["step"] for e in events if e["kind"] == "step"]
+    assert Resumed(4) in events
+    steps = [e.step for e in events if isinstance(e, Stepped)]
     assert steps == [5, 6]  # only the two steps not yet checkpointed were trained
     assert len(again["epochs"]) == 2
     a, b = weights(straight), weights(resumed)
@@ -65,7 +66,7 @@ def test_checkpoint_of_another_spec_is_not_used(tmp_path):
     other = SPEC.model_copy(update={"seed": 4})
     events = []
     train_and_evaluate(other, tmp_path, events.append)
-    assert not any(e["kind"] == "resume" for e in events)
+    assert not any(isinstance(e, Resumed) for e in events)
 
 
 def test_loss_falls_on_a_tiny_problem(tmp_path):

@@ -1,0 +1,181 @@
+"""What ``ablate run`` shows: the study runner's events (``dispatch.study``) rendered.
+
+Progress bars for the round and each running trial go to stderr; the round's table, the
+runner's report and the ``--until-decided`` decisions go to stdout. Nothing here decides
+or records anything.
+"""
+
+from __future__ import annotations
+
+from ablate.cli.options import fmt_float, fmt_int, make_console
+from ablate.cli.text import terminal as escape  # markup and control characters
+from ablate.train import events
+
+
+def loop_lines(event) -> list[str]:
+    """An ``--until-decided`` event (``dispatch.adaptive``) as the lines it prints."""
+    from ablate.dispatch import adaptive  # lazy: loads pydantic
+
+    if isinstance(event, adaptive.DesignChosen):
+        return [f"design: {event.design.describe()}"]
+    if isinstance(event, adaptive.EffectsRead):
+        return list(event.decision.lines)
+    if isinstance(event, adaptive.FinishingRound):
+        return [f"finishing {event.trials} trial(s) of an earlier round"]
+    if isinstance(event, adaptive.SeedAdded):
+        return [f"seed {event.seed} for {event.trials} configuration(s): "
+                f"{', '.join(event.configs)}"]
+    if isinstance(event, adaptive.LoopStopped):
+        return [f"stopped: {event.reason}"]
+    return []
+
+
+def waiting_line(held: int, expiry) -> str:
+    when = (f"; the first lease expires at {expiry:%H:%M:%S} (database time, UTC)"
+            if expiry is not None else "")
+    return f"waiting for {held} trial(s) other runners hold{when}"
+
+
+class StudyView:
+    """Renders a study's events; ``show`` is the runner's ``emit``."""
+
+    def __init__(self, console, store) -> None:
+        self.console = console  # stderr: progress
+        self.store = store
+        self.progress = None  # the round's rich Progress, while a round runs
+        self.overall = None
+        self.tasks: dict[str, int] = {}
+        self.job_ids: dict[str, str] = {}  # Slurm: trial id -> job id
+
+    def __enter__(self) -> StudyView:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def show(self, event) -> None:
+        from ablate.dispatch import study  # lazy: loads pydantic, sqlalchemy
+
+        if isinstance(event, study.Planned):
+            self._planned(event)
+        elif isinstance(event, study.TrialUpdate):
+            self._trial(event.job, event.event)
+        elif isinstance(event, study.Waiting):
+            self.console.print(waiting_line(event.held, event.expiry))
+        elif isinstance(event, study.RoundEnded):
+            self.close()
+            print_summary(self.store, event.study, list(event.trial_ids), event.summary)
+        elif isinstance(event, study.RunnerReport):
+            for line in event.lines:
+                make_console().print(escape(line))
+        else:
+            for line in loop_lines(event):
+                self.console.print(escape(line))
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(None, None, None)
+            self.progress = None
+
+    def _planned(self, event) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        if event.skipped:
+            self.console.print(f"{event.skipped} trial(s) already done (or failed, with "
+                               "--skip-failed): skipped.")
+        if event.retried:
+            self.console.print(f"Retrying {event.retried} failed trial(s) "
+                               "(--skip-failed keeps them as they are).")
+        self.close()
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False)
+        self.progress.__enter__()
+        self.tasks = {}
+        self.overall = self.progress.add_task("trials", total=event.trials)
+
+    def _trial(self, job, event) -> None:
+        progress = self.progress
+        if progress is None:
+            return
+        if isinstance(event, events.Started):
+            label = f"  {job.name}"
+            if event.job_id:  # Slurm: submitted, not yet running
+                self.job_ids[job.trial_id] = event.job_id
+                label += f" [job {event.job_id}]"
+            self.tasks[job.trial_id] = progress.add_task(label, total=None)
+            return
+        task = self.tasks.get(job.trial_id)
+        if isinstance(event, events.Finished) and event.status in ("held", "lost"):  # claims
+            from ablate.dispatch.claiming import describe_holder
+
+            if task is not None:
+                progress.remove_task(task)
+            result = event.result
+            progress.console.print(
+                f"[dim]left[/]   {escape(job.name)}: {result.get('held_status')} "
+                f"{escape(describe_holder(result.get('holder')))}")
+            progress.advance(self.overall)
+            return
+        if task is None:
+            return
+        if isinstance(event, events.JobStateChanged):
+            progress.update(task, description=f"  {job.name} [job {event.job_id} {event.state}]")
+        elif isinstance(event, events.JobCancelled):
+            progress.remove_task(task)
+            progress.console.print(f"[yellow]cancelled[/] {escape(job.name)} (job "
+                                   f"{event.job_id}): back to pending")
+            progress.advance(self.overall)
+        elif isinstance(event, events.Stepped):
+            progress.update(task, completed=event.step, total=event.total_steps,
+                            description=f"  {job.name} epoch {event.epoch}/{event.epochs} "
+                            f"loss {event.loss:.3f}")
+        elif isinstance(event, events.Finished):
+            progress.remove_task(task)
+            result = event.result
+            if event.status == "done":
+                miou = result["final"].get("miou", float("nan"))
+                progress.console.print(f"[green]done[/]   {escape(job.name)}  mIoU {100 * miou:.2f}")
+            else:
+                first = (result.get("error") or "").splitlines()[0] if result.get("error") else ""
+                progress.console.print(f"[red]failed[/] {escape(job.name)}: {escape(first)}")
+            progress.advance(self.overall)
+
+
+def print_summary(store, study: str, trial_ids: list[str], summary) -> None:
+    """The round's trials as a table (mIoU, parameters, GFLOPs, latency), and what was
+    ingested from disk or could not be written."""
+    from rich.table import Table
+
+    records = {r.trial_id: r for r in store.trials(study)}
+    costs = store.get_costs([r.arch_id for r in records.values()])
+    table = Table(title=f"{study}: {len(summary.done)} run, {summary.skipped} skipped, "
+                  f"{len(summary.failed)} failed")
+    for col in ("trial", "status", "mIoU %", "params", "GFLOPs", "latency ms"):
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right")
+    for tid in trial_ids:
+        r = records.get(tid)
+        if r is None:
+            continue
+        cost = costs.get(r.arch_id)
+        miou = r.metrics.get("miou")
+        table.add_row(escape(r.name), r.status, fmt_float(100 * miou if miou is not None else None, 2),
+                      fmt_int(cost.params if cost else None),
+                      fmt_float(cost.gflops if cost else None),
+                      fmt_float(r.metrics.get("latency_ms"), 2))
+    console = make_console()
+    console.print(table)
+    for line in summary.corrupt:
+        console.print(f"[yellow]ignored corrupt result:[/] {escape(line)}")
+    if summary.recovered:
+        console.print(f"ingested {len(summary.recovered)} result(s) left on disk by an earlier run")
+    if summary.unrecorded:
+        console.print(f"[yellow]{len(summary.unrecorded)} result(s) could not be written to the "
+                      "database; they are safe in their run folders and are ingested next run.[/]")

@@ -1,0 +1,118 @@
+"""What a study needs before it runs: its trials (loaded, expanded, selected), the cost of
+each architecture, and where its run folders go. ``dispatch.study`` runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from ablate.cost import analyse  # analyse.analyse_spec: a seam tests replace
+from ablate.dispatch.cost_cache import cached_costs, remember
+from ablate.errors import RecipeError, UserInputError
+from ablate.recipes.loader import Recipe, load_recipe
+from ablate.store import CostRecord, Store, resolve_url
+from ablate.store.target import sqlite_path
+from ablate.trials.expand import DEFAULT_MAX_TRIALS, Trial, expand, parse_set
+
+DEFAULT_RUNS_ROOT = "results/runs"
+RUNS_DIR_ENV = "ABLATE_RUNS_DIR"
+
+
+def default_runs_root(db: str | None = None) -> Path:
+    """Where run folders go unless ``--runs-dir`` says: ``$ABLATE_RUNS_DIR``, else ``runs/``
+    beside a SQLite file, else ``results/runs``.
+
+    Tying the folder to the database keeps one database from ingesting result files
+    written for another.
+    """
+    env = os.environ.get(RUNS_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+
+    path = sqlite_path(resolve_url(db))
+    return Path(path).expanduser().parent / "runs" if path else Path(DEFAULT_RUNS_ROOT)
+
+
+def resolve_runs_root(runs_dir: str | None, db: str | None = None) -> Path:
+    """``--runs-dir`` wins; otherwise ``default_runs_root``."""
+    return Path(runs_dir).expanduser() if runs_dir else default_runs_root(db)
+
+
+def load_trials(recipe_path: str, assignments: tuple[str, ...] = (),
+                max_trials: int | None = DEFAULT_MAX_TRIALS) -> tuple[Recipe, list[Trial]]:
+    """Parse and expand a recipe with ``--set`` overrides; raises on any bad input,
+    and on a study of more than ``max_trials`` trials before building any."""
+    recipe = load_recipe(recipe_path)
+    overrides = parse_set(list(assignments))
+    return recipe, expand(recipe, overrides, max_trials=max_trials)
+
+
+def select_trials(trials: list[Trial], *, trial_ids: tuple[str, ...] = (),
+                  variants: tuple[str, ...] = ()) -> list[Trial]:
+    """Narrow a study to ``--trial`` ids (prefixes allowed) or ``--variant`` names."""
+    chosen = trials
+    if variants:
+        known = {t.variant for t in trials}
+        for v in variants:
+            if v not in known:
+                raise UserInputError(f"--variant: no variant {v!r}; allowed: {', '.join(sorted(known))}")
+        chosen = [t for t in chosen if t.variant in variants]
+    if trial_ids:
+        picked = []
+        for tid in trial_ids:
+            hits = [t for t in chosen if t.trial_id.startswith(tid) or t.name == tid]
+            if not hits:
+                raise UserInputError(f"--trial: no trial {tid!r} in this recipe")
+            picked += [t for t in hits if t not in picked]
+        chosen = picked
+    return chosen
+
+
+@contextlib.contextmanager
+def _blame(source: str | None, trial: Trial):
+    """Errors found while building a trial's model name the recipe and the trial."""
+    try:
+        yield
+    except RecipeError:
+        raise
+    except UserInputError as err:
+        if source is None:
+            raise
+        raise RecipeError(source, f"trial {trial.name}: {err}") from None
+
+
+def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
+                  flops: bool = True, source: str | None = None) -> dict[str, CostRecord]:
+    """Parameters and FLOPs once per distinct architecture (``arch_id``): ``cached`` (the
+    database's) first, then the per-user cache (``dispatch.cost_cache``), then counted.
+
+    Building each architecture also validates it (expansion indices, output strides);
+    with ``source`` such an error names the recipe file and the trial.
+    """
+    out = dict(cached)
+    out.update(cached_costs(trials, out))
+    for trial in trials:
+        if trial.arch_id in out:
+            continue
+
+        with _blame(source, trial):
+            report = analyse.analyse_spec(trial.spec, flops=flops and trial.spec.eval.flops)
+        out[trial.arch_id] = CostRecord(
+            arch_id=trial.arch_id, params=report.params, params_by_module=report.params_by_module,
+            flops=report.flops, flops_by_module=report.flops_by_module,
+            flops_convention=report.flops_convention, resolution=tuple(report.resolution),
+            extra=report.extra or None,
+        )
+        remember({trial.arch_id: out[trial.arch_id]})  # kept even if a later one fails
+    return out
+
+
+def costs_for(store: Store | None, trials: list[Trial]) -> dict[str, CostRecord]:
+    cached = store.get_costs([t.arch_id for t in trials]) if store else {}
+    costs = compute_costs(trials, cached)
+    if store is not None:
+        for arch_id, cost in costs.items():
+            if arch_id not in cached:
+                store.put_cost(cost)
+    return costs

@@ -1,0 +1,315 @@
+"""The study runner: everything ``ablate run`` does, as typed events the CLI renders.
+
+One round (``StudyRunner.run``): cost every architecture (which also validates it),
+record the study and its trials, ingest results left on disk by an earlier run, hand the
+trials that are not done to the executor (each is claimed by the process that trains it),
+ingest each result as it arrives, then take over the trials of holders that died. The
+whole study (``StudyRunner.execute``): tracking set up, the recipe's round, what this
+runner did, the ``--until-decided`` rounds (``dispatch.adaptive``), tracking finished.
+
+Inputs (data roots, weights, class counts) are checked by ``validate`` before the
+database is opened, so nothing is recorded for a study that cannot run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ablate.analysis.design import DEFAULT_SPENDING
+from ablate.dispatch import prepare  # prepare.compute_costs: a seam tests replace
+from ablate.dispatch.adaptive import (
+    DEFAULT_MAX_SEEDS,
+    LoopEvent,
+    Round,
+    fold_seeds,
+    loop_design,
+    record_design,
+    run_until_decided,
+)
+from ablate.dispatch.claiming import runner_report, worker_url
+from ablate.dispatch.entry import TrialJob
+from ablate.dispatch.executor import Executor
+from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, NOT_TRAINED
+from ablate.dispatch.liveness import holder_is_dead
+from ablate.dispatch.preflight import require_inputs
+from ablate.dispatch.results import ingest_results, run_dir_for
+from ablate.errors import StoreError
+from ablate.recipes.loader import Recipe
+from ablate.store import Store
+from ablate.track import finish_study, start_study
+from ablate.train.events import Finished, JobCancelled, Started, TrialEvent
+from ablate.trials.expand import Trial
+from ablate.trials.ids import spec_dict
+
+WAIT_POLL_S = 5.0  # how often a waiting runner looks at the trials others hold
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How trials run, the same for every round of a study."""
+
+    runs_root: Path
+    skip_failed: bool = False  # keep failed trials as they are (else they run again)
+    force: bool = False  # the recipe's round runs every trial again, done ones included
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    wait: bool = False  # wait for trials that live runners elsewhere hold
+    tracking: tuple[str, ...] = ()  # ``ablate.track`` sinks
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """``--until-decided``: the group-sequential design's settings."""
+
+    max_seeds: int = DEFAULT_MAX_SEEDS
+    alpha: float = 0.05
+    min_effect: float | None = None
+    spending: str = DEFAULT_SPENDING
+
+
+@dataclass
+class RunSummary:
+    """One round: what ran, what was skipped, what others hold."""
+
+    total: int
+    skipped: int = 0
+    retried: int = 0  # failed before, run again now
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # results found on disk and ingested
+    corrupt: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)  # result on disk, database failed
+    taken: list[str] = field(default_factory=list)  # claimed and trained by this runner
+    left: dict[str, dict[str, Any]] = field(default_factory=dict)  # held elsewhere: outcome
+
+
+# -- what the runner says ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Planned:
+    """A round is about to run ``trials`` trials; ``skipped`` are done (or failed, with
+    ``skip_failed``), ``retried`` failed before and run again."""
+
+    study: str
+    trials: int
+    skipped: int
+    retried: int
+
+
+@dataclass(frozen=True)
+class TrialUpdate:
+    """One trial's event (``ablate.train.events``), after the runner has recorded it."""
+
+    job: TrialJob
+    event: TrialEvent
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """``wait``: ``held`` trials are held by live runners; the first lease may expire at
+    ``expiry`` (database time, UTC; None when unknown)."""
+
+    held: int
+    expiry: datetime | None
+
+
+@dataclass(frozen=True)
+class RoundEnded:
+    study: str
+    trial_ids: tuple[str, ...]  # the round's trials, in the recipe's order
+    summary: RunSummary
+
+
+@dataclass(frozen=True)
+class RunnerReport:
+    """After the recipe's round: what this runner did, what it left, the study's state."""
+
+    lines: tuple[str, ...]
+
+
+StudyEvent = Planned | TrialUpdate | Waiting | RoundEnded | RunnerReport | LoopEvent
+
+
+@dataclass
+class StudyOutcome:
+    summary: RunSummary  # the recipe's round
+    rounds: list[Round] = field(default_factory=list)  # --until-decided's looks
+    failed: list[str] = field(default_factory=list)  # every round's failed trials
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def validate(recipe: Recipe, trials: list[Trial]) -> None:
+    """Data roots, weights files and class counts: raise before anything is recorded."""
+    require_inputs(trials, recipe.path)
+
+
+class StudyRunner:
+    """Runs a study's rounds on ``executor``, records them in ``store``, and tells ``emit``."""
+
+    def __init__(self, store: Store, executor: Executor, options: RunOptions,
+                 emit: Callable[[StudyEvent], None] = lambda event: None) -> None:
+        self.store, self.executor, self.options, self.emit = store, executor, options, emit
+        self.tracking_options: dict[str, Any] = {}
+
+    def check_loop(self, recipe: Recipe, overrides: dict, loop: LoopSettings) -> None:
+        """A study grown before under other loop settings: refuse before anything runs."""
+        start, _ = fold_seeds(recipe, overrides)
+        record_design(self.store, recipe.name, self._design(start, loop), write=False)
+
+    def execute(self, recipe: Recipe, trials: list[Trial], overrides: dict | None = None,
+                loop: LoopSettings | None = None) -> StudyOutcome:
+        """The recipe's round, then (``loop``) rounds of new seeds until every effect is
+        decided; tracking around them."""
+        if loop is not None:
+            self.check_loop(recipe, overrides or {}, loop)
+        self.tracking_options = start_study(self.options.tracking, recipe.name)
+        summary = self.run(recipe, trials, force=self.options.force)
+        outcome = StudyOutcome(summary, failed=list(summary.failed))
+        self.emit(RunnerReport(tuple(runner_report(self.store, recipe.name, summary))))
+        if loop is not None and outcome.ok:
+            def run_round(round_recipe: Recipe, round_trials: list[Trial]) -> RunSummary:
+                done = self.run(round_recipe, round_trials)
+                outcome.failed += done.failed
+                return done
+
+            outcome.rounds = run_until_decided(
+                recipe, dict(overrides or {}), self.store, run_round, max_seeds=loop.max_seeds,
+                alpha=loop.alpha, min_effect=loop.min_effect, spending=loop.spending,
+                emit=self.emit)
+        finish_study(self.tracking_options, self.store, recipe.name, failed=not outcome.ok)
+        return outcome
+
+    def run(self, recipe: Recipe, trials: list[Trial], *, force: bool = False) -> RunSummary:
+        """One round: record the study and ``trials``, run those not done (failed ones
+        again unless ``skip_failed``), ingest every result.
+
+        Trials whose holder died on this host are taken over at once. With ``wait``,
+        trials that live runners elsewhere hold are waited for until they are recorded,
+        or their leases expire and this runner takes them over.
+        """
+        store, study = self.store, recipe.name
+        costs = prepare.compute_costs(trials, store.get_costs([t.arch_id for t in trials]),
+                                      source=recipe.path)
+        store.upsert_study(study, recipe.description, recipe.path, recipe.text)
+        store.register_trials(study, trials)
+        for cost in costs.values():
+            store.put_cost(cost)
+
+        summary = RunSummary(total=len(trials))
+        started = store.database_time()  # failed before this: ours to retry (claims)
+        report = ingest_results(store, study, self.options.runs_root, {t.trial_id for t in trials})
+        summary.recovered, summary.corrupt = report.ingested, report.corrupt
+        todo = self._todo(study, trials, summary, force)
+        jobs = [self._job(study, t, started) for t in todo]
+        if force:
+            for job in jobs:  # a forced rerun starts from scratch, not from a checkpoint
+                _remove_run_state(Path(job.run_dir))
+        self.emit(Planned(study, len(jobs), summary.skipped, summary.retried))
+        self._run_jobs(study, jobs, summary, started)
+        self.emit(RoundEnded(study, tuple(t.trial_id for t in trials), summary))
+        return summary
+
+    # -- one round's parts ------------------------------------------------------------------
+
+    def _design(self, recipe: Recipe, loop: LoopSettings):
+        return loop_design(recipe, max_seeds=loop.max_seeds, alpha=loop.alpha,
+                           min_effect=loop.min_effect, spending=loop.spending)
+
+    def _todo(self, study: str, trials: list[Trial], summary: RunSummary,
+              force: bool) -> list[Trial]:
+        statuses = self.store.statuses(study)
+        if force:
+            self.store.reset(study, [t.trial_id for t in trials])
+            statuses = {t.trial_id: "pending" for t in trials}
+        todo = [t for t in trials
+                if statuses.get(t.trial_id) != "done"
+                and (statuses.get(t.trial_id) != "failed" or not self.options.skip_failed)]
+        summary.skipped = len(trials) - len(todo)
+        summary.retried = sum(statuses.get(t.trial_id) == "failed" for t in todo)
+        return todo
+
+    def _job(self, study: str, trial: Trial, started: datetime) -> TrialJob:
+        options = self.options
+        return TrialJob(study, trial.trial_id, trial.name, spec_dict(trial.spec),
+                        str(run_dir_for(options.runs_root, study, trial.trial_id)),
+                        db=worker_url(self.store.url), lease_seconds=options.lease_seconds,
+                        failed_before=started.isoformat(), tracking=tuple(options.tracking),
+                        track_info=(_track_info(trial, self.tracking_options)
+                                    if options.tracking else None))
+
+    def _run_jobs(self, study: str, jobs: list[TrialJob], summary: RunSummary,
+                  started: datetime) -> None:
+        """Run ``jobs``; then take over what dead holders left and, with ``wait``, what
+        live ones hold once they let go."""
+        store = self.store
+
+        def handle(job: TrialJob, event: TrialEvent) -> None:
+            self._record(job, event, summary)
+            self.emit(TrialUpdate(job, event))
+
+        self.executor.run(jobs, handle)
+        # a holder that died meanwhile (its process gone here, or its lease expired): take
+        # its trials over now
+        for _ in range(3):
+            free = set(store.claimable(study, list(summary.left), started, holder_is_dead))
+            if not free:
+                break
+            self.executor.run([job for job in jobs if job.trial_id in free], handle)
+        while self.options.wait and summary.left:
+            self._wait_for_holders(study, summary)
+            free = set(store.claimable(study, list(summary.left), started, holder_is_dead))
+            if free:
+                self.executor.run([job for job in jobs if job.trial_id in free], handle)
+
+    def _record(self, job: TrialJob, event: TrialEvent, summary: RunSummary) -> None:
+        """What an event changes in the database and in the round's summary."""
+        if isinstance(event, Started) and event.claimed:
+            summary.taken.append(job.trial_id)
+            summary.left.pop(job.trial_id, None)
+        elif isinstance(event, Started):  # Slurm: at submission, with the job id
+            self.store.mark_running(job.study, job.trial_id, job.run_dir, event.job_id)
+        elif isinstance(event, JobCancelled):  # scancel'ed: run it again later
+            self.store.reset(job.study, [job.trial_id])
+        elif isinstance(event, Finished):
+            result = event.result
+            if result["status"] in NOT_TRAINED:  # held by another runner (claims)
+                summary.left[job.trial_id] = result
+                return
+            (summary.done if result["status"] == "done" else summary.failed).append(job.trial_id)
+            try:
+                self.store.ingest_result(result)
+            except StoreError:
+                summary.unrecorded.append(job.trial_id)  # safe on disk; ingested next time
+
+    def _wait_for_holders(self, study: str, summary: RunSummary) -> None:
+        """Sleep until a held trial is recorded elsewhere or its lease can expire; drop
+        the recorded ones from ``summary.left``."""
+        store = self.store
+        statuses = store.statuses(study)
+        for trial_id in [t for t in summary.left if statuses.get(t) in ("done", "failed")]:
+            summary.left.pop(trial_id)  # its holder recorded it
+        if not summary.left:
+            return
+        expiry = store.lease_expiry(study, list(summary.left))
+        self.emit(Waiting(len(summary.left), expiry))
+        now = store.database_time()
+        seconds = WAIT_POLL_S if expiry is None else (expiry - now).total_seconds() + 0.5
+        time.sleep(min(max(seconds, 0.2), WAIT_POLL_S))
+
+
+def _track_info(trial: Trial, options: dict[str, Any] | None) -> dict[str, Any]:
+    """What trackers record of a trial (``ablate.track``): plain data, it is pickled."""
+    return {"axes": dict(trial.axes), "seed": trial.seed, "variant": trial.variant,
+            "config_name": trial.config_name, "options": dict(options or {})}
+
+
+def _remove_run_state(run_dir: Path) -> None:
+    for name in ("checkpoint.pt", "result.json"):
+        (run_dir / name).unlink(missing_ok=True)
