@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import click
@@ -19,6 +21,7 @@ from ablate.cli.options import (
     set_option,
 )
 from ablate.cli.text import terminal
+from ablate.dispatch.preflight import find_problems
 from ablate.errors import NoDatabaseError, RecipeError, UserInputError
 
 # A terminal table shows the first and last rows of a large study (rendering 20,000 rows
@@ -49,11 +52,10 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         ablate plan recipes/mnv3_expansion.toml --set data.name=shapes --json
         ablate plan recipes/quickstart.toml --format csv --no-cost > trials.csv
     """
-    from ablate.dispatch.driver import (  # lazy: loads pydantic, sqlalchemy
+    from ablate.dispatch.prepare import (  # lazy: loads pydantic, sqlalchemy
         compute_costs,
         load_trials,
     )
-    from ablate.dispatch.preflight import find_problems
     from ablate.trials.resolve import eval_resolution  # lazy: loads pydantic
 
     if as_json:
@@ -107,7 +109,7 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
 
 def _table(study: str, rows: list[dict]):
     """The first TABLE_HEAD and last TABLE_TAIL rows, the rest elided with their count."""
-    from rich.table import Table
+    from rich.table import Table  # lazy: loads rich.table
 
     table = Table(title=f"{terminal(study)}: {len(rows):,} trials, "
                   f"{len({r['arch_id'] for r in rows}):,} architectures")
@@ -129,9 +131,6 @@ def _table(study: str, rows: list[dict]):
 
 
 def _print_csv(rows: list[dict]) -> None:
-    import csv
-    import io
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore",
                             lineterminator="\n")
@@ -154,7 +153,9 @@ def check_architectures(trials: list, source: str) -> None:
         seen.add(trial.arch_id)
         try:
             if trial.spec.model.selective.enabled:  # the builder alone would not refuse it
-                from ablate.models.selective import check_selective_spec
+                from ablate.models.selective import (  # lazy: loads torch, torchvision
+                    check_selective_spec,
+                )
 
                 check_selective_spec(trial.spec.model)
             build_on_meta(trial.spec.model, num_classes(trial.spec))

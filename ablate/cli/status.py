@@ -7,6 +7,7 @@ import click
 from ablate.cli import main
 from ablate.cli.options import db_option, fmt_float, make_console, runs_option
 from ablate.cli.text import terminal as escape  # markup and control characters
+from ablate.cli.text import visible
 from ablate.errors import UserInputError, one_line
 
 
@@ -25,7 +26,7 @@ def status(study: str | None, db: str | None, runs_dir: str | None) -> None:
         ablate status quickstart
         ablate status --db postgresql+psycopg://user@host/ablate
     """
-    from ablate.dispatch.driver import resolve_runs_root  # lazy: loads pydantic, sqlalchemy
+    from ablate.dispatch.prepare import resolve_runs_root  # lazy: loads pydantic, sqlalchemy
     from ablate.dispatch.slurm import follow_study  # lazy: loads pydantic, sqlalchemy, submitit
     from ablate.store import Store  # lazy: loads sqlalchemy
 
@@ -36,8 +37,6 @@ def status(study: str | None, db: str | None, runs_dir: str | None) -> None:
         raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; known: {allowed}")
     console = make_console()
     if not known:  # say so rather than print nothing
-        from ablate.cli.text import visible
-
         click.echo(f"{visible(store.display_url)} holds no studies yet; "
                    "'ablate run RECIPE' records one")
     for name in [study] if study else known:
@@ -69,7 +68,7 @@ def _gpus_column(environment: dict | None) -> str:
 
 
 def _print_study(console, store, follow) -> None:
-    from rich.table import Table
+    from rich.table import Table  # lazy: loads rich.table
 
     from ablate.dispatch.slurm import read_job_info  # lazy: loads pydantic, sqlalchemy, submitit
 

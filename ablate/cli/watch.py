@@ -6,6 +6,7 @@ import sys
 import time
 
 import click
+from rich.text import Text
 
 from ablate.cli import main
 from ablate.cli.options import db_option, make_console, not_nan, runs_option
@@ -43,8 +44,8 @@ def watch(study: str | None, db: str | None, runs_dir: str | None, interval: flo
 
 
 def _watch(study: str | None, db: str | None, runs_dir: str | None, interval: float) -> None:
-    from ablate.dispatch.driver import resolve_runs_root  # lazy: loads pydantic, sqlalchemy
     from ablate.dispatch.live import study_snapshot  # lazy: loads pandas
+    from ablate.dispatch.prepare import resolve_runs_root  # lazy: loads pydantic, sqlalchemy
     from ablate.store import Store  # lazy: loads sqlalchemy
 
     store = Store(db, read_only=True)  # never creates, never writes, takes no write lock
@@ -75,7 +76,7 @@ def _watch(study: str | None, db: str | None, runs_dir: str | None, interval: fl
                 console.print(render(snapshot))
                 shown = snapshot.signature()
         return
-    from rich.live import Live
+    from rich.live import Live  # lazy: loads rich.console, rich.live
 
     with Live(render(snapshot), console=console, auto_refresh=False) as view:
         while not snapshot.complete:
@@ -86,9 +87,8 @@ def _watch(study: str | None, db: str | None, runs_dir: str | None, interval: fl
 
 def render(snap):
     """The dashboard: a headline, the running trials, the best configuration, the effects."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
+    from rich.console import Group  # lazy: loads rich.console
+    from rich.table import Table  # lazy: loads rich.table
 
     counts = ", ".join(f"{snap.counts[s]} {s}" for s in STATES if snap.counts.get(s))
     head = Text(f"{visible(snap.study)}: {counts or 'no trials'} of {snap.total} trial(s)",
@@ -131,9 +131,8 @@ def render(snap):
 
 
 def _effects_table(rows: list[dict]):
-    import pandas as pd
-    from rich.table import Table
-    from rich.text import Text
+    import pandas as pd  # lazy: loads pandas
+    from rich.table import Table  # lazy: loads rich.table
 
     from ablate.report.render import interval_texts  # lazy: loads numpy, pandas
 
