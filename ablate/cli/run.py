@@ -19,8 +19,11 @@ from ablate.cli.options import (
 )
 from ablate.cli.study_view import StudyView
 from ablate.cli.until_decided import check_until_decided, until_decided_options
+from ablate.dispatch.executor import ExecutorRequest, make_executor
+from ablate.dispatch.gpus import runner_gpus
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS
 from ablate.errors import UserInputError
+from ablate.track import check_available
 
 SLURM_FLAGS = ("partition", "gpus_per_trial", "cpus_per_trial", "mem", "time", "array_parallelism")
 
@@ -71,7 +74,6 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int)
             raise UserInputError("--gpus: only with --executor local; Slurm jobs get "
                                  "--gpus-per-trial devices each")
         return [], 1
-    from ablate.dispatch.gpus import runner_gpus
 
     devices, per_trial = runner_gpus(gpus, flags.get("gpus_per_trial"),
                                      recipe.slurm.gpus_per_trial)
@@ -137,15 +139,19 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         ablate run recipes/quickstart.toml --until-decided --max-seeds 6
         ablate run recipes/quickstart.toml --tracking tensorboard
     """
-    from ablate.dispatch.executor import ExecutorRequest, make_executor
     from ablate.dispatch.prepare import (  # lazy: loads pydantic, sqlalchemy
         load_trials,
         resolve_runs_root,
         select_trials,
     )
-    from ablate.dispatch.study import LoopSettings, RunOptions, StudyRunner, validate
+    from ablate.dispatch.study import (  # lazy: loads pydantic, sqlalchemy
+        LoopSettings,
+        RunOptions,
+        StudyRunner,
+        validate,
+    )
     from ablate.store import Store  # lazy: loads sqlalchemy
-    from ablate.trials.expand import parse_set
+    from ablate.trials.expand import parse_set  # lazy: loads pydantic
 
     recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
     trials = select_trials(trials, trial_ids=trial_ids, variants=variants)
@@ -160,8 +166,6 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     runs_dir = str(resolve_runs_root(runs_dir, db))
     validate(recipe_obj, trials)  # before the database is even opened
     if tracking:  # a missing package: one line now, not a warning per trial
-        from ablate.track import check_available
-
         check_available(tracking)
     store = Store(db)
     overrides = parse_set(list(assignments))

@@ -78,7 +78,7 @@ class StudyView:
             self.progress = None
 
     def _planned(self, event) -> None:
-        from rich.progress import (
+        from rich.progress import (  # lazy: loads rich.progress
             BarColumn,
             MofNCompleteColumn,
             Progress,
@@ -114,7 +114,7 @@ class StudyView:
             return
         task = self.tasks.get(job.trial_id)
         if isinstance(event, events.Finished) and event.status in ("held", "lost"):  # claims
-            from ablate.dispatch.claiming import describe_holder
+            from ablate.dispatch.claiming import describe_holder  # lazy: loads sqlalchemy
 
             if task is not None:
                 progress.remove_task(task)
@@ -152,7 +152,7 @@ class StudyView:
 def print_summary(store, study: str, trial_ids: list[str], summary) -> None:
     """The round's trials as a table (mIoU, parameters, GFLOPs, latency), and what was
     ingested from disk or could not be written."""
-    from rich.table import Table
+    from rich.table import Table  # lazy: loads rich.table
 
     records = {r.trial_id: r for r in store.trials(study)}
     costs = store.get_costs([r.arch_id for r in records.values()])

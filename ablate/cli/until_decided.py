@@ -6,12 +6,12 @@ import click
 
 from ablate.analysis.design import DEFAULT_SPENDING, SPENDING
 from ablate.cli.options import not_nan
+from ablate.dispatch.adaptive import DEFAULT_MAX_SEEDS
 from ablate.errors import UserInputError
 
 
 def until_decided_options(fn):
     """``--until-decided``, ``--max-seeds``, ``--alpha``, ``--min-effect``, ``--spending``."""
-    from ablate.dispatch.adaptive import DEFAULT_MAX_SEEDS
 
     options = [
         click.option("--until-decided", is_flag=True,

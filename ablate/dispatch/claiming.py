@@ -21,6 +21,7 @@ from ablate.dispatch.entry import run_trial
 from ablate.dispatch.leases import CLAIMS_LOG, HEARTBEATS_PER_LEASE, LeaseLost
 from ablate.dispatch.liveness import holder_is_dead, this_process
 from ablate.errors import StoreError
+from ablate.store import Store
 from ablate.store.claims import Busy
 from ablate.store.target import sqlite_path
 from ablate.train.events import Resumed, Started, TrialEvent
@@ -144,8 +145,6 @@ def _store(url: str):
     """One store (connection pool) per database and process, kept for its next trials:
     opening SQLite anew per trial churned its WAL files under many runners."""
     if url not in _STORES:
-        from ablate.store import Store
-
         _STORES[url] = Store(url)
     return _STORES[url]
 

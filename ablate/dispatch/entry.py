@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ablate import __version__
 from ablate.clock import utc_now_iso
 from ablate.dispatch.gpus import VISIBLE_ENV, process_gpus
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, LeaseLost
+from ablate.dispatch.progress import ProgressFile
+from ablate.dispatch.ranks import train_with_ranks
 from ablate.dispatch.results import write_result
 from ablate.errors import UserInputError
 from ablate.track import TrackedTrial, open_trackers
@@ -58,10 +61,9 @@ def git_commit() -> str | None:
 
 
 def environment(device: str | None = None, device_name: str | None = None) -> dict[str, Any]:
-    import torch
-    import torchvision
+    import torch  # lazy: loads torch
+    import torchvision  # lazy: loads torchvision
 
-    from ablate import __version__
 
     env = {
         "torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -102,8 +104,6 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
     if claim_epoch is not None:
         base["claim_epoch"] = claim_epoch
     if _rank() == 0:  # epoch, step and loss in the run folder, for `ablate watch`
-        from ablate.dispatch.progress import ProgressFile
-
         progress = ProgressFile(job.run_dir).wrap(progress)
     trackers = _trackers(job)
     if trackers is not None:  # they see each event before the progress display does
@@ -117,7 +117,7 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
         if outcome.get("ranks", 1) > 1:  # trained by this many processes (DDP)
             result["environment"]["ddp_ranks"] = outcome["ranks"]
         if spec.eval.latency:  # how latency was timed: clock, device, driver, clocks
-            from ablate.cost.latency import timing_environment
+            from ablate.cost.latency import timing_environment  # lazy: loads torch
 
             result["environment"]["timing"] = timing_environment(outcome["device"])
         if outcome.get("runtimes"):  # per-runtime status, reason, device, threads, version
@@ -163,8 +163,6 @@ def _train(spec, job: TrialJob, progress) -> dict[str, Any]:
     )
 
     if job.ranks > 1 and distributed_rank_world()[1] == 1:
-        from ablate.dispatch.ranks import train_with_ranks
-
         return train_with_ranks(spec, job, progress)
     return train_and_evaluate(spec, Path(job.run_dir), progress)
 

@@ -190,7 +190,7 @@ def _slot_worker(job: TrialJob, gpus: tuple[Gpu, ...], messages, threads: int) -
     anything starts CUDA here."""
     os.environ.update(worker_environment(gpus))
     os.environ[WORKER_NAMES_ENV] = ",".join(g.name for g in gpus)
-    import torch
+    import torch  # lazy: loads torch (in the worker process only)
 
     torch.set_num_threads(max(1, threads // max(1, job.ranks)))
     try:
@@ -206,7 +206,7 @@ def _slot_worker(job: TrialJob, gpus: tuple[Gpu, ...], messages, threads: int) -
 
 
 def _worker(job: TrialJob, events, threads: int) -> dict:
-    import torch
+    import torch  # lazy: loads torch (in the worker process only)
 
     torch.set_num_threads(threads)
     orphans.start_trial()  # a worker whose runner was killed takes no new trial

@@ -24,7 +24,9 @@ from typing import Any
 
 import submitit
 from pydantic import ValidationError
-from submitit.core.utils import FailedJobError
+from submitit.core.utils import FailedJobError, JobPaths, pickle_load
+from submitit.slurm import slurm as submitit_slurm
+from submitit.slurm.slurm import SlurmInfoWatcher
 
 from ablate.clock import utc_now_iso
 from ablate.dispatch.claiming import claim_and_run
@@ -106,7 +108,6 @@ def render_sbatch(parameters: Mapping[str, Any], folder: str | Path, array_size:
 
     Uses submitit's own renderer and name mapping, so the text is exactly what is submitted.
     """
-    from submitit.slurm import slurm as submitit_slurm
 
     renames = {**submitit_slurm.SlurmExecutor._equivalence_dict(), "name": "job_name"}
     native: dict[str, Any] = {}
@@ -152,7 +153,7 @@ class SlurmTrial(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus and cpus.isdigit():
-            import torch
+            import torch  # lazy: loads torch (in the Slurm task only)
 
             torch.set_num_threads(int(cpus))  # torch would take every core of the node
         job = self.job
@@ -176,8 +177,8 @@ class SlurmTrial(submitit.helpers.Checkpointable):
 def _init_distributed() -> None:
     """One task per GPU: rank, world size and rendezvous from Slurm's environment; each task
     sees only its own GPU. Without CUDA (a test cluster) the tasks train with gloo."""
-    import torch
-    import torch.distributed as dist
+    import torch  # lazy: loads torch (in the Slurm task only)
+    import torch.distributed as dist  # lazy: loads torch (in the Slurm task only)
 
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
     dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
@@ -203,8 +204,6 @@ class JobInfo:
     folder: str
 
     def paths(self):
-        from submitit.core.utils import JobPaths
-
         return JobPaths(self.folder, job_id=self.job_id, task_id=0)
 
 
@@ -375,8 +374,6 @@ def job_returned(info: JobInfo) -> Any:
     if not path.exists():
         return None
     try:
-        from submitit.core.utils import pickle_load
-
         outcome, value = pickle_load(path)
     except Exception:  # unreadable: as if there were none
         return None
@@ -388,8 +385,6 @@ def job_log_text(info: JobInfo) -> str:
     paths = info.paths()
     if paths.result_pickle.exists():
         try:
-            from submitit.core.utils import pickle_load
-
             outcome, value = pickle_load(paths.result_pickle)
             if outcome == "error":
                 return str(value)
@@ -410,7 +405,6 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     unavailable or does not know the job yet."""
     if not job_ids:
         return {}
-    from submitit.slurm.slurm import SlurmInfoWatcher
 
     bases = sorted({jid.split("_")[0] for jid in job_ids})
     command = ["sacct", "-o", "JobID,State", "--parsable2", "-j", ",".join(bases)]

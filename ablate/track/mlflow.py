@@ -17,6 +17,10 @@ server that does not answer fails fast (no retries, a 10 s timeout, unless the
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 from ablate.track.trial import TrackedTrial
@@ -29,19 +33,16 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 
 
 def _client(uri: str | None):
-    import os
-
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     # mlflow is heavy (and optional): imported only when a study asks for it
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # lazy: optional mlflow
 
     return MlflowClient(tracking_uri=uri)
 
 
 def start_study(study: str) -> dict[str, Any]:
     """The experiment (created on first use) and a new parent run, for the trials."""
-    import os
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or None
     client = _client(uri)
@@ -58,8 +59,6 @@ def finish_study(options: dict[str, Any], effects, status: str = "FINISHED",
                  plots: dict[str, bytes] | None = None) -> None:
     """The effects table (a frame, or None) and the Pareto plots (file name -> PNG bytes)
     as the parent run's artifacts; the run ended."""
-    import tempfile
-    from pathlib import Path
 
     client = _client(options.get("tracking_uri"))
     run_id = options["parent_run_id"]
@@ -109,7 +108,7 @@ class MlflowSink:
         run = self.client.create_run(options["experiment_id"], run_name=trial.name, tags=tags)
         self.run_id = run.info.run_id
         self._remember()
-        from mlflow.entities import Param
+        from mlflow.entities import Param  # lazy: optional mlflow
 
         params = {key: str(value)[:PARAM_MAX] for key, value in trial.axes.items()}
         params["seed"] = str(trial.seed)
@@ -117,7 +116,6 @@ class MlflowSink:
 
     def _resumed_run(self) -> str | None:
         """The run of an earlier attempt of this trial, when it still exists."""
-        from pathlib import Path
 
         path = Path(self.trial.run_dir) / RUN_ID_FILE
         try:
@@ -129,16 +127,12 @@ class MlflowSink:
         return run_id if same else None
 
     def _remember(self) -> None:
-        from pathlib import Path
-
         folder = Path(self.trial.run_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / RUN_ID_FILE).write_text(self.run_id + "\n")
 
     def _log(self, values: dict[str, Any], step: int) -> None:
-        import time
-
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # lazy: optional mlflow
 
         stamp = int(time.time() * 1000)
         metrics = [Metric(metric_name(key), float(value), stamp, step)

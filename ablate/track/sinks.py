@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from ablate.errors import UserInputError
+from ablate.track.mlflow import MlflowSink
+from ablate.track.mlflow import finish_study as finish_mlflow
+from ablate.track.mlflow import start_study as start_mlflow
+from ablate.track.tensorboard import TensorBoardSink
 from ablate.track.trial import TrackedTrial
 from ablate.train.events import Progress, TrialEvent
 
@@ -28,7 +33,6 @@ class Sink(Protocol):
 def check_available(names: list[str] | tuple[str, ...]) -> None:
     """``--tracking``: refuse an unknown sink or one whose package is missing, before any
     trial runs (a missing package would otherwise be one warning per trial)."""
-    import importlib.util
 
     for name in names:
         if name not in SINKS:
@@ -108,8 +112,6 @@ def start_study(names: list[str] | tuple[str, ...], study: str) -> dict[str, Any
     options: dict[str, Any] = {}
     if "mlflow" in names:
         try:
-            from ablate.track.mlflow import start_study as start_mlflow
-
             options["mlflow"] = start_mlflow(study)
         except Exception as err:  # a tracker never stops a study
             _warn(f"tracker mlflow: no experiment for {study}", err)
@@ -122,9 +124,12 @@ def finish_study(options: dict[str, Any], store, study: str, failed: bool = Fals
     if "mlflow" not in options:
         return
     try:
-        from ablate.report.build import build_report, cost_axes, pareto_figures
-        from ablate.report.plots import figure_png
-        from ablate.track.mlflow import finish_study as finish_mlflow
+        from ablate.report.build import (  # lazy: loads pandas, matplotlib
+            build_report,
+            cost_axes,
+            pareto_figures,
+        )
+        from ablate.report.plots import figure_png  # lazy: loads matplotlib
 
         report = build_report(store, [study], effects=True)
         plots = {}
@@ -140,11 +145,7 @@ def finish_study(options: dict[str, Any], store, study: str, failed: bool = Fals
 def _make(name: str, trial: TrackedTrial) -> Sink:
     # imported on demand: each sink pulls in its (heavy, optional) package
     if name == "tensorboard":
-        from ablate.track.tensorboard import TensorBoardSink
-
         return TensorBoardSink(trial)
     if name == "mlflow":
-        from ablate.track.mlflow import MlflowSink
-
         return MlflowSink(trial)
     raise ValueError(f"unknown tracker {name!r}")

@@ -41,7 +41,7 @@ class TensorBoardSink:
 
     def __init__(self, trial: TrackedTrial) -> None:
         # torch.utils.tensorboard imports tensorboard (slow): only when a trial asks for it
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy: optional tensorboard; loads torch
 
         self.trial = trial
         self.dir = log_dir(trial.run_dir)
@@ -73,7 +73,9 @@ class TensorBoardSink:
         return {"log_dir": str(self.dir)}
 
     def _final(self, final: dict[str, Any]) -> None:
-        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard.summary import (
+            hparams,  # lazy: optional tensorboard; loads torch
+        )
 
         step = int(final.get("steps", self.step) or self.step)
         for key, value in sorted(final.items()):
