@@ -57,6 +57,26 @@ lease_option = click.option(
          "this long; other runners then take it over from its checkpoint.")
 
 
+def _check_flags(executor: str, detach: bool, slurm_flags: dict, until_decided: bool,
+                 rerun_failed: bool, skip_failed: bool) -> None:
+    """Flags that contradict each other or the executor: one line, before anything runs."""
+    if executor != "slurm":
+        _refuse_slurm_flags(detach, slurm_flags)
+    check_until_decided(until_decided, detach, executor)
+    if rerun_failed and skip_failed:
+        raise UserInputError("--rerun-failed and --skip-failed contradict each other; "
+                             "failed trials run again by default")
+
+
+def _interrupted(executor: str, study: str) -> str:
+    if executor == "slurm":
+        return (f"[yellow]Interrupted.[/] The Slurm jobs keep running. Follow them with "
+                f"'ablate status {study}' (it records their results), or "
+                f"stop them with 'ablate cancel {study}'.")
+    return ("[yellow]Interrupted.[/] Finished trials are recorded; run the same "
+            "command again to finish the rest (trials resume from checkpoints).")
+
+
 def _refuse_slurm_flags(detach: bool, flags: dict) -> None:
     # --gpus-per-trial also sizes local trials (their GPU slots)
     given = [name for name in SLURM_FLAGS
@@ -156,13 +176,8 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
     trials = select_trials(trials, trial_ids=trial_ids, variants=variants)
     console = make_console(stderr=True)
-    if executor != "slurm":
-        _refuse_slurm_flags(detach, slurm_flags)
-    check_until_decided(until_decided, detach, executor)
+    _check_flags(executor, detach, slurm_flags, until_decided, rerun_failed, skip_failed)
     local_gpus, per_trial = _local_gpus(executor, gpus, recipe_obj, slurm_flags, jobs)
-    if rerun_failed and skip_failed:
-        raise UserInputError("--rerun-failed and --skip-failed contradict each other; "
-                             "failed trials run again by default")
     runs_dir = str(resolve_runs_root(runs_dir, db))
     validate(recipe_obj, trials)  # before the database is even opened
     if tracking:  # a missing package: one line now, not a warning per trial
@@ -185,13 +200,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         with view:
             outcome = runner.execute(recipe_obj, trials, overrides, loop)
     except KeyboardInterrupt:
-        if executor == "slurm":
-            console.print(f"[yellow]Interrupted.[/] The Slurm jobs keep running. Follow them with "
-                          f"'ablate status {recipe_obj.name}' (it records their results), or "
-                          f"stop them with 'ablate cancel {recipe_obj.name}'.")
-            sys.exit(130)
-        console.print("[yellow]Interrupted.[/] Finished trials are recorded; run the same "
-                      "command again to finish the rest (trials resume from checkpoints).")
+        console.print(_interrupted(executor, recipe_obj.name))
         sys.exit(130)
     if detach:
         console.print(f"Submitted {len(view.job_ids)} trial(s) to Slurm. Follow them with "
