@@ -1,4 +1,5 @@
-"""Train and evaluate one trial. Reads top to bottom: set-up, loop, evaluation, cost.
+"""Train and evaluate one trial. Reads top to bottom: the pieces a step uses, then
+``train_and_evaluate`` and its stages: set-up, resume, one epoch, evaluation and cost.
 
 The result is a plain dict (final metrics and per-epoch history) so that the
 dispatch layer can write it to a file and the store can ingest it later.
@@ -10,6 +11,7 @@ import contextlib
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ablate.data.build import build_datasets, collate_eval, loader_options
+from ablate.data.build import DatasetPair, build_datasets, collate_eval, loader_options
 from ablate.data.collate import UnevenBatch, collate_train, uneven_batch_error
 from ablate.errors import TrialFailed, UserInputError
 from ablate.evaluate.metrics import IGNORE_INDEX, ConfusionMatrix
@@ -195,38 +197,126 @@ def evaluate(model: nn.Module, loader, n_classes: int, device: torch.device,
     return metrics
 
 
+@dataclass
+class TrialRun:
+    """One trial's training: what :func:`set_up` builds, and the step and history reached.
+
+    ``model`` is the plain module (losses, checkpoints, evaluation); ``forward`` is the
+    module a training step calls: ``model`` itself, or its DistributedDataParallel wrapper.
+    """
+
+    spec: TrialSpec
+    device: torch.device
+    data: DatasetPair
+    n_classes: int
+    model: nn.Module
+    forward: nn.Module
+    weights_report: dict[str, Any] | None
+    channels_last: bool
+    dtype: torch.dtype | None  # autocast's, None without mixed precision
+    scaler: torch.amp.GradScaler
+    optimizer: torch.optim.Optimizer
+    rank: int
+    batches: EpochBatches
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    augment: Any  # the training set's random source (checkpointed), or None
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
 def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None = None
                        ) -> dict[str, Any]:
     """Train ``spec`` from scratch or from ``run_dir``'s checkpoint; return the result dict."""
     progress = progress or (lambda event: None)
-    train = spec.train
-    device = resolve_device(train)
-    seed_everything(spec.seed)
-    set_deterministic(train.deterministic, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = train.cudnn_benchmark and not train.deterministic
+    run = set_up(spec)
+    checkpoint_path = Path(run_dir) / CHECKPOINT_NAME
+    resume(run, checkpoint_path, progress)
+    # looked up at call time, so that a benchmark can wrap save_checkpoint
+    writer = BackgroundWriter(checkpoint_path, lambda path, payload: save_checkpoint(path, payload))
 
+    run.model.train()
+    autocast = torch.autocast(run.device.type, dtype=run.dtype) if run.dtype \
+        else contextlib.nullcontext()
+    last_val: dict[str, float] | None = None
+    try:
+        while run.step < run.total_steps:
+            epoch = run.step // run.steps_per_epoch
+            metrics = train_epoch(run, epoch, autocast, writer, progress)
+            val = end_epoch(run, epoch, metrics, writer, progress)
+            if val is not None:
+                last_val = val
+    finally:
+        writer.wait()  # finish a checkpoint being written, even when training failed
+    return final_result(run, last_val)
+
+
+# -- set-up ----------------------------------------------------------------------------
+
+
+def set_up(spec: TrialSpec) -> TrialRun:
+    """Seed, then build the datasets, model, optimizer, scaler, loaders (in this order)."""
+    train = spec.train
+    device = prepare_process(train, spec.seed)
     data = build_datasets(spec.data, seed=spec.seed)
     if spec.eval_data.name is not None:  # validate on another dataset ([base.eval_data])
         from ablate.data.evaluation import with_eval_data
 
         data = with_eval_data(data, spec.eval_data, spec.data, seed=spec.seed)
     n_classes = num_classes(spec)
+    model, weights_report, channels_last = place_model(spec, n_classes, device)
+    dtype = amp_dtype(train, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    optimizer = make_optimizer(model, train)
+    rank, world, forward = distribute(model, train)
+    batches, train_loader, val_loader = make_loaders(spec, data, device, rank, world)
+    steps_per_epoch = len(batches)
+    total_steps = train.iterations or steps_per_epoch * (train.epochs or 1)
+    return TrialRun(
+        spec=spec, device=device, data=data, n_classes=n_classes, model=model, forward=forward,
+        weights_report=weights_report, channels_last=channels_last, dtype=dtype, scaler=scaler,
+        optimizer=optimizer, rank=rank, batches=batches, train_loader=train_loader,
+        val_loader=val_loader, augment=getattr(data.train, "random", None),
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        epochs=math.ceil(total_steps / steps_per_epoch))
+
+
+def prepare_process(train: TrainSpec, seed: int) -> torch.device:
+    """The device; global seeds, deterministic kernels and cuDNN autotuning as ``train`` asks."""
+    device = resolve_device(train)
+    seed_everything(seed)
+    set_deterministic(train.deterministic, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = train.cudnn_benchmark and not train.deterministic
+    return device
+
+
+def place_model(spec: TrialSpec, n_classes: int, device: torch.device
+                ) -> tuple[nn.Module, dict[str, Any] | None, bool]:
+    """The model with its pretrained weights, on ``device``; the weights report and whether
+    it is in channels-last memory format."""
     model = build_model(spec.model, n_classes)
     weights_report = None
     if spec.model.weights != "none" or spec.model.weights_path:
         from ablate.models.weights import load_weights
 
         weights_report = load_weights(model, spec.model)
+    train = spec.train
     channels_last = train.channels_last is True or (
         train.channels_last == "auto" and device.type == "cuda")
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    dtype = amp_dtype(train, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    optimizer = make_optimizer(model, train)
+    return model, weights_report, channels_last
 
-    # Several processes (a Slurm trial with several GPUs): DistributedDataParallel averages
-    # the gradients; `model` stays the plain module for losses, checkpoints and evaluation.
+
+def distribute(model: nn.Module, train: TrainSpec) -> tuple[int, int, nn.Module]:
+    """(rank, world size, the module to call in training steps).
+
+    Several processes (a Slurm trial with several GPUs): DistributedDataParallel averages
+    the gradients; ``model`` stays the plain module for losses, checkpoints and evaluation.
+    """
     rank, world = distributed_rank_world()
     forward: nn.Module = model
     if world > 1:
@@ -235,7 +325,14 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
                                  f"{world} processes that share each batch")
         # unused: an aux head with aux_weight 0, a mask net a variant bypasses
         forward = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    return rank, world, forward
 
+
+def make_loaders(spec: TrialSpec, data: DatasetPair, device: torch.device, rank: int,
+                 world: int) -> tuple[EpochBatches, torch.utils.data.DataLoader,
+                                      torch.utils.data.DataLoader]:
+    """This rank's epoch batches, the training loader that draws them, the validation loader."""
+    train = spec.train
     opts = loader_options(spec.data, device.type)
     batches = EpochBatches(len(data.train), train.batch_size, spec.seed, rank, world)
     if len(batches) == 0:
@@ -246,126 +343,152 @@ def train_and_evaluate(spec: TrialSpec, run_dir: Path, progress: Progress | None
     train_loader = torch.utils.data.DataLoader(
         data.train, batch_sampler=batches, collate_fn=collate_train,
         generator=torch.Generator().manual_seed(spec.seed), **opts)
-    augment = getattr(data.train, "random", None)
     val_loader = torch.utils.data.DataLoader(
         data.val, batch_size=spec.eval.batch_size, shuffle=False, collate_fn=collate_eval, **opts)
-    steps_per_epoch = len(batches)
-    total_steps = train.iterations or steps_per_epoch * (train.epochs or 1)
-    epochs = math.ceil(total_steps / steps_per_epoch)
+    return batches, train_loader, val_loader
 
-    # -- resume ------------------------------------------------------------------------
-    step, history = 0, []
-    checkpoint_path = Path(run_dir) / CHECKPOINT_NAME
+
+# -- checkpoints -----------------------------------------------------------------------
+
+
+def resume(run: TrialRun, checkpoint_path: Path, progress: Progress) -> None:
+    """Continue from ``checkpoint_path`` when it holds this very spec; else start at step 0."""
     state = load_checkpoint(checkpoint_path)
-    if state is not None and state.get("spec") == spec_dict(spec):
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step, history = state["step"], state["history"]
+    if state is not None and state.get("spec") == spec_dict(run.spec):
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scaler.load_state_dict(state["scaler"])
+        run.step, run.history = state["step"], state["history"]
         set_rng_state(state["rng"])
-        if augment is not None:
-            augment.set_state(state.get("augment"))
-        progress(Resumed(step))
+        if run.augment is not None:
+            run.augment.set_state(state.get("augment"))
+        progress(Resumed(run.step))
 
-    # looked up at call time, so that a benchmark can wrap save_checkpoint
-    writer = BackgroundWriter(checkpoint_path, lambda path, payload: save_checkpoint(path, payload))
 
-    def checkpoint() -> None:
-        if rank != 0:  # the ranks hold the same weights; one writes them
-            return
-        writer.save({
-            "spec": spec_dict(spec), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "step": step, "history": history, "rng": rng_state(),
-            "augment": augment.state() if augment is not None else None,
-        })
+def checkpoint(run: TrialRun, writer: BackgroundWriter) -> None:
+    """Hand everything a resume needs to ``writer`` (rank 0 only)."""
+    if run.rank != 0:  # the ranks hold the same weights; one writes them
+        return
+    writer.save({
+        "spec": spec_dict(run.spec), "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
+        "step": run.step, "history": run.history, "rng": rng_state(),
+        "augment": run.augment.state() if run.augment is not None else None,
+    })
 
-    # -- train -------------------------------------------------------------------------
-    model.train()
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    set_progress = getattr(model, "set_progress", None)
-    last_val: dict[str, float] | None = None
-    try:
-        while step < total_steps:
-            epoch = step // steps_per_epoch
-            batches.epoch, batches.start = epoch, step % steps_per_epoch
-            running, seen, t0 = 0.0, 0, time.perf_counter()
-            data_seconds, fetch_start = 0.0, t0  # time spent waiting for the next batch
-            for batch in train_loader:
-                if isinstance(batch, UnevenBatch):  # one line, not a collate traceback
-                    raise uneven_batch_error(batch, spec.data.name, train.batch_size)
-                images, labels = batch
-                data_seconds += time.perf_counter() - fetch_start
-                lr = lr_at(step, total_steps, train.lr, train.schedule, train.power, train.warmup_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group["lr_mult"]
-                if set_progress is not None:
-                    set_progress(step / total_steps)
-                images = images.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    outputs = forward(images)
-                    loss, _parts = segmentation_loss(outputs, labels, model, spec.model.aux_weight)
-                if not torch.isfinite(loss):
-                    raise TrialFailed(f"loss became {loss.item()} at step {step} (epoch {epoch + 1})")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if train.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                running += loss.item()
-                seen += 1
-                if step % train.log_every == 0 or step == total_steps:
-                    progress(Stepped(step, total_steps, epoch + 1, epochs, running / seen, lr))
-                # not on an epoch's last step: the epoch-end checkpoint below follows with
-                # the epoch's history entry, which a resume from this one would lose
-                ends_epoch = step % steps_per_epoch == 0 or step >= total_steps
-                if train.checkpoint_every and step % train.checkpoint_every == 0 and not ends_epoch:
-                    checkpoint()
-                if step >= total_steps:
-                    break
-                fetch_start = time.perf_counter()
-            epoch_seconds = time.perf_counter() - t0
-            entry = {"epoch": epoch + 1, "step": step, "metrics": {
-                "train_loss": running / max(seen, 1),
-                "epoch_seconds": epoch_seconds,
-                "images_per_second": seen * train.batch_size / max(epoch_seconds, 1e-9),
-                "data_wait_fraction": data_seconds / max(epoch_seconds, 1e-9),
-            }}
-            last = step >= total_steps
-            if last or (epoch + 1) % spec.eval.every == 0:
-                last_val = evaluate(model, val_loader, n_classes, device, data.class_names, dtype)
-                entry["metrics"].update({f"val_{k}": v for k, v in last_val.items() if "/" not in k})
-            history.append(entry)
-            progress(EpochEnded(entry["epoch"], epochs, step, dict(entry["metrics"])))
-            checkpoint()
-    finally:
-        writer.wait()  # finish a checkpoint being written, even when training failed
 
-    # -- final evaluation and cost ----------------------------------------------------
-    final = last_val or evaluate(model, val_loader, n_classes, device, data.class_names, dtype)
-    final["train_loss"] = history[-1]["metrics"]["train_loss"] if history else float("nan")
-    final["steps"] = float(step)
+# -- train -----------------------------------------------------------------------------
+
+
+def train_epoch(run: TrialRun, epoch: int, autocast: contextlib.AbstractContextManager,
+                writer: BackgroundWriter, progress: Progress) -> dict[str, float]:
+    """Train from ``run.step`` to the end of ``epoch`` (0-based) or of training; the
+    epoch's training loss and throughput."""
+    train = run.spec.train
+    run.batches.epoch, run.batches.start = epoch, run.step % run.steps_per_epoch
+    set_progress = getattr(run.model, "set_progress", None)
+    running, seen, t0 = 0.0, 0, time.perf_counter()
+    data_seconds, fetch_start = 0.0, t0  # time spent waiting for the next batch
+    for batch in run.train_loader:
+        if isinstance(batch, UnevenBatch):  # one line, not a collate traceback
+            raise uneven_batch_error(batch, run.spec.data.name, train.batch_size)
+        images, labels = batch
+        data_seconds += time.perf_counter() - fetch_start
+        lr = lr_at(run.step, run.total_steps, train.lr, train.schedule, train.power,
+                   train.warmup_steps)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        if set_progress is not None:
+            set_progress(run.step / run.total_steps)
+        loss = train_step(run, images, labels, autocast, epoch)
+        run.step += 1
+        running += loss.item()
+        seen += 1
+        if run.step % train.log_every == 0 or run.step == run.total_steps:
+            progress(Stepped(run.step, run.total_steps, epoch + 1, run.epochs, running / seen, lr))
+        # not on an epoch's last step: the epoch-end checkpoint follows with the epoch's
+        # history entry, which a resume from this one would lose
+        ends_epoch = run.step % run.steps_per_epoch == 0 or run.step >= run.total_steps
+        if train.checkpoint_every and run.step % train.checkpoint_every == 0 and not ends_epoch:
+            checkpoint(run, writer)
+        if run.step >= run.total_steps:
+            break
+        fetch_start = time.perf_counter()
+    epoch_seconds = time.perf_counter() - t0
+    return {
+        "train_loss": running / max(seen, 1),
+        "epoch_seconds": epoch_seconds,
+        "images_per_second": seen * train.batch_size / max(epoch_seconds, 1e-9),
+        "data_wait_fraction": data_seconds / max(epoch_seconds, 1e-9),
+    }
+
+
+def train_step(run: TrialRun, images: torch.Tensor, labels: torch.Tensor,
+               autocast: contextlib.AbstractContextManager, epoch: int) -> torch.Tensor:
+    """Forward, loss, backward and one optimizer step on one batch; the batch's loss."""
+    images = images.to(run.device, non_blocking=True)
+    labels = labels.to(run.device, non_blocking=True)
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast:
+        outputs = run.forward(images)
+        loss, _parts = segmentation_loss(outputs, labels, run.model, run.spec.model.aux_weight)
+    if not torch.isfinite(loss):
+        raise TrialFailed(f"loss became {loss.item()} at step {run.step} (epoch {epoch + 1})")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.spec.train.grad_clip:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.spec.train.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return loss
+
+
+def end_epoch(run: TrialRun, epoch: int, metrics: dict[str, float], writer: BackgroundWriter,
+              progress: Progress) -> dict[str, float] | None:
+    """Evaluate when due (every ``eval.every`` epochs and after the last), record the epoch's
+    history entry, report it and checkpoint; the validation metrics, if evaluated."""
+    entry = {"epoch": epoch + 1, "step": run.step, "metrics": metrics}
+    val = None
+    if run.step >= run.total_steps or (epoch + 1) % run.spec.eval.every == 0:
+        val = evaluate(run.model, run.val_loader, run.n_classes, run.device,
+                       run.data.class_names, run.dtype)
+        entry["metrics"].update({f"val_{k}": v for k, v in val.items() if "/" not in k})
+    run.history.append(entry)
+    progress(EpochEnded(entry["epoch"], run.epochs, run.step, dict(entry["metrics"])))
+    checkpoint(run, writer)
+    return val
+
+
+# -- final evaluation and cost ---------------------------------------------------------
+
+
+def final_result(run: TrialRun, last_val: dict[str, float] | None) -> dict[str, Any]:
+    """The result dict: final metrics (the last evaluation, or a new one), latency when
+    ``eval.latency`` asks for it, the per-epoch history and the device."""
+    spec, device = run.spec, run.device
+    final = last_val or evaluate(run.model, run.val_loader, run.n_classes, device,
+                                 run.data.class_names, run.dtype)
+    final["train_loss"] = run.history[-1]["metrics"]["train_loss"] if run.history \
+        else float("nan")
+    final["steps"] = float(run.step)
     runtimes = None
     if spec.eval.latency:  # every runtime x batch size; parity on the evaluation images
         from ablate.evaluate.runtimes import measure_trial_latency
 
-        figures, runtimes = measure_trial_latency(model, spec, device, val_loader, n_classes)
+        figures, runtimes = measure_trial_latency(run.model, spec, device, run.val_loader,
+                                                  run.n_classes)
         final.update(figures)
         if spec.model.selective.enabled and "mask_density" in final:
             # latency_ms: sparse execution at the measured density; latency_ms_dense beside it
             from ablate.cost.selective import selective_latency
             from ablate.trials.resolve import eval_resolution
 
-            final.update(selective_latency(model, eval_resolution(spec), device,
+            final.update(selective_latency(run.model, eval_resolution(spec), device,
                                            final["mask_density"], spec.eval.latency_warmup,
                                            spec.eval.latency_runs))
-    return {"final": final, "epochs": history, "weights_report": weights_report,
+    return {"final": final, "epochs": run.history, "weights_report": run.weights_report,
             "device": str(device), "device_name": _device_name(device), "runtimes": runtimes}
 
 
