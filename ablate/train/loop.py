@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import platform
 import random
 import time
 from dataclasses import dataclass, field
@@ -17,14 +19,19 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from ablate.cost.selective import selective_latency
 from ablate.data.build import DatasetPair, build_datasets, collate_eval, loader_options
 from ablate.data.collate import UnevenBatch, collate_train, uneven_batch_error
+from ablate.data.evaluation import with_eval_data
 from ablate.errors import TrialFailed, UserInputError
 from ablate.evaluate.metrics import IGNORE_INDEX, ConfusionMatrix
+from ablate.evaluate.runtimes import measure_trial_latency
 from ablate.models.build import build_model
+from ablate.models.weights import load_weights
 from ablate.recipes.schema import TrainSpec, TrialSpec
 from ablate.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -37,7 +44,7 @@ from ablate.train.checkpoint import (
 from ablate.train.events import EpochEnded, Progress, Resumed, Stepped
 from ablate.train.schedule import lr_at
 from ablate.trials.ids import spec_dict
-from ablate.trials.resolve import num_classes
+from ablate.trials.resolve import eval_resolution, num_classes
 
 
 def resolve_device(train: TrainSpec) -> torch.device:
@@ -61,7 +68,6 @@ def set_deterministic(on: bool, device: torch.device) -> None:
     head here) have no deterministic version; torch warns instead of failing, so a
     CUDA run is repeatable only up to those kernels. On a CPU every kernel used is.
     """
-    import os
 
     if on and device.type == "cuda":  # cuBLAS needs a fixed workspace to be repeatable
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -131,7 +137,6 @@ class EpochBatches:
 
 def distributed_rank_world() -> tuple[int, int]:
     """(rank, world size) when the caller initialised torch.distributed, else (0, 1)."""
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -263,8 +268,6 @@ def set_up(spec: TrialSpec) -> TrialRun:
     device = prepare_process(train, spec.seed)
     data = build_datasets(spec.data, seed=spec.seed)
     if spec.eval_data.name is not None:  # validate on another dataset ([base.eval_data])
-        from ablate.data.evaluation import with_eval_data
-
         data = with_eval_data(data, spec.eval_data, spec.data, seed=spec.seed)
     n_classes = num_classes(spec)
     model, weights_report, channels_last = place_model(spec, n_classes, device)
@@ -301,8 +304,6 @@ def place_model(spec: TrialSpec, n_classes: int, device: torch.device
     model = build_model(spec.model, n_classes)
     weights_report = None
     if spec.model.weights != "none" or spec.model.weights_path:
-        from ablate.models.weights import load_weights
-
         weights_report = load_weights(model, spec.model)
     train = spec.train
     channels_last = train.channels_last is True or (
@@ -475,15 +476,11 @@ def final_result(run: TrialRun, last_val: dict[str, float] | None) -> dict[str, 
     final["steps"] = float(run.step)
     runtimes = None
     if spec.eval.latency:  # every runtime x batch size; parity on the evaluation images
-        from ablate.evaluate.runtimes import measure_trial_latency
-
         figures, runtimes = measure_trial_latency(run.model, spec, device, run.val_loader,
                                                   run.n_classes)
         final.update(figures)
         if spec.model.selective.enabled and "mask_density" in final:
             # latency_ms: sparse execution at the measured density; latency_ms_dense beside it
-            from ablate.cost.selective import selective_latency
-            from ablate.trials.resolve import eval_resolution
 
             final.update(selective_latency(run.model, eval_resolution(spec), device,
                                            final["mask_density"], spec.eval.latency_warmup,
@@ -495,6 +492,5 @@ def final_result(run: TrialRun, last_val: dict[str, float] | None) -> dict[str, 
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
 
     return platform.processor() or platform.machine()
