@@ -194,8 +194,6 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     runner = StudyRunner(store, runner_executor, RunOptions(
         runs_root=Path(runs_dir), skip_failed=skip_failed, force=force,
         lease_seconds=lease_seconds, wait=wait, tracking=tracking), emit=view.show)
-    if loop is not None:  # a study grown before under other settings: refuse before running
-        runner.check_loop(recipe_obj, overrides, loop)
     try:
         with view:
             outcome = runner.execute(recipe_obj, trials, overrides, loop)

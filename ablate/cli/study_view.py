@@ -9,23 +9,35 @@ from __future__ import annotations
 
 from ablate.cli.options import fmt_float, fmt_int, make_console
 from ablate.cli.text import terminal as escape  # markup and control characters
-from ablate.train import events
+from ablate.dispatch.adaptive import (
+    DesignChosen,
+    EffectsRead,
+    FinishingRound,
+    LoopStopped,
+    SeedAdded,
+)
+from ablate.dispatch.events import Planned, RoundEnded, RunnerReport, TrialUpdate, Waiting
+from ablate.train.events import (
+    Finished,
+    JobCancelled,
+    JobStateChanged,
+    Started,
+    Stepped,
+)
 
 
 def loop_lines(event) -> list[str]:
     """An ``--until-decided`` event (``dispatch.adaptive``) as the lines it prints."""
-    from ablate.dispatch import adaptive  # lazy: loads pydantic
-
-    if isinstance(event, adaptive.DesignChosen):
+    if isinstance(event, DesignChosen):
         return [f"design: {event.design.describe()}"]
-    if isinstance(event, adaptive.EffectsRead):
+    if isinstance(event, EffectsRead):
         return list(event.decision.lines)
-    if isinstance(event, adaptive.FinishingRound):
+    if isinstance(event, FinishingRound):
         return [f"finishing {event.trials} trial(s) of an earlier round"]
-    if isinstance(event, adaptive.SeedAdded):
+    if isinstance(event, SeedAdded):
         return [f"seed {event.seed} for {event.trials} configuration(s): "
                 f"{', '.join(event.configs)}"]
-    if isinstance(event, adaptive.LoopStopped):
+    if isinstance(event, LoopStopped):
         return [f"stopped: {event.reason}"]
     return []
 
@@ -54,18 +66,16 @@ class StudyView:
         self.close()
 
     def show(self, event) -> None:
-        from ablate.dispatch import study  # lazy: loads pydantic, sqlalchemy
-
-        if isinstance(event, study.Planned):
+        if isinstance(event, Planned):
             self._planned(event)
-        elif isinstance(event, study.TrialUpdate):
+        elif isinstance(event, TrialUpdate):
             self._trial(event.job, event.event)
-        elif isinstance(event, study.Waiting):
+        elif isinstance(event, Waiting):
             self.console.print(waiting_line(event.held, event.expiry))
-        elif isinstance(event, study.RoundEnded):
+        elif isinstance(event, RoundEnded):
             self.close()
             print_summary(self.store, event.study, list(event.trial_ids), event.summary)
-        elif isinstance(event, study.RunnerReport):
+        elif isinstance(event, RunnerReport):
             for line in event.lines:
                 make_console().print(escape(line))
         else:
@@ -105,7 +115,7 @@ class StudyView:
         progress = self.progress
         if progress is None:
             return
-        if isinstance(event, events.Started):
+        if isinstance(event, Started):
             label = f"  {job.name}"
             if event.job_id:  # Slurm: submitted, not yet running
                 self.job_ids[job.trial_id] = event.job_id
@@ -113,7 +123,7 @@ class StudyView:
             self.tasks[job.trial_id] = progress.add_task(label, total=None)
             return
         task = self.tasks.get(job.trial_id)
-        if isinstance(event, events.Finished) and event.status in ("held", "lost"):  # claims
+        if isinstance(event, Finished) and event.status in ("held", "lost"):  # claims
             from ablate.dispatch.claiming import describe_holder  # lazy: loads sqlalchemy
 
             if task is not None:
@@ -126,18 +136,18 @@ class StudyView:
             return
         if task is None:
             return
-        if isinstance(event, events.JobStateChanged):
+        if isinstance(event, JobStateChanged):
             progress.update(task, description=f"  {job.name} [job {event.job_id} {event.state}]")
-        elif isinstance(event, events.JobCancelled):
+        elif isinstance(event, JobCancelled):
             progress.remove_task(task)
             progress.console.print(f"[yellow]cancelled[/] {escape(job.name)} (job "
                                    f"{event.job_id}): back to pending")
             progress.advance(self.overall)
-        elif isinstance(event, events.Stepped):
+        elif isinstance(event, Stepped):
             progress.update(task, completed=event.step, total=event.total_steps,
                             description=f"  {job.name} epoch {event.epoch}/{event.epochs} "
                             f"loss {event.loss:.3f}")
-        elif isinstance(event, events.Finished):
+        elif isinstance(event, Finished):
             progress.remove_task(task)
             result = event.result
             if event.status == "done":

@@ -113,6 +113,18 @@ def record_design(store, study: str, design: Design, *, write: bool = True) -> N
             + f" and {recorded.start_seeds} starting seed(s)), or start a new study")
 
 
+def start_loop(store, recipe, overrides: dict, *, max_seeds: int, alpha: float,
+               min_effect: float | None, spending: str = DEFAULT_SPENDING,
+               write: bool = True) -> tuple[object, dict, Design]:
+    """The loop's starting point: ``--set seeds`` folded into the recipe, and its design
+    recorded with the study (``write=False``: only checked against the recorded one)."""
+    recipe, overrides = fold_seeds(recipe, overrides)
+    design = loop_design(recipe, max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
+                         spending=spending)
+    record_design(store, recipe.name, design, write=write)
+    return recipe, overrides, design
+
+
 @dataclass(frozen=True)
 class DesignChosen:
     """The loop's design, recorded with the study before its first round."""
@@ -164,10 +176,8 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
     from ablate.report.frame import trials_frame  # lazy: loads numpy, pandas, sqlalchemy
     from ablate.trials.expand import expand  # lazy: loads pydantic
 
-    recipe, overrides = fold_seeds(recipe, overrides)
-    design = loop_design(recipe, max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
-                         spending=spending)
-    record_design(store, recipe.name, design)
+    recipe, overrides, design = start_loop(store, recipe, overrides, max_seeds=max_seeds,
+                                           alpha=alpha, min_effect=min_effect, spending=spending)
     emit(DesignChosen(design))
     rounds: list[Round] = []
     while True:

@@ -7,12 +7,14 @@ ingest each result as it arrives, then take over the trials of holders that died
 whole study (``StudyRunner.execute``): tracking set up, the recipe's round, what this
 runner did, the ``--until-decided`` rounds (``dispatch.adaptive``), tracking finished.
 
-Inputs (data roots, weights, class counts) are checked by ``validate`` before the
-database is opened, so nothing is recorded for a study that cannot run.
+The round's summary and the events it emits are in ``dispatch.events``. Inputs (data
+roots, weights, class counts) are checked by ``validate`` before the database is
+opened, so nothing is recorded for a study that cannot run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,15 +26,21 @@ from ablate.analysis.design import DEFAULT_SPENDING
 from ablate.dispatch import prepare  # prepare.compute_costs: a seam tests replace
 from ablate.dispatch.adaptive import (
     DEFAULT_MAX_SEEDS,
-    LoopEvent,
     Round,
-    fold_seeds,
-    loop_design,
-    record_design,
     run_until_decided,
+    start_loop,
 )
 from ablate.dispatch.claiming import runner_report, worker_url
 from ablate.dispatch.entry import TrialJob
+from ablate.dispatch.events import (
+    Planned,
+    RoundEnded,
+    RunnerReport,
+    RunSummary,
+    StudyEvent,
+    TrialUpdate,
+    Waiting,
+)
 from ablate.dispatch.executor import Executor
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, NOT_TRAINED
 from ablate.dispatch.liveness import holder_is_dead
@@ -72,69 +80,6 @@ class LoopSettings:
 
 
 @dataclass
-class RunSummary:
-    """One round: what ran, what was skipped, what others hold."""
-
-    total: int
-    skipped: int = 0
-    retried: int = 0  # failed before, run again now
-    done: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    recovered: list[str] = field(default_factory=list)  # results found on disk and ingested
-    corrupt: list[str] = field(default_factory=list)
-    unrecorded: list[str] = field(default_factory=list)  # result on disk, database failed
-    taken: list[str] = field(default_factory=list)  # claimed and trained by this runner
-    left: dict[str, dict[str, Any]] = field(default_factory=dict)  # held elsewhere: outcome
-
-
-# -- what the runner says ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Planned:
-    """A round is about to run ``trials`` trials; ``skipped`` are done (or failed, with
-    ``skip_failed``), ``retried`` failed before and run again."""
-
-    study: str
-    trials: int
-    skipped: int
-    retried: int
-
-
-@dataclass(frozen=True)
-class TrialUpdate:
-    """One trial's event (``ablate.train.events``), after the runner has recorded it."""
-
-    job: TrialJob
-    event: TrialEvent
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """``wait``: ``held`` trials are held by live runners; the first lease may expire at
-    ``expiry`` (database time, UTC; None when unknown)."""
-
-    held: int
-    expiry: datetime | None
-
-
-@dataclass(frozen=True)
-class RoundEnded:
-    study: str
-    trial_ids: tuple[str, ...]  # the round's trials, in the recipe's order
-    summary: RunSummary
-
-
-@dataclass(frozen=True)
-class RunnerReport:
-    """After the recipe's round: what this runner did, what it left, the study's state."""
-
-    lines: tuple[str, ...]
-
-
-StudyEvent = Planned | TrialUpdate | Waiting | RoundEnded | RunnerReport | LoopEvent
-
-
-@dataclass
 class StudyOutcome:
     summary: RunSummary  # the recipe's round
     rounds: list[Round] = field(default_factory=list)  # --until-decided's looks
@@ -160,14 +105,13 @@ class StudyRunner:
 
     def check_loop(self, recipe: Recipe, overrides: dict, loop: LoopSettings) -> None:
         """A study grown before under other loop settings: refuse before anything runs."""
-        start, _ = fold_seeds(recipe, overrides)
-        record_design(self.store, recipe.name, self._design(start, loop), write=False)
+        start_loop(self.store, recipe, overrides, **dataclasses.asdict(loop), write=False)
 
     def execute(self, recipe: Recipe, trials: list[Trial], overrides: dict | None = None,
                 loop: LoopSettings | None = None) -> StudyOutcome:
         """The recipe's round, then (``loop``) rounds of new seeds until every effect is
         decided; tracking around them."""
-        if loop is not None:
+        if loop is not None:  # grown before under other settings: refuse before running
             self.check_loop(recipe, overrides or {}, loop)
         self.tracking_options = start_study(self.options.tracking, recipe.name)
         summary = self.run(recipe, trials, force=self.options.force)
@@ -179,10 +123,9 @@ class StudyRunner:
                 outcome.failed += done.failed
                 return done
 
-            outcome.rounds = run_until_decided(
-                recipe, dict(overrides or {}), self.store, run_round, max_seeds=loop.max_seeds,
-                alpha=loop.alpha, min_effect=loop.min_effect, spending=loop.spending,
-                emit=self.emit)
+            outcome.rounds = run_until_decided(recipe, dict(overrides or {}), self.store,
+                                               run_round, **dataclasses.asdict(loop),
+                                               emit=self.emit)
         finish_study(self.tracking_options, self.store, recipe.name, failed=not outcome.ok)
         return outcome
 
@@ -217,10 +160,6 @@ class StudyRunner:
         return summary
 
     # -- one round's parts ------------------------------------------------------------------
-
-    def _design(self, recipe: Recipe, loop: LoopSettings):
-        return loop_design(recipe, max_seeds=loop.max_seeds, alpha=loop.alpha,
-                           min_effect=loop.min_effect, spending=loop.spending)
 
     def _todo(self, study: str, trials: list[Trial], summary: RunSummary,
               force: bool) -> list[Trial]:

@@ -1,0 +1,77 @@
+"""What the study runner (``dispatch.study``) says: a round's summary and the typed events
+``ablate run`` renders. The ``--until-decided`` loop's own events are in
+``dispatch.adaptive``; a trial's events (``Started`` ... ``Finished``) in ``train.events``.
+
+A leaf module: the CLI imports it at start-up, so it loads nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ablate.dispatch.adaptive import LoopEvent
+from ablate.dispatch.entry import TrialJob
+from ablate.train.events import TrialEvent
+
+
+@dataclass
+class RunSummary:
+    """One round: what ran, what was skipped, what others hold."""
+
+    total: int
+    skipped: int = 0
+    retried: int = 0  # failed before, run again now
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # results found on disk and ingested
+    corrupt: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)  # result on disk, database failed
+    taken: list[str] = field(default_factory=list)  # claimed and trained by this runner
+    left: dict[str, dict[str, Any]] = field(default_factory=dict)  # held elsewhere: outcome
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A round is about to run ``trials`` trials; ``skipped`` are done (or failed, with
+    ``skip_failed``), ``retried`` failed before and run again."""
+
+    study: str
+    trials: int
+    skipped: int
+    retried: int
+
+
+@dataclass(frozen=True)
+class TrialUpdate:
+    """One trial's event (``ablate.train.events``), after the runner has recorded it."""
+
+    job: TrialJob
+    event: TrialEvent
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """``wait``: ``held`` trials are held by live runners; the first lease may expire at
+    ``expiry`` (database time, UTC; None when unknown)."""
+
+    held: int
+    expiry: datetime | None
+
+
+@dataclass(frozen=True)
+class RoundEnded:
+    study: str
+    trial_ids: tuple[str, ...]  # the round's trials, in the recipe's order
+    summary: RunSummary
+
+
+@dataclass(frozen=True)
+class RunnerReport:
+    """After the recipe's round: what this runner did, what it left, the study's state."""
+
+    lines: tuple[str, ...]
+
+
+StudyEvent = Planned | TrialUpdate | Waiting | RoundEnded | RunnerReport | LoopEvent
