@@ -27,6 +27,15 @@ one_line() {
     line=$(grep -m 1 'ERROR' "$1" 2>/dev/null || tail -n 1 "$1" 2>/dev/null)
     echo "${line:-no output}" | tr -d '\r' | cut -c 1-300
 }
+# failed SCRIPT LOG VAR: say why SCRIPT failed (its telling line, the log's tail) and
+# record VAR=reason for the fixtures
+failed() {
+    local reason
+    reason="$1 failed: $(one_line "$2") (see $2)"
+    say "$reason"
+    tail -n 20 "$2" >&2
+    lines+=("$3=$reason")
+}
 
 # ---------------------------------------------------------------- Slurm
 if [[ $EUID -eq 0 ]]; then
@@ -35,10 +44,7 @@ if [[ $EUID -eq 0 ]]; then
         eval "$env_lines"
         lines+=("SLURM_CONF=$SLURM_CONF")
     else
-        reason="slurm/start-cluster.sh failed: $(one_line "$LOG_DIR/slurm.log") (see $LOG_DIR/slurm.log)"
-        say "$reason"
-        tail -n 20 "$LOG_DIR/slurm.log" >&2
-        lines+=("ABLATE_SLURM_ERROR=$reason")
+        failed "slurm/start-cluster.sh" "$LOG_DIR/slurm.log" ABLATE_SLURM_ERROR
     fi
 else
     lines+=("ABLATE_SLURM_ERROR=the Slurm test cluster needs root (slurm/start-cluster.sh)")
@@ -50,10 +56,7 @@ if [[ $EUID -eq 0 ]] || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
     if out=$("$ROOT/tests/services/postgres.sh" start 2>"$LOG_DIR/postgres.log"); then
         lines+=("ABLATE_TEST_PG_URL=$(tail -n 1 <<<"$out")")
     else
-        reason="tests/services/postgres.sh start failed: $(one_line "$LOG_DIR/postgres.log") (see $LOG_DIR/postgres.log)"
-        say "$reason"
-        tail -n 20 "$LOG_DIR/postgres.log" >&2
-        lines+=("ABLATE_PG_ERROR=$reason")
+        failed "tests/services/postgres.sh start" "$LOG_DIR/postgres.log" ABLATE_PG_ERROR
     fi
 else
     lines+=("ABLATE_PG_ERROR=PostgreSQL is not installed and installing it needs root")
@@ -65,10 +68,7 @@ if [[ $EUID -eq 0 ]] || command -v pdflatex >/dev/null; then
     if out=$("$ROOT/tests/services/latex.sh" 2>"$LOG_DIR/latex.log"); then
         lines+=("ABLATE_PDFLATEX=$(tail -n 1 <<<"$out")")
     else
-        reason="tests/services/latex.sh failed: $(one_line "$LOG_DIR/latex.log") (see $LOG_DIR/latex.log)"
-        say "$reason"
-        tail -n 20 "$LOG_DIR/latex.log" >&2
-        lines+=("ABLATE_LATEX_ERROR=$reason")
+        failed "tests/services/latex.sh" "$LOG_DIR/latex.log" ABLATE_LATEX_ERROR
     fi
 else
     lines+=("ABLATE_LATEX_ERROR=pdflatex is not installed and installing it needs root")
