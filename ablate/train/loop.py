@@ -340,7 +340,6 @@ def make_loaders(spec: TrialSpec, data: DatasetPair, device: torch.device, rank:
         raise UserInputError(
             f"train.batch_size: {train.batch_size} is larger than the training set ({len(data.train)})")
     # the generator seeds DataLoader workers; without workers the dataset's own one is used
-
     train_loader = torch.utils.data.DataLoader(
         data.train, batch_sampler=batches, collate_fn=collate_train,
         generator=torch.Generator().manual_seed(spec.seed), **opts)
@@ -481,7 +480,6 @@ def final_result(run: TrialRun, last_val: dict[str, float] | None) -> dict[str, 
         final.update(figures)
         if spec.model.selective.enabled and "mask_density" in final:
             # latency_ms: sparse execution at the measured density; latency_ms_dense beside it
-
             final.update(selective_latency(run.model, eval_resolution(spec), device,
                                            final["mask_density"], spec.eval.latency_warmup,
                                            spec.eval.latency_runs))
@@ -492,5 +490,4 @@ def final_result(run: TrialRun, last_val: dict[str, float] | None) -> dict[str, 
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-
     return platform.processor() or platform.machine()
