@@ -108,11 +108,13 @@ def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
     return out
 
 
-def costs_for(store: Store | None, trials: list[Trial]) -> dict[str, CostRecord]:
-    cached = store.get_costs([t.arch_id for t in trials]) if store else {}
-    costs = compute_costs(trials, cached)
-    if store is not None:
-        for arch_id, cost in costs.items():
-            if arch_id not in cached:
-                store.put_cost(cost)
+def costs_for(store: Store, trials: list[Trial], source: str | None = None
+              ) -> dict[str, CostRecord]:
+    """``compute_costs`` with the store's costs first; the new ones are stored (once all
+    were counted, so a model that cannot be built stores nothing)."""
+    cached = store.get_costs([t.arch_id for t in trials])
+    costs = compute_costs(trials, cached, source=source)
+    for arch_id, cost in costs.items():
+        if arch_id not in cached:
+            store.put_cost(cost)
     return costs

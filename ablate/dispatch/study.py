@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.analysis.design import DEFAULT_SPENDING
-from ablate.dispatch import prepare  # prepare.compute_costs: a seam tests replace
+from ablate.dispatch import prepare  # prepare.costs_for -> compute_costs: a seam tests replace
 from ablate.dispatch.adaptive import (
     DEFAULT_MAX_SEEDS,
     Round,
@@ -138,12 +138,9 @@ class StudyRunner:
         or their leases expire and this runner takes them over.
         """
         store, study = self.store, recipe.name
-        costs = prepare.compute_costs(trials, store.get_costs([t.arch_id for t in trials]),
-                                      source=recipe.path)
+        prepare.costs_for(store, trials, source=recipe.path)  # validates every architecture
         store.upsert_study(study, recipe.description, recipe.path, recipe.text)
         store.register_trials(study, trials)
-        for cost in costs.values():
-            store.put_cost(cost)
 
         summary = RunSummary(total=len(trials))
         started = store.database_time()  # failed before this: ours to retry (claims)
