@@ -17,13 +17,9 @@ from ablate.cli.options import (
     runs_option,
     set_option,
 )
-from ablate.cli.study_view import StudyView
 from ablate.cli.until_decided import check_until_decided, until_decided_options
-from ablate.dispatch.executor import ExecutorRequest, make_executor
-from ablate.dispatch.gpus import runner_gpus
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS
 from ablate.errors import UserInputError
-from ablate.track import check_available
 
 SLURM_FLAGS = ("partition", "gpus_per_trial", "cpus_per_trial", "mem", "time", "array_parallelism")
 
@@ -94,6 +90,7 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int)
             raise UserInputError("--gpus: only with --executor local; Slurm jobs get "
                                  "--gpus-per-trial devices each")
         return [], 1
+    from ablate.dispatch.gpus import runner_gpus  # lazy: only `ablate run` needs it
 
     devices, per_trial = runner_gpus(gpus, flags.get("gpus_per_trial"),
                                      recipe.slurm.gpus_per_trial)
@@ -159,6 +156,9 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         ablate run recipes/quickstart.toml --until-decided --max-seeds 6
         ablate run recipes/quickstart.toml --tracking tensorboard
     """
+    # the view, executors and trackers cost ~25 ms at every command's start-up
+    from ablate.cli.study_view import StudyView  # lazy: only `ablate run` needs it
+    from ablate.dispatch.executor import ExecutorRequest, make_executor  # lazy: likewise
     from ablate.dispatch.prepare import (  # lazy: loads pydantic, sqlalchemy
         load_trials,
         resolve_runs_root,
@@ -181,6 +181,8 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     runs_dir = str(resolve_runs_root(runs_dir, db))
     validate(recipe_obj, trials)  # before the database is even opened
     if tracking:  # a missing package: one line now, not a warning per trial
+        from ablate.track import check_available  # lazy: only `ablate run` needs it
+
         check_available(tracking)
     store = Store(db)
     overrides = parse_set(list(assignments))

@@ -222,12 +222,12 @@ def test_cli_prints_each_decision_and_refuses_detach(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from ablate.cli import main
-    from ablate.cli import run as run_module
+    from ablate.dispatch import executor as executor_module
 
     recipe = tmp_path / "adaptive.toml"
     recipe.write_text(RECIPE.replace("SEEDS", "[0, 1]"))
     fake = FakeExecutor(clear_after_four)
-    monkeypatch.setattr(run_module, "make_executor", lambda name, request: fake)
+    monkeypatch.setattr(executor_module, "make_executor", lambda name, request: fake)
     db = str(tmp_path / "cli.db")
     result = CliRunner().invoke(main, ["run", str(recipe), "--db", db, "--until-decided",
                                        "--runs-dir", str(tmp_path / "runs")])
