@@ -51,9 +51,10 @@ def _watch(study: str | None, db: str | None, runs_dir: str | None, interval: fl
     store = Store(db, read_only=True)  # never creates, never writes, takes no write lock
     known = [s.name for s in store.studies()]
     if study is None:
-        if not known:
-            raise UserInputError(f"{store.display_url} holds no studies yet; "
-                                 "'ablate run RECIPE' records one")
+        if not known:  # as ablate status says it: nothing given is wrong (exit 0)
+            click.echo(f"{visible(store.display_url)} holds no studies yet; "
+                       "'ablate run RECIPE' records one")
+            return
         study = known[-1]
     elif study not in known:
         raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; "

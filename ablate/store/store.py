@@ -15,12 +15,13 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from ablate.clock import utc_now
 from ablate.errors import StoreError, error_line
 from ablate.store import target
 from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded
-from ablate.store.models import CostRow, MetricRow, StudyRow, TrialRow
+from ablate.store.models import Base, CostRow, MetricRow, StudyRow, TrialRow
 from ablate.store.records import CostRecord, EpochMetric, StudyRecord, TrialRecord
 from ablate.store.schema import ensure_schema
 
@@ -51,21 +52,32 @@ class Store(ClaimsMixin):
         must_exist, create = must_exist or read_only, create and not read_only
         self.url = resolve_url(url)
         self.display_url = target.mask_url(self.url)  # what messages show: no password
-        target.check_sqlite_file(self.url, must_exist)
+        # an empty database (a zero-length SQLite file, or no tables) holds no studies: a
+        # read-only command answers as on a new database, reading an in-memory stand-in,
+        # and leaves the real one as it is (connecting would write a header and a WAL)
+        self.empty = target.check_sqlite_file(self.url, must_exist) and must_exist
+        if self.empty:
+            self._use(_empty_stand_in())
+            return
         try:
-            self.engine = _read_only_engine(self.url) if read_only else _make_engine(self.url)
+            self._use(_read_only_engine(self.url) if read_only else _make_engine(self.url))
         except (SQLAlchemyError, ImportError, ValueError, TypeError, OSError) as err:
             raise target.engine_error(self.url, err) from None
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:  # the first connection, so every unreachable target fails here, readably
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
         except (SQLAlchemyError, ImportError, OSError) as err:
             raise target.connect_error(self.url, err) from None
-        if must_exist:
-            target.check_has_schema(self.engine, self.url)
-        if create:
+        if must_exist and not target.has_tables(self.engine):
+            self.engine.dispose()
+            self.empty = True
+            self._use(_empty_stand_in())
+        elif create:
             ensure_schema(self.engine, self.display_url)
+
+    def _use(self, engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -339,6 +351,14 @@ def _read_only_engine(url: str):
     def _begin(conn):  # one snapshot per session, without a write lock
         conn.exec_driver_sql("BEGIN")
 
+    return engine
+
+
+def _empty_stand_in():
+    """An in-memory database with ablate's tables and no rows: what an empty one reads as."""
+    engine = create_engine("sqlite://", poolclass=StaticPool,
+                           connect_args={"check_same_thread": False})
+    Base.metadata.create_all(engine)
     return engine
 
 
