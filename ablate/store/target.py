@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import inspect
 
+from ablate import extras
 from ablate.errors import DatabaseTargetError, NoDatabaseError, error_line
 
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: nothing listening or a dropped packet fails in seconds
@@ -90,8 +91,10 @@ def engine_error(url: str, err: BaseException) -> DatabaseTargetError:
         dialect = url.split("://", 1)[0]
         return DatabaseTargetError(f"database {shown}: unknown dialect {dialect!r}; {URL_HINT}")
     if isinstance(err, ImportError):
+        hint = extras.install_command("postgres") if url.startswith("postgresql") \
+            else "install it"
         return DatabaseTargetError(f"database {shown}: its driver is not installed ({text}); "
-                                   "install it (PostgreSQL: pip install 'ablate[postgres]')")
+                                   f"{hint}")
     return DatabaseTargetError(f"database {shown}: malformed URL ({text}); {URL_HINT}")
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ablate import extras
 from ablate.errors import UserInputError
 from ablate.track.mlflow import MlflowSink
 from ablate.track.mlflow import finish_study as finish_mlflow
@@ -38,10 +38,9 @@ def check_available(names: list[str] | tuple[str, ...]) -> None:
         if name not in SINKS:
             raise UserInputError(f"--tracking: unknown tracker {name!r}; allowed: "
                                  f"{', '.join(SINKS)}")
-        module, extra = SINKS[name]
-        if importlib.util.find_spec(module) is None:
-            raise UserInputError(f"--tracking {name}: needs the {module} package; "
-                                 f"pip install 'ablate[{extra}]'")
+        _, extra = SINKS[name]
+        if extras.missing(extra):
+            raise UserInputError(extras.needs(f"--tracking {name}", extra))
 
 
 class Trackers:
