@@ -1,8 +1,9 @@
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv if missing, install the core, run the quick-start study, print the report
 #   make test   create .venv if missing, install every extra, start the test services, run every test
-# and a quick one while editing:
+# and, while editing:
 #   make test-fast  the unit tier: every test not marked slow (no training, no services; under a minute)
+#   make pin        pin this machine kind's trained quick-start figures (tests/trials/pins.py)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +16,7 @@ CORE_STAMP := $(VENV)/.ablate-core
 FULL_STAMP := $(VENV)/.ablate-all
 EXTRAS := dev,all
 
-.PHONY: demo test test-fast install install-all lint bench services-start services-stop clean
+.PHONY: demo test test-fast install install-all lint bench pin services-start services-stop clean
 
 install: $(CORE_STAMP)
 install-all: $(FULL_STAMP)
@@ -51,6 +52,10 @@ lint: $(FULL_STAMP)
 
 bench: $(CORE_STAMP)
 	$(BIN)/python bench/bench_plan_train.py
+
+# pin this machine kind's trained figures for tests/trials/test_quickstart_pinned.py
+pin: $(FULL_STAMP)
+	$(BIN)/python -m tests.trials.pins record
 
 clean:
 	rm -rf results/runs results/*.db results/*.db-* results/*.png results/*.svg
