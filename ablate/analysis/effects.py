@@ -48,6 +48,7 @@ from ablate.analysis.stats import (
     intervals,
     p_values,
 )
+from ablate.trials.lifecycle import TrialStatus
 
 BETTER, WORSE = "better", "worse"
 POSITIVE, NEGATIVE = "positive", "negative"  # interactions: more (less) than additive
@@ -142,7 +143,7 @@ class _Grid:
     """
 
     def __init__(self, study: pd.DataFrame, reference: str | None) -> None:
-        done = study[(study["status"] == "done") & study["miou"].notna()]
+        done = study[(study["status"] == TrialStatus.DONE) & study["miou"].notna()]
         configs = study.groupby("config_name", sort=False).first()
         grouped = done.groupby("config_name", sort=False)
         for column in COSTS:  # costs of finished trials; latency: their median
@@ -418,7 +419,7 @@ def compare_configs(trials: pd.DataFrame, pairs: list[tuple[str, str, str]],
     columns = ["study", "a", "b", "estimate", "ci_low", "ci_high", "n", "method", "p", "verdict"]
     if not pairs:
         return pd.DataFrame(columns=columns)
-    done = trials[(trials["status"] == "done") & trials["miou"].notna()]
+    done = trials[(trials["status"] == TrialStatus.DONE) & trials["miou"].notna()]
     keys = pd.MultiIndex.from_arrays([done["study"], done["config_name"]])
     rows, index = pd.factorize(keys)
     seeds, seed_codes = np.unique(done["seed"].to_numpy(dtype=int), return_inverse=True)

@@ -20,10 +20,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ablate.analysis.design import DEFAULT_SPENDING, SEQUENTIAL, Design
 from ablate.errors import UserInputError
+from ablate.trials.lifecycle import TrialStatus
+
+if TYPE_CHECKING:  # annotations only: the CLI imports this module at start-up
+    from ablate.recipes.loader import Recipe
+    from ablate.trials.expand import Trial
 
 DEFAULT_MAX_SEEDS = 10
 
@@ -75,11 +80,21 @@ def stop_reason(decision: Decision, seeds_done: dict[str, int], max_seeds: int) 
     return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Round:
     seed: int | None  # the seed added (None: the loop stopped before adding one)
     decision: Decision
     reason: str = ""  # why the loop stopped, on the last round
+    failed: tuple[str, ...] = ()  # trials of the round run before it that failed
+
+
+class RoundSummary(Protocol):
+    """What the loop reads of a round it ran (``dispatch.events.RunSummary``)."""
+
+    failed: list[str]
+
+
+RunRound = Callable[["Recipe", "list[Trial]"], RoundSummary]
 
 
 def fold_seeds(recipe, overrides: dict) -> tuple[object, dict]:
@@ -113,16 +128,27 @@ def record_design(store, study: str, design: Design, *, write: bool = True) -> N
             + f" and {recorded.start_seeds} starting seed(s)), or start a new study")
 
 
-def start_loop(store, recipe, overrides: dict, *, max_seeds: int, alpha: float,
-               min_effect: float | None, spending: str = DEFAULT_SPENDING,
-               write: bool = True) -> tuple[object, dict, Design]:
-    """The loop's starting point: ``--set seeds`` folded into the recipe, and its design
-    recorded with the study (``write=False``: only checked against the recorded one)."""
+@dataclass(frozen=True)
+class LoopStart:
+    """Where the loop starts: the recipe with ``--set seeds`` folded in, the other
+    overrides, and the design (checked against the one recorded with the study)."""
+
+    recipe: Recipe
+    overrides: dict
+    design: Design
+
+
+def start_loop(store, recipe, overrides: dict, *, max_seeds: int = DEFAULT_MAX_SEEDS,
+               alpha: float = 0.05, min_effect: float | None = None,
+               spending: str = DEFAULT_SPENDING) -> LoopStart:
+    """The loop's starting point, once, before anything runs: a study grown before under
+    other settings is refused here. Nothing is written (``run_until_decided`` records
+    the design once the study exists)."""
     recipe, overrides = fold_seeds(recipe, overrides)
     design = loop_design(recipe, max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
                          spending=spending)
-    record_design(store, recipe.name, design, write=write)
-    return recipe, overrides, design
+    record_design(store, recipe.name, design, write=False)
+    return LoopStart(recipe, overrides, design)
 
 
 @dataclass(frozen=True)
@@ -163,12 +189,11 @@ class LoopStopped:
 LoopEvent = DesignChosen | EffectsRead | FinishingRound | SeedAdded | LoopStopped
 
 
-def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, list], object], *,
-                      max_seeds: int = DEFAULT_MAX_SEEDS, alpha: float = 0.05,
-                      min_effect: float | None = None, spending: str = DEFAULT_SPENDING,
+def run_until_decided(start: LoopStart, store, run: RunRound, *,
                       emit: Callable[[LoopEvent], None] = lambda event: None) -> list[Round]:
-    """Add seeds round by round until every effect of ``recipe``'s study is decided.
+    """Add seeds round by round until every effect of the study is decided.
 
+    ``start`` is ``start_loop``'s; its design is recorded with the study first.
     ``run(recipe, trials)`` runs trials (``StudyRunner.run``) and returns its summary.
     What the loop reads and decides goes to ``emit`` as ``LoopEvent``s.
     """
@@ -176,8 +201,8 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
     from ablate.report.frame import trials_frame  # lazy: loads numpy, pandas, sqlalchemy
     from ablate.trials.expand import expand  # lazy: loads pydantic
 
-    recipe, overrides, design = start_loop(store, recipe, overrides, max_seeds=max_seeds,
-                                           alpha=alpha, min_effect=min_effect, spending=spending)
+    recipe, overrides, design = start.recipe, start.overrides, start.design
+    record_design(store, recipe.name, design)
     emit(DesignChosen(design))
     rounds: list[Round] = []
     while True:
@@ -189,19 +214,21 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
         table = effects_table(frame, designs={recipe.name: design})
         decision = decide(table.itertuples(index=False))
         emit(EffectsRead(decision))
-        done = frame[frame["status"] == "done"]
-        unfinished = set(frame.loc[frame["status"].isin(["pending", "running"]), "trial_id"])
+        done = frame[frame["status"] == TrialStatus.DONE]
+        finished = frame["status"].isin([TrialStatus.DONE, TrialStatus.FAILED])
+        unfinished = set(frame.loc[~finished, "trial_id"])
         if unfinished:  # a round cut short (killed, detached): finish it before deciding more
             trials = [t for t in expand(dataclasses.replace(recipe, seeds=seeds), overrides)
                       if t.trial_id in unfinished]
             emit(FinishingRound(len(trials)))
             summary = run(dataclasses.replace(recipe, seeds=seeds), trials)
-            if getattr(summary, "failed", None):
-                rounds.append(Round(None, decision, f"{len(summary.failed)} trial(s) failed"))
+            if summary.failed:
+                rounds.append(Round(None, decision, f"{len(summary.failed)} trial(s) failed",
+                                    tuple(summary.failed)))
                 break
             continue
         reason = stop_reason(decision, done.groupby("config_name")["seed"].nunique().to_dict(),
-                             max_seeds)
+                             design.max_seeds)
         if reason:
             rounds.append(Round(None, decision, reason))
             break
@@ -213,9 +240,9 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
             rounds.append(Round(None, decision, "no trial to add"))
             break
         emit(SeedAdded(seed, tuple(sorted(wanted)), len(trials)))
-        rounds.append(Round(seed, decision))
         summary = run(dataclasses.replace(recipe, seeds=[*recipe.seeds, seed]), trials)
-        if getattr(summary, "failed", None):
+        rounds.append(Round(seed, decision, failed=tuple(summary.failed)))
+        if summary.failed:
             rounds.append(Round(None, decision, f"{len(summary.failed)} trial(s) failed"))
             break
     emit(LoopStopped(rounds[-1].reason))

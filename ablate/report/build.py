@@ -32,6 +32,7 @@ from ablate.report.tables import (
     sort_rows,
 )
 from ablate.store import read
+from ablate.trials.lifecycle import TrialStatus
 
 DEFAULT_COST_AXES = ("params", "gflops", "latency_ms")
 HEATMAP_MAX = 40  # configurations in a per-class heatmap
@@ -206,7 +207,7 @@ def per_class_figures(report: Report) -> list[Figure]:
 
 
 def curve_figures(store, report: Report, by: str = "config", x: str = "epoch") -> list[Figure]:
-    done = report.trials[report.trials["status"] == "done"]
+    done = report.trials[report.trials["status"] == TrialStatus.DONE]
     shown = set(zip(report.configs["study"], report.configs["config_name"]))
     done = done[[key in shown for key in zip(done["study"], done["config_name"])]]
     epochs = epoch_frame(store, done)

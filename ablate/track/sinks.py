@@ -45,8 +45,8 @@ def check_available(names: list[str] | tuple[str, ...]) -> None:
 
 class Trackers:
     """The sinks of one trial. ``wrap(progress)`` feeds them every event before the
-    progress display gets it; ``finish(result)`` hands them the result and records in
-    ``result['environment']['tracking']`` where each wrote (or why it stopped)."""
+    progress display gets it; ``finish(result)`` hands them the result and says where
+    each wrote (or why it stopped)."""
 
     def __init__(self, trial: TrackedTrial, sinks: list[Sink], failures: dict[str, str]) -> None:
         self.trial, self.sinks, self.failures = trial, sinks, dict(failures)
@@ -75,7 +75,9 @@ class Trackers:
 
         return tracked
 
-    def finish(self, result: dict[str, Any]) -> None:
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Hand ``result`` (``TrialResult.to_json()``) to every sink; returns where each
+        wrote, or why it stopped, for the result's ``environment['tracking']``."""
         where: dict[str, Any] = {}
         for sink in self.sinks:
             info = self._guard(sink, lambda sink=sink: sink.finish(result))
@@ -83,8 +85,7 @@ class Trackers:
                 where[sink.name] = info or {}
         for name, message in self.failures.items():
             where[name] = {"error": message}
-        if where and isinstance(result.get("environment"), dict):
-            result["environment"]["tracking"] = where
+        return where
 
 
 def open_trackers(names: list[str] | tuple[str, ...], trial: TrackedTrial) -> Trackers:

@@ -76,7 +76,8 @@ def test_csv_where_on_an_axis_and_on_a_trial_column(db):
     assert result.exit_code == 0, result.output
     header, *rows = result.output.splitlines()
     assert header == ("study,config_name,variant,n,miou_mean,miou_std,pixel_acc,params,gflops,"
-                      "flops_convention,resolution,latency_ms,axis:model.head,published_params,"
+                      "flops_convention,resolution,latency_ms,preemptions,axis:model.head,"
+                      "published_params,"
                       "published_miou,published_source,pareto,params_vs_published,"
                       "miou_vs_published,pareto_mark,pareto_tie")
     assert [r.split(",")[1] for r in rows] == ["conventional[head=deeplabv3]",

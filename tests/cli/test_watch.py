@@ -17,6 +17,7 @@ from ablate.dispatch.prepare import load_trials
 from ablate.dispatch.progress import PROGRESS_FILE, ProgressFile, read_progress
 from ablate.store import CostRecord, Store
 from ablate.train.events import EpochEnded, Stepped
+from ablate.trials.lifecycle import TrialResult
 
 RECIPE = """
 name = "watched"
@@ -72,7 +73,7 @@ def _record(store, trial, runs, claim_epoch: int | None = None) -> None:
               "epochs": [{"epoch": 1, "step": 10, "metrics": {"train_loss": 0.5}}]}
     if claim_epoch is not None:
         result["claim_epoch"] = claim_epoch
-    assert store.ingest_result(result)
+    assert store.record(TrialResult.from_json({"format": 1, **result}))
 
 
 def _claim(store, trial, runs):
@@ -191,7 +192,7 @@ def test_read_only_store_refuses_writes(study):
     reader = Store(str(db), read_only=True)
     assert len(reader.trials("watched")) == 8
     with pytest.raises(Exception, match="readonly"):
-        reader.mark_failed("watched", trials[0].trial_id, "no")
+        reader.record(TrialResult.failure("watched", trials[0].trial_id, "no"))
     assert sqlite3.connect(db).execute("SELECT count(*) FROM trials WHERE status = 'failed'"
                                        ).fetchone() == (0,)
 

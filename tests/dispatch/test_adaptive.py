@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 
 from ablate.cli.study_view import loop_lines
-from ablate.dispatch.adaptive import FinishingRound, decide, run_until_decided
+from ablate.dispatch.adaptive import FinishingRound, decide, run_until_decided, start_loop
 from ablate.dispatch.study import RunOptions, StudyRunner
 from ablate.recipes.loader import parse_recipe
 from ablate.store import Store
-from ablate.train.events import Finished, Started
+from ablate.train.events import Claimed, Ended
 from ablate.trials.expand import expand
+from ablate.trials.lifecycle import Trained, TrialResult, TrialStatus
 
 RECIPE = """
 name = "adaptive"
@@ -46,11 +47,10 @@ class FakeExecutor:
             self.runs[job.trial_id] += 1
             keep = job.spec["model"]["keep_last_expansion"]
             value = self.miou(keep, job.spec["seed"])
-            on_event(job, Started())
-            on_event(job, Finished({
-                "study": job.study, "trial_id": job.trial_id, "status": "done", "error": None,
-                "final": {"miou": value, "pixel_acc": 0.9, "latency_ms": 1.0}, "epochs": [],
-                "environment": {}, "started_at": None, "finished_at": None}))
+            on_event(job, Claimed())
+            on_event(job, Ended(Trained(TrialResult(
+                job.study, job.trial_id, TrialStatus.DONE,
+                final={"miou": value, "pixel_acc": 0.9, "latency_ms": 1.0}, environment={}))))
 
 
 def study(tmp_path, seeds: str, miou=None):
@@ -75,8 +75,8 @@ def loop(tmp_path, miou, seeds=(0, 1), **options):
 
     run(recipe, expand(recipe))
     lines: list[str] = []
-    rounds = run_until_decided(recipe, {}, store, run, emit=lambda e: lines.extend(loop_lines(e)),
-                               **options)
+    rounds = run_until_decided(start_loop(store, recipe, {}, **options), store, run,
+                               emit=lambda e: lines.extend(loop_lines(e)))
     seeds_by_config: dict[str, list[int]] = {}
     for t in store.trials("adaptive"):  # names are "<configuration>/seed=<n>"
         config, _, seed = t.name.rpartition("/seed=")
@@ -174,7 +174,7 @@ def test_a_round_cut_short_is_finished_before_a_new_seed_is_added(tmp_path):
     store.register_trials("adaptive", expand(parse_recipe(RECIPE.replace("SEEDS", "[2]"),
                                                           "adaptive.toml")))
     events: list = []
-    rounds = run_until_decided(recipe, {}, store, run, emit=events.append)
+    rounds = run_until_decided(start_loop(store, recipe, {}), store, run, emit=events.append)
     assert FinishingRound(2) in events
     assert "finishing 2 trial(s) of an earlier round" in loop_lines(FinishingRound(2))
     assert [r.seed for r in rounds] == [3, None]  # seed 2 was not added a second time
@@ -192,8 +192,7 @@ def test_the_design_is_recorded_and_other_settings_are_refused(tmp_path):
     assert recorded == Design("sequential", alpha=0.05, max_seeds=10, start_seeds=2)
     recipe = parse_recipe(RECIPE.replace("SEEDS", "[0, 1]"), "adaptive.toml")
     with pytest.raises(UserInputError, match="grown with sequential .*--max-seeds 10 --alpha 0.05"):
-        run_until_decided(recipe, {}, store, lambda r, t: None, max_seeds=6,
-                          )
+        start_loop(store, recipe, {}, max_seeds=6)
     # the report reads the study with the recorded design: same interval as the loop's
     from ablate.report.build import build_report
 
@@ -253,7 +252,7 @@ def test_set_seeds_is_the_starting_point_and_each_round_adds_a_new_seed(tmp_path
     recipe, store, executor, run = study(tmp_path, "[7]")
     overrides = {"seeds": [0, 1]}
     run(recipe, expand(recipe, dict(overrides)))
-    rounds = run_until_decided(recipe, overrides, store, run)
+    rounds = run_until_decided(start_loop(store, recipe, overrides), store, run)
     assert [r.seed for r in rounds] == [2, 3, None]
     assert rounds[-1].reason == "every effect is decided"
     assert set(executor.runs.values()) == {1} and len(executor.runs) == 8

@@ -15,10 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from ablate.cli import main
-from ablate.dispatch.results import ingest_results, run_dir_for, write_result
+from ablate.dispatch.results import ingest_results, run_dir_for
 from ablate.recipes.loader import parse_recipe
 from ablate.store import Store
 from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialResult, TrialStatus
 from tests.conftest import TINY_RECIPE
 
 THREE = TINY_RECIPE.replace('name = "tiny"', 'name = "three"').replace(
@@ -211,16 +212,15 @@ def test_corrupt_result_files_are_reported_and_never_ingested(tmp_path):
     store.register_trials("three", trials)
     good, half, alien = (t.trial_id for t in trials)
     runs = tmp_path / "runs"
-    write_result(run_dir_for(runs, "three", good), {
-        "study": "three", "trial_id": good, "status": "done", "error": None,
-        "final": {"miou": 0.5}, "epochs": []})
+    TrialResult("three", good, TrialStatus.DONE, final={"miou": 0.5}).write(
+        run_dir_for(runs, "three", good))
     whole = json.dumps({"format": 1, "study": "three", "trial_id": half, "status": "done",
                         "final": {"miou": 0.9}, "epochs": []})
     half_path = run_dir_for(runs, "three", half) / "result.json"
     half_path.parent.mkdir(parents=True)
     half_path.write_text(whole[: len(whole) // 2])  # a writer died mid-file
-    write_result(run_dir_for(runs, "three", alien), {  # copied from another study
-        "study": "other", "trial_id": alien, "status": "done", "final": {}, "epochs": []})
+    TrialResult("other", alien, TrialStatus.DONE).write(  # copied from another study
+        run_dir_for(runs, "three", alien))
 
     report = ingest_results(store, "three", runs)
     assert report.ingested == [good]

@@ -85,10 +85,9 @@ def test_a_failing_tracker_warns_once_and_the_events_still_flow(capsys):
     progress = trackers.wrap(seen.append)
     for step in (1, 2, 3):
         progress(Stepped(step=step, total_steps=3, epoch=1, epochs=1, loss=1.0, lr=0.1))
-    result = {"status": "done", "final": {"miou": 0.5}, "environment": {}}
-    trackers.finish(result)
+    where = trackers.finish({"status": "done", "final": {"miou": 0.5}, "environment": {}})
     assert [e.step for e in seen] == [1, 2, 3] and boom.calls == 1
-    assert result["environment"]["tracking"] == {"tensorboard": {"error": "OSError: disk full"}}
+    assert where == {"tensorboard": {"error": "OSError: disk full"}}
     err = capsys.readouterr().err
     assert err == ("Warning: tracker tensorboard stopped for trial trial-1: OSError: disk full; "
                    "training continues\n")
