@@ -340,3 +340,24 @@ def test_waiting_settles_results_dead_jobs_and_cancellations(tmp_path, monkeypat
         ("t2", JobCancelled("9_2"))]
     assert sorted(tid for tid, e in events if isinstance(e, JobStateChanged)) == [
         "t1", "t2", "t3", "t4", "t5", "t6"]
+
+
+def test_submitit_s_private_renderer_is_pinned_and_its_absence_is_one_clear_error(monkeypatch):
+    """render_sbatch uses submitit's private renderer (no public API renders a submission
+    file): pyproject pins the minor version it is tested with, and a submitit without it
+    is one line saying which version ablate needs, not an AttributeError."""
+    import tomllib
+
+    import submitit
+    from submitit.slurm import slurm as submitit_slurm
+
+    from ablate.errors import AblateError
+
+    deps = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert "submitit>=1.5,<1.6" in deps["project"]["dependencies"]
+    assert submitit.__version__.startswith("1.5.")
+    monkeypatch.delattr(submitit_slurm, "_make_sbatch_string")
+    with pytest.raises(AblateError, match=r"^submitit 1\.5\.\d+ lacks _make_sbatch_string: "
+                                          r"ablate renders sbatch files with submitit 1\.5\.x; "
+                                          r"pip install 'submitit>=1\.5,<1\.6'$"):
+        render_sbatch(slurm_parameters(SlurmSpec(), job_name="x"), "/tmp/f", 1)
