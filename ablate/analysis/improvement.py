@@ -48,14 +48,18 @@ class Improvement:
 
 
 def _beats(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``S(x_i, y_j)`` for every pair: 1 when x wins, 1/2 on a tie, 0 when y wins."""
-    return (x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])
+    """``S(x_i, y_j)`` for every pair (of every stratum, when ``x`` and ``y`` are strata x
+    runs): 1 when x wins, 1/2 on a tie, 0 when y wins."""
+    x, y = x[..., :, None], y[..., None, :]
+    return (x > y) + 0.5 * (x == y)
 
 
 def probability_of_improvement(new: np.ndarray, old: np.ndarray) -> float:
     """rliable's ``P(new > old)``: strata (rows) x runs (NaN: no run), averaged over the
     strata where both sides ran; NaN when none did."""
     new, old = np.atleast_2d(np.asarray(new, float)), np.atleast_2d(np.asarray(old, float))
+    if new.size and old.size and not (np.isnan(new).any() or np.isnan(old).any()):
+        return float(_beats(new, old).mean())  # every stratum has all its runs: one array
     per_stratum = []
     for x, y in zip(new, old):
         x, y = x[~np.isnan(x)], y[~np.isnan(y)]
@@ -92,12 +96,10 @@ def improvement(new: np.ndarray, old: np.ndarray, level: float, *,
     complete = ~np.isnan(new).any(axis=0) & ~np.isnan(old).any(axis=0)
     n = int(complete.sum())
     if n >= 2:  # one estimand: the estimate, like its interval, from the paired seeds
-        x, y = new[:, complete], old[:, complete]
-        p = probability_of_improvement(x, y)
-        wins = np.mean([_beats(a, b) for a, b in zip(x, y)], axis=0)  # n x n, over strata
+        wins = _beats(new[:, complete], old[:, complete]).mean(axis=0)  # n x n, over strata
         counts = _counts(rng, n, reps)
         boot = np.einsum("ri,ij,rj->r", counts, wins, counts) / (n * n)
-        return Improvement(p, *_percentile(boot, level), paired=True)
+        return Improvement(float(wins.mean()), *_percentile(boot, level), paired=True)
     p = probability_of_improvement(new, old)
     strata = [(a[~np.isnan(a)], b[~np.isnan(b)]) for a, b in zip(new, old)]
     strata = [(a, b) for a, b in strata if len(a) and len(b)]
