@@ -15,10 +15,11 @@ Pure: a trials frame in, a frame out.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ablate.analysis.design import Design
-from ablate.analysis.effects import effects_table
+from ablate.analysis.effects import contrast_row, effect_cells
 
 PER_CLASS_COLUMNS = [
     "study", "axis", "change", "class", "unit", "n", "method", "estimate", "ci_low",
@@ -42,7 +43,8 @@ def per_class_effects(trials: pd.DataFrame, *, baseline: str | None = None,
     ``trials``: the trials frame with per-class columns (``iou/<class>`` in percent).
     Rows: one per (effect, class), effects in table order, classes in the frame's
     order; ``excludes_zero`` marks an interval that excludes 0. A study in ``designs``
-    is read at its recorded alpha.
+    is read at its recorded alpha. Main effects only: their cells come from
+    ``effect_cells``, their test from ``contrast_row``, as the mIoU effects'.
     """
     rows = []
     for study, group in trials.groupby("study", sort=False):
@@ -50,23 +52,26 @@ def per_class_effects(trials: pd.DataFrame, *, baseline: str | None = None,
         if not classes:
             continue
         recorded = (designs or {}).get(str(study))
-        level = recorded.alpha if recorded is not None else alpha
-        fixed = {str(study): Design(alpha=level)}
-        # the main effects the shown configurations define (as many rows as on mIoU)
-        mains = len(effects_table(group, baseline=baseline, designs=fixed, interactions=False))
-        family = {str(study): len(classes) * mains}
-        for column in classes:  # each class as if it were the mIoU
-            one = group.assign(miou=group[column])
-            table = effects_table(one, baseline=baseline, designs=fixed, families=family,
-                                  interactions=False)
-            table = table.assign(**{"class": column.removeprefix(CLASS_PREFIX), "unit": UNIT})
-            rows.append(table)
+        design = Design(alpha=recorded.alpha if recorded is not None else alpha)
+        # the main effects the shown configurations define and ran (as on mIoU)
+        mains = [key for key in effect_cells(group, baseline=baseline) if key[1] == "main"]
+        family = len(classes) * len(mains)
+        by_class = {column: effect_cells(group.assign(miou=group[column]), baseline=baseline)
+                    for column in classes}  # each class as if it were the mIoU
+        for key in mains:
+            for column in classes:
+                found = by_class[column].get(key)
+                if found is None:  # no cell ran with this class on both sides
+                    continue
+                _seeds, parts = found
+                values = np.vstack([v for v, _ in parts])
+                weights = np.concatenate([np.full(len(v), w / len(v)) for v, w in parts])
+                test = contrast_row(values, weights, design, family)
+                rows.append({"study": str(study), "axis": key[2], "change": key[3],
+                             "class": column.removeprefix(CLASS_PREFIX), "unit": UNIT,
+                             "family": family, **test})
     if not rows:
         return pd.DataFrame(columns=PER_CLASS_COLUMNS)
-    out = pd.concat(rows, ignore_index=True)
+    out = pd.DataFrame(rows)
     out["excludes_zero"] = (out["ci_low"] > 0) | (out["ci_high"] < 0)
-    order = {key: i for i, key in enumerate(dict.fromkeys(zip(out["study"], out["axis"],
-                                                              out["change"])))}
-    out["_effect"] = [order[k] for k in zip(out["study"], out["axis"], out["change"])]
-    out = out.sort_values(["_effect"], kind="stable").reset_index(drop=True)
     return out[PER_CLASS_COLUMNS]

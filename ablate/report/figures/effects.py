@@ -27,6 +27,7 @@ from ablate.report.figures.style import (
 
 SEED_POINT = {"marker": "o", "color": GREY, "fill": False}
 METHOD_SHORT = {"paired t (seeds)": "paired t", "Welch t": "Welch t", "-": "untested"}
+UNTESTED_NOTE = "no interval: fewer than two seeds a side"
 
 
 def effect_labels(effects: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -91,10 +92,11 @@ def forest_figure(effects: pd.DataFrame, margin: float | None = None):
     mains = int((effects["kind"] == "main").sum())
     design = str(effects["design"].iloc[0]) if "design" in effects else ""
     axis = one_axis(effects)
-    notes = [(f"Axis {axis}. " if axis else "") + f"Δ mIoU in points, B − A, with its {level} interval (1 − {alpha:g}/{family}, "
+    how = UNTESTED_NOTE if method == "-" else method
+    notes = [(f"Axis {axis}. " if axis else "")
+             + f"Δ mIoU in points, B − A, with its {level} interval (1 − {alpha:g}/{family}, "
              f"Bonferroni over the study's {family} effects; the verdict is read on it)"
-             + (f"; {method}" if method else "") + (f"; design: {design}" if design else "")
-             + "."]
+             + (f"; {how}" if how else "") + (f"; design: {design}" if design else "") + "."]
     chart = Chart(
         title=f"{study}: effect of each axis on mIoU", xlabel=f"Δ mIoU (points), {level} interval",
         headers=tuple(headers), notes=tuple(notes), reference=0.0,

@@ -14,7 +14,7 @@ positions back and compare them with the numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,7 +66,6 @@ class Chart:
     width: float = TEXT_WIDTH
     row_height: float = 0.3  # inches per row
     key_title: str = "Key"
-    extra_key: tuple[tuple[str, str], ...] = field(default=())
 
 
 def _columns(fig, rows: list[Row], headers: tuple[str, ...]) -> list[float]:
@@ -126,9 +125,9 @@ def row_chart(rows: list[Row], chart: Chart):
 
     title = wrap(fig, chart.title, inner, FONT + 1, weight="bold")
     notes = [line for note in chart.notes for line in wrap(fig, note, inner)]
-    key_lines = [line for code, label in (*key, *chart.extra_key)
+    key_lines = [line for code, label in key
                  for line in wrap(fig, f"{code}: {label}", inner, indent="    ")]
-    handles = _legend_handles(chart, rows, Line2D, Patch)
+    handles = _legend_handles(chart, Line2D, Patch)
     legend_rows = _legend_rows(fig, handles, inner)
 
     top = MARGIN + len(title) * LINE * 1.15 + len(notes) * LINE + (0.22 if chart.headers else 0.08)
@@ -217,7 +216,7 @@ def _draw_rows(ax, rows: list[Row], chart: Chart, xlim: tuple[float, float],
                         alpha=0.9, zorder=2, gid=f"points:{i}:{kind}")
 
 
-def _legend_handles(chart: Chart, rows: list[Row], Line2D, Patch) -> list[tuple]:
+def _legend_handles(chart: Chart, Line2D, Patch) -> list[tuple]:
     handles = [(Line2D([], [], **{"linestyle": "none", "markersize": 5, **kw}), text)
                for text, kw in chart.legend]
     if chart.band is not None:
