@@ -31,6 +31,15 @@ PREAMBLE = "\n".join([
     r"\usepackage{booktabs}",
     r"\usepackage{graphicx}",
     r"\usepackage[margin=2cm,landscape]{geometry}",
+    # a figure at its own size (they are drawn for a paper's width, text at 7 pt), shrunk
+    # only when it is wider than the line or taller than the page (40 effects)
+    r"\newsavebox{\ablatebox}",
+    r"\newcommand{\ablategraphic}[1]{\sbox{\ablatebox}{\includegraphics{#1}}%",
+    r"  \ifdim\wd\ablatebox>\linewidth\relax"
+    r"\includegraphics[width=\linewidth,height=0.85\textheight,keepaspectratio]{#1}%",
+    r"  \else\ifdim\ht\ablatebox>0.85\textheight\relax"
+    r"\includegraphics[width=\linewidth,height=0.85\textheight,keepaspectratio]{#1}%",
+    r"  \else\usebox{\ablatebox}\fi\fi}",
 ])
 
 
@@ -165,10 +174,11 @@ def to_latex(configs: pd.DataFrame, effects: pd.DataFrame | None = None) -> str:
 
 
 def figure(stem: str, caption: str) -> str:
-    """A figure environment around ``<stem>.pdf`` (beside the document), as wide as the
-    text; the label is ``fig:ablate-<stem>``."""
+    """A figure environment around ``<stem>.pdf`` (beside the document) at its own size,
+    shrunk to fit the page if need be (``\\ablategraphic`` of the preamble); the label is
+    ``fig:ablate-<stem>``."""
     return "\n".join([r"\begin{figure}[htbp]", r"\centering",
-                      rf"\includegraphics[width=\linewidth]{{{stem}.pdf}}",
+                      rf"\ablategraphic{{{stem}.pdf}}",
                       rf"\caption{{{escape(caption)}}}", rf"\label{{{_figure_label(stem)}}}",
                       r"\end{figure}"])
 
