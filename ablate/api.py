@@ -80,7 +80,8 @@ class Database:
                 baseline: str | None = None, alpha: float = 0.05,
                 min_effect: float | None = None) -> pd.DataFrame:
         """The effect of each axis on mIoU: the ``effects`` of ``ablate report --json
-        --effects`` (columns ``ablate.analysis.effects.EFFECT_COLUMNS``)."""
+        --effects`` (columns ``ablate.analysis.effects.EFFECT_COLUMNS``, then
+        ``ablate.analysis.improvement.SEED_COLUMNS``)."""
         return self._report(study, where=where, baseline=baseline, alpha=alpha,
                             effects=True, min_effect=min_effect).effects
 

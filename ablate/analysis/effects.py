@@ -459,3 +459,32 @@ def compare_configs(trials: pd.DataFrame, pairs: list[tuple[str, str, str]],
 def _sub(array: np.ndarray, index: tuple) -> np.ndarray:
     """``array[index]`` as an array, also when every axis is fixed (a scalar)."""
     return np.asarray(array[index], dtype=array.dtype)
+
+
+def effect_cells(trials: pd.DataFrame, *, baseline: str | None = None) -> dict:
+    """The mIoU values behind each effect ``effects_table`` forms from the same trials, for
+    figures and descriptive statistics (``ablate.analysis.improvement``).
+
+    Keyed by ``(study, kind, axis, change)``: ``(seeds, [(values, weight), ...])``, one
+    ``values`` array (cells x seeds, NaN: not run) per sub-grid of the effect, over the
+    cells where all its sub-grids ran; a main effect's are ``B`` (+1) then ``A`` (-1).
+    """
+    out: dict = {}
+    for study, group in trials.groupby("study", sort=False):
+        if group["config_name"].nunique() < 2:
+            continue
+        reference = baseline
+        if baseline is not None and baseline not in set(group["variant"]):
+            named = group.loc[group["config_name"] == baseline, "variant"]
+            reference = named.iloc[0] if len(named) else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN cost cells
+            grid = _Grid(group, reference)
+        done = group[(group["status"] == "done") & group["miou"].notna()]
+        seeds = np.unique(done["seed"].to_numpy(dtype=int))  # the grid's seed axis
+        for spec in _specs(grid.factors):
+            mask = np.logical_and.reduce([_sub(grid.ran, index) for index, _ in spec.cells])
+            if mask.any():
+                out[(str(study), spec.kind, spec.axis, spec.change)] = (
+                    seeds, [(_sub(grid.values, index)[mask], w) for index, w in spec.cells])
+    return out

@@ -104,7 +104,9 @@ def test_curves(by, lines):
         assert list(miou.lines[0].get_ydata()) == [20.5, 40.5]
         assert len(miou.collections) == 1
     else:
-        assert [line.get_label() for line in miou.lines] == ["c0 (t1)", "c0 (t2)"]
+        # one line per seed in its configuration's colour, one legend entry per configuration
+        assert [line.get_label() for line in miou.lines] == ["c0", "_nolegend_"]
+        assert miou.lines[0].get_color() == miou.lines[1].get_color()
 
 
 def _covered_points(fig) -> list[tuple[str, int]]:
