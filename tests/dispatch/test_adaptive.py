@@ -136,15 +136,20 @@ def test_stops_at_max_seeds_when_nothing_differs(tmp_path):
     assert any(line.startswith("open     model.keep_last_expansion") for line in lines)
 
 
-def test_an_effect_inside_the_margin_is_equivalent_and_seeds_continue_after_the_last(tmp_path):
-    def tiny(keep, seed):  # differences +-0.01 points
-        return (50.0 + (0.01 * (-1) ** seed if keep else 0.0)) / 100.0
+def test_a_margin_stops_a_small_effect_for_futility_and_seeds_continue_after_the_last(
+        tmp_path):
+    def small(keep, seed):  # differences +-0.2 points
+        return (50.0 + (0.2 * (-1) ** seed if keep else 0.0)) / 100.0
 
-    rounds, lines, _executor, seeds = loop(tmp_path, tiny, seeds=(0, 5), min_effect=1.0)
-    # two seeds cannot show equivalence (t critical ~1e5); the first added seed is 6
-    assert [r.seed for r in rounds][0] == 6 and rounds[-1].seed is None
-    assert "equivalent (±1)" in lines[-2] and lines[-1] == "stopped: every effect is decided"
-    assert all(v[:2] == [0, 5] and v[2] == 6 for v in seeds.values())
+    rounds, lines, _executor, seeds = loop(tmp_path, small, seeds=(0, 5), min_effect=1.0)
+    # two seeds: the futility interval (t critical ~21 at 1 df) is wider than +-1; the
+    # first added seed is 6, after which it lies within +-1
+    assert [r.seed for r in rounds] == [6, None]
+    assert "futility stop at 80% power for ±1" in lines[0]
+    assert lines[-2] == ("decided  model.keep_last_expansion: true -> false: no effect ≥ 1 "
+                         "(80% power), -0.07 mIoU, interval [-0.80, +0.67]")
+    assert lines[-1] == "stopped: every effect is decided"
+    assert all(v == [0, 5, 6] for v in seeds.values())
 
 
 def test_decide_takes_the_configurations_of_open_effects_only():
