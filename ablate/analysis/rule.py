@@ -89,10 +89,10 @@ def _rule(first: int, max_n: int, level: float, spending: str, margin: bool,
     return Rule(looks, *crit, boundaries=boundaries)
 
 
-def rule_for(design: Design, level: float, *, futility: bool = True) -> Rule:
+def rule_for(design: Design, level: float) -> Rule:
     """The rule of an effect of a sequential ``design`` read at family level ``level``."""
     margin = bool(design.min_effect)
-    beta = (1.0 - design.futility_power) if futility and design.futility else None
+    beta = (1.0 - design.futility_power) if design.futility else None
     return _rule(max(1, design.start_seeds or 1), int(design.max_seeds), level,
                  design.spending, margin, beta, design.futility_spending)
 

@@ -209,6 +209,29 @@ def test_the_design_is_recorded_and_other_settings_are_refused(tmp_path):
         sequential_bounds([-d for d in DIFFS[:4]]))
 
 
+def test_a_design_recorded_before_the_futility_stop_goes_on_without_it(tmp_path):
+    """An old study's design JSON has no futility keys: it reads as planned (no futility
+    stop) and the same command goes on with it, not refused; a new study gets the stop."""
+    from ablate.analysis.design import Design
+    from ablate.dispatch.adaptive import start_loop
+
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    old = {"kind": "sequential", "alpha": 0.05, "min_effect": 1.0, "max_seeds": 10,
+           "start_seeds": 2, "spending": "obrien-fleming"}
+    store.upsert_study("adaptive")
+    store.upsert_study("fresh")
+    store.set_study_design("adaptive", old)
+    assert Design.from_json(old).futility_power is None
+    recipe = parse_recipe(RECIPE.replace("SEEDS", "[0, 1]"), "adaptive.toml")
+    _r, _o, design = start_loop(store, recipe, {}, max_seeds=10, alpha=0.05, min_effect=1.0)
+    assert design == Design.from_json(old) and not design.futility
+    assert store.study_designs()["adaptive"] == old  # left as recorded
+    fresh = recipe.__class__(**{**recipe.__dict__, "name": "fresh"})
+    _r, _o, design = start_loop(store, fresh, {}, max_seeds=10, alpha=0.05, min_effect=1.0)
+    assert design.futility_power == 0.8 and design.futility_spending == "hsd(-2)"
+    assert Design.from_json(store.study_designs()["fresh"]) == design
+
+
 @pytest.fixture(autouse=True)
 def _quiet_cost(monkeypatch):
     """Costs are not what these tests are about: skip building models for FLOPs."""
