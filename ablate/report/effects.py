@@ -67,15 +67,17 @@ def effects_tables(effects: pd.DataFrame, alpha: float) -> list[DisplayTable]:
                "design, valid whenever the loop stopped. " if sequential else "")
             + "Verdict: better/worse (positive/negative for an interaction) when the interval "
             "excludes 0; "
-            + (f"equivalent when the {100 * (2 * level - 1):.4g}% interval (two one-sided tests "
-               "at 1 - the level above, Schuirmann 1987; --json tost_low/tost_high) lies within "
-               "the stated margin (--min-effect); " if margin else "")
+            + (f"equivalent when the {100 * (2 * level - 1):.4g}% = 1 - 2 alpha/{family} "
+               f"interval (two one-sided tests at alpha/{family} each, Schuirmann 1987; --json "
+               "tost_low/tost_high) lies within the stated margin (--min-effect); "
+               if margin else "")
             + ("no effect ≥ d when the loop's futility interval (--json futility_*) lies "
                "within the margin: an effect of the margin is stopped there at most 20% of the "
                "time (80% power); " if group["futility_level"].notna().any() else "")
             + "else inconclusive at n seeds. MDE: the effect detected with 80% power at this "
-            "level (exact noncentral t"
-            + ("; a sequential study: by its --max-seeds" if sequential else "")
+            "level ("
+            + ("the design's, by its --max-seeds, at this spread" if sequential
+               else "exact noncentral t")
             + ")"
             + ("; seeds for margin: seeds per configuration for 80% power to show "
                "equivalence when nothing differs, at the observed spread (≤: at its 90% upper "
