@@ -2,10 +2,12 @@
 
 The study becomes a group-sequential design (``ablate.analysis.design``): its looks run
 from the recipe's seeds to ``max_seeds``, ``alpha`` is spent over them, and every effect
-of the study is read on its repeated confidence interval at ``alpha / family``. After
+of the study is read on its repeated confidence intervals at ``alpha / family``. After
 the recipe's own seeds, each round tests every effect; an effect is *decided* when its
-interval excludes 0 (better or worse) or lies within ``±min_effect`` (equivalent), and
-it stays decided (the interval is the running intersection of the looks). Every
+interval excludes 0 (better or worse), its equivalence interval lies within
+``±min_effect`` (equivalent), or, with a margin, its futility interval does (no effect
+of the margin, at 80% power: ``ablate.analysis.rule``); it stays decided (the
+intervals are running intersections of the looks). Every
 configuration an open effect uses gets one new seed (the next integer the study has not
 used), so seeds stay paired across the configurations of each effect. The loop stops
 when every effect is decided, when an open configuration already has ``max_seeds``
@@ -22,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ablate.analysis.design import DEFAULT_SPENDING, SEQUENTIAL, Design
+from ablate.analysis.design import DEFAULT_SPENDING, FUTILITY_POWER, SEQUENTIAL, Design
 from ablate.errors import UserInputError
 from ablate.trials.lifecycle import TrialStatus
 
@@ -46,7 +48,12 @@ class Decision:
 
 
 def _interval(row: Any) -> str:
+    """The interval the verdict was read on: equivalence and futility have their own."""
     low, high = row.ci_low, row.ci_high
+    if row.verdict.startswith("equivalent"):
+        low, high = getattr(row, "tost_low", low), getattr(row, "tost_high", high)
+    elif row.verdict.startswith("no effect"):
+        low, high = getattr(row, "futility_low", low), getattr(row, "futility_high", high)
     return "no interval yet" if low != low else f"[{low:+.2f}, {high:+.2f}]"
 
 
@@ -108,14 +115,20 @@ def fold_seeds(recipe, overrides: dict) -> tuple[object, dict]:
 
 def loop_design(recipe, *, max_seeds: int, alpha: float, min_effect: float | None,
                 spending: str = DEFAULT_SPENDING) -> Design:
+    """The loop's design; a margin brings the futility stop (80% power at the margin)."""
     return Design(SEQUENTIAL, alpha=alpha, min_effect=min_effect, max_seeds=max_seeds,
-                  start_seeds=len(recipe.seeds), spending=spending)
+                  start_seeds=len(recipe.seeds), spending=spending,
+                  futility_power=FUTILITY_POWER if min_effect else None)
 
 
-def record_design(store, study: str, design: Design, *, write: bool = True) -> None:
+def record_design(store, study: str, design: Design, *, write: bool = True) -> Design:
     """Record the loop's design with the study, or refuse one that differs from it
-    (``write=False``: only refuse, before anything runs)."""
-    recorded = Design.from_json(store.study_designs([study]).get(study))
+    (``write=False``: only refuse, before anything runs); the design to run. A study
+    grown before the futility stop existed goes on without it, as it was planned."""
+    data = store.study_designs([study]).get(study)
+    recorded = Design.from_json(data)
+    if recorded is not None and "futility_power" not in data:
+        design = dataclasses.replace(design, futility_power=None)
     if recorded is None:
         if write:
             store.set_study_design(study, design.to_json())
@@ -126,6 +139,7 @@ def record_design(store, study: str, design: Design, *, write: bool = True) -> N
             f"(--max-seeds {recorded.max_seeds} --alpha {recorded.alpha:g}"
             + (f" --min-effect {recorded.min_effect:g}" if recorded.min_effect else "")
             + f" and {recorded.start_seeds} starting seed(s)), or start a new study")
+    return design
 
 
 @dataclass(frozen=True)
@@ -147,7 +161,7 @@ def start_loop(store, recipe, overrides: dict, *, max_seeds: int = DEFAULT_MAX_S
     recipe, overrides = fold_seeds(recipe, overrides)
     design = loop_design(recipe, max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
                          spending=spending)
-    record_design(store, recipe.name, design, write=False)
+    design = record_design(store, recipe.name, design, write=False)
     return LoopStart(recipe, overrides, design)
 
 
@@ -211,7 +225,7 @@ def run_until_decided(start: LoopStart, store, run: RunRound, *,
         # only this recipe's trials (with --set, other trials can share a configuration name)
         ours = {t.trial_id for t in expand(dataclasses.replace(recipe, seeds=seeds), overrides)}
         frame = frame[frame["trial_id"].isin(ours)]
-        table = effects_table(frame, designs={recipe.name: design})
+        table = effects_table(frame, designs={recipe.name: design}, report=False)
         decision = decide(table.itertuples(index=False))
         emit(EffectsRead(decision))
         done = frame[frame["status"] == TrialStatus.DONE]

@@ -145,8 +145,10 @@ def effects_table(group: pd.DataFrame) -> str:
         r"main effect: mean over the other axes' cells, interaction: difference of "
         rf"differences). Intervals at {100 * level:.4g}\,\% $= 1 - \alpha/{family}$ over "
         f"the {family} effect(s) of this study (Bonferroni); p adjusted likewise. Verdict: "
-        "better/worse when the interval excludes 0, equivalent when it lies within the "
-        "stated margin, else inconclusive at $n$ seeds.")
+        "better/worse when the interval excludes 0, equivalent when the "
+        r"$1 - 2\alpha/m$ interval (two one-sided tests) lies within the stated margin, "
+        "no effect $\\geq d$ when the sequential design's futility stop decided it, else "
+        "inconclusive at $n$ seeds.")
     header = ["Axis", "Change", r"$\Delta$ mIoU", f"{100 * level:.4g}\\,\\% CI",
               r"$p$ (adj.)", r"$n$", "Verdict"]
     return _table(caption, _label(study, "effects"), "llrrrrl", header, rows)

@@ -221,14 +221,18 @@ def test_effects_table_matches_hand_computed_intervals(db):
 
     result = report(db, "--study", "mnv3_mini", "--effects", "--format", "markdown")
     assert result.exit_code == 0, result.output
+    from scipy import optimize, stats
+
     half = math.tan((0.5 - 0.05 / 6) * math.pi) * 0.75
-    mde = (math.tan((0.5 - 0.05 / 6) * math.pi) + math.tan(0.3 * math.pi)) * 0.75
+    # MDE: the effect the test detects with power 0.8, on the noncentral t (1 df)
+    critical = math.tan((0.5 - 0.05 / 6) * math.pi)
+    mde = 0.75 * optimize.brentq(lambda x: stats.nct.sf(critical, 1, x) - 0.8, 1, 100)
     p = 1 - 2 / math.pi * math.atan(2.0 / 0.75)  # two-sided, t(1 df) = 2.667
     row = (f"| variant | conventional -> proposed | -2.00 | [{-2 - half:+.2f}, {-2 + half:+.2f}] "
            f"| {3 * p:.3g} | 2 | {mde:.2f} | -53% | -50% | -52% | inconclusive (n=2) "
            "| paired t (seeds) |")
     assert row == "| variant | conventional -> proposed | -2.00 | [-30.64, +26.64] | 0.685 | 2 " \
-                  "| 29.67 | -53% | -50% | -52% | inconclusive (n=2) | paired t (seeds) |"
+                  "| 36.72 | -53% | -50% | -52% | inconclusive (n=2) | paired t (seeds) |"
     assert row in result.output.splitlines()
     assert "## mnv3_mini: effects of each axis on mIoU" in result.output
     assert "98.33% = 1 - alpha/3, over the 3 effect(s) of this study" in result.output

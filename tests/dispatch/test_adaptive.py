@@ -136,15 +136,20 @@ def test_stops_at_max_seeds_when_nothing_differs(tmp_path):
     assert any(line.startswith("open     model.keep_last_expansion") for line in lines)
 
 
-def test_an_effect_inside_the_margin_is_equivalent_and_seeds_continue_after_the_last(tmp_path):
-    def tiny(keep, seed):  # differences +-0.01 points
-        return (50.0 + (0.01 * (-1) ** seed if keep else 0.0)) / 100.0
+def test_a_margin_stops_a_small_effect_for_futility_and_seeds_continue_after_the_last(
+        tmp_path):
+    def small(keep, seed):  # differences +-0.2 points
+        return (50.0 + (0.2 * (-1) ** seed if keep else 0.0)) / 100.0
 
-    rounds, lines, _executor, seeds = loop(tmp_path, tiny, seeds=(0, 5), min_effect=1.0)
-    # two seeds cannot show equivalence (t critical ~1e5); the first added seed is 6
-    assert [r.seed for r in rounds][0] == 6 and rounds[-1].seed is None
-    assert "equivalent (±1)" in lines[-2] and lines[-1] == "stopped: every effect is decided"
-    assert all(v[:2] == [0, 5] and v[2] == 6 for v in seeds.values())
+    rounds, lines, _executor, seeds = loop(tmp_path, small, seeds=(0, 5), min_effect=1.0)
+    # two seeds: the futility interval (t critical ~21 at 1 df) is wider than +-1; the
+    # first added seed is 6, after which it lies within +-1
+    assert [r.seed for r in rounds] == [6, None]
+    assert "futility stop at 80% power for ±1" in lines[0]
+    assert lines[-2] == ("decided  model.keep_last_expansion: true -> false: no effect ≥ 1 "
+                         "(80% power), -0.07 mIoU, interval [-0.80, +0.67]")
+    assert lines[-1] == "stopped: every effect is decided"
+    assert all(v == [0, 5, 6] for v in seeds.values())
 
 
 def test_decide_takes_the_configurations_of_open_effects_only():
@@ -201,6 +206,31 @@ def test_the_design_is_recorded_and_other_settings_are_refused(tmp_path):
     assert row["method"] == "group-sequential (obrien-fleming)" and row["verdict"] == "worse"
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(
         sequential_bounds([-d for d in DIFFS[:4]]))
+
+
+def test_a_design_recorded_before_the_futility_stop_goes_on_without_it(tmp_path):
+    """An old study's design JSON has no futility keys: it reads as planned (no futility
+    stop) and the same command goes on with it, not refused; a new study gets the stop."""
+    from ablate.analysis.design import Design
+    from ablate.dispatch.adaptive import record_design, start_loop
+
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    old = {"kind": "sequential", "alpha": 0.05, "min_effect": 1.0, "max_seeds": 10,
+           "start_seeds": 2, "spending": "obrien-fleming"}
+    store.upsert_study("adaptive")
+    store.upsert_study("fresh")
+    store.set_study_design("adaptive", old)
+    assert Design.from_json(old).futility_power is None
+    recipe = parse_recipe(RECIPE.replace("SEEDS", "[0, 1]"), "adaptive.toml")
+    design = start_loop(store, recipe, {}, max_seeds=10, alpha=0.05, min_effect=1.0).design
+    assert design == Design.from_json(old) and not design.futility
+    assert store.study_designs()["adaptive"] == old  # left as recorded
+    fresh = recipe.__class__(**{**recipe.__dict__, "name": "fresh"})
+    design = start_loop(store, fresh, {}, max_seeds=10, alpha=0.05, min_effect=1.0).design
+    assert design.futility_power == 0.8 and design.futility_spending == "hsd(-2)"
+    assert "fresh" not in store.study_designs()  # recorded when the loop starts, not before
+    record_design(store, "fresh", design)  # run_until_decided's first step
+    assert Design.from_json(store.study_designs()["fresh"]) == design
 
 
 @pytest.fixture(autouse=True)
