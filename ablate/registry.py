@@ -76,9 +76,6 @@ class Registry:
         self._registered[name] = Entry(name, target, "registered")
         return target
 
-    def unregister(self, name: str) -> None:
-        self._registered.pop(name, None)
-
     def plugins(self) -> dict[str, Entry]:
         """Entry points of ``group``, read once (``refresh`` reads them again)."""
         if self._plugins is None:
@@ -138,8 +135,8 @@ class Registry:
         """One hash of the source files ``source_files`` lists (None: a built-in).
 
         Part of trial and architecture ids, so editing the user's code is a new trial.
-        A module outside any package hashes as its file alone (as before packages were
-        hashed whole, so such ids did not change).
+        A module outside any package hashes as its file alone; a package, as every file
+        of it.
         """
         files = self.source_files(ref)
         return None if files is None else combined_hash(files)

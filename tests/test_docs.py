@@ -170,8 +170,6 @@ def test_docs_links_resolve():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
             if "://" in target or target.startswith("mailto:"):
                 continue
-            if target == "tools.md" or target.endswith("docs/tools.md"):
-                continue  # written by another change; may land after this one
             if not (doc.parent / target).exists():
                 broken.append(f"{doc.relative_to(ROOT)}: {target}")
     assert broken == []

@@ -70,7 +70,7 @@ class SelectiveSpec(Section):
     # "dense": blend once after layer4 (the baseline's emulation). "sparse": the
     # mixed-resolution network of ablate.models.sparse (trained by its dense emulation,
     # evaluated by gathering only each path's own cells).
-    # at its default left out of the spec: ids of trials run before this key existed hold
+    # At its default it is left out of the spec, so it does not change the trial id.
     execution: Literal["dense", "sparse"] = Field("dense", exclude_if=lambda v: v == "dense")
 
 
@@ -376,7 +376,8 @@ class EvalSpec(Section):
     latency_runs: PositiveInt = 10
     # runtimes and batch sizes timed after training (ablate.evaluate.runtimes); every
     # runtime but eager also gets output parity against eager on the evaluation images.
-    # Left out of the spec (and so of the trial id) at their defaults: ids stay as before.
+    # Left out of the spec (and so of the trial id) at their defaults, so a trial that
+    # keeps the default hashes the same whether or not the key is written.
     runtimes: list[Literal["eager", "compile", "onnxruntime", "tensorrt"]] = Field(
         ["eager"], exclude_if=lambda v: v == ["eager"])
     latency_batch_sizes: list[Annotated[int, Field(gt=0, le=4096)]] = Field(

@@ -76,8 +76,8 @@ def code_hashes(spec: TrialSpec) -> dict[str, str]:
 def trial_id(spec: TrialSpec) -> str:
     """Hash of the fully resolved spec: defaults are filled in before hashing.
 
-    With user code, the hashes of its source files are hashed too (built-in specs hash
-    exactly as before, so their ids do not change).
+    With user code, the hashes of its source files are hashed too; a built-in spec has
+    none, so its id is the hash of the spec alone.
     """
     digest = hashlib.sha256(canonical_json(_trial_payload(spec)).encode()).hexdigest()
     return digest[:ID_LENGTH]
