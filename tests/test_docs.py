@@ -173,3 +173,10 @@ def test_docs_links_resolve():
             if not (doc.parent / target).exists():
                 broken.append(f"{doc.relative_to(ROOT)}: {target}")
     assert broken == []
+
+
+def test_the_lifecycle_table_in_the_docs_is_the_code_s():
+    from ablate.trials.lifecycle import table_text
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    assert f"```\n{table_text()}\n```" in text
