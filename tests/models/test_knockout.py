@@ -4,6 +4,8 @@ networks, and every bad input as one line naming the key."""
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,16 @@ def spec(**model) -> ModelSpec:
     return ModelSpec.model_validate(model)
 
 
+def meta(classes: int = 21, **model) -> nn.Module:
+    """The network on meta, built once per spec in this module (tests copy, never edit)."""
+    return _meta(json.dumps(model, sort_keys=True), classes)
+
+
+@functools.cache
+def _meta(model: str, classes: int) -> nn.Module:
+    return build_on_meta(spec(**json.loads(model)), classes)
+
+
 def seeded(model_spec: ModelSpec, classes: int = 3) -> nn.Module:
     """The network built after seeding: a knocked-out build draws the same weights for
     every module it keeps as the full build."""
@@ -38,8 +50,7 @@ def seeded(model_spec: ModelSpec, classes: int = 3) -> nn.Module:
 # -- exact costs ---------------------------------------------------------------------------
 
 def test_one_aspp_branch_of_deeplabv3plus_mobilenetv3_large_removes_exactly_its_parameters():
-    full = build_on_meta(spec(), 21)
-    knocked = build_on_meta(spec(remove=["head.aspp.convs.3"]), 21)
+    full, knocked = meta(), meta(remove=["head.aspp.convs.3"])
     # the third atrous branch: 3x3 conv 960 -> 256 without bias, BN (weight and bias)
     assert count_parameters(full.head.aspp.convs[3]) == 960 * 256 * 9 + 2 * 256 == 2_212_352
     assert count_parameters(full) == 11_727_653  # Kim et al. 2025's model at 21 classes
@@ -51,8 +62,7 @@ def test_one_aspp_branch_of_deeplabv3plus_mobilenetv3_large_removes_exactly_its_
 
 
 def test_a_knocked_out_aspp_branch_takes_its_flops_and_nothing_else():
-    full = build_on_meta(spec(), 21)
-    knocked = build_on_meta(spec(remove=["head.aspp.convs.3"]), 21)
+    full, knocked = meta(), meta(remove=["head.aspp.convs.3"])
     before, after = count_flops(full, RESOLUTION, depth=4), count_flops(knocked, RESOLUTION, 4)
     assert after.total == before.total - before.by_module["head.aspp.convs.3"]
     # by hand, without the branch: ASPP of four branches whose projection reads 1024
@@ -147,6 +157,7 @@ def test_identity_and_zeros_give_the_outputs_of_hand_edited_networks():
         assert torch.equal(knocked(image)["out"], hand(image)["out"])
 
 
+@pytest.mark.slow  # builds two networks with their weights and runs them
 def test_zeros_of_an_aspp_branch_equal_an_aspp_built_without_it():
     small = {"backbone": "mobilenet_v3_small", "head": "deeplabv3", "aspp_channels": 16}
     image = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
@@ -162,6 +173,7 @@ def test_zeros_of_an_aspp_branch_equal_an_aspp_built_without_it():
         torch.testing.assert_close(knocked(image)["out"], hand(image)["out"], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # builds two networks with their weights and runs them
 def test_a_mobilenet_block_that_keeps_its_shape_is_dropped_like_by_hand():
     small = {"backbone": "mobilenet_v3_small", "head": "deeplabv3plus"}
     image = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
@@ -176,6 +188,7 @@ def test_a_mobilenet_block_that_keeps_its_shape_is_dropped_like_by_hand():
         assert torch.equal(knocked(image)["out"], hand(image)["out"])
 
 
+@pytest.mark.slow  # builds a network with its weights and runs it
 def test_zeros_follow_the_input_size_with_the_stride_rounding_read_from_the_probes():
     # features.1 of MobileNetV3-Small: stride 2, 16 -> 16 channels, at stride 2 -> 4
     model = seeded(spec(backbone="mobilenet_v3_small", remove=["backbone.features.1"]))
@@ -226,9 +239,13 @@ def test_ids_change_with_the_knockout_and_not_with_its_order():
 
 # -- bad input: one line naming the key ----------------------------------------------------
 
+# the mistakes are the same on any network: a small one keeps these tests quick
+SMALL = {"backbone": "mobilenet_v3_small", "head": "deeplabv3plus", "aspp_channels": 32}
+
+
 def error(**model) -> str:
     with pytest.raises(UserInputError) as err:
-        build_on_meta(spec(**model), 6)
+        build_on_meta(spec(**(model if "builder" in model else {**SMALL, **model})), 6)
     text = str(err.value)
     assert "\n" not in text
     return text
@@ -261,16 +278,21 @@ def test_a_replacement_that_does_not_import_build_or_fit_is_refused():
         "model.replace[0].by: builtins:dict built a dict, not a torch.nn.Module")
     assert error(replace=[{**at, "by": "torch.nn:Identity"}]) == (
         "model.replace[0].by: torch.nn:Identity in place of 'head.aspp.convs.3' returns "
-        "[1, 960, 4, 6]; the module it replaces returns [1, 256, 4, 6] (for a "
-        "[1, 960, 4, 6] input)")
+        "[1, 576, 4, 6]; the module it replaces returns [1, 32, 4, 6] (for a "
+        "[1, 576, 4, 6] input)")
+
+
+@pytest.mark.slow  # two more networks probed
+def test_a_replacement_that_raises_or_a_forced_identity_that_cannot_fit_is_refused():
+    at = {"path": "head.aspp.convs.3"}
     text = error(replace=[{**at, "by": "torch.nn:Conv2d",
-                           "args": {"in_channels": 3, "out_channels": 256, "kernel_size": 1}}])
+                           "args": {"in_channels": 3, "out_channels": 32, "kernel_size": 1}}])
     assert text.startswith("model.replace[0].by: torch.nn:Conv2d in place of "
                            "'head.aspp.convs.3' raised RuntimeError")
-    assert text.endswith("on its input [1, 960, 4, 6]")
+    assert text.endswith("on its input [1, 576, 4, 6]")
     assert error(replace=[{**at, "by": "identity"}]) == (
         "model.replace[0].by: 'identity' in place of 'head.aspp.convs.3' cannot keep the "
-        "network's shapes: it returns [1, 256, 4, 6] for a [1, 960, 4, 6] input")
+        "network's shapes: it returns [1, 32, 4, 6] for a [1, 576, 4, 6] input")
 
 
 class Unused(nn.Module):
@@ -306,3 +328,33 @@ def test_a_module_never_called_or_whose_shape_follows_no_rule_is_refused():
     assert text.startswith("model.remove: cannot knock out 'odd' and keep the network's "
                            "shapes: its output [1, 7] does not follow from its input "
                            "[1, 3, 64, 96]")
+
+
+def _builtin_models() -> list[tuple[str, str]]:
+    from ablate.catalog import BACKBONES, HEADS
+
+    def valid(backbone: str, head: str) -> bool:
+        # fcn8s reads SqueezeNet's pool taps only; LR-ASPP a stride-8 tap SqueezeNet lacks
+        squeezenet = backbone == "squeezenet1_0"
+        return (head == "fcn8s") <= squeezenet and not (squeezenet and head == "lraspp")
+
+    return [(b, h) for b in BACKBONES.builtin_names() for h in HEADS.builtin_names()
+            if valid(b, h)]
+
+
+@pytest.mark.slow  # builds every built-in network on meta, twice
+@pytest.mark.parametrize("backbone,head", _builtin_models())
+def test_every_builtin_network_loses_exactly_the_modules_knocked_out(backbone, head):
+    full = build_on_meta(spec(backbone=backbone, head=head), 6)
+    names = dict(full.named_modules())
+    # the head's first child with parameters, and the backbone's third
+    paths = [next(n for n, m in names.items() if n.startswith("head.") and n.count(".") == 1
+                  and count_parameters(m)),
+             [n for n, m in names.items() if n.startswith("backbone.")
+              and n.count(".") == (2 if backbone.startswith(("mobilenet", "squeezenet")) else 1)
+              and count_parameters(m)][2]]
+    knocked = build_on_meta(spec(backbone=backbone, head=head, remove=paths), 6)
+    assert count_parameters(full) - count_parameters(knocked) == sum(
+        count_parameters(names[p]) for p in paths)
+    assert all(isinstance(knocked.get_submodule(p), Removed) for p in paths)
+    assert count_flops(knocked, RESOLUTION).total < count_flops(full, RESOLUTION).total
