@@ -196,8 +196,7 @@ def removed_module(path: str, original: str, calls: list[Call], key: str,
             leaves.append(leaf)
             continue
         leaves.append(("tensor", _rules(path, key, calls, index), _dtype(calls, index)))
-    structure = None if first.structure is None else first.structure
-    return Removed(path, original, "zeros", structure, tuple(leaves))
+    return Removed(path, original, "zeros", first.structure, tuple(leaves))
 
 
 def _rules(path: str, key: str, calls: list[Call], index: int) -> tuple:

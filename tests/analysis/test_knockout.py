@@ -35,6 +35,10 @@ def test_designs_generate_the_baseline_first():
     assert design_axis(spec) == [["a", "b", "c"], ["b", "c"], ["a", "c"], ["a", "b"]]
     spec = KnockoutSpec(design="factorial", components=["a", "b"])
     assert design_axis(spec) == [[], ["a"], ["b"], ["a", "b"]]
+    nine = [f"m{i}" for i in range(9)]
+    with pytest.raises(ValueError, match="a factorial over 9 components is 512 configurations"):
+        KnockoutSpec(design="factorial", components=nine)
+    assert len(design_axis(KnockoutSpec(design="add-one", components=nine))) == 10
 
 
 def test_the_design_is_read_from_the_levels_in_any_order():
