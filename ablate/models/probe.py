@@ -30,9 +30,12 @@ from torch.utils._pytree import tree_flatten, tree_leaves
 PROBES = ((1, 64, 96), (2, 160, 224))
 ODD_PROBE = (1, 97, 129)
 MAX_SCALE = 64  # the largest stride or upsampling factor a rule considers
-# Out-of-place calls whose output has the input's shape and dtype: on meta their Python
-# decompositions were half of a probe's time, and their result is an empty tensor anyway.
-_SAME_SHAPE = {F.batch_norm, torch.batch_norm, F.group_norm, F.layer_norm, F.instance_norm}
+# Calls whose output has their first argument's shape and dtype: on meta their Python
+# decompositions were most of a probe's time, and their result is an empty tensor anyway.
+# The value: where its ``inplace`` argument sits (None: always out of place).
+_SAME_SHAPE = {F.batch_norm: None, torch.batch_norm: None, F.group_norm: None,
+               F.layer_norm: None, F.instance_norm: None, F.relu: 1, F.relu6: 1,
+               F.hardswish: 1, F.hardsigmoid: 1, F.silu: 1, F.dropout: 3}
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,22 @@ class Probe:
 
 
 class _QuickMeta(TorchFunctionMode):
+    """Same-shape calls on meta answered at once: the first argument itself where the
+    call is in place, else an empty tensor like it (needing gradients where an argument
+    does, so that ``Run.output_needs_grad`` still reads the graph)."""
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         if func in _SAME_SHAPE and args and getattr(args[0], "is_meta", False):
+            where = _SAME_SHAPE[func]
+            if where is not None and kwargs.get("inplace", len(args) > where and args[where]):
+                return args[0]
+            if torch.is_grad_enabled() and any(
+                    getattr(t, "requires_grad", False) for t in tree_leaves((args, kwargs))):
+                # not a leaf: an in-place call (an inplace ReLU) may follow
+                return torch.empty_like(args[0], requires_grad=True).clone()
             return torch.empty_like(args[0])
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs)
 
 
 def _what(err: BaseException, size: tuple[int, int, int]) -> str:

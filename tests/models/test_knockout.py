@@ -318,6 +318,20 @@ def build_unused(num_classes: int) -> nn.Module:
     return Unused(num_classes)
 
 
+def build_ending_in_batch_norm(num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True),
+                         nn.Conv2d(8, num_classes, 1), nn.BatchNorm2d(num_classes))
+
+
+def test_parameters_that_reach_the_output_only_through_a_batch_norm_count():
+    # the probe answers batch norms and in-place ReLUs on meta without computing them;
+    # the gradient flag still flows: the last BN's weight reaches the output
+    model = build_on_meta(spec(builder=f"{__name__}:build_ending_in_batch_norm",
+                               remove=["0", "2"]), 6)
+    assert [type(m).__name__ for m in model] == ["Removed", "ReLU", "Removed", "BatchNorm2d"]
+    assert count_parameters(model) == 2 * 6
+
+
 def test_a_module_never_called_or_whose_shape_follows_no_rule_is_refused():
     builder = {"builder": f"{__name__}:build_unused"}
     assert error(**builder, remove=["spare"]) == (
