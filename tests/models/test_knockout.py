@@ -237,6 +237,35 @@ def test_ids_change_with_the_knockout_and_not_with_its_order():
     assert architecture_id(ab) != architecture_id(plain)
 
 
+def test_a_replacement_from_the_user_s_code_is_hashed_into_the_ids(tmp_path, monkeypatch):
+    """Editing the class that replaces a module makes another network and other trials,
+    as editing a model.builder does; a replacement from torch is versioned with torch."""
+    from ablate.recipes.schema import TrialSpec
+    from ablate.trials.ids import architecture_id, code_files, trial_id
+
+    package = tmp_path / "myblocks"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "gate.py").write_text("from torch import nn\n\nclass Gate(nn.Identity):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def spec(by: str) -> TrialSpec:
+        return TrialSpec.model_validate({"model": {"replace": [
+            {"path": "head.aspp.convs.1", "by": by}]}})
+
+    library = spec("torch.nn:Identity")
+    assert "model.replace" not in code_files(library)
+    mine = spec("myblocks.gate:Gate")
+    assert sorted(code_files(mine)["model.replace"]) == ["myblocks/__init__.py",
+                                                        "myblocks/gate.py"]
+    before = trial_id(mine), architecture_id(mine)
+    (package / "gate.py").write_text("from torch import nn\n\nclass Gate(nn.Identity):\n"
+                                     "    scale = 2\n")
+    after = trial_id(mine), architecture_id(mine)
+    assert after[0] != before[0] and after[1] != before[1]
+    assert trial_id(library) != trial_id(mine)
+
+
 # -- bad input: one line naming the key ----------------------------------------------------
 
 # the mistakes are the same on any network: a small one keeps these tests quick
