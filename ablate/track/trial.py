@@ -19,3 +19,5 @@ class TrackedTrial:
     variant: str = ""
     config_name: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # per-sink settings (MLflow parent)
+    # the fully resolved spec (``trials.ids.spec_dict``): W&B's config holds every key of it
+    spec: dict[str, Any] = field(default_factory=dict)
