@@ -303,3 +303,48 @@ def test_a_trial_on_a_host_that_cannot_reach_the_server_writes_offline(tmp_path,
     assert err.count("Warning: tracker wandb") == 1 and f"{refused} does not answer" in err
     (run,) = runs_in(tmp_path / "run")
     assert run.summary["state"] == "finished" and run.summary["summary"]["final/miou"] == 0.5
+
+
+@pytest.mark.slow
+def test_a_requeued_slurm_trial_is_not_marked_finished(tmp_path, wandb_env):
+    """submitit requeues a preempted trial with sys.exit(-1) from its signal handler: the
+    exception passes the trial's handlers, and wandb's exit hook ends the run failed."""
+    run_dir = tmp_path / "run"
+    exited = subprocess.run([sys.executable, "-c", "\n".join([
+        "import sys",
+        "from ablate.track.trial import TrackedTrial",
+        "from ablate.track.wandb import WandbSink",
+        "from ablate.train.events import Stepped",
+        f"sink = WandbSink(TrackedTrial('s', 't1', 'n', {str(run_dir)!r},",
+        "                               options={'wandb': {'mode': 'offline'}}))",
+        "sink.event(Stepped(1, 4, 1, 1, 1.0, 0.1))",
+        "sys.exit(-1)"])], timeout=300)
+    assert exited.returncode == 255
+    (run,) = runs_in(run_dir)
+    assert (run.summary["state"], run.summary["exit_code"]) == ("failed", -1)
+
+
+@pytest.mark.slow
+def test_wandb_runs_beside_tensorboard_and_mlflow(tmp_path, wandb_env, monkeypatch):
+    pytest.importorskip("mlflow", reason="pip install 'ablate[mlflow]'")
+    pytest.importorskip("tensorboard", reason="pip install 'ablate[tensorboard]'")
+    from ablate.track import start_study
+
+    monkeypatch.chdir(tmp_path)  # MLflow's artifacts
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    options = start_study(["mlflow", "wandb"], "s")
+    trial = TrackedTrial("s", "t1", "lr=0.1/seed=0", str(tmp_path / "run"),
+                         axes={"train.lr": 0.1}, config_name="lr=0.1", options=options)
+    trackers = open_trackers(["tensorboard", "mlflow", "wandb"], trial)
+    progress = trackers.wrap(None)
+    for step in (1, 2):
+        progress(Stepped(step=step, total_steps=2, epoch=1, epochs=1, loss=1.0 / step, lr=0.1))
+    result = {"status": "done", "final": {"miou": 0.5, "steps": 2.0}, "environment": {}}
+    trackers.finish(result)
+    where = result["environment"]["tracking"]
+    assert set(where) == {"tensorboard", "mlflow", "wandb"}
+    assert not [name for name, info in where.items() if "error" in info]
+    (run,) = runs_in(tmp_path / "run")
+    assert run.history("train/loss") == [(1, 1.0), (2, 0.5)]
+    assert run.summary["summary"]["final/miou"] == 0.5
