@@ -23,6 +23,7 @@ Slurm node) checks again for itself.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -32,6 +33,7 @@ import os
 import re
 import socket
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from ablate.track.trial import TrackedTrial
 from ablate.train.events import EpochEnded, Resumed, Stepped, TrialEvent
 
 RUN_FILE = "wandb_run.json"  # in the run folder: the run id, its attempt, the last step logged
+SAVE_EVERY_S = 1.0  # RUN_FILE's step between epoch ends (a write costs ~1 ms on a busy disk)
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 PROBE_TIMEOUT_S = 5.0  # a server that does not answer: offline after this, not after minutes
 # wandb's own defaults wait 90 s for init and forever for the upload at the end
@@ -246,6 +249,7 @@ class WandbSink:
         self.run: Any = None
         self.id = ""
         self.floor = 0  # steps up to here were logged by an earlier attempt of this run
+        self.saved_at = 0.0
 
     def _mode(self) -> str:
         mode = self.options.get("mode")
@@ -274,6 +278,7 @@ class WandbSink:
             tags=tags(trial.study, "running"), config=run_config(trial))
         self.state = {"id": self.id, "attempt": attempt, "step": self.floor}
         self._save()
+        atexit.register(self._save_at_exit)  # a Slurm requeue leaves by sys.exit
         run = self.run
         run.define_metric("epoch")
         run.define_metric("train/*", summary="none")
@@ -281,16 +286,24 @@ class WandbSink:
             run.define_metric(section, step_metric="epoch", summary="none")
 
     def _save(self) -> None:
+        self.saved_at = time.monotonic()
         tmp = self.state_path.with_name(f".{RUN_FILE}.{os.getpid()}")
         tmp.write_text(json.dumps(self.state))
         os.replace(tmp, self.state_path)  # a kill mid-write leaves the old file whole
 
-    def _log(self, values: dict[str, Any], step: int) -> None:
+    def _save_at_exit(self) -> None:
+        with contextlib.suppress(OSError):  # the folder may be gone
+            self._save()
+
+    def _log(self, values: dict[str, Any], step: int, save: bool = False) -> None:
         values = {key: float(value) for key, value in values.items() if _finite(value)}
         if values:
             self.run.log(values, step=step)
             self.state["step"] = step
-            self._save()
+            # a kill between saves logs up to a second of steps twice; wandb itself loses
+            # the records of its last 15 s then (its file's flush interval)
+            if save or time.monotonic() - self.saved_at >= SAVE_EVERY_S:
+                self._save()
 
     def event(self, event: TrialEvent) -> None:
         try:
@@ -303,7 +316,7 @@ class WandbSink:
             else:
                 self._log({"epoch": event.epoch, **{
                     (f"val/{k[4:]}" if k.startswith("val_") else f"epoch/{k}"): v
-                    for k, v in event.metrics.items()}}, event.step)
+                    for k, v in event.metrics.items()}}, event.step, save=True)
         except Exception:
             self._abandon()  # the guard stops calling this sink: end the run as failed now
             raise
@@ -311,6 +324,8 @@ class WandbSink:
     def _abandon(self) -> None:
         if self.run is not None:
             with contextlib.suppress(Exception):
+                self._save()
+                atexit.unregister(self._save_at_exit)
                 self.run.finish(exit_code=1)
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
@@ -322,6 +337,8 @@ class WandbSink:
         run = self.run
         where = {"run_id": self.id, "mode": self.mode}
         try:
+            self._save()
+            atexit.unregister(self._save_at_exit)
             where.update(project=run.project, dir=str(run.settings.sync_dir))
             run.summary.update({f"final/{metric_name(k)}": float(v)
                                 for k, v in final.items() if _finite(v)})

@@ -71,6 +71,12 @@ def runs_in(folder: Path) -> list[RunFile]:
     return sorted(files, key=lambda f: f.path.parent.name)
 
 
+def own_service() -> dict[str, str]:
+    """The environment for a trial in a process of its own: without WANDB_SERVICE, which
+    this process's wandb set and which would attach the child to this process's service."""
+    return {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+
+
 @pytest.fixture(scope="session")
 def reader():
     out = subprocess.run([*WANDB_CLI, "leet", "inspect", "--help"], capture_output=True)
@@ -254,11 +260,12 @@ def test_a_killed_attempt_is_continued_and_a_fresh_start_is_a_new_run(tmp_path, 
     killed = subprocess.run([sys.executable, "-c", "\n".join([
         "import os",
         "from ablate.track.trial import TrackedTrial",
-        "from ablate.track.wandb import WandbSink",
+        "from ablate.track import wandb",
         "from ablate.train.events import Stepped",
-        f"sink = WandbSink(TrackedTrial(**{trial.__dict__!r}))",
+        "wandb.SAVE_EVERY_S = 0  # the run file after every step: what a kill leaves is known",
+        f"sink = wandb.WandbSink(TrackedTrial(**{trial.__dict__!r}))",
         *(f"sink.event({step.format(s)})" for s in (1, 2, 3)),
-        "os._exit(9)  # killed: no finish, no exit hook"])], timeout=300)
+        "os._exit(9)  # killed: no finish, no exit hook"])], env=own_service(), timeout=300)
     assert killed.returncode == 9
     assert json.loads((run_dir / wb.RUN_FILE).read_text()) == {
         "id": wb.run_id("s", "t1"), "attempt": 1, "step": 3}
@@ -306,22 +313,32 @@ def test_a_trial_on_a_host_that_cannot_reach_the_server_writes_offline(tmp_path,
 
 
 @pytest.mark.slow
-def test_a_requeued_slurm_trial_is_not_marked_finished(tmp_path, wandb_env):
+def test_a_requeued_slurm_trial_is_failed_then_continued(tmp_path, wandb_env):
     """submitit requeues a preempted trial with sys.exit(-1) from its signal handler: the
-    exception passes the trial's handlers, and wandb's exit hook ends the run failed."""
+    exception passes the trial's handlers; wandb's exit hook ends the run failed, the
+    sink's keeps its last step, and the requeued job continues the run after it."""
     run_dir = tmp_path / "run"
+    trial = TrackedTrial("s", "t1", "n", str(run_dir), options={"wandb": {"mode": "offline"}})
     exited = subprocess.run([sys.executable, "-c", "\n".join([
         "import sys",
         "from ablate.track.trial import TrackedTrial",
         "from ablate.track.wandb import WandbSink",
         "from ablate.train.events import Stepped",
-        f"sink = WandbSink(TrackedTrial('s', 't1', 'n', {str(run_dir)!r},",
-        "                               options={'wandb': {'mode': 'offline'}}))",
-        "sink.event(Stepped(1, 4, 1, 1, 1.0, 0.1))",
-        "sys.exit(-1)"])], timeout=300)
+        f"sink = WandbSink(TrackedTrial(**{trial.__dict__!r}))",
+        *(f"sink.event(Stepped({s}, 5, 1, 1, 1.0, 0.1))" for s in (1, 2, 3)),
+        "sys.exit(-1)"])], env=own_service(), timeout=300)
     assert exited.returncode == 255
-    (run,) = runs_in(run_dir)
-    assert (run.summary["state"], run.summary["exit_code"]) == ("failed", -1)
+    assert json.loads((run_dir / wb.RUN_FILE).read_text())["step"] == 3
+
+    requeued = wb.WandbSink(trial)
+    for event in (Resumed(2), *(Stepped(s, 5, 1, 1, 1.0, 0.1) for s in (3, 4, 5))):
+        requeued.event(event)
+    requeued.finish({"status": "done", "final": {"miou": 0.5}})
+    preempted, continued = runs_in(run_dir)
+    assert (preempted.summary["state"], preempted.summary["exit_code"]) == ("failed", -1)
+    assert [s for s, _ in preempted.history("train/loss")] == [1, 2, 3]
+    assert [s for s, _ in continued.history("train/loss")] == [4, 5]
+    assert continued.run["run_id"] == preempted.run["run_id"] == wb.run_id("s", "t1")
 
 
 @pytest.mark.slow
