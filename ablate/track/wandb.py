@@ -249,6 +249,7 @@ class WandbSink:
         self.run: Any = None
         self.id = ""
         self.floor = 0  # steps up to here were logged by an earlier attempt of this run
+        self.state: dict[str, Any] = {}  # what RUN_FILE holds: id, attempt, last step logged
         self.saved_at = 0.0
 
     def _mode(self) -> str:
