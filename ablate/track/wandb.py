@@ -38,9 +38,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ablate.track.trial import TrackedTrial
+from ablate.track.trial import TrackedTrial, ended_status
 from ablate.train.events import EpochEnded, Resumed, Stepped, TrialEvent
+from ablate.trials.lifecycle import TrialStatus
 
+INTERRUPTED = "interrupted"  # the status tag of a trial stopped without a result
 RUN_FILE = "wandb_run.json"  # in the run folder: the run id, its attempt, the last step logged
 SAVE_EVERY_S = 1.0  # RUN_FILE's step between epoch ends (a write costs ~1 ms on a busy disk)
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -209,11 +211,11 @@ def metric_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_/]", "_", key)
 
 
-def trial_outcome(result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``(status, final figures)`` of the result ``finish`` gets: the one place this sink
-    reads a result (a dict today; a typed result changes only this)."""
-    status = str(result.get("status"))
-    return status, dict(result.get("final") or {}) if status == "done" else {}
+def trial_outcome(result: dict[str, Any]) -> tuple[TrialStatus | None, dict[str, Any]]:
+    """``(status, final figures)`` of the result ``finish`` gets (``TrialResult.to_json()``):
+    the one place this sink reads a result; status None for a trial stopped without one."""
+    status = ended_status(result)
+    return status, dict(result.get("final") or {}) if status is TrialStatus.DONE else {}
 
 
 def _finite(value: Any) -> bool:
@@ -276,7 +278,7 @@ class WandbSink:
             self.mode, project=self.options.get("project") or project_for(trial.study),
             dir=trial.run_dir, id=self.id, resume="allow", reinit="create_new",
             name=trial.name, group=trial.config_name or trial.name, job_type=trial.study,
-            tags=tags(trial.study, "running"), config=run_config(trial))
+            tags=tags(trial.study, TrialStatus.RUNNING), config=run_config(trial))
         self.state = {"id": self.id, "attempt": attempt, "step": self.floor}
         self._save()
         atexit.register(self._save_at_exit)  # a Slurm requeue leaves by sys.exit
@@ -332,7 +334,7 @@ class WandbSink:
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
         status, final = trial_outcome(result)
         if self.run is None:
-            if status == "interrupted":  # stopped before its first step: nothing to say
+            if status is None:  # stopped before its first step: nothing to say
                 return {}
             self._start(resumed=False)  # failed before training: a run that says so
         run = self.run
@@ -343,13 +345,14 @@ class WandbSink:
             where.update(project=run.project, dir=str(run.settings.sync_dir))
             run.summary.update({f"final/{metric_name(k)}": float(v)
                                 for k, v in final.items() if _finite(v)})
-            run.tags = tags(self.trial.study, status)
-            if status not in ("done", "failed"):  # interrupted: it resumes later
+            run.tags = tags(self.trial.study, status or INTERRUPTED)
+            if status is None:  # interrupted: it resumes later
                 run.mark_preempting()
         finally:  # never finished unless done (wandb#9568)
-            run.finish(exit_code=0 if status == "done" else 1)
+            run.finish(exit_code=0 if status is TrialStatus.DONE else 1)
         return where
 
 
 def tags(study: str, status: str) -> list[str]:
+    """``study:<name>``, ``status:<status>`` (a TrialStatus's value, or ``interrupted``)."""
     return [f"study:{study}", f"status:{status}"]

@@ -142,6 +142,12 @@ def test_a_study_reads_back_as_runs_grouped_by_configuration(tmp_path, tiny_reci
             "seed": trial.seed, "configuration": trial.config_name, "variant": "base",
             "study": "tiny", "trial_id": trial.trial_id, "axes": "model_keep_last_expansion"}
         assert not [k for k, v in config.items() if "." in k or v is None]
+        # every resolved key of the trial's spec, flat, as the trial trained it
+        assert (config["train_lr"], config["data_image_size"], config["model_backbone"],
+                config["model_bn_momentum"]) == (0.003, 32, "mobilenet_v3_small", 0.1)
+        resolved = {wb.config_key(k): wb.config_value(v)
+                    for k, v in wb.flat_config(trial.spec).items()}
+        assert len(resolved) > 40 and resolved.items() <= config.items()
         # every logged step (16 images, batch 8, log_every 1); the epoch row at its last step
         assert [step for step, _ in run.history("train/loss")] == [1, 2]
         assert run.history("epoch") == [(2, 1)]
@@ -303,9 +309,8 @@ def test_a_trial_on_a_host_that_cannot_reach_the_server_writes_offline(tmp_path,
     trackers = open_trackers(["wandb"], trial)
     progress = trackers.wrap(None)
     progress(Stepped(step=1, total_steps=1, epoch=1, epochs=1, loss=1.0, lr=0.1))
-    result = {"status": "done", "final": {"miou": 0.5}, "environment": {}}
-    trackers.finish(result)
-    assert result["environment"]["tracking"]["wandb"]["mode"] == "offline"
+    where = trackers.finish({"status": "done", "final": {"miou": 0.5}})
+    assert where["wandb"]["mode"] == "offline"
     err = capsys.readouterr().err
     assert err.count("Warning: tracker wandb") == 1 and f"{refused} does not answer" in err
     (run,) = runs_in(tmp_path / "run")
@@ -357,9 +362,7 @@ def test_wandb_runs_beside_tensorboard_and_mlflow(tmp_path, wandb_env, monkeypat
     progress = trackers.wrap(None)
     for step in (1, 2):
         progress(Stepped(step=step, total_steps=2, epoch=1, epochs=1, loss=1.0 / step, lr=0.1))
-    result = {"status": "done", "final": {"miou": 0.5, "steps": 2.0}, "environment": {}}
-    trackers.finish(result)
-    where = result["environment"]["tracking"]
+    where = trackers.finish({"status": "done", "final": {"miou": 0.5, "steps": 2.0}})
     assert set(where) == {"tensorboard", "mlflow", "wandb"}
     assert not [name for name, info in where.items() if "error" in info]
     (run,) = runs_in(tmp_path / "run")

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from ablate.track import wandb as wb
-from ablate.track.trial import TrackedTrial
+from ablate.track.trial import TrackedTrial, ended_status
 from ablate.track.wandb_study import configs_rows, effects_rows, mean_sd
+from ablate.trials.lifecycle import TrialStatus
 
 
 def test_the_config_is_flat_with_names_that_filter_and_group():
@@ -71,9 +72,19 @@ def test_metric_names_keep_sections_and_lose_what_w_and_b_cannot_filter():
 
 
 def test_the_outcome_is_read_in_one_place():
-    assert wb.trial_outcome({"status": "done", "final": {"miou": 0.4}}) == ("done", {"miou": 0.4})
-    assert wb.trial_outcome({"status": "failed", "final": {"miou": 0.4}}) == ("failed", {})
-    assert wb.trial_outcome({"status": "interrupted"}) == ("interrupted", {})
+    done = wb.trial_outcome({"status": "done", "final": {"miou": 0.4}})
+    assert done == (TrialStatus.DONE, {"miou": 0.4}) and done[0] is TrialStatus.DONE
+    assert wb.trial_outcome({"status": "failed", "final": {"miou": 0.4}}) == (
+        TrialStatus.FAILED, {})
+    assert wb.trial_outcome({"status": "interrupted"}) == (None, {})
+
+
+@pytest.mark.parametrize("status", list(TrialStatus))
+def test_only_a_recorded_result_is_finished_for_the_trackers(status):
+    # running, pending, preempted, timed_out: no result yet, resumed later (never finished)
+    expected = status if status in (TrialStatus.DONE, TrialStatus.FAILED) else None
+    assert ended_status({"status": status.value}) is expected
+    assert ended_status({"status": "interrupted"}) is None and ended_status({}) is None
 
 
 def test_the_project_is_the_study_unless_wandb_project_says(monkeypatch):
