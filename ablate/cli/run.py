@@ -124,9 +124,12 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int)
               help="Wait for trials that other live runners hold: until they are recorded, "
                    "or their leases expire and this runner takes them over. (A holder "
                    "whose process died on this machine is taken over at once anyway.)")
-@click.option("--tracking", "tracking", multiple=True, type=click.Choice(["tensorboard", "mlflow"]),
-              help="Also log each trial to TensorBoard (event files in its run folder) or "
-                   "MLflow ($MLFLOW_TRACKING_URI); repeatable. Off by default.")
+@click.option("--tracking", "tracking", multiple=True,
+              type=click.Choice(["tensorboard", "mlflow", "wandb"]),
+              help="Also log each trial to TensorBoard (event files in its run folder), "
+                   "MLflow ($MLFLOW_TRACKING_URI) or Weights & Biases (a run per trial, "
+                   "offline in its run folder without a key or server); repeatable. Off by "
+                   "default.")
 @slurm_options
 @max_trials_option
 @until_decided_options

@@ -157,7 +157,8 @@ def _trackers(job: TrialJob):
     return open_trackers(job.tracking, TrackedTrial(
         job.study, job.trial_id, job.name, job.run_dir, axes=info.get("axes") or {},
         seed=int(info.get("seed") or 0), variant=str(info.get("variant") or ""),
-        config_name=str(info.get("config_name") or ""), options=info.get("options") or {}))
+        config_name=str(info.get("config_name") or ""), options=info.get("options") or {},
+        spec=job.spec))
 
 
 def _train(spec, job: TrialJob, progress) -> dict[str, Any]:
