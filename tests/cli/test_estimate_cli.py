@@ -137,3 +137,31 @@ def test_a_probe_is_timed_once_and_then_read_from_the_cache(tiny_recipe):
     assert all(r["time_source"] == "probe" and r["seconds"] > 0 for r in rows)
     again = CliRunner().invoke(main, args)
     assert [r["seconds"] for r in json.loads(again.output)] == [r["seconds"] for r in rows]
+
+
+SMALL_QUICKSTART = ["--set", "data.train_images=48", "--set", "data.val_images=16",
+                    "--set", "train.epochs=1"]
+
+
+@pytest.mark.slow
+def test_the_estimate_from_done_trials_holds_within_30_percent_on_a_small_quickstart(
+        tmp_path):
+    """The quick-start at 12 steps a trial: seed 0 measures each architecture, then the
+    run of seed 1 records its estimate and takes within 30% of it (in this process, one
+    trial at a time: the same conditions for the measure and the run)."""
+    db = str(tmp_path / "q.db")
+    base = ["recipes/quickstart.toml", "--db", db, *SMALL_QUICKSTART]
+    first = CliRunner().invoke(main, ["run", *base, "--set", "seeds=[0]"])
+    assert first.exit_code == 0, first.output
+    planned = CliRunner().invoke(main, ["plan", *base, "--set", "seeds=[0,1]", "--json",
+                                        "--no-cost"])
+    rows = json.loads(planned.output)
+    assert all(r["time_source"] == "measured (1 trial)" for r in rows)
+    left = sum(r["seconds"] for r in rows if r["status"] == "pending")
+    second = CliRunner().invoke(main, ["run", *base, "--set", "seeds=[0,1]"])
+    assert second.exit_code == 0, second.output
+    assert "estimate: 4 trials," in second.output
+    report = CliRunner().invoke(main, ["report", "--db", db, "--estimates", "--json"])
+    row = json.loads(report.output)[-1]
+    assert row["trials"] == 4 and row["wall_estimated_s"] == pytest.approx(left)
+    assert 0.7 <= row["wall_ratio"] <= 1.3, row
