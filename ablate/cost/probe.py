@@ -98,11 +98,14 @@ def seconds_per_step(spec: Any, device: ProbeDevice, steps: int = PROBE_STEPS,
                      if spec.train.optimizer == "sgd"
                      else torch.optim.AdamW(model.parameters(), lr=1e-3))
 
+        autocast = _autocast(spec.train.amp, target)
+
         def step() -> None:
             with torch.enable_grad():  # time_calls times inference, under no_grad
-                outputs = model(images)
-                logits = outputs["out"] if isinstance(outputs, dict) else outputs
-                loss = F.cross_entropy(logits, labels)
+                with autocast:
+                    outputs = model(images)
+                    logits = outputs["out"] if isinstance(outputs, dict) else outputs
+                    loss = F.cross_entropy(logits, labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -111,6 +114,18 @@ def seconds_per_step(spec: Any, device: ProbeDevice, steps: int = PROBE_STEPS,
     finally:
         torch.set_num_threads(previous)
     return statistics.median(milliseconds) / 1000.0
+
+
+def _autocast(amp: str, device: Any):
+    """Mixed precision as training uses it on a GPU (``train.amp``); none on the CPU."""
+    import contextlib
+
+    import torch  # lazy: loads torch
+
+    if device.type != "cuda" or amp == "off":
+        return contextlib.nullcontext()
+    bf16 = amp == "bf16" or (amp != "fp16" and torch.cuda.is_bf16_supported())
+    return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
 
 def _train_side(spec: Any) -> int:

@@ -18,13 +18,14 @@ from ablate.store.records import EstimateRecord, TrialTime
 from ablate.trials.lifecycle import TrialStatus
 
 _FINISHED = (TrialStatus.DONE, TrialStatus.FAILED)
+_CHUNK = 900
 
 
 class TimingsMixin:
     def trial_times(self, *, study: str | None = None, arch_ids: Iterable[str] | None = None,
                     statuses: Iterable[TrialStatus] = _FINISHED) -> list[TrialTime]:
         """Finished trials (by default) of ``study`` or of any study with one of
-        ``arch_ids``, with their span, steps, batch size and environment, in id order."""
+        ``arch_ids``, with their span, steps, batch size and environment."""
         steps = aliased(MetricRow)
         query = (
             select(StudyRow.name, TrialRow.trial_id, TrialRow.config_name, TrialRow.arch_id,
@@ -38,16 +39,19 @@ class TimingsMixin:
         )
         if study is not None:
             query = query.where(StudyRow.name == study)
-        if arch_ids is not None:
+        queries = [query]
+        if arch_ids is not None:  # in chunks: SQLite allows a few hundred parameters
             wanted = sorted(set(arch_ids))
-            if not wanted:
-                return []
-            query = query.where(TrialRow.arch_id.in_(wanted))
+            queries = [query.where(TrialRow.arch_id.in_(wanted[i:i + _CHUNK]))
+                       for i in range(0, len(wanted), _CHUNK)]
+        out = []
         with self.session() as s:  # type: ignore[attr-defined]
-            return [TrialTime(name, tid, config, arch, seed, TrialStatus(status), started,
-                              finished, value, _batch_size(spec), dict(env) if env else None)
-                    for name, tid, config, arch, seed, status, started, finished, value, spec,
-                    env in s.execute(query)]
+            for chunk in queries:
+                out += [TrialTime(name, tid, config, arch, seed, TrialStatus(status), started,
+                                  finished, value, _batch_size(spec), dict(env) if env else None)
+                        for name, tid, config, arch, seed, status, started, finished, value,
+                        spec, env in s.execute(chunk)]
+        return out
 
     def record_estimate(self, study: str, estimate: dict[str, Any]) -> EstimateRecord:
         """Keep what a run estimated, stamped with the database's time now."""
