@@ -140,11 +140,12 @@ class StudyRunner:
         keeper = None
         resources = self.options.resources
         if resources is not None:  # a budget the recipe's round cannot keep is refused here
+            if self.options.budget is not None:  # a bad architecture says so, not "no estimate"
+                prepare.costs_for(self.store, trials, source=recipe.path)
             self._estimate, keeper = begin(self.store, recipe, trials, resources,
                                            self.options.budget,
                                            start.design if start is not None else None,
                                            force=self.options.force)
-            self.emit(Estimated(self._estimate, self.options.budget))
         self.tracking_options = start_study(self.options.tracking, recipe.name)
         summary = self.run(recipe, trials, force=self.options.force)
         outcome = StudyOutcome(summary)
@@ -168,7 +169,9 @@ class StudyRunner:
         prepare.costs_for(store, trials, source=recipe.path)  # validates every architecture
         store.upsert_study(study, recipe.description, recipe.path, recipe.text)
         store.register_trials(study, trials)
-        if self._estimate is not None:  # what this run expects, before its first trial
+        if self._estimate is not None:  # what this run expects, shown and kept once the
+            # architectures are valid (a bad one is the run's only line), before its first trial
+            self.emit(Estimated(self._estimate, self.options.budget))
             if self._estimate.left.trials or self._estimate.worst is not None:
                 store.record_estimate(study, self._estimate.to_json())
             self._estimate = None

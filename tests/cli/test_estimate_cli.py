@@ -139,29 +139,37 @@ def test_a_probe_is_timed_once_and_then_read_from_the_cache(tiny_recipe):
     assert [r["seconds"] for r in json.loads(again.output)] == [r["seconds"] for r in rows]
 
 
-SMALL_QUICKSTART = ["--set", "data.train_images=48", "--set", "data.val_images=16",
-                    "--set", "train.epochs=1"]
-
-
 @pytest.mark.slow
-def test_the_estimate_from_done_trials_holds_within_30_percent_on_a_small_quickstart(
-        tmp_path):
-    """The quick-start at 12 steps a trial: seed 0 measures each architecture, then the
-    run of seed 1 records its estimate and takes within 30% of it (in this process, one
-    trial at a time: the same conditions for the measure and the run)."""
+def test_a_run_records_the_estimate_its_measured_trials_give_and_the_report_reads_it(
+        tmp_path, tiny_recipe):
+    """Seed 0 measures each architecture; the plan of seeds 0-1 gives each new trial its
+    architecture's measured time; the run of seed 1 records that estimate, and the report
+    sets it beside the run's own trials. Times are not pinned (the machine is shared):
+    the quick-start's figures are in docs/benchmarks.md."""
     db = str(tmp_path / "q.db")
-    base = ["recipes/quickstart.toml", "--db", db, *SMALL_QUICKSTART]
-    first = CliRunner().invoke(main, ["run", *base, "--set", "seeds=[0]"])
+    base = [str(tiny_recipe), "--db", db]
+    first = CliRunner().invoke(main, ["run", *base])
     assert first.exit_code == 0, first.output
+    measured = {t.arch_id: t.seconds for t in Store(db).trial_times(study="tiny")}
     planned = CliRunner().invoke(main, ["plan", *base, "--set", "seeds=[0,1]", "--json",
                                         "--no-cost"])
     rows = json.loads(planned.output)
+    pending = [r for r in rows if r["status"] == "pending"]
+    assert [r["seed"] for r in pending] == [1, 1]
     assert all(r["time_source"] == "measured (1 trial)" for r in rows)
-    left = sum(r["seconds"] for r in rows if r["status"] == "pending")
+    assert [r["seconds"] for r in pending] == [measured[r["arch_id"]] for r in pending]
     second = CliRunner().invoke(main, ["run", *base, "--set", "seeds=[0,1]"])
     assert second.exit_code == 0, second.output
-    assert "estimate: 4 trials," in second.output
+    assert "estimate: 2 trials," in second.output
+    unmeasured, recorded = Store(db).estimates(["tiny"])  # the first run's, then this one's
+    ran = [t for t in Store(db).trial_times(study="tiny") if t.seed == 1]
     report = CliRunner().invoke(main, ["report", "--db", db, "--estimates", "--json"])
-    row = json.loads(report.output)[-1]
-    assert row["trials"] == 4 and row["wall_estimated_s"] == pytest.approx(left)
-    assert 0.7 <= row["wall_ratio"] <= 1.3, row
+    before, row = json.loads(report.output)
+    assert unmeasured.estimate["left"]["unknown"] == 2
+    assert before["trials"] == 2 and before["wall_ratio"] is None  # nothing to compare
+    # one worker: the estimate is the two trials one after the other
+    assert row["trials"] == 2 and row["wall_estimated_s"] == pytest.approx(
+        sum(r["seconds"] for r in pending))
+    wall = (max(t.finished_at for t in ran) - recorded.created_at).total_seconds()
+    assert row["wall_s"] == pytest.approx(wall)
+    assert row["wall_ratio"] == pytest.approx(wall / row["wall_estimated_s"])
