@@ -71,6 +71,7 @@ def environment(device: str | None = None, device_name: str | None = None) -> di
         "python": sys.version.split()[0], "command": " ".join(sys.argv),
         "device": device, "device_name": device_name, "pid": os.getpid(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "threads": torch.get_num_threads(),  # CPU-hours of a CPU trial (``dispatch.budget``)
     }
     gpus = process_gpus(device)  # which physical GPUs, by the ids CUDA_VISIBLE_DEVICES uses
     if gpus is not None:
