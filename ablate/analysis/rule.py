@@ -13,11 +13,13 @@ seeds) on up to three running intersections of repeated intervals
   so this is Schuirmann's two one-sided tests (TOST) at level ``a`` per effect;
 * **futility** (a margin and the design's ``futility_power`` ``1 - beta``), one-sided
   bounds at ``beta`` each with ``beta`` spent by ``hsd(gamma)`` (Hwang, Shih and
-  DeCani, Statistics in Medicine, 1990; gsDesign's ``sfHSD``, gamma -2 as its
-  test.type 4): ``no effect ≥ d`` when it lies within ``±d``. When the effect is ``d``
-  or more its upper bound stays at or above ``d`` at every look together with
-  probability ``1 - beta``: an effect of ``±d`` is stopped for futility at most
-  ``beta`` of the time, so the stop keeps power ``1 - beta`` against ``d``. These are
+  DeCani, Statistics in Medicine, 1990; gsDesign's ``sfHSD``; gamma 1 by default,
+  ``design.FUTILITY_GAMMA`` says why): ``no effect ≥ d`` when it lies within ``±d``.
+  When the effect is ``d`` or more its upper bound stays at or above ``d`` at every
+  look together with probability ``1 - beta``: an effect of ``±d`` is stopped for
+  futility at most ``beta`` of the time. The design has power ``1 - beta`` at ``d``
+  itself where ``--max-seeds`` suffices: ``design_detectable`` is the margin it
+  detects with that power, the stop included. These are
   beta-spending futility boundaries (Jennison and Turnbull, *Group Sequential Methods
   with Applications to Clinical Trials*, 2000, chapters 5 and 7; Pampallona, Tsiatis
   and Kim, *Interim monitoring of group sequential trials using spending functions for
