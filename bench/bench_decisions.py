@@ -6,7 +6,7 @@ mIoU: true cell means + a seed effect (sd 3 points) shared by the configurations
 seed + trial noise (sd 5 points). No training, no database.
 
     .venv/bin/python bench/bench_decisions.py [--replicates 10000] [--jobs 2]
-        [--part all|loop|futility] [--paths 200000] [--estimates 1000]
+        [--part all|loop|futility] [--paths 200000] [--estimates 1000] [--loop-checks 2000]
 
 Lines:
   null designs   fwer: share of studies with any wrong verdict (a better/worse where
@@ -18,9 +18,9 @@ Lines:
                  that decide "better"), mean trials to the end of the loop, and the
                  trials a fixed paired t-test design needs for the same power (noncentral
                  t, per-seed contrast sd 5*sqrt(2)); goal: mean trials <= 70% of that.
-  futility       one axis with a margin d: the effect the design (O'Brien-Fleming, alpha
-                 0.05) detects with 80% power by --max-seeds K = 10, 20, 30 (per-seed
-                 contrast sd sigma = 1). Studies stopped by the rule the loop applies to an
+  futility       one axis with a margin d: the margin the design (O'Brien-Fleming, alpha
+                 0.05, its futility stop included) detects with 80% power by --max-seeds
+                 K = 10, 20, 30 (per-seed contrast sd sigma = 1). Studies stopped by the rule the loop applies to an
                  effect (``ablate.analysis.rule``: the code behind the effects table;
                  ``--paths`` studies per row; a check row runs the loop itself,
                  ``simulate``, on 2,000). Per truth (0, d, 2d): mean trials (2 configurations
@@ -69,12 +69,15 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "loop", "futility"), default="all")
     parser.add_argument("--paths", type=int, default=200_000)
     parser.add_argument("--estimates", type=int, default=1_000)
+    parser.add_argument("--loop-checks", type=int, default=2_000,
+                        help="studies of the loop's own code (simulate) per check row; 0: none")
     args = parser.parse_args()
     print(f"machine: {describe()}")
     print(f"command: bench/bench_decisions.py --replicates {args.replicates} --jobs {args.jobs} "
-          f"--part {args.part} --paths {args.paths} --estimates {args.estimates}")
+          f"--part {args.part} --paths {args.paths} --estimates {args.estimates} "
+          f"--loop-checks {args.loop_checks}")
     if args.part in ("all", "futility"):
-        futility_table(args.paths, args.estimates, args.jobs, args.seed)
+        futility_table(args.paths, args.estimates, args.jobs, args.seed, args.loop_checks)
     if args.part in ("all", "loop"):
         loop_table(args.replicates, args.jobs, args.seed)
 
@@ -94,7 +97,7 @@ def _futility_rows(job: tuple) -> list[dict]:
 
     max_seeds, paths, estimates, seed = job
     started = time.perf_counter()
-    d = R.detectable_effect(1, max_seeds, ALPHA, "obrien-fleming")
+    d = R.design_detectable(_margin_design(max_seeds), ALPHA)  # 80% power at d, stop included
     looks = np.asarray(looks_for(max_seeds, 1, max_seeds))
     rows, power_at = [], {}
     for label, margin in (("margin d (futility)", d), ("no margin", None)):
@@ -144,11 +147,38 @@ def _futility_rows(job: tuple) -> list[dict]:
         effect = 2 * d if at == "2d" else d
         row["fixed"] = 2 * fixed_seeds_for_power(effect, 1.0, min(power, 0.999), ALPHA)
         row["ratio"] = row["trials"] / row["fixed"]
+    for row in rows:  # the same, in fractional seeds: whole seeds round the fixed design up
+        at = "2d" if row["truth"] == "2d" else "d"
+        effect = 2 * d if at == "2d" else d
+        row["fixed_exact"] = 2 * _fractional_seeds(effect, min(power_at[row["design"], at], 0.999))
     rows[0]["took"] = time.perf_counter() - started
+    rows[0]["d_efficacy"] = R.detectable_effect(1, max_seeds, ALPHA, "obrien-fleming")
     return rows
 
 
-def futility_table(paths: int, estimates: int, jobs: int, seed: int) -> None:
+def _margin_design(max_seeds: int):
+    from ablate.analysis.design import Design
+
+    return Design("sequential", alpha=ALPHA, max_seeds=max_seeds, start_seeds=1,
+                  min_effect=1.0, futility_power=0.8)
+
+
+def _fractional_seeds(effect: float, power: float) -> float:
+    """The paired seeds of a fixed t-test with ``power`` at ``effect`` (unit sd), the
+    noncentral t's power read at fractional seeds (df n - 1)."""
+    from scipy.optimize import brentq  # lazy: loads scipy
+
+    from ablate.analysis.power import detect_power
+    from ablate.dispatch.simulate import fixed_seeds_for_power
+
+    whole = fixed_seeds_for_power(effect, 1.0, power, ALPHA)  # power is reached between
+    if whole <= 2:
+        return float(whole)
+    return float(brentq(lambda n: detect_power(effect * math.sqrt(n), n - 1.0, ALPHA) - power,
+                        whole - 1.0, float(whole)))
+
+
+def futility_table(paths: int, estimates: int, jobs: int, seed: int, checks: int) -> None:
     """The futility design against the loop without a margin, for --max-seeds 10, 20, 30."""
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         results = list(pool.map(_futility_rows, [(k, paths, estimates, seed + k)
@@ -166,9 +196,12 @@ def futility_table(paths: int, estimates: int, jobs: int, seed: int) -> None:
                   f"{r['trials']:.2f} | {r['fixed']} | {r['ratio']:.2f} | "
                   f"{r['power']:.3f} | {r['fwer']:.4f} ({r['mc_se']:.4f}) | {r['futile']:.3f} | "
                   f"{r['coverage']:.4f} | {shown} | {r['bias_mean']:+.3f} |")
-        print(f"(K={rows[0]['K']}: {rows[0]['took']:.0f} s)")
+        print(f"(K={rows[0]['K']}: {rows[0]['took']:.0f} s; d is the margin the design with "
+              f"its futility stop detects with 80% power; its efficacy boundaries alone "
+              f"detect {rows[0]['d_efficacy']:.3f} with 80% power)")
     goals(results)
-    check_with_the_loop(seed)
+    if checks:
+        check_with_the_loop(seed, checks)
 
 
 def goals(results: list[list[dict]]) -> None:
@@ -177,7 +210,8 @@ def goals(results: list[list[dict]]) -> None:
         k = rows[0]["K"]
         print(f"goals K={k}: fwer <= alpha + 2 se: "
               f"{all(r['fwer'] <= ALPHA + 2 * r['mc_se'] for r in rows)}; null trials / fixed "
-              f"{fut['null']['ratio']:.2f} <= 0.70: {fut['null']['ratio'] <= 0.70}; power at d "
+              f"{fut['null']['ratio']:.2f} <= 0.70: {fut['null']['ratio'] <= 0.70} (in fractional "
+              f"seeds {fut['null']['trials'] / fut['null']['fixed_exact']:.2f}); power at d "
               f"{fut['d']['power']:.3f} >= 0.78: {fut['d']['power'] >= 0.78}; coverage >= 0.95: "
               f"{all(r['coverage'] >= 0.95 for r in rows)}; |bias shown| at d "
               f"{abs(fut['d']['bias_shown']):.3f} <= 0.1: {abs(fut['d']['bias_shown']) <= 0.1}")
@@ -186,11 +220,11 @@ def goals(results: list[list[dict]]) -> None:
 def check_with_the_loop(seed: int, replicates: int = 2_000) -> None:
     """The loop's own decision code (``simulate``) on the K = 10 rows with the margin."""
     from ablate.analysis.design import Design
-    from ablate.analysis.rule import detectable_effect
+    from ablate.analysis.rule import design_detectable
     from ablate.dispatch.simulate import simulate, standard_designs
 
     sigma = 5.0 * math.sqrt(2.0)  # the per-seed contrast sd of the standard designs
-    d = detectable_effect(1, 10, ALPHA, "obrien-fleming")
+    d = design_detectable(_margin_design(10), ALPHA)
     loop = Design("sequential", alpha=ALPHA, max_seeds=10, start_seeds=1, min_effect=d * sigma,
                   futility_power=0.8)
     for truth, effect in (("null", 0.0), ("d", d)):

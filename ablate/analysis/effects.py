@@ -42,7 +42,7 @@ from ablate.analysis import power
 from ablate.analysis.design import Design
 from ablate.analysis.knockout import COLUMN as KNOCKOUT_COLUMN
 from ablate.analysis.knockout import component_columns, one_away
-from ablate.analysis.rule import adjusted_estimate, detectable_effect, read_seeds, rule_for
+from ablate.analysis.rule import adjusted_estimate, design_detectable, read_seeds, rule_for
 from ablate.analysis.stats import (
     PAIRED,
     UNTESTED,
@@ -345,9 +345,10 @@ def contrast_row(values: np.ndarray, weights: np.ndarray, design: Design,
                        futility_high=float(reading.futility_high[-1]),
                        futility_level=1.0 - 2.0 * (1.0 - design.futility_power))
         sd = se * math.sqrt(n)
-        # the effect the design detects with 80% power by its last look, in this noise
-        out["mde"] = detectable_effect(first, int(design.max_seeds), level,
-                                       design.spending) * sd
+        # the effect the design detects with 80% power by its last look, in this noise,
+        # its futility stop included (the margin in this noise; 3 digits: the cache's key)
+        margin_sd = round(design.min_effect / sd, 3) if design.futility and sd > 0 else None
+        out["mde"] = design_detectable(design, level, margin_sd) * sd
         if report and sd > 0:
             estimate = adjusted_estimate(mean, sd, design, level)
             if math.isfinite(out["ci_low"]) and math.isfinite(out["ci_high"]):

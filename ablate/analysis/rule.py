@@ -13,11 +13,13 @@ seeds) on up to three running intersections of repeated intervals
   so this is Schuirmann's two one-sided tests (TOST) at level ``a`` per effect;
 * **futility** (a margin and the design's ``futility_power`` ``1 - beta``), one-sided
   bounds at ``beta`` each with ``beta`` spent by ``hsd(gamma)`` (Hwang, Shih and
-  DeCani, Statistics in Medicine, 1990; gsDesign's ``sfHSD``, gamma -2 as its
-  test.type 4): ``no effect ≥ d`` when it lies within ``±d``. When the effect is ``d``
-  or more its upper bound stays at or above ``d`` at every look together with
-  probability ``1 - beta``: an effect of ``±d`` is stopped for futility at most
-  ``beta`` of the time, so the stop keeps power ``1 - beta`` against ``d``. These are
+  DeCani, Statistics in Medicine, 1990; gsDesign's ``sfHSD``; gamma 1 by default,
+  ``design.FUTILITY_GAMMA`` says why): ``no effect ≥ d`` when it lies within ``±d``.
+  When the effect is ``d`` or more its upper bound stays at or above ``d`` at every
+  look together with probability ``1 - beta``: an effect of ``±d`` is stopped for
+  futility at most ``beta`` of the time. The design has power ``1 - beta`` at ``d``
+  itself where ``--max-seeds`` suffices: ``design_detectable`` is the margin it
+  detects with that power, the stop included. These are
   beta-spending futility boundaries (Jennison and Turnbull, *Group Sequential Methods
   with Applications to Clinical Trials*, 2000, chapters 5 and 7; Pampallona, Tsiatis
   and Kim, *Interim monitoring of group sequential trials using spending functions for
@@ -178,14 +180,23 @@ def outcomes(effect: float, rule: Rule, first: int, margin: float | None = None,
 
 @lru_cache(maxsize=256)
 def detectable_effect(first: int, max_n: int, level: float, spending: str,
-                      power: float = POWER) -> float:
-    """The effect, in per-seed noise sds, that the design's efficacy boundaries detect with
-    ``power`` by ``max_n`` seeds (10,000 simulated studies; a futility stop, non-binding,
-    is left out: it costs a few points of this power)."""
-    rule = _rule(first, max_n, level, spending, False, None, "")
+                      power: float = POWER, futility_beta: float | None = None,
+                      futility_spending: str = "", margin: float | None = None) -> float:
+    """The effect, in per-seed noise sds, that the design detects with ``power`` by
+    ``max_n`` seeds (10,000 simulated studies).
+
+    Without ``futility_beta`` the efficacy boundaries alone. With it (a margin's design:
+    ``futility_beta`` = 1 - its futility power, ``futility_spending`` its beta spending)
+    the design as the loop runs it, its futility and equivalence stops included: they
+    end some studies that would have crossed later, so it detects a larger effect. The
+    margin is ``margin`` (noise sds) or, None, the effect itself: the margin ``d`` whose
+    design has ``power`` at ``d``, what "80% power at d" asks of a futility stop."""
+    futility = futility_beta is not None
+    rule = _rule(first, max_n, level, spending, futility, futility_beta, futility_spending)
 
     def detected(effect: float) -> float:
-        return float((outcomes(effect, rule, first).code == BETTER).mean())
+        at = (margin if margin is not None else effect) if futility else None
+        return float((outcomes(effect, rule, first, at).code == BETTER).mean())
 
     low, high = 0.0, 1.0
     while detected(high) < power:
@@ -198,6 +209,16 @@ def detectable_effect(first: int, max_n: int, level: float, spending: str,
         if high - low < 1e-4 * high:
             break
     return high
+
+
+def design_detectable(design: Design, level: float, margin: float | None = None) -> float:
+    """``detectable_effect`` of a sequential ``design`` read at ``level``: with its
+    futility stop if it has one, at ``margin`` (noise sds; None: the margin it detects)."""
+    first, max_n = max(1, design.start_seeds or 1), int(design.max_seeds)
+    if not design.futility:
+        return detectable_effect(first, max_n, level, design.spending)
+    return detectable_effect(first, max_n, level, design.spending, POWER,
+                             1.0 - design.futility_power, design.futility_spending, margin)
 
 
 def adjusted_estimate(mean: float, sd: float, design: Design, level: float) -> float:

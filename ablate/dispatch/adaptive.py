@@ -127,11 +127,16 @@ def loop_design(recipe, *, max_seeds: int, alpha: float, min_effect: float | Non
 def record_design(store, study: str, design: Design, *, write: bool = True) -> Design:
     """Record the loop's design with the study, or refuse one that differs from it
     (``write=False``: only refuse, before anything runs); the design to run. A study
-    grown before the futility stop existed goes on without it, as it was planned."""
+    grown before the futility stop existed goes on without it, and one with a futility
+    stop keeps its beta spending, as it was planned."""
     data = store.study_designs([study]).get(study)
     recorded = Design.from_json(data)
     if recorded is not None and "futility_power" not in data:
         design = dataclasses.replace(design, futility_power=None)
+    elif recorded is not None and recorded.futility and design.futility:
+        # the futility stop's spending is not a user's setting: a study keeps the one it
+        # was planned with (hsd(-2) before the default became hsd(1))
+        design = dataclasses.replace(design, futility_gamma=recorded.futility_gamma)
     if recorded is None:
         if write:
             store.set_study_design(study, design.to_json())

@@ -121,6 +121,43 @@ def test_the_power_of_the_detectable_effect_on_fresh_studies():
         1, K, ALPHA, "pocock")
 
 
+def test_a_futility_designs_detectable_margin_has_its_power_and_saves_seeds_under_null():
+    """"80% power at d" with the futility stop: the margin d the design detects with 80%
+    power, futility and equivalence stops included (larger than the efficacy boundaries'
+    alone: the stop ends some studies that would have crossed later). On fresh studies
+    it has that power, and where nothing differs the loop stops in at most 70% of the
+    seeds of the fixed paired t-test with 80% power at d, keeping the error rate."""
+    from ablate.analysis.power import seeds_to_detect
+
+    d = R.design_detectable(design(1.0), ALPHA)  # margin None: the margin it detects
+    plain = R.detectable_effect(1, K, ALPHA, "obrien-fleming")
+    assert 1.15 * plain < d < 1.35 * plain  # about 1.28 against 1.06 noise sds
+    count = 20_000
+    reading, stop, looks = studies(d, count, 8, design(d))
+    rows = np.arange(count)
+    power = (reading.code[rows, stop] == R.BETTER).mean()
+    assert power == pytest.approx(0.8, abs=3 * math.sqrt(0.16 / count) + 0.005), power
+    assert R.design_detectable(design(d), ALPHA, margin=d) == pytest.approx(d, rel=1e-3)
+    null, stop, looks = studies(0.0, count, 9, design(d))
+    codes = null.code[rows, stop]
+    assert np.isin(codes, (R.BETTER, R.WORSE)).mean() <= ALPHA + 2 * math.sqrt(
+        ALPHA * (1 - ALPHA) / count)
+    fixed = seeds_to_detect(d, ALPHA)  # paired seeds of the fixed design, 80% power at d
+    assert fixed == 7
+    assert looks[stop].mean() <= 0.70 * fixed  # 4.7 seeds (standard error 0.02)
+
+
+def test_an_effects_mde_counts_the_futility_stop_of_the_margin_in_its_noise():
+    """The MDE of a margin's design: the effect it detects with its futility stop at the
+    margin (in noise sds). A wider margin stops more studies for futility, so the design
+    detects less; any margin costs some power against the efficacy boundaries alone."""
+    small = R.design_detectable(design(1.0), ALPHA, margin=0.2)
+    large = R.design_detectable(design(1.0), ALPHA, margin=1.0)
+    plain = R.design_detectable(design(), ALPHA)
+    assert plain == R.detectable_effect(1, K, ALPHA, "obrien-fleming")
+    assert plain <= small < large
+
+
 def test_the_bias_adjusted_estimate_removes_the_bias_of_early_stops():
     """Pocock spending stops early on large means: the mean where the loop stopped
     leans away from 0; the bias-adjusted estimate does not (300 studies, se ~0.02)."""

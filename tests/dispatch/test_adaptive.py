@@ -142,12 +142,13 @@ def test_a_margin_stops_a_small_effect_for_futility_and_seeds_continue_after_the
         return (50.0 + (0.2 * (-1) ** seed if keep else 0.0)) / 100.0
 
     rounds, lines, _executor, seeds = loop(tmp_path, small, seeds=(0, 5), min_effect=1.0)
-    # two seeds: the futility interval (t critical ~21 at 1 df) is wider than +-1; the
-    # first added seed is 6, after which it lies within +-1
+    # two seeds: the futility interval (t critical 6.2 at 1 df, se 0.2) is wider than
+    # +-1; the first added seed is 6, after which it lies within +-1: -0.067 +- 3.02 x
+    # 0.133 (sd 0.231 of -0.2, +0.2, -0.2 over sqrt 3)
     assert [r.seed for r in rounds] == [6, None]
     assert "futility stop at 80% power for ±1" in lines[0]
     assert lines[-2] == ("decided  model.keep_last_expansion: true -> false: no effect ≥ 1 "
-                         "(80% power), -0.07 mIoU, interval [-0.80, +0.67]")
+                         "(80% power), -0.07 mIoU, interval [-0.47, +0.34]")
     assert lines[-1] == "stopped: every effect is decided"
     assert all(v == [0, 5, 6] for v in seeds.values())
 
@@ -227,10 +228,32 @@ def test_a_design_recorded_before_the_futility_stop_goes_on_without_it(tmp_path)
     assert store.study_designs()["adaptive"] == old  # left as recorded
     fresh = recipe.__class__(**{**recipe.__dict__, "name": "fresh"})
     design = start_loop(store, fresh, {}, max_seeds=10, alpha=0.05, min_effect=1.0).design
-    assert design.futility_power == 0.8 and design.futility_spending == "hsd(-2)"
+    assert design.futility_power == 0.8 and design.futility_spending == "hsd(1)"
     assert "fresh" not in store.study_designs()  # recorded when the loop starts, not before
     record_design(store, "fresh", design)  # run_until_decided's first step
     assert Design.from_json(store.study_designs()["fresh"]) == design
+
+
+def test_a_study_planned_with_another_futility_spending_keeps_it(tmp_path):
+    """A study recorded with hsd(-2) (the spending before hsd(1)) goes on with hsd(-2):
+    the spending is no user setting, so it is neither refused nor changed under it."""
+    from ablate.analysis.design import Design
+    from ablate.dispatch.adaptive import record_design, start_loop
+    from ablate.errors import UserInputError
+
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    planned = {"kind": "sequential", "alpha": 0.05, "min_effect": 1.0, "max_seeds": 10,
+               "start_seeds": 2, "spending": "obrien-fleming", "futility_power": 0.8,
+               "futility_gamma": -2.0}
+    store.upsert_study("adaptive")
+    store.set_study_design("adaptive", planned)
+    recipe = parse_recipe(RECIPE.replace("SEEDS", "[0, 1]"), "adaptive.toml")
+    design = start_loop(store, recipe, {}, max_seeds=10, alpha=0.05, min_effect=1.0).design
+    assert design.futility_spending == "hsd(-2)" and design == Design.from_json(planned)
+    assert record_design(store, "adaptive", design) == design
+    assert store.study_designs()["adaptive"] == planned
+    with pytest.raises(UserInputError, match="--max-seeds 10"):  # other settings still refused
+        start_loop(store, recipe, {}, max_seeds=12, alpha=0.05, min_effect=1.0)
 
 
 @pytest.fixture(autouse=True)
