@@ -50,10 +50,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ablate.models.blocksparse import KERNELS, Conv3x3
+from ablate.models.fused import fold, pointwise
 from ablate.models.masking import gumbel_mask, pool_patches, tie_parameters, upsample_mask
-
-TAPS = [(ty, tx) for ty in (-1, 0, 1) for tx in (-1, 0, 1)]
-
+from ablate.models.rowsparse import CENTRE, SparseGrid, accumulate_taps
 
 # -- tied low-resolution head --------------------------------------------------------
 
@@ -136,218 +136,97 @@ def forward_mixed(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None =
 # -- sparse execution (evaluation) -----------------------------------------------------
 
 
-class SparseGrid:
-    """Index tables of one mask: which rows each path computes and where neighbours live.
-
-    Rows of a layer's table: ``[high rows (active pixels) | low rows (down-sampled cells)
-    | pooled rows (full-resolution cells, avg/max pooling only) | zero row]``.
-    ``down`` is B x Hc x Wc, True = down-sampled; ``size`` the stride-8 map's (H, W).
-    """
-
-    def __init__(self, down: torch.Tensor, size: tuple[int, int], d: int, pooling: str) -> None:
-        dev = down.device
-        B, Hc, Wc = down.shape
-        H, W = size
-        self.B, self.H, self.W, self.Hc, self.Wc, self.d, self.pooling = B, H, W, Hc, Wc, d, pooling
-        ys, xs = torch.arange(H, device=dev), torch.arange(W, device=dev)
-        b = torch.arange(B, device=dev)
-        pix_cell = (b[:, None, None] * Hc * Wc + (ys // d)[None, :, None] * Wc
-                    + (xs // d)[None, None, :]).reshape(-1)              # B*H*W
-        flat_down = down.reshape(-1)
-        self.active = (~flat_down[pix_cell]).nonzero().squeeze(1)      # pixels, high path
-        self.low = flat_down.nonzero().squeeze(1)                      # cells, low path
-        self.full_cells = (~flat_down).nonzero().squeeze(1)            # cells, pooled
-        n_a, n_l, n_f = len(self.active), len(self.low), len(self.full_cells)
-        self.n_active, self.n_low = n_a, n_l
-        cell_rank = torch.zeros(B * Hc * Wc, dtype=torch.long, device=dev)
-        cell_rank[self.low] = torch.arange(n_l, device=dev) + n_a
-        row_high = cell_rank[pix_cell]
-        row_high[self.active] = torch.arange(n_a, device=dev)
-        self.row_high = row_high                                        # per pixel
-        # pixels of each full-resolution cell (d*d, outside the map: the top-left one)
-        cb, cyx = self.full_cells // (Hc * Wc), self.full_cells % (Hc * Wc)
-        py = (cyx // Wc)[:, None] * d + torch.arange(d, device=dev).repeat_interleave(d)[None]
-        px = (cyx % Wc)[:, None] * d + torch.arange(d, device=dev).repeat(d)[None]
-        inside = (py < H) & (px < W)
-        member = row_high[(cb[:, None] * H + py.clamp(max=H - 1)) * W + px.clamp(max=W - 1)]
-        self.member = torch.where(inside, member, member[:, :1])       # n_f x d*d
-        self.inside = inside
-        self.pooled = pooling != "fixed"
-        self.n_rows = n_a + n_l + (n_f if self.pooled else 0) + 1
-        self.zero = self.n_rows - 1
-        row_low = torch.zeros(B * Hc * Wc, dtype=torch.long, device=dev)
-        row_low[self.low] = torch.arange(n_l, device=dev) + n_a
-        row_low[self.full_cells] = (torch.arange(n_f, device=dev) + n_a + n_l if self.pooled
-                                    else self.member[:, 0])
-        self.row_low = row_low                                          # per cell
-        # image of each row; pixels per down-sampled cell (border cells hold fewer)
-        self.batch_high, self.batch_low = self.active // (H * W), self.low // (Hc * Wc)
-        ly, lx = (self.low % (Hc * Wc)) // Wc, self.low % Wc
-        self.low_pixels = ((H - ly * d).clamp(max=d) * (W - lx * d).clamp(max=d)).float()
-        self._taps: dict[tuple[str, int], torch.Tensor] = {}
-
-    def taps(self, path: str, k: int) -> torch.Tensor:
-        """Flat indices ``row * 9 + tap`` into a ``rows x 9 x C`` table, 9 per output row."""
-        key = (path, k)
-        if key not in self._taps:
-            if path == "high":
-                idx, (h, w), rows = self.active, (self.H, self.W), self.row_high
-            else:
-                idx, (h, w), rows = self.low, (self.Hc, self.Wc), self.row_low
-            b, y, x = idx // (h * w), (idx % (h * w)) // w, idx % w
-            cols = []
-            for t, (ty, tx) in enumerate(TAPS):
-                yy, xx = y + k * ty, x + k * tx
-                ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-                r = rows[(b * h + yy.clamp(0, h - 1)) * w + xx.clamp(0, w - 1)]
-                cols.append(torch.where(ok, r, self.zero) * 9 + t)
-            self._taps[key] = torch.stack(cols, 1).reshape(-1)
-        return self._taps[key]
-
-    def pool(self, high: torch.Tensor) -> torch.Tensor:
-        """Pooled high rows, one per full-resolution cell (``pool_patches`` on rows)."""
-        if self.pooling == "fixed":
-            return high[self.member[:, 0]]
-        gathered = high[self.member]                                   # n_f x d*d x C
-        if self.pooling == "max":  # outside pixels repeat the top-left one: max unchanged
-            return gathered.amax(1)
-        inside = self.inside[..., None].to(high.dtype)
-        return (gathered * inside).sum(1) / inside.sum(1)
-
-    def means(self, high: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-image mean of the blended stride-8 map and of the blended cell map (B x C)."""
-        c = high.shape[1]
-        m8 = high.new_zeros(self.B, c).index_add_(0, self.batch_high, high)
-        m8.index_add_(0, self.batch_low, low * self.low_pixels[:, None])
-        cells = high.new_zeros(self.B, c).index_add_(0, self.batch_low, low)
-        cells.index_add_(0, self.full_cells // (self.Hc * self.Wc), self.pool(high))
-        return m8 / (self.H * self.W), cells / (self.Hc * self.Wc)
-
-
-
-def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, relu: bool = True) -> torch.Tensor:
-    """Evaluation batch norm on rows (N x C), in place on a fresh tensor."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    x = x.mul_(scale).add_(bn.bias - bn.running_mean * scale)
-    return x.relu_() if relu else x
-
-
-def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, conv.weight.flatten(1), conv.bias)
-
-
-def _cached(conv: nn.Conv2d, layout: str) -> torch.Tensor:
-    """The conv's 3x3 weight as a GEMM operand, kept until the weight changes.
-
-    ``taps-out``: C_in x 9 C_out (the nine taps' outputs side by side); ``taps-in``:
-    9 C_in x C_out (the nine taps' inputs stacked, im2col order).
-    """
-    weight = conv.weight
-    key = (id(weight), weight._version, layout)
-    cached = conv.__dict__.get("_sparse_" + layout)
-    if cached is None or cached[0] != key:
-        w = weight.detach()
-        w = (w.permute(1, 2, 3, 0).reshape(w.shape[1], -1) if layout == "taps-out"
-             else w.permute(2, 3, 1, 0).reshape(-1, w.shape[0]))
-        cached = conv.__dict__["_sparse_" + layout] = (key, w.contiguous())
-    return cached[1]
-
-
-CHUNK = 1024  # output rows per im2col block: keeps the gathered block small
-
-
-def _conv3x3(grid: SparseGrid, conv_high: nn.Conv2d, conv_low: nn.Conv2d, high: torch.Tensor,
-             low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One tied-weight 3x3 conv (no bias) of both paths on rows.
-
-    Wide outputs (C_out >= C_in): im2col, gathering each output row's nine input rows in
-    blocks of ``CHUNK`` and one GEMM per block. Narrow outputs (the ASPP's 2048 -> 256):
-    one GEMM of every row with the nine taps' weights side by side, then a gather of the
-    nine ``C_out``-wide partial sums, 8x less data to move than the inputs.
-    """
-    cin, cout = conv_high.weight.shape[1], conv_high.weight.shape[0]
+def _bottleneck(grid: SparseGrid, convs: dict[str, Conv3x3], hb: nn.Module, lb: nn.Module,
+                high: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer3/layer4 bottleneck of both paths on rows (batch norm folded)."""
     n_a, n_l = grid.n_active, grid.n_low
-    taps_high = grid.taps("high", conv_high.dilation[0])
-    taps_low = grid.taps("low", conv_low.dilation[0])
-    if cout >= cin:
-        weight = _cached(conv_high, "taps-in")
-        table = high.new_empty(grid.n_rows, cin)
-        table[:n_a], table[n_a:n_a + n_l], table[-1] = high, low, 0
-        if grid.pooled and n_l:
-            table[n_a + n_l:-1] = grid.pool(high)
-        outs = []
-        for taps, n in ((taps_high, n_a), (taps_low, n_l)):
-            rows = taps.view(n, 9) // 9
-            out = high.new_empty(n, cout)
-            for i in range(0, n, CHUNK):
-                block = table.index_select(0, rows[i:i + CHUNK].reshape(-1))
-                torch.mm(block.view(-1, 9 * cin), weight, out=out[i:i + CHUNK])
-            outs.append(out)
-        return outs[0], outs[1]
-    stacked = _cached(conv_high, "taps-out")
-    table = high.new_empty(grid.n_rows, 9 * cout)
-    torch.mm(high, stacked, out=table[:n_a])
-    torch.mm(low, stacked, out=table[n_a:n_a + n_l])
-    if grid.pooled and n_l:  # pooled rows are read by the low path only
-        if grid.pooling == "avg":  # linear: pooling the partial sums equals pooling the input
-            table[n_a + n_l:-1] = grid.pool(table[:n_a])
-        else:
-            torch.mm(grid.pool(high), stacked, out=table[n_a + n_l:-1])
+    table = high.new_empty(grid.n_rows, hb.conv1.out_channels)  # conv1 writes its rows
+    pointwise(high, hb.conv1, hb.bn1, out=table[:n_a])
+    pointwise(low, lb.conv1, lb.bn1, out=table[n_a:n_a + n_l])
     table[-1] = 0
-    flat = table.view(-1, cout)
-    out_high = flat.index_select(0, taps_high).view(n_a, 9, cout).sum(1)
-    out_low = flat.index_select(0, taps_low).view(n_l, 9, cout).sum(1)
-    return out_high, out_low
-
-
-def _sparse_bottleneck(grid: SparseGrid, hb: nn.Module, lb: nn.Module, high: torch.Tensor,
-                       low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    h, lo = _conv3x3(grid, hb.conv2, lb.conv2, _bn(_pointwise(hb.conv1, high), hb.bn1),
-                    _bn(_pointwise(lb.conv1, low), lb.bn1))
+    if grid.pooled and n_l:
+        table[n_a + n_l:-1] = grid.pool(table[:n_a])
+    mid = {"high": convs["high"](table, hb.conv2, hb.bn2),
+           "low": convs["low"](table, lb.conv2, lb.bn2)}
     outs = []
-    for block, x, y in ((hb, high, h), (lb, low, lo)):
-        y = _bn(_pointwise(block.conv3, _bn(y, block.bn2)), block.bn3, relu=False)
+    for block, x, path in ((hb, high, "high"), (lb, low, "low")):
+        weight, bias = fold(block.conv3, block.bn3)
         if block.downsample is not None:
-            x = _bn(_pointwise(block.downsample[0], x), block.downsample[1], relu=False)
-        outs.append(y.add_(x).relu_())
+            shortcut_w, shortcut_b = fold(block.downsample[0], block.downsample[1])
+            shortcut = torch.addmm(shortcut_b + bias, x, shortcut_w)
+        else:  # x is a row tensor of this executor's, dead after this block
+            shortcut = x.add_(bias)
+        outs.append(shortcut.addmm_(mid[path], weight).relu_())
     return outs[0], outs[1]
 
 
-def _sparse_head(grid: SparseGrid, head: nn.Module, low_head: nn.Module, high: torch.Tensor,
-                 low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    aspp, low_aspp = head.aspp, low_head.aspp
-    hs = [_bn(_pointwise(aspp.convs[0][0], high), aspp.convs[0][1])]
-    ls = [_bn(_pointwise(low_aspp.convs[0][0], low), low_aspp.convs[0][1])]
-    for hb, lb in zip(aspp.convs[1:-1], low_aspp.convs[1:-1]):
-        h, lo = _conv3x3(grid, hb[0], lb[0], high, low)
-        hs.append(_bn(h, hb[1]))
-        ls.append(_bn(lo, lb[1]))
-    mean_high, mean_low = grid.means(high, low)  # the pooling branch: AdaptiveAvgPool, 1x1, BN
-    hp, lp = aspp.convs[-1], low_aspp.convs[-1]
-    hs.append(_bn(_pointwise(hp[1], mean_high), hp[2])[grid.batch_high])
-    ls.append(_bn(_pointwise(lp[1], mean_low), lp[2])[grid.batch_low])
-    h = _bn(_pointwise(aspp.project[0], torch.cat(hs, 1)), aspp.project[1])
-    lo = _bn(_pointwise(low_aspp.project[0], torch.cat(ls, 1)), low_aspp.project[1])
-    h, lo = _conv3x3(grid, head.conv[0], low_head.conv[0], h, lo)
-    h, lo = _bn(h, head.conv[1]), _bn(lo, low_head.conv[1])
-    return _pointwise(head.classifier, h), _pointwise(low_head.classifier, lo)
+def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, path: str,
+          rows: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """torchvision's ASPP of one path on rows, up to its ReLU'd projection.
+
+    Each branch accumulates in its own contiguous rows (a scatter into a column slice is
+    ten times slower). The 1x1 branch and the dilated branches' centre taps read each
+    output's own row: no gather. The other taps run one GEMM each over the outputs whose
+    neighbour is inside the map, added in one scatter (``accumulate_taps``). The pooling
+    branch is constant per image, so its share of the projection is one row per image.
+    """
+    branches = aspp.convs
+    weight0, bias0 = fold(branches[0][0], branches[0][1])
+    dilated = [fold(b[0], b[1], "taps") for b in branches[1:-1]]
+    width = weight0.shape[1]
+    out = rows.new_empty(len(dilated) + 1, len(rows), width)
+    torch.addmm(bias0, rows, weight0, out=out[0])
+    for j, (branch, (weight, bias)) in enumerate(zip(branches[1:-1], dilated), start=1):
+        k = branch[0].dilation[0]
+        torch.addmm(bias, rows, weight[CENTRE], out=out[j])
+        accumulate_taps(out[j], table, grid.tap_pairs(path, k), weight)
+    out.relu_()
+    pooling = branches[-1]  # AdaptiveAvgPool2d, 1x1 conv, BN, ReLU
+    pooled = pointwise(mean, pooling[1], pooling[2])
+    project, project_b = fold(aspp.project[0], aspp.project[1])
+    y = torch.addmm(project_b, out[0], project[:width])
+    for j in range(1, len(out)):
+        y.addmm_(out[j], project[j * width:(j + 1) * width])
+    batch = grid.batch_high if path == "high" else grid.batch_low
+    return y.add_((pooled @ project[len(out) * width:])[batch]).relu_()
+
+
+def _head(grid: SparseGrid, convs: dict[str, Conv3x3], head: nn.Module, low_head: nn.Module,
+          high: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    table = grid.table(high, low)
+    mean_high, mean_low = grid.means(high, low)  # the ASPP's global pooling, per path
+    h = _aspp(grid, table, head.aspp, "high", high, mean_high)
+    lo = _aspp(grid, table, low_head.aspp, "low", low, mean_low)
+    table = grid.table(h, lo)
+    h = convs["high"](table, head.conv[0], head.conv[1])
+    lo = convs["low"](table, low_head.conv[0], low_head.conv[1])
+    return (pointwise(h, head.classifier, relu=False),
+            pointwise(lo, low_head.classifier, relu=False))
 
 
 class SparseSelective:
     """Evaluation-only sparse execution of a ``SelectiveDeepLabV3`` (its weights, read per call).
 
-    A model trained with ``execution = "dense"`` has no ``low_head``; one is made here
-    (weights tied, batch-norm statistics copied from ``head``) so that its mask's
-    latency can be measured. A mask with no down-sampled cell (or only such cells) runs
-    the plain dilated network (or the plain low path) with the library's dense convs:
-    the same function, and faster than rows; ``shortcuts=False`` always runs the rows.
+    ``kernels`` picks the 3x3 convs of each path: ``tiles`` (gathered tiles through the
+    library's dense convolution, ``ablate.models.blocksparse``), ``rows`` (gather + GEMM
+    per row, ``ablate.models.rowsparse``) or ``auto``: per mask and path, whichever the
+    device's measured crossover says is faster (``chosen`` holds the last call's). A
+    model trained with ``execution = "dense"`` has no ``low_head``; one is made here
+    (weights tied, batch-norm statistics copied from ``head``) so that its mask's latency
+    can be measured. A mask with no down-sampled cell (or only such cells) runs the plain
+    dilated network (or the plain low path) with the library's dense convs: the same
+    function, and faster; ``shortcuts=False`` always runs the sparse kernels. On CPU the
+    input goes channels-last, oneDNN's faster layout for the layers before the mask.
     """
 
-    def __init__(self, model: nn.Module, shortcuts: bool = True) -> None:
-        self.model, self.shortcuts = model, shortcuts
+    def __init__(self, model: nn.Module, shortcuts: bool = True, kernels: str = "auto") -> None:
+        if kernels not in KERNELS:
+            raise ValueError(f"unknown kernels {kernels!r}; allowed: {', '.join(KERNELS)}")
+        self.model, self.shortcuts, self.kernels = model, shortcuts, kernels
         self.low_head = getattr(model, "low_head", None)
         if self.low_head is None:
             self.low_head = low_head_copy(model.head, model.selective.patch)
+        self.chosen: dict[str, str] = {}
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, mask: torch.Tensor | None = None
@@ -355,28 +234,34 @@ class SparseSelective:
         """``out`` (logits at input size), ``mask`` and ``mask_logits``; ``mask`` overrides the net's."""
         model = self.model
         sel, bb, d = model.selective, model.backbone, model.selective.patch
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         taps = bb.early(x)
         logits = model.mask_net(taps[sel.mask_source])
         if mask is None:
             mask = gumbel_mask(logits, model.tau, hard=True, training=False)
         down = mask[:, 0] > 0.5
         if self.shortcuts and not down.any():
+            self.chosen = {"high": "dense"}
             out8 = model.head({"out": bb.high(taps["layer2"])[1]})
             return _outputs(out8, x, mask, logits)
         if self.shortcuts and down.all():
+            self.chosen = {"low": "dense"}
             out8 = self.low_head({"out": bb.low(taps["layer2"])})
             return _outputs(upsample_mask(out8, d, taps["layer2"].shape[-2:]), x, mask, logits)
-        # the row kernels write into preallocated tensors (out=): one dtype, no autocast
+        # the kernels write into preallocated tensors (out=): one dtype, no autocast
         layer2 = taps["layer2"].to(model.head.classifier.weight.dtype)
         B, C, H, W = layer2.shape
         grid = SparseGrid(down, (H, W), d, sel.pooling)
+        convs = {path: Conv3x3(grid, path, self.kernels) for path in ("high", "low")}
+        self.chosen = {path: conv.kind for path, conv in convs.items()}
         with torch.autocast(x.device.type, enabled=False):
             high = layer2.permute(0, 2, 3, 1).reshape(-1, C)[grid.active]
             pooled = pool_patches(layer2, d, sel.pooling)
             low = pooled.permute(0, 2, 3, 1).reshape(-1, C)[grid.low]
             for hb, lb in zip([*bb.layer3, *bb.layer4], [*bb.low_layer3, *bb.low_layer4]):
-                high, low = _sparse_bottleneck(grid, hb, lb, high, low)
-            high, low = _sparse_head(grid, model.head, self.low_head, high, low)
+                high, low = _bottleneck(grid, convs, hb, lb, high, low)
+            high, low = _head(grid, convs, model.head, self.low_head, high, low)
         out8 = torch.cat([high, low])[grid.row_high].view(B, H, W, -1).permute(0, 3, 1, 2)
         return _outputs(out8, x, mask, logits)
 
