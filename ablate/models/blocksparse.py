@@ -80,12 +80,13 @@ class TilePlan:
 
 
 def tile_conv(plan: TilePlan, table: torch.Tensor, conv: nn.Conv2d,
-              bn: nn.BatchNorm2d | None, relu: bool = True) -> torch.Tensor:
-    """A 3x3 conv (+ folded batch norm, + ReLU) of a path's rows by gathered tiles.
+              bn: nn.BatchNorm2d | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A 3x3 conv (+ folded batch norm) of a path's rows by gathered tiles.
 
     Gathers the tiles with their halo from ``table`` (channels last), runs ``F.conv2d``
-    without padding, and returns the owned positions' outputs in row order. Tiles go in
-    batches of at most ``GATHER_LIMIT`` gathered elements.
+    without padding, and picks the owned positions' outputs, in row order, into ``out``
+    (else a new tensor). Tiles go in batches of at most ``GATHER_LIMIT`` gathered
+    elements.
     """
     k, T = conv.dilation[0], plan.T
     weight, bias = fold(conv, bn, "conv")
@@ -99,8 +100,10 @@ def tile_conv(plan: TilePlan, table: torch.Tensor, conv: nn.Conv2d,
         block = block.view(-1, side, side, c_in).permute(0, 3, 1, 2)  # channels-last NCHW view
         y = F.conv2d(block, weight, bias, dilation=k)
         outs.append(y.permute(0, 2, 3, 1).reshape(-1, c_out))  # a view when channels-last
-    out = (outs[0] if len(outs) == 1 else torch.cat(outs)).index_select(0, plan.pick)
-    return out.relu_() if relu else out
+    tiles = outs[0] if len(outs) == 1 else torch.cat(outs)
+    if out is None:
+        return tiles.index_select(0, plan.pick)
+    return out.copy_(tiles.index_select(0, plan.pick))
 
 
 class Conv3x3:
@@ -117,13 +120,13 @@ class Conv3x3:
         self.kind = kernels
 
     def __call__(self, table: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None,
-                 relu: bool = True) -> torch.Tensor:
+                 out: torch.Tensor) -> torch.Tensor:
+        """``conv`` + folded ``bn`` of the path's rows (no ReLU), written into ``out``."""
         if self.grid.count(self.path) == 0:
-            return table.new_empty(0, conv.weight.shape[0])
+            return out
         if self.kind == "tiles":
-            return tile_conv(self.plan, table, conv, bn, relu)
-        taps = self.grid.taps(self.path, conv.dilation[0])
-        return im2col_conv(table, taps, conv, bn, relu)
+            return tile_conv(self.plan, table, conv, bn, out)
+        return im2col_conv(table, self.grid.taps(self.path, conv.dilation[0]), conv, bn, out)
 
 
 def crossover(device: torch.device, dtype: torch.dtype = torch.float32) -> float:

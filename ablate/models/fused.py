@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-LAYOUTS = ("matrix", "conv", "taps", "im2col")
+LAYOUTS = ("matrix", "affine", "conv", "taps", "im2col")
 
 
 def _versions(tensors: tuple[torch.Tensor | None, ...]) -> tuple:
@@ -30,14 +30,16 @@ def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, layout: str = "matri
     """``conv`` followed by ``bn`` (evaluation statistics) as one ``(weight, bias)``.
 
     ``layout``: ``matrix`` C_in x C_out (a 1x1 conv as ``addmm(bias, rows, weight)``),
-    ``conv`` C_out x C_in x kh x kw in channels-last memory (``F.conv2d`` on gathered
-    tiles), ``taps`` 9 x C_in x C_out (one matrix per 3x3 tap, row-major taps) and
-    ``im2col`` 9 C_in x C_out (the nine taps' inputs stacked, tap-major).
+    ``affine`` (C_in + 1) x C_out, the matrix with the bias as its last row (for rows
+    that end in a ones column), ``conv`` C_out x C_in x kh x kw in channels-last memory
+    (``F.conv2d`` on gathered tiles), ``taps`` 9 x C_in x C_out (one matrix per 3x3
+    tap, row-major taps) and ``im2col`` 9 C_in x C_out (the nine taps' inputs stacked,
+    tap-major).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
-    if layout == "matrix" and conv.kernel_size != (1, 1):
-        raise ValueError(f"layout 'matrix' is a 1x1 conv's, got kernel {conv.kernel_size}")
+    if layout in ("matrix", "affine") and conv.kernel_size != (1, 1):
+        raise ValueError(f"layout {layout!r} is a 1x1 conv's, got kernel {conv.kernel_size}")
     stats = () if bn is None else (bn.weight, bn.bias, bn.running_mean, bn.running_var)
     key = _versions((conv.weight, conv.bias, *stats))
     cache = conv.__dict__.setdefault("_ablate_folded", {})
@@ -53,13 +55,15 @@ def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, layout: str = "matri
             weight = weight * scale[:, None, None, None]
             bias = (bias - bn.running_mean) * scale + bn.bias.detach()
         weight = _arrange(weight, layout)
+        if layout == "affine":
+            weight = torch.cat([weight, bias[None]])
     cache[layout] = (key, (weight, bias.contiguous()))
     return weight, bias
 
 
 def _arrange(weight: torch.Tensor, layout: str) -> torch.Tensor:
     c_out, c_in = weight.shape[:2]
-    if layout == "matrix":
+    if layout in ("matrix", "affine"):
         return weight.reshape(c_out, c_in).t().contiguous()
     if layout == "conv":
         return weight.contiguous(memory_format=torch.channels_last)

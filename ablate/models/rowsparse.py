@@ -170,24 +170,21 @@ class SparseGrid:
 
 
 def im2col_conv(table: torch.Tensor, taps: torch.Tensor, conv: nn.Conv2d,
-                bn: nn.BatchNorm2d | None, relu: bool = True) -> torch.Tensor:
-    """A 3x3 conv (+ folded batch norm, + ReLU) of the outputs whose nine rows are ``taps``.
+                bn: nn.BatchNorm2d | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A 3x3 conv (+ folded batch norm) of the outputs whose nine rows are ``taps``.
 
     The outputs gather their nine input rows side by side and run one GEMM (K = 9 C_in),
     in blocks of at most ``GATHER_LIMIT`` gathered elements; neighbours outside the map
-    read the table's zero row.
+    read the table's zero row. ``out``: where to write (n x C_out), else a new tensor.
     """
     weight, bias = fold(conv, bn, "im2col")
     n, c_in = len(taps), table.shape[1]
+    out = table.new_empty(n, weight.shape[1]) if out is None else out
     step = max(1, GATHER_LIMIT // (9 * c_in))
-    if n <= step:
-        out = torch.addmm(bias, table.index_select(0, taps.reshape(-1)).view(n, 9 * c_in), weight)
-        return out.relu_() if relu else out
-    out = table.new_empty(n, weight.shape[1])
     for i in range(0, n, step):
         block = table.index_select(0, taps[i:i + step].reshape(-1))
         torch.addmm(bias, block.view(-1, 9 * c_in), weight, out=out[i:i + step])
-    return out.relu_() if relu else out
+    return out
 
 
 def accumulate_taps(out: torch.Tensor, table: torch.Tensor,

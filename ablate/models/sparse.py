@@ -136,33 +136,49 @@ def forward_mixed(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None =
 # -- sparse execution (evaluation) -----------------------------------------------------
 
 
+def _paths(grid: SparseGrid, hb: nn.Module, lb: nn.Module) -> tuple[tuple[nn.Module, slice], ...]:
+    """Each path's module and its rows: ``[high rows | low rows]`` throughout."""
+    n_a = grid.n_active
+    return (hb, slice(0, n_a)), (lb, slice(n_a, n_a + grid.n_low))
+
+
 def _bottleneck(grid: SparseGrid, convs: dict[str, Conv3x3], hb: nn.Module, lb: nn.Module,
-                high: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer3/layer4 bottleneck of both paths on rows (batch norm folded)."""
-    n_a, n_l = grid.n_active, grid.n_low
-    table = high.new_empty(grid.n_rows, hb.conv1.out_channels)  # conv1 writes its rows
-    pointwise(high, hb.conv1, hb.bn1, out=table[:n_a])
-    pointwise(low, lb.conv1, lb.bn1, out=table[n_a:n_a + n_l])
+                rows: torch.Tensor) -> torch.Tensor:
+    """One layer3/layer4 bottleneck of both paths on ``[high | low]`` rows (BN folded).
+
+    Both paths write into shared tensors, so each ReLU and sum is one op over all rows
+    (on a busy CPU every op waits for all of its threads: fewer, larger ops). A ones
+    column after the 3x3 conv's output carries conv3's folded bias into its GEMM.
+    """
+    n, n_l, width = len(rows), grid.n_low, hb.conv1.out_channels
+    paths = _paths(grid, hb, lb)
+    table = rows.new_empty(grid.n_rows, width)  # [high | low | pooled | zero], as conv2 reads
+    for block, part in paths:
+        pointwise(rows[part], block.conv1, block.bn1, relu=False, out=table[part])
+    table[:n].relu_()
     table[-1] = 0
     if grid.pooled and n_l:
-        table[n_a + n_l:-1] = grid.pool(table[:n_a])
-    mid = {"high": convs["high"](table, hb.conv2, hb.bn2),
-           "low": convs["low"](table, lb.conv2, lb.bn2)}
-    outs = []
-    for block, x, path in ((hb, high, "high"), (lb, low, "low")):
-        weight, bias = fold(block.conv3, block.bn3)
-        if block.downsample is not None:
-            shortcut_w, shortcut_b = fold(block.downsample[0], block.downsample[1])
-            shortcut = torch.addmm(shortcut_b + bias, x, shortcut_w)
-        else:  # x is a row tensor of this executor's, dead after this block
-            shortcut = x.add_(bias)
-        outs.append(shortcut.addmm_(mid[path], weight).relu_())
-    return outs[0], outs[1]
+        table[n:-1] = grid.pool(table[:grid.n_active])
+    mid = rows.new_empty(n, width + 1)
+    mid[:, width] = 1.0
+    for (block, part), path in zip(paths, ("high", "low")):
+        convs[path](table, block.conv2, block.bn2, out=mid[part, :width])
+    mid.relu_()
+    if hb.downsample is not None:
+        out = rows.new_empty(n, hb.conv3.out_channels)
+        for block, part in paths:
+            pointwise(rows[part], block.downsample[0], block.downsample[1], relu=False,
+                      out=out[part])
+    else:  # the identity shortcut: the block's input rows, dead after it
+        out = rows
+    for block, part in paths:
+        out[part].addmm_(mid[part], fold(block.conv3, block.bn3, "affine")[0])
+    return out.relu_()
 
 
 def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, path: str,
-          rows: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """torchvision's ASPP of one path on rows, up to its ReLU'd projection.
+          rows: torch.Tensor, mean: torch.Tensor, out: torch.Tensor) -> None:
+    """torchvision's ASPP of one path on rows, its projection (before ReLU) into ``out``.
 
     Each branch accumulates in its own contiguous rows (a scatter into a column slice is
     ten times slower). The 1x1 branch and the dilated branches' centre taps read each
@@ -174,34 +190,44 @@ def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, path: str,
     weight0, bias0 = fold(branches[0][0], branches[0][1])
     dilated = [fold(b[0], b[1], "taps") for b in branches[1:-1]]
     width = weight0.shape[1]
-    out = rows.new_empty(len(dilated) + 1, len(rows), width)
-    torch.addmm(bias0, rows, weight0, out=out[0])
+    acc = rows.new_empty(len(dilated) + 1, len(rows), width)
+    torch.addmm(bias0, rows, weight0, out=acc[0])
     for j, (branch, (weight, bias)) in enumerate(zip(branches[1:-1], dilated), start=1):
-        k = branch[0].dilation[0]
-        torch.addmm(bias, rows, weight[CENTRE], out=out[j])
-        accumulate_taps(out[j], table, grid.tap_pairs(path, k), weight)
-    out.relu_()
+        torch.addmm(bias, rows, weight[CENTRE], out=acc[j])
+        accumulate_taps(acc[j], table, grid.tap_pairs(path, branch[0].dilation[0]), weight)
+    acc.relu_()
     pooling = branches[-1]  # AdaptiveAvgPool2d, 1x1 conv, BN, ReLU
     pooled = pointwise(mean, pooling[1], pooling[2])
     project, project_b = fold(aspp.project[0], aspp.project[1])
-    y = torch.addmm(project_b, out[0], project[:width])
-    for j in range(1, len(out)):
-        y.addmm_(out[j], project[j * width:(j + 1) * width])
     batch = grid.batch_high if path == "high" else grid.batch_low
-    return y.add_((pooled @ project[len(out) * width:])[batch]).relu_()
+    pooled = torch.addmm(project_b, pooled, project[len(acc) * width:])  # per image
+    torch.addmm(pooled[batch], acc[0], project[:width], out=out)
+    for j in range(1, len(acc)):
+        out.addmm_(acc[j], project[j * width:(j + 1) * width])
 
 
 def _head(grid: SparseGrid, convs: dict[str, Conv3x3], head: nn.Module, low_head: nn.Module,
-          high: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    table = grid.table(high, low)
-    mean_high, mean_low = grid.means(high, low)  # the ASPP's global pooling, per path
-    h = _aspp(grid, table, head.aspp, "high", high, mean_high)
-    lo = _aspp(grid, table, low_head.aspp, "low", low, mean_low)
-    table = grid.table(h, lo)
-    h = convs["high"](table, head.conv[0], head.conv[1])
-    lo = convs["low"](table, low_head.conv[0], low_head.conv[1])
-    return (pointwise(h, head.classifier, relu=False),
-            pointwise(lo, low_head.classifier, relu=False))
+          rows: torch.Tensor) -> torch.Tensor:
+    """The ASPP head of both paths: ``[high | low]`` rows of logits."""
+    n, n_a = len(rows), grid.n_active
+    paths = _paths(grid, head, low_head)
+    table = grid.table(rows[:n_a], rows[n_a:])
+    means = grid.means(rows[:n_a], rows[n_a:])  # the ASPP's global pooling, per path
+    projected = rows.new_empty(grid.n_rows, head.aspp.project[0].out_channels)
+    for (module, part), path, mean in zip(paths, ("high", "low"), means):
+        _aspp(grid, table, module.aspp, path, rows[part], mean, projected[part])
+    projected[:n].relu_()
+    projected[-1] = 0
+    if grid.pooled and grid.n_low:
+        projected[n:-1] = grid.pool(projected[:n_a])
+    mid = rows.new_empty(n, head.conv[0].out_channels)
+    for (module, part), path in zip(paths, ("high", "low")):
+        convs[path](projected, module.conv[0], module.conv[1], out=mid[part])
+    mid.relu_()
+    logits = rows.new_empty(n, head.classifier.out_channels)
+    for module, part in paths:
+        pointwise(mid[part], module.classifier, relu=False, out=logits[part])
+    return logits
 
 
 class SparseSelective:
@@ -256,13 +282,13 @@ class SparseSelective:
         convs = {path: Conv3x3(grid, path, self.kernels) for path in ("high", "low")}
         self.chosen = {path: conv.kind for path, conv in convs.items()}
         with torch.autocast(x.device.type, enabled=False):
-            high = layer2.permute(0, 2, 3, 1).reshape(-1, C)[grid.active]
             pooled = pool_patches(layer2, d, sel.pooling)
-            low = pooled.permute(0, 2, 3, 1).reshape(-1, C)[grid.low]
+            rows = torch.cat([layer2.permute(0, 2, 3, 1).reshape(-1, C)[grid.active],
+                              pooled.permute(0, 2, 3, 1).reshape(-1, C)[grid.low]])
             for hb, lb in zip([*bb.layer3, *bb.layer4], [*bb.low_layer3, *bb.low_layer4]):
-                high, low = _bottleneck(grid, convs, hb, lb, high, low)
-            high, low = _head(grid, convs, model.head, self.low_head, high, low)
-        out8 = torch.cat([high, low])[grid.row_high].view(B, H, W, -1).permute(0, 3, 1, 2)
+                rows = _bottleneck(grid, convs, hb, lb, rows)
+            logits = _head(grid, convs, model.head, self.low_head, rows)
+        out8 = logits[grid.row_high].view(B, H, W, -1).permute(0, 3, 1, 2)
         return _outputs(out8, x, mask, logits)
 
 

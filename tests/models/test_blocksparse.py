@@ -63,7 +63,7 @@ def test_tile_conv_equals_the_dense_conv_of_the_mixed_map(k, tile, path):
     table[-1] = 0
     conv = _conv(8, 12, k)
     plan = TilePlan(grid, path, tile)
-    out = tile_conv(plan, table, conv, None, relu=False)
+    out = tile_conv(plan, table, conv, None)
     ref = _dense_reference(grid, table, conv, path)
     assert out.shape == ref.shape == (grid.count(path), 12)
     assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
@@ -82,7 +82,7 @@ def test_the_halo_is_exactly_the_receptive_field(k):
     ys, xs = own.nonzero(as_tuple=True)[1:]
     border = (ys % 4 == 0) | (ys % 4 == 3) | (xs % 4 == 0) | (xs % 4 == 3)
     assert border.sum() > len(border) // 2  # most owned pixels sit on a tile border
-    out = tile_conv(plan, table, conv, None, relu=False)
+    out = tile_conv(plan, table, conv, None)
     assert (out - ref)[border].abs().max() <= 1e-5 * ref.abs().max()
     # zero the outermost ring of every halo, k away from its tile: only the border outputs
     # read it (their outward taps), and they change
@@ -90,7 +90,7 @@ def test_the_halo_is_exactly_the_receptive_field(k):
     for ring in (halo[:, 0], halo[:, -1], halo[:, :, 0], halo[:, :, -1]):
         ring.fill_(grid.zero)
     plan._halo[k] = halo
-    short = tile_conv(plan, table, conv, None, relu=False)
+    short = tile_conv(plan, table, conv, None)
     assert (short - ref)[border].abs().amax(1).gt(1e-3).float().mean() > 0.5
     assert (short - ref)[~border].abs().max() <= 1e-5 * ref.abs().max()
 
@@ -102,7 +102,7 @@ def test_im2col_and_tap_kernels_equal_the_dense_conv(path):
     table[-1] = 0
     conv = _conv(6, 5, 2)
     ref = _dense_reference(grid, table, conv, path)
-    rows = im2col_conv(table, grid.taps(path, 2), conv, None, relu=False)
+    rows = im2col_conv(table, grid.taps(path, 2), conv, None)
     assert (rows - ref).abs().max() <= 1e-5 * ref.abs().max()
     weight, bias = fold(conv, None, "taps")
     outputs, _, bounds = grid.tap_pairs(path, 2)
@@ -130,6 +130,8 @@ def test_folded_batch_norm_equals_conv_then_bn(layout):
         rows = x.permute(0, 2, 3, 1).reshape(-1, 3)
         ref1 = bn(conv1(x)).permute(0, 2, 3, 1).reshape(-1, 4)
         assert torch.allclose(pointwise(rows, conv1, bn, relu=False), ref1, atol=1e-5)
+        affine = fold(conv1, bn, "affine")[0]  # the bias as a last row, for a ones column
+        assert torch.allclose(torch.cat([rows, torch.ones(25, 1)], 1) @ affine, ref1, atol=1e-5)
         with pytest.raises(ValueError, match="1x1"):
             fold(conv, bn, layout)
         return
