@@ -20,12 +20,16 @@ is faster on rows.
 
 **Choosing the kernel, per device, by measurement.** For each mask and path,
 ``Conv3x3`` compares the path's *occupancy* (owned positions over tile positions) with
-the crossover of the device: tiles compute ``1 / occupancy`` outputs per needed one, so
+the device's *crossover*: tiles compute ``1 / occupancy`` outputs per needed one, so
 they win when ``occupancy >= t_tiles / t_rows``, the time per output of the tile kernel
-over the row kernel at full occupancy. ``crossover`` measures that ratio with
-``measure_crossover`` (layer3's and layer4's 3x3 convs at the real widths and
-dilations) unless ``CROSSOVER`` holds a figure measured for the device type; the
-measurement runs once per device type, dtype and thread count in a process.
+over the row kernel at full occupancy. ``measure_crossover`` times both kernels on
+layer3's and layer4's 3x3 convs (real widths and dilations) on the device the model
+runs on, at its first sparse call in a process, once per device, dtype and thread
+count. Nothing is assumed for a device: on this project's shared 2-core AMD EPYC the
+figure was 0.72-0.74 with both threads and 0.54-0.60 with one (load average 14), so the
+same mask can take tiles on one thread count and rows on another. ``CROSSOVER`` pins
+a figure per device type instead (the same kernels in every process, e.g. for
+bit-identical evaluations).
 """
 
 from __future__ import annotations
@@ -42,8 +46,7 @@ from ablate.models.rowsparse import GATHER_LIMIT, SparseGrid, im2col_conv
 KERNELS = ("auto", "tiles", "rows")
 TILE = {"high": 8, "low": 8}  # tile side in positions of each path's map
 
-# Crossover occupancy measured with all threads (bench/bench_selective.py --calibrate);
-# a device type missing here is measured at its first use (``measure_crossover``).
+# Pinned crossovers per device type ("cpu", "cuda"); empty: measured at first use
 CROSSOVER: dict[str, float] = {}
 _measured: dict[tuple, float] = {}
 
@@ -145,12 +148,13 @@ _CALIBRATION = ((256, 2, 6), (512, 4, 3))
 
 @torch.no_grad()
 def measure_crossover(device: torch.device, dtype: torch.dtype = torch.float32,
-                      size: tuple[int, int] = (32, 64), runs: int = 3) -> float:
+                      size: tuple[int, int] = (32, 64), runs: int = 2) -> float:
     """``t_tiles / t_rows``: time per output of the tile kernel over the row kernel.
 
     Both run every output of a ``size`` map (full occupancy) through layer3's and
     layer4's 3x3 convs (widths 256 and 512, dilations 2 and 4, weighted by their block
-    counts); each figure is the fastest of ``runs`` after one warm-up call.
+    counts). The two kernels are timed in turn, ``runs`` times after one warm-up call
+    each, and each keeps its fastest time: a busy machine slows a call, never speeds it.
     """
     down = torch.zeros(1, -(-size[0] // 2), -(-size[1] // 2), dtype=torch.bool, device=device)
     grid = SparseGrid(down, size, 2, "fixed")
@@ -163,14 +167,15 @@ def measure_crossover(device: torch.device, dtype: torch.dtype = torch.float32,
         taps = grid.taps("high", k)
         kernels = {"tiles": lambda t=table, c=conv: tile_conv(plan, t, c, None),
                    "rows": lambda t=table, c=conv, i=taps: im2col_conv(t, i, c, None)}
-        for name, call in kernels.items():
-            call()
-            times = []
-            for _ in range(runs):
+        best = dict.fromkeys(kernels, float("inf"))
+        for run in range(runs + 1):
+            for name, call in kernels.items():
                 sync()
                 start = time.perf_counter()
                 call()
                 sync()
-                times.append(time.perf_counter() - start)
-            totals[name] += blocks * min(times)
+                if run:  # the first call of each is the warm-up
+                    best[name] = min(best[name], time.perf_counter() - start)
+        for name in totals:
+            totals[name] += blocks * best[name]
     return totals["tiles"] / totals["rows"]

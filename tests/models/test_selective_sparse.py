@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from ablate.models import blocksparse
 from ablate.models.masking import pool_patches, upsample_mask
 from ablate.models.selective import build_selective_deeplabv3
 from ablate.models.sparse import SparseGrid, SparseSelective, forced_mask, forward_mixed
@@ -36,6 +37,12 @@ def _model(pooling: str = "fixed", execution: str = "sparse", seed: int = 0,
 @pytest.fixture(scope="module", params=["fixed", "avg", "max"])
 def model(request):
     return _model(request.param)
+
+
+@pytest.fixture(autouse=True)
+def pinned_crossover(monkeypatch):
+    """``kernels = "auto"`` without its first-use timing (tested in test_blocksparse)."""
+    monkeypatch.setitem(blocksparse.CROSSOVER, "cpu", 0.75)
 
 
 def _masks() -> dict[str, torch.Tensor]:
