@@ -32,14 +32,19 @@ function (one blend after layer4, the ASPP on the blended stride-8 map); a model
 trained with ``execution = "dense"`` and run sparsely changes its output (README gives
 the measured mIoU difference).
 
-How the sparse kernels work (batch ``B``, rows = pixels in channels-last order):
-1x1 convs, batch norm and sums act on rows. A 3x3 conv with ``C_out >= C_in`` gathers
-each output row's nine neighbour rows (im2col, in blocks) for one GEMM per block; the
-ASPP's 2048 -> 256 convs instead run one GEMM of every row with the nine taps' weights
-side by side (``rows x 9 C_out``) and gather each output's nine partial sums, 8x less
-data to move. A neighbour outside the image reads a zero row (zero padding). The low
-path's rows serve both paths' convs (tied weights), so compute is linear in the share
-of down-sampled cells.
+How the sparse execution runs (batch ``B``; rows = positions, channels last; both
+paths' rows in one tensor, ``[high | low]``): batch norm is folded into every conv
+(``ablate.models.fused``); 1x1 convs are GEMMs on rows, ReLU and residual sums one op
+over all rows. Each 3x3 conv reads a table of rows in which a neighbour in the other
+path's cells is that path's row (the blend above) and a neighbour outside the map the
+zero row (``ablate.models.rowsparse.SparseGrid``). layer3/layer4 and the head's 3x3
+convs run per path either as gathered tiles through the library's dense convolution
+(``ablate.models.blocksparse``, after SBNet) or as a gather + GEMM per row, chosen per
+mask and path by the device's measured crossover. The ASPP's dilated 2048 -> 256 convs
+run one GEMM per tap over the outputs whose neighbour is inside the map: their rates
+reach across most of a stride-8 map, so a tile's halo would be most of the map, and
+taps outside it are skipped as the dense convolution skips them. Compute is linear in
+the share of down-sampled cells, apart from the positions a tile computes and drops.
 """
 
 from __future__ import annotations
