@@ -1,43 +1,61 @@
 # Two commands do everything on a fresh machine:
-#   make demo   create .venv if missing, install, run the quick-start study, print the report
-#   make test   create .venv if missing, install, start the test services, run every test
-# and a quick one while editing:
+#   make demo   create .venv if missing, install the core, run the quick-start study, print the report
+#   make test   create .venv if missing, install every extra, start the test services, run every test
+# and, while editing:
 #   make test-fast  the unit tier: every test not marked slow (no training, no services; under a minute)
+#   make pin        pin this machine kind's trained quick-start figures (tests/trials/pins.py)
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.ablate-installed
-EXTRAS := dev,coco,postgres,sbd,parquet,runtimes,tensorboard,mlflow
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# What is installed, by stamp: the core package (all make demo needs), or the core with
+# every extra and the dev tools (make test). make test after make demo adds the rest;
+# make demo after make test installs nothing.
+CORE_STAMP := $(VENV)/.ablate-core
+FULL_STAMP := $(VENV)/.ablate-all
+EXTRAS := dev,all
 
-.PHONY: demo test test-fast install lint bench services-start services-stop clean
+.PHONY: demo test test-fast install install-all lint bench pin services-start services-stop clean
 
-install: $(STAMP)
+install: $(CORE_STAMP)
+install-all: $(FULL_STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]' 2>&1 \
-		| grep -v "^WARNING: Location" || true
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(CORE_STAMP): pyproject.toml | $(BIN)/python
+	@if [ $(FULL_STAMP) -nt pyproject.toml ]; then echo "core already installed (with every extra)"; \
+	else $(PIP) -e . 2>&1 | grep -v "^WARNING: Location" || true; fi
 	@$(BIN)/python -c "import ablate, torch, torchvision" || (echo "install failed" >&2; exit 1)
-	@touch $(STAMP)
+	@touch $@
 
-demo: $(STAMP)
+$(FULL_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[$(EXTRAS)]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -c "import ablate, torch, torchvision, pytest" || (echo "install failed" >&2; exit 1)
+	@touch $@ $(CORE_STAMP)
+
+demo: $(CORE_STAMP)
 	$(BIN)/ablate run recipes/quickstart.toml --jobs 2
 	$(BIN)/ablate report --study quickstart --pareto --effects --out results/
 
-test: $(STAMP)
+test: $(FULL_STAMP)
 	@bash tests/services/start-all.sh
 	$(BIN)/python -m pytest -p no:cacheprovider; status=$$?; bash tests/services/stop-all.sh; exit $$status
 
-test-fast: $(STAMP)
+test-fast: $(FULL_STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
 
-lint: $(STAMP)
+lint: $(FULL_STAMP)
 	$(BIN)/ruff check ablate tests bench
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
+bench: $(CORE_STAMP)
 	$(BIN)/python bench/bench_plan_train.py
+
+# pin this machine kind's trained figures for tests/trials/test_quickstart_pinned.py
+pin: $(FULL_STAMP)
+	$(BIN)/python -m tests.trials.pins record
 
 clean:
 	rm -rf results/runs results/*.db results/*.db-* results/*.png results/*.svg

@@ -12,7 +12,6 @@ Read-only: it never creates a database nor writes to one.
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,16 +21,12 @@ if TYPE_CHECKING:
 
 
 def open_store(db: str | None) -> Store:
-    """The store at ``db`` for reading only: a missing database is an error, never created.
-
-    Where the store offers read-only connections (no write lock on SQLite, so polling
-    never makes a runner wait) they are used; otherwise ``must_exist``.
-    """
+    """The store at ``db`` for reading only: a missing database is an error, never
+    created; read-only connections take no write lock on SQLite, so polling never makes
+    a runner wait."""
     from ablate.store import Store  # lazy: loads sqlalchemy
 
-    if "read_only" in inspect.signature(Store.__init__).parameters:
-        return Store(db, read_only=True)
-    return Store(db, must_exist=True)
+    return Store(db, read_only=True)
 
 
 class Database:
@@ -46,10 +41,12 @@ class Database:
 
     def studies(self) -> pd.DataFrame:
         """``study, description, recipe_path, created_at, trials`` and one count column per
-        trial state (``done``, ``failed``, ``pending``, ``running``)."""
+        trial state (``ablate.trials.lifecycle.TrialStatus``: done, running, pending,
+        failed, preempted, timed_out)."""
         import pandas as pd  # lazy: loads pandas
 
         from ablate.store import read  # lazy: loads pandas, sqlalchemy
+        from ablate.trials.lifecycle import TrialStatus  # lazy: the package face stays light
 
         rows = read.trial_rows(self.store, None)
         names = read.study_names(self.store)
@@ -60,12 +57,12 @@ class Database:
             row = {"study": record.name, "description": record.description,
                    "recipe_path": record.recipe_path, "created_at": record.created_at}
             states = counts.loc[record.name] if record.name in counts.index else {}
-            for state in ("done", "failed", "pending", "running"):
-                row[state] = int(states.get(state, 0)) if len(states) else 0
-            row["trials"] = sum(row[s] for s in ("done", "failed", "pending", "running"))
+            for state in TrialStatus:
+                row[state.value] = int(states.get(state.value, 0)) if len(states) else 0
+            row["trials"] = sum(row[s.value] for s in TrialStatus)
             out.append(row)
-        columns = ["study", "description", "recipe_path", "created_at", "trials", "done",
-                   "failed", "pending", "running"]
+        columns = ["study", "description", "recipe_path", "created_at", "trials",
+                   *(s.value for s in TrialStatus)]
         return pd.DataFrame(out, columns=columns)
 
     def trials(self, study: str, where: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
@@ -83,7 +80,8 @@ class Database:
                 baseline: str | None = None, alpha: float = 0.05,
                 min_effect: float | None = None) -> pd.DataFrame:
         """The effect of each axis on mIoU: the ``effects`` of ``ablate report --json
-        --effects`` (columns ``ablate.analysis.effects.EFFECT_COLUMNS``)."""
+        --effects`` (columns ``ablate.analysis.effects.EFFECT_COLUMNS``, then
+        ``ablate.analysis.improvement.SEED_COLUMNS``)."""
         return self._report(study, where=where, baseline=baseline, alpha=alpha,
                             effects=True, min_effect=min_effect).effects
 

@@ -6,6 +6,7 @@ mIoU: true cell means + a seed effect (sd 3 points) shared by the configurations
 seed + trial noise (sd 5 points). No training, no database.
 
     .venv/bin/python bench/bench_decisions.py [--replicates 10000] [--jobs 2]
+        [--part all|loop|futility] [--paths 200000] [--estimates 1000]
 
 Lines:
   null designs   fwer: share of studies with any wrong verdict (a better/worse where
@@ -17,6 +18,19 @@ Lines:
                  that decide "better"), mean trials to the end of the loop, and the
                  trials a fixed paired t-test design needs for the same power (noncentral
                  t, per-seed contrast sd 5*sqrt(2)); goal: mean trials <= 70% of that.
+  futility       one axis with a margin d: the effect the design (O'Brien-Fleming, alpha
+                 0.05) detects with 80% power by --max-seeds K = 10, 20, 30 (per-seed
+                 contrast sd sigma = 1). Studies stopped by the rule the loop applies to an
+                 effect (``ablate.analysis.rule``: the code behind the effects table;
+                 ``--paths`` studies per row; a check row runs the loop itself,
+                 ``simulate``, on 2,000). Per truth (0, d, 2d): mean trials (2 configurations
+                 x seeds), the fixed paired design of equal power (the loop's power at d;
+                 at 2d its power there) and the ratio, power, fwer (a wrong better/worse)
+                 with its Monte-Carlo se, the share stopped for futility, the coverage of
+                 the final interval and the bias of the estimate shown (bias-adjusted,
+                 ``--estimates`` studies) and of the mean, in sigma. Goals: fwer <= alpha +
+                 2 se; trials under the null <= 0.70 of the fixed design; power at d >=
+                 0.78; coverage >= 0.95; |bias| <= 0.1 sigma at d.
 """
 
 from __future__ import annotations
@@ -39,7 +53,9 @@ def _run(job: tuple) -> tuple:
 
     index, kind, effect_sd, max_seeds, margin, replicates, seed = job
     design = standard_designs(effect_sd=effect_sd)[index]
-    loop = Design(kind, alpha=0.05, min_effect=margin, max_seeds=max_seeds, start_seeds=1)
+    futility = 0.8 if margin and kind == "sequential" else None  # as the loop designs it
+    loop = Design(kind, alpha=0.05, min_effect=margin, max_seeds=max_seeds, start_seeds=1,
+                  futility_power=futility)
     started = time.perf_counter()
     summary = simulate(design, loop, replicates, seed=seed)
     return job, summary, time.perf_counter() - started
@@ -50,10 +66,146 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=10_000)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=20261204)
+    parser.add_argument("--part", choices=("all", "loop", "futility"), default="all")
+    parser.add_argument("--paths", type=int, default=200_000)
+    parser.add_argument("--estimates", type=int, default=1_000)
     args = parser.parse_args()
     print(f"machine: {describe()}")
-    print(f"command: bench/bench_decisions.py --replicates {args.replicates} --jobs {args.jobs}")
-    reps = args.replicates
+    print(f"command: bench/bench_decisions.py --replicates {args.replicates} --jobs {args.jobs} "
+          f"--part {args.part} --paths {args.paths} --estimates {args.estimates}")
+    if args.part in ("all", "futility"):
+        futility_table(args.paths, args.estimates, args.jobs, args.seed)
+    if args.part in ("all", "loop"):
+        loop_table(args.replicates, args.jobs, args.seed)
+
+
+ALPHA = 0.05
+TRUTHS = ("null", "d", "2d")
+
+
+def _futility_rows(job: tuple) -> list[dict]:
+    """One --max-seeds: every truth, the loop with the margin (futility) and without."""
+    import numpy as np
+
+    from ablate.analysis import rule as R
+    from ablate.analysis.design import Design
+    from ablate.analysis.sequential import look_statistics, looks_for
+    from ablate.dispatch.simulate import fixed_seeds_for_power
+
+    max_seeds, paths, estimates, seed = job
+    started = time.perf_counter()
+    d = R.detectable_effect(1, max_seeds, ALPHA, "obrien-fleming")
+    looks = np.asarray(looks_for(max_seeds, 1, max_seeds))
+    rows, power_at = [], {}
+    for label, margin in (("margin d (futility)", d), ("no margin", None)):
+        design = Design("sequential", alpha=ALPHA, max_seeds=max_seeds, start_seeds=1,
+                        min_effect=margin, futility_power=0.8 if margin else None)
+        rule = R.rule_for(design, ALPHA)
+        for k, truth in enumerate((0.0, d, 2 * d)):
+            rng = np.random.default_rng(seed + 7919 * k)
+            seeds = right = wrong = futile = covered = done = 0
+            mean_sum = 0.0
+            shown = []
+            while done < paths:
+                count = min(50_000, paths - done)
+                mean, se = look_statistics(rng.standard_normal((count, max_seeds)) + truth, looks)
+                reading = R.read(mean, se, rule, margin)
+                decided = reading.code != R.INCONCLUSIVE
+                stop = np.where(decided.any(axis=1), decided.argmax(axis=1), len(looks) - 1)
+                at = np.arange(count), stop
+                code, low, high = reading.code[at], reading.low[at], reading.high[at]
+                seeds += int(looks[stop].sum())
+                right += int((code == R.BETTER).sum()) if truth > 0 else 0
+                wrong += int(np.isin(code, (R.WORSE,) if truth > 0 else (R.BETTER, R.WORSE)).sum())
+                futile += int((code == R.FUTILE).sum())
+                covered += int(((low <= truth) & (truth <= high)).sum())
+                mean_sum += float(reading.mean[at].sum())
+                if done == 0 and margin and k == 1:  # the estimate shown, at d
+                    sd = reading.se[at] * np.sqrt(looks[stop])
+                    for i in range(min(estimates, count)):
+                        value = R.adjusted_estimate(float(reading.mean[at][i]), float(sd[i]),
+                                                    design, ALPHA)
+                        shown.append(min(max(value, low[i]), high[i]))
+                done += count
+            power = right / paths
+            power_at[label, TRUTHS[k]] = power
+            rows.append({
+                "K": max_seeds, "design": label, "truth": TRUTHS[k], "d": d,
+                "trials": 2 * seeds / paths, "power": power, "fwer": wrong / paths,
+                "mc_se": math.sqrt(max(wrong / paths * (1 - wrong / paths), 1e-12) / paths),
+                "futile": futile / paths, "coverage": covered / paths,
+                "bias_mean": mean_sum / paths - truth,
+                "bias_shown": (float(np.mean(shown)) - truth) if shown else math.nan,
+                "bias_shown_se": float(np.std(shown) / math.sqrt(len(shown))) if shown else 0.0,
+            })
+    for row in rows:  # the fixed paired design with the loop's power at d (at 2d: there)
+        at = "2d" if row["truth"] == "2d" else "d"
+        power = power_at[row["design"], at]
+        effect = 2 * d if at == "2d" else d
+        row["fixed"] = 2 * fixed_seeds_for_power(effect, 1.0, min(power, 0.999), ALPHA)
+        row["ratio"] = row["trials"] / row["fixed"]
+    rows[0]["took"] = time.perf_counter() - started
+    return rows
+
+
+def futility_table(paths: int, estimates: int, jobs: int, seed: int) -> None:
+    """The futility design against the loop without a margin, for --max-seeds 10, 20, 30."""
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(_futility_rows, [(k, paths, estimates, seed + k)
+                                                 for k in (10, 20, 30)]))
+    print(f"futility: {paths:,} studies per row (unit per-seed contrast sd), estimates shown "
+          f"from {estimates:,}")
+    print("| K | d | design | truth | mean trials | fixed, equal power | ratio | power | "
+          "fwer (mc se) | futility | coverage | bias shown | bias of mean |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for rows in results:
+        for r in rows:
+            shown = (f"{r['bias_shown']:+.3f} ({r['bias_shown_se']:.3f})"
+                     if r["bias_shown"] == r["bias_shown"] else "")
+            print(f"| {r['K']} | {r['d']:.3f} | {r['design']} | {r['truth']} | "
+                  f"{r['trials']:.2f} | {r['fixed']} | {r['ratio']:.2f} | "
+                  f"{r['power']:.3f} | {r['fwer']:.4f} ({r['mc_se']:.4f}) | {r['futile']:.3f} | "
+                  f"{r['coverage']:.4f} | {shown} | {r['bias_mean']:+.3f} |")
+        print(f"(K={rows[0]['K']}: {rows[0]['took']:.0f} s)")
+    goals(results)
+    check_with_the_loop(seed)
+
+
+def goals(results: list[list[dict]]) -> None:
+    for rows in results:
+        fut = {r["truth"]: r for r in rows if r["design"].startswith("margin")}
+        k = rows[0]["K"]
+        print(f"goals K={k}: fwer <= alpha + 2 se: "
+              f"{all(r['fwer'] <= ALPHA + 2 * r['mc_se'] for r in rows)}; null trials / fixed "
+              f"{fut['null']['ratio']:.2f} <= 0.70: {fut['null']['ratio'] <= 0.70}; power at d "
+              f"{fut['d']['power']:.3f} >= 0.78: {fut['d']['power'] >= 0.78}; coverage >= 0.95: "
+              f"{all(r['coverage'] >= 0.95 for r in rows)}; |bias shown| at d "
+              f"{abs(fut['d']['bias_shown']):.3f} <= 0.1: {abs(fut['d']['bias_shown']) <= 0.1}")
+
+
+def check_with_the_loop(seed: int, replicates: int = 2_000) -> None:
+    """The loop's own decision code (``simulate``) on the K = 10 rows with the margin."""
+    from ablate.analysis.design import Design
+    from ablate.analysis.rule import detectable_effect
+    from ablate.dispatch.simulate import simulate, standard_designs
+
+    sigma = 5.0 * math.sqrt(2.0)  # the per-seed contrast sd of the standard designs
+    d = detectable_effect(1, 10, ALPHA, "obrien-fleming")
+    loop = Design("sequential", alpha=ALPHA, max_seeds=10, start_seeds=1, min_effect=d * sigma,
+                  futility_power=0.8)
+    for truth, effect in (("null", 0.0), ("d", d)):
+        design = standard_designs(effect_sd=effect * math.sqrt(2.0))[0]
+        summary = simulate(design, loop, replicates, seed=seed + 3)
+        right = next(iter(summary.decided_right.values())) / replicates
+        print(f"check, the loop itself (simulate, {replicates:,} studies) K=10 {truth}: "
+              f"mean trials {summary.mean_trials:.2f}, power {right:.3f}, fwer "
+              f"{summary.fwer:.4f} ({summary.mc_se:.4f}), futility "
+              f"{sum(summary.futile.values()) / replicates:.3f}")
+
+
+def loop_table(reps: int, jobs_: int, seed: int) -> None:
+    """The loop's own decision code on the standard designs (``simulate``)."""
+    args = argparse.Namespace(jobs=jobs_, seed=seed)
     jobs = []
     for index in range(5):  # the five designs of simulate.standard_designs
         jobs.append((index, "sequential", 0.0, 10, None, reps, args.seed + index))

@@ -11,6 +11,9 @@ shared machine inflates far less than the wall time):
   plan 20k (cached)   wall time of `plan` on 20,000 trials (one architecture) once the
                       architecture's cost is in the database (goal: within 3 s on 2 cores)
   plan 20k --json     the same with every row printed as JSON
+  plan 20k configs    `plan` of 20,000 distinct configurations of one seed (a 10,000-value
+                      train.lr axis x 2 weight decays), costs cached: every configuration is
+                      validated and hashed (goal: within 3 s)
   refuse 10M          wall time until `plan` of a 10,000,000-trial grid exits 2
   quick-start ...     `plan recipes/quickstart.toml` (12 trials, 4 architectures)
   20k x 4 arch ...    `plan` of 20,000 trials over 4 architectures (--max-trials 20000)
@@ -63,6 +66,13 @@ def recipe_20k() -> str:
     wds = ", ".join(f"{1e-5 * (i + 1):.5f}" for i in range(50))
     return BASE.format(name="plan20k", seeds="0, 1, 2, 3") + (
         f'\n[grid]\n"train.lr" = [{lrs}]\n"train.weight_decay" = [{wds}]\n')
+
+
+def recipe_20k_configs() -> str:
+    """10,000 learning rates x 2 weight decays x 1 seed = 20,000 distinct configurations."""
+    lrs = ", ".join(f"{0.0001 * (i + 1):.4f}" for i in range(10_000))
+    return BASE.format(name="plan20kc", seeds="0") + (
+        f'\n[grid]\n"train.lr" = [{lrs}]\n"train.weight_decay" = [0.0001, 0.0002]\n')
 
 
 def recipe_20k_4arch() -> str:
@@ -141,10 +151,14 @@ def measure(label: str, src: Path, tmp: Path, repeats: int, limit_10m: float) ->
         raise SystemExit(f"{label}: plan failed: {tail}")
     out: dict = {"plan 20k (cold, 1 arch costed)": wall,
                  "plan 20k (cold) CPU s": CPU_TIMES["last"]}
-    for name, extra in (("plan 20k (cached)", []), ("plan 20k --json", ["--json"])):
+    configs = [py, "-m", "ablate", "plan", str(tmp / "plan20kc.toml"), "--db", db, *limit]
+    if timed(configs, src, 600, cache)[1] != 0:  # its architecture is costed by now
+        raise SystemExit(f"{label}: plan of 20k configurations failed")
+    for name, cmd in (("plan 20k (cached)", plan), ("plan 20k --json", [*plan, "--json"]),
+                      ("plan 20k configs (cached)", configs)):
         runs, cpus = [], []
         for _ in range(repeats):
-            runs.append(timed([*plan, *extra], src, 600, cache)[0])
+            runs.append(timed(cmd, src, 600, cache)[0])
             cpus.append(CPU_TIMES["last"])
         out[name] = statistics.median(r for r in runs if r is not None)
         out[f"{name} CPU s"] = statistics.median(cpus)
@@ -201,6 +215,7 @@ def main() -> None:
         (tmp / "plan20k.toml").write_text(recipe_20k())
         (tmp / "plan10m.toml").write_text(recipe_10m())
         (tmp / "plan20k4.toml").write_text(recipe_20k_4arch())
+        (tmp / "plan20kc.toml").write_text(recipe_20k_configs())
         columns = {"now": measure("now", ROOT, tmp, args.repeats, args.limit_10m)}
         if args.before:
             old = extract(args.before, tmp / "before")

@@ -10,7 +10,8 @@ Markdown text, and the whole CLI in-process (``report --format csv --baseline ..
 then ``--effects``: every main effect and interaction with intervals at alpha/family
 (Bonferroni over each study's effects) on the same trials (target: at most 2 s), alone and through the CLI.
 Part 2 builds ``--small`` trials and times a report with plots: ``--pareto`` alone,
-``--format html --per-class --curves`` and ``--pareto`` with more (PNG + SVG files), in-process after one
+``--format html --per-class --curves`` (with and without ``--effects``: forest plot, P(B > A),
+per-class heat map) and ``--pareto`` with more (PNG + SVG files), in-process after one
 untimed warm-up (imports and fonts loaded) and cold (a fresh ``ablate`` process:
 interpreter start, imports and font loading included). Target: at most 5 s.
 """
@@ -172,6 +173,18 @@ def effects_path(url: str, repeats: int) -> None:
           f"{statistics.median(cpu):.3f} s CPU, median of {repeats} "
           f"(target <= 2 s: {'met' if median <= 2 else 'MISSED'}; on a loaded machine "
           "read the CPU figure)")
+    from ablate.analysis.effects import effect_cells
+    from ablate.analysis.improvement import seed_columns
+    from ablate.analysis.per_class import per_class_effects
+
+    median, _ = timed(lambda: seed_columns(table, effect_cells(trials)), repeats)
+    mains = int((table["kind"] == "main").sum())
+    print(f"    P(B > A) of {mains:,} main effects and every effect's per-seed differences "
+          f"(seed_columns + effect_cells): {median:.3f} s wall, median of {repeats}")
+    classes = trials_frame(Store(url), keys=(), per_class=True)
+    median, _ = timed(lambda: per_class_effects(classes), repeats)
+    print(f"    per_class_effects ({len(CLASSES)} classes x {mains:,} main effects): "
+          f"{median:.3f} s wall, median of {repeats}")
     cli_args = ["report", "--db", url, "--effects", "--format", "json"]
     median, all_runs = timed(lambda: cli(cli_args), repeats)
     print(f"    in-process `ablate {' '.join(cli_args)}` (load, table, effects, JSON): "
@@ -249,7 +262,8 @@ def main() -> None:
     print(f"\n[2] {args.small:,} trials with plots")
     out = folder / "out"
     for extra in (["--pareto"], ["--format", "html", "--per-class", "--curves"],
-                  ["--pareto", "--per-class", "--curves", "--format", "markdown"]):
+                  ["--pareto", "--per-class", "--curves", "--format", "markdown"],
+                  ["--format", "html", "--effects", "--per-class", "--curves"]):
         report_args = ["report", "--db", small, *extra, "--out", str(out)]
         cli(report_args)  # warm-up: matplotlib loads its fonts on the first figure
         median, all_runs = timed(lambda a=report_args: cli(a), args.repeats)

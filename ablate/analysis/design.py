@@ -5,7 +5,8 @@
 * ``sequential``: grown by ``ablate run --until-decided``, which looked at the effects
   after every added seed. Each effect gets a repeated confidence interval of a
   group-sequential design (``ablate.analysis.sequential``) whose looks run from the
-  recipe's seeds (``start_seeds``) to ``max_seeds``.
+  recipe's seeds (``start_seeds``) to ``max_seeds``. With a margin it also has a
+  non-binding futility stop (``futility_power``; ``ablate.analysis.rule``).
 
 Either way the family of a study is all its effects (every main effect and two-way
 interaction its configurations define) and each effect's interval is read at
@@ -26,6 +27,8 @@ SPENDING = ("obrien-fleming", "pocock")  # ablate.analysis.sequential.spent
 DEFAULT_SPENDING = "obrien-fleming"
 FIXED = "fixed"
 SEQUENTIAL = "sequential"
+FUTILITY_POWER = 0.8  # the loop's futility stop with a margin: 80% power at the margin
+FUTILITY_GAMMA = -2.0  # its beta-spending function, Hwang-Shih-DeCani
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class Design:
     max_seeds: int | None = None  # sequential: the last look
     start_seeds: int | None = None  # sequential: seeds before the first look
     spending: str = DEFAULT_SPENDING
+    # sequential with a margin: a non-binding futility stop with this power at the margin
+    # (None: none; a recorded design without the key has none), beta spent by hsd(gamma)
+    futility_power: float | None = None
+    futility_gamma: float = FUTILITY_GAMMA
 
     def __post_init__(self) -> None:
         if self.kind not in (FIXED, SEQUENTIAL):
@@ -51,23 +58,44 @@ class Design:
                 raise ValueError("a sequential design needs start_seeds >= 1")
             if self.spending not in SPENDING:
                 raise ValueError(f"spending {self.spending!r}; allowed: {', '.join(SPENDING)}")
+        if self.futility_power is not None:
+            if self.kind != SEQUENTIAL or not self.min_effect:
+                raise ValueError("a futility stop needs a sequential design with a margin")
+            if not 0.5 <= self.futility_power < 1.0:
+                raise ValueError(f"futility_power {self.futility_power!r} must lie in [0.5, 1)")
+            if not -10.0 <= self.futility_gamma <= 10.0:
+                raise ValueError(f"futility_gamma {self.futility_gamma!r} must lie in [-10, 10]")
 
     @property
     def sequential(self) -> bool:
         return self.kind == SEQUENTIAL
 
+    @property
+    def futility(self) -> bool:
+        """Whether the design stops an effect for futility (``no effect >= d``)."""
+        return self.futility_power is not None
+
+    @property
+    def futility_spending(self) -> str:
+        return f"hsd({self.futility_gamma:g})"
+
     def describe(self) -> str:
         margin = f", margin ±{self.min_effect:g}" if self.min_effect else ""
         if not self.sequential:
             return f"fixed seeds, alpha {self.alpha:g}{margin}"
+        futility = (f", futility stop at {100 * self.futility_power:.0f}% power for ±"
+                    f"{self.min_effect:g} ({self.futility_spending} beta spending, non-binding)"
+                    if self.futility else "")
         return (f"sequential ({self.spending} spending, looks from {max(2, self.start_seeds)} "
-                f"to {self.max_seeds} seeds), alpha {self.alpha:g}{margin}")
+                f"to {self.max_seeds} seeds), alpha {self.alpha:g}{margin}{futility}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Design | None:
+        """A recorded design; one recorded before a field existed reads as it was planned
+        (no futility stop)."""
         if not data:
             return None
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}

@@ -19,15 +19,16 @@ One estimand per row: the estimate and its interval come from the same seeds (th
 seeds every configuration of the effect ran, paired), or, when fewer than two seeds
 pair up, from every trial (Welch). The family is the study's effects as its
 configurations define them (every status counts, whatever a report shows), and each
-interval is read at ``alpha / family`` (``ablate.analysis.design``). Verdicts read the
-interval: ``better``/``worse`` (``positive``/``negative`` for an interaction) when it
-excludes 0, ``equivalent (±d)`` when it lies within the margin ``d`` the user stated,
-else ``inconclusive (n=...)``.
+effect is tested at ``a = alpha / family`` (``ablate.analysis.design``). Verdicts:
+``better``/``worse`` (``positive``/``negative`` for an interaction) when the two-sided
+``1 - a`` interval excludes 0; ``equivalent (±d)`` when the ``1 - 2a`` interval lies
+within the margin ``d`` the user stated (two one-sided tests at ``a``); in a sequential
+study with a futility stop, ``no effect ≥ d (80% power)`` when its futility interval
+lies within ``±d`` (``ablate.analysis.rule``); else ``inconclusive (n=...)``.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import warnings
@@ -37,8 +38,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ablate.analysis import power
 from ablate.analysis.design import Design
-from ablate.analysis.sequential import repeated_interval
+from ablate.analysis.knockout import COLUMN as KNOCKOUT_COLUMN
+from ablate.analysis.knockout import component_columns, one_away
+from ablate.analysis.rule import adjusted_estimate, detectable_effect, read_seeds, rule_for
 from ablate.analysis.stats import (
     PAIRED,
     UNTESTED,
@@ -48,17 +52,21 @@ from ablate.analysis.stats import (
     intervals,
     p_values,
 )
+from ablate.trials.lifecycle import TrialStatus
 
 BETTER, WORSE = "better", "worse"
 POSITIVE, NEGATIVE = "positive", "negative"  # interactions: more (less) than additive
 DECIDED_DIRECTIONS = (BETTER, WORSE, POSITIVE, NEGATIVE)
-POWER = 0.8  # the power of the minimum detectable effect and of the seeds-needed figure
+POWER = power.POWER  # the power of the minimum detectable effect and the seeds figures
 ALL_PAIRS_UP_TO = 5  # levels; an axis with more compares each level with its first only
 COSTS = {"params": "params_pct", "gflops": "gflops_pct", "latency_ms": "latency_pct"}
 METRIC, UNIT = "miou", "mIoU points"
+MEAN, ADJUSTED = "mean", "bias-adjusted"  # what ``estimate`` is
 EFFECT_COLUMNS = [
     "study", "kind", "axis", "change", "metric", "unit", "n", "method", "estimate",
-    "ci_low", "ci_high", "ci_level", "family", "p", "p_adj", "mde", "seeds_needed",
+    "estimator", "mean", "ci_low", "ci_high", "ci_level", "tost_low", "tost_high",
+    "tost_level", "futility_low", "futility_high", "futility_level", "family", "p", "p_adj",
+    "mde", "seeds_needed", "seeds_needed_high", "seeds_to_detect",
     *COSTS.values(), "verdict", "design", "configs",
 ]
 
@@ -67,12 +75,18 @@ def equivalent(margin: float) -> str:
     return f"equivalent (±{margin:g})"
 
 
+def no_effect(margin: float, power_: float) -> str:
+    """The futility stop's verdict: an effect of ±margin would have been detected with
+    at least this power."""
+    return f"no effect ≥ {margin:g} ({100 * power_:.0f}% power)"
+
+
 def inconclusive(n: int, why: str = "") -> str:
     return f"inconclusive (n={n}{', ' + why if why else ''})"
 
 
 def is_decided(verdict: str) -> bool:
-    return verdict in DECIDED_DIRECTIONS or verdict.startswith("equivalent")
+    return verdict in DECIDED_DIRECTIONS or verdict.startswith(("equivalent", "no effect"))
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,7 @@ class Factor:
     levels: tuple[str, ...]  # canonical text of each level
     labels: tuple[str, ...]  # as shown
     variants: bool = False
+    against_first: bool = False  # each level compared with the first only (a knock-out design)
 
 
 def _text(value: Any) -> str:
@@ -106,6 +121,11 @@ def _factors(configs: pd.DataFrame, reference: str | None) -> list[Factor]:
         factors.append(Factor("variant", ("variant",), tuple(variants), tuple(variants), True))
     texts = {c: configs[c].map(_text) for c in configs.columns if c.startswith("axis:")}
     varying = [c for c, t in texts.items() if t.nunique() > 1]
+    knockout = one_away(texts[KNOCKOUT_COLUMN]) if KNOCKOUT_COLUMN in varying else None
+    if knockout is not None:  # leave one out or add one: each level against its baseline
+        varying.remove(KNOCKOUT_COLUMN)
+        factors.append(Factor(knockout.name, (KNOCKOUT_COLUMN,), knockout.levels,
+                              knockout.labels, against_first=True))
     groups: list[list[str]] = []
     for column in varying:  # zip groups: columns whose values determine each other
         for group in groups:
@@ -142,8 +162,8 @@ class _Grid:
     """
 
     def __init__(self, study: pd.DataFrame, reference: str | None) -> None:
-        done = study[(study["status"] == "done") & study["miou"].notna()]
-        configs = study.groupby("config_name", sort=False).first()
+        done = study[(study["status"] == TrialStatus.DONE) & study["miou"].notna()]
+        configs = component_columns(study.groupby("config_name", sort=False).first())
         grouped = done.groupby("config_name", sort=False)
         for column in COSTS:  # costs of finished trials; latency: their median
             configs[column] = (grouped[column].median() if column == "latency_ms"
@@ -153,6 +173,8 @@ class _Grid:
         codes = tuple(_level_codes(configs, f) for f in self.factors)
         self.names = np.full(shape, None, dtype=object)
         self.names[codes] = configs.index.to_numpy()
+        self.defined = np.zeros(shape, dtype=bool)  # cells some configuration fills
+        self.defined[codes] = True
         self.costs = {}
         for column in COSTS:
             array = np.full(shape, np.nan)
@@ -184,6 +206,7 @@ class _Grid:
                                          for i, (n, k) in enumerate(zip(
                                              (f.name for f in grid.factors), index)))
         grid.costs = {column: np.full(shape, np.nan) for column in COSTS}
+        grid.defined = np.ones(shape, dtype=bool)
         grid.values = values
         grid.ran = ~np.isnan(values).all(axis=-1)
         return grid
@@ -204,15 +227,26 @@ class _Spec:
     cells: tuple[tuple[tuple, float], ...]
 
 
-def _specs(factors: list[Factor]) -> list[_Spec]:
-    """Every effect the study's axes define, in table order."""
+def _specs(factors: list[Factor], defined: np.ndarray | None = None) -> list[_Spec]:
+    """Every effect the study's axes define, in table order: with ``defined`` (the cells
+    some configuration fills), those whose every sub-grid has such a cell (in a
+    leave-one-out, two components' interaction has none)."""
+    specs = _all_specs(factors)
+    if defined is None:
+        return specs
+    return [spec for spec in specs
+            if np.logical_and.reduce([_sub(defined, index) for index, _ in spec.cells]).any()]
+
+
+def _all_specs(factors: list[Factor]) -> list[_Spec]:
     def pick(fixed: dict[int, int]) -> tuple:
         return _pick(len(factors), fixed)
 
     specs = []
     for f, factor in enumerate(factors):
         n = len(factor.levels)
-        pairs = ([(0, j) for j in range(1, n)] if factor.variants or n > ALL_PAIRS_UP_TO
+        pairs = ([(0, j) for j in range(1, n)]
+                 if factor.variants or factor.against_first or n > ALL_PAIRS_UP_TO
                  else list(itertools.combinations(range(n), 2)))
         for i, j in pairs:
             specs.append(_Spec("main", factor.name, f"{factor.labels[i]} -> {factor.labels[j]}",
@@ -226,7 +260,8 @@ def _specs(factors: list[Factor]) -> list[_Spec]:
     return specs
 
 
-def _row(study: str, spec: _Spec, grid: _Grid, design: Design, family: int) -> dict | None:
+def _row(study: str, spec: _Spec, grid: _Grid, design: Design, family: int,
+         report: bool = False) -> dict | None:
     """Test one effect over the cells all of its sub-grids ran; None when none did."""
     mask = np.logical_and.reduce([_sub(grid.ran, index) for index, _ in spec.cells])
     used = int(mask.sum())
@@ -239,9 +274,9 @@ def _row(study: str, spec: _Spec, grid: _Grid, design: Design, family: int) -> d
         "metric": METRIC, "unit": UNIT, "family": family, "design": design.describe(),
         "configs": tuple(name for index, _ in spec.cells
                          for name in _sub(grid.names, index)[mask]),
-        **contrast_row(values, weights, design, family),
+        **contrast_row(values, weights, design, family, report=report),
     }
-    row["verdict"] = verdict(row, spec.kind, design.min_effect)
+    row["verdict"] = verdict(row, spec.kind, design.min_effect, design.futility_power)
     if spec.kind == "main":  # relative cost of the level changed to, over the same cells
         (to_index, _), (from_index, _) = spec.cells
         for column, pct in COSTS.items():
@@ -261,19 +296,27 @@ def geometric_change(new: np.ndarray, old: np.ndarray) -> float:
 
 
 def contrast_row(values: np.ndarray, weights: np.ndarray, design: Design,
-                  family: int = 1) -> dict[str, Any]:
-    """Estimate, interval at ``alpha / family``, p-values, MDE and seeds needed.
+                 family: int = 1, report: bool = False) -> dict[str, Any]:
+    """Estimate, intervals at ``a = alpha / family``, p-values, MDE and seeds needed.
 
     ``values``: configurations x seeds (NaN where a seed did not run, seeds ascending).
+    ``report``: the figures a report adds to the verdict: in a sequential study the
+    bias-adjusted estimate (``rule.adjusted_estimate``; ``mean`` keeps the mean), kept
+    inside the interval, and with a margin the seeds needed (the loop's reads skip them).
     """
-    from scipy.special import stdtrit  # lazy: loads scipy
+    from scipy.special import stdtr, stdtrit  # lazy: loads scipy
 
     level = design.alpha / family
+    margin = design.min_effect
     fixed = contrast(values, weights)
-    out: dict[str, Any] = {"n": fixed.n, "method": fixed.method, "estimate": fixed.estimate,
-                           "ci_low": math.nan, "ci_high": math.nan, "ci_level": 1.0 - level,
-                           "p": math.nan, "p_adj": math.nan, "mde": math.nan,
-                           "seeds_needed": math.nan, "zero_spread": False}
+    out: dict[str, Any] = {
+        "n": fixed.n, "method": fixed.method, "estimate": fixed.estimate, "estimator": MEAN,
+        "mean": fixed.estimate, "ci_low": math.nan, "ci_high": math.nan,
+        "ci_level": 1.0 - level, "tost_low": math.nan, "tost_high": math.nan,
+        "tost_level": 1.0 - 2.0 * level if margin else math.nan, "futility_low": math.nan,
+        "futility_high": math.nan, "futility_level": math.nan, "p": math.nan,
+        "p_adj": math.nan, "mde": math.nan, "seeds_needed": math.nan,
+        "seeds_needed_high": math.nan, "seeds_to_detect": math.nan, "zero_spread": False}
     if not fixed.testable:
         return out
     if fixed.se == 0.0:  # identical differences on every seed: no estimate of the noise
@@ -285,44 +328,66 @@ def contrast_row(values: np.ndarray, weights: np.ndarray, design: Design,
             return out
         present = ~np.isnan(values)
         per_seed = weights @ values[:, present.all(axis=0)]
-        rep = repeated_interval(per_seed, design.start_seeds, design.max_seeds, level,
-                                design.spending)
-        out.update(n=rep.n, estimate=rep.estimate, ci_low=rep.low, ci_high=rep.high,
-                   method=f"group-sequential ({design.spending})")
-        se, critical, df = rep.se, rep.critical, rep.n - 1.0
+        rule = rule_for(design, level)
+        first = max(1, design.start_seeds or 1)
+        reading = read_seeds(per_seed, first, rule, margin)
+        out["method"] = f"group-sequential ({design.spending})"
+        if reading is None:
+            return out
+        n = min(len(per_seed), rule.looks[-1])  # seeds past the design are not part of it
+        mean, se = float(reading.mean[-1]), float(reading.se[-1])
+        out.update(n=n, estimate=mean, mean=mean, ci_low=float(reading.low[-1]),
+                   ci_high=float(reading.high[-1]))
+        if reading.tost_low is not None:
+            out.update(tost_low=float(reading.tost_low[-1]), tost_high=float(reading.tost_high[-1]))
+        if reading.futility_low is not None:
+            out.update(futility_low=float(reading.futility_low[-1]),
+                       futility_high=float(reading.futility_high[-1]),
+                       futility_level=1.0 - 2.0 * (1.0 - design.futility_power))
+        sd = se * math.sqrt(n)
+        # the effect the design detects with 80% power by its last look, in this noise
+        out["mde"] = detectable_effect(first, int(design.max_seeds), level,
+                                       design.spending) * sd
+        if report and sd > 0:
+            estimate = adjusted_estimate(mean, sd, design, level)
+            if math.isfinite(out["ci_low"]) and math.isfinite(out["ci_high"]):
+                estimate = min(max(estimate, out["ci_low"]), out["ci_high"])
+            out.update(estimate=estimate, estimator=ADJUSTED)
+        # planning at the design's last look: its boundaries as levels at max_seeds - 1 df
+        last_df = rule.looks[-1] - 1.0
+        detect_level = 2.0 * float(stdtr(last_df, -rule.efficacy[-1]))
+        tost_level = float(stdtr(last_df, -rule.tost[-1])) if rule.tost is not None else level
     else:
         p = float(p_values(np.array([fixed.estimate]), np.array([fixed.se]),
                            np.array([fixed.df]))[0])
         critical = float(stdtrit(fixed.df, 1.0 - level / 2.0))
-        se, df = fixed.se, fixed.df
+        se = fixed.se
         out.update(ci_low=fixed.estimate - critical * se, ci_high=fixed.estimate + critical * se,
                    p=p, p_adj=min(1.0, p * family))
-    if math.isfinite(critical) and se > 0:
-        # Colas, Sigaud and Oudeyer, "How many random seeds?", 2018: the smallest effect
-        # this design detects with 80% power, and the seeds a fixed design needs for the margin
-        out["mde"] = (critical + float(stdtrit(df, POWER))) * se
-    if design.min_effect and out["method"] != WELCH and se > 0:  # paired: per-seed sd
-        out["seeds_needed"] = seeds_needed(se * math.sqrt(out["n"]), design.min_effect, level)
+        if margin:  # two one-sided tests at the level: the 1 - 2 level interval
+            one_sided = float(stdtrit(fixed.df, 1.0 - level))
+            out.update(tost_low=fixed.estimate - one_sided * se,
+                       tost_high=fixed.estimate + one_sided * se)
+        # exact power (noncentral t): the effect detected with 80% power at this n
+        out["mde"] = power.detectable_se(fixed.df, level) * se
+        sd = se * math.sqrt(fixed.n)  # paired: the per-seed sd (unused for Welch)
+        detect_level, tost_level = level, level
+    if report and margin and out["method"] != WELCH and sd > 0:
+        # seeds per configuration for 80% power: to show "equivalent" when nothing
+        # differs (the margin's question), at the observed sd and at its upper bound;
+        # and to detect an effect of the margin
+        df = out["n"] - 1.0
+        out["seeds_needed"] = power.seeds_for_equivalence(margin / sd, tost_level)
+        out["seeds_needed_high"] = power.seeds_for_equivalence(
+            margin / power.sd_upper(sd, df), tost_level)
+        out["seeds_to_detect"] = power.seeds_to_detect(margin / sd, detect_level)
     return out
 
 
-def seeds_needed(sd: float, effect: float, level: float, limit: int = 10_000) -> float:
-    """Seeds per configuration a fixed paired design needs to detect ``effect`` with 80%
-    power at two-sided ``level``, given the per-seed contrast's ``sd``; inf past ``limit``."""
-    factor = _power_factor(level, limit)  # (t_{1-level/2} + t_{power}) / sqrt(n), n = 2..limit
-    ok = np.flatnonzero(factor * sd <= effect)
-    return float(ok[0] + 2) if len(ok) else math.inf
-
-
-@functools.lru_cache(maxsize=64)
-def _power_factor(level: float, limit: int) -> np.ndarray:
-    from scipy.special import stdtrit  # lazy: loads scipy
-
-    n = np.arange(2, limit + 1, dtype=float)
-    return (stdtrit(n - 1, 1.0 - level / 2.0) + stdtrit(n - 1, POWER)) / np.sqrt(n)
-
-
-def verdict(row: dict[str, Any], kind: str, margin: float | None) -> str:
+def verdict(row: dict[str, Any], kind: str, margin: float | None,
+            futility_power: float | None = None) -> str:
+    """The row's verdict from its intervals: efficacy, then equivalence (the TOST
+    interval), then futility (its interval, in a design with a futility stop)."""
     low, high, n = row["ci_low"], row["ci_high"], int(row["n"])
     if row.get("zero_spread"):
         return inconclusive(n, "zero spread")
@@ -332,27 +397,41 @@ def verdict(row: dict[str, Any], kind: str, margin: float | None) -> str:
         return POSITIVE if kind == "interaction" else BETTER
     if high < 0.0:
         return NEGATIVE if kind == "interaction" else WORSE
-    if margin and -margin <= low and high <= margin:
+    if margin and _within(row.get("tost_low"), row.get("tost_high"), margin):
         return equivalent(margin)
+    if margin and futility_power and _within(row.get("futility_low"),
+                                             row.get("futility_high"), margin):
+        return no_effect(margin, futility_power)
     return inconclusive(n)
+
+
+def _within(low: float | None, high: float | None, margin: float) -> bool:
+    return low is not None and high is not None and -margin <= low and high <= margin
 
 
 def effects_table(trials: pd.DataFrame, *, baseline: str | None = None, alpha: float = 0.05,
                   min_effect: float | None = None, designs: dict[str, Design] | None = None,
                   families: dict[str, int] | None = None,
-                  interactions: bool = True) -> pd.DataFrame:
+                  interactions: bool = True, report: bool = True) -> pd.DataFrame:
     """Every main effect and two-way interaction of every study in ``trials``.
 
     ``trials``: every trial of each study (any status: the family counts effects the
     configurations define, and only done trials give figures). A study in ``designs``
     is tested as that design says (its own alpha and margin); the others as fixed-seed
     studies at ``alpha`` with margin ``min_effect``. mIoU effects in points with the
-    interval at ``alpha / family`` (``ci_low``/``ci_high``, ``ci_level``), unadjusted and
-    Bonferroni-adjusted p-values (fixed designs), the minimum detectable effect at 80%
-    power (``mde``) and, with a margin, the seeds a fixed design needs to detect it.
-    Costs of main effects in percent. ``interactions=False`` hides interaction rows; they
-    stay in the family. ``families``: each study's family size when ``trials`` holds only
-    part of it (a report's ``--where``; ``family_sizes`` of all its trials).
+    interval at ``alpha / family`` (``ci_low``/``ci_high``, ``ci_level``), with a margin
+    the ``1 - 2 alpha / family`` interval equivalence is read on (``tost_*``), in a
+    sequential design with a futility stop its futility interval (``futility_*``),
+    unadjusted and Bonferroni-adjusted p-values (fixed designs), the effect detected
+    with 80% power (``mde``) and, with a margin, the seeds per configuration for 80%
+    power to show equivalence (``seeds_needed``, ``seeds_needed_high`` at the noise's
+    90% upper bound) and to detect the margin (``seeds_to_detect``); the estimate of a
+    sequential study is bias-adjusted (``estimator``; ``mean`` keeps the mean).
+    ``report=False`` (the loop's own reads) leaves out the seeds and the adjustment.
+    Costs of main effects in percent. ``interactions=False`` hides interaction rows;
+    they stay in the family.
+    ``families``: each study's family size when ``trials`` holds only part of it (a
+    report's ``--where``; ``family_sizes`` of all its trials).
     """
     rows: list[dict[str, Any]] = []
     for study, group in trials.groupby("study", sort=False):
@@ -362,7 +441,7 @@ def effects_table(trials: pd.DataFrame, *, baseline: str | None = None, alpha: f
             named = group.loc[group["config_name"] == baseline, "variant"]
             reference = named.iloc[0] if len(named) else None
         rows += _study_rows(str(study), group, reference, design,
-                            (families or {}).get(str(study)))
+                            (families or {}).get(str(study)), report)
     if not interactions:
         rows = [r for r in rows if r["kind"] != "interaction"]
     if not rows:
@@ -375,20 +454,21 @@ def effects_table(trials: pd.DataFrame, *, baseline: str | None = None, alpha: f
 
 
 def _study_rows(study: str, trials: pd.DataFrame, reference: str | None,
-                design: Design, family: int | None = None) -> list[dict[str, Any]]:
+                design: Design, family: int | None = None,
+                report: bool = False) -> list[dict[str, Any]]:
     if trials["config_name"].nunique() < 2:  # one configuration: no axis varies
         return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN cost cells
-        return grid_effects(study, _Grid(trials, reference), design, family)
+        return grid_effects(study, _Grid(trials, reference), design, family, report)
 
 
-def grid_effects(study: str, grid: _Grid, design: Design,
-                 family: int | None = None) -> list[dict[str, Any]]:
+def grid_effects(study: str, grid: _Grid, design: Design, family: int | None = None,
+                 report: bool = False) -> list[dict[str, Any]]:
     """The rows of every effect of one study's grid (the family: all of them, or more)."""
-    specs = _specs(grid.factors)
+    specs = _specs(grid.factors, grid.defined)
     size = max(family or 0, len(specs))
-    rows = [_row(study, spec, grid, design, size) for spec in specs]
+    rows = [_row(study, spec, grid, design, size, report) for spec in specs]
     return [row for row in rows if row is not None]
 
 
@@ -399,8 +479,11 @@ def family_sizes(trials: pd.DataFrame) -> dict[str, int]:
         if group["config_name"].nunique() < 2:
             sizes[str(study)] = 0
             continue
-        configs = group.groupby("config_name", sort=False).first()
-        sizes[str(study)] = len(_specs(_factors(configs, None)))  # the rows effects_table forms
+        configs = component_columns(group.groupby("config_name", sort=False).first())
+        factors = _factors(configs, None)
+        defined = np.zeros(tuple(len(f.levels) for f in factors), dtype=bool)
+        defined[tuple(_level_codes(configs, f) for f in factors)] = True
+        sizes[str(study)] = len(_specs(factors, defined))  # the rows effects_table forms
     return sizes
 
 
@@ -418,7 +501,7 @@ def compare_configs(trials: pd.DataFrame, pairs: list[tuple[str, str, str]],
     columns = ["study", "a", "b", "estimate", "ci_low", "ci_high", "n", "method", "p", "verdict"]
     if not pairs:
         return pd.DataFrame(columns=columns)
-    done = trials[(trials["status"] == "done") & trials["miou"].notna()]
+    done = trials[(trials["status"] == TrialStatus.DONE) & trials["miou"].notna()]
     keys = pd.MultiIndex.from_arrays([done["study"], done["config_name"]])
     rows, index = pd.factorize(keys)
     seeds, seed_codes = np.unique(done["seed"].to_numpy(dtype=int), return_inverse=True)
@@ -458,3 +541,32 @@ def compare_configs(trials: pd.DataFrame, pairs: list[tuple[str, str, str]],
 def _sub(array: np.ndarray, index: tuple) -> np.ndarray:
     """``array[index]`` as an array, also when every axis is fixed (a scalar)."""
     return np.asarray(array[index], dtype=array.dtype)
+
+
+def effect_cells(trials: pd.DataFrame, *, baseline: str | None = None) -> dict:
+    """The mIoU values behind each effect ``effects_table`` forms from the same trials, for
+    figures and descriptive statistics (``ablate.analysis.improvement``).
+
+    Keyed by ``(study, kind, axis, change)``: ``(seeds, [(values, weight), ...])``, one
+    ``values`` array (cells x seeds, NaN: not run) per sub-grid of the effect, over the
+    cells where all its sub-grids ran; a main effect's are ``B`` (+1) then ``A`` (-1).
+    """
+    out: dict = {}
+    for study, group in trials.groupby("study", sort=False):
+        if group["config_name"].nunique() < 2:
+            continue
+        reference = baseline
+        if baseline is not None and baseline not in set(group["variant"]):
+            named = group.loc[group["config_name"] == baseline, "variant"]
+            reference = named.iloc[0] if len(named) else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN cost cells
+            grid = _Grid(group, reference)
+        done = group[(group["status"] == TrialStatus.DONE) & group["miou"].notna()]
+        seeds = np.unique(done["seed"].to_numpy(dtype=int))  # the grid's seed axis
+        for spec in _specs(grid.factors):
+            mask = np.logical_and.reduce([_sub(grid.ran, index) for index, _ in spec.cells])
+            if mask.any():
+                out[(str(study), spec.kind, spec.axis, spec.change)] = (
+                    seeds, [(_sub(grid.values, index)[mask], w) for index, w in spec.cells])
+    return out

@@ -47,27 +47,55 @@ from ablate.analysis.design import DEFAULT_SPENDING, SPENDING
 _GRID = 18  # gsDesign's default number of grid points per side of the integration
 
 
-def spent(t: float, alpha: float, spending: str) -> float:
-    """The two-sided ``alpha`` spent by information fraction ``t`` (0 < t <= 1)."""
+def spent(t: float, level: float, spending: str, sides: int = 2) -> float:
+    """The error spent by information fraction ``t`` (0 < t <= 1): two-sided (``sides=2``,
+    ``level`` split evenly between the sides) or on one side (``sides=1``).
+
+    ``hsd(g)`` is the Hwang, Shih and DeCani (1990) family, ``level (1 - e^(-g t)) /
+    (1 - e^(-g))``: ``g = -2`` spends little early and most near the end (the futility
+    stop's, as gsDesign's ``sfHSD``)."""
     from scipy.special import ndtr, ndtri  # lazy: loads scipy
 
     t = min(max(t, 0.0), 1.0)
     if t == 0.0:
         return 0.0
-    if spending == "obrien-fleming":  # per side at alpha/2, both sides
-        return float(2.0 * (2.0 - 2.0 * ndtr(ndtri(1.0 - alpha / 4.0) / math.sqrt(t))))
+    if sides == 2 and spending == "obrien-fleming":  # per side at alpha/2, both sides
+        return float(2.0 * (2.0 - 2.0 * ndtr(ndtri(1.0 - level / 4.0) / math.sqrt(t))))
+    if sides == 2 and spending == "pocock":
+        return float(level * math.log(1.0 + (math.e - 1.0) * t))
+    if sides == 2:
+        return 2.0 * spent(t, level / 2.0, spending, sides=1)
+    if spending == "obrien-fleming":
+        return float(2.0 - 2.0 * ndtr(ndtri(1.0 - level / 2.0) / math.sqrt(t)))
     if spending == "pocock":
-        return float(alpha * math.log(1.0 + (math.e - 1.0) * t))
-    raise ValueError(f"spending: {spending!r}; allowed: {', '.join(SPENDING)}")
+        return float(level * math.log(1.0 + (math.e - 1.0) * t))
+    gamma = hsd_gamma(spending)
+    if gamma is None:
+        raise ValueError(f"spending: {spending!r}; allowed: {', '.join(SPENDING)}, hsd(g)")
+    if gamma == 0.0:
+        return level * t
+    return float(level * (1.0 - math.exp(-gamma * t)) / (1.0 - math.exp(-gamma)))
+
+
+def hsd_gamma(spending: str) -> float | None:
+    """``g`` of a ``hsd(g)`` spending function, else None."""
+    if spending.startswith("hsd(") and spending.endswith(")"):
+        try:
+            return float(spending[4:-1])
+        except ValueError:
+            return None
+    return None
 
 
 @lru_cache(maxsize=4096)
 def z_boundaries(fractions: tuple[float, ...], alpha: float,
-                 spending: str = DEFAULT_SPENDING) -> tuple[float, ...]:
-    """Two-sided symmetric z boundaries at increasing information ``fractions``.
+                 spending: str = DEFAULT_SPENDING, sides: int = 2) -> tuple[float, ...]:
+    """Two-sided symmetric (``sides=2``) or upper (``sides=1``) z boundaries at increasing
+    information ``fractions``.
 
-    The probability, with no effect, of ``|Z_j| >= b_j`` at look ``k`` and at no earlier
-    look equals ``spent(t_k) - spent(t_{k-1})``. ``inf`` where nothing is spent.
+    The probability, with no effect, of ``|Z_j| >= b_j`` (one side: ``Z_j >= b_j``) at
+    look ``k`` and at no earlier look equals ``spent(t_k) - spent(t_{k-1})``. ``inf``
+    where nothing is spent.
     """
     from scipy.optimize import brentq  # lazy: loads scipy
     from scipy.special import ndtr  # lazy: loads scipy
@@ -77,11 +105,11 @@ def z_boundaries(fractions: tuple[float, ...], alpha: float,
     previous_info = 0.0
     previous_spent = 0.0
     for t in fractions:
-        target = spent(t, alpha, spending) - previous_spent
+        target = spent(t, alpha, spending, sides) - previous_spent
         previous_spent += max(target, 0.0)
         if grid is None:
             def exit_probability(b: float) -> float:
-                return 2.0 * float(ndtr(-b))
+                return sides * float(ndtr(-b))
         else:
             z_prev, _, h_prev = grid
             scale = math.sqrt(t - previous_info)
@@ -89,6 +117,8 @@ def z_boundaries(fractions: tuple[float, ...], alpha: float,
 
             def exit_probability(b: float, z=shift, h=h_prev, s=scale, info=t) -> float:
                 upper = float(h @ ndtr((z - b * math.sqrt(info)) / s))
+                if sides == 1:
+                    return upper
                 lower = float(h @ ndtr((-b * math.sqrt(info) - z) / s))
                 return upper + lower
         if target <= 1e-15:
@@ -99,7 +129,7 @@ def z_boundaries(fractions: tuple[float, ...], alpha: float,
             b = float(brentq(lambda x, goal=target: exit_probability(x) - goal, 0.0, 40.0,
                              xtol=1e-10))
         bounds.append(b)
-        a_, b_ = (-np.inf, np.inf) if math.isinf(b) else (-b, b)
+        a_, b_ = (-np.inf, np.inf) if math.isinf(b) else (-b if sides == 2 else -np.inf, b)
         if grid is None:
             grid = h1(r=_GRID, theta=0.0, info=t, a=a_, b=b_)
         else:
@@ -110,16 +140,16 @@ def z_boundaries(fractions: tuple[float, ...], alpha: float,
 
 @lru_cache(maxsize=65536)
 def t_critical(looks: tuple[int, ...], max_n: int, alpha: float,
-               spending: str = DEFAULT_SPENDING) -> tuple[float, ...]:
+               spending: str = DEFAULT_SPENDING, sides: int = 2) -> tuple[float, ...]:
     """Critical values of Student's t at each look (``n`` paired seeds, ``n >= 2``).
 
-    Each look's z boundary is read at its nominal two-sided level on t with ``n - 1``
-    degrees of freedom. Looks beyond ``max_n`` are not part of the design: no value.
+    Each look's z boundary is read at its nominal level on t with ``n - 1`` degrees of
+    freedom. Looks beyond ``max_n`` are not part of the design: no value.
     """
     from scipy.special import ndtr, stdtrit  # lazy: loads scipy
 
     looks = tuple(n for n in looks if n <= max_n)
-    bounds = z_boundaries(tuple(n / max_n for n in looks), alpha, spending)
+    bounds = z_boundaries(tuple(n / max_n for n in looks), alpha, spending, sides)
     out = []
     for n, b in zip(looks, bounds):
         nominal = 2.0 * float(ndtr(-b))  # two-sided level of this look's boundary
@@ -131,19 +161,11 @@ _CALIBRATION_PATHS = 100_000
 _CALIBRATION_SEED = 20261204
 
 
-@lru_cache(maxsize=256)
-def calibrated_alpha(first: int, max_n: int, alpha: float,
-                     spending: str = DEFAULT_SPENDING) -> float:
-    """The level ``alpha'`` at which the t-read boundaries of looks ``first..max_n`` reject
-    a true null with probability ``alpha`` (Monte Carlo over ``_CALIBRATION_PATHS``
-    Gaussian paths from a fixed seed: deterministic, standard error about
-    ``sqrt(alpha / 1e5)``). The repeated intervals at ``alpha'`` then cover at once with
-    probability ``1 - alpha`` (the t statistic of ``values - effect`` has the null's law).
-    """
-    looks = looks_for(max_n, first, max_n)
-    if not looks:
-        return alpha
-    n = np.asarray(looks)
+@lru_cache(maxsize=2)
+def null_t(first: int, max_n: int) -> np.ndarray:
+    """The t statistics of ``_CALIBRATION_PATHS`` Gaussian paths with no effect at every
+    look of ``looks_for(max_n, first, max_n)`` (paths x looks, float32; a fixed seed)."""
+    n = np.asarray(looks_for(max_n, first, max_n))
     rng = np.random.default_rng(_CALIBRATION_SEED)
     chunks = []
     for _ in range(_CALIBRATION_PATHS // 20_000):  # bounded memory at 100 looks
@@ -152,11 +174,29 @@ def calibrated_alpha(first: int, max_n: int, alpha: float,
         squares = np.cumsum(x * x, axis=1)[:, n - 1]
         mean = sums / n
         spread = np.sqrt(np.maximum(squares - n * mean * mean, 0.0) / (n - 1) / n)
-        chunks.append((np.abs(mean) / spread).astype(np.float32))
-    t_abs = np.concatenate(chunks)
+        chunks.append((mean / spread).astype(np.float32))
+    return np.concatenate(chunks)
+
+
+@lru_cache(maxsize=256)
+def calibrated_alpha(first: int, max_n: int, alpha: float,
+                     spending: str = DEFAULT_SPENDING, sides: int = 2) -> float:
+    """The level ``alpha'`` at which the t-read boundaries of looks ``first..max_n`` reject
+    a true null with probability ``alpha`` (Monte Carlo over ``_CALIBRATION_PATHS``
+    Gaussian paths from a fixed seed: deterministic, standard error about
+    ``sqrt(alpha / 1e5)``). The repeated intervals at ``alpha'`` then cover at once with
+    probability ``1 - alpha`` (the t statistic of ``values - effect`` has the null's law).
+    ``sides=1``: one-sided boundaries, crossed upwards with probability ``alpha`` (each
+    end of their intervals is a repeated one-sided bound at ``alpha``).
+    """
+    looks = looks_for(max_n, first, max_n)
+    if not looks:
+        return alpha
+    t = null_t(first, max_n)
+    t_abs = np.abs(t) if sides == 2 else t
 
     def error(level: float) -> float:
-        crit = np.asarray(t_critical(looks, max_n, level, spending))
+        crit = np.asarray(t_critical(looks, max_n, level, spending, sides))
         return float((t_abs > crit).any(axis=1).mean())
 
     low, high = alpha / 8.0, alpha
@@ -192,10 +232,43 @@ class Repeated:
     n: int  # paired seeds at the last look (seeds past ``max_n`` are not part of the design)
 
 
+def look_statistics(values: np.ndarray, looks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error of ``values`` (..., seeds in the order added) at each look
+    (``n`` seeds): arrays (..., looks). Vectorised over leading axes (simulated paths)."""
+    n = np.asarray(looks)
+    sums = np.cumsum(values, axis=-1)[..., n - 1]
+    squares = np.cumsum(values**2, axis=-1)[..., n - 1]
+    mean = sums / n
+    se = np.sqrt(np.maximum((squares - n * mean * mean) / (n - 1), 0.0) / n)
+    return mean, se
+
+
+def running_intervals(mean: np.ndarray, se: np.ndarray,
+                      critical: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The running intersection of ``mean +- critical * se`` at each look (the last axis).
+
+    A look with zero spread or an infinite critical value is no evidence and is skipped;
+    where the looks so far disagree beyond their widths the look's own interval is kept;
+    NaN while every look so far is unbounded. Vectorised over leading axes.
+    """
+    critical = np.asarray(critical, dtype=float)
+    with np.errstate(invalid="ignore"):
+        half = critical * se
+        skip = (se == 0.0) | np.isinf(critical)
+        low = np.maximum.accumulate(np.where(skip, -np.inf, mean - half), axis=-1)
+        high = np.minimum.accumulate(np.where(skip, np.inf, mean + half), axis=-1)
+        empty = low > high
+        low = np.where(empty, mean - half, low)
+        high = np.where(empty, mean + half, high)
+    unbounded = np.isinf(low) & np.isinf(high)
+    return np.where(unbounded, np.nan, low), np.where(unbounded, np.nan, high)
+
+
 def repeated_interval(per_seed: np.ndarray, first: int, max_n: int, alpha: float,
-                      spending: str = DEFAULT_SPENDING) -> Repeated:
+                      spending: str = DEFAULT_SPENDING, sides: int = 2) -> Repeated:
     """The running intersection of the repeated ``1 - alpha`` intervals, for per-seed
     contrasts in the order the seeds were added. ``alpha`` is calibrated here.
+    ``sides=1``: each end is a repeated one-sided bound at ``alpha``.
 
     NaN bounds before the first look or while every look's interval is unbounded; a
     look with zero spread (identical differences on a handful of seeds) is no evidence
@@ -207,24 +280,9 @@ def repeated_interval(per_seed: np.ndarray, first: int, max_n: int, alpha: float
         n = len(values)
         return Repeated(math.nan, math.nan, float(values.mean()) if n else math.nan,
                         math.nan, math.nan, n)
-    crit = t_critical(looks, max_n, calibrated_alpha(first, max_n, alpha, spending), spending)
-    sums = np.cumsum(values)
-    squares = np.cumsum(values**2)
-
-    def at(n: int) -> tuple[float, float]:
-        mean = sums[n - 1] / n
-        return mean, math.sqrt(max((squares[n - 1] - n * mean * mean) / (n - 1), 0.0) / n)
-
-    low, high = -math.inf, math.inf
-    for n, c in zip(looks, crit):
-        mean, se = at(n)
-        if se == 0.0 or math.isinf(c):
-            continue
-        low, high = max(low, mean - c * se), min(high, mean + c * se)
-    last_n, last_c = looks[-1], crit[-1]
-    mean, se = at(last_n)
-    if low > high:  # looks that disagree beyond their widths: keep the last look's only
-        low, high = mean - last_c * se, mean + last_c * se
-    if math.isinf(low) and math.isinf(high):
-        low = high = math.nan
-    return Repeated(float(low), float(high), float(mean), se, float(last_c), last_n)
+    crit = t_critical(looks, max_n, calibrated_alpha(first, max_n, alpha, spending, sides),
+                      spending, sides)
+    mean, se = look_statistics(values, looks)
+    low, high = running_intervals(mean, se, np.asarray(crit))
+    return Repeated(float(low[-1]), float(high[-1]), float(mean[-1]), float(se[-1]),
+                    float(crit[-1]), looks[-1])

@@ -51,8 +51,15 @@ def info(db: str | None) -> None:
 
     store = Store(db, must_exist=True)  # never creates a database
     click.echo(f"url: {store.display_url}")
-    click.echo(f"schema: {current_revision(store.engine)} (this ablate: {head_revision()})")
-    for study in store.studies():
+    head = head_revision()
+    if store.empty:  # a zero-length file or no tables: left as it is
+        click.echo(f"schema: none yet, an empty database ('ablate run' creates it at {head})")
+    else:
+        click.echo(f"schema: {current_revision(store.engine)} (this ablate: {head})")
+    studies = store.studies()
+    if not studies:
+        click.echo("no studies yet; 'ablate run RECIPE' records one")
+    for study in studies:
         counts: dict[str, int] = {}
         for status in store.statuses(study.name).values():
             counts[status] = counts.get(status, 0) + 1

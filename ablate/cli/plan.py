@@ -23,6 +23,7 @@ from ablate.cli.options import (
 from ablate.cli.text import terminal
 from ablate.dispatch.preflight import find_problems
 from ablate.errors import NoDatabaseError, RecipeError, UserInputError
+from ablate.trials.lifecycle import TrialStatus
 
 # A terminal table shows the first and last rows of a large study (rendering 20,000 rows
 # with rich takes most of a minute); --json and --format csv give every row.
@@ -83,7 +84,7 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         cost = costs.get(t.arch_id)
         rows.append({
             "trial_id": t.trial_id, "name": t.name, "variant": t.variant,
-            "status": statuses.get(t.trial_id, "pending"), "seed": t.seed,
+            "status": statuses.get(t.trial_id, TrialStatus.PENDING).value, "seed": t.seed,
             "params": cost.params if cost else None,
             "gflops": cost.gflops if cost else None,
             "flops_convention": cost.flops_convention if cost else None,

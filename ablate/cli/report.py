@@ -45,15 +45,22 @@ where_option = click.option(
                    "tables on stdout and OUT/report.tex, a document pdflatex compiles.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--pareto", is_flag=True,
-              help="Write Pareto plots (PNG and SVG) of mIoU against params, GFLOPs and latency.")
+              help="Write Pareto plots (PNG and SVG) of mIoU against params, GFLOPs and latency; "
+                   "with --effects also the effect figures (see --forest).")
+@click.option("--forest", is_flag=True,
+              help="Write the effect figures (implies --effects): the forest plot, P(B > A) "
+                   "and every seed's mIoU per configuration, PNG and SVG.")
 @click.option("--x", "x_axes", multiple=True, metavar="COLUMN",
               help="Plot mIoU against this numeric column instead (repeatable; implies --pareto).")
 @click.option("--log-x", is_flag=True, help="Log scale on the cost axis.")
 @click.option("--per-class", is_flag=True,
-              help="IoU per class: a table and a heatmap, classes x configurations.")
+              help="IoU per class: a table and a heatmap, classes x configurations; with "
+                   "--effects also each main effect's change in every class's IoU.")
 @click.option("--curves", is_flag=True, help="Plot train loss and validation mIoU per epoch.")
 @click.option("--curves-by", type=click.Choice(["config", "trial"]), default="config",
-              show_default=True, help="One line per configuration (mean over seeds) or per trial.")
+              show_default=True,
+              help="config: the mean over seeds per configuration with a min-max band; trial: "
+                   "one line per seed, coloured by configuration.")
 @click.option("--curves-x", type=click.Choice(["epoch", "step"]), default="epoch",
               show_default=True, help="The curves' x axis.")
 @click.option("--out", "out_dir", default="results", show_default=True,
@@ -62,7 +69,8 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
            baseline: str | None, effects: bool, alpha: float, min_effect: float | None,
            sort_key: str | None,
            desc: bool, fmt: str, as_json: bool,
-           pareto: bool, x_axes: tuple[str, ...], log_x: bool, per_class: bool, curves: bool,
+           pareto: bool, forest: bool, x_axes: tuple[str, ...], log_x: bool, per_class: bool,
+           curves: bool,
            curves_by: str, curves_x: str, out_dir: str) -> None:
     """One row per configuration: mIoU mean and std over seeds, params, GFLOPs, latency.
 
@@ -77,6 +85,7 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         ablate report --where model.head=deeplabv3 --sort params --pareto --log-x
         ablate report --format html --per-class --curves --out results/
         ablate report --study quickstart --effects
+        ablate report --study quickstart --forest --per-class --out results/
         ablate report --study quickstart --effects --format latex --out paper/
     """
     from ablate.report import build  # lazy: loads numpy, pandas, sqlalchemy
@@ -88,6 +97,7 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         fmt = "json"
     if desc and sort_key is None:
         raise click.UsageError("--desc needs --sort COLUMN")
+    effects = effects or forest
     store = Store(db, must_exist=True)  # a report never creates a database
     result = build.build_report(store, list(dict.fromkeys(studies)), where=where,
                                 baseline=baseline, sort=sort_key, descending=desc,
@@ -99,18 +109,25 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
 
     figures = []
     if not result.configs.empty:
+        if forest or (effects and pareto) or fmt == "html":
+            figures += build.seed_figures(result)  # every seed's mIoU per configuration
+        if effects and (forest or pareto or fmt in ("html", "latex")):
+            figures += build.effect_figures(result)  # forest plot, P(B > A)
         if plot_pareto:
             figures += build.pareto_figures(result, axes, log_x)
             figures += build.latency_figures(result)  # latency by batch size, per runtime
         if per_class:
             figures += build.per_class_figures(result)
+            figures += build.class_effect_figures(result)  # with --effects
         if curves:
             figures += build.curve_figures(store, result, curves_by, curves_x)
     written = _write_figures(result, figures, out_dir, fmt)
     if fmt == "latex" and not result.configs.empty:  # beside the figures it may \includegraphics
         from ablate.report.latex import write_tex  # lazy: loads numpy, pandas
 
-        written.append(write_tex(result.configs, result.effects, out_dir))
+        included = [(f.stem, f.caption) for f in figures
+                    if f.stem.startswith(("forest", "class_effects"))]
+        written.append(write_tex(result.configs, result.effects, out_dir, included))
     for path in written:  # machine-readable stdout stays parseable
         click.echo(f"wrote {path}", err=fmt in ("csv", "json", "latex"))
 
@@ -127,8 +144,10 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
             return
         from ablate.report.effects import effects_json  # lazy: loads numpy, pandas
 
+        classes = ("" if result.per_class_effects is None else ',\n"per_class_effects": '
+                   + render.to_json(result.per_class_effects))
         click.echo('{\n"configurations": ' + render.to_json(result.configs)
-                   + ',\n"effects": ' + effects_json(result.effects) + "\n}")
+                   + ',\n"effects": ' + effects_json(result.effects) + classes + "\n}")
         return
     if fmt == "html":
         return
@@ -152,6 +171,10 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
         from ablate.report.effects import effects_tables  # lazy: loads numpy, pandas
 
         tables += effects_tables(result.effects, result.alpha)
+    if result.per_class_effects is not None:
+        from ablate.report.effect_views import per_class_effect_tables  # lazy: loads pandas
+
+        tables += per_class_effect_tables(result.per_class_effects)
     if fmt == "markdown":
         click.echo(render.to_markdown(tables), nl=False)
     else:
@@ -167,6 +190,7 @@ def _write_figures(result, figures, out_dir: str, fmt: str) -> list:
         pngs = {fig.stem: figure_png(fig.figure) for fig in figures}
         return [write_html(result, figures, out_dir, pngs)]
     written = []
+    suffixes = ("png", "svg", "pdf") if fmt == "latex" else ("png", "svg")  # pdflatex: PDF
     for fig in figures:
-        written += save_figure(fig.figure, out_dir, fig.stem)
+        written += save_figure(fig.figure, out_dir, fig.stem, suffixes)
     return written

@@ -9,6 +9,7 @@ from ablate.cli.options import db_option, fmt_float, make_console, runs_option
 from ablate.cli.text import terminal as escape  # markup and control characters
 from ablate.cli.text import visible
 from ablate.errors import UserInputError, one_line
+from ablate.trials.lifecycle import TrialStatus
 
 
 @main.command("status")
@@ -48,7 +49,7 @@ def _claim_columns(record, now) -> tuple[str, str]:
     expired lease says so (the next runner takes the trial over)."""
     from ablate.dispatch.claiming import describe_holder  # lazy: loads sqlalchemy
 
-    if record.status != "running" or not record.holder:
+    if record.status is not TrialStatus.RUNNING or not record.holder:
         return "-", "-"
     renewed = "-"
     if record.heartbeat_at is not None:
@@ -73,20 +74,23 @@ def _print_study(console, store, follow) -> None:
     from ablate.dispatch.slurm import read_job_info  # lazy: loads pydantic, sqlalchemy, submitit
 
     records = store.trials(follow.study)
-    counts: dict[str, int] = {}
+    counts: dict[TrialStatus, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
-    title = f"{follow.study}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    title = f"{follow.study}: " + ", ".join(f"{counts[s]} {s}" for s in TrialStatus
+                                            if counts.get(s))
     table = Table(title=title)
-    for col in ("trial", "status", "job id", "Slurm state", "held by", "renewed", "GPUs",
-                "mIoU %"):
-        table.add_column(col, justify="right" if col == "mIoU %" else "left")
+    for col in ("trial", "status", "preempted", "job id", "Slurm state", "held by", "renewed",
+                "GPUs", "mIoU %"):
+        table.add_column(col, justify="right" if col in ("mIoU %", "preempted") else "left")
     now = store.database_time()
     for r in records:
         miou = r.metrics.get("miou")
         holder, renewed = _claim_columns(r, now)
-        table.add_row(escape(r.name), r.status, r.job_id or "-", follow.slurm_states.get(r.trial_id, "-"),
-                      escape(holder), renewed, escape(_gpus_column(r.environment)),
+        table.add_row(escape(r.name), r.status.value,
+                      f"{r.preemptions}x" if r.preemptions else "-", r.job_id or "-",
+                      follow.slurm_states.get(r.trial_id, "-"), escape(holder), renewed,
+                      escape(_gpus_column(r.environment)),
                       fmt_float(100 * miou if miou is not None else None, 2))
     console.print(table)
     for line in follow.corrupt:
@@ -103,3 +107,7 @@ def _print_study(console, store, follow) -> None:
     for tid in follow.requeue:
         console.print(f"[yellow]pending[/] {escape(by_id[tid].name)}: its job was cancelled; "
                       "'ablate run' runs it again")
+    for tid in follow.interrupted:
+        rec = by_id[tid]
+        console.print(f"[yellow]{rec.status.value.replace('_', ' ')}[/] {escape(rec.name)}: the "
+                      "cluster stopped its job; 'ablate run' resumes it from its checkpoint")

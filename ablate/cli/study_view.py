@@ -17,13 +17,16 @@ from ablate.dispatch.adaptive import (
     SeedAdded,
 )
 from ablate.dispatch.events import Planned, RoundEnded, RunnerReport, TrialUpdate, Waiting
+from ablate.errors import one_line
 from ablate.train.events import (
-    Finished,
+    Claimed,
+    Ended,
     JobCancelled,
     JobStateChanged,
-    Started,
     Stepped,
+    Submitted,
 )
+from ablate.trials.lifecycle import Held, Interrupted, JobDied, Lost, Trained, Unclaimed
 
 
 def loop_lines(event) -> list[str]:
@@ -115,23 +118,20 @@ class StudyView:
         progress = self.progress
         if progress is None:
             return
-        if isinstance(event, Started):
+        if isinstance(event, Submitted | Claimed):
             label = f"  {job.name}"
-            if event.job_id:  # Slurm: submitted, not yet running
+            if isinstance(event, Submitted):  # Slurm: queued, claimed when it starts
                 self.job_ids[job.trial_id] = event.job_id
                 label += f" [job {event.job_id}]"
+            elif event.resumed:
+                label += f" [resumes: {event.resumed.replace('_', ' ')}]"
             self.tasks[job.trial_id] = progress.add_task(label, total=None)
             return
         task = self.tasks.get(job.trial_id)
-        if isinstance(event, Finished) and event.status in ("held", "lost"):  # claims
-            from ablate.dispatch.claiming import describe_holder  # lazy: loads sqlalchemy
-
-            if task is not None:
+        if isinstance(event, Ended) and not isinstance(event.outcome, Trained | JobDied):
+            if task is not None:  # not trained here: held, lost, unclaimed, interrupted
                 progress.remove_task(task)
-            result = event.result
-            progress.console.print(
-                f"[dim]left[/]   {escape(job.name)}: {result.get('held_status')} "
-                f"{escape(describe_holder(result.get('holder')))}")
+            progress.console.print(_not_trained(job, event.outcome))
             progress.advance(self.overall)
             return
         if task is None:
@@ -147,16 +147,35 @@ class StudyView:
             progress.update(task, completed=event.step, total=event.total_steps,
                             description=f"  {job.name} epoch {event.epoch}/{event.epochs} "
                             f"loss {event.loss:.3f}")
-        elif isinstance(event, Finished):
+        elif isinstance(event, Ended):
             progress.remove_task(task)
-            result = event.result
-            if event.status == "done":
-                miou = result["final"].get("miou", float("nan"))
+            result = event.outcome.result
+            if result.done:
+                miou = result.final.get("miou", float("nan"))
                 progress.console.print(f"[green]done[/]   {escape(job.name)}  mIoU {100 * miou:.2f}")
             else:
-                first = (result.get("error") or "").splitlines()[0] if result.get("error") else ""
+                first = result.error.splitlines()[0] if result.error else ""
                 progress.console.print(f"[red]failed[/] {escape(job.name)}: {escape(first)}")
             progress.advance(self.overall)
+
+
+def _not_trained(job, outcome) -> str:
+    """The line for a trial this runner did not train to a result."""
+    from ablate.dispatch.claiming import describe_holder  # lazy: loads sqlalchemy
+
+    name = escape(job.name)
+    match outcome:
+        case Held(why=why, holder=holder):
+            return f"[dim]left[/]   {name}: {why} {escape(describe_holder(holder))}"
+        case Lost():
+            return f"[dim]left[/]   {name}: its claim was taken over by another runner"
+        case Unclaimed(error=error):
+            return (f"[yellow]not claimed[/] {name}: {escape(one_line(error))}; "
+                    "the next run claims it")
+        case Interrupted(status=status, detail=detail):
+            return (f"[yellow]{status.value.replace('_', ' ')}[/] {name}: {escape(detail)}; "
+                    "'ablate run' resumes it from its checkpoint")
+    return f"[dim]left[/]   {name}"
 
 
 def print_summary(store, study: str, trial_ids: list[str], summary) -> None:
@@ -176,7 +195,8 @@ def print_summary(store, study: str, trial_ids: list[str], summary) -> None:
             continue
         cost = costs.get(r.arch_id)
         miou = r.metrics.get("miou")
-        table.add_row(escape(r.name), r.status, fmt_float(100 * miou if miou is not None else None, 2),
+        table.add_row(escape(r.name), r.status.value,
+                      fmt_float(100 * miou if miou is not None else None, 2),
                       fmt_int(cost.params if cost else None),
                       fmt_float(cost.gflops if cost else None),
                       fmt_float(r.metrics.get("latency_ms"), 2))

@@ -28,9 +28,11 @@ def until_decided_options(fn):
                                              "verdict of the study is wrong, at most."),
         click.option("--min-effect", type=click.FloatRange(0.0, 100.0, min_open=True),
                      default=None, metavar="POINTS", callback=not_nan,
-                     help="With --until-decided: the equivalence margin in mIoU points: an "
-                          "effect whose interval lies within ± this is decided as "
-                          "equivalent. No default: without it only better/worse decide."),
+                     help="With --until-decided: the margin in mIoU points. An effect "
+                          "whose 1-2alpha/m interval lies within ± this is equivalent; one "
+                          "the futility stop shows smaller than this is 'no effect >= d "
+                          "(80% power)' and gets no more seeds. No default: without it only "
+                          "better/worse decide."),
         click.option("--spending", type=click.Choice(SPENDING), default=DEFAULT_SPENDING,
                      show_default=True,
                      help="With --until-decided: how alpha is spent over the looks "

@@ -12,8 +12,7 @@ from ablate.cli import main
 from ablate.cli.options import db_option, make_console, not_nan, runs_option
 from ablate.cli.text import visible
 from ablate.errors import UserInputError
-
-STATES = ("done", "running", "pending", "failed")
+from ablate.trials.lifecycle import TrialStatus
 
 
 @main.command("watch")
@@ -51,9 +50,10 @@ def _watch(study: str | None, db: str | None, runs_dir: str | None, interval: fl
     store = Store(db, read_only=True)  # never creates, never writes, takes no write lock
     known = [s.name for s in store.studies()]
     if study is None:
-        if not known:
-            raise UserInputError(f"{store.display_url} holds no studies yet; "
-                                 "'ablate run RECIPE' records one")
+        if not known:  # as ablate status says it: nothing given is wrong (exit 0)
+            click.echo(f"{visible(store.display_url)} holds no studies yet; "
+                       "'ablate run RECIPE' records one")
+            return
         study = known[-1]
     elif study not in known:
         raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; "
@@ -90,22 +90,26 @@ def render(snap):
     from rich.console import Group  # lazy: loads rich.console
     from rich.table import Table  # lazy: loads rich.table
 
-    counts = ", ".join(f"{snap.counts[s]} {s}" for s in STATES if snap.counts.get(s))
+    counts = ", ".join(f"{snap.counts[s]} {s}" for s in TrialStatus if snap.counts.get(s))
     head = Text(f"{visible(snap.study)}: {counts or 'no trials'} of {snap.total} trial(s)",
                 style="bold")
     parts: list = [head]
+    failed = snap.counts.get(TrialStatus.FAILED)
     if snap.complete:
-        parts.append(Text("complete" + (f"; {snap.counts['failed']} failed: 'ablate run' "
-                                        "retries them" if snap.counts.get("failed") else "")))
+        parts.append(Text("complete" + (f"; {failed} failed: 'ablate run' retries them"
+                                        if failed else "")))
     elif snap.eta_s is None:
         parts.append(Text("time left: estimated once a trial is done"))
     else:
         parts.append(Text(f"time left: about {duration(snap.eta_s)} (a trial takes "
                           f"{duration(snap.mean_trial_s)} on average; "
                           f"{max(1, len(snap.running))} at a time)"))
+    if snap.preemptions:
+        parts.append(Text(f"preempted or timed out: {snap.preemptions} time(s); each trial "
+                          "resumes from its checkpoint (not a failure)"))
     if snap.running:
         table = Table(title="running")
-        for col in ("trial", "held by", "renewed", "epoch", "step", "loss"):
+        for col in ("trial", "held by", "renewed", "epoch", "step", "loss", "preempted"):
             if col in ("trial", "held by"):  # long names fold onto a second line, never cut
                 table.add_column(col, overflow="fold")
             else:
@@ -114,7 +118,8 @@ def render(snap):
             table.add_row(Text(visible(r.name)), Text(visible(r.holder)),
                           "-" if r.renewed_s is None else f"{r.renewed_s:.0f} s ago",
                           _of(r.epoch, r.epochs), _of(r.step, r.total_steps),
-                          "-" if r.loss is None else f"{r.loss:.3f}")
+                          "-" if r.loss is None else f"{r.loss:.3f}",
+                          f"{r.preemptions}x" if r.preemptions else "-")
         parts.append(table)
     if snap.best is not None:
         b = snap.best

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ablate import extras
 from ablate.data.voc import CLASS_NAMES as VOC_CLASS_NAMES
 from ablate.data.voc import read_rgb
 from ablate.errors import UserInputError
@@ -59,12 +60,8 @@ def _require(path: Path) -> Path:
 
 def require_pycocotools() -> None:
     """Fail while building the dataset, not later inside a DataLoader worker."""
-    try:
-        import pycocotools.mask  # noqa: F401
-    except ImportError:
-        raise UserInputError(
-            "data.name = 'coco' needs pycocotools: pip install 'ablate[coco]'"
-        ) from None
+    if extras.missing("coco"):
+        raise UserInputError(extras.needs("data.name = 'coco'", "coco"))
 
 
 def _has_valid_annotation(annotations: list[dict]) -> bool:

@@ -2,10 +2,12 @@
 
 The study becomes a group-sequential design (``ablate.analysis.design``): its looks run
 from the recipe's seeds to ``max_seeds``, ``alpha`` is spent over them, and every effect
-of the study is read on its repeated confidence interval at ``alpha / family``. After
+of the study is read on its repeated confidence intervals at ``alpha / family``. After
 the recipe's own seeds, each round tests every effect; an effect is *decided* when its
-interval excludes 0 (better or worse) or lies within ``±min_effect`` (equivalent), and
-it stays decided (the interval is the running intersection of the looks). Every
+interval excludes 0 (better or worse), its equivalence interval lies within
+``±min_effect`` (equivalent), or, with a margin, its futility interval does (no effect
+of the margin, at 80% power: ``ablate.analysis.rule``); it stays decided (the
+intervals are running intersections of the looks). Every
 configuration an open effect uses gets one new seed (the next integer the study has not
 used), so seeds stay paired across the configurations of each effect. The loop stops
 when every effect is decided, when an open configuration already has ``max_seeds``
@@ -20,10 +22,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ablate.analysis.design import DEFAULT_SPENDING, SEQUENTIAL, Design
+from ablate.analysis.design import DEFAULT_SPENDING, FUTILITY_POWER, SEQUENTIAL, Design
 from ablate.errors import UserInputError
+from ablate.trials.lifecycle import TrialStatus
+
+if TYPE_CHECKING:  # annotations only: the CLI imports this module at start-up
+    from ablate.recipes.loader import Recipe
+    from ablate.trials.expand import Trial
 
 DEFAULT_MAX_SEEDS = 10
 
@@ -41,7 +48,12 @@ class Decision:
 
 
 def _interval(row: Any) -> str:
+    """The interval the verdict was read on: equivalence and futility have their own."""
     low, high = row.ci_low, row.ci_high
+    if row.verdict.startswith("equivalent"):
+        low, high = getattr(row, "tost_low", low), getattr(row, "tost_high", high)
+    elif row.verdict.startswith("no effect"):
+        low, high = getattr(row, "futility_low", low), getattr(row, "futility_high", high)
     return "no interval yet" if low != low else f"[{low:+.2f}, {high:+.2f}]"
 
 
@@ -75,11 +87,21 @@ def stop_reason(decision: Decision, seeds_done: dict[str, int], max_seeds: int) 
     return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Round:
     seed: int | None  # the seed added (None: the loop stopped before adding one)
     decision: Decision
     reason: str = ""  # why the loop stopped, on the last round
+    failed: tuple[str, ...] = ()  # trials of the round run before it that failed
+
+
+class RoundSummary(Protocol):
+    """What the loop reads of a round it ran (``dispatch.events.RunSummary``)."""
+
+    failed: list[str]
+
+
+RunRound = Callable[["Recipe", "list[Trial]"], RoundSummary]
 
 
 def fold_seeds(recipe, overrides: dict) -> tuple[object, dict]:
@@ -93,14 +115,20 @@ def fold_seeds(recipe, overrides: dict) -> tuple[object, dict]:
 
 def loop_design(recipe, *, max_seeds: int, alpha: float, min_effect: float | None,
                 spending: str = DEFAULT_SPENDING) -> Design:
+    """The loop's design; a margin brings the futility stop (80% power at the margin)."""
     return Design(SEQUENTIAL, alpha=alpha, min_effect=min_effect, max_seeds=max_seeds,
-                  start_seeds=len(recipe.seeds), spending=spending)
+                  start_seeds=len(recipe.seeds), spending=spending,
+                  futility_power=FUTILITY_POWER if min_effect else None)
 
 
-def record_design(store, study: str, design: Design, *, write: bool = True) -> None:
+def record_design(store, study: str, design: Design, *, write: bool = True) -> Design:
     """Record the loop's design with the study, or refuse one that differs from it
-    (``write=False``: only refuse, before anything runs)."""
-    recorded = Design.from_json(store.study_designs([study]).get(study))
+    (``write=False``: only refuse, before anything runs); the design to run. A study
+    grown before the futility stop existed goes on without it, as it was planned."""
+    data = store.study_designs([study]).get(study)
+    recorded = Design.from_json(data)
+    if recorded is not None and "futility_power" not in data:
+        design = dataclasses.replace(design, futility_power=None)
     if recorded is None:
         if write:
             store.set_study_design(study, design.to_json())
@@ -111,18 +139,30 @@ def record_design(store, study: str, design: Design, *, write: bool = True) -> N
             f"(--max-seeds {recorded.max_seeds} --alpha {recorded.alpha:g}"
             + (f" --min-effect {recorded.min_effect:g}" if recorded.min_effect else "")
             + f" and {recorded.start_seeds} starting seed(s)), or start a new study")
+    return design
 
 
-def start_loop(store, recipe, overrides: dict, *, max_seeds: int, alpha: float,
-               min_effect: float | None, spending: str = DEFAULT_SPENDING,
-               write: bool = True) -> tuple[object, dict, Design]:
-    """The loop's starting point: ``--set seeds`` folded into the recipe, and its design
-    recorded with the study (``write=False``: only checked against the recorded one)."""
+@dataclass(frozen=True)
+class LoopStart:
+    """Where the loop starts: the recipe with ``--set seeds`` folded in, the other
+    overrides, and the design (checked against the one recorded with the study)."""
+
+    recipe: Recipe
+    overrides: dict
+    design: Design
+
+
+def start_loop(store, recipe, overrides: dict, *, max_seeds: int = DEFAULT_MAX_SEEDS,
+               alpha: float = 0.05, min_effect: float | None = None,
+               spending: str = DEFAULT_SPENDING) -> LoopStart:
+    """The loop's starting point, once, before anything runs: a study grown before under
+    other settings is refused here. Nothing is written (``run_until_decided`` records
+    the design once the study exists)."""
     recipe, overrides = fold_seeds(recipe, overrides)
     design = loop_design(recipe, max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
                          spending=spending)
-    record_design(store, recipe.name, design, write=write)
-    return recipe, overrides, design
+    design = record_design(store, recipe.name, design, write=False)
+    return LoopStart(recipe, overrides, design)
 
 
 @dataclass(frozen=True)
@@ -163,12 +203,11 @@ class LoopStopped:
 LoopEvent = DesignChosen | EffectsRead | FinishingRound | SeedAdded | LoopStopped
 
 
-def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, list], object], *,
-                      max_seeds: int = DEFAULT_MAX_SEEDS, alpha: float = 0.05,
-                      min_effect: float | None = None, spending: str = DEFAULT_SPENDING,
+def run_until_decided(start: LoopStart, store, run: RunRound, *,
                       emit: Callable[[LoopEvent], None] = lambda event: None) -> list[Round]:
-    """Add seeds round by round until every effect of ``recipe``'s study is decided.
+    """Add seeds round by round until every effect of the study is decided.
 
+    ``start`` is ``start_loop``'s; its design is recorded with the study first.
     ``run(recipe, trials)`` runs trials (``StudyRunner.run``) and returns its summary.
     What the loop reads and decides goes to ``emit`` as ``LoopEvent``s.
     """
@@ -176,8 +215,8 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
     from ablate.report.frame import trials_frame  # lazy: loads numpy, pandas, sqlalchemy
     from ablate.trials.expand import expand  # lazy: loads pydantic
 
-    recipe, overrides, design = start_loop(store, recipe, overrides, max_seeds=max_seeds,
-                                           alpha=alpha, min_effect=min_effect, spending=spending)
+    recipe, overrides, design = start.recipe, start.overrides, start.design
+    record_design(store, recipe.name, design)
     emit(DesignChosen(design))
     rounds: list[Round] = []
     while True:
@@ -186,22 +225,24 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
         # only this recipe's trials (with --set, other trials can share a configuration name)
         ours = {t.trial_id for t in expand(dataclasses.replace(recipe, seeds=seeds), overrides)}
         frame = frame[frame["trial_id"].isin(ours)]
-        table = effects_table(frame, designs={recipe.name: design})
+        table = effects_table(frame, designs={recipe.name: design}, report=False)
         decision = decide(table.itertuples(index=False))
         emit(EffectsRead(decision))
-        done = frame[frame["status"] == "done"]
-        unfinished = set(frame.loc[frame["status"].isin(["pending", "running"]), "trial_id"])
+        done = frame[frame["status"] == TrialStatus.DONE]
+        finished = frame["status"].isin([TrialStatus.DONE, TrialStatus.FAILED])
+        unfinished = set(frame.loc[~finished, "trial_id"])
         if unfinished:  # a round cut short (killed, detached): finish it before deciding more
             trials = [t for t in expand(dataclasses.replace(recipe, seeds=seeds), overrides)
                       if t.trial_id in unfinished]
             emit(FinishingRound(len(trials)))
             summary = run(dataclasses.replace(recipe, seeds=seeds), trials)
-            if getattr(summary, "failed", None):
-                rounds.append(Round(None, decision, f"{len(summary.failed)} trial(s) failed"))
+            if summary.failed:
+                rounds.append(Round(None, decision, f"{len(summary.failed)} trial(s) failed",
+                                    tuple(summary.failed)))
                 break
             continue
         reason = stop_reason(decision, done.groupby("config_name")["seed"].nunique().to_dict(),
-                             max_seeds)
+                             design.max_seeds)
         if reason:
             rounds.append(Round(None, decision, reason))
             break
@@ -213,9 +254,9 @@ def run_until_decided(recipe, overrides: dict, store, run: Callable[[object, lis
             rounds.append(Round(None, decision, "no trial to add"))
             break
         emit(SeedAdded(seed, tuple(sorted(wanted)), len(trials)))
-        rounds.append(Round(seed, decision))
         summary = run(dataclasses.replace(recipe, seeds=[*recipe.seeds, seed]), trials)
-        if getattr(summary, "failed", None):
+        rounds.append(Round(seed, decision, failed=tuple(summary.failed)))
+        if summary.failed:
             rounds.append(Round(None, decision, f"{len(summary.failed)} trial(s) failed"))
             break
     emit(LoopStopped(rounds[-1].reason))

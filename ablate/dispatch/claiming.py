@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,19 @@ from ablate.clock import utc_now_iso
 from ablate.dispatch.entry import run_trial
 from ablate.dispatch.leases import CLAIMS_LOG, HEARTBEATS_PER_LEASE, LeaseLost
 from ablate.dispatch.liveness import holder_is_dead, this_process
-from ablate.errors import StoreError
+from ablate.errors import StoreError, one_line
 from ablate.store import Store
 from ablate.store.claims import Busy
 from ablate.store.target import sqlite_path
-from ablate.train.events import Resumed, Started, TrialEvent
+from ablate.train.events import Claimed, Resumed, TrialEvent
+from ablate.trials.lifecycle import (
+    Held,
+    Lost,
+    Outcome,
+    Trained,
+    TrialStatus,
+    Unclaimed,
+)
 
 
 def holder_identity(executor: str) -> dict[str, Any]:
@@ -91,51 +100,69 @@ def _log_claim(run_dir: str, claim) -> None:
     if claim.taken_over:
         why = "its process is gone" if holder_is_dead(claim.taken_over) else "lease expired"
         line += f" (took over from {describe_holder(claim.taken_over)}, {why})"
+    if claim.resumed:
+        line += f" (resumes after its job was {claim.resumed.replace('_', ' ')})"
     _log_line(run_dir, line)
 
 
-def claim_and_run(job, progress=None, executor: str = "local") -> dict[str, Any]:
-    """Claim ``job``'s trial, train it with a heartbeat, record the result; or, when it is
-    held elsewhere (or already done), return ``{"status": "held", ...}`` untrained.
+def claim_and_run(job, progress=None, executor: str = "local",
+                  interrupted: Callable[[], TrialStatus | None] | None = None) -> Outcome:
+    """Claim ``job``'s trial, train it with a heartbeat, record the result: ``Trained``.
+    A trial held elsewhere (or already done) is ``Held`` and not trained; one whose claim
+    was taken over mid-training is ``Lost``; a database error while claiming is
+    ``Unclaimed`` (nothing trained, nothing recorded: the trial stays as it was for the
+    next run), the same in every executor.
 
-    Without a database (``job.db`` None) the trial just runs, as before claims existed.
+    Training that stops with an exception (Ctrl-C, a job being stopped) hands the trial
+    back: pending, or what ``interrupted()`` says the cluster is doing (preempted, timed
+    out), so the next claim resumes it without counting an attempt. Without a database
+    (``job.db`` None) the trial just runs, unclaimed.
     """
     progress = progress or (lambda event: None)
     if job.db is None:
-        progress(Started())
-        return run_trial(job, progress=progress)
+        progress(Claimed())
+        return Trained(run_trial(job, progress=progress))
 
     failed_before = datetime.fromisoformat(job.failed_before) if job.failed_before else None
-    store = _store(job.db)
-    outcome = store.claim(job.study, job.trial_id, holder_identity(executor),
-                          job.lease_seconds, run_dir=job.run_dir,
-                          failed_before=failed_before, dead=holder_is_dead)
-    if isinstance(outcome, Busy):
-        return {"study": job.study, "trial_id": job.trial_id, "status": "held",
-                "held_status": outcome.status, "holder": outcome.holder}
-    _log_claim(job.run_dir, outcome)
-    progress(Started(claimed=True, holder=outcome.holder, taken_over=outcome.taken_over))
-    with Heartbeat(store, outcome) as beat:
+    try:
+        store = _store(job.db)
+        claim = store.claim(job.study, job.trial_id, holder_identity(executor),
+                            job.lease_seconds, run_dir=job.run_dir,
+                            failed_before=failed_before, dead=holder_is_dead)
+    except StoreError as err:
+        return Unclaimed(one_line(err))
+    if isinstance(claim, Busy):
+        return Held(claim.status, claim.holder)
+    _log_claim(job.run_dir, claim)
+    progress(Claimed(claim.holder, claim.taken_over, claim.resumed))
+    with Heartbeat(store, claim) as beat:
         def guarded(event: TrialEvent) -> None:
             if beat.lost.is_set():  # stop writing a run folder that is no longer ours
                 raise LeaseLost(f"trial {job.trial_id}: claim taken over")
             if isinstance(event, Resumed):
-                _log_line(job.run_dir, f"epoch {outcome.epoch} resumed from checkpoint "
+                _log_line(job.run_dir, f"epoch {claim.epoch} resumed from checkpoint "
                                        f"at step {event.step}")
             progress(event)
 
         try:
-            result = run_trial(job, progress=guarded, claim_epoch=outcome.epoch)
+            result = run_trial(job, progress=guarded, claim_epoch=claim.epoch)
         except LeaseLost:
-            return {"study": job.study, "trial_id": job.trial_id, "status": "lost",
-                    "held_status": "running", "holder": None}
-        except BaseException:  # Ctrl-C: hand the trial back at once
-            with contextlib.suppress(StoreError):
-                store.release(outcome)
+            return Lost()
+        except BaseException:  # Ctrl-C, or the cluster stopping the job: hand it back now
+            _hand_back(store, claim, job.run_dir, interrupted() if interrupted else None)
             raise
     with contextlib.suppress(StoreError):  # else it stays on disk, ingested later
-        store.ingest_result(result)
-    return result
+        store.record(result)
+    return Trained(result)
+
+
+def _hand_back(store, claim, run_dir: str, status: TrialStatus | None) -> None:
+    with contextlib.suppress(StoreError):
+        if status is None:
+            store.release(claim)
+        elif store.interrupt(claim, status):
+            _log_line(run_dir, f"epoch {claim.epoch} {status.replace('_', ' ')}: "
+                               "resumes from its checkpoint when its job runs again")
 
 
 _STORES: dict[str, Any] = {}
@@ -161,7 +188,7 @@ def worker_url(url: str) -> str:
 def runner_report(store, study: str, summary) -> list[str]:
     """What this runner did, what it left to others, and the whole study's state."""
     records = store.trials(study, with_metrics=False)
-    counts: dict[str, int] = {}
+    counts: dict[TrialStatus, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
     lines = []
@@ -171,16 +198,21 @@ def runner_report(store, study: str, summary) -> list[str]:
     else:
         lines.append(f"this runner took {took} trial(s)")
     if summary.left:
-        by_status: dict[str, int] = {}
+        by_why: dict[str, int] = {}
         for outcome in summary.left.values():
-            status = outcome.get("held_status") or "held"
-            by_status[status] = by_status.get(status, 0) + 1
-        detail = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+            by_why[outcome.why] = by_why.get(outcome.why, 0) + 1
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(by_why.items()))
         lines.append(f"left {len(summary.left)} to other runners ({detail})")
-    state = ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "pending")
-                      if counts.get(s))
+    for trial_id, error in summary.unclaimed.items():
+        lines.append(f"could not claim {trial_id}: {error}; run again to retry it")
+    state = ", ".join(f"{counts[s]} {s}" for s in TrialStatus if counts.get(s))
     lines.append(f"study {study}: {state or 'no trials'} of {len(records)} trial(s)")
-    held = [r for r in records if r.status == "running" and r.holder]
+    preempted = sum(r.preemptions for r in records)
+    if preempted:
+        lines.append(f"the cluster stopped {preempted} job(s) of "
+                     f"{sum(r.preemptions > 0 for r in records)} trial(s); each resumed from "
+                     "its checkpoint (not counted as a failure)")
+    held = [r for r in records if r.status is TrialStatus.RUNNING and r.holder]
     for r in held:
         renewed = r.heartbeat_at.isoformat(timespec="seconds") if r.heartbeat_at else "-"
         until = (f", lease until {r.lease_expires_at.isoformat(timespec='seconds')}"

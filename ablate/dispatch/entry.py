@@ -17,9 +17,9 @@ from ablate.dispatch.gpus import VISIBLE_ENV, process_gpus
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, LeaseLost
 from ablate.dispatch.progress import ProgressFile
 from ablate.dispatch.ranks import train_with_ranks
-from ablate.dispatch.results import write_result
 from ablate.errors import UserInputError
 from ablate.track import TrackedTrial, open_trackers
+from ablate.trials.lifecycle import TrialResult, TrialStatus
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def _code_files(spec: Any) -> dict[str, dict[str, str]]:
         return {}
 
 
-def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> dict[str, Any]:
+def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> TrialResult:
     """Train and evaluate one trial, write its result file, and return the result.
 
     Never raises for a failing trial: the failure, with its traceback, is the result.
@@ -98,11 +98,8 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
     """
     from ablate.recipes.schema import TrialSpec  # lazy: loads pydantic
 
-    started = _now()
-    base = {"study": job.study, "trial_id": job.trial_id, "name": job.name,
-            "run_dir": job.run_dir, "started_at": started}
-    if claim_epoch is not None:
-        base["claim_epoch"] = claim_epoch
+    base = TrialResult(job.study, job.trial_id, TrialStatus.FAILED, name=job.name,
+                       run_dir=job.run_dir, started_at=_now(), claim_epoch=claim_epoch)
     if _rank() == 0:  # epoch, step and loss in the run folder, for `ablate watch`
         progress = ProgressFile(job.run_dir).wrap(progress)
     trackers = _trackers(job)
@@ -111,35 +108,44 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> d
     try:
         spec = TrialSpec.model_validate(job.spec)
         outcome = _train(spec, job, progress)
-        result = {**base, "status": "done", "error": None, "final": outcome["final"],
-                  "epochs": outcome["epochs"], "weights_report": outcome["weights_report"],
-                  "environment": environment(outcome["device"], outcome["device_name"])}
-        if outcome.get("ranks", 1) > 1:  # trained by this many processes (DDP)
-            result["environment"]["ddp_ranks"] = outcome["ranks"]
-        if spec.eval.latency:  # how latency was timed: clock, device, driver, clocks
-            from ablate.cost.latency import timing_environment  # lazy: loads torch
-
-            result["environment"]["timing"] = timing_environment(outcome["device"])
-        if outcome.get("runtimes"):  # per-runtime status, reason, device, threads, version
-            result["environment"]["runtimes"] = outcome["runtimes"]
-        code = _code_files(spec)  # the user's files that ran: `plan` names those edited since
-        if code:
-            result["environment"]["code"] = code
-        _add_conditional_cost(spec, result)
+        result = base.replace(status=TrialStatus.DONE,
+                              final=_with_conditional_cost(spec, outcome["final"]),
+                              epochs=outcome["epochs"],
+                              weights_report=outcome["weights_report"],
+                              environment=_trained_environment(spec, outcome))
     except (KeyboardInterrupt, LeaseLost):  # no result: the trial is not finished
         if trackers is not None:
             trackers.finish({"status": "interrupted"})
         raise
     except Exception as err:  # recorded as the trial's failure, the study goes on
-        result = {**base, "status": "failed",
-                  "error": f"{type(err).__name__}: {err}\n{traceback.format_exc()}",
-                  "final": {}, "epochs": [], "environment": environment()}
-    result["finished_at"] = _now()
+        result = base.replace(error=f"{type(err).__name__}: {err}\n{traceback.format_exc()}",
+                              environment=environment())
+    result = result.replace(finished_at=_now())
     if trackers is not None:  # final figures and hparams; where they wrote, in environment
-        trackers.finish(result)
+        tracking = trackers.finish(result.to_json())
+        if tracking:
+            result = result.replace(environment={**(result.environment or {}),
+                                                 "tracking": tracking})
     if _rank() == 0:  # under DistributedDataParallel every rank runs the trial; one writes
-        write_result(job.run_dir, result)
+        result.write(job.run_dir)
     return result
+
+
+def _trained_environment(spec, outcome: dict[str, Any]) -> dict[str, Any]:
+    """Where and how the trial trained: versions, device, processes, timing, user code."""
+    env = environment(outcome["device"], outcome["device_name"])
+    if outcome.get("ranks", 1) > 1:  # trained by this many processes (DDP)
+        env["ddp_ranks"] = outcome["ranks"]
+    if spec.eval.latency:  # how latency was timed: clock, device, driver, clocks
+        from ablate.cost.latency import timing_environment  # lazy: loads torch
+
+        env["timing"] = timing_environment(outcome["device"])
+    if outcome.get("runtimes"):  # per-runtime status, reason, device, threads, version
+        env["runtimes"] = outcome["runtimes"]
+    code = _code_files(spec)  # the user's files that ran: `plan` names those edited since
+    if code:
+        env["code"] = code
+    return env
 
 
 def _trackers(job: TrialJob):
@@ -173,13 +179,12 @@ def _rank() -> int:
     return distributed_rank_world()[0]
 
 
-def _add_conditional_cost(spec, result: dict[str, Any]) -> None:
+def _with_conditional_cost(spec, final: dict[str, float]) -> dict[str, float]:
     """Effective FLOPs of a selective down-sampling model at its measured mask density."""
-    if not spec.model.selective.enabled or "mask_density" not in result["final"]:
-        return
+    if not spec.model.selective.enabled or "mask_density" not in final:
+        return final
     from ablate.cost.selective import selective_cost  # lazy: loads pydantic, torch
     from ablate.trials.resolve import eval_resolution, num_classes  # lazy: loads pydantic
 
-    figures = selective_cost(spec.model, num_classes(spec), eval_resolution(spec),
-                             result["final"]["mask_density"])
-    result["final"].update(figures)
+    return {**final, **selective_cost(spec.model, num_classes(spec), eval_resolution(spec),
+                                      final["mask_density"])}

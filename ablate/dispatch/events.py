@@ -1,6 +1,6 @@
 """What the study runner (``dispatch.study``) says: a round's summary and the typed events
 ``ablate run`` renders. The ``--until-decided`` loop's own events are in
-``dispatch.adaptive``; a trial's events (``Started`` ... ``Finished``) in ``train.events``.
+``dispatch.adaptive``; a trial's events (``Claimed`` ... ``Ended``) in ``train.events``.
 
 A leaf module: the CLI imports it at start-up, so it loads nothing heavy.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from ablate.dispatch.adaptive import LoopEvent
 from ablate.dispatch.entry import TrialJob
 from ablate.train.events import TrialEvent
+from ablate.trials.lifecycle import Held
 
 
 @dataclass
@@ -29,7 +29,9 @@ class RunSummary:
     corrupt: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)  # result on disk, database failed
     taken: list[str] = field(default_factory=list)  # claimed and trained by this runner
-    left: dict[str, dict[str, Any]] = field(default_factory=dict)  # held elsewhere: outcome
+    left: dict[str, Held] = field(default_factory=dict)  # held by other runners
+    interrupted: list[str] = field(default_factory=list)  # preempted or timed out for good
+    unclaimed: dict[str, str] = field(default_factory=dict)  # the claim's database error
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from ablate.registry import Registry
 from ablate.train.events import TrialEvent
 
 # on_event(job, event): every event of ``ablate.train.events``; each job ends with one
-# ``Finished`` (its result), or, on Slurm, with ``JobCancelled`` when scancel'ed.
+# ``Ended`` (its ``lifecycle.Outcome``), or, on Slurm, with ``JobCancelled`` when scancel'ed.
 OnEvent = Callable[[TrialJob, TrialEvent], None]
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 DEFAULT_LEASE_SECONDS = 120.0
 HEARTBEATS_PER_LEASE = 4  # a lease survives three missed renewals
 CLAIMS_LOG = "claims.log"  # in each run folder: one line per claim, the audit trail
-# outcomes of a worker that trained nothing (no result file, nothing to ingest)
-NOT_TRAINED = ("held", "lost")
 
 
 class LeaseLost(Exception):

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ablate.dispatch.progress import read_progress
 from ablate.dispatch.results import run_dir_for
+from ablate.trials.lifecycle import TrialStatus
 
 EFFECT_FIELDS = ("axis", "change", "estimate", "ci_low", "ci_high", "n", "verdict")
 
@@ -34,6 +35,7 @@ class RunningTrial:
     step: int | None = None
     total_steps: int | None = None
     loss: float | None = None
+    preemptions: int = 0  # times the cluster stopped its job and it resumed
 
     @property
     def fraction(self) -> float | None:
@@ -46,19 +48,19 @@ class RunningTrial:
 class Snapshot:
     study: str
     total: int
-    counts: dict[str, int]
+    counts: dict[TrialStatus, int]
     running: list[RunningTrial]
     best: dict[str, Any] | None  # config_name, miou_mean, miou_std, n, params
     mean_trial_s: float | None  # mean wall time of the done trials
     eta_s: float | None  # time left, at the current pace and parallelism
     effects: list[dict[str, Any]] = field(default_factory=list)
     effects_error: str | None = None
+    preemptions: int = 0  # of every trial: times the cluster stopped a job
 
     @property
     def complete(self) -> bool:
-        """Nothing left to run or running: every trial done (or failed, which a next
-        ``ablate run`` retries)."""
-        return not self.counts.get("pending") and not self.counts.get("running")
+        """Every trial recorded: done, or failed (which a next ``ablate run`` retries)."""
+        return all(status.finished for status, n in self.counts.items() if n)
 
     def signature(self) -> tuple:
         """What a reader would call a change (clock-driven fields left out)."""
@@ -75,11 +77,11 @@ def study_snapshot(store, study: str, runs_root: str | Path | None = None) -> Sn
 
     records = store.trials(study, with_metrics=False)
     now = store.database_time()
-    counts: dict[str, int] = {}
+    counts: dict[TrialStatus, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
     running = []
-    for r in (r for r in records if r.status == "running"):
+    for r in (r for r in records if r.status is TrialStatus.RUNNING):
         run_dir = r.run_dir
         if runs_root is not None and (not run_dir or not Path(run_dir).is_dir()):
             run_dir = str(run_dir_for(runs_root, study, r.trial_id))
@@ -89,13 +91,16 @@ def study_snapshot(store, study: str, runs_root: str | Path | None = None) -> Sn
             renewed_s=_seconds(now, r.heartbeat_at), elapsed_s=_seconds(now, r.started_at),
             epoch=_int(info.get("epoch")), epochs=_int(info.get("epochs")),
             step=_int(info.get("step")), total_steps=_int(info.get("total_steps")),
-            loss=_float(info.get("loss"))))
+            loss=_float(info.get("loss")), preemptions=r.preemptions))
     durations = [(r.finished_at - r.started_at).total_seconds() for r in records
-                 if r.status == "done" and r.started_at and r.finished_at]
+                 if r.status is TrialStatus.DONE and r.started_at and r.finished_at]
     mean = sum(durations) / len(durations) if durations else None
     best, effects, error = _report(store, study)
+    waiting = sum(n for status, n in counts.items() if not status.finished
+                  and status is not TrialStatus.RUNNING)  # pending, preempted, timed out
     return Snapshot(study, len(records), counts, running, best, mean,
-                    estimate_left(mean, counts.get("pending", 0), running), effects, error)
+                    estimate_left(mean, waiting, running), effects, error,
+                    sum(r.preemptions for r in records))
 
 
 def estimate_left(mean_s: float | None, pending: int, running: list[RunningTrial]) -> float | None:

@@ -17,9 +17,9 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from multiprocessing.managers import SyncManager
 from typing import Any
 
@@ -28,9 +28,48 @@ from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import ExecutorRequest, OnEvent
 from ablate.dispatch.gpus import WORKER_NAMES_ENV, Gpu, GpuSlots, next_fitting, worker_environment
-from ablate.train.events import Finished
+from ablate.train.events import Ended, TrialEvent
+from ablate.trials.lifecycle import Outcome, Trained, TrialResult, Unclaimed
 
 DEAD_WORKER_GRACE_S = 2.0  # a worker that exited may still be flushing its result
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    """A worker's message: one event of the trial it trains."""
+
+    trial_id: str
+    event: TrialEvent
+
+
+@dataclass(frozen=True)
+class WorkerEnded:
+    """A worker's last message for a trial: what became of it."""
+
+    trial_id: str
+    outcome: Outcome
+
+
+def run_in_worker(job: TrialJob, send: Callable[[WorkerEvent], None], threads: int,
+                  gpus: Sequence[Gpu] = ()) -> Outcome:
+    """What every local worker process runs for one trial, in the pool or on GPU slots.
+
+    ``gpus`` become the only devices the process sees (before anything starts CUDA).
+    The claim's database error is ``Unclaimed`` (``claim_and_run``); anything else that
+    escapes before or around training (training's own errors are the trial's failure)
+    is ``Unclaimed`` too, with its traceback: the trial stays as it was, this run goes
+    on with the others, and the next run claims it. No worker path aborts the run.
+    """
+    if gpus:
+        os.environ.update(worker_environment(gpus))
+        os.environ[WORKER_NAMES_ENV] = ",".join(g.name for g in gpus)
+    import torch  # lazy: loads torch (in the worker process only)
+
+    torch.set_num_threads(max(1, threads // max(1, job.ranks)))
+    try:
+        return claim_and_run(job, progress=lambda event: send(WorkerEvent(job.trial_id, event)))
+    except Exception as err:
+        return Unclaimed(f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
 
 
 class LocalExecutor:
@@ -59,13 +98,12 @@ class LocalExecutor:
     def run(self, jobs: list[TrialJob], on_event: OnEvent) -> None:
         if self.slots:
             self._run_slots(jobs, on_event)
-            return
-        if self.jobs == 1:
-            for job in jobs:
-                result = claim_and_run(job, progress=lambda event, job=job: on_event(job, event))
-                on_event(job, Finished(result))
-            return
-        self._run_pool(jobs, on_event)
+        elif self.jobs == 1:
+            for job in jobs:  # in this process: an error while claiming is the same outcome
+                outcome = _claim_here(job, lambda event, job=job: on_event(job, event))
+                on_event(job, Ended(outcome))
+        else:
+            self._run_pool(jobs, on_event)
 
     def _run_pool(self, jobs: list[TrialJob], on_event: OnEvent) -> None:
         ctx = mp.get_context("spawn")  # fork after torch has started threads is unsafe
@@ -79,10 +117,10 @@ class LocalExecutor:
         def pump() -> None:  # progress from workers -> the caller's callback
             while not stop.is_set():
                 try:
-                    trial_id, event = events.get(timeout=0.2)
+                    message = events.get(timeout=0.2)
                 except queue.Empty:
                     continue
-                on_event(by_id[trial_id], event)
+                on_event(by_id[message.trial_id], message.event)
 
         pumper = threading.Thread(target=pump, daemon=True)
         pumper.start()
@@ -91,17 +129,16 @@ class LocalExecutor:
                                      initargs=(os.getpid(),)) as pool:
                 pending: dict[Future, TrialJob] = {}
                 for job in jobs:
-                    pending[pool.submit(_worker, job, events, threads)] = job
+                    pending[pool.submit(_pool_worker, job, events, threads)] = job
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
                         job = pending.pop(future)
-                        on_event(job, Finished(future.result()))
+                        on_event(job, Ended(future.result()))
         finally:
             stop.set()
             pumper.join()
             manager.shutdown()
-
 
     def _run_slots(self, jobs: list[TrialJob], on_event: OnEvent) -> None:
         """At most ``jobs`` trials at once, each on its own devices; the first pending
@@ -135,24 +172,22 @@ class LocalExecutor:
                         raise RuntimeError("no pending trial fits this runner's GPUs")
                     break
                 try:
-                    kind, trial_id, payload = messages.get(timeout=0.5)
+                    message = messages.get(timeout=0.5)
                 except queue.Empty:
-                    kind = None
-                if kind is None:  # also looked for between other workers' messages
-                    kind, trial_id, payload = self._dead_worker(running, dead_since)
-                    if kind is None:
+                    message = _dead_worker(running, dead_since)  # also looked for below
+                    if message is None:
                         continue
-                elif time.monotonic() - last_look > 1.0:
+                if time.monotonic() - last_look > 1.0:
                     last_look = time.monotonic()
-                    dead = self._dead_worker(running, dead_since)
-                    if dead[0] is not None:
+                    dead = _dead_worker(running, dead_since)
+                    if dead is not None and dead is not message:
                         self._finish(dead, running, dead_since, slots, on_event)
-                if trial_id not in running:
+                if message.trial_id not in running:
                     continue
-                if kind == "event":
-                    on_event(running[trial_id][2], payload)
+                if isinstance(message, WorkerEvent):
+                    on_event(running[message.trial_id][2], message.event)
                     continue
-                self._finish((kind, trial_id, payload), running, dead_since, slots, on_event)
+                self._finish(message, running, dead_since, slots, on_event)
         finally:
             for proc, _, _ in running.values():  # Ctrl-C reached them too: let them hand back
                 proc.join(timeout=30)
@@ -160,58 +195,51 @@ class LocalExecutor:
                     proc.terminate()
 
     @staticmethod
-    def _finish(message, running, dead_since, slots: GpuSlots, on_event: OnEvent) -> None:
-        _, trial_id, result = message
-        proc, held, job = running.pop(trial_id)
+    def _finish(message: WorkerEnded, running, dead_since, slots: GpuSlots,
+                on_event: OnEvent) -> None:
+        proc, held, job = running.pop(message.trial_id)
         proc.join()
-        dead_since.pop(trial_id, None)
+        dead_since.pop(message.trial_id, None)
         slots.give_back(held)
-        on_event(job, Finished(result))
+        on_event(job, Ended(message.outcome))
 
-    @staticmethod
-    def _dead_worker(running, dead_since) -> tuple[Any, Any, Any]:
-        """A worker that died without a result (killed, out of memory) fails its trial."""
-        now = time.monotonic()
-        for trial_id, (proc, _, job) in running.items():
-            if proc.is_alive() or proc.exitcode == 0:  # exit 0: its result was sent
-                continue
-            first = dead_since.setdefault(trial_id, now)
-            if now - first < DEAD_WORKER_GRACE_S:
-                continue
-            return "result", trial_id, {
-                "study": job.study, "trial_id": trial_id, "name": job.name,
-                "run_dir": job.run_dir, "status": "failed", "final": {}, "epochs": [],
-                "error": f"worker process exited with code {proc.exitcode} without a result"}
-        return None, None, None
+
+def _dead_worker(running, dead_since) -> WorkerEnded | None:
+    """A worker that died without a result (killed, out of memory) fails its trial."""
+    now = time.monotonic()
+    for trial_id, (proc, _, job) in running.items():
+        if proc.is_alive() or proc.exitcode == 0:  # exit 0: its result was sent
+            continue
+        first = dead_since.setdefault(trial_id, now)
+        if now - first < DEAD_WORKER_GRACE_S:
+            continue
+        return WorkerEnded(trial_id, Trained(TrialResult.failure(
+            job.study, trial_id, f"worker process exited with code {proc.exitcode} "
+                                 "without a result", name=job.name, run_dir=job.run_dir)))
+    return None
+
+
+def _claim_here(job: TrialJob, progress) -> Outcome:
+    """This process trains the trial (``--jobs 1`` without GPU slots)."""
+    try:
+        return claim_and_run(job, progress=progress)
+    except Exception as err:  # as in a worker process: the run goes on
+        return Unclaimed(f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
 
 
 def _slot_worker(job: TrialJob, gpus: tuple[Gpu, ...], messages, threads: int) -> None:
-    """A fresh process for one trial: its devices are made the only visible ones before
-    anything starts CUDA here."""
-    os.environ.update(worker_environment(gpus))
-    os.environ[WORKER_NAMES_ENV] = ",".join(g.name for g in gpus)
-    import torch  # lazy: loads torch (in the worker process only)
-
-    torch.set_num_threads(max(1, threads // max(1, job.ranks)))
+    """A fresh process for one trial on its devices."""
     try:
-        result = claim_and_run(job, progress=lambda event: messages.put(
-            ("event", job.trial_id, event)))
+        outcome = run_in_worker(job, messages.put, threads, gpus)
     except KeyboardInterrupt:
         return  # claim_and_run handed the trial back; the parent stops too
-    except Exception as err:  # a database or claim error: the trial fails, others go on
-        result = {"study": job.study, "trial_id": job.trial_id, "name": job.name,
-                  "run_dir": job.run_dir, "status": "failed", "final": {}, "epochs": [],
-                  "error": f"{type(err).__name__}: {err}\n{traceback.format_exc()}"}
-    messages.put(("result", job.trial_id, result))
+    messages.put(WorkerEnded(job.trial_id, outcome))
 
 
-def _worker(job: TrialJob, events, threads: int) -> dict:
-    import torch  # lazy: loads torch (in the worker process only)
-
-    torch.set_num_threads(threads)
-    orphans.start_trial()  # a worker whose runner was killed takes no new trial
+def _pool_worker(job: TrialJob, events, threads: int) -> Outcome:
+    """A pool process, reused for the next trial; one whose runner was killed takes none."""
+    orphans.start_trial()
     try:
-        return claim_and_run(job, progress=lambda event: orphans.send(
-            events, (job.trial_id, event)))
+        return run_in_worker(job, lambda message: orphans.send(events, message), threads)
     finally:
         orphans.end_trial()

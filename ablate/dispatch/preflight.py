@@ -13,11 +13,11 @@ as a warning instead.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ablate import extras
 from ablate.errors import UserInputError, one_line
 from ablate.evaluate.runtime_keys import runtime_problems  # packages a runtime needs
 
@@ -74,8 +74,8 @@ def _layout_problem(prefix: str, name: str, root_text: str | None, train_split: 
     if sbd and not any((root / d).is_dir() for d in SBD_DIRS):
         return (f"{prefix}.root: {root / SBD_DIRS[0]} not found (data.sbd = true needs the SBD "
                 f"release there or at {root / SBD_DIRS[1]})")
-    if name == "coco" and importlib.util.find_spec("pycocotools") is None:
-        return f"{prefix}.name = 'coco' needs pycocotools: pip install 'ablate[coco]'"
+    if name == "coco" and extras.missing("coco"):
+        return extras.needs(f"{prefix}.name = 'coco'", "coco")
     return None
 
 

@@ -48,6 +48,7 @@ class SimSummary:
     replicates: int
     false: int = 0  # replicates with any wrong verdict (family-wise)
     decided_right: dict[str, int] = field(default_factory=dict)  # per effect, true direction
+    futile: dict[str, int] = field(default_factory=dict)  # per effect: "no effect >= d"
     trials: list[int] = field(default_factory=list)
     stops: dict[str, int] = field(default_factory=dict)
 
@@ -73,7 +74,9 @@ def true_effects(design: SimDesign, loop: Design) -> dict[str, float]:
 
 
 def wrong(verdict: str, truth: float, margin: float | None) -> bool:
-    """A verdict that the true effect contradicts."""
+    """A verdict that the true effect contradicts. ``no effect ≥ d`` (the futility stop)
+    claims power, not a fact: how often it meets an effect of ``d`` is the power it
+    costs (``SimSummary.futile``), not a false verdict."""
     if verdict in (BETTER, POSITIVE):
         return truth <= 0.0
     if verdict in (WORSE, NEGATIVE):
@@ -121,7 +124,9 @@ def simulate(design: SimDesign, loop: Design, replicates: int, seed: int = 0) ->
         if any(wrong(v, truth[k], loop.min_effect) for k, v in verdicts.items()):
             summary.false += 1
         for key, verdict in verdicts.items():
-            if is_decided(verdict) and not wrong(verdict, truth[key], loop.min_effect) \
+            if verdict.startswith("no effect"):
+                summary.futile[key] = summary.futile.get(key, 0) + 1
+            elif is_decided(verdict) and not wrong(verdict, truth[key], loop.min_effect) \
                     and truth[key] != 0.0 and not verdict.startswith("equivalent"):
                 summary.decided_right[key] += 1
     return summary

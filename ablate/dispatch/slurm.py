@@ -32,18 +32,28 @@ from ablate.clock import utc_now_iso
 from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import ExecutorRequest, OnEvent
-from ablate.dispatch.leases import NOT_TRAINED
-from ablate.dispatch.results import RESULT_NAME, CorruptResult, ingest_results, read_result
+from ablate.dispatch.results import ingest_results, own_result
 from ablate.errors import AblateError, UserInputError
 from ablate.recipes.schema import SlurmSpec
 from ablate.train.events import (
+    Ended,
     EpochEnded,
-    Finished,
     JobCancelled,
     JobStateChanged,
     Resumed,
-    Started,
+    Submitted,
     TrialEvent,
+)
+from ablate.trials.lifecycle import (
+    RESULT_NAME,
+    Held,
+    Interrupted,
+    JobDied,
+    Lost,
+    Outcome,
+    Trained,
+    TrialResult,
+    TrialStatus,
 )
 
 DEFAULT_FOLDER = "results/slurm"
@@ -52,13 +62,23 @@ DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's own default
 RESULT_POLL_S = 0.5  # result files are cheap to look for
 STATE_POLL_S = 3.0  # sacct is not: ask for the states of all jobs at once, now and then
 RESULT_GRACE_S = 2.0  # a job that ended may still be flushing its result file (NFS)
+# PREEMPTED is also what sacct shows for the moment between a preemption and the requeue;
+# a job still PREEMPTED after this long was not requeued (PreemptMode=CANCEL)
+PREEMPT_GRACE_S = 60.0
 LOG_TAIL_LINES = 40
-# sacct states of a job that may still write its result (REQUEUED/PREEMPTED come back)
+# sacct states of a job that may still write its result (REQUEUED comes back)
 LIVE_STATES = frozenset({
     "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
-    "REQUEUE_FED", "RESIZING", "SUSPENDED", "PREEMPTED", "SIGNALING", "STAGE_OUT",
-    "STOPPED", "READY", "UNKNOWN",
+    "REQUEUE_FED", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "READY",
+    "UNKNOWN",
 })
+# final sacct states in which the cluster, not the trial, stopped the job: the trial
+# resumes from its checkpoint on the next run and the stop is not counted as a failure
+INTERRUPTED_STATES = {
+    "PREEMPTED": TrialStatus.PREEMPTED, "NODE_FAIL": TrialStatus.PREEMPTED,
+    "BOOT_FAIL": TrialStatus.PREEMPTED, "DEADLINE": TrialStatus.TIMED_OUT,
+    "TIMEOUT": TrialStatus.TIMED_OUT,
+}
 
 
 # -- parameters (pure) --------------------------------------------------------------------
@@ -109,7 +129,8 @@ def render_sbatch(parameters: Mapping[str, Any], folder: str | Path, array_size:
     Uses submitit's own renderer and name mapping, so the text is exactly what is submitted.
     """
 
-    renames = {**submitit_slurm.SlurmExecutor._equivalence_dict(), "name": "job_name"}
+    equivalence, make_sbatch = _submitit_renderer()
+    renames = {**equivalence(), "name": "job_name"}
     native: dict[str, Any] = {}
     for key, value in parameters.items():
         key = key.removeprefix("slurm_")
@@ -118,7 +139,20 @@ def render_sbatch(parameters: Mapping[str, Any], folder: str | Path, array_size:
         native["map_count"] = array_size
     folder = Path(folder)
     command = f"{python} -u -m submitit.core._submit {shlex.quote(str(folder))}"
-    return submitit_slurm._make_sbatch_string(command=command, folder=folder, **native)
+    return make_sbatch(command=command, folder=folder, **native)
+
+
+def _submitit_renderer():
+    """submitit's own sbatch renderer and option names. They are private (no public API
+    renders a submission file), so pyproject pins the minor version they were tested
+    with (``submitit>=1.5,<1.6``); a submitit without them is one clear error."""
+    try:
+        return (submitit_slurm.SlurmExecutor._equivalence_dict,
+                submitit_slurm._make_sbatch_string)
+    except AttributeError as err:
+        raise AblateError(f"submitit {submitit.__version__} lacks {err.name or err}: ablate "
+                          "renders sbatch files with submitit 1.5.x; pip install "
+                          "'submitit>=1.5,<1.6'") from None
 
 
 def array_chunks(items: list, max_array_size: int) -> list[list]:
@@ -145,12 +179,22 @@ def max_array_size() -> int:
 
 class SlurmTrial(submitit.helpers.Checkpointable):
     """What an array task runs. On requeue submitit calls ``checkpoint()``; the resubmitted
-    trial finds its ``checkpoint.pt`` and ``train_and_evaluate`` resumes from it."""
+    trial finds its ``checkpoint.pt`` and ``train_and_evaluate`` resumes from it.
 
-    def __init__(self, job: TrialJob) -> None:
+    submitit calls ``checkpoint()`` when Slurm signals the job (``--signal=USR2@90``):
+    the job is near its time limit or being preempted. That is recorded with the trial
+    (``timed_out`` or ``preempted``, not a failure) as the job hands its claim back, and
+    the requeued job takes it back and resumes without counting an attempt.
+    """
+
+    def __init__(self, job: TrialJob, timeout_min: float | None = None) -> None:
         self.job = job
+        self.timeout_min = timeout_min
+        self._started = time.time()
+        self._interruption: TrialStatus | None = None
 
-    def __call__(self) -> dict[str, Any]:
+    def __call__(self) -> Outcome:
+        self._started, self._interruption = time.time(), None
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus and cpus.isdigit():
             import torch  # lazy: loads torch (in the Slurm task only)
@@ -162,16 +206,31 @@ class SlurmTrial(submitit.helpers.Checkpointable):
             # every rank runs the trial: claims are per process, so DDP trials run unclaimed
             job = replace(job, db=None)
         print(f"trial {job.trial_id} ({job.name}) run folder {job.run_dir}", flush=True)
-        outcome = claim_and_run(job, progress=_log_progress, executor="slurm")
-        if outcome["status"] in NOT_TRAINED:  # held by another runner: nothing to do here
-            print(f"trial {job.trial_id} is {outcome.get('held_status')} elsewhere "
-                  f"({outcome.get('holder')}); this task exits", flush=True)
+        outcome = claim_and_run(job, progress=_log_progress, executor="slurm",
+                                interrupted=lambda: self._interruption)
+        if isinstance(outcome, Held):  # held by another runner: nothing to do here
+            print(f"trial {job.trial_id} is {outcome.why} elsewhere ({outcome.holder}); "
+                  "this task exits", flush=True)
         return outcome
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # Training state lives in checkpoint.pt (written every train.checkpoint_every
         # steps), so resubmitting the same trial is enough.
-        return submitit.helpers.DelayedSubmission(SlurmTrial(self.job))
+        self._interruption = interruption_kind(time.time() - self._started, self.timeout_min)
+        print(f"trial {self.job.trial_id}: job {self._interruption.replace('_', ' ')}; it "
+              "resumes from its checkpoint when requeued", flush=True)
+        return submitit.helpers.DelayedSubmission(SlurmTrial(self.job, self.timeout_min))
+
+
+def interruption_kind(ran_s: float, timeout_min: float | None) -> TrialStatus:
+    """Why Slurm signalled a job that ran ``ran_s`` seconds: submitit's own rule, timed
+    out once it has run past its guaranteed walltime (80 % of the limit, at most the
+    limit less 10 minutes), preempted before (pure)."""
+    if timeout_min is None:
+        return TrialStatus.PREEMPTED
+    limit = timeout_min * 60
+    return TrialStatus.TIMED_OUT if ran_s >= min(limit * 0.8, limit - 600) \
+        else TrialStatus.PREEMPTED
 
 
 def _init_distributed() -> None:
@@ -266,7 +325,7 @@ class SlurmExecutor:
             wait_for_results(submitted, on_event)
 
     def submit(self, jobs: list[TrialJob], on_event: OnEvent) -> list[tuple[TrialJob, JobInfo]]:
-        """One array per ``MaxArraySize`` jobs; a "start" event with each job id."""
+        """One array per ``MaxArraySize`` jobs; a ``Submitted`` event with each job id."""
         if shutil.which("sbatch") is None:
             raise UserInputError("--executor slurm: sbatch not found; is Slurm installed "
                                  "and on PATH (and SLURM_CONF set)?")
@@ -279,8 +338,8 @@ class SlurmExecutor:
         submitted = []
         for chunk in array_chunks(jobs, max_array_size()):
             # jobs need not start in this directory: give them absolute run folders
-            payloads = [SlurmTrial(replace(job, run_dir=str(Path(job.run_dir).absolute())))
-                        for job in chunk]
+            payloads = [SlurmTrial(replace(job, run_dir=str(Path(job.run_dir).absolute())),
+                                   self.spec.time) for job in chunk]
             try:
                 handles = executor.submit_array(payloads)
             except FailedJobError as err:
@@ -290,14 +349,15 @@ class SlurmExecutor:
                 info = JobInfo(str(handle.job_id), str(self.folder))
                 write_job_info(job.run_dir, info)
                 submitted.append((job, info))
-                on_event(job, Started(job_id=info.job_id))
+                on_event(job, Submitted(info.job_id))
         return submitted
 
 
 def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEvent, *,
                      sleep: Callable[[float], None] | None = None) -> None:
-    """Until every job has a result: ``Finished`` with the result file, or with a failure built
-    from the log when the job ended without one; ``JobCancelled`` when it was scancel'ed.
+    """Until every job has an end: ``Ended`` with what became of its trial (its result
+    file; ``job_ended``'s outcome when the job ended without one), or ``JobCancelled``
+    when it was scancel'ed.
 
     A KeyboardInterrupt leaves the jobs running (they are followed with ``ablate status``).
     """
@@ -311,7 +371,7 @@ def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEven
             result = own_result(job.study, job.trial_id, job.run_dir)
             if result is not None:
                 del waiting[job_id]
-                on_event(job, Finished(result))
+                on_event(job, Ended(Trained(result)))
         now = time.monotonic()
         if waiting and now >= next_states:
             next_states = now + STATE_POLL_S
@@ -320,51 +380,49 @@ def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEven
                 if state != states.get(job_id):
                     states[job_id] = state
                     on_event(job, JobStateChanged(job_id, state))
+                grace = PREEMPT_GRACE_S if state == "PREEMPTED" else RESULT_GRACE_S
                 if state in LIVE_STATES:
                     ended.pop(job_id, None)
                     continue
-                if now - ended.setdefault(job_id, now) < RESULT_GRACE_S:
+                if now - ended.setdefault(job_id, now) < grace:
                     next_states = min(next_states, now + RESULT_GRACE_S)
                     continue
                 if own_result(job.study, job.trial_id, job.run_dir) is not None:
                     continue  # picked up on the next pass
                 del waiting[job_id]
-                returned = job_returned(info)
-                if isinstance(returned, dict) and returned.get("status") in NOT_TRAINED:
-                    on_event(job, Finished(returned))  # left to its holder
-                elif state == "CANCELLED":
+                if state == "CANCELLED":
                     on_event(job, JobCancelled(job_id))
                 else:
-                    on_event(job, Finished(dead_job_result(job, info, state)))
+                    on_event(job, Ended(job_ended(job, info, state)))
         if waiting:  # thousands of result files are not looked for twice a second
             sleep(max(RESULT_POLL_S, len(waiting) / 200))
 
 
+def job_ended(job: TrialJob, info: JobInfo, state: str) -> Outcome:
+    """What became of a trial whose job ended (sacct ``state``) without a result file:
+    ``Held``/``Lost`` as the job itself returned them (another runner records the trial);
+    ``Interrupted`` when the cluster stopped it for good (preempted, node failure, time
+    limit): it resumes from its checkpoint on the next run; else ``JobDied``, a failure
+    with the job's logs (a crash outside Python, out of memory, a non-zero exit)."""
+    returned = job_returned(info)
+    if isinstance(returned, (Held, Lost)):
+        return returned
+    if state in INTERRUPTED_STATES:
+        return Interrupted(info.job_id, INTERRUPTED_STATES[state],
+                           f"Slurm job {info.job_id} ended {state}")
+    log = job_log_text(info)
+    if "UncompletedJobError" in log:  # submitit gave up requeuing: a limit, not a failure
+        status = TrialStatus.TIMED_OUT if "timed-out" in log else TrialStatus.PREEMPTED
+        return Interrupted(info.job_id, status, f"Slurm job {info.job_id} was not requeued "
+                                                "(submitit: timed-out too many times)")
+    return JobDied(info.job_id, TrialResult.failure(
+        job.study, job.trial_id, f"Slurm job {info.job_id} ended {state} without a result\n"
+                                 f"{log}",
+        name=job.name, run_dir=job.run_dir, finished_at=_now()))
+
+
 def _sleep(seconds: float) -> None:
     time.sleep(seconds)
-
-
-def own_result(study: str, trial_id: str, run_dir: str | Path | None) -> dict[str, Any] | None:
-    """The trial's result file if it is complete and its own; None otherwise."""
-    if not run_dir:
-        return None
-    try:
-        result = read_result(Path(run_dir) / RESULT_NAME)
-    except CorruptResult:
-        return None
-    if result["study"] != study or result["trial_id"] != trial_id:
-        return None
-    return result
-
-
-def dead_job_result(job: TrialJob, info: JobInfo, state: str) -> dict[str, Any]:
-    """A failed result for a job that ended (``state``) without writing its result file."""
-    return {"study": job.study, "trial_id": job.trial_id, "name": job.name,
-            "dead_job_id": info.job_id,  # the holder's own job died: its live lease is void
-            "run_dir": job.run_dir, "status": "failed", "started_at": None,
-            "finished_at": _now(), "final": {}, "epochs": [], "environment": None,
-            "error": f"Slurm job {info.job_id} ended {state} without a result\n"
-                     f"{job_log_text(info)}"}
 
 
 def job_returned(info: JobInfo) -> Any:
@@ -443,41 +501,49 @@ class StudyFollowUp:
     corrupt: list[str]
     died: list[str]  # trials whose job ended without a result: now failed
     requeue: list[str]  # trials whose job was cancelled outside ablate: now pending
+    interrupted: list[str]  # trials whose job the cluster stopped for good: resume next run
     slurm_states: dict[str, str]  # trial id -> Slurm state of its job (running trials)
 
 
 def follow_study(store, study: str, runs_root: str | Path) -> StudyFollowUp:
     """Ingest every finished result of ``study`` and settle jobs that ended without one."""
     report = ingest_results(store, study, runs_root)
-    running = [r for r in store.trials(study, with_metrics=False, status="running") if r.job_id]
+    running = [r for r in store.trials(study, with_metrics=False, status=TrialStatus.RUNNING)
+               if r.job_id]
     states = job_states([r.job_id for r in running])
-    died, requeue, shown = [], [], {}
+    died, requeue, interrupted, shown = [], [], [], {}
     for rec in running:
         state = states[rec.job_id]
         shown[rec.trial_id] = state
         if state in LIVE_STATES:
             continue
         result = own_result(study, rec.trial_id, rec.run_dir)
-        returned = job_returned(read_job_info(rec.run_dir) or JobInfo(rec.job_id, DEFAULT_FOLDER))
         if result is not None:  # finished between the ingest and sacct
-            store.ingest_result(result)
+            store.record(result)
             report.ingested.append(rec.trial_id)
-        elif isinstance(returned, dict) and returned.get("status") in NOT_TRAINED:
-            continue  # the job found the trial held by another runner, which records it
-        elif state == "CANCELLED":
+            continue
+        if state == "CANCELLED":
             store.reset(study, [rec.trial_id])
             requeue.append(rec.trial_id)
-        else:
-            info = read_job_info(rec.run_dir) or JobInfo(rec.job_id, DEFAULT_FOLDER)
-            job = TrialJob(study, rec.trial_id, rec.name, rec.spec, rec.run_dir or "")
-            store.ingest_result(dead_job_result(job, info, state))
-            died.append(rec.trial_id)
-    return StudyFollowUp(study, report.ingested, report.corrupt, died, requeue, shown)
+            continue
+        info = read_job_info(rec.run_dir) or JobInfo(rec.job_id, DEFAULT_FOLDER)
+        job = TrialJob(study, rec.trial_id, rec.name, rec.spec, rec.run_dir or "")
+        match job_ended(job, info, state):
+            case Interrupted(status=status):
+                store.interrupt_job(study, rec.trial_id, rec.job_id, status)
+                interrupted.append(rec.trial_id)
+            case JobDied(job_id=job_id, result=failure):
+                store.record(failure, dead_job=job_id)
+                died.append(rec.trial_id)
+            case _:  # the job found the trial held by another runner, which records it
+                pass
+    return StudyFollowUp(study, report.ingested, report.corrupt, died, requeue, interrupted,
+                         shown)
 
 
 def live_jobs(store, study: str, trial_ids: list[str] | None = None) -> dict[str, str]:
     """Trial id -> job id of the trials whose Slurm job may still write a result."""
-    running = [r for r in store.trials(study, with_metrics=False, status="running")
+    running = [r for r in store.trials(study, with_metrics=False, status=TrialStatus.RUNNING)
                if r.job_id and (trial_ids is None or r.trial_id in trial_ids)]
     if not running or shutil.which("sacct") is None:
         return {}
@@ -488,10 +554,12 @@ def live_jobs(store, study: str, trial_ids: list[str] | None = None) -> dict[str
 def cancel_study(store, study: str, runs_root: str | Path) -> list[str]:
     """scancel the running jobs of ``study``; their trials go back to pending (a later
     run resumes them from their checkpoints). Returns the trial ids."""
-    running = [r for r in store.trials(study, with_metrics=False, status="running") if r.job_id]
+    running = [r for r in store.trials(study, with_metrics=False, status=TrialStatus.RUNNING)
+               if r.job_id]
     scancel(sorted({r.job_id for r in running}))
     ingest_results(store, study, runs_root)  # a trial that finished just before stays done
-    still = {tid for tid, status in store.statuses(study).items() if status == "running"}
+    still = {tid for tid, status in store.statuses(study).items()
+             if status is TrialStatus.RUNNING}
     cancelled = [r.trial_id for r in running if r.trial_id in still]
     store.reset(study, cancelled)
     return cancelled

@@ -42,7 +42,7 @@ from ablate.dispatch.events import (
     Waiting,
 )
 from ablate.dispatch.executor import Executor
-from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, NOT_TRAINED
+from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS
 from ablate.dispatch.liveness import holder_is_dead
 from ablate.dispatch.preflight import require_inputs
 from ablate.dispatch.results import ingest_results, run_dir_for
@@ -50,11 +50,25 @@ from ablate.errors import StoreError
 from ablate.recipes.loader import Recipe
 from ablate.store import Store
 from ablate.track import finish_study, start_study
-from ablate.train.events import Finished, JobCancelled, Started, TrialEvent
+from ablate.train.events import Claimed, Ended, JobCancelled, Submitted, TrialEvent
 from ablate.trials.expand import Trial
 from ablate.trials.ids import spec_dict
+from ablate.trials.lifecycle import (
+    Held,
+    Interrupted,
+    JobDied,
+    Lost,
+    Outcome,
+    Trained,
+    TrialStatus,
+    Unclaimed,
+)
 
 WAIT_POLL_S = 5.0  # how often a waiting runner looks at the trials others hold
+# after the round, trials freed meanwhile (a dead holder, a job the cluster stopped) run
+# again up to this many times: enough for a take-over that itself loses a race, bounded
+# so that a trial whose job is stopped every time does not keep the runner forever
+TAKEOVER_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -83,11 +97,16 @@ class LoopSettings:
 class StudyOutcome:
     summary: RunSummary  # the recipe's round
     rounds: list[Round] = field(default_factory=list)  # --until-decided's looks
-    failed: list[str] = field(default_factory=list)  # every round's failed trials
+
+    @property
+    def failed(self) -> list[str]:
+        """Every round's failed trials."""
+        return [*self.summary.failed, *(t for r in self.rounds for t in r.failed)]
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        """No trial failed, and every claim could be made."""
+        return not self.failed and not self.summary.unclaimed
 
 
 def validate(recipe: Recipe, trials: list[Trial]) -> None:
@@ -103,29 +122,19 @@ class StudyRunner:
         self.store, self.executor, self.options, self.emit = store, executor, options, emit
         self.tracking_options: dict[str, Any] = {}
 
-    def check_loop(self, recipe: Recipe, overrides: dict, loop: LoopSettings) -> None:
-        """A study grown before under other loop settings: refuse before anything runs."""
-        start_loop(self.store, recipe, overrides, **dataclasses.asdict(loop), write=False)
-
     def execute(self, recipe: Recipe, trials: list[Trial], overrides: dict | None = None,
                 loop: LoopSettings | None = None) -> StudyOutcome:
         """The recipe's round, then (``loop``) rounds of new seeds until every effect is
         decided; tracking around them."""
-        if loop is not None:  # grown before under other settings: refuse before running
-            self.check_loop(recipe, overrides or {}, loop)
+        # a study grown before under other loop settings is refused before anything runs
+        start = (start_loop(self.store, recipe, dict(overrides or {}),
+                            **dataclasses.asdict(loop)) if loop is not None else None)
         self.tracking_options = start_study(self.options.tracking, recipe.name)
         summary = self.run(recipe, trials, force=self.options.force)
-        outcome = StudyOutcome(summary, failed=list(summary.failed))
+        outcome = StudyOutcome(summary)
         self.emit(RunnerReport(tuple(runner_report(self.store, recipe.name, summary))))
-        if loop is not None and outcome.ok:
-            def run_round(round_recipe: Recipe, round_trials: list[Trial]) -> RunSummary:
-                done = self.run(round_recipe, round_trials)
-                outcome.failed += done.failed
-                return done
-
-            outcome.rounds = run_until_decided(recipe, dict(overrides or {}), self.store,
-                                               run_round, **dataclasses.asdict(loop),
-                                               emit=self.emit)
+        if start is not None and outcome.ok:
+            outcome.rounds = run_until_decided(start, self.store, self.run, emit=self.emit)
         finish_study(self.tracking_options, self.store, recipe.name, failed=not outcome.ok)
         return outcome
 
@@ -163,12 +172,13 @@ class StudyRunner:
         statuses = self.store.statuses(study)
         if force:
             self.store.reset(study, [t.trial_id for t in trials])
-            statuses = {t.trial_id: "pending" for t in trials}
+            statuses = {t.trial_id: TrialStatus.PENDING for t in trials}
+        failed = TrialStatus.FAILED
         todo = [t for t in trials
-                if statuses.get(t.trial_id) != "done"
-                and (statuses.get(t.trial_id) != "failed" or not self.options.skip_failed)]
+                if statuses.get(t.trial_id) is not TrialStatus.DONE
+                and (statuses.get(t.trial_id) is not failed or not self.options.skip_failed)]
         summary.skipped = len(trials) - len(todo)
-        summary.retried = sum(statuses.get(t.trial_id) == "failed" for t in todo)
+        summary.retried = sum(statuses.get(t.trial_id) is failed for t in todo)
         return todo
 
     def _job(self, study: str, trial: Trial, started: datetime) -> TrialJob:
@@ -182,54 +192,71 @@ class StudyRunner:
 
     def _run_jobs(self, study: str, jobs: list[TrialJob], summary: RunSummary,
                   started: datetime) -> None:
-        """Run ``jobs``; then take over what dead holders left and, with ``wait``, what
-        live ones hold once they let go."""
+        """Run ``jobs``; then take over what dead holders left (and what the cluster
+        stopped for good) and, with ``wait``, what live holders hold once they let go."""
         store = self.store
 
         def handle(job: TrialJob, event: TrialEvent) -> None:
             self._record(job, event, summary)
             self.emit(TrialUpdate(job, event))
 
-        self.executor.run(jobs, handle)
-        # a holder that died meanwhile (its process gone here, or its lease expired): take
-        # its trials over now
-        for _ in range(3):
-            free = set(store.claimable(study, list(summary.left), started, holder_is_dead))
-            if not free:
-                break
-            self.executor.run([job for job in jobs if job.trial_id in free], handle)
-        while self.options.wait and summary.left:
-            self._wait_for_holders(study, summary)
-            free = set(store.claimable(study, list(summary.left), started, holder_is_dead))
+        def run_free() -> bool:
+            unfinished = [*summary.left, *summary.interrupted]
+            free = set(store.claimable(study, unfinished, started, holder_is_dead))
+            summary.interrupted[:] = [t for t in summary.interrupted if t not in free]
             if free:
                 self.executor.run([job for job in jobs if job.trial_id in free], handle)
+            return bool(free)
+
+        self.executor.run(jobs, handle)
+        # a holder that died meanwhile (its process gone here, or its lease expired), or a
+        # job the cluster stopped: run those trials again now, a bounded number of times
+        for _ in range(TAKEOVER_ROUNDS):
+            if not run_free():
+                break
+        while self.options.wait and summary.left:
+            self._wait_for_holders(study, summary)
+            run_free()
 
     def _record(self, job: TrialJob, event: TrialEvent, summary: RunSummary) -> None:
         """What an event changes in the database and in the round's summary."""
-        if isinstance(event, Started) and event.claimed:
-            summary.taken.append(job.trial_id)
-            summary.left.pop(job.trial_id, None)
-        elif isinstance(event, Started):  # Slurm: at submission, with the job id
-            self.store.mark_running(job.study, job.trial_id, job.run_dir, event.job_id)
+        store, tid = self.store, job.trial_id
+        if isinstance(event, Claimed):
+            summary.taken.append(tid)
+            summary.left.pop(tid, None)
+        elif isinstance(event, Submitted):
+            store.submitted(job.study, tid, job.run_dir, event.job_id)
         elif isinstance(event, JobCancelled):  # scancel'ed: run it again later
-            self.store.reset(job.study, [job.trial_id])
-        elif isinstance(event, Finished):
-            result = event.result
-            if result["status"] in NOT_TRAINED:  # held by another runner (claims)
-                summary.left[job.trial_id] = result
-                return
-            (summary.done if result["status"] == "done" else summary.failed).append(job.trial_id)
-            try:
-                self.store.ingest_result(result)
-            except StoreError:
-                summary.unrecorded.append(job.trial_id)  # safe on disk; ingested next time
+            store.reset(job.study, [tid])
+        elif isinstance(event, Ended):
+            self._ended(job, event.outcome, summary)
+
+    def _ended(self, job: TrialJob, outcome: Outcome, summary: RunSummary) -> None:
+        store, tid = self.store, job.trial_id
+        match outcome:
+            case Held() | Lost():  # another runner holds it, or took it over from us
+                summary.left[tid] = outcome if isinstance(outcome, Held) \
+                    else Held(TrialStatus.RUNNING)
+            case Unclaimed(error=error):
+                summary.unclaimed[tid] = error
+            case Interrupted(job_id=job_id, status=status):
+                if job_id is not None:
+                    store.interrupt_job(job.study, tid, job_id, status)
+                summary.interrupted.append(tid)
+            case Trained(result=result) | JobDied(result=result):
+                (summary.done if result.done else summary.failed).append(tid)
+                dead = outcome.job_id if isinstance(outcome, JobDied) else None
+                try:
+                    store.record(result, dead_job=dead)
+                except StoreError:
+                    summary.unrecorded.append(tid)  # safe on disk; ingested next time
 
     def _wait_for_holders(self, study: str, summary: RunSummary) -> None:
         """Sleep until a held trial is recorded elsewhere or its lease can expire; drop
         the recorded ones from ``summary.left``."""
         store = self.store
         statuses = store.statuses(study)
-        for trial_id in [t for t in summary.left if statuses.get(t) in ("done", "failed")]:
+        for trial_id in [t for t in summary.left if statuses.get(t, TrialStatus.PENDING).finished]:
             summary.left.pop(trial_id)  # its holder recorded it
         if not summary.left:
             return

@@ -17,13 +17,14 @@ runtime and, for latency, the batch size:
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterable
+
+from ablate import extras
 
 RUNTIMES = ("eager", "compile", "onnxruntime", "tensorrt")
 # runtime -> (how to install, importable packages it needs)
 NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "onnxruntime": ("pip install 'ablate[runtimes]'", ("onnx", "onnxruntime")),
+    "onnxruntime": (extras.install_command("runtimes"), extras.EXTRAS["runtimes"]),
     # CUDA only, and its wheel must match the installed torch: no extra pins it
     "tensorrt": ("pip install torch-tensorrt (the build for your torch and CUDA)",
                  ("torch_tensorrt",)),
@@ -56,7 +57,7 @@ def parse_metric_key(key: str) -> tuple[str, str, int | None] | None:
 def missing_packages(runtime: str) -> list[str]:
     """Packages ``runtime`` needs that cannot be imported here (found without importing)."""
     _, packages = NEEDS.get(runtime, ("", ()))
-    return [p for p in packages if importlib.util.find_spec(p) is None]
+    return [p for p in packages if not extras.importable(p)]
 
 
 def runtime_problems(runtimes: Iterable[str]) -> list[str]:

@@ -15,9 +15,26 @@ import pandas as pd
 
 from ablate import __version__
 from ablate.analysis.design import Design
-from ablate.analysis.effects import BETTER, WORSE, compare_configs, effects_table, family_sizes
+from ablate.analysis.effects import (
+    BETTER,
+    WORSE,
+    compare_configs,
+    effect_cells,
+    effects_table,
+    family_sizes,
+)
+from ablate.analysis.improvement import seed_columns
+from ablate.analysis.per_class import per_class_effects
 from ablate.errors import UserInputError
+from ablate.report.effect_views import improvement_tables, per_class_effect_tables
 from ablate.report.effects import effects_tables
+from ablate.report.figures.classes import class_effects_figure
+from ablate.report.figures.effects import (
+    effect_labels,
+    forest_figure,
+    improvement_figure,
+    seeds_figure,
+)
 from ablate.report.frame import config_frame, epoch_frame, trials_frame
 from ablate.report.page import Image, Section, render_page
 from ablate.report.plots import AXIS_LABELS, curves_figure, pareto_figure, per_class_figure
@@ -32,9 +49,11 @@ from ablate.report.tables import (
     sort_rows,
 )
 from ablate.store import read
+from ablate.trials.lifecycle import TrialStatus
 
 DEFAULT_COST_AXES = ("params", "gflops", "latency_ms")
 HEATMAP_MAX = 40  # configurations in a per-class heatmap
+SEEDS_MAX = 60  # configurations in the every-seed figure
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,8 @@ class Report:
     effects: pd.DataFrame | None = None  # ablate.analysis.effects.effects_table, when asked
     alpha: float = 0.05
     designs: dict | None = None  # study -> ablate.analysis.design.Design (recorded ones)
+    min_effect: float | None = None  # the equivalence margin of studies without a design
+    per_class_effects: pd.DataFrame | None = None  # analysis.per_class, with --per-class
 
 
 @dataclass(frozen=True)
@@ -94,7 +115,7 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
     if not configs.empty:
         configs = filter_rows(configs, [c for c in conditions if c not in on_trials])
         configs = sort_rows(configs, sort, descending)
-    table = None
+    table = classes = None
     if effects:
         shown = set(zip(configs["study"], configs["config_name"])) if not configs.empty else set()
         # a boolean array, not a list: an empty list would select columns, not rows
@@ -105,8 +126,12 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
         families = family_sizes(every_trial[every_trial["study"].isin(studies_shown)])
         table = effects_table(kept, baseline=baseline, alpha=alpha, min_effect=min_effect,
                               designs=designs, families=families)
+        # P(B > A) and the per-seed differences: descriptive columns beside the verdict
+        table = seed_columns(table, effect_cells(kept, baseline=baseline))
+        if per_class:
+            classes = per_class_effects(kept, baseline=baseline, alpha=alpha, designs=designs)
     return Report(trials, configs.reset_index(drop=True), descriptions, baseline, table, alpha,
-                  designs)
+                  designs, min_effect, classes)
 
 
 def baseline_intervals(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float,
@@ -206,7 +231,7 @@ def per_class_figures(report: Report) -> list[Figure]:
 
 
 def curve_figures(store, report: Report, by: str = "config", x: str = "epoch") -> list[Figure]:
-    done = report.trials[report.trials["status"] == "done"]
+    done = report.trials[report.trials["status"] == TrialStatus.DONE]
     shown = set(zip(report.configs["study"], report.configs["config_name"]))
     done = done[[key in shown for key in zip(done["study"], done["config_name"])]]
     epochs = epoch_frame(store, done)
@@ -215,9 +240,84 @@ def curve_figures(store, report: Report, by: str = "config", x: str = "epoch") -
     several = epochs["study"].nunique() > 1
     epochs = epochs.assign(label=epochs["study"] + ": " + epochs["config_name"] if several
                            else epochs["config_name"])
-    per = "per configuration, mean over seeds" if by == "config" else "per trial"
+    per = ("per configuration, mean over seeds with a min-max band" if by == "config"
+           else "one line per seed, coloured by configuration")
     return [Figure("curves", f"training curves ({per}): train loss and validation mIoU "
                              f"against {x}", curves_figure(epochs, by=by, x=x))]
+
+
+def _stem(base: str, study: str, studies: list[str]) -> str:
+    return base if len(studies) == 1 else f"{base}_{_safe(study)}"
+
+
+def margin_of(report: Report, study: str) -> float | None:
+    """The equivalence margin a study's verdicts were read with: its recorded design's,
+    else the report's ``--min-effect``."""
+    design = (report.designs or {}).get(study)
+    return design.min_effect if design is not None else report.min_effect
+
+
+def effect_figures(report: Report) -> list[Figure]:
+    """Per study with effects: the forest plot and, for main effects, P(B > A)."""
+    if report.effects is None or report.effects.empty:
+        return []
+    studies = list(dict.fromkeys(report.effects["study"]))
+    out = []
+    for study, group in report.effects.groupby("study", sort=False):
+        margin = margin_of(report, str(study))
+        level = f"{100 * float(group['ci_level'].iloc[0]):.4g}%"
+        out.append(Figure(
+            _stem("forest", study, studies),
+            f"{study}: effect of each axis on mIoU (forest plot): estimate and {level} interval "
+            "(the one the verdict is read on), each seed's paired difference as a point, a line "
+            "at 0" + (f", the margin ±{margin:g} shaded" if margin else "")
+            + "; verdict, n and cost changes at the right",
+            forest_figure(group, margin)))
+        improvement = improvement_figure(group)
+        if improvement is not None:
+            out.append(Figure(_stem("improvement", study, studies),
+                              f"{study}: probability of improvement P(B > A) of each main effect "
+                              f"with its {level} bootstrap interval; the verdict decides",
+                              improvement))
+    return out
+
+
+def seed_figures(report: Report) -> list[Figure]:
+    """Per study: every seed's mIoU for each configuration, in the table's order (its
+    first ``SEEDS_MAX`` rows)."""
+    if report.configs.empty:
+        return []
+    studies = list(dict.fromkeys(report.configs["study"]))
+    out = []
+    for study, group in report.configs.groupby("study", sort=False):
+        rows = "rows as in the configurations table"
+        if len(group) > SEEDS_MAX:  # more rows would not fit a page (the table has all)
+            rows = f"the first {SEEDS_MAX} of the table's {len(group)} rows"
+            group = group.iloc[:SEEDS_MAX]
+        out.append(Figure(_stem("seeds", study, studies),
+                          f"{study}: validation mIoU of every seed per configuration (a marker "
+                          f"per seed), the mean as a bar; {rows}",
+                          seeds_figure(group, report.trials)))
+    return out
+
+
+def class_effect_figures(report: Report) -> list[Figure]:
+    """Per study with per-class effects: the heat map, classes x main effects."""
+    table = report.per_class_effects
+    if table is None or table.empty or report.effects is None:
+        return []
+    studies = list(dict.fromkeys(table["study"]))
+    out = []
+    for study, group in table.groupby("study", sort=False):
+        mine = report.effects[report.effects["study"] == study]
+        labels, codes = effect_labels(mine)
+        names = {(a, c): (label, code) for a, c, label, code in
+                 zip(mine["axis"], mine["change"], labels, codes)}
+        out.append(Figure(_stem("class_effects", study, studies),
+                          f"{study}: change in IoU of each class (points) per main effect, "
+                          "diverging around 0; outlined cells: the interval excludes 0",
+                          class_effects_figure(group, names)))
+    return out
 
 
 def latency_figures(report: Report) -> list[Figure]:
@@ -232,20 +332,31 @@ def latency_figures(report: Report) -> list[Figure]:
 def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
                pngs: dict[str, bytes]) -> Path:
     """``out_dir/report.html`` with every table and ``figures`` (PNG bytes by stem)."""
+    def images(*prefixes: str) -> list[Image]:
+        return [Image(f.caption, pngs[f.stem]) for f in figures if f.stem.startswith(prefixes)]
+
     sections = [Section("Configurations", config_tables(report.configs, report.trials,
                                                         report.descriptions))]
+    if images("seeds"):
+        sections.append(Section("Every seed", [], images("seeds")))
     if report.effects is not None and not report.effects.empty:
-        sections.append(Section("Effects of each axis", effects_tables(report.effects,
-                                                                       report.alpha)))
+        sections.append(Section("Effects of each axis",
+                                effects_tables(report.effects, report.alpha)
+                                + improvement_tables(report.effects),
+                                images("forest", "improvement")))
+    if report.per_class_effects is not None and not report.per_class_effects.empty:
+        sections.append(Section("Effects on each class",
+                                per_class_effect_tables(report.per_class_effects),
+                                images("class_effects")))
 
     groups = {"pareto": "Pareto fronts", "latency_by_batch": "Runtimes and batch sizes",
               "per_class": "IoU per class", "curves": "Training curves"}
     for prefix, heading in groups.items():
-        images = [Image(f.caption, pngs[f.stem]) for f in figures if f.stem.startswith(prefix)]
-        tables = per_class_tables(report.configs) if prefix == "per_class" and images else []
+        shown = images(prefix)
+        tables = per_class_tables(report.configs) if prefix == "per_class" and shown else []
         tables = runtime_tables(report.configs) if prefix == "latency_by_batch" else tables
-        if images:
-            sections.append(Section(heading, tables, images))
+        if shown:
+            sections.append(Section(heading, tables, shown))
     studies = list(dict.fromkeys(report.configs["study"])) if not report.configs.empty else []
     meta = (f"{len(report.configs)} configurations, {len(report.trials)} trials; "
             f"generated by ablate {__version__}")

@@ -9,6 +9,7 @@ import math
 
 import pandas as pd
 
+from ablate.analysis.effects import ADJUSTED
 from ablate.report.render import NO_SPREAD, Column, DisplayTable, interval_texts, numeric_column
 
 
@@ -43,35 +44,60 @@ def effects_tables(effects: pd.DataFrame, alpha: float) -> list[DisplayTable]:
             Column("method", group["method"].tolist(), group["method"].tolist()),
         ]
         if group["seeds_needed"].notna().any():
-            cols.insert(7, Column("seeds for margin", [_seeds(v) for v in group["seeds_needed"]],
+            cols.insert(7, Column("seeds for margin",
+                                  [_seeds(v, hi) for v, hi in zip(group["seeds_needed"],
+                                                                  group["seeds_needed_high"])],
                                   _raw(group["seeds_needed"]), numeric=True))
         design = group["design"].iloc[0]
+        adjusted = (group["estimator"] == ADJUSTED).any()
+        margin = group["tost_level"].notna().any()
         notes = [
             f"Δ mIoU in points, B minus A, with the interval it is read on: {100 * level:.4g}% "
             f"= 1 - alpha/{family}, over the {family} effect(s) of this study (Bonferroni), so "
             f"all its intervals hold at once with probability {1 - (1 - level) * family:.3g}. "
             "Estimate and interval use the same seeds: those every configuration of the effect "
             "ran (paired t), else every trial (Welch t). Main effect: mean over the other axes' "
-            "cells; interaction: difference of differences.",
+            "cells; interaction: difference of differences."
+            + (" Δ mIoU is the bias-adjusted estimate (Whitehead 1986) of an effect the loop "
+               "stopped at its own verdict (a mean taken where a loop stops leans away from 0), "
+               "kept within the interval; --json has the plain mean (mean)."
+               if adjusted else ""),
             f"Design: {design}. "
             + ("Grown by --until-decided: repeated confidence intervals of a group-sequential "
                "design, valid whenever the loop stopped. " if sequential else "")
             + "Verdict: better/worse (positive/negative for an interaction) when the interval "
-            "excludes 0; equivalent when it lies within the stated margin (--min-effect); "
-            "else inconclusive at n seeds. MDE: the smallest effect this n detects with 80% "
-            "power; seeds for margin: seeds per configuration a fixed design needs to detect "
-            "the margin with 80% power (Colas et al. 2018). Δ params/GFLOPs/latency: geometric "
-            "mean of the per-cell ratios, in percent.",
+            "excludes 0; "
+            + (f"equivalent when the {100 * (2 * level - 1):.4g}% = 1 - 2 alpha/{family} "
+               f"interval (two one-sided tests at alpha/{family} each, Schuirmann 1987; --json "
+               "tost_low/tost_high) lies within the stated margin (--min-effect); "
+               if margin else "")
+            + ("no effect ≥ d when the loop's futility interval (--json futility_*) lies "
+               "within the margin: an effect of the margin is stopped there at most 20% of the "
+               "time (80% power); " if group["futility_level"].notna().any() else "")
+            + "else inconclusive at n seeds. MDE: the effect detected with 80% power at this "
+            "level ("
+            + ("the design's, by its --max-seeds, at this spread" if sequential
+               else "exact noncentral t")
+            + ")"
+            + ("; seeds for margin: seeds per configuration for 80% power to show "
+               "equivalence when nothing differs, at the observed spread (≤: at its 90% upper "
+               "bound; Colas et al. 2018)" if group["seeds_needed"].notna().any() else "")
+            + ". Δ params/GFLOPs/latency: geometric mean of the per-cell ratios, in percent.",
         ]
         tables.append(DisplayTable(title=f"{study}: effects of each axis on mIoU",
                                    columns=cols, notes=notes))
     return tables
 
 
-def _seeds(value: float) -> str:
+def _seeds(value: float, high: float = math.nan) -> str:
+    """``46 (≤ 102)``: the seeds at the observed spread and at its upper bound."""
     if value is None or math.isnan(value):
         return "-"
-    return "> 10,000" if math.isinf(value) else f"{value:,.0f}"
+    if math.isinf(value):
+        return "> 10,000"
+    if high is None or math.isnan(high) or high == value:
+        return f"{value:,.0f}"
+    return f"{value:,.0f} (≤ {'> 10,000' if math.isinf(high) else f'{high:,.0f}'})"
 
 
 def _pct(value: float) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ablate import extras
 from ablate.errors import UserInputError
 from ablate.report.frame import trials_frame
 from ablate.report.render import md_cell
@@ -27,10 +28,8 @@ def export_frame(store, study: str, where: list[str] | tuple[str, ...] = ()) -> 
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise UserInputError("--parquet needs pyarrow: pip install pyarrow") from None
+    if extras.missing("parquet"):
+        raise UserInputError(extras.needs("--parquet", "parquet"))
     arrow_safe(frame).to_parquet(path, index=False)
 
 

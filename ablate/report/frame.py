@@ -10,10 +10,11 @@ import pandas as pd
 from ablate.evaluate.runtime_keys import parse_metric_key
 from ablate.report.pareto import pareto_mask
 from ablate.store import read
+from ablate.trials.lifecycle import TrialStatus
 
 TRIAL_COLUMNS = [
-    "study", "trial_id", "name", "config_name", "variant", "seed", "status", "params",
-    "gflops", "flops_convention", "resolution", "latency_ms", "miou", "pixel_acc",
+    "study", "trial_id", "name", "config_name", "variant", "seed", "status", "preemptions",
+    "params", "gflops", "flops_convention", "resolution", "latency_ms", "miou", "pixel_acc",
 ]
 PERCENT_METRICS = ("miou", "pixel_acc")  # stored as fractions, reported in percent
 CORE_METRICS = ("latency_ms", "miou", "pixel_acc")  # the figures every table needs
@@ -72,7 +73,8 @@ def _trials_frame(store, studies, per_class, keys, runtimes=False) -> pd.DataFra
     frame = pd.DataFrame({
         "study": study, "trial_id": base["trial_id"], "name": base["name"],
         "config_name": base["config_name"], "variant": base["variant"], "seed": base["seed"],
-        "status": base["status"], "params": cost["params"],
+        "status": base["status"], "preemptions": base["preemptions"].fillna(0).astype(int),
+        "params": cost["params"],
         "gflops": cost["gflops"],
         "flops_convention": cost["flops_convention"],
         "resolution": cost["resolution"],
@@ -157,7 +159,7 @@ def config_frame(trials: pd.DataFrame) -> pd.DataFrame:
     figures come with the measured minus published difference: ``params_vs_published``
     (exact), ``gflops_vs_published`` and ``miou_vs_published`` (points).
     """
-    done = trials[trials["status"] == "done"]
+    done = trials[trials["status"] == TrialStatus.DONE]
     if done.empty:
         return pd.DataFrame(columns=["study", "config_name", "variant", "n", "miou_mean",
                                      "miou_std", "params", "gflops", "latency_ms", "pareto"])
@@ -170,6 +172,8 @@ def config_frame(trials: pd.DataFrame) -> pd.DataFrame:
         pixel_acc=("pixel_acc", "mean"), params=("params", "first"), gflops=("gflops", "first"),
         flops_convention=("flops_convention", "first"), resolution=("resolution", "first"),
         latency_ms=("latency_ms", "median"),
+        # frames built elsewhere (tests, notebooks) may lack the count: then so does this
+        **({"preemptions": ("preemptions", "sum")} if "preemptions" in done else {}),
     ).reset_index()
     if axis_cols:
         firsts = grouped[axis_cols].first().reset_index(drop=True)

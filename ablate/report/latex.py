@@ -29,7 +29,17 @@ PREAMBLE = "\n".join([
     r"\usepackage[T1]{fontenc}",
     r"\usepackage[utf8]{inputenc}",
     r"\usepackage{booktabs}",
+    r"\usepackage{graphicx}",
     r"\usepackage[margin=2cm,landscape]{geometry}",
+    # a figure at its own size (they are drawn for a paper's width, text at 7 pt), shrunk
+    # only when it is wider than the line or taller than the page (40 effects)
+    r"\newsavebox{\ablatebox}",
+    r"\newcommand{\ablategraphic}[1]{\sbox{\ablatebox}{\includegraphics{#1}}%",
+    r"  \ifdim\wd\ablatebox>\linewidth\relax"
+    r"\includegraphics[width=\linewidth,height=0.85\textheight,keepaspectratio]{#1}%",
+    r"  \else\ifdim\ht\ablatebox>0.85\textheight\relax"
+    r"\includegraphics[width=\linewidth,height=0.85\textheight,keepaspectratio]{#1}%",
+    r"  \else\usebox{\ablatebox}\fi\fi}",
 ])
 
 
@@ -135,8 +145,10 @@ def effects_table(group: pd.DataFrame) -> str:
         r"main effect: mean over the other axes' cells, interaction: difference of "
         rf"differences). Intervals at {100 * level:.4g}\,\% $= 1 - \alpha/{family}$ over "
         f"the {family} effect(s) of this study (Bonferroni); p adjusted likewise. Verdict: "
-        "better/worse when the interval excludes 0, equivalent when it lies within the "
-        "stated margin, else inconclusive at $n$ seeds.")
+        "better/worse when the interval excludes 0, equivalent when the "
+        r"$1 - 2\alpha/m$ interval (two one-sided tests) lies within the stated margin, "
+        "no effect $\\geq d$ when the sequential design's futility stop decided it, else "
+        "inconclusive at $n$ seeds.")
     header = ["Axis", "Change", r"$\Delta$ mIoU", f"{100 * level:.4g}\\,\\% CI",
               r"$p$ (adj.)", r"$n$", "Verdict"]
     return _table(caption, _label(study, "effects"), "llrrrrl", header, rows)
@@ -163,15 +175,33 @@ def to_latex(configs: pd.DataFrame, effects: pd.DataFrame | None = None) -> str:
     return head + "\n\n".join(tables) + "\n"
 
 
-def to_document(configs: pd.DataFrame, effects: pd.DataFrame | None = None) -> str:
-    """A whole document around the tables, for pdflatex."""
-    return (PREAMBLE + "\n\\begin{document}\n\n" + to_latex(configs, effects)
-            + "\n\\end{document}\n")
+def figure(stem: str, caption: str) -> str:
+    """A figure environment around ``<stem>.pdf`` (beside the document) at its own size,
+    shrunk to fit the page if need be (``\\ablategraphic`` of the preamble); the label is
+    ``fig:ablate-<stem>``."""
+    return "\n".join([r"\begin{figure}[htbp]", r"\centering",
+                      rf"\ablategraphic{{{stem}.pdf}}",
+                      rf"\caption{{{escape(caption)}}}", rf"\label{{{_figure_label(stem)}}}",
+                      r"\end{figure}"])
 
 
-def write_tex(configs: pd.DataFrame, effects: pd.DataFrame | None, out_dir: str | Path) -> Path:
+def _figure_label(stem: str) -> str:
+    return "fig:ablate-" + "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in stem)
+
+
+def to_document(configs: pd.DataFrame, effects: pd.DataFrame | None = None,
+                figures: list[tuple[str, str]] | tuple = ()) -> str:
+    """A whole document around the tables (and ``figures``: ``(stem, caption)`` of PDFs
+    written beside it), for pdflatex."""
+    body = to_latex(configs, effects) + "".join(
+        "\n" + figure(stem, caption) + "\n" for stem, caption in figures)
+    return PREAMBLE + "\n\\begin{document}\n\n" + body + "\n\\end{document}\n"
+
+
+def write_tex(configs: pd.DataFrame, effects: pd.DataFrame | None, out_dir: str | Path,
+              figures: list[tuple[str, str]] | tuple = ()) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.tex"
-    path.write_text(to_document(configs, effects), encoding="utf-8")
+    path.write_text(to_document(configs, effects, figures), encoding="utf-8")
     return path

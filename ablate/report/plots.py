@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ablate.report.figures.curves import curves_figure  # noqa: F401 (re-exported)
 from ablate.report.pareto import frontier_steps, pareto_mask
 
 AXIS_LABELS = {
@@ -24,7 +25,6 @@ AXIS_LABELS = {
 LABEL_ALL_UP_TO = 40  # with more points only the Pareto-optimal ones are labelled,
 FRONT_LABELS = 12  # and at most this many of those, spread along the front
 ANNOTATE_UP_TO = 150  # heatmap cells that get their value written in
-LEGEND_UP_TO = 12  # curves: more lines than this get no legend
 DPI = 120
 
 
@@ -166,12 +166,6 @@ def _fraction(xs: pd.Series, log_x: bool) -> np.ndarray:
     return (values - values.min()) / span if span > 0 else np.zeros(len(values))
 
 
-def pareto_plot(configs: pd.DataFrame, x: str, out_dir: str | Path, *, y: str = "miou_mean",
-                log_x: bool = False, stem: str | None = None) -> list[Path]:
-    """Write ``pareto_<x>.png`` and ``.svg``; returns the paths written."""
-    return save_figure(pareto_figure(configs, x, y=y, log_x=log_x), out_dir, stem or f"pareto_{x}")
-
-
 def per_class_figure(table: pd.DataFrame, title: str = "IoU per class (%)"):
     """Heatmap, classes (rows) x configurations (columns), values annotated when few.
 
@@ -206,75 +200,13 @@ def per_class_figure(table: pd.DataFrame, title: str = "IoU per class (%)"):
     return fig
 
 
-def curves_figure(epochs: pd.DataFrame, *, by: str = "config", x: str = "epoch"):
-    """Train loss and validation mIoU against ``x`` (epoch or step).
-
-    ``epochs`` has ``label, trial_id, epoch, step, key, value`` rows (val mIoU in %).
-    ``by="config"`` draws the mean over seeds per label with a min-max band;
-    ``by="trial"`` one line per trial. With more than ``LEGEND_UP_TO`` lines, the
-    ones with the best final validation mIoU are drawn in colour and the others as
-    thin grey lines (one artist: fast, and still shows the spread).
-    """
-    from matplotlib.collections import LineCollection  # lazy: loads matplotlib
-    from matplotlib.ticker import MaxNLocator  # lazy: loads matplotlib
-
-    keys = ["label", "trial_id"] if by == "trial" else ["label"]
-    names = _line_names(epochs, keys, x)
-    best = set(names.index[:LEGEND_UP_TO])
-    fig = new_figure(11.0, 4.2)
-    axes = fig.subplots(1, 2)
-    panels = (("train_loss", "train loss"), ("val_miou", "validation mIoU (%)"))
-    for ax, (key, label) in zip(axes, panels):
-        data = epochs[epochs["key"] == key].dropna(subset=[x])
-        stats = data.groupby([*keys, x], sort=False)["value"].agg(["mean", "min", "max"])
-        grey = []
-        for line_key, group in stats.groupby(level=keys, sort=False):
-            line_key = line_key if isinstance(line_key, tuple) else (line_key,)
-            steps = group.index.get_level_values(x)
-            if line_key not in best:
-                grey.append(np.column_stack([steps, group["mean"]]))
-                continue
-            (line,) = ax.plot(steps, group["mean"], marker="o", markersize=2.5, linewidth=1.2,
-                              label=names[line_key])
-            if by == "config" and (group["max"] > group["min"]).any():
-                ax.fill_between(steps, group["min"], group["max"], alpha=0.2,
-                                color=line.get_color(), linewidth=0)
-        if grey:
-            ax.add_collection(LineCollection(grey, colors="0.6", linewidths=0.6, alpha=0.5,
-                                             zorder=0))
-            ax.autoscale_view()
-        ax.set_xlabel(x)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
-    if best:
-        axes[1].legend(fontsize=7, loc="lower right")
-    title = "training curves" + (" (mean over seeds, band: min-max)" if by == "config" else "")
-    if len(names) > len(best):
-        title += f"; the {len(best)} best of {len(names)} in colour"
-    fig.suptitle(title)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88, wspace=0.22)
-    return fig
-
-
-def _line_names(epochs: pd.DataFrame, keys: list[str], x: str) -> pd.Series:
-    """Legend name per line, best final validation mIoU first."""
-    val = epochs[epochs["key"] == "val_miou"].dropna(subset=[x])
-    last = val[val[x] == val.groupby(keys)[x].transform("max")]
-    final = last.groupby(keys, sort=False)["value"].mean()
-    lines = epochs[keys].drop_duplicates().set_index(keys).index
-    final = final.reindex(lines).sort_values(ascending=False, na_position="last", kind="stable")
-    index = final.index if isinstance(final.index, pd.MultiIndex) else pd.MultiIndex.from_arrays(
-        [final.index])
-    names = [k[0] if len(keys) == 1 else f"{k[0]} ({str(k[1])[:6]})" for k in index]
-    return pd.Series(names, index=[tuple(k) for k in index])
-
-
-def save_figure(fig, out_dir: str | Path, stem: str) -> list[Path]:
-    """``<stem>.png`` and ``<stem>.svg`` under ``out_dir``; returns both paths."""
+def save_figure(fig, out_dir: str | Path, stem: str,
+                suffixes: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """``<stem>.png`` and ``<stem>.svg`` (or ``suffixes``) under ``out_dir``; returns the
+    paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
+    paths = [out_dir / f"{stem}.{suffix}" for suffix in suffixes]
     for path in paths:
         fig.savefig(path)
     return paths

@@ -23,6 +23,7 @@ import pandas as pd
 from ablate.evaluate.runtime_keys import PARITY_MIOU_TOLERANCE, RUNTIMES, parse_metric_key
 from ablate.report.plots import new_figure
 from ablate.report.render import Column, DisplayTable, numeric_column
+from ablate.trials.lifecycle import TrialStatus
 
 # figure -> (aggregate over seeds, scale)
 AGGREGATES = {
@@ -39,7 +40,7 @@ def runtime_figures(store, trials: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     from ablate.store.read import runtime_metrics  # lazy: loads sqlalchemy
 
     columns = ["study", "config_name", "key", "figure", "runtime", "batch_size", "value"]
-    done = trials[trials["status"] == "done"] if not trials.empty else trials
+    done = trials[trials["status"] == TrialStatus.DONE] if not trials.empty else trials
     if done.empty:
         return pd.DataFrame(columns=columns), {}
     rows, envs = runtime_metrics(store, list(dict.fromkeys(done["study"])))

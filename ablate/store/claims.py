@@ -28,11 +28,12 @@ from sqlalchemy.orm import Session
 
 from ablate.clock import utc_now
 from ablate.store.models import StudyRow, TrialRow
+from ablate.trials.lifecycle import TrialStatus, Verb, advance, interruption, sources
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A trial this runner holds; pass it to ``renew`` and ``release``."""
+    """A trial this runner holds; pass it to ``renew``, ``release`` and ``interrupt``."""
 
     study: str
     trial_id: str
@@ -41,6 +42,9 @@ class Claim:
     lease_seconds: float
     pk: int
     taken_over: dict[str, Any] | None = None  # the earlier holder whose lease had expired
+    # the trial resumes after the cluster stopped its job: preempted, timed_out, or
+    # requeued (the same job started again before it could say which); None otherwise
+    resumed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,36 +68,39 @@ def db_now(session: Session) -> datetime:
 
 
 def lease_is_live(row: TrialRow, at: datetime) -> bool:
-    return row.status == "running" and row.lease_expires_at is not None \
+    return row.status == TrialStatus.RUNNING and row.lease_expires_at is not None \
         and row.lease_expires_at > at
 
 
-def superseded(row: TrialRow, result: dict[str, Any], at: datetime) -> bool:
+def superseded(row: TrialRow, claim_epoch: int | None, at: datetime,
+               dead_job: str | None = None) -> bool:
     """True for a result trained under an older claim while a newer holder's lease is live:
     that holder's own result will count, this one must not. A result with no epoch (a
-    Slurm job found dead, an unclaimed run) never holds the live lease either."""
-    if result.get("dead_job_id") and (row.holder or {}).get("job_id") == result["dead_job_id"]:
-        return False  # the holder's own Slurm job ended without a result: its claim died
-    return lease_is_live(row, at) and result.get("claim_epoch") != row.claim_epoch
+    Slurm job found dead, an unclaimed run) never holds the live lease either, except the
+    failure of the holder's own job (``dead_job``): its claim died with it."""
+    if dead_job and (row.holder or {}).get("job_id") == dead_job:
+        return False
+    return lease_is_live(row, at) and claim_epoch != row.claim_epoch
 
 
 def _claimable(row: TrialRow, at: datetime, failed_before: datetime | None,
                holder: dict[str, Any] | None = None,
                dead: Callable[[dict[str, Any] | None], bool] | None = None) -> str | None:
     """None if ``row`` may be claimed now, else the reason (a ``Busy`` status)."""
-    if row.status == "done":
-        return "done"
-    if row.status == "failed":
+    if row.status == TrialStatus.DONE:
+        return TrialStatus.DONE
+    if row.status == TrialStatus.FAILED:
         # failed before this runner started: its to retry; failed since: another runner
         # retried it meanwhile, and one retry per study run is enough
         if failed_before is None or (row.finished_at is not None
                                      and row.finished_at >= failed_before):
-            return "failed"
+            return TrialStatus.FAILED
         return None
     if lease_is_live(row, at) and not _same_job(row.holder, holder) \
             and not (dead is not None and dead(row.holder)):
-        return "running"
-    return None  # pending, a queued Slurm trial (no lease yet), or an expired lease
+        return TrialStatus.RUNNING
+    # pending, preempted, timed out, a queued Slurm trial (no lease yet), an expired lease
+    return None
 
 
 def _same_job(held: dict[str, Any] | None, claimer: dict[str, Any] | None) -> bool:
@@ -112,7 +119,8 @@ class ClaimsMixin:
         """Take ``trial_id`` for ``holder`` unless someone holds it; one transaction.
 
         ``dead(holder)``: True for a holder known to be gone (its process ended on this
-        host): its live lease does not protect the trial.
+        host): its live lease does not protect the trial. A claim that resumes a trial the
+        cluster stopped (preempted, timed out, or its own requeued job) is not an attempt.
         """
         with self.session() as s:  # type: ignore[attr-defined]
             row = s.scalar(
@@ -125,17 +133,25 @@ class ClaimsMixin:
             reason = _claimable(row, at, failed_before, holder, dead)
             if reason is not None:
                 return Busy(study, trial_id, reason, row.holder, row.lease_expires_at)
-            taken_over = row.holder if row.status == "running" and row.holder else None
-            row.status, row.error, row.finished_at = "running", None, None
+            before = TrialStatus(row.status)
+            requeued = before is TrialStatus.RUNNING and _same_job(row.holder, holder)
+            taken_over = row.holder if before is TrialStatus.RUNNING and row.holder \
+                and not requeued else None
+            row.status = advance(before, Verb.CLAIM, trial_id)
+            if requeued:  # its job was stopped and started again: a preemption, unannounced
+                row.preemptions += 1
+            elif not before.interrupted:
+                row.attempts += 1
+            row.error, row.finished_at = None, None
             row.holder = dict(holder)
             row.claim_epoch = (row.claim_epoch or 0) + 1
             row.heartbeat_at, row.started_at = at, at
             row.lease_expires_at = at + timedelta(seconds=lease_seconds)
-            row.attempts += 1
             row.job_id = holder.get("job_id")
             row.run_dir = run_dir or row.run_dir
+            resumed = "requeued" if requeued else before.value if before.interrupted else None
             return Claim(study, trial_id, row.claim_epoch, dict(holder), lease_seconds, row.id,
-                         taken_over)
+                         taken_over, resumed)
 
     def renew(self, claim: Claim) -> bool:
         """Extend the lease by ``lease_seconds``; False if the claim was lost (taken over
@@ -145,19 +161,29 @@ class ClaimsMixin:
             done = s.execute(
                 update(TrialRow)
                 .where(TrialRow.id == claim.pk, TrialRow.claim_epoch == claim.epoch,
-                       TrialRow.status == "running")
+                       TrialRow.status.in_(sources(Verb.RENEW)))
                 .values(heartbeat_at=at,
                         lease_expires_at=at + timedelta(seconds=claim.lease_seconds)))
             return done.rowcount == 1
 
     def release(self, claim: Claim) -> bool:
         """Give an unfinished trial back (Ctrl-C): pending, free for the next runner at once."""
+        return self._end_claim(claim, Verb.RELEASE)
+
+    def interrupt(self, claim: Claim, status: TrialStatus) -> bool:
+        """The cluster is stopping the claim's job (``status``: preempted or timed out): the
+        trial waits for its next claim, which resumes it from its checkpoint and is not an
+        attempt. The holder stays on record, so its requeued job takes it back at once."""
+        return self._end_claim(claim, interruption(status), preemptions=TrialRow.preemptions + 1)
+
+    def _end_claim(self, claim: Claim, verb: Verb, **values: Any) -> bool:
         with self.session() as s:  # type: ignore[attr-defined]
             done = s.execute(
                 update(TrialRow)
                 .where(TrialRow.id == claim.pk, TrialRow.claim_epoch == claim.epoch,
-                       TrialRow.status == "running")
-                .values(status="pending", lease_expires_at=None))
+                       TrialRow.status.in_(sources(verb)))
+                .values(status=advance(TrialStatus.RUNNING, verb, claim.trial_id),
+                        lease_expires_at=None, **values))
             return done.rowcount == 1
 
     def claimable(self, study: str, trial_ids: list[str],
@@ -176,7 +202,8 @@ class ClaimsMixin:
         with self.session() as s:  # type: ignore[attr-defined]
             rows = s.scalars(select(TrialRow.lease_expires_at).join(StudyRow).where(
                 StudyRow.name == study, TrialRow.trial_id.in_(trial_ids),
-                TrialRow.status == "running", TrialRow.lease_expires_at.is_not(None)))
+                TrialRow.status == TrialStatus.RUNNING,
+                TrialRow.lease_expires_at.is_not(None)))
             return min(rows, default=None)
 
     def database_time(self) -> datetime:

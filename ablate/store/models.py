@@ -8,6 +8,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -17,6 +18,12 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from ablate.trials.lifecycle import TrialStatus
+
+# the enum's values, stored as text (no native enum type): the column is as it was
+STATUS_TYPE = Enum(TrialStatus, native_enum=False, length=16, validate_strings=True,
+                   values_callable=lambda enum: [member.value for member in enum])
 
 
 class Base(DeclarativeBase):
@@ -53,11 +60,15 @@ class TrialRow(Base):
     spec: Mapped[dict] = mapped_column(JSON)
     arch_id: Mapped[str] = mapped_column(String(64), index=True)
     published: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[TrialStatus] = mapped_column(STATUS_TYPE, default=TrialStatus.PENDING,
+                                                index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     run_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # claims that started the trial afresh or retried it; a resumption after the cluster
+    # stopped its job is not an attempt but a preemption
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     environment: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     weights_report: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -18,6 +18,7 @@ from sqlalchemy import String, and_, cast, or_, select
 from sqlalchemy.orm import aliased
 
 from ablate.store.models import CostRow, MetricRow, StudyRow, TrialRow
+from ablate.trials.lifecycle import TrialStatus
 
 
 def trial_rows(store, studies: list[str] | None,
@@ -34,6 +35,7 @@ def trial_rows(store, studies: list[str] | None,
         select(
             TrialRow.id.label("pk"), TrialRow.study_id.label("study_pk"), TrialRow.trial_id,
             TrialRow.name, TrialRow.config_name, TrialRow.variant, TrialRow.seed, TrialRow.status,
+            TrialRow.preemptions,
             cast(TrialRow.axes, String).label("axes"),
             cast(TrialRow.published, String).label("published"), TrialRow.arch_id,
         )
@@ -115,7 +117,7 @@ def runtime_metrics(store, studies: list[str]) -> tuple[list[tuple], list[tuple]
         envs = s.execute(
             select(StudyRow.name, TrialRow.trial_id, cast(TrialRow.environment, String))
             .join(StudyRow, TrialRow.study_id == StudyRow.id)
-            .where(StudyRow.name.in_(studies), TrialRow.status == "done")
+            .where(StudyRow.name.in_(studies), TrialRow.status == TrialStatus.DONE)
         ).all()
     return [tuple(r) for r in rows], [tuple(e) for e in envs]
 

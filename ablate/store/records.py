@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-STATUSES = ("pending", "running", "done", "failed")
+from ablate.trials.lifecycle import TrialStatus
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,12 @@ class TrialRecord:
     axes: dict[str, Any]
     spec: dict[str, Any]
     arch_id: str
-    status: str
+    status: TrialStatus
     error: str | None = None
     published: dict[str, Any] | None = None
     run_dir: str | None = None
+    attempts: int = 0  # claims that started it afresh or retried it
+    preemptions: int = 0  # times the cluster stopped its job and it resumed
     job_id: str | None = None
     environment: dict[str, Any] | None = None
     weights_report: dict[str, Any] | None = None

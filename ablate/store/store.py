@@ -15,14 +15,16 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from ablate.clock import utc_now
 from ablate.errors import StoreError, error_line
 from ablate.store import target
 from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded
-from ablate.store.models import CostRow, MetricRow, StudyRow, TrialRow
+from ablate.store.models import Base, CostRow, MetricRow, StudyRow, TrialRow
 from ablate.store.records import CostRecord, EpochMetric, StudyRecord, TrialRecord
 from ablate.store.schema import ensure_schema
+from ablate.trials.lifecycle import TrialResult, TrialStatus, Verb, advance, interruption, sources
 
 DEFAULT_URL = "sqlite:///results/ablate.db"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -51,21 +53,32 @@ class Store(ClaimsMixin):
         must_exist, create = must_exist or read_only, create and not read_only
         self.url = resolve_url(url)
         self.display_url = target.mask_url(self.url)  # what messages show: no password
-        target.check_sqlite_file(self.url, must_exist)
+        # an empty database (a zero-length SQLite file, or no tables) holds no studies: a
+        # read-only command answers as on a new database, reading an in-memory stand-in,
+        # and leaves the real one as it is (connecting would write a header and a WAL)
+        self.empty = target.check_sqlite_file(self.url, must_exist) and must_exist
+        if self.empty:
+            self._use(_empty_stand_in())
+            return
         try:
-            self.engine = _read_only_engine(self.url) if read_only else _make_engine(self.url)
+            self._use(_read_only_engine(self.url) if read_only else _make_engine(self.url))
         except (SQLAlchemyError, ImportError, ValueError, TypeError, OSError) as err:
             raise target.engine_error(self.url, err) from None
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:  # the first connection, so every unreachable target fails here, readably
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
         except (SQLAlchemyError, ImportError, OSError) as err:
             raise target.connect_error(self.url, err) from None
-        if must_exist:
-            target.check_has_schema(self.engine, self.url)
-        if create:
+        if must_exist and not target.has_tables(self.engine):
+            self.engine.dispose()
+            self.empty = True
+            self._use(_empty_stand_in())
+        elif create:
             ensure_schema(self.engine, self.display_url)
+
+    def _use(self, engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -141,72 +154,92 @@ class Store(ClaimsMixin):
                     config_name=t.config_name, variant=t.variant, seed=t.seed, axes=t.axes,
                     spec=spec_dict(t.spec), arch_id=t.arch_id,
                     published=t.published.model_dump(exclude_none=True) if t.published else None,
-                    status="pending", attempts=0, created_at=utc_now(),
+                    status=TrialStatus.PENDING, attempts=0, created_at=utc_now(),
                 ))
                 known.add(t.trial_id)
                 added += 1
             return added
 
-    def statuses(self, study: str) -> dict[str, str]:
+    def statuses(self, study: str) -> dict[str, TrialStatus]:
         with self.session() as s:
             rows = s.execute(
                 select(TrialRow.trial_id, TrialRow.status).join(StudyRow)
                 .where(StudyRow.name == study)
             )
-            return {tid: status for tid, status in rows}
+            return {tid: TrialStatus(status) for tid, status in rows}
 
-    def mark_running(self, study: str, trial_id: str, run_dir: str | None = None,
-                     job_id: str | None = None) -> None:
+    def submitted(self, study: str, trial_id: str, run_dir: str | None = None,
+                  job_id: str | None = None) -> bool:
+        """A Slurm job was queued for the trial: running, with no holder or lease until the
+        job starts and claims it. False (nothing changed) when it is done or held."""
         with self.session() as s:
             row = _trial_row(s, study, trial_id, for_update=True)
-            if row.status == "done" or lease_is_live(row, db_now(s)):
-                return  # a holder trains it now; the submitted job will find it held
-            row.status, row.started_at, row.error = "running", utc_now(), None
+            if row.status == TrialStatus.DONE or lease_is_live(row, db_now(s)):
+                return False  # a holder trains it now; the submitted job will find it held
+            row.status = advance(row.status, Verb.SUBMIT, trial_id)
+            row.started_at, row.error = utc_now(), None
             row.holder, row.lease_expires_at = None, None  # queued: claimed when it starts
-            row.attempts += 1
             row.run_dir = run_dir or row.run_dir
             row.job_id = job_id or row.job_id
+            return True
 
-    def reset(self, study: str, trial_ids: list[str], status: str = "pending") -> None:
-        """Forget the outcome of trials (``--force``): their figures are deleted."""
+    def reset(self, study: str, trial_ids: list[str]) -> None:
+        """Forget the outcome of trials (``--force``, a cancelled job): pending, figures
+        deleted (a checkpoint in the run folder is the caller's to keep or remove)."""
         with self.session() as s:
             for tid in trial_ids:
                 row = _trial_row(s, study, tid, for_update=True)
                 for metric in list(row.metrics):
                     s.delete(metric)
-                row.status, row.error, row.finished_at = status, None, None
+                row.status = advance(row.status, Verb.RESET, tid)
+                row.error, row.finished_at = None, None
                 row.lease_expires_at = None
 
-    def ingest_result(self, result: dict[str, Any]) -> bool:
-        """Record a finished trial's result file; idempotent (False if already recorded)."""
+    def interrupt_job(self, study: str, trial_id: str, job_id: str,
+                      status: TrialStatus) -> bool:
+        """Slurm says the trial's job ``job_id`` ended preempted or timed out, for good (not
+        requeued): the trial is ``status`` until a later run resumes it. False when the
+        trial is no longer that job's (recorded, or claimed by another holder since)."""
+        verb = interruption(status)
         with self.session() as s:
-            row = _trial_row(s, result["study"], result["trial_id"], for_update=True)
-            if row.status == "done" or superseded(row, result, db_now(s)):
-                return False  # recorded once; a taken-over holder's late result never
+            row = _trial_row(s, study, trial_id, for_update=True)
+            held_by = (row.holder or {}).get("job_id") or row.job_id
+            if row.status not in sources(verb) or held_by != job_id:
+                return False
+            row.status = advance(row.status, verb, trial_id)
+            row.lease_expires_at = None
+            row.preemptions += 1
+            return True
+
+    def record(self, result: TrialResult, *, dead_job: str | None = None) -> bool:
+        """Record a trial's result (from its result file, or a dead job's failure); once:
+        False if it is recorded already, or if it was trained under a claim another holder
+        has taken over since (that holder's result counts). ``dead_job``: the failure of
+        that Slurm job, whose own claim it voids."""
+        with self.session() as s:
+            row = _trial_row(s, result.study, result.trial_id, for_update=True)
+            if row.status == TrialStatus.DONE \
+                    or superseded(row, result.claim_epoch, db_now(s), dead_job):
+                return False
             for metric in list(row.metrics):
                 s.delete(metric)
             s.flush()
-            row.status = "done" if result["status"] == "done" else "failed"
-            row.error = result.get("error")
-            row.environment = result.get("environment")
-            row.weights_report = result.get("weights_report")
-            row.run_dir = result.get("run_dir") or row.run_dir
-            row.started_at = _parse_time(result.get("started_at")) or row.started_at
-            row.finished_at = _parse_time(result.get("finished_at")) or utc_now()
+            verb = Verb.RECORD_DONE if result.done else Verb.RECORD_FAILED
+            row.status = advance(row.status, verb, result.trial_id)
+            row.error = result.error
+            row.environment = _plain(result.environment)
+            row.weights_report = _plain(result.weights_report)
+            row.run_dir = result.run_dir or row.run_dir
+            row.started_at = _parse_time(result.started_at) or row.started_at
+            row.finished_at = _parse_time(result.finished_at) or utc_now()
             row.lease_expires_at = None
-            for key, value in (result.get("final") or {}).items():
+            for key, value in result.final.items():
                 s.add(MetricRow(trial_pk=row.id, epoch=None, step=None, key=key, value=float(value)))
-            for entry in result.get("epochs") or []:
+            for entry in result.epochs:
                 for key, value in entry["metrics"].items():
                     s.add(MetricRow(trial_pk=row.id, epoch=int(entry["epoch"]),
                                     step=entry.get("step"), key=key, value=float(value)))
             return True
-
-    def mark_failed(self, study: str, trial_id: str, error: str) -> None:
-        with self.session() as s:
-            row = _trial_row(s, study, trial_id, for_update=True)
-            if row.status != "done":
-                row.status, row.error, row.finished_at = "failed", error, utc_now()
 
     # -- reading ------------------------------------------------------------------------
 
@@ -215,7 +248,7 @@ class Store(ClaimsMixin):
             return [_study_record(r) for r in s.scalars(select(StudyRow).order_by(StudyRow.id))]
 
     def trials(self, study: str | None = None, *, with_metrics: bool = True,
-               status: str | None = None) -> list[TrialRecord]:
+               status: TrialStatus | None = None) -> list[TrialRecord]:
         with self.session() as s:
             query = select(TrialRow).join(StudyRow).order_by(TrialRow.id)
             if study is not None:
@@ -342,9 +375,22 @@ def _read_only_engine(url: str):
     return engine
 
 
+def _empty_stand_in():
+    """An in-memory database with ablate's tables and no rows: what an empty one reads as."""
+    engine = create_engine("sqlite://", poolclass=StaticPool,
+                           connect_args={"check_same_thread": False})
+    Base.metadata.create_all(engine)
+    return engine
+
+
 def _chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def _plain(value: Any) -> dict[str, Any] | None:
+    """A mapping as the JSON column stores it."""
+    return None if value is None else dict(value)
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -377,7 +423,8 @@ def _trial_record(row: TrialRow, metrics: dict[str, float]) -> TrialRecord:
     return TrialRecord(
         study=row.study.name, trial_id=row.trial_id, name=row.name, config_name=row.config_name,
         variant=row.variant, seed=row.seed, axes=row.axes, spec=row.spec, arch_id=row.arch_id,
-        status=row.status, error=row.error, published=row.published, run_dir=row.run_dir,
+        status=TrialStatus(row.status), error=row.error, published=row.published,
+        run_dir=row.run_dir, attempts=row.attempts, preemptions=row.preemptions or 0,
         job_id=row.job_id, environment=row.environment, weights_report=row.weights_report,
         started_at=row.started_at, finished_at=row.finished_at, metrics=metrics,
         holder=row.holder, heartbeat_at=row.heartbeat_at, lease_expires_at=row.lease_expires_at,

@@ -3,7 +3,8 @@
 Every way a ``--db`` / ``ABLATE_DB`` target can be wrong (a file that is not a database,
 a folder, nothing listening, an unknown dialect, a driver that is not installed) becomes
 one :class:`~ablate.errors.DatabaseTargetError` naming the URL, password masked, and
-the cause. Read-only commands open with ``must_exist`` and so never create a database.
+the cause. Read-only commands open with ``must_exist`` and so never create a database;
+an empty one (a zero-length SQLite file, or no tables) they read as holding no studies.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import inspect
 
+from ablate import extras
 from ablate.errors import DatabaseTargetError, NoDatabaseError, error_line
 
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: nothing listening or a dropped packet fails in seconds
@@ -42,8 +44,9 @@ def sqlite_path(url: str) -> str | None:
 _CHECKED: set[str] = set()
 
 
-def check_sqlite_file(url: str, must_exist: bool) -> None:
-    """Refuse a SQLite target that is a folder or not a database, without touching it.
+def check_sqlite_file(url: str, must_exist: bool) -> bool:
+    """Refuse a SQLite target that is a folder or not a database, without touching it;
+    True for a zero-length file, which SQLite reads as an empty database.
 
     SQLite itself would open any file and only fail at the first query, after creating
     its journal files beside it; the 16-byte header tells a database apart first. Each
@@ -51,7 +54,7 @@ def check_sqlite_file(url: str, must_exist: bool) -> None:
     """
     path = sqlite_path(url)
     if path is None or os.path.realpath(path) in _CHECKED:
-        return
+        return False
     p = Path(path)
     shown = mask_url(url)
     if p.is_dir():
@@ -64,7 +67,7 @@ def check_sqlite_file(url: str, must_exist: bool) -> None:
             raise NoDatabaseError(f"database {shown}: no database at {path} (nothing was "
                                   "created); 'ablate run RECIPE' creates one")
         _CHECKED.add(os.path.realpath(path))  # the store creates it: a database by construction
-        return
+        return False
     try:
         with open(p, "rb") as handle:
             head = handle.read(len(SQLITE_HEADER))
@@ -74,13 +77,9 @@ def check_sqlite_file(url: str, must_exist: bool) -> None:
     if head and head != SQLITE_HEADER:
         raise DatabaseTargetError(f"database {shown}: {path} is not a SQLite database "
                                   "(left as it is)")
-    if not head and must_exist:
-        # SQLite reads a zero-length file as an empty database: say what an empty one says
-        # (opening it would write a header and a WAL file beside it)
-        raise NoDatabaseError(f"database {shown}: holds no studies ({path} is an empty SQLite "
-                              "database, left as it is); 'ablate run RECIPE' records one")
     if head:
         _CHECKED.add(os.path.realpath(path))
+    return not head
 
 
 def engine_error(url: str, err: BaseException) -> DatabaseTargetError:
@@ -92,8 +91,10 @@ def engine_error(url: str, err: BaseException) -> DatabaseTargetError:
         dialect = url.split("://", 1)[0]
         return DatabaseTargetError(f"database {shown}: unknown dialect {dialect!r}; {URL_HINT}")
     if isinstance(err, ImportError):
+        hint = extras.install_command("postgres") if url.startswith("postgresql") \
+            else "install it"
         return DatabaseTargetError(f"database {shown}: its driver is not installed ({text}); "
-                                   "install it (PostgreSQL: pip install 'ablate[postgres]')")
+                                   f"{hint}")
     return DatabaseTargetError(f"database {shown}: malformed URL ({text}); {URL_HINT}")
 
 
@@ -109,8 +110,6 @@ def connect_args(url: str) -> dict[str, Any]:
     return {}
 
 
-def check_has_schema(engine: Any, url: str) -> None:
-    """A read-only command on a database without ablate's tables: say so, write nothing."""
-    if not inspect(engine).get_table_names():
-        raise NoDatabaseError(f"database {mask_url(url)}: holds no studies (no ablate tables; "
-                              "nothing was created); 'ablate run RECIPE' records one")
+def has_tables(engine: Any) -> bool:
+    """False for a database with no tables at all: an empty one, which holds no studies."""
+    return bool(inspect(engine).get_table_names())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ablate import extras
 from ablate.errors import UserInputError
 from ablate.track.mlflow import MlflowSink
 from ablate.track.mlflow import finish_study as finish_mlflow
@@ -38,16 +38,15 @@ def check_available(names: list[str] | tuple[str, ...]) -> None:
         if name not in SINKS:
             raise UserInputError(f"--tracking: unknown tracker {name!r}; allowed: "
                                  f"{', '.join(SINKS)}")
-        module, extra = SINKS[name]
-        if importlib.util.find_spec(module) is None:
-            raise UserInputError(f"--tracking {name}: needs the {module} package; "
-                                 f"pip install 'ablate[{extra}]'")
+        _, extra = SINKS[name]
+        if extras.missing(extra):
+            raise UserInputError(extras.needs(f"--tracking {name}", extra))
 
 
 class Trackers:
     """The sinks of one trial. ``wrap(progress)`` feeds them every event before the
-    progress display gets it; ``finish(result)`` hands them the result and records in
-    ``result['environment']['tracking']`` where each wrote (or why it stopped)."""
+    progress display gets it; ``finish(result)`` hands them the result and says where
+    each wrote (or why it stopped)."""
 
     def __init__(self, trial: TrackedTrial, sinks: list[Sink], failures: dict[str, str]) -> None:
         self.trial, self.sinks, self.failures = trial, sinks, dict(failures)
@@ -76,7 +75,9 @@ class Trackers:
 
         return tracked
 
-    def finish(self, result: dict[str, Any]) -> None:
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Hand ``result`` (``TrialResult.to_json()``) to every sink; returns where each
+        wrote, or why it stopped, for the result's ``environment['tracking']``."""
         where: dict[str, Any] = {}
         for sink in self.sinks:
             info = self._guard(sink, lambda sink=sink: sink.finish(result))
@@ -84,8 +85,7 @@ class Trackers:
                 where[sink.name] = info or {}
         for name, message in self.failures.items():
             where[name] = {"error": message}
-        if where and isinstance(result.get("environment"), dict):
-            result["environment"]["tracking"] = where
+        return where
 
 
 def open_trackers(names: list[str] | tuple[str, ...], trial: TrackedTrial) -> Trackers:

@@ -1,8 +1,8 @@
 """What a trial says while it runs: typed events, from the training loop up to the CLI.
 
 The training loop emits :class:`Resumed`, :class:`Stepped` and :class:`EpochEnded`; the
-executors add :class:`Started` and :class:`Finished` (local and Slurm) and
-:class:`JobStateChanged` and :class:`JobCancelled` (Slurm). Run-folder progress files,
+executors add :class:`Claimed` and :class:`Ended` (local and Slurm) and
+:class:`Submitted`, :class:`JobStateChanged` and :class:`JobCancelled` (Slurm). Run-folder progress files,
 trackers (``ablate.track``) and ``ablate run``'s view read them by type. They are frozen
 dataclasses of plain values, so a local worker can send them through a process queue.
 """
@@ -13,16 +13,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ablate.trials.lifecycle import Outcome
+
 
 @dataclass(frozen=True)
-class Started:
-    """The trial started: claimed by this runner (``claimed``), or submitted to Slurm
-    (``job_id``, not yet running)."""
+class Claimed:
+    """The process that trains the trial claimed it (``holder``; None when it runs
+    without a database); ``taken_over`` is the earlier holder whose claim it took, and
+    ``resumed`` says the cluster had stopped the trial's job (preempted, timed_out,
+    requeued)."""
 
-    claimed: bool = False
-    job_id: str | None = None
-    holder: dict[str, Any] | None = None  # the claim's holder identity
-    taken_over: dict[str, Any] | None = None  # the previous holder, when taken over
+    holder: dict[str, Any] | None = None
+    taken_over: dict[str, Any] | None = None
+    resumed: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """Slurm: a job was queued for the trial; it claims the trial when it starts."""
+
+    job_id: str
 
 
 @dataclass(frozen=True)
@@ -56,15 +66,12 @@ class EpochEnded:
 
 
 @dataclass(frozen=True)
-class Finished:
-    """The trial's result (``dispatch.results``): done, failed, or ``held``/``lost`` when
-    another runner holds it."""
+class Ended:
+    """The executor is done with the trial: what became of it (``lifecycle.Outcome``:
+    trained to a result, held by another runner, its claim lost or never made, its
+    Slurm job dead or stopped by the cluster)."""
 
-    result: dict[str, Any]
-
-    @property
-    def status(self) -> str:
-        return str(self.result.get("status"))
+    outcome: Outcome
 
 
 @dataclass(frozen=True)
@@ -82,5 +89,6 @@ class JobCancelled:
     job_id: str
 
 
-TrialEvent = Started | Resumed | Stepped | EpochEnded | Finished | JobStateChanged | JobCancelled
+TrialEvent = (Claimed | Submitted | Resumed | Stepped | EpochEnded | Ended | JobStateChanged
+              | JobCancelled)
 Progress = Callable[[TrialEvent], None]  # what a trial calls as it runs

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ablate.trials.lifecycle import TrialStatus
+
 SHOWN_FILES = 5
 
 
 def code_change_notes(store: Any, study: str, trials: list[Any],
-                      statuses: dict[str, str]) -> list[str]:
+                      statuses: dict[str, TrialStatus]) -> list[str]:
     """One line such as ``2 trials pending because user code changed since their results:
     mypkg/blocks.py``; empty when no pending trial is explained by a code edit."""
     from ablate.data.catalog import user_dataset  # lazy: loads pydantic
@@ -23,16 +25,16 @@ def code_change_notes(store: Any, study: str, trials: list[Any],
     if store is None:
         return []
     current = {t.trial_id for t in trials}
-    if not any(status == "done" and tid not in current for tid, status in statuses.items()):
+    if not any(status == TrialStatus.DONE and tid not in current for tid, status in statuses.items()):
         return []  # no done trial outside this plan: nothing was left behind by an edit
-    pending = [t for t in trials if statuses.get(t.trial_id) != "done"
+    pending = [t for t in trials if statuses.get(t.trial_id) != TrialStatus.DONE
                and (t.spec.model.builder is not None or user_dataset(t.spec.data) is not None)]
     if not pending:
         return []
     from ablate.trials.ids import canonical_json, code_files, spec_dict  # lazy: loads pydantic
 
     before = {}  # the latest done trial of each resolved spec, among those no longer planned
-    for record in store.trials(study, with_metrics=False, status="done"):
+    for record in store.trials(study, with_metrics=False, status=TrialStatus.DONE):
         if record.trial_id not in current:
             before[canonical_json(record.spec)] = record
     count, changed, unknown = 0, set(), False

@@ -1,4 +1,4 @@
-"""Effects, intervals and the Holm correction against closed-form values.
+"""Effects, intervals and the family's Bonferroni level against closed-form values.
 
 For 2 degrees of freedom Student's t has a closed form: the two-sided p-value of
 ``t`` is ``1 - t / sqrt(t^2 + 2)`` and the ``q`` quantile is
@@ -69,8 +69,18 @@ def test_two_by_two_main_effects_interaction_and_bonferroni_match_closed_form():
     assert ab["p"] == pytest.approx(p_df2(2.0 / (2.0 / math.sqrt(3.0))))
     assert (b["verdict"], a["verdict"], ab["verdict"]) == (
         BETTER, "inconclusive (n=3)", "inconclusive (n=3)")
-    # MDE at 80% power: (t_{1-alpha/6} + t_{0.8}) * se, df 2
-    assert a["mde"] == pytest.approx((q_df2(1 - 0.05 / 6) + q_df2(0.8)) / math.sqrt(3.0))
+    # MDE: the effect the t-test at alpha/3 detects with power 0.8 (noncentral t, df 2);
+    # the normal shortcut (t_{1-alpha/6} + t_{0.8}) * se is smaller and has less power
+    from scipy import stats
+
+    se, critical = 1.0 / math.sqrt(3.0), q_df2(1 - 0.05 / 6)
+    ncp = a["mde"] / se
+    lower = np.nan_to_num(stats.nct.cdf(-critical, 2, ncp))  # NaN where it underflows
+    assert stats.nct.sf(critical, 2, ncp) + lower == pytest.approx(0.8, abs=1e-6)
+    shortcut = (critical + q_df2(0.8)) * se
+    assert a["mde"] == pytest.approx(5.6675, abs=1e-4) and a["mde"] > shortcut == pytest.approx(
+        5.0284, abs=1e-4)
+    assert stats.nct.sf(critical, 2, shortcut / se) < 0.76
     # costs in percent over the same cells: params double with a, GFLOPs 2 -> 3 with b
     assert a["params_pct"] == pytest.approx(100.0) and a["gflops_pct"] == pytest.approx(0.0)
     assert b["gflops_pct"] == pytest.approx(50.0) and b["params_pct"] == pytest.approx(0.0)
@@ -78,20 +88,44 @@ def test_two_by_two_main_effects_interaction_and_bonferroni_match_closed_form():
     assert set(a["configs"]) == {"a=0,b=0", "a=0,b=1", "a=1,b=0", "a=1,b=1"}
 
 
-@pytest.mark.slow
-def test_a_stated_margin_makes_an_interval_inside_it_equivalent():
-    table = effects_table(two_by_two(), min_effect=20.0).set_index(["kind", "axis"])
-    # A's interval [2 - 12.4, 2 + 12.4] lies within +-20; B is better; AxB within +-20 too
-    assert table.loc[("main", "a"), "verdict"] == "equivalent (±20)"
+def test_a_stated_margin_reads_equivalence_on_the_two_one_sided_tests_interval():
+    table = effects_table(two_by_two(), min_effect=6.0).set_index(["kind", "axis"])
+    a = table.loc[("main", "a")]
+    # TOST at alpha/3 a side: the 1 - 2 alpha/3 interval 2 +- t_{1-alpha/3}(2) se = 2 +- 3.08
+    # lies within +-6 while the 1 - alpha/3 interval (2 +- 4.39, the better/worse read)
+    # does not
+    one_sided = q_df2(1 - 0.05 / 3) / math.sqrt(3.0)
+    assert (a["tost_low"], a["tost_high"]) == pytest.approx((2 - one_sided, 2 + one_sided))
+    assert a["tost_level"] == pytest.approx(1 - 2 * 0.05 / 3)
+    assert a["tost_high"] < 6.0 < a["ci_high"]
+    assert a["verdict"] == "equivalent (±6)"
     assert table.loc[("main", "b"), "verdict"] == BETTER
-    assert table.loc[("interaction", "a x b"), "verdict"] == "equivalent (±20)"
-    # seeds a fixed paired design needs to detect 20 points with 80% power at alpha/3
+    assert math.isnan(a["futility_low"])  # a fixed design has no futility stop
+
+
+def test_seeds_for_a_margin_answer_the_equivalence_question_with_their_uncertainty():
     from scipy import stats
 
-    sd = 1.0  # A's per-seed contrasts [1, 2, 3]
-    n = next(k for k in range(2, 100) if (stats.t.ppf(1 - 0.05 / 6, k - 1)
-                                          + stats.t.ppf(0.8, k - 1)) * sd / math.sqrt(k) <= 20)
-    assert table.loc[("main", "a"), "seeds_needed"] == n == 3  # t(1) is too wide at n=2
+    table = effects_table(two_by_two(), min_effect=1.0).set_index(["kind", "axis"])
+    a = table.loc[("main", "a")]  # per-seed contrasts [1, 2, 3]: sd 1, n 3
+    level, sd = 0.05 / 3, 1.0
+
+    def tost_power(n: int, sigma: float) -> float:  # by simulation, fresh generator
+        x = np.random.default_rng(5).standard_normal((200_000, n)) * sigma
+        c = stats.t.ppf(1 - level, n - 1)
+        return float(((np.abs(x.mean(1)) + c * x.std(1, ddof=1) / math.sqrt(n)) <= 1.0).mean())
+
+    n = int(a["seeds_needed"])
+    assert tost_power(n, sd) >= 0.8 - 0.003 and tost_power(n - 1, sd) < 0.8 + 0.003
+    # detecting the margin takes fewer seeds than showing equivalence within it
+    detect = next(k for k in range(2, 200) if stats.nct.sf(
+        stats.t.ppf(1 - level / 2, k - 1), k - 1, 1.0 / sd * math.sqrt(k)) >= 0.8)
+    assert a["seeds_to_detect"] == detect < n
+    # at the sd's 90% upper bound (2 df: sd * sqrt(2 / chi2_0.1(2)) = 3.08 sd)
+    upper = sd * math.sqrt(2 / stats.chi2.ppf(0.1, 2))
+    high = int(a["seeds_needed_high"])
+    assert tost_power(high, upper) >= 0.8 - 0.003 and tost_power(high - 1, upper) < 0.803
+    assert high > 5 * n
 
 
 def test_family_is_the_study_whatever_other_studies_or_failed_trials_show():
@@ -259,3 +293,43 @@ def test_vectorised_differences_equal_contrast_row_by_row():
             assert (estimate[k], se[k], df[k]) == pytest.approx((one.estimate, one.se, one.df))
         else:
             assert math.isnan(se[k])
+
+
+@pytest.mark.parametrize(("seeds", "shortcut_power"), [(2, 0.75), (3, 0.78), (5, 0.796)])
+def test_the_mde_has_its_stated_power_on_simulated_studies(seeds, shortcut_power):
+    """An effect of the MDE (the observed noise taken as the truth) is detected by the
+    row's own test in 80% of fresh studies; the normal shortcut's MDE falls short."""
+    from scipy import stats
+
+    diffs = np.linspace(1.0, 3.0, seeds)  # per-seed contrasts: sd s
+    rows = [trial("m", f"x={x}", s, 50.0 + (diffs[s] if x else 0.0), x=x)
+            for s in range(seeds) for x in (0, 1)]
+    row = effects_table(pd.DataFrame(rows)).iloc[0]
+    sd = diffs.std(ddof=1)
+    level = 0.05  # one effect: the family is 1
+
+    def power(effect: float) -> float:
+        x = np.random.default_rng(8).standard_normal((200_000, seeds)) * sd + effect
+        t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(seeds))
+        return float((np.abs(t) > stats.t.ppf(1 - level / 2, seeds - 1)).mean())
+
+    assert power(row["mde"]) == pytest.approx(0.8, abs=0.004)
+    df = seeds - 1
+    shortcut = (stats.t.ppf(1 - level / 2, df) + stats.t.ppf(0.8, df)) * sd / math.sqrt(seeds)
+    assert power(shortcut) < shortcut_power
+
+
+def test_a_sequential_mde_at_two_seeds_is_the_designs_finite_figure():
+    """Two seeds of a study grown by the loop: the MDE is the effect the design detects by
+    --max-seeds in this noise, not one from the first look's boundary (t crit ~1e6)."""
+    from ablate.analysis.design import Design
+    from ablate.analysis.rule import detectable_effect
+
+    rows = [trial("q", f"x={x}", s, 50.0 + (d if x else 0.0), x=x)
+            for s, d in enumerate((3.0, 7.0)) for x in (0, 1)]
+    design = Design("sequential", alpha=0.05, max_seeds=10, start_seeds=2)
+    row = effects_table(pd.DataFrame(rows), designs={"q": design}).iloc[0]
+    sd = 4.0 / math.sqrt(2.0)
+    assert row["mde"] == pytest.approx(detectable_effect(2, 10, 0.05, "obrien-fleming") * sd)
+    assert 2.0 < row["mde"] < 4.0  # about 1.06 noise sds
+    assert row["ci_high"] - row["ci_low"] > 1e5  # the first look's interval is that wide

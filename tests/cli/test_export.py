@@ -12,8 +12,8 @@ from ablate.cli import main
 from tests.report.fake_store import fill
 
 COLUMNS = [
-    "study", "trial_id", "name", "config_name", "variant", "seed", "status", "params", "gflops",
-    "flops_convention", "resolution", "latency_ms", "miou", "pixel_acc", "steps", "train_loss",
+    "study", "trial_id", "name", "config_name", "variant", "seed", "status", "preemptions", "params",
+    "gflops", "flops_convention", "resolution", "latency_ms", "miou", "pixel_acc", "steps", "train_loss",
     "axis:model.head", "published_params", "published_miou", "published_source",
     "iou/background", "iou/circle", "iou/square",
 ]
@@ -62,11 +62,11 @@ def test_markdown(db, tmp_path):
     assert lines[0] == "# other" and len(lines) == 6
     assert lines[2].startswith("| study | trial_id | name | config_name | variant | seed | status |")
     done, pending = lines[4], lines[5]
-    assert "| base/seed=0 | base | base | 0 | done | 1000 | 0.001 | fvcore-mac | 64x64 | 1 | 50 |" \
-        in done
+    assert "| base/seed=0 | base | base | 0 | done | 0 | 1000 | 0.001 | fvcore-mac | 64x64 | 1 |" \
+           " 50 |" in done
     # the pending trial has its architecture's cost but no figures yet
-    assert pending.endswith("| 1 | pending | 1000 | 0.001 | fvcore-mac | 64x64 | - | - | - | - |"
-                            " - | - | - | - |")
+    assert pending.endswith("| 1 | pending | 0 | 1000 | 0.001 | fvcore-mac | 64x64 | - | - | - |"
+                            " - | - | - | - | - |")
 
 
 def test_parquet(db, tmp_path):
@@ -80,20 +80,13 @@ def test_parquet(db, tmp_path):
     assert frame["params"].tolist()[:2] == [11_727_653, 11_727_653]
 
 
-def test_parquet_without_pyarrow_says_how_to_get_it(db, tmp_path, monkeypatch):
-    import builtins
+def test_parquet_without_pyarrow_says_how_to_get_it(db, tmp_path):
+    from tests.install.hiding import hidden
 
-    real_import = builtins.__import__
-
-    def no_pyarrow(name, *args, **kwargs):
-        if name == "pyarrow":
-            raise ImportError("no pyarrow")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
-    result = export(db, "mnv3_mini", "--parquet", str(tmp_path / "t.parquet"))
+    with hidden("pyarrow"):
+        result = export(db, "mnv3_mini", "--parquet", str(tmp_path / "t.parquet"))
     assert result.exit_code == 2
-    assert result.output == "Error: --parquet needs pyarrow: pip install pyarrow\n"
+    assert result.output == "Error: --parquet needs pyarrow: pip install 'ablate[parquet]'\n"
 
 
 @pytest.mark.parametrize("args,message", [

@@ -76,7 +76,8 @@ def test_csv_where_on_an_axis_and_on_a_trial_column(db):
     assert result.exit_code == 0, result.output
     header, *rows = result.output.splitlines()
     assert header == ("study,config_name,variant,n,miou_mean,miou_std,pixel_acc,params,gflops,"
-                      "flops_convention,resolution,latency_ms,axis:model.head,published_params,"
+                      "flops_convention,resolution,latency_ms,preemptions,axis:model.head,"
+                      "published_params,"
                       "published_miou,published_source,pareto,params_vs_published,"
                       "miou_vs_published,pareto_mark,pareto_tie")
     assert [r.split(",")[1] for r in rows] == ["conventional[head=deeplabv3]",
@@ -179,7 +180,8 @@ def test_html_page(db, tmp_path):
     assert result.output == f"wrote {out / 'report.html'}\n"
     assert [p.name for p in out.iterdir()] == ["report.html"]
     page = (out / "report.html").read_text()
-    assert page.count('<img src="data:image/png;base64,') == 6  # 3 Pareto, 2 heatmaps, curves
+    # every seed x 2 studies, 3 Pareto, 2 heatmaps, curves
+    assert page.count('<img src="data:image/png;base64,') == 8
     assert "<td data-v=\"proposed[head=deeplabv3plus]\">proposed[head=deeplabv3plus]</td>" in page
     assert '<td class="num" data-v="-17990.0">-17,990</td>' in page
     assert "http://" not in page and "https://" not in page
@@ -219,14 +221,18 @@ def test_effects_table_matches_hand_computed_intervals(db):
 
     result = report(db, "--study", "mnv3_mini", "--effects", "--format", "markdown")
     assert result.exit_code == 0, result.output
+    from scipy import optimize, stats
+
     half = math.tan((0.5 - 0.05 / 6) * math.pi) * 0.75
-    mde = (math.tan((0.5 - 0.05 / 6) * math.pi) + math.tan(0.3 * math.pi)) * 0.75
+    # MDE: the effect the test detects with power 0.8, on the noncentral t (1 df)
+    critical = math.tan((0.5 - 0.05 / 6) * math.pi)
+    mde = 0.75 * optimize.brentq(lambda x: stats.nct.sf(critical, 1, x) - 0.8, 1, 100)
     p = 1 - 2 / math.pi * math.atan(2.0 / 0.75)  # two-sided, t(1 df) = 2.667
     row = (f"| variant | conventional -> proposed | -2.00 | [{-2 - half:+.2f}, {-2 + half:+.2f}] "
            f"| {3 * p:.3g} | 2 | {mde:.2f} | -53% | -50% | -52% | inconclusive (n=2) "
            "| paired t (seeds) |")
     assert row == "| variant | conventional -> proposed | -2.00 | [-30.64, +26.64] | 0.685 | 2 " \
-                  "| 29.67 | -53% | -50% | -52% | inconclusive (n=2) | paired t (seeds) |"
+                  "| 36.72 | -53% | -50% | -52% | inconclusive (n=2) | paired t (seeds) |"
     assert row in result.output.splitlines()
     assert "## mnv3_mini: effects of each axis on mIoU" in result.output
     assert "98.33% = 1 - alpha/3, over the 3 effect(s) of this study" in result.output
@@ -263,3 +269,52 @@ def test_effects_where_nothing_matches_is_no_traceback(db):
     assert result.exit_code == 0, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "No finished trial matches --where model.head=fcn." in result.output
+
+
+def test_forest_writes_the_effect_figures_and_pareto_alone_does_not(db, tmp_path):
+    out = tmp_path / "figs"
+    result = report(db, "--study", "mnv3_mini", "--forest", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    stems = ("forest", "improvement", "seeds")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{s}.{ext}" for s in stems for ext in ("png", "svg"))
+    assert "effects of each axis on mIoU" in result.output  # --forest implies --effects
+    both = tmp_path / "both"
+    result = report(db, "--study", "mnv3_mini", "--effects", "--pareto", "--out", str(both))
+    assert result.exit_code == 0, result.output
+    assert {f"{s}.png" for s in stems} <= {p.name for p in both.iterdir()}
+    plain = tmp_path / "plain"
+    result = report(db, "--study", "mnv3_mini", "--pareto", "--out", str(plain))
+    assert result.exit_code == 0, result.output
+    assert not any(p.name.startswith(stems) for p in plain.iterdir())
+
+
+def test_effects_json_has_improvement_seeds_and_per_class_effects(db, tmp_path):
+    """The fake store's class IoUs are mIoU + 0.2, - 0.1, - 0.1: every class changes as
+    mIoU does, -2 points for the variant (seed 0: -2.75, seed 1: -1.25)."""
+    result = report(db, "--study", "mnv3_mini", "--effects", "--per-class", "--json", "--out",
+                    str(tmp_path))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # "wrote" lines (heat maps) go to stderr
+    variant = {(e["kind"], e["axis"]): e for e in data["effects"]}[("main", "variant")]
+    assert variant["seeds"] == [0, 1]
+    assert variant["seed_diffs"] == pytest.approx([-2.75, -1.25])
+    # every proposed run loses to every conventional run of the same head
+    assert (variant["p_improve"], variant["p_improve_low"], variant["p_improve_high"]) == (
+        0.0, 0.0, 0.0)
+    classes = [r for r in data["per_class_effects"] if r["axis"] == "variant"]
+    assert [r["class"] for r in classes] == ["background", "circle", "square"]
+    assert [r["estimate"] for r in classes] == pytest.approx([-2.0, -2.0, -2.0])
+    assert {r["family"] for r in classes} == {6}  # 3 classes x 2 main effects
+    assert {r["excludes_zero"] for r in classes} == {False}
+
+
+def test_per_class_effects_table_in_markdown(db, tmp_path):
+    result = report(db, "--study", "mnv3_mini", "--effects", "--per-class", "--format",
+                    "markdown", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "## mnv3_mini: effect of each axis on the IoU of each class" in result.output
+    lines = [line for line in result.output.splitlines()
+             if line.startswith("| variant | conventional -> proposed | circle |")]
+    assert len(lines) == 1 and "| -2.00 |" in lines[0]
+    assert "Bonferroni over the 3 classes x 2 main effects" in result.output

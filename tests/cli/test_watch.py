@@ -17,6 +17,7 @@ from ablate.dispatch.prepare import load_trials
 from ablate.dispatch.progress import PROGRESS_FILE, ProgressFile, read_progress
 from ablate.store import CostRecord, Store
 from ablate.train.events import EpochEnded, Stepped
+from ablate.trials.lifecycle import TrialResult
 
 RECIPE = """
 name = "watched"
@@ -72,7 +73,7 @@ def _record(store, trial, runs, claim_epoch: int | None = None) -> None:
               "epochs": [{"epoch": 1, "step": 10, "metrics": {"train_loss": 0.5}}]}
     if claim_epoch is not None:
         result["claim_epoch"] = claim_epoch
-    assert store.ingest_result(result)
+    assert store.record(TrialResult.from_json({"format": 1, **result}))
 
 
 def _claim(store, trial, runs):
@@ -114,14 +115,22 @@ def test_running_study_refreshes_until_the_last_trial_is_recorded(study, monkeyp
     db, store, trials, runs = study
     from ablate.dispatch import live
 
-    first_look = threading.Event()
+    looks = threading.Condition()
+    taken = [0]  # snapshots taken so far
     real_snapshot = live.study_snapshot
 
-    def snapshot(*args, **kwargs):  # the thread records nothing before the first look
+    def snapshot(*args, **kwargs):  # counts the looks the writer waits for
         try:
             return real_snapshot(*args, **kwargs)
         finally:
-            first_look.set()
+            with looks:
+                taken[0] += 1
+                looks.notify_all()
+
+    def after_a_look() -> None:  # the next change only once watch has seen the last one
+        with looks:
+            seen = taken[0]
+            assert looks.wait_for(lambda: taken[0] > seen, timeout=60)
 
     monkeypatch.setattr(live, "study_snapshot", snapshot)
     for trial in trials[:4]:
@@ -131,11 +140,11 @@ def test_running_study_refreshes_until_the_last_trial_is_recorded(study, monkeyp
     tracker.event(Stepped(step=5, total_steps=10, epoch=1, epochs=2, loss=0.8125, lr=0.003))
 
     def finish_the_study():  # the runner records the running trial, then the rest
-        assert first_look.wait(60)
-        time.sleep(0.3)
+        with looks:
+            assert looks.wait_for(lambda: taken[0] >= 1, timeout=60)  # the first look
         _record(store, trials[4], runs, running.epoch)
         for trial in trials[5:]:
-            time.sleep(0.3)
+            after_a_look()
             _record(store, trial, runs, _claim(store, trial, runs).epoch)
 
     writer = threading.Thread(target=finish_the_study)
@@ -152,7 +161,7 @@ def test_running_study_refreshes_until_the_last_trial_is_recorded(study, monkeyp
     # 3 pending x 10 s + half of the running one's 10 s, one trial at a time
     assert "time left: about 35 s (a trial takes 10 s on average; 1 at a time)" in first
     (row,) = [r for r in _rows(first) if r[1] == "node7:4242 local"]
-    assert row[0] == trials[4].name and row[3:] == ["1/2", "5/10", "0.812"]
+    assert row[0] == trials[4].name and row[3:] == ["1/2", "5/10", "0.812", "-"]
     assert "best so far: keep_last_expansion=true,lr=0.01  mIoU 45.50 ± 2.12 % (n=2)" in first
     assert last.startswith("8 done of 8 trial(s)") and "complete" in last
     assert len(snapshots) >= 3  # refreshed as trials were recorded, not only at the end
@@ -191,7 +200,7 @@ def test_read_only_store_refuses_writes(study):
     reader = Store(str(db), read_only=True)
     assert len(reader.trials("watched")) == 8
     with pytest.raises(Exception, match="readonly"):
-        reader.mark_failed("watched", trials[0].trial_id, "no")
+        reader.record(TrialResult.failure("watched", trials[0].trial_id, "no"))
     assert sqlite3.connect(db).execute("SELECT count(*) FROM trials WHERE status = 'failed'"
                                        ).fetchone() == (0,)
 

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 
 from ablate.cli.study_view import loop_lines
-from ablate.dispatch.adaptive import FinishingRound, decide, run_until_decided
+from ablate.dispatch.adaptive import FinishingRound, decide, run_until_decided, start_loop
 from ablate.dispatch.study import RunOptions, StudyRunner
 from ablate.recipes.loader import parse_recipe
 from ablate.store import Store
-from ablate.train.events import Finished, Started
+from ablate.train.events import Claimed, Ended
 from ablate.trials.expand import expand
+from ablate.trials.lifecycle import Trained, TrialResult, TrialStatus
 
 RECIPE = """
 name = "adaptive"
@@ -46,11 +47,10 @@ class FakeExecutor:
             self.runs[job.trial_id] += 1
             keep = job.spec["model"]["keep_last_expansion"]
             value = self.miou(keep, job.spec["seed"])
-            on_event(job, Started())
-            on_event(job, Finished({
-                "study": job.study, "trial_id": job.trial_id, "status": "done", "error": None,
-                "final": {"miou": value, "pixel_acc": 0.9, "latency_ms": 1.0}, "epochs": [],
-                "environment": {}, "started_at": None, "finished_at": None}))
+            on_event(job, Claimed())
+            on_event(job, Ended(Trained(TrialResult(
+                job.study, job.trial_id, TrialStatus.DONE,
+                final={"miou": value, "pixel_acc": 0.9, "latency_ms": 1.0}, environment={}))))
 
 
 def study(tmp_path, seeds: str, miou=None):
@@ -75,8 +75,8 @@ def loop(tmp_path, miou, seeds=(0, 1), **options):
 
     run(recipe, expand(recipe))
     lines: list[str] = []
-    rounds = run_until_decided(recipe, {}, store, run, emit=lambda e: lines.extend(loop_lines(e)),
-                               **options)
+    rounds = run_until_decided(start_loop(store, recipe, {}, **options), store, run,
+                               emit=lambda e: lines.extend(loop_lines(e)))
     seeds_by_config: dict[str, list[int]] = {}
     for t in store.trials("adaptive"):  # names are "<configuration>/seed=<n>"
         config, _, seed = t.name.rpartition("/seed=")
@@ -136,15 +136,20 @@ def test_stops_at_max_seeds_when_nothing_differs(tmp_path):
     assert any(line.startswith("open     model.keep_last_expansion") for line in lines)
 
 
-def test_an_effect_inside_the_margin_is_equivalent_and_seeds_continue_after_the_last(tmp_path):
-    def tiny(keep, seed):  # differences +-0.01 points
-        return (50.0 + (0.01 * (-1) ** seed if keep else 0.0)) / 100.0
+def test_a_margin_stops_a_small_effect_for_futility_and_seeds_continue_after_the_last(
+        tmp_path):
+    def small(keep, seed):  # differences +-0.2 points
+        return (50.0 + (0.2 * (-1) ** seed if keep else 0.0)) / 100.0
 
-    rounds, lines, _executor, seeds = loop(tmp_path, tiny, seeds=(0, 5), min_effect=1.0)
-    # two seeds cannot show equivalence (t critical ~1e5); the first added seed is 6
-    assert [r.seed for r in rounds][0] == 6 and rounds[-1].seed is None
-    assert "equivalent (±1)" in lines[-2] and lines[-1] == "stopped: every effect is decided"
-    assert all(v[:2] == [0, 5] and v[2] == 6 for v in seeds.values())
+    rounds, lines, _executor, seeds = loop(tmp_path, small, seeds=(0, 5), min_effect=1.0)
+    # two seeds: the futility interval (t critical ~21 at 1 df) is wider than +-1; the
+    # first added seed is 6, after which it lies within +-1
+    assert [r.seed for r in rounds] == [6, None]
+    assert "futility stop at 80% power for ±1" in lines[0]
+    assert lines[-2] == ("decided  model.keep_last_expansion: true -> false: no effect ≥ 1 "
+                         "(80% power), -0.07 mIoU, interval [-0.80, +0.67]")
+    assert lines[-1] == "stopped: every effect is decided"
+    assert all(v == [0, 5, 6] for v in seeds.values())
 
 
 def test_decide_takes_the_configurations_of_open_effects_only():
@@ -174,7 +179,7 @@ def test_a_round_cut_short_is_finished_before_a_new_seed_is_added(tmp_path):
     store.register_trials("adaptive", expand(parse_recipe(RECIPE.replace("SEEDS", "[2]"),
                                                           "adaptive.toml")))
     events: list = []
-    rounds = run_until_decided(recipe, {}, store, run, emit=events.append)
+    rounds = run_until_decided(start_loop(store, recipe, {}), store, run, emit=events.append)
     assert FinishingRound(2) in events
     assert "finishing 2 trial(s) of an earlier round" in loop_lines(FinishingRound(2))
     assert [r.seed for r in rounds] == [3, None]  # seed 2 was not added a second time
@@ -192,8 +197,7 @@ def test_the_design_is_recorded_and_other_settings_are_refused(tmp_path):
     assert recorded == Design("sequential", alpha=0.05, max_seeds=10, start_seeds=2)
     recipe = parse_recipe(RECIPE.replace("SEEDS", "[0, 1]"), "adaptive.toml")
     with pytest.raises(UserInputError, match="grown with sequential .*--max-seeds 10 --alpha 0.05"):
-        run_until_decided(recipe, {}, store, lambda r, t: None, max_seeds=6,
-                          )
+        start_loop(store, recipe, {}, max_seeds=6)
     # the report reads the study with the recorded design: same interval as the loop's
     from ablate.report.build import build_report
 
@@ -202,6 +206,31 @@ def test_the_design_is_recorded_and_other_settings_are_refused(tmp_path):
     assert row["method"] == "group-sequential (obrien-fleming)" and row["verdict"] == "worse"
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(
         sequential_bounds([-d for d in DIFFS[:4]]))
+
+
+def test_a_design_recorded_before_the_futility_stop_goes_on_without_it(tmp_path):
+    """An old study's design JSON has no futility keys: it reads as planned (no futility
+    stop) and the same command goes on with it, not refused; a new study gets the stop."""
+    from ablate.analysis.design import Design
+    from ablate.dispatch.adaptive import record_design, start_loop
+
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    old = {"kind": "sequential", "alpha": 0.05, "min_effect": 1.0, "max_seeds": 10,
+           "start_seeds": 2, "spending": "obrien-fleming"}
+    store.upsert_study("adaptive")
+    store.upsert_study("fresh")
+    store.set_study_design("adaptive", old)
+    assert Design.from_json(old).futility_power is None
+    recipe = parse_recipe(RECIPE.replace("SEEDS", "[0, 1]"), "adaptive.toml")
+    design = start_loop(store, recipe, {}, max_seeds=10, alpha=0.05, min_effect=1.0).design
+    assert design == Design.from_json(old) and not design.futility
+    assert store.study_designs()["adaptive"] == old  # left as recorded
+    fresh = recipe.__class__(**{**recipe.__dict__, "name": "fresh"})
+    design = start_loop(store, fresh, {}, max_seeds=10, alpha=0.05, min_effect=1.0).design
+    assert design.futility_power == 0.8 and design.futility_spending == "hsd(-2)"
+    assert "fresh" not in store.study_designs()  # recorded when the loop starts, not before
+    record_design(store, "fresh", design)  # run_until_decided's first step
+    assert Design.from_json(store.study_designs()["fresh"]) == design
 
 
 @pytest.fixture(autouse=True)
@@ -253,7 +282,7 @@ def test_set_seeds_is_the_starting_point_and_each_round_adds_a_new_seed(tmp_path
     recipe, store, executor, run = study(tmp_path, "[7]")
     overrides = {"seeds": [0, 1]}
     run(recipe, expand(recipe, dict(overrides)))
-    rounds = run_until_decided(recipe, overrides, store, run)
+    rounds = run_until_decided(start_loop(store, recipe, overrides), store, run)
     assert [r.seed for r in rounds] == [2, 3, None]
     assert rounds[-1].reason == "every effect is decided"
     assert set(executor.runs.values()) == {1} and len(executor.runs) == 8

@@ -222,7 +222,8 @@ def test_status_shows_who_holds_a_running_trial_and_when_it_renewed(tmp_path):
                                     str(tmp_path / "runs")])
     assert out.exit_code == 0, out.output
     row = next(line for line in out.output.splitlines() if trials[0].name in line)
-    assert re.search(r"running\s+│\s+31_2\s+│.*gpu7:4242 slurm job 31_2\s+│\s+\d+ s ago", row), row
+    assert re.search(r"running\s+│\s+-\s+│\s+31_2\s+│.*gpu7:4242 slurm job 31_2\s+│\s+\d+ s ago",
+                     row), row
 
 
 def test_an_array_task_that_found_its_trial_held_is_not_a_failure(tmp_path, monkeypatch):
@@ -231,17 +232,17 @@ def test_an_array_task_that_found_its_trial_held_is_not_a_failure(tmp_path, monk
 
     from ablate.dispatch.entry import TrialJob
     from ablate.dispatch.slurm import JobInfo, wait_for_results
+    from ablate.trials.lifecycle import Held
 
     folder = tmp_path / "slurm"
     folder.mkdir()
     job = TrialJob("w", "t0", "trial 0", {}, str(tmp_path / "runs" / "t0"))
-    held = {"study": "w", "trial_id": "t0", "status": "held", "held_status": "running",
-            "holder": {"host": "h", "pid": 1, "executor": "local", "job_id": None}}
+    held = Held("running", {"host": "h", "pid": 1, "executor": "local", "job_id": None})
     cloudpickle_dump(("success", held), folder / "9_0_0_result.pkl")
     monkeypatch.setattr("ablate.dispatch.slurm.job_states", lambda ids: {"9_0": "COMPLETED"})
     monkeypatch.setattr("ablate.dispatch.slurm.RESULT_GRACE_S", 0.0)
     events = []
     wait_for_results([(job, JobInfo("9_0", str(folder)))], lambda j, e: events.append(e),
                      sleep=lambda seconds: None)
-    assert [type(e).__name__ for e in events] == ["JobStateChanged", "Finished"]
-    assert events[-1].result == held
+    assert [type(e).__name__ for e in events] == ["JobStateChanged", "Ended"]
+    assert events[-1].outcome == held

@@ -13,6 +13,7 @@ import pytest
 
 from ablate.dispatch.entry import TrialJob
 from ablate.train.loop import EpochBatches
+from ablate.trials.lifecycle import TrialResult
 
 SPEC = {
     "model": {"backbone": "mobilenet_v3_small", "head": "deeplabv3plus", "aspp_channels": 32,
@@ -68,11 +69,11 @@ def _rank_main(rank: int, world: int, port: int, job: TrialJob, out) -> None:
 
         torch.nn.parallel.DistributedDataParallel = Recording
         writes = []
-        real_write = entry.write_result
-        entry.write_result = lambda *a: writes.append(a) or real_write(*a)
+        real_write = TrialResult.write
+        TrialResult.write = lambda self, run_dir: writes.append(run_dir) or real_write(self, run_dir)
         result = entry.run_trial(job)
         weights = torch.cat([p.detach().flatten() for p in wrapped[0].parameters()])
-        out.put((rank, result["status"], result.get("error"), len(wrapped), len(writes),
+        out.put((rank, result.status.value, result.error, len(wrapped), len(writes),
                  weights.tolist()))
         dist.destroy_process_group()
     except BaseException:

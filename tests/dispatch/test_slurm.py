@@ -28,7 +28,7 @@ from ablate.dispatch.slurm import (
 )
 from ablate.recipes.schema import SlurmSpec
 from ablate.store import Store
-from ablate.train.events import Finished, JobCancelled, JobStateChanged
+from ablate.train.events import Ended, JobCancelled, JobStateChanged
 
 BASE = """
 seeds = [0]
@@ -129,7 +129,14 @@ def test_four_trials_are_one_job_array_and_all_land_in_the_database(cancel_after
 
 
 @pytest.mark.slow
-def test_a_requeued_trial_resumes_from_its_checkpoint(cancel_after, tmp_path):
+@pytest.mark.parametrize("how", ["scontrol requeue", "signal USR2"])
+def test_a_requeued_trial_resumes_from_its_checkpoint_as_preempted_not_failed(
+        cancel_after, tmp_path, how):
+    """Slurm stops a running trial's job and runs it again: by ``scontrol requeue`` (the
+    process is killed; its requeued job takes its own claim back) or by the signal Slurm
+    sends before a preemption or the time limit (submitit calls ``checkpoint()``, which
+    records the trial preempted, and requeues it). Either way the trial resumes from its
+    checkpoint, is one attempt and one preemption, never a failure."""
     cancel_after("long")
     # 24 steps, a checkpoint every 3: long enough to requeue it in the middle
     recipe = write_recipe(tmp_path, "long", changes={
@@ -137,8 +144,9 @@ def test_a_requeued_trial_resumes_from_its_checkpoint(cancel_after, tmp_path):
         "train_images = 16": "train_images = 32",
         "[base.eval]": "[base.eval]\nevery = 100"})
     db, runs = str(tmp_path / "long.db"), tmp_path / "runs"
+    # 20 minutes: a signal within the first 10 reads as a preemption, not the time limit
     out = run_cli("run", str(recipe), "--db", db, "--runs-dir", str(runs), "--executor", "slurm",
-                  "--cpus-per-trial", "1", "--time", "10", "--detach")
+                  "--cpus-per-trial", "1", "--time", "20", "--detach")
     assert out.exit_code == 0, out.output
     assert "Submitted 1 trial(s) to Slurm. Follow them with 'ablate status long'" in out.output
     store = Store(db)
@@ -147,26 +155,39 @@ def test_a_requeued_trial_resumes_from_its_checkpoint(cancel_after, tmp_path):
     job_id, run_dir = record.job_id, runs / "long" / record.trial_id
 
     wait_until((run_dir / "checkpoint.pt").exists, 120, "the first checkpoint")
-    pid = _task_pid(job_id)
-    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-    # submitit ignores the SIGTERM of a requeue and Slurm sends SIGKILL some seconds later
-    # (7 s here), long enough for this small trial to finish: end the grace time now
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    if how == "scontrol requeue":
+        pid = _task_pid(job_id)
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+        # submitit ignores the SIGTERM of a requeue and Slurm sends SIGKILL some seconds
+        # later (7 s here), long enough for this small trial to finish: end the grace now
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    else:  # what Slurm sends ahead of a preemption or the time limit (--signal=USR2@90)
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+        wait_until(lambda: store.statuses("long")[record.trial_id] == "preempted", 60,
+                   "the trial to be recorded preempted")
 
     def settled():  # what `ablate status` does
         follow_study(store, "long", runs)
-        return store.statuses("long")[record.trial_id] != "running"
+        return store.statuses("long")[record.trial_id] == "done"
 
     wait_until(settled, 150, "the requeued trial to finish", every=1.0)
     (record,) = store.trials("long")
     assert record.status == "done", record.error
     assert record.metrics["steps"] == 24
+    assert (record.attempts, record.preemptions) == (1, 1)  # resumed: not a second attempt
     log = (tmp_path / "slurm" / f"{job_id}_0_log.out").read_text()
     resumed = re.findall(r"resumed from checkpoint at step (\d+)", log)
     assert len(resumed) == 1 and 3 <= int(resumed[0]) < 24, log
+    claims = (run_dir / "claims.log").read_text().splitlines()
+    why = "requeued" if how == "scontrol requeue" else "preempted"
+    assert claims[-2].endswith(f"(resumes after its job was {why})"), claims
+    if how == "signal USR2":
+        assert "epoch 1 preempted: resumes from its checkpoint" in claims[-3], claims
     status = run_cli("status", "long", "--db", db, "--runs-dir", str(runs))
     assert status.exit_code == 0 and "long: 1 done" in status.output
+    row = next(line for line in status.output.splitlines() if record.name in line)
+    assert re.search(r"│\s+done\s+│\s+1x\s+│", row), row
 
     def history():
         return subprocess.run(["sacct", "-j", job_id, "-D", "-X", "-n", "-P", "-o", "State"],
@@ -262,40 +283,81 @@ def _task_pid(job_id: str) -> int:
     raise AssertionError(f"no task 0 in:\n{out}")
 
 
+def test_a_signal_is_a_time_out_past_submitit_s_guaranteed_walltime():
+    from ablate.dispatch.slurm import interruption_kind
+
+    # 60 minutes: guaranteed 48 (80 %); 20 minutes: 10 (the limit less 10 minutes)
+    assert interruption_kind(47 * 60, 60) == "preempted"
+    assert interruption_kind(48 * 60, 60) == "timed_out"
+    assert interruption_kind(9 * 60, 20) == "preempted"
+    assert interruption_kind(10 * 60, 20) == "timed_out"
+    assert interruption_kind(1, 10) == "timed_out"  # submitit's rule: nothing is guaranteed
+    assert interruption_kind(10**6, None) == "preempted"  # no limit known
+
+
 def test_waiting_settles_results_dead_jobs_and_cancellations(tmp_path, monkeypatch):
     """wait_for_results' bookkeeping, with sacct's answers given (the tests above ask sacct)."""
     from submitit.core.utils import cloudpickle_dump
 
     from ablate.dispatch.entry import TrialJob
-    from ablate.dispatch.results import write_result
     from ablate.dispatch.slurm import JobInfo, wait_for_results
+    from ablate.trials.lifecycle import Interrupted, JobDied, Trained, TrialResult
 
     folder = tmp_path / "slurm"
     folder.mkdir()
     jobs = [TrialJob("w", f"t{i}", f"trial {i}", {}, str(tmp_path / "runs" / f"t{i}"))
-            for i in range(4)]
-    infos = [JobInfo(f"9_{i}", str(folder)) for i in range(4)]
-    write_result(jobs[0].run_dir, {"study": "w", "trial_id": "t0", "status": "done",
-                                   "final": {"miou": 0.5}, "epochs": []})
+            for i in range(7)]
+    infos = [JobInfo(f"9_{i}", str(folder)) for i in range(7)]
+    TrialResult("w", "t0", "done", final={"miou": 0.5}).write(jobs[0].run_dir)
     (folder / "9_1_0_log.err").write_text("loading\nsrun: error: vm: task 0: Killed\n")
     cloudpickle_dump(("error", "Traceback (most recent call last):\nOSError: disk full"),
                      folder / "9_3_0_result.pkl")
-    states = {"9_0": "COMPLETED", "9_1": "OUT_OF_MEMORY", "9_2": "CANCELLED", "9_3": "FAILED"}
+    cloudpickle_dump(("error", "submitit.core.utils.UncompletedJobError: Job not requeued "
+                               "because: timed-out too many times."), folder / "9_6_0_result.pkl")
+    states = {"9_0": "COMPLETED", "9_1": "OUT_OF_MEMORY", "9_2": "CANCELLED", "9_3": "FAILED",
+              "9_4": "TIMEOUT", "9_5": "NODE_FAIL", "9_6": "FAILED"}
     monkeypatch.setattr("ablate.dispatch.slurm.job_states", lambda ids: {i: states[i] for i in ids})
     monkeypatch.setattr("ablate.dispatch.slurm.RESULT_GRACE_S", 0.0)
     events = []
     wait_for_results(list(zip(jobs, infos)), lambda job, e: events.append((job.trial_id, e)),
                      sleep=lambda seconds: None)
 
-    finished = {tid: e.result for tid, e in events if isinstance(e, Finished)}
-    assert finished["t0"]["final"] == {"miou": 0.5}
-    assert finished["t1"]["status"] == "failed"
-    assert finished["t1"]["error"] == (
+    ended = {tid: e.outcome for tid, e in events if isinstance(e, Ended)}
+    assert isinstance(ended["t0"], Trained) and ended["t0"].result.final == {"miou": 0.5}
+    assert isinstance(ended["t1"], JobDied) and ended["t1"].job_id == "9_1"
+    assert not ended["t1"].result.done
+    assert ended["t1"].result.error == (
         "Slurm job 9_1 ended OUT_OF_MEMORY without a result\n"
         f"---- last 2 lines of {folder / '9_1_0_log.err'} ----\n"
         "loading\nsrun: error: vm: task 0: Killed")
-    assert finished["t3"]["error"] == ("Slurm job 9_3 ended FAILED without a result\n"
-                                       "Traceback (most recent call last):\nOSError: disk full")
+    assert ended["t3"].result.error == ("Slurm job 9_3 ended FAILED without a result\n"
+                                        "Traceback (most recent call last):\nOSError: disk full")
+    # the cluster stopped these: not failures, they resume from their checkpoints
+    assert ended["t4"] == Interrupted("9_4", "timed_out", "Slurm job 9_4 ended TIMEOUT")
+    assert ended["t5"] == Interrupted("9_5", "preempted", "Slurm job 9_5 ended NODE_FAIL")
+    assert isinstance(ended["t6"], Interrupted) and ended["t6"].status == "timed_out"
     assert [(tid, e) for tid, e in events if isinstance(e, JobCancelled)] == [
         ("t2", JobCancelled("9_2"))]
-    assert sorted(tid for tid, e in events if isinstance(e, JobStateChanged)) == ["t1", "t2", "t3"]
+    assert sorted(tid for tid, e in events if isinstance(e, JobStateChanged)) == [
+        "t1", "t2", "t3", "t4", "t5", "t6"]
+
+
+def test_submitit_s_private_renderer_is_pinned_and_its_absence_is_one_clear_error(monkeypatch):
+    """render_sbatch uses submitit's private renderer (no public API renders a submission
+    file): pyproject pins the minor version it is tested with, and a submitit without it
+    is one line saying which version ablate needs, not an AttributeError."""
+    import tomllib
+
+    import submitit
+    from submitit.slurm import slurm as submitit_slurm
+
+    from ablate.errors import AblateError
+
+    deps = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert "submitit>=1.5,<1.6" in deps["project"]["dependencies"]
+    assert submitit.__version__.startswith("1.5.")
+    monkeypatch.delattr(submitit_slurm, "_make_sbatch_string")
+    with pytest.raises(AblateError, match=r"^submitit 1\.5\.\d+ lacks _make_sbatch_string: "
+                                          r"ablate renders sbatch files with submitit 1\.5\.x; "
+                                          r"pip install 'submitit>=1\.5,<1\.6'$"):
+        render_sbatch(slurm_parameters(SlurmSpec(), job_name="x"), "/tmp/f", 1)

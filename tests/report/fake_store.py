@@ -18,6 +18,7 @@ from __future__ import annotations
 from ablate.recipes.loader import parse_recipe
 from ablate.store import CostRecord, Store
 from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialResult
 
 MNV3_MINI = """
 name = "mnv3_mini"
@@ -85,7 +86,7 @@ def add_study(store: Store, text: str, name: str, figures: dict, trials=None) ->
         store.put_cost(CostRecord(t.arch_id, params, {"backbone": params}, flops, None,
                                   "fvcore-mac", (64, 64)))
         miou, latency = seeds[t.seed]
-        store.ingest_result(result(name, t, miou, latency))
+        store.record(TrialResult.from_json({"format": 1, **result(name, t, miou, latency)}))
     return trials
 
 

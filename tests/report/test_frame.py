@@ -32,7 +32,8 @@ def records_frame(store, studies=None) -> pd.DataFrame:
         row = {
             "study": r.study, "trial_id": r.trial_id, "name": r.name,
             "config_name": r.config_name, "variant": r.variant, "seed": r.seed,
-            "status": r.status, "params": cost.params if cost else None,
+            "status": r.status, "preemptions": r.preemptions,
+            "params": cost.params if cost else None,
             "gflops": cost.gflops if cost else None,
             "flops_convention": cost.flops_convention if cost else None,
             "resolution": "x".join(map(str, cost.resolution)) if cost else None,

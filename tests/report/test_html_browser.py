@@ -100,7 +100,7 @@ def test_report_renders_offline_without_errors(chromium, page, tmp_path):
         browser.screenshot(tmp_path / "report.png")
         problems = browser.problems()
     assert problems == []
-    assert len(images) == 5  # Pareto params / GFLOPs / latency, heatmap, curves
+    assert len(images) == 6  # every seed, Pareto params / GFLOPs / latency, heatmap, curves
     assert all(complete and w > 0 and h > 0 and dw > 0 and dh > 0
                for complete, w, h, dw, dh in images), images
     assert scripts == 1
@@ -110,3 +110,39 @@ def test_report_renders_offline_without_errors(chromium, page, tmp_path):
                      f"{EVIL}[root=plain]", f"{EVIL}[root=<img src=x onerror=alert(3)>]"]
     assert ascending == names[::-1] and descending == names
     assert png_size(tmp_path / "report.png") == (1280, 2000)
+
+
+def test_effect_figures_render_in_the_offline_page(chromium, filled, tmp_path):
+    """--effects --per-class: every seed, the forest plot, P(B > A) and the per-class heat
+    map are drawn in the page, with their tables, and the browser reports no error."""
+    out = tmp_path / "html"
+    result = CliRunner().invoke(main, ["report", "--db", filled.url, "--study", "mnv3_mini",
+                                       "--format", "html", "--effects", "--per-class",
+                                       "--curves", "--min-effect", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with Chromium(chromium, tmp_path / "profile") as browser:
+        browser.load((out / "report.html").as_uri())
+        images = browser.evaluate(
+            "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth,"
+            " i.naturalHeight, i.width])")
+        headings = browser.evaluate(
+            "Array.from(document.querySelectorAll('h2, h3')).map(h => h.textContent)")
+        browser.screenshot(tmp_path / "effects.png")
+        problems = browser.problems()
+    assert problems == []
+    alts = [alt for alt, *_ in images]
+    for start in ("mnv3_mini: validation mIoU of every seed", "mnv3_mini: effect of each axis "
+                  "on mIoU (forest plot)", "mnv3_mini: probability of improvement",
+                  "mnv3_mini: change in IoU of each class"):
+        assert sum(alt.startswith(start) for alt in alts) == 1, (start, alts)
+    assert len(images) == 9  # those 4, Pareto x 3, IoU per class, curves
+    assert all(complete and w > 0 and h > 0 and shown > 0
+               for _alt, complete, w, h, shown in images), images
+    # a figure at the paper's text width (6.875 in at 120 dpi) is drawn whole, not scaled up
+    forest = next(i for i in images if i[0].startswith("mnv3_mini: effect of each axis"))
+    assert forest[2] == 825 and forest[4] == 825
+    assert headings[:5] == ["Configurations", "mnv3_mini: 4 configurations, 8 trials",
+                            "Every seed", "Effects of each axis",
+                            "mnv3_mini: effects of each axis on mIoU"]
+    assert "mnv3_mini: probability of improvement" in headings
+    assert "mnv3_mini: effect of each axis on the IoU of each class" in headings

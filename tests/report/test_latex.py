@@ -80,6 +80,10 @@ def test_quickstart_like_report_compiles(filled, tmp_path):
     assert "wrote " in result.stderr and "wrote" not in result.stdout
     tex = out / "report.tex"
     assert tex.read_text().startswith("\\documentclass{article}")
+    # the forest plot as a figure, beside the document as a PDF (and PNG, SVG)
+    assert r"\ablategraphic{forest.pdf}" in tex.read_text()
+    assert r"\label{fig:ablate-forest}" in tex.read_text()
+    assert {f"forest.{ext}" for ext in ("pdf", "png", "svg")} <= {p.name for p in out.iterdir()}
     log = _compile(tex)
     assert "Missing character" not in log and "Undefined control sequence" not in log
 

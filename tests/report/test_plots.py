@@ -12,8 +12,8 @@ from ablate.report.plots import (
     curves_figure,
     figure_png,
     pareto_figure,
-    pareto_plot,
     per_class_figure,
+    save_figure,
 )
 
 
@@ -76,7 +76,7 @@ def test_study_prefix_with_several_studies():
 
 
 def test_files_and_png_bytes(tmp_path):
-    paths = pareto_plot(configs(), "params", tmp_path / "out")
+    paths = save_figure(pareto_figure(configs(), "params"), tmp_path / "out", "pareto_params")
     assert [p.name for p in paths] == ["pareto_params.png", "pareto_params.svg"]
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and "<svg" in paths[1].read_text()
     assert figure_png(pareto_figure(configs(), "params"))[:4] == b"\x89PNG"
@@ -104,7 +104,9 @@ def test_curves(by, lines):
         assert list(miou.lines[0].get_ydata()) == [20.5, 40.5]
         assert len(miou.collections) == 1
     else:
-        assert [line.get_label() for line in miou.lines] == ["c0 (t1)", "c0 (t2)"]
+        # one line per seed in its configuration's colour, one legend entry per configuration
+        assert [line.get_label() for line in miou.lines] == ["c0", "_nolegend_"]
+        assert miou.lines[0].get_color() == miou.lines[1].get_color()
 
 
 def _covered_points(fig) -> list[tuple[str, int]]:

@@ -9,6 +9,7 @@ from ablate.report.build import build_report, latency_figures
 from ablate.report.runtimes import runtime_tables
 from ablate.store import CostRecord, Store
 from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialResult
 
 RECIPE = """
 name = "rt"
@@ -54,7 +55,7 @@ def store(tmp_path) -> Store:
     for t in trials:
         store.put_cost(CostRecord(t.arch_id, 1000, {"backbone": 1000}, 10**9, None,
                                   "fvcore-mac", (64, 64)))
-        store.ingest_result(_result(t))
+        store.record(TrialResult.from_json({"format": 1, **_result(t)}))
     return store
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
-
-import pytest
 
 from ablate.recipes.loader import parse_recipe
 from ablate.store import Store
 from ablate.store.claims import Busy, Claim
 from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialResult, TrialStatus
 from tests.conftest import TINY_RECIPE
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -32,28 +30,43 @@ def study(store: Store, text: str = TINY_RECIPE) -> list[str]:
     return [t.trial_id for t in trials]
 
 
-def result(trial_id: str, epoch: int | None, miou: float) -> dict:
-    out = {"study": "tiny", "trial_id": trial_id, "status": "done", "final": {"miou": miou},
-           "epochs": [{"epoch": 1, "step": 2, "metrics": {"train_loss": 1.0}}]}
-    if epoch is not None:
-        out["claim_epoch"] = epoch
-    return out
+def expire_lease(store: Store, trial_id: str) -> None:
+    """What a lease that was not renewed comes to, without waiting for it: expired."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from ablate.store.models import TrialRow
+
+    with store.session() as s:
+        s.execute(update(TrialRow).where(TrialRow.trial_id == trial_id).values(
+            lease_expires_at=store.database_time() - timedelta(seconds=1)))
 
 
-@pytest.mark.slow
+def result(trial_id: str, epoch: int | None, miou: float) -> TrialResult:
+    return TrialResult("tiny", trial_id, TrialStatus.DONE, final={"miou": miou},
+                       epochs=[{"epoch": 1, "step": 2, "metrics": {"train_loss": 1.0}}],
+                       claim_epoch=epoch)
+
+
+def failure(trial_id: str, epoch: int | None, error: str) -> TrialResult:
+    return TrialResult.failure("tiny", trial_id, error, claim_epoch=epoch)
+
+
 def test_a_claimed_trial_is_busy_for_others_until_its_lease_expires(db_url):
     store = Store(db_url)
     tid = study(store)[0]
-    first = store.claim("tiny", tid, holder(1), lease_seconds=1.5, run_dir="/runs/a")
+    first = store.claim("tiny", tid, holder(1), lease_seconds=600, run_dir="/runs/a")
     assert isinstance(first, Claim) and first.epoch == 1 and first.taken_over is None
-    busy = store.claim("tiny", tid, holder(2), lease_seconds=1.5)
+    busy = store.claim("tiny", tid, holder(2), lease_seconds=600)
     assert isinstance(busy, Busy) and (busy.status, busy.holder) == ("running", holder(1))
     assert store.renew(first)
     (record,) = [r for r in store.trials("tiny") if r.trial_id == tid]
     assert (record.status, record.holder, record.run_dir) == ("running", holder(1), "/runs/a")
     assert record.heartbeat_at is not None and record.lease_expires_at > record.heartbeat_at
 
-    time.sleep(1.6)  # holder 1 stops renewing: its lease expires
+    assert store.claimable("tiny", [tid]) == []
+    expire_lease(store, tid)  # holder 1 stopped renewing: its lease ran out
     assert store.claimable("tiny", [tid]) == [tid]
     second = store.claim("tiny", tid, holder(2, "slurm", "7_1"), lease_seconds=30)
     assert isinstance(second, Claim) and second.epoch == 2 and second.taken_over == holder(1)
@@ -61,15 +74,15 @@ def test_a_claimed_trial_is_busy_for_others_until_its_lease_expires(db_url):
     assert store.trials("tiny")[0].job_id == "7_1"
 
     # the old holder's late result is not recorded while the new holder's lease is live
-    assert not store.ingest_result(result(tid, first.epoch, 0.1))
+    assert not store.record(result(tid, first.epoch, 0.1))
     assert store.statuses("tiny")[tid] == "running"
-    assert store.ingest_result(result(tid, second.epoch, 0.2))
+    assert store.record(result(tid, second.epoch, 0.2))
     (record,) = [r for r in store.trials("tiny") if r.trial_id == tid]
     assert (record.status, record.metrics, record.lease_expires_at) == ("done", {"miou": 0.2}, None)
     assert [e.key for e in store.epoch_metrics("tiny", tid)] == ["train_loss"]
     # done: nobody claims it again, and no result counts twice
     assert store.claim("tiny", tid, holder(3), 30).status == "done"
-    assert not store.ingest_result(result(tid, second.epoch, 0.3))
+    assert not store.record(result(tid, second.epoch, 0.3))
     assert not store.renew(second)
 
 
@@ -87,13 +100,13 @@ def test_release_gives_the_trial_back_at_once(db_url):
 def test_failed_trials_are_retried_once_per_study_run(db_url):
     store = Store(db_url)
     tid = study(store)[0]
-    store.ingest_result({**result(tid, None, 0.0), "status": "failed", "error": "boom"})
+    store.record(failure(tid, None, "boom"))
     started = store.database_time()
     # every runner started after the failure may retry it; the first claims it
     assert store.claim("tiny", tid, holder(1), 600, failed_before=None).status == "failed"
     claim = store.claim("tiny", tid, holder(1), 600, failed_before=started)
     assert isinstance(claim, Claim)
-    store.ingest_result({**result(tid, claim.epoch, 0.0), "status": "failed", "error": "again"})
+    store.record(failure(tid, claim.epoch, "again"))
     # a runner started before that retry failed leaves it: one retry per study run
     assert store.claim("tiny", tid, holder(2), 600, failed_before=started).status == "failed"
 
@@ -101,10 +114,10 @@ def test_failed_trials_are_retried_once_per_study_run(db_url):
 def test_a_queued_slurm_trial_is_claimed_by_whoever_starts_first(db_url):
     store = Store(db_url)
     tid = study(store)[0]
-    store.mark_running("tiny", tid, "/runs/x", job_id="9_0")  # submitted, not started
+    store.submitted("tiny", tid, "/runs/x", job_id="9_0")  # submitted, not started
     claim = store.claim("tiny", tid, holder(1), 600)
     assert isinstance(claim, Claim) and store.trials("tiny")[0].job_id is None
-    store.mark_running("tiny", tid, "/runs/x", job_id="9_1")  # a later submission: held
+    store.submitted("tiny", tid, "/runs/x", job_id="9_1")  # a later submission: held
     assert store.trials("tiny")[0].job_id is None
     assert store.claim("tiny", tid, holder(2, "slurm", "9_1"), 600).status == "running"
 
@@ -156,6 +169,10 @@ def test_a_requeued_slurm_job_takes_its_own_claim_back(db_url):
     assert store.claim("tiny", tid, holder(11, "slurm", "5_1"), 600).status == "running"
     again = store.claim("tiny", tid, holder(12, "slurm", "5_0"), 600)  # same job, requeued
     assert isinstance(again, Claim) and again.epoch == first.epoch + 1
+    # the cluster stopped and restarted the job: a preemption, not another attempt
+    assert (again.resumed, again.taken_over) == ("requeued", None)
+    (record,) = [r for r in store.trials("tiny") if r.trial_id == tid]
+    assert (record.attempts, record.preemptions) == (1, 1)
 
 
 def test_a_result_without_an_epoch_never_overwrites_a_live_holder(db_url):
@@ -164,10 +181,10 @@ def test_a_result_without_an_epoch_never_overwrites_a_live_holder(db_url):
     store = Store(db_url)
     tid = study(store)[0]
     live = store.claim("tiny", tid, holder(2), lease_seconds=30)
-    dead = {**result(tid, None, 0.0), "status": "failed", "error": "job 7_1 TIMEOUT"}
-    assert not store.ingest_result(dead)
+    dead = failure(tid, None, "job 7_1 TIMEOUT")
+    assert not store.record(dead, dead_job="7_1")
     assert store.statuses("tiny")[tid] == "running" and store.renew(live)
-    assert store.ingest_result(result(tid, live.epoch, 0.4))
+    assert store.record(result(tid, live.epoch, 0.4))
     assert store.statuses("tiny")[tid] == "done"
 
 
@@ -178,11 +195,9 @@ def test_the_holder_s_own_dead_slurm_job_records_the_trial_failed_at_once(db_url
     tid = study(store)[0]
     claim = store.claim("tiny", tid, holder(11, "slurm", "9_0"), 600.0)
     assert not isinstance(claim, Busy)
-    other = {**result(tid, None, 0.0), "status": "failed", "final": {}, "epochs": [],
-             "error": "Slurm job 8_0 ended FAILED without a result", "dead_job_id": "8_0"}
-    assert store.ingest_result(other) is False  # not the holder: its lease stands
-    own = {**other, "error": "Slurm job 9_0 ended FAILED without a result",
-           "dead_job_id": "9_0"}
-    assert store.ingest_result(own) is True
+    other = failure(tid, None, "Slurm job 8_0 ended FAILED without a result")
+    assert store.record(other, dead_job="8_0") is False  # not the holder: its lease stands
+    own = failure(tid, None, "Slurm job 9_0 ended FAILED without a result")
+    assert store.record(own, dead_job="9_0") is True
     (record,) = [r for r in store.trials("tiny") if r.trial_id == tid]
     assert record.status == "failed" and record.error.startswith("Slurm job 9_0 ended FAILED")

@@ -20,6 +20,7 @@ from ablate.recipes.loader import parse_recipe
 from ablate.store import CostRecord, Store
 from ablate.store.schema import current_revision, head_revision
 from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialResult, TrialStatus
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 RECIPE = """
@@ -44,14 +45,15 @@ def store(db_url):
 
 
 def result(trial, status="done", miou=0.5, error=None):
-    return {"study": "c", "trial_id": trial.trial_id, "status": status, "error": error,
-            "run_dir": f"/runs/{trial.trial_id}",
-            "final": {"miou": miou, "iou/cat": 0.25} if status == "done" else {},
-            "epochs": [{"epoch": 1, "step": 4, "metrics": {"train_loss": 1.5, "val_miou": 0.4}},
-                       {"epoch": 2, "step": 8, "metrics": {"train_loss": 1.0}}],
-            "environment": {"torch": "2.14.1", "host": "n1"},
-            "weights_report": {"loaded": 3}, "started_at": "2026-01-01T00:00:00",
-            "finished_at": "2026-01-01T00:01:30"}
+    return TrialResult(
+        "c", trial.trial_id, TrialStatus(status), error=error,
+        run_dir=f"/runs/{trial.trial_id}",
+        final={"miou": miou, "iou/cat": 0.25} if status == "done" else {},
+        epochs=[{"epoch": 1, "step": 4, "metrics": {"train_loss": 1.5, "val_miou": 0.4}},
+                {"epoch": 2, "step": 8, "metrics": {"train_loss": 1.0}}],
+        environment={"torch": "2.14.1", "host": "n1"},
+        weights_report={"loaded": 3}, started_at="2026-01-01T00:00:00",
+        finished_at="2026-01-01T00:01:30")
 
 
 def test_study_and_trials_round_trip(store, trials):
@@ -76,15 +78,15 @@ def test_statuses_move_pending_running_done_failed_and_back(store, trials):
     store.upsert_study("c")
     store.register_trials("c", trials)
     a, b, c = (t.trial_id for t in trials[:3])
-    store.mark_running("c", a, "/runs/a", "17_0")
-    store.mark_running("c", b)
-    store.mark_failed("c", c, "boom")
+    assert store.submitted("c", a, "/runs/a", "17_0")
+    assert store.submitted("c", b)
+    store.record(TrialResult.failure("c", c, "boom"))
     assert store.statuses("c") == {a: "running", b: "running", c: "failed",
                                    trials[3].trial_id: "pending"}
     rec = {r.trial_id: r for r in store.trials("c")}
     assert (rec[a].run_dir, rec[a].job_id) == ("/runs/a", "17_0")
     assert rec[c].error == "boom" and isinstance(rec[c].finished_at, datetime)
-    assert [r.trial_id for r in store.trials("c", status="running")] == [a, b]
+    assert [r.trial_id for r in store.trials("c", status=TrialStatus.RUNNING)] == [a, b]
     store.reset("c", [a, c])
     assert store.statuses("c")[a] == "pending" and store.statuses("c")[c] == "pending"
     assert {r.trial_id: r.error for r in store.trials("c")}[c] is None
@@ -93,9 +95,9 @@ def test_statuses_move_pending_running_done_failed_and_back(store, trials):
 def test_ingest_is_idempotent_and_keeps_every_figure(store, trials):
     store.upsert_study("c")
     store.register_trials("c", trials)
-    assert store.ingest_result(result(trials[0])) is True
-    assert store.ingest_result(result(trials[0], miou=0.9)) is False  # done stays done
-    store.mark_running("c", trials[0].trial_id)  # a late "start" cannot undo done
+    assert store.record(result(trials[0])) is True
+    assert store.record(result(trials[0], miou=0.9)) is False  # done stays done
+    assert not store.submitted("c", trials[0].trial_id)  # a late "start" cannot undo done
     rec = store.trials("c")[0]
     assert rec.status == "done" and rec.metrics == {"miou": 0.5, "iou/cat": 0.25}
     assert rec.environment == {"torch": "2.14.1", "host": "n1"}
@@ -112,11 +114,11 @@ def test_failed_result_then_a_rerun_replaces_it(store, trials):
     store.upsert_study("c")
     store.register_trials("c", trials[:1])
     tid = trials[0].trial_id
-    assert store.ingest_result(result(trials[0], "failed", error="Traceback: boom")) is True
+    assert store.record(result(trials[0], "failed", error="Traceback: boom")) is True
     rec = store.trials("c")[0]
     assert (rec.status, rec.error, rec.metrics) == ("failed", "Traceback: boom", {})
     assert len(store.epoch_metrics("c", tid)) == 3
-    assert store.ingest_result(result(trials[0], miou=0.75)) is True
+    assert store.record(result(trials[0], miou=0.75)) is True
     rec = store.trials("c")[0]
     assert (rec.status, rec.error, rec.metrics["miou"]) == ("done", None, 0.75)
     assert len(store.epoch_metrics("c", tid)) == 3  # replaced, not added
@@ -138,7 +140,7 @@ def test_unknown_study_and_trial_are_clear_errors(store):
         store.register_trials("nope", [])
     store.upsert_study("c")
     with pytest.raises(StoreError, match="no trial abc in study 'c'"):
-        store.mark_running("c", "abc")
+        store.submitted("c", "abc")
 
 
 def test_another_schema_is_refused_with_the_upgrade_command(db_url):

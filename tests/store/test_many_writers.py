@@ -10,6 +10,7 @@ import pytest
 from ablate.recipes.loader import parse_recipe
 from ablate.store import CostRecord, Store
 from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialResult, TrialStatus
 
 WRITERS = 8
 TRIALS_PER_WRITER = 3
@@ -21,13 +22,13 @@ seeds = {list(range(WRITERS * TRIALS_PER_WRITER // 2))}
 """
 
 
-def _result(trial_id: str, writer: int) -> dict:
-    return {"study": "many", "trial_id": trial_id, "status": "done", "error": None,
-            "final": {"miou": writer / 100, "latency_ms": 1.0},
-            "epochs": [{"epoch": e, "step": 2 * e, "metrics": {"train_loss": 1.0 / e}}
-                       for e in (1, 2, 3)],
-            "environment": {"writer": writer}, "started_at": "2026-01-01T00:00:00",
-            "finished_at": "2026-01-01T00:01:00"}
+def _result(trial_id: str, writer: int) -> TrialResult:
+    return TrialResult("many", trial_id, TrialStatus.DONE,
+                       final={"miou": writer / 100, "latency_ms": 1.0},
+                       epochs=[{"epoch": e, "step": 2 * e, "metrics": {"train_loss": 1.0 / e}}
+                               for e in (1, 2, 3)],
+                       environment={"writer": writer}, started_at="2026-01-01T00:00:00",
+                       finished_at="2026-01-01T00:01:00")
 
 
 def _writer(url: str, writer: int, trial_ids: list[str], barrier, errors) -> None:
@@ -39,8 +40,8 @@ def _writer(url: str, writer: int, trial_ids: list[str], barrier, errors) -> Non
             store.put_cost(CostRecord("shared-arch", 10, {"a": 10}, 20, {"a": 20}, "fvcore-mac",
                                       (8, 8)))
             store.put_cost(CostRecord(f"arch-{trial_id}", writer, {}, None, None, None, (8, 8)))
-            store.mark_running("many", trial_id, f"/runs/{trial_id}", f"{writer}_0")
-            assert store.ingest_result(_result(trial_id, writer)) is True
+            store.submitted("many", trial_id, f"/runs/{trial_id}", f"{writer}_0")
+            assert store.record(_result(trial_id, writer)) is True
         store.close()
     except BaseException:
         errors.put(f"writer {writer}: {traceback.format_exc()}")
@@ -94,7 +95,7 @@ def _same_result_writer(url: str, writer: int, trial_ids: list[str], barrier, ou
         store = Store(url)
         barrier.wait(timeout=60)
         for trial_id in trial_ids:
-            outcomes.put((trial_id, store.ingest_result(_result(trial_id, 7))))
+            outcomes.put((trial_id, store.record(_result(trial_id, 7))))
         store.close()
     except BaseException:
         outcomes.put(("error", f"writer {writer}: {traceback.format_exc()}"))

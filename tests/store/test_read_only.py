@@ -9,6 +9,7 @@ from ablate.errors import StoreError
 from ablate.recipes.loader import parse_recipe
 from ablate.store import Store
 from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialResult
 
 RECIPE = """
 name = "s"
@@ -27,11 +28,11 @@ def test_reads_what_is_recorded_and_writes_nothing(db_url):
     assert [s.name for s in reader.studies()] == ["s"]
     assert reader.statuses("s") == {t.trial_id: "pending" for t in trials}
     with pytest.raises(StoreError, match="(?i)read.?only"):
-        reader.mark_failed("s", trials[0].trial_id, "written by a reader")
+        reader.record(TrialResult.failure("s", trials[0].trial_id, "written by a reader"))
     with pytest.raises(StoreError, match="(?i)read.?only"):
         reader.upsert_study("another")
     # a writer's later record is seen by the open reader (a fresh snapshot per call)
-    writer.mark_failed("s", trials[1].trial_id, "boom")
+    writer.record(TrialResult.failure("s", trials[1].trial_id, "boom"))
     assert reader.statuses("s") == {trials[0].trial_id: "pending", trials[1].trial_id: "failed"}
     assert [s.name for s in writer.studies()] == ["s"]
     reader.close()

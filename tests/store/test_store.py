@@ -8,6 +8,7 @@ from ablate.errors import SchemaVersionError, StoreError
 from ablate.recipes.loader import parse_recipe
 from ablate.store import CostRecord, Store
 from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialResult, TrialStatus
 
 RECIPE = """
 name = "s"
@@ -27,12 +28,12 @@ def trials():
     return expand(parse_recipe(RECIPE, "s.toml"))
 
 
-def result(trial, status="done", miou=0.5):
-    return {"study": "s", "trial_id": trial.trial_id, "status": status, "error": None,
-            "final": {"miou": miou, "iou/cat": 0.25},
-            "epochs": [{"epoch": 1, "step": 4, "metrics": {"train_loss": 1.5}}],
-            "environment": {"torch": "x"}, "started_at": "2026-01-01T00:00:00",
-            "finished_at": "2026-01-01T00:01:00"}
+def result(trial, status="done", miou=0.5, **fields):
+    values = {"final": {"miou": miou, "iou/cat": 0.25},
+              "epochs": [{"epoch": 1, "step": 4, "metrics": {"train_loss": 1.5}}],
+              "environment": {"torch": "x"}, "started_at": "2026-01-01T00:00:00",
+              "finished_at": "2026-01-01T00:01:00", **fields}
+    return TrialResult("s", trial.trial_id, TrialStatus(status), **values)
 
 
 def test_round_trip(store, trials):
@@ -40,9 +41,9 @@ def test_round_trip(store, trials):
     assert store.register_trials("s", trials) == 4
     assert store.register_trials("s", trials) == 0  # idempotent
     assert set(store.statuses("s").values()) == {"pending"}
-    store.mark_running("s", trials[0].trial_id, "/runs/x")
-    assert store.ingest_result(result(trials[0])) is True
-    assert store.ingest_result(result(trials[0], miou=0.9)) is False  # done stays done
+    store.submitted("s", trials[0].trial_id, "/runs/x")
+    assert store.record(result(trials[0])) is True
+    assert store.record(result(trials[0], miou=0.9)) is False  # done stays done
     rec = {r.trial_id: r for r in store.trials("s")}[trials[0].trial_id]
     assert rec.status == "done" and rec.metrics == {"miou": 0.5, "iou/cat": 0.25}
     assert rec.environment == {"torch": "x"} and rec.run_dir == "/runs/x"
@@ -54,9 +55,9 @@ def test_round_trip(store, trials):
 def test_failed_then_rerun_replaces_figures(store, trials):
     store.upsert_study("s")
     store.register_trials("s", trials[:1])
-    store.ingest_result({**result(trials[0], "failed"), "error": "boom", "final": {}})
+    store.record(result(trials[0], "failed", error="boom", final={}))
     assert store.trials("s")[0].status == "failed" and store.trials("s")[0].error == "boom"
-    assert store.ingest_result(result(trials[0])) is True
+    assert store.record(result(trials[0])) is True
     assert store.trials("s")[0].status == "done"
 
 

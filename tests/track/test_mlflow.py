@@ -67,10 +67,8 @@ def test_an_unreachable_mlflow_is_a_warning_not_a_failed_trial(capsys):
     assert trackers.sinks == []
     progress = trackers.wrap(None)
     progress(Stepped(step=1, total_steps=1, epoch=1, epochs=1, loss=1.0, lr=0.1))
-    result = {"status": "done", "final": {}, "environment": {}}
-    trackers.finish(result)
-    assert result["environment"]["tracking"]["mlflow"]["error"].startswith("RuntimeError: no "
-                                                                          "MLflow experiment")
+    where = trackers.finish({"status": "done", "final": {}, "environment": {}})
+    assert where["mlflow"]["error"].startswith("RuntimeError: no MLflow experiment")
     assert capsys.readouterr().err.count("Warning: tracker mlflow stopped") == 1
 
 

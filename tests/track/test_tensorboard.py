@@ -9,6 +9,7 @@ from ablate.cli import main
 from ablate.store import Store
 from ablate.track import TrackedTrial, open_trackers
 from ablate.train.events import Stepped
+from tests.install.hiding import hidden
 
 pytest.importorskip("tensorboard", reason="pip install 'ablate[tensorboard]'")
 
@@ -84,10 +85,9 @@ def test_a_failing_tracker_warns_once_and_the_events_still_flow(capsys):
     progress = trackers.wrap(seen.append)
     for step in (1, 2, 3):
         progress(Stepped(step=step, total_steps=3, epoch=1, epochs=1, loss=1.0, lr=0.1))
-    result = {"status": "done", "final": {"miou": 0.5}, "environment": {}}
-    trackers.finish(result)
+    where = trackers.finish({"status": "done", "final": {"miou": 0.5}, "environment": {}})
     assert [e.step for e in seen] == [1, 2, 3] and boom.calls == 1
-    assert result["environment"]["tracking"] == {"tensorboard": {"error": "OSError: disk full"}}
+    assert where == {"tensorboard": {"error": "OSError: disk full"}}
     err = capsys.readouterr().err
     assert err == ("Warning: tracker tensorboard stopped for trial trial-1: OSError: disk full; "
                    "training continues\n")
@@ -107,14 +107,10 @@ def test_unknown_or_missing_tracker_is_refused(tiny_recipe, tmp_path, monkeypatc
     bad = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(tmp_path / "x.db"),
                                     "--tracking", "wandb"])
     assert bad.exit_code == 2 and "--tracking" in bad.output and "tensorboard" in bad.output
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "mlflow" else real(name, *a))
-    missing = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(tmp_path / "x.db"),
-                                        "--tracking", "mlflow"])
+    with hidden("mlflow"):
+        missing = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db",
+                                            str(tmp_path / "x.db"), "--tracking", "mlflow"])
     assert missing.exit_code == 2
-    assert missing.output.strip() == ("Error: --tracking mlflow: needs the mlflow package; "
+    assert missing.output.strip() == ("Error: --tracking mlflow needs mlflow: "
                                       "pip install 'ablate[mlflow]'")
     assert not (tmp_path / "x.db").exists()

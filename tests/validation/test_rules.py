@@ -74,7 +74,7 @@ def test_size_is_counted_before_any_trial_is_built(monkeypatch):
                        ("grid", '"train.batch_size"', f"[{axis}]"))
     recipe = parse_recipe(text, "big.toml")
     assert count_trials(recipe) == 1 * 2 * 1000 * 1000 * 10
-    monkeypatch.setattr("ablate.trials.expand.validate_spec",
+    monkeypatch.setattr("ablate.trials.expand.SpecValidator",
                         lambda *a: pytest.fail("a trial was built before the size check"))
     with pytest.raises(RecipeError) as err:
         expand(recipe)

@@ -1,0 +1,163 @@
+"""The sequential rule's error rates, power and estimate, by simulating many studies.
+
+Every figure here comes from fresh generators (not the paths the rule simulates with),
+seeded, and vectorised over studies: a few seconds in all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ablate.analysis import rule as R
+from ablate.analysis.design import Design
+from ablate.analysis.sequential import look_statistics, looks_for, spent, z_boundaries
+
+ALPHA, K = 0.05, 10
+
+
+def design(margin: float | None = None, *, futility: bool = True, spending="obrien-fleming",
+           max_seeds=K) -> Design:
+    return Design("sequential", alpha=ALPHA, max_seeds=max_seeds, start_seeds=1,
+                  spending=spending, min_effect=margin,
+                  futility_power=0.8 if margin and futility else None)
+
+
+def studies(effect: float, count: int, seed: int, rule_design: Design):
+    """``count`` one-effect studies (unit noise) read by the rule at every look, each
+    stopped where the loop stops it: codes, means and intervals at every look and at the
+    stop."""
+    values = np.random.default_rng(seed).standard_normal((count, rule_design.max_seeds))
+    looks = looks_for(rule_design.max_seeds, 1, rule_design.max_seeds)
+    mean, se = look_statistics(values + effect, looks)
+    reading = R.read(mean, se, R.rule_for(rule_design, ALPHA), rule_design.min_effect)
+    decided = reading.code != R.INCONCLUSIVE
+    stop = np.where(decided.any(axis=1), decided.argmax(axis=1), decided.shape[1] - 1)
+    return reading, stop, np.asarray(looks)
+
+
+def test_spending_functions():
+    # one side of the two-sided O'Brien-Fleming boundaries: the same boundaries at half alpha
+    fractions = (0.2, 0.4, 0.6, 0.8, 1.0)
+    one = z_boundaries(fractions, 0.025, "obrien-fleming", sides=1)
+    assert one == pytest.approx(z_boundaries(fractions, 0.05, "obrien-fleming"), abs=2e-3)
+    # Hwang-Shih-DeCani: 0.2 (1 - e^{2t}) / (1 - e^2); gamma 0 spends linearly
+    assert spent(0.5, 0.2, "hsd(-2)", sides=1) == pytest.approx(
+        0.2 * (1 - math.e) / (1 - math.e**2))
+    assert spent(0.5, 0.2, "hsd(0)", sides=1) == pytest.approx(0.1)
+    assert spent(1.0, 0.2, "hsd(-2)", sides=1) == pytest.approx(0.2)
+    # the first boundary spends hsd's share exactly: P(Z > b_1) = spent(t_1)
+    from scipy.special import ndtr
+
+    first = z_boundaries((0.3, 1.0), 0.2, "hsd(-2)", sides=1)[0]
+    assert float(ndtr(-first)) == pytest.approx(spent(0.3, 0.2, "hsd(-2)", sides=1))
+
+
+def test_null_studies_keep_the_error_rate_and_stop_early_for_futility():
+    """The decision procedure where nothing differs: a wrong better/worse in at most
+    alpha of studies; with a margin most of them stop for futility before --max-seeds."""
+    margin = R.detectable_effect(1, K, ALPHA, "obrien-fleming")
+    count = 20_000
+    se = math.sqrt(ALPHA * (1 - ALPHA) / count)
+    plain, stop_plain, looks = studies(0.0, count, 1, design())
+    wrong = np.isin(plain.code, (R.BETTER, R.WORSE)).any(axis=1).mean()
+    assert wrong <= ALPHA + 2 * se
+    futile, stop, _ = studies(0.0, count, 1, design(margin))
+    rows = np.arange(count)
+    codes = futile.code[rows, stop]
+    assert np.isin(codes, (R.BETTER, R.WORSE)).mean() <= wrong  # non-binding: never more
+    assert (codes == R.FUTILE).mean() > 0.9
+    seeds, seeds_plain = looks[stop].mean(), looks[stop_plain].mean()
+    assert seeds_plain > 9.9 and seeds < 0.7 * seeds_plain
+
+
+def test_futility_stops_an_effect_of_the_margin_at_most_beta_of_the_time():
+    """80% power at d: whatever the noise, an effect of exactly d has its futility upper
+    bound below d at some look in 20% of studies (calibrated), and is stopped there at
+    most that often."""
+    for sd in (1.0, 7.0):  # the rule reads t statistics: the noise's scale is irrelevant
+        margin = 1.2 * sd
+        d = design(margin)
+        count = 20_000
+        values = np.random.default_rng(3).standard_normal((count, K)) * sd + margin
+        looks = looks_for(K, 1, K)
+        mean, se = look_statistics(values, looks)
+        reading = R.read(mean, se, R.rule_for(d, ALPHA), margin)
+        crossed = (reading.futility_high < margin).any(axis=1).mean()
+        mc = math.sqrt(0.2 * 0.8 / count)
+        assert abs(crossed - 0.2) < 3 * mc, crossed
+        decided = reading.code != R.INCONCLUSIVE
+        stop = np.where(decided.any(axis=1), decided.argmax(axis=1), K - 2)
+        assert (reading.code[np.arange(count), stop] == R.FUTILE).mean() <= 0.2
+
+
+def test_equivalence_is_a_tost_at_the_level_per_effect():
+    """At the margin (the least favourable truth) 'equivalent' at most alpha of the time:
+    each side is a one-sided repeated bound the truth crosses with probability alpha."""
+    count = 20_000
+    mc = math.sqrt(ALPHA * (1 - ALPHA) / count)
+    for margin in (0.9, 3.0):
+        values = np.random.default_rng(4).standard_normal((count, 40)) + margin
+        d = design(margin, futility=False, max_seeds=40)
+        looks = looks_for(40, 1, 40)
+        mean, se = look_statistics(values, looks)
+        reading = R.read(mean, se, R.rule_for(d, ALPHA), margin)
+        crossed = (reading.tost_high <= margin).any(axis=1).mean()
+        assert abs(crossed - ALPHA) < 3 * mc, crossed
+        rate = (reading.code == R.EQUIVALENT).any(axis=1).mean()
+        assert rate <= ALPHA + 2 * mc, rate
+
+
+def test_the_power_of_the_detectable_effect_on_fresh_studies():
+    for spending in ("obrien-fleming", "pocock"):
+        effect = R.detectable_effect(1, K, ALPHA, spending)
+        reading, stop, _ = studies(effect, 20_000, 6, design(spending=spending))
+        power = (reading.code[np.arange(len(stop)), stop] == R.BETTER).mean()
+        assert power == pytest.approx(0.8, abs=0.012), (spending, power)
+    # O'Brien-Fleming keeps nearly a fixed design's power; Pocock pays at the end
+    assert R.detectable_effect(1, K, ALPHA, "obrien-fleming") < R.detectable_effect(
+        1, K, ALPHA, "pocock")
+
+
+def test_the_bias_adjusted_estimate_removes_the_bias_of_early_stops():
+    """Pocock spending stops early on large means: the mean where the loop stopped
+    leans away from 0; the bias-adjusted estimate does not (300 studies, se ~0.02)."""
+    d = design(spending="pocock")
+    effect = R.detectable_effect(1, K, ALPHA, "pocock")
+    reading, stop, looks = studies(effect, 300, 7, d)
+    rows = np.arange(300)
+    mean = reading.mean[rows, stop]
+    sd = reading.se[rows, stop] * np.sqrt(looks[stop])
+    adjusted = np.array([R.adjusted_estimate(m, s, d, ALPHA) for m, s in zip(mean, sd)])
+    assert mean.mean() - effect > 0.045
+    assert abs(adjusted.mean() - effect) < 0.02
+    assert R.adjusted_estimate(1.0, 0.0, d, ALPHA) == 1.0  # no noise estimate: the mean
+
+
+def test_the_loops_own_decision_code_reads_studies_as_the_rule_does():
+    """simulate() grows studies with the loop's real steps (effects table, decide,
+    stop_reason); the rule applied to the same per-seed contrasts stops each at the same
+    seed with the same verdict."""
+    from ablate.dispatch.simulate import simulate, standard_designs
+
+    one_axis = standard_designs(effect_sd=0.3)[0]
+    margin = 7.0
+    loop = design(margin)
+    summary = simulate(one_axis, loop, 300, seed=21)
+    rng = np.random.default_rng(21)  # simulate()'s draws, in its order
+    contrasts = []
+    for _ in range(300):
+        full = (one_axis.means[:, None] + rng.normal(0.0, one_axis.seed_sd, size=K)
+                + rng.normal(0.0, one_axis.noise_sd, size=(2, K)))
+        contrasts.append(full[1] - full[0])
+    looks = looks_for(K, 1, K)
+    mean, se = look_statistics(np.array(contrasts), looks)
+    reading = R.read(mean, se, R.rule_for(loop, ALPHA), margin)
+    decided = reading.code != R.INCONCLUSIVE
+    stop = np.where(decided.any(axis=1), decided.argmax(axis=1), K - 2)
+    assert summary.trials == [2 * looks[k] for k in stop]
+    codes = reading.code[np.arange(300), stop]
+    assert summary.futile.get("x: a -> b", 0) == (codes == R.FUTILE).sum() > 0
+    assert summary.decided_right["x: a -> b"] == (codes == R.BETTER).sum() > 0
