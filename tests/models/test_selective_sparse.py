@@ -52,6 +52,9 @@ def _masks() -> dict[str, torch.Tensor]:
         "all-full": torch.zeros(2, 1, hc, wc),
         "all-down": torch.ones(2, 1, hc, wc),
         "checkerboard": torch.stack([checker, 1 - checker])[:, None],
+        # one image all full-resolution, the other all down-sampled: each path's rows
+        # come from one image only, and neither shortcut applies to the batch
+        "full-and-down": torch.stack([torch.zeros(hc, wc), torch.ones(hc, wc)])[:, None],
         "blobs-0.25": forced_mask(GRID, 0.25, "blobs", seed=2, batch=2),
         "blobs-0.4": forced_mask(GRID, 0.4, "blobs", seed=3, batch=2),
         "random-0.6": forced_mask(GRID, 0.6, "random", seed=1, batch=2),
@@ -75,6 +78,25 @@ def test_sparse_equals_dense_emulation(model, name):
         assert (sparse - dense).abs().max() <= TOL * dense.abs().max()
     shortcut = SparseSelective(model)(x, mask)["out"]  # plain networks at densities 0, 1
     assert (shortcut - dense).abs().max() <= TOL * dense.abs().max()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernels", ["tiles", "rows"])
+def test_a_batch_is_its_images_run_one_by_one(kernels):
+    """Masks differ per image; gathered across the batch, each image's output is its own."""
+    model = _model("avg", seed=3)
+    x = torch.randn(3, 3, *SIZE, generator=torch.Generator().manual_seed(9))
+    mask = torch.cat([forced_mask(GRID, 0.3, "blobs", seed=1), forced_mask(GRID, 0.5, "random"),
+                      forced_mask(GRID, 0.8, "random", seed=2)])
+    run = SparseSelective(model, shortcuts=False, kernels=kernels)
+    batch = run(x, mask)["out"]
+    for i in range(3):
+        alone = run(x[i:i + 1], mask[i:i + 1])["out"]
+        assert (batch[i:i + 1] - alone).abs().max() <= TOL * alone.abs().max()
+    # the tile plan holds each image's own tiles: tile (b, ty, tx) rows for all three images
+    grid = SparseGrid(mask[:, 0] > 0.5, (9, 7), 2, "avg")
+    plan = blocksparse.TilePlan(grid, "high", 2)
+    assert set(plan.tiles[:, 0].tolist()) == {0, 1, 2}
 
 
 @pytest.mark.slow
