@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/bench_selective.py                  # all threads, wall clock, 512x1024
     .venv/bin/python bench/bench_selective.py --threads 1      # one thread, process CPU time
+    # the quick set (8 cases, 3 calls each: about 3 minutes on a quiet 2-core CPU)
+    .venv/bin/python bench/bench_selective.py --densities 0,0.5,1 --rounds 2
     .venv/bin/python bench/bench_selective.py --batch 1,8 --densities 0.5,1 --rounds 3
     .venv/bin/python bench/bench_selective.py --calibrate      # the tiles/rows crossover only
 
@@ -14,7 +16,7 @@ or ``blobs`` layout; each image of a batch has its own mask). ``--kernels`` pick
 3x3 kernels: ``auto`` (the default: tiles or rows per path, by the device's measured
 crossover; the ``kernels`` column shows the choice, high/low path), ``tiles``, ``rows``,
 or several, comma-separated. At densities 0 and 1 the executor runs the plain networks;
-the ``kernels`` rows of layout ``sparse`` run the sparse kernels there instead.
+with ``--plain-kernels``, rows of layout ``sparse`` run the sparse kernels there instead.
 
 Timing: every round times each case once, in turn (dense and sparse side by side, so a
 busy machine slows them alike), after one untimed warm-up call of each. With all threads
@@ -95,7 +97,7 @@ def bench_device(device: str, size: tuple[int, int], batch: int, args) -> None:
                                   ("channels-last",): lambda: dense_cl(x_cl)}
     for kernels in args.kernels:
         run = SparseSelective(sparse_model, kernels=kernels)
-        for layout in ("random", "blobs"):
+        for layout in args.layouts:
             for density in args.densities:
                 cases[density, layout, kernels] = (
                     run, forced_mask(grid, density, layout, batch=batch).to(dev))
@@ -245,7 +247,10 @@ def main() -> None:
                              "1 times process CPU time")
     parser.add_argument("--batch", default=None,
                         help="batch sizes, comma-separated (default: 1 on CPU, 1,8 on CUDA)")
-    parser.add_argument("--densities", default=",".join(map(str, DENSITIES)))
+    parser.add_argument("--densities", default=",".join(map(str, DENSITIES)),
+                        help="shares of down-sampled cells, comma-separated")
+    parser.add_argument("--layouts", default="random,blobs",
+                        help="forced mask layouts, comma-separated: random, blobs")
     parser.add_argument("--kernels", default="auto",
                         help="auto, tiles, rows, or several comma-separated")
     parser.add_argument("--plain-kernels", action="store_true",
@@ -263,6 +268,7 @@ def main() -> None:
     args = parser.parse_args()
     size = tuple(int(v) for v in args.resolution.lower().split("x"))
     args.densities = [float(v) for v in args.densities.split(",")]
+    args.layouts = args.layouts.split(",")
     args.kernels = args.kernels.split(",")
 
     import torch
