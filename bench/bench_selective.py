@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_selective.py --threads 1      # one thread, process CPU time
     # the quick set (8 cases, 3 calls each: about 3 minutes on a quiet 2-core CPU)
     .venv/bin/python bench/bench_selective.py --densities 0,0.5,1 --rounds 2
+    .venv/bin/python bench/bench_selective.py --cuda-only --densities 0,0.5,1 --rounds 3  # batch 1, 8
     .venv/bin/python bench/bench_selective.py --batch 1,8 --densities 0.5,1 --rounds 3
     .venv/bin/python bench/bench_selective.py --calibrate      # the tiles/rows crossover only
 
@@ -256,6 +257,7 @@ def main() -> None:
     parser.add_argument("--plain-kernels", action="store_true",
                         help="also time densities 0 and 1 through the sparse kernels")
     parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--cuda-only", action="store_true", help="skip the CPU tables")
     parser.add_argument("--calibrate", action="store_true",
                         help="measure the tiles/rows crossover of each device, nothing else")
     parser.add_argument("--miou", action="store_true", help="mIoU of both functions instead")
@@ -282,7 +284,7 @@ def main() -> None:
         miou_table([float(v) for v in args.lambdas.split(",")], Path(args.work), args.epochs,
                    args.target, tuple(args.trained.split(",")))
         return
-    devices = ["cpu"]
+    devices = [] if args.cuda_only else ["cpu"]
     if torch.cuda.is_available() and not args.cpu_only:
         print(torch.cuda.get_device_name(0))
         devices.append("cuda")
