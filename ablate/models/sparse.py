@@ -255,8 +255,8 @@ class SparseSelective:
             raise ValueError(f"unknown kernels {kernels!r}; allowed: {', '.join(KERNELS)}")
         self.model, self.shortcuts, self.kernels = model, shortcuts, kernels
         self.low_head = getattr(model, "low_head", None)
-        if self.low_head is None:
-            self.low_head = low_head_copy(model.head, model.selective.patch)
+        if self.low_head is None:  # not the model's submodule: its eval() does not reach it
+            self.low_head = low_head_copy(model.head, model.selective.patch).eval()
         self.chosen: dict[str, str] = {}
 
     @torch.no_grad()

@@ -172,6 +172,9 @@ def test_dense_execution_checkpoint_fills_the_low_head():
     # and the sparse executor runs a dense-execution model (a tied low head is made)
     out = SparseSelective(dense)(torch.randn(1, 3, *SIZE), torch.ones(1, 1, *GRID))["out"]
     assert out.shape == (1, CLASSES, *SIZE) and torch.isfinite(out).all()
+    # made from a model in training mode (as a trial's latency timing does), the copy
+    # evaluates: at batch 1 the ASPP's pooled 1x1 map has no training statistics
+    assert not SparseSelective(dense.train()).low_head.training
 
 
 def test_grid_rows_on_a_hand_made_mask():
