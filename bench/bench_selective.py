@@ -1,18 +1,32 @@
 """Sparse selective down-sampling against the dense dilated DeepLabV3, side by side.
 
-    .venv/bin/python bench/bench_selective.py                        # 512x1024, CPU (+ CUDA if present)
-    .venv/bin/python bench/bench_selective.py --resolution 256x512 --runs 5
+    .venv/bin/python bench/bench_selective.py                  # all threads, wall clock, 512x1024
+    .venv/bin/python bench/bench_selective.py --threads 1      # one thread, process CPU time
+    # the quick set (8 cases, 3 calls each: about 3 minutes on a quiet 2-core CPU)
+    .venv/bin/python bench/bench_selective.py --densities 0,0.5,1 --rounds 2
+    .venv/bin/python bench/bench_selective.py --cuda-only --densities 0,0.5,1 --rounds 3  # batch 1, 8
+    .venv/bin/python bench/bench_selective.py --batch 1,8 --densities 0.5,1 --rounds 3
+    .venv/bin/python bench/bench_selective.py --calibrate      # the tiles/rows crossover only
 
-DeepLabV3-ResNet-50, output stride 8, 19 classes, batch 1, evaluation mode, no
-gradients. ``dense`` is the plain dilated model without a mask net (torchvision's
-layout, NCHW; ``dense (channels-last)`` the same model in NHWC, often faster on
-CPUs). ``sparse`` is ``execution = "sparse"`` (``ablate.models.sparse``: mask net
-included, its mask replaced by a forced one with ``round(density * cells)``
-down-sampled cells, ``random`` or ``blobs`` layout; at densities 0 and 1 it runs the
-plain networks, ``rows`` times the row kernels there instead). Each figure is the median of
-``--runs`` timed forwards after ``--warmup`` untimed ones, with the same thread count
-for every model; wall-clock and process CPU time are both printed. Targets (issue 13): density 0.5 at most 0.75 x dense, density 1.0
-at most 0.6 x dense, judged against the faster dense layout.
+DeepLabV3-ResNet-50, output stride 8, 19 classes, evaluation mode, no gradients.
+``dense`` is the plain dilated model without a mask net, in torchvision's layout (NCHW)
+and channels-last; the *reference* is the faster of the two in each round. ``sparse`` is
+``execution = "sparse"`` (``ablate.models.sparse``: mask net included, its mask replaced
+by a forced one with ``round(density * cells)`` down-sampled cells per image, ``random``
+or ``blobs`` layout; each image of a batch has its own mask). ``--kernels`` picks the
+3x3 kernels: ``auto`` (the default: tiles or rows per path, by the device's measured
+crossover; the ``kernels`` column shows the choice, high/low path), ``tiles``, ``rows``,
+or several, comma-separated. At densities 0 and 1 the executor runs the plain networks;
+with ``--plain-kernels``, rows of layout ``sparse`` run the sparse kernels there instead.
+
+Timing: every round times each case once, in turn (dense and sparse side by side, so a
+busy machine slows them alike), after one untimed warm-up call of each. With all threads
+(the default: every CPU this process may use) the figure is wall-clock time; with
+``--threads 1`` it is process CPU time, which does not count waiting for a core on a
+shared machine. On CUDA every call is synchronised before and after (wall clock) and
+the default batches are 1 and 8. Each ratio is the case over the round's reference; the
+table gives the median ratio over rounds and its range (min-max). Targets (issue 34):
+density 0.5 at most 0.75, density 1.0 at most 0.6 of the reference.
 
     .venv/bin/python bench/bench_selective.py --miou            # accuracy, not time
 
@@ -25,6 +39,7 @@ network. It prints the mIoU of each and the mask density.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -36,29 +51,28 @@ DENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
 TARGETS = {0.5: 0.75, 1.0: 0.6}
 
 
-def timed(fn, x, warmup: int, runs: int, sync) -> tuple[float, float]:
-    """Median wall-clock and median process CPU milliseconds of ``fn(x)``.
-
-    On a shared machine the wall clock includes waiting for a core; the CPU time (all
-    threads of this process) is the work done, steadier under load.
-    """
+def _clock(device: str, threads: int):
+    """The timer of a case: wall clock (synchronised on CUDA), or CPU time on one thread."""
     import torch
 
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn(x)
-        wall, cpu = [], []
-        for _ in range(runs):
-            sync()
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn(x)
-            sync()
-            wall.append((time.perf_counter() - start) * 1000.0)
-            cpu.append((time.process_time() - start_cpu) * 1000.0)
-    return statistics.median(wall), statistics.median(cpu)
+    if device == "cuda":
+        def wall_synced(call) -> float:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            call()
+            torch.cuda.synchronize()
+            return time.perf_counter() - start
+        return wall_synced, "wall, synchronised"
+    clock, name = (time.process_time, "CPU time") if threads == 1 else (time.perf_counter, "wall")
+
+    def timed(call) -> float:
+        start = clock()
+        call()
+        return clock() - start
+    return timed, name
 
 
-def bench_device(device: str, size: tuple[int, int], args) -> None:
+def bench_device(device: str, size: tuple[int, int], batch: int, args) -> None:
     import torch
 
     from ablate.models.build import build_model
@@ -67,42 +81,79 @@ def bench_device(device: str, size: tuple[int, int], args) -> None:
     from ablate.recipes.schema import ModelSpec
 
     dev = torch.device(device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     base = {"backbone": "resnet50", "head": "deeplabv3", "output_stride": 8}
     dense_model = build_model(ModelSpec.model_validate(base), args.classes).to(dev).eval()
+    dense_cl = build_model(ModelSpec.model_validate(base), args.classes).to(dev).eval()
+    dense_cl.load_state_dict(dense_model.state_dict())
+    dense_cl = dense_cl.to(memory_format=torch.channels_last)
     sel_spec = ModelSpec.model_validate({**base, "selective": {
         "enabled": True, "execution": "sparse", "pooling": args.pooling}})
     sparse_model = build_selective_deeplabv3(sel_spec, args.classes).to(dev).eval()
-    sparse = SparseSelective(sparse_model)
-    rows_only = SparseSelective(sparse_model, shortcuts=False)
-    x = torch.randn(1, 3, *size, device=dev)
+    x = torch.randn(batch, 3, *size, device=dev)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     grid = mask_grid(2, tuple(-(-n // 8) for n in size))
+    timer, clock_name = _clock(dev.type, torch.get_num_threads())
 
-    dense = timed(dense_model, x, args.warmup, args.runs, sync)
-    dense_model = dense_model.to(memory_format=torch.channels_last)
-    dense_cl = timed(dense_model, x.contiguous(memory_format=torch.channels_last),
-                     args.warmup, args.runs, sync)
-    ref = [min(a, b) for a, b in zip(dense, dense_cl)]
-    print(f"\n[{device}] DeepLabV3-ResNet-50 OS-8, {size[0]}x{size[1]}, batch 1, "
-          f"mask grid {grid[0]}x{grid[1]}, pooling {args.pooling}; wall / CPU ms, median "
-          f"of {args.runs}")
-    print(f"  dense (NCHW)          {dense[0]:9.1f} / {dense[1]:9.1f}")
-    print(f"  dense (channels-last) {dense_cl[0]:9.1f} / {dense_cl[1]:9.1f}")
-    print(f"  reference (faster)    {ref[0]:9.1f} / {ref[1]:9.1f}")
-    print(f"  {'density':>7} {'layout':>7} {'sparse wall':>11} {'x ref':>6} {'sparse CPU':>11} "
-          f"{'x ref':>6}  target")
-    # "rows": densities 0 and 1 through the row kernels, without the plain-network shortcut
-    cases = [(layout, d) for layout in ("random", "blobs") for d in DENSITIES]
-    for layout, density in cases + [("rows", 0.0), ("rows", 1.0)]:
-        run = rows_only if layout == "rows" else sparse
-        mask = forced_mask(grid, density, "random" if layout == "rows" else layout).to(dev)
-        ms = timed(lambda inp, m=mask, f=run: f(inp, m), x, args.warmup, args.runs, sync)
-        ratios = [a / b for a, b in zip(ms, ref)]
+    cases: dict[tuple, object] = {("NCHW",): lambda: dense_model(x),
+                                  ("channels-last",): lambda: dense_cl(x_cl)}
+    for kernels in args.kernels:
+        run = SparseSelective(sparse_model, kernels=kernels)
+        for layout in args.layouts:
+            for density in args.densities:
+                cases[density, layout, kernels] = (
+                    run, forced_mask(grid, density, layout, batch=batch).to(dev))
+        if args.plain_kernels:  # densities 0 and 1 through the sparse kernels
+            run = SparseSelective(sparse_model, shortcuts=False, kernels=kernels)
+            for density in (0.0, 1.0):
+                cases[density, "sparse", kernels] = (
+                    run, forced_mask(grid, density, "random", batch=batch).to(dev))
+    calls = {key: (case if callable(case) else
+                   (lambda run=case[0], mask=case[1]: run(x, mask))) for key, case in cases.items()}
+    chosen = {}
+    times: dict[tuple, list[float]] = {key: [] for key in calls}
+    with torch.no_grad():
+        for key, call in calls.items():  # warm-up: weights folded, kernels chosen
+            call()
+            if len(key) == 3:
+                chosen[key] = "/".join(cases[key][0].chosen.get(p, "-") for p in ("high", "low"))
+        for _ in range(args.rounds):
+            for key, call in calls.items():
+                times[key].append(timer(call) * 1000.0)
+    reference = [min(a, b) for a, b in zip(times["NCHW",], times["channels-last",])]
+    print(f"\n[{device}] DeepLabV3-ResNet-50 OS-8, {size[0]}x{size[1]}, batch {batch}, "
+          f"mask grid {grid[0]}x{grid[1]}, pooling {args.pooling}, "
+          f"{torch.get_num_threads()} threads; {clock_name} ms, median of {args.rounds} rounds")
+    for name in ("NCHW", "channels-last"):
+        ratios = [t / r for t, r in zip(times[name,], reference)]
+        print(f"  dense {name:14s} {statistics.median(times[name,]):9.1f}   x ref "
+              f"{statistics.median(ratios):.3f}")
+    print(f"  {'density':>7} {'layout':>7} {'kernels':>11} {'ms':>9} {'x ref':>6} "
+          f"{'range':>11}  target")
+    for key in calls:
+        if len(key) != 3:
+            continue
+        density, layout, kernels = key
+        ratios = [t / r for t, r in zip(times[key], reference)]
+        mid = statistics.median(ratios)
         target = TARGETS.get(density)
-        verdict = "" if target is None else f"<= {target}: wall " + ", CPU ".join(
-            "met" if r <= target else "NOT met" for r in ratios)
-        print(f"  {density:7.2f} {layout:>7} {ms[0]:11.1f} {ratios[0]:6.3f} {ms[1]:11.1f} "
-              f"{ratios[1]:6.3f}  {verdict}", flush=True)
+        verdict = "" if target is None or layout == "sparse" else \
+            f"<= {target}: {'met' if mid <= target else 'NOT met'}"
+        label = kernels if kernels != "auto" else f"auto {chosen[key]}"
+        print(f"  {density:7.2f} {layout:>7} {label:>11} {statistics.median(times[key]):9.1f} "
+              f"{mid:6.3f} {min(ratios):5.3f}-{max(ratios):5.3f}  {verdict}", flush=True)
+
+
+def calibrate(device: str) -> None:
+    import torch
+
+    from ablate.models.blocksparse import CROSSOVER, measure_crossover
+
+    figures = [measure_crossover(torch.device(device), size=(64, 128), runs=5) for _ in range(3)]
+    committed = CROSSOVER.get(torch.device(device).type)
+    print(f"[{device}] crossover occupancy t_tiles / t_rows, layer3/layer4 3x3 convs on a "
+          f"64x128 map, {torch.get_num_threads()} threads: "
+          + ", ".join(f"{f:.3f}" for f in figures)
+          + f" (committed: {committed if committed is not None else 'none, measured at first use'})")
 
 
 def miou_table(lambdas: list[float], work: Path, epochs: int | None = None,
@@ -191,10 +242,24 @@ def main() -> None:
     parser.add_argument("--resolution", default="512x1024", help="HxW")
     parser.add_argument("--classes", type=int, default=19)
     parser.add_argument("--pooling", default="fixed", choices=("fixed", "avg", "max"))
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed calls of each case")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: every CPU this process may use); "
+                             "1 times process CPU time")
+    parser.add_argument("--batch", default=None,
+                        help="batch sizes, comma-separated (default: 1 on CPU, 1,8 on CUDA)")
+    parser.add_argument("--densities", default=",".join(map(str, DENSITIES)),
+                        help="shares of down-sampled cells, comma-separated")
+    parser.add_argument("--layouts", default="random,blobs",
+                        help="forced mask layouts, comma-separated: random, blobs")
+    parser.add_argument("--kernels", default="auto",
+                        help="auto, tiles, rows, or several comma-separated")
+    parser.add_argument("--plain-kernels", action="store_true",
+                        help="also time densities 0 and 1 through the sparse kernels")
     parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--cuda-only", action="store_true", help="skip the CPU tables")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="measure the tiles/rows crossover of each device, nothing else")
     parser.add_argument("--miou", action="store_true", help="mIoU of both functions instead")
     parser.add_argument("--lambdas", default="0.0,0.015,0.3")
     parser.add_argument("--work", default="/tmp/bench_selective", help="run folders (--miou)")
@@ -204,22 +269,32 @@ def main() -> None:
                         help="--miou: loss = target with this density instead of lambda")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.resolution.lower().split("x"))
+    args.densities = [float(v) for v in args.densities.split(",")]
+    args.layouts = args.layouts.split(",")
+    args.kernels = args.kernels.split(",")
 
     import torch
     from machine import describe
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(args.threads or usable)
     print(describe(f"torch {torch.__version__}, {torch.get_num_threads()} threads"))
     print(f"command: {' '.join(sys.argv)}", flush=True)
     if args.miou:
         miou_table([float(v) for v in args.lambdas.split(",")], Path(args.work), args.epochs,
                    args.target, tuple(args.trained.split(",")))
         return
-    bench_device("cpu", size, args)
+    devices = [] if args.cuda_only else ["cpu"]
     if torch.cuda.is_available() and not args.cpu_only:
         print(torch.cuda.get_device_name(0))
-        bench_device("cuda", size, args)
+        devices.append("cuda")
+    for device in devices:
+        if args.calibrate:
+            calibrate(device)
+            continue
+        batches = args.batch or ("1,8" if device == "cuda" else "1")
+        for batch in (int(v) for v in batches.split(",")):
+            bench_device(device, size, batch, args)
 
 
 if __name__ == "__main__":

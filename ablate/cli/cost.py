@@ -286,7 +286,9 @@ def _print_arch(group: list, report) -> None:
             f"{extra['gflops_dense']:.3f}, all down-sampled {extra['gflops_low_path']:.3f}, "
             f"plain OS-8 {extra['gflops_os8']:.3f}, plain OS-16 {extra['gflops_os16']:.3f} "
             "GFLOPs; effective GFLOPs are measured per trial from its mask density. "
-            "Module rows count the dense training emulation (both paths).")
+            "Module rows count the dense training emulation (both paths). FLOPs are not "
+            "time: a latency saving is only measured per trial on its own device "
+            "(latency_ratio_os8 with eval.latency).")
     table = Table("module", "params", "GFLOPs", show_edge=False)
     for module in _modules(report):
         table.add_row(module, fmt_int(report.params_by_module.get(module, 0)),

@@ -35,6 +35,7 @@ reported beside it for reference.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 
@@ -198,14 +199,20 @@ class _Call(nn.Module):
 
 def selective_latency(model: nn.Module, resolution: tuple[int, int], device: torch.device,
                       density: float, warmup: int = 3, runs: int = 10) -> dict[str, float]:
-    """Latency of a selective model at batch 1, sparse at ``density`` and dense-emulated.
+    """Latency of a selective model at batch 1 on ``device``: sparse, dense-emulated, plain.
 
     ``latency_ms`` (and ``_p90``): the sparse execution (``ablate.models.sparse``, mask net
-    included) with a forced random mask of ``round(density * cells)`` down-sampled cells,
-    the time the trial's mask buys. ``latency_ms_dense``: the model's dense emulation
-    (both paths everywhere). A model trained with ``execution = "dense"`` is timed
-    sparsely too: the time depends on the density only (its outputs would differ, see
-    ``ablate.models.sparse``).
+    included, kernels chosen for ``device``) with a forced random mask of
+    ``round(density * cells)`` down-sampled cells, the time the trial's mask buys.
+    ``latency_ms_dense``: the model's dense emulation (both paths everywhere). A model
+    trained with ``execution = "dense"`` is timed sparsely too: the time depends on the
+    density only (its outputs would differ, see ``ablate.models.sparse``).
+    ``latency_ms_os8``: the plain output-stride-8 DeepLabV3 the model extends (its stem to
+    layer4 on the dilated path and its head, no mask net), in the faster of NCHW and
+    channels-last, and ``latency_ratio_os8`` = ``latency_ms / latency_ms_os8``. A saving
+    is only ever this ratio of two times measured on the trial's own device: effective
+    GFLOPs count operations, not time, and the sparse execution loses on some devices
+    and densities (docs/models.md).
     """
     sel = model.selective
     grid = mask_grid(sel.patch, tuple(resnet_tap_size(n, 8) for n in resolution))
@@ -218,6 +225,25 @@ def selective_latency(model: nn.Module, resolution: tuple[int, int], device: tor
     fast = measure_latency(_Call(model, lambda x: sparse(x, mask)), resolution, device,
                            warmup, runs)
     slow = measure_latency(dense, resolution, device, warmup, runs)
+    plain = min((measure_latency(_Call(net, lambda x, n=net, f=fmt: _plain_os8(
+                    n, x.contiguous(memory_format=f))), resolution, device, warmup, runs)
+                 for net, fmt in _layouts(model)), key=lambda figures: figures["latency_ms"])
     return {"latency_ms": fast["latency_ms"], "latency_ms_p90": fast["latency_ms_p90"],
             "latency_ms_dense": slow["latency_ms"], "latency_ms_dense_p90": slow["latency_ms_p90"],
+            "latency_ms_os8": plain["latency_ms"],
+            "latency_ratio_os8": fast["latency_ms"] / plain["latency_ms"],
             "latency_density": float(density)}
+
+
+def _plain_os8(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The selective model's dilated path alone: the plain OS-8 DeepLabV3 (no mask net)."""
+    backbone = model.backbone
+    out8 = model.head({"out": backbone.high(backbone.early(x)["layer2"])[1]})
+    return torch.nn.functional.interpolate(out8, size=x.shape[-2:], mode="bilinear",
+                                           align_corners=False)
+
+
+def _layouts(model: nn.Module) -> list[tuple[nn.Module, torch.memory_format]]:
+    """The model in NCHW and a channels-last copy of it, each with its input's layout."""
+    channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    return [(model, torch.contiguous_format), (channels_last, torch.channels_last)]

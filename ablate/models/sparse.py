@@ -32,14 +32,19 @@ function (one blend after layer4, the ASPP on the blended stride-8 map); a model
 trained with ``execution = "dense"`` and run sparsely changes its output (README gives
 the measured mIoU difference).
 
-How the sparse kernels work (batch ``B``, rows = pixels in channels-last order):
-1x1 convs, batch norm and sums act on rows. A 3x3 conv with ``C_out >= C_in`` gathers
-each output row's nine neighbour rows (im2col, in blocks) for one GEMM per block; the
-ASPP's 2048 -> 256 convs instead run one GEMM of every row with the nine taps' weights
-side by side (``rows x 9 C_out``) and gather each output's nine partial sums, 8x less
-data to move. A neighbour outside the image reads a zero row (zero padding). The low
-path's rows serve both paths' convs (tied weights), so compute is linear in the share
-of down-sampled cells.
+How the sparse execution runs (batch ``B``; rows = positions, channels last; both
+paths' rows in one tensor, ``[high | low]``): batch norm is folded into every conv
+(``ablate.models.fused``); 1x1 convs are GEMMs on rows, ReLU and residual sums one op
+over all rows. Each 3x3 conv reads a table of rows in which a neighbour in the other
+path's cells is that path's row (the blend above) and a neighbour outside the map the
+zero row (``ablate.models.rowsparse.SparseGrid``). layer3/layer4 and the head's 3x3
+convs run per path either as gathered tiles through the library's dense convolution
+(``ablate.models.blocksparse``, after SBNet) or as a gather + GEMM per row, chosen per
+mask and path by the device's measured crossover. The ASPP's dilated 2048 -> 256 convs
+run one GEMM per tap over the outputs whose neighbour is inside the map: their rates
+reach across most of a stride-8 map, so a tile's halo would be most of the map, and
+taps outside it are skipped as the dense convolution skips them. Compute is linear in
+the share of down-sampled cells, apart from the positions a tile computes and drops.
 """
 
 from __future__ import annotations
@@ -50,10 +55,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ablate.models.blocksparse import KERNELS, Conv3x3
+from ablate.models.fused import fold, pointwise
 from ablate.models.masking import gumbel_mask, pool_patches, tie_parameters, upsample_mask
-
-TAPS = [(ty, tx) for ty in (-1, 0, 1) for tx in (-1, 0, 1)]
-
+from ablate.models.rowsparse import CENTRE, SparseGrid, accumulate_taps
 
 # -- tied low-resolution head --------------------------------------------------------
 
@@ -136,218 +141,123 @@ def forward_mixed(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None =
 # -- sparse execution (evaluation) -----------------------------------------------------
 
 
-class SparseGrid:
-    """Index tables of one mask: which rows each path computes and where neighbours live.
+def _paths(grid: SparseGrid, hb: nn.Module, lb: nn.Module) -> tuple[tuple[nn.Module, slice], ...]:
+    """Each path's module and its rows: ``[high rows | low rows]`` throughout."""
+    n_a = grid.n_active
+    return (hb, slice(0, n_a)), (lb, slice(n_a, n_a + grid.n_low))
 
-    Rows of a layer's table: ``[high rows (active pixels) | low rows (down-sampled cells)
-    | pooled rows (full-resolution cells, avg/max pooling only) | zero row]``.
-    ``down`` is B x Hc x Wc, True = down-sampled; ``size`` the stride-8 map's (H, W).
+
+def _bottleneck(grid: SparseGrid, convs: dict[str, Conv3x3], hb: nn.Module, lb: nn.Module,
+                rows: torch.Tensor) -> torch.Tensor:
+    """One layer3/layer4 bottleneck of both paths on ``[high | low]`` rows (BN folded).
+
+    Both paths write into shared tensors, so each ReLU and sum is one op over all rows
+    (on a busy CPU every op waits for all of its threads: fewer, larger ops). A ones
+    column after the 3x3 conv's output carries conv3's folded bias into its GEMM.
     """
-
-    def __init__(self, down: torch.Tensor, size: tuple[int, int], d: int, pooling: str) -> None:
-        dev = down.device
-        B, Hc, Wc = down.shape
-        H, W = size
-        self.B, self.H, self.W, self.Hc, self.Wc, self.d, self.pooling = B, H, W, Hc, Wc, d, pooling
-        ys, xs = torch.arange(H, device=dev), torch.arange(W, device=dev)
-        b = torch.arange(B, device=dev)
-        pix_cell = (b[:, None, None] * Hc * Wc + (ys // d)[None, :, None] * Wc
-                    + (xs // d)[None, None, :]).reshape(-1)              # B*H*W
-        flat_down = down.reshape(-1)
-        self.active = (~flat_down[pix_cell]).nonzero().squeeze(1)      # pixels, high path
-        self.low = flat_down.nonzero().squeeze(1)                      # cells, low path
-        self.full_cells = (~flat_down).nonzero().squeeze(1)            # cells, pooled
-        n_a, n_l, n_f = len(self.active), len(self.low), len(self.full_cells)
-        self.n_active, self.n_low = n_a, n_l
-        cell_rank = torch.zeros(B * Hc * Wc, dtype=torch.long, device=dev)
-        cell_rank[self.low] = torch.arange(n_l, device=dev) + n_a
-        row_high = cell_rank[pix_cell]
-        row_high[self.active] = torch.arange(n_a, device=dev)
-        self.row_high = row_high                                        # per pixel
-        # pixels of each full-resolution cell (d*d, outside the map: the top-left one)
-        cb, cyx = self.full_cells // (Hc * Wc), self.full_cells % (Hc * Wc)
-        py = (cyx // Wc)[:, None] * d + torch.arange(d, device=dev).repeat_interleave(d)[None]
-        px = (cyx % Wc)[:, None] * d + torch.arange(d, device=dev).repeat(d)[None]
-        inside = (py < H) & (px < W)
-        member = row_high[(cb[:, None] * H + py.clamp(max=H - 1)) * W + px.clamp(max=W - 1)]
-        self.member = torch.where(inside, member, member[:, :1])       # n_f x d*d
-        self.inside = inside
-        self.pooled = pooling != "fixed"
-        self.n_rows = n_a + n_l + (n_f if self.pooled else 0) + 1
-        self.zero = self.n_rows - 1
-        row_low = torch.zeros(B * Hc * Wc, dtype=torch.long, device=dev)
-        row_low[self.low] = torch.arange(n_l, device=dev) + n_a
-        row_low[self.full_cells] = (torch.arange(n_f, device=dev) + n_a + n_l if self.pooled
-                                    else self.member[:, 0])
-        self.row_low = row_low                                          # per cell
-        # image of each row; pixels per down-sampled cell (border cells hold fewer)
-        self.batch_high, self.batch_low = self.active // (H * W), self.low // (Hc * Wc)
-        ly, lx = (self.low % (Hc * Wc)) // Wc, self.low % Wc
-        self.low_pixels = ((H - ly * d).clamp(max=d) * (W - lx * d).clamp(max=d)).float()
-        self._taps: dict[tuple[str, int], torch.Tensor] = {}
-
-    def taps(self, path: str, k: int) -> torch.Tensor:
-        """Flat indices ``row * 9 + tap`` into a ``rows x 9 x C`` table, 9 per output row."""
-        key = (path, k)
-        if key not in self._taps:
-            if path == "high":
-                idx, (h, w), rows = self.active, (self.H, self.W), self.row_high
-            else:
-                idx, (h, w), rows = self.low, (self.Hc, self.Wc), self.row_low
-            b, y, x = idx // (h * w), (idx % (h * w)) // w, idx % w
-            cols = []
-            for t, (ty, tx) in enumerate(TAPS):
-                yy, xx = y + k * ty, x + k * tx
-                ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-                r = rows[(b * h + yy.clamp(0, h - 1)) * w + xx.clamp(0, w - 1)]
-                cols.append(torch.where(ok, r, self.zero) * 9 + t)
-            self._taps[key] = torch.stack(cols, 1).reshape(-1)
-        return self._taps[key]
-
-    def pool(self, high: torch.Tensor) -> torch.Tensor:
-        """Pooled high rows, one per full-resolution cell (``pool_patches`` on rows)."""
-        if self.pooling == "fixed":
-            return high[self.member[:, 0]]
-        gathered = high[self.member]                                   # n_f x d*d x C
-        if self.pooling == "max":  # outside pixels repeat the top-left one: max unchanged
-            return gathered.amax(1)
-        inside = self.inside[..., None].to(high.dtype)
-        return (gathered * inside).sum(1) / inside.sum(1)
-
-    def means(self, high: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-image mean of the blended stride-8 map and of the blended cell map (B x C)."""
-        c = high.shape[1]
-        m8 = high.new_zeros(self.B, c).index_add_(0, self.batch_high, high)
-        m8.index_add_(0, self.batch_low, low * self.low_pixels[:, None])
-        cells = high.new_zeros(self.B, c).index_add_(0, self.batch_low, low)
-        cells.index_add_(0, self.full_cells // (self.Hc * self.Wc), self.pool(high))
-        return m8 / (self.H * self.W), cells / (self.Hc * self.Wc)
-
-
-
-def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, relu: bool = True) -> torch.Tensor:
-    """Evaluation batch norm on rows (N x C), in place on a fresh tensor."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    x = x.mul_(scale).add_(bn.bias - bn.running_mean * scale)
-    return x.relu_() if relu else x
-
-
-def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, conv.weight.flatten(1), conv.bias)
-
-
-def _cached(conv: nn.Conv2d, layout: str) -> torch.Tensor:
-    """The conv's 3x3 weight as a GEMM operand, kept until the weight changes.
-
-    ``taps-out``: C_in x 9 C_out (the nine taps' outputs side by side); ``taps-in``:
-    9 C_in x C_out (the nine taps' inputs stacked, im2col order).
-    """
-    weight = conv.weight
-    key = (id(weight), weight._version, layout)
-    cached = conv.__dict__.get("_sparse_" + layout)
-    if cached is None or cached[0] != key:
-        w = weight.detach()
-        w = (w.permute(1, 2, 3, 0).reshape(w.shape[1], -1) if layout == "taps-out"
-             else w.permute(2, 3, 1, 0).reshape(-1, w.shape[0]))
-        cached = conv.__dict__["_sparse_" + layout] = (key, w.contiguous())
-    return cached[1]
-
-
-CHUNK = 1024  # output rows per im2col block: keeps the gathered block small
-
-
-def _conv3x3(grid: SparseGrid, conv_high: nn.Conv2d, conv_low: nn.Conv2d, high: torch.Tensor,
-             low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One tied-weight 3x3 conv (no bias) of both paths on rows.
-
-    Wide outputs (C_out >= C_in): im2col, gathering each output row's nine input rows in
-    blocks of ``CHUNK`` and one GEMM per block. Narrow outputs (the ASPP's 2048 -> 256):
-    one GEMM of every row with the nine taps' weights side by side, then a gather of the
-    nine ``C_out``-wide partial sums, 8x less data to move than the inputs.
-    """
-    cin, cout = conv_high.weight.shape[1], conv_high.weight.shape[0]
-    n_a, n_l = grid.n_active, grid.n_low
-    taps_high = grid.taps("high", conv_high.dilation[0])
-    taps_low = grid.taps("low", conv_low.dilation[0])
-    if cout >= cin:
-        weight = _cached(conv_high, "taps-in")
-        table = high.new_empty(grid.n_rows, cin)
-        table[:n_a], table[n_a:n_a + n_l], table[-1] = high, low, 0
-        if grid.pooled and n_l:
-            table[n_a + n_l:-1] = grid.pool(high)
-        outs = []
-        for taps, n in ((taps_high, n_a), (taps_low, n_l)):
-            rows = taps.view(n, 9) // 9
-            out = high.new_empty(n, cout)
-            for i in range(0, n, CHUNK):
-                block = table.index_select(0, rows[i:i + CHUNK].reshape(-1))
-                torch.mm(block.view(-1, 9 * cin), weight, out=out[i:i + CHUNK])
-            outs.append(out)
-        return outs[0], outs[1]
-    stacked = _cached(conv_high, "taps-out")
-    table = high.new_empty(grid.n_rows, 9 * cout)
-    torch.mm(high, stacked, out=table[:n_a])
-    torch.mm(low, stacked, out=table[n_a:n_a + n_l])
-    if grid.pooled and n_l:  # pooled rows are read by the low path only
-        if grid.pooling == "avg":  # linear: pooling the partial sums equals pooling the input
-            table[n_a + n_l:-1] = grid.pool(table[:n_a])
-        else:
-            torch.mm(grid.pool(high), stacked, out=table[n_a + n_l:-1])
+    n, n_l, width = len(rows), grid.n_low, hb.conv1.out_channels
+    paths = _paths(grid, hb, lb)
+    table = rows.new_empty(grid.n_rows, width)  # [high | low | pooled | zero], as conv2 reads
+    for block, part in paths:
+        pointwise(rows[part], block.conv1, block.bn1, relu=False, out=table[part])
+    table[:n].relu_()
     table[-1] = 0
-    flat = table.view(-1, cout)
-    out_high = flat.index_select(0, taps_high).view(n_a, 9, cout).sum(1)
-    out_low = flat.index_select(0, taps_low).view(n_l, 9, cout).sum(1)
-    return out_high, out_low
+    if grid.pooled and n_l:
+        table[n:-1] = grid.pool(table[:grid.n_active])
+    mid = rows.new_empty(n, width + 1)
+    mid[:, width] = 1.0
+    for (block, part), path in zip(paths, ("high", "low")):
+        convs[path](table, block.conv2, block.bn2, out=mid[part, :width])
+    mid.relu_()
+    if hb.downsample is not None:
+        out = rows.new_empty(n, hb.conv3.out_channels)
+        for block, part in paths:
+            pointwise(rows[part], block.downsample[0], block.downsample[1], relu=False,
+                      out=out[part])
+    else:  # the identity shortcut: the block's input rows, dead after it
+        out = rows
+    for block, part in paths:
+        out[part].addmm_(mid[part], fold(block.conv3, block.bn3, "affine")[0])
+    return out.relu_()
 
 
-def _sparse_bottleneck(grid: SparseGrid, hb: nn.Module, lb: nn.Module, high: torch.Tensor,
-                       low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    h, lo = _conv3x3(grid, hb.conv2, lb.conv2, _bn(_pointwise(hb.conv1, high), hb.bn1),
-                    _bn(_pointwise(lb.conv1, low), lb.bn1))
-    outs = []
-    for block, x, y in ((hb, high, h), (lb, low, lo)):
-        y = _bn(_pointwise(block.conv3, _bn(y, block.bn2)), block.bn3, relu=False)
-        if block.downsample is not None:
-            x = _bn(_pointwise(block.downsample[0], x), block.downsample[1], relu=False)
-        outs.append(y.add_(x).relu_())
-    return outs[0], outs[1]
+def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, path: str,
+          rows: torch.Tensor, mean: torch.Tensor, out: torch.Tensor) -> None:
+    """torchvision's ASPP of one path on rows, its projection (before ReLU) into ``out``.
+
+    Each branch accumulates in its own contiguous rows (a scatter into a column slice is
+    ten times slower). The 1x1 branch and the dilated branches' centre taps read each
+    output's own row: no gather. The other taps run one GEMM each over the outputs whose
+    neighbour is inside the map, added in one scatter (``accumulate_taps``). The pooling
+    branch is constant per image, so its share of the projection is one row per image.
+    """
+    branches = aspp.convs
+    weight0, bias0 = fold(branches[0][0], branches[0][1])
+    dilated = [fold(b[0], b[1], "taps") for b in branches[1:-1]]
+    width = weight0.shape[1]
+    acc = rows.new_empty(len(dilated) + 1, len(rows), width)
+    torch.addmm(bias0, rows, weight0, out=acc[0])
+    for j, (branch, (weight, bias)) in enumerate(zip(branches[1:-1], dilated), start=1):
+        torch.addmm(bias, rows, weight[CENTRE], out=acc[j])
+        accumulate_taps(acc[j], table, grid.tap_pairs(path, branch[0].dilation[0]), weight)
+    acc.relu_()
+    pooling = branches[-1]  # AdaptiveAvgPool2d, 1x1 conv, BN, ReLU
+    pooled = pointwise(mean, pooling[1], pooling[2])
+    project, project_b = fold(aspp.project[0], aspp.project[1])
+    batch = grid.batch_high if path == "high" else grid.batch_low
+    pooled = torch.addmm(project_b, pooled, project[len(acc) * width:])  # per image
+    torch.addmm(pooled[batch], acc[0], project[:width], out=out)
+    for j in range(1, len(acc)):
+        out.addmm_(acc[j], project[j * width:(j + 1) * width])
 
 
-def _sparse_head(grid: SparseGrid, head: nn.Module, low_head: nn.Module, high: torch.Tensor,
-                 low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    aspp, low_aspp = head.aspp, low_head.aspp
-    hs = [_bn(_pointwise(aspp.convs[0][0], high), aspp.convs[0][1])]
-    ls = [_bn(_pointwise(low_aspp.convs[0][0], low), low_aspp.convs[0][1])]
-    for hb, lb in zip(aspp.convs[1:-1], low_aspp.convs[1:-1]):
-        h, lo = _conv3x3(grid, hb[0], lb[0], high, low)
-        hs.append(_bn(h, hb[1]))
-        ls.append(_bn(lo, lb[1]))
-    mean_high, mean_low = grid.means(high, low)  # the pooling branch: AdaptiveAvgPool, 1x1, BN
-    hp, lp = aspp.convs[-1], low_aspp.convs[-1]
-    hs.append(_bn(_pointwise(hp[1], mean_high), hp[2])[grid.batch_high])
-    ls.append(_bn(_pointwise(lp[1], mean_low), lp[2])[grid.batch_low])
-    h = _bn(_pointwise(aspp.project[0], torch.cat(hs, 1)), aspp.project[1])
-    lo = _bn(_pointwise(low_aspp.project[0], torch.cat(ls, 1)), low_aspp.project[1])
-    h, lo = _conv3x3(grid, head.conv[0], low_head.conv[0], h, lo)
-    h, lo = _bn(h, head.conv[1]), _bn(lo, low_head.conv[1])
-    return _pointwise(head.classifier, h), _pointwise(low_head.classifier, lo)
+def _head(grid: SparseGrid, convs: dict[str, Conv3x3], head: nn.Module, low_head: nn.Module,
+          rows: torch.Tensor) -> torch.Tensor:
+    """The ASPP head of both paths: ``[high | low]`` rows of logits."""
+    n, n_a = len(rows), grid.n_active
+    paths = _paths(grid, head, low_head)
+    table = grid.table(rows[:n_a], rows[n_a:])
+    means = grid.means(rows[:n_a], rows[n_a:])  # the ASPP's global pooling, per path
+    projected = rows.new_empty(grid.n_rows, head.aspp.project[0].out_channels)
+    for (module, part), path, mean in zip(paths, ("high", "low"), means):
+        _aspp(grid, table, module.aspp, path, rows[part], mean, projected[part])
+    projected[:n].relu_()
+    projected[-1] = 0
+    if grid.pooled and grid.n_low:
+        projected[n:-1] = grid.pool(projected[:n_a])
+    mid = rows.new_empty(n, head.conv[0].out_channels)
+    for (module, part), path in zip(paths, ("high", "low")):
+        convs[path](projected, module.conv[0], module.conv[1], out=mid[part])
+    mid.relu_()
+    logits = rows.new_empty(n, head.classifier.out_channels)
+    for module, part in paths:
+        pointwise(mid[part], module.classifier, relu=False, out=logits[part])
+    return logits
 
 
 class SparseSelective:
     """Evaluation-only sparse execution of a ``SelectiveDeepLabV3`` (its weights, read per call).
 
-    A model trained with ``execution = "dense"`` has no ``low_head``; one is made here
-    (weights tied, batch-norm statistics copied from ``head``) so that its mask's
-    latency can be measured. A mask with no down-sampled cell (or only such cells) runs
-    the plain dilated network (or the plain low path) with the library's dense convs:
-    the same function, and faster than rows; ``shortcuts=False`` always runs the rows.
+    ``kernels`` picks the 3x3 convs of each path: ``tiles`` (gathered tiles through the
+    library's dense convolution, ``ablate.models.blocksparse``), ``rows`` (gather + GEMM
+    per row, ``ablate.models.rowsparse``) or ``auto``: per mask and path, whichever the
+    device's measured crossover says is faster (``chosen`` holds the last call's). A
+    model trained with ``execution = "dense"`` has no ``low_head``; one is made here
+    (weights tied, batch-norm statistics copied from ``head``) so that its mask's latency
+    can be measured. A mask with no down-sampled cell (or only such cells) runs the plain
+    dilated network (or the plain low path) with the library's dense convs: the same
+    function, and faster; ``shortcuts=False`` always runs the sparse kernels. On CPU the
+    input goes channels-last, oneDNN's faster layout for the layers before the mask.
     """
 
-    def __init__(self, model: nn.Module, shortcuts: bool = True) -> None:
-        self.model, self.shortcuts = model, shortcuts
+    def __init__(self, model: nn.Module, shortcuts: bool = True, kernels: str = "auto") -> None:
+        if kernels not in KERNELS:
+            raise ValueError(f"unknown kernels {kernels!r}; allowed: {', '.join(KERNELS)}")
+        self.model, self.shortcuts, self.kernels = model, shortcuts, kernels
         self.low_head = getattr(model, "low_head", None)
-        if self.low_head is None:
-            self.low_head = low_head_copy(model.head, model.selective.patch)
+        if self.low_head is None:  # not the model's submodule: its eval() does not reach it
+            self.low_head = low_head_copy(model.head, model.selective.patch).eval()
+        self.chosen: dict[str, str] = {}
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, mask: torch.Tensor | None = None
@@ -355,29 +265,35 @@ class SparseSelective:
         """``out`` (logits at input size), ``mask`` and ``mask_logits``; ``mask`` overrides the net's."""
         model = self.model
         sel, bb, d = model.selective, model.backbone, model.selective.patch
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         taps = bb.early(x)
         logits = model.mask_net(taps[sel.mask_source])
         if mask is None:
             mask = gumbel_mask(logits, model.tau, hard=True, training=False)
         down = mask[:, 0] > 0.5
         if self.shortcuts and not down.any():
+            self.chosen = {"high": "dense"}
             out8 = model.head({"out": bb.high(taps["layer2"])[1]})
             return _outputs(out8, x, mask, logits)
         if self.shortcuts and down.all():
+            self.chosen = {"low": "dense"}
             out8 = self.low_head({"out": bb.low(taps["layer2"])})
             return _outputs(upsample_mask(out8, d, taps["layer2"].shape[-2:]), x, mask, logits)
-        # the row kernels write into preallocated tensors (out=): one dtype, no autocast
+        # the kernels write into preallocated tensors (out=): one dtype, no autocast
         layer2 = taps["layer2"].to(model.head.classifier.weight.dtype)
         B, C, H, W = layer2.shape
         grid = SparseGrid(down, (H, W), d, sel.pooling)
+        convs = {path: Conv3x3(grid, path, self.kernels) for path in ("high", "low")}
+        self.chosen = {path: conv.kind for path, conv in convs.items()}
         with torch.autocast(x.device.type, enabled=False):
-            high = layer2.permute(0, 2, 3, 1).reshape(-1, C)[grid.active]
             pooled = pool_patches(layer2, d, sel.pooling)
-            low = pooled.permute(0, 2, 3, 1).reshape(-1, C)[grid.low]
+            rows = torch.cat([layer2.permute(0, 2, 3, 1).reshape(-1, C)[grid.active],
+                              pooled.permute(0, 2, 3, 1).reshape(-1, C)[grid.low]])
             for hb, lb in zip([*bb.layer3, *bb.layer4], [*bb.low_layer3, *bb.low_layer4]):
-                high, low = _sparse_bottleneck(grid, hb, lb, high, low)
-            high, low = _sparse_head(grid, model.head, self.low_head, high, low)
-        out8 = torch.cat([high, low])[grid.row_high].view(B, H, W, -1).permute(0, 3, 1, 2)
+                rows = _bottleneck(grid, convs, hb, lb, rows)
+            logits = _head(grid, convs, model.head, self.low_head, rows)
+        out8 = logits[grid.row_high].view(B, H, W, -1).permute(0, 3, 1, 2)
         return _outputs(out8, x, mask, logits)
 
 

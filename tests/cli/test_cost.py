@@ -76,6 +76,17 @@ def test_resolution_and_set():
     assert arch["params"] == 5_632_933  # the variant gives its class count
 
 
+def test_selective_cost_counts_operations_and_claims_no_time():
+    """``ablate cost`` measures nothing: no latency figure or saving, FLOPs said not to be time."""
+    recipe = str(RECIPES / "selective_shapes.toml")
+    (arch,) = json.loads(run(recipe, "--resolution", "64x64", "--json").stdout)
+    assert sorted(arch["extra"]) == ["gflops_dense", "gflops_low_path", "gflops_mask_net",
+                                     "gflops_os16", "gflops_os8"]
+    text = run(recipe, "--resolution", "64x64").output
+    assert "latency_ms" not in text and " x " not in text
+    assert "FLOPs are not time: a latency saving is only measured per trial on its" in text
+
+
 @pytest.mark.slow
 def test_trial_selects_by_id_prefix():
     everything = json.loads(run(MNV3, "--json").stdout)

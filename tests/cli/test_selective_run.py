@@ -41,3 +41,19 @@ def test_selective_recipe_runs_and_records_density_and_effective_flops(tmp_path)
     expected = m["gflops_dense"] + m["mask_density"] * (m["gflops_low_path"] - m["gflops_dense"])
     assert abs(m["gflops_effective"] - expected) < 1e-6
     assert m["gflops_mask_net"] > 0
+    # the recipe does not time (eval.latency = false): FLOPs never stand in for time
+    assert not [key for key in m if key.startswith("latency")]
+
+
+def test_a_latency_saving_is_two_times_measured_on_the_trials_device(tmp_path):
+    db = str(tmp_path / "sel.db")
+    result = CliRunner().invoke(main, [
+        "run", "recipes/selective_shapes.toml", "--db", db, "--runs-dir", str(tmp_path / "runs"),
+        "--trial", "lambda=0.3/seed=0", "--set", "eval.latency=true",
+        "--set", "eval.latency_warmup=1", "--set", "eval.latency_runs=2", *TINY])
+    assert result.exit_code == 0, result.output
+    (trial,) = Store(db).trials("selective_shapes")
+    m = trial.metrics
+    assert m["latency_ratio_os8"] == m["latency_ms"] / m["latency_ms_os8"]
+    assert m["latency_density"] == m["mask_density"]
+    assert trial.environment["device"] == "cpu"  # the device all three were timed on

@@ -238,7 +238,7 @@ def test_sparse_execution_at_density_1_costs_the_low_path_network(reference):
 
 
 @pytest.mark.slow
-def test_selective_latency_times_sparse_and_dense_emulation():
+def test_selective_latency_times_sparse_dense_emulation_and_plain_os8():
     from ablate.cost.selective import selective_latency
     from ablate.models.selective import build_selective_deeplabv3
 
@@ -249,8 +249,31 @@ def test_selective_latency_times_sparse_and_dense_emulation():
         model = build_selective_deeplabv3(spec, CLASSES).train()
         figures = selective_latency(model, (48, 48), torch.device("cpu"), 0.5, warmup=1, runs=2)
         assert set(figures) == {"latency_ms", "latency_ms_p90", "latency_ms_dense",
-                                "latency_ms_dense_p90", "latency_density"}
+                                "latency_ms_dense_p90", "latency_ms_os8", "latency_ratio_os8",
+                                "latency_density"}
         assert figures["latency_density"] == 0.5
         assert 0 < figures["latency_ms"] <= figures["latency_ms_p90"]
         assert 0 < figures["latency_ms_dense"] <= figures["latency_ms_dense_p90"]
+        # the saving is the ratio of two times measured here, never a FLOP count
+        assert figures["latency_ratio_os8"] == figures["latency_ms"] / figures["latency_ms_os8"]
         assert model.training  # measured in eval mode, restored
+
+
+@pytest.mark.slow
+def test_the_plain_os8_reference_is_the_models_dilated_path():
+    """What latency_ms_os8 times: the model at mask density 0 without its mask net."""
+    from ablate.cost.selective import _plain_os8
+    from ablate.models.selective import build_selective_deeplabv3
+    from ablate.models.sparse import SparseSelective
+
+    spec = ModelSpec.model_validate({
+        "backbone": "resnet50", "head": "deeplabv3", "output_stride": 8,
+        "selective": {"enabled": True, "execution": "sparse"}})
+    model = build_selective_deeplabv3(spec, CLASSES).eval()
+    x = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        plain = _plain_os8(model, x)
+    full_resolution = SparseSelective(model)(x, torch.zeros(1, 1, 3, 3))["out"]
+    assert plain.shape == full_resolution.shape == (1, CLASSES, 48, 48)
+    # the executor runs channels-last on CPU: the same function, other summation order
+    assert (plain - full_resolution).abs().max() <= 1e-5 * plain.abs().max()

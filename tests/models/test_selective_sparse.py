@@ -1,4 +1,5 @@
-"""Sparse execution (ablate.models.sparse): equal to its dense emulation, exact at densities 0 and 1."""
+"""Sparse execution (ablate.models.sparse): equal to its dense emulation with either kernel, exact at
+densities 0 and 1."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from ablate.models import blocksparse
 from ablate.models.masking import pool_patches, upsample_mask
 from ablate.models.selective import build_selective_deeplabv3
 from ablate.models.sparse import SparseGrid, SparseSelective, forced_mask, forward_mixed
@@ -17,10 +19,11 @@ SIZE, GRID = (72, 56), (5, 4)
 TOL = 1e-4  # relative to the largest logit: float summation order only
 
 
-def _model(pooling: str = "fixed", execution: str = "sparse", seed: int = 0):
+def _model(pooling: str = "fixed", execution: str = "sparse", seed: int = 0,
+           rates: tuple[int, ...] = (12, 24, 36)):
     torch.manual_seed(seed)
     spec = ModelSpec.model_validate({
-        "backbone": "resnet50", "head": "deeplabv3", "output_stride": 8,
+        "backbone": "resnet50", "head": "deeplabv3", "output_stride": 8, "aspp_rates": list(rates),
         "selective": {"enabled": True, "pooling": pooling, "execution": execution}})
     model = build_selective_deeplabv3(spec, CLASSES)
     g = torch.Generator().manual_seed(seed)
@@ -36,6 +39,12 @@ def model(request):
     return _model(request.param)
 
 
+@pytest.fixture(autouse=True)
+def pinned_crossover(monkeypatch):
+    """``kernels = "auto"`` without its first-use timing (tested in test_blocksparse)."""
+    monkeypatch.setitem(blocksparse.CROSSOVER, "cpu", 0.75)
+
+
 def _masks() -> dict[str, torch.Tensor]:
     hc, wc = GRID
     checker = ((torch.arange(hc)[:, None] + torch.arange(wc)[None]) % 2).float()
@@ -43,23 +52,67 @@ def _masks() -> dict[str, torch.Tensor]:
         "all-full": torch.zeros(2, 1, hc, wc),
         "all-down": torch.ones(2, 1, hc, wc),
         "checkerboard": torch.stack([checker, 1 - checker])[:, None],
-        "blobs": forced_mask(GRID, 0.4, "blobs", seed=3, batch=2),
-        "random": forced_mask(GRID, 0.6, "random", seed=1, batch=2),
+        # one image all full-resolution, the other all down-sampled: each path's rows
+        # come from one image only, and neither shortcut applies to the batch
+        "full-and-down": torch.stack([torch.zeros(hc, wc), torch.ones(hc, wc)])[:, None],
+        "blobs-0.25": forced_mask(GRID, 0.25, "blobs", seed=2, batch=2),
+        "blobs-0.4": forced_mask(GRID, 0.4, "blobs", seed=3, batch=2),
+        "random-0.6": forced_mask(GRID, 0.6, "random", seed=1, batch=2),
+        "random-0.75": forced_mask(GRID, 0.75, "random", seed=4, batch=2),
     }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(_masks()))
 def test_sparse_equals_dense_emulation(model, name):
+    """Both kernels, every mask (two images with different masks): the dense emulation."""
     x = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(7))
     mask = _masks()[name]
     with torch.no_grad():
         dense = forward_mixed(model, x, mask)["out"]
-    sparse = SparseSelective(model, shortcuts=False)(x, mask)["out"]  # rows for every mask
-    assert sparse.shape == dense.shape == (2, CLASSES, *SIZE)
-    assert (sparse - dense).abs().max() <= TOL * dense.abs().max()
+    for kernels in ("tiles", "rows"):  # the sparse kernels for every mask, no shortcut
+        run = SparseSelective(model, shortcuts=False, kernels=kernels)
+        sparse = run(x, mask)["out"]
+        assert run.chosen == {"high": kernels, "low": kernels}
+        assert sparse.shape == dense.shape == (2, CLASSES, *SIZE)
+        assert (sparse - dense).abs().max() <= TOL * dense.abs().max()
     shortcut = SparseSelective(model)(x, mask)["out"]  # plain networks at densities 0, 1
     assert (shortcut - dense).abs().max() <= TOL * dense.abs().max()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernels", ["tiles", "rows"])
+def test_a_batch_is_its_images_run_one_by_one(kernels):
+    """Masks differ per image; gathered across the batch, each image's output is its own."""
+    model = _model("avg", seed=3)
+    x = torch.randn(3, 3, *SIZE, generator=torch.Generator().manual_seed(9))
+    mask = torch.cat([forced_mask(GRID, 0.3, "blobs", seed=1), forced_mask(GRID, 0.5, "random"),
+                      forced_mask(GRID, 0.8, "random", seed=2)])
+    run = SparseSelective(model, shortcuts=False, kernels=kernels)
+    batch = run(x, mask)["out"]
+    for i in range(3):
+        alone = run(x[i:i + 1], mask[i:i + 1])["out"]
+        assert (batch[i:i + 1] - alone).abs().max() <= TOL * alone.abs().max()
+    # the tile plan holds each image's own tiles: tile (b, ty, tx) rows for all three images
+    grid = SparseGrid(mask[:, 0] > 0.5, (9, 7), 2, "avg")
+    plan = blocksparse.TilePlan(grid, "high", 2)
+    assert set(plan.tiles[:, 0].tolist()) == {0, 1, 2}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernels", ["tiles", "rows"])
+def test_aspp_taps_partly_outside_the_map(kernels):
+    """Rates 2, 3, 5 on the 9 x 7 map: the ASPP's outer taps are inside for some outputs."""
+    model = _model("avg", rates=(2, 3, 5))
+    x = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(5))
+    mask = forced_mask(GRID, 0.5, "blobs", seed=6, batch=2)
+    grid = SparseGrid(mask[:, 0] > 0.5, (9, 7), 2, "avg")
+    assert 0 < len(grid.tap_pairs("high", 5)[0]) < 8 * grid.n_active
+    assert 0 < len(grid.tap_pairs("low", 2)[0]) < 8 * grid.n_low
+    with torch.no_grad():
+        dense = forward_mixed(model, x, mask)["out"]
+    sparse = SparseSelective(model, kernels=kernels)(x, mask)["out"]
+    assert (sparse - dense).abs().max() <= TOL * dense.abs().max()
 
 
 @pytest.mark.slow
@@ -119,6 +172,9 @@ def test_dense_execution_checkpoint_fills_the_low_head():
     # and the sparse executor runs a dense-execution model (a tied low head is made)
     out = SparseSelective(dense)(torch.randn(1, 3, *SIZE), torch.ones(1, 1, *GRID))["out"]
     assert out.shape == (1, CLASSES, *SIZE) and torch.isfinite(out).all()
+    # made from a model in training mode (as a trial's latency timing does), the copy
+    # evaluates: at batch 1 the ASPP's pooled 1x1 map has no training statistics
+    assert not SparseSelective(dense.train()).low_head.training
 
 
 def test_grid_rows_on_a_hand_made_mask():
@@ -131,8 +187,7 @@ def test_grid_rows_on_a_hand_made_mask():
     # low cell 0's neighbours on the 2 x 2 grid read the top-left pixel of each full cell
     assert grid.row_low.tolist() == [5, 0, 2, 4]
     assert grid.low_pixels.tolist() == [4.0]
-    taps = grid.taps("low", 1).view(1, 9) // 9
-    assert taps.tolist() == [[6, 6, 6, 6, 5, 0, 6, 2, 4]]  # 6 = the zero row
+    assert grid.taps("low", 1).tolist() == [[6, 6, 6, 6, 5, 0, 6, 2, 4]]  # 6 = the zero row
 
 
 def test_grid_avg_pooling_matches_pool_patches():

@@ -1,0 +1,216 @@
+"""Rows of the mixed-resolution network: index tables of one mask and the row kernels.
+
+``ablate.models.sparse`` runs layer3, layer4 and the ASPP head of the selective model on
+rows: the pixels of full-resolution cells (high path) and one row per down-sampled cell
+(low path), channels last. 1x1 convs, batch norm, ReLU and residual sums act on rows. A
+3x3 conv reads a *table* ``[high rows | low rows | pooled rows | zero row]``: a
+full-resolution output reads a neighbour in a down-sampled cell as that cell's low row
+(nearest up-sampling), a low output reads a full-resolution cell as its pooled row (or,
+with ``fixed`` pooling, its top-left pixel's high row), and a neighbour outside the map
+reads the zero row (zero padding). ``SparseGrid`` holds those indices; the kernels here
+compute a 3x3 conv from them:
+
+* ``im2col_conv``: each output gathers its nine rows and one GEMM per block of outputs.
+* ``accumulate_taps``: one GEMM per tap over the outputs whose neighbour is inside the
+  map. The ASPP's rates (12, 24, 36 at stride 8) put a fifth to a half of its taps
+  outside a 64 x 128 map; the library's dense convolution skips them, and so does this
+  (computing every tap of every row, as an earlier version did, cost the ASPP ~60 %
+  more).
+
+The block kernel (gathered tiles, the library's dense convolution) is
+``ablate.models.blocksparse``; it reads the same tables.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ablate.models.fused import fold
+
+TAPS = [(ty, tx) for ty in (-1, 0, 1) for tx in (-1, 0, 1)]
+CENTRE = 4  # TAPS.index((0, 0))
+# Elements per gathered block (256 MiB in float32): bounds the memory of a gather. Fewer,
+# larger blocks win on a shared CPU, where every op's threads must all get a core.
+GATHER_LIMIT = 1 << 26
+
+
+class SparseGrid:
+    """Index tables of one mask: which rows each path computes and where neighbours live.
+
+    Rows of a layer's table: ``[high rows (active pixels) | low rows (down-sampled cells)
+    | pooled rows (full-resolution cells, avg/max pooling only) | zero row]``.
+    ``down`` is B x Hc x Wc, True = down-sampled; ``size`` the stride-8 map's (H, W).
+    """
+
+    def __init__(self, down: torch.Tensor, size: tuple[int, int], d: int, pooling: str) -> None:
+        dev = down.device
+        B, Hc, Wc = down.shape
+        H, W = size
+        self.B, self.H, self.W, self.Hc, self.Wc, self.d, self.pooling = B, H, W, Hc, Wc, d, pooling
+        ys, xs = torch.arange(H, device=dev), torch.arange(W, device=dev)
+        b = torch.arange(B, device=dev)
+        pix_cell = (b[:, None, None] * Hc * Wc + (ys // d)[None, :, None] * Wc
+                    + (xs // d)[None, None, :]).reshape(-1)              # B*H*W
+        flat_down = down.reshape(-1)
+        self.pixel_down = flat_down[pix_cell]                           # per pixel
+        self.active = (~self.pixel_down).nonzero().squeeze(1)          # pixels, high path
+        self.low = flat_down.nonzero().squeeze(1)                      # cells, low path
+        self.full_cells = (~flat_down).nonzero().squeeze(1)            # cells, pooled
+        n_a, n_l, n_f = len(self.active), len(self.low), len(self.full_cells)
+        self.n_active, self.n_low = n_a, n_l
+        cell_rank = torch.zeros(B * Hc * Wc, dtype=torch.long, device=dev)
+        cell_rank[self.low] = torch.arange(n_l, device=dev) + n_a
+        row_high = cell_rank[pix_cell]
+        row_high[self.active] = torch.arange(n_a, device=dev)
+        self.row_high = row_high                                        # per pixel
+        # pixels of each full-resolution cell (d*d, outside the map: the top-left one)
+        cb, cyx = self.full_cells // (Hc * Wc), self.full_cells % (Hc * Wc)
+        py = (cyx // Wc)[:, None] * d + torch.arange(d, device=dev).repeat_interleave(d)[None]
+        px = (cyx % Wc)[:, None] * d + torch.arange(d, device=dev).repeat(d)[None]
+        inside = (py < H) & (px < W)
+        member = row_high[(cb[:, None] * H + py.clamp(max=H - 1)) * W + px.clamp(max=W - 1)]
+        self.member = torch.where(inside, member, member[:, :1])       # n_f x d*d
+        self.inside = inside
+        self.pooled = pooling != "fixed"
+        self.n_rows = n_a + n_l + (n_f if self.pooled else 0) + 1
+        self.zero = self.n_rows - 1
+        row_low = torch.zeros(B * Hc * Wc, dtype=torch.long, device=dev)
+        row_low[self.low] = torch.arange(n_l, device=dev) + n_a
+        row_low[self.full_cells] = (torch.arange(n_f, device=dev) + n_a + n_l if self.pooled
+                                    else self.member[:, 0])
+        self.row_low = row_low                                          # per cell
+        # image of each row; pixels per down-sampled cell (border cells hold fewer)
+        self.batch_high, self.batch_low = self.active // (H * W), self.low // (Hc * Wc)
+        ly, lx = (self.low % (Hc * Wc)) // Wc, self.low % Wc
+        self.low_pixels = ((H - ly * d).clamp(max=d) * (W - lx * d).clamp(max=d)).float()
+        self._taps: dict[tuple[str, int], torch.Tensor] = {}
+        self._pairs: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
+
+    def count(self, path: str) -> int:
+        """Rows the path computes: active pixels (``high``) or down-sampled cells (``low``)."""
+        return self.n_active if path == "high" else self.n_low
+
+    def row_map(self, path: str) -> torch.Tensor:
+        """B x h x w: the table row a conv of ``path`` reads at each position of its map."""
+        if path == "high":
+            return self.row_high.view(self.B, self.H, self.W)
+        return self.row_low.view(self.B, self.Hc, self.Wc)
+
+    def own(self, path: str) -> torch.Tensor:
+        """B x h x w, True where ``path`` computes the position (its rows, raster order)."""
+        if path == "high":
+            return ~self.pixel_down.view(self.B, self.H, self.W)
+        down = torch.zeros(self.B * self.Hc * self.Wc, dtype=torch.bool, device=self.low.device)
+        down[self.low] = True
+        return down.view(self.B, self.Hc, self.Wc)
+
+    def taps(self, path: str, k: int) -> torch.Tensor:
+        """n x 9 table rows that each output row of ``path`` reads, for dilation ``k``."""
+        key = (path, k)
+        if key not in self._taps:
+            if path == "high":
+                idx, (h, w), rows = self.active, (self.H, self.W), self.row_high
+            else:
+                idx, (h, w), rows = self.low, (self.Hc, self.Wc), self.row_low
+            b, y, x = idx // (h * w), (idx % (h * w)) // w, idx % w
+            cols = []
+            for ty, tx in TAPS:
+                yy, xx = y + k * ty, x + k * tx
+                ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+                r = rows[(b * h + yy.clamp(0, h - 1)) * w + xx.clamp(0, w - 1)]
+                cols.append(torch.where(ok, r, self.zero))
+            self._taps[key] = torch.stack(cols, 1)
+        return self._taps[key]
+
+    def tap_pairs(self, path: str, k: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """``(outputs, rows, bounds)``: every (output, table row) pair of a non-centre tap whose
+        neighbour is inside the map, tap after tap; tap ``TAPS[t]``'s pairs are
+        ``bounds[t]:bounds[t + 1]`` (the centre tap's range is empty)."""
+        key = (path, k)
+        if key not in self._pairs:
+            taps = self.taps(path, k)
+            outputs, rows, bounds = [], [], [0]
+            for t in range(len(TAPS)):
+                if t != CENTRE:
+                    inside = (taps[:, t] != self.zero).nonzero().squeeze(1)
+                    outputs.append(inside)
+                    rows.append(taps[inside, t])
+                bounds.append(bounds[-1] + (len(outputs[-1]) if t != CENTRE else 0))
+            self._pairs[key] = (torch.cat(outputs), torch.cat(rows), bounds)
+        return self._pairs[key]
+
+    def pool(self, high: torch.Tensor) -> torch.Tensor:
+        """Pooled high rows, one per full-resolution cell (``pool_patches`` on rows)."""
+        if self.pooling == "fixed":
+            return high[self.member[:, 0]]
+        gathered = high[self.member]                                   # n_f x d*d x C
+        if self.pooling == "max":  # outside pixels repeat the top-left one: max unchanged
+            return gathered.amax(1)
+        inside = self.inside[..., None].to(high.dtype)
+        return (gathered * inside).sum(1) / inside.sum(1)
+
+    def means(self, high: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image mean of the blended stride-8 map and of the blended cell map (B x C)."""
+        c = high.shape[1]
+        m8 = high.new_zeros(self.B, c).index_add_(0, self.batch_high, high)
+        m8.index_add_(0, self.batch_low, low * self.low_pixels[:, None])
+        cells = high.new_zeros(self.B, c).index_add_(0, self.batch_low, low)
+        cells.index_add_(0, self.full_cells // (self.Hc * self.Wc), self.pool(high))
+        return m8 / (self.H * self.W), cells / (self.Hc * self.Wc)
+
+    def table(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """The rows a 3x3 conv reads: ``[high | low | pooled high | zero]``."""
+        n_a, n_l = self.n_active, self.n_low
+        table = high.new_empty(self.n_rows, high.shape[1])
+        table[:n_a], table[n_a:n_a + n_l], table[-1] = high, low, 0
+        if self.pooled and n_l:
+            table[n_a + n_l:-1] = self.pool(high)
+        return table
+
+
+def im2col_conv(table: torch.Tensor, taps: torch.Tensor, conv: nn.Conv2d,
+                bn: nn.BatchNorm2d | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A 3x3 conv (+ folded batch norm) of the outputs whose nine rows are ``taps``.
+
+    The outputs gather their nine input rows side by side and run one GEMM (K = 9 C_in),
+    in blocks of at most ``GATHER_LIMIT`` gathered elements; neighbours outside the map
+    read the table's zero row. ``out``: where to write (n x C_out), else a new tensor.
+    """
+    weight, bias = fold(conv, bn, "im2col")
+    n, c_in = len(taps), table.shape[1]
+    out = table.new_empty(n, weight.shape[1]) if out is None else out
+    step = max(1, GATHER_LIMIT // (9 * c_in))
+    for i in range(0, n, step):
+        block = table.index_select(0, taps[i:i + step].reshape(-1))
+        torch.addmm(bias, block.view(-1, 9 * c_in), weight, out=out[i:i + step])
+    return out
+
+
+def accumulate_taps(out: torch.Tensor, table: torch.Tensor,
+                    pairs: tuple[torch.Tensor, torch.Tensor, list[int]],
+                    weight: torch.Tensor) -> torch.Tensor:
+    """``out += conv(table) - centre tap``: each non-centre tap as one GEMM over the outputs
+    whose neighbour is inside the map, the taps' partial sums added in one scatter.
+
+    ``weight`` is 9 x C_in x C_out (``fold(..., "taps")``), ``pairs`` the grid's
+    ``tap_pairs``. The caller adds the centre tap (it reads each output's own row, no
+    gather). Taps go in groups of at most ``GATHER_LIMIT`` gathered elements: one gather,
+    one GEMM per tap, one scatter per group (few large ops: on a busy CPU each op waits
+    for all its threads).
+    """
+    outputs, rows, bounds = pairs
+    c_in, c_out = table.shape[1], weight.shape[2]
+    taps = [t for t in range(len(bounds) - 1) if bounds[t + 1] > bounds[t]]
+    while taps:
+        group = [taps.pop(0)]
+        while taps and (bounds[taps[0] + 1] - bounds[group[0]]) * c_in <= GATHER_LIMIT:
+            group.append(taps.pop(0))
+        first, last = bounds[group[0]], bounds[group[-1] + 1]
+        block = table.index_select(0, rows[first:last])
+        part = block.new_empty(last - first, c_out)
+        for t in group:
+            lo, hi = bounds[t] - first, bounds[t + 1] - first
+            torch.mm(block[lo:hi], weight[t], out=part[lo:hi])
+        out.index_add_(0, outputs[first:last], part)
+    return out
