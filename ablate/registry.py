@@ -23,6 +23,7 @@ import inspect
 import os
 import re
 import sys
+import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
@@ -53,6 +54,25 @@ def is_import_path(ref: str) -> bool:
     return bool(_IMPORT_PATH.match(ref))
 
 
+def is_library(ref: str) -> bool:
+    """An import path into an installed library (site-packages or the standard library,
+    e.g. ``torch.nn:Identity``): versioned as a package, not hashed as the user's code.
+    Found without importing; a module that cannot be found is not a library."""
+    top = ref.partition(":")[0].split(".")[0]
+    try:
+        spec = PathFinder.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    where = [spec.origin] if spec.origin and spec.has_location else []
+    where += list(spec.submodule_search_locations or [])
+    roots = {Path(p).resolve() for key in ("purelib", "platlib", "stdlib", "platstdlib")
+             if (p := sysconfig.get_paths().get(key))}
+    return bool(where) and all(any(Path(w).resolve().is_relative_to(r) for r in roots)
+                               for w in where)
+
+
 class Registry:
     """Built-ins, run-time registrations and entry-point plugins of one kind."""
 
@@ -75,9 +95,6 @@ class Registry:
             return wrap
         self._registered[name] = Entry(name, target, "registered")
         return target
-
-    def unregister(self, name: str) -> None:
-        self._registered.pop(name, None)
 
     def plugins(self) -> dict[str, Entry]:
         """Entry points of ``group``, read once (``refresh`` reads them again)."""
@@ -138,8 +155,8 @@ class Registry:
         """One hash of the source files ``source_files`` lists (None: a built-in).
 
         Part of trial and architecture ids, so editing the user's code is a new trial.
-        A module outside any package hashes as its file alone (as before packages were
-        hashed whole, so such ids did not change).
+        A module outside any package hashes as its file alone; a package, as every file
+        of it.
         """
         files = self.source_files(ref)
         return None if files is None else combined_hash(files)

@@ -40,7 +40,7 @@ class Design:
     start_seeds: int | None = None  # sequential: seeds before the first look
     spending: str = DEFAULT_SPENDING
     # sequential with a margin: a non-binding futility stop with this power at the margin
-    # (None: none, as in designs recorded before it existed), beta spent by hsd(gamma)
+    # (None: none; a recorded design without the key has none), beta spent by hsd(gamma)
     futility_power: float | None = None
     futility_gamma: float = FUTILITY_GAMMA
 

@@ -22,6 +22,3 @@ def params_by_module(model: nn.Module, depth: int = 3) -> dict[str, int]:
         counts[key] = counts.get(key, 0) + param.numel()
     return counts
 
-
-def params_top_level(model: nn.Module) -> dict[str, int]:
-    return params_by_module(model, depth=1)

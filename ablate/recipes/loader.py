@@ -9,6 +9,8 @@ from typing import Any
 
 from ablate.errors import RecipeError
 from ablate.recipes import nesting
+from ablate.recipes.knockout import AXIS as KNOCKOUT_AXIS
+from ablate.recipes.knockout import KnockoutSpec, design_axis
 from ablate.recipes.schema import Published, SlurmSpec
 from ablate.recipes.tune import Tune, parse_tune
 from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public here too)
@@ -24,8 +26,8 @@ from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public he
     validate_spec,
 )
 
-TOP_LEVEL_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "variants", "slurm",
-                  "tune")
+TOP_LEVEL_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "variants", "knockout",
+                  "slurm", "tune")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Recipe:
     seeds: list[int]
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     text: str = ""
+    knockout: KnockoutSpec | None = None  # its design is the grid's model.remove axis
     # [tune]: nuisance keys tuned per configuration (ablate.trials.tuning)
     tune: Tune | None = None
     # each configuration's chosen nuisance values (config name -> dotted key -> value),
@@ -140,17 +143,24 @@ def parse_recipe(text: str, source: str) -> Recipe:
         _expect(isinstance(desc, str), source, f"{where}.description", "must be a string")
         variants.append(Variant(vname, overrides, desc, published))
 
+    knockout = None
+    if "knockout" in raw:
+        knockout = _knockout(raw["knockout"], source, base_raw, grid, zips, variants)
+        grid = {KNOCKOUT_AXIS: design_axis(knockout), **grid}
+
     slurm_raw = raw.get("slurm", {})
     _expect(isinstance(slurm_raw, dict), source, "slurm", "must be a table")
     slurm = validate_section(SlurmSpec, slurm_raw, source, "slurm")
 
     tune = None
     if "tune" in raw:
-        tune = parse_tune(raw["tune"], source, seeds=seeds, axes=_axis_origins(grid, zips, variants))
+        tune = parse_tune(raw["tune"], source, seeds=seeds,
+                          axes=_axis_origins(grid, zips, variants))
 
     return Recipe(
         path=source, name=name, description=description, base=base_raw, grid=grid,
-        zips=zips, variants=variants, seeds=seeds, slurm=slurm, text=text, tune=tune,
+        zips=zips, variants=variants, seeds=seeds, slurm=slurm, text=text, knockout=knockout,
+        tune=tune,
     )
 
 
@@ -163,6 +173,25 @@ def _axis_origins(grid: dict, zips: list[dict], variants: list[Variant]) -> dict
         for key in variant.overrides:
             origins.setdefault(key, f"variants.{variant.name}.{key}")
     return origins
+
+
+def _knockout(raw: Any, source: str, base: dict[str, Any], grid: dict[str, list[Any]],
+              zips: list[dict[str, list[Any]]], variants: list[Variant]) -> KnockoutSpec:
+    """The ``[knockout]`` table; its design owns ``model.remove``, so no other part of the
+    recipe may set it."""
+    _expect(isinstance(raw, dict), source, "knockout", "must be a table")
+    spec = validate_section(KnockoutSpec, raw, source, "knockout")
+    where = [f'grid."{KNOCKOUT_AXIS}"'] if KNOCKOUT_AXIS in grid else []
+    where += [f'zip[{i}]."{KNOCKOUT_AXIS}"' for i, z in enumerate(zips) if KNOCKOUT_AXIS in z]
+    where += [f"variants.{v.name}.{KNOCKOUT_AXIS}" for v in variants
+              if KNOCKOUT_AXIS in v.overrides]
+    if flatten(base).get(KNOCKOUT_AXIS):
+        where.append(f"base.{KNOCKOUT_AXIS}")
+    if where:
+        raise RecipeError(source, f"{where[0]} is set too; [knockout] generates "
+                          f"{KNOCKOUT_AXIS} from its components: list them all there (or "
+                          "drop [knockout])", "knockout")
+    return spec
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -166,12 +166,6 @@ def _fraction(xs: pd.Series, log_x: bool) -> np.ndarray:
     return (values - values.min()) / span if span > 0 else np.zeros(len(values))
 
 
-def pareto_plot(configs: pd.DataFrame, x: str, out_dir: str | Path, *, y: str = "miou_mean",
-                log_x: bool = False, stem: str | None = None) -> list[Path]:
-    """Write ``pareto_<x>.png`` and ``.svg``; returns the paths written."""
-    return save_figure(pareto_figure(configs, x, y=y, log_x=log_x), out_dir, stem or f"pareto_{x}")
-
-
 def per_class_figure(table: pd.DataFrame, title: str = "IoU per class (%)"):
     """Heatmap, classes (rows) x configurations (columns), values annotated when few.
 

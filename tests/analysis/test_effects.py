@@ -1,4 +1,4 @@
-"""Effects, intervals and the Holm correction against closed-form values.
+"""Effects, intervals and the family's Bonferroni level against closed-form values.
 
 For 2 degrees of freedom Student's t has a closed form: the two-sided p-value of
 ``t`` is ``1 - t / sqrt(t^2 + 2)`` and the ``q`` quantile is

@@ -12,8 +12,8 @@ from ablate.report.plots import (
     curves_figure,
     figure_png,
     pareto_figure,
-    pareto_plot,
     per_class_figure,
+    save_figure,
 )
 
 
@@ -76,7 +76,7 @@ def test_study_prefix_with_several_studies():
 
 
 def test_files_and_png_bytes(tmp_path):
-    paths = pareto_plot(configs(), "params", tmp_path / "out")
+    paths = save_figure(pareto_figure(configs(), "params"), tmp_path / "out", "pareto_params")
     assert [p.name for p in paths] == ["pareto_params.png", "pareto_params.svg"]
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and "<svg" in paths[1].read_text()
     assert figure_png(pareto_figure(configs(), "params"))[:4] == b"\x89PNG"
