@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ablate.analysis.design import DEFAULT_SPENDING
-from ablate.dispatch import prepare  # prepare.costs_for -> compute_costs: a seam tests replace
-from ablate.dispatch import tuning  # a tuned study's phases ([tune])
+from ablate.dispatch import (
+    prepare,  # prepare.costs_for -> compute_costs: a seam tests replace
+    tuning,  # a tuned study's phases ([tune])
+)
 from ablate.dispatch.adaptive import (
     DEFAULT_MAX_SEEDS,
     Round,

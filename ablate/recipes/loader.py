@@ -12,7 +12,6 @@ from ablate.recipes import nesting
 from ablate.recipes.knockout import AXIS as KNOCKOUT_AXIS
 from ablate.recipes.knockout import KnockoutSpec, design_axis
 from ablate.recipes.schema import Published, SlurmSpec
-from ablate.recipes.tune import Tune, parse_tune
 from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public here too)
     VARIANT_META_KEYS,
     allowed_keys,
@@ -25,6 +24,7 @@ from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public he
     validate_section,
     validate_spec,
 )
+from ablate.recipes.tune import Tune, parse_tune
 
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "variants", "knockout",
                   "slurm", "tune")

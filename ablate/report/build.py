@@ -40,7 +40,6 @@ from ablate.report.page import Image, Section, render_page
 from ablate.report.plots import AXIS_LABELS, curves_figure, pareto_figure, per_class_figure
 from ablate.report.render import config_tables, per_class_tables
 from ablate.report.runtimes import has_runtime_latency, latency_by_batch_figure, runtime_tables
-from ablate.report.tuning import METRIC_NAMES, mark_tuned, tuning_tables, tuning_views
 from ablate.report.tables import (
     add_baseline,
     column_for,
@@ -49,6 +48,7 @@ from ablate.report.tables import (
     per_class_table,
     sort_rows,
 )
+from ablate.report.tuning import METRIC_NAMES, mark_tuned, tuning_tables, tuning_views
 from ablate.store import read
 from ablate.trials.lifecycle import TrialStatus
 
