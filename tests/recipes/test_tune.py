@@ -126,3 +126,26 @@ def test_run_refuses_bad_input_in_one_line_and_records_nothing(tmp_path, tune, e
     assert line.startswith(f"Error: {recipe}: "), line
     assert words in line, line
     assert not db.exists()  # nothing recorded: the database was never opened
+
+
+BUDGETS_AND_SEEDS = [  # (old, new) of the recipe, the key, words of the message
+    ("budget = 4", "budget = 0", "tune.budget", "should be greater than 0"),
+    ("seeds = [100]", "seeds = [1, 100]", "tune.seeds", "1 also in the study's seeds [0, 1]"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "words"), [
+    *((recipe_text(tune), key, words) for tune, key, words in BAD),
+    *((recipe_text().replace(old, new), key, words) for old, new, key, words in BUDGETS_AND_SEEDS),
+])
+def test_every_bad_section_stops_run_in_one_line_and_records_nothing(tmp_path, text, key,
+                                                                      words):
+    recipe = tmp_path / "tuned.toml"
+    recipe.write_text(text)
+    db = tmp_path / "t.db"
+    out = CliRunner().invoke(main, ["run", str(recipe), "--db", str(db)])
+    assert out.exit_code == 2, out.output
+    (line,) = out.output.strip().splitlines()
+    assert line.startswith(f"Error: {recipe}: {key}: "), line
+    assert words in line, line
+    assert not db.exists()
