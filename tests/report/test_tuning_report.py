@@ -135,3 +135,15 @@ def test_table_json_and_latex_show_the_chosen_values(tuned, tmp_path):
     latex = to_latex(report.configs, report.effects, report.tuning)
     assert "each configuration tuned with the same 4 draws" in latex
     assert f"b & {plan.draws[3]['train.lr']:.4g} & 3 & 55.00 & 1" in latex
+
+
+def test_html_has_the_tuning_section_and_its_figure(tuned, tmp_path):
+    out = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "t.db"), "--study",
+                                    "tuned", "--effects", "--format", "html",
+                                    "--out", str(tmp_path / "html")])
+    assert out.exit_code == 0, out.output
+    page = (tmp_path / "html" / "report.html").read_text()
+    section = page[page.index("Tuning (each configuration tuned with the same draws)"):]
+    assert "tuned: tuning curves (mIoU %, expected best of n draws)" in section
+    assert "1 of 3" in section  # draws agreeing with the tuned effect
+    assert "data:image/png;base64," in section  # the tuning-curve figure, inline
