@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from ablate.cli import main
+from ablate.dispatch.adaptive import next_seed
 from ablate.store import Store
 from ablate.trials.lifecycle import TrialStatus
 
@@ -186,3 +187,9 @@ def test_plan_shows_both_phases_and_the_count(tmp_path):
     table = CliRunner().invoke(main, ["plan", str(recipe), "--no-cost"])
     assert ("Two phases: 8 tuning trial(s) (4 draws x 2 configuration(s) x 1 tuning seed(s);"
             in " ".join(table.output.split()))
+
+
+def test_until_decided_adds_seeds_the_selection_never_saw():
+    assert next_seed([0, 1]) == 2
+    assert next_seed([0, 1], reserved=[2, 3, 100]) == 4  # tuning seeds 2, 3 skipped
+    assert next_seed([0, 5], reserved=[100]) == 6
