@@ -229,7 +229,7 @@ MEANING: dict[str, str] = {
     "tune.budget": "draws of the nuisance keys per configuration (the same draws for every "
                    "configuration); with the study, at most `--max-trials` trials",
     "tune.seeds": "tuning seeds: the selection's trials; none of the study's `seeds`",
-    "tune.seed": "seed of the scrambled Sobol sequence (`scipy.stats.qmc`) of the draws",
+    "tune.draw_seed": "seed of the scrambled Sobol sequence (`scipy.stats.qmc`) of the draws",
     "tune.metric": "selection metric, higher is better: each configuration's best draw has "
                    "the highest mean over the tuning seeds",
     "tune.select_on": "`holdout`: the tuning trials evaluate on a held-out slice of the "

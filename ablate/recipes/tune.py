@@ -43,7 +43,7 @@ class TuneSettings(Section):
 
     budget: PositiveInt  # draws per configuration
     seeds: list[Seed]  # tuning seeds, disjoint from the study's
-    seed: Seed = 0  # of the scrambled Sobol sequence
+    draw_seed: Seed = 0  # of the scrambled Sobol sequence
     metric: Literal["miou", "pixel_acc"] = "miou"  # the selection metric, higher is better
     # holdout: a held-out slice of the training set (data.holdout) is the tuning trials'
     # evaluation set; validation: the validation set, which the reported figures also use

@@ -2,7 +2,7 @@
 confirmation trials at each configuration's chosen draw (pure).
 
 The draws are one scrambled Sobol sequence (``scipy.stats.qmc.Sobol``, seeded by
-``tune.seed``) of ``budget`` points in ``[0, 1)^d``, one dimension per nuisance key, each
+``tune.draw_seed``) of ``budget`` points in ``[0, 1)^d``, one dimension per nuisance key, each
 mapped onto its range. Every configuration trains the identical draws, so the tuning
 phase is itself a paired comparison: draw j of one configuration and draw j of another
 differ only in the configuration. A quasi-random sequence covers the ranges more evenly
@@ -37,7 +37,7 @@ def draws(tune: Tune) -> list[dict[str, Any]]:
     import numpy as np  # lazy: loads numpy
     from scipy.stats import qmc  # lazy: loads scipy
 
-    sobol = qmc.Sobol(len(tune.ranges), scramble=True, rng=tune.settings.seed)
+    sobol = qmc.Sobol(len(tune.ranges), scramble=True, rng=tune.settings.draw_seed)
     with warnings.catch_warnings():  # any budget is fine; a power of two is best balanced
         warnings.simplefilter("ignore", UserWarning)
         points = np.asarray(sobol.random(tune.settings.budget), dtype=float)

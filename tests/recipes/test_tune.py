@@ -50,7 +50,7 @@ def test_a_tune_section_is_read_with_every_kind_of_range():
         ("log_uniform", (1e-4, 1.0)), ("uniform", (0.0, 0.001)), ("int", (0, 10)),
         ("choice", ("sgd", "adamw"))]
     settings = tune.settings
-    assert (settings.budget, settings.seeds, settings.seed, settings.metric,
+    assert (settings.budget, settings.seeds, settings.draw_seed, settings.metric,
             settings.select_on, settings.holdout) == (4, [100], 0, "miou", "holdout", 0.2)
     assert tune.to_json()["ranges"]["train.lr"] == {"log_uniform": [1e-4, 1.0]}
 

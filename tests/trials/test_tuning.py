@@ -71,7 +71,7 @@ def test_draws_are_one_scrambled_sobol_sequence_seeded_by_the_recipe(recipe):
     first = draws(recipe.tune)
     assert draws(recipe.tune) == first  # the same recipe, the same draws
     other = dataclasses.replace(recipe.tune, settings=recipe.tune.settings.model_copy(
-        update={"seed": 1}))
+        update={"draw_seed": 1}))
     assert draws(other) != first
     # a quasi-random sequence: 8 log-uniform learning rates fall one into each eighth of
     # the 4 decades (independent draws would leave about a third of the eighths empty)
