@@ -39,6 +39,7 @@ from ablate.dispatch.events import (
 )
 from ablate.errors import RecipeError, UserInputError
 from ablate.trials.expand import Trial, expand
+from ablate.trials.lifecycle import TrialStatus
 from ablate.trials.tuning import TuningPlan, pin, plan_tuning
 
 if TYPE_CHECKING:
@@ -124,7 +125,6 @@ def scores_frame(store, study: str, plan: TuningPlan):
     import pandas as pd  # lazy: loads pandas
 
     from ablate.report.frame import trials_frame  # lazy: loads numpy, pandas, sqlalchemy
-    from ablate.trials.lifecycle import TrialStatus
 
     metric = plan.tune.settings.metric
     frame = trials_frame(store, [study], keys=[metric], tuning=True)
@@ -185,7 +185,8 @@ def run_tuned(runner, recipe: Recipe, trials: list[Trial], overrides: dict, star
             selection = select(store, recipe.name, plan)
         except NoDrawLeft as err:
             emit(TuningStopped(str(err)))
-            failed = [t.trial_id for t in plan.trials if statuses[t.trial_id].value == "failed"]
+            failed = [t.trial_id for t in plan.trials
+                      if statuses[t.trial_id] == TrialStatus.FAILED]
             return TunedRun(RunSummary(total=0, failed=failed), tuning)
         store.set_study_tuning(recipe.name, {**recorded, "selection": selection})
         fresh = True
