@@ -26,7 +26,20 @@ def effects(db: str, study: str) -> list[dict]:
     return json.loads(out.output)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a loaded 2-core machine two threads spinning against other
+    processes made this study take over 15 minutes instead of about 3."""
+    import torch  # lazy: loads torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_shared_lr_decides_a_difference_that_tuning_takes_away(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(EXAMPLE)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([EXAMPLE, os.environ.get("PYTHONPATH", "")]))
