@@ -72,6 +72,9 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         fmt = "json"
     recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
     store = _existing_store(db)
+    phases = _phases(store, recipe_obj, assignments) if recipe_obj.tune is not None else None
+    if phases is not None and phases.trials is not None:  # the selection is recorded
+        trials = trials + phases.trials
     statuses = store.statuses(recipe_obj.name) if store and _has_study(store, recipe_obj.name) else {}
     cached = store.get_costs([t.arch_id for t in trials]) if store else {}
     costs = {} if no_cost else compute_costs(trials, cached, source=recipe_obj.path)
@@ -102,6 +105,10 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
             "arch_id": t.arch_id, "seconds": seconds[t.trial_id][0],
             "time_source": seconds[t.trial_id][1],
         })
+        if phases is not None:
+            rows[-1]["phase"] = "tune" if t.tuning_draw is not None else "confirm"
+    if phases is not None:
+        rows += _waiting_rows(phases, {r["trial_id"]: r for r in rows})
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         echo_warnings(warnings)
@@ -112,6 +119,8 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         return
     console = make_console()
     console.print(_table(recipe_obj.name, rows))
+    if phases is not None:
+        console.print(_phases_line(recipe_obj, rows, phases))
     if rows and rows[0]["flops_convention"]:
         h, w = rows[0]["resolution"]
         console.print(f"GFLOPs: {rows[0]['flops_convention']} at the evaluation resolution "
@@ -124,13 +133,48 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
     echo_warnings(warnings)
 
 
+def _phases(store, recipe, assignments: tuple[str, ...]):
+    """A tuned recipe's confirmation phase, as far as the database knows it."""
+    from ablate.dispatch.tuning import plan_confirmation, tuning_plan  # lazy: loads pydantic
+    from ablate.trials.expand import parse_set  # lazy: loads pydantic
+
+    overrides = parse_set(list(assignments))
+    return plan_confirmation(store, recipe, overrides, tuning_plan(recipe, overrides))
+
+
+def _waiting_rows(phases, by_id: dict[str, dict]) -> list[dict]:
+    """One row per confirmation trial the selection has not made yet (its cost is its
+    configuration's, read from a tuning trial of it)."""
+    rows = []
+    for name, tuning_id in phases.waiting:
+        like = by_id[tuning_id]
+        rows.append({**like, "trial_id": "-", "name": name, "status": "waiting on selection",
+                     "seed": int(name.rsplit("=", 1)[1]), "phase": "confirm"})
+    return rows
+
+
+def _phases_line(recipe, rows: list[dict], phases) -> str:
+    settings = recipe.tune.settings
+    tuning = sum(r["phase"] == "tune" for r in rows)
+    confirm = len(rows) - tuning
+    configs = len({r["name"].rsplit("/", 1)[0] for r in rows if r["phase"] == "confirm"})
+    state = ("waiting on the selection (made once every tuning trial is finished)"
+             if phases.trials is None else "at each configuration's chosen draw")
+    return (f"Two phases: {tuning:,} tuning trial(s) ({settings.budget} draws x "
+            f"{configs} configuration(s) x {len(settings.seeds)} tuning seed(s); a setting "
+            f"drawn twice trains once), then {confirm:,} confirmation trial(s) ({configs} "
+            f"configuration(s) x {confirm // max(configs, 1)} seed(s)), {state}.")
+
+
 def _table(study: str, rows: list[dict]):
     """The first TABLE_HEAD and last TABLE_TAIL rows, the rest elided with their count."""
     from rich.table import Table  # lazy: loads rich.table
 
+    phased = bool(rows) and "phase" in rows[0]
     table = Table(title=f"{terminal(study)}: {len(rows):,} trials, "
                   f"{len({r['arch_id'] for r in rows}):,} architectures")
-    for col in ("trial id", "name", "status", "params", "GFLOPs"):
+    for col in ("trial id", "name", *(("phase",) if phased else ()), "status", "params",
+                "GFLOPs"):
         table.add_column(col, justify="right" if col in ("params", "GFLOPs") else "left",
                          overflow="fold")
     shown = rows
@@ -140,16 +184,17 @@ def _table(study: str, rows: list[dict]):
         if r is None:
             hidden = len(rows) - TABLE_HEAD - TABLE_TAIL
             table.add_row("...", f"[dim]{hidden:,} more trials (--format csv or --json: "
-                                 "every row)[/]", "", "", "")
+                                 "every row)[/]", *([""] * (4 if phased else 3)))
             continue
-        table.add_row(r["trial_id"], terminal(r["name"]), r["status"], fmt_int(r["params"]),
-                      fmt_float(r["gflops"]))
+        table.add_row(r["trial_id"], terminal(r["name"]), *((r["phase"],) if phased else ()),
+                      r["status"], fmt_int(r["params"]), fmt_float(r["gflops"]))
     return table
 
 
 def _print_csv(rows: list[dict]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore",
+    columns = (*CSV_COLUMNS, "phase") if rows and "phase" in rows[0] else CSV_COLUMNS
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore",
                             lineterminator="\n")
     writer.writeheader()
     for r in rows:

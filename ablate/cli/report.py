@@ -130,13 +130,16 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
             figures += build.class_effect_figures(result)  # with --effects
         if curves:
             figures += build.curve_figures(store, result, curves_by, curves_x)
+        if forest or plot_pareto or fmt in ("html", "latex"):
+            figures += build.tuning_figures(result)  # tuned studies: tuning curves
     written = _write_figures(result, figures, out_dir, fmt)
     if fmt == "latex" and not result.configs.empty:  # beside the figures it may \includegraphics
         from ablate.report.latex import write_tex  # lazy: loads numpy, pandas
 
         included = [(f.stem, f.caption) for f in figures
-                    if f.stem.startswith(("forest", "class_effects"))]
-        written.append(write_tex(result.configs, result.effects, out_dir, included))
+                    if f.stem.startswith(("forest", "class_effects", "tuning"))]
+        written.append(write_tex(result.configs, result.effects, out_dir, included,
+                                 tuning=result.tuning))
     for path in written:  # machine-readable stdout stays parseable
         click.echo(f"wrote {path}", err=fmt in ("csv", "json", "latex"))
 
@@ -148,22 +151,29 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
         click.echo(render.to_csv(result.configs), nl=False)
         return
     if fmt == "json":
-        if result.effects is None:
+        if result.effects is None and not result.tuning:
             click.echo(render.to_json(result.configs))
             return
-        from ablate.report.effects import effects_json  # lazy: loads numpy, pandas
+        import json
 
+        from ablate.report.effects import effects_json  # lazy: loads numpy, pandas
+        from ablate.report.tuning import tuning_json  # lazy: loads numpy, pandas
+
+        effects = ("" if result.effects is None else ',\n"effects": '
+                   + effects_json(result.effects))
         classes = ("" if result.per_class_effects is None else ',\n"per_class_effects": '
                    + render.to_json(result.per_class_effects))
-        click.echo('{\n"configurations": ' + render.to_json(result.configs)
-                   + ',\n"effects": ' + effects_json(result.effects) + classes + "\n}")
+        tuning = ("" if not result.tuning else ',\n"tuning": '
+                  + json.dumps(tuning_json(result.tuning), indent=1))
+        click.echo('{\n"configurations": ' + render.to_json(result.configs) + effects
+                   + classes + tuning + "\n}")
         return
     if fmt == "html":
         return
     if fmt == "latex" and not result.configs.empty:
         from ablate.report.latex import to_latex  # lazy: loads numpy, pandas
 
-        click.echo(to_latex(result.configs, result.effects), nl=False)
+        click.echo(to_latex(result.configs, result.effects, result.tuning), nl=False)
         return
     if result.configs.empty:
         click.echo(f"No finished trial matches --where {' '.join(where)}." if where else
@@ -184,6 +194,10 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
         from ablate.report.effect_views import per_class_effect_tables  # lazy: loads pandas
 
         tables += per_class_effect_tables(result.per_class_effects)
+    if result.tuning:
+        from ablate.report.tuning import tuning_tables  # lazy: loads numpy, pandas
+
+        tables += tuning_tables(result.tuning)
     if fmt == "markdown":
         click.echo(render.to_markdown(tables), nl=False)
     else:

@@ -17,11 +17,15 @@ from ablate.dispatch.adaptive import (
     SeedAdded,
 )
 from ablate.dispatch.events import (
+    DrawsChosen,
     Estimated,
     Planned,
     RoundEnded,
     RunnerReport,
     TrialUpdate,
+    TuningStarted,
+    TuningStopped,
+    TuningWaiting,
     Waiting,
 )
 from ablate.errors import one_line
@@ -49,6 +53,31 @@ def loop_lines(event) -> list[str]:
                 f"{', '.join(event.configs)}"]
     if isinstance(event, LoopStopped):
         return [f"stopped: {event.reason}"]
+    return []
+
+
+def tuning_lines(event) -> list[str]:
+    """A tuned study's phase events (``dispatch.tuning``) as the lines they print."""
+    if isinstance(event, TuningStarted):
+        return [f"tuning: {event.method}; {event.trials} tuning trial(s) ({event.draws} "
+                f"draws x {event.configs} configuration(s) x tuning seeds, shared settings "
+                "trained once)"]
+    if isinstance(event, DrawsChosen):
+        how = "chosen" if event.recorded else "chosen before (recorded with the study)"
+        lines = [f"{how}: each configuration's best draw by mean {event.metric} over the "
+                 "tuning seeds; its effects are read on the study's seeds"]
+        for config, (draw, values, score) in event.chosen.items():
+            shown = ", ".join(f"{k}={v}" for k, v in values.items())
+            lines.append(f"  {config}: draw {draw} ({shown}), {event.metric} "
+                         f"{fmt_float(score, 2)}")
+        if event.failed_draws:
+            lines.append(f"  {event.failed_draws} draw(s) failed (no score, never chosen)")
+        return lines
+    if isinstance(event, TuningWaiting):
+        return [f"the confirmation trials wait on {event.unfinished} unfinished tuning "
+                "trial(s); run the same command again once they are finished"]
+    if isinstance(event, TuningStopped):
+        return [f"tuning stopped: {event.reason}"]
     return []
 
 
@@ -93,6 +122,9 @@ class StudyView:
             print_summary(self.store, event.study, list(event.trial_ids), event.summary)
         elif isinstance(event, RunnerReport):
             for line in event.lines:
+                make_console().print(escape(line))
+        elif isinstance(event, TuningStarted | DrawsChosen | TuningWaiting | TuningStopped):
+            for line in tuning_lines(event):
                 make_console().print(escape(line))
         else:
             for line in loop_lines(event):

@@ -33,7 +33,7 @@ from ablate.data.transforms import EvalTransform, TrainTransform
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
 
-__all__ = ["DatasetPair", "build_datasets", "collate_eval", "loader_options"]
+__all__ = ["DatasetPair", "build_datasets", "collate_eval", "holdout_split", "loader_options"]
 
 DESCRIPTIONS = {
     "voc2012": "Pascal VOC 2012 (VOCdevkit/VOC2012/...)",
@@ -156,15 +156,35 @@ def _limited(samples: list[Any], limit: int | None) -> list[Any]:
     return samples if limit is None else samples[:limit]
 
 
+HOLDOUT_SEED = 0  # which samples data.holdout holds out: fixed, the same for every trial
+
+
+def holdout_split(count: int, fraction: float) -> tuple[list[int], list[int]]:
+    """(training indices, held-out indices) of a training set of ``count`` samples:
+    ``round(fraction * count)`` samples (at least one) picked by a fixed pseudo-random
+    permutation, so every trial with the same data holds out the same ones. A random
+    pick, not the last files: a folder sorted by name is often sorted by city or scene."""
+    held = max(1, round(fraction * count))
+    if count - held < 1:
+        raise UserInputError(f"data.holdout: {fraction:g} of {count} training sample(s) "
+                             "leaves none to train on")
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(count)
+    return sorted(order[held:].tolist()), sorted(order[:held].tolist())
+
+
 def _shapes(data: DataSpec, seed: int) -> DatasetPair:
     def split(count: int, limit: int | None, name: str) -> tuple[np.ndarray, np.ndarray]:
         count = count if limit is None else min(count, limit)
         return shapes.generate(count, data.image_size, data.classes, data.data_seed, name)
 
-    train = ShapesDataset(
-        *split(data.train_images, data.limit_train, "train"), hflip=data.hflip, seed=seed
-    )
-    val = ShapesDataset(*split(data.val_images, data.limit_val, "val"), hflip=False)
+    images, labels = split(data.train_images, data.limit_train, "train")
+    if data.holdout:  # the held-out training images are the evaluation set
+        kept, held = holdout_split(len(labels), data.holdout)
+        val = ShapesDataset(images[held], labels[held], hflip=False)
+        images, labels = images[kept], labels[kept]
+    else:
+        val = ShapesDataset(*split(data.val_images, data.limit_val, "val"), hflip=False)
+    train = ShapesDataset(images, labels, hflip=data.hflip, seed=seed)
     return DatasetPair(train, val, shapes.class_names(data.classes))
 
 
@@ -234,16 +254,20 @@ def build_datasets(data: DataSpec, *, seed: int = 0) -> DatasetPair:
         hflip=data.hflip,
     )
     eval_transform = EvalTransform(size=None if data.eval_size is None else tuple(data.eval_size))
+    train_samples = _limited(train_samples, data.limit_train)
+    val_samples = _limited(val_samples, data.limit_val)
+    if data.holdout:  # held-out training samples, read as evaluation samples
+        kept, held = holdout_split(len(train_samples), data.holdout)
+        val_samples, val_load = [train_samples[i] for i in held], load
+        train_samples = [train_samples[i] for i in kept]
     train = SegmentationDataset(
-        _limited(train_samples, data.limit_train),
+        train_samples,
         load,
         train_transform,
         cache=data.cache,
         seed=seed,
     )
-    val = SegmentationDataset(
-        _limited(val_samples, data.limit_val), val_load, eval_transform, cache=data.cache
-    )
+    val = SegmentationDataset(val_samples, val_load, eval_transform, cache=data.cache)
     return DatasetPair(train, val, list(names))
 
 

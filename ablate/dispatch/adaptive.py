@@ -88,6 +88,15 @@ def stop_reason(decision: Decision, seeds_done: dict[str, int], max_seeds: int) 
     return None
 
 
+def next_seed(seeds: list[int], reserved: Iterable[int] = ()) -> int:
+    """The next seed to add: above every seed used, skipping a tuned study's tuning seeds
+    (its effects are read on seeds the selection never saw)."""
+    seed, taken = max(seeds) + 1, set(reserved)
+    while seed in taken:
+        seed += 1
+    return seed
+
+
 @dataclass(frozen=True)
 class Round:
     seed: int | None  # the seed added (None: the loop stopped before adding one)
@@ -260,7 +269,7 @@ def run_until_decided(start: LoopStart, store, run: RunRound, *,
         if reason:
             rounds.append(Round(None, decision, reason))
             break
-        seed = max(seeds) + 1
+        seed = next_seed(seeds, recipe.tune.settings.seeds if recipe.tune else ())
         wanted = set(decision.configs)
         trials = [t for t in expand(dataclasses.replace(recipe, seeds=[seed]), overrides)
                   if t.config_name in wanted]

@@ -87,4 +87,45 @@ class RunnerReport:
     lines: tuple[str, ...]
 
 
-StudyEvent = Estimated | Planned | TrialUpdate | Waiting | RoundEnded | RunnerReport | LoopEvent
+# -- a tuned study's phases ([tune], dispatch.tuning) ------------------------------------
+
+
+@dataclass(frozen=True)
+class TuningStarted:
+    """The tuning phase: ``trials`` tuning trials, ``draws`` draws per configuration."""
+
+    study: str
+    method: str  # Tune.describe()
+    draws: int
+    configs: int
+    trials: int
+
+
+@dataclass(frozen=True)
+class DrawsChosen:
+    """Each configuration's chosen draw: config -> (draw, its values, its score)."""
+
+    chosen: dict[str, tuple[int, dict, float]]
+    metric: str
+    recorded: bool  # chosen by this run (False: read back from an earlier one)
+    failed_draws: int  # tuning trials that failed: their draws have no score
+
+
+@dataclass(frozen=True)
+class TuningWaiting:
+    """The confirmation phase waits on ``unfinished`` tuning trials (held elsewhere,
+    queued on Slurm, or cut short)."""
+
+    unfinished: int
+
+
+@dataclass(frozen=True)
+class TuningStopped:
+    """No selection can be made (every draw of a configuration failed)."""
+
+    reason: str
+
+
+TuningEvent = TuningStarted | DrawsChosen | TuningWaiting | TuningStopped
+StudyEvent = (Estimated | Planned | TrialUpdate | Waiting | RoundEnded | RunnerReport | LoopEvent
+              | TuningEvent)

@@ -14,6 +14,7 @@ from ablate.recipes.loader import Recipe, load_recipe
 from ablate.store import CostRecord, Store, resolve_url
 from ablate.store.target import sqlite_path
 from ablate.trials.expand import DEFAULT_MAX_TRIALS, Trial, expand, parse_set
+from ablate.trials.tuning import plan_tuning
 
 DEFAULT_RUNS_ROOT = "results/runs"
 RUNS_DIR_ENV = "ABLATE_RUNS_DIR"
@@ -42,9 +43,14 @@ def resolve_runs_root(runs_dir: str | None, db: str | None = None) -> Path:
 def load_trials(recipe_path: str, assignments: tuple[str, ...] = (),
                 max_trials: int | None = DEFAULT_MAX_TRIALS) -> tuple[Recipe, list[Trial]]:
     """Parse and expand a recipe with ``--set`` overrides; raises on any bad input,
-    and on a study of more than ``max_trials`` trials before building any."""
+    and on a study of more than ``max_trials`` trials before building any.
+
+    A tuned recipe (``[tune]``) gives its tuning trials: its confirmation trials are only
+    known once the tuning phase has chosen (``dispatch.tuning``)."""
     recipe = load_recipe(recipe_path)
     overrides = parse_set(list(assignments))
+    if recipe.tune is not None:
+        return recipe, plan_tuning(recipe, overrides, max_trials=max_trials).trials
     return recipe, expand(recipe, overrides, max_trials=max_trials)
 
 

@@ -24,7 +24,10 @@ from typing import Any
 
 from ablate.analysis.design import DEFAULT_SPENDING
 from ablate.cost.estimate import Resources, StudyEstimate
-from ablate.dispatch import prepare  # prepare.costs_for -> compute_costs: a seam tests replace
+from ablate.dispatch import (
+    prepare,  # prepare.costs_for -> compute_costs: a seam tests replace
+    tuning,  # a tuned study's phases ([tune])
+)
 from ablate.dispatch.adaptive import (
     DEFAULT_MAX_SEEDS,
     Round,
@@ -102,8 +105,10 @@ class LoopSettings:
 
 @dataclass
 class StudyOutcome:
-    summary: RunSummary  # the recipe's round
+    summary: RunSummary  # the recipe's round (a tuned study's: its confirmation round)
     rounds: list[Round] = field(default_factory=list)  # --until-decided's looks
+    # a tuned study's tuning round ([tune]): its failed trials are failed draws, not failures
+    tuning: RunSummary | None = None
 
     @property
     def failed(self) -> list[str]:
@@ -134,26 +139,39 @@ class StudyRunner:
                 loop: LoopSettings | None = None) -> StudyOutcome:
         """The recipe's round, then (``loop``) rounds of new seeds until every effect is
         decided; tracking around them."""
-        # a study grown before under other loop settings is refused before anything runs
+        # a study grown before under other loop settings, or tuned with another [tune]
+        # set-up, is refused before anything runs
         start = (start_loop(self.store, recipe, dict(overrides or {}),
                             **dataclasses.asdict(loop)) if loop is not None else None)
+        plan = tuning.tuning_plan(recipe, overrides)
+        recorded = tuning.check_recorded(self.store, recipe, plan)
+        if plan is not None:
+            tuning.check_selected(plan, trials)
         keeper = None
         resources = self.options.resources
         if resources is not None:  # a budget the recipe's round cannot keep is refused here
+            # a tuned study's estimate covers both phases: its tuning trials, then one
+            # confirmation trial per trial of the round (same architectures)
+            every = trials if plan is None else [*plan.trials, *trials]
             if self.options.budget is not None:  # a bad architecture says so, not "no estimate"
-                prepare.costs_for(self.store, trials, source=recipe.path)
-            self._estimate, keeper = begin(self.store, recipe, trials, resources,
+                prepare.costs_for(self.store, every, source=recipe.path)
+            self._estimate, keeper = begin(self.store, recipe, every, resources,
                                            self.options.budget,
                                            start.design if start is not None else None,
                                            force=self.options.force)
+        guard = round_guard(keeper, self.store, resources) if keeper and resources else None
         self.tracking_options = start_study(self.options.tracking, recipe.name)
-        summary = self.run(recipe, trials, force=self.options.force)
-        outcome = StudyOutcome(summary)
-        self.emit(RunnerReport(tuple(runner_report(self.store, recipe.name, summary))))
-        if start is not None and outcome.ok:
-            guard = round_guard(keeper, self.store, resources) if keeper and resources else None
-            outcome.rounds = run_until_decided(start, self.store, self.run, emit=self.emit,
-                                               guard=guard)
+        if plan is not None:  # tuning, selection, confirmation: dispatch.tuning
+            tuned = tuning.run_tuned(self, recipe, trials, dict(overrides or {}), start, plan,
+                                     recorded, guard=guard)
+            outcome = StudyOutcome(tuned.summary, tuned.rounds, tuned.tuning)
+        else:
+            summary = self.run(recipe, trials, force=self.options.force)
+            outcome = StudyOutcome(summary)
+            self.emit(RunnerReport(tuple(runner_report(self.store, recipe.name, summary))))
+            if start is not None and outcome.ok:
+                outcome.rounds = run_until_decided(start, self.store, self.run, emit=self.emit,
+                                                   guard=guard)
         finish_study(self.tracking_options, self.store, recipe.name, failed=not outcome.ok)
         return outcome
 

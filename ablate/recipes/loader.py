@@ -24,9 +24,10 @@ from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public he
     validate_section,
     validate_spec,
 )
+from ablate.recipes.tune import Tune, parse_tune
 
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "variants", "knockout",
-                  "slurm")
+                  "slurm", "tune")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class Recipe:
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     text: str = ""
     knockout: KnockoutSpec | None = None  # its design is the grid's model.remove axis
+    # [tune]: nuisance keys tuned per configuration (ablate.trials.tuning)
+    tune: Tune | None = None
+    # each configuration's chosen nuisance values (config name -> dotted key -> value),
+    # set once the tuning phase has chosen: expansion applies them after the axes
+    pinned: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _expect(cond: bool, source: str, key: str, message: str) -> None:
@@ -146,10 +152,27 @@ def parse_recipe(text: str, source: str) -> Recipe:
     _expect(isinstance(slurm_raw, dict), source, "slurm", "must be a table")
     slurm = validate_section(SlurmSpec, slurm_raw, source, "slurm")
 
+    tune = None
+    if "tune" in raw:
+        tune = parse_tune(raw["tune"], source, seeds=seeds,
+                          axes=_axis_origins(grid, zips, variants))
+
     return Recipe(
         path=source, name=name, description=description, base=base_raw, grid=grid,
         zips=zips, variants=variants, seeds=seeds, slurm=slurm, text=text, knockout=knockout,
+        tune=tune,
     )
+
+
+def _axis_origins(grid: dict, zips: list[dict], variants: list[Variant]) -> dict[str, str]:
+    """Every key an axis or a variant sets -> where (what a nuisance key cannot be)."""
+    origins = {key: f'grid."{key}"' for key in grid}
+    for i, axes in enumerate(zips):
+        origins.update({key: f'zip[{i}]."{key}"' for key in axes})
+    for variant in variants:
+        for key in variant.overrides:
+            origins.setdefault(key, f"variants.{variant.name}.{key}")
+    return origins
 
 
 def _knockout(raw: Any, source: str, base: dict[str, Any], grid: dict[str, list[Any]],

@@ -311,6 +311,9 @@ class DataSpec(Section):
     sbd: bool = False
     limit_train: PositiveInt | None = None
     limit_val: PositiveInt | None = None
+    # evaluate on this fraction of the training set, held out of training, instead of the
+    # validation split ([tune] sets it on its tuning trials); left out of the spec at 0
+    holdout: Annotated[float, Field(ge=0, le=0.5)] = Field(0.0, exclude_if=lambda v: v == 0)
     # transforms
     crop_size: Pixels | None = None
     scale_range: list[PositiveFloat] = [0.5, 2.0]
@@ -512,7 +515,7 @@ class TrialSpec(Section):
     def _one_evaluation_set(cls, eval_data: EvalDataSpec, info: ValidationInfo) -> EvalDataSpec:
         data = info.data.get("data")  # validated before eval_data (field order)
         if eval_data.name is not None and data is not None:
-            for key in ("val_split", "limit_val", "eval_size", "val_images"):
+            for key in ("val_split", "limit_val", "eval_size", "val_images", "holdout"):
                 if getattr(data, key) != DataSpec.model_fields[key].default:
                     raise ValueError(f"data.{key} is not read when eval_data is set; set "
                                      "the evaluation set's keys under eval_data")

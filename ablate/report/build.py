@@ -48,6 +48,7 @@ from ablate.report.tables import (
     per_class_table,
     sort_rows,
 )
+from ablate.report.tuning import METRIC_NAMES, mark_tuned, tuning_tables, tuning_views
 from ablate.store import read
 from ablate.trials.lifecycle import TrialStatus
 
@@ -67,6 +68,7 @@ class Report:
     designs: dict | None = None  # study -> ablate.analysis.design.Design (recorded ones)
     min_effect: float | None = None  # the equivalence margin of studies without a design
     per_class_effects: pd.DataFrame | None = None  # analysis.per_class, with --per-class
+    tuning: dict | None = None  # study -> report.tuning.TuningView, for tuned studies
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,12 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
         table = seed_columns(table, effect_cells(kept, baseline=baseline))
         if per_class:
             classes = per_class_effects(kept, baseline=baseline, alpha=alpha, designs=designs)
+    # tuned studies: chosen values, tuning curves, the effect at every draw (report.tuning)
+    views = tuning_views(store, list(studies) or None, table, baseline) or None
+    if views and table is not None:
+        table = mark_tuned(table, views)
     return Report(trials, configs.reset_index(drop=True), descriptions, baseline, table, alpha,
-                  designs, min_effect, classes)
+                  designs, min_effect, classes, views)
 
 
 def baseline_intervals(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float,
@@ -320,6 +326,22 @@ def class_effect_figures(report: Report) -> list[Figure]:
     return out
 
 
+def tuning_figures(report: Report) -> list[Figure]:
+    """Per tuned study: its tuning curves and the effect at every draw."""
+    from ablate.report.figures.tuning import tuning_figure  # lazy: loads matplotlib
+
+    if not report.tuning:
+        return []
+    studies = list(report.tuning)
+    return [Figure(_stem("tuning", study, studies),
+                   f"{study}: tuning curves, the expected best "
+                   f"{METRIC_NAMES[view.metric]} after n draws per configuration (unbiased "
+                   "estimator without replacement over the k draws, band ± one standard "
+                   "deviation, a ring at the chosen draw); the effect at every draw, the tuned "
+                   "effect as a line", tuning_figure(view, METRIC_NAMES[view.metric]))
+            for study, view in report.tuning.items()]
+
+
 def latency_figures(report: Report) -> list[Figure]:
     """The latency-by-batch-size figure, when the report's configurations have one."""
     if report.configs.empty or not has_runtime_latency(report.configs):
@@ -344,6 +366,9 @@ def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
                                 effects_tables(report.effects, report.alpha)
                                 + improvement_tables(report.effects),
                                 images("forest", "improvement")))
+    if report.tuning:
+        sections.append(Section("Tuning (each configuration tuned with the same draws)",
+                                tuning_tables(report.tuning), images("tuning")))
     if report.per_class_effects is not None and not report.per_class_effects.empty:
         sections.append(Section("Effects on each class",
                                 per_class_effect_tables(report.per_class_effects),

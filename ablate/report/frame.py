@@ -22,7 +22,7 @@ CORE_METRICS = ("latency_ms", "miou", "pixel_acc")  # the figures every table ne
 
 def trials_frame(store, studies: list[str] | None = None, *, per_class: bool = False,
                  keys: list[str] | tuple[str, ...] | None = None,
-                 runtimes: bool = False) -> pd.DataFrame:
+                 runtimes: bool = False, tuning: bool = False) -> pd.DataFrame:
     """Every trial with its final figures; mIoU and pixel accuracy in percent.
 
     Columns: ``TRIAL_COLUMNS``, then every other final figure without a ``/`` in its
@@ -33,21 +33,26 @@ def trials_frame(store, studies: list[str] | None = None, *, per_class: bool = F
     per runtime and batch size (``latency_ms@<runtime>/bs<n>``), which reports aggregate
     per configuration themselves (``ablate.report.runtimes``).
 
+    A tuned study's tuning trials ([tune]) are not among them: ``tuning`` reads those
+    instead, with their ``tuning_draw`` (``ablate.report.tuning``).
+
     Plain queries pivoted with numpy, no per-trial Python objects: 100,000 trials
     load in one to two seconds.
     """
     with read.no_gc():
-        return _trials_frame(store, studies, per_class, keys, runtimes)
+        frame = _trials_frame(store, studies, per_class, keys, runtimes, tuning)
+    return frame
 
 
-def _trials_frame(store, studies, per_class, keys, runtimes=False) -> pd.DataFrame:
+def _trials_frame(store, studies, per_class, keys, runtimes=False,
+                  tuning=False) -> pd.DataFrame:
     names = list(dict.fromkeys(studies)) if studies else None
     joined = None if keys is None else list(dict.fromkeys([*CORE_METRICS, *keys]))
-    base = read.trial_rows(store, names, joined or ())
+    base = read.trial_rows(store, names, joined or (), tuning=tuning)
     if base.empty:
-        return pd.DataFrame(columns=TRIAL_COLUMNS)
+        return pd.DataFrame(columns=TRIAL_COLUMNS + (["tuning_draw"] if tuning else []))
     if not base["pk"].is_unique:  # a figure stored twice: take the long road, last one wins
-        base = read.trial_rows(store, names)
+        base = read.trial_rows(store, names, tuning=tuning)
         joined = None
     study = base["study_pk"].map(read.study_names(store))
     if names is not None:  # the order asked for, then insertion order within a study
@@ -82,6 +87,8 @@ def _trials_frame(store, studies, per_class, keys, runtimes=False) -> pd.DataFra
         "miou": 100.0 * metric("miou"),
         "pixel_acc": 100.0 * metric("pixel_acc"),
     })
+    if tuning:
+        frame["tuning_draw"] = base["tuning_draw"].astype(int)
     extras = {k: v for k, v in metrics.items()
               if ("/" not in k or (runtimes and parse_metric_key(k) is not None))
               and k not in frame.columns}
@@ -123,6 +130,8 @@ def _wide_metrics(pks: pd.Series, long: pd.DataFrame) -> dict[str, pd.Series]:
     if long.empty:
         return {}
     rows = pd.Index(pks).get_indexer(long["pk"])
+    if (rows < 0).any():  # figures of trials not read (a tuned study's other phase)
+        long, rows = long[rows >= 0], rows[rows >= 0]
     codes, keys = pd.factorize(long["key"])
     table = np.full((len(pks), len(keys)), np.nan)
     table[rows, codes] = long["value"].to_numpy(dtype=float)  # a repeated key: the last wins

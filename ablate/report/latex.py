@@ -154,8 +154,33 @@ def effects_table(group: pd.DataFrame) -> str:
     return _table(caption, _label(study, "effects"), "llrrrrl", header, rows)
 
 
-def report_tables(configs: pd.DataFrame, effects: pd.DataFrame | None = None) -> list[str]:
-    """Per study, its configurations table, then its effects table when there is one."""
+def tuned_table(view) -> str:
+    """A tuned study's chosen values (``report.tuning.TuningView``): one row per
+    configuration, with the score at its draw and its failed draws."""
+    keys = list(view.ranges)
+    rows = []
+    for config in view.scores.index:
+        j = view.chosen.get(config)
+        values = ["--" if j is None else escape(_short(view.draws[j][k])) for k in keys]
+        score = view.scores.loc[config, j] if j is not None else float("nan")
+        rows.append([escape(config), *values, MISSING if j is None else str(j),
+                     _num(score, ".2f"), str(int(view.scores.loc[config].isna().sum()))])
+    caption = escape(f"{view.study}: each configuration tuned with the same {view.budget} "
+                     f"draws; {view.method}. The score at the chosen draw is biased upward (the "
+                     "best of several); the effects are read on the study's own seeds.")
+    header = ["Configuration", *(escape(k) for k in keys), "Draw", "Score", "Failed"]
+    return _table(caption, _label(view.study, "tuning"), "l" + "r" * (len(keys) + 3),
+                  header, rows)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def report_tables(configs: pd.DataFrame, effects: pd.DataFrame | None = None,
+                  tuning: dict | None = None) -> list[str]:
+    """Per study, its configurations table, then its effects table when there is one,
+    and a tuned study's chosen values."""
     tables = []
     if configs.empty:
         return tables
@@ -165,12 +190,15 @@ def report_tables(configs: pd.DataFrame, effects: pd.DataFrame | None = None) ->
             mine = effects[effects["study"] == study]
             if not mine.empty:
                 tables.append(effects_table(mine))
+        if tuning and study in tuning:
+            tables.append(tuned_table(tuning[study]))
     return tables
 
 
-def to_latex(configs: pd.DataFrame, effects: pd.DataFrame | None = None) -> str:
+def to_latex(configs: pd.DataFrame, effects: pd.DataFrame | None = None,
+             tuning: dict | None = None) -> str:
     """The tables as a fragment (``\\input`` it; needs ``\\usepackage{booktabs}``)."""
-    tables = report_tables(configs, effects)
+    tables = report_tables(configs, effects, tuning)
     head = "% ablate report: booktabs tables; \\usepackage{booktabs}\n"
     return head + "\n\n".join(tables) + "\n"
 
@@ -190,18 +218,18 @@ def _figure_label(stem: str) -> str:
 
 
 def to_document(configs: pd.DataFrame, effects: pd.DataFrame | None = None,
-                figures: list[tuple[str, str]] | tuple = ()) -> str:
+                figures: list[tuple[str, str]] | tuple = (), tuning: dict | None = None) -> str:
     """A whole document around the tables (and ``figures``: ``(stem, caption)`` of PDFs
     written beside it), for pdflatex."""
-    body = to_latex(configs, effects) + "".join(
+    body = to_latex(configs, effects, tuning) + "".join(
         "\n" + figure(stem, caption) + "\n" for stem, caption in figures)
     return PREAMBLE + "\n\\begin{document}\n\n" + body + "\n\\end{document}\n"
 
 
 def write_tex(configs: pd.DataFrame, effects: pd.DataFrame | None, out_dir: str | Path,
-              figures: list[tuple[str, str]] | tuple = ()) -> Path:
+              figures: list[tuple[str, str]] | tuple = (), tuning: dict | None = None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.tex"
-    path.write_text(to_document(configs, effects, figures), encoding="utf-8")
+    path.write_text(to_document(configs, effects, figures, tuning), encoding="utf-8")
     return path

@@ -41,6 +41,8 @@ class StudyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     # ablate.analysis.design.Design as JSON: how the study's seeds were chosen (None: fixed)
     design: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # a tuned study's set-up, draws and selection (ablate.dispatch.tuning); None: not tuned
+    tuning: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     trials: Mapped[list[TrialRow]] = relationship(back_populates="study")
 
@@ -69,6 +71,8 @@ class TrialRow(Base):
     # stopped its job is not an attempt but a preemption
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # a tuning trial's draw ([tune]); None for every trial whose results the study compares
+    tuning_draw: Mapped[int | None] = mapped_column(Integer, nullable=True)
     environment: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     weights_report: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -22,8 +22,10 @@ from ablate.trials.lifecycle import TrialStatus
 
 
 def trial_rows(store, studies: list[str] | None,
-               metric_keys: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
-    """Trials, one row each, in study order then insertion order.
+               metric_keys: list[str] | tuple[str, ...] = (), *,
+               tuning: bool = False) -> pd.DataFrame:
+    """Trials, one row each, in study order then insertion order: the trials a study
+    compares, or (``tuning``) a tuned study's tuning trials, with their ``tuning_draw``.
 
     ``axes`` and ``published`` come back as JSON text (parsed once per distinct
     value by the caller); ``pk`` is the trials table's primary key; ``study_pk``
@@ -35,10 +37,11 @@ def trial_rows(store, studies: list[str] | None,
         select(
             TrialRow.id.label("pk"), TrialRow.study_id.label("study_pk"), TrialRow.trial_id,
             TrialRow.name, TrialRow.config_name, TrialRow.variant, TrialRow.seed, TrialRow.status,
-            TrialRow.preemptions,
+            TrialRow.preemptions, TrialRow.tuning_draw,
             cast(TrialRow.axes, String).label("axes"),
             cast(TrialRow.published, String).label("published"), TrialRow.arch_id,
         )
+        .where(TrialRow.tuning_draw.is_not(None) if tuning else TrialRow.tuning_draw.is_(None))
         .order_by(TrialRow.study_id, TrialRow.id)
     )
     for i, key in enumerate(metric_keys):

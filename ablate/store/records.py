@@ -44,6 +44,7 @@ class TrialRecord:
     holder: dict[str, Any] | None = None  # host, pid, executor, job_id of the last claim
     heartbeat_at: datetime | None = None  # its last lease renewal
     lease_expires_at: datetime | None = None  # None once recorded, released or queued
+    tuning_draw: int | None = None  # a tuning trial's draw ([tune]); None: a compared trial
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,18 @@ class Store(ClaimsMixin, TimingsMixin):
         with self.session() as s:
             _study_row(s, study).design = dict(design)
 
+    def study_tunings(self, studies: list[str] | None = None) -> dict[str, dict]:
+        """The recorded tuning of each tuned study (``ablate.dispatch.tuning``)."""
+        with self.session() as s:
+            query = select(StudyRow.name, StudyRow.tuning).where(StudyRow.tuning.is_not(None))
+            if studies is not None:
+                query = query.where(StudyRow.name.in_(studies))
+            return {name: dict(tuning) for name, tuning in s.execute(query) if tuning}
+
+    def set_study_tuning(self, study: str, tuning: dict[str, Any]) -> None:
+        with self.session() as s:
+            _study_row(s, study).tuning = dict(tuning)
+
     def register_trials(self, study: str, trials: list[Any]) -> int:
         """Add trials (``ablate.trials.expand.Trial``) not yet known; returns how many."""
         from ablate.trials.ids import spec_dict  # lazy: loads pydantic
@@ -156,6 +168,7 @@ class Store(ClaimsMixin, TimingsMixin):
                     spec=spec_dict(t.spec), arch_id=t.arch_id,
                     published=t.published.model_dump(exclude_none=True) if t.published else None,
                     status=TrialStatus.PENDING, attempts=0, created_at=utc_now(),
+                    tuning_draw=getattr(t, "tuning_draw", None),
                 ))
                 known.add(t.trial_id)
                 added += 1
@@ -426,6 +439,7 @@ def _trial_record(row: TrialRow, metrics: dict[str, float]) -> TrialRecord:
         variant=row.variant, seed=row.seed, axes=row.axes, spec=row.spec, arch_id=row.arch_id,
         status=TrialStatus(row.status), error=row.error, published=row.published,
         run_dir=row.run_dir, attempts=row.attempts, preemptions=row.preemptions or 0,
+        tuning_draw=row.tuning_draw,
         job_id=row.job_id, environment=row.environment, weights_report=row.weights_report,
         started_at=row.started_at, finished_at=row.finished_at, metrics=metrics,
         holder=row.holder, heartbeat_at=row.heartbeat_at, lease_expires_at=row.lease_expires_at,

@@ -42,6 +42,7 @@ class Trial:
     published: Published | None = None
     study: str = ""
     arch_id: str = field(default="")
+    tuning_draw: int | None = None  # a tuning trial's draw ([tune], ablate.trials.tuning)
 
 
 def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -> dict[str, Any]:
@@ -178,10 +179,12 @@ def _expand(recipe: Recipe, overrides: dict[str, Any]) -> list[Trial]:
         for point in _axis_points(recipe):
             # one validation and one architecture id per configuration; seeds only
             # change the trial id (a frozen copy with the seed replaced)
-            layers = [variant.overrides if variant else {}, point, overrides]
+            config = _config_name(variant.name if variant else None, point)
+            # a tuned study's configurations at their chosen nuisance values ([tune])
+            pinned = recipe.pinned.get(config, {})
+            layers = [variant.overrides if variant else {}, point, pinned, overrides]
             tree = _resolved_tree(recipe.base, layers, seeds[0])
             first = _validate(validate, tree, recipe, origin, variant, point, overrides)
-            config = _config_name(variant.name if variant else None, point)
             name0 = f"{config}/seed={seeds[0]}"
             shared = _architecture_sections(first)
             arch_id = arch_ids.get(shared)

@@ -1,0 +1,208 @@
+"""The ``[tune]`` section: nuisance keys, their ranges, the budget and the tuning seeds.
+
+A *nuisance* key (Google's Deep Learning Tuning Playbook) is one that must be tuned for
+each configuration separately so that a comparison is fair, such as the learning rate.
+Each configuration trains ``budget`` draws of the nuisance keys (the same draws for all:
+``ablate.trials.tuning``) on the tuning ``seeds``; the draw with the best mean selection
+metric is then trained on the study's own seeds, and only those trials are compared.
+
+::
+
+    [tune]
+    budget = 8                 # draws per configuration
+    seeds = [100]              # tuning seeds: none of the study's seeds
+    "train.lr" = { log_uniform = [1e-4, 1.0] }
+    "train.momentum" = { uniform = [0.8, 0.95] }
+    "model.args.width" = { int = [8, 32] }
+    "train.optimizer" = { choice = ["sgd", "adamw"] }
+
+Every error names the file and the key (``tune."train.lr"``) and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from ablate.errors import RecipeError
+from ablate.recipes.schema import PositiveInt, Section, Seed
+from ablate.recipes.tree import check_key, check_seeds, validate_section, validate_spec
+
+DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
+TUNABLE = ("train.", "model.args.", "data.")  # the sections whose keys may be nuisance keys
+NOT_TUNABLE = ("data.holdout",)  # what the tuning trials themselves set
+RANGE_RULE = ('a range: { log_uniform = [low, high] }, { uniform = [low, high] }, '
+              '{ int = [low, high] } or { choice = [a, b, ...] }')
+
+
+class TuneSettings(Section):
+    """The ``[tune]`` section's own keys (its other keys are the nuisance keys)."""
+
+    budget: PositiveInt  # draws per configuration
+    seeds: list[Seed]  # tuning seeds, disjoint from the study's
+    draw_seed: Seed = 0  # of the scrambled Sobol sequence
+    metric: Literal["miou", "pixel_acc"] = "miou"  # the selection metric, higher is better
+    # holdout: a held-out slice of the training set (data.holdout) is the tuning trials'
+    # evaluation set; validation: the validation set, which the reported figures also use
+    select_on: Literal["holdout", "validation"] = "holdout"
+    holdout: Annotated[float, Field(gt=0, le=0.5)] = 0.2
+
+
+@dataclass(frozen=True)
+class Range:
+    """One nuisance key and where its draws come from."""
+
+    key: str
+    kind: str  # one of DISTRIBUTIONS
+    values: tuple[Any, ...]  # (low, high), or the choices
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "choice of " + ", ".join(map(str, self.values))
+        return f"{self.kind} [{self.values[0]:g}, {self.values[1]:g}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {self.kind: list(self.values)}
+
+
+@dataclass(frozen=True)
+class Tune:
+    """A validated ``[tune]`` section."""
+
+    settings: TuneSettings
+    ranges: tuple[Range, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(r.key for r in self.ranges)
+
+    def to_json(self) -> dict[str, Any]:
+        """The section as plain data, for the study's record: an edit shows as a change."""
+        return {**self.settings.model_dump(mode="json"),
+                "ranges": {r.key: r.to_json() for r in self.ranges}}
+
+    def describe(self) -> str:
+        s = self.settings
+        on = (f"a held-out {100 * s.holdout:g}% of the training set" if s.select_on == "holdout"
+              else "the validation set")
+        return (f"best of {s.budget} draws ({', '.join(r.key for r in self.ranges)}) by mean "
+                f"{s.metric} over tuning seed(s) {', '.join(map(str, s.seeds))} on {on}")
+
+
+def _ranges_of(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted nuisance keys -> their range tables. ``"train.lr" = {...}`` and
+    ``train.lr = {...}`` (a nested table in TOML) are the same key; a table whose keys
+    include a distribution's name is a range, not a further level."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and not set(value) & set(DISTRIBUTIONS):
+            out.update(_ranges_of(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def parse_tune(raw: Any, source: str, *, seeds: list[int], axes: dict[str, str]) -> Tune:
+    """The ``[tune]`` table as a ``Tune``; ``seeds`` are the study's seeds and ``axes``
+    every key a grid, zip or variant sets (key -> where), which cannot also be tuned."""
+    if not isinstance(raw, dict):
+        raise RecipeError(source, "must be a table of settings and nuisance keys", "tune")
+    own = {k: v for k, v in raw.items() if k in TuneSettings.model_fields}
+    if "seeds" in own:
+        check_seeds(source, "tune.seeds", own["seeds"])
+    settings = validate_section(TuneSettings, own, source, "tune")
+    overlap = sorted(set(settings.seeds) & set(seeds))
+    if overlap:
+        raise RecipeError(source, f"{', '.join(map(str, overlap))} also in the study's seeds "
+                          f"{seeds}; tuning seeds must be others, so that each effect is read "
+                          "on seeds the selection never saw", "tune.seeds")
+    ranges = _ranges_of({k: v for k, v in raw.items() if k not in TuneSettings.model_fields})
+    if not ranges:
+        raise RecipeError(source, 'names no nuisance key; add one, e.g. "train.lr" = '
+                          "{ log_uniform = [1e-4, 1.0] }", "tune")
+    return Tune(settings, tuple(_range(source, key, value, axes)
+                                for key, value in ranges.items()))
+
+
+def _range(source: str, key: str, value: Any, axes: dict[str, str]) -> Range:
+    where = f'tune."{key}"'
+    allowed = ", ".join([*TuneSettings.model_fields, '"train.*"', '"model.args.*"', '"data.*"'])
+    if "." not in key:
+        raise RecipeError(source, f"unknown key; allowed: {allowed} (a nuisance key is a "
+                          "dotted train.*, model.args.* or data.* key)", f"tune.{key}")
+    check_key(source, where, key)
+    for axis, origin in axes.items():
+        if key == axis or key.startswith(axis + ".") or axis.startswith(key + "."):
+            raise RecipeError(source, f"also set by {origin}: a key is either what the study "
+                              "compares (an axis) or tuned for each configuration, not both",
+                              where)
+    if not key.startswith(TUNABLE) or key in NOT_TUNABLE:
+        raise RecipeError(source, "not a nuisance key: only train.*, model.args.* and data.* "
+                          "keys can be tuned" + (" (data.holdout is what [tune] sets)"
+                                                 if key in NOT_TUNABLE else ""), where)
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
+        raise RecipeError(source, f"must be {RANGE_RULE}", where)
+    kind, bounds = next(iter(value.items()))
+    if kind == "choice":
+        return Range(key, kind, _choices(source, where, key, bounds))
+    low, high = _bounds(source, f"{where}.{kind}", kind, bounds)
+    # a uniform or log range draws fractional numbers: probe one, so that an integer key
+    # given such a range is refused here rather than at its first draw
+    probes = [low, high]
+    if kind != "int":
+        middle = (low + high) / 2
+        probes.append(math.nextafter(middle, high) if middle.is_integer() else middle)
+    for value in probes:
+        _check_value(source, where, key, value)
+    return Range(key, kind, (low, high))
+
+
+def _bounds(source: str, where: str, kind: str, bounds: Any) -> tuple[Any, Any]:
+    number = int if kind == "int" else (int, float)
+    what = "integers" if kind == "int" else "numbers"
+    if (not isinstance(bounds, list) or len(bounds) != 2
+            or any(isinstance(b, bool) or not isinstance(b, number) for b in bounds)):
+        raise RecipeError(source, f"must be [low, high], two {what} (got {bounds!r})", where)
+    low, high = bounds
+    if not all(math.isfinite(b) for b in bounds):
+        raise RecipeError(source, f"bounds must be finite (got {bounds!r})", where)
+    if not low < high:
+        raise RecipeError(source, f"empty or reversed range: low must be below high "
+                          f"(got [{low}, {high}])", where)
+    if kind == "log_uniform" and low <= 0:
+        raise RecipeError(source, f"a log range needs bounds > 0 (got [{low}, {high}])", where)
+    return low, high
+
+
+def _choices(source: str, where: str, key: str, values: Any) -> tuple[Any, ...]:
+    if not isinstance(values, list) or len(values) < 2:
+        raise RecipeError(source, "a choice needs at least two values (to fix a key, set it "
+                          f"in [base]; got {values!r})", f"{where}.choice")
+    if len({repr(v) for v in values}) != len(values):
+        raise RecipeError(source, f"lists a value twice (got {values!r})", f"{where}.choice")
+    for value in values:
+        _check_value(source, where, key, value)
+    return tuple(values)
+
+
+def _check_value(source: str, where: str, key: str, value: Any) -> None:
+    """A value the key's schema refuses (a learning rate above 10, a float for an integer
+    key) is refused here, naming the range, before any trial is built. Free tables
+    (``model.args``, ``data.args``) are checked when each draw's trials are validated."""
+    if key.startswith(("model.args.", "data.args.")):
+        return
+    tree: dict[str, Any] = {}
+    node = tree
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    try:
+        validate_spec(tree, source, "")
+    except RecipeError as err:
+        if err.key == key:
+            raise RecipeError(source, f"{err.detail} (a value of its range)", where) from None

@@ -1,0 +1,1 @@
+"""The flagship of docs/fair-comparisons.md: one network in two parametrizations."""

@@ -1,0 +1,151 @@
+"""The [tune] section: what it accepts, and every bad input as one line naming the file
+and the key, exit code 2, nothing recorded."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.errors import RecipeError
+from ablate.recipes.loader import parse_recipe
+
+RECIPE = """
+name = "tuned"
+seeds = [0, 1]
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "lraspp"
+[base.data]
+name = "shapes"
+classes = 3
+image_size = 32
+[grid]
+"model.keep_last_expansion" = [true, false]
+[variants.a]
+"train.momentum" = 0.8
+[tune]
+budget = 4
+seeds = [100]
+TUNE
+"""
+LR = '"train.lr" = { log_uniform = [1e-4, 1.0] }'
+
+
+def recipe_text(tune: str = LR, **replace: str) -> str:
+    text = RECIPE.replace("TUNE", tune)
+    for old, new in replace.items():
+        text = text.replace(old.replace("_", " "), new)
+    return text
+
+
+def test_a_tune_section_is_read_with_every_kind_of_range():
+    recipe = parse_recipe(recipe_text(
+        LR + '\ntrain.weight_decay = { uniform = [0.0, 0.001] }\n'
+        '"train.warmup_steps" = { int = [0, 10] }\n'
+        '"train.optimizer" = { choice = ["sgd", "adamw"] }'), "tuned.toml")
+    tune = recipe.tune
+    assert tune.keys == ("train.lr", "train.weight_decay", "train.warmup_steps", "train.optimizer")
+    assert [(r.kind, r.values) for r in tune.ranges] == [
+        ("log_uniform", (1e-4, 1.0)), ("uniform", (0.0, 0.001)), ("int", (0, 10)),
+        ("choice", ("sgd", "adamw"))]
+    settings = tune.settings
+    assert (settings.budget, settings.seeds, settings.draw_seed, settings.metric,
+            settings.select_on, settings.holdout) == (4, [100], 0, "miou", "holdout", 0.2)
+    assert tune.to_json()["ranges"]["train.lr"] == {"log_uniform": [1e-4, 1.0]}
+
+
+# (the [tune] lines or a replacement, the key the error names, words of its message)
+BAD = [
+    ('"train.lrr" = { log_uniform = [1e-4, 1.0] }', 'tune."train.lrr"', "unknown key 'train.lrr'"),
+    ('budgte = 3\n' + LR, "tune.budgte", "unknown key; allowed: budget, seeds"),
+    ('"eval.batch_size" = { int = [1, 8] }', 'tune."eval.batch_size"', "not a nuisance key"),
+    ('"model.keep_last_expansion" = { choice = [true, false] }',
+     'tune."model.keep_last_expansion"', 'also set by grid."model.keep_last_expansion"'),
+    ('"train.momentum" = { uniform = [0.5, 0.9] }', 'tune."train.momentum"',
+     "also set by variants.a.train.momentum"),
+    ('"train.lr" = { log_uniform = [1.0, 1e-4] }', 'tune."train.lr".log_uniform',
+     "empty or reversed range"),
+    ('"train.lr" = { uniform = [0.1, 0.1] }', 'tune."train.lr".uniform', "empty or reversed range"),
+    ('"train.lr" = { log_uniform = [0.0, 1.0] }', 'tune."train.lr".log_uniform',
+     "a log range needs bounds > 0"),
+    ('"train.lr" = { log_uniform = [1e-4, 20.0] }', 'tune."train.lr"',
+     "less than or equal to 10 (got 20.0) (a value of its range)"),
+    ('"train.warmup_steps" = { uniform = [0, 10] }', 'tune."train.warmup_steps"',
+     "should be a valid integer"),  # a uniform range's draws are floats
+    ('"train.optimizer" = { choice = ["sgd"] }', 'tune."train.optimizer".choice',
+     "a choice needs at least two values"),
+    ('"train.lr" = [0.1, 0.01]', 'tune."train.lr"', "must be a range: { log_uniform"),
+    ("", "tune", "names no nuisance key"),
+]
+
+
+@pytest.mark.parametrize(("tune", "key", "words"), BAD)
+def test_bad_tune_sections_are_one_line_naming_file_and_key(tune, key, words):
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(recipe_text(tune), "tuned.toml")
+    assert err.value.key == key, str(err.value)
+    assert words in err.value.detail, str(err.value)
+    assert str(err.value).startswith(f"tuned.toml: {key}: ")
+
+
+@pytest.mark.parametrize(("old", "new", "key", "words"), [
+    ("budget = 4", "budget = 0", "tune.budget", "should be greater than 0"),
+    ("budget = 4", "budget = -2", "tune.budget", "should be greater than 0"),
+    ("seeds = [100]", "seeds = [1, 100]", "tune.seeds", "1 also in the study's seeds [0, 1]"),
+    ("seeds = [100]", "seeds = []", "tune.seeds", "non-empty list"),
+])
+def test_bad_budgets_and_seeds_are_refused(old, new, key, words):
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(recipe_text().replace(old, new), "tuned.toml")
+    assert (err.value.key, words in err.value.detail) == (key, True), str(err.value)
+
+
+def test_nested_and_quoted_keys_are_the_same_key():
+    nested = parse_recipe(recipe_text("train.lr = { log_uniform = [1e-4, 1.0] }"), "t.toml")
+    quoted = parse_recipe(recipe_text(), "t.toml")
+    assert nested.tune == quoted.tune
+
+
+@pytest.mark.parametrize(("tune", "extra", "words"), [
+    ('"train.lr" = { log_uniform = [1.0, 1e-4] }', (), 'tune."train.lr".log_uniform: empty or reversed'),
+    ('"train.optimizer" = { choice = ["sgd"] }', (), "a choice needs at least two values"),
+    (LR, ("--set", "seeds=[100]"), "tune.seeds: 100 also in the study's seeds [100] (--set seeds)"),
+    (LR, ("--set", "train.lr=0.1"), 'tune."train.lr": --set train.lr: tuned by [tune]'),
+    (LR, ("--max-trials", "10"),  # a budget above the trial cap: 2 x 4 x 1 + 2 x 2 = 12
+     "tune.budget: 12 trials (2 configurations x 4 draws x 1 tuning seed(s), plus 2 x 2 seed(s))"
+     " is more than --max-trials 10"),
+])
+def test_run_refuses_bad_input_in_one_line_and_records_nothing(tmp_path, tune, extra, words):
+    recipe = tmp_path / "tuned.toml"
+    recipe.write_text(recipe_text(tune))
+    db = tmp_path / "t.db"
+    out = CliRunner().invoke(main, ["run", str(recipe), "--db", str(db), *extra])
+    assert out.exit_code == 2, out.output
+    (line,) = out.output.strip().splitlines()
+    assert line.startswith(f"Error: {recipe}: "), line
+    assert words in line, line
+    assert not db.exists()  # nothing recorded: the database was never opened
+
+
+BUDGETS_AND_SEEDS = [  # (old, new) of the recipe, the key, words of the message
+    ("budget = 4", "budget = 0", "tune.budget", "should be greater than 0"),
+    ("seeds = [100]", "seeds = [1, 100]", "tune.seeds", "1 also in the study's seeds [0, 1]"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "words"), [
+    *((recipe_text(tune), key, words) for tune, key, words in BAD),
+    *((recipe_text().replace(old, new), key, words) for old, new, key, words in BUDGETS_AND_SEEDS),
+])
+def test_every_bad_section_stops_run_in_one_line_and_records_nothing(tmp_path, text, key,
+                                                                      words):
+    recipe = tmp_path / "tuned.toml"
+    recipe.write_text(text)
+    db = tmp_path / "t.db"
+    out = CliRunner().invoke(main, ["run", str(recipe), "--db", str(db)])
+    assert out.exit_code == 2, out.output
+    (line,) = out.output.strip().splitlines()
+    assert line.startswith(f"Error: {recipe}: {key}: "), line
+    assert words in line, line
+    assert not db.exists()

@@ -1,0 +1,149 @@
+"""What a report shows of a tuned study, on a study written straight into a store (no
+training) with figures checked by hand.
+
+Configurations a and b (variants), 4 shared draws of train.lr, tuning seed 100, study
+seeds 0 and 1. Selection mIoU (%) per draw:
+
+    a: 40, 50, 30, 20          -> draw 1 chosen
+    b: 45, 35, failed, 55      -> draw 3 chosen
+
+Confirmation mIoU: a 50, 52; b 49, 50 -> a -> b: -1.5 points. Effect at each draw (b - a
+on the tuning trials): +5, -15, none (b failed), +35: 1 of 3 agree in sign with -1.5.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.dispatch.tuning import select
+from ablate.recipes.loader import parse_recipe
+from ablate.report.build import build_report
+from ablate.report.latex import to_latex
+from ablate.report.tuning import tuning_json, tuning_tables
+from ablate.store import Store
+from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialResult
+from ablate.trials.tuning import pin, plan_tuning
+from tests.report.fake_store import result
+
+RECIPE = """
+name = "tuned"
+seeds = [0, 1]
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "lraspp"
+[base.data]
+name = "shapes"
+classes = 3
+[variants.a]
+model.keep_last_expansion = true
+[variants.b]
+model.keep_last_expansion = false
+[tune]
+budget = 4
+seeds = [100]
+"train.lr" = { log_uniform = [1e-4, 1.0] }
+"""
+SELECTION = {"a": [0.40, 0.50, 0.30, 0.20], "b": [0.45, 0.35, None, 0.55]}
+CONFIRMATION = {"a": [0.50, 0.52], "b": [0.49, 0.50]}
+
+
+@pytest.fixture
+def tuned(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    recipe = parse_recipe(RECIPE, "tuned.toml")
+    plan = plan_tuning(recipe)
+    store.upsert_study("tuned", "", "tuned.toml", RECIPE)
+    store.set_study_tuning("tuned", {"version": 1, "setup": json.loads(json.dumps(plan.to_json())),
+                                     "selection": None})
+    store.register_trials("tuned", plan.trials)
+    for t in plan.trials:
+        miou = SELECTION[t.config_name][t.tuning_draw]
+        data = ({**result("tuned", t, 0.0, 1.0), "status": "failed", "final": {},
+                 "error": "TrialFailed: loss became nan"} if miou is None
+                else result("tuned", t, miou, 1.0))
+        store.record(TrialResult.from_json({"format": 1, **data}))
+    selection = select(store, "tuned", plan)
+    assert selection["chosen"] == {"a": 1, "b": 3}
+    store.set_study_tuning("tuned", {**store.study_tunings()["tuned"], "selection": selection})
+    confirm = expand(pin(recipe, {c: plan.draws[j] for c, j in selection["chosen"].items()}))
+    store.register_trials("tuned", confirm)
+    for t in confirm:
+        store.record(TrialResult.from_json(
+            {"format": 1, **result("tuned", t, CONFIRMATION[t.config_name][t.seed], 1.0)}))
+    return store, plan
+
+
+def test_the_report_reads_effects_on_confirmations_and_shows_the_tuning(tuned):
+    store, plan = tuned
+    report = build_report(store, ["tuned"], effects=True)
+    assert sorted(report.trials["name"]) == ["a/seed=0", "a/seed=1", "b/seed=0", "b/seed=1"]
+    (effect,) = report.effects.to_dict("records")
+    assert effect["change"] == "a -> b"
+    assert effect["estimate"] == pytest.approx(-1.5)
+    assert effect["method"].endswith("; tuned (best of 4 draws)")
+
+    view = tuning_json(report.tuning)["tuned"]
+    assert {c: v["draw"] for c, v in view["chosen"].items()} == {"a": 1, "b": 3}
+    assert view["chosen"]["b"]["values"] == plan.draws[3]
+    assert view["scores"] == {"a": pytest.approx([40, 50, 30, 20]),
+                              "b": [pytest.approx(45), pytest.approx(35), None, pytest.approx(55)]}
+    curve = {(r["config"], r["draws"]): r["expected"] for r in view["curves"]}
+    assert curve[("a", 1)] == pytest.approx(35.0)  # the mean of the four
+    assert curve[("a", 2)] == pytest.approx(260 / 6)  # best of each of the 6 pairs
+    assert curve[("a", 4)] == pytest.approx(50.0)
+    assert curve[("b", 1)] is None  # one draw could be the failed one
+    assert curve[("b", 2)] == pytest.approx(290 / 6)
+    (per_draw,) = view["draw_effects"]
+    assert [per_draw[f"draw_{j}"] for j in range(4)] == [
+        pytest.approx(5.0), pytest.approx(-15.0), None, pytest.approx(35.0)]
+    assert (per_draw["agree"], per_draw["of"]) == (1, 3)
+
+
+def test_edge_of_range_warns_to_widen_it(tuned):
+    store, plan = tuned
+    # the draws are 0.004363, 0.1034, 0.01737, 0.0004109: a's choice is the highest, b's
+    # the lowest
+    assert [d["train.lr"] for d in plan.draws] == [0.004363, 0.1034, 0.01737, 0.0004109]
+    report = build_report(store, ["tuned"], effects=True)
+    edges = tuning_json(report.tuning)["tuned"]["edges"]
+    expected = [{"config": "a", "key": "train.lr", "side": "highest"},
+                {"config": "b", "key": "train.lr", "side": "lowest"}]
+    assert edges == expected
+    notes = tuning_tables(report.tuning)[0].notes
+    assert notes[1:] == [
+        "⚠ a: train.lr = 0.1034 is the highest value drawn: the best may lie above the "
+        "range; widen it.",
+        "⚠ b: train.lr = 0.0004109 is the lowest value drawn: the best may lie below the "
+        "range; widen it."]
+
+
+def test_table_json_and_latex_show_the_chosen_values(tuned, tmp_path):
+    store, plan = tuned
+    report = build_report(store, ["tuned"], effects=True)
+    chosen = tuning_tables(report.tuning)[0]
+    assert chosen.title == "tuned: tuned configurations"
+    assert [c.header for c in chosen.columns] == [
+        "configuration", "train.lr (chosen)", "draw", "mIoU at the draw (%)", "failed draws"]
+    assert chosen.columns[1].cells == [f"{plan.draws[1]['train.lr']:.4g}",
+                                       f"{plan.draws[3]['train.lr']:.4g}"]
+    assert chosen.columns[4].cells == ["0", "1"]
+    latex = to_latex(report.configs, report.effects, report.tuning)
+    assert "each configuration tuned with the same 4 draws" in latex
+    assert f"b & {plan.draws[3]['train.lr']:.4g} & 3 & 55.00 & 1" in latex
+
+
+def test_html_has_the_tuning_section_and_its_figure(tuned, tmp_path):
+    out = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "t.db"), "--study",
+                                    "tuned", "--effects", "--format", "html",
+                                    "--out", str(tmp_path / "html")])
+    assert out.exit_code == 0, out.output
+    page = (tmp_path / "html" / "report.html").read_text()
+    section = page[page.index("Tuning (each configuration tuned with the same draws)"):]
+    assert "tuned: tuning curves (mIoU %, expected best of n draws)" in section
+    assert "1 of 3" in section  # draws agreeing with the tuned effect
+    assert "data:image/png;base64," in section  # the tuning-curve figure, inline
