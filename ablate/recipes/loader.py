@@ -9,7 +9,7 @@ from typing import Any
 
 from ablate.errors import RecipeError
 from ablate.recipes import nesting
-from ablate.recipes.schema import Published, SlurmSpec
+from ablate.recipes.schema import LocalSpec, Published, SlurmSpec
 from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public here too)
     VARIANT_META_KEYS,
     allowed_keys,
@@ -23,7 +23,8 @@ from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public he
     validate_spec,
 )
 
-TOP_LEVEL_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "variants", "slurm")
+TOP_LEVEL_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "variants", "slurm",
+                  "local")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Recipe:
     seeds: list[int]
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     text: str = ""
+    local: LocalSpec = field(default_factory=LocalSpec)
 
 
 def _expect(cond: bool, source: str, key: str, message: str) -> None:
@@ -136,10 +138,14 @@ def parse_recipe(text: str, source: str) -> Recipe:
     slurm_raw = raw.get("slurm", {})
     _expect(isinstance(slurm_raw, dict), source, "slurm", "must be a table")
     slurm = validate_section(SlurmSpec, slurm_raw, source, "slurm")
+    local_raw = raw.get("local", {})
+    _expect(isinstance(local_raw, dict), source, "local", "must be a table")
+    local = validate_section(LocalSpec, local_raw, source, "local")
 
     return Recipe(
         path=source, name=name, description=description, base=base_raw, grid=grid,
         zips=zips, variants=variants, seeds=seeds, slurm=slurm, text=text,
+        local=local,
     )
 
 
