@@ -23,6 +23,7 @@ import inspect
 import os
 import re
 import sys
+import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
@@ -51,6 +52,25 @@ class Entry:
 
 def is_import_path(ref: str) -> bool:
     return bool(_IMPORT_PATH.match(ref))
+
+
+def is_library(ref: str) -> bool:
+    """An import path into an installed library (site-packages or the standard library,
+    e.g. ``torch.nn:Identity``): versioned as a package, not hashed as the user's code.
+    Found without importing; a module that cannot be found is not a library."""
+    top = ref.partition(":")[0].split(".")[0]
+    try:
+        spec = PathFinder.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    where = [spec.origin] if spec.origin and spec.has_location else []
+    where += list(spec.submodule_search_locations or [])
+    roots = {Path(p).resolve() for key in ("purelib", "platlib", "stdlib", "platstdlib")
+             if (p := sysconfig.get_paths().get(key))}
+    return bool(where) and all(any(Path(w).resolve().is_relative_to(r) for r in roots)
+                               for w in where)
 
 
 class Registry:

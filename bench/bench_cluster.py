@@ -84,7 +84,7 @@ def bench_result_latency(folder: Path, trials_n: int) -> None:
     """A real array of tiny trials, waited on like ``ablate run``: result file -> database."""
     from ablate.dispatch.slurm import SlurmExecutor, job_states
     from ablate.dispatch.study import RunOptions, StudyRunner
-    from ablate.train.events import Finished
+    from ablate.train.events import Ended
 
     text = TINY.format(name="latency", seeds=list(range(trials_n)))
     path = folder / "latency.toml"
@@ -99,7 +99,7 @@ def bench_result_latency(folder: Path, trials_n: int) -> None:
 
     def on_event(update):
         job = getattr(update, "job", None)  # TrialUpdate: a trial's event
-        if job is not None and isinstance(update.event, Finished):  # the runner has ingested the result by now
+        if job is not None and isinstance(update.event, Ended):  # the runner has ingested the result by now
             now = time.time()
             seen_at[job.trial_id] = now
             lags[job.trial_id] = now - (Path(job.run_dir) / "result.json").stat().st_mtime

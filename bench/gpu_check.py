@@ -425,7 +425,8 @@ def check_ddp(cpu: bool, work: Path) -> dict[str, Any]:
     from ablate.dispatch.entry import TrialJob
     from ablate.dispatch.gpus import Gpu, visible_gpus
     from ablate.dispatch.local import LocalExecutor
-    from ablate.train.events import Finished
+    from ablate.train.events import Ended
+    from ablate.trials.lifecycle import Trained
 
     if cpu:  # two stand-in devices: the same ranks, with gloo on the CPU
         gpus = [Gpu(0, "0", "cpu stand-in"), Gpu(1, "1", "cpu stand-in")]
@@ -439,7 +440,10 @@ def check_ddp(cpu: bool, work: Path) -> dict[str, Any]:
     job = TrialJob("gpu_check", "ddp", "ddp", spec, str(work / "ddp"))
     results: list[dict[str, Any]] = []
     LocalExecutor(jobs=1, gpus=gpus, gpus_per_trial=len(gpus), slots=True).run(
-        [job], lambda j, e: results.append(e.result) if isinstance(e, Finished) else None)
+        [job], lambda j, e: results.append(e.outcome.result.to_json())
+        if isinstance(e, Ended) and isinstance(e.outcome, Trained) else None)
+    if not results:
+        raise Fail("the trial ended without a result")
     result = results[0]
     if result["status"] != "done":
         raise Fail((result.get("error") or "failed").splitlines()[0])

@@ -40,6 +40,8 @@ import pandas as pd
 
 from ablate.analysis import power
 from ablate.analysis.design import Design
+from ablate.analysis.knockout import COLUMN as KNOCKOUT_COLUMN
+from ablate.analysis.knockout import component_columns, one_away
 from ablate.analysis.rule import adjusted_estimate, detectable_effect, read_seeds, rule_for
 from ablate.analysis.stats import (
     PAIRED,
@@ -96,6 +98,7 @@ class Factor:
     levels: tuple[str, ...]  # canonical text of each level
     labels: tuple[str, ...]  # as shown
     variants: bool = False
+    against_first: bool = False  # each level compared with the first only (a knock-out design)
 
 
 def _text(value: Any) -> str:
@@ -118,6 +121,11 @@ def _factors(configs: pd.DataFrame, reference: str | None) -> list[Factor]:
         factors.append(Factor("variant", ("variant",), tuple(variants), tuple(variants), True))
     texts = {c: configs[c].map(_text) for c in configs.columns if c.startswith("axis:")}
     varying = [c for c, t in texts.items() if t.nunique() > 1]
+    knockout = one_away(texts[KNOCKOUT_COLUMN]) if KNOCKOUT_COLUMN in varying else None
+    if knockout is not None:  # leave one out or add one: each level against its baseline
+        varying.remove(KNOCKOUT_COLUMN)
+        factors.append(Factor(knockout.name, (KNOCKOUT_COLUMN,), knockout.levels,
+                              knockout.labels, against_first=True))
     groups: list[list[str]] = []
     for column in varying:  # zip groups: columns whose values determine each other
         for group in groups:
@@ -155,7 +163,7 @@ class _Grid:
 
     def __init__(self, study: pd.DataFrame, reference: str | None) -> None:
         done = study[(study["status"] == TrialStatus.DONE) & study["miou"].notna()]
-        configs = study.groupby("config_name", sort=False).first()
+        configs = component_columns(study.groupby("config_name", sort=False).first())
         grouped = done.groupby("config_name", sort=False)
         for column in COSTS:  # costs of finished trials; latency: their median
             configs[column] = (grouped[column].median() if column == "latency_ms"
@@ -165,6 +173,8 @@ class _Grid:
         codes = tuple(_level_codes(configs, f) for f in self.factors)
         self.names = np.full(shape, None, dtype=object)
         self.names[codes] = configs.index.to_numpy()
+        self.defined = np.zeros(shape, dtype=bool)  # cells some configuration fills
+        self.defined[codes] = True
         self.costs = {}
         for column in COSTS:
             array = np.full(shape, np.nan)
@@ -196,6 +206,7 @@ class _Grid:
                                          for i, (n, k) in enumerate(zip(
                                              (f.name for f in grid.factors), index)))
         grid.costs = {column: np.full(shape, np.nan) for column in COSTS}
+        grid.defined = np.ones(shape, dtype=bool)
         grid.values = values
         grid.ran = ~np.isnan(values).all(axis=-1)
         return grid
@@ -216,15 +227,26 @@ class _Spec:
     cells: tuple[tuple[tuple, float], ...]
 
 
-def _specs(factors: list[Factor]) -> list[_Spec]:
-    """Every effect the study's axes define, in table order."""
+def _specs(factors: list[Factor], defined: np.ndarray | None = None) -> list[_Spec]:
+    """Every effect the study's axes define, in table order: with ``defined`` (the cells
+    some configuration fills), those whose every sub-grid has such a cell (in a
+    leave-one-out, two components' interaction has none)."""
+    specs = _all_specs(factors)
+    if defined is None:
+        return specs
+    return [spec for spec in specs
+            if np.logical_and.reduce([_sub(defined, index) for index, _ in spec.cells]).any()]
+
+
+def _all_specs(factors: list[Factor]) -> list[_Spec]:
     def pick(fixed: dict[int, int]) -> tuple:
         return _pick(len(factors), fixed)
 
     specs = []
     for f, factor in enumerate(factors):
         n = len(factor.levels)
-        pairs = ([(0, j) for j in range(1, n)] if factor.variants or n > ALL_PAIRS_UP_TO
+        pairs = ([(0, j) for j in range(1, n)]
+                 if factor.variants or factor.against_first or n > ALL_PAIRS_UP_TO
                  else list(itertools.combinations(range(n), 2)))
         for i, j in pairs:
             specs.append(_Spec("main", factor.name, f"{factor.labels[i]} -> {factor.labels[j]}",
@@ -444,7 +466,7 @@ def _study_rows(study: str, trials: pd.DataFrame, reference: str | None,
 def grid_effects(study: str, grid: _Grid, design: Design, family: int | None = None,
                  report: bool = False) -> list[dict[str, Any]]:
     """The rows of every effect of one study's grid (the family: all of them, or more)."""
-    specs = _specs(grid.factors)
+    specs = _specs(grid.factors, grid.defined)
     size = max(family or 0, len(specs))
     rows = [_row(study, spec, grid, design, size, report) for spec in specs]
     return [row for row in rows if row is not None]
@@ -457,8 +479,11 @@ def family_sizes(trials: pd.DataFrame) -> dict[str, int]:
         if group["config_name"].nunique() < 2:
             sizes[str(study)] = 0
             continue
-        configs = group.groupby("config_name", sort=False).first()
-        sizes[str(study)] = len(_specs(_factors(configs, None)))  # the rows effects_table forms
+        configs = component_columns(group.groupby("config_name", sort=False).first())
+        factors = _factors(configs, None)
+        defined = np.zeros(tuple(len(f.levels) for f in factors), dtype=bool)
+        defined[tuple(_level_codes(configs, f) for f in factors)] = True
+        sizes[str(study)] = len(_specs(factors, defined))  # the rows effects_table forms
     return sizes
 
 
@@ -537,7 +562,7 @@ def effect_cells(trials: pd.DataFrame, *, baseline: str | None = None) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN cost cells
             grid = _Grid(group, reference)
-        done = group[(group["status"] == "done") & group["miou"].notna()]
+        done = group[(group["status"] == TrialStatus.DONE) & group["miou"].notna()]
         seeds = np.unique(done["seed"].to_numpy(dtype=int))  # the grid's seed axis
         for spec in _specs(grid.factors):
             mask = np.logical_and.reduce([_sub(grid.ran, index) for index, _ in spec.cells])

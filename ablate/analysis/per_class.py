@@ -20,6 +20,7 @@ import pandas as pd
 
 from ablate.analysis.design import Design
 from ablate.analysis.effects import contrast_row, effect_cells
+from ablate.trials.lifecycle import TrialStatus
 
 PER_CLASS_COLUMNS = [
     "study", "axis", "change", "class", "unit", "n", "method", "estimate", "ci_low",
@@ -31,7 +32,7 @@ CLASS_PREFIX = "iou/"
 
 def class_columns(trials: pd.DataFrame) -> list[str]:
     """The ``iou/<class>`` columns some done trial has a figure in, in the frame's order."""
-    done = trials[trials["status"] == "done"] if "status" in trials else trials
+    done = trials[trials["status"] == TrialStatus.DONE] if "status" in trials else trials
     return [c for c in trials.columns if c.startswith(CLASS_PREFIX) and done[c].notna().any()]
 
 

@@ -57,8 +57,13 @@ def _clear_cache(ctx, param, value: bool) -> None:
 @click.option("--diff", nargs=2, metavar="A B",
               help="Modules whose parameters or FLOPs differ between A and B "
                    "(variant names, config names or trial ids).")
-@click.option("--depth", default=3, show_default=True, type=click.IntRange(1, 10),
-              help="Module depth of the breakdown (backbone.features.16 is depth 3).")
+@click.option("--depth", type=click.IntRange(1, 10),
+              help="Module depth of the breakdown (backbone.features.16 is depth 3; default "
+                   "3, and deep enough for the knocked-out modules in --diff), or of "
+                   "--modules (default: every module).")
+@click.option("--modules", "list_modules", is_flag=True,
+              help="List each architecture's module paths (what model.remove and "
+                   "model.replace name), with type and parameters.")
 @click.option("--convention", default="fvcore-mac", show_default=True,
               type=click.Choice(["fvcore-mac", "torchvision-mac"]),
               help="FLOP convention: fvcore's, or torchvision's published GFLOPS "
@@ -67,7 +72,8 @@ def _clear_cache(ctx, param, value: bool) -> None:
 @max_trials_option
 def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
          resolution: str | None, assignments: tuple[str, ...], diff: tuple[str, str] | None,
-         depth: int, convention: str, as_json: bool, max_trials: int) -> None:
+         depth: int | None, list_modules: bool, convention: str, as_json: bool,
+         max_trials: int) -> None:
     """Parameters and FLOPs of each distinct architecture in RECIPE.
 
     Trials that differ only in training settings share an architecture and are
@@ -79,6 +85,9 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
     Example:
         ablate cost recipes/mnv3_expansion.toml
         ablate cost recipes/mnv3_expansion.toml --diff conventional proposed
+        ablate cost recipes/aspp_leave_one_out.toml --modules --depth 3
+        ablate cost recipes/aspp_leave_one_out.toml --diff 'remove=[]' \
+            'remove=[head.aspp.convs.4]'
         ablate cost recipes/torchvision_baselines.toml --variant lraspp_mobilenet_v3_large --json
         ablate cost --clear-cache
     """
@@ -97,9 +106,10 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
     warnings = find_problems(trials, loaded.path)
 
     if diff:
-        if trial_ids or variants:
-            raise UserInputError("--diff names its two sides; drop --trial/--variant")
+        if trial_ids or variants or list_modules:
+            raise UserInputError("--diff names its two sides; drop --trial/--variant/--modules")
         sides = [_resolve(trials, name, loaded.path) for name in diff]
+        depth = depth or max([3, *(_knockout_depth(side[0].spec) for side in sides)])
         reports = [analyse_spec(side[0].spec, depth=depth, convention=convention) for side in sides]
         rows = diff_rows(reports[0], reports[1])
         if as_json:
@@ -110,6 +120,11 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
         return
 
     selected = _select(trials, trial_ids, variants, loaded.path)
+    if list_modules:
+        _list_modules(selected, depth, as_json)
+        echo_warnings(warnings)
+        return
+    depth = depth or 3
     results = []
     for group in _by_architecture(selected):
         results.append((group, analyse_spec(group[0].spec, depth=depth, convention=convention)))
@@ -119,6 +134,34 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
         for group, report in results:
             _print_arch(group, report)
     echo_warnings(warnings)
+
+
+def _knockout_depth(spec) -> int:
+    """The depth at which a spec's knocked-out modules show as rows of their own."""
+    paths = [*spec.model.remove, *(r.path for r in spec.model.replace)]
+    return max((p.count(".") + 1 for p in paths), default=0)
+
+
+def _list_modules(trials: list, depth: int | None, as_json: bool) -> None:
+    from ablate.cost.analyse import module_rows  # lazy: loads torch
+
+    groups = [(group, module_rows(group[0].spec, depth)) for group in _by_architecture(trials)]
+    if as_json:
+        click.echo(json.dumps([{"name": g[0].config_name, "arch_id": g[0].arch_id,
+                                "modules": rows} for g, rows in groups], indent=2))
+        return
+    from rich.table import Table  # lazy: loads rich.table
+
+    console = make_console()
+    for group, rows in groups:
+        console.print(f"[bold]{escape(group[0].config_name)}[/bold]  arch {group[0].arch_id}")
+        table = Table("module (model.remove / model.replace path)", "type", "params",
+                      show_edge=False)
+        for row in rows:
+            kind = row["type"] + (f" (removed: {row['removed']})" if row["removed"] else "")
+            table.add_row(escape(row["path"]), escape(kind), f"{row['params']:,}")
+        console.print(table)
+        console.print()
 
 
 def _select(trials: list, trial_ids: tuple[str, ...], variants: tuple[str, ...],
@@ -263,13 +306,14 @@ def _print_diff(names, sides, reports, rows) -> None:
         console.print(f"{label} = {escape(name)}: {escape(group[0].config_name)}  arch {report.arch_id}  "
                       f"params {report.params:,}  GFLOPs {_gflops(report.flops)} "
                       f"({report.flops_convention}, {height}x{width})")
+    # the change in FLOPs exactly: a knocked-out branch of a small network is < 0.001 GFLOPs
     table = Table("module", "params A", "params B", "params B-A", "GFLOPs A", "GFLOPs B",
-                  "GFLOPs B-A", show_edge=False)
+                  "FLOPs B-A", show_edge=False)
     for row in rows + [{"module": "[bold]total[/bold]", "params_a": a.params,
                         "params_b": b.params, "flops_a": a.flops or 0, "flops_b": b.flops or 0}]:
         table.add_row(
             row["module"], f"{row['params_a']:,}", f"{row['params_b']:,}",
             f"{row['params_b'] - row['params_a']:+,}", _gflops(row["flops_a"]),
-            _gflops(row["flops_b"]), f"{(row['flops_b'] - row['flops_a']) / 1e9:+,.3f}",
+            _gflops(row["flops_b"]), f"{row['flops_b'] - row['flops_a']:+,}",
         )
     console.print(table)

@@ -14,6 +14,11 @@ from ablate.cli.options import json_option, make_console
 from ablate.errors import UserInputError
 from ablate.registry import arguments
 
+KNOCKOUT_KEYS = ("remove", "replace")  # read for every model, built-in or not
+KNOCKOUT_HINT = ("model.remove = [PATH, ...] / model.replace = [{path, by, args}] knock "
+                 "submodules out by their dotted path; list the paths with "
+                 "`ablate cost RECIPE --modules`")
+
 
 def builder_rows(registry, skip: tuple[str, ...]) -> list[dict[str, Any]]:
     """Plugins and registered builders with their arguments; an entry that does not
@@ -44,7 +49,9 @@ def models(as_json: bool) -> None:
 
     A recipe names a built-in model by model.backbone and model.head, or its own with
     model.builder = "package.module:function" (or a plugin's name) and model.args.
-    Plugins are installed packages with an "ablate.models" entry point.
+    Plugins are installed packages with an "ablate.models" entry point. Any of them
+    can have submodules knocked out by path (model.remove, model.replace, [knockout]);
+    `ablate cost RECIPE --modules` lists the paths of a recipe's networks.
 
     \b
     Example:
@@ -54,12 +61,13 @@ def models(as_json: bool) -> None:
     from ablate.recipes.schema import ModelSpec  # lazy: loads pydantic
 
     keys = {name: info.default for name, info in ModelSpec.model_fields.items()
-            if name not in ("builder", "args", "selective")}
+            if name not in ("builder", "args", "selective", *KNOCKOUT_KEYS)}
     data = {
         "builtin": {"backbones": BACKBONES.names(), "heads": HEADS.names(),
                     "keys": {k: (v.model_dump() if hasattr(v, "model_dump") else v)
                              for k, v in keys.items()}},
         "builders": builder_rows(MODELS, skip=("num_classes",)),
+        "knockout": KNOCKOUT_HINT,
     }
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
@@ -77,3 +85,5 @@ def models(as_json: bool) -> None:
         detail = row["error"] or format_arguments(row["arguments"])
         console.print(f"  {escape(row['name'])}  [dim]{escape(row['path'])} "
                       f"({escape(row['origin'])})[/dim]\n    {escape(detail)}")
+    console.print("[bold]Knock-out[/bold] (any model)")
+    console.print(f"  {escape(KNOCKOUT_HINT)}")

@@ -92,6 +92,24 @@ def analyse_spec(spec: TrialSpec, *, flops: bool = True, depth: int = 3,
     )
 
 
+def module_rows(spec: TrialSpec, depth: int | None = None) -> list[dict[str, Any]]:
+    """Every module of the built network (knock-outs applied) down to ``depth`` dots (None:
+    all): its dotted path as ``model.remove`` names it, type, parameters (its own and its
+    submodules'), and ``removed`` (``identity``/``zeros``) where a knock-out stands in."""
+    from ablate.models.knockout import Removed  # lazy: loads torch
+
+    model = build_on_meta(spec.model, num_classes(spec))
+    rows = []
+    for path, module in model.named_modules():
+        if not path or (depth is not None and path.count(".") >= depth):
+            continue
+        removed = isinstance(module, Removed)
+        rows.append({"path": path, "type": module.original if removed else type(module).__name__,
+                     "params": sum(p.numel() for p in module.parameters()),
+                     "removed": module.mode if removed else None})
+    return rows
+
+
 def build_on_meta(model_spec: ModelSpec, classes: int):
     """The model with parameters on ``meta``: shapes only, no storage, no initialisation.
 

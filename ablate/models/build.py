@@ -3,6 +3,9 @@
 The registries it resolves names in (``BACKBONES``, ``HEADS``, ``MODELS``) live in
 ``ablate.catalog``, below the recipe schema. A spec with ``model.builder`` set is built
 by that builder (``ablate.models.custom``); without it, by the named backbone and head.
+Either way ``model.remove`` and ``model.replace`` then knock submodules out by path
+(``ablate.models.knockout``), here, so that costs, training and checkpoints all see the
+same network.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ def build_model(spec: ModelSpec, num_classes: int) -> nn.Module:
     else:
         backbone = BACKBONES.load(spec.backbone)(spec)
         model = HEADS.load(spec.head)(backbone, num_classes, spec)
+    if spec.remove or spec.replace:
+        from ablate.models.knockout import knock_out  # lazy: loads torch
+
+        model = knock_out(model, spec)
     if spec.bn_momentum is not None:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):

@@ -9,6 +9,8 @@ from typing import Any
 
 from ablate.errors import RecipeError
 from ablate.recipes import nesting
+from ablate.recipes.knockout import AXIS as KNOCKOUT_AXIS
+from ablate.recipes.knockout import KnockoutSpec, design_axis
 from ablate.recipes.schema import LocalSpec, Published, SlurmSpec
 from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public here too)
     VARIANT_META_KEYS,
@@ -23,8 +25,8 @@ from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public he
     validate_spec,
 )
 
-TOP_LEVEL_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "variants", "slurm",
-                  "local")
+TOP_LEVEL_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "variants", "knockout",
+                  "slurm", "local")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Recipe:
     seeds: list[int]
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     text: str = ""
+    knockout: KnockoutSpec | None = None  # its design is the grid's model.remove axis
     local: LocalSpec = field(default_factory=LocalSpec)
 
 
@@ -135,6 +138,11 @@ def parse_recipe(text: str, source: str) -> Recipe:
         _expect(isinstance(desc, str), source, f"{where}.description", "must be a string")
         variants.append(Variant(vname, overrides, desc, published))
 
+    knockout = None
+    if "knockout" in raw:
+        knockout = _knockout(raw["knockout"], source, base_raw, grid, zips, variants)
+        grid = {KNOCKOUT_AXIS: design_axis(knockout), **grid}
+
     slurm_raw = raw.get("slurm", {})
     _expect(isinstance(slurm_raw, dict), source, "slurm", "must be a table")
     slurm = validate_section(SlurmSpec, slurm_raw, source, "slurm")
@@ -144,9 +152,28 @@ def parse_recipe(text: str, source: str) -> Recipe:
 
     return Recipe(
         path=source, name=name, description=description, base=base_raw, grid=grid,
-        zips=zips, variants=variants, seeds=seeds, slurm=slurm, text=text,
+        zips=zips, variants=variants, seeds=seeds, slurm=slurm, text=text, knockout=knockout,
         local=local,
     )
+
+
+def _knockout(raw: Any, source: str, base: dict[str, Any], grid: dict[str, list[Any]],
+              zips: list[dict[str, list[Any]]], variants: list[Variant]) -> KnockoutSpec:
+    """The ``[knockout]`` table; its design owns ``model.remove``, so no other part of the
+    recipe may set it."""
+    _expect(isinstance(raw, dict), source, "knockout", "must be a table")
+    spec = validate_section(KnockoutSpec, raw, source, "knockout")
+    where = [f'grid."{KNOCKOUT_AXIS}"'] if KNOCKOUT_AXIS in grid else []
+    where += [f'zip[{i}]."{KNOCKOUT_AXIS}"' for i, z in enumerate(zips) if KNOCKOUT_AXIS in z]
+    where += [f"variants.{v.name}.{KNOCKOUT_AXIS}" for v in variants
+              if KNOCKOUT_AXIS in v.overrides]
+    if flatten(base).get(KNOCKOUT_AXIS):
+        where.append(f"base.{KNOCKOUT_AXIS}")
+    if where:
+        raise RecipeError(source, f"{where[0]} is set too; [knockout] generates "
+                          f"{KNOCKOUT_AXIS} from its components: list them all there (or "
+                          "drop [knockout])", "knockout")
+    return spec
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -7,6 +7,7 @@ fully resolved ``TrialSpec`` (defaults filled in), which is what the trial id ha
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -155,6 +156,81 @@ def _model_args(cls: type[BaseModel], value: dict[str, Any], info: ValidationInf
     return _finite_values(value)
 
 
+# -- knock-out: submodules of the built network named by their dotted path ----------------
+
+MODULE_PATH = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+KNOCKOUT_WORDS = ("identity", "zeros")  # model.replace's `by` besides an import path
+
+
+def module_paths(paths: Any, removed: tuple[str, ...] = ()) -> Any:
+    """Check dotted module paths: not the root, well formed, none twice, none inside
+    another (or inside one of ``removed``). Runs before item validation, so the root gets
+    its own message rather than "must not be empty"."""
+    if not isinstance(paths, list):
+        return paths
+    seen = list(removed)
+    for path in paths:
+        if not isinstance(path, str):
+            continue  # pydantic names the type
+        if path == "":
+            raise ValueError("'' is the root, the whole network, which cannot be removed or "
+                             "replaced; name a submodule such as 'head.aspp.convs.3' (list "
+                             "them with `ablate cost RECIPE --modules`)")
+        if not MODULE_PATH.fullmatch(path):
+            raise ValueError(f"{path!r} is not a dotted module path as "
+                             "model.named_modules() gives them, e.g. 'head.aspp.convs.3'")
+        for other in seen:
+            if other == path:
+                raise ValueError(f"names {path!r} twice")
+            outer, inner = sorted((other, path), key=len)
+            if inner.startswith(outer + "."):
+                raise ValueError(f"{inner!r} lies inside {outer!r}, which is already knocked "
+                                 "out; name one of them")
+        seen.append(path)
+    return paths
+
+
+class Replacement(Section):
+    """One entry of ``model.replace``: the module at ``path`` is replaced by ``by``."""
+
+    path: str
+    # "identity", "zeros" (the knock-out's two contracts, forced), or an import path
+    # "package.module:Class" called with **args (e.g. "torch.nn:Identity")
+    by: str
+    args: dict[str, Any] = Field({}, exclude_if=lambda v: not v)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, v: Any) -> Any:
+        return module_paths([v])[0] if isinstance(v, str) else v
+
+    @field_validator("by")
+    @classmethod
+    def _by(cls, v: str) -> str:
+        if v not in KNOCKOUT_WORDS and not is_import_path(v):
+            raise ValueError(f"must be {', '.join(repr(w) for w in KNOCKOUT_WORDS)} or an "
+                             "import path 'package.module:Class'")
+        return v
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if v and info.data.get("by") in KNOCKOUT_WORDS:
+            raise ValueError(f"not read with by = {info.data['by']!r}")
+        return _finite_values(v)
+
+
+def _removed(value: Any) -> Any:
+    module_paths(value)
+    return sorted(value) if isinstance(value, list) and all(
+        isinstance(v, str) for v in value) else value  # one id whatever the order
+
+
+def _replaced(value: list[Replacement], info: ValidationInfo) -> list[Replacement]:
+    module_paths([r.path for r in value], tuple(info.data.get("remove") or ()))
+    return value
+
+
 class ModelSpec(Section):
     # your own model: "package.module:function" or a plugin name, called with
     # **args and num_classes (see README "Your own models and data"); declared first
@@ -183,6 +259,11 @@ class ModelSpec(Section):
     weights: Literal["none", "imagenet"] = "none"
     weights_path: str | None = None
     selective: SelectiveSpec = SelectiveSpec()
+    # knock-out, on any model (built-in or builder): submodules of the built network by
+    # their dotted path (ablate.models.knockout). Left out of the spec when empty, so
+    # trial ids of recipes without them do not change.
+    remove: list[str] = Field([], exclude_if=lambda v: not v)
+    replace: list[Replacement] = Field([], exclude_if=lambda v: not v)
 
     _backbone = field_validator("backbone")(classmethod(lambda cls, v: _registered("backbone", v)))
     _head = field_validator("head")(classmethod(lambda cls, v: _registered("head", v)))
@@ -195,6 +276,8 @@ class ModelSpec(Section):
         classmethod(lambda cls, v: _name_only("backbone", v)))
     _head_name = field_validator("head", mode="before")(
         classmethod(lambda cls, v: _name_only("head", v)))
+    _remove = field_validator("remove", mode="before")(classmethod(lambda cls, v: _removed(v)))
+    _replace = field_validator("replace")(classmethod(lambda cls, v, info: _replaced(v, info)))
 
     @field_validator("selective")
     @classmethod

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from ablate.catalog import DATASETS, MODELS
 from ablate.data.catalog import user_dataset
 from ablate.recipes.schema import TrialSpec
-from ablate.registry import combined_hash
+from ablate.registry import combined_hash, is_import_path, is_library
 from ablate.trials.resolve import eval_resolution, num_classes
 
 ID_LENGTH = 12
@@ -52,8 +52,10 @@ def spec_dict(spec: TrialSpec) -> dict[str, Any]:
 
 
 def code_files(spec: TrialSpec) -> dict[str, dict[str, str]]:
-    """``{"model.builder": {path: hash}, "data.builder": {...}}``: every source file of the
-    user code a spec runs (empty for built-ins).
+    """``{"model.builder": {path: hash}, "model.replace": {...}, "data.builder": {...}}``:
+    every source file of the user code a spec runs (empty for built-ins; a knock-out
+    replacement from an installed library, such as ``torch.nn:Identity``, is versioned
+    with its package, not hashed).
 
     A user builder's whole package counts (``Registry.source_files``): editing any of its
     modules, a helper block or a loss, gives new trial and architecture ids, so results
@@ -62,6 +64,12 @@ def code_files(spec: TrialSpec) -> dict[str, dict[str, str]]:
     files = {}
     if spec.model.builder is not None:
         files["model.builder"] = MODELS.source_files(spec.model.builder)
+    replaced: dict[str, str] = {}  # knock-out replacements from the user's own code
+    for replacement in spec.model.replace:
+        if is_import_path(replacement.by) and not is_library(replacement.by):
+            replaced.update(MODELS.source_files(replacement.by) or {})
+    if replaced:
+        files["model.replace"] = replaced
     dataset = user_dataset(spec.data)
     if dataset is not None:
         files["data.builder"] = DATASETS.source_files(dataset)
@@ -145,9 +153,11 @@ def architecture_key(spec: TrialSpec) -> dict[str, Any]:
         model["selective"].pop(key, None)
     model["num_classes"] = num_classes(spec)
     key = {"model": model, "resolution": list(eval_resolution(spec))}
-    code = code_hashes(spec).get("model.builder")
-    if code is not None:
-        key["code"] = code
+    code = code_hashes(spec)
+    if "model.builder" in code:
+        key["code"] = code["model.builder"]
+    if "model.replace" in code:  # a replacement's own code makes another network
+        key["replace_code"] = code["model.replace"]
     return key
 
 

@@ -358,3 +358,14 @@ def test_killed_user_model_trial_resumes_to_the_same_weights(user_pkg, tmp_path)
     assert list(a) == ["conv.weight", "conv.bias", "classifier.weight", "classifier.bias"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert again["final"]["miou"] == straight["final"]["miou"]
+
+
+def test_a_plugin_model_is_knocked_out_by_path_like_any_other(plugin):
+    full = build_model(ModelSpec(builder="tinynet", args={"width": 2}), 5)
+    knocked = build_model(ModelSpec(builder="tinynet", args={"width": 2}, remove=["conv"]), 5)
+    # conv 3 -> 2 (3x3, bias) is gone; zeros of its [N, 2, H, W] output reach the classifier
+    assert count_parameters(full) - count_parameters(knocked) == 3 * 2 * 9 + 2
+    knocked.eval()
+    out = knocked(torch.randn(2, 3, 6, 7))["out"]
+    bias = knocked.classifier.bias.detach().view(1, 5, 1, 1).expand(2, 5, 6, 7)
+    assert torch.equal(out, bias)

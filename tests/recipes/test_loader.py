@@ -33,7 +33,8 @@ def test_invalid_toml_gives_the_line():
 def test_unknown_top_level_key():
     err = error_of("axes = {}\n")
     assert err.key == "axes"
-    assert "allowed: name, description, seeds, base, grid, zip, variants, slurm" in str(err)
+    assert ("allowed: name, description, seeds, base, grid, zip, variants, knockout, "
+            "slurm, local") in str(err)
 
 
 def test_unknown_key_in_base_lists_allowed_keys():

@@ -24,6 +24,7 @@ from ablate.report.figures.style import (
     short_axis_names,
     verdict_text,
 )
+from ablate.trials.lifecycle import TrialStatus
 
 SEED_POINT = {"marker": "o", "color": GREY, "fill": False}
 METHOD_SHORT = {"paired t (seeds)": "paired t", "Welch t": "Welch t", "-": "untested"}
@@ -145,7 +146,7 @@ def seeds_figure(configs: pd.DataFrame, trials: pd.DataFrame):
     rows in the table's order."""
     configs = configs.reset_index(drop=True)
     study = str(configs["study"].iloc[0])
-    done = trials[(trials["status"] == "done") & trials["miou"].notna()
+    done = trials[(trials["status"] == TrialStatus.DONE) & trials["miou"].notna()
                   & (trials["study"] == study)]
     seeds = sorted(done["seed"].astype(int).unique())
     kind = {s: k for k, s in enumerate(seeds)}
