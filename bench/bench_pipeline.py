@@ -10,7 +10,9 @@ state without writing thousands of files. The pipeline is the trainer's own
 and on CUDA pinned memory and the copy to the device (synchronised). Nothing trains.
 
 Timing: the first ``2 x workers + 2`` batches are untimed (workers start, their prefetched
-stock is drawn down); the clock runs over the next ``--batches``. Rows: workers 0, 1, 2
+stock is drawn down); the clock runs over the next ``--batches``. With 0 workers the rate
+per CPU second of the loading process is printed too: the pipeline's cost, which a
+shared, loaded machine does not change as it changes wall time. Rows: workers 0, 1, 2
 and what ``data.workers = "auto"`` picks here. With ``--before REV`` the same rows run
 against the code of git revision REV too (extracted to a temporary folder), alternating,
 so before and after print side by side. Per-image decode times (PIL, torchvision.io) are
@@ -123,7 +125,7 @@ def pipeline_rate(root: Path, workers: int | str, batches: int, batch: int, crop
         if n == warm - 1:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
         elif n >= warm:
             shapes.add((tuple(images.shape), str(images.dtype), tuple(labels.shape)))
             count += images.shape[0]
@@ -132,9 +134,14 @@ def pipeline_rate(root: Path, workers: int | str, batches: int, batch: int, crop
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     del loader  # stops persistent workers
+    # with 0 workers every sample is prepared in this process: images per CPU second is
+    # the pipeline's cost, whatever else the machine runs (wall time is not, when shared)
     return {"workers": picked, "images": count, "seconds": seconds,
-            "images_per_second": count / seconds, "batch_shapes": sorted(shapes),
+            "images_per_second": count / seconds,
+            "images_per_cpu_second": count / cpu_seconds if picked == 0 else None,
+            "batch_shapes": sorted(shapes),
             "pin_memory": loader_options(spec.data, device)["pin_memory"]}
 
 
@@ -254,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
                           for n, _ in trees)
         ratio = f"{medians[-1] / medians[0]:13.2f}" if args.before else ""
         print(f"{label:<14}" + "".join(f"{m:16.1f}" for m in medians) + ratio + f"   {runs}")
+        if picked == 0:  # the same rows per CPU second of the one process doing the work
+            cpu = [statistics.median(r["images_per_cpu_second"] for r in rows[(n, w)])
+                   for n, _ in trees]
+            ratio = f"{cpu[-1] / cpu[0]:13.2f}" if args.before else ""
+            runs = " | ".join(", ".join(f"{r['images_per_cpu_second']:.1f}"
+                                        for r in rows[(n, w)]) for n, _ in trees)
+            print(f"{label + ' per CPU s':<14}" + "".join(f"{m:16.1f}" for m in cpu) + ratio
+                  + f"   {runs}")
     return 0
 
 

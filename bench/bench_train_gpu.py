@@ -11,7 +11,9 @@ Timing: both loops read their summed loss every ``--warmup`` steps (the trainer'
 ``train.log_every``), which waits for the device; the clock runs from the first such read
 (steps 1..warmup are the warm-up: cuDNN plans, allocator, compile) to the last, so both
 windows start and end synchronised and hold the same steps. The loops run alternately,
-``--repeats`` times; medians and the ratio of medians are printed, each run's ratio too.
+``--repeats`` times; medians and the ratio of medians are printed, each run's figure too,
+per wall second and per CPU second of the process (on a shared CPU the wall clock also
+counts waiting for a core; on CUDA the CPU row is the host's side alone).
 
     .venv/bin/python bench/bench_train_gpu.py                     # CUDA: both models, 513x513, bf16
     .venv/bin/python bench/bench_train_gpu.py --device cpu --size 128 --batch 4 --steps 12 --warmup 4
@@ -111,23 +113,32 @@ class Run:
     images_per_second: float
     seen: list[int] = field(repr=False)
     first_step_s: float | None = None
+    # per CPU second of this process (its threads included): on a shared, loaded CPU the
+    # wall clock also counts waiting for a core; on CUDA it is the host's share only
+    images_per_cpu_second: float = math.nan
 
 
-def _window(stamps: list[float], spec: TrialSpec) -> float:
-    """Images per second between the first and the last synchronised loss read."""
+def _window(stamps: list[tuple[float, float]], spec: TrialSpec) -> tuple[float, float]:
+    """Images per second (wall, CPU) between the first and the last synchronised loss
+    read; ``stamps`` are (perf_counter, process_time) pairs."""
     train = spec.train
-    steps = train.iterations - train.log_every  # the steps inside the window
-    return steps * train.batch_size / (stamps[-1] - stamps[0])
+    images = (train.iterations - train.log_every) * train.batch_size  # inside the window
+    return (images / (stamps[-1][0] - stamps[0][0]),
+            images / max(stamps[-1][1] - stamps[0][1], 1e-9))
+
+
+def _stamp() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
 
 
 def trainer(spec: TrialSpec) -> Run:
     """``train_and_evaluate`` on the bench's data; stamps at its loss reads (Stepped)."""
     data = bench_data(spec)
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
 
     def progress(event) -> None:
         if isinstance(event, Stepped):
-            stamps.append(time.perf_counter())
+            stamps.append(_stamp())
 
     real = loop.build_datasets
     loop.build_datasets = lambda data_spec, seed=0: data
@@ -137,7 +148,8 @@ def trainer(spec: TrialSpec) -> Run:
     finally:
         loop.build_datasets = real
     first = result["epochs"][0]["metrics"].get("first_step_seconds")
-    return Run(_window(stamps, spec), list(data.train.seen), first)
+    wall, cpu = _window(stamps, spec)
+    return Run(wall, list(data.train.seen), first, cpu)
 
 
 def _order(spec: TrialSpec, size: int) -> list[int]:
@@ -172,7 +184,7 @@ def plain(spec: TrialSpec) -> Run:
         data.train, batch_size=train.batch_size, sampler=_order(spec, len(data.train)),
         drop_last=True, num_workers=0, pin_memory=device.type == "cuda")
     running = torch.zeros((), dtype=torch.float64, device=device)
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
     first_step_s = None
     for step, (images, labels) in enumerate(loader, start=1):
         start = time.perf_counter()
@@ -195,10 +207,11 @@ def plain(spec: TrialSpec) -> Run:
         if step % train.log_every == 0 or step == train.iterations:
             if not math.isfinite(float(running)):  # the read waits for the device
                 raise RuntimeError(f"plain loop: loss not finite at step {step}")
-            stamps.append(time.perf_counter())
+            stamps.append(_stamp())
         if step == train.iterations:
             break
-    return Run(_window(stamps, spec), list(data.train.seen), first_step_s)
+    wall, cpu = _window(stamps, spec)
+    return Run(wall, list(data.train.seen), first_step_s, cpu)
 
 
 @dataclass
@@ -213,12 +226,18 @@ class Pair:
     def ratio(self) -> float:
         return median(self.trainer) / median(self.plain)
 
+    @property
+    def cpu_ratio(self) -> float:
+        """trainer / plain in images per CPU second of the process."""
+        return median(self.trainer, "cpu") / median(self.plain, "cpu")
+
     def same_data(self) -> bool:
         return all(p.seen == t.seen for p, t in zip(self.plain, self.trainer, strict=True))
 
 
-def median(runs: list[Run]) -> float:
-    return statistics.median(r.images_per_second for r in runs)
+def median(runs: list[Run], clock: str = "wall") -> float:
+    return statistics.median(r.images_per_second if clock == "wall" else
+                             r.images_per_cpu_second for r in runs)
 
 
 def compare(label: str, spec: TrialSpec, repeats: int) -> Pair:
@@ -261,6 +280,10 @@ def print_table(pairs: list[Pair]) -> None:
                 + ", ".join(f"{r.images_per_second:.1f}" for r in p.trainer))
         print(f"{p.label:<28}{median(p.plain):13.1f}{median(p.trainer):15.1f}{p.ratio:15.3f}"
               f"{'yes' if p.same_data() else 'NO':>11}   {runs}")
+        cpu = (", ".join(f"{r.images_per_cpu_second:.1f}" for r in p.plain) + " | "
+               + ", ".join(f"{r.images_per_cpu_second:.1f}" for r in p.trainer))
+        print(f"{'  per CPU second':<28}{median(p.plain, 'cpu'):13.1f}"
+              f"{median(p.trainer, 'cpu'):15.1f}{p.cpu_ratio:15.3f}{'':>11}   {cpu}")
         first = [r.first_step_s for r in p.plain + p.trainer if r.first_step_s is not None]
         if first:
             print(f"{'':<28}first step (compiling): {', '.join(f'{s:.1f}' for s in first)} s")
@@ -291,15 +314,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(f"device: {device_line(args.device)}")
-    print(f"{args.size}x{args.size}, batch {args.batch}, SGD, amp {args.amp}, channels-last "
+    amp = args.amp if args.device == "cuda" else f"{args.amp} (CUDA only: the CPU trains in float32)"
+    print(f"{args.size}x{args.size}, batch {args.batch}, SGD, amp {amp}, channels-last "
           f"{args.channels_last}, {args.steps} steps of which {args.warmup} warm-up, loss "
           f"read every {args.warmup}; {args.repeats} alternating runs per loop")
     start = time.perf_counter()
     pairs = []
     for label, spec in settings(args):
         pairs.append(compare(label, spec, args.repeats))
-        print(f"  {label}: trainer/plain {pairs[-1].ratio:.3f} "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        print(f"  {label}: trainer/plain {pairs[-1].ratio:.3f}, per CPU second "
+              f"{pairs[-1].cpu_ratio:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
     print_table(pairs)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     return 0
@@ -309,7 +333,7 @@ def result_rows(pairs: list[Pair]) -> list[dict[str, Any]]:
     """The table as plain data (for bench/gpu_check.py's JSON)."""
     return [{"setting": p.label, "plain_ips": round(median(p.plain), 2),
              "trainer_ips": round(median(p.trainer), 2), "ratio": round(p.ratio, 4),
-             "same_data": p.same_data(),
+             "cpu_ratio": round(p.cpu_ratio, 4), "same_data": p.same_data(),
              "first_step_s": [r.first_step_s for r in p.plain + p.trainer
                               if r.first_step_s is not None]} for p in pairs]
 

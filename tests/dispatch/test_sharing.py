@@ -303,6 +303,7 @@ def test_two_trials_share_one_gpu_and_time_latency_alone(tmp_path):
     print("\n".join(["packing, 2 trials, --trials-per-gpu 2, 1 fake GPU:", *packing(records)]))
 
 
+@pytest.mark.slow  # spawns a process that imports this module
 def test_the_gate_travels_to_a_spawned_worker(tmp_path):
     gate = _gate(places=1)
     proc = CTX.Process(target=_measure_in_child, args=(gate.handle(0),))
