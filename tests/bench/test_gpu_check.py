@@ -52,7 +52,7 @@ def _checks():
     spec = importlib.util.spec_from_file_location("gpu_check_names", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return list(module.DEFAULT_CHECKS)
+    return module.default_checks()
 
 
 @pytest.mark.slow
