@@ -21,6 +21,8 @@ from ablate.cli.options import (
     set_option,
 )
 from ablate.cli.text import terminal
+from ablate.cli.time_estimate import estimate_options
+from ablate.cli.until_decided import until_decided_options
 from ablate.dispatch.preflight import find_problems
 from ablate.errors import NoDatabaseError, RecipeError, UserInputError
 from ablate.trials.lifecycle import TrialStatus
@@ -43,15 +45,20 @@ CSV_COLUMNS = ("trial_id", "name", "variant", "status", "seed", "params", "gflop
 @click.option("--no-cost", is_flag=True,
               help="Skip counting parameters and FLOPs (architectures are still checked).")
 @max_trials_option
+@estimate_options
+@until_decided_options
 def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: bool, fmt: str,
-         no_cost: bool, max_trials: int) -> None:
-    """Dry run: list every trial of RECIPE with its id, status and cost.
+         no_cost: bool, max_trials: int, **estimate_flags) -> None:
+    """Dry run: list every trial of RECIPE with its id, status and cost, and the time it
+    takes on the executor (from done trials of each architecture, else a --probe).
 
     \b
     Example:
         ablate plan recipes/quickstart.toml
         ablate plan recipes/mnv3_expansion.toml --set data.name=shapes --json
         ablate plan recipes/quickstart.toml --format csv --no-cost > trials.csv
+        ablate plan recipes/quickstart.toml --jobs 2 --probe
+        ablate plan recipes/quickstart.toml --until-decided --max-seeds 10
     """
     from ablate.dispatch.prepare import (  # lazy: loads pydantic, sqlalchemy
         compute_costs,
@@ -79,6 +86,9 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         for arch_id, cost in costs.items():
             if arch_id not in cached:
                 store.put_cost(cost)
+    from ablate.cli.time_estimate import plan_estimate  # lazy: loads the estimate's modules
+
+    estimate, seconds = plan_estimate(store, recipe_obj, trials, assignments, estimate_flags)
     rows = []
     for t in trials:
         cost = costs.get(t.arch_id)
@@ -89,7 +99,8 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
             "gflops": cost.gflops if cost else None,
             "flops_convention": cost.flops_convention if cost else None,
             "resolution": list(cost.resolution if cost else eval_resolution(t.spec)),
-            "arch_id": t.arch_id,
+            "arch_id": t.arch_id, "seconds": seconds[t.trial_id][0],
+            "time_source": seconds[t.trial_id][1],
         })
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
@@ -105,6 +116,11 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         h, w = rows[0]["resolution"]
         console.print(f"GFLOPs: {rows[0]['flops_convention']} at the evaluation resolution "
                       f"({h}x{w} for the first trial).")
+    from ablate.cli.time_estimate import estimate_lines, estimate_table  # lazy: rich
+
+    console.print(estimate_table(estimate))
+    for line in estimate_lines(estimate):
+        console.print(terminal(line))
     echo_warnings(warnings)
 
 

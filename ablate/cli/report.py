@@ -63,6 +63,9 @@ where_option = click.option(
                    "one line per seed, coloured by configuration.")
 @click.option("--curves-x", type=click.Choice(["epoch", "step"]), default="epoch",
               show_default=True, help="The curves' x axis.")
+@click.option("--estimates", is_flag=True,
+              help="Instead of the tables: each run's time estimate (recorded when it "
+                   "started) beside its actual wall time and device-hours.")
 @click.option("--out", "out_dir", default="results", show_default=True,
               type=click.Path(file_okay=False), help="Where plots and report.html are written.")
 def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
@@ -71,7 +74,7 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
            desc: bool, fmt: str, as_json: bool,
            pareto: bool, forest: bool, x_axes: tuple[str, ...], log_x: bool, per_class: bool,
            curves: bool,
-           curves_by: str, curves_x: str, out_dir: str) -> None:
+           curves_by: str, curves_x: str, out_dir: str, estimates: bool = False) -> None:
     """One row per configuration: mIoU mean and std over seeds, params, GFLOPs, latency.
 
     The recipe's axes are columns; rows on the params/mIoU Pareto front are marked
@@ -87,6 +90,7 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         ablate report --study quickstart --effects
         ablate report --study quickstart --forest --per-class --out results/
         ablate report --study quickstart --effects --format latex --out paper/
+        ablate report --study quickstart --estimates
     """
     from ablate.report import build  # lazy: loads numpy, pandas, sqlalchemy
     from ablate.store import Store  # lazy: loads sqlalchemy
@@ -99,6 +103,11 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         raise click.UsageError("--desc needs --sort COLUMN")
     effects = effects or forest
     store = Store(db, must_exist=True)  # a report never creates a database
+    if estimates:
+        from ablate.cli.time_estimate import print_estimates  # lazy: only with --estimates
+
+        print_estimates(store, list(dict.fromkeys(studies)) or None, fmt)
+        return
     result = build.build_report(store, list(dict.fromkeys(studies)), where=where,
                                 baseline=baseline, sort=sort_key, descending=desc,
                                 per_class=per_class, effects=effects, alpha=alpha,

@@ -53,6 +53,21 @@ lease_option = click.option(
          "this long; other runners then take it over from its checkpoint.")
 
 
+def _budget(ctx, param, values: tuple[str, ...]):
+    """``--budget``: parsed (and refused, one line) before anything runs."""
+    from ablate.dispatch.budget import parse_budget  # lazy: only with --budget
+
+    return parse_budget(values) if values else None
+
+
+budget_option = click.option(
+    "--budget", "budget", multiple=True, metavar="AMOUNT", callback=_budget,
+    help="Hold the study to this many device-hours (gpu-h, cpu-h: the study's recorded "
+         "trials count, earlier runs included) or this run to a wall time (h, min), e.g. "
+         "20gpu-h or 2h (repeatable: one of each). Over it, the recipe's trials are "
+         "refused before anything runs; --until-decided stops adding seeds.")
+
+
 def _check_flags(executor: str, detach: bool, slurm_flags: dict, until_decided: bool,
                  rerun_failed: bool, skip_failed: bool) -> None:
     """Flags that contradict each other or the executor: one line, before anything runs."""
@@ -139,19 +154,23 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int 
               help="Wait for trials that other live runners hold: until they are recorded, "
                    "or their leases expire and this runner takes them over. (A holder "
                    "whose process died on this machine is taken over at once anyway.)")
-@click.option("--tracking", "tracking", multiple=True, type=click.Choice(["tensorboard", "mlflow"]),
-              help="Also log each trial to TensorBoard (event files in its run folder) or "
-                   "MLflow ($MLFLOW_TRACKING_URI); repeatable. Off by default.")
+@click.option("--tracking", "tracking", multiple=True,
+              type=click.Choice(["tensorboard", "mlflow", "wandb"]),
+              help="Also log each trial to TensorBoard (event files in its run folder), "
+                   "MLflow ($MLFLOW_TRACKING_URI) or Weights & Biases (a run per trial, "
+                   "offline in its run folder without a key or server); repeatable. Off by "
+                   "default.")
 @slurm_options
 @max_trials_option
 @until_decided_options
+@budget_option
 def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str | None,
         jobs: int | None, skip_failed: bool, rerun_failed: bool, force: bool,
         trial_ids: tuple[str, ...], variants: tuple[str, ...],
         executor: str, detach: bool, lease_seconds: float, max_trials: int,
         until_decided: bool, max_seeds: int, alpha: float, min_effect: float | None,
         spending: str, gpus: str | None = None, wait: bool = False,
-        tracking: tuple[str, ...] = (), trials_per_gpu: int | None = None,
+        tracking: tuple[str, ...] = (), trials_per_gpu: int | None = None, budget=None,
         **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
@@ -172,9 +191,12 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         ablate run recipes/quickstart.toml --executor slurm --partition gpu --gpus-per-trial 1
         ablate run recipes/quickstart.toml --until-decided --max-seeds 6
         ablate run recipes/quickstart.toml --tracking tensorboard
+        ablate run recipes/quickstart.toml --jobs 2 --budget 0.5cpu-h
     """
     # the view, executors and trackers cost ~25 ms at every command's start-up
     from ablate.cli.study_view import StudyView  # lazy: only `ablate run` needs it
+    from ablate.dispatch.budget import check_unit  # lazy: likewise
+    from ablate.dispatch.estimate import resources_for  # lazy: likewise
     from ablate.dispatch.executor import ExecutorRequest, make_executor  # lazy: likewise
     from ablate.dispatch.prepare import (  # lazy: loads pydantic, sqlalchemy
         load_trials,
@@ -194,8 +216,12 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     trials = select_trials(trials, trial_ids=trial_ids, variants=variants)
     console = make_console(stderr=True)
     _check_flags(executor, detach, slurm_flags, until_decided, rerun_failed, skip_failed)
-    local_gpus, per_trial, k, trial_gib, jobs = _local_gpus(executor, gpus, recipe_obj,
-                                                            slurm_flags, jobs, trials_per_gpu)
+    local_gpus, per_trial, per_gpu, trial_gib, jobs = _local_gpus(
+        executor, gpus, recipe_obj, slurm_flags, jobs, trials_per_gpu)
+    trial_gpus = slurm_flags.get("gpus_per_trial") if executor == "slurm" else per_trial
+    resources = resources_for(executor, recipe_obj, jobs=jobs, gpus=local_gpus,
+                              gpus_per_trial=trial_gpus, slurm=slurm_flags)
+    check_unit(budget, resources)  # gpu-h for a CPU run: refused before the database opens
     runs_dir = str(resolve_runs_root(runs_dir, db))
     validate(recipe_obj, trials)  # before the database is even opened
     if tracking:  # a missing package: one line now, not a warning per trial
@@ -208,13 +234,13 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
                          spending=spending) if until_decided else None)
     runner_executor = make_executor(executor, ExecutorRequest(
         recipe_obj, trials, store, runs_dir, jobs=jobs, gpus=local_gpus,
-        gpus_per_trial=slurm_flags.get("gpus_per_trial") if executor == "slurm" else per_trial,
-        trials_per_gpu=k, gpu_memory_gib=trial_gib,
+        gpus_per_trial=trial_gpus, trials_per_gpu=per_gpu, gpu_memory_gib=trial_gib,
         detach=detach, slurm={k: v for k, v in slurm_flags.items() if k != "gpus_per_trial"}))
     view = StudyView(console, store)
     runner = StudyRunner(store, runner_executor, RunOptions(
         runs_root=Path(runs_dir), skip_failed=skip_failed, force=force,
-        lease_seconds=lease_seconds, wait=wait, tracking=tracking), emit=view.show)
+        lease_seconds=lease_seconds, wait=wait, tracking=tracking, resources=resources,
+        budget=budget), emit=view.show)
     try:
         with view:
             outcome = runner.execute(recipe_obj, trials, overrides, loop)

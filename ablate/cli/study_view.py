@@ -16,7 +16,14 @@ from ablate.dispatch.adaptive import (
     LoopStopped,
     SeedAdded,
 )
-from ablate.dispatch.events import Planned, RoundEnded, RunnerReport, TrialUpdate, Waiting
+from ablate.dispatch.events import (
+    Estimated,
+    Planned,
+    RoundEnded,
+    RunnerReport,
+    TrialUpdate,
+    Waiting,
+)
 from ablate.errors import one_line
 from ablate.train.events import (
     Claimed,
@@ -69,7 +76,13 @@ class StudyView:
         self.close()
 
     def show(self, event) -> None:
-        if isinstance(event, Planned):
+        if isinstance(event, Estimated):
+            from ablate.cli.time_estimate import run_line  # lazy: only when estimated
+
+            line = run_line(event.estimate, event.budget)
+            if line:
+                self.console.print(escape(line))
+        elif isinstance(event, Planned):
             self._planned(event)
         elif isinstance(event, TrialUpdate):
             self._trial(event.job, event.event)

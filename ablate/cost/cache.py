@@ -1,5 +1,6 @@
 """A per-user cache of architecture costs, so ``ablate plan`` without a database (or with
-one that has not seen an architecture yet) does not count parameters and FLOPs again.
+one that has not seen an architecture yet) does not count parameters and FLOPs again;
+and of timed training probes (``ablate.cost.probe``, in ``probes/`` beside ``costs/``).
 
 Entries live in ``<cache dir>/costs/<code version>/<arch_id>.json``. The cache dir is
 ``$ABLATE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ablate``, else ``~/.cache/ablate``. The
@@ -67,8 +68,8 @@ def version_of(root: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _folder() -> Path:
-    return cache_dir() / "costs" / code_version()
+def _folder(kind: str = "costs") -> Path:
+    return cache_dir() / kind / code_version()
 
 
 def load(arch_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -101,15 +102,17 @@ def save(arch_id: str, cost: dict[str, Any]) -> None:
     """Store ``cost`` (JSON-able) for ``arch_id``; silently nothing when that fails."""
     if not _safe_name(arch_id):
         return
-    folder = _folder()
-    payload = json.dumps({"format": FORMAT, "cost": {**cost, "arch_id": arch_id}})
+    _write(_folder(), arch_id, json.dumps({"format": FORMAT, "cost": {**cost, "arch_id": arch_id}}))
+
+
+def _write(folder: Path, name: str, payload: str) -> None:
     tmp = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{arch_id}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(payload)
-        os.replace(tmp, folder / f"{arch_id}.json")
+        os.replace(tmp, folder / f"{name}.json")
         tmp = None
     except OSError:
         pass  # a read-only home or a full disk costs a recount next time, nothing more
@@ -117,6 +120,26 @@ def save(arch_id: str, cost: dict[str, Any]) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def load_entry(kind: str, key: str) -> dict[str, Any] | None:
+    """The entry ``key`` of ``kind`` (e.g. ``probes``), None if missing or unreadable."""
+    if not _safe_name(key):
+        return None
+    try:
+        data = json.loads((_folder(kind) / f"{key}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("key") != key:
+        return None
+    entry = data.get("entry")
+    return entry if isinstance(entry, dict) else None
+
+
+def save_entry(kind: str, key: str, entry: dict[str, Any]) -> None:
+    """Store ``entry`` (JSON-able) as ``key`` of ``kind``; silently nothing when that fails."""
+    if _safe_name(key):
+        _write(_folder(kind), key, json.dumps({"format": FORMAT, "key": key, "entry": entry}))
 
 
 def clear() -> tuple[Path, int]:

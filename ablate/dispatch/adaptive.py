@@ -11,7 +11,8 @@ intervals are running intersections of the looks). Every
 configuration an open effect uses gets one new seed (the next integer the study has not
 used), so seeds stay paired across the configurations of each effect. The loop stops
 when every effect is decided, when an open configuration already has ``max_seeds``
-finished seeds, or when a round has a failed trial. Done trials never run again.
+finished seeds, when a round has a failed trial, or when the next round does not fit
+the budget (``dispatch.budget``; any look is a valid stop). Done trials never run again.
 
 The design is recorded with the study before the first round, so ``ablate report``
 reads the study with the same intervals; a later run with other settings is refused.
@@ -102,6 +103,8 @@ class RoundSummary(Protocol):
 
 
 RunRound = Callable[["Recipe", "list[Trial]"], RoundSummary]
+# (the next round's trials, what it is) -> why it must not run (``dispatch.budget``), or None
+RoundGuard = Callable[["list[Trial]", str], "str | None"]
 
 
 def fold_seeds(recipe, overrides: dict) -> tuple[object, dict]:
@@ -204,12 +207,14 @@ LoopEvent = DesignChosen | EffectsRead | FinishingRound | SeedAdded | LoopStoppe
 
 
 def run_until_decided(start: LoopStart, store, run: RunRound, *,
-                      emit: Callable[[LoopEvent], None] = lambda event: None) -> list[Round]:
+                      emit: Callable[[LoopEvent], None] = lambda event: None,
+                      guard: RoundGuard | None = None) -> list[Round]:
     """Add seeds round by round until every effect of the study is decided.
 
     ``start`` is ``start_loop``'s; its design is recorded with the study first.
     ``run(recipe, trials)`` runs trials (``StudyRunner.run``) and returns its summary.
-    What the loop reads and decides goes to ``emit`` as ``LoopEvent``s.
+    What the loop reads and decides goes to ``emit`` as ``LoopEvent``s. ``guard`` (a
+    budget) may stop the loop before a round: the looks so far are a valid stop.
     """
     from ablate.analysis.effects import effects_table  # lazy: loads numpy, pandas
     from ablate.report.frame import trials_frame  # lazy: loads numpy, pandas, sqlalchemy
@@ -234,6 +239,10 @@ def run_until_decided(start: LoopStart, store, run: RunRound, *,
         if unfinished:  # a round cut short (killed, detached): finish it before deciding more
             trials = [t for t in expand(dataclasses.replace(recipe, seeds=seeds), overrides)
                       if t.trial_id in unfinished]
+            stop = guard(trials, "the unfinished round") if guard is not None else None
+            if stop:
+                rounds.append(Round(None, decision, stop))
+                break
             emit(FinishingRound(len(trials)))
             summary = run(dataclasses.replace(recipe, seeds=seeds), trials)
             if summary.failed:
@@ -252,6 +261,10 @@ def run_until_decided(start: LoopStart, store, run: RunRound, *,
                   if t.config_name in wanted]
         if not trials:  # cannot happen for a recipe's own configurations; never loop idle
             rounds.append(Round(None, decision, "no trial to add"))
+            break
+        stop = guard(trials, f"seed {seed}") if guard is not None else None
+        if stop:
+            rounds.append(Round(None, decision, stop))
             break
         emit(SeedAdded(seed, tuple(sorted(wanted)), len(trials)))
         summary = run(dataclasses.replace(recipe, seeds=[*recipe.seeds, seed]), trials)

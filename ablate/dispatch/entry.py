@@ -72,6 +72,7 @@ def environment(device: str | None = None, device_name: str | None = None) -> di
         "python": sys.version.split()[0], "command": " ".join(sys.argv),
         "device": device, "device_name": device_name, "pid": os.getpid(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "threads": torch.get_num_threads(),  # CPU-hours of a CPU trial (``dispatch.budget``)
     }
     gpus = process_gpus(device)  # which physical GPUs, by the ids CUDA_VISIBLE_DEVICES uses
     if gpus is not None:
@@ -163,7 +164,8 @@ def _trackers(job: TrialJob):
     return open_trackers(job.tracking, TrackedTrial(
         job.study, job.trial_id, job.name, job.run_dir, axes=info.get("axes") or {},
         seed=int(info.get("seed") or 0), variant=str(info.get("variant") or ""),
-        config_name=str(info.get("config_name") or ""), options=info.get("options") or {}))
+        config_name=str(info.get("config_name") or ""), options=info.get("options") or {},
+        spec=job.spec))
 
 
 def _train(spec, job: TrialJob, progress) -> dict[str, Any]:

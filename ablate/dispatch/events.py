@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ablate.cost.estimate import StudyEstimate
 from ablate.dispatch.adaptive import LoopEvent
+from ablate.dispatch.budget import Budget
 from ablate.dispatch.entry import TrialJob
 from ablate.train.events import TrialEvent
 from ablate.trials.lifecycle import Held
@@ -32,6 +34,15 @@ class RunSummary:
     left: dict[str, Held] = field(default_factory=dict)  # held by other runners
     interrupted: list[str] = field(default_factory=list)  # preempted or timed out for good
     unclaimed: dict[str, str] = field(default_factory=dict)  # the claim's database error
+
+
+@dataclass(frozen=True)
+class Estimated:
+    """Before anything runs: the study's time estimate (``dispatch.estimate``) and the
+    budget it is held to (``dispatch.budget``; None: none)."""
+
+    estimate: StudyEstimate
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True)
@@ -76,4 +87,4 @@ class RunnerReport:
     lines: tuple[str, ...]
 
 
-StudyEvent = Planned | TrialUpdate | Waiting | RoundEnded | RunnerReport | LoopEvent
+StudyEvent = Estimated | Planned | TrialUpdate | Waiting | RoundEnded | RunnerReport | LoopEvent

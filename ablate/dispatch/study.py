@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.analysis.design import DEFAULT_SPENDING
+from ablate.cost.estimate import Resources, StudyEstimate
 from ablate.dispatch import prepare  # prepare.costs_for -> compute_costs: a seam tests replace
 from ablate.dispatch.adaptive import (
     DEFAULT_MAX_SEEDS,
@@ -30,9 +31,11 @@ from ablate.dispatch.adaptive import (
     run_until_decided,
     start_loop,
 )
+from ablate.dispatch.budget import Budget, begin, round_guard
 from ablate.dispatch.claiming import runner_report, worker_url
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.events import (
+    Estimated,
     Planned,
     RoundEnded,
     RunnerReport,
@@ -81,6 +84,10 @@ class RunOptions:
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     wait: bool = False  # wait for trials that live runners elsewhere hold
     tracking: tuple[str, ...] = ()  # ``ablate.track`` sinks
+    # what the executor offers (``dispatch.estimate``): with it, each run estimates its
+    # time before it starts and records the estimate; a budget needs it
+    resources: Resources | None = None
+    budget: Budget | None = None  # ``--budget``: refuse the recipe's round, stop the loop
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ class StudyRunner:
                  emit: Callable[[StudyEvent], None] = lambda event: None) -> None:
         self.store, self.executor, self.options, self.emit = store, executor, options, emit
         self.tracking_options: dict[str, Any] = {}
+        self._estimate: StudyEstimate | None = None  # recorded with the first round
 
     def execute(self, recipe: Recipe, trials: list[Trial], overrides: dict | None = None,
                 loop: LoopSettings | None = None) -> StudyOutcome:
@@ -129,12 +137,23 @@ class StudyRunner:
         # a study grown before under other loop settings is refused before anything runs
         start = (start_loop(self.store, recipe, dict(overrides or {}),
                             **dataclasses.asdict(loop)) if loop is not None else None)
+        keeper = None
+        resources = self.options.resources
+        if resources is not None:  # a budget the recipe's round cannot keep is refused here
+            if self.options.budget is not None:  # a bad architecture says so, not "no estimate"
+                prepare.costs_for(self.store, trials, source=recipe.path)
+            self._estimate, keeper = begin(self.store, recipe, trials, resources,
+                                           self.options.budget,
+                                           start.design if start is not None else None,
+                                           force=self.options.force)
         self.tracking_options = start_study(self.options.tracking, recipe.name)
         summary = self.run(recipe, trials, force=self.options.force)
         outcome = StudyOutcome(summary)
         self.emit(RunnerReport(tuple(runner_report(self.store, recipe.name, summary))))
         if start is not None and outcome.ok:
-            outcome.rounds = run_until_decided(start, self.store, self.run, emit=self.emit)
+            guard = round_guard(keeper, self.store, resources) if keeper and resources else None
+            outcome.rounds = run_until_decided(start, self.store, self.run, emit=self.emit,
+                                               guard=guard)
         finish_study(self.tracking_options, self.store, recipe.name, failed=not outcome.ok)
         return outcome
 
@@ -150,6 +169,12 @@ class StudyRunner:
         prepare.costs_for(store, trials, source=recipe.path)  # validates every architecture
         store.upsert_study(study, recipe.description, recipe.path, recipe.text)
         store.register_trials(study, trials)
+        if self._estimate is not None:  # what this run expects, shown and kept once the
+            # architectures are valid (a bad one is the run's only line), before its first trial
+            self.emit(Estimated(self._estimate, self.options.budget))
+            if self._estimate.left.trials or self._estimate.worst is not None:
+                store.record_estimate(study, self._estimate.to_json())
+            self._estimate = None
 
         summary = RunSummary(total=len(trials))
         started = store.database_time()  # failed before this: ours to retry (claims)

@@ -101,6 +101,18 @@ class MetricRow(Base):
     trial: Mapped[TrialRow] = relationship(back_populates="metrics")
 
 
+class EstimateRow(Base):
+    """What one ``ablate run`` estimated before it started (``ablate.cost.estimate``)."""
+
+    __tablename__ = "estimates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"),
+                                          index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)  # database time: the run's start
+    estimate: Mapped[dict] = mapped_column(JSON)
+
+
 class CostRow(Base):
     """Parameters and FLOPs of one architecture at one resolution (cache, keyed by arch id)."""
 

@@ -69,3 +69,38 @@ class CostRecord:
     @property
     def gflops(self) -> float | None:
         return None if self.flops is None else self.flops / 1e9
+
+
+@dataclass(frozen=True)
+class TrialTime:
+    """How long a finished trial took, and on what: what time estimates and budgets read."""
+
+    study: str
+    trial_id: str
+    config_name: str
+    arch_id: str
+    seed: int
+    status: TrialStatus
+    started_at: datetime | None
+    finished_at: datetime | None
+    steps: float | None  # the training steps it ran (its final ``steps`` figure)
+    batch_size: int | None  # its spec's train.batch_size
+    environment: dict[str, Any] | None  # device, gpus, threads (``dispatch.entry``)
+
+    @property
+    def seconds(self) -> float | None:
+        """Claim to result: the time its holder spent on it (a resumed trial: since the
+        resumption; a negative span from skewed clocks: None)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        seconds = (self.finished_at - self.started_at).total_seconds()
+        return seconds if seconds >= 0.0 else None
+
+
+@dataclass(frozen=True)
+class EstimateRecord:
+    """What one ``ablate run`` estimated before it started (``ablate.cost.estimate``)."""
+
+    study: str
+    created_at: datetime  # database time, UTC
+    estimate: dict[str, Any]

@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ablate.errors import SchemaVersionError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0004"  # the newest migration's revision; a test keeps the two equal
+SCHEMA_HEAD = "0005"  # the newest migration's revision; a test keeps the two equal
 
 
 def _config(connection):

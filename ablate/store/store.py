@@ -24,6 +24,7 @@ from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded
 from ablate.store.models import Base, CostRow, MetricRow, StudyRow, TrialRow
 from ablate.store.records import CostRecord, EpochMetric, StudyRecord, TrialRecord
 from ablate.store.schema import ensure_schema
+from ablate.store.timings import TimingsMixin
 from ablate.trials.lifecycle import TrialResult, TrialStatus, Verb, advance, interruption, sources
 
 DEFAULT_URL = "sqlite:///results/ablate.db"
@@ -40,9 +41,9 @@ def resolve_url(url: str | None) -> str:
 
 
 
-class Store(ClaimsMixin):
-    """Studies, trials, metrics and cost; trial claims (``ablate.store.claims``). Every
-    method is one transaction."""
+class Store(ClaimsMixin, TimingsMixin):
+    """Studies, trials, metrics and cost; trial claims (``ablate.store.claims``); trial
+    times and run estimates (``ablate.store.timings``). Every method is one transaction."""
 
     def __init__(self, url: str | None = None, *, create: bool = True,
                  must_exist: bool = False, read_only: bool = False) -> None:

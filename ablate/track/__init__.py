@@ -1,6 +1,6 @@
 """Trackers: a trial's progress events mirrored into the tools researchers already use.
 
-A tracker sink (TensorBoard, MLflow) receives the same events as the progress display
+A tracker sink (TensorBoard, MLflow, W&B) receives the same events as the progress display
 (``step``, ``epoch``) and the trial's result at the end, inside the process that trains
 the trial (a local worker or a Slurm job), so it works wherever the trial runs. A tracker
 can never fail a trial: its first exception becomes one warning and the sink goes quiet.

@@ -23,12 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ablate.track.trial import TrackedTrial
+from ablate.track.trial import TrackedTrial, ended_status
 from ablate.train.events import EpochEnded, Stepped, TrialEvent
+from ablate.trials.lifecycle import TrialStatus
 
 PARAM_MAX = 500  # MLflow refuses longer parameter values
 RUN_ID_FILE = "mlflow_run_id"  # in the trial's run folder: a resumed trial continues its run
 # MLflow's own defaults retry a dead server 7 times over minutes, per call
+# how a trial ended -> MLflow's run status; a trial stopped without a result is KILLED
+RUN_STATUS = {TrialStatus.DONE: "FINISHED", TrialStatus.FAILED: "FAILED"}
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
@@ -104,7 +107,7 @@ class MlflowSink:
         tags = {"mlflow.parentRunId": options["parent_run_id"], "ablate.study": trial.study,
                 "ablate.trial_id": trial.trial_id, "ablate.config_name": trial.config_name,
                 "ablate.variant": trial.variant, "ablate.run_dir": trial.run_dir,
-                "ablate.seed": str(trial.seed), "ablate.status": "running"}
+                "ablate.seed": str(trial.seed), "ablate.status": TrialStatus.RUNNING.value}
         run = self.client.create_run(options["experiment_id"], run_name=trial.name, tags=tags)
         self.run_id = run.info.run_id
         self._remember()
@@ -148,11 +151,10 @@ class MlflowSink:
                        for k, v in event.metrics.items()}, event.step)
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
-        status = result.get("status")
-        if status == "done":
+        status = ended_status(result)
+        if status is TrialStatus.DONE:
             final = result.get("final") or {}
             self._log({f"final/{k}": v for k, v in final.items()}, int(final.get("steps") or 0))
-        self.client.set_tag(self.run_id, "ablate.status", str(status))
-        self.client.set_terminated(self.run_id, {"done": "FINISHED", "failed": "FAILED"}
-                                   .get(str(status), "KILLED"))
+        self.client.set_tag(self.run_id, "ablate.status", str(result.get("status")))
+        self.client.set_terminated(self.run_id, RUN_STATUS.get(status, "KILLED"))
         return {"run_id": self.run_id}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from ablate import extras
@@ -13,12 +15,16 @@ from ablate.track.mlflow import finish_study as finish_mlflow
 from ablate.track.mlflow import start_study as start_mlflow
 from ablate.track.tensorboard import TensorBoardSink
 from ablate.track.trial import TrackedTrial
+from ablate.track.wandb import WandbSink
+from ablate.track.wandb import start_study as start_wandb
+from ablate.track.wandb_study import finish_study as finish_wandb
 from ablate.train.events import Progress, TrialEvent
 
 # --tracking NAME -> the module that needs to import for it, and the extra that installs it
 SINKS: dict[str, tuple[str, str]] = {
     "tensorboard": ("tensorboard", "tensorboard"),
     "mlflow": ("mlflow", "mlflow"),
+    "wandb": ("wandb", "wandb"),
 }
 
 
@@ -107,39 +113,71 @@ def _warn(what: str, err: BaseException) -> None:
 
 
 def start_study(names: list[str] | tuple[str, ...], study: str) -> dict[str, Any]:
-    """Set-up in the runner before any trial (MLflow: the experiment and parent run);
-    the options go to every trial. A failure is one warning: the trials then warn too."""
+    """Set-up in the runner before any trial (MLflow: the experiment and parent run; W&B:
+    online or offline, decided once); the options go to every trial. A failure is one
+    warning: the trials then warn too."""
     options: dict[str, Any] = {}
     if "mlflow" in names:
         try:
             options["mlflow"] = start_mlflow(study)
         except Exception as err:  # a tracker never stops a study
             _warn(f"tracker mlflow: no experiment for {study}", err)
+    if "wandb" in names:
+        try:
+            options["wandb"] = start_wandb(study)
+        except Exception as err:
+            _warn(f"tracker wandb: no set-up for {study}", err)
+        else:
+            if options["wandb"]["reason"]:  # offline unasked: said once, not per trial
+                print(f"Warning: tracker wandb: {options['wandb']['reason']}; runs are written "
+                      "offline to the run folders (`wandb sync` them later)", file=sys.stderr,
+                      flush=True)
     return options
 
 
 def finish_study(options: dict[str, Any], store, study: str, failed: bool = False) -> None:
-    """After the trials: MLflow's parent run gets the effects table and the Pareto plots
-    (PNG, mIoU against each measured cost) and is ended."""
-    if "mlflow" not in options:
-        return
-    try:
-        from ablate.report.build import (  # lazy: loads pandas, matplotlib
-            build_report,
-            cost_axes,
-            pareto_figures,
-        )
-        from ablate.report.plots import figure_png  # lazy: loads matplotlib
+    """After the trials, the study's own runs: MLflow's parent run gets the effects table
+    and the Pareto plots (PNG, mIoU against each measured cost) and is ended; W&B gets a
+    summary run with the effects and configurations tables and the plots."""
+    report = None
+    for name in [name for name in ("mlflow", "wandb") if name in options]:
+        try:
+            if report is None:  # built once for both
+                report = _study_report(store, study)
+            if name == "mlflow":
+                finish_mlflow(options["mlflow"], report[0].effects,
+                              "FAILED" if failed else "FINISHED",
+                              {f"{stem}.png": png for stem, _caption, png in report[1]})
+            else:
+                finish_wandb(options["wandb"], study, report[0], report[1],
+                             _study_folder(store, study), failed=failed)
+        except Exception as err:  # a tracker never fails a study
+            _warn(f"tracker {name}: the study run of {study} was not completed", err)
 
-        report = build_report(store, [study], effects=True)
-        plots = {}
-        if not report.configs.empty:
-            plots = {f"{figure.stem}.png": figure_png(figure.figure)
-                     for figure in pareto_figures(report, cost_axes(report.configs))}
-        finish_mlflow(options["mlflow"], report.effects, "FAILED" if failed else "FINISHED",
-                      plots)
-    except Exception as err:  # a tracker never fails a study
-        _warn(f"tracker mlflow: the study run of {study} was not completed", err)
+
+def _study_report(store, study: str) -> tuple[Any, list[tuple[str, str, bytes]]]:
+    """The study's report with effects, and its Pareto plots (stem, caption, PNG)."""
+    from ablate.report.build import (  # lazy: loads pandas, matplotlib
+        build_report,
+        cost_axes,
+        pareto_figures,
+    )
+    from ablate.report.plots import figure_png  # lazy: loads matplotlib
+
+    report = build_report(store, [study], effects=True)
+    figures = []
+    if not report.configs.empty:
+        figures = [(figure.stem, figure.caption, figure_png(figure.figure))
+                   for figure in pareto_figures(report, cost_axes(report.configs))]
+    return report, figures
+
+
+def _study_folder(store, study: str) -> Path:
+    """The study's folder of run folders (``<runs dir>/<study>``), from its trials."""
+    for trial in store.trials(study, with_metrics=False):
+        if trial.run_dir:
+            return Path(trial.run_dir).parent
+    return Path(os.environ.get("WANDB_DIR") or ".")
 
 
 def _make(name: str, trial: TrackedTrial) -> Sink:
@@ -148,4 +186,6 @@ def _make(name: str, trial: TrackedTrial) -> Sink:
         return TensorBoardSink(trial)
     if name == "mlflow":
         return MlflowSink(trial)
+    if name == "wandb":
+        return WandbSink(trial)
     raise ValueError(f"unknown tracker {name!r}")

@@ -15,8 +15,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ablate.track.trial import TrackedTrial
+from ablate.track.trial import TrackedTrial, ended_status
 from ablate.train.events import EpochEnded, Stepped, TrialEvent
+from ablate.trials.lifecycle import TrialStatus
 
 SUBDIR = "tensorboard"
 HPARAM_METRICS = ("miou", "pixel_acc", "latency_ms")
@@ -66,7 +67,7 @@ class TensorBoardSink:
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
         try:
-            if result.get("status") == "done":
+            if ended_status(result) is TrialStatus.DONE:
                 self._final(result.get("final") or {})
         finally:
             self.writer.close()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ablate.trials.lifecycle import TrialStatus
 
 
 @dataclass(frozen=True)
@@ -19,3 +22,17 @@ class TrackedTrial:
     variant: str = ""
     config_name: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # per-sink settings (MLflow parent)
+    # the fully resolved spec (``trials.ids.spec_dict``): W&B's config holds every key of it
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+def ended_status(result: Mapping[str, Any]) -> TrialStatus | None:
+    """The status of the result a sink's ``finish`` gets (``TrialResult.to_json()``):
+    ``DONE`` or ``FAILED``; None for a trial that stopped without a result (Ctrl-C, its
+    claim lost, the cluster stopping it: ``dispatch.entry`` then passes ``interrupted``),
+    which is resumed later and so is neither finished nor failed."""
+    try:
+        status = TrialStatus(result.get("status"))
+    except ValueError:
+        return None
+    return status if status.finished else None

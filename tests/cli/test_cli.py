@@ -119,9 +119,9 @@ def test_report_unknown_study(tmp_path):
 def test_db_info_and_upgrade(tmp_path):
     db = str(tmp_path / "d.db")
     result = CliRunner().invoke(main, ["db", "upgrade", "--db", db])
-    assert result.exit_code == 0 and "-> 0004" in result.output
+    assert result.exit_code == 0 and "-> 0005" in result.output
     result = CliRunner().invoke(main, ["db", "info", "--db", db])
-    assert "schema: 0004 (this ablate: 0004)" in result.output
+    assert "schema: 0005 (this ablate: 0005)" in result.output
 
 
 def test_old_database_is_refused_by_every_command(tmp_path):

@@ -9,6 +9,7 @@ convolutions, ATen's vectorised loops, the BLAS) sum in another order. On the de
 - ``ATEN_CPU_CAPABILITY=avx2``: the same figure;
 - ``ATEN_CPU_CAPABILITY=default``: 0.3406474142880122;
 - ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``: 0.3211694087272323;
+- the default, with two threads in the worker: 0.3691196562465926;
 
 and another AMD EPYC gave 0.3095, the Intel Xeon VM 0.26547. So the key is what those
 kernels dispatch on: the CPU (vendor, family, model), oneDNN's instruction set as the

@@ -134,7 +134,7 @@ def test_db_info_says_an_empty_file_has_no_schema_yet(tmp_path):
     result = invoke(["db", "info", "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1:] == [
-        "schema: none yet, an empty database ('ablate run' creates it at 0004)",
+        "schema: none yet, an empty database ('ablate run' creates it at 0005)",
         "no studies yet; 'ablate run RECIPE' records one"]
 
 
