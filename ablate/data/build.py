@@ -42,8 +42,8 @@ DESCRIPTIONS = {
     "folder": "classes.txt, images/{train,val}/ and masks/{train,val}/",
 }
 # data.workers = "auto": one CPU left to the training process, at most this many workers
-# (bench/bench_pipeline.py: ~165 VOC samples per CPU second at crop 513 on an AMD EPYC
-# core, so 8 workers feed about 1,300 images/s, above a GPU's training step rate there)
+# (bench/bench_pipeline.py: 165-198 VOC samples per CPU second at crop 513 on an AMD EPYC
+# core, so 8 workers feed about 1,300-1,600 images/s, above a GPU's training step rate there)
 MAX_AUTO_WORKERS = 8
 # set by the local runner in a worker process: the CPUs its trial may use (all of them
 # divided by the trials it runs at once); the process's CPU affinity otherwise
