@@ -43,7 +43,8 @@ DESCRIPTIONS = {
 }
 # data.workers = "auto": one CPU left to the training process, at most this many workers
 # (bench/bench_pipeline.py: 165-198 VOC samples per CPU second at crop 513 on an AMD EPYC
-# core, so 8 workers feed about 1,300-1,600 images/s, above a GPU's training step rate there)
+# core, so 8 workers feed about 1,300-1,600 images/s; bench/gpu_check.py's data_pipeline
+# check compares that with a GPU's training step rate)
 MAX_AUTO_WORKERS = 8
 # set by the local runner in a worker process: the CPUs its trial may use (all of them
 # divided by the trials it runs at once); the process's CPU affinity otherwise
