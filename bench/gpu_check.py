@@ -52,16 +52,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runs from a checkout without `pip install -e .`
+sys.path.insert(0, str(ROOT / "bench"))
 TOTAL_BUDGET_S = 460.0  # the whole run on one GPU stays within 8 minutes
 RESULT_TAG = "GPU_CHECK_RESULT "
 
-
-class Skip(Exception):
-    """The check cannot run here; the message says why."""
-
-
-class Fail(Exception):
-    """The check ran and found a problem; the message is the one-line reason."""
+import gpu_throughput  # noqa: E402
+from check_outcomes import Fail, Skip  # noqa: E402
 
 
 class OutOfTime(Exception):
@@ -539,7 +535,15 @@ CHECKS: dict[str, tuple[Callable[[bool, Path], dict[str, Any]], float]] = {
     "latency_onnxruntime": (check_latency_onnxruntime, 60),
     "latency_compile": (check_latency_compile, 90),
     "latency_tensorrt": (check_latency_tensorrt, 90),
+    # training at the GPU's speed (bench/gpu_throughput.py): run with --only and
+    # --total-budget 600, apart from the acceptance run above
+    **gpu_throughput.CHECKS,
 }
+
+
+def default_checks() -> list[str]:
+    """What a run without --only runs: the acceptance checks, not the throughput ones."""
+    return [name for name in CHECKS if name not in gpu_throughput.CHECKS]
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -609,7 +613,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", action="store_true",
                         help="dry mode: what the CPU can run, tiny sizes")
     parser.add_argument("--only", nargs="+", choices=list(CHECKS), metavar="CHECK",
-                        help=f"only these checks: {', '.join(CHECKS)}")
+                        help=f"only these checks: {', '.join(CHECKS)} [all but "
+                             f"{', '.join(gpu_throughput.CHECKS)}]")
+    parser.add_argument("--total-budget", type=float, default=TOTAL_BUDGET_S,
+                        metavar="SECONDS", help="the whole run's budget [%(default)s]")
     parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                         help="each check in its own process [on a GPU: yes; --cpu: no]")
     parser.add_argument("--child", choices=list(CHECKS), help=argparse.SUPPRESS)
@@ -629,8 +636,8 @@ def main(argv: list[str] | None = None) -> int:
               "make install (then .venv/bin/python bench/gpu_check.py)", file=sys.stderr)
         return 2
     isolate = (not args.cpu) if args.isolate is None else args.isolate
-    names = args.only or list(CHECKS)
-    deadline = time.monotonic() + TOTAL_BUDGET_S
+    names = args.only or default_checks()
+    deadline = time.monotonic() + args.total_budget
     rows = []
     print(f"gpu_check: {'CPU dry mode' if args.cpu else 'GPU'}, {len(names)} checks, "
           f"{'each in its own process' if isolate else 'in this process'}", flush=True)
@@ -639,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         budget = min(CHECKS[name][1], left)
         if left < 5:
             row = {"check": name, "status": "SKIP", "figures": {}, "seconds": 0.0,
-                   "reason": f"skipped: the run's {TOTAL_BUDGET_S:.0f} s budget is spent"}
+                   "reason": f"skipped: the run's {args.total_budget:.0f} s budget is spent"}
         else:
             row = (run_isolated if isolate else run_here)(name, args.cpu, budget)
         rows.append(row)

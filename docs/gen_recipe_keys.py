@@ -51,6 +51,8 @@ SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
      "or `data.*` key that no grid, zip or variant sets)", "tune", tune.TuneSettings),
     ("`[slurm]` (top level; only used with `--executor slurm`, command-line flags win)",
      "slurm", schema.SlurmSpec),
+    ("`[local]` (top level; how `ablate run` places trials on local GPUs, command-line flags win; see [cluster.md](cluster.md#several-trials-per-gpu))",
+     "local", schema.LocalSpec),
     ("`published` (in a variant: figures a paper published, shown beside the measured ones)",
      "variants.NAME.published", schema.Published),
 ]
@@ -87,6 +89,7 @@ TOP_LEVEL = {
     "tune": ("unset", "table (keys below) + nuisance keys -> ranges",
              "tune the nuisance keys for each configuration with the same draws; effects "
              "are read on the study's seeds at each configuration's best draw"),
+    "local": ("{}", "table (keys below)", "local GPU placement, only used with `--executor local`"),
 }
 
 MEANING: dict[str, str] = {
@@ -165,7 +168,9 @@ MEANING: dict[str, str] = {
                         "crop only at batch size 1 (images of one batch must have one size)",
     "data.hflip": "random horizontal flip",
     "data.eval_size": "evaluate at a fixed [H, W] instead of full size",
-    "data.workers": "DataLoader workers; `auto`: 0 for the in-memory `shapes`, else min(4, usable CPUs)",
+    "data.workers": "DataLoader workers; `auto`: 0 for the in-memory `shapes`, else the "
+                    "trial's CPUs minus one, 1 to 8 (a local runner divides the machine's "
+                    "CPUs among the trials it runs at once)",
     "data.pin_memory": "pinned host memory; only on CUDA (`auto` and `true`), where it speeds host-to-device copies",
     "data.persistent_workers": "keep DataLoader workers between epochs (only with workers)",
     "data.cache": "keep each prepared (decoded) sample in memory after its first load",
@@ -193,6 +198,9 @@ MEANING: dict[str, str] = {
                            "benchmark (see [cluster.md](cluster.md#reproducibility))",
     "train.checkpoint_every": "also checkpoint every N steps (always at epoch ends)",
     "train.log_every": "progress every N steps",
+    "train.compile": "`torch.compile` (inductor) the training forward; the first step's "
+                     "time (`first_step_seconds`, compiling included) is recorded apart; "
+                     "see [benchmarks.md](benchmarks.md#training-at-the-gpus-speed)",
     # eval
     "eval.resolution": "[H, W] for FLOPs and latency; unset: the dataset's evaluation size",
     "eval.batch_size": "evaluation batch size",
@@ -245,6 +253,13 @@ MEANING: dict[str, str] = {
     "slurm.mem": "memory per trial, e.g. `32G`",
     "slurm.time": "time limit in minutes",
     "slurm.array_parallelism": "job-array tasks running at once",
+    # local
+    "local.trials_per_gpu": "trials side by side on each GPU, each in its own process "
+                            "(`--trials-per-gpu` wins); CUDA MPS when its daemon runs, else "
+                            "time-sharing",
+    "local.gpu_memory_gib": "GPU memory one trial needs, in GiB: `--trials-per-gpu` is "
+                            "refused where that many do not fit; unset: measured from the "
+                            "first trial (it runs alone until then)",
     # published
     "variants.NAME.published.params": "parameters",
     "variants.NAME.published.gflops": "GFLOPs",

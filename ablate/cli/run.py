@@ -98,21 +98,31 @@ def _refuse_slurm_flags(detach: bool, flags: dict) -> None:
         raise UserInputError(f"--{given[0].replace('_', '-')}: only with --executor slurm")
 
 
-def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int):
-    """Local runs: the devices (``--gpus``) and devices per trial; Slurm assigns its own."""
+def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int | None,
+                trials_per_gpu: int | None):
+    """Local runs: the devices (``--gpus``), devices per trial, trials per device and the
+    memory per trial (``--trials-per-gpu``, ``[local]``), and the worker count; Slurm
+    assigns its own devices."""
     if executor != "local":
         if gpus is not None:
             raise UserInputError("--gpus: only with --executor local; Slurm jobs get "
                                  "--gpus-per-trial devices each")
-        return [], 1
+        if trials_per_gpu is not None:
+            raise UserInputError("--trials-per-gpu: only with --executor local")
+        return [], 1, 1, None, jobs or 1
     from ablate.dispatch.gpus import runner_gpus  # lazy: only `ablate run` needs it
+    from ablate.dispatch.sharing import runner_sharing  # lazy: likewise
 
     devices, per_trial = runner_gpus(gpus, flags.get("gpus_per_trial"),
                                      recipe.slurm.gpus_per_trial)
-    if devices and jobs > len(devices) // per_trial:  # trials never share a device
-        click.echo(f"Warning: --jobs {jobs}: {len(devices)} GPU(s), {per_trial} per trial: "
-                   f"at most {len(devices) // per_trial} trial(s) at a time", err=True)
-    return devices, per_trial
+    k, trial_gib = runner_sharing(trials_per_gpu, recipe, devices, per_trial)
+    at_once = len(devices) * k // per_trial
+    jobs = jobs or (at_once if k > 1 else 1)
+    if devices and jobs > at_once:  # trials share a device only with --trials-per-gpu
+        click.echo(f"Warning: --jobs {jobs}: {len(devices)} GPU(s), {per_trial} per trial"
+                   f"{f', {k} per GPU' if k > 1 else ''}: at most {at_once} trial(s) at a "
+                   f"time", err=True)
+    return devices, per_trial, k, trial_gib, jobs
 
 
 @main.command("run")
@@ -120,8 +130,9 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int)
 @db_option
 @set_option
 @runs_option
-@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
-              help="Local worker processes running trials side by side.")
+@click.option("--jobs", "-j", default=None, type=click.IntRange(1),
+              help="Local worker processes running trials side by side [1; with "
+                   "--trials-per-gpu K: GPUs x K].")
 @click.option("--skip-failed", is_flag=True,
               help="Keep failed trials as they are (by default they run again).")
 @click.option("--rerun-failed", is_flag=True, hidden=True,
@@ -134,6 +145,10 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int)
 @click.option("--gpus", default=None, metavar="LIST",
               help="Local GPUs this runner uses, by index: 0,2,3 or all [every visible "
                    "one]; each trial takes --gpus-per-trial of them.")
+@click.option("--trials-per-gpu", type=click.IntRange(1), default=None, metavar="K",
+              help="Up to K trials side by side on each local GPU, each in its own process "
+                   "(CUDA MPS when its daemon runs, else time-sharing); latency is timed "
+                   "with the GPU to a trial alone [recipe [local], else 1].")
 @lease_option
 @click.option("--wait", is_flag=True,
               help="Wait for trials that other live runners hold: until they are recorded, "
@@ -150,12 +165,13 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int)
 @until_decided_options
 @budget_option
 def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str | None,
-        jobs: int, skip_failed: bool, rerun_failed: bool, force: bool,
+        jobs: int | None, skip_failed: bool, rerun_failed: bool, force: bool,
         trial_ids: tuple[str, ...], variants: tuple[str, ...],
         executor: str, detach: bool, lease_seconds: float, max_trials: int,
         until_decided: bool, max_seeds: int, alpha: float, min_effect: float | None,
         spending: str, gpus: str | None = None, wait: bool = False,
-        tracking: tuple[str, ...] = (), budget=None, **slurm_flags) -> None:
+        tracking: tuple[str, ...] = (), trials_per_gpu: int | None = None, budget=None,
+        **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
     Done trials are skipped; failed ones run again (--skip-failed keeps them); an
@@ -171,6 +187,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         ablate run recipes/quickstart.toml
         ablate run recipes/quickstart.toml --jobs 2 --set train.epochs=1
         ablate run recipes/quickstart.toml --jobs 4 --gpus 0,1,2,3
+        ablate run recipes/quickstart.toml --trials-per-gpu 4
         ablate run recipes/quickstart.toml --executor slurm --partition gpu --gpus-per-trial 1
         ablate run recipes/quickstart.toml --until-decided --max-seeds 6
         ablate run recipes/quickstart.toml --tracking tensorboard
@@ -199,7 +216,8 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     trials = select_trials(trials, trial_ids=trial_ids, variants=variants)
     console = make_console(stderr=True)
     _check_flags(executor, detach, slurm_flags, until_decided, rerun_failed, skip_failed)
-    local_gpus, per_trial = _local_gpus(executor, gpus, recipe_obj, slurm_flags, jobs)
+    local_gpus, per_trial, per_gpu, trial_gib, jobs = _local_gpus(
+        executor, gpus, recipe_obj, slurm_flags, jobs, trials_per_gpu)
     trial_gpus = slurm_flags.get("gpus_per_trial") if executor == "slurm" else per_trial
     resources = resources_for(executor, recipe_obj, jobs=jobs, gpus=local_gpus,
                               gpus_per_trial=trial_gpus, slurm=slurm_flags)
@@ -216,8 +234,8 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
                          spending=spending) if until_decided else None)
     runner_executor = make_executor(executor, ExecutorRequest(
         recipe_obj, trials, store, runs_dir, jobs=jobs, gpus=local_gpus,
-        gpus_per_trial=trial_gpus, detach=detach,
-        slurm={k: v for k, v in slurm_flags.items() if k != "gpus_per_trial"}))
+        gpus_per_trial=trial_gpus, trials_per_gpu=per_gpu, gpu_memory_gib=trial_gib,
+        detach=detach, slurm={k: v for k, v in slurm_flags.items() if k != "gpus_per_trial"}))
     view = StudyView(console, store)
     runner = StudyRunner(store, runner_executor, RunOptions(
         runs_root=Path(runs_dir), skip_failed=skip_failed, force=force,

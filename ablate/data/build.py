@@ -41,7 +41,14 @@ DESCRIPTIONS = {
     "coco": "COCO 2017 (train2017/, val2017/ and annotations/)",
     "folder": "classes.txt, images/{train,val}/ and masks/{train,val}/",
 }
-MAX_AUTO_WORKERS = 4
+# data.workers = "auto": one CPU left to the training process, at most this many workers
+# (bench/bench_pipeline.py: 165-198 VOC samples per CPU second at crop 513 on an AMD EPYC
+# core, so 8 workers feed about 1,300-1,600 images/s; bench/gpu_check.py's data_pipeline
+# check compares that with a GPU's training step rate)
+MAX_AUTO_WORKERS = 8
+# set by the local runner in a worker process: the CPUs its trial may use (all of them
+# divided by the trials it runs at once); the process's CPU affinity otherwise
+TRIAL_CPUS_ENV = "ABLATE_TRIAL_CPUS"
 
 
 @dataclass(frozen=True)
@@ -116,10 +123,9 @@ class SegmentationDataset(Dataset):
                 f"{getattr(sample, 'image', sample)}: image is {image.shape[1]}x{image.shape[0]} but its label is "
                 f"{label.shape[1]}x{label.shape[0]} (width x height)"
             )
-        # torch wants writable arrays; PIL hands out read-only ones
-        image_t = (
-            torch.from_numpy(np.require(image, requirements="CW")).permute(2, 0, 1).contiguous()
-        )
+        # torch wants writable arrays; PIL hands out read-only ones. [3, H, W] as a view of
+        # the (H, W, 3) array: channels-last memory, which resizes ~3x faster (transforms)
+        image_t = torch.from_numpy(np.require(image, requirements="CW")).permute(2, 0, 1)
         label_t = torch.from_numpy(np.require(label, requirements="CW"))
         prepared = self.transform.prepare(image_t, label_t)
         if self.cache is not None:
@@ -272,21 +278,31 @@ def build_datasets(data: DataSpec, *, seed: int = 0) -> DatasetPair:
 
 
 def _cpu_count() -> int:
+    """CPUs this trial may use: the local runner's share, else the process's affinity."""
+    share = os.environ.get(TRIAL_CPUS_ENV, "")
+    if share.isdigit() and int(share) > 0:
+        return int(share)
     if hasattr(os, "sched_getaffinity"):  # the CPUs this job may use, e.g. under SLURM
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def auto_workers(cpus: int) -> int:
+    """``data.workers = "auto"`` for a trial with ``cpus`` CPUs: all but one (the training
+    process's), at least 1, at most ``MAX_AUTO_WORKERS``."""
+    return max(1, min(MAX_AUTO_WORKERS, cpus - 1))
 
 
 def loader_options(data: DataSpec, device_type: str) -> dict[str, Any]:
     """DataLoader keyword arguments, with ``"auto"`` resolved.
 
     workers: 0 for the in-memory ``shapes`` (a worker would only add start-up time),
-    else min(4, usable CPUs). pin_memory: only on CUDA, where it speeds host-to-device
-    copies; elsewhere it does nothing. persistent_workers: only with workers.
+    else ``auto_workers`` of the trial's CPUs. pin_memory: only on CUDA, where it speeds
+    host-to-device copies; elsewhere it does nothing. persistent_workers: only with workers.
     """
     if data.workers == "auto":
         in_memory = data.name == "shapes" and data.builder is None
-        workers = 0 if in_memory else min(MAX_AUTO_WORKERS, _cpu_count())
+        workers = 0 if in_memory else auto_workers(_cpu_count())
     else:
         workers = data.workers
     pin_memory = device_type == "cuda" and data.pin_memory is not False

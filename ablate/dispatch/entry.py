@@ -17,6 +17,7 @@ from ablate.dispatch.gpus import VISIBLE_ENV, process_gpus
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, LeaseLost
 from ablate.dispatch.progress import ProgressFile
 from ablate.dispatch.ranks import train_with_ranks
+from ablate.dispatch.sharing import environment_record
 from ablate.errors import UserInputError
 from ablate.track import TrackedTrial, open_trackers
 from ablate.trials.lifecycle import TrialResult, TrialStatus
@@ -77,6 +78,9 @@ def environment(device: str | None = None, device_name: str | None = None) -> di
     if gpus is not None:
         env.update(gpus=gpus["ids"], gpu_names=gpus["names"],
                    cuda_visible_devices=os.environ.get(VISIBLE_ENV))
+    shared = environment_record()  # --trials-per-gpu: neighbours, how latency was timed
+    if shared is not None:
+        env["sharing"] = shared
     return env
 
 
@@ -137,6 +141,8 @@ def _trained_environment(spec, outcome: dict[str, Any]) -> dict[str, Any]:
     env = environment(outcome["device"], outcome["device_name"])
     if outcome.get("ranks", 1) > 1:  # trained by this many processes (DDP)
         env["ddp_ranks"] = outcome["ranks"]
+    if outcome.get("gpu_peak_memory_gib") is not None:  # what --trials-per-gpu packs by
+        env["gpu_peak_memory_gib"] = round(outcome["gpu_peak_memory_gib"], 3)
     if spec.eval.latency:  # how latency was timed: clock, device, driver, clocks
         from ablate.cost.latency import timing_environment  # lazy: loads torch
 

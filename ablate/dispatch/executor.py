@@ -33,6 +33,8 @@ class ExecutorRequest:
     jobs: int = 1  # local worker processes
     gpus: list[Any] = field(default_factory=list)  # local: ablate.dispatch.gpus.Gpu
     gpus_per_trial: int | None = None
+    trials_per_gpu: int = 1  # local: trials side by side on one device
+    gpu_memory_gib: float | None = None  # local: GPU memory per trial (None: measured)
     detach: bool = False  # Slurm: submit and return
     slurm: dict[str, Any] = field(default_factory=dict)  # Slurm: command-line overrides
 

@@ -6,6 +6,11 @@ trial ``k`` whole devices (``gpus_per_trial``, at least 1) out of the runner's s
 worker process gets them as ``CUDA_VISIBLE_DEVICES`` before torch initialises CUDA in it,
 so it trains on ``cuda:0`` (and ``cuda:1``... under DistributedDataParallel). Devices are
 per runner: claims decide which trial runs, slots only where on this machine.
+
+With ``--trials-per-gpu K`` a device holds up to K one-device trials at once (each in
+its own process; ``ablate.dispatch.sharing`` decides K from memory and keeps latency
+timing exclusive): ``GpuSlots(gpus, places=K)`` hands a trial the device with the most
+free places, so trials spread over the devices before they double up on one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ FAKE_GPUS_ENV = "ABLATE_FAKE_GPUS"
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
 # set by the runner beside CUDA_VISIBLE_DEVICES: names are known where devices are counted
 WORKER_NAMES_ENV = "ABLATE_WORKER_GPU_NAMES"
+# Test seam beside ABLATE_FAKE_GPUS: every fake device's memory in GiB (unset: unknown)
+FAKE_GPU_GIB_ENV = "ABLATE_FAKE_GPU_GIB"
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class Gpu:
     index: int
     id: str
     name: str
+    memory_gib: float | None = None  # total device memory (None: unknown)
 
 
 def _visible_ids(count: int) -> list[str]:
@@ -55,14 +63,19 @@ def visible_gpus() -> list[Gpu]:
     fake = os.environ.get(FAKE_GPUS_ENV)
     if fake is not None:
         names = [n.strip() for n in fake.split(",") if n.strip()]
+        gib = os.environ.get(FAKE_GPU_GIB_ENV)
+        memory = [float(gib) if gib else None] * len(names)
     else:
         import torch  # lazy: loads torch
 
         if not torch.cuda.is_available():
             return []
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        props = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+        names = [p.name for p in props]
+        memory = [p.total_memory / 2**30 for p in props]
     ids = _visible_ids(len(names))
-    return [Gpu(i, gid, name) for i, (gid, name) in enumerate(zip(ids, names, strict=False))]
+    return [Gpu(i, gid, name, gib)
+            for i, (gid, name, gib) in enumerate(zip(ids, names, memory, strict=False))]
 
 
 def parse_gpus(text: str, visible: Sequence[Gpu]) -> list[Gpu]:
@@ -93,29 +106,41 @@ def parse_gpus(text: str, visible: Sequence[Gpu]) -> list[Gpu]:
 
 
 class GpuSlots:
-    """Free and held devices of one runner. ``take(k)`` hands out the ``k`` lowest free
-    devices (or None when fewer are free); ``give_back`` frees them."""
+    """Free and held places on one runner's devices: ``places`` trials per device (1: a
+    device is free or held). ``take(k)`` hands out ``k`` distinct devices with a free
+    place, the ones with the most free places first and the lowest first among equals
+    (or None when fewer have one); ``give_back`` frees their places. ``places`` may be
+    lowered while trials run (a measured memory that fits fewer): held places stay held,
+    no new trial starts beyond it."""
 
-    def __init__(self, gpus: Sequence[Gpu]) -> None:
+    def __init__(self, gpus: Sequence[Gpu], places: int = 1) -> None:
         self.gpus = list(gpus)
-        self._free = list(gpus)
+        self.places = max(1, places)
+        self._held = {g: 0 for g in self.gpus}
 
     @property
     def free(self) -> int:
-        return len(self._free)
+        """Devices with a free place: how many devices a trial could take now."""
+        return sum(1 for g in self.gpus if self._held[g] < self.places)
+
+    def held(self, gpu: Gpu) -> int:
+        return self._held[gpu]
 
     def take(self, k: int) -> tuple[Gpu, ...] | None:
-        if k > len(self._free):
+        open_ = [g for g in self.gpus if self._held[g] < self.places]
+        if k > len(open_):
             return None
-        taken, self._free = tuple(self._free[:k]), self._free[k:]
-        return taken
+        taken = tuple(sorted(open_, key=lambda g: self._held[g])[:k])  # stable: lowest first
+        for gpu in taken:
+            self._held[gpu] += 1
+        return tuple(sorted(taken, key=self.gpus.index))
 
     def give_back(self, gpus: Sequence[Gpu]) -> None:
-        order = {g: n for n, g in enumerate(self.gpus)}
         for n, gpu in enumerate(gpus):
-            if gpu not in order or gpu in self._free or gpu in gpus[:n]:
+            if gpu not in self._held or self._held[gpu] == 0 or gpu in gpus[:n]:
                 raise ValueError(f"GPU {gpu.id} was not taken from these slots")
-        self._free = sorted([*self._free, *gpus], key=order.__getitem__)
+        for gpu in gpus:
+            self._held[gpu] -= 1
 
 
 def next_fitting(needs: Sequence[int], free: int) -> int | None:
@@ -128,11 +153,11 @@ def next_fitting(needs: Sequence[int], free: int) -> int | None:
 
 
 def simulate(needs: Sequence[int], seconds: Sequence[float], gpus: Sequence[Gpu],
-             jobs: int) -> list[tuple[float, float, int, tuple[str, ...]]]:
+             jobs: int, places: int = 1) -> list[tuple[float, float, int, tuple[str, ...]]]:
     """The packing ``LocalExecutor`` does, as a timeline: (start, end, trial, device ids)
-    for trials needing ``needs[i]`` devices for ``seconds[i]``, at most ``jobs`` at once.
-    For tests and ``bench/gpu_check.py``'s trace; the executor runs the same rules."""
-    slots = GpuSlots(gpus)
+    for trials needing ``needs[i]`` devices for ``seconds[i]``, at most ``jobs`` at once,
+    ``places`` per device. For tests; the executor runs the same rules."""
+    slots = GpuSlots(gpus, places)
     pending = list(range(len(needs)))
     running: list[tuple[float, int, tuple[Gpu, ...]]] = []
     trace: list[tuple[float, float, int, tuple[str, ...]]] = []

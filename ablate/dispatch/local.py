@@ -6,7 +6,9 @@ another runner comes back as a ``held`` result and is not trained here.
 With GPUs (``gpus``), each trial takes whole devices from the runner's slots
 (``ablate.dispatch.gpus``) and runs in a fresh worker process that sees only those
 devices: ``CUDA_VISIBLE_DEVICES`` must be set before CUDA starts in a process, so a
-worker is never reused for other devices.
+worker is never reused for other devices. With ``trials_per_gpu`` K > 1 a device holds
+up to K such trials at once (``ablate.dispatch.sharing``: how many fit, the gate that
+keeps latency timing exclusive, the neighbours each trial records).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -23,7 +26,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.managers import SyncManager
 from typing import Any
 
-from ablate.dispatch import orphans
+from ablate.dispatch import orphans, sharing
 from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob
 from ablate.dispatch.executor import ExecutorRequest, OnEvent
@@ -31,6 +34,9 @@ from ablate.dispatch.gpus import WORKER_NAMES_ENV, Gpu, GpuSlots, next_fitting, 
 from ablate.train.events import Ended, TrialEvent
 from ablate.trials.lifecycle import Outcome, Trained, TrialResult, Unclaimed
 
+# the CPUs a worker's trial may use; ablate.data.build reads it (same name there: that
+# module loads torch, which the runner process does not)
+TRIAL_CPUS_ENV = "ABLATE_TRIAL_CPUS"
 DEAD_WORKER_GRACE_S = 2.0  # a worker that exited may still be flushing its result
 
 
@@ -51,7 +57,8 @@ class WorkerEnded:
 
 
 def run_in_worker(job: TrialJob, send: Callable[[WorkerEvent], None], threads: int,
-                  gpus: Sequence[Gpu] = ()) -> Outcome:
+                  gpus: Sequence[Gpu] = (), share: sharing.WorkerShare | None = None
+                  ) -> Outcome:
     """What every local worker process runs for one trial, in the pool or on GPU slots.
 
     ``gpus`` become the only devices the process sees (before anything starts CUDA).
@@ -59,10 +66,13 @@ def run_in_worker(job: TrialJob, send: Callable[[WorkerEvent], None], threads: i
     escapes before or around training (training's own errors are the trial's failure)
     is ``Unclaimed`` too, with its traceback: the trial stays as it was, this run goes
     on with the others, and the next run claims it. No worker path aborts the run.
+    ``share``: the device is shared with other trials (``--trials-per-gpu``).
     """
     if gpus:
         os.environ.update(worker_environment(gpus))
         os.environ[WORKER_NAMES_ENV] = ",".join(g.name for g in gpus)
+    os.environ[TRIAL_CPUS_ENV] = str(threads)  # sizes its DataLoader workers
+    sharing.install(share)
     import torch  # lazy: loads torch (in the worker process only)
 
     torch.set_num_threads(max(1, threads // max(1, job.ranks)))
@@ -76,19 +86,25 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, jobs: int = 1, gpus: Sequence[Gpu] | None = None,
-                 gpus_per_trial: int = 1, slots: bool | None = None) -> None:
+                 gpus_per_trial: int = 1, slots: bool | None = None,
+                 trials_per_gpu: int = 1, gpu_memory_gib: float | None = None) -> None:
         self.jobs = max(1, jobs)
         self.gpus = list(gpus or [])
         self.gpus_per_trial = max(1, gpus_per_trial)
+        self.trials_per_gpu = max(1, trials_per_gpu)
+        self.gpu_memory_gib = gpu_memory_gib  # per trial; None: measured
         # one trial at a time on the first visible GPU runs in this process, as without
         # GPUs; any other device needs a worker that sees only it
         self.slots = slots if slots is not None else bool(self.gpus) and (
-            self.jobs > 1 or self.gpus_per_trial > 1 or self.gpus[0].index != 0)
+            self.jobs > 1 or self.gpus_per_trial > 1 or self.gpus[0].index != 0
+            or self.trials_per_gpu > 1)
 
     @classmethod
     def for_study(cls, request: ExecutorRequest) -> LocalExecutor:
         return cls(jobs=request.jobs, gpus=request.gpus,
-                   gpus_per_trial=request.gpus_per_trial or 1)
+                   gpus_per_trial=request.gpus_per_trial or 1,
+                   trials_per_gpu=request.trials_per_gpu,
+                   gpu_memory_gib=request.gpu_memory_gib)
 
     def need(self, job: TrialJob) -> int:
         """Devices a trial takes: none when its spec trains on the CPU."""
@@ -146,6 +162,9 @@ class LocalExecutor:
         ctx = mp.get_context("spawn")
         messages = ctx.Queue()
         slots = GpuSlots(self.gpus)
+        shared = sharing.RunnerSharing(ctx, self.gpus, self.trials_per_gpu,
+                                       self.gpu_memory_gib, slots) \
+            if self.trials_per_gpu > 1 else None
         threads = max(1, (os.cpu_count() or 1) // min(self.jobs, max(1, len(jobs))))
         pending = list(jobs)
         running: dict[str, tuple[Any, tuple[Gpu, ...], TrialJob]] = {}
@@ -163,14 +182,19 @@ class LocalExecutor:
                     held = slots.take(self.need(job)) or ()
                     if len(held) > 1:  # one process per device (DistributedDataParallel)
                         job = replace(job, ranks=len(held))
+                    share = shared.start(job.trial_id, held) if shared and held else None
                     proc = ctx.Process(target=_slot_worker, name=f"ablate-{job.trial_id}",
-                                       args=(job, held, messages, threads))
+                                       args=(job, held, messages, threads, share))
                     proc.start()
                     running[job.trial_id] = (proc, held, job)
                 if not running:
                     if pending:  # runner_gpus refuses such a study before it starts
                         raise RuntimeError("no pending trial fits this runner's GPUs")
                     break
+                if shared is not None:  # a first trial's memory decides how many fit
+                    warning = shared.poll()
+                    if warning:
+                        print(f"Warning: {warning}", file=sys.stderr, flush=True)
                 try:
                     message = messages.get(timeout=0.5)
                 except queue.Empty:
@@ -181,13 +205,13 @@ class LocalExecutor:
                     last_look = time.monotonic()
                     dead = _dead_worker(running, dead_since)
                     if dead is not None and dead is not message:
-                        self._finish(dead, running, dead_since, slots, on_event)
+                        self._finish(dead, running, dead_since, slots, on_event, shared)
                 if message.trial_id not in running:
                     continue
                 if isinstance(message, WorkerEvent):
                     on_event(running[message.trial_id][2], message.event)
                     continue
-                self._finish(message, running, dead_since, slots, on_event)
+                self._finish(message, running, dead_since, slots, on_event, shared)
         finally:
             for proc, _, _ in running.values():  # Ctrl-C reached them too: let them hand back
                 proc.join(timeout=30)
@@ -196,10 +220,12 @@ class LocalExecutor:
 
     @staticmethod
     def _finish(message: WorkerEnded, running, dead_since, slots: GpuSlots,
-                on_event: OnEvent) -> None:
+                on_event: OnEvent, shared: sharing.RunnerSharing | None = None) -> None:
         proc, held, job = running.pop(message.trial_id)
         proc.join()
         dead_since.pop(message.trial_id, None)
+        if shared is not None:
+            shared.end(message.trial_id, message.outcome)
         slots.give_back(held)
         on_event(job, Ended(message.outcome))
 
@@ -227,10 +253,11 @@ def _claim_here(job: TrialJob, progress) -> Outcome:
         return Unclaimed(f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
 
 
-def _slot_worker(job: TrialJob, gpus: tuple[Gpu, ...], messages, threads: int) -> None:
-    """A fresh process for one trial on its devices."""
+def _slot_worker(job: TrialJob, gpus: tuple[Gpu, ...], messages, threads: int,
+                 share: sharing.WorkerShare | None = None) -> None:
+    """A fresh process for one trial on its devices (``share``: with other trials)."""
     try:
-        outcome = run_in_worker(job, messages.put, threads, gpus)
+        outcome = run_in_worker(job, messages.put, threads, gpus, share)
     except KeyboardInterrupt:
         return  # claim_and_run handed the trial back; the parent stops too
     messages.put(WorkerEnded(job.trial_id, outcome))

@@ -11,7 +11,7 @@ from ablate.errors import RecipeError
 from ablate.recipes import nesting
 from ablate.recipes.knockout import AXIS as KNOCKOUT_AXIS
 from ablate.recipes.knockout import KnockoutSpec, design_axis
-from ablate.recipes.schema import Published, SlurmSpec
+from ablate.recipes.schema import LocalSpec, Published, SlurmSpec
 from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public here too)
     VARIANT_META_KEYS,
     allowed_keys,
@@ -27,7 +27,7 @@ from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public he
 from ablate.recipes.tune import Tune, parse_tune
 
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "variants", "knockout",
-                  "slurm", "tune")
+                  "slurm", "tune", "local")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Recipe:
     # each configuration's chosen nuisance values (config name -> dotted key -> value),
     # set once the tuning phase has chosen: expansion applies them after the axes
     pinned: dict[str, dict[str, Any]] = field(default_factory=dict)
+    local: LocalSpec = field(default_factory=LocalSpec)
 
 
 def _expect(cond: bool, source: str, key: str, message: str) -> None:
@@ -151,6 +152,9 @@ def parse_recipe(text: str, source: str) -> Recipe:
     slurm_raw = raw.get("slurm", {})
     _expect(isinstance(slurm_raw, dict), source, "slurm", "must be a table")
     slurm = validate_section(SlurmSpec, slurm_raw, source, "slurm")
+    local_raw = raw.get("local", {})
+    _expect(isinstance(local_raw, dict), source, "local", "must be a table")
+    local = validate_section(LocalSpec, local_raw, source, "local")
 
     tune = None
     if "tune" in raw:
@@ -161,6 +165,7 @@ def parse_recipe(text: str, source: str) -> Recipe:
         path=source, name=name, description=description, base=base_raw, grid=grid,
         zips=zips, variants=variants, seeds=seeds, slurm=slurm, text=text, knockout=knockout,
         tune=tune,
+        local=local,
     )
 
 

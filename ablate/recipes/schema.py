@@ -441,6 +441,8 @@ class TrainSpec(Section):
     deterministic: bool = Field(True, exclude_if=lambda v: v is True)
     checkpoint_every: NonNegInt = 0  # steps; 0 = at epoch ends only
     log_every: PositiveInt = 10
+    # torch.compile (inductor) for the training forward; left out of the trial id when off
+    compile: bool = Field(False, exclude_if=lambda v: v is False)
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainSpec:
@@ -529,6 +531,15 @@ class SlurmSpec(Section):
     mem: str | None = None
     time: PositiveInt = 60  # minutes
     array_parallelism: PositiveInt = 64
+
+
+class LocalSpec(Section):
+    """``[local]``: how ``ablate run --executor local`` places trials on GPUs (its
+    command-line flags win)."""
+
+    trials_per_gpu: PositiveInt = 1
+    # GPU memory one trial needs (GiB); unset: measured from the first trial
+    gpu_memory_gib: Annotated[float, Field(gt=0, le=4096)] | None = None
 
 
 class Published(Section):

@@ -33,6 +33,7 @@ from ablate.evaluate.runtimes import measure_trial_latency
 from ablate.models.build import build_model
 from ablate.models.weights import load_weights
 from ablate.recipes.schema import TrainSpec, TrialSpec
+from ablate.train import sharing
 from ablate.train.checkpoint import (
     CHECKPOINT_NAME,
     BackgroundWriter,
@@ -186,13 +187,14 @@ def evaluate(model: nn.Module, loader, n_classes: int, device: torch.device,
     densities: list[torch.Tensor] = []
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     for images, labels in loader:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with autocast:
-            outputs = model(images)
-        confusion.update(outputs["out"].argmax(1), labels)
-        if "mask" in outputs:
-            densities.append(outputs["mask"].float().flatten(1).mean(1).cpu())
+        with sharing.gpu_work():  # waits while a trial on a shared device times latency
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            with autocast:
+                outputs = model(images)
+            confusion.update(outputs["out"].argmax(1), labels)
+            if "mask" in outputs:
+                densities.append(outputs["mask"].float().flatten(1).mean(1).cpu())
     metrics = confusion.compute().as_metrics(class_names)
     if densities:
         d = torch.cat(densities)
@@ -275,6 +277,8 @@ def set_up(spec: TrialSpec) -> TrialRun:
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     optimizer = make_optimizer(model, train)
     rank, world, forward = distribute(model, train)
+    if train.compile:  # inductor; its compile time shows as the first step's
+        forward = torch.compile(forward)
     batches, train_loader, val_loader = make_loaders(spec, data, device, rank, world)
     steps_per_epoch = len(batches)
     total_steps = train.iterations or steps_per_epoch * (train.epochs or 1)
@@ -387,8 +391,12 @@ def train_epoch(run: TrialRun, epoch: int, autocast: contextlib.AbstractContextM
     train = run.spec.train
     run.batches.epoch, run.batches.start = epoch, run.step % run.steps_per_epoch
     set_progress = getattr(run.model, "set_progress", None)
-    running, seen, t0 = 0.0, 0, time.perf_counter()
+    # the losses add up on the device, read only when reported: a read per step would
+    # wait for the GPU each step and leave it idle while the next step is launched
+    running = torch.zeros((), dtype=torch.float64, device=run.device)
+    seen, t0 = 0, time.perf_counter()
     data_seconds, fetch_start = 0.0, t0  # time spent waiting for the next batch
+    first_step_seconds = None
     for batch in run.train_loader:
         if isinstance(batch, UnevenBatch):  # one line, not a collate traceback
             raise uneven_batch_error(batch, run.spec.data.name, train.batch_size)
@@ -400,31 +408,52 @@ def train_epoch(run: TrialRun, epoch: int, autocast: contextlib.AbstractContextM
             group["lr"] = lr * group["lr_mult"]
         if set_progress is not None:
             set_progress(run.step / run.total_steps)
-        loss = train_step(run, images, labels, autocast, epoch)
+        step_start = time.perf_counter()
+        with sharing.gpu_work():  # waits while a trial on a shared device times latency
+            running += train_step(run, images, labels, autocast).detach()
         run.step += 1
-        running += loss.item()
         seen += 1
+        if run.step == 1 and train.compile:  # compiling: reported apart from throughput
+            float(running)
+            first_step_seconds = time.perf_counter() - step_start
+        if run.step == sharing.MEMORY_PROBE_STEP:
+            sharing.report_memory(run.device)
         if run.step % train.log_every == 0 or run.step == run.total_steps:
-            progress(Stepped(run.step, run.total_steps, epoch + 1, run.epochs, running / seen, lr))
+            loss = finite_mean(running, seen, run.step, epoch)
+            progress(Stepped(run.step, run.total_steps, epoch + 1, run.epochs, loss, lr))
         # not on an epoch's last step: the epoch-end checkpoint follows with the epoch's
         # history entry, which a resume from this one would lose
         ends_epoch = run.step % run.steps_per_epoch == 0 or run.step >= run.total_steps
         if train.checkpoint_every and run.step % train.checkpoint_every == 0 and not ends_epoch:
+            finite_mean(running, seen, run.step, epoch)  # never checkpoint diverged weights
             checkpoint(run, writer)
         if run.step >= run.total_steps:
             break
         fetch_start = time.perf_counter()
+    train_loss = finite_mean(running, seen, run.step, epoch) if seen else 0.0
     epoch_seconds = time.perf_counter() - t0
-    return {
-        "train_loss": running / max(seen, 1),
+    metrics = {
+        "train_loss": train_loss,
         "epoch_seconds": epoch_seconds,
         "images_per_second": seen * train.batch_size / max(epoch_seconds, 1e-9),
         "data_wait_fraction": data_seconds / max(epoch_seconds, 1e-9),
     }
+    if first_step_seconds is not None:
+        metrics["first_step_seconds"] = first_step_seconds
+    return metrics
+
+
+def finite_mean(running: torch.Tensor, seen: int, step: int, epoch: int) -> float:
+    """The mean loss of the epoch's ``seen`` steps so far; a trial whose loss is no longer
+    a number fails here (a diverged step makes every later sum nan or inf)."""
+    total = float(running)
+    if not math.isfinite(total):
+        raise TrialFailed(f"loss became {total / seen} by step {step} (epoch {epoch + 1})")
+    return total / seen
 
 
 def train_step(run: TrialRun, images: torch.Tensor, labels: torch.Tensor,
-               autocast: contextlib.AbstractContextManager, epoch: int) -> torch.Tensor:
+               autocast: contextlib.AbstractContextManager) -> torch.Tensor:
     """Forward, loss, backward and one optimizer step on one batch; the batch's loss."""
     images = images.to(run.device, non_blocking=True)
     labels = labels.to(run.device, non_blocking=True)
@@ -433,8 +462,6 @@ def train_step(run: TrialRun, images: torch.Tensor, labels: torch.Tensor,
     with autocast:
         outputs = run.forward(images)
         loss, _parts = segmentation_loss(outputs, labels, run.model, run.spec.model.aux_weight)
-    if not torch.isfinite(loss):
-        raise TrialFailed(f"loss became {loss.item()} at step {run.step} (epoch {epoch + 1})")
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if run.spec.train.grad_clip:
@@ -475,16 +502,24 @@ def final_result(run: TrialRun, last_val: dict[str, float] | None) -> dict[str, 
     final["steps"] = float(run.step)
     runtimes = None
     if spec.eval.latency:  # every runtime x batch size; parity on the evaluation images
-        figures, runtimes = measure_trial_latency(run.model, spec, device, run.val_loader,
-                                                  run.n_classes)
-        final.update(figures)
-        if spec.model.selective.enabled and "mask_density" in final:
-            # latency_ms: sparse execution at the measured density; latency_ms_dense beside it
-            final.update(selective_latency(run.model, eval_resolution(spec), device,
-                                           final["mask_density"], spec.eval.latency_warmup,
-                                           spec.eval.latency_runs))
-    return {"final": final, "epochs": run.history, "weights_report": run.weights_report,
-            "device": str(device), "device_name": _device_name(device), "runtimes": runtimes}
+        # on a device shared with other trials: timed with the device to itself, else
+        # the figures are withheld (environment: sharing)
+        with sharing.alone_on_device() as window:
+            figures, runtimes = measure_trial_latency(run.model, spec, device, run.val_loader,
+                                                      run.n_classes)
+            if spec.model.selective.enabled and "mask_density" in final:
+                # latency_ms: sparse execution at the measured density; latency_ms_dense
+                figures.update(selective_latency(run.model, eval_resolution(spec), device,
+                                                 final["mask_density"],
+                                                 spec.eval.latency_warmup,
+                                                 spec.eval.latency_runs))
+        final.update(sharing.publishable(figures, window))
+    outcome = {"final": final, "epochs": run.history, "weights_report": run.weights_report,
+               "device": str(device), "device_name": _device_name(device),
+               "runtimes": runtimes}
+    if device.type == "cuda":  # what packing trials on a device goes by
+        outcome["gpu_peak_memory_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
+    return outcome
 
 
 def _device_name(device: torch.device) -> str:

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -69,11 +71,22 @@ def test_loader_options_for_in_memory_shapes():
     assert loader_options(DataSpec(), "cpu")["pin_memory"] is False
 
 
-@pytest.mark.parametrize(("cpus", "workers"), [(16, 4), (2, 2), (1, 1)])
+@pytest.mark.parametrize(("cpus", "workers"), [(32, 8), (16, 8), (5, 4), (2, 1), (1, 1)])
 def test_loader_options_auto_workers_for_real_data(monkeypatch, cpus, workers):
     monkeypatch.setattr(build, "_cpu_count", lambda: cpus)
     options = loader_options(DataSpec(name="voc2012", root="/data"), "cuda")
     assert options == {"num_workers": workers, "pin_memory": True, "persistent_workers": True}
+
+
+def test_auto_workers_count_the_cpus_the_local_runner_gives_the_trial(monkeypatch):
+    from ablate.dispatch.local import TRIAL_CPUS_ENV
+
+    assert TRIAL_CPUS_ENV == build.TRIAL_CPUS_ENV  # the runner sets what the loader reads
+    monkeypatch.setenv(build.TRIAL_CPUS_ENV, "3")  # e.g. 12 CPUs, 4 trials at once
+    assert build._cpu_count() == 3
+    assert loader_options(DataSpec(name="voc2012", root="/data"), "cuda")["num_workers"] == 2
+    monkeypatch.setenv(build.TRIAL_CPUS_ENV, "")
+    assert build._cpu_count() == len(os.sched_getaffinity(0))
 
 
 def test_loader_options_explicit_values():

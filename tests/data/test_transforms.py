@@ -160,3 +160,47 @@ def test_collate_eval_pads_images_with_0_and_labels_with_255():
         images[0, 0].numpy(), [[1, 1, 1], [1, 1, 1], [0, 0, 0], [0, 0, 0]]
     )
     np.testing.assert_array_equal(images[1, 2].numpy(), [[1, 1, 0]] * 4)
+
+
+def _step_by_step(transform: TrainTransform, image, label, generator):
+    """The training transform as separate steps: scale, crop, normalise (written out),
+    pad, flip; ``finish`` fuses them and must give the same bits."""
+    from ablate.data.transforms import pad_to, random_crop, random_scale
+
+    image, label = random_scale(image, label, transform.scale_range, generator)
+    if transform.crop_size is not None:
+        image, label = random_crop(image, label, transform.crop_size, generator)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
+    image = (image.to(torch.float32) / 255.0 - mean) / std
+    if transform.crop_size is not None:
+        image, label = pad_to(image, label, (transform.crop_size, transform.crop_size))
+    if transform.hflip and float(torch.rand((), generator=generator)) < 0.5:
+        image, label = image.flip(-1), label.flip(-1)
+    return image.contiguous(), label.to(torch.int64)
+
+
+@pytest.mark.parametrize("crop", [None, 24, 96])
+def test_the_fused_transform_gives_the_step_by_step_bits(crop):
+    rng = np.random.default_rng(crop or 0)
+    transform = TrainTransform(crop_size=crop, scale_range=(0.5, 2.0) if crop else (1.0, 1.0))
+    for seed in range(12):
+        height, width = (int(v) for v in rng.integers(10, 90, 2))
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        label = torch.from_numpy(rng.integers(0, 21, (height, width), dtype=np.uint8))
+        expected = _step_by_step(transform, torch.from_numpy(pixels).permute(2, 0, 1)
+                                 .contiguous(), label, torch.Generator().manual_seed(seed))
+        # a contiguous image, and the channels-last view of the decoder's array the
+        # datasets pass (the fast resize)
+        for image in (torch.from_numpy(pixels).permute(2, 0, 1).contiguous(),
+                      torch.from_numpy(pixels).permute(2, 0, 1)):
+            out = transform.finish(image, label, torch.Generator().manual_seed(seed))
+            assert torch.equal(out[0], expected[0]) and torch.equal(out[1], expected[1])
+            assert out[0].is_contiguous() and out[0].dtype == torch.float32
+
+
+def test_eval_normalises_a_channels_last_view_to_a_contiguous_image():
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    view = torch.from_numpy(pixels).permute(2, 0, 1)
+    out, _ = EvalTransform().finish(view, torch.zeros(5, 7, dtype=torch.uint8))
+    assert out.is_contiguous() and torch.equal(out, normalize(view.contiguous()))

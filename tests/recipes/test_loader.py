@@ -34,7 +34,7 @@ def test_unknown_top_level_key():
     err = error_of("axes = {}\n")
     assert err.key == "axes"
     assert ("allowed: name, description, seeds, base, grid, zip, variants, knockout, "
-            "slurm") in str(err)
+            "slurm, tune, local") in str(err)
 
 
 def test_unknown_key_in_base_lists_allowed_keys():

@@ -1,0 +1,124 @@
+"""The CPU versions of the training and input-pipeline benchmarks: they measure what
+they say (images per second, side by side, from the same data), so that the GPU run of
+the same code (bench/gpu_check.py) cannot rot."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCH))  # their `from machine import describe`
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_trainer_and_plain_loop_run_side_by_side_on_the_same_data(one_thread, capsys):
+    bench = _load("bench_train_gpu")
+    spec = bench.spec_for("quickstart", size=32, batch=2, steps=4, warmup=2, device="cpu")
+    pair = bench.compare("quickstart cpu", spec, repeats=1)
+    order = [i for b in bench.loop.EpochBatches(8, 2, spec.seed) for i in b]
+    for run in pair.plain + pair.trainer:
+        assert run.seen == order  # 4 steps x 2 images, the trainer's shuffled order
+        assert math.isfinite(run.images_per_second) and run.images_per_second > 0
+        assert math.isfinite(run.images_per_cpu_second) and run.images_per_cpu_second > 0
+    assert pair.same_data() and math.isfinite(pair.ratio) and pair.ratio > 0
+    bench.print_table([pair])
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.startswith("quickstart cpu") and " yes " in row
+    [result] = bench.result_rows([pair])
+    assert result["ratio"] == round(pair.ratio, 4) and result["first_step_s"] == []
+    assert result["cpu_ratio"] == round(pair.cpu_ratio, 4)
+
+
+@pytest.mark.slow
+def test_the_pipeline_bench_times_the_trainers_loader_on_voc_files(tmp_path, one_thread):
+    bench = _load("bench_pipeline")
+    root = tmp_path / "voc"
+    bench.write_voc(root, distinct=3, images=24)
+    jpeg = root / "VOCdevkit/VOC2012/JPEGImages/2008_000000.jpg"
+    from PIL import Image
+
+    with Image.open(jpeg) as image:
+        assert image.size == (500, 375) and image.format == "JPEG"
+    for workers in (0, 1):
+        rate = bench.pipeline_rate(root, workers, batches=3, batch=2, crop=64)
+        assert rate["workers"] == workers and rate["images"] == 6
+        assert rate["batch_shapes"] == [((2, 3, 64, 64), "torch.float32", (2, 64, 64))]
+        assert math.isfinite(rate["images_per_second"]) and rate["images_per_second"] > 0
+        assert rate["pin_memory"] is False  # pinned only on CUDA
+        # a CPU-time rate only where this process did all the work
+        assert (rate["images_per_cpu_second"] > 0) if workers == 0 else (
+            rate["images_per_cpu_second"] is None)
+    decode = bench.decode_ms(root, repeats=2)
+    assert {"PIL jpeg", "PIL png"} <= set(decode) and min(decode.values()) > 0
+
+
+def _imported_names(path: Path):
+    """(line, module, name) of every ``from ablate... import name`` in a script, at any
+    depth (checks import inside their functions)."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+                node.module.split(".")[0] == "ablate"):
+            for alias in node.names:
+                yield node.lineno, node.module, alias.name
+
+
+def test_every_ablate_name_a_bench_script_imports_exists():
+    import importlib
+
+    # a renamed event once broke gpu_check's ddp check on the GPU only: caught here instead
+    missing = []
+    for path in sorted(BENCH.glob("*.py")):
+        for line, module, name in _imported_names(path):
+            found = importlib.import_module(module)
+            if not hasattr(found, name) and importlib.util.find_spec(
+                    f"{module}.{name}") is None:
+                missing.append(f"{path.name}:{line}: {module}.{name}")
+    assert missing == []
+    nested = {(m, n) for _, m, n in _imported_names(BENCH / "gpu_check.py")}
+    assert ("ablate.trials.lifecycle", "Trained") in nested  # inside check_ddp
+
+
+@pytest.mark.slow
+def test_the_throughput_checks_dry_run_on_the_cpu(tmp_path):
+    import json
+    import subprocess
+
+    out = tmp_path / "throughput.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--cpu", "--out", str(out), "--only",
+         "train_throughput", "data_pipeline", "train_compile", "trials_per_gpu"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["check"]: r for r in json.loads(out.read_text())["checks"]}
+    assert {n: r["status"] for n, r in rows.items()} == {
+        "train_throughput": "PASS", "data_pipeline": "PASS", "train_compile": "SKIP",
+        "trials_per_gpu": "PASS"}, rows
+    [row] = rows["train_throughput"]["figures"]["rows"]
+    assert row["same_data"] is True and row["ratio"] > 0
+    [run] = rows["trials_per_gpu"]["figures"]["runs"]
+    assert run["k"] == 2 and run["trials"] == 2 and run["most_neighbours"] == 1
+    assert run["latency"] == ["timed alone"] and run["published_latency"] == 2
