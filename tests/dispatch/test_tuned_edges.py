@@ -266,3 +266,31 @@ def test_every_draw_of_a_configuration_failing_stops_and_a_rerun_after_the_fix_f
     assert cells == {t for t, (n, *_) in after.items() if "/draw=" in n and t not in
                      {t for t, v in first.items() if v[1] == TrialStatus.FAILED}}
     assert all(v is not None for row in record["selection"]["scores"].values() for v in row)
+
+
+def test_other_tuning_trials_are_new_trials_before_the_selection_and_refused_after(tmp_path):
+    from ablate.dispatch.tuning import check_recorded, tuning_plan
+    from ablate.errors import RecipeError
+
+    recipe = parse_recipe(loop_recipe(), "tuned.toml")
+    plan = tuning_plan(recipe, {})
+    setup = json.loads(json.dumps(plan.to_json()))
+    old_cells = [[c, d, s, "0" * 12 + t[12:]] for c, d, s, t in setup["cells"]]  # other ids
+    store = Store(str(tmp_path / "r.db"))
+    store.upsert_study("tuned")
+
+    def recorded(selection, **changes):
+        record = {"version": 1, "setup": {**setup, "cells": old_cells, **changes},
+                  "selection": selection}
+        store.set_study_tuning("tuned", record)
+        return record
+
+    record = recorded(None)  # before the selection: the new cells are new trials
+    assert check_recorded(store, recipe, plan) == record
+    recorded({"metric": "miou", "chosen": {"a": 0, "b": 0}, "scores": {}})
+    with pytest.raises(RecipeError, match=r"another set-up \(the recipe or --set changed "
+                                          r"what a tuning trial trains\)"):
+        check_recorded(store, recipe, plan)
+    recorded(None, draws=[{"train.lr": 0.5}, setup["draws"][1]])  # other draws: refused
+    with pytest.raises(RecipeError, match=r"the same section drew other values"):
+        check_recorded(store, recipe, plan)
