@@ -54,8 +54,12 @@ def choose(scores: pd.DataFrame) -> dict[str, int]:
     for config, row in scores.iterrows():
         values = row.to_numpy(dtype=float)
         if np.isnan(values).all():
+            # other ranges are another set-up, which a recorded study refuses
+            # (dispatch.tuning.check_recorded): the fix is to what fails
             raise NoDrawLeft(f"every draw of configuration {config!r} failed; nothing to "
-                             "choose (narrow the ranges, or fix what fails)")
+                             "choose. Fix what fails and run the same command again (the "
+                             "failed tuning trials run again); other ranges are another "
+                             "set-up: give that study another name")
         chosen[str(config)] = int(row.index[int(np.nanargmax(values))])
     return chosen
 

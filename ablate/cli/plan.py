@@ -91,7 +91,9 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
                 store.put_cost(cost)
     from ablate.cli.time_estimate import plan_estimate  # lazy: loads the estimate's modules
 
-    estimate, seconds = plan_estimate(store, recipe_obj, trials, assignments, estimate_flags)
+    estimate, seconds = plan_estimate(store, recipe_obj, _estimated(store, recipe_obj, trials,
+                                                                    assignments, phases),
+                                      assignments, estimate_flags)
     rows = []
     for t in trials:
         cost = costs.get(t.arch_id)
@@ -140,6 +142,18 @@ def _phases(store, recipe, assignments: tuple[str, ...]):
 
     overrides = parse_set(list(assignments))
     return plan_confirmation(store, recipe, overrides, tuning_plan(recipe, overrides))
+
+
+def _estimated(store, recipe, trials: list, assignments: tuple[str, ...], phases) -> list:
+    """The trials the time estimate counts: a tuned study's both phases, its confirmation
+    trials included before the selection (as ``ablate run --budget`` counts them)."""
+    if phases is None or phases.trials is not None:
+        return trials
+    from ablate.dispatch.tuning import estimated_trials, tuning_plan  # lazy: loads pydantic
+    from ablate.trials.expand import parse_set  # lazy: loads pydantic
+
+    overrides = parse_set(list(assignments))
+    return estimated_trials(store, recipe, overrides, tuning_plan(recipe, overrides))
 
 
 def _waiting_rows(phases, by_id: dict[str, dict]) -> list[dict]:

@@ -216,14 +216,17 @@ def noise_sd(store: Any, study: str) -> float | None:
 
 
 def _seeds_so_far(store: Any, recipe: Any, trials: list[Trial]) -> int:
-    """The seeds the most grown configuration has (recorded ones and the recipe's)."""
+    """The seeds the most grown configuration has (recorded ones and the recipe's); a
+    tuned study's tuning seeds are not among them (the loop grows its confirmation)."""
+    tuning = set(recipe.tune.settings.seeds) if getattr(recipe, "tune", None) else set()
     seeds: dict[str, set[int]] = {}
     for t in trials:
-        seeds.setdefault(t.config_name, set()).add(t.seed)
+        if t.tuning_draw is None:
+            seeds.setdefault(t.config_name, set()).add(t.seed)
     if store is not None:
         every = tuple(TrialStatus)
         for r in store.trial_times(study=recipe.name, statuses=every):
-            if r.config_name in seeds:
+            if r.config_name in seeds and r.seed not in tuning:
                 seeds[r.config_name].add(r.seed)
     return max((len(s) for s in seeds.values()), default=0)
 

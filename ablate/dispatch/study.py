@@ -150,9 +150,10 @@ class StudyRunner:
         keeper = None
         resources = self.options.resources
         if resources is not None:  # a budget the recipe's round cannot keep is refused here
-            # a tuned study's estimate covers both phases: its tuning trials, then one
-            # confirmation trial per trial of the round (same architectures)
-            every = trials if plan is None else [*plan.trials, *trials]
+            # a tuned study's estimate covers both phases: its tuning trials, then its
+            # confirmation trials (configurations x seeds)
+            every = (trials if plan is None
+                     else tuning.estimated_trials(self.store, recipe, dict(overrides or {}), plan))
             if self.options.budget is not None:  # a bad architecture says so, not "no estimate"
                 prepare.costs_for(self.store, every, source=recipe.path)
             self._estimate, keeper = begin(self.store, recipe, every, resources,

@@ -15,8 +15,11 @@
 
 The set-up (the section, the draws and which trial trains each cell) is recorded with
 the study before the first tuning trial runs. A later run whose set-up differs (an
-edited ``[tune]``, a recipe or ``--set`` change that alters a tuning trial, another
-draw) is refused with one line: its draws would mix with the recorded ones. A study
+edited ``[tune]``, another draw, and once the selection is recorded a recipe, ``--set``
+or user-code change that alters a tuning trial) is refused with one line: its draws
+would mix with the recorded ones. Before the selection, a change of what a tuning trial
+trains (the model's code fixed after every draw of a configuration failed) makes the
+changed cells new trials, as in any study, and the selection reads those. A study
 recorded without ``[tune]`` cannot gain one, nor a tuned study lose it.
 """
 
@@ -71,7 +74,14 @@ def check_recorded(store, recipe: Recipe, plan: TuningPlan | None) -> dict | Non
                               "trials trained at one shared setting and would mix with the "
                               "tuned ones; give the tuned recipe another name", "tune")
         return None
-    change = what_changed(recorded.get("setup", {}), _plain(plan.to_json()))
+    before, setup = recorded.get("setup", {}), _plain(plan.to_json())
+    change = what_changed(before, setup)
+    if (change and recorded.get("selection") is None
+            and not what_changed({**before, "cells": None}, {**setup, "cells": None})):
+        # the same section and draws, other tuning trials (the model's code fixed, a recipe
+        # change outside [tune]) before any selection: nothing has read the old trials yet,
+        # so the changed cells are new trials, as in any study (``run_tuned`` records them)
+        return recorded
     if change:
         raise RecipeError(recipe.path, f"study {name!r} was tuned with another set-up "
                           f"({change}); its draws and selection hold for that set-up only. "
@@ -164,8 +174,9 @@ def run_tuned(runner, recipe: Recipe, trials: list[Trial], overrides: dict, star
     ``trials`` passed ``check_selected``."""
     store, emit, force = runner.store, runner.emit, runner.options.force
     store.upsert_study(recipe.name, recipe.description, recipe.path, recipe.text)
-    if recorded is None:
-        recorded = {"version": RECORD_VERSION, "setup": _plain(plan.to_json()), "selection": None}
+    setup = _plain(plan.to_json())
+    if recorded is None or recorded["setup"] != setup:  # new, or new cells before a selection
+        recorded = {"version": RECORD_VERSION, "setup": setup, "selection": None}
         store.set_study_tuning(recipe.name, recorded)
     selection, tuning, fresh = recorded.get("selection"), None, False
     if selection is None:
@@ -203,6 +214,19 @@ def run_tuned(runner, recipe: Recipe, trials: list[Trial], overrides: dict, star
         start = dataclasses.replace(start, recipe=pin(start.recipe, chosen))
         run.rounds = run_until_decided(start, store, runner.run, emit=emit, guard=guard)
     return run
+
+
+def estimated_trials(store, recipe: Recipe, overrides: dict, plan: TuningPlan) -> list[Trial]:
+    """Both phases' trials, as a time estimate (``--budget``, ``ablate plan``) counts them:
+    the tuning trials, then the confirmation trials (configurations x seeds). Before the
+    selection is recorded, each configuration stands in at its first draw: the same
+    architecture and steps as at its chosen one unless a nuisance key changes them."""
+    confirmation = plan_confirmation(store, recipe, overrides, plan)
+    confirm = confirmation.trials
+    if confirm is None:
+        first = pin(recipe, {c: plan.draws[0] for c in plan.configs})
+        confirm = expand(first, overrides, max_trials=None)
+    return [*plan.trials, *confirm]
 
 
 @dataclass(frozen=True)
