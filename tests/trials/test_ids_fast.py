@@ -22,7 +22,9 @@ from ablate.trials.ids import (
     trial_id,
 )
 
-RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.toml"))
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = sorted((REPO / "recipes").glob("*.toml"))
+EXAMPLE_MODELS = REPO / "examples" / "fair_lr"  # recipes/fair_lr*.toml: PYTHONPATH=examples/fair_lr
 
 
 def reference(obj) -> str:
@@ -57,7 +59,8 @@ def test_canonical_json_on_numbers_orjson_writes_otherwise():
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
-def test_spec_dumps_and_ids_match_the_plain_dump(path):
+def test_spec_dumps_and_ids_match_the_plain_dump(path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE_MODELS))  # as the recipe's header says to run it
     dumps = SpecDumps()
     for trial in expand(load_recipe(str(path)), max_trials=None)[:200]:
         assert dumps(trial.spec) == spec_dict(trial.spec)
