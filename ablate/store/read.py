@@ -10,13 +10,11 @@ module (the ORM rows stay inside ``ablate.store``), and the queries run inside
 
 from __future__ import annotations
 
-import contextlib
-import gc
-
 import pandas as pd
 from sqlalchemy import String, and_, cast, or_, select
 from sqlalchemy.orm import aliased
 
+from ablate.heap import no_gc  # also report.frame's, as read.no_gc
 from ablate.store.models import CostRow, MetricRow, StudyRow, TrialRow
 from ablate.trials.lifecycle import TrialStatus
 
@@ -132,15 +130,3 @@ def _read(store, query) -> pd.DataFrame:
         rows = result.cursor.fetchall()  # plain DBAPI tuples; the queries need no type processing
         result.close()
         return pd.DataFrame(rows, columns=names)
-
-
-@contextlib.contextmanager
-def no_gc():
-    """Hundreds of thousands of fresh tuples would trigger useless collections."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

@@ -7,17 +7,15 @@ would expand to millions of trials is refused at once (``max_trials``).
 from __future__ import annotations
 
 import functools
-import gc
 import itertools
 import math
 import re
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from ablate.errors import RecipeError, UserInputError
+from ablate.heap import no_gc
 from ablate.recipes import nesting
 from ablate.recipes.loader import Recipe
 from ablate.recipes.schema import Published, TrialSpec
@@ -149,21 +147,8 @@ def expand(recipe: Recipe, overrides: dict[str, Any] | None = None,
     """
     overrides = dict(overrides or {})
     check_size(recipe, overrides, max_trials)
-    with _no_collector_passes():
+    with no_gc():
         return _expand(recipe, overrides)
-
-
-@contextmanager
-def _no_collector_passes() -> Iterator[None]:
-    """Expansion makes a few objects per trial and no reference cycle: the cyclic
-    collector's passes over the growing heap were a quarter of expanding 20,000."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _expand(recipe: Recipe, overrides: dict[str, Any]) -> list[Trial]:
