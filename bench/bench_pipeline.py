@@ -30,7 +30,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ if TREE_ENV not in os.environ:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe  # noqa: E402
+from machine import describe, extract  # noqa: E402
 
 VOC_SIZE = (375, 500)  # height, width: VOC's most common image size
 
@@ -174,18 +173,6 @@ def decode_ms(root: Path, repeats: int = 20) -> dict[str, float]:
 
 
 # -- side by side -----------------------------------------------------------------------------
-
-def extract(rev: str, into: Path) -> Path:
-    """``ablate/`` of git revision ``rev`` under ``into``."""
-    into.mkdir(parents=True, exist_ok=True)
-    archive = into / "src.tar"
-    with open(archive, "wb") as handle:
-        subprocess.run(["git", "-C", str(ROOT), "archive", rev, "ablate"], check=True,
-                       stdout=handle)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-    return into
-
 
 def measure(tree: Path | None, root: Path, workers: int | str, args) -> dict[str, Any]:
     """One row: in this process (the current code) or a child on another tree."""

@@ -31,7 +31,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe  # noqa: E402
+from machine import describe, extract  # noqa: E402
 
 BASE = """
 name = "{name}"
@@ -92,18 +91,6 @@ def recipe_10m() -> str:
     wds = ", ".join(f"{1e-6 * (i + 1):.6f}" for i in range(1000))
     return BASE.format(name="plan10m", seeds=", ".join(str(s) for s in range(10))) + (
         f'\n[grid]\n"train.lr" = [{lrs}]\n"train.weight_decay" = [{wds}]\n')
-
-
-def extract(rev: str, into: Path) -> Path:
-    """The ``ablate`` package as of git revision ``rev``, importable from ``into``."""
-    into.mkdir(parents=True, exist_ok=True)
-    archive = into / "src.tar"
-    with open(archive, "wb") as handle:
-        subprocess.run(["git", "-C", str(ROOT), "archive", rev, "ablate"], check=True,
-                       stdout=handle)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 CPU_TIMES: dict[str, float] = {}  # figure -> CPU seconds (user + sys) of its last run
