@@ -17,6 +17,7 @@ from ablate.report.figures.style import (
     FONT,
     LINE,
     TEXT_WIDTH,
+    draw_heading,
     level_text,
     new_figure,
     text_width,
@@ -105,13 +106,7 @@ def class_effects_figure(table: pd.DataFrame, labels: dict[tuple[str, str], tupl
     colorbar.set_label("Δ IoU (points)", fontsize=FONT)
     colorbar.ax.tick_params(labelsize=FONT)
 
-    y = height - MARGIN
-    for line in title:
-        y -= LINE * 1.15
-        fig.text(MARGIN / width, y / height, line, fontsize=FONT + 1, weight="bold")
-    for line in notes:
-        y -= LINE
-        fig.text(MARGIN / width, y / height, line, fontsize=FONT, color="#333333")
+    draw_heading(fig, title, notes, width, height, MARGIN)
     y = height - top - grid_h - ticks_h
     if key_lines:
         y -= LINE

@@ -23,6 +23,7 @@ from ablate.report.figures.style import (
     GREY,
     LINE,
     TEXT_WIDTH,
+    draw_heading,
     new_figure,
     short_labels,
     wrap,
@@ -150,13 +151,7 @@ def row_chart(rows: list[Row], chart: Chart):
     ax.set_xlabel(chart.xlabel, fontsize=FONT)
     ax.grid(True, axis="x", alpha=0.25, linewidth=0.5)
 
-    y = height - MARGIN
-    for line in title:
-        y -= LINE * 1.15
-        fig.text(MARGIN / width, y / height, line, fontsize=FONT + 1, weight="bold")
-    for line in notes:
-        y -= LINE
-        fig.text(MARGIN / width, y / height, line, fontsize=FONT, color="#333333")
+    draw_heading(fig, title, notes, width, height, MARGIN)
     cells = blended_transform_factory(fig.transFigure, ax.transData)
     x = left + plot_w + PAD
     for j, header in enumerate(chart.headers):

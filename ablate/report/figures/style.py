@@ -70,6 +70,19 @@ def new_figure(width: float, height: float = 1.0):
     return Figure(figsize=(width, height), dpi=DPI)
 
 
+def draw_heading(fig, title: list[str], notes: list[str], width: float, height: float,
+                 margin: float) -> None:
+    """The title's lines in bold, then the notes' in grey, down from the top margin
+    (sizes in inches)."""
+    y = height - margin
+    for line in title:
+        y -= LINE * 1.15
+        fig.text(margin / width, y / height, line, fontsize=FONT + 1, weight="bold")
+    for line in notes:
+        y -= LINE
+        fig.text(margin / width, y / height, line, fontsize=FONT, color="#333333")
+
+
 def text_width(fig, text: str, size: float = FONT, weight: str = "normal") -> float:
     """Width of ``text`` in inches as ``fig`` draws it (the same text is measured once:
     a figure of 40 rows asks for a few hundred widths, at about a millisecond each)."""
