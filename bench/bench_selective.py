@@ -26,7 +26,11 @@ busy machine slows them alike), after one untimed warm-up call of each. With all
 shared machine. On CUDA every call is synchronised before and after (wall clock) and
 the default batches are 1 and 8. Each ratio is the case over the round's reference; the
 table gives the median ratio over rounds and its range (min-max). Targets (issue 34):
-density 0.5 at most 0.75, density 1.0 at most 0.6 of the reference.
+density 0.5 at most 0.75, density 1.0 at most 0.6 of the reference. The ``flops``
+column is the arithmetic's bound: ``gflops_effective`` of ``ablate.cost.selective`` at
+that density over the plain OS-8 model's FLOPs (fvcore; it counts a dilated conv's taps
+outside the map, which both executions skip, so it is approximate); the time ratio
+minus it is what gathers, scatters and the smaller ops cost.
 
     .venv/bin/python bench/bench_selective.py --miou            # accuracy, not time
 
@@ -75,6 +79,7 @@ def _clock(device: str, threads: int):
 def bench_device(device: str, size: tuple[int, int], batch: int, args) -> None:
     import torch
 
+    from ablate.cost.selective import selective_cost
     from ablate.models.build import build_model
     from ablate.models.selective import build_selective_deeplabv3
     from ablate.models.sparse import SparseSelective, forced_mask, mask_grid
@@ -127,8 +132,12 @@ def bench_device(device: str, size: tuple[int, int], batch: int, args) -> None:
         ratios = [t / r for t, r in zip(times[name,], reference)]
         print(f"  dense {name:14s} {statistics.median(times[name,]):9.1f}   x ref "
               f"{statistics.median(ratios):.3f}")
+    flops = {}
+    for density in args.densities:
+        cost = selective_cost(sel_spec, args.classes, size, density)
+        flops[density] = cost["gflops_effective"] / cost["gflops_os8"]
     print(f"  {'density':>7} {'layout':>7} {'kernels':>11} {'ms':>9} {'x ref':>6} "
-          f"{'range':>11}  target")
+          f"{'range':>11} {'flops':>5}  target")
     for key in calls:
         if len(key) != 3:
             continue
@@ -140,7 +149,8 @@ def bench_device(device: str, size: tuple[int, int], batch: int, args) -> None:
             f"<= {target}: {'met' if mid <= target else 'NOT met'}"
         label = kernels if kernels != "auto" else f"auto {chosen[key]}"
         print(f"  {density:7.2f} {layout:>7} {label:>11} {statistics.median(times[key]):9.1f} "
-              f"{mid:6.3f} {min(ratios):5.3f}-{max(ratios):5.3f}  {verdict}", flush=True)
+              f"{mid:6.3f} {min(ratios):5.3f}-{max(ratios):5.3f} {flops[density]:5.3f}  "
+              f"{verdict}", flush=True)
 
 
 def calibrate(device: str) -> None:

@@ -25,11 +25,12 @@ they win when ``occupancy >= t_tiles / t_rows``, the time per output of the tile
 over the row kernel at full occupancy. ``measure_crossover`` times both kernels on
 layer3's and layer4's 3x3 convs (real widths and dilations) on the device the model
 runs on, at its first sparse call in a process, once per device, dtype and thread
-count. Nothing is assumed for a device: on this project's shared 2-core AMD EPYC the
-figure was 0.72-0.74 with both threads and 0.54-0.60 with one (load average 14), so the
-same mask can take tiles on one thread count and rows on another. ``CROSSOVER`` pins
-a figure per device type instead (the same kernels in every process, e.g. for
-bit-identical evaluations).
+count. Nothing is assumed for a device: on this project's 2-core AMD EPYC, idle, the
+figure was 0.91 with both threads and 0.93-0.95 with one (it was 0.54-0.74 before the
+row kernels gathered into a kept buffer, ``rowsparse.scratch``), so tiles pay there only
+on nearly full tiles, and the same mask can take tiles on one device and rows on another.
+``CROSSOVER`` pins a figure per device type instead (the same kernels in every process,
+e.g. for bit-identical evaluations).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ablate.models.fused import fold
-from ablate.models.rowsparse import GATHER_LIMIT, SparseGrid, im2col_conv
+from ablate.models.rowsparse import SparseGrid, gather_limit, im2col_conv, scratch
 
 KERNELS = ("auto", "tiles", "rows")
 TILE = {"high": 8, "low": 8}  # tile side in positions of each path's map
@@ -88,7 +89,7 @@ def tile_conv(plan: TilePlan, table: torch.Tensor, conv: nn.Conv2d,
 
     Gathers the tiles with their halo from ``table`` (channels last), runs ``F.conv2d``
     without padding, and picks the owned positions' outputs, in row order, into ``out``
-    (else a new tensor). Tiles go in batches of at most ``GATHER_LIMIT`` gathered
+    (else a new tensor). Tiles go in batches of at most ``gather_limit`` gathered
     elements.
     """
     k, T = conv.dilation[0], plan.T
@@ -96,10 +97,11 @@ def tile_conv(plan: TilePlan, table: torch.Tensor, conv: nn.Conv2d,
     c_in, c_out = table.shape[1], weight.shape[0]
     side = T + 2 * k
     halo = plan.halo(k)
-    step = max(1, GATHER_LIMIT // (side * side * c_in))
+    step = max(1, gather_limit(table.device) // (side * side * c_in))
     outs = []
     for i in range(0, plan.n, step):
-        block = table.index_select(0, halo[i:i + step].reshape(-1))
+        index = halo[i:i + step].reshape(-1)
+        block = torch.index_select(table, 0, index, out=scratch((len(index), c_in), table))
         block = block.view(-1, side, side, c_in).permute(0, 3, 1, 2)  # channels-last NCHW view
         y = F.conv2d(block, weight, bias, dilation=k)
         outs.append(y.permute(0, 2, 3, 1).reshape(-1, c_out))  # a view when channels-last

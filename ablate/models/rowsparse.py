@@ -23,6 +23,8 @@ The block kernel (gathered tiles, the library's dense convolution) is
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import nn
 
@@ -30,9 +32,40 @@ from ablate.models.fused import fold
 
 TAPS = [(ty, tx) for ty in (-1, 0, 1) for tx in (-1, 0, 1)]
 CENTRE = 4  # TAPS.index((0, 0))
-# Elements per gathered block (256 MiB in float32): bounds the memory of a gather. Fewer,
-# larger blocks win on a shared CPU, where every op's threads must all get a core.
-GATHER_LIMIT = 1 << 26
+# Elements per gathered block, per device type. On CPU 2^21 (8 MiB in float32): each
+# gather is copied into a buffer kept between calls (``scratch``) and read at once by the
+# GEMM that follows, while it is still in the cache. The earlier limit, 2^26 (256 MiB, in
+# effect one block per conv), allocated every gather afresh: glibc maps a block that
+# large from the OS on each call and the copy spent most of its time in page faults
+# (2-core AMD EPYC, 2 threads: a 27,476 x 2,048 gather took 78 ms, 12 ms into a kept
+# buffer; the whole sparse forward at 512x1024, density 0.5, blobs, one process:
+# 2^19 0.74, 2^21 0.70-0.72, 2^22 0.72-0.73, 2^23 0.76, 2^26 0.85 of dense). CUDA keeps
+# 2^26: its caching allocator reuses memory, and a GPU needs large GEMMs to fill.
+GATHER_LIMIT = {"cpu": 1 << 21, "cuda": 1 << 26}
+_buffers = threading.local()
+
+
+def gather_limit(device: torch.device) -> int:
+    """Elements per gathered block on ``device`` (``GATHER_LIMIT``; 2^26 if unlisted)."""
+    return GATHER_LIMIT.get(device.type, 1 << 26)
+
+
+def scratch(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``shape`` tensor of ``like``'s dtype and device for a gather.
+
+    On CPU it lies in a buffer kept between calls (one per thread and dtype; it grows to
+    the largest request) and is valid until the thread's next ``scratch`` call: hold no
+    result in it. Elsewhere it is a new tensor (the caching allocator reuses memory).
+    """
+    if like.device.type != "cpu":
+        return like.new_empty(shape)
+    n = 1
+    for side in shape:
+        n *= side
+    kept = _buffers.__dict__.setdefault("kept", {})
+    if like.dtype not in kept or kept[like.dtype].numel() < n:
+        kept[like.dtype] = like.new_empty(max(n, gather_limit(like.device)))
+    return kept[like.dtype][:n].view(shape)
 
 
 class SparseGrid:
@@ -174,15 +207,16 @@ def im2col_conv(table: torch.Tensor, taps: torch.Tensor, conv: nn.Conv2d,
     """A 3x3 conv (+ folded batch norm) of the outputs whose nine rows are ``taps``.
 
     The outputs gather their nine input rows side by side and run one GEMM (K = 9 C_in),
-    in blocks of at most ``GATHER_LIMIT`` gathered elements; neighbours outside the map
+    in blocks of at most ``gather_limit`` gathered elements; neighbours outside the map
     read the table's zero row. ``out``: where to write (n x C_out), else a new tensor.
     """
     weight, bias = fold(conv, bn, "im2col")
     n, c_in = len(taps), table.shape[1]
     out = table.new_empty(n, weight.shape[1]) if out is None else out
-    step = max(1, GATHER_LIMIT // (9 * c_in))
+    step = max(1, gather_limit(table.device) // (9 * c_in))
     for i in range(0, n, step):
-        block = table.index_select(0, taps[i:i + step].reshape(-1))
+        index = taps[i:i + step].reshape(-1)
+        block = torch.index_select(table, 0, index, out=scratch((len(index), c_in), table))
         torch.addmm(bias, block.view(-1, 9 * c_in), weight, out=out[i:i + step])
     return out
 
@@ -190,27 +224,25 @@ def im2col_conv(table: torch.Tensor, taps: torch.Tensor, conv: nn.Conv2d,
 def accumulate_taps(out: torch.Tensor, table: torch.Tensor,
                     pairs: tuple[torch.Tensor, torch.Tensor, list[int]],
                     weight: torch.Tensor) -> torch.Tensor:
-    """``out += conv(table) - centre tap``: each non-centre tap as one GEMM over the outputs
-    whose neighbour is inside the map, the taps' partial sums added in one scatter.
+    """``out += conv(table) - centre tap``: each non-centre tap as GEMMs over the outputs
+    whose neighbour is inside the map, their partial sums scattered into ``out``.
 
     ``weight`` is 9 x C_in x C_out (``fold(..., "taps")``), ``pairs`` the grid's
     ``tap_pairs``. The caller adds the centre tap (it reads each output's own row, no
-    gather). Taps go in groups of at most ``GATHER_LIMIT`` gathered elements: one gather,
-    one GEMM per tap, one scatter per group (few large ops: on a busy CPU each op waits
-    for all its threads).
+    gather). Each tap's pairs go in equal chunks of at most ``gather_limit`` gathered
+    elements: one gather into the scratch buffer, one GEMM, one scatter per chunk.
     """
     outputs, rows, bounds = pairs
-    c_in, c_out = table.shape[1], weight.shape[2]
-    taps = [t for t in range(len(bounds) - 1) if bounds[t + 1] > bounds[t]]
-    while taps:
-        group = [taps.pop(0)]
-        while taps and (bounds[taps[0] + 1] - bounds[group[0]]) * c_in <= GATHER_LIMIT:
-            group.append(taps.pop(0))
-        first, last = bounds[group[0]], bounds[group[-1] + 1]
-        block = table.index_select(0, rows[first:last])
-        part = block.new_empty(last - first, c_out)
-        for t in group:
-            lo, hi = bounds[t] - first, bounds[t + 1] - first
-            torch.mm(block[lo:hi], weight[t], out=part[lo:hi])
-        out.index_add_(0, outputs[first:last], part)
+    c_in = table.shape[1]
+    limit = max(1, gather_limit(table.device) // c_in)
+    for t in range(len(bounds) - 1):
+        n = bounds[t + 1] - bounds[t]
+        if n == 0:
+            continue
+        step = -(-n // -(-n // limit))  # equal chunks, none above the limit
+        for first in range(bounds[t], bounds[t + 1], step):
+            last = min(first + step, bounds[t + 1])
+            block = torch.index_select(table, 0, rows[first:last],
+                                       out=scratch((last - first, c_in), table))
+            out.index_add_(0, outputs[first:last], torch.mm(block, weight[t]))
     return out

@@ -122,3 +122,26 @@ def test_the_throughput_checks_dry_run_on_the_cpu(tmp_path):
     [run] = rows["trials_per_gpu"]["figures"]["runs"]
     assert run["k"] == 2 and run["trials"] == 2 and run["most_neighbours"] == 1
     assert run["latency"] == ["timed alone"] and run["published_latency"] == 2
+
+
+@pytest.mark.slow
+def test_the_selective_bench_prints_every_case_with_its_flops_bound():
+    import re
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_selective.py"), "--cpu-only", "--threads", "1",
+         "--resolution", "64x128", "--densities", "0,0.5,1", "--rounds", "1",
+         "--layouts", "blobs"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # density, layout, kernels, ms, x ref, range, flops bound, target verdict
+    case = re.compile(r"^\s+(\d\.\d\d)\s+blobs\s+auto \S+\s+([\d.]+)\s+([\d.]+)\s+"
+                      r"([\d.]+)-([\d.]+)\s+([\d.]+)\s*(.*)$")
+    rows = [m.groups() for m in map(case.match, proc.stdout.splitlines()) if m]
+    assert [r[0] for r in rows] == ["0.00", "0.50", "1.00"], proc.stdout
+    for _, ms, ratio, low, high, _, _ in rows:
+        assert float(ms) > 0 and float(low) <= float(ratio) <= float(high)
+    flops = [float(r[5]) for r in rows]
+    assert flops[0] > 1.0 > flops[1] > flops[2] > 0.2  # the mask net on top; low path ~1/4
+    assert rows[0][6] == "" and rows[1][6].startswith("<= 0.75: ")  # a verdict per target

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ablate.models import blocksparse
+from ablate.models import blocksparse, rowsparse
 from ablate.models.blocksparse import Conv3x3, TilePlan, crossover, tile_conv
 from ablate.models.fused import fold, pointwise
-from ablate.models.rowsparse import SparseGrid, accumulate_taps, im2col_conv
+from ablate.models.rowsparse import SparseGrid, accumulate_taps, im2col_conv, scratch
 
 
 def _grid(hc: int, wc: int, density: float, seed: int = 0, batch: int = 2) -> SparseGrid:
@@ -95,8 +95,11 @@ def test_the_halo_is_exactly_the_receptive_field(k):
     assert (short - ref)[~border].abs().max() <= 1e-5 * ref.abs().max()
 
 
+@pytest.mark.parametrize("limit", [None, 7 * 6])  # 7 rows of 6 channels: many chunks
 @pytest.mark.parametrize("path", ["high", "low"])
-def test_im2col_and_tap_kernels_equal_the_dense_conv(path):
+def test_im2col_and_tap_kernels_equal_the_dense_conv(path, limit, monkeypatch):
+    if limit is not None:  # every gather in blocks through the kept scratch buffer
+        monkeypatch.setitem(rowsparse.GATHER_LIMIT, "cpu", limit)
     grid = _grid(5, 6, 0.5, seed=3)
     table = torch.randn(grid.n_rows, 6)
     table[-1] = 0
@@ -112,6 +115,20 @@ def test_im2col_and_tap_kernels_equal_the_dense_conv(path):
     out = torch.addmm(bias, centre, weight[4])
     accumulate_taps(out, table, grid.tap_pairs(path, 2), weight)
     assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+    tiles = tile_conv(TilePlan(grid, path, 4), table, conv, None)
+    assert (tiles - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_scratch_is_kept_and_grows():
+    like = torch.zeros(1)
+    small = scratch((3, 4), like)
+    assert small.shape == (3, 4)
+    again = scratch((2, 2), like)
+    assert again.data_ptr() == small.data_ptr()  # the same kept buffer
+    big = scratch((rowsparse.GATHER_LIMIT["cpu"] + 1,), like)
+    assert big.numel() == rowsparse.GATHER_LIMIT["cpu"] + 1
+    assert scratch((5,), like).data_ptr() == big.data_ptr()
+    assert scratch((5,), like.double()).dtype == torch.float64  # one buffer per dtype
 
 
 @pytest.mark.parametrize("layout", ["matrix", "conv", "taps", "im2col"])
