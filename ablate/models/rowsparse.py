@@ -28,7 +28,7 @@ import threading
 import torch
 from torch import nn
 
-from ablate.models.fused import fold
+from ablate.models.fused import fold, gemm
 
 TAPS = [(ty, tx) for ty in (-1, 0, 1) for tx in (-1, 0, 1)]
 CENTRE = 4  # TAPS.index((0, 0))
@@ -206,7 +206,8 @@ def im2col_conv(table: torch.Tensor, taps: torch.Tensor, conv: nn.Conv2d,
                 bn: nn.BatchNorm2d | None, out: torch.Tensor | None = None) -> torch.Tensor:
     """A 3x3 conv (+ folded batch norm) of the outputs whose nine rows are ``taps``.
 
-    The outputs gather their nine input rows side by side and run one GEMM (K = 9 C_in),
+    The outputs gather their nine input rows side by side and run one GEMM (K = 9 C_in,
+    ``ablate.models.fused.gemm``),
     in blocks of at most ``gather_limit`` gathered elements; neighbours outside the map
     read the table's zero row. ``out``: where to write (n x C_out), else a new tensor.
     """
@@ -217,7 +218,7 @@ def im2col_conv(table: torch.Tensor, taps: torch.Tensor, conv: nn.Conv2d,
     for i in range(0, n, step):
         index = taps[i:i + step].reshape(-1)
         block = torch.index_select(table, 0, index, out=scratch((len(index), c_in), table))
-        torch.addmm(bias, block.view(-1, 9 * c_in), weight, out=out[i:i + step])
+        gemm(block.view(-1, 9 * c_in), weight, bias, out=out[i:i + step])
     return out
 
 
@@ -244,5 +245,5 @@ def accumulate_taps(out: torch.Tensor, table: torch.Tensor,
             last = min(first + step, bounds[t + 1])
             block = torch.index_select(table, 0, rows[first:last],
                                        out=scratch((last - first, c_in), table))
-            out.index_add_(0, outputs[first:last], torch.mm(block, weight[t]))
+            out.index_add_(0, outputs[first:last], gemm(block, weight[t]))
     return out

@@ -50,13 +50,14 @@ the share of down-sampled cells, apart from the positions a tile computes and dr
 from __future__ import annotations
 
 import copy
+import weakref
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ablate.models.blocksparse import KERNELS, Conv3x3
-from ablate.models.fused import fold, pointwise
+from ablate.models.fused import fold, fold_batch_norm, gemm, pointwise
 from ablate.models.masking import gumbel_mask, pool_patches, tie_parameters, upsample_mask
 from ablate.models.rowsparse import CENTRE, SparseGrid, accumulate_taps
 
@@ -152,8 +153,7 @@ def _bottleneck(grid: SparseGrid, convs: dict[str, Conv3x3], hb: nn.Module, lb: 
     """One layer3/layer4 bottleneck of both paths on ``[high | low]`` rows (BN folded).
 
     Both paths write into shared tensors, so each ReLU and sum is one op over all rows
-    (on a busy CPU every op waits for all of its threads: fewer, larger ops). A ones
-    column after the 3x3 conv's output carries conv3's folded bias into its GEMM.
+    (on a busy CPU every op waits for all of its threads: fewer, larger ops).
     """
     n, n_l, width = len(rows), grid.n_low, hb.conv1.out_channels
     paths = _paths(grid, hb, lb)
@@ -164,10 +164,9 @@ def _bottleneck(grid: SparseGrid, convs: dict[str, Conv3x3], hb: nn.Module, lb: 
     table[-1] = 0
     if grid.pooled and n_l:
         table[n:-1] = grid.pool(table[:grid.n_active])
-    mid = rows.new_empty(n, width + 1)
-    mid[:, width] = 1.0
+    mid = rows.new_empty(n, width)
     for (block, part), path in zip(paths, ("high", "low")):
-        convs[path](table, block.conv2, block.bn2, out=mid[part, :width])
+        convs[path](table, block.conv2, block.bn2, out=mid[part])
     mid.relu_()
     if hb.downsample is not None:
         out = rows.new_empty(n, hb.conv3.out_channels)
@@ -177,7 +176,7 @@ def _bottleneck(grid: SparseGrid, convs: dict[str, Conv3x3], hb: nn.Module, lb: 
     else:  # the identity shortcut: the block's input rows, dead after it
         out = rows
     for block, part in paths:
-        out[part].addmm_(mid[part], fold(block.conv3, block.bn3, "affine")[0])
+        out[part].add_(gemm(mid[part], *fold(block.conv3, block.bn3)))
     return out.relu_()
 
 
@@ -196,9 +195,9 @@ def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, path: str,
     dilated = [fold(b[0], b[1], "taps") for b in branches[1:-1]]
     width = weight0.shape[1]
     acc = rows.new_empty(len(dilated) + 1, len(rows), width)
-    torch.addmm(bias0, rows, weight0, out=acc[0])
+    gemm(rows, weight0, bias0, out=acc[0])
     for j, (branch, (weight, bias)) in enumerate(zip(branches[1:-1], dilated), start=1):
-        torch.addmm(bias, rows, weight[CENTRE], out=acc[j])
+        gemm(rows, weight[CENTRE], bias, out=acc[j])
         accumulate_taps(acc[j], table, grid.tap_pairs(path, branch[0].dilation[0]), weight)
     acc.relu_()
     pooling = branches[-1]  # AdaptiveAvgPool2d, 1x1 conv, BN, ReLU
@@ -206,9 +205,10 @@ def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, path: str,
     project, project_b = fold(aspp.project[0], aspp.project[1])
     batch = grid.batch_high if path == "high" else grid.batch_low
     pooled = torch.addmm(project_b, pooled, project[len(acc) * width:])  # per image
-    torch.addmm(pooled[batch], acc[0], project[:width], out=out)
+    gemm(acc[0], project[:width], out=out)
+    out += pooled[batch]
     for j in range(1, len(acc)):
-        out.addmm_(acc[j], project[j * width:(j + 1) * width])
+        out += gemm(acc[j], project[j * width:(j + 1) * width])
 
 
 def _head(grid: SparseGrid, convs: dict[str, Conv3x3], head: nn.Module, low_head: nn.Module,
@@ -235,6 +235,10 @@ def _head(grid: SparseGrid, convs: dict[str, Conv3x3], head: nn.Module, low_head
     return logits
 
 
+# model -> (its tensors' versions, folded copy, folded low head): SparseSelective.plain
+_plain: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class SparseSelective:
     """Evaluation-only sparse execution of a ``SelectiveDeepLabV3`` (its weights, read per call).
 
@@ -248,6 +252,13 @@ class SparseSelective:
     dilated network (or the plain low path) with the library's dense convs: the same
     function, and faster; ``shortcuts=False`` always runs the sparse kernels. On CPU the
     input goes channels-last, oneDNN's faster layout for the layers before the mask.
+
+    Batch norm is folded throughout: the sparse kernels fold it per conv
+    (``ablate.models.fused.fold``), and the layers they do not run (stem to layer2, the
+    mask net, the shortcuts' plain networks) run on a copy of the model with every batch
+    norm folded (``plain``), as a deployment runs it; ``ablate.cost.selective`` times
+    the plain OS-8 reference with batch norm folded too, so that a ratio of the two is
+    what the mask saves, not what folding does.
     """
 
     def __init__(self, model: nn.Module, shortcuts: bool = True, kernels: str = "auto") -> None:
@@ -259,26 +270,48 @@ class SparseSelective:
             self.low_head = low_head_copy(model.head, model.selective.patch).eval()
         self.chosen: dict[str, str] = {}
 
+    def plain(self) -> tuple[nn.Module, nn.Module]:
+        """The model and its low head with batch norm folded (``fold_batch_norm``), in
+        evaluation mode, channels-last on CPU. Kept per model and made again when any of
+        its weights or statistics changes (an optimiser step, ``load_state_dict``, ``.to``);
+        a model without a ``low_head`` gets one as in ``__init__``."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        key = tuple((id(t), t._version, t.data_ptr()) for t in tensors)
+        kept = _plain.get(self.model)
+        if kept is None or kept[0] != key:
+            model = copy.deepcopy(self.model).eval()
+            low_head = getattr(model, "low_head", None)
+            if low_head is None:
+                low_head = low_head_copy(model.head, model.selective.patch).eval()
+                fold_batch_norm(low_head)
+            fold_batch_norm(model)
+            if tensors and tensors[0].device.type == "cpu":
+                model.to(memory_format=torch.channels_last)
+                low_head.to(memory_format=torch.channels_last)
+            kept = _plain[self.model] = (key, model, low_head)
+        return kept[1], kept[2]
+
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, mask: torch.Tensor | None = None
                  ) -> dict[str, torch.Tensor]:
         """``out`` (logits at input size), ``mask`` and ``mask_logits``; ``mask`` overrides the net's."""
         model = self.model
         sel, bb, d = model.selective, model.backbone, model.selective.patch
+        plain, plain_low_head = self.plain()
         if x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        taps = bb.early(x)
-        logits = model.mask_net(taps[sel.mask_source])
+        taps = plain.backbone.early(x)
+        logits = plain.mask_net(taps[sel.mask_source])
         if mask is None:
             mask = gumbel_mask(logits, model.tau, hard=True, training=False)
         down = mask[:, 0] > 0.5
         if self.shortcuts and not down.any():
             self.chosen = {"high": "dense"}
-            out8 = model.head({"out": bb.high(taps["layer2"])[1]})
+            out8 = plain.head({"out": plain.backbone.high(taps["layer2"])[1]})
             return _outputs(out8, x, mask, logits)
         if self.shortcuts and down.all():
             self.chosen = {"low": "dense"}
-            out8 = self.low_head({"out": bb.low(taps["layer2"])})
+            out8 = plain_low_head({"out": plain.backbone.low(taps["layer2"])})
             return _outputs(upsample_mask(out8, d, taps["layer2"].shape[-2:]), x, mask, logits)
         # the kernels write into preallocated tensors (out=): one dtype, no autocast
         layer2 = taps["layer2"].to(model.head.classifier.weight.dtype)

@@ -135,9 +135,9 @@ def test_the_selective_bench_prints_every_case_with_its_flops_bound():
          "--layouts", "blobs"],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    # density, layout, kernels, ms, x ref, range, flops bound, target verdict
+    # density, layout, kernels, ms, x ref, range, flops bound, x unfolded, target verdict
     case = re.compile(r"^\s+(\d\.\d\d)\s+blobs\s+auto \S+\s+([\d.]+)\s+([\d.]+)\s+"
-                      r"([\d.]+)-([\d.]+)\s+([\d.]+)\s*(.*)$")
+                      r"([\d.]+)-([\d.]+)\s+([\d.]+)\s+[\d.]+\s*(.*)$")
     rows = [m.groups() for m in map(case.match, proc.stdout.splitlines()) if m]
     assert [r[0] for r in rows] == ["0.00", "0.50", "1.00"], proc.stdout
     for _, ms, ratio, low, high, _, _ in rows:
@@ -145,3 +145,4 @@ def test_the_selective_bench_prints_every_case_with_its_flops_bound():
     flops = [float(r[5]) for r in rows]
     assert flops[0] > 1.0 > flops[1] > flops[2] > 0.2  # the mask net on top; low path ~1/4
     assert rows[0][6] == "" and rows[1][6].startswith("<= 0.75: ")  # a verdict per target
+    assert "dense folded" in proc.stdout

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ablate.models import blocksparse, rowsparse
+from ablate.models import blocksparse, fused, rowsparse
 from ablate.models.blocksparse import Conv3x3, TilePlan, crossover, tile_conv
 from ablate.models.fused import fold, pointwise
 from ablate.models.rowsparse import SparseGrid, accumulate_taps, im2col_conv, scratch
@@ -132,7 +132,7 @@ def test_scratch_is_kept_and_grows():
 
 
 @pytest.mark.parametrize("layout", ["matrix", "conv", "taps", "im2col"])
-def test_folded_batch_norm_equals_conv_then_bn(layout):
+def test_folded_batch_norm_equals_conv_then_bn(layout, monkeypatch):
     conv = _conv(3, 4, 1)
     bn = nn.BatchNorm2d(4).eval()
     bn.running_mean.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
@@ -146,9 +146,9 @@ def test_folded_batch_norm_equals_conv_then_bn(layout):
         conv1.bias.data.copy_(conv.bias.data)
         rows = x.permute(0, 2, 3, 1).reshape(-1, 3)
         ref1 = bn(conv1(x)).permute(0, 2, 3, 1).reshape(-1, 4)
-        assert torch.allclose(pointwise(rows, conv1, bn, relu=False), ref1, atol=1e-5)
-        affine = fold(conv1, bn, "affine")[0]  # the bias as a last row, for a ones column
-        assert torch.allclose(torch.cat([rows, torch.ones(25, 1)], 1) @ affine, ref1, atol=1e-5)
+        for name in fused.BACKENDS:  # MKL/OpenBLAS and the library's 1x1 convolution
+            monkeypatch.setitem(fused.GEMM, "cpu", name)
+            assert torch.allclose(pointwise(rows, conv1, bn, relu=False), ref1, atol=1e-5)
         with pytest.raises(ValueError, match="1x1"):
             fold(conv, bn, layout)
         return
@@ -199,3 +199,22 @@ def test_measure_crossover_times_both_kernels():
 def test_unknown_kernels_are_refused():
     with pytest.raises(ValueError, match="allowed: auto, tiles, rows"):
         Conv3x3(_grid(2, 2, 0.5), "high", "blocks")
+
+
+def test_measure_gemm_picks_one_backend_and_pins_override(monkeypatch):
+    assert fused.measure_gemm(torch.device("cpu"), runs=1) in fused.BACKENDS
+    monkeypatch.setitem(fused.GEMM, "cpu", "mm")
+    assert fused.backend(torch.device("cpu")) == "mm"
+
+
+@pytest.mark.parametrize("name", fused.BACKENDS)
+def test_gemm_backends_agree_with_a_matmul(name, monkeypatch):
+    monkeypatch.setitem(fused.GEMM, "cpu", name)
+    rows, weight, bias = torch.randn(7, 5), torch.randn(3, 5).t(), torch.randn(3)
+    ref = rows @ weight + bias
+    assert torch.allclose(fused.gemm(rows, weight, bias), ref, atol=1e-5)
+    assert torch.allclose(fused.gemm(rows, weight), rows @ weight, atol=1e-5)
+    out = torch.zeros(7, 4)
+    fused.gemm(rows[:, :5], weight, bias, out=out[:, :3])  # into a column slice
+    assert torch.allclose(out[:, :3], ref, atol=1e-5) and (out[:, 3] == 0).all()
+    assert torch.allclose(fused.gemm(rows.t().contiguous().t(), weight, bias), ref, atol=1e-5)

@@ -3,11 +3,13 @@ densities 0 and 1."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch.nn import functional as F
 
-from ablate.models import blocksparse
+from ablate.models import blocksparse, fused
 from ablate.models.masking import pool_patches, upsample_mask
 from ablate.models.selective import build_selective_deeplabv3
 from ablate.models.sparse import SparseGrid, SparseSelective, forced_mask, forward_mixed
@@ -41,8 +43,10 @@ def model(request):
 
 @pytest.fixture(autouse=True)
 def pinned_crossover(monkeypatch):
-    """``kernels = "auto"`` without its first-use timing (tested in test_blocksparse)."""
+    """``kernels = "auto"`` and ``gemm`` without their first-use timing (tested in
+    test_blocksparse)."""
     monkeypatch.setitem(blocksparse.CROSSOVER, "cpu", 0.75)
+    monkeypatch.setitem(fused.GEMM, "cpu", "conv")
 
 
 def _masks() -> dict[str, torch.Tensor]:
@@ -64,13 +68,15 @@ def _masks() -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(_masks()))
-def test_sparse_equals_dense_emulation(model, name):
-    """Both kernels, every mask (two images with different masks): the dense emulation."""
+def test_sparse_equals_dense_emulation(model, name, monkeypatch):
+    """Both kernels, both GEMM backends, every mask (two images with different masks):
+    the dense emulation."""
     x = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(7))
     mask = _masks()[name]
     with torch.no_grad():
         dense = forward_mixed(model, x, mask)["out"]
-    for kernels in ("tiles", "rows"):  # the sparse kernels for every mask, no shortcut
+    for kernels, backend in itertools.product(("tiles", "rows"), fused.BACKENDS):
+        monkeypatch.setitem(fused.GEMM, "cpu", backend)  # the sparse kernels, no shortcut
         run = SparseSelective(model, shortcuts=False, kernels=kernels)
         sparse = run(x, mask)["out"]
         assert run.chosen == {"high": kernels, "low": kernels}
