@@ -142,8 +142,8 @@ def measure_gemm(device: torch.device, dtype: torch.dtype = torch.float32, runs:
         rows = torch.randn(m, k, device=device, dtype=dtype)
         weight = torch.randn(n, k, device=device, dtype=dtype).t()
         bias = torch.randn(n, device=device, dtype=dtype)
-        calls = {"mm": lambda: torch.addmm(bias, rows, weight),
-                 "conv": lambda: _conv_rows(rows, weight, bias)}
+        calls = {"mm": lambda r=rows, w=weight, b=bias: torch.addmm(b, r, w),
+                 "conv": lambda r=rows, w=weight, b=bias: _conv_rows(r, w, b)}
         best = dict.fromkeys(BACKENDS, float("inf"))
         for run in range(runs + 1):
             for name, call in calls.items():
