@@ -207,9 +207,9 @@ def im2col_conv(table: torch.Tensor, taps: torch.Tensor, conv: nn.Conv2d,
     """A 3x3 conv (+ folded batch norm) of the outputs whose nine rows are ``taps``.
 
     The outputs gather their nine input rows side by side and run one GEMM (K = 9 C_in,
-    ``ablate.models.fused.gemm``),
-    in blocks of at most ``gather_limit`` gathered elements; neighbours outside the map
-    read the table's zero row. ``out``: where to write (n x C_out), else a new tensor.
+    ``ablate.models.fused.gemm``), in blocks of at most ``gather_limit`` gathered
+    elements; neighbours outside the map read the table's zero row. ``out``: where to
+    write (n x C_out), else a new tensor.
     """
     weight, bias = fold(conv, bn, "im2col")
     n, c_in = len(taps), table.shape[1]
