@@ -32,16 +32,18 @@ from ablate.models.fused import fold, gemm
 
 TAPS = [(ty, tx) for ty in (-1, 0, 1) for tx in (-1, 0, 1)]
 CENTRE = 4  # TAPS.index((0, 0))
-# Elements per gathered block, per device type. On CPU 2^21 (8 MiB in float32): each
+# Elements per gathered block, per device type. On CPU 2^23 (32 MiB in float32): each
 # gather is copied into a buffer kept between calls (``scratch``) and read at once by the
-# GEMM that follows, while it is still in the cache. The earlier limit, 2^26 (256 MiB, in
-# effect one block per conv), allocated every gather afresh: glibc maps a block that
-# large from the OS on each call and the copy spent most of its time in page faults
-# (2-core AMD EPYC, 2 threads: a 27,476 x 2,048 gather took 78 ms, 12 ms into a kept
-# buffer; the whole sparse forward at 512x1024, density 0.5, blobs, one process:
-# 2^19 0.74, 2^21 0.70-0.72, 2^22 0.72-0.73, 2^23 0.76, 2^26 0.85 of dense). CUDA keeps
-# 2^26: its caching allocator reuses memory, and a GPU needs large GEMMs to fill.
-GATHER_LIMIT = {"cpu": 1 << 21, "cuda": 1 << 26}
+# GEMM that follows. The earlier limit, 2^26 (256 MiB, in effect one block per conv),
+# allocated every gather afresh: glibc maps a block that large from the OS on each call
+# and the copy spent most of its time in page faults (2-core AMD EPYC, 2 threads: a
+# 27,476 x 2,048 gather took 78 ms, 12 ms into a kept buffer). Into the kept buffer, by
+# block size (best of 5-7 calls, 2 threads, density 0.5 blobs at 512x1024): layer4's
+# 3x3 conv by rows 128 / 110 / 106 / 102 / 104 ms at 2^20 / 2^21 / 2^22 / 2^23 / 2^24,
+# layer3's 30.6 / 31.0 / 28.0 / 26.8 / 25.5 ms, the ASPP's three dilated branches
+# 407 / 430 / 398 / 392 / 396 ms. CUDA keeps 2^26: its caching allocator reuses memory,
+# and a GPU needs large GEMMs to fill.
+GATHER_LIMIT = {"cpu": 1 << 23, "cuda": 1 << 26}
 _buffers = threading.local()
 
 
