@@ -26,9 +26,10 @@ over the row kernel at full occupancy. ``measure_crossover`` times both kernels 
 layer3's and layer4's 3x3 convs (real widths and dilations) on the device the model
 runs on, at its first sparse call in a process, once per device, dtype and thread
 count. Nothing is assumed for a device: on this project's 2-core AMD EPYC, idle, the
-figure was 0.91 with both threads and 0.93-0.95 with one (it was 0.54-0.74 before the
-row kernels gathered into a kept buffer, ``rowsparse.scratch``), so tiles pay there only
-on nearly full tiles, and the same mask can take tiles on one device and rows on another.
+figure was 0.97-1.00 with both threads and 0.89-0.92 with one (it was 0.54-0.74 before
+the row kernels gathered into a kept buffer, ``rowsparse.scratch``, and ran their GEMMs
+through oneDNN, ``fused.gemm``), so tiles pay there only on nearly full tiles, and the
+same mask can take tiles on one device and rows on another.
 ``CROSSOVER`` pins a figure per device type instead (the same kernels in every process,
 e.g. for bit-identical evaluations).
 """
