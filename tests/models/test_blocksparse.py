@@ -218,3 +218,24 @@ def test_gemm_backends_agree_with_a_matmul(name, monkeypatch):
     fused.gemm(rows[:, :5], weight, bias, out=out[:, :3])  # into a column slice
     assert torch.allclose(out[:, :3], ref, atol=1e-5) and (out[:, 3] == 0).all()
     assert torch.allclose(fused.gemm(rows.t().contiguous().t(), weight, bias), ref, atol=1e-5)
+
+
+def test_fold_batch_norm_keeps_the_function_and_leaves_no_batch_norm():
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    model = nn.Sequential(resnet18(num_classes=5), nn.Unflatten(1, (5, 1, 1)),
+                          nn.Conv2d(5, 3, 1), nn.BatchNorm2d(3)).eval()
+    for m in model.modules():  # non-trivial statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        n = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+        assert fused.fold_batch_norm(model) == n == 21  # stem, 16 in blocks, 3 shortcuts, head
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+        assert torch.allclose(model(x), before, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="evaluation mode"):
+        fused.fold_batch_norm(model.train())
