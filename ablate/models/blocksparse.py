@@ -36,13 +36,11 @@ e.g. for bit-identical evaluations).
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ablate.models.fused import fold
+from ablate.models.fused import best_times, fold, measured_once
 from ablate.models.rowsparse import SparseGrid, gather_limit, im2col_conv, scratch
 
 KERNELS = ("auto", "tiles", "rows")
@@ -137,12 +135,7 @@ class Conv3x3:
 
 def crossover(device: torch.device, dtype: torch.dtype = torch.float32) -> float:
     """Occupancy above which tiles beat rows on ``device`` (``CROSSOVER`` or measured)."""
-    if device.type in CROSSOVER:
-        return CROSSOVER[device.type]
-    key = (str(device), dtype, torch.get_num_threads())
-    if key not in _measured:
-        _measured[key] = measure_crossover(device, dtype)
-    return _measured[key]
+    return measured_once(CROSSOVER, _measured, measure_crossover, device, dtype)
 
 
 # layer3's and layer4's 3x3 convs: (width, dilation, blocks) at output stride 8
@@ -156,13 +149,12 @@ def measure_crossover(device: torch.device, dtype: torch.dtype = torch.float32,
 
     Both run every output of a ``size`` map (full occupancy) through layer3's and
     layer4's 3x3 convs (widths 256 and 512, dilations 2 and 4, weighted by their block
-    counts). The two kernels are timed in turn, ``runs`` times after one warm-up call
-    each, and each keeps its fastest time: a busy machine slows a call, never speeds it.
+    counts). The two kernels are timed in turn (``fused.best_times``), each keeping its
+    fastest time.
     """
     down = torch.zeros(1, -(-size[0] // 2), -(-size[1] // 2), dtype=torch.bool, device=device)
     grid = SparseGrid(down, size, 2, "fixed")
     plan = TilePlan(grid, "high", TILE["high"])
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     totals = {"tiles": 0.0, "rows": 0.0}
     for width, k, blocks in _CALIBRATION:
         conv = nn.Conv2d(width, width, 3, padding=k, dilation=k, bias=False).to(device, dtype)
@@ -170,15 +162,6 @@ def measure_crossover(device: torch.device, dtype: torch.dtype = torch.float32,
         taps = grid.taps("high", k)
         kernels = {"tiles": lambda t=table, c=conv: tile_conv(plan, t, c, None),
                    "rows": lambda t=table, c=conv, i=taps: im2col_conv(t, i, c, None)}
-        best = dict.fromkeys(kernels, float("inf"))
-        for run in range(runs + 1):
-            for name, call in kernels.items():
-                sync()
-                start = time.perf_counter()
-                call()
-                sync()
-                if run:  # the first call of each is the warm-up
-                    best[name] = min(best[name], time.perf_counter() - start)
-        for name in totals:
-            totals[name] += blocks * best[name]
+        for name, seconds in best_times(kernels, device, runs).items():
+            totals[name] += blocks * seconds
     return totals["tiles"] / totals["rows"]

@@ -25,6 +25,7 @@ on a device, dtype and thread count and keeps the faster.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -117,12 +118,38 @@ def _conv_rows(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 def backend(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     """``gemm``'s backend on ``device``: ``GEMM``'s pin, else measured once (``measure_gemm``)."""
-    if device.type in GEMM:
-        return GEMM[device.type]
+    return measured_once(GEMM, _measured, measure_gemm, device, dtype)
+
+
+def measured_once(pinned: dict, measured: dict, measure: Callable, device: torch.device,
+                  dtype: torch.dtype):
+    """``pinned[device.type]`` if pinned, else ``measure(device, dtype)``, kept in
+    ``measured`` per device, dtype and thread count (a figure of one thread count says
+    nothing of another)."""
+    if device.type in pinned:
+        return pinned[device.type]
     key = (str(device), dtype, torch.get_num_threads())
-    if key not in _measured:
-        _measured[key] = measure_gemm(device, dtype)
-    return _measured[key]
+    if key not in measured:
+        measured[key] = measure(device, dtype)
+    return measured[key]
+
+
+def best_times(calls: dict[str, Callable[[], object]], device: torch.device,
+               runs: int) -> dict[str, float]:
+    """Each call's fastest time in seconds: all called in turn, ``runs`` times after one
+    untimed warm-up call each, synchronised on CUDA. The fastest, because a busy machine
+    slows a call and never speeds it."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    best = dict.fromkeys(calls, float("inf"))
+    for run in range(runs + 1):
+        for name, call in calls.items():
+            sync()
+            start = time.perf_counter()
+            call()
+            sync()
+            if run:  # run 0 is the warm-up
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 # (M, K, N): layer4's first 1x1 conv and 3x3 conv (im2col) on 2,048 rows, the ASPP's taps
@@ -133,10 +160,9 @@ _SHAPES = ((2048, 2048, 512), (2048, 4608, 512), (2048, 2048, 256))
 def measure_gemm(device: torch.device, dtype: torch.dtype = torch.float32, runs: int = 2) -> str:
     """The faster backend on ``device`` for the sparse executor's GEMM shapes (``_SHAPES``).
 
-    Both backends run every shape in turn, ``runs`` times after one warm-up call each;
-    each keeps its fastest time per shape (a busy machine slows a call, never speeds it).
+    Both backends run every shape in turn (``best_times``), and the fastest times of all
+    shapes are summed per backend.
     """
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     totals = dict.fromkeys(BACKENDS, 0.0)
     for m, k, n in _SHAPES:
         rows = torch.randn(m, k, device=device, dtype=dtype)
@@ -144,17 +170,8 @@ def measure_gemm(device: torch.device, dtype: torch.dtype = torch.float32, runs:
         bias = torch.randn(n, device=device, dtype=dtype)
         calls = {"mm": lambda r=rows, w=weight, b=bias: torch.addmm(b, r, w),
                  "conv": lambda r=rows, w=weight, b=bias: _conv_rows(r, w, b)}
-        best = dict.fromkeys(BACKENDS, float("inf"))
-        for run in range(runs + 1):
-            for name, call in calls.items():
-                sync()
-                start = time.perf_counter()
-                call()
-                sync()
-                if run:
-                    best[name] = min(best[name], time.perf_counter() - start)
-        for name in totals:
-            totals[name] += best[name]
+        for name, seconds in best_times(calls, device, runs).items():
+            totals[name] += seconds
     return min(totals, key=totals.get)
 
 
