@@ -90,3 +90,27 @@ def test_an_isolated_check_reports_through_its_own_process(tmp_path):
     assert rows["environment"]["status"] == "PASS"
     assert rows["environment"]["figures"]["timing"]["device"] == "cpu"
     assert rows["amp_fp16"]["status"] == "SKIP"
+
+
+FIGURES = SCRIPT.parent / "gpu_figures.sh"
+
+
+def test_gpu_figures_refuses_an_unknown_part_before_running_anything(tmp_path):
+    proc = subprocess.run(["bash", str(FIGURES), "sparse", "spares"], capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("gpu_figures: unknown part 'spares'; allowed: sparse, "
+                                   "throughput, compile, acceptance")
+    assert proc.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_gpu_figures_skips_the_parts_its_budget_cannot_hold(tmp_path):
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OUT": str(tmp_path),
+           "BUDGET_S": "0"}
+    proc = subprocess.run(["bash", str(FIGURES), "sparse", "compile"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "gpu_figures: sparse skipped:" in proc.stdout
+    assert "gpu_figures: compile skipped:" in proc.stdout
+    assert "torch " in (tmp_path / "gpu.txt").read_text()  # the environment, before any part
