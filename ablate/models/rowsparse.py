@@ -141,38 +141,39 @@ class SparseGrid:
         return down.view(self.B, self.Hc, self.Wc)
 
     def taps(self, path: str, k: int) -> torch.Tensor:
-        """n x 9 table rows that each output row of ``path`` reads, for dilation ``k``."""
+        """n x 9 table rows that each output row of ``path`` reads, for dilation ``k``.
+
+        All nine taps in one pass of a few tensor ops (no loop over taps): on CUDA each op
+        is a kernel launch, and a sparse call builds these tables afresh for its mask."""
         key = (path, k)
         if key not in self._taps:
             if path == "high":
                 idx, (h, w), rows = self.active, (self.H, self.W), self.row_high
             else:
                 idx, (h, w), rows = self.low, (self.Hc, self.Wc), self.row_low
+            offsets = _tap_offsets(idx.device) * k                      # 9 x 2
             b, y, x = idx // (h * w), (idx % (h * w)) // w, idx % w
-            cols = []
-            for ty, tx in TAPS:
-                yy, xx = y + k * ty, x + k * tx
-                ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-                r = rows[(b * h + yy.clamp(0, h - 1)) * w + xx.clamp(0, w - 1)]
-                cols.append(torch.where(ok, r, self.zero))
-            self._taps[key] = torch.stack(cols, 1)
+            yy, xx = y[:, None] + offsets[:, 0], x[:, None] + offsets[:, 1]  # n x 9
+            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            r = rows[(b[:, None] * h + yy.clamp(0, h - 1)) * w + xx.clamp(0, w - 1)]
+            self._taps[key] = r.masked_fill_(~ok, self.zero)
         return self._taps[key]
 
     def tap_pairs(self, path: str, k: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """``(outputs, rows, bounds)``: every (output, table row) pair of a non-centre tap whose
         neighbour is inside the map, tap after tap; tap ``TAPS[t]``'s pairs are
-        ``bounds[t]:bounds[t + 1]`` (the centre tap's range is empty)."""
+        ``bounds[t]:bounds[t + 1]`` (the centre tap's range is empty).
+
+        One ``nonzero`` over all taps and one read of the counts: two host syncs on CUDA
+        whatever the number of taps."""
         key = (path, k)
         if key not in self._pairs:
             taps = self.taps(path, k)
-            outputs, rows, bounds = [], [], [0]
-            for t in range(len(TAPS)):
-                if t != CENTRE:
-                    inside = (taps[:, t] != self.zero).nonzero().squeeze(1)
-                    outputs.append(inside)
-                    rows.append(taps[inside, t])
-                bounds.append(bounds[-1] + (len(outputs[-1]) if t != CENTRE else 0))
-            self._pairs[key] = (torch.cat(outputs), torch.cat(rows), bounds)
+            inside = taps != self.zero
+            inside[:, CENTRE] = False
+            tap, outputs = inside.t().nonzero(as_tuple=True)           # tap-major
+            counts = inside.sum(0).cumsum(0).tolist()
+            self._pairs[key] = (outputs, taps[outputs, tap], [0, *counts])
         return self._pairs[key]
 
     def pool(self, high: torch.Tensor) -> torch.Tensor:
@@ -202,6 +203,11 @@ class SparseGrid:
         if self.pooled and n_l:
             table[n_a + n_l:-1] = self.pool(high)
         return table
+
+
+def _tap_offsets(device: torch.device) -> torch.Tensor:
+    """``TAPS`` as a 9 x 2 tensor of (dy, dx)."""
+    return torch.tensor(TAPS, dtype=torch.long, device=device)
 
 
 def im2col_conv(table: torch.Tensor, taps: torch.Tensor, conv: nn.Conv2d,

@@ -196,6 +196,30 @@ def test_grid_rows_on_a_hand_made_mask():
     assert grid.taps("low", 1).tolist() == [[6, 6, 6, 6, 5, 0, 6, 2, 4]]  # 6 = the zero row
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_tap_tables_read_each_neighbours_row_or_the_zero_row(seed):
+    """``taps`` (all nine taps in one pass) against a loop over outputs and taps, and
+    ``tap_pairs`` against ``taps``: every non-centre tap inside the map, tap after tap."""
+    g = torch.Generator().manual_seed(seed)
+    down = torch.rand(2, 4, 3, generator=g) < 0.5
+    grid = SparseGrid(down, (7, 6), 2, ("fixed", "avg")[seed % 2])
+    for path, k in itertools.product(("high", "low"), (1, 2, 5)):
+        row_map, own = grid.row_map(path), grid.own(path)
+        _, h, w = row_map.shape
+        expected = [[int(row_map[b, y + k * ty, x + k * tx])
+                     if 0 <= y + k * ty < h and 0 <= x + k * tx < w else grid.zero
+                     for ty, tx in itertools.product((-1, 0, 1), repeat=2)]
+                    for b, y, x in own.nonzero().tolist()]  # raster order = row order
+        taps = grid.taps(path, k)
+        assert taps.tolist() == expected
+        outputs, rows, bounds = grid.tap_pairs(path, k)
+        pairs = [(t, i, r) for t in range(9) if t != 4
+                 for i, r in enumerate(taps[:, t].tolist()) if r != grid.zero]
+        assert list(zip(bounds, bounds[1:])) == [
+            (sum(p[0] < t for p in pairs), sum(p[0] <= t for p in pairs)) for t in range(9)]
+        assert list(zip(outputs.tolist(), rows.tolist())) == [(i, r) for _, i, r in pairs]
+
+
 def test_grid_avg_pooling_matches_pool_patches():
     down = torch.tensor([[[True, False], [False, False]]])
     grid = SparseGrid(down, (3, 3), 2, "avg")
