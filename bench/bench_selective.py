@@ -137,10 +137,13 @@ def bench_device(device: str, size: tuple[int, int], batch: int, args) -> None:
                 times[key].append(timer(call) * 1000.0)
     unfolded = [min(a, b) for a, b in zip(times["NCHW",], times["channels-last",])]
     reference = [min(a, b) for a, b in zip(unfolded, times["folded",])]
+    # on CUDA, whether TF32 is allowed decides how fast cuDNN's and cuBLAS's fp32 run
+    math = (f"TF32 in convs {torch.backends.cudnn.allow_tf32}, in matmuls "
+            f"{torch.backends.cuda.matmul.allow_tf32}" if dev.type == "cuda"
+            else f"{torch.get_num_threads()} threads")
     print(f"\n[{device}] DeepLabV3-ResNet-50 OS-8, {size[0]}x{size[1]}, batch {batch}, "
-          f"mask grid {grid[0]}x{grid[1]}, pooling {args.pooling}, "
-          f"{torch.get_num_threads()} threads, GEMMs by {backend(dev)}; {clock_name} ms, "
-          f"median of {args.rounds} rounds")
+          f"mask grid {grid[0]}x{grid[1]}, pooling {args.pooling}, {math}, "
+          f"GEMMs by {backend(dev)}; {clock_name} ms, median of {args.rounds} rounds")
     for name in ("NCHW", "channels-last", "folded"):
         ratios = [t / r for t, r in zip(times[name,], reference)]
         print(f"  dense {name:14s} {statistics.median(times[name,]):9.1f}   x ref "
