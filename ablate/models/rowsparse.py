@@ -120,6 +120,7 @@ class SparseGrid:
         ly, lx = (self.low % (Hc * Wc)) // Wc, self.low % Wc
         self.low_pixels = ((H - ly * d).clamp(max=d) * (W - lx * d).clamp(max=d)).float()
         self._taps: dict[tuple[str, int], torch.Tensor] = {}
+        self._at: dict[str, tuple] = {}
         self._pairs: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
 
     def count(self, path: str) -> int:
@@ -143,21 +144,30 @@ class SparseGrid:
     def taps(self, path: str, k: int) -> torch.Tensor:
         """n x 9 table rows that each output row of ``path`` reads, for dilation ``k``.
 
-        All nine taps in one pass of a few tensor ops (no loop over taps): on CUDA each op
-        is a kernel launch, and a sparse call builds these tables afresh for its mask."""
+        All nine taps in one pass of a few tensor ops (no loop over taps), from positions
+        kept per path: on CUDA each op is a kernel launch, and a sparse call builds these
+        tables afresh for its mask."""
         key = (path, k)
         if key not in self._taps:
+            rows, base, y, x, (h, w) = self._positions(path)
+            ty, tx = _tap_offsets(y.device)
+            yy, xx = y[:, None] + k * ty, x[:, None] + k * tx            # n x 9
+            cy, cx = yy.clamp(0, h - 1), xx.clamp(0, w - 1)
+            r = rows[(base[:, None] + cy) * w + cx]
+            self._taps[key] = r.masked_fill_((cy != yy) | (cx != xx), self.zero)
+        return self._taps[key]
+
+    def _positions(self, path: str) -> tuple:
+        """``path``'s row map (flat), and per output row its image's first map row, y, x
+        and the map's (h, w)."""
+        if path not in self._at:
             if path == "high":
                 idx, (h, w), rows = self.active, (self.H, self.W), self.row_high
             else:
                 idx, (h, w), rows = self.low, (self.Hc, self.Wc), self.row_low
-            offsets = _tap_offsets(idx.device) * k                      # 9 x 2
-            b, y, x = idx // (h * w), (idx % (h * w)) // w, idx % w
-            yy, xx = y[:, None] + offsets[:, 0], x[:, None] + offsets[:, 1]  # n x 9
-            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            r = rows[(b[:, None] * h + yy.clamp(0, h - 1)) * w + xx.clamp(0, w - 1)]
-            self._taps[key] = r.masked_fill_(~ok, self.zero)
-        return self._taps[key]
+            yx = idx % (h * w)
+            self._at[path] = (rows, (idx - yx) // w, yx // w, yx % w, (h, w))
+        return self._at[path]
 
     def tap_pairs(self, path: str, k: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """``(outputs, rows, bounds)``: every (output, table row) pair of a non-centre tap whose
@@ -205,9 +215,16 @@ class SparseGrid:
         return table
 
 
-def _tap_offsets(device: torch.device) -> torch.Tensor:
-    """``TAPS`` as a 9 x 2 tensor of (dy, dx)."""
-    return torch.tensor(TAPS, dtype=torch.long, device=device)
+_offsets: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _tap_offsets(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``TAPS`` as two 9-long tensors (dy, dx) on ``device``, made once per device (on
+    CUDA a tensor from a list is a copy from the host)."""
+    if device not in _offsets:
+        offsets = torch.tensor(TAPS, dtype=torch.long, device=device)
+        _offsets[device] = (offsets[:, 0].contiguous(), offsets[:, 1].contiguous())
+    return _offsets[device]
 
 
 def im2col_conv(table: torch.Tensor, taps: torch.Tensor, conv: nn.Conv2d,
