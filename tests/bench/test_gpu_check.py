@@ -100,7 +100,7 @@ def test_gpu_figures_refuses_an_unknown_part_before_running_anything(tmp_path):
                           text=True, env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)})
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("gpu_figures: unknown part 'spares'; allowed: sparse, "
-                                   "throughput, compile, acceptance")
+                                   "trainer, pipeline, sharing, compile, acceptance, throughput")
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
 
 
@@ -108,9 +108,11 @@ def test_gpu_figures_refuses_an_unknown_part_before_running_anything(tmp_path):
 def test_gpu_figures_skips_the_parts_its_budget_cannot_hold(tmp_path):
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OUT": str(tmp_path),
            "BUDGET_S": "0"}
-    proc = subprocess.run(["bash", str(FIGURES), "sparse", "compile"], capture_output=True,
+    proc = subprocess.run(["bash", str(FIGURES), "sparse", "throughput"], capture_output=True,
                           text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "gpu_figures: sparse skipped:" in proc.stdout
-    assert "gpu_figures: compile skipped:" in proc.stdout
+    for part, least in (("sparse", 60), ("trainer", 90), ("pipeline", 60), ("sharing", 150)):
+        assert f"gpu_figures: {part} skipped: it needs {least} s," in proc.stdout
+    assert proc.stdout.rstrip().endswith("not run for lack of time: bash bench/gpu_figures.sh "
+                                         "sparse trainer pipeline sharing")
     assert "torch " in (tmp_path / "gpu.txt").read_text()  # the environment, before any part
