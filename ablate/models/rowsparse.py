@@ -120,7 +120,7 @@ class SparseGrid:
         ly, lx = (self.low % (Hc * Wc)) // Wc, self.low % Wc
         self.low_pixels = ((H - ly * d).clamp(max=d) * (W - lx * d).clamp(max=d)).float()
         self._taps: dict[tuple[str, int], torch.Tensor] = {}
-        self._at: dict[str, tuple] = {}
+        self._position_cache: dict[str, tuple] = {}
         self._pairs: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
 
     def count(self, path: str) -> int:
@@ -160,14 +160,14 @@ class SparseGrid:
     def _positions(self, path: str) -> tuple:
         """``path``'s row map (flat), and per output row its image's first map row, y, x
         and the map's (h, w)."""
-        if path not in self._at:
+        if path not in self._position_cache:
             if path == "high":
                 idx, (h, w), rows = self.active, (self.H, self.W), self.row_high
             else:
                 idx, (h, w), rows = self.low, (self.Hc, self.Wc), self.row_low
             yx = idx % (h * w)
-            self._at[path] = (rows, (idx - yx) // w, yx // w, yx % w, (h, w))
-        return self._at[path]
+            self._position_cache[path] = (rows, (idx - yx) // w, yx // w, yx % w, (h, w))
+        return self._position_cache[path]
 
     def tap_pairs(self, path: str, k: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """``(outputs, rows, bounds)``: every (output, table row) pair of a non-centre tap whose
