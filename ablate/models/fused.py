@@ -75,6 +75,36 @@ def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, layout: str = "matri
     return weight, bias
 
 
+def fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d, twin: nn.BatchNorm2d, layout: str = "matrix"
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``fold(conv, bn, layout)`` and the per-channel ``(ratio, shift)`` that turn its
+    output into ``conv`` followed by ``twin`` instead: ``ratio * y + shift``.
+
+    For the two paths of the selective model, whose convs share one weight and whose batch
+    norms share their affine weight and bias but keep their own statistics: one GEMM over
+    both paths' rows with ``bn`` folded, then the twin's rows corrected in one pass. With
+    the affine weight shared, ``ratio = sqrt((var_bn + eps) / (var_twin + eps))`` needs no
+    division by it (a zero gamma needs no special case). None where the two do not share it.
+    """
+    if bn.weight is not twin.weight or bn.bias is not twin.bias or bn.eps != twin.eps:
+        return None
+    key = _versions((conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
+                     bn.running_var, twin.running_mean, twin.running_var))
+    cache = conv.__dict__.setdefault("_ablate_folded_pair", {})
+    hit = cache.get((id(bn), id(twin), layout))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    weight, bias = fold(conv, bn, layout)
+    with torch.no_grad():
+        ratio = torch.sqrt((bn.running_var + bn.eps) / (twin.running_var + twin.eps))
+        conv_bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(ratio)
+        scale = bn.weight.detach() * torch.rsqrt(twin.running_var + twin.eps)
+        twin_bias = (conv_bias - twin.running_mean) * scale + bn.bias.detach()
+        shift = twin_bias - ratio * bias
+    cache[(id(bn), id(twin), layout)] = (key, (weight, bias, ratio, shift))
+    return weight, bias, ratio, shift
+
+
 def _arrange(weight: torch.Tensor, layout: str) -> torch.Tensor:
     c_out, c_in = weight.shape[:2]
     if layout == "matrix":

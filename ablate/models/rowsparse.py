@@ -117,6 +117,7 @@ class SparseGrid:
         self.row_low = row_low                                          # per cell
         # image of each row; pixels per down-sampled cell (border cells hold fewer)
         self.batch_high, self.batch_low = self.active // (H * W), self.low // (Hc * Wc)
+        self.batch_both = torch.cat([self.batch_high, self.batch_low + B])  # [high | low]
         ly, lx = (self.low % (Hc * Wc)) // Wc, self.low % Wc
         self.low_pixels = ((H - ly * d).clamp(max=d) * (W - lx * d).clamp(max=d)).float()
         self._taps: dict[tuple[str, int], torch.Tensor] = {}
@@ -157,6 +158,14 @@ class SparseGrid:
             self._taps[key] = r.masked_fill_((cy != yy) | (cx != xx), self.zero)
         return self._taps[key]
 
+    def taps_both(self, k_high: int, k_low: int) -> torch.Tensor:
+        """``taps`` of the high path at dilation ``k_high`` over the low path's at ``k_low``:
+        the (n_active + n_low) x 9 rows that one conv of both paths reads, in row order."""
+        key = ("both", k_high * 65536 + k_low)
+        if key not in self._taps:
+            self._taps[key] = torch.cat([self.taps("high", k_high), self.taps("low", k_low)])
+        return self._taps[key]
+
     def _positions(self, path: str) -> tuple:
         """``path``'s row map (flat), and per output row its image's first map row, y, x
         and the map's (h, w)."""
@@ -178,13 +187,24 @@ class SparseGrid:
         whatever the number of taps."""
         key = (path, k)
         if key not in self._pairs:
-            taps = self.taps(path, k)
-            inside = taps != self.zero
-            inside[:, CENTRE] = False
-            tap, outputs = inside.t().nonzero(as_tuple=True)           # tap-major
-            counts = inside.sum(0).cumsum(0).tolist()
-            self._pairs[key] = (outputs, taps[outputs, tap], [0, *counts])
+            self._pairs[key] = self._pairs_of(self.taps(path, k))
         return self._pairs[key]
+
+    def tap_pairs_both(self, k_high: int, k_low: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """``tap_pairs`` of one conv of both paths (``taps_both``): outputs are rows of
+        ``[high | low]``."""
+        key = ("both", k_high * 65536 + k_low)
+        if key not in self._pairs:
+            self._pairs[key] = self._pairs_of(self.taps_both(k_high, k_low))
+        return self._pairs[key]
+
+    def _pairs_of(self, taps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        inside = taps != self.zero
+        inside[:, CENTRE] = False
+        tap, outputs = inside.t().nonzero(as_tuple=True)               # tap-major
+        counts = inside.sum(0).cumsum(0).tolist()
+        return outputs, taps[outputs, tap], [0, *counts]
 
     def pool(self, high: torch.Tensor) -> torch.Tensor:
         """Pooled high rows, one per full-resolution cell (``pool_patches`` on rows)."""
@@ -236,7 +256,13 @@ def im2col_conv(table: torch.Tensor, taps: torch.Tensor, conv: nn.Conv2d,
     elements; neighbours outside the map read the table's zero row. ``out``: where to
     write (n x C_out), else a new tensor.
     """
-    weight, bias = fold(conv, bn, "im2col")
+    return im2col_rows(table, taps, *fold(conv, bn, "im2col"), out=out)
+
+
+def im2col_rows(table: torch.Tensor, taps: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``im2col_conv`` with its weight (9 C_in x C_out, ``fold``'s ``im2col`` layout) and
+    bias given."""
     n, c_in = len(taps), table.shape[1]
     out = table.new_empty(n, weight.shape[1]) if out is None else out
     step = max(1, gather_limit(table.device) // (9 * c_in))

@@ -35,7 +35,11 @@ the measured mIoU difference).
 How the sparse execution runs (batch ``B``; rows = positions, channels last; both
 paths' rows in one tensor, ``[high | low]``): batch norm is folded into every conv
 (``ablate.models.fused``); 1x1 convs are GEMMs on rows, ReLU and residual sums one op
-over all rows. Each 3x3 conv reads a table of rows in which a neighbour in the other
+over all rows. The paths share every weight and batch-norm affine (``check_tied``) and
+keep their own statistics, so each conv is one GEMM over both paths' rows with the high
+path's norm folded in, and the low rows are turned to their own norm in one pass after
+it (``fused.fold_pair``): half the GEMMs, and none of them on the low path's few rows
+alone. Each 3x3 conv reads a table of rows in which a neighbour in the other
 path's cells is that path's row (the blend above) and a neighbour outside the map the
 zero row (``ablate.models.rowsparse.SparseGrid``). layer3/layer4 and the head's 3x3
 convs run per path either as gathered tiles through the library's dense convolution
@@ -57,9 +61,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ablate.models.blocksparse import KERNELS, Conv3x3
-from ablate.models.fused import fold, fold_batch_norm, gemm, pointwise
+from ablate.models.fused import fold_batch_norm, fold_pair, gemm, pointwise
 from ablate.models.masking import gumbel_mask, pool_patches, tie_parameters, upsample_mask
-from ablate.models.rowsparse import CENTRE, SparseGrid, accumulate_taps
+from ablate.models.rowsparse import CENTRE, SparseGrid, accumulate_taps, im2col_rows
 
 # -- tied low-resolution head --------------------------------------------------------
 
@@ -142,97 +146,143 @@ def forward_mixed(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None =
 # -- sparse execution (evaluation) -----------------------------------------------------
 
 
-def _paths(grid: SparseGrid, hb: nn.Module, lb: nn.Module) -> tuple[tuple[nn.Module, slice], ...]:
-    """Each path's module and its rows: ``[high rows | low rows]`` throughout."""
-    n_a = grid.n_active
-    return (hb, slice(0, n_a)), (lb, slice(n_a, n_a + grid.n_low))
+def _pair(conv: nn.Conv2d, bn: nn.BatchNorm2d, twin: nn.BatchNorm2d, layout: str = "matrix"
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``fused.fold_pair``: the paths' norms share their affine (``check_tied``)."""
+    pair = fold_pair(conv, bn, twin, layout)
+    assert pair is not None, "the low path's batch norm does not share the high path's affine"
+    return pair
+
+
+def _correct(rows: torch.Tensor, n_high: int, ratio: torch.Tensor, shift: torch.Tensor
+             ) -> torch.Tensor:
+    """The low path's rows of a GEMM over both paths, from the high path's batch norm to
+    its own (``fused.fold_pair``): one pass over the low rows."""
+    rows[n_high:].mul_(ratio).add_(shift)
+    return rows
+
+
+def _pointwise_both(grid: SparseGrid, rows: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d,
+                    twin: nn.BatchNorm2d, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1 conv + batch norm of both paths on ``[high | low]`` rows, no ReLU: one GEMM."""
+    weight, bias, ratio, shift = _pair(conv, bn, twin)
+    return _correct(gemm(rows, weight, bias, out=out), grid.n_active, ratio, shift)
+
+
+def _conv3x3_both(grid: SparseGrid, convs: dict[str, Conv3x3], table: torch.Tensor,
+                  high: tuple[nn.Conv2d, nn.BatchNorm2d], low: tuple[nn.Conv2d, nn.BatchNorm2d]
+                  ) -> torch.Tensor:
+    """A 3x3 conv + batch norm of both paths (no ReLU) into new ``[high | low]`` rows: one
+    im2col GEMM over both paths' taps where both run on rows, else each path's kernel
+    (``Conv3x3``: gathered tiles for one of them)."""
+    (hc, hn), (lc, ln) = high, low
+    if convs["high"].kind == convs["low"].kind == "rows":
+        weight, bias, ratio, shift = _pair(hc, hn, ln, "im2col")
+        taps = grid.taps_both(hc.dilation[0], lc.dilation[0])
+        return _correct(im2col_rows(table, taps, weight, bias), grid.n_active, ratio, shift)
+    n_a, n = grid.n_active, grid.n_active + grid.n_low
+    mid = table.new_empty(n, hc.out_channels)
+    convs["high"](table, hc, hn, out=mid[:n_a])
+    convs["low"](table, lc, ln, out=mid[n_a:])
+    return mid
 
 
 def _bottleneck(grid: SparseGrid, convs: dict[str, Conv3x3], hb: nn.Module, lb: nn.Module,
                 rows: torch.Tensor) -> torch.Tensor:
     """One layer3/layer4 bottleneck of both paths on ``[high | low]`` rows (BN folded).
 
-    Both paths write into shared tensors, so each ReLU and sum is one op over all rows
-    (on a busy CPU every op waits for all of its threads: fewer, larger ops).
+    The paths share every weight and batch-norm affine (their statistics are their own),
+    so each conv is one GEMM over both paths' rows, the high path's norm folded in and the
+    low rows corrected after it (``fused.fold_pair``); each ReLU and sum is one op over
+    all rows (fewer, larger ops: on a busy CPU every op waits for all of its threads, on
+    a GPU each is a launch).
     """
-    n, n_l, width = len(rows), grid.n_low, hb.conv1.out_channels
-    paths = _paths(grid, hb, lb)
+    n, width = len(rows), hb.conv1.out_channels
     table = rows.new_empty(grid.n_rows, width)  # [high | low | pooled | zero], as conv2 reads
-    for block, part in paths:
-        pointwise(rows[part], block.conv1, block.bn1, relu=False, out=table[part])
+    _pointwise_both(grid, rows, hb.conv1, hb.bn1, lb.bn1, out=table[:n])
     table[:n].relu_()
     table[-1] = 0
-    if grid.pooled and n_l:
+    if grid.pooled and grid.n_low:
         table[n:-1] = grid.pool(table[:grid.n_active])
-    mid = rows.new_empty(n, width)
-    for (block, part), path in zip(paths, ("high", "low")):
-        convs[path](table, block.conv2, block.bn2, out=mid[part])
-    mid.relu_()
+    mid = _conv3x3_both(grid, convs, table, (hb.conv2, hb.bn2), (lb.conv2, lb.bn2)).relu_()
     if hb.downsample is not None:
-        out = rows.new_empty(n, hb.conv3.out_channels)
-        for block, part in paths:
-            pointwise(rows[part], block.downsample[0], block.downsample[1], relu=False,
-                      out=out[part])
+        out = _pointwise_both(grid, rows, hb.downsample[0], hb.downsample[1], lb.downsample[1])
     else:  # the identity shortcut: the block's input rows, dead after it
         out = rows
-    for block, part in paths:
-        out[part].add_(gemm(mid[part], *fold(block.conv3, block.bn3)))
+    out += _pointwise_both(grid, mid, hb.conv3, hb.bn3, lb.bn3)
     return out.relu_()
 
 
-def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, path: str,
-          rows: torch.Tensor, mean: torch.Tensor, out: torch.Tensor) -> None:
-    """torchvision's ASPP of one path on rows, its projection (before ReLU) into ``out``.
+def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, low_aspp: nn.Module,
+          rows: torch.Tensor, means: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """torchvision's ASPP of both paths on ``[high | low]`` rows: its projection, before
+    ReLU.
 
-    Each branch accumulates in its own contiguous rows (a scatter into a column slice is
-    ten times slower). The 1x1 branch and the dilated branches' centre taps read each
-    output's own row: no gather. The other taps run one GEMM each over the outputs whose
-    neighbour is inside the map, added in one scatter (``accumulate_taps``). The pooling
-    branch is constant per image, so its share of the projection is one row per image.
+    Each branch is one GEMM per tap over both paths' rows (the high path's norm folded,
+    the low rows corrected after the branch's sum) and accumulates in its own contiguous
+    rows (a scatter into a column slice is ten times slower). The 1x1 branch and the
+    dilated branches' centre taps read each output's own row: no gather. The other taps
+    run one GEMM each over the outputs whose neighbour is inside the map (both paths'
+    pairs, ``SparseGrid.tap_pairs_both``), added in one scatter (``accumulate_taps``).
+    The pooling branch is constant per image and path, so its share of the projection is
+    one row per image and path.
     """
-    branches = aspp.convs
-    weight0, bias0 = fold(branches[0][0], branches[0][1])
-    dilated = [fold(b[0], b[1], "taps") for b in branches[1:-1]]
-    width = weight0.shape[1]
+    n_a = grid.n_active
+    branches, low_branches = aspp.convs, low_aspp.convs
+    dilated = list(zip(branches[1:-1], low_branches[1:-1]))
+    width = branches[0][0].out_channels
     acc = rows.new_empty(len(dilated) + 1, len(rows), width)
-    gemm(rows, weight0, bias0, out=acc[0])
-    for j, (branch, (weight, bias)) in enumerate(zip(branches[1:-1], dilated), start=1):
+    _pointwise_both(grid, rows, branches[0][0], branches[0][1], low_branches[0][1], out=acc[0])
+    for j, (branch, low) in enumerate(dilated, start=1):
+        weight, bias, ratio, shift = _pair(branch[0], branch[1], low[1], "taps")
         gemm(rows, weight[CENTRE], bias, out=acc[j])
-        accumulate_taps(acc[j], table, grid.tap_pairs(path, branch[0].dilation[0]), weight)
+        pairs = grid.tap_pairs_both(branch[0].dilation[0], low[0].dilation[0])
+        _correct(accumulate_taps(acc[j], table, pairs, weight), n_a, ratio, shift)
     acc.relu_()
-    pooling = branches[-1]  # AdaptiveAvgPool2d, 1x1 conv, BN, ReLU
-    pooled = pointwise(mean, pooling[1], pooling[2])
-    project, project_b = fold(aspp.project[0], aspp.project[1])
-    batch = grid.batch_high if path == "high" else grid.batch_low
-    pooled = torch.addmm(project_b, pooled, project[len(acc) * width:])  # per image
-    gemm(acc[0], project[:width], out=out)
-    out += pooled[batch]
+    # the pooling branch (AdaptiveAvgPool2d, 1x1 conv, BN, ReLU) per image and path
+    pooling, low_pooling = branches[-1], low_branches[-1]
+    pooled = torch.cat([pointwise(means[0], pooling[1], pooling[2]),
+                        pointwise(means[1], low_pooling[1], low_pooling[2])])
+    project, project_b, ratio, shift = _pair(aspp.project[0], aspp.project[1],
+                                             low_aspp.project[1])
+    pooled = pooled @ project[len(acc) * width:]  # 2B rows: the high path's, the low's
+    out = gemm(acc[0], project[:width], project_b)
+    out += pooled[grid.batch_both]
     for j in range(1, len(acc)):
         out += gemm(acc[j], project[j * width:(j + 1) * width])
+    return _correct(out, n_a, ratio, shift)
 
 
 def _head(grid: SparseGrid, convs: dict[str, Conv3x3], head: nn.Module, low_head: nn.Module,
           rows: torch.Tensor) -> torch.Tensor:
     """The ASPP head of both paths: ``[high | low]`` rows of logits."""
     n, n_a = len(rows), grid.n_active
-    paths = _paths(grid, head, low_head)
     table = grid.table(rows[:n_a], rows[n_a:])
     means = grid.means(rows[:n_a], rows[n_a:])  # the ASPP's global pooling, per path
     projected = rows.new_empty(grid.n_rows, head.aspp.project[0].out_channels)
-    for (module, part), path, mean in zip(paths, ("high", "low"), means):
-        _aspp(grid, table, module.aspp, path, rows[part], mean, projected[part])
+    projected[:n] = _aspp(grid, table, head.aspp, low_head.aspp, rows, means)
     projected[:n].relu_()
     projected[-1] = 0
     if grid.pooled and grid.n_low:
         projected[n:-1] = grid.pool(projected[:n_a])
-    mid = rows.new_empty(n, head.conv[0].out_channels)
-    for (module, part), path in zip(paths, ("high", "low")):
-        convs[path](projected, module.conv[0], module.conv[1], out=mid[part])
-    mid.relu_()
-    logits = rows.new_empty(n, head.classifier.out_channels)
-    for module, part in paths:
-        pointwise(mid[part], module.classifier, relu=False, out=logits[part])
-    return logits
+    mid = _conv3x3_both(grid, convs, projected, (head.conv[0], head.conv[1]),
+                        (low_head.conv[0], low_head.conv[1])).relu_()
+    return pointwise(mid, head.classifier, relu=False)  # tied weight and bias, no norm
+
+
+def check_tied(model: nn.Module, low_head: nn.Module) -> None:
+    """Refuse a model whose low path does not share the high path's parameters (every
+    weight and batch-norm affine; the statistics are each path's own), which the sparse
+    kernels rely on to run both paths in one GEMM. ``SelectiveDeepLabV3`` and
+    ``low_head_copy`` tie them (``masking.tie_parameters``)."""
+    bb = model.backbone
+    for high, low in ((bb.layer3, bb.low_layer3), (bb.layer4, bb.low_layer4),
+                      (model.head, low_head)):
+        for (name, a), (_, b) in zip(high.named_parameters(remove_duplicate=False),
+                                     low.named_parameters(remove_duplicate=False)):
+            if a is not b:
+                raise ValueError(f"sparse execution needs the low path's {name} to be the "
+                                 "high path's parameter (tied), as SelectiveDeepLabV3 makes it")
 
 
 # model -> (its tensors' versions, folded copy, folded low head): SparseSelective.plain
@@ -268,6 +318,7 @@ class SparseSelective:
         self.low_head = getattr(model, "low_head", None)
         if self.low_head is None:  # not the model's submodule: its eval() does not reach it
             self.low_head = low_head_copy(model.head, model.selective.patch).eval()
+        check_tied(model, self.low_head)
         self.chosen: dict[str, str] = {}
 
     def plain(self) -> tuple[nn.Module, nn.Module]:

@@ -159,6 +159,32 @@ def test_folded_batch_norm_equals_conv_then_bn(layout, monkeypatch):
     assert torch.allclose(F.conv2d(x, w, bias, padding=1), ref, atol=1e-5)
 
 
+def test_fold_pair_turns_one_norm_into_its_twin_a_zero_gamma_included():
+    """One GEMM with ``bn`` folded, then ``ratio * y + shift``, is conv + ``twin``: tied
+    affine (as the selective model's paths share it), own statistics; a zero gamma needs
+    no special case (no division by it); norms that do not share their affine get None."""
+    conv = nn.Conv2d(3, 4, 1).eval()
+    bn, twin = nn.BatchNorm2d(4).eval(), nn.BatchNorm2d(4).eval()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.5, 0.0, -1.0, 2.0]))
+        bn.bias.copy_(torch.tensor([0.1, 0.7, -0.3, 0.0]))
+    twin.weight, twin.bias = bn.weight, bn.bias  # tied, as masking.tie_parameters does
+    bn.running_mean.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+    bn.running_var.copy_(torch.tensor([0.5, 2.0, 1.0, 0.25]))
+    twin.running_mean.copy_(torch.tensor([-0.4, 0.2, 0.0, 0.5]))
+    twin.running_var.copy_(torch.tensor([2.0, 0.1, 4.0, 1.0]))
+    rows = torch.randn(6, 3)
+    weight, bias, ratio, shift = fused.fold_pair(conv, bn, twin)
+    y = torch.addmm(bias, rows, weight)
+    x = rows[:, :, None, None]
+    assert torch.allclose(y, bn(conv(x))[:, :, 0, 0], atol=1e-5)
+    assert torch.allclose(ratio * y + shift, twin(conv(x))[:, :, 0, 0], atol=1e-5)
+    # gamma 0: the twin's output is its beta, up to rounding
+    assert torch.allclose((ratio * y + shift)[:, 1], torch.full((6,), 0.7), rtol=0, atol=1e-6)
+    other = nn.BatchNorm2d(4).eval()  # its own affine
+    assert fused.fold_pair(conv, bn, other) is None
+
+
 def test_fold_follows_new_running_statistics():
     conv, bn = _conv(3, 4, 1), nn.BatchNorm2d(4).eval()
     first = fold(conv, bn, "conv")[1].clone()

@@ -29,10 +29,13 @@ def _model(pooling: str = "fixed", execution: str = "sparse", seed: int = 0,
         "selective": {"enabled": True, "pooling": pooling, "execution": execution}})
     model = build_selective_deeplabv3(spec, CLASSES)
     g = torch.Generator().manual_seed(seed)
-    for m in model.modules():  # non-trivial statistics, different per path
-        if isinstance(m, torch.nn.BatchNorm2d):
+    for m in model.modules():  # non-trivial statistics, different per path, and affines
+        if isinstance(m, torch.nn.BatchNorm2d):  # (shared by the paths' tied norms)
             m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
             m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
     return model.eval()
 
 
@@ -181,6 +184,16 @@ def test_dense_execution_checkpoint_fills_the_low_head():
     # made from a model in training mode (as a trial's latency timing does), the copy
     # evaluates: at batch 1 the ASPP's pooled 1x1 map has no training statistics
     assert not SparseSelective(dense.train()).low_head.training
+
+
+def test_a_low_path_with_its_own_weights_is_refused():
+    """Both paths run in one GEMM per conv, so their parameters must be one (tied)."""
+    model = _model()
+    SparseSelective(model)  # as built: tied
+    conv2 = model.backbone.low_layer4[1].conv2
+    conv2.weight = torch.nn.Parameter(conv2.weight.detach().clone())
+    with pytest.raises(ValueError, match=r"low path's 1\.conv2\.weight to be the high path's"):
+        SparseSelective(model)
 
 
 def test_grid_rows_on_a_hand_made_mask():
