@@ -43,8 +43,9 @@ alone. Each 3x3 conv reads a table of rows in which a neighbour in the other
 path's cells is that path's row (the blend above) and a neighbour outside the map the
 zero row (``ablate.models.rowsparse.SparseGrid``). layer3/layer4 and the head's 3x3
 convs run per path either as gathered tiles through the library's dense convolution
-(``ablate.models.blocksparse``, after SBNet) or as a gather + GEMM per row, chosen per
-mask and path by the device's measured crossover. The ASPP's dilated 2048 -> 256 convs
+(``ablate.models.blocksparse``, after SBNet) or as a gather + GEMM per row (one GEMM for
+both paths' rows where both take rows), chosen per mask and path by the device's
+measured crossover. The ASPP's dilated 2048 -> 256 convs
 run one GEMM per tap over the outputs whose neighbour is inside the map: their rates
 reach across most of a stride-8 map, so a tile's halo would be most of the map, and
 taps outside it are skipped as the dense convolution skips them. Compute is linear in
