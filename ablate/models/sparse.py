@@ -149,9 +149,12 @@ def forward_mixed(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None =
 
 def _pair(conv: nn.Conv2d, bn: nn.BatchNorm2d, twin: nn.BatchNorm2d, layout: str = "matrix"
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``fused.fold_pair``: the paths' norms share their affine (``check_tied``)."""
+    """``fused.fold_pair``: the paths' norms share their affine (``check_tied``; a
+    parameter replaced after the executor was made is refused here)."""
     pair = fold_pair(conv, bn, twin, layout)
-    assert pair is not None, "the low path's batch norm does not share the high path's affine"
+    if pair is None:
+        raise ValueError("sparse execution needs the low path's batch norm to share the high "
+                         "path's weight and bias (tied), as SelectiveDeepLabV3 makes it")
     return pair
 
 

@@ -189,10 +189,15 @@ def test_dense_execution_checkpoint_fills_the_low_head():
 def test_a_low_path_with_its_own_weights_is_refused():
     """Both paths run in one GEMM per conv, so their parameters must be one (tied)."""
     model = _model()
-    SparseSelective(model)  # as built: tied
+    run = SparseSelective(model)  # as built: tied
+    bn = model.backbone.low_layer3[0].bn1  # untied after the executor was made: refused
+    bn.weight = torch.nn.Parameter(bn.weight.detach().clone())
+    mask = forced_mask(GRID, 0.5, "blobs")
+    with pytest.raises(ValueError, match="low path's batch norm to share the high path's"):
+        run(torch.randn(1, 3, *SIZE), mask)
     conv2 = model.backbone.low_layer4[1].conv2
     conv2.weight = torch.nn.Parameter(conv2.weight.detach().clone())
-    with pytest.raises(ValueError, match=r"low path's 1\.conv2\.weight to be the high path's"):
+    with pytest.raises(ValueError, match=r"low path's 0\.bn1\.weight to be the high path's"):
         SparseSelective(model)
 
 
