@@ -120,9 +120,9 @@ class SparseGrid:
         self.batch_both = torch.cat([self.batch_high, self.batch_low + B])  # [high | low]
         ly, lx = (self.low % (Hc * Wc)) // Wc, self.low % Wc
         self.low_pixels = ((H - ly * d).clamp(max=d) * (W - lx * d).clamp(max=d)).float()
-        self._taps: dict[tuple[str, int], torch.Tensor] = {}
+        self._taps: dict[tuple, torch.Tensor] = {}  # (path, k) or ("both", k_high, k_low)
         self._position_cache: dict[str, tuple] = {}
-        self._pairs: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
+        self._pairs: dict[tuple, tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
 
     def count(self, path: str) -> int:
         """Rows the path computes: active pixels (``high``) or down-sampled cells (``low``)."""
@@ -161,7 +161,7 @@ class SparseGrid:
     def taps_both(self, k_high: int, k_low: int) -> torch.Tensor:
         """``taps`` of the high path at dilation ``k_high`` over the low path's at ``k_low``:
         the (n_active + n_low) x 9 rows that one conv of both paths reads, in row order."""
-        key = ("both", k_high * 65536 + k_low)
+        key = ("both", k_high, k_low)
         if key not in self._taps:
             self._taps[key] = torch.cat([self.taps("high", k_high), self.taps("low", k_low)])
         return self._taps[key]
@@ -178,28 +178,22 @@ class SparseGrid:
             self._position_cache[path] = (rows, (idx - yx) // w, yx // w, yx % w, (h, w))
         return self._position_cache[path]
 
-    def tap_pairs(self, path: str, k: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """``(outputs, rows, bounds)``: every (output, table row) pair of a non-centre tap whose
-        neighbour is inside the map, tap after tap; tap ``TAPS[t]``'s pairs are
-        ``bounds[t]:bounds[t + 1]`` (the centre tap's range is empty).
+    def tap_pairs(self, k_high: int, k_low: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """``pairs`` of one conv of both paths (``taps_both``): outputs are rows of
+        ``[high | low]``."""
+        key = ("both", k_high, k_low)
+        if key not in self._pairs:
+            self._pairs[key] = self.pairs(self.taps_both(k_high, k_low))
+        return self._pairs[key]
+
+    def pairs(self, taps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """``(outputs, rows, bounds)``: every (output, table row) pair of a non-centre tap of
+        ``taps`` (n x 9, ``taps``/``taps_both``) whose neighbour is inside the map, tap after
+        tap; tap ``TAPS[t]``'s pairs are ``bounds[t]:bounds[t + 1]`` (the centre tap's range
+        is empty).
 
         One ``nonzero`` over all taps and one read of the counts: two host syncs on CUDA
         whatever the number of taps."""
-        key = (path, k)
-        if key not in self._pairs:
-            self._pairs[key] = self._pairs_of(self.taps(path, k))
-        return self._pairs[key]
-
-    def tap_pairs_both(self, k_high: int, k_low: int
-                       ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """``tap_pairs`` of one conv of both paths (``taps_both``): outputs are rows of
-        ``[high | low]``."""
-        key = ("both", k_high * 65536 + k_low)
-        if key not in self._pairs:
-            self._pairs[key] = self._pairs_of(self.taps_both(k_high, k_low))
-        return self._pairs[key]
-
-    def _pairs_of(self, taps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         inside = taps != self.zero
         inside[:, CENTRE] = False
         tap, outputs = inside.t().nonzero(as_tuple=True)               # tap-major
@@ -280,7 +274,7 @@ def accumulate_taps(out: torch.Tensor, table: torch.Tensor,
     whose neighbour is inside the map, their partial sums scattered into ``out``.
 
     ``weight`` is 9 x C_in x C_out (``fold(..., "taps")``), ``pairs`` the grid's
-    ``tap_pairs``. The caller adds the centre tap (it reads each output's own row, no
+    ``pairs``. The caller adds the centre tap (it reads each output's own row, no
     gather). Each tap's pairs go in equal chunks of at most ``gather_limit`` gathered
     elements: one gather into the scratch buffer, one GEMM, one scatter per chunk.
     """

@@ -227,7 +227,7 @@ def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, low_aspp: nn.M
     rows (a scatter into a column slice is ten times slower). The 1x1 branch and the
     dilated branches' centre taps read each output's own row: no gather. The other taps
     run one GEMM each over the outputs whose neighbour is inside the map (both paths'
-    pairs, ``SparseGrid.tap_pairs_both``), added in one scatter (``accumulate_taps``).
+    pairs, ``SparseGrid.tap_pairs``), added in one scatter (``accumulate_taps``).
     The pooling branch is constant per image and path, so its share of the projection is
     one row per image and path.
     """
@@ -240,7 +240,7 @@ def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, low_aspp: nn.M
     for j, (branch, low) in enumerate(dilated, start=1):
         weight, bias, ratio, shift = _pair(branch[0], branch[1], low[1], "taps")
         gemm(rows, weight[CENTRE], bias, out=acc[j])
-        pairs = grid.tap_pairs_both(branch[0].dilation[0], low[0].dilation[0])
+        pairs = grid.tap_pairs(branch[0].dilation[0], low[0].dilation[0])
         _correct(accumulate_taps(acc[j], table, pairs, weight), n_a, ratio, shift)
     acc.relu_()
     # the pooling branch (AdaptiveAvgPool2d, 1x1 conv, BN, ReLU) per image and path

@@ -108,12 +108,12 @@ def test_im2col_and_tap_kernels_equal_the_dense_conv(path, limit, monkeypatch):
     rows = im2col_conv(table, grid.taps(path, 2), conv, None)
     assert (rows - ref).abs().max() <= 1e-5 * ref.abs().max()
     weight, bias = fold(conv, None, "taps")
-    outputs, _, bounds = grid.tap_pairs(path, 2)
+    outputs, _, bounds = grid.pairs(grid.taps(path, 2))
     assert bounds[4] == bounds[5]  # no pair for the centre tap: the caller adds it
     assert 0 < len(outputs) < 8 * grid.count(path)  # some neighbours are outside the map
     centre = table[grid.taps(path, 2)[:, 4]]
     out = torch.addmm(bias, centre, weight[4])
-    accumulate_taps(out, table, grid.tap_pairs(path, 2), weight)
+    accumulate_taps(out, table, grid.pairs(grid.taps(path, 2)), weight)
     assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
     tiles = tile_conv(TilePlan(grid, path, 4), table, conv, None)
     assert (tiles - ref).abs().max() <= 1e-5 * ref.abs().max()

@@ -116,8 +116,8 @@ def test_aspp_taps_partly_outside_the_map(kernels):
     x = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(5))
     mask = forced_mask(GRID, 0.5, "blobs", seed=6, batch=2)
     grid = SparseGrid(mask[:, 0] > 0.5, (9, 7), 2, "avg")
-    assert 0 < len(grid.tap_pairs("high", 5)[0]) < 8 * grid.n_active
-    assert 0 < len(grid.tap_pairs("low", 2)[0]) < 8 * grid.n_low
+    assert 0 < len(grid.pairs(grid.taps("high", 5))[0]) < 8 * grid.n_active
+    assert 0 < len(grid.pairs(grid.taps("low", 2))[0]) < 8 * grid.n_low
     with torch.no_grad():
         dense = forward_mixed(model, x, mask)["out"]
     sparse = SparseSelective(model, kernels=kernels)(x, mask)["out"]
@@ -217,7 +217,7 @@ def test_grid_rows_on_a_hand_made_mask():
 @pytest.mark.parametrize("seed", range(4))
 def test_tap_tables_read_each_neighbours_row_or_the_zero_row(seed):
     """``taps`` (all nine taps in one pass) against a loop over outputs and taps, and
-    ``tap_pairs`` against ``taps``: every non-centre tap inside the map, tap after tap."""
+    ``pairs`` against ``taps``: every non-centre tap inside the map, tap after tap."""
     g = torch.Generator().manual_seed(seed)
     down = torch.rand(2, 4, 3, generator=g) < 0.5
     grid = SparseGrid(down, (7, 6), 2, ("fixed", "avg")[seed % 2])
@@ -230,7 +230,7 @@ def test_tap_tables_read_each_neighbours_row_or_the_zero_row(seed):
                     for b, y, x in own.nonzero().tolist()]  # raster order = row order
         taps = grid.taps(path, k)
         assert taps.tolist() == expected
-        outputs, rows, bounds = grid.tap_pairs(path, k)
+        outputs, rows, bounds = grid.pairs(taps)
         pairs = [(t, i, r) for t in range(9) if t != 4
                  for i, r in enumerate(taps[:, t].tolist()) if r != grid.zero]
         assert list(zip(bounds, bounds[1:])) == [
