@@ -42,6 +42,29 @@ def _versions(tensors: tuple[torch.Tensor | None, ...]) -> tuple:
     return tuple((id(t), t._version) for t in tensors if t is not None)
 
 
+def _cached(conv: nn.Conv2d, slot: object, tensors: tuple, make: Callable[[], tuple]) -> tuple:
+    """``make()``, kept on ``conv`` under ``slot`` until one of ``tensors`` changes."""
+    key = _versions(tensors)
+    cache = conv.__dict__.setdefault("_ablate_folded", {})
+    hit = cache.get(slot)
+    if hit is None or hit[0] != key:
+        with torch.no_grad():
+            hit = cache[slot] = (key, make())
+    return hit[1]
+
+
+def _statistics(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, ...]:
+    return bn.weight, bn.bias, bn.running_mean, bn.running_var
+
+
+def _folded_bias(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``bn``'s per-channel scale and the bias of ``conv`` followed by ``bn``."""
+    weight = conv.weight.detach()
+    bias = conv.bias.detach() if conv.bias is not None else weight.new_zeros(weight.shape[0])
+    scale = bn.weight.detach() * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, (bias - bn.running_mean) * scale + bn.bias.detach()
+
+
 def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, layout: str = "matrix"
          ) -> tuple[torch.Tensor, torch.Tensor]:
     """``conv`` followed by ``bn`` (evaluation statistics) as one ``(weight, bias)``.
@@ -56,23 +79,18 @@ def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, layout: str = "matri
         raise ValueError(f"unknown layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
     if layout == "matrix" and conv.kernel_size != (1, 1):
         raise ValueError(f"layout {layout!r} is a 1x1 conv's, got kernel {conv.kernel_size}")
-    stats = () if bn is None else (bn.weight, bn.bias, bn.running_mean, bn.running_var)
-    key = _versions((conv.weight, conv.bias, *stats))
-    cache = conv.__dict__.setdefault("_ablate_folded", {})
-    hit = cache.get(layout)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    with torch.no_grad():
+
+    def make() -> tuple[torch.Tensor, torch.Tensor]:
         weight = conv.weight.detach()
-        bias = (conv.bias.detach() if conv.bias is not None
-                else weight.new_zeros(weight.shape[0]))
-        if bn is not None:
-            scale = bn.weight.detach() * torch.rsqrt(bn.running_var + bn.eps)
+        if bn is None:
+            bias = conv.bias.detach() if conv.bias is not None else weight.new_zeros(len(weight))
+        else:
+            scale, bias = _folded_bias(conv, bn)
             weight = weight * scale[:, None, None, None]
-            bias = (bias - bn.running_mean) * scale + bn.bias.detach()
-        weight = _arrange(weight, layout)
-    cache[layout] = (key, (weight, bias.contiguous()))
-    return weight, bias
+        return _arrange(weight, layout), bias.contiguous()
+
+    stats = () if bn is None else _statistics(bn)
+    return _cached(conv, layout, (conv.weight, conv.bias, *stats), make)
 
 
 def fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d, twin: nn.BatchNorm2d, layout: str = "matrix"
@@ -88,20 +106,14 @@ def fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d, twin: nn.BatchNorm2d, layout:
     """
     if bn.weight is not twin.weight or bn.bias is not twin.bias or bn.eps != twin.eps:
         return None
-    key = _versions((conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
-                     bn.running_var, twin.running_mean, twin.running_var))
-    cache = conv.__dict__.setdefault("_ablate_folded_pair", {})
-    hit = cache.get((id(bn), id(twin), layout))
-    if hit is not None and hit[0] == key:
-        return hit[1]
     weight, bias = fold(conv, bn, layout)
-    with torch.no_grad():
+
+    def make() -> tuple[torch.Tensor, torch.Tensor]:
         ratio = torch.sqrt((bn.running_var + bn.eps) / (twin.running_var + twin.eps))
-        conv_bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(ratio)
-        scale = bn.weight.detach() * torch.rsqrt(twin.running_var + twin.eps)
-        twin_bias = (conv_bias - twin.running_mean) * scale + bn.bias.detach()
-        shift = twin_bias - ratio * bias
-    cache[(id(bn), id(twin), layout)] = (key, (weight, bias, ratio, shift))
+        return ratio, _folded_bias(conv, twin)[1] - ratio * bias
+
+    ratio, shift = _cached(conv, ("pair", id(bn), id(twin), layout),
+                           (conv.weight, conv.bias, *_statistics(bn), *_statistics(twin)), make)
     return weight, bias, ratio, shift
 
 
