@@ -218,9 +218,10 @@ def _bottleneck(grid: SparseGrid, convs: dict[str, Conv3x3], hb: nn.Module, lb: 
 
 
 def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, low_aspp: nn.Module,
-          rows: torch.Tensor, means: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+          rows: torch.Tensor, means: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor
+          ) -> torch.Tensor:
     """torchvision's ASPP of both paths on ``[high | low]`` rows: its projection, before
-    ReLU.
+    ReLU, into ``out``.
 
     Each branch is one GEMM per tap over both paths' rows (the high path's norm folded,
     the low rows corrected after the branch's sum) and accumulates in its own contiguous
@@ -250,7 +251,7 @@ def _aspp(grid: SparseGrid, table: torch.Tensor, aspp: nn.Module, low_aspp: nn.M
     project, project_b, ratio, shift = _pair(aspp.project[0], aspp.project[1],
                                              low_aspp.project[1])
     pooled = pooled @ project[len(acc) * width:]  # 2B rows: the high path's, the low's
-    out = gemm(acc[0], project[:width], project_b)
+    gemm(acc[0], project[:width], project_b, out=out)
     out += pooled[grid.batch_both]
     for j in range(1, len(acc)):
         out += gemm(acc[j], project[j * width:(j + 1) * width])
@@ -264,8 +265,7 @@ def _head(grid: SparseGrid, convs: dict[str, Conv3x3], head: nn.Module, low_head
     table = grid.table(rows[:n_a], rows[n_a:])
     means = grid.means(rows[:n_a], rows[n_a:])  # the ASPP's global pooling, per path
     projected = rows.new_empty(grid.n_rows, head.aspp.project[0].out_channels)
-    projected[:n] = _aspp(grid, table, head.aspp, low_head.aspp, rows, means)
-    projected[:n].relu_()
+    _aspp(grid, table, head.aspp, low_head.aspp, rows, means, out=projected[:n]).relu_()
     projected[-1] = 0
     if grid.pooled and grid.n_low:
         projected[n:-1] = grid.pool(projected[:n_a])
