@@ -17,9 +17,10 @@
 #   throughput  trainer, pipeline and sharing
 #
 # Tables go to stdout and, with JSON where the bench writes it, to $OUT (the device tool's
-# folder that comes back), else results/gpu/. BUDGET_S (default 570) bounds the whole run:
-# each part gets at most what is left, and a part that needs more than is left is skipped,
-# its name printed for the next call, rather than started and killed half-way.
+# folder that comes back), else results/gpu/. BUDGET_S (whole seconds; unset or empty: 570)
+# bounds the whole run: each part gets at most what is left, and a part that needs more
+# than is left is skipped, its name printed for the next call, rather than started and
+# killed half-way.
 # Where python3 lacks ablate's dependencies and .whl/ is here, the wheels are installed into
 # /tmp/site first (no index needed). .venv/bin/python is used when this checkout has one.
 set -uo pipefail
@@ -41,10 +42,14 @@ for part in "${@:-sparse throughput}"; do
         esac
     done
 done
+BUDGET=${BUDGET_S:-570}
+if ! [[ $BUDGET =~ ^[0-9]{1,6}$ ]]; then
+    echo "gpu_figures: BUDGET_S must be whole seconds (0 to 999999), got '$BUDGET'" >&2
+    exit 2
+fi
 DIR=${OUT:-results/gpu}
 mkdir -p "$DIR"
 START=$(date +%s)
-BUDGET=${BUDGET_S:-570}
 PY=python3
 [ -x .venv/bin/python ] && PY=.venv/bin/python
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -2,7 +2,7 @@
 # Wheels of ablate's dependencies that a GPU machine without a package index lacks, for
 # bench/gpu_figures.sh. Run where pip reaches PyPI, in the repository root:
 #
-#     bash bench/gpu_wheels.sh            # -> .whl/ (git-ignored), about 15 MiB
+#     bash bench/gpu_wheels.sh            # -> .whl/ (git-ignored), about 8 MiB
 #
 # The GPU machines lent to this project run an image whose python3 (3.12) already holds
 # torch, torchvision, click, pandas, numpy, scipy, rich, matplotlib, pillow, pyyaml, tqdm,

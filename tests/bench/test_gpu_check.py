@@ -104,6 +104,17 @@ def test_gpu_figures_refuses_an_unknown_part_before_running_anything(tmp_path):
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("budget", ["abc", "inf", "-5", "1e9", "9999999", " 60"])
+def test_gpu_figures_refuses_a_budget_that_is_not_whole_seconds(budget, tmp_path):
+    proc = subprocess.run(["bash", str(FIGURES)], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out"),
+                               "BUDGET_S": budget})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"gpu_figures: BUDGET_S must be whole seconds (0 to "
+                                   f"999999), got '{budget}'")
+    assert proc.stdout == "" and not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_gpu_figures_skips_the_parts_its_budget_cannot_hold(tmp_path):
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OUT": str(tmp_path),
