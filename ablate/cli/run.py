@@ -20,6 +20,7 @@ from ablate.cli.options import (
 from ablate.cli.until_decided import check_until_decided, until_decided_options
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS
 from ablate.errors import UserInputError
+from ablate.trials.lifecycle import DEFAULT_KEEP, KEEP_CHOICES
 
 SLURM_FLAGS = ("partition", "gpus_per_trial", "cpus_per_trial", "mem", "time", "array_parallelism")
 
@@ -160,6 +161,10 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int 
                    "MLflow ($MLFLOW_TRACKING_URI) or Weights & Biases (a run per trial, "
                    "offline in its run folder without a key or server); repeatable. Off by "
                    "default.")
+@click.option("--keep", default=DEFAULT_KEEP, show_default=True, type=click.Choice(KEEP_CHOICES),
+              help="What a done trial's run folder keeps of its checkpoint: the model's "
+                   "weights alone (weights.pt: spec, state dict, step), the whole resumable "
+                   "checkpoint (optimiser, scaler and random states too), or nothing.")
 @slurm_options
 @max_trials_option
 @until_decided_options
@@ -171,7 +176,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         until_decided: bool, max_seeds: int, alpha: float, min_effect: float | None,
         spending: str, gpus: str | None = None, wait: bool = False,
         tracking: tuple[str, ...] = (), trials_per_gpu: int | None = None, budget=None,
-        **slurm_flags) -> None:
+        keep: str = DEFAULT_KEEP, **slurm_flags) -> None:
     """Run the trials of RECIPE that are not done, and record them in the database.
 
     Done trials are skipped; failed ones run again (--skip-failed keeps them); an
@@ -240,7 +245,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     runner = StudyRunner(store, runner_executor, RunOptions(
         runs_root=Path(runs_dir), skip_failed=skip_failed, force=force,
         lease_seconds=lease_seconds, wait=wait, tracking=tracking, resources=resources,
-        budget=budget), emit=view.show)
+        budget=budget, keep=keep), emit=view.show)
     try:
         with view:
             outcome = runner.execute(recipe_obj, trials, overrides, loop)

@@ -20,7 +20,7 @@ from ablate.dispatch.ranks import train_with_ranks
 from ablate.dispatch.sharing import environment_record
 from ablate.errors import UserInputError
 from ablate.track import TrackedTrial, open_trackers
-from ablate.trials.lifecycle import TrialResult, TrialStatus
+from ablate.trials.lifecycle import DEFAULT_KEEP, TrialResult, TrialStatus
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class TrialJob:
     # (axes, seed, variant, config name, per-sink options)
     tracking: tuple[str, ...] = ()
     track_info: dict[str, Any] | None = None
+    # what the run folder keeps of the checkpoint once the trial is done (KEEP_CHOICES)
+    keep: str = DEFAULT_KEEP
 
 
 def _now() -> str:
@@ -133,7 +135,20 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> T
                                                  "tracking": tracking})
     if _rank() == 0:  # under DistributedDataParallel every rank runs the trial; one writes
         result.write(job.run_dir)
+        if result.done:  # the result is on disk: the checkpoint's resume state is not needed
+            _keep_finished(job)
     return result
+
+
+def _keep_finished(job: TrialJob) -> None:
+    """Thin the done trial's checkpoint to ``job.keep``; a failure to do so (a full disk)
+    leaves the checkpoint as it was and the trial done."""
+    from ablate.train.checkpoint import keep_finished  # lazy: loads torch
+
+    try:
+        keep_finished(Path(job.run_dir), job.keep)
+    except (OSError, RuntimeError) as err:
+        print(f"ablate: trial {job.trial_id}: checkpoint kept whole ({err})", file=sys.stderr)
 
 
 def _trained_environment(spec, outcome: dict[str, Any]) -> dict[str, Any]:

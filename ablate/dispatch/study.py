@@ -60,6 +60,7 @@ from ablate.train.events import Claimed, Ended, JobCancelled, Submitted, TrialEv
 from ablate.trials.expand import Trial
 from ablate.trials.ids import spec_dict
 from ablate.trials.lifecycle import (
+    DEFAULT_KEEP,
     Held,
     Interrupted,
     JobDied,
@@ -91,6 +92,7 @@ class RunOptions:
     # time before it starts and records the estimate; a budget needs it
     resources: Resources | None = None
     budget: Budget | None = None  # ``--budget``: refuse the recipe's round, stop the loop
+    keep: str = DEFAULT_KEEP  # ``--keep``: what a done trial's run folder keeps (KEEP_CHOICES)
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,7 @@ class StudyRunner:
                         db=worker_url(self.store.url), lease_seconds=options.lease_seconds,
                         failed_before=started.isoformat(), tracking=tuple(options.tracking),
                         track_info=(_track_info(trial, self.tracking_options)
-                                    if options.tracking else None))
+                                    if options.tracking else None), keep=options.keep)
 
     def _run_jobs(self, study: str, jobs: list[TrialJob], summary: RunSummary,
                   started: datetime) -> None:
@@ -318,5 +320,5 @@ def _track_info(trial: Trial, options: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _remove_run_state(run_dir: Path) -> None:
-    for name in ("checkpoint.pt", "result.json"):
+    for name in ("checkpoint.pt", "weights.pt", "result.json"):
         (run_dir / name).unlink(missing_ok=True)

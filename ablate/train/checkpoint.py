@@ -12,7 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ablate.trials.lifecycle import KEEP_CHOICES
+
 CHECKPOINT_NAME = "checkpoint.pt"
+WEIGHTS_NAME = "weights.pt"
 
 
 def rng_state() -> dict[str, Any]:
@@ -47,6 +50,28 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
         return None
     # RNG states hold numpy arrays and Python tuples: trusted, written by us.
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def keep_finished(run_dir: Path, keep: str) -> None:
+    """What a finished trial keeps of ``run_dir``'s checkpoint, by ``keep``.
+
+    A done trial is never resumed, so its optimiser state, AMP scaler and random states
+    are dead weight (as large as the model again with SGD momentum, twice with AdamW).
+    ``weights`` writes ``{"spec", "model", "step"}`` (the trial's spec dict, the model's
+    state dict, the last step) to ``weights.pt``, atomically, before the checkpoint goes; ``none`` removes the checkpoint; ``checkpoint`` keeps it.
+    Called only once the trial's result file is written, so nothing finished is lost.
+    """
+    if keep not in KEEP_CHOICES:
+        raise ValueError(f"keep={keep!r}: allowed {', '.join(KEEP_CHOICES)}")
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if keep == "checkpoint" or not path.is_file():
+        return
+    if keep == "weights":
+        state = load_checkpoint(path)
+        save_checkpoint(path.with_name(WEIGHTS_NAME),
+                        {"spec": state.get("spec"), "model": state["model"],
+                         "step": state.get("step")})
+    path.unlink(missing_ok=True)
 
 
 def snapshot(obj: Any) -> Any:

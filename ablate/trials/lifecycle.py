@@ -124,6 +124,11 @@ def table_text() -> str:
 # -- the result a trial ends with ------------------------------------------------------
 
 RESULT_NAME = "result.json"
+# what a done trial's run folder keeps of its training checkpoint (``ablate run --keep``,
+# ``ablate.train.checkpoint.keep_finished``): the whole resumable checkpoint, the trained
+# model's weights alone (the default: a done trial is never resumed), or nothing
+KEEP_CHOICES = ("checkpoint", "weights", "none")
+DEFAULT_KEEP = "weights"
 RESULT_FORMAT = 1
 _REQUIRED = ("format", "study", "trial_id", "status")
 

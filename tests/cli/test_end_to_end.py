@@ -95,6 +95,9 @@ def test_interrupted_run_resumes_without_duplicates(study, monkeypatch):
     assert len(trials) == 2 and {t.status for t in trials} == {"done"}
     log = (runs / "tiny" / interrupted / "claims.log").read_text()
     assert "resumed from checkpoint" in log, log
+    for trial in trials:  # done: each run folder keeps its weights, not the resume state
+        assert sorted(p.name for p in (runs / "tiny" / trial.trial_id).glob("*.pt")) == \
+            ["weights.pt"]
 
 
 def test_failing_trial_is_recorded_and_the_run_goes_on(study, monkeypatch):

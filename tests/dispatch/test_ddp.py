@@ -101,4 +101,6 @@ def test_two_processes_train_one_trial_with_ddp(tmp_path):
     result = json.loads((Path(job.run_dir) / "result.json").read_text())
     assert result["status"] == "done" and result["final"]["steps"] == 4.0  # 2 epochs x 2 steps
     assert [e["step"] for e in result["epochs"]] == [2, 4]
-    assert (Path(job.run_dir) / "checkpoint.pt").is_file()
+    # done: the run folder keeps the weights alone (--keep weights, the default)
+    assert (Path(job.run_dir) / "weights.pt").is_file()
+    assert not (Path(job.run_dir) / "checkpoint.pt").exists()

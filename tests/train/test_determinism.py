@@ -29,7 +29,7 @@ def _train(recipe: Path, folder: Path):
     folder.mkdir()
     done = subprocess.run(
         [sys.executable, "-m", "ablate", "run", str(recipe), "--db", str(folder / "d.db"),
-         "--runs-dir", str(folder / "runs")],
+         "--runs-dir", str(folder / "runs"), "--keep", "checkpoint"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
         timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

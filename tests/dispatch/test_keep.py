@@ -1,0 +1,106 @@
+"""What a done trial's run folder keeps of its checkpoint (``ablate run --keep``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ablate.dispatch.entry import TrialJob, run_trial
+from ablate.train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME, keep_finished, save_checkpoint
+from ablate.train.events import Stepped
+from ablate.trials.lifecycle import DEFAULT_KEEP, KEEP_CHOICES
+
+SPEC = {
+    "model": {"backbone": "mobilenet_v3_small", "head": "lraspp"},
+    "data": {"name": "shapes", "classes": 3, "image_size": 32, "train_images": 8,
+             "val_images": 4, "workers": 0},
+    "train": {"optimizer": "adamw", "lr": 0.01, "epochs": 1, "batch_size": 4, "device": "cpu"},
+    "eval": {"latency": False},
+    "seed": 3,
+}
+
+
+def _checkpoint(path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    save_checkpoint(path / CHECKPOINT_NAME, {
+        "spec": {"seed": 1}, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "step": 7, "history": [], "rng": torch.get_rng_state()})
+    return model.state_dict()
+
+
+def test_weights_keeps_the_spec_model_and_step_and_drops_the_resume_state(tmp_path):
+    model = _checkpoint(tmp_path)
+    keep_finished(tmp_path, "weights")
+    assert not (tmp_path / CHECKPOINT_NAME).exists()
+    kept = torch.load(tmp_path / WEIGHTS_NAME, weights_only=True)
+    assert set(kept) == {"spec", "model", "step"}
+    assert kept["spec"] == {"seed": 1} and kept["step"] == 7
+    assert kept["model"].keys() == model.keys()
+    assert all(torch.equal(kept["model"][k], model[k]) for k in model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [WEIGHTS_NAME]  # no temporary left
+
+
+def test_checkpoint_keeps_it_whole_and_none_removes_it(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _checkpoint(tmp_path / "a")
+    before = (tmp_path / "a" / CHECKPOINT_NAME).read_bytes()
+    keep_finished(tmp_path / "a", "checkpoint")
+    assert (tmp_path / "a" / CHECKPOINT_NAME).read_bytes() == before
+    _checkpoint(tmp_path / "b")
+    keep_finished(tmp_path / "b", "none")
+    assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_no_checkpoint_is_left_alone_and_an_unknown_choice_is_refused(tmp_path):
+    keep_finished(tmp_path, "weights")  # a trial that wrote none (or thinned already)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="allowed checkpoint, weights, none"):
+        keep_finished(tmp_path, "all")
+    assert KEEP_CHOICES == ("checkpoint", "weights", "none") and DEFAULT_KEEP == "weights"
+
+
+@pytest.mark.slow
+def test_a_done_trial_keeps_the_weights_it_trained_and_a_failed_one_its_checkpoint(tmp_path):
+    whole = run_trial(TrialJob("k", "t1", "t1", SPEC, str(tmp_path / "whole"), keep="checkpoint"))
+    thin = run_trial(TrialJob("k", "t1", "t1", SPEC, str(tmp_path / "thin")))  # the default
+    gone = run_trial(TrialJob("k", "t1", "t1", SPEC, str(tmp_path / "gone"), keep="none"))
+    assert whole.done and thin.done and gone.done
+    assert thin.final["miou"] == whole.final["miou"] == gone.final["miou"]
+    checkpoint = torch.load(tmp_path / "whole" / CHECKPOINT_NAME, weights_only=False)
+    assert {"optimizer", "scaler", "rng"} <= set(checkpoint)
+    assert not (tmp_path / "thin" / CHECKPOINT_NAME).exists()
+    weights = torch.load(tmp_path / "thin" / WEIGHTS_NAME, weights_only=True)
+    assert weights["step"] == checkpoint["step"] == 2 and weights["spec"] == checkpoint["spec"]
+    assert weights["model"].keys() == checkpoint["model"].keys()
+    assert all(torch.equal(weights["model"][k], checkpoint["model"][k]) for k in weights["model"])
+    assert sorted(p.name for p in (tmp_path / "gone").glob("*.pt")) == []
+    assert (tmp_path / "thin" / "result.json").is_file()  # written before the checkpoint went
+
+
+    def fail_at_step_3(event):  # in the second epoch, after the first one's checkpoint
+        if isinstance(event, Stepped) and event.step == 3:
+            raise RuntimeError("diverged")
+
+    two_epochs = {**SPEC, "train": {**SPEC["train"], "epochs": 2, "log_every": 1}}
+    failed = run_trial(TrialJob("k", "t2", "t2", two_epochs, str(tmp_path / "failed")),
+                       progress=fail_at_step_3)
+    assert not failed.done and "diverged" in failed.error
+    kept = torch.load(tmp_path / "failed" / CHECKPOINT_NAME, weights_only=False)
+    assert kept["step"] == 2 and "optimizer" in kept  # whole: its rerun resumes from it
+    assert not (tmp_path / "failed" / WEIGHTS_NAME).exists()
+
+
+def test_run_refuses_an_unknown_keep_in_one_line(tiny_recipe, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "ablate", "run", str(tiny_recipe), "--db", str(tmp_path / "d.db"),
+         "--keep", "all"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "'all' is not one of 'checkpoint', 'weights', 'none'" in done.stderr
+    assert not (tmp_path / "d.db").exists()
