@@ -26,6 +26,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # MOST: gpu_check.py's own budget for the check, and 15 s to start it and write its file
+# (tests/bench/test_gpu_check.py holds the two to each other)
 declare -A MOST=([sparse]=180 [trainer]=165 [pipeline]=135 [sharing]=345 [compile]=315
                  [acceptance]=475)
 declare -A LEAST=([sparse]=60 [trainer]=90 [pipeline]=60 [sharing]=150 [compile]=120

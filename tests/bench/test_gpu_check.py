@@ -127,3 +127,21 @@ def test_gpu_figures_skips_the_parts_its_budget_cannot_hold(tmp_path):
     assert proc.stdout.rstrip().endswith("not run for lack of time: bash bench/gpu_figures.sh "
                                          "sparse trainer pipeline sharing")
     assert "torch " in (tmp_path / "gpu.txt").read_text()  # the environment, before any part
+
+
+def test_gpu_figures_gives_each_gpu_check_its_own_budget_and_15_s_to_start():
+    """gpu_figures.sh keeps gpu_check's budgets in its MOST table (a shell script cannot
+    import them): a budget changed in bench/gpu_throughput.py must change there too."""
+    import re
+
+    text = FIGURES.read_text()
+    most = dict(re.findall(r"\[(\w+)\]=(\d+)", re.search(r"declare -A MOST=\(([^)]*)\)",
+                                                         text).group(1)))
+    check = dict(re.findall(r"\[(\w+)\]=(\w+)", re.search(r"declare -A CHECK=\(([^)]*)\)",
+                                                          text).group(1)))
+    spec = importlib.util.spec_from_file_location("gpu_check_budgets", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert set(check) == {"trainer", "pipeline", "sharing", "compile"}
+    for part, name in check.items():
+        assert int(most[part]) == module.CHECKS[name][1] + 15, part
