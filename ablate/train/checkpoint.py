@@ -52,26 +52,34 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def keep_finished(run_dir: Path, keep: str) -> None:
-    """What a finished trial keeps of ``run_dir``'s checkpoint, by ``keep``.
+def keep_finished(run_dir: Path, keep: str) -> int:
+    """Thin a done trial's ``run_dir`` to what ``keep`` names; return the bytes freed.
 
     A done trial is never resumed, so its optimiser state, AMP scaler and random states
     are dead weight (as large as the model again with SGD momentum, twice with AdamW).
     ``weights`` writes ``{"spec", "model", "step"}`` (the trial's spec dict, the model's
-    state dict, the last step) to ``weights.pt``, atomically, before the checkpoint goes; ``none`` removes the checkpoint; ``checkpoint`` keeps it.
+    state dict, the last step) to ``weights.pt``, atomically, before the checkpoint goes;
+    ``none`` removes the checkpoint and any ``weights.pt``; ``checkpoint`` keeps all.
     Called only once the trial's result file is written, so nothing finished is lost.
     """
     if keep not in KEEP_CHOICES:
         raise ValueError(f"keep={keep!r}: allowed {', '.join(KEEP_CHOICES)}")
-    path = Path(run_dir) / CHECKPOINT_NAME
-    if keep == "checkpoint" or not path.is_file():
-        return
-    if keep == "weights":
-        state = load_checkpoint(path)
-        save_checkpoint(path.with_name(WEIGHTS_NAME),
-                        {"spec": state.get("spec"), "model": state["model"],
-                         "step": state.get("step")})
-    path.unlink(missing_ok=True)
+    path, weights = Path(run_dir) / CHECKPOINT_NAME, Path(run_dir) / WEIGHTS_NAME
+    if keep == "checkpoint":
+        return 0
+    freed = 0
+    if path.is_file():
+        freed = path.stat().st_size
+        if keep == "weights":
+            state = load_checkpoint(path)
+            save_checkpoint(weights, {"spec": state.get("spec"), "model": state["model"],
+                                      "step": state.get("step")})
+            freed -= weights.stat().st_size
+        path.unlink(missing_ok=True)
+    if keep == "none" and weights.is_file():
+        freed += weights.stat().st_size
+        weights.unlink(missing_ok=True)
+    return freed
 
 
 def snapshot(obj: Any) -> Any:

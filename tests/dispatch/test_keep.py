@@ -104,3 +104,66 @@ def test_run_refuses_an_unknown_keep_in_one_line(tiny_recipe, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "'all' is not one of 'checkpoint', 'weights', 'none'" in done.stderr
     assert not (tmp_path / "d.db").exists()
+
+
+@pytest.mark.slow
+def test_prune_thins_done_trials_only_and_says_what_it_freed(tiny_recipe, tmp_path):
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+    from ablate.store import Store
+
+    db, runs = tmp_path / "d.db", tmp_path / "runs"
+    where = ["--db", str(db), "--runs-dir", str(runs)]
+    ran = CliRunner().invoke(main, ["run", str(tiny_recipe), *where, "--keep", "checkpoint"])
+    assert ran.exit_code == 0, ran.output
+    store = Store(str(db))
+    done, pending = sorted(store.statuses("tiny"))
+    store.reset("tiny", [pending])  # as if it had not finished: it keeps its checkpoint
+    folder = {tid: runs / "tiny" / tid for tid in (done, pending)}
+    trained = torch.load(folder[done] / CHECKPOINT_NAME, weights_only=False)
+    size = (folder[done] / CHECKPOINT_NAME).stat().st_size
+
+    dry = CliRunner().invoke(main, ["prune", "tiny", *where, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert dry.output == (f"tiny: 1 done trial(s); would thin 1 run folder(s) to weights.pt "
+                          f"alone (their model files: {size / 1e9:.2f} GB)\n")
+    assert (folder[done] / CHECKPOINT_NAME).stat().st_size == size  # nothing changed
+
+    thin = CliRunner().invoke(main, ["prune", "tiny", *where])
+    assert thin.exit_code == 0, thin.output
+    kept = torch.load(folder[done] / WEIGHTS_NAME, weights_only=True)
+    freed = size - (folder[done] / WEIGHTS_NAME).stat().st_size
+    assert thin.output == (f"tiny: 1 done trial(s); thinned 1 run folder(s) to weights.pt "
+                           f"alone, {freed / 1e9:.2f} GB freed\n") and freed > 0
+    assert not (folder[done] / CHECKPOINT_NAME).exists()
+    assert all(torch.equal(kept["model"][k], trained["model"][k]) for k in trained["model"])
+    assert (folder[done] / "result.json").is_file()
+    assert (folder[pending] / CHECKPOINT_NAME).is_file()  # not done: left whole
+    assert not (folder[pending] / WEIGHTS_NAME).exists()
+
+    again = CliRunner().invoke(main, ["prune", "tiny", *where])  # nothing left to thin
+    assert again.output == ("tiny: 1 done trial(s); thinned 0 run folder(s) to weights.pt "
+                            "alone, 0.00 GB freed\n")
+    none = CliRunner().invoke(main, ["prune", "tiny", *where, "--keep", "none"])
+    assert none.exit_code == 0 and "thinned 1 run folder(s) to no model file" in none.output
+    assert sorted(p.name for p in folder[done].glob("*.pt")) == []
+    assert (folder[pending] / CHECKPOINT_NAME).is_file()
+    assert store.statuses("tiny") == {done: "done", pending: "pending"}  # the database as it was
+
+
+def test_prune_names_an_unknown_study_and_a_missing_database_in_one_line(tiny_recipe, tmp_path):
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+
+    missing = CliRunner().invoke(main, ["prune", "tiny", "--db", str(tmp_path / "no.db")])
+    assert missing.exit_code == 2 and "no database at" in missing.output
+    assert not (tmp_path / "no.db").exists()
+    from ablate.store import Store
+
+    Store(str(tmp_path / "d.db"))  # an empty database
+    unknown = CliRunner().invoke(main, ["prune", "tiny", "--db", str(tmp_path / "d.db")])
+    assert unknown.exit_code == 2
+    assert "STUDY: no study 'tiny'" in unknown.output and "known: none yet" in unknown.output
+    assert len(unknown.output.strip().splitlines()) == 1

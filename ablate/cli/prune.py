@@ -1,0 +1,52 @@
+"""``ablate prune``: thin the run folders of a study's done trials."""
+
+from __future__ import annotations
+
+import click
+
+from ablate.cli import main
+from ablate.cli.options import db_option, runs_option
+from ablate.errors import UserInputError
+
+
+@main.command("prune")
+@click.argument("study")
+@db_option
+@runs_option
+@click.option("--keep", default="weights", show_default=True,
+              type=click.Choice(["weights", "none"]),
+              help="What each done trial's run folder keeps: the model's weights alone "
+                   "(weights.pt, in place of the whole checkpoint), or no model file.")
+@click.option("--dry-run", is_flag=True, help="Say what would go; change nothing.")
+def prune(study: str, db: str | None, runs_dir: str | None, keep: str, dry_run: bool) -> None:
+    """Thin the run folders of STUDY's done trials to what --keep names.
+
+    For studies run with 'ablate run --keep checkpoint' or by an ablate that kept every
+    checkpoint (what 'ablate run' now does as each trial finishes). Trials that are not
+    done keep their checkpoints, to resume from; result files and logs stay.
+
+    \b
+    Example:
+        ablate prune quickstart --dry-run
+        ablate prune quickstart
+        ablate prune quickstart --keep none
+    """
+    from ablate.dispatch.prepare import resolve_runs_root  # lazy: loads pydantic, sqlalchemy
+    from ablate.dispatch.prune import prune_done  # lazy: loads torch
+    from ablate.store import Store  # lazy: loads sqlalchemy
+
+    store = Store(db, must_exist=True)  # never creates a database
+    known = [s.name for s in store.studies()]
+    if study not in known:
+        allowed = ", ".join(known) or "none yet"
+        raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; known: "
+                             f"{allowed}")
+    report = prune_done(store, study, resolve_runs_root(runs_dir, db), keep, dry_run=dry_run)
+    what = "weights.pt alone" if keep == "weights" else "no model file"
+    gb = f"{report.freed / 1e9:.2f} GB"
+    line = (f"{study}: {report.done} done trial(s); " + (
+        f"would thin {report.folders} run folder(s) to {what} (their model files: {gb})"
+        if dry_run else f"thinned {report.folders} run folder(s) to {what}, {gb} freed"))
+    if report.missing:
+        line += f"; {report.missing} run folder(s) not found"
+    click.echo(line)

@@ -1,0 +1,50 @@
+"""Thinning the run folders of a study's done trials (``ablate prune``).
+
+``ablate run --keep`` thins each trial as it finishes; this does the same afterwards, for
+studies run with ``--keep checkpoint`` or by an ablate that kept every checkpoint. Only
+trials the database holds as done are touched: a pending, running, failed or
+interrupted trial keeps its checkpoint to resume from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ablate.dispatch.results import run_dir_for
+from ablate.train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME, keep_finished
+from ablate.trials.lifecycle import TrialStatus
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    done: int  # the study's done trials
+    folders: int  # run folders thinned (with dry_run: that would be)
+    freed: int  # bytes freed (with dry_run: the bytes of the files that would go or shrink)
+    missing: int  # done trials whose run folder is gone
+
+
+def prune_done(store, study: str, runs_root: str | Path, keep: str, *,
+               dry_run: bool = False) -> PruneReport:
+    """Apply ``keep`` (``weights`` or ``none``) to every done trial's run folder."""
+    if keep not in ("weights", "none"):
+        raise ValueError(f"keep={keep!r}: allowed weights, none")
+    done = store.trials(study, with_metrics=False, status=TrialStatus.DONE)
+    folders = freed = missing = 0
+    for record in done:
+        run_dir = Path(record.run_dir) if record.run_dir else None
+        if run_dir is None or not run_dir.is_dir():
+            run_dir = run_dir_for(runs_root, study, record.trial_id)
+        if not run_dir.is_dir():
+            missing += 1
+            continue
+        goes = [run_dir / CHECKPOINT_NAME] + ([run_dir / WEIGHTS_NAME] if keep == "none" else [])
+        present = [path for path in goes if path.is_file()]
+        if not present:
+            continue
+        folders += 1
+        if dry_run:
+            freed += sum(path.stat().st_size for path in present)
+        else:
+            freed += keep_finished(run_dir, keep)
+    return PruneReport(len(done), folders, freed, missing)
