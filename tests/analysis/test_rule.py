@@ -176,11 +176,12 @@ def test_the_bias_adjusted_estimate_removes_the_bias_of_early_stops():
 def test_the_loops_own_decision_code_reads_studies_as_the_rule_does():
     """simulate() grows studies with the loop's real steps (effects table, decide,
     stop_reason); the rule applied to the same per-seed contrasts stops each at the same
-    seed with the same verdict. 60 studies (each grows through the loop's real steps,
-    about 0.4 s): both verdicts occur (48 futile, 4 better with seed 21)."""
+    seed with the same verdict. 20 studies (each grows through the loop's real steps,
+    about 0.4 s): both verdicts and undecided ones occur (13 futile, 4 better with seed
+    21)."""
     from ablate.dispatch.simulate import simulate, standard_designs
 
-    STUDIES = 60  # noqa: N806
+    STUDIES = 20  # noqa: N806
 
     one_axis = standard_designs(effect_sd=0.3)[0]
     margin = 7.0
@@ -201,3 +202,4 @@ def test_the_loops_own_decision_code_reads_studies_as_the_rule_does():
     codes = reading.code[np.arange(STUDIES), stop]
     assert summary.futile.get("x: a -> b", 0) == (codes == R.FUTILE).sum() > 0
     assert summary.decided_right["x: a -> b"] == (codes == R.BETTER).sum() > 0
+    assert (codes == R.INCONCLUSIVE).sum() > 0
