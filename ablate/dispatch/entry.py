@@ -141,14 +141,17 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> T
 
 
 def _keep_finished(job: TrialJob) -> None:
-    """Thin the done trial's checkpoint to ``job.keep``; a failure to do so (a full disk)
-    leaves the checkpoint as it was and the trial done."""
-    from ablate.train.checkpoint import keep_finished  # lazy: loads torch
+    """Thin the done trial's checkpoint to ``job.keep``. Whatever goes wrong doing so (a
+    full disk, an unreadable checkpoint) leaves the checkpoint as it was and the trial
+    done: its result is written, and an error here must not hand the trial back."""
+    from ablate.train.checkpoint import WEIGHTS_NAME, keep_finished  # lazy: loads torch
 
     try:
         keep_finished(Path(job.run_dir), job.keep)
-    except (OSError, RuntimeError) as err:
-        print(f"ablate: trial {job.trial_id}: checkpoint kept whole ({err})", file=sys.stderr)
+    except Exception as err:
+        (Path(job.run_dir) / f"{WEIGHTS_NAME}.tmp").unlink(missing_ok=True)
+        print(f"ablate: trial {job.trial_id}: checkpoint kept whole "
+              f"({type(err).__name__}: {err})", file=sys.stderr)
 
 
 def _trained_environment(spec, outcome: dict[str, Any]) -> dict[str, Any]:

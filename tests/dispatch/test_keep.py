@@ -167,3 +167,22 @@ def test_prune_names_an_unknown_study_and_a_missing_database_in_one_line(tiny_re
     assert unknown.exit_code == 2
     assert "STUDY: no study 'tiny'" in unknown.output and "known: none yet" in unknown.output
     assert len(unknown.output.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_trial_that_cannot_be_thinned_stays_done_with_its_whole_checkpoint(
+        tmp_path, monkeypatch, capsys):
+    import errno
+
+    import ablate.train.checkpoint as checkpoint
+
+    def disk_full(run_dir, keep):  # the weights half written, then the disk is full
+        (run_dir / (WEIGHTS_NAME + ".tmp")).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "keep_finished", disk_full)
+    result = run_trial(TrialJob("k", "t3", "t3", SPEC, str(tmp_path / "full")))
+    assert result.done and result.error is None
+    assert sorted(p.name for p in (tmp_path / "full").glob("*.pt*")) == [CHECKPOINT_NAME]
+    assert "ablate: trial t3: checkpoint kept whole (OSError: [Errno 28] No space left on " \
+           "device)" in capsys.readouterr().err
