@@ -2,7 +2,7 @@
 #   make demo   create .venv if missing, install the core, run the quick-start study, print the report
 #   make test   create .venv if missing, install every extra, start the test services, run every test
 # and, while editing:
-#   make test-fast  the unit tier: every test not marked slow (no training, no services; under a minute)
+#   make test-fast  the unit tier: every test not marked slow (no training; under 2 minutes on 2 cores)
 #   make pin        pin this machine kind's trained quick-start figures (tests/trials/pins.py)
 
 PYTHON ?= python3

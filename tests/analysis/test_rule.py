@@ -173,6 +173,7 @@ def test_the_bias_adjusted_estimate_removes_the_bias_of_early_stops():
     assert R.adjusted_estimate(1.0, 0.0, d, ALPHA) == 1.0  # no noise estimate: the mean
 
 
+@pytest.mark.slow
 def test_the_loops_own_decision_code_reads_studies_as_the_rule_does():
     """simulate() grows studies with the loop's real steps (effects table, decide,
     stop_reason); the rule applied to the same per-seed contrasts stops each at the same

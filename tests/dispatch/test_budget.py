@@ -191,6 +191,7 @@ def test_the_loop_stops_adding_seeds_it_cannot_pay_for(tmp_path):
     assert len(executor.runs) == 6
 
 
+@pytest.mark.slow
 def test_spend_counts_every_run_of_the_study(tmp_path):
     """A run killed after some trials and started again: the earlier trials count."""
     executor = TimedExecutor()
