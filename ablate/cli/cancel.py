@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from ablate.cli import main
-from ablate.cli.options import db_option, runs_option
-from ablate.errors import UserInputError
+from ablate.cli.options import db_option, known_studies, runs_option
 
 
 @main.command("cancel")
@@ -28,11 +27,7 @@ def cancel(study: str, db: str | None, runs_dir: str | None) -> None:
     from ablate.store import Store  # lazy: loads sqlalchemy
 
     store = Store(db, must_exist=True)  # never creates a database
-    known = [s.name for s in store.studies()]
-    if study not in known:
-        allowed = ", ".join(known) or "none yet"
-        raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; known: "
-                             f"{allowed}")
+    known_studies(store, study)
     cancelled = cancel_study(store, study, str(resolve_runs_root(runs_dir, db)))
     if not cancelled:
         click.echo(f"{study}: no running Slurm jobs")

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from ablate.errors import UserInputError
+
 
 def _not_empty(ctx, param, value):
     """``--db ""`` would silently mean the default database: refused instead."""
@@ -70,3 +72,13 @@ def echo_warnings(warnings: list[str]) -> None:
     """One line on stderr per missing run-time input (stdout stays a clean table/JSON)."""
     for line in warnings:
         click.echo(f"Warning: {line}", err=True)
+
+
+def known_studies(store, study: str | None = None) -> list[str]:
+    """The database's study names; a ``study`` given that is not among them is one line
+    naming the database and the studies it holds (exit 2)."""
+    known = [s.name for s in store.studies()]
+    if study is not None and study not in known:
+        raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; known: "
+                             f"{', '.join(known) or 'none yet'}")
+    return known

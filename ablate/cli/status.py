@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from ablate.cli import main
-from ablate.cli.options import db_option, fmt_float, make_console, runs_option
+from ablate.cli.options import db_option, fmt_float, known_studies, make_console, runs_option
 from ablate.cli.text import terminal as escape  # markup and control characters
 from ablate.cli.text import visible
-from ablate.errors import UserInputError, one_line
+from ablate.errors import one_line
 from ablate.trials.lifecycle import TrialStatus
 
 
@@ -32,10 +32,7 @@ def status(study: str | None, db: str | None, runs_dir: str | None) -> None:
     from ablate.store import Store  # lazy: loads sqlalchemy
 
     store = Store(db, must_exist=True)  # never creates a database
-    known = [s.name for s in store.studies()]
-    if study is not None and study not in known:
-        allowed = ", ".join(known) or "none yet"
-        raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; known: {allowed}")
+    known = known_studies(store, study)
     console = make_console()
     if not known:  # say so rather than print nothing
         click.echo(f"{visible(store.display_url)} holds no studies yet; "

@@ -9,9 +9,8 @@ import click
 from rich.text import Text
 
 from ablate.cli import main
-from ablate.cli.options import db_option, make_console, not_nan, runs_option
+from ablate.cli.options import db_option, known_studies, make_console, not_nan, runs_option
 from ablate.cli.text import visible
-from ablate.errors import UserInputError
 from ablate.trials.lifecycle import TrialStatus
 
 
@@ -48,16 +47,13 @@ def _watch(study: str | None, db: str | None, runs_dir: str | None, interval: fl
     from ablate.store import Store  # lazy: loads sqlalchemy
 
     store = Store(db, read_only=True)  # never creates, never writes, takes no write lock
-    known = [s.name for s in store.studies()]
+    known = known_studies(store, study)
     if study is None:
         if not known:  # as ablate status says it: nothing given is wrong (exit 0)
             click.echo(f"{visible(store.display_url)} holds no studies yet; "
                        "'ablate run RECIPE' records one")
             return
         study = known[-1]
-    elif study not in known:
-        raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; "
-                             f"known: {', '.join(known) or 'none yet'}")
     runs_root = resolve_runs_root(runs_dir, db)
     console = make_console()
 
