@@ -62,13 +62,16 @@ CASES = [
     ("report-desc-without-sort", ["report", "--desc"], "--desc needs --sort"),
     ("report-unknown-study", ["report", "--study", "nope"], "no study 'nope'"),
     ("status-unknown-study", ["status", "nope"], "no study 'nope'"),
+    ("run-keep-typo", ["run", "{recipe}", "--keep", "all"], "--keep"),
+    ("prune-unknown-study", ["prune", "nope"], "no study 'nope'"),
+    ("prune-keep-checkpoint", ["prune", "existing", "--keep", "checkpoint"], "--keep"),
     ("export-without-output", ["export", "existing"], "at least one of --csv"),
     ("unknown-option", ["plan", "{recipe}", "--bogus"], "No such option '--bogus'"),
     ("unknown-command", ["plna"], "No such command 'plna'"),
     ("missing-recipe-argument", ["plan"], "Missing argument 'RECIPE'"),
     ("db-unknown-subcommand", ["db", "infoo"], "No such command 'infoo'"),
 ]
-DB_COMMANDS = ("report", "status", "export", "db")
+DB_COMMANDS = ("report", "status", "export", "db", "prune")
 
 
 @pytest.mark.parametrize("args,needle", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
