@@ -36,8 +36,10 @@ def _checkpoint(path):
 
 def test_weights_keeps_the_spec_model_and_step_and_drops_the_resume_state(tmp_path):
     model = _checkpoint(tmp_path)
-    keep_finished(tmp_path, "weights")
+    whole = (tmp_path / CHECKPOINT_NAME).stat().st_size
+    freed = keep_finished(tmp_path, "weights")
     assert not (tmp_path / CHECKPOINT_NAME).exists()
+    assert freed == whole - (tmp_path / WEIGHTS_NAME).stat().st_size > 0
     kept = torch.load(tmp_path / WEIGHTS_NAME, weights_only=True)
     assert set(kept) == {"spec", "model", "step"}
     assert kept["spec"] == {"seed": 1} and kept["step"] == 7
@@ -51,10 +53,11 @@ def test_checkpoint_keeps_it_whole_and_none_removes_it(tmp_path):
     (tmp_path / "b").mkdir()
     _checkpoint(tmp_path / "a")
     before = (tmp_path / "a" / CHECKPOINT_NAME).read_bytes()
-    keep_finished(tmp_path / "a", "checkpoint")
+    assert keep_finished(tmp_path / "a", "checkpoint") == 0
     assert (tmp_path / "a" / CHECKPOINT_NAME).read_bytes() == before
     _checkpoint(tmp_path / "b")
-    keep_finished(tmp_path / "b", "none")
+    whole = (tmp_path / "b" / CHECKPOINT_NAME).stat().st_size
+    assert keep_finished(tmp_path / "b", "none") == whole
     assert list((tmp_path / "b").iterdir()) == []
 
 
