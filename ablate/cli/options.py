@@ -33,7 +33,7 @@ max_trials_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 runs_option = click.option(
     "--runs-dir", default=None, type=click.Path(file_okay=False),
-    help="Where each trial's run folder (checkpoint, result file) lives [default: "
+    help="Where each trial's run folder (checkpoint or weights.pt, result file) lives [default: "
          "$ABLATE_RUNS_DIR, else runs/ beside a SQLite database, else results/runs].",
 )
 
