@@ -38,7 +38,8 @@ def prune_done(store, study: str, runs_root: str | Path, keep: str, *,
         if not run_dir.is_dir():
             missing += 1
             continue
-        goes = [run_dir / CHECKPOINT_NAME] + ([run_dir / WEIGHTS_NAME] if keep == "none" else [])
+        goes = [run_dir / CHECKPOINT_NAME, run_dir / f"{WEIGHTS_NAME}.tmp"] + (
+            [run_dir / WEIGHTS_NAME] if keep == "none" else [])
         present = [path for path in goes if path.is_file()]
         if not present:
             continue

@@ -67,7 +67,9 @@ def keep_finished(run_dir: Path, keep: str) -> int:
     path, weights = Path(run_dir) / CHECKPOINT_NAME, Path(run_dir) / WEIGHTS_NAME
     if keep == "checkpoint":
         return 0
-    freed = 0
+    stale = weights.with_suffix(weights.suffix + ".tmp")  # of a thinning killed half-way
+    freed = stale.stat().st_size if stale.is_file() else 0
+    stale.unlink(missing_ok=True)
     if path.is_file():
         freed = path.stat().st_size
         if keep == "weights":

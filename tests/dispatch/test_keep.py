@@ -64,6 +64,9 @@ def test_checkpoint_keeps_it_whole_and_none_removes_it(tmp_path):
 def test_no_checkpoint_is_left_alone_and_an_unknown_choice_is_refused(tmp_path):
     keep_finished(tmp_path, "weights")  # a trial that wrote none (or thinned already)
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / (WEIGHTS_NAME + ".tmp")).write_bytes(b"half")  # a thinning killed half-way
+    assert keep_finished(tmp_path, "weights") == 4
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="allowed checkpoint, weights, none"):
         keep_finished(tmp_path, "all")
     assert KEEP_CHOICES == ("checkpoint", "weights", "none") and DEFAULT_KEEP == "weights"
