@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -149,7 +150,8 @@ def _keep_finished(job: TrialJob) -> None:
     try:
         keep_finished(Path(job.run_dir), job.keep)
     except Exception as err:
-        (Path(job.run_dir) / f"{WEIGHTS_NAME}.tmp").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (Path(job.run_dir) / f"{WEIGHTS_NAME}.tmp").unlink(missing_ok=True)
         print(f"ablate: trial {job.trial_id}: checkpoint kept whole "
               f"({type(err).__name__}: {err})", file=sys.stderr)
 
