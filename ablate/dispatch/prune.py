@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablate.dispatch.results import run_dir_for
-from ablate.train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME, keep_finished
+from ablate.train.checkpoint import keep_finished, thinned_files
 from ablate.trials.lifecycle import TrialStatus
 
 
@@ -38,9 +38,7 @@ def prune_done(store, study: str, runs_root: str | Path, keep: str, *,
         if not run_dir.is_dir():
             missing += 1
             continue
-        goes = [run_dir / CHECKPOINT_NAME, run_dir / f"{WEIGHTS_NAME}.tmp"] + (
-            [run_dir / WEIGHTS_NAME] if keep == "none" else [])
-        present = [path for path in goes if path.is_file()]
+        present = thinned_files(run_dir, keep)
         if not present:
             continue
         folders += 1

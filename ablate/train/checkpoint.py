@@ -37,7 +37,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write to a temporary file, fsync, then rename: a kill never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = _stale(path)
     with open(tmp, "wb") as fh:
         torch.save(payload, fh)
         fh.flush()
@@ -62,26 +62,38 @@ def keep_finished(run_dir: Path, keep: str) -> int:
     ``none`` removes the checkpoint and any ``weights.pt``; ``checkpoint`` keeps all.
     Called only once the trial's result file is written, so nothing finished is lost.
     """
+    files = thinned_files(run_dir, keep)
+    freed = sum(path.stat().st_size for path in files)
+    checkpoint, weights = Path(run_dir) / CHECKPOINT_NAME, Path(run_dir) / WEIGHTS_NAME
+    _stale(weights).unlink(missing_ok=True)  # before save_checkpoint writes its own
+    if keep == "weights" and checkpoint in files:
+        state = load_checkpoint(checkpoint)
+        save_checkpoint(weights, {"spec": state.get("spec"), "model": state["model"],
+                                  "step": state.get("step")})
+        freed -= weights.stat().st_size
+    for path in files:
+        path.unlink(missing_ok=True)
+    return freed
+
+
+def thinned_files(run_dir: Path, keep: str) -> list[Path]:
+    """The files of ``run_dir`` that ``keep_finished(run_dir, keep)`` removes or shrinks:
+    the checkpoint, a ``weights.pt.tmp`` left by a thinning killed half-way, and with
+    ``none`` also ``weights.pt`` (those present)."""
     if keep not in KEEP_CHOICES:
         raise ValueError(f"keep={keep!r}: allowed {', '.join(KEEP_CHOICES)}")
-    path, weights = Path(run_dir) / CHECKPOINT_NAME, Path(run_dir) / WEIGHTS_NAME
     if keep == "checkpoint":
-        return 0
-    stale = weights.with_suffix(weights.suffix + ".tmp")  # of a thinning killed half-way
-    freed = stale.stat().st_size if stale.is_file() else 0
-    stale.unlink(missing_ok=True)
-    if path.is_file():
-        freed = path.stat().st_size
-        if keep == "weights":
-            state = load_checkpoint(path)
-            save_checkpoint(weights, {"spec": state.get("spec"), "model": state["model"],
-                                      "step": state.get("step")})
-            freed -= weights.stat().st_size
-        path.unlink(missing_ok=True)
-    if keep == "none" and weights.is_file():
-        freed += weights.stat().st_size
-        weights.unlink(missing_ok=True)
-    return freed
+        return []
+    weights = Path(run_dir) / WEIGHTS_NAME
+    candidates = [Path(run_dir) / CHECKPOINT_NAME, _stale(weights)]
+    if keep == "none":
+        candidates.append(weights)
+    return [path for path in candidates if path.is_file()]
+
+
+def _stale(path: Path) -> Path:
+    """The temporary file ``save_checkpoint`` writes ``path`` through."""
+    return path.with_suffix(path.suffix + ".tmp")
 
 
 def snapshot(obj: Any) -> Any:
