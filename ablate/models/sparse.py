@@ -282,8 +282,13 @@ def check_tied(model: nn.Module, low_head: nn.Module) -> None:
     bb = model.backbone
     for high, low in ((bb.layer3, bb.low_layer3), (bb.layer4, bb.low_layer4),
                       (model.head, low_head)):
-        for (name, a), (_, b) in zip(high.named_parameters(remove_duplicate=False),
-                                     low.named_parameters(remove_duplicate=False)):
+        a_params = list(high.named_parameters(remove_duplicate=False))
+        b_params = list(low.named_parameters(remove_duplicate=False))
+        if len(a_params) != len(b_params):
+            raise ValueError(f"sparse execution needs the low path to be the high path with "
+                             f"its parameters tied, as SelectiveDeepLabV3 makes it; it has "
+                             f"{len(b_params)} parameters, the high path {len(a_params)}")
+        for (name, a), (_, b) in zip(a_params, b_params):
             if a is not b:
                 raise ValueError(f"sparse execution needs the low path's {name} to be the "
                                  "high path's parameter (tied), as SelectiveDeepLabV3 makes it")

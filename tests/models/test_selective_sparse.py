@@ -199,6 +199,11 @@ def test_a_low_path_with_its_own_weights_is_refused():
     conv2.weight = torch.nn.Parameter(conv2.weight.detach().clone())
     with pytest.raises(ValueError, match=r"low path's 0\.bn1\.weight to be the high path's"):
         SparseSelective(model)
+    # a low path with a parameter the high path lacks is refused too, not read on a prefix
+    model = _model()
+    model.backbone.low_layer4.register_parameter("extra", torch.nn.Parameter(torch.ones(1)))
+    with pytest.raises(ValueError, match="it has 31 parameters, the high path 30"):
+        SparseSelective(model)
 
 
 def test_grid_rows_on_a_hand_made_mask():
