@@ -38,10 +38,15 @@ def prune(study: str, db: str | None, runs_dir: str | None, keep: str, dry_run: 
     known_studies(store, study)
     report = prune_done(store, study, resolve_runs_root(runs_dir, db), keep, dry_run=dry_run)
     what = "weights.pt alone" if keep == "weights" else "no model file"
-    gb = f"{report.freed / 1e9:.2f} GB"
+    size = _size(report.freed)
     line = (f"{study}: {report.done} done trial(s); " + (
-        f"would thin {report.folders} run folder(s) to {what} (their model files: {gb})"
-        if dry_run else f"thinned {report.folders} run folder(s) to {what}, {gb} freed"))
+        f"would thin {report.folders} run folder(s) to {what}, freeing {size}"
+        if dry_run else f"thinned {report.folders} run folder(s) to {what}, {size} freed"))
     if report.missing:
         line += f"; {report.missing} run folder(s) not found"
     click.echo(line)
+
+
+def _size(n_bytes: int) -> str:
+    """Bytes as GB (from 1 GB) or MB, the unit a run folder's size is read in."""
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablate.dispatch.results import run_dir_for
-from ablate.train.checkpoint import keep_finished, thinned_files
+from ablate.train.checkpoint import keep_finished, thinned_files, would_free
 from ablate.trials.lifecycle import TrialStatus
 
 
@@ -20,7 +20,7 @@ from ablate.trials.lifecycle import TrialStatus
 class PruneReport:
     done: int  # the study's done trials
     folders: int  # run folders thinned (with dry_run: that would be)
-    freed: int  # bytes freed (with dry_run: the bytes of the files that would go or shrink)
+    freed: int  # bytes freed (with dry_run: that would be, exactly)
     missing: int  # done trials whose run folder is gone
 
 
@@ -38,12 +38,8 @@ def prune_done(store, study: str, runs_root: str | Path, keep: str, *,
         if not run_dir.is_dir():
             missing += 1
             continue
-        present = thinned_files(run_dir, keep)
-        if not present:
+        if not thinned_files(run_dir, keep):
             continue
         folders += 1
-        if dry_run:
-            freed += sum(path.stat().st_size for path in present)
-        else:
-            freed += keep_finished(run_dir, keep)
+        freed += (would_free if dry_run else keep_finished)(run_dir, keep)
     return PruneReport(len(done), folders, freed, missing)

@@ -67,13 +67,45 @@ def keep_finished(run_dir: Path, keep: str) -> int:
     checkpoint, weights = Path(run_dir) / CHECKPOINT_NAME, Path(run_dir) / WEIGHTS_NAME
     _stale(weights).unlink(missing_ok=True)  # before save_checkpoint writes its own
     if keep == "weights" and checkpoint in files:
-        state = load_checkpoint(checkpoint)
-        save_checkpoint(weights, {"spec": state.get("spec"), "model": state["model"],
-                                  "step": state.get("step")})
+        save_checkpoint(weights, _weights_of(load_checkpoint(checkpoint)))
         freed -= weights.stat().st_size
     for path in files:
         path.unlink(missing_ok=True)
     return freed
+
+
+def would_free(run_dir: Path, keep: str) -> int:
+    """The bytes ``keep_finished(run_dir, keep)`` would free, exactly, writing nothing:
+    the ``weights.pt`` it would write is serialised into a byte counter, its tensors read
+    from the checkpoint through a memory map."""
+    files = thinned_files(run_dir, keep)
+    freed = sum(path.stat().st_size for path in files)
+    checkpoint = Path(run_dir) / CHECKPOINT_NAME
+    if keep == "weights" and checkpoint in files:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        counter = _ByteCounter()
+        torch.save(_weights_of(state), counter)
+        freed -= counter.written
+    return freed
+
+
+def _weights_of(state: dict[str, Any]) -> dict[str, Any]:
+    """What a done trial keeps of its checkpoint: ``weights.pt``'s payload."""
+    return {"spec": state.get("spec"), "model": state["model"], "step": state.get("step")}
+
+
+class _ByteCounter:
+    """A write-only file that counts what ``torch.save`` writes to it."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def thinned_files(run_dir: Path, keep: str) -> list[Path]:

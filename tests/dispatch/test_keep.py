@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from ablate.dispatch.entry import TrialJob, run_trial
-from ablate.train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME, keep_finished, save_checkpoint
+from ablate.train.checkpoint import (
+    CHECKPOINT_NAME,
+    WEIGHTS_NAME,
+    keep_finished,
+    save_checkpoint,
+    would_free,
+)
 from ablate.train.events import Stepped
 from ablate.trials.lifecycle import DEFAULT_KEEP, KEEP_CHOICES
 
@@ -37,9 +43,13 @@ def _checkpoint(path):
 def test_weights_keeps_the_spec_model_and_step_and_drops_the_resume_state(tmp_path):
     model = _checkpoint(tmp_path)
     whole = (tmp_path / CHECKPOINT_NAME).stat().st_size
+    (tmp_path / (WEIGHTS_NAME + ".tmp")).write_bytes(b"half")  # a thinning killed half-way
+    predicted = {keep: would_free(tmp_path, keep) for keep in ("checkpoint", "weights", "none")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME, WEIGHTS_NAME + ".tmp"]
     freed = keep_finished(tmp_path, "weights")
+    assert predicted == {"checkpoint": 0, "weights": freed, "none": whole + 4}
     assert not (tmp_path / CHECKPOINT_NAME).exists()
-    assert freed == whole - (tmp_path / WEIGHTS_NAME).stat().st_size > 0
+    assert freed == whole + 4 - (tmp_path / WEIGHTS_NAME).stat().st_size > 0
     kept = torch.load(tmp_path / WEIGHTS_NAME, weights_only=True)
     assert set(kept) == {"spec", "model", "step"}
     assert kept["spec"] == {"seed": 1} and kept["step"] == 7
@@ -117,6 +127,7 @@ def test_prune_thins_done_trials_only_and_says_what_it_freed(tiny_recipe, tmp_pa
     from click.testing import CliRunner
 
     from ablate.cli import main
+    from ablate.dispatch.prune import prune_done
     from ablate.store import Store
 
     db, runs = tmp_path / "d.db", tmp_path / "runs"
@@ -129,19 +140,23 @@ def test_prune_thins_done_trials_only_and_says_what_it_freed(tiny_recipe, tmp_pa
     folder = {tid: runs / "tiny" / tid for tid in (done, pending)}
     trained = torch.load(folder[done] / CHECKPOINT_NAME, weights_only=False)
     size = (folder[done] / CHECKPOINT_NAME).stat().st_size
+    before = sorted(p.name for p in folder[done].iterdir())
 
+    dry_report = prune_done(store, "tiny", runs, "weights", dry_run=True)
     dry = CliRunner().invoke(main, ["prune", "tiny", *where, "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert dry.output == (f"tiny: 1 done trial(s); would thin 1 run folder(s) to weights.pt "
-                          f"alone (their model files: {size / 1e9:.2f} GB)\n")
-    assert (folder[done] / CHECKPOINT_NAME).stat().st_size == size  # nothing changed
+    assert sorted(p.name for p in folder[done].iterdir()) == before  # nothing changed
+    assert (folder[done] / CHECKPOINT_NAME).stat().st_size == size
 
     thin = CliRunner().invoke(main, ["prune", "tiny", *where])
     assert thin.exit_code == 0, thin.output
     kept = torch.load(folder[done] / WEIGHTS_NAME, weights_only=True)
     freed = size - (folder[done] / WEIGHTS_NAME).stat().st_size
+    assert 0 < freed < 1e9 and dry_report.freed == freed  # the dry run's figure, exactly
+    assert dry.output == (f"tiny: 1 done trial(s); would thin 1 run folder(s) to weights.pt "
+                          f"alone, freeing {freed / 1e6:.1f} MB\n")
     assert thin.output == (f"tiny: 1 done trial(s); thinned 1 run folder(s) to weights.pt "
-                           f"alone, {freed / 1e9:.2f} GB freed\n") and freed > 0
+                           f"alone, {freed / 1e6:.1f} MB freed\n")
     assert not (folder[done] / CHECKPOINT_NAME).exists()
     assert all(torch.equal(kept["model"][k], trained["model"][k]) for k in trained["model"])
     assert (folder[done] / "result.json").is_file()
@@ -150,7 +165,7 @@ def test_prune_thins_done_trials_only_and_says_what_it_freed(tiny_recipe, tmp_pa
 
     again = CliRunner().invoke(main, ["prune", "tiny", *where])  # nothing left to thin
     assert again.output == ("tiny: 1 done trial(s); thinned 0 run folder(s) to weights.pt "
-                            "alone, 0.00 GB freed\n")
+                            "alone, 0.0 MB freed\n")
     none = CliRunner().invoke(main, ["prune", "tiny", *where, "--keep", "none"])
     assert none.exit_code == 0 and "thinned 1 run folder(s) to no model file" in none.output
     assert sorted(p.name for p in folder[done].glob("*.pt")) == []
