@@ -4,7 +4,9 @@ For each model and optimiser: one training step, then the bytes ``torch.save`` w
 for the whole resumable checkpoint (what ``--keep checkpoint`` keeps: model, optimiser,
 AMP scaler, step, history, random states) and for ``weights.pt`` (what ``--keep
 weights``, the default, keeps), both through ``ablate.train.checkpoint``'s own writer
-and thinning.
+and thinning; and the seconds ``ablate prune --dry-run`` (``would_free``) and the
+thinning itself (``keep_finished``) take on that checkpoint (the dry run's byte count is
+checked against the bytes the thinning frees).
 
     .venv/bin/python bench/bench_checkpoint_size.py
 """
@@ -12,6 +14,7 @@ and thinning.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -24,6 +27,7 @@ from ablate.train.checkpoint import (
     keep_finished,
     rng_state,
     save_checkpoint,
+    would_free,
 )
 
 CASES = [  # (label, model spec, classes, optimiser)
@@ -34,7 +38,7 @@ CASES = [  # (label, model spec, classes, optimiser)
 ]
 
 
-def sizes(spec: ModelSpec, classes: int, optimizer: str) -> tuple[float, float]:
+def sizes(spec: ModelSpec, classes: int, optimizer: str) -> tuple[float, float, float, float]:
     torch.manual_seed(0)
     model = build_model(spec, classes).train()
     opt = (torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9) if optimizer == "sgd"
@@ -49,17 +53,24 @@ def sizes(spec: ModelSpec, classes: int, optimizer: str) -> tuple[float, float]:
             "scaler": torch.amp.GradScaler("cuda", enabled=False).state_dict(), "step": 1,
             "history": [], "rng": rng_state(), "augment": None})
         whole = (run_dir / CHECKPOINT_NAME).stat().st_size / 1e6
-        keep_finished(run_dir, "weights")
+        start = time.perf_counter()
+        predicted = would_free(run_dir, "weights")
+        dry_s = time.perf_counter() - start
+        start = time.perf_counter()
+        freed = keep_finished(run_dir, "weights")
+        thin_s = time.perf_counter() - start
+        assert predicted == freed, (predicted, freed)
         weights = (run_dir / WEIGHTS_NAME).stat().st_size / 1e6
-    return whole, weights
+    return whole, weights, dry_s, thin_s
 
 
 def main() -> None:
-    print(f"{'model':<40} {'optimiser':<9} {'checkpoint MB':>13} {'weights MB':>10} {'ratio':>6}")
+    print(f"{'model':<40} {'optimiser':<9} {'checkpoint MB':>13} {'weights MB':>10} {'ratio':>6}"
+          f" {'dry-run s':>9} {'thin s':>6}")
     for label, spec, classes, optimizer in CASES:
-        whole, weights = sizes(spec, classes, optimizer)
+        whole, weights, dry_s, thin_s = sizes(spec, classes, optimizer)
         print(f"{label:<40} {optimizer:<9} {whole:>13.1f} {weights:>10.1f} "
-              f"{weights / whole:>6.2f}")
+              f"{weights / whole:>6.2f} {dry_s:>9.2f} {thin_s:>6.2f}")
 
 
 if __name__ == "__main__":
