@@ -161,55 +161,56 @@ class Registry:
         files = self.source_files(ref)
         return None if files is None else combined_hash(files)
 
-    def source_files(self, ref: str) -> dict[str, str] | None:
+    def source_files(self, ref: str, key: str | None = None) -> dict[str, str] | None:
         """``{path: hash}`` of every ``*.py`` file of the package a user builder lives in
         (its top-level package, subpackages included; a module outside a package: its file
         alone), paths relative to the folder holding the package. None for built-ins.
 
         A builder's helpers (blocks, losses) usually sit in other modules of its package:
-        hashing only the builder's file would keep results of the old helpers.
+        hashing only the builder's file would keep results of the old helpers. Errors name
+        ``key`` (default: the registry's own, such as ``data.name``).
         """
         if self.is_builtin(ref):
             return None
         # planning asks once per configuration: reuse the answer while no file or folder
         # of it changed (a stat each, instead of a path search and a walk)
         target = ref if is_import_path(ref) else self.entry(ref).path  # re-registered names
-        key = (self.key, ref, target, tuple(sys.path))
-        cached = _FILES.get(key)
+        cache_key = (self.key, ref, target, tuple(sys.path))
+        cached = _FILES.get(cache_key)
         if cached is not None and all(_stamp(path) == stamp for path, stamp in cached[0]):
             return dict(cached[1])
         stamps: list[tuple[str, tuple[int, int]]] = []
-        files = self._source_files(ref, stamps)
-        _FILES[key] = (stamps, files)
+        files = self._source_files(ref, stamps, key or self.key)
+        _FILES[cache_key] = (stamps, files)
         return dict(files)
 
-    def _source_files(self, ref: str, stamps: list) -> dict[str, str]:
+    def _source_files(self, ref: str, stamps: list, key: str) -> dict[str, str]:
         if not is_import_path(ref):
             target = self.entry(ref).target
             if not isinstance(target, str):
                 module = getattr(target, "__module__", None)
                 found = _locate(module) if module else None
                 if found is None:
-                    return _files(inspect.getsourcefile(target), None, self.key, ref, stamps)
-                return _files(*found, self.key, ref, stamps)
+                    return _files(inspect.getsourcefile(target), None, key, ref, stamps)
+                return _files(*found, key, ref, stamps)
             ref = target
         module = ref.partition(":")[0]
         found = _locate(module)
         if found is not None:
-            return _files(*found, self.key, ref, stamps)
+            return _files(*found, key, ref, stamps)
         try:
             spec = importlib.util.find_spec(module)
         except ModuleNotFoundError as err:  # its parent package is missing
-            raise UserInputError(f"{self.key}: cannot import {module!r}: {err} (is its package "
+            raise UserInputError(f"{key}: cannot import {module!r}: {err} (is its package "
                                  "installed or on PYTHONPATH?)") from err
         except Exception as err:  # a parent package that fails to import
             raise UserInputError(
-                f"{self.key}: cannot import {module!r} ({type(err).__name__}: {err})"
+                f"{key}: cannot import {module!r} ({type(err).__name__}: {err})"
             ) from err
         if spec is None:
-            raise UserInputError(f"{self.key}: no module named {module!r} "
+            raise UserInputError(f"{key}: no module named {module!r} "
                                  "(is its package installed or on PYTHONPATH?)")
-        return _files(spec.origin, None, self.key, ref, stamps)  # an import hook, a zip
+        return _files(spec.origin, None, key, ref, stamps)  # an import hook, a zip
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}

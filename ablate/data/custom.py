@@ -18,10 +18,21 @@ from ablate.catalog import DATASETS
 from ablate.data.catalog import user_dataset
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
+from ablate.registry import import_target, is_import_path
 
 
 def _key(data: DataSpec) -> str:
     return "data.builder" if data.builder is not None else "data.name"
+
+
+def load_builder(data: DataSpec) -> Any:
+    """The user's dataset function, imported; an error names the key that gave it
+    (``data.builder`` or ``data.name``) in one line."""
+    ref = user_dataset(data)
+    assert ref is not None
+    if data.builder is not None and is_import_path(ref):
+        return import_target(ref, "data.builder")
+    return DATASETS.load(ref)
 
 
 def call_builder(data: DataSpec) -> tuple[Any, Any, list[str] | None]:
@@ -29,7 +40,7 @@ def call_builder(data: DataSpec) -> tuple[Any, Any, list[str] | None]:
     ref = user_dataset(data)
     assert ref is not None
     key = _key(data)
-    fn = DATASETS.load(ref)
+    fn = load_builder(data)
     kwargs = dict(data.args)
     if data.root is not None:
         kwargs["root"] = data.root

@@ -2,9 +2,10 @@
 
 A recipe can be valid and still unrunnable on this machine: its dataset is not on
 disk, a weights file is missing or is not a state dict, or ``model.num_classes`` is
-smaller than the dataset's classes. Each distinct data spec and each distinct
-(architecture, weights) pair is checked once, from the file system only (no image is
-decoded, no annotation file parsed), so the check costs milliseconds.
+smaller than the dataset's classes, or a user dataset's function cannot be imported.
+Each distinct data spec and each distinct (architecture, weights) pair is checked once,
+from the file system only (no image is decoded, no annotation file parsed; a user
+dataset's module is imported, not called), so the check costs milliseconds.
 
 ``ablate run`` refuses with the first problem (exit 2, one line, nothing recorded);
 ``ablate plan`` and ``ablate cost`` need none of these inputs and print each problem
@@ -100,6 +101,9 @@ def data_problems(trial: Any) -> list[str]:
     data, eval_data = spec.data, spec.eval_data
     separate = eval_data.name is not None
     problems = []
+    problem = user_builder_problem(data)
+    if problem:
+        problems.append(problem)
     if data.name in LAYOUTS and data.builder is None:
         problem = _layout_problem("data", data.name, data.root, data.train_split,
                                   data.train_split if separate else data.val_split, data.sbd)
@@ -123,6 +127,22 @@ def data_problems(trial: Any) -> list[str]:
                 f"{len(train_names)} ({', '.join(train_names[:3])}, ...); the evaluation set "
                 "must use the training classes in the same order")
     return problems
+
+
+def user_builder_problem(data: Any) -> str | None:
+    """A user dataset (``data.builder`` or a plugin's name) whose function cannot be
+    imported: its module, or the function in it, is missing."""
+    from ablate.data.catalog import user_dataset  # lazy: loads pydantic
+
+    if user_dataset(data) is None:
+        return None
+    from ablate.data.custom import load_builder  # lazy: loads numpy
+
+    try:
+        load_builder(data)
+    except UserInputError as err:
+        return str(err)
+    return None
 
 
 def batch_problem(trial: Any) -> str | None:

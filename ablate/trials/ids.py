@@ -72,7 +72,8 @@ def code_files(spec: TrialSpec) -> dict[str, dict[str, str]]:
         files["model.replace"] = replaced
     dataset = user_dataset(spec.data)
     if dataset is not None:
-        files["data.builder"] = DATASETS.source_files(dataset)
+        key = "data.builder" if spec.data.builder is not None else "data.name"
+        files["data.builder"] = DATASETS.source_files(dataset, key)
     return {key: value for key, value in files.items() if value is not None}
 
 

@@ -149,6 +149,42 @@ def test_plan_and_cost_warn_and_exit_0(tmp_path, write_recipe):
     assert cost.stderr.splitlines() == warnings
 
 
+USER_DATA_RECIPE = """
+name = "userdata"
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "lraspp"
+num_classes = 3
+[base.data]
+builder = "{builder}"
+[base.eval]
+resolution = [32, 32]
+"""
+
+
+def test_a_user_dataset_function_that_cannot_be_imported(tmp_path, write_recipe):
+    """``data.builder`` names a module or function that is not there: ``plan`` warns,
+    ``run`` refuses before recording, and the line names data.builder."""
+    db = tmp_path / "u.db"
+    for builder, expected in (
+            ("os.path:nonexistent", "data.builder: module 'os.path' has no attribute "
+                                    "'nonexistent'"),
+            ("os:sep", "data.builder: os:sep is a str, not a function")):
+        recipe = write_recipe(USER_DATA_RECIPE.format(builder=builder))
+        plan = _run(["plan", str(recipe), "--db", str(db), "--no-cost"])
+        assert plan.exit_code == 0, plan.output
+        assert [w for w in plan.stderr.splitlines() if expected in w], plan.stderr
+        line = _one_line_error(_run(["run", str(recipe), "--db", str(db)]))
+        assert expected in line and "trial base/seed=0" in line
+    assert Store(str(db)).studies() == []  # plan made the database; run recorded nothing
+    # a missing module or one without a source file: no trial id, so plan refuses too
+    for builder, expected in (
+            ("no_such_package.data:build", "data.builder: cannot import 'no_such_package.data'"),
+            ("builtins:int", "data.builder: 'builtins:int' has no source file to hash")):
+        recipe = write_recipe(USER_DATA_RECIPE.format(builder=builder))
+        assert expected in _one_line_error(_run(["plan", str(recipe), "--db", str(db)]))
+
+
 def test_plan_without_the_imagenet_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     result = _run(["plan", str(REPO / "recipes/selective_downsampling.toml"), "--no-cost",
