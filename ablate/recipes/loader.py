@@ -14,13 +14,16 @@ from ablate.recipes.knockout import KnockoutSpec, design_axis
 from ablate.recipes.schema import LocalSpec, Published, SlurmSpec
 from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public here too)
     VARIANT_META_KEYS,
+    DuplicateKey,
     allowed_keys,
     check_key,
     check_name,
     check_seeds,
     field_exists,
     flatten,
+    related,
     set_dotted,
+    table_kind,
     validate_section,
     validate_spec,
 )
@@ -66,11 +69,25 @@ def _expect(cond: bool, source: str, key: str, message: str) -> None:
         raise RecipeError(source, message, key)
 
 
+def _flat(raw: dict[str, Any], source: str, where: str) -> dict[str, Any]:
+    """``flatten``, with a key written twice (quoted and as a table) refused by name."""
+    try:
+        return flatten(raw)
+    except DuplicateKey as err:
+        raise RecipeError(source, f"written twice (as \"{err.key}\" and as a nested table); "
+                          "keep one", f"{where}.{err.key}") from None
+
+
 def _axis_table(raw: Any, source: str, where: str) -> dict[str, list[Any]]:
     _expect(isinstance(raw, dict), source, where, "must be a table of dotted keys -> lists")
-    axes = flatten(raw)
+    axes = _flat(raw, source, where)
     for key, values in axes.items():
         check_key(source, f'{where}."{key}"', key)
+        kind = table_kind(key)
+        _expect(kind is None, source, f'{where}."{key}"',
+                f"names a {'section' if kind == 'section' else 'table'}, whose every value "
+                f"would replace it whole (its other keys back at their defaults); make an "
+                f"axis of each key in it (\"{key}.<key>\"), paired in a [[zip]] if need be")
         _expect(isinstance(values, list), source, f'{where}."{key}"', "must be a list of values")
         _expect(len(values) > 0, source, f'{where}."{key}"', "empty axis: give at least one value")
     return axes
@@ -112,6 +129,8 @@ def parse_recipe(text: str, source: str) -> Recipe:
     zips = []
     for i, group in enumerate(zips_raw):
         axes = _axis_table(group, source, f"zip[{i}]")
+        _expect(len(axes) > 0, source, f"zip[{i}]",
+                "an empty [[zip]] group; give it the keys it pairs, or drop it")
         lengths = {len(v) for v in axes.values()}
         _expect(
             len(lengths) <= 1, source, f"zip[{i}]",
@@ -131,9 +150,14 @@ def parse_recipe(text: str, source: str) -> Recipe:
         check_name(source, "variants (a variant's name)", vname)
         where = f"variants.{vname}"
         _expect(isinstance(table, dict), source, where, "must be a table of overrides")
-        overrides = flatten({k: v for k, v in table.items() if k not in VARIANT_META_KEYS})
+        overrides = _flat({k: v for k, v in table.items() if k not in VARIANT_META_KEYS},
+                          source, where)
         for key in overrides:
             check_key(source, f"{where}.{key}", key, extra=VARIANT_META_KEYS)
+            axis = next((a for a in axis_origins(grid, zips, []) if related(key, a)), None)
+            _expect(axis is None, source, f"{where}.{key}",
+                    f"also set by the axis {axis_origins(grid, zips, []).get(axis)}, whose "
+                    "values replace it in every configuration; drop one of them")
         published = None
         if "published" in table:
             _expect(isinstance(table["published"], dict), source, f"{where}.published",
@@ -159,7 +183,7 @@ def parse_recipe(text: str, source: str) -> Recipe:
     tune = None
     if "tune" in raw:
         tune = parse_tune(raw["tune"], source, seeds=seeds,
-                          axes=_axis_origins(grid, zips, variants))
+                          axes=axis_origins(grid, zips, variants))
 
     return Recipe(
         path=source, name=name, description=description, base=base_raw, grid=grid,
@@ -169,8 +193,9 @@ def parse_recipe(text: str, source: str) -> Recipe:
     )
 
 
-def _axis_origins(grid: dict, zips: list[dict], variants: list[Variant]) -> dict[str, str]:
-    """Every key an axis or a variant sets -> where (what a nuisance key cannot be)."""
+def axis_origins(grid: dict, zips: list[dict], variants: list[Variant]) -> dict[str, str]:
+    """Every key an axis or a variant sets -> where (what a nuisance key, a --set and a
+    variant's key cannot be)."""
     origins = {key: f'grid."{key}"' for key in grid}
     for i, axes in enumerate(zips):
         origins.update({key: f'zip[{i}]."{key}"' for key in axes})

@@ -24,16 +24,50 @@ SEED_HINT = ("not a key of a trial: list seeds in the recipe's top-level seeds =
 VARIANT_META_KEYS = ("published", "description")
 
 
+class DuplicateKey(ValueError):
+    """One dotted key written twice in a table (``"train.lr" = ...`` beside ``train.lr``)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
 def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"head": x}, "train.lr": y}`` -> ``{"model.head": x, "train.lr": y}``."""
+    """``{"model": {"head": x}, "train.lr": y}`` -> ``{"model.head": x, "train.lr": y}``.
+
+    TOML reads ``"train.lr" = 1`` (one quoted key) and ``train.lr = 2`` (a table) as
+    different keys; flattened they are one, so :class:`DuplicateKey` is raised rather
+    than letting the later one win unseen.
+    """
     flat: dict[str, Any] = {}
     for key, value in table.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, path + "."))
-        else:
-            flat[path] = value
+        items = flatten(value, path + ".").items() if isinstance(value, dict) else [(path, value)]
+        for dotted, leaf in items:
+            if dotted in flat:
+                raise DuplicateKey(dotted)
+            flat[dotted] = leaf
     return flat
+
+
+def related(a: str, b: str) -> bool:
+    """Whether two dotted keys set the same value: equal, or one is a table above the other."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def table_kind(path: str, model: type[BaseModel] = TrialSpec) -> str | None:
+    """``"section"`` if a dotted key names a section of the schema (``train``,
+    ``model``), ``"table"`` if it names a free table (``model.args``), else None."""
+    head, _, rest = path.partition(".")
+    for name, info in model.model_fields.items():
+        if head in (name, info.alias):
+            sub = _sub_model(info.annotation)
+            if rest:
+                return table_kind(rest, sub) if sub is not None else None
+            if sub is not None:
+                return "section"
+            return "table" if typing.get_origin(info.annotation) is dict else None
+    return None
 
 
 def set_dotted(tree: dict[str, Any], path: str, value: Any) -> None:

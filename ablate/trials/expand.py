@@ -17,10 +17,17 @@ from typing import Any
 from ablate.errors import RecipeError, UserInputError
 from ablate.heap import no_gc
 from ablate.recipes import nesting
-from ablate.recipes.loader import Recipe
+from ablate.recipes.loader import Recipe, axis_origins
 from ablate.recipes.schema import Published, TrialSpec
 from ablate.recipes.sections import SpecValidator
-from ablate.recipes.tree import check_key, check_seeds
+from ablate.recipes.tree import (
+    DuplicateKey,
+    check_key,
+    check_seeds,
+    flatten,
+    related,
+    table_kind,
+)
 from ablate.trials.ids import SpecDumps, architecture_id, trial_ids_for_seeds
 
 DEFAULT_MAX_TRIALS = 10_000
@@ -64,8 +71,37 @@ def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -
             overrides[key] = check_seeds(source, key, value)
             continue
         check_key(source, key, key)
+        kind = table_kind(key)
+        if isinstance(value, dict) and (value or kind == "section"):
+            # a table sets the keys it holds, as a variant's table does: the section's
+            # other keys keep the recipe's values (not the defaults)
+            try:
+                flat = flatten(value, key + ".")
+            except DuplicateKey as err:
+                raise UserInputError(f"{source} {err.key}: written twice") from None
+            if not flat:
+                raise UserInputError(f"{source} {key}: an empty table; --set the keys in it")
+            for dotted in flat:
+                check_key(source, dotted, dotted)
+            overrides.update(flat)
+            continue
         overrides[key] = value
     return overrides
+
+
+def check_overrides(recipe: Recipe, overrides: dict[str, Any]) -> None:
+    """Refuse a ``--set`` of a key an axis varies: every configuration would get the one
+    value under a name that says otherwise (``lr=0.1`` trained at the --set's lr). A
+    variant's key may be set: its name is the user's label, not the value (``--set
+    data.name=shapes`` tries a study's every variant on the embedded data)."""
+    varied = axis_origins(recipe.grid, recipe.zips, [])
+    for key in overrides:
+        hit = next((k for k in varied if related(key, k)), None)
+        if hit is not None and key != "seeds":
+            raise RecipeError(
+                recipe.path, f"the axis {varied[hit]} varies it: one value for every "
+                "configuration would leave their names saying otherwise; edit the axis "
+                "instead", f"--set {key}")
 
 
 def count_trials(recipe: Recipe, overrides: dict[str, Any] | None = None) -> int:
@@ -146,6 +182,7 @@ def expand(recipe: Recipe, overrides: dict[str, Any] | None = None,
     The size is checked first (:func:`check_size`); ``overrides`` come from ``--set``.
     """
     overrides = dict(overrides or {})
+    check_overrides(recipe, overrides)
     check_size(recipe, overrides, max_trials)
     with no_gc():
         return _expand(recipe, overrides)
