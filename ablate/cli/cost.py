@@ -30,6 +30,10 @@ def parse_resolution(text: str) -> list[int]:
         int(height) == 0 or int(width) == 0
     ):
         raise UserInputError(f"--resolution: expected HxW such as 512x1024, got {text!r}")
+    from ablate.recipes.schema import MAX_PIXELS  # lazy: loads pydantic
+
+    if max(int(height), int(width)) > MAX_PIXELS:
+        raise UserInputError(f"--resolution: sides up to {MAX_PIXELS}, got {text!r}")
     return [int(height), int(width)]
 
 
@@ -92,6 +96,7 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
         ablate cost --clear-cache
     """
     from ablate.cost.analyse import analyse_spec  # lazy: loads pydantic
+    from ablate.dispatch.prepare import blame  # lazy: loads pydantic
     from ablate.recipes.loader import load_recipe  # lazy: loads pydantic
     from ablate.trials.expand import expand, parse_set  # lazy: loads pydantic
 
@@ -110,7 +115,10 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
             raise UserInputError("--diff names its two sides; drop --trial/--variant/--modules")
         sides = [_resolve(trials, name, loaded.path) for name in diff]
         depth = depth or max([3, *(_knockout_depth(side[0].spec) for side in sides)])
-        reports = [analyse_spec(side[0].spec, depth=depth, convention=convention) for side in sides]
+        reports = []
+        for side in sides:
+            with blame(loaded.path, side[0]):
+                reports.append(analyse_spec(side[0].spec, depth=depth, convention=convention))
         rows = diff_rows(reports[0], reports[1])
         if as_json:
             click.echo(json.dumps(_diff_json(diff, sides, reports, rows), indent=2))
@@ -121,13 +129,15 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
 
     selected = _select(trials, trial_ids, variants, loaded.path)
     if list_modules:
-        _list_modules(selected, depth, as_json)
+        _list_modules(selected, depth, as_json, loaded.path)
         echo_warnings(warnings)
         return
     depth = depth or 3
     results = []
     for group in _by_architecture(selected):
-        results.append((group, analyse_spec(group[0].spec, depth=depth, convention=convention)))
+        with blame(loaded.path, group[0]):
+            results.append((group, analyse_spec(group[0].spec, depth=depth,
+                                                convention=convention)))
     if as_json:
         click.echo(json.dumps([_arch_json(group, report) for group, report in results], indent=2))
     else:
@@ -142,10 +152,14 @@ def _knockout_depth(spec) -> int:
     return max((p.count(".") + 1 for p in paths), default=0)
 
 
-def _list_modules(trials: list, depth: int | None, as_json: bool) -> None:
+def _list_modules(trials: list, depth: int | None, as_json: bool, source: str) -> None:
     from ablate.cost.analyse import module_rows  # lazy: loads torch
+    from ablate.dispatch.prepare import blame  # lazy: loads pydantic
 
-    groups = [(group, module_rows(group[0].spec, depth)) for group in _by_architecture(trials)]
+    groups = []
+    for group in _by_architecture(trials):
+        with blame(source, group[0]):
+            groups.append((group, module_rows(group[0].spec, depth)))
     if as_json:
         click.echo(json.dumps([{"name": g[0].config_name, "arch_id": g[0].arch_id,
                                 "modules": rows} for g, rows in groups], indent=2))

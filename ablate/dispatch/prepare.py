@@ -76,7 +76,7 @@ def select_trials(trials: list[Trial], *, trial_ids: tuple[str, ...] = (),
 
 
 @contextlib.contextmanager
-def _blame(source: str | None, trial: Trial):
+def blame(source: str | None, trial: Trial):
     """Errors found while building a trial's model name the recipe and the trial."""
     try:
         yield
@@ -102,7 +102,7 @@ def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
         if trial.arch_id in out:
             continue
 
-        with _blame(source, trial):
+        with blame(source, trial):
             report = analyse.analyse_spec(trial.spec, flops=flops and trial.spec.eval.flops)
         out[trial.arch_id] = CostRecord(
             arch_id=trial.arch_id, params=report.params, params_by_module=report.params_by_module,

@@ -111,8 +111,12 @@ def allowed_keys(path: str, model: type[BaseModel] = TrialSpec,
     ``description`` and ``published``). The trial's ``seed`` is never offered.
     """
     head, _, rest = path.partition(".")
+    head, indexed = re.subn(r"\[\d+\]$", "", head)
     for name, info in model.model_fields.items():
-        sub = _sub_model(info.annotation)
+        annotation = info.annotation
+        if indexed and typing.get_origin(annotation) is list:  # model.replace[0].by
+            annotation = typing.get_args(annotation)[0]
+        sub = _sub_model(annotation)
         if head in (name, info.alias) and rest and sub is not None:
             return allowed_keys(rest, sub)
     keys = {info.alias or name for name, info in model.model_fields.items()} | set(extra)
@@ -226,10 +230,13 @@ def validation_message(err: ValidationError, model: type[BaseModel]) -> tuple[st
         msg = "must be a table"  # not pydantic's "instance of ModelSpec"
     elif first["type"] == "string_too_short" and value == "":
         msg = "must not be empty"
+    elif first["type"] == "too_short" and isinstance(value, list):
+        least = first.get("ctx", {}).get("min_length", 1)
+        msg = f"must list at least {least} item{'s' if least != 1 else ''}"
     if not isinstance(value, dict):
         msg = f"{msg} (got {_short_repr(value)})"
-    elif "table" not in msg:  # a table where a value belongs: its contents say nothing
-        msg = f"{msg} (got a table)"
+    elif "table" not in msg and first["type"] != "value_error":
+        msg = f"{msg} (got a table)"  # a table where a value belongs: its contents say nothing
     return key, msg
 
 

@@ -29,7 +29,14 @@ from pydantic import Field
 
 from ablate.errors import RecipeError
 from ablate.recipes.schema import PositiveInt, Section, Seed
-from ablate.recipes.tree import check_key, check_seeds, validate_section, validate_spec
+from ablate.recipes.tree import (
+    check_key,
+    check_seeds,
+    field_exists,
+    table_kind,
+    validate_section,
+    validate_spec,
+)
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
 TUNABLE = ("train.", "model.args.", "data.")  # the sections whose keys may be nuisance keys
@@ -99,7 +106,8 @@ def _ranges_of(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and value and not set(value) & set(DISTRIBUTIONS):
+        if (isinstance(value, dict) and value and not set(value) & set(DISTRIBUTIONS)
+                and not _holds_a_value(path)):
             out.update(_ranges_of(value, path + "."))
         else:
             out[path] = value
@@ -126,6 +134,15 @@ def parse_tune(raw: Any, source: str, *, seeds: list[int], axes: dict[str, str])
                           "{ log_uniform = [1e-4, 1.0] }", "tune")
     return Tune(settings, tuple(_range(source, key, value, axes)
                                 for key, value in ranges.items()))
+
+
+def _holds_a_value(path: str) -> bool:
+    """A schema key that holds one value (``train.lr``), not a table of keys: its table is
+    a range, if a wrong one (``{ normal = [...] }``), never a further level of keys."""
+    parts = path.split(".")
+    if any(table_kind(".".join(parts[:i])) == "table" for i in range(1, len(parts))):
+        return False  # inside a free table (model.args.*): any depth is the user's
+    return field_exists(path) and table_kind(path) is None
 
 
 def _range(source: str, key: str, value: Any, axes: dict[str, str]) -> Range:

@@ -266,7 +266,12 @@ def _validate(validate, tree, recipe, origin, variant, point, overrides) -> Tria
     try:
         return validate(tree)
     except RecipeError as err:
-        key = err.key or ""
+        key, detail = err.key or "", err.detail
+        for layer in (overrides, point, variant.overrides if variant is not None else {}):
+            hit = _set_by(key, layer)
+            if hit is not None and hit.startswith(key + "."):  # a check across a section
+                key, detail = hit, detail.removeprefix(f"{hit}: ")
+                break
         if _set_by(key, overrides):
             where = f"--set {key}"
         elif _set_by(key, point):
@@ -276,7 +281,7 @@ def _validate(validate, tree, recipe, origin, variant, point, overrides) -> Tria
             where = f"{origin}{key}"
         else:
             where = f"base.{key}"
-        raise RecipeError(recipe.path, err.detail, where) from None
+        raise RecipeError(recipe.path, detail, where) from None
 
 
 def _set_by(key: str, layer: dict[str, Any]) -> str | None:
@@ -287,7 +292,8 @@ def _set_by(key: str, layer: dict[str, Any]) -> str | None:
     for i in range(len(parts), 0, -1):
         if ".".join(parts[:i]) in layer:
             return ".".join(parts[:i])
-    return None
+    # an error on a whole section (a check across its keys) or table: the key under it
+    return next((k for k in layer if path and k.startswith(path + ".")), None)
 
 
 def _hashed(fn, spec: TrialSpec, source: str, name: str) -> str:

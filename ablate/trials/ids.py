@@ -65,9 +65,9 @@ def code_files(spec: TrialSpec) -> dict[str, dict[str, str]]:
     if spec.model.builder is not None:
         files["model.builder"] = MODELS.source_files(spec.model.builder)
     replaced: dict[str, str] = {}  # knock-out replacements from the user's own code
-    for replacement in spec.model.replace:
+    for i, replacement in enumerate(spec.model.replace):
         if is_import_path(replacement.by) and not is_library(replacement.by):
-            replaced.update(MODELS.source_files(replacement.by) or {})
+            replaced.update(MODELS.source_files(replacement.by, f"model.replace[{i}].by") or {})
     if replaced:
         files["model.replace"] = replaced
     dataset = user_dataset(spec.data)

@@ -19,13 +19,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from ablate.errors import RecipeError
 from ablate.recipes.loader import Recipe
-from ablate.recipes.tree import set_dotted
+from ablate.recipes.tree import related, set_dotted
 from ablate.recipes.tune import Range, Tune
 from ablate.trials.expand import DEFAULT_MAX_TRIALS, Trial, count_trials, expand
 
@@ -156,7 +157,8 @@ def _expand_draw(recipe: Recipe, overrides: dict[str, Any], tune: Tune, index: i
         return expand(recipe, overrides, max_trials=None)
     except RecipeError as err:
         key = (err.key or "").removeprefix("base.")
-        hit = next((k for k in tune.keys if key == k or key.startswith(k + ".")), None)
+        # the drawn key itself, a list or table it holds, or a table above it (model.args)
+        hit = next((k for k in tune.keys if related(re.sub(r"\[\d+\]", "", key), k)), None)
         if hit is None:
             raise
         raise RecipeError(recipe.path, f"{err.detail} (draw {index}: {values[hit]!r})",

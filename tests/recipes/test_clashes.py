@@ -133,3 +133,19 @@ def test_refused_on_the_command_line_records_nothing(tmp_path):
         assert len(result.output.strip().splitlines()) == 1
         assert "--set train.lr: the axis grid" in result.output
     assert Store(str(db)).studies() == []
+
+
+def test_a_tuned_key_given_an_unknown_distribution_lists_the_distributions():
+    message = _error('[tune]\nbudget = 2\nseeds = [5]\n"train.lr" = { normal = [0.1, 0.2] }\n')
+    assert message.startswith('r.toml: tune."train.lr": must be a range: { log_uniform = ')
+
+
+def test_a_drawn_value_refused_under_a_free_table_is_blamed_on_its_tune_key():
+    from ablate.trials.tuning import plan_tuning
+
+    recipe = parse_recipe(BASE + '[tune]\nbudget = 2\nseeds = [5]\n'
+                          '"model.args.width" = { int = [1, 2] }\n', "r.toml")
+    with pytest.raises(RecipeError) as err:
+        plan_tuning(recipe)
+    assert str(err.value).startswith('r.toml: tune."model.args.width": only read with '
+                                     "model.builder")

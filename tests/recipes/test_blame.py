@@ -1,0 +1,71 @@
+"""An error names the line the user wrote (--set, axis, variant, base) and what is allowed
+there, not a section above it or a registry's key."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.errors import RecipeError
+from ablate.recipes.loader import parse_recipe
+from ablate.trials.expand import expand, parse_set
+
+BASE = """
+name = "blame"
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "lraspp"
+[base.data]
+image_size = 32
+train_images = 4
+"""
+
+
+def _error(text: str = "", sets: tuple[str, ...] = ()) -> str:
+    with pytest.raises(RecipeError) as err:
+        expand(parse_recipe(BASE + text, "r.toml"), parse_set(list(sets)))
+    return str(err.value)
+
+
+@pytest.mark.parametrize(("text", "sets", "where"), [
+    ("", ('eval.runtimes=["tensorrt"]',), "--set eval.runtimes"),
+    ('[grid]\n"eval.runtimes" = [["tensorrt"]]\n', (), 'axis "eval.runtimes"'),
+    ('[variants.a]\n"eval.runtimes" = ["tensorrt"]\n', (), "variants.a.eval.runtimes"),
+])
+def test_a_check_across_a_section_blames_the_key_that_broke_it(text, sets, where):
+    """``eval.runtimes`` without eager fails the eval section's own check: the error names
+    who set eval.runtimes (not ``base.eval``) and says nothing of a table."""
+    assert _error(text, sets) == (f"r.toml: {where}: must include 'eager', the reference for "
+                                  "parity and latency ratios")
+
+
+def test_a_free_table_key_set_without_its_builder_names_the_set():
+    assert _error(sets=("model.args.x=1",)).startswith(
+        "r.toml: --set model.args.x: only read with model.builder;")
+
+
+def test_an_unknown_key_in_a_list_of_tables_lists_that_tables_keys():
+    message = _error(sets=('model.replace=[{path="head.cbr",by="torch.nn:Identity",extra=1}]',))
+    assert message == "r.toml: --set model.replace[0].extra: unknown key; allowed here: args, by, path"
+
+
+def test_an_empty_list_says_how_many_items_it_needs():
+    assert _error("[knockout]\ncomponents = []\n") == (
+        "r.toml: knockout.components: must list at least 1 item (got [])")
+
+
+def test_a_replacement_that_cannot_be_imported_names_its_by():
+    message = _error(sets=('model.replace=[{path="head.cbr",by="no_such_pkg.mod:X"}]',))
+    assert "model.replace[0].by: cannot import 'no_such_pkg.mod'" in message
+
+
+def test_cost_names_the_recipe_and_trial_and_its_own_resolution_option(tmp_path):
+    recipe = tmp_path / "c.toml"
+    recipe.write_text(BASE)
+    head = CliRunner().invoke(main, ["cost", str(recipe), "--set", "model.head=fcn8s"])
+    assert head.exit_code == 2 and len(head.output.strip().splitlines()) == 1
+    assert head.output.startswith(f"Error: {recipe}: trial base/seed=0: model.head: fcn8s")
+    big = CliRunner().invoke(main, ["cost", str(recipe), "--resolution", "99999x99999"])
+    assert big.exit_code == 2
+    assert big.output == "Error: --resolution: sides up to 8192, got '99999x99999'\n"
