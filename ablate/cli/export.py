@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
+from ablate import extras
 from ablate.cli import main
 from ablate.cli.options import db_option
 from ablate.cli.report import where_option
+from ablate.errors import UserInputError
 
 
 @main.command("export")
@@ -14,9 +18,9 @@ from ablate.cli.report import where_option
 @db_option
 @where_option
 @click.option("--csv", "csv_path", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write CSV here ('-': standard output).")
+              help="Write CSV here, replacing the file whole ('-': standard output).")
 @click.option("--parquet", "parquet_path", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Write Parquet here (needs pyarrow).")
+              help="Write Parquet here (needs pyarrow; binary, so never '-').")
 @click.option("--markdown", "markdown_path", metavar="FILE",
               type=click.Path(dir_okay=False, allow_dash=True),
               help="Write a Markdown table here ('-': standard output).")
@@ -29,6 +33,10 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
     every other final figure, per-class IoU (%, iou/<class>), the recipe's axes
     (axis:<key>) and published figures (published_<key>).
 
+    Every target is checked before any work: never the database (or its -wal, -shm,
+    -journal files), one file per format, its folder there and writable. A file is
+    written whole or not at all (a temporary file beside it, then renamed).
+
     \b
     Example:
         ablate export mnv3_expansion --csv results/mnv3.csv
@@ -36,22 +44,52 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
         ablate export quickstart --where model.head=deeplabv3 --csv -
     """
     from ablate.report import export as exporter  # lazy: loads numpy, pandas, sqlalchemy
+    from ablate.report import outputs  # lazy: loads sqlalchemy
     from ablate.store import Store  # lazy: loads sqlalchemy
+    from ablate.store.store import resolve_url  # lazy: loads sqlalchemy
 
-    if not (csv_path or parquet_path or markdown_path):
+    targets = {"--parquet": parquet_path, "--csv": csv_path, "--markdown": markdown_path}
+    targets = {option: path for option, path in targets.items() if path}
+    if not targets:
         raise click.UsageError("give at least one of --csv FILE, --parquet FILE, --markdown FILE")
+    _check_targets(targets, outputs.database_files(resolve_url(db)))
+    if parquet_path and extras.missing("parquet"):  # before any work
+        raise UserInputError(extras.needs("--parquet", "parquet"))
     frame = exporter.export_frame(Store(db, must_exist=True), study, where)
-    written = []
-    if parquet_path:
-        exporter.write_parquet(frame, parquet_path)
-        written.append(parquet_path)
-    for path, text in ((csv_path, lambda: frame.to_csv(index=False)),
-                       (markdown_path, lambda: exporter.to_markdown_text(frame, study))):
+    to_stdout = "-" in targets.values()
+    texts = {"--csv": lambda: frame.to_csv(index=False),
+             "--markdown": lambda: exporter.to_markdown_text(frame, study)}
+    for option, path in targets.items():
         if path == "-":
-            click.echo(text(), nl=False)
-        elif path:
-            with open(path, "w", encoding="utf-8", newline="") as handle:
-                handle.write(text())
-            written.append(path)
-    for path in written:
-        click.echo(f"wrote {path} ({len(frame)} trials)", err=csv_path == "-" or markdown_path == "-")
+            click.echo(texts[option](), nl=False)
+            continue
+        try:
+            if option == "--parquet":
+                exporter.write_parquet(frame, path)
+            else:
+                outputs.write_text(path, texts[option](), newline="")
+        except OSError as err:  # the disk filled up, say: the old file (or none) stays
+            raise UserInputError(f"{option} {path}: cannot write: {outputs.reason(err)} "
+                                 f"({path} left as it was)") from None
+        click.echo(f"wrote {path} ({len(frame)} trials)", err=to_stdout)
+
+
+def _check_targets(targets: dict[str, str], database: list[str]) -> None:
+    """Before any work: no target is the database, standard output takes text only, no
+    two formats go to one file, and every file can be written."""
+    from ablate.report import outputs  # lazy: loads sqlalchemy
+
+    if targets.get("--parquet") == "-":
+        raise UserInputError("--parquet -: Parquet is binary and never goes to standard "
+                             "output; give a FILE (--csv - and --markdown - print text)")
+    seen: dict[str, str] = {}
+    for option, path in targets.items():
+        key = path if path == "-" else os.path.realpath(path)
+        if key in seen:
+            where, fix = (("standard output", "give one of them a FILE") if path == "-" else
+                          (path, "give each its own FILE"))
+            raise UserInputError(f"{seen[key]} and {option} both write to {where}; {fix} "
+                                 "(nothing was written)")
+        seen[key] = option
+        if path != "-":
+            outputs.check_file(option, path, database)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import click
+from click.core import ParameterSource
 
 from ablate.cli import main
 from ablate.cli.options import db_option, make_console, not_nan
+from ablate.errors import UserInputError
 
 FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
 
@@ -65,9 +69,12 @@ where_option = click.option(
               show_default=True, help="The curves' x axis.")
 @click.option("--estimates", is_flag=True,
               help="Instead of the tables: each run's time estimate (recorded when it "
-                   "started) beside its actual wall time and device-hours.")
+                   "started) beside its actual wall time and device-hours (only --study and "
+                   "--json go with it).")
 @click.option("--out", "out_dir", default="results", show_default=True,
-              type=click.Path(file_okay=False), help="Where plots and report.html are written.")
+              type=click.Path(file_okay=False),
+              help="Where plots and report.html are written (created, or refused, before any "
+                   "work).")
 def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
            baseline: str | None, effects: bool, alpha: float, min_effect: float | None,
            sort_key: str | None,
@@ -92,7 +99,6 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         ablate report --study quickstart --effects --format latex --out paper/
         ablate report --study quickstart --estimates
     """
-    from ablate.report import build  # lazy: loads numpy, pandas, sqlalchemy
     from ablate.store import Store  # lazy: loads sqlalchemy
 
     if as_json:
@@ -101,6 +107,7 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         fmt = "json"
     if desc and sort_key is None:
         raise click.UsageError("--desc needs --sort COLUMN")
+    _check_combinations(estimates, effects, forest, curves, pareto or bool(x_axes) or fmt == "html")
     effects = effects or forest
     store = Store(db, must_exist=True)  # a report never creates a database
     if estimates:
@@ -108,13 +115,67 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
 
         print_estimates(store, list(dict.fromkeys(studies)) or None, fmt)
         return
+    writes = fmt in ("html", "latex") or pareto or bool(x_axes) or forest or per_class or curves
+    with _out_folder(out_dir, store) if writes else nullcontext():  # checked before any work
+        _report(store, studies, where, baseline=baseline, effects=effects, alpha=alpha,
+                min_effect=min_effect, sort_key=sort_key, desc=desc, fmt=fmt, pareto=pareto,
+                forest=forest, x_axes=x_axes, log_x=log_x, per_class=per_class, curves=curves,
+                curves_by=curves_by, curves_x=curves_x, out_dir=out_dir)
+
+
+# what each option needs given to mean anything: refused alone rather than ignored
+_NEEDS = {"min_effect": "--effects (or --forest)", "curves_by": "--curves",
+          "curves_x": "--curves", "log_x": "--pareto or --x COLUMN (or --format html)"}
+# with --estimates only --study, --format / --json and --db count
+_NOT_WITH_ESTIMATES = ("where", "baseline", "effects", "alpha", "min_effect", "sort_key", "desc",
+                       "pareto", "forest", "x_axes", "log_x", "per_class", "curves",
+                       "curves_by", "curves_x", "out_dir")
+
+
+def _check_combinations(estimates: bool, effects: bool, forest: bool, curves: bool,
+                        plots_pareto: bool) -> None:
+    """Options that would be silently ignored: one line naming both, exit 2."""
+    ctx = click.get_current_context()
+
+    def name(param: str) -> str:
+        return next(p.opts[0] for p in ctx.command.params if p.name == param)
+
+    given = [p for p in ctx.params
+             if ctx.get_parameter_source(p) not in (None, ParameterSource.DEFAULT)]
+    if estimates:
+        for param in _NOT_WITH_ESTIMATES:
+            if param in given:
+                raise click.UsageError(f"--estimates and {name(param)} contradict each other: "
+                                       "--estimates shows each run's time estimate instead of "
+                                       "the tables and figures")
+    uses = {"min_effect": effects or forest, "curves_by": curves, "curves_x": curves,
+            "log_x": plots_pareto}
+    for param, needs in _NEEDS.items():
+        if param in given and not uses[param]:
+            raise click.UsageError(f"{name(param)} needs {needs}")
+
+
+def _out_folder(out_dir: str, store):
+    """``--out``: created (or checked) before any work; nothing written there may be the
+    database."""
+    from ablate.report import outputs  # lazy: loads sqlalchemy
+
+    outputs.refuse_database("--out", out_dir, outputs.database_files(store.url))
+    return outputs.out_folder("--out", out_dir)
+
+
+def _report(store, studies, where, *, baseline, effects, alpha, min_effect, sort_key, desc,
+            fmt, pareto, forest, x_axes, log_x, per_class, curves, curves_by, curves_x,
+            out_dir) -> None:
+    """The tables on stdout and the figures (or the page) in ``out_dir``, which exists."""
+    from ablate.report import build  # lazy: loads numpy, pandas, sqlalchemy
+
     result = build.build_report(store, list(dict.fromkeys(studies)), where=where,
                                 baseline=baseline, sort=sort_key, descending=desc,
                                 per_class=per_class, effects=effects, alpha=alpha,
                                 min_effect=min_effect)
     plot_pareto = (pareto or bool(x_axes) or fmt == "html") and not result.configs.empty
     axes = build.cost_axes(result.configs, x_axes) if plot_pareto else []  # checked first
-    _print_tables(result, fmt, per_class, where)
 
     figures = []
     if not result.configs.empty:
@@ -132,16 +193,50 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
             figures += build.curve_figures(store, result, curves_by, curves_x)
         if forest or plot_pareto or fmt in ("html", "latex"):
             figures += build.tuning_figures(result)  # tuned studies: tuning curves
-    written = _write_figures(result, figures, out_dir, fmt)
-    if fmt == "latex" and not result.configs.empty:  # beside the figures it may \includegraphics
-        from ablate.report.latex import write_tex  # lazy: loads numpy, pandas
+    from ablate.report import outputs  # lazy: loads sqlalchemy
 
-        included = [(f.stem, f.caption) for f in figures
-                    if f.stem.startswith(("forest", "class_effects", "tuning"))]
-        written.append(write_tex(result.configs, result.effects, out_dir, included,
-                                 tuning=result.tuning))
+    _refuse_database_targets(store, result, figures, out_dir, fmt)
+    _print_tables(result, fmt, per_class, where)
+    try:
+        written = _write_figures(result, figures, out_dir, fmt)
+        if fmt == "latex" and not result.configs.empty:  # beside the figures it may \includegraphics
+            from ablate.report.latex import write_tex  # lazy: loads numpy, pandas
+
+            included = [(f.stem, f.caption) for f in figures
+                        if f.stem.startswith(("forest", "class_effects", "tuning"))]
+            written.append(write_tex(result.configs, result.effects, out_dir, included,
+                                     tuning=result.tuning))
+    except OSError as err:  # the disk filled up, say: that file is as it was
+        raise UserInputError(f"--out {out_dir}: cannot write {err.filename or out_dir}: "
+                             f"{outputs.reason(err)}") from None
     for path in written:  # machine-readable stdout stays parseable
         click.echo(f"wrote {path}", err=fmt in ("csv", "json", "latex"))
+
+
+def _refuse_database_targets(store, result, figures, out_dir: str, fmt: str) -> None:
+    """No file the report writes may be the database (one named report.html, say)."""
+    from pathlib import Path
+
+    from ablate.report import outputs  # lazy: loads sqlalchemy
+
+    database = outputs.database_files(store.url)
+    if not database:
+        return
+    out = Path(out_dir)
+    if fmt == "html":
+        names = ["report.html"]
+    else:
+        names = [f"{fig.stem}.{suffix}" for fig in figures for suffix in _suffixes(fmt)]
+        names += ["report.tex"] if fmt == "latex" and not result.configs.empty else []
+    for name in names:
+        if outputs.is_database(out / name, database):
+            raise UserInputError(f"--out {out_dir}: the report would write {out / name}, "
+                                 "which is the results database; give another folder "
+                                 "(nothing was written)")
+
+
+def _suffixes(fmt: str) -> tuple[str, ...]:
+    return ("png", "svg", "pdf") if fmt == "latex" else ("png", "svg")  # pdflatex: PDF
 
 
 def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> None:
@@ -213,7 +308,6 @@ def _write_figures(result, figures, out_dir: str, fmt: str) -> list:
         pngs = {fig.stem: figure_png(fig.figure) for fig in figures}
         return [write_html(result, figures, out_dir, pngs)]
     written = []
-    suffixes = ("png", "svg", "pdf") if fmt == "latex" else ("png", "svg")  # pdflatex: PDF
     for fig in figures:
-        written += save_figure(fig.figure, out_dir, fig.stem, suffixes)
+        written += save_figure(fig.figure, out_dir, fig.stem, _suffixes(fmt))
     return written

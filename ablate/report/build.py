@@ -36,6 +36,7 @@ from ablate.report.figures.effects import (
     seeds_figure,
 )
 from ablate.report.frame import config_frame, epoch_frame, trials_frame
+from ablate.report.outputs import write_text
 from ablate.report.page import Image, Section, render_page
 from ablate.report.plots import AXIS_LABELS, curves_figure, pareto_figure, per_class_figure
 from ablate.report.render import config_tables, per_class_tables
@@ -388,8 +389,8 @@ def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.html"
-    path.write_text(render_page("ablate report: " + (", ".join(studies) or "no trials"),
-                                sections, meta), encoding="utf-8")
+    write_text(path, render_page("ablate report: " + (", ".join(studies) or "no trials"),
+                                 sections, meta))  # whole or not at all
     return path
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 from ablate import extras
 from ablate.errors import UserInputError
 from ablate.report.frame import trials_frame
+from ablate.report.outputs import write_atomic
 from ablate.report.render import md_cell
 from ablate.report.tables import filter_rows, parse_where
 from ablate.store.read import study_descriptions
@@ -30,7 +31,8 @@ def export_frame(store, study: str, where: list[str] | tuple[str, ...] = ()) -> 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
     if extras.missing("parquet"):
         raise UserInputError(extras.needs("--parquet", "parquet"))
-    arrow_safe(frame).to_parquet(path, index=False)
+    safe = arrow_safe(frame)
+    write_atomic(path, lambda tmp: safe.to_parquet(tmp, index=False))  # whole or not at all
 
 
 def arrow_safe(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from ablate.report.outputs import write_text
+
 # LaTeX's special characters, then the non-ASCII ones the reports use (pdflatex's
 # default fonts have no glyph for them in text mode)
 _ESCAPES = {
@@ -231,5 +233,5 @@ def write_tex(configs: pd.DataFrame, effects: pd.DataFrame | None, out_dir: str 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.tex"
-    path.write_text(to_document(configs, effects, figures, tuning), encoding="utf-8")
+    write_text(path, to_document(configs, effects, figures, tuning))  # whole or not at all
     return path

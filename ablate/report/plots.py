@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.report.figures.curves import curves_figure  # noqa: F401 (re-exported)
+from ablate.report.outputs import write_atomic
 from ablate.report.pareto import frontier_steps, pareto_mask
 
 AXIS_LABELS = {
@@ -207,8 +208,8 @@ def save_figure(fig, out_dir: str | Path, stem: str,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.{suffix}" for suffix in suffixes]
-    for path in paths:
-        fig.savefig(path)
+    for path, suffix in zip(paths, suffixes, strict=True):  # each whole or not at all
+        write_atomic(path, lambda tmp, suffix=suffix: fig.savefig(tmp, format=suffix))
     return paths
 
 

@@ -98,3 +98,117 @@ def test_errors(db, args, message):
     result = export(db, *args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def _digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _files(folder) -> list[str]:
+    """The folder's files but the database's own (r.db, r.db-wal, r.db-shm)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("r.db"))
+
+
+def _refused(db, tmp_path, *args, message):
+    """Exit 2, the one line ``message``, no traceback, the database's bytes and the
+    folder's files as they were."""
+    before, files = _digest(db), _files(tmp_path)
+    result = export(db, *args)
+    assert result.exit_code == 2, result.output
+    assert result.output == f"Error: {message}\n"
+    assert "Traceback" not in result.output
+    assert _digest(db) == before
+    assert _files(tmp_path) == files
+    return result
+
+
+@pytest.mark.parametrize("option", ["--csv", "--markdown", "--parquet"])
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_the_database_is_never_an_export_target(db, tmp_path, monkeypatch, option, suffix):
+    monkeypatch.chdir(tmp_path)  # a relative path to the same file counts too
+    _refused(db, tmp_path, "mnv3_mini", option, f"./r.db{suffix}",
+             message=f"{option} ./r.db{suffix}: that is the results database (or its journal); "
+                     "give another file (nothing was written)")
+
+
+def test_a_link_to_the_database_is_refused(db, tmp_path):
+    import os
+
+    os.symlink(db, tmp_path / "soft.csv")
+    os.link(db, tmp_path / "hard.csv")
+    for name in ("soft.csv", "hard.csv"):
+        _refused(db, tmp_path, "mnv3_mini", "--csv", str(tmp_path / name),
+                 message=f"--csv {tmp_path / name}: that is the results database (or its "
+                         "journal); give another file (nothing was written)")
+
+
+def test_one_target_for_two_formats_is_refused(db, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _refused(db, tmp_path, "mnv3_mini", "--csv", "t.out", "--markdown", f"{tmp_path}/t.out",
+             message=f"--csv and --markdown both write to {tmp_path}/t.out; give each its own "
+                     "FILE (nothing was written)")
+    _refused(db, tmp_path, "mnv3_mini", "--csv", "-", "--markdown", "-",
+             message="--csv and --markdown both write to standard output; give one of them a "
+                     "FILE (nothing was written)")
+
+
+def test_parquet_never_goes_to_standard_output(db, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _refused(db, tmp_path, "mnv3_mini", "--parquet", "-",
+             message="--parquet -: Parquet is binary and never goes to standard output; give "
+                     "a FILE (--csv - and --markdown - print text)")
+
+
+def test_markdown_to_stdout_beside_a_csv_file(db, tmp_path):
+    out = tmp_path / "t.csv"
+    result = export(db, "mnv3_mini", "--markdown", "-", "--csv", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("# mnv3_mini\n") and len(result.stdout.splitlines()) == 12
+    assert result.stderr == f"wrote {out} (8 trials)\n"
+    assert len(out.read_text().splitlines()) == 9
+
+
+@pytest.mark.parametrize("option", ["--csv", "--markdown", "--parquet"])
+@pytest.mark.parametrize("where,reason", [("afile/x.out", "Not a directory"),
+                                          ("nowhere/x.out", "No such file or directory")])
+def test_an_output_that_cannot_be_created_is_one_line(db, tmp_path, monkeypatch, option, where,
+                                                      reason):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("hi\n")
+    # checked before the work: the other target is not written either
+    _refused(db, tmp_path, "mnv3_mini", "--markdown" if option == "--csv" else "--csv", "ok.out",
+             option, where,
+             message=f"{option} {where}: cannot write: {reason} (nothing was written)")
+
+
+def test_an_existing_file_is_replaced_whole(db, tmp_path):
+    out = tmp_path / "t.csv"
+    out.write_text("old\n" * 10_000)
+    out.chmod(0o640)
+    result = export(db, "mnv3_mini", "--csv", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith("study,trial_id,") and len(out.read_text().splitlines()) == 9
+    assert out.stat().st_mode & 0o777 == 0o640  # its permissions kept
+    assert _files(tmp_path) == ["t.csv"]  # no temporary file left
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(db, tmp_path, monkeypatch):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "t.parquet"
+    out.write_bytes(b"old")
+
+    def half(frame, path, **kwargs):  # the disk fills up half-way through
+        with open(path, "wb") as handle:
+            handle.write(b"PAR1 half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half)
+    result = export(db, "mnv3_mini", "--parquet", str(out))
+    assert result.exit_code == 2
+    assert result.output == (f"Error: --parquet {out}: cannot write: No space left on device "
+                             f"({out} left as it was)\n")
+    assert out.read_bytes() == b"old"
+    assert _files(tmp_path) == ["t.parquet"]

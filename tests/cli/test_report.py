@@ -318,3 +318,102 @@ def test_per_class_effects_table_in_markdown(db, tmp_path):
              if line.startswith("| variant | conventional -> proposed | circle |")]
     assert len(lines) == 1 and "| -2.00 |" in lines[0]
     assert "Bonferroni over the 3 classes x 2 main effects" in result.output
+
+
+def _digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _files(folder) -> list[str]:
+    """Every file and folder under ``folder`` but the database's own (r.db, -wal, -shm)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if not p.name.startswith("r.db"))
+
+
+def _refused(db, tmp_path, *args, message, usage=False):
+    """Exit 2, the one line ``message`` (nothing printed before it; a usage error's ends
+    with where to look), no traceback, the database's bytes and the folder's files as they
+    were."""
+    before, files = _digest(db), _files(tmp_path)
+    result = report(db, *args)
+    assert result.exit_code == 2, result.output
+    end = f" (see {main.name} report --help)" if usage else ""
+    assert result.output == f"Error: {message}{end}\n"
+    assert _digest(db) == before
+    assert _files(tmp_path) == files
+    return result
+
+
+@pytest.mark.parametrize("args", [
+    ["--format", "html"], ["--format", "latex"], ["--pareto"], ["--per-class"], ["--curves"],
+    ["--effects", "--forest"], ["--x", "params", "--format", "json"],
+])
+def test_an_out_folder_that_cannot_be_created_is_one_line(db, tmp_path, args):
+    (tmp_path / "afile").write_text("hi\n")
+    out = tmp_path / "afile" / "sub"
+    _refused(db, tmp_path, "--study", "mnv3_mini", "--out", str(out), *args,
+             message=f"--out {out}: cannot create the folder: Not a directory "
+                     "(nothing was written)")
+
+
+def test_an_out_folder_the_system_refuses(db, tmp_path):
+    _refused(db, tmp_path, "--format", "html", "--out", "/proc/ablate-report",
+             message="--out /proc/ablate-report: cannot create the folder: No such file or "
+                     "directory (nothing was written)")
+
+
+def test_a_failed_report_leaves_no_folder_behind(db, tmp_path):
+    out = tmp_path / "new" / "deeper"
+    result = report(db, "--pareto", "--where", "nope=1", "--out", str(out))
+    assert result.exit_code == 2 and "Error: --where: no column 'nope'" in result.output
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("args,name", [
+    (["--format", "html"], "report.html"),
+    (["--study", "mnv3_mini", "--per-class"], "per_class_iou.svg"),
+])
+def test_a_report_file_that_is_the_database_is_refused(tmp_path, args, name):
+    (tmp_path / "o").mkdir()
+    db = tmp_path / "o" / name
+    fill(f"sqlite:///{db}")
+    before = _digest(db)
+    result = report(str(db), *args, "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"Error: --out {tmp_path / 'o'}: the report would write {db}, "
+                             "which is the results database; give another folder (nothing "
+                             "was written)\n")
+    assert _digest(db) == before
+    assert [p.name for p in (tmp_path / "o").iterdir() if p.name != name
+            and not p.name.startswith(name + "-")] == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--min-effect", "1"], "--min-effect needs --effects (or --forest)"),
+    (["--curves-by", "trial"], "--curves-by needs --curves"),
+    (["--curves-x", "step", "--pareto"], "--curves-x needs --curves"),
+    (["--log-x", "--per-class"], "--log-x needs --pareto or --x COLUMN (or --format html)"),
+    (["--estimates", "--effects"], "--estimates and --effects contradict each other: "
+                                   "--estimates shows each run's time estimate instead of the "
+                                   "tables and figures"),
+    (["--estimates", "--json", "--where", "seed=1"], "--estimates and --where contradict each "
+                                                     "other: --estimates shows each run's time "
+                                                     "estimate instead of the tables and figures"),
+    (["--estimates", "--out", "elsewhere"], "--estimates and --out contradict each other: "
+                                            "--estimates shows each run's time estimate "
+                                            "instead of the tables and figures"),
+])
+def test_an_option_that_would_be_ignored_is_refused(db, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    _refused(db, tmp_path, *args, message=message, usage=True)
+
+
+def test_the_options_that_need_another_work_with_it(db, tmp_path):
+    result = report(db, "--study", "mnv3_mini", "--forest", "--min-effect", "1", "--format",
+                    "json", "--out", str(tmp_path / "f"))
+    assert result.exit_code == 0, result.output
+    assert "forest.svg" in result.stderr
+    result = report(db, "--study", "mnv3_mini", "--estimates", "--json")
+    assert result.exit_code == 0, result.output
