@@ -23,18 +23,19 @@ def db_group() -> None:
 def upgrade(db: str | None) -> None:
     """Upgrade a database written by an older ablate to the current schema.
 
+    A database that is not ablate's, one of a newer ablate, or a damaged one is refused
+    and left as it is.
+
     \b
     Example:
         ablate db upgrade --db postgresql+psycopg://user@host/ablate
     """
     from ablate.store import Store  # lazy: loads sqlalchemy
-    from ablate.store.schema import current_revision, head_revision  # lazy: loads sqlalchemy
-    from ablate.store.schema import upgrade as do_upgrade  # lazy: loads sqlalchemy
+    from ablate.store.schema import upgrade_schema  # lazy: loads sqlalchemy
 
-    store = Store(db, create=False)
-    before = current_revision(store.engine)
-    do_upgrade(store.engine)
-    click.echo(f"{store.display_url}: schema {before or 'new'} -> {head_revision()}")
+    store = Store(db, create=False)  # any schema: upgrade_schema checks it before writing
+    before, after = upgrade_schema(store.engine, store.display_url)
+    click.echo(f"{store.display_url}: schema {before or 'new'} -> {after}")
 
 
 @db_group.command("info")

@@ -58,7 +58,10 @@ def _watch(study: str | None, db: str | None, runs_dir: str | None, interval: fl
     console = make_console()
 
     def take():
-        return study_snapshot(store, study, runs_root)
+        snap = study_snapshot(store, study, runs_root)
+        if store.damage is not None:  # a damaged page met where the view shows what it can
+            raise store.damage
+        return snap
 
     snapshot = take()
     if snapshot.complete or not console.is_terminal:

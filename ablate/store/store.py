@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from ablate.clock import utc_now
-from ablate.errors import StoreError, error_line
+from ablate.errors import StoreError
 from ablate.store import target
 from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded
 from ablate.store.models import Base, CostRow, MetricRow, StudyRow, TrialRow
 from ablate.store.records import CostRecord, EpochMetric, StudyRecord, TrialRecord
-from ablate.store.schema import ensure_schema
+from ablate.store.schema import SCHEMA_HEAD, ensure_schema
 from ablate.store.timings import TimingsMixin
 from ablate.trials.lifecycle import TrialResult, TrialStatus, Verb, advance, interruption, sources
 
@@ -50,19 +50,40 @@ class Store(ClaimsMixin, TimingsMixin):
         """Open (by default create) the database; ``must_exist``: read-only commands,
         which neither create a database nor write a schema into an empty one.
         ``read_only`` (implies both): connections that cannot write and take no write
-        lock (``ablate watch`` polls while runners write)."""
+        lock (``ablate watch`` polls while runners write). ``create=False`` alone
+        (``ablate db upgrade``) opens a database of any schema: the caller checks it.
+
+        A SQLite file this process cannot write (``target.sqlite_writable``) is read
+        read-only by the commands that only read (``must_exist``), their best-effort
+        writes skipped (the cost cache); one that would record results in it is refused.
+        """
         must_exist, create = must_exist or read_only, create and not read_only
         self.url = resolve_url(url)
         self.display_url = target.mask_url(self.url)  # what messages show: no password
+        self.damage: StoreError | None = None  # the first damaged page any query met
         # an empty database (a zero-length SQLite file, or no tables) holds no studies: a
         # read-only command answers as on a new database, reading an in-memory stand-in,
         # and leaves the real one as it is (connecting would write a header and a WAL)
         self.empty = target.check_sqlite_file(self.url, must_exist) and must_exist
+        self.read_only = read_only
         if self.empty:
             self._use(_empty_stand_in())
             return
+        writable = target.sqlite_writable(self.url)
+        if not writable and create and not must_exist:
+            raise target.read_only_error(self.url)
+        self.read_only = read_only or not writable
         try:
-            self._use(_read_only_engine(self.url) if read_only else _make_engine(self.url))
+            if self.read_only:
+                # a file nobody has open (no -wal/-shm) is read as immutable, creating no
+                # -wal/-shm beside it: always for a command that only looks once; for a
+                # watcher (runners may start writing while it polls) only where SQLite
+                # could not create them anyway (the folder is read-only)
+                fixed = not target.has_sidecars(self.url) and (
+                    not read_only or not target.folder_writable(self.url))
+                self._use(_read_only_engine(self.url, immutable=fixed))
+            else:
+                self._use(_make_engine(self.url))
         except (SQLAlchemyError, ImportError, ValueError, TypeError, OSError) as err:
             raise target.engine_error(self.url, err) from None
         try:  # the first connection, so every unreachable target fails here, readably
@@ -70,12 +91,12 @@ class Store(ClaimsMixin, TimingsMixin):
                 conn.exec_driver_sql("SELECT 1")
         except (SQLAlchemyError, ImportError, OSError) as err:
             raise target.connect_error(self.url, err) from None
-        if must_exist and not target.has_tables(self.engine):
+        if must_exist and not target.has_tables(self.engine, self.display_url):
             self.engine.dispose()
             self.empty = True
             self._use(_empty_stand_in())
-        elif create:
-            ensure_schema(self.engine, self.display_url)
+        elif create or read_only:  # refuses a damaged, foreign, older or newer database
+            ensure_schema(self.engine, self.display_url, create=create and not self.read_only)
 
     def _use(self, engine) -> None:
         self.engine = engine
@@ -88,9 +109,12 @@ class Store(ClaimsMixin, TimingsMixin):
             yield session
             session.commit()
         except SQLAlchemyError as err:
-            session.rollback()
-            raise StoreError(f"database {self.display_url}: {type(err).__name__}: "
-                             f"{error_line(err, None)}") from err
+            with contextlib.suppress(SQLAlchemyError):  # a damaged file may fail this too
+                session.rollback()
+            error = target.database_error(self.display_url, err)
+            if target.is_damaged(err) and self.damage is None:
+                self.damage = error  # a caller that shows what it can still says so after
+            raise error from err
         except BaseException:
             session.rollback()
             raise
@@ -305,6 +329,10 @@ class Store(ClaimsMixin, TimingsMixin):
             return out
 
     def put_cost(self, cost: CostRecord) -> None:
+        """Cache an architecture's cost: best-effort, skipped where the database cannot be
+        written (a read-only file: planning only reads) or another writer cached it first."""
+        if self.read_only:
+            return
         try:
             with self.session() as s:
                 if s.get(CostRow, cost.arch_id) is not None:
@@ -316,7 +344,8 @@ class Store(ClaimsMixin, TimingsMixin):
                     resolution_w=cost.resolution[1], extra=cost.extra, created_at=utc_now(),
                 ))
         except StoreError as err:  # another writer cached the same architecture first
-            if not isinstance(err.__cause__, IntegrityError):
+            if not isinstance(err.__cause__, IntegrityError) \
+                    and not target.is_read_only(err.__cause__ or err):
                 raise
 
 
@@ -335,7 +364,8 @@ def _make_engine(url: str):
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            _set_wal(cur)
+            if _wants_wal(cur):
+                _set_wal(cur)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
@@ -346,6 +376,24 @@ def _make_engine(url: str):
 
         return engine
     return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url))
+
+
+def _wants_wal(cur) -> bool:
+    """A new database, or one of a schema this ablate knows, that is not yet in WAL mode.
+    Any other file keeps its journal mode: switching writes its header, and it is about
+    to be refused (not ablate's, a newer ablate's) and must be left as it was."""
+    if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return False
+    tables = {row[0] for row in cur.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return True
+    if "alembic_version" not in tables:
+        return False
+    try:
+        revision = cur.execute("SELECT max(version_num) FROM alembic_version").fetchone()[0]
+    except sqlite3.OperationalError:  # an alembic_version of something else's making
+        return False
+    return isinstance(revision, str) and revision.isdigit() and revision <= SCHEMA_HEAD
 
 
 def _set_wal(cur) -> None:
@@ -365,16 +413,19 @@ def _set_wal(cur) -> None:
         delay = min(delay * 2, 0.2)
 
 
-def _read_only_engine(url: str):
+def _read_only_engine(url: str, *, immutable: bool = False):
     """SQLite opened with ``mode=ro`` (a write fails) and a deferred BEGIN (no write lock:
-    it never waits for a runner, nor makes one wait); other dialects in read-only sessions."""
+    it never waits for a runner, nor makes one wait); other dialects in read-only sessions.
+    ``immutable``: SQLite takes no locks and creates no -wal/-shm files (for a file that
+    nobody can be writing)."""
     path = target.sqlite_path(url)
     if path is None:
         if url.startswith("postgresql"):
             return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url),
                                  execution_options={"postgresql_readonly": True})
         return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url))
-    engine = create_engine(f"sqlite:///file:{quote(str(Path(path).absolute()))}?mode=ro&uri=true",
+    flags = "mode=ro&immutable=1" if immutable else "mode=ro"
+    engine = create_engine(f"sqlite:///file:{quote(str(Path(path).absolute()))}?{flags}&uri=true",
                            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")

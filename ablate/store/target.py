@@ -5,22 +5,32 @@ a folder, nothing listening, an unknown dialect, a driver that is not installed)
 one :class:`~ablate.errors.DatabaseTargetError` naming the URL, password masked, and
 the cause. Read-only commands open with ``must_exist`` and so never create a database;
 an empty one (a zero-length SQLite file, or no tables) they read as holding no studies.
+A damaged SQLite file and a write to a read-only one are named as such
+(``database_error``), wherever the driver first notices.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
 
 from ablate import extras
-from ablate.errors import DatabaseTargetError, NoDatabaseError, error_line
+from ablate.errors import DatabaseTargetError, NoDatabaseError, StoreError, error_line
 
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: nothing listening or a dropped packet fails in seconds
 SQLITE_HEADER = b"SQLite format 3\x00"
+SIDECARS = ("-wal", "-shm")  # what SQLite keeps beside a WAL database while it is open
+# SQLite's words for a file whose pages are not a valid database (SQLITE_CORRUPT, NOTADB)
+DAMAGED = ("database disk image is malformed", "file is not a database")
+# a write refused: SQLite's SQLITE_READONLY, PostgreSQL's read-only transaction (25006)
+READ_ONLY = ("attempt to write a readonly database", "read-only transaction")
 URL_HINT = "give a SQLite path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
 
 
@@ -100,6 +110,8 @@ def engine_error(url: str, err: BaseException) -> DatabaseTargetError:
 
 def connect_error(url: str, err: BaseException) -> DatabaseTargetError:
     """The first connection failed: nothing listening, bad credentials, not a database."""
+    if is_damaged(err):
+        return damaged_error(url, err)
     return DatabaseTargetError(f"database {mask_url(url)}: cannot connect: {error_line(err, 200)}")
 
 
@@ -110,6 +122,102 @@ def connect_args(url: str) -> dict[str, Any]:
     return {}
 
 
-def has_tables(engine: Any) -> bool:
+def has_tables(engine: Any, url: str) -> bool:
     """False for a database with no tables at all: an empty one, which holds no studies."""
-    return bool(inspect(engine).get_table_names())
+    try:
+        return bool(inspect(engine).get_table_names())
+    except SQLAlchemyError as err:  # a damaged file fails at its first page read
+        raise database_error(url, err) from None
+
+
+# -- what an error from the database means ------------------------------------------------
+
+
+def _driver(err: BaseException) -> BaseException:
+    """The driver's own exception that SQLAlchemy wraps (or ``err`` itself)."""
+    return getattr(err, "orig", None) or err
+
+
+def is_damaged(err: BaseException) -> bool:
+    """SQLite found pages that are not a valid database: the file itself is damaged."""
+    orig = _driver(err)
+    return isinstance(orig, sqlite3.DatabaseError) and any(m in str(orig) for m in DAMAGED)
+
+
+def is_read_only(err: BaseException) -> bool:
+    """A write was refused because the database (or this connection to it) is read-only."""
+    return any(m in str(_driver(err)) for m in READ_ONLY)
+
+
+def is_missing_table(err: BaseException) -> bool:
+    orig = _driver(err)
+    return "no such table" in str(orig) or getattr(orig, "sqlstate", None) == "42P01"
+
+
+def damaged_error(url: str, err: BaseException) -> DatabaseTargetError:
+    """One line naming the damaged database, SQLite's own words, and what to do."""
+    shown = mask_url(url)
+    path = sqlite_path(url)
+    if path:
+        p = Path(path)
+        copy = p.with_name(f"{p.stem}.recovered{p.suffix}")
+        hint = (f"restore it from a backup, or copy out what is still readable: sqlite3 "
+                f"{shlex.quote(path)} .recover | sqlite3 {shlex.quote(str(copy))}")
+    else:
+        hint = "restore it from a backup"
+    return DatabaseTargetError(f"database {shown} is damaged (sqlite: {error_line(err, 120)}); "
+                               f"{hint}")
+
+
+def read_only_error(url: str, err: BaseException | None = None) -> DatabaseTargetError:
+    """A database this command would write to cannot be written: refused before anything
+    (``err`` None), or a write refused by the driver (rolled back): one line."""
+    shown = mask_url(url)
+    path = sqlite_path(url)
+    fix = "make the file and its folder writable, or give another --db" if path else \
+        "give a database this user may write, or another --db"
+    if err is None:
+        return DatabaseTargetError(f"database {shown}: {path or 'it'} is read-only (this command "
+                                   f"writes to it); {fix}")
+    return DatabaseTargetError(f"database {shown}: cannot write it ({error_line(err, 120)}); "
+                               f"nothing was recorded; {fix}")
+
+
+def database_error(url: str, err: BaseException) -> StoreError:
+    """Any error from the database as one line: damaged and read-only ones named as such."""
+    if is_damaged(err):
+        return damaged_error(url, err)
+    if is_read_only(err):
+        return read_only_error(url, err)
+    return StoreError(f"database {mask_url(url)}: {type(err).__name__}: {error_line(err, None)}")
+
+
+# -- a SQLite file this process cannot write ------------------------------------------------
+
+
+def _folder(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path))
+
+
+def has_sidecars(url: str) -> bool:
+    """A -wal or -shm file beside the SQLite database: it is (or was) open somewhere."""
+    path = sqlite_path(url)
+    return bool(path) and any(os.path.exists(path + s) for s in SIDECARS)
+
+
+def folder_writable(url: str) -> bool:
+    path = sqlite_path(url)
+    return path is None or os.access(_folder(path), os.W_OK | os.X_OK)
+
+
+def sqlite_writable(url: str) -> bool:
+    """False for an existing SQLite database this process cannot write: the file is
+    read-only (mode bits, an immutable file, a read-only mount), or its folder is and
+    SQLite could not create its -wal and -shm files there. True for other dialects and
+    for a file still to be created. (``os.access``: no descriptor of the file is opened.)"""
+    path = sqlite_path(url)
+    if path is None or not os.path.exists(path):
+        return True
+    if not os.access(path, os.W_OK):
+        return False
+    return folder_writable(url) or all(os.access(path + s, os.W_OK) for s in SIDECARS)

@@ -3,6 +3,8 @@ nothing, creates nothing; on SQLite and on the real PostgreSQL."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ablate.errors import StoreError
@@ -46,3 +48,22 @@ def test_a_missing_sqlite_file_is_not_created(tmp_path):
     with pytest.raises(NoDatabaseError, match="no database at"):
         Store(str(path), read_only=True)
     assert not path.parent.exists()
+
+
+@pytest.mark.parametrize("revision,needle", [
+    ("0000", "has schema 0000, this ablate needs"),
+    ("0099", "was written by a newer ablate (schema 0099; this ablate knows up to"),
+])
+def test_a_reader_checks_the_schema_version(db_url, revision, needle):
+    """``ablate watch`` reads only, yet never shows a database of another schema."""
+    from sqlalchemy import create_engine, text
+
+    from ablate.errors import SchemaVersionError
+
+    Store(db_url).close()
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE alembic_version SET version_num = '{revision}'"))
+    engine.dispose()
+    with pytest.raises(SchemaVersionError, match=re.escape(needle)):
+        Store(db_url, read_only=True)
