@@ -14,6 +14,7 @@ from ablate.cli.options import (
     echo_warnings,
     fmt_float,
     fmt_int,
+    given,
     json_option,
     make_console,
     max_trials_option,
@@ -22,7 +23,7 @@ from ablate.cli.options import (
 )
 from ablate.cli.text import terminal
 from ablate.cli.time_estimate import estimate_options
-from ablate.cli.until_decided import until_decided_options
+from ablate.cli.until_decided import check_loop_options, until_decided_options
 from ablate.dispatch.preflight import find_problems
 from ablate.errors import NoDatabaseError, RecipeError, UserInputError
 from ablate.trials.lifecycle import TrialStatus
@@ -70,6 +71,8 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         if fmt not in ("table", "json"):
             raise click.UsageError(f"--json and --format {fmt} contradict each other")
         fmt = "json"
+    check_loop_options(estimate_flags["until_decided"])
+    _check_executor_flags(estimate_flags["executor"])
     recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
     store = _existing_store(db)
     phases = _phases(store, recipe_obj, assignments) if recipe_obj.tune is not None else None
@@ -133,6 +136,18 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
     for line in estimate_lines(estimate):
         console.print(terminal(line))
     echo_warnings(warnings)
+
+
+def _check_executor_flags(executor: str) -> None:
+    """The estimate's options for the other executor would be ignored: refused, one line
+    naming both options, as ``ablate run`` refuses them."""
+    ctx = click.get_current_context()
+    if executor == "slurm" and given(ctx, "jobs"):
+        raise UserInputError("--jobs: only with --executor local; on Slurm at most "
+                             "--array-parallelism trials run at once")
+    for name in ("cpus_per_trial", "array_parallelism"):
+        if executor != "slurm" and given(ctx, name):
+            raise UserInputError(f"--{name.replace('_', '-')}: only with --executor slurm")
 
 
 def _phases(store, recipe, assignments: tuple[str, ...]):

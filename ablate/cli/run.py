@@ -17,7 +17,11 @@ from ablate.cli.options import (
     runs_option,
     set_option,
 )
-from ablate.cli.until_decided import check_until_decided, until_decided_options
+from ablate.cli.until_decided import (
+    check_loop_options,
+    check_until_decided,
+    until_decided_options,
+)
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS
 from ablate.errors import UserInputError
 from ablate.trials.lifecycle import DEFAULT_KEEP, KEEP_CHOICES
@@ -75,6 +79,7 @@ def _check_flags(executor: str, detach: bool, slurm_flags: dict, until_decided: 
     if executor != "slurm":
         _refuse_slurm_flags(detach, slurm_flags)
     check_until_decided(until_decided, detach, executor)
+    check_loop_options(until_decided)
     if rerun_failed and skip_failed:
         raise UserInputError("--rerun-failed and --skip-failed contradict each other; "
                              "failed trials run again by default")
@@ -110,6 +115,9 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int 
                                  "--gpus-per-trial devices each")
         if trials_per_gpu is not None:
             raise UserInputError("--trials-per-gpu: only with --executor local")
+        if jobs is not None:  # the Slurm executor submits every trial at once
+            raise UserInputError("--jobs: only with --executor local; on Slurm at most "
+                                 "--array-parallelism trials run at once")
         return [], 1, 1, None, jobs or 1
     from ablate.dispatch.gpus import runner_gpus  # lazy: only `ablate run` needs it
     from ablate.dispatch.sharing import runner_sharing  # lazy: likewise

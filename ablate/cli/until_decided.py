@@ -5,9 +5,12 @@ from __future__ import annotations
 import click
 
 from ablate.analysis.design import DEFAULT_SPENDING, SPENDING
-from ablate.cli.options import not_nan
+from ablate.cli.options import given, not_nan, option_name
 from ablate.dispatch.adaptive import DEFAULT_MAX_SEEDS
 from ablate.errors import UserInputError
+
+# the options that only shape the --until-decided loop (its design)
+LOOP_OPTIONS = ("max_seeds", "alpha", "min_effect", "spending")
 
 
 def until_decided_options(fn):
@@ -51,3 +54,17 @@ def check_until_decided(until_decided: bool, detach: bool, executor: str) -> Non
                              "or as a job of its own (sbatch --wrap 'ablate run ... "
                              "--until-decided --executor slurm'); if it stops, the same command "
                              "continues where it stopped")
+
+
+def check_loop_options(until_decided: bool) -> None:
+    """``--max-seeds``, ``--alpha``, ``--min-effect`` and ``--spending`` set the loop's
+    design: given without ``--until-decided`` they would be ignored. One line naming both
+    options, exit 2 (as ``ablate report`` refuses an option it would not use)."""
+    if until_decided:
+        return
+    ctx = click.get_current_context()
+    for name in LOOP_OPTIONS:
+        if given(ctx, name):
+            raise click.UsageError(f"{option_name(ctx, name)} needs --until-decided (it sets "
+                                   "the loop that adds seeds; without the loop it would be "
+                                   "ignored)")

@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from ablate import catalog
 from ablate.errors import UserInputError
@@ -85,6 +86,30 @@ def _ignored_selective_key(sel: SelectiveSpec) -> str | None:
     return None
 
 
+def _differs(section: BaseModel, key: str) -> bool:
+    """Whether ``key`` holds another value than its default. A stored trial's spec carries
+    every default, so a key at its default counts as not set (as for the keys above)."""
+    return getattr(section, key) != type(section).model_fields[key].default
+
+
+def _unread(section: BaseModel, key: str, why: str) -> ValidationError:
+    """The error for a key the trial would not read, located at the key itself (an error
+    a model validator raises has no location of its own), so that the one line names the
+    key as the recipe wrote it and blames the line (base, variant, axis or --set) that
+    set it."""
+    info = type(section).model_fields[key]
+    return ValidationError.from_exception_data(type(section).__name__, [InitErrorDetails(
+        type=PydanticCustomError("value_error", why), loc=(info.alias or key,),
+        input=getattr(section, key))])
+
+
+def _read_by(kind: str, value: str, readers: list[str], key: str) -> str:
+    """``not read by model.head 'lraspp' (read by: 'deeplabv3', ...); ...``."""
+    names = ", ".join(repr(r) for r in readers)
+    to = f"= {readers[0]!r}" if len(readers) == 1 else "to one of them"
+    return f"not read by {kind} {value!r} (read by: {names}); set {kind} {to} or remove {key}"
+
+
 def _registered(kind: str, value: str) -> str:
     registry = _registry(kind)
     if value not in registry.builtin_names():
@@ -139,6 +164,44 @@ def _finite_values(args: dict[str, Any]) -> dict[str, Any]:
 ZOO_ONLY_MODEL_KEYS = ("backbone", "head", "output_stride", "expansion", "keep_last_expansion",
                        "aspp_rates", "aspp_channels", "low_level", "low_level_channels",
                        "aux_head", "weights", "selective")
+
+
+# The keys of a built-in head or backbone that only some of them read (ablate.models.zoo,
+# .mobilenetv3, .resnet, .squeezenet): set on another built-in one they would be ignored.
+# A plugin's head or backbone gets the whole spec, so its keys are never refused.
+HEAD_KEYS = {
+    "deeplabv3": ("aspp_rates", "aspp_channels"),
+    "deeplabv3plus": ("aspp_rates", "aspp_channels", "low_level", "low_level_channels"),
+    "fcn": (),
+    "lraspp": (),
+    "fcn8s": (),
+}
+BACKBONE_KEYS = {
+    "mobilenet_v3_large": ("expansion", "keep_last_expansion"),
+    "mobilenet_v3_small": ("expansion", "keep_last_expansion"),
+    "resnet50": (),
+    "resnet101": (),
+    "squeezenet1_0": (),
+}
+
+
+def _unread_model_key(spec: ModelSpec) -> tuple[str, str] | None:
+    """(key, why) of the first built-in model key the network would not read."""
+    if spec.builder is not None:  # its keys are refused field by field (_zoo_key)
+        return None
+    for kind, table, name in (("model.head", HEAD_KEYS, spec.head),
+                              ("model.backbone", BACKBONE_KEYS, spec.backbone)):
+        if name not in table:
+            continue
+        keys = {k for ks in table.values() for k in ks}
+        for key in sorted(keys - set(table[name]), key=list(type(spec).model_fields).index):
+            if _differs(spec, key):
+                readers = [n for n, ks in table.items() if key in ks]
+                return key, _read_by(kind, name, readers, f"model.{key}")
+    if not spec.aux_head and spec.head in HEAD_KEYS and _differs(spec, "aux_weight"):
+        return "aux_weight", ("the auxiliary head's loss weight, not read with "
+                              "model.aux_head = false; set model.aux_head = true or remove it")
+    return None
 
 
 def _zoo_key(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
@@ -290,6 +353,14 @@ class ModelSpec(Section):
                              "true (or leave it out)")
         return sel
 
+    @model_validator(mode="after")
+    def _read_by_the_network(self) -> ModelSpec:
+        # a head or backbone key that the chosen built-in network would silently ignore
+        problem = _unread_model_key(self)
+        if problem is not None:
+            raise _unread(self, *problem)
+        return self
+
 
 class DataSpec(Section):
     name: str = "shapes"  # a built-in (shapes, voc2012, cityscapes, coco, folder) or plugin
@@ -358,6 +429,39 @@ class DataSpec(Section):
             data = {**data, "scale_range": [1.0, 1.0]}
         return data
     _args = field_validator("args")(classmethod(lambda cls, v, info: _data_args(v, info)))
+
+    @model_validator(mode="after")
+    def _read_by_the_dataset(self) -> DataSpec:
+        # a key the chosen dataset would silently ignore
+        problem = _unread_data_key(self)
+        if problem is not None:
+            raise _unread(self, *problem)
+        return self
+
+
+def _unread_data_key(data: DataSpec) -> tuple[str, str] | None:
+    """(key, why) of the first data key the chosen dataset would not read."""
+    embedded = data.name == "shapes" and data.builder is None
+    # A real dataset's root and sbd beside the embedded data: refused when data.name is
+    # left out (the trial would train on synthetic data in place of the dataset meant).
+    # Written out, data.name = 'shapes' is a choice: `--set data.name=shapes` is how ablate
+    # says to try a recipe without its data, and the recipe's root and sbd stay behind.
+    chosen = "name" in data.model_fields_set
+    if embedded and data.root is not None and not chosen:
+        others = [n for n in catalog.DATASETS.builtin_names() if n != "shapes"]
+        return "root", ("not read: data.name is not set, so the trial trains on the embedded "
+                        "synthetic 'shapes' data; set data.name to the dataset under this "
+                        f"root ({', '.join(repr(n) for n in others)} or a plugin's name), or "
+                        "data.builder, or remove data.root")
+    if data.sbd and data.name != "voc2012" and not (embedded and chosen):
+        what = ("data.builder" if data.builder is not None else f"data.name {data.name!r}"
+                + ("" if chosen else " (the default: data.name is not set)"))
+        return "sbd", (f"not read by {what}: the SBD training images are Pascal VOC's; set "
+                       "data.name = 'voc2012' or remove data.sbd")
+    # The embedded data's own keys (classes, train_images, ...) stay accepted beside a
+    # real dataset: `--set data.name=voc2012` on the quick-start is how its recipe is tried
+    # on real data, and a --set cannot remove a key.
+    return None
 
 
 def _data_builder(value: str | None, info: ValidationInfo) -> str | None:
@@ -443,6 +547,18 @@ class TrainSpec(Section):
     log_every: PositiveInt = 10
     # torch.compile (inductor) for the training forward; left out of the trial id when off
     compile: bool = Field(False, exclude_if=lambda v: v is False)
+
+    @model_validator(mode="after")
+    def _read_by_the_trainer(self) -> TrainSpec:
+        # mixed precision on a CPU would be silently dropped (ablate.train.loop.amp_dtype).
+        # Not refused here: momentum off SGD and power off the poly schedule. [tune] draws
+        # them jointly with train.optimizer / train.schedule (docs/fair-comparisons.md), and
+        # a trial spec cannot tell a drawn value from a written one.
+        if self.device == "cpu" and self.amp in ("bf16", "fp16"):
+            raise _unread(self, "amp", "mixed precision is CUDA only: with train.device = "
+                                       "'cpu' the trial trains in float32; set train.device "
+                                       "= 'cuda' or 'auto', or remove train.amp")
+        return self
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainSpec:

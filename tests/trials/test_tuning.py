@@ -34,6 +34,7 @@ images = 8
 "model.keep_last_expansion" = [true, false]
 [variants.a]
 [variants.b]
+"model.head" = "deeplabv3"
 "model.aspp_channels" = 64
 [tune]
 budget = 8
