@@ -6,6 +6,7 @@ would expand to millions of trials is refused at once (``max_trials``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -89,19 +90,51 @@ def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -
     return overrides
 
 
-def check_overrides(recipe: Recipe, overrides: dict[str, Any]) -> None:
-    """Refuse a ``--set`` of a key an axis varies: every configuration would get the one
-    value under a name that says otherwise (``lr=0.1`` trained at the --set's lr). A
+def narrow_to_set(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
+    """``recipe`` with each axis a ``--set`` names narrowed to the value it sets, the key
+    taken out of ``overrides`` (in place): ``--set model.keep_last_expansion=true`` runs
+    that point of the grid, under its own name. A value the axis does not hold, or a
+    --set of a key under or over an axis, is refused: every configuration would get the
+    one value under a name that says otherwise (``lr=0.1`` trained at another lr). A
     variant's key may be set: its name is the user's label, not the value (``--set
     data.name=shapes`` tries a study's every variant on the embedded data)."""
     varied = axis_origins(recipe.grid, recipe.zips, [])
-    for key in overrides:
-        hit = next((k for k in varied if related(key, k)), None)
-        if hit is not None and key != "seeds":
+    grid, zips = dict(recipe.grid), [dict(z) for z in recipe.zips]
+    for key, value in list(overrides.items()):
+        # the axis's key, a key under it, or a table over it (a --set table is flattened
+        # to its keys, so only an emptied free table: a value there fails validation)
+        hit = next((k for k in varied if related(key, k)
+                    and (not k.startswith(key + ".") or isinstance(value, dict))), None)
+        if hit is None or key == "seeds":
+            continue
+        values = grid.get(hit) or next(z[hit] for z in zips if hit in z)
+        keep = [i for i, v in enumerate(values) if key == hit and _same(v, value)]
+        if not keep:
+            shown = ", ".join(_fmt(v) for v in values)
             raise RecipeError(
-                recipe.path, f"the axis {varied[hit]} varies it: one value for every "
-                "configuration would leave their names saying otherwise; edit the axis "
-                "instead", f"--set {key}")
+                recipe.path, f"the axis {varied[hit]} varies it; --set picks one of its "
+                f"values ({shown}) and runs that point alone, or edit the axis (another value "
+                "would train every configuration at it under names that say otherwise)",
+                f"--set {key}")
+        if hit in grid:
+            grid[hit] = [values[keep[0]]]
+        else:
+            group = next(z for z in zips if hit in z)
+            for axis in group:
+                group[axis] = [group[axis][i] for i in keep]
+        del overrides[key]
+    if grid == recipe.grid and zips == recipe.zips:
+        return recipe
+    return dataclasses.replace(recipe, grid=grid, zips=zips)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of one type (TOML's ``true`` is not ``1``, nor ``1`` ``1.0``)."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
 
 
 def count_trials(recipe: Recipe, overrides: dict[str, Any] | None = None) -> int:
@@ -182,7 +215,7 @@ def expand(recipe: Recipe, overrides: dict[str, Any] | None = None,
     The size is checked first (:func:`check_size`); ``overrides`` come from ``--set``.
     """
     overrides = dict(overrides or {})
-    check_overrides(recipe, overrides)
+    recipe = narrow_to_set(recipe, overrides)
     check_size(recipe, overrides, max_trials)
     with no_gc():
         return _expand(recipe, overrides)
@@ -267,11 +300,16 @@ def _validate(validate, tree, recipe, origin, variant, point, overrides) -> Tria
         return validate(tree)
     except RecipeError as err:
         key, detail = err.key or "", err.detail
+        named = re.match(rf"({re.escape(key)}\.[\w.\[\]]+): ", detail) if key else None
+        if named:  # a section's check naming the key under it: that key is the place
+            key, detail = named.group(1), detail[named.end():]
         for layer in (overrides, point, variant.overrides if variant is not None else {}):
             hit = _set_by(key, layer)
-            if hit is not None and hit.startswith(key + "."):  # a check across a section
+            if hit is None:
+                continue
+            if hit.startswith(key + "."):  # a check across a section: the key under it
                 key, detail = hit, detail.removeprefix(f"{hit}: ")
-                break
+            break
         if _set_by(key, overrides):
             where = f"--set {key}"
         elif _set_by(key, point):

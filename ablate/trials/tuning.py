@@ -28,7 +28,13 @@ from ablate.errors import RecipeError
 from ablate.recipes.loader import Recipe
 from ablate.recipes.tree import related, set_dotted
 from ablate.recipes.tune import Range, Tune
-from ablate.trials.expand import DEFAULT_MAX_TRIALS, Trial, count_trials, expand
+from ablate.trials.expand import (
+    DEFAULT_MAX_TRIALS,
+    Trial,
+    count_trials,
+    expand,
+    narrow_to_set,
+)
 
 SIGNIFICANT = 4  # digits a drawn number keeps: readable names, ids stable across platforms
 
@@ -92,6 +98,7 @@ def plan_tuning(recipe: Recipe, overrides: dict[str, Any] | None = None,
     tune = recipe.tune
     assert tune is not None, "plan_tuning needs a recipe with [tune]"
     overrides = dict(overrides or {})
+    recipe = narrow_to_set(recipe, overrides)  # a --set of an axis key: that point alone
     _check_overrides(recipe, tune, overrides)
     study_seeds = overrides.pop("seeds", recipe.seeds)
     rows = count_trials(dataclasses.replace(recipe, seeds=[0]))  # configurations

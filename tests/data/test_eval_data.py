@@ -152,7 +152,7 @@ def test_cli_run_with_eval_data(tmp_path, tiny_recipe, write_recipe):
     refused = CliRunner().invoke(main, ["plan", str(tiny_recipe), "--no-cost",
                                         "--set", "eval_data.name=shapes"])
     assert refused.exit_code == 2  # the recipe's data.val_images would be ignored
-    assert "base.eval_data: data.val_images is not read when eval_data is set" in refused.stderr
+    assert "--set eval_data.name: data.val_images is not read when eval_data is set" in refused.stderr
     recipe = write_recipe(tiny_recipe.read_text().replace("val_images = 8\n", ""), "t.toml")
     db = tmp_path / "e.db"
     result = CliRunner().invoke(main, [

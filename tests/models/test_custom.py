@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from ablate.catalog import MODELS
 from ablate.cli import main
 from ablate.cost.params import count_parameters
-from ablate.errors import UserInputError
+from ablate.errors import RecipeError, UserInputError
 from ablate.models.build import build_model
 from ablate.recipes.loader import load_recipe
 from ablate.recipes.schema import ModelSpec, TrialSpec
@@ -160,8 +160,11 @@ def test_model_args_are_axes_in_grid_zip_variants_and_set(user_pkg, write_recipe
     assert [t.spec.model.args.get("flag") for t in trials] == [None] * 4 + [True] * 4
     assert [t.spec.model.args["extra"] for t in trials[:2]] == ["x", "y"]
     assert trials[0].name == "a[width=2,lr=0.1,extra=x]/seed=0"
-    overridden = expand(load_recipe(path), parse_set(["model.args.width=32"]))
-    assert {t.spec.model.args["width"] for t in overridden} == {32}
+    narrowed = expand(load_recipe(path), parse_set(["model.args.width=3"]))  # that point
+    assert [t.spec.model.args["width"] for t in narrowed] == [3] * 4
+    assert {t.trial_id for t in narrowed} <= {t.trial_id for t in trials}
+    with pytest.raises(RecipeError, match=r"--set model.args.width: the axis grid"):
+        expand(load_recipe(path), parse_set(["model.args.width=32"]))  # not the axis's
 
 
 def test_misspelt_argument_names_the_key_and_the_allowed_ones(user_pkg):

@@ -90,13 +90,29 @@ def test_a_variant_beside_an_axis_on_another_key_expands():
         ("a[lr=0.1]/seed=0", 0.1, 0.01), ("a[lr=0.2]/seed=0", 0.2, 0.01)]
 
 
-@pytest.mark.parametrize("assignment", ["train.lr=0.5", "train={lr=0.5}"])
-def test_a_set_of_an_axis_key_is_refused(assignment):
+@pytest.mark.parametrize("assignment", ["train.lr=0.5", "train={lr=0.5}", "train.lr=1"])
+def test_a_set_of_an_axis_key_to_another_value_is_refused(assignment):
     """``lr=0.1/seed=0`` trained at 0.5 would be a wrong row; tuning refuses it likewise."""
     message = _error('[grid]\n"train.lr" = [0.1, 0.2]\n', parse_set([assignment]))
-    assert message == ('r.toml: --set train.lr: the axis grid."train.lr" varies it: one value '
-                       "for every configuration would leave their names saying otherwise; "
-                       "edit the axis instead")
+    assert message == ('r.toml: --set train.lr: the axis grid."train.lr" varies it; --set '
+                       "picks one of its values (0.1, 0.2) and runs that point alone, or edit "
+                       "the axis (another value would train every configuration at it under "
+                       "names that say otherwise)")
+
+
+def test_a_set_of_an_axis_key_to_one_of_its_values_runs_that_point():
+    text = ('[grid]\n"train.lr" = [0.1, 0.2]\n"model.keep_last_expansion" = [true, false]\n'
+            '[[zip]]\n"train.epochs" = [1, 2, 3]\n"train.weight_decay" = [0.0, 0.1, 0.0]\n')
+    recipe = parse_recipe(BASE + text, "r.toml")
+    trials = expand(recipe, parse_set(["train.lr=0.2", "model.keep_last_expansion=false",
+                                       "train.weight_decay=0.0"]))
+    assert [(t.name, t.spec.train.lr, t.spec.train.epochs) for t in trials] == [
+        ("lr=0.2,keep_last_expansion=false,epochs=1,weight_decay=0.0/seed=0", 0.2, 1),
+        ("lr=0.2,keep_last_expansion=false,epochs=3,weight_decay=0.0/seed=0", 0.2, 3)]
+    # the same trials (ids) as the full study's: results are shared with it
+    full = {t.trial_id: t.name for t in expand(recipe)}
+    assert all(full[t.trial_id] == t.name for t in trials)
+    assert len(recipe.grid["train.lr"]) == 2  # the recipe itself is left as it was
 
 
 def test_a_set_of_a_variant_key_is_allowed():
@@ -132,6 +148,7 @@ def test_refused_on_the_command_line_records_nothing(tmp_path):
         assert result.exit_code == 2 and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1
         assert "--set train.lr: the axis grid" in result.output
+        assert "(0.1, 0.2)" in result.output
     assert Store(str(db)).studies() == []
 
 
@@ -149,3 +166,10 @@ def test_a_drawn_value_refused_under_a_free_table_is_blamed_on_its_tune_key():
         plan_tuning(recipe)
     assert str(err.value).startswith('r.toml: tune."model.args.width": only read with '
                                      "model.builder")
+
+
+def test_a_set_over_an_axis_section_is_refused_for_what_it_is():
+    """``--set train=3`` is not a table: the schema's message, not the axis clash."""
+    text = '[grid]\n"train.lr" = [0.1, 0.2]\n'
+    with pytest.raises(RecipeError, match="--set train: must be a table"):
+        expand(parse_recipe(BASE + text, "r.toml"), parse_set(["train=3"]))
