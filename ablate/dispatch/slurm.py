@@ -91,7 +91,8 @@ def resolve_spec(spec: SlurmSpec, overrides: Mapping[str, Any] | None = None) ->
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise UserInputError(f"--{key.replace('_', '-')}: {first['msg']} "
+        message = first["msg"].removeprefix("Value error, ")
+        raise UserInputError(f"--{key.replace('_', '-')}: {message} "
                              f"(got {first.get('input')!r})") from None
 
 

@@ -640,11 +640,23 @@ class TrialSpec(Section):
         return eval_data
 
 
+# sbatch --mem: a whole number with an optional unit (K, M, G or T; no unit means M)
+SLURM_MEM = re.compile(r"[1-9][0-9]{0,9}[KMGTkmgt]?")
+
+
+def _slurm_mem(value: str | None) -> str | None:
+    if value is not None and not SLURM_MEM.fullmatch(value):
+        raise ValueError("must be a memory size as sbatch --mem takes it: a whole number "
+                         "with an optional unit K, M, G or T, e.g. 16G")
+    return value
+
+
 class SlurmSpec(Section):
     partition: str | None = None
     gpus_per_trial: NonNegInt = 0
     cpus_per_trial: PositiveInt = 2
     mem: str | None = None
+    _mem = field_validator("mem")(classmethod(lambda cls, v: _slurm_mem(v)))
     time: PositiveInt = 60  # minutes
     array_parallelism: PositiveInt = 64
 

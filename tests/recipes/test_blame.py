@@ -69,3 +69,26 @@ def test_cost_names_the_recipe_and_trial_and_its_own_resolution_option(tmp_path)
     big = CliRunner().invoke(main, ["cost", str(recipe), "--resolution", "99999x99999"])
     assert big.exit_code == 2
     assert big.output == "Error: --resolution: sides up to 8192, got '99999x99999'\n"
+
+
+@pytest.mark.parametrize("mem", ["16 GB", "lots", "0G", "1.5G", "-4G", ""])
+def test_a_slurm_memory_size_sbatch_would_refuse_is_refused_before_submitting(mem):
+    from ablate.dispatch.slurm import resolve_spec
+    from ablate.errors import UserInputError
+    from ablate.recipes.schema import SlurmSpec
+
+    rule = ("must be a memory size as sbatch --mem takes it: a whole number with an optional "
+            "unit K, M, G or T, e.g. 16G")
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(BASE + f'[slurm]\nmem = "{mem}"\n', "r.toml")
+    assert str(err.value).startswith(f"r.toml: slurm.mem: {rule}" if mem else
+                                     "r.toml: slurm.mem: must not be empty")
+    if mem:
+        with pytest.raises(UserInputError) as err:
+            resolve_spec(SlurmSpec(), {"mem": mem})
+        assert str(err.value) == f"--mem: {rule} (got {mem!r})"
+
+
+@pytest.mark.parametrize("mem", ["16G", "500", "2t", "64000M"])
+def test_a_slurm_memory_size_sbatch_takes_is_accepted(mem):
+    assert parse_recipe(BASE + f'[slurm]\nmem = "{mem}"\n', "r.toml").slurm.mem == mem
