@@ -211,6 +211,9 @@ def _report(store, studies, where, *, baseline, effects, alpha, min_effect, sort
                              f"{outputs.reason(err)}") from None
     for path in written:  # machine-readable stdout stays parseable
         click.echo(f"wrote {path}", err=fmt in ("csv", "json", "latex"))
+    for fig in figures:
+        if fig.note:
+            click.echo(f"note: {fig.note}", err=True)
 
 
 def _refuse_database_targets(store, result, figures, out_dir: str, fmt: str) -> None:
@@ -270,9 +273,14 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
 
         click.echo(to_latex(result.configs, result.effects, result.tuning), nl=False)
         return
+    shown = set(result.configs["study"]) if not result.configs.empty else set()
+    unshown = [line for study in dict.fromkeys(result.trials["study"]) if study not in shown
+               for line in render.failed_notes(result.trials, str(study))]
     if result.configs.empty:
         click.echo(f"No finished trial matches --where {' '.join(where)}." if where else
                    "No finished trials in the database yet. Run: ablate run RECIPE")
+        for line in unshown:  # every trial failed: say so rather than nothing
+            click.echo(line)
         return
     tables = render.config_tables(result.configs, result.trials, result.descriptions if
                                   fmt == "markdown" else None)
@@ -297,6 +305,8 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
         click.echo(render.to_markdown(tables), nl=False)
     else:
         render.print_rich(tables, make_console())
+    for line in unshown:  # studies without a table: every configuration failed
+        click.echo(("\n" if fmt == "markdown" else "") + line)
 
 
 def _write_figures(result, figures, out_dir: str, fmt: str) -> list:

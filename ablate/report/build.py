@@ -25,6 +25,7 @@ from ablate.analysis.effects import (
 )
 from ablate.analysis.improvement import seed_columns
 from ablate.analysis.per_class import per_class_effects
+from ablate.analysis.stats import UNTESTED
 from ablate.errors import UserInputError
 from ablate.report.effect_views import improvement_tables, per_class_effect_tables
 from ablate.report.effects import effects_tables
@@ -77,6 +78,7 @@ class Figure:
     stem: str  # file name without suffix
     caption: str
     figure: object  # matplotlib Figure
+    note: str = ""  # a line the CLI prints beside "wrote ..." (and the caption carries)
 
 
 def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
@@ -101,7 +103,7 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
     conditions = parse_where(where)
     # only the figures a table shows (and any --where names): no scan of every metric row
     trials = trials_frame(store, list(studies) or None, per_class=per_class,
-                          keys=[c.key for c in conditions])
+                          keys=[c.key for c in conditions], settings=True)
     every_trial = trials  # the family of each study's effects, before --where
     designs = {name: Design.from_json(data)
                for name, data in store.study_designs(list(studies) or None).items()}
@@ -167,11 +169,12 @@ def pareto_marks(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float,
     configuration it dominates, on the paired seeds with the sign of that test
     (unadjusted ``1 - alpha``): no mark when it is better, ``≈`` when the difference is
     inconclusive, ``✗`` when the paired seeds say it is worse (its lead in the means
-    comes from unpaired seeds), ``?`` when it cannot be tested (n < 2). ``pareto_tie``
-    names that configuration.
+    comes from unpaired seeds), ``?`` when it cannot be tested: ``pareto_reason`` is
+    ``seeds`` (n < 2 on a side) or ``spread`` (every seed gave the same difference, so
+    there is no noise to form an interval from). ``pareto_tie`` names that configuration.
     """
     out = configs.copy()
-    out["pareto_mark"], out["pareto_tie"] = "", None
+    out["pareto_mark"], out["pareto_tie"], out["pareto_reason"] = "", None, None
     pairs, rows = [], []
     for study, group in out.groupby("study", sort=False):
         params = group["params"].astype(float).to_numpy()
@@ -186,12 +189,14 @@ def pareto_marks(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float,
                 rows.append(group.index[k])
     if pairs:
         tests = compare_configs(trials, pairs, alpha, designs)
-        for index, (_s, tie, _c), verdict, low in zip(rows, pairs, tests["verdict"],
-                                                      tests["ci_low"]):
+        for index, (_s, tie, _c), verdict, low, method in zip(
+                rows, pairs, tests["verdict"], tests["ci_low"], tests["method"]):
             if verdict != BETTER:
                 out.at[index, "pareto_mark"] = ("✗" if verdict == WORSE else
                                                 "?" if low != low else "≈")
                 out.at[index, "pareto_tie"] = tie
+                if low != low:  # why: too few seeds, or seeds that all agree exactly
+                    out.at[index, "pareto_reason"] = "seeds" if method == UNTESTED else "spread"
     return out
 
 
@@ -249,8 +254,15 @@ def curve_figures(store, report: Report, by: str = "config", x: str = "epoch") -
                            else epochs["config_name"])
     per = ("per configuration, mean over seeds with a min-max band" if by == "config"
            else "one line per seed, coloured by configuration")
-    return [Figure("curves", f"training curves ({per}): train loss and validation mIoU "
-                             f"against {x}", curves_figure(epochs, by=by, x=x))]
+    note = ""
+    if epochs.groupby(["study", "trial_id"])["epoch"].nunique().max() <= 1:
+        note = ("--curves: every trial ran one epoch, so each curve is a single point "
+                "(the database keeps one record per epoch, so --curves-x step has the "
+                "same one point); for a curve train more epochs (train.epochs), or see "
+                "the per-step loss in a tracker (TensorBoard, MLflow).")
+    caption = (f"training curves ({per}): train loss and validation mIoU against {x}"
+               + (f". {note.removeprefix('--curves: ')}" if note else ""))
+    return [Figure("curves", caption, curves_figure(epochs, by=by, x=x), note)]
 
 
 def _stem(base: str, study: str, studies: list[str]) -> str:

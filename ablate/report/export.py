@@ -24,7 +24,7 @@ def export_frame(store, study: str, where: list[str] | tuple[str, ...] = ()) -> 
         raise UserInputError(
             f"no study {study!r} in the database; known: {', '.join(known) or 'none'}")
     # every final figure: per class and per runtime and batch size too
-    frame = trials_frame(store, [study], per_class=True, runtimes=True)
+    frame = trials_frame(store, [study], per_class=True, runtimes=True, settings=True)
     return filter_rows(frame, parse_where(where))
 
 

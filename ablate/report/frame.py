@@ -9,6 +9,7 @@ import pandas as pd
 
 from ablate.evaluate.runtime_keys import parse_metric_key
 from ablate.report.pareto import pareto_mask
+from ablate.report.settings import split_settings
 from ablate.store import read
 from ablate.trials.lifecycle import TrialStatus
 
@@ -18,11 +19,15 @@ TRIAL_COLUMNS = [
 ]
 PERCENT_METRICS = ("miou", "pixel_acc")  # stored as fractions, reported in percent
 CORE_METRICS = ("latency_ms", "miou", "pixel_acc")  # the figures every table needs
+# where a configuration holds trials of several settings (report.settings): the recipe's
+# name and what tells each setting apart
+SETTING_COLUMNS = ("recipe_config", "setting")
 
 
 def trials_frame(store, studies: list[str] | None = None, *, per_class: bool = False,
                  keys: list[str] | tuple[str, ...] | None = None,
-                 runtimes: bool = False, tuning: bool = False) -> pd.DataFrame:
+                 runtimes: bool = False, tuning: bool = False,
+                 settings: bool = False) -> pd.DataFrame:
     """Every trial with its final figures; mIoU and pixel accuracy in percent.
 
     Columns: ``TRIAL_COLUMNS``, then every other final figure without a ``/`` in its
@@ -36,16 +41,22 @@ def trials_frame(store, studies: list[str] | None = None, *, per_class: bool = F
     A tuned study's tuning trials ([tune]) are not among them: ``tuning`` reads those
     instead, with their ``tuning_draw`` (``ablate.report.tuning``).
 
+    With ``settings`` (what reports and exports read), a configuration name that holds
+    trials of different settings (another spec but the seed, or other user code) is
+    split, one name per setting (``ablate.report.settings``), so ``config_frame`` never
+    pools different experiments. Without it the names are the recipe's, as the run loop
+    (``--until-decided``) matches them against its own trials.
+
     Plain queries pivoted with numpy, no per-trial Python objects: 100,000 trials
     load in one to two seconds.
     """
     with read.no_gc():
-        frame = _trials_frame(store, studies, per_class, keys, runtimes, tuning)
+        frame = _trials_frame(store, studies, per_class, keys, runtimes, tuning, settings)
     return frame
 
 
 def _trials_frame(store, studies, per_class, keys, runtimes=False,
-                  tuning=False) -> pd.DataFrame:
+                  tuning=False, settings=False) -> pd.DataFrame:
     names = list(dict.fromkeys(studies)) if studies else None
     joined = None if keys is None else list(dict.fromkeys([*CORE_METRICS, *keys]))
     base = read.trial_rows(store, names, joined or (), tuning=tuning)
@@ -98,7 +109,10 @@ def _trials_frame(store, studies, per_class, keys, runtimes=False,
              _json_columns(base["published"], "published_", stringify_lists=False)]
     if per_class_cols:
         parts.append(pd.DataFrame(per_class_cols, index=base.index)[sorted(per_class_cols)])
-    return pd.concat(parts, axis=1)
+    frame = pd.concat(parts, axis=1)
+    if settings and not tuning:  # a tuning trial's draws differ on purpose
+        frame = split_settings(store, frame, base["pk"], names)
+    return frame
 
 
 def _costs(store) -> pd.DataFrame:
@@ -173,7 +187,8 @@ def config_frame(trials: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["study", "config_name", "variant", "n", "miou_mean",
                                      "miou_std", "params", "gflops", "latency_ms", "pareto"])
     keys = ["study", "config_name"]
-    axis_cols = [c for c in done.columns if c.startswith("axis:") or c.startswith("published_")]
+    axis_cols = [c for c in done.columns if c.startswith(("axis:", "published_"))
+                 or c in SETTING_COLUMNS]
     grouped = done.groupby(keys, sort=False)
     out = grouped.agg(
         variant=("variant", "first"), n=("seed", "count"),

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ablate.report.outputs import write_text
+from ablate.report.render import flops_text
 
 # LaTeX's special characters, then the non-ASCII ones the reports use (pdflatex's
 # default fonts have no glyph for them in text mode)
@@ -117,12 +118,11 @@ def config_table(group: pd.DataFrame) -> str:
             text = _num(value, spec)
             cells.append(rf"\textbf{{{text}}}" if i in bold.get(column, ()) else text)
         rows.append(cells)
-    conv, res = group["flops_convention"].iloc[0], group["resolution"].iloc[0]
     caption = (
         f"{escape(study)}: configurations. mIoU in percent on the validation set (one "
         r"confusion matrix over the set), mean $\pm$ sample standard deviation over $n$ "
         r"seeds (no spread with one seed). Params in millions; GFLOPs: "
-        f"{escape(conv)} at {escape(res)}; latency: median over seeds in ms, batch 1. "
+        f"{escape(flops_text(group))}; latency: median over seeds in ms, batch 1. "
         r"Best of each column in bold; $^\star$: Pareto-optimal in params vs mIoU.")
     header = ["Configuration", r"mIoU (\%)"] + [h for _c, h, _f, _b in CONFIG_NUMBERS]
     return _table(caption, _label(study, "configs"), "l" + "r" * 5, header, rows)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.report.tables import per_class_table
+from ablate.trials.lifecycle import TrialStatus
 
 STAR = "★"
 NO_SPREAD = "—"  # a spread or interval that one seed cannot give
@@ -133,11 +134,66 @@ def _raw_values(series: pd.Series) -> list:
     return [None if math.isnan(v) else v for v in pd.to_numeric(series, errors="coerce")]
 
 
+def flops_text(group: pd.DataFrame) -> str:
+    """How the rows' GFLOPs were counted: ``fvcore-mac at 64x64``, ``fvcore-mac at each
+    row's resolution (32x32, 48x48)``, or ``not counted (eval.flops = false)``."""
+    counted = pd.to_numeric(group["gflops"], errors="coerce").notna().to_numpy()
+    if not counted.any():
+        return "not counted (eval.flops = false)"
+    conventions = list(dict.fromkeys(str(c) for c in group["flops_convention"][counted]
+                                     if not _missing(c)))
+    resolutions = list(dict.fromkeys(str(r) for r in group["resolution"][counted]
+                                     if not _missing(r)))
+    text = " / ".join(conventions) or "convention not recorded"
+    if len(conventions) > 1:
+        text = f"{text} (per row)"
+    if len(resolutions) == 1:
+        text += f" at {resolutions[0]}"
+    elif resolutions:
+        text += f" at each row's resolution ({', '.join(resolutions)})"
+    if not counted.all():
+        text += "; - where not counted (eval.flops = false)"
+    return text
+
+
+def setting_notes(group: pd.DataFrame) -> list[str]:
+    """One line per recipe configuration split by setting (``report.settings``)."""
+    if "setting" not in group or "recipe_config" not in group:
+        return []
+    split = group[group["setting"].fillna("").astype(str) != ""]
+    notes = []
+    for recipe, rows in split.groupby("recipe_config", sort=False):
+        settings = sorted(set(str(s) for s in rows["setting"]))
+        if len(settings) < 2:  # --where kept one: its name says which
+            continue
+        how = " ".join(f"--where {part}" for part in settings[0].split(", "))
+        notes.append(f"{recipe} holds trials of {len(settings)} different settings "
+                     f"({'; '.join(settings)}): each is its own row, never pooled; "
+                     f"keep one with {how} (or another value), or re-run the study with "
+                     "one setting.")
+    return notes
+
+
+PARETO_UNTESTED = {  # pareto_reason -> why a ★? lead cannot be tested
+    "seeds": "not testable with fewer than two seeds a side",
+    "spread": "not testable: every seed gave the same difference (no spread), so no "
+              "interval can be formed",
+}
+
+
+def pareto_why(mark: str, reason: Any) -> str:
+    if mark == "≈":
+        return "inconclusive: within seed noise so far"
+    if mark == "✗":
+        return "reversed on the seeds both ran: there it is worse"
+    return PARETO_UNTESTED.get(str(reason), PARETO_UNTESTED["seeds"])
+
+
 def config_notes(group: pd.DataFrame) -> list[str]:
-    conv, res = group["flops_convention"].iloc[0], group["resolution"].iloc[0]
     notes = [f"{STAR} Pareto-optimal in params vs mIoU. mIoU: one confusion matrix over the "
-             f"validation set, mean ± std over seeds. GFLOPs: {conv} at {res}. "
+             f"validation set, mean ± std over seeds. GFLOPs: {flops_text(group)}. "
              "Latency: median ms, batch 1, on the device that trained the trial."]
+    notes += setting_notes(group)
     if "published_source" in group:
         sources = sorted({str(s) for s in group["published_source"] if not _missing(s)})
         if sources:
@@ -151,15 +207,32 @@ def config_notes(group: pd.DataFrame) -> list[str]:
                          "paired t at 1 - alpha (95% by default) over the seeds both ran, "
                          "else Welch over all trials (— with fewer than two a side).")
     if "pareto_mark" in group:
-        ties = [(n, m, t) for n, m, t in zip(group["config_name"], group["pareto_mark"],
-                                             group["pareto_tie"]) if m]
-        for name, mark, tie in ties:
-            why = ("inconclusive: within seed noise so far" if mark == "≈" else
-                   "reversed on the seeds both ran: there it is worse" if mark == "✗" else
-                   "not testable with fewer than two seeds a side")
+        reasons = group["pareto_reason"] if "pareto_reason" in group else [None] * len(group)
+        ties = [(n, m, t, r) for n, m, t, r in zip(group["config_name"], group["pareto_mark"],
+                                                   group["pareto_tie"], reasons) if m]
+        for name, mark, tie, reason in ties:
+            why = pareto_why(mark, reason)
             notes.append(f"{STAR}{mark} {name}: its mIoU lead over {tie}, which it dominates, "
                          f"is {why}.")
     return notes
+
+
+def failed_notes(trials: pd.DataFrame, study: str) -> list[str]:
+    """A line naming the configurations of ``study`` whose every trial failed (no row
+    shows them), with the count of failed trials; empty when there are none."""
+    if trials.empty or not {"status", "config_name"} <= set(trials.columns):
+        return []
+    mine = trials[trials["study"] == study]
+    failed = mine["status"].astype(str) == str(TrialStatus.FAILED)
+    if not failed.any():
+        return []
+    counts = failed.groupby(mine["config_name"], sort=False).agg(["all", "sum"])
+    gone = counts[counts["all"]]
+    if gone.empty:
+        return []
+    names = ", ".join(f"{name} ({_count(int(k), 'failed trial')})"
+                      for name, k in zip(gone.index, gone["sum"]))
+    return [f"Not shown, every trial failed: {names}; see why with: ablate status {study}"]
 
 
 def config_tables(configs: pd.DataFrame, trials: pd.DataFrame,
@@ -171,7 +244,8 @@ def config_tables(configs: pd.DataFrame, trials: pd.DataFrame,
         n_trials = int((trials["study"] == study).sum())
         tables.append(DisplayTable(
             title=f"{study}: {_count(len(group), 'configuration')}, {_count(n_trials, 'trial')}",
-            columns=config_columns(group), notes=config_notes(group),
+            columns=config_columns(group),
+            notes=config_notes(group) + failed_notes(trials, str(study)),
             description=descriptions.get(study, "").strip()))
     return tables
 
@@ -181,21 +255,27 @@ def _count(n: int, noun: str) -> str:
 
 
 def per_class_tables(configs: pd.DataFrame) -> list[DisplayTable]:
-    """Per study: classes x configurations, IoU % (mean over seeds); best per class in bold."""
+    """Per study: configurations x classes, IoU % (mean over seeds); best per class in bold.
+
+    Configurations are rows, as in the configurations table: a long name keeps its own
+    column (folded, never cut), where as a column header it would be cut short and two
+    names that share a prefix could not be told apart.
+    """
     tables = []
     for study, group in configs.groupby("study", sort=False):
         table = per_class_table(group)
         if table.empty:
             continue
-        cols = [Column("class", list(table.index), list(table.index))]
-        for name in table.columns:
-            cols.append(numeric_column(str(name), table[name], ".1f"))
+        names = [str(n) for n in table.columns]
+        cols = [Column("configuration", names, names)]
+        for name, values in table.iterrows():
+            cols.append(numeric_column(str(name), values.reset_index(drop=True), ".1f"))
         best = table.fillna(-1.0).to_numpy().argmax(axis=1)
         tables.append(DisplayTable(
             title=f"{study}: IoU per class (%)", columns=cols,
             notes=["IoU per class from the same confusion matrix as mIoU, mean over seeds; "
                    "the best configuration per class in bold."],
-            emphasis=frozenset((row, int(col) + 1) for row, col in enumerate(best))))
+            emphasis=frozenset((int(row), col + 1) for col, row in enumerate(best))))
     return tables
 
 

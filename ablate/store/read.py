@@ -10,6 +10,10 @@ module (the ORM rows stay inside ``ablate.store``), and the queries run inside
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Any
+
 import pandas as pd
 from sqlalchemy import String, and_, cast, or_, select
 from sqlalchemy.orm import aliased
@@ -130,3 +134,89 @@ def _read(store, query) -> pd.DataFrame:
         rows = result.cursor.fetchall()  # plain DBAPI tuples; the queries need no type processing
         result.close()
         return pd.DataFrame(rows, columns=names)
+
+
+# -- the settings a configuration's trials ran (``ablate.report.settings``) --------------
+
+def seedless_hash(spec: str | bytes | None) -> int | None:
+    """A 64-bit hash of a stored spec (JSON text) without its seed.
+
+    A spec is stored with its seed as the last key (``..., "seed": 3}``): trimming the
+    digits and the closing brace leaves the spec without its seed, unparsed (fast).
+    Any other text is parsed and written again in canonical form.
+    """
+    if spec is None:
+        return None
+    text = spec.encode() if isinstance(spec, str) else bytes(spec)
+    trimmed = text.rstrip(b"0123456789} ")
+    if not trimmed.endswith(b'"seed":'):
+        value = json.loads(text)
+        if isinstance(value, dict):
+            value.pop("seed", None)
+        trimmed = b"\x00" + canonical(value).encode()  # never equal to a trimmed text
+    return int.from_bytes(hashlib.blake2b(trimmed, digest_size=8).digest(), "big",
+                          signed=True)
+
+
+def canonical(value: Any) -> str:
+    """JSON with sorted keys and no spaces: equal values, equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def setting_fingerprints(store, names: list[str] | None) -> pd.DataFrame:
+    """``pk, spec_hash, code`` of every compared trial: the hash of its spec without the
+    seed (``seedless_hash``; on PostgreSQL md5 of the jsonb without ``seed``) and the
+    user code it ran (canonical JSON text of ``environment.code``; None when not
+    recorded)."""
+    from sqlalchemy import func  # lazy: only reports that split settings
+
+    dialect = store.engine.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB  # lazy
+
+        spec = func.md5(cast(cast(TrialRow.spec, JSONB).op("-")("seed"), String))
+        code = cast(cast(TrialRow.environment, JSONB).op("->")("code"), String)
+    elif dialect == "sqlite":  # hashed by seedless_hash, registered on the connection
+        spec = func.ablate_seedless_hash(TrialRow.spec)
+        code = func.json_extract(TrialRow.environment, "$.code")
+    else:  # hashed here
+        spec = cast(TrialRow.spec, String)
+        code = cast(TrialRow.environment, String)
+    query = select(TrialRow.id, spec, code).where(TrialRow.tuning_draw.is_(None))
+    if names is not None:
+        query = query.where(TrialRow.study_id.in_(
+            select(StudyRow.id).where(StudyRow.name.in_(names)).scalar_subquery()))
+    with store.session() as session:
+        connection = session.connection()
+        if dialect == "sqlite":
+            connection.connection.driver_connection.create_function(
+                "ablate_seedless_hash", 1, seedless_hash, deterministic=True)
+        result = connection.execute(query)
+        rows = result.cursor.fetchall()
+        result.close()
+    out = pd.DataFrame(rows, columns=["pk", "spec_hash", "code"])
+    if dialect not in ("postgresql", "sqlite"):
+        out["spec_hash"] = out["spec_hash"].map(seedless_hash)
+        out["code"] = out["code"].map(_code_of)
+    return out
+
+
+def _code_of(environment: str | None) -> str | None:
+    env = json.loads(environment) if isinstance(environment, str) else None
+    code = env.get("code") if isinstance(env, dict) else None
+    return canonical(code) if code else None
+
+
+def seedless_specs(store, pks: list[int]) -> dict[int, dict]:
+    """The stored specs of these trials (by primary key), parsed, without their seed."""
+    out = {}
+    with store.session() as session:
+        for start in range(0, len(pks), 500):
+            query = select(TrialRow.id, cast(TrialRow.spec, String)).where(
+                TrialRow.id.in_(pks[start:start + 500]))
+            for pk, text in session.connection().execute(query):
+                spec = json.loads(text) if isinstance(text, str) else {}
+                spec = spec if isinstance(spec, dict) else {}
+                spec.pop("seed", None)
+                out[int(pk)] = spec
+    return out

@@ -79,7 +79,7 @@ def test_csv_where_on_an_axis_and_on_a_trial_column(db):
                       "flops_convention,resolution,latency_ms,preemptions,axis:model.head,"
                       "published_params,"
                       "published_miou,published_source,pareto,params_vs_published,"
-                      "miou_vs_published,pareto_mark,pareto_tie")
+                      "miou_vs_published,pareto_mark,pareto_tie,pareto_reason")
     assert [r.split(",")[1] for r in rows] == ["conventional[head=deeplabv3]",
                                                "proposed[head=deeplabv3]"]
     assert [r.split(",")[3] for r in rows] == ["1", "1"]  # seed 0 only
@@ -161,9 +161,10 @@ def test_per_class_and_curves(db, tmp_path):
     result = report(db, "--study", "mnv3_mini", "--per-class", "--curves", "--curves-by", "trial",
                     "--format", "markdown", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert ("| class | conventional[head=deeplabv3plus] | proposed[head=deeplabv3plus] | "
-            "conventional[head=deeplabv3] | proposed[head=deeplabv3] |") in result.output
-    assert "| background | **81.0** | 79.0 | 78.0 | 76.0 |" in result.output
+    # configurations as rows (names never cut), classes as columns, the best per class bold
+    assert "| configuration | background | circle | square |" in result.output
+    assert "| conventional[head=deeplabv3plus] | **81.0** | **51.0** | **51.0** |" in result.output
+    assert "| proposed[head=deeplabv3] | 76.0 | 46.0 | 46.0 |" in result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "curves.png", "curves.svg", "per_class_iou.png", "per_class_iou.svg"]
     rows = json.loads(report(db, "--study", "mnv3_mini", "--per-class", "--json",

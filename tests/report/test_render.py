@@ -69,9 +69,9 @@ def test_markdown_escapes_pipes_and_bolds_the_best_class():
     text = to_markdown(config_tables(configs(name="a|b"), trials()))
     assert "| ★ | a\\|b | v3 | 61.00 | 1.50 | 2 | 11,727,653 | 4.000 | 11.00 |" in text
     per_class = to_markdown(per_class_tables(configs(name="a|b")))
-    assert per_class.splitlines()[2:6] == [
-        "| class | a\\|b | plain |", "|---|---:|---:|", "| cat | 80.0 | **90.0** |",
-        "| dog | **42.0** | 10.0 |"]
+    assert per_class.splitlines()[2:6] == [  # configurations as rows, like the main table
+        "| configuration | cat | dog |", "|---|---:|---:|", "| a\\|b | 80.0 | **42.0** |",
+        "| plain | **90.0** | 10.0 |"]
 
 
 def test_html_escapes_every_user_string():
