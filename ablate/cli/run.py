@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -134,6 +135,22 @@ def _local_gpus(executor: str, gpus: str | None, recipe, flags: dict, jobs: int 
     return devices, per_trial, k, trial_gib, jobs
 
 
+def _new_database(db: str | None) -> bool:
+    """A SQLite file this run would create (or that is empty): it holds nothing yet."""
+    from ablate.store import resolve_url  # lazy: loads sqlalchemy
+    from ablate.store.target import sqlite_path  # lazy: likewise
+
+    path = sqlite_path(resolve_url(db))
+    if path is None:
+        return False
+    try:
+        return os.stat(path).st_size == 0  # stat: no descriptor of the database is opened
+    except FileNotFoundError:
+        return True
+    except OSError:  # the store names what is wrong with it
+        return False
+
+
 @main.command("run")
 @recipe_argument
 @db_option
@@ -241,19 +258,24 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         from ablate.track import check_available  # lazy: only `ablate run` needs it
 
         check_available(tracking)
-    store = Store(db)
     overrides = parse_set(list(assignments))
     loop = (LoopSettings(max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
                          spending=spending) if until_decided else None)
+    options = RunOptions(
+        runs_root=Path(runs_dir), skip_failed=skip_failed, force=force,
+        lease_seconds=lease_seconds, wait=wait, tracking=tracking, resources=resources,
+        budget=budget, keep=keep)
+    if budget is not None and _new_database(db):  # a refused budget creates no database:
+        # checked first against an empty in-memory stand-in, which is what a new one holds
+        StudyRunner(Store("sqlite://"), None, options).check_start(recipe_obj, trials,
+                                                                   overrides, loop)
+    store = Store(db)
     runner_executor = make_executor(executor, ExecutorRequest(
         recipe_obj, trials, store, runs_dir, jobs=jobs, gpus=local_gpus,
         gpus_per_trial=trial_gpus, trials_per_gpu=per_gpu, gpu_memory_gib=trial_gib,
         detach=detach, slurm={k: v for k, v in slurm_flags.items() if k != "gpus_per_trial"}))
     view = StudyView(console, store)
-    runner = StudyRunner(store, runner_executor, RunOptions(
-        runs_root=Path(runs_dir), skip_failed=skip_failed, force=force,
-        lease_seconds=lease_seconds, wait=wait, tracking=tracking, resources=resources,
-        budget=budget, keep=keep), emit=view.show)
+    runner = StudyRunner(store, runner_executor, options, emit=view.show)
     try:
         with view:
             outcome = runner.execute(recipe_obj, trials, overrides, loop)

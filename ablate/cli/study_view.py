@@ -230,8 +230,9 @@ def print_summary(store, study: str, trial_ids: list[str], summary) -> None:
 
     records = {r.trial_id: r for r in store.trials(study)}
     costs = store.get_costs([r.arch_id for r in records.values()])
-    table = Table(title=f"{study}: {len(summary.done)} run, {summary.skipped} skipped, "
-                  f"{len(summary.failed)} failed")
+    ran = len(summary.done) + len(summary.failed)  # trained this round, done or failed
+    ended = f" ({len(summary.done)} done, {len(summary.failed)} failed)" if ran else ""
+    table = Table(title=f"{study}: {ran} run{ended}, {summary.skipped} skipped")
     for col in ("trial", "status", "mIoU %", "params", "GFLOPs", "latency ms"):
         table.add_column(col, justify="left" if col in ("trial", "status") else "right")
     for tid in trial_ids:
@@ -251,6 +252,10 @@ def print_summary(store, study: str, trial_ids: list[str], summary) -> None:
         console.print(f"[yellow]ignored corrupt result:[/] {escape(line)}")
     if summary.recovered:
         console.print(f"ingested {len(summary.recovered)} result(s) left on disk by an earlier run")
+    if summary.foreign:
+        console.print(f"not ingested: {len(summary.foreign)} result file(s) in the runs folder "
+                      f"written for another database ({escape(summary.foreign_db)}); left as "
+                      "they are: this database trains those trials itself")
     if summary.unrecorded:
         console.print(f"[yellow]{len(summary.unrecorded)} result(s) could not be written to the "
                       "database; they are safe in their run folders and are ingested next run.[/]")

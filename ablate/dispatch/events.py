@@ -29,6 +29,9 @@ class RunSummary:
     failed: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)  # results found on disk and ingested
     corrupt: list[str] = field(default_factory=list)
+    # result files of this round's trials written for another database's study: not ingested
+    foreign: list[str] = field(default_factory=list)
+    foreign_db: str = ""  # the database they were written for
     unrecorded: list[str] = field(default_factory=list)  # result on disk, database failed
     taken: list[str] = field(default_factory=list)  # claimed and trained by this runner
     left: dict[str, Held] = field(default_factory=dict)  # held by other runners

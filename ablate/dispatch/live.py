@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from ablate.dispatch.progress import read_progress
-from ablate.dispatch.results import run_dir_for
+from ablate.dispatch.results import recorded_run_dir
 from ablate.trials.lifecycle import TrialStatus
 
 EFFECT_FIELDS = ("axis", "change", "estimate", "ci_low", "ci_high", "n", "verdict")
@@ -84,7 +84,7 @@ def study_snapshot(store, study: str, runs_root: str | Path | None = None) -> Sn
     for r in (r for r in records if r.status is TrialStatus.RUNNING):
         run_dir = r.run_dir
         if runs_root is not None and (not run_dir or not Path(run_dir).is_dir()):
-            run_dir = str(run_dir_for(runs_root, study, r.trial_id))
+            run_dir = str(recorded_run_dir(runs_root, study, r.trial_id, run_dir))
         info = read_progress(run_dir) or {}
         running.append(RunningTrial(
             name=r.name, holder=describe_holder(r.holder) if r.holder else "queued",

@@ -24,8 +24,9 @@ def default_runs_root(db: str | None = None) -> Path:
     """Where run folders go unless ``--runs-dir`` says: ``$ABLATE_RUNS_DIR``, else ``runs/``
     beside a SQLite file, else ``results/runs``.
 
-    Tying the folder to the database keeps one database from ingesting result files
-    written for another.
+    Databases may share a runs folder (two SQLite files in one folder, every server URL):
+    each study folder in it names the database study it belongs to, and a database
+    ingests and writes only its own (``dispatch.results.study_root``).
     """
     env = os.environ.get(RUNS_DIR_ENV)
     if env:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablate.dispatch.results import run_dir_for
+from ablate.dispatch.results import recorded_run_dir
 from ablate.train.checkpoint import keep_finished, thinned_files, would_free
 from ablate.trials.lifecycle import TrialStatus
 
@@ -32,9 +32,7 @@ def prune_done(store, study: str, runs_root: str | Path, keep: str, *,
     done = store.trials(study, with_metrics=False, status=TrialStatus.DONE)
     folders = freed = missing = 0
     for record in done:
-        run_dir = Path(record.run_dir) if record.run_dir else None
-        if run_dir is None or not run_dir.is_dir():
-            run_dir = run_dir_for(runs_root, study, record.trial_id)
+        run_dir = recorded_run_dir(runs_root, study, record.trial_id, record.run_dir)
         if not run_dir.is_dir():
             missing += 1
             continue

@@ -51,7 +51,7 @@ from ablate.dispatch.executor import Executor
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS
 from ablate.dispatch.liveness import holder_is_dead
 from ablate.dispatch.preflight import require_inputs
-from ablate.dispatch.results import ingest_results, run_dir_for
+from ablate.dispatch.results import StudyOwner, ingest_results, shown_database, study_root
 from ablate.errors import StoreError
 from ablate.recipes.loader import Recipe
 from ablate.store import Store
@@ -141,8 +141,32 @@ class StudyRunner:
                 loop: LoopSettings | None = None) -> StudyOutcome:
         """The recipe's round, then (``loop``) rounds of new seeds until every effect is
         decided; tracking around them."""
-        # a study grown before under other loop settings, or tuned with another [tune]
-        # set-up, is refused before anything runs
+        start, plan, recorded, keeper = self.check_start(recipe, trials, overrides, loop)
+        resources = self.options.resources
+        guard = round_guard(keeper, self.store, resources) if keeper and resources else None
+        self.tracking_options = start_study(self.options.tracking, recipe.name)
+        if plan is not None:  # tuning, selection, confirmation: dispatch.tuning
+            tuned = tuning.run_tuned(self, recipe, trials, dict(overrides or {}), start, plan,
+                                     recorded, guard=guard)
+            outcome = StudyOutcome(tuned.summary, tuned.rounds, tuned.tuning)
+        else:
+            summary = self.run(recipe, trials, force=self.options.force)
+            outcome = StudyOutcome(summary)
+            self.emit(RunnerReport(tuple(runner_report(self.store, recipe.name, summary))))
+            if start is not None and outcome.ok:
+                outcome.rounds = run_until_decided(start, self.store, self.run, emit=self.emit,
+                                                   guard=guard)
+        finish_study(self.tracking_options, self.store, recipe.name, failed=not outcome.ok)
+        return outcome
+
+    def check_start(self, recipe: Recipe, trials: list[Trial], overrides: dict | None = None,
+                    loop: LoopSettings | None = None):
+        """What ``execute`` checks before anything runs: a study grown before under other
+        loop settings, or tuned with another [tune] set-up, is refused; so is a budget the
+        recipe's round cannot keep (``OverBudget``). Writes nothing but architecture costs.
+        Returns the loop's start, the tuning plan, the recorded tuning and the budget's
+        keeper. (``ablate run`` calls it on an in-memory stand-in first when the database
+        does not exist yet, so that a refused budget does not create it.)"""
         start = (start_loop(self.store, recipe, dict(overrides or {}),
                             **dataclasses.asdict(loop)) if loop is not None else None)
         plan = tuning.tuning_plan(recipe, overrides)
@@ -162,21 +186,7 @@ class StudyRunner:
                                            self.options.budget,
                                            start.design if start is not None else None,
                                            force=self.options.force)
-        guard = round_guard(keeper, self.store, resources) if keeper and resources else None
-        self.tracking_options = start_study(self.options.tracking, recipe.name)
-        if plan is not None:  # tuning, selection, confirmation: dispatch.tuning
-            tuned = tuning.run_tuned(self, recipe, trials, dict(overrides or {}), start, plan,
-                                     recorded, guard=guard)
-            outcome = StudyOutcome(tuned.summary, tuned.rounds, tuned.tuning)
-        else:
-            summary = self.run(recipe, trials, force=self.options.force)
-            outcome = StudyOutcome(summary)
-            self.emit(RunnerReport(tuple(runner_report(self.store, recipe.name, summary))))
-            if start is not None and outcome.ok:
-                outcome.rounds = run_until_decided(start, self.store, self.run, emit=self.emit,
-                                                   guard=guard)
-        finish_study(self.tracking_options, self.store, recipe.name, failed=not outcome.ok)
-        return outcome
+        return start, plan, recorded, keeper
 
     def run(self, recipe: Recipe, trials: list[Trial], *, force: bool = False) -> RunSummary:
         """One round: record the study and ``trials``, run those not done (failed ones
@@ -188,8 +198,12 @@ class StudyRunner:
         """
         store, study = self.store, recipe.name
         prepare.costs_for(store, trials, source=recipe.path)  # validates every architecture
-        store.upsert_study(study, recipe.description, recipe.path, recipe.text)
+        record = store.upsert_study(study, recipe.description, recipe.path, recipe.text)
         store.register_trials(study, trials)
+        # the study's folder in the runs folder, marked as this database's study: another
+        # database's results there are never ingested, nor its run folders written
+        root = study_root(self.options.runs_root, study, StudyOwner(
+            study, record.created_at.isoformat(), shown_database(store)))
         if self._estimate is not None:  # what this run expects, shown and kept once the
             # architectures are valid (a bad one is the run's only line), before its first trial
             self.emit(Estimated(self._estimate, self.options.budget))
@@ -201,8 +215,9 @@ class StudyRunner:
         started = store.database_time()  # failed before this: ours to retry (claims)
         report = ingest_results(store, study, self.options.runs_root, {t.trial_id for t in trials})
         summary.recovered, summary.corrupt = report.ingested, report.corrupt
+        summary.foreign, summary.foreign_db = report.foreign, report.foreign_db
         todo = self._todo(study, trials, summary, force)
-        jobs = [self._job(study, t, started) for t in todo]
+        jobs = [self._job(study, t, started, root) for t in todo]
         if force:
             for job in jobs:  # a forced rerun starts from scratch, not from a checkpoint
                 _remove_run_state(Path(job.run_dir))
@@ -227,10 +242,10 @@ class StudyRunner:
         summary.retried = sum(statuses.get(t.trial_id) is failed for t in todo)
         return todo
 
-    def _job(self, study: str, trial: Trial, started: datetime) -> TrialJob:
+    def _job(self, study: str, trial: Trial, started: datetime, root: Path) -> TrialJob:
         options = self.options
         return TrialJob(study, trial.trial_id, trial.name, spec_dict(trial.spec),
-                        str(run_dir_for(options.runs_root, study, trial.trial_id)),
+                        str(root / trial.trial_id),
                         db=worker_url(self.store.url), lease_seconds=options.lease_seconds,
                         failed_before=started.isoformat(), tracking=tuple(options.tracking),
                         track_info=(_track_info(trial, self.tracking_options)

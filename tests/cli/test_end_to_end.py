@@ -116,6 +116,8 @@ def test_failing_trial_is_recorded_and_the_run_goes_on(study, monkeypatch):
     monkeypatch.setattr(loop, "train_and_evaluate", fail_first)
     result = CliRunner().invoke(main, ["run", *args])
     assert result.exit_code == 1
+    # the title counts what ran (2 trials), then how each ended
+    assert "tiny: 2 run (1 done, 1 failed), 0 skipped" in result.output
     trials = {t.status: t for t in Store(str(db)).trials("tiny")}
     assert set(trials) == {"failed", "done"}
     assert trials["failed"].error.startswith("RuntimeError: out of cheese")

@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from click.testing import CliRunner
 
+from ablate.cli import main
 from ablate.cli.study_view import loop_lines
 from ablate.cost.estimate import Resources
 from ablate.cost.throughput import CPU
@@ -162,6 +164,26 @@ def test_a_fixed_study_over_budget_is_refused_before_anything_runs(tmp_path):
     assert estimated.estimate.left.wall_s == 2400.0  # one at a time
     (record,) = store.estimates(["budget"])[-1:]
     assert record.estimate["left"]["trials"] == 4 and record.estimate["unit"] == "cpu-h"
+
+
+@pytest.mark.slow
+def test_a_refused_budget_creates_no_database(tmp_path, tiny_recipe):
+    """``ablate run --db z.db --budget ...`` refused (here: no estimate): exit 2, one line,
+    and z.db (nor its folder, nor a runs folder) does not exist afterwards."""
+    db = tmp_path / "new" / "z.db"
+    result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db),
+                                       "--budget", "1cpu-h"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: --budget 1 cpu-h: the study: no time estimate")
+    assert result.output.rstrip().endswith("nothing ran") and "Traceback" not in result.output
+    assert not (tmp_path / "new").exists()
+    # an empty database file is left empty too (an existing one is checked as before)
+    db.parent.mkdir()
+    db.touch()
+    again = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db),
+                                      "--budget", "1cpu-h"])
+    assert again.exit_code == 2 and "nothing ran" in again.output
+    assert db.stat().st_size == 0 and sorted(p.name for p in db.parent.iterdir()) == ["z.db"]
 
 
 def test_a_study_without_an_estimate_is_refused_under_a_budget(tmp_path):
