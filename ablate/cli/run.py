@@ -252,6 +252,11 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     resources = resources_for(executor, recipe_obj, jobs=jobs, gpus=local_gpus,
                               gpus_per_trial=trial_gpus, slurm=slurm_flags)
     check_unit(budget, resources)  # gpu-h for a CPU run: refused before the database opens
+    if executor == "slurm":  # a --mem sbatch would refuse: before the database opens too
+        from ablate.dispatch.slurm import resolve_spec  # lazy: loads submitit's neighbours
+
+        resolve_spec(recipe_obj.slurm, {k: v for k, v in slurm_flags.items()
+                                        if k != "gpus_per_trial"})
     runs_dir = str(resolve_runs_root(runs_dir, db))
     validate(recipe_obj, trials)  # before the database is even opened
     if tracking:  # a missing package: one line now, not a warning per trial
