@@ -139,13 +139,19 @@ def test_a_foreign_alembic_database_is_not_ablate_s(foreign_db, tiny_recipe):
 # -- 2. a database written by a newer ablate -----------------------------------------------
 
 
-@pytest.mark.parametrize("command", list(COMMANDS))
-def test_a_newer_schema_says_upgrade_ablate(results_db, tmp_path, tiny_recipe, command):
-    db = _copy(results_db, tmp_path / "newer", "newer.db")
+def _at_revision(results_db: Path, folder: Path, revision: str) -> Path:
+    """A copy of the results database whose recorded schema revision is ``revision``."""
+    db = _copy(results_db, folder, f"r{revision}.db")
     con = sqlite3.connect(db)
-    con.execute("UPDATE alembic_version SET version_num = '0099'")
+    con.execute("UPDATE alembic_version SET version_num = ?", (revision,))
     con.commit()
     con.close()
+    return db
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_newer_schema_says_upgrade_ablate(results_db, tmp_path, tiny_recipe, command):
+    db = _at_revision(results_db, tmp_path / "newer", "0099")
     before = digest(db)
     line = refused(invoke(command, db, tiny_recipe),
                    f"database sqlite:///{db} was written by a newer ablate (schema 0099; "
@@ -155,11 +161,7 @@ def test_a_newer_schema_says_upgrade_ablate(results_db, tmp_path, tiny_recipe, c
 
 
 def test_db_upgrade_refuses_an_old_revision_it_does_not_know(results_db, tmp_path, tiny_recipe):
-    db = _copy(results_db, tmp_path / "old", "old.db")
-    con = sqlite3.connect(db)
-    con.execute("UPDATE alembic_version SET version_num = '0000'")
-    con.commit()
-    con.close()
+    db = _at_revision(results_db, tmp_path / "old", "0000")
     before = digest(db)
     refused(invoke("db-upgrade", db, tiny_recipe), "has schema 0000, which this ablate cannot "
                                                    f"upgrade (it upgrades 0001 to {SCHEMA_HEAD})")

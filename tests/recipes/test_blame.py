@@ -10,16 +10,7 @@ from ablate.cli import main
 from ablate.errors import RecipeError
 from ablate.recipes.loader import parse_recipe
 from ablate.trials.expand import expand, parse_set
-
-BASE = """
-name = "blame"
-[base.model]
-backbone = "mobilenet_v3_small"
-head = "lraspp"
-[base.data]
-image_size = 32
-train_images = 4
-"""
+from tests.recipes.test_clashes import BASE  # the same small recipe
 
 
 def _error(text: str = "", sets: tuple[str, ...] = ()) -> str:
