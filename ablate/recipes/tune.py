@@ -33,6 +33,7 @@ from ablate.recipes.tree import (
     check_key,
     check_seeds,
     field_exists,
+    related,
     table_kind,
     validate_section,
     validate_spec,
@@ -153,7 +154,7 @@ def _range(source: str, key: str, value: Any, axes: dict[str, str]) -> Range:
                           "dotted train.*, model.args.* or data.* key)", f"tune.{key}")
     check_key(source, where, key)
     for axis, origin in axes.items():
-        if key == axis or key.startswith(axis + ".") or axis.startswith(key + "."):
+        if related(key, axis):
             raise RecipeError(source, f"also set by {origin}: a key is either what the study "
                               "compares (an axis) or tuned for each configuration, not both",
                               where)

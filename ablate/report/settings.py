@@ -68,7 +68,9 @@ def _settings(frame: pd.DataFrame, pks: pd.Series,
         return None
     spec_hash = prints["spec_hash"].to_numpy()[row]
     codes, texts = pd.factorize(prints["code"].to_numpy()[row], use_na_sentinel=True)
-    canonical = [_canonical(json.loads(t)) if isinstance(t, str) else t for t in texts]
+    from ablate.trials.ids import canonical_json  # lazy: loads pydantic
+
+    canonical = [canonical_json(json.loads(t)) if isinstance(t, str) else t for t in texts]
     # equal code, one number (-1: not recorded)
     code, code_texts = pd.factorize(np.array(canonical + [None], dtype=object)[codes],
                                     use_na_sentinel=True)
@@ -112,10 +114,11 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-_canonical = read.canonical  # one canonical JSON: the hashes compare
 
 
 def _split(store, frame: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    from ablate.trials.ids import canonical_json  # lazy: loads pydantic
+
     # one trial per setting stands for it: only those specs are read and compared
     firsts = table.sort_values("pk", kind="stable").drop_duplicates("setting")
     studies = set(firsts.loc[firsts["split"], "study"])
@@ -129,7 +132,7 @@ def _split(store, frame: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     for config, group in firsts[firsts["split"]].groupby("config", sort=False):
         mine = [flat[k] for k in group["setting"]]
         keys = [key for key in sorted(set().union(*mine))
-                if len({_canonical(spec.get(key, ABSENT)) for spec in mine}) > 1]
+                if len({canonical_json(spec.get(key, ABSENT)) for spec in mine}) > 1]
         if group["code"].nunique() > 1:
             keys.append(CODE_KEY)
         own[config] = keys

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 import pandas as pd
 from sqlalchemy import String, and_, cast, or_, select
@@ -153,14 +152,11 @@ def seedless_hash(spec: str | bytes | None) -> int | None:
         value = json.loads(text)
         if isinstance(value, dict):
             value.pop("seed", None)
-        trimmed = b"\x00" + canonical(value).encode()  # never equal to a trimmed text
+        from ablate.trials.ids import canonical_json  # lazy: loads pydantic (rare path)
+
+        trimmed = b"\x00" + canonical_json(value).encode()  # never equal to a trimmed text
     return int.from_bytes(hashlib.blake2b(trimmed, digest_size=8).digest(), "big",
                           signed=True)
-
-
-def canonical(value: Any) -> str:
-    """JSON with sorted keys and no spaces: equal values, equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def setting_fingerprints(store, names: list[str] | None) -> pd.DataFrame:
@@ -204,7 +200,11 @@ def setting_fingerprints(store, names: list[str] | None) -> pd.DataFrame:
 def _code_of(environment: str | None) -> str | None:
     env = json.loads(environment) if isinstance(environment, str) else None
     code = env.get("code") if isinstance(env, dict) else None
-    return canonical(code) if code else None
+    if not code:
+        return None
+    from ablate.trials.ids import canonical_json  # lazy: loads pydantic
+
+    return canonical_json(code)
 
 
 def seedless_specs(store, pks: list[int]) -> dict[int, dict]:
