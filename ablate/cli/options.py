@@ -22,38 +22,9 @@ db_option = click.option(
     "--db", "db", envvar="ABLATE_DB", default=None, metavar="URL", callback=_not_empty,
     help="SQLAlchemy URL or SQLite path (default: $ABLATE_DB or results/ablate.db).",
 )
-def _keys_set(item: str) -> list[str]:
-    """The dotted keys one ``--set KEY=VALUE`` sets: a table value sets the keys it holds
-    (as ``parse_set`` reads it). Malformed items set none here: ``parse_set`` names them."""
-    from ablate.recipes import nesting  # lazy: only with --set
-    from ablate.recipes.tree import flatten  # lazy: loads pydantic
-
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        return []
-    try:
-        value = nesting.loads(f"v = {text.strip()}")["v"]
-        return list(flatten(value, key + ".")) if isinstance(value, dict) and value else [key]
-    except ValueError:  # not TOML (a bare word), too deep, a key twice in the table
-        return [key]
-
-
-def _each_key_once(ctx, param, values):
-    """A key given twice to ``--set`` (directly or inside a table): only the last would
-    count, silently. Refused, one line naming the key."""
-    seen: dict[str, str] = {}
-    for item in values:
-        for key in _keys_set(item):
-            if key in seen:
-                raise UserInputError(f"--set {key}: given twice ({seen[key]!r}, then "
-                                     f"{item!r}); only the last would count: give it once")
-            seen[key] = item
-    return values
-
 
 set_option = click.option(
-    "--set", "assignments", multiple=True, metavar="KEY=VALUE", callback=_each_key_once,
+    "--set", "assignments", multiple=True, metavar="KEY=VALUE",
     help="Override a dotted key of every trial, e.g. --set data.name=shapes (repeatable, "
          "each key once).",
 )

@@ -54,9 +54,18 @@ class Trial:
 def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -> dict[str, Any]:
     """``["train.lr=0.1", "data.name=shapes"]`` -> dotted overrides, values read as TOML.
 
-    ``seeds=[3,4]`` replaces the recipe's seeds (key ``"seeds"`` in the result).
+    ``seeds=[3,4]`` replaces the recipe's seeds (key ``"seeds"`` in the result). A key
+    given twice (directly or inside a table) is refused: only the last would count.
     """
     overrides: dict[str, Any] = {}
+    given: dict[str, str] = {}  # key -> the item that set it
+
+    def put(key: str, value: Any, item: str) -> None:
+        if key in given:
+            raise UserInputError(f"{source} {key}: given twice ({given[key]!r}, then "
+                                 f"{item!r}); only the last would count: give it once")
+        given[key], overrides[key] = item, value
+
     for item in assignments:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -69,7 +78,7 @@ def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -
         except nesting.TooDeep as err:
             raise UserInputError(f"{source} {key}: {err}") from None
         if key == "seeds":
-            overrides[key] = check_seeds(source, key, value)
+            put(key, check_seeds(source, key, value), item)
             continue
         check_key(source, key, key)
         kind = table_kind(key)
@@ -82,11 +91,11 @@ def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -
                 raise UserInputError(f"{source} {err.key}: written twice") from None
             if not flat:
                 raise UserInputError(f"{source} {key}: an empty table; --set the keys in it")
-            for dotted in flat:
+            for dotted, leaf in flat.items():
                 check_key(source, dotted, dotted)
-            overrides.update(flat)
+                put(dotted, leaf, item)
             continue
-        overrides[key] = value
+        put(key, value, item)
     return overrides
 
 
