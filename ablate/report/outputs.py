@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ablate.errors import UserInputError
-from ablate.store.target import sqlite_path
+from ablate.store.target import SIDECARS, sqlite_path
 
 # SQLite keeps a database's not yet checkpointed writes and its locks in these files
-DATABASE_SIBLINGS = ("", "-wal", "-shm", "-journal")
+DATABASE_SIBLINGS = ("", *SIDECARS, "-journal")
 
 
 def reason(err: OSError) -> str:

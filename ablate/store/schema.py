@@ -104,7 +104,7 @@ def _listed(names: list[str], limit: int = 5) -> str:
     return ", ".join(shown) + more
 
 
-def _looks_like_ours(revision: str) -> bool:
+def is_ablate_revision(revision: str) -> bool:
     """ablate numbers its revisions 0001, 0002, ...: a higher one is a newer ablate's."""
     return revision.isdigit() and len(revision) == len(SCHEMA_HEAD)
 
@@ -117,7 +117,7 @@ def refusal(url_for_message: str, revision: str | None, tables: list[str]) -> St
             f"database {url} is not an ablate database (it has tables {_listed(tables)} but "
             "no ablate schema version); give the --db of an ablate database (this one was "
             "left as it is)")
-    if not _looks_like_ours(revision):
+    if not is_ablate_revision(revision):
         return DatabaseTargetError(
             f"database {url} is not an ablate database (it has tables {_listed(tables)} and "
             f"schema version {' '.join(revision.split())[:40]!r}, which is not ablate's); give "
@@ -166,7 +166,7 @@ def upgrade_schema(engine: Engine, url_for_message: str) -> tuple[str | None, st
         return revision, head
     known = known_revisions()
     if revision not in known:
-        if revision is not None and _looks_like_ours(revision) and revision < head:
+        if revision is not None and is_ablate_revision(revision) and revision < head:
             raise SchemaVersionError(
                 f"database {url_for_message} has schema {revision}, which this ablate cannot "
                 f"upgrade (it upgrades {known[0]} to {head}); it was left as it is")

@@ -23,7 +23,7 @@ from ablate.store import target
 from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded
 from ablate.store.models import Base, CostRow, MetricRow, StudyRow, TrialRow
 from ablate.store.records import CostRecord, EpochMetric, StudyRecord, TrialRecord
-from ablate.store.schema import SCHEMA_HEAD, ensure_schema
+from ablate.store.schema import SCHEMA_HEAD, ensure_schema, is_ablate_revision
 from ablate.store.timings import TimingsMixin
 from ablate.trials.lifecycle import TrialResult, TrialStatus, Verb, advance, interruption, sources
 
@@ -393,7 +393,7 @@ def _wants_wal(cur) -> bool:
         revision = cur.execute("SELECT max(version_num) FROM alembic_version").fetchone()[0]
     except sqlite3.OperationalError:  # an alembic_version of something else's making
         return False
-    return isinstance(revision, str) and revision.isdigit() and revision <= SCHEMA_HEAD
+    return isinstance(revision, str) and is_ablate_revision(revision) and revision <= SCHEMA_HEAD
 
 
 def _set_wal(cur) -> None:
