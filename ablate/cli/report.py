@@ -5,10 +5,9 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import click
-from click.core import ParameterSource
 
 from ablate.cli import main
-from ablate.cli.options import db_option, make_console, not_nan
+from ablate.cli.options import db_option, given, make_console, not_nan, option_name
 from ablate.errors import UserInputError
 
 FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
@@ -136,23 +135,18 @@ def _check_combinations(estimates: bool, effects: bool, forest: bool, curves: bo
                         plots_pareto: bool) -> None:
     """Options that would be silently ignored: one line naming both, exit 2."""
     ctx = click.get_current_context()
-
-    def name(param: str) -> str:
-        return next(p.opts[0] for p in ctx.command.params if p.name == param)
-
-    given = [p for p in ctx.params
-             if ctx.get_parameter_source(p) not in (None, ParameterSource.DEFAULT)]
     if estimates:
         for param in _NOT_WITH_ESTIMATES:
-            if param in given:
-                raise click.UsageError(f"--estimates and {name(param)} contradict each other: "
+            if given(ctx, param):
+                raise click.UsageError(f"--estimates and {option_name(ctx, param)} contradict "
+                                       "each other: "
                                        "--estimates shows each run's time estimate instead of "
                                        "the tables and figures")
     uses = {"min_effect": effects or forest, "curves_by": curves, "curves_x": curves,
             "log_x": plots_pareto}
     for param, needs in _NEEDS.items():
-        if param in given and not uses[param]:
-            raise click.UsageError(f"{name(param)} needs {needs}")
+        if given(ctx, param) and not uses[param]:
+            raise click.UsageError(f"{option_name(ctx, param)} needs {needs}")
 
 
 def _out_folder(out_dir: str, store):
