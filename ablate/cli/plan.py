@@ -18,6 +18,7 @@ from ablate.cli.options import (
     json_option,
     make_console,
     max_trials_option,
+    option_name,
     recipe_argument,
     set_option,
 )
@@ -147,7 +148,7 @@ def _check_executor_flags(executor: str) -> None:
                              "--array-parallelism trials run at once")
     for name in ("cpus_per_trial", "array_parallelism"):
         if executor != "slurm" and given(ctx, name):
-            raise UserInputError(f"--{name.replace('_', '-')}: only with --executor slurm")
+            raise UserInputError(f"{option_name(ctx, name)}: only with --executor slurm")
 
 
 def _phases(store, recipe, assignments: tuple[str, ...]):
