@@ -146,3 +146,22 @@ def test_legend_and_labels_cover_no_point():
                             "params": rng.uniform(1e6, 1e7, 25), "miou_mean": rng.uniform(40, 70, 25),
                             "miou_std": 0.5})
     assert _covered_points(pareto_figure(crowded, "params")) == []
+
+
+def test_per_class_labels_fit_inside_the_figure():
+    """Long configuration names (a split setting's `{train.epochs=2}`) are sized for, not
+    cut at the figure's edge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    names = ["keep_last_expansion=false", "keep_last_expansion=true {train.epochs=2}",
+             "lean_last_stage[keep_last_expansion=true] {train.epochs=1, code=0a1b2c3d}"]
+    table = pd.DataFrame([[68.0, 34.0, 0.0], [0.0, 8.0, 16.0]],
+                         index=["background_and_more", "square"], columns=names)
+    fig = per_class_figure(table)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    box = fig.bbox
+    ax = fig.axes[0]
+    for label in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
+        extent = label.get_window_extent(renderer)
+        assert extent.x0 >= box.x0 and extent.y0 >= box.y0, label.get_text()
