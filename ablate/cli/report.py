@@ -306,11 +306,11 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
 def _write_figures(result, figures, out_dir: str, fmt: str) -> list:
     """Figures as PNG and SVG files, or all of them inside OUT/report.html."""
     from ablate.report.build import write_html  # lazy: loads numpy, pandas, sqlalchemy
-    from ablate.report.plots import figure_png, save_figure  # lazy: loads numpy, pandas
+    from ablate.report.plots import figure_svg, save_figure  # lazy: loads numpy, pandas
 
     if fmt == "html":
-        pngs = {fig.stem: figure_png(fig.figure) for fig in figures}
-        return [write_html(result, figures, out_dir, pngs)]
+        svgs = {fig.stem: figure_svg(fig.figure) for fig in figures}
+        return [write_html(result, figures, out_dir, svgs)]
     written = []
     for fig in figures:
         written += save_figure(fig.figure, out_dir, fig.stem, _suffixes(fmt))

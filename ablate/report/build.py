@@ -365,10 +365,10 @@ def latency_figures(report: Report) -> list[Figure]:
 
 
 def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
-               pngs: dict[str, bytes]) -> Path:
-    """``out_dir/report.html`` with every table and ``figures`` (PNG bytes by stem)."""
+               svgs: dict[str, bytes]) -> Path:
+    """``out_dir/report.html`` with every table and ``figures`` (SVG bytes by stem)."""
     def images(*prefixes: str) -> list[Image]:
-        return [Image(f.caption, pngs[f.stem]) for f in figures if f.stem.startswith(prefixes)]
+        return [Image(f.caption, svgs[f.stem]) for f in figures if f.stem.startswith(prefixes)]
 
     sections = [Section("Configurations", config_tables(report.configs, report.trials,
                                                         report.descriptions))]

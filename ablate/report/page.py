@@ -1,4 +1,4 @@
-"""One self-contained HTML page: tables sortable by their headers, figures as PNG data.
+"""One self-contained HTML page: tables sortable by their headers, figures as SVG data.
 
 Nothing is fetched: styles and the sorting script are inline, images are base64
 ``data:`` URIs, and a Content-Security-Policy allows exactly that (the script by its
@@ -78,7 +78,8 @@ SCRIPT = """
 @dataclass(frozen=True)
 class Image:
     caption: str
-    png: bytes
+    data: bytes
+    mime: str = "image/svg+xml"
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,8 @@ def table_html(table: DisplayTable) -> str:
 
 
 def image_html(image: Image) -> str:
-    data = base64.b64encode(image.png).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(image.caption)}">'
+    data = base64.b64encode(image.data).decode("ascii")
+    return (f'<figure><img src="data:{image.mime};base64,{data}" alt="{_e(image.caption)}">'
             f"<figcaption>{_e(image.caption)}</figcaption></figure>")
 
 

@@ -182,7 +182,7 @@ def test_html_page(db, tmp_path):
     assert [p.name for p in out.iterdir()] == ["report.html"]
     page = (out / "report.html").read_text()
     # every seed x 2 studies, 3 Pareto, 2 heatmaps, curves
-    assert page.count('<img src="data:image/png;base64,') == 8
+    assert page.count('<img src="data:image/svg+xml;base64,') == 8
     assert "<td data-v=\"proposed[head=deeplabv3plus]\">proposed[head=deeplabv3plus]</td>" in page
     assert '<td class="num" data-v="-17990.0">-17,990</td>' in page
     assert "http://" not in page and "https://" not in page

@@ -11,6 +11,7 @@ from ablate.report.plots import (
     LABEL_ALL_UP_TO,
     curves_figure,
     figure_png,
+    figure_svg,
     pareto_figure,
     per_class_figure,
     save_figure,
@@ -80,6 +81,15 @@ def test_files_and_png_bytes(tmp_path):
     assert [p.name for p in paths] == ["pareto_params.png", "pareto_params.svg"]
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and "<svg" in paths[1].read_text()
     assert figure_png(pareto_figure(configs(), "params"))[:4] == b"\x89PNG"
+
+
+def test_the_page_s_svg_draws_text_as_outlines_and_is_the_same_bytes_each_time():
+    """The HTML page's figures: labels as glyph outlines (shown as measured at layout,
+    whatever the browser's fonts), and no date or random ids in the file."""
+    first = figure_svg(pareto_figure(configs(), "params"))
+    assert first.startswith(b"<?xml") and b"<svg" in first
+    assert b"<text" not in first and b"<use xlink:href=\"#DejaVuSans" in first
+    assert figure_svg(pareto_figure(configs(), "params")) == first
 
 
 def test_per_class_heatmap():

@@ -80,7 +80,7 @@ def test_html_escapes_every_user_string():
     tables[0] = DisplayTable(f"{EVIL}: title", tables[0].columns, [f"note {EVIL}"],
                              tables[0].description)
     page = render_page(f"report {EVIL}", [Section(f"h {EVIL}", tables,
-                                                  [Image(f"caption {EVIL}", b"\x89PNG")])],
+                                                  [Image(f"caption {EVIL}", b"<svg/>")])],
                        meta=EVIL)
     assert EVIL not in page and "<img src=x" not in page and "<b>description" not in page
     assert page.count("<script") == 1  # ours, at the end
@@ -88,8 +88,8 @@ def test_html_escapes_every_user_string():
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 10
     assert "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
     assert "&lt;b&gt;description&lt;/b&gt; &amp; more" in page
-    png = base64.b64encode(b"\x89PNG").decode()
-    assert f'src="data:image/png;base64,{png}"' in page
+    svg = base64.b64encode(b"<svg/>").decode()
+    assert f'src="data:image/svg+xml;base64,{svg}"' in page
 
 
 def test_content_security_policy_allows_only_our_script():
