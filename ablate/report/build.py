@@ -368,7 +368,10 @@ def write_html(report: Report, figures: list[Figure], out_dir: str | Path,
                svgs: dict[str, bytes]) -> Path:
     """``out_dir/report.html`` with every table and ``figures`` (SVG bytes by stem)."""
     def images(*prefixes: str) -> list[Image]:
-        return [Image(f.caption, svgs[f.stem]) for f in figures if f.stem.startswith(prefixes)]
+        # shown at the size a PNG of the figure's dpi has (an SVG's own is 96 per inch)
+        return [Image(f.caption, svgs[f.stem],
+                      size=tuple(round(x * f.figure.dpi) for x in f.figure.get_size_inches()))
+                for f in figures if f.stem.startswith(prefixes)]
 
     sections = [Section("Configurations", config_tables(report.configs, report.trials,
                                                         report.descriptions))]

@@ -80,6 +80,7 @@ class Image:
     caption: str
     data: bytes
     mime: str = "image/svg+xml"
+    size: tuple[int, int] | None = None  # shown at (width, height) CSS pixels, else natural
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ def table_html(table: DisplayTable) -> str:
 
 def image_html(image: Image) -> str:
     data = base64.b64encode(image.data).decode("ascii")
-    return (f'<figure><img src="data:{image.mime};base64,{data}" alt="{_e(image.caption)}">'
+    size = f' width="{image.size[0]}" height="{image.size[1]}"' if image.size else ""
+    return (f'<figure><img src="data:{image.mime};base64,{data}"{size} alt="{_e(image.caption)}">'
             f"<figcaption>{_e(image.caption)}</figcaption></figure>")
 
 

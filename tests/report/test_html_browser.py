@@ -138,9 +138,10 @@ def test_effect_figures_render_in_the_offline_page(chromium, filled, tmp_path):
     assert len(images) == 9  # those 4, Pareto x 3, IoU per class, curves
     assert all(complete and w > 0 and h > 0 and shown > 0
                for _alt, complete, w, h, shown in images), images
-    # a figure at the paper's text width (6.875 in at 120 dpi) is drawn whole, not scaled up
+    # a figure at the paper's text width (6.875 in at 120 dpi) is shown at that size, as
+    # its PNG was: 825 pixels, not the SVG's own 96 per inch (660)
     forest = next(i for i in images if i[0].startswith("mnv3_mini: effect of each axis"))
-    assert forest[2] == 825 and forest[4] == 825
+    assert forest[2] == 660 and forest[4] == 825
     assert headings[:5] == ["Configurations", "mnv3_mini: 4 configurations, 8 trials",
                             "Every seed", "Effects of each axis",
                             "mnv3_mini: effects of each axis on mIoU"]
