@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from ablate.cli.until_decided import (
     check_until_decided,
     until_decided_options,
 )
+from ablate.dispatch.adaptive import fold_seeds, loop_design
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS
 from ablate.errors import UserInputError
 from ablate.trials.lifecycle import DEFAULT_KEEP, KEEP_CHOICES
@@ -266,6 +268,8 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     overrides = parse_set(list(assignments))
     loop = (LoopSettings(max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
                          spending=spending) if until_decided else None)
+    if loop is not None:  # a design with no look: refused before the database opens
+        loop_design(fold_seeds(recipe_obj, overrides)[0], **dataclasses.asdict(loop))
     options = RunOptions(
         runs_root=Path(runs_dir), skip_failed=skip_failed, force=force,
         lease_seconds=lease_seconds, wait=wait, tracking=tracking, resources=resources,

@@ -127,7 +127,14 @@ def fold_seeds(recipe, overrides: dict) -> tuple[object, dict]:
 
 def loop_design(recipe, *, max_seeds: int, alpha: float, min_effect: float | None,
                 spending: str = DEFAULT_SPENDING) -> Design:
-    """The loop's design; a margin brings the futility stop (80% power at the margin)."""
+    """The loop's design; a margin brings the futility stop (80% power at the margin).
+    A last look before the first (``max_seeds`` below the starting seeds) is refused: its
+    design has no look, so no effect could ever get an interval."""
+    if max_seeds < len(recipe.seeds):
+        raise UserInputError(
+            f"--max-seeds {max_seeds}: below the {len(recipe.seeds)} seeds the study starts "
+            "from (the recipe's seeds, or --set seeds), so the design would have no look; "
+            f"give --max-seeds {len(recipe.seeds)} or more, or fewer starting seeds")
     return Design(SEQUENTIAL, alpha=alpha, min_effect=min_effect, max_seeds=max_seeds,
                   start_seeds=len(recipe.seeds), spending=spending,
                   futility_power=FUTILITY_POWER if min_effect else None)

@@ -328,3 +328,29 @@ def test_bad_loop_options_are_one_line_and_record_nothing(tmp_path, option, valu
     (line,) = out.output.strip().splitlines()
     assert line.startswith(f"Error: Invalid value for '{option}'")
     assert not db.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_max_seeds_below_the_starting_seeds_is_refused_before_anything_runs(tmp_path,
+                                                                            command):
+    # three starting seeds and a last look at two: a design with no look, which trained
+    # the recipe's round, recorded itself and then read every effect as "no interval yet"
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+
+    recipe = tmp_path / "adaptive.toml"
+    recipe.write_text(RECIPE.replace("SEEDS", "[0, 1, 2]"))
+    db = tmp_path / "bad.db"
+    out = CliRunner().invoke(main, [command, str(recipe), "--db", str(db), "--until-decided",
+                                    "--max-seeds", "2"])
+    assert out.exit_code == 2, out.output
+    assert out.output.strip().splitlines() == [
+        "Error: --max-seeds 2: below the 3 seeds the study starts from (the recipe's seeds, "
+        "or --set seeds), so the design would have no look; give --max-seeds 3 or more, or "
+        "fewer starting seeds"]
+    assert not db.exists()
+    if command == "plan":  # --set seeds is the starting point: two seeds, a look at two
+        folded = CliRunner().invoke(main, ["plan", str(recipe), "--until-decided", "--no-cost",
+                                           "--max-seeds", "2", "--set", "seeds=[0,1]"])
+        assert folded.exit_code == 0, folded.output
