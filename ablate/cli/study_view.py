@@ -68,10 +68,11 @@ def tuning_lines(event) -> list[str]:
                  "tuning seeds; its effects are read on the study's seeds"]
         for config, (draw, values, score) in event.chosen.items():
             shown = ", ".join(f"{k}={v}" for k, v in values.items())
+            failed = event.failed_draws.get(config, 0)
             lines.append(f"  {config}: draw {draw} ({shown}), {event.metric} "
-                         f"{fmt_float(score, 2)}")
-        if event.failed_draws:
-            lines.append(f"  {event.failed_draws} draw(s) failed (no score, never chosen)")
+                         f"{fmt_float(score, 2)}" + (f"; {failed} of its {event.budget} draws "
+                                                     "failed (no score, never chosen)"
+                                                     if failed else ""))
         return lines
     if isinstance(event, TuningWaiting):
         return [f"the confirmation trials wait on {event.unfinished} unfinished tuning "

@@ -111,7 +111,8 @@ class DrawsChosen:
     chosen: dict[str, tuple[int, dict, float]]
     metric: str
     recorded: bool  # chosen by this run (False: read back from an earlier one)
-    failed_draws: int  # tuning trials that failed: their draws have no score
+    failed_draws: dict[str, int]  # config -> its draws with a failed tuning trial (no score)
+    budget: int  # draws per configuration
 
 
 @dataclass(frozen=True)

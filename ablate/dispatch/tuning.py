@@ -205,7 +205,8 @@ def run_tuned(runner, recipe: Recipe, trials: list[Trial], overrides: dict, star
     chosen = {c: plan.draws[j] for c, j in selection["chosen"].items()}
     emit(DrawsChosen({c: (j, plan.draws[j], selection["scores"][c][j])
                       for c, j in selection["chosen"].items()}, selection["metric"], fresh,
-                     sum(v is None for row in selection["scores"].values() for v in row)))
+                     {c: sum(v is None for v in row) for c, row in selection["scores"].items()},
+                     len(plan.draws)))
     confirm = pin(recipe, chosen)
     summary = runner.run(confirm, expand(confirm, overrides, max_trials=None), force=force)
     emit(RunnerReport(tuple(runner_report(store, recipe.name, summary))))

@@ -294,3 +294,18 @@ def test_other_tuning_trials_are_new_trials_before_the_selection_and_refused_aft
     recorded(None, draws=[{"train.lr": 0.5}, setup["draws"][1]])  # other draws: refused
     with pytest.raises(RecipeError, match=r"the same section drew other values"):
         check_recorded(store, recipe, plan)
+
+
+def test_the_chosen_lines_say_how_many_draws_of_each_configuration_failed():
+    # the count was one figure over every configuration's cells ("4 draw(s) failed" for
+    # two of four draws failing in each arm), which hid whose budget the failures cut
+    from ablate.cli.study_view import tuning_lines
+    from ablate.dispatch.events import DrawsChosen
+
+    event = DrawsChosen({"plain": (0, {"train.batch_size": 4}, 23.83),
+                         "scaled": (2, {"train.batch_size": 8}, 30.5)}, "miou", True,
+                        {"plain": 2, "scaled": 0}, 4)
+    assert tuning_lines(event)[1:] == [
+        "  plain: draw 0 (train.batch_size=4), miou 23.83; 2 of its 4 draws failed (no "
+        "score, never chosen)",
+        "  scaled: draw 2 (train.batch_size=8), miou 30.50"]
