@@ -271,8 +271,17 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
     unshown = [line for study in dict.fromkeys(result.trials["study"]) if study not in shown
                for line in render.failed_notes(result.trials, str(study))]
     if result.configs.empty:
-        click.echo(f"No finished trial matches --where {' '.join(where)}." if where else
-                   "No finished trials in the database yet. Run: ablate run RECIPE")
+        tuning = [study for study, view in (result.tuning or {}).items() if not view.chosen]
+        if tuning and not where:  # its tuning trials are not its tables' trials
+            for study in tuning:
+                click.echo(f"Study {study!r} has no selection yet ([tune]): its tables "
+                           "read the confirmation trials, which run once every tuning trial "
+                           "is finished and a draw is chosen for each configuration "
+                           f"('ablate status {study}' shows the tuning trials; the same "
+                           "'ablate run' goes on).")
+        else:
+            click.echo(f"No finished trial matches --where {' '.join(where)}." if where else
+                       "No finished trials in the database yet. Run: ablate run RECIPE")
         for line in unshown:  # every trial failed: say so rather than nothing
             click.echo(line)
         return

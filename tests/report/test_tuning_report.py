@@ -147,3 +147,23 @@ def test_html_has_the_tuning_section_and_its_figure(tuned, tmp_path):
     assert "tuned: tuning curves (mIoU %, expected best of n draws)" in section
     assert "1 of 3" in section  # draws agreeing with the tuned effect
     assert "data:image/png;base64," in section  # the tuning-curve figure, inline
+
+
+def test_a_study_still_tuning_is_not_reported_as_having_no_finished_trial(tmp_path):
+    # one tuning trial done, no selection yet: the report said "No finished trials in the
+    # database yet", while 'ablate status' listed the done trial
+    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    plan = plan_tuning(parse_recipe(RECIPE, "tuned.toml"))
+    store.upsert_study("tuned", "", "tuned.toml", RECIPE)
+    store.set_study_tuning("tuned", {"version": 1, "selection": None,
+                                     "setup": json.loads(json.dumps(plan.to_json()))})
+    store.register_trials("tuned", plan.trials)
+    store.record(TrialResult.from_json({"format": 1,
+                                        **result("tuned", plan.trials[0], 0.4, 1.0)}))
+    out = CliRunner().invoke(main, ["report", "--db", store.url, "--study", "tuned"])
+    assert out.exit_code == 0, out.output
+    assert " ".join(out.output.split()) == (
+        "Study 'tuned' has no selection yet ([tune]): its tables read the confirmation "
+        "trials, which run once every tuning trial is finished and a draw is chosen for "
+        "each configuration ('ablate status tuned' shows the tuning trials; the same "
+        "'ablate run' goes on).")
