@@ -120,8 +120,8 @@ def test_adds_seeds_until_the_effect_is_decided_and_runs_nothing_twice(tmp_path)
     assert set(executor.runs.values()) == {1}  # no trial ran twice
     assert lines[0] == ("design: sequential (obrien-fleming spending, looks from 2 to 10 "
                         "seeds), alpha 0.05")
-    assert lines[-2] == (f"decided  model.keep_last_expansion: true -> false: worse, -10.00 "
-                         f"mIoU, interval [{low:+.2f}, {high:+.2f}]")
+    assert lines[-2] == (f"decided  model.keep_last_expansion: true -> false: worse, mean "
+                         f"-10.00 mIoU, interval [{low:+.2f}, {high:+.2f}]")
     assert lines[-1] == "stopped: every effect is decided"
 
 
@@ -148,7 +148,7 @@ def test_a_margin_stops_a_small_effect_for_futility_and_seeds_continue_after_the
     assert [r.seed for r in rounds] == [6, None]
     assert "futility stop at 80% power for ±1" in lines[0]
     assert lines[-2] == ("decided  model.keep_last_expansion: true -> false: no effect ≥ 1 "
-                         "(80% power), -0.07 mIoU, interval [-0.47, +0.34]")
+                         "(80% power), mean -0.07 mIoU, interval [-0.47, +0.34]")
     assert lines[-1] == "stopped: every effect is decided"
     assert all(v == [0, 5, 6] for v in seeds.values())
 
