@@ -147,6 +147,13 @@ def _check_combinations(estimates: bool, effects: bool, forest: bool, curves: bo
     for param, needs in _NEEDS.items():
         if given(ctx, param) and not uses[param]:
             raise click.UsageError(f"{option_name(ctx, param)} needs {needs}")
+    params = ctx.params
+    if (effects and params["fmt"] == "csv" and not params["as_json"]
+            and not (forest or plots_pareto or params["per_class"])):
+        # the CSV is the configurations table; no figure would draw the effects either
+        raise click.UsageError("--effects and --format csv contradict each other: the CSV "
+                               "holds the configurations only; use --format json (or "
+                               "markdown, html, latex) for the effects")
 
 
 def _out_folder(out_dir: str, store):

@@ -405,6 +405,12 @@ def test_a_report_file_that_is_the_database_is_refused(tmp_path, args, name):
     (["--estimates", "--out", "elsewhere"], "--estimates and --out contradict each other: "
                                             "--estimates shows each run's time estimate "
                                             "instead of the tables and figures"),
+    (["--effects", "--format", "csv"], "--effects and --format csv contradict each other: the "
+                                       "CSV holds the configurations only; use --format json "
+                                       "(or markdown, html, latex) for the effects"),
+    (["--effects", "--min-effect", "1", "--format", "csv"],
+     "--effects and --format csv contradict each other: the CSV holds the configurations "
+     "only; use --format json (or markdown, html, latex) for the effects"),
 ])
 def test_an_option_that_would_be_ignored_is_refused(db, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
@@ -418,3 +424,10 @@ def test_the_options_that_need_another_work_with_it(db, tmp_path):
     assert "forest.svg" in result.stderr
     result = report(db, "--study", "mnv3_mini", "--estimates", "--json")
     assert result.exit_code == 0, result.output
+    # --effects with a CSV counts where a figure draws them (the forest, the class heat map)
+    for figure in ("--pareto", "--per-class"):
+        result = report(db, "--study", "mnv3_mini", "--effects", figure, "--format", "csv",
+                        "--out", str(tmp_path / "c"))
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("study,config_name,")
+    assert {"forest.png", "class_effects.png"} <= {p.name for p in (tmp_path / "c").iterdir()}
