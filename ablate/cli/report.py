@@ -206,7 +206,7 @@ def _report(store, studies, where, *, baseline, effects, alpha, min_effect, sort
             included = [(f.stem, f.caption) for f in figures
                         if f.stem.startswith(("forest", "class_effects", "tuning"))]
             written.append(write_tex(result.configs, result.effects, out_dir, included,
-                                     tuning=result.tuning))
+                                     tuning=result.tuning, alpha=result.alpha))
     except OSError as err:  # the disk filled up, say: that file is as it was
         raise UserInputError(f"--out {out_dir}: cannot write {err.filename or out_dir}: "
                              f"{outputs.reason(err)}") from None
@@ -272,7 +272,8 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
     if fmt == "latex" and not result.configs.empty:
         from ablate.report.latex import to_latex  # lazy: loads numpy, pandas
 
-        click.echo(to_latex(result.configs, result.effects, result.tuning), nl=False)
+        click.echo(to_latex(result.configs, result.effects, result.tuning, result.alpha),
+                   nl=False)
         return
     shown = set(result.configs["study"]) if not result.configs.empty else set()
     unshown = [line for study in dict.fromkeys(result.trials["study"]) if study not in shown

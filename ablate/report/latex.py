@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ablate.report.outputs import write_text
-from ablate.report.render import flops_text
+from ablate.report.render import flops_text, pareto_why
 
 # LaTeX's special characters, then the non-ASCII ones the reports use (pdflatex's
 # default fonts have no glyph for them in text mode)
@@ -94,18 +94,63 @@ CONFIG_NUMBERS = (
 )
 
 
-def config_table(group: pd.DataFrame) -> str:
+# a Pareto-optimal row's mark: plain, or its lead over what it dominates not shown
+# (render.pareto_why says which), as in the terminal table
+_STARS = {"": r"$^\star$", "≈": r"$^{\star\approx}$", "✗": r"$^{\star\times}$",
+          "?": r"$^{\star?}$"}
+# --baseline: frame column, header (the change against the baseline row)
+BASELINE_NUMBERS = (
+    ("params_delta_pct", r"$\Delta$ Params (\%)"),
+    ("gflops_delta_pct", r"$\Delta$ GFLOPs (\%)"),
+    ("latency_delta_pct", r"$\Delta$ Latency (\%)"),
+    ("miou_delta", r"$\Delta$ mIoU"),
+)
+
+
+def _star(row: pd.Series) -> str:
+    if not bool(row.get("pareto")):
+        return ""
+    mark = row.get("pareto_mark")
+    return _STARS.get("" if _missing(mark) else str(mark), _STARS[""])
+
+
+def _star_notes(group: pd.DataFrame) -> str:
+    """A sentence per Pareto-optimal row whose lead is not shown (the terminal's notes)."""
+    if "pareto_mark" not in group:
+        return ""
+    notes = []
+    for _i, row in group.iterrows():
+        mark = row.get("pareto_mark")
+        if bool(row.get("pareto")) and not _missing(mark) and str(mark):
+            why = pareto_why(str(mark), row.get("pareto_reason"))
+            notes.append(f" {_STARS.get(str(mark), _STARS[''])} {escape(row['config_name'])}: "
+                         f"its mIoU lead over {escape(row['pareto_tie'])}, which it "
+                         f"dominates, is {escape(why)}.")
+    return "".join(notes)
+
+
+def _baseline(group: pd.DataFrame) -> list[str]:
+    """The baselines the rows are compared with (``--baseline``), in order."""
+    if "baseline" not in group:
+        return []
+    return list(dict.fromkeys(str(b) for b in group["baseline"] if not _missing(b)))
+
+
+def config_table(group: pd.DataFrame, alpha: float = 0.05) -> str:
     """One study's configurations: mIoU mean ± std (n seeds), params, GFLOPs, latency;
-    the best of each column in bold, Pareto-optimal rows starred."""
+    the best of each column in bold, Pareto-optimal rows starred; with ``--baseline``
+    each row's change against it (costs in percent, mIoU in points with its
+    ``1 - alpha`` interval)."""
     group = group.reset_index(drop=True)
     study = str(group["study"].iloc[0])
+    baselines = _baseline(group)
     bold = {"miou_mean": _bold_rows(group["miou_mean"], "max")}
     for column, _h, _f, best in CONFIG_NUMBERS:
         if best:
             bold[column] = _bold_rows(group[column], best)
     rows = []
     for i, row in group.iterrows():
-        name = escape(row["config_name"]) + (r"$^\star$" if bool(row.get("pareto")) else "")
+        name = escape(row["config_name"]) + _star(row)
         miou = _num(row["miou_mean"], ".2f")
         if i in bold["miou_mean"]:
             miou = rf"\textbf{{{miou}}}"
@@ -117,15 +162,29 @@ def config_table(group: pd.DataFrame) -> str:
                 else row[column]
             text = _num(value, spec)
             cells.append(rf"\textbf{{{text}}}" if i in bold.get(column, ()) else text)
+        if baselines:
+            cells += [_num(row[column], "+.2f") for column, _h in BASELINE_NUMBERS]
+            low, high = row.get("miou_delta_low"), row.get("miou_delta_high")
+            cells.append(MISSING if _missing(low) or _missing(high) else
+                         f"[{low:+.2f}, {high:+.2f}]")
         rows.append(cells)
     caption = (
         f"{escape(study)}: configurations. mIoU in percent on the validation set (one "
         r"confusion matrix over the set), mean $\pm$ sample standard deviation over $n$ "
         r"seeds (no spread with one seed). Params in millions; GFLOPs: "
         f"{escape(flops_text(group))}; latency: median over seeds in ms, batch 1. "
-        r"Best of each column in bold; $^\star$: Pareto-optimal in params vs mIoU.")
+        r"Best of each column in bold; $^\star$: Pareto-optimal in params vs mIoU."
+        + _star_notes(group))
     header = ["Configuration", r"mIoU (\%)"] + [h for _c, h, _f, _b in CONFIG_NUMBERS]
-    return _table(caption, _label(study, "configs"), "l" + "r" * 5, header, rows)
+    if baselines:
+        level = f"{100 * (1 - alpha):.4g}"
+        caption += (
+            rf" $\Delta$: the change against {escape(', '.join(baselines))}, params, GFLOPs "
+            rf"and latency in percent, mIoU in points with its {level}\,\% interval (paired "
+            "t over the seeds both ran, else Welch; -- with fewer than two seeds a side).")
+        header += [h for _c, h in BASELINE_NUMBERS] + [rf"{level}\,\% CI"]
+    align = "l" + "r" * (len(header) - 1)
+    return _table(caption, _label(study, "configs"), align, header, rows)
 
 
 def effects_table(group: pd.DataFrame) -> str:
@@ -180,14 +239,14 @@ def _short(value: Any) -> str:
 
 
 def report_tables(configs: pd.DataFrame, effects: pd.DataFrame | None = None,
-                  tuning: dict | None = None) -> list[str]:
+                  tuning: dict | None = None, alpha: float = 0.05) -> list[str]:
     """Per study, its configurations table, then its effects table when there is one,
     and a tuned study's chosen values."""
     tables = []
     if configs.empty:
         return tables
     for study, group in configs.groupby("study", sort=False):
-        tables.append(config_table(group))
+        tables.append(config_table(group, alpha))
         if effects is not None and not effects.empty:
             mine = effects[effects["study"] == study]
             if not mine.empty:
@@ -198,9 +257,9 @@ def report_tables(configs: pd.DataFrame, effects: pd.DataFrame | None = None,
 
 
 def to_latex(configs: pd.DataFrame, effects: pd.DataFrame | None = None,
-             tuning: dict | None = None) -> str:
+             tuning: dict | None = None, alpha: float = 0.05) -> str:
     """The tables as a fragment (``\\input`` it; needs ``\\usepackage{booktabs}``)."""
-    tables = report_tables(configs, effects, tuning)
+    tables = report_tables(configs, effects, tuning, alpha)
     head = "% ablate report: booktabs tables; \\usepackage{booktabs}\n"
     return head + "\n\n".join(tables) + "\n"
 
@@ -220,18 +279,20 @@ def _figure_label(stem: str) -> str:
 
 
 def to_document(configs: pd.DataFrame, effects: pd.DataFrame | None = None,
-                figures: list[tuple[str, str]] | tuple = (), tuning: dict | None = None) -> str:
+                figures: list[tuple[str, str]] | tuple = (), tuning: dict | None = None,
+                alpha: float = 0.05) -> str:
     """A whole document around the tables (and ``figures``: ``(stem, caption)`` of PDFs
     written beside it), for pdflatex."""
-    body = to_latex(configs, effects, tuning) + "".join(
+    body = to_latex(configs, effects, tuning, alpha) + "".join(
         "\n" + figure(stem, caption) + "\n" for stem, caption in figures)
     return PREAMBLE + "\n\\begin{document}\n\n" + body + "\n\\end{document}\n"
 
 
 def write_tex(configs: pd.DataFrame, effects: pd.DataFrame | None, out_dir: str | Path,
-              figures: list[tuple[str, str]] | tuple = (), tuning: dict | None = None) -> Path:
+              figures: list[tuple[str, str]] | tuple = (), tuning: dict | None = None,
+              alpha: float = 0.05) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.tex"
-    write_text(path, to_document(configs, effects, figures, tuning))  # whole or not at all
+    write_text(path, to_document(configs, effects, figures, tuning, alpha))  # whole or not at all
     return path
