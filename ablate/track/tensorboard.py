@@ -4,8 +4,8 @@ Scalars (figures as the trainer produces them: mIoU and pixel accuracy as fracti
 x axis the global step): ``train/loss`` and ``train/lr`` at every logged step,
 ``val/<figure>`` (``val/miou``, ``val/pixel_acc``, ...) and ``epoch/<figure>``
 (``epoch/train_loss``, ``epoch/images_per_second``, ...) at each epoch's last step, and
-``final/<figure>`` for every final figure. The hparams plugin gets the trial's axes (and
-seed) as hyper-parameters and ``final/miou``, ``final/pixel_acc``, ``final/latency_ms``
+``final/<figure>`` for every final figure. The hparams plugin gets the trial's axes (its
+variant too, where the recipe has variants, and its seed) as hyper-parameters and ``final/miou``, ``final/pixel_acc``, ``final/latency_ms``
 as its metrics, so ``tensorboard --logdir RUNS/STUDY`` compares the trials side by side.
 """
 
@@ -82,6 +82,8 @@ class TensorBoardSink:
         for key, value in sorted(final.items()):
             self._scalar(f"final/{key}", value, step)
         params = {k: hparam_value(v) for k, v in self.trial.axes.items()}
+        if self.trial.variant and self.trial.variant != "base":  # "base": a recipe without
+            params["variant"] = self.trial.variant  # variants; with them, they are an axis
         params["seed"] = self.trial.seed
         metrics = {f"final/{k}": float(final[k]) for k in HPARAM_METRICS
                    if isinstance(final.get(k), int | float) and math.isfinite(final[k])}

@@ -62,6 +62,32 @@ def test_every_trial_writes_its_scalars_and_hparams(tmp_path, tiny_recipe):
             "final/miou", "final/pixel_acc", "final/latency_ms"]
 
 
+def _session_hparams(log_dir) -> dict:
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = _accumulator(log_dir).PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]).session_start_info
+    return {key: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+            for key, value in start.hparams.items()}
+
+
+@pytest.mark.parametrize("variant,expected", [
+    ("lean_last_stage", {"model.keep_last_expansion": "true", "variant": "lean_last_stage",
+                         "seed": 1.0}),
+    ("base", {"model.keep_last_expansion": "true", "seed": 1.0}),  # a recipe without variants
+])
+def test_hparams_name_the_variant_where_the_recipe_has_variants(tmp_path, variant, expected):
+    # quick-start's all_expansions and lean_last_stage trials differ in their variant only:
+    # without it, the hparams view shows them as one configuration
+    trial = TrackedTrial("quickstart", "t1", f"{variant}[keep_last_expansion=true]/seed=1",
+                         str(tmp_path / "run"), axes={"model.keep_last_expansion": True},
+                         seed=1, variant=variant)
+    trackers = open_trackers(["tensorboard"], trial)
+    trackers.finish({"status": "done", "final": {"miou": 0.5, "steps": 2}, "environment": {}})
+    assert _session_hparams(tmp_path / "run" / "tensorboard") == expected
+
+
 class _Boom:
     name = "tensorboard"
 
