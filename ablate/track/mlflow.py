@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ablate.track.tensorboard import hparam_value
 from ablate.track.trial import TrackedTrial, ended_status
 from ablate.train.events import EpochEnded, Stepped, TrialEvent
 from ablate.trials.lifecycle import TrialStatus
@@ -113,7 +114,9 @@ class MlflowSink:
         self._remember()
         from mlflow.entities import Param  # lazy: optional mlflow
 
-        params = {key: str(value)[:PARAM_MAX] for key, value in trial.axes.items()}
+        # spelled as the configuration names and TensorBoard spell them (true, not True), so
+        # a search for params.`model.keep_last_expansion` = 'true' finds the runs
+        params = {key: str(hparam_value(value))[:PARAM_MAX] for key, value in trial.axes.items()}
         params["seed"] = str(trial.seed)
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
 

@@ -45,7 +45,8 @@ def test_every_trial_is_a_run_with_params_metrics_and_tags(tmp_path, tiny_recipe
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["ablate.config_name"] == trial.config_name
         assert run.data.params == {
-            "model.keep_last_expansion": str(trial.axes["model.keep_last_expansion"]),
+            "model.keep_last_expansion": "true" if trial.axes["model.keep_last_expansion"]
+                                         else "false",  # as the configuration name spells it
             "seed": "0"}
         for key in ("miou", "pixel_acc", "latency_ms"):
             assert run.data.metrics[f"final/{key}"] == pytest.approx(trial.metrics[key])
@@ -81,7 +82,8 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     options = start_study("s")
-    trial = TrackedTrial("s", "t1", "trial-1", str(tmp_path / "run"), axes={"lr": 0.1},
+    trial = TrackedTrial("s", "t1", "trial-1", str(tmp_path / "run"),
+                         axes={"lr": 0.1, "model.keep_last_expansion": False, "x": None},
                          seed=3, options={"mlflow": options})
     first = MlflowSink(trial)
     first.event(Stepped(step=1, total_steps=2, epoch=1, epochs=1, loss=1.0, lr=0.1))  # then killed: no finish
@@ -93,7 +95,8 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
     runs = client.search_runs([options["experiment_id"]], "tags.`ablate.trial_id` = 't1'")
     (run,) = runs  # one run, not one per attempt
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2]
-    assert run.info.status == "FINISHED" and run.data.params == {"lr": "0.1", "seed": "3"}
+    assert run.info.status == "FINISHED" and run.data.params == {
+        "lr": "0.1", "model.keep_last_expansion": "false", "x": "none", "seed": "3"}
     assert run.data.tags["ablate.seed"] == "3" and run.data.tags["ablate.status"] == "done"
 
 
