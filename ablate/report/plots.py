@@ -43,10 +43,10 @@ def pareto_figure(configs: pd.DataFrame, x: str, *, y: str = "miou_mean", log_x:
         data = data[data[x].astype(float) > 0]
     fig = new_figure(7.5, 5.0)
     ax = fig.subplots()
+    yerr = data["miou_std"].astype(float) if y == "miou_mean" and "miou_std" in data else None
     if not data.empty:
         xs, ys = data[x].astype(float), data[y].astype(float)
         on_front = np.array(pareto_mask(np.column_stack([xs, ys]), (False, True)))
-        yerr = data["miou_std"].astype(float) if y == "miou_mean" and "miou_std" in data else None
         for mask, style in ((~on_front, {"color": "tab:gray", "alpha": 0.35, "label": "dominated"}),
                             (on_front, {"color": "tab:blue", "label": "Pareto-optimal"})):
             if mask.any():
@@ -68,7 +68,9 @@ def pareto_figure(configs: pd.DataFrame, x: str, *, y: str = "miou_mean", log_x:
                 notes.append((note, where > 0.7))  # right-most labels grow to the left
     x_label, y_label = (AXIS_LABELS.get(c, c.removeprefix("axis:")) for c in (x, y))
     ax.set_xlabel(x_label + (" (log)" if log_x else ""))
-    ax.set_ylabel(y_label)
+    # the figure alone (a PNG in a paper) says what its bars are, not only the caption
+    bars = yerr is not None and bool(yerr.notna().any())
+    ax.set_ylabel(y_label + (", mean ± std over seeds" if bars else ""))
     if log_x:
         ax.set_xscale("log")
     elif x == "params":

@@ -42,13 +42,19 @@ def test_front_as_steps_dominated_faded_and_labelled():
     assert sorted(texts(ax)) == ["c0", "c1", "c2", "c3"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["dominated",
                                                                     "Pareto-optimal"]
-    assert ax.get_xscale() == "linear" and ax.get_ylabel() == "mIoU (%)"
+    assert ax.get_xscale() == "linear"
+    assert ax.get_ylabel() == "mIoU (%), mean ± std over seeds"  # what the bars are
 
 
 def test_error_bars_are_the_std_over_seeds():
     ax = pareto_figure(configs(), "params").axes[0]
     segments = [seg for coll in ax.collections for seg in coll.get_segments()]
     assert sorted(round(seg[1][1] - seg[0][1], 6) for seg in segments) == [2.0] * 4
+
+
+def test_without_a_spread_the_axis_claims_no_bars():
+    one_seed = configs().assign(miou_std=float("nan"))  # one seed each: no std, no bars
+    assert pareto_figure(one_seed, "params").axes[0].get_ylabel() == "mIoU (%)"
 
 
 def test_single_point_and_log_scale():
