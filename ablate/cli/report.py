@@ -204,7 +204,8 @@ def _report(store, studies, where, *, baseline, effects, alpha, min_effect, sort
             from ablate.report.latex import write_tex  # lazy: loads numpy, pandas
 
             included = [(f.stem, f.caption) for f in figures
-                        if f.stem.startswith(("forest", "class_effects", "tuning"))]
+                        if f.stem.startswith(("forest", "class_effects", "tuning",
+                                              "per_class_iou"))]
             written.append(write_tex(result.configs, result.effects, out_dir, included,
                                      tuning=result.tuning, alpha=result.alpha))
     except OSError as err:  # the disk filled up, say: that file is as it was

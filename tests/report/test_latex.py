@@ -111,6 +111,19 @@ def test_baseline_changes_and_qualified_pareto_marks_are_in_the_latex_table(fill
     _compile(out / "report.tex")
 
 
+def test_per_class_heat_maps_are_figures_of_the_document(filled, tmp_path):
+    # --per-class wrote per_class_iou_<study>.pdf beside report.tex, which left it out
+    out = tmp_path / "paper"
+    result = CliRunner().invoke(main, ["report", "--db", filled.url, "--per-class", "--format",
+                                       "latex", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    tex = (out / "report.tex").read_text()
+    for study in ("mnv3_mini", "other"):
+        assert rf"\ablategraphic{{per_class_iou_{study}.pdf}}" in tex
+        assert rf"\label{{fig:ablate-per-class-iou-{study.replace('_', '-')}}}" in tex
+    _compile(out / "report.tex")
+
+
 def test_special_characters_in_names_compile(filled, tmp_path):
     configs = build_report(Store(filled.url, must_exist=True), ["mnv3_mini"]).configs
     configs["study"] = "odd_study"
