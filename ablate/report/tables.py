@@ -6,6 +6,7 @@ renderer (``ablate.report.render``) turns the result into text or HTML.
 
 from __future__ import annotations
 
+import ast
 import math
 import tomllib
 from dataclasses import dataclass
@@ -122,6 +123,9 @@ def _parse_value(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
+        if text.startswith("[") and text.endswith("]"):  # as a configuration name spells a
+            items = text[1:-1].split(",")  # list: remove=[head.aspp.convs.1]
+            return [_parse_value(item.strip()) for item in items] if text[1:-1].strip() else []
         return text  # a bare word such as deeplabv3
 
 
@@ -133,6 +137,13 @@ def canonical(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float | np.integer | np.floating):
         return repr(float(value))
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        try:  # a list the frame holds as its text: "['head.aspp.convs.1']"
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    if isinstance(value, list | tuple):  # item by item: [1, 2] meets [1.0, 2], 'a' meets a
+        return "[" + ",".join(str(canonical(item)) for item in value) + "]"
     return str(value)
 
 

@@ -100,6 +100,21 @@ def test_canonical_spelling():
     assert canonical(True) == "true" and canonical(1) == canonical(1.0) == "1.0"
     assert canonical(None) is None and canonical(math.nan) is None
     assert canonical("deeplabv3") == "deeplabv3"
+    assert canonical([1, 2]) == canonical([1.0, 2]) == canonical("[1, 2]") == "[1.0,2.0]"
+    assert canonical("[not a literal") == "[not a literal"
+
+
+@pytest.mark.parametrize("typed", ["[head.aspp.convs.1]", "['head.aspp.convs.1']",
+                                   '["head.aspp.convs.1"]', "[ head.aspp.convs.1 ]"])
+def test_where_on_a_knockout_axis_as_the_configuration_name_spells_it(typed):
+    # the frame holds model.remove as the list's text; the configuration name spells it
+    # remove=[head.aspp.convs.1], which matched nothing (an empty report, no error)
+    frame = pd.DataFrame({"config_name": ["remove=[]", "remove=[head.aspp.convs.1]"],
+                          "axis:model.remove": ["[]", "['head.aspp.convs.1']"]})
+    kept = filter_rows(frame, parse_where([f"model.remove={typed}"]))
+    assert kept["config_name"].tolist() == ["remove=[head.aspp.convs.1]"]
+    kept = filter_rows(frame, parse_where(["model.remove!=[]"]))
+    assert kept["config_name"].tolist() == ["remove=[head.aspp.convs.1]"]
 
 
 def test_sort():
