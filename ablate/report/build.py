@@ -212,6 +212,12 @@ def cost_axes(configs: pd.DataFrame, requested: tuple[str, ...] = ()) -> list[st
         if column is None or column not in numeric:
             raise UserInputError(f"--x: no numeric column {key!r}; numeric columns: "
                                  f"{', '.join(c.removeprefix('axis:') for c in numeric)}")
+        if configs[column].isna().all():  # an empty plot, said nowhere
+            measured = [c.removeprefix("axis:") for c in numeric if configs[c].notna().any()]
+            why = (" (not measured: eval.latency = false?)" if column.startswith("latency")
+                   else " (not counted: eval.flops = false?)" if column == "gflops" else "")
+            raise UserInputError(f"--x {key}: no configuration has a value{why}; columns "
+                                 f"with values: {', '.join(measured)}")
         axes.append(column)
     return axes
 

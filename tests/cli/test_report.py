@@ -122,6 +122,9 @@ def test_terminal_table(db):
     (["--sort", "nope"], 2, "Error: --sort: no column 'nope'; columns: study, config_name"),
     (["--x", "config_name"], 2, "Error: --x: no numeric column 'config_name'; numeric columns: "
                                 "miou_mean, miou_std, pixel_acc, params, gflops, latency_ms"),
+    (["--where", "study=other", "--x", "published_params"], 2,  # an empty plot, exit 0
+     "Error: --x published_params: no configuration has a value; columns with values: "
+     "miou_mean, pixel_acc, params, gflops, latency_ms, preemptions\n"),
     (["--json", "--format", "csv"], 2, "Error: --json and --format csv contradict each other"),
     (["--desc"], 2, "Error: --desc needs --sort COLUMN"),
     (["--study", "nope"], 2, "Error: --study: no study 'nope' in the database; known: mnv3_mini, "
