@@ -97,36 +97,47 @@ def probe_size(resolution: tuple[int, int]) -> tuple[int, int]:
 
 
 def check_model(spec: ModelSpec, num_classes: int, resolution: tuple[int, int]) -> None:
-    """Build the user's model on CPU and run one image through it in eval mode."""
+    """Build the user's model on CPU and run images through it in eval and training mode.
+
+    Many networks return an auxiliary output (or a tuple) only while training, so both
+    modes are checked; training mode takes two images (batch norm needs more than one
+    value per channel) and leaves the random state as it was.
+    """
     label = builder_label(spec)
     model = build_custom(spec, num_classes)
     height, width = probe_size(resolution)
-    model.eval()
-    try:
-        with torch.no_grad():
-            output = model(torch.zeros(1, 3, height, width))
-    except Exception as err:
-        raise UserInputError(
-            f"{KEY}: the model {label} built raised {type(err).__name__} on a "
-            f"[1, 3, {height}, {width}] input: {error_line(err)}"
-        ) from err
-    expected = [1, num_classes, height, width]
+    for training, batch in ((False, 1), (True, 2)):
+        model.train(training)
+        mode = " in training mode" if training else ""
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                output = model(torch.zeros(batch, 3, height, width))
+        except Exception as err:
+            raise UserInputError(
+                f"{KEY}: the model {label} built raised {type(err).__name__}{mode} on a "
+                f"[{batch}, 3, {height}, {width}] input: {error_line(err)}"
+            ) from err
+        _check_output(output, [batch, num_classes, height, width], label, mode)
+
+
+def _check_output(output: Any, expected: list[int], label: str, mode: str) -> None:
     if not isinstance(output, dict) or "out" not in output:
-        raise UserInputError(f"{KEY}: the model {label} built returned a "
-                             f"{type(output).__name__}; expected logits {expected} or a dict "
-                             "with 'out'")
+        got = (f"a dict with keys {', '.join(map(repr, output))}" if isinstance(output, dict)
+               else f"a {type(output).__name__}")
+        raise UserInputError(f"{KEY}: the model {label} built returned {got}{mode}; "
+                             f"expected logits {expected} or a dict with 'out' (and 'aux')")
     for name in ("out", "aux"):
         value = output.get(name)
         if value is None and name == "aux":
             continue
         if not isinstance(value, torch.Tensor):
             raise UserInputError(f"{KEY}: the model {label} built returned {name!r} of type "
-                                 f"{type(value).__name__}; expected a tensor {expected}")
+                                 f"{type(value).__name__}{mode}; expected a tensor {expected}")
         if list(value.shape) != expected:
             what = ("class count" if value.ndim == 4 and list(value.shape[2:]) == expected[2:]
                     else "shape")
             raise UserInputError(
                 f"{KEY}: wrong {what}: the model {label} built returned {name!r} logits of "
-                f"shape {list(value.shape)} for a [1, 3, {height}, {width}] input; expected "
-                f"{expected} (N, num_classes, H, W)"
+                f"shape {list(value.shape)}{mode} for a [{expected[0]}, 3, {expected[2]}, "
+                f"{expected[3]}] input; expected {expected} (N, num_classes, H, W)"
             )

@@ -74,6 +74,44 @@ def wrong_classes(num_classes):
     return Net(num_classes + 1, 4)
 
 
+class TrainingOnly(Net):
+    """Returns a tuple, or an aux output at a quarter of the size, while training."""
+
+    def __init__(self, num_classes, how):
+        super().__init__(num_classes, 4)
+        self.how = how
+
+    def forward(self, x):
+        y = super().forward(x)
+        if not self.training:
+            return y
+        if self.how == "tuple":
+            return y, y
+        return {"out": y, "aux": y[..., ::4, ::4]}
+
+
+def train_tuple(num_classes):
+    return TrainingOnly(num_classes, "tuple")
+
+
+def train_small_aux(num_classes):
+    return TrainingOnly(num_classes, "small_aux")
+
+
+def logits_dict(num_classes):
+    net = Net(num_classes, 4)
+
+    class Named(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return {"logits": self.net(x)}
+
+    return Named()
+
+
 NOT_CALLABLE = 3
 '''
 
@@ -279,6 +317,16 @@ BAD_BUILDERS = [
                               "expected [1, 3, 16, 16]"),
     ("usernets.nets:wrong_classes", "wrong class count: the model usernets.nets:wrong_classes "
                                     "built returned 'out' logits of shape [1, 4, 16, 16]"),
+    ("usernets.nets:logits_dict", "the model usernets.nets:logits_dict built returned a dict "
+                                  "with keys 'logits'; expected logits [1, 3, 16, 16] or a dict "
+                                  "with 'out' (and 'aux')"),
+    # checked in training mode too: these fail only there (a deep error mid-training before)
+    ("usernets.nets:train_tuple", "the model usernets.nets:train_tuple built returned a tuple "
+                                  "in training mode; expected logits [2, 3, 16, 16]"),
+    ("usernets.nets:train_small_aux", "wrong shape: the model usernets.nets:train_small_aux "
+                                      "built returned 'aux' logits of shape [2, 3, 4, 4] in "
+                                      "training mode for a [2, 3, 16, 16] input; expected "
+                                      "[2, 3, 16, 16]"),
 ]
 
 
