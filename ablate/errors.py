@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class AblateError(Exception):
     """Base class for every error ablate reports to a user without a traceback."""
@@ -72,3 +74,22 @@ def error_line(err: BaseException, limit: int | None = 300, *, with_type: bool =
     if with_type and not line.startswith(type(err).__name__):
         line = f"{type(err).__name__}: {line}"
     return one_line(line, limit)
+
+
+_WORKER = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
+def headline(err: BaseException) -> str:
+    """``Type: message`` of an exception. One re-raised from a DataLoader worker reads
+    ``Caught X in DataLoader worker process 0.`` with the cause at the end of the
+    worker's traceback; the cause itself is given (a mask's path, not the wrapper)."""
+    text = str(err)
+    match = _WORKER.match(text)
+    if match:
+        name = match.group(1)
+        lines = text.rstrip().splitlines()
+        for i in range(len(lines) - 1, 0, -1):  # the worker's last ``module.Type: ...``
+            cause = re.match(rf"(?:[\w.]+\.)?{name}: (.*)", lines[i])
+            if cause:
+                return f"{name}: " + "\n".join([cause.group(1), *lines[i + 1:]]).strip()
+    return f"{type(err).__name__}: {text}"

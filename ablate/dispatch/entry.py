@@ -19,7 +19,7 @@ from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, LeaseLost
 from ablate.dispatch.progress import ProgressFile
 from ablate.dispatch.ranks import train_with_ranks
 from ablate.dispatch.sharing import environment_record
-from ablate.errors import UserInputError
+from ablate.errors import UserInputError, headline
 from ablate.track import TrackedTrial, open_trackers
 from ablate.trials.lifecycle import DEFAULT_KEEP, TrialResult, TrialStatus
 
@@ -126,7 +126,7 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> T
             trackers.finish({"status": "interrupted"})
         raise
     except Exception as err:  # recorded as the trial's failure, the study goes on
-        result = base.replace(error=f"{type(err).__name__}: {err}\n{traceback.format_exc()}",
+        result = base.replace(error=f"{headline(err)}\n{traceback.format_exc()}",
                               environment=environment())
     result = result.replace(finished_at=_now())
     if trackers is not None:  # final figures and hparams; where they wrote, in environment

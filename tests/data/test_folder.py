@@ -228,3 +228,33 @@ def test_data_builder_datasets_load_in_worker_processes(user_data):
     pair = build_datasets(data)
     labels = [label for _, label in DataLoader(pair.train, batch_size=2, num_workers=1)]
     assert [int(batch.sum()) for batch in labels] == [(1 + 2) * 8, (3 + 4) * 8]
+
+
+def test_a_bad_mask_read_in_a_worker_fails_the_trial_with_its_own_line(tmp_path, write_recipe):
+    write_folder(tmp_path / "data", size=(8, 8))
+    colours = np.zeros((8, 8, 3), dtype=np.uint8)  # a colour-coded mask, not class indices
+    Image.fromarray(colours).save(tmp_path / "data" / "masks" / "train" / "s1.png")
+    path = write_recipe(f"""
+name = "masks"
+seeds = [0]
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "lraspp"
+[base.data]
+name = "folder"
+root = "{tmp_path / 'data'}"
+workers = 1
+hflip = false
+[base.train]
+iterations = 1
+batch_size = 3
+[base.eval]
+latency = false
+""")
+    result = CliRunner().invoke(main, ["run", str(path), "--db", str(tmp_path / "s.db"),
+                                       "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    mask = tmp_path / "data" / "masks" / "train" / "s1.png"
+    # before: "UserInputError: Caught UserInputError in DataLoader worker process 0."
+    assert (f"failed base/seed=0: UserInputError: {mask}: mask is mode 'RGB'; expected a "
+            "single-channel ('L' or 'P') PNG of class indices") in " ".join(result.output.split())
