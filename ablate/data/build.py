@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from ablate.data import cityscapes, coco, folder, shapes, voc
 from ablate.data.catalog import user_dataset
 from ablate.data.collate import collate_eval
-from ablate.data.custom import PairReader, call_builder
+from ablate.data.custom import PairReader, call_builder, reader_label
 from ablate.data.transforms import EvalTransform, TrainTransform
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
@@ -231,24 +231,30 @@ def _samples(data: DataSpec, root: Path) -> tuple[list, list, Callable, list[str
     raise UserInputError(f"data.name: unknown dataset {data.name!r}")
 
 
-def _user_samples(data: DataSpec) -> tuple[list, list, Callable, Callable, list[str]]:
+def _user_samples(data: DataSpec, num_classes: int | None
+                  ) -> tuple[list, list, Callable, Callable, list[str]]:
     """A user dataset (data.builder or a plugin) read through ``PairReader``.
 
     Without ``class_names`` on the train dataset, metrics name classes by index.
     """
     train, val, names = call_builder(data)
-    return (list(range(len(train))), list(range(len(val))), PairReader(train, "train"),
-            PairReader(val, "val"), names or [])
+    label = reader_label(data)
+    return (list(range(len(train))), list(range(len(val))),
+            PairReader(train, f"{label}: train", num_classes),
+            PairReader(val, f"{label}: val", num_classes), names or [])
 
 
-def build_datasets(data: DataSpec, *, seed: int = 0) -> DatasetPair:
+def build_datasets(data: DataSpec, *, seed: int = 0, num_classes: int | None = None
+                   ) -> DatasetPair:
     """The train and validation datasets a recipe's ``data`` section describes.
 
     ``seed`` seeds the training augmentation drawn in the main process (see the module
-    docstring); ``data.data_seed`` alone decides the content of ``shapes``.
+    docstring); ``data.data_seed`` alone decides the content of ``shapes``. A user
+    dataset's masks are checked against ``num_classes`` when given (the built-in readers
+    know their own classes).
     """
     if user_dataset(data) is not None:
-        train_samples, val_samples, load, val_load, names = _user_samples(data)
+        train_samples, val_samples, load, val_load, names = _user_samples(data, num_classes)
     elif data.name == "shapes":
         return _shapes(data, seed)
     else:

@@ -6,6 +6,8 @@ sets it) and returns ``(train, val)``: two datasets (anything with ``__len__`` a
 ``(H, W, 3)`` or a tensor ``[3, H, W]`` (uint8, or float in 0..1); a mask is a PIL
 image, an array or a tensor ``(H, W)`` of class indices, 255 = ignore. The pairs then
 go through the same transforms (scale, crop, flip, normalise) as the built-in readers.
+Errors in an item name the builder, the split and the index: ``data.builder
+userds:build: train[4] mask: class index 7 out of range; ...``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from ablate.data.catalog import user_dataset
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
 from ablate.registry import import_target, is_import_path
+
+IGNORE = 255
 
 
 def _key(data: DataSpec) -> str:
@@ -69,17 +73,30 @@ class PairReader:
     A class (not a closure) so DataLoader workers can pickle it.
     """
 
-    def __init__(self, dataset: Any, what: str) -> None:
+    def __init__(self, dataset: Any, what: str, num_classes: int | None = None) -> None:
         self.dataset = dataset
-        self.what = what
+        self.what = what  # e.g. "data.builder userds:build: train"
+        self.num_classes = num_classes  # class indices at or above it are refused
 
     def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         item = self.dataset[index]
         if not isinstance(item, tuple | list) or len(item) != 2:
             raise UserInputError(f"{self.what}[{index}]: expected an (image, mask) pair, got "
                                  f"{type(item).__name__}")
-        return (_image(item[0], f"{self.what}[{index}] image"),
-                _mask(item[1], f"{self.what}[{index}] mask"))
+        mask = _mask(item[1], f"{self.what}[{index}] mask")
+        if self.num_classes is not None:
+            bad = (mask >= self.num_classes) & (mask != IGNORE)
+            if bad.any():  # cross-entropy would fail deep inside (a device assert on CUDA)
+                raise UserInputError(
+                    f"{self.what}[{index}] mask: class index {int(mask[bad].max())} out of "
+                    f"range; model.num_classes = {self.num_classes} "
+                    f"(0..{self.num_classes - 1}, {IGNORE} = ignore)")
+        return _image(item[0], f"{self.what}[{index}] image"), mask
+
+
+def reader_label(data: DataSpec) -> str:
+    """How an item's error names the dataset: ``data.builder userds:build``."""
+    return f"{_key(data)} {user_dataset(data)}"
 
 
 def _array(value: Any) -> np.ndarray:
@@ -106,6 +123,10 @@ def _image(value: Any, what: str) -> np.ndarray:
             raise UserInputError(f"{what}: float values outside 0..1; give uint8 0..255 or "
                                  "float 0..1 (ablate normalises)")
         array = np.round(array * 255)
+    elif array.dtype != np.uint8 and array.size and (array.min() < 0 or array.max() > 255):
+        # a 16-bit image would wrap around modulo 256 in the uint8 cast
+        raise UserInputError(f"{what}: {array.dtype} values {array.min()}..{array.max()} "
+                             "outside 0..255; give uint8 0..255 or float 0..1 (scale it first)")
     return array.astype(np.uint8)
 
 

@@ -34,7 +34,8 @@ def as_data_spec(eval_data: EvalDataSpec, train: DataSpec) -> DataSpec:
     return DataSpec.model_validate(fields)
 
 
-def with_eval_data(pair: Any, eval_data: EvalDataSpec, train: DataSpec, *, seed: int = 0) -> Any:
+def with_eval_data(pair: Any, eval_data: EvalDataSpec, train: DataSpec, *, seed: int = 0,
+                   num_classes: int | None = None) -> Any:
     """``pair`` (a ``DatasetPair``) with its validation set replaced by ``eval_data``'s.
 
     The evaluation set must label the training classes in the same order; otherwise
@@ -42,7 +43,7 @@ def with_eval_data(pair: Any, eval_data: EvalDataSpec, train: DataSpec, *, seed:
     """
     from ablate.data.build import build_datasets  # lazy: loads numpy, torch
 
-    other = build_datasets(as_data_spec(eval_data, train), seed=seed)
+    other = build_datasets(as_data_spec(eval_data, train), seed=seed, num_classes=num_classes)
     if list(other.class_names) != list(pair.class_names):
         raise UserInputError(
             f"eval_data.name: {eval_data.name!r} labels {len(other.class_names)} classes "

@@ -268,10 +268,11 @@ def set_up(spec: TrialSpec) -> TrialRun:
     """Seed, then build the datasets, model, optimizer, scaler, loaders (in this order)."""
     train = spec.train
     device = prepare_process(train, spec.seed)
-    data = build_datasets(spec.data, seed=spec.seed)
-    if spec.eval_data.name is not None:  # validate on another dataset ([base.eval_data])
-        data = with_eval_data(data, spec.eval_data, spec.data, seed=spec.seed)
     n_classes = num_classes(spec)
+    data = build_datasets(spec.data, seed=spec.seed, num_classes=n_classes)
+    if spec.eval_data.name is not None:  # validate on another dataset ([base.eval_data])
+        data = with_eval_data(data, spec.eval_data, spec.data, seed=spec.seed,
+                              num_classes=n_classes)
     model, weights_report, channels_last = place_model(spec, n_classes, device)
     dtype = amp_dtype(train, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)

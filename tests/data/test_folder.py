@@ -142,6 +142,20 @@ def build(count=4, size=8, root=None):
 
 def broken(root=None):
     return [1, 2, 3]
+
+
+class Quirky(Pairs):
+    def __getitem__(self, i):
+        image, mask = super().__getitem__(i)
+        if i == 1:
+            mask[0, 0] = 7  # a class index past num_classes
+        if i == 2:
+            image = image.astype(np.uint16) * 257  # a 16-bit image
+        return image, mask
+
+
+def quirky(root=None):
+    return Quirky(4, 8, as_tensor=False), Pairs(2, 8, as_tensor=False)
 '''
 
 
@@ -163,6 +177,21 @@ def test_data_builder_pairs_go_through_the_shared_transforms(user_data, tmp_path
     assert label.dtype == torch.int64 and int(label.sum()) == 2 * 8
     val_image, _ = pair.val[0]  # float 0.5 in 0..1 -> 128 of 255
     assert torch.allclose(val_image, normalize(torch.full((3, 8, 8), 128, dtype=torch.uint8)))
+
+
+def test_data_builder_items_are_checked_and_named_by_builder_split_and_index(user_data):
+    data = DataSpec(builder="userdata:quirky", scale_range=[1.0, 1.0], hflip=False)
+    train = build_datasets(data, num_classes=2).train
+    train[0]  # mask 0/1 and 255 are fine
+    with pytest.raises(UserInputError) as err:  # before: IndexError: Target 7 is out of bounds
+        train[1]
+    assert str(err.value) == ("data.builder userdata:quirky: train[1] mask: class index 7 out "
+                              "of range; model.num_classes = 2 (0..1, 255 = ignore)")
+    with pytest.raises(UserInputError) as err:  # before: wrapped modulo 256 without a word
+        train[2]
+    assert str(err.value) == ("data.builder userdata:quirky: train[2] image: uint16 values "
+                              "51400..51400 outside 0..255; give uint8 0..255 or float 0..1 "
+                              "(scale it first)")
 
 
 def test_data_builder_needs_class_count_and_resolution_from_the_recipe(user_data):
