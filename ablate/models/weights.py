@@ -73,7 +73,10 @@ def load_weights(model: nn.Module, spec: ModelSpec) -> dict[str, Any] | None:
     else:
         return None
 
-    if any(key.startswith("backbone.") for key in state) or not hasattr(model, "backbone"):
+    # a user model (model.builder) takes a whole-model state dict, whatever its attributes
+    whole = (spec.builder is not None or not hasattr(model, "backbone")
+             or any(key.startswith("backbone.") for key in state))
+    if whole:
         target, target_name = model, "model"
     else:
         target, target_name = model.backbone, "backbone"
@@ -81,8 +84,9 @@ def load_weights(model: nn.Module, spec: ModelSpec) -> dict[str, Any] | None:
     report = load_partial(target, state)
     if not report["loaded"]:
         sample = ", ".join(list(state)[:3])
+        model_name = spec.builder if spec.builder is not None else f"{spec.backbone}/{spec.head}"
         raise UserInputError(
-            f"{source}: no tensor matches the {target_name} of {spec.backbone}/{spec.head} "
+            f"{source}: no tensor matches the {target_name} of {model_name} "
             f"by name and shape (file keys start: {sample})"
         )
     return {"source": str(source), "target": target_name, **report}

@@ -112,6 +112,12 @@ def logits_dict(num_classes):
     return Named()
 
 
+def with_backbone(num_classes):
+    net = Net(num_classes, 4)
+    net.backbone = net.conv  # an attribute named like the built-in models' part
+    return net
+
+
 NOT_CALLABLE = 3
 '''
 
@@ -176,6 +182,26 @@ def test_builder_gets_args_and_num_classes_and_logits_become_a_dict(user_pkg):
 def test_dict_output_with_aux_is_kept(user_pkg):
     out = build_model(spec("usernets.nets:build_dict"), 2)(torch.zeros(1, 3, 4, 4))
     assert set(out) == {"out", "aux"}
+
+
+def test_weights_path_is_a_whole_model_state_dict_for_any_user_model(user_pkg, tmp_path):
+    from ablate.models.weights import load_weights
+
+    model = build_model(spec("usernets.nets:with_backbone"), 3)
+    head = tmp_path / "head.pt"  # the classifier alone: no key starts with backbone.
+    torch.save({"classifier.weight": torch.ones(3, 4, 1, 1)}, head)
+    user_spec = ModelSpec(builder="usernets.nets:with_backbone", weights_path=str(head))
+    report = load_weights(model, user_spec)
+    assert report["target"] == "model" and report["loaded"] == ["classifier.weight"]
+    assert torch.equal(model.classifier.weight, torch.ones(3, 4, 1, 1))
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"foo.weight": torch.zeros(3)}, bogus)
+    with pytest.raises(UserInputError) as err:  # named the built-in default model before
+        load_weights(model, ModelSpec(builder="usernets.nets:with_backbone",
+                                      weights_path=str(bogus)))
+    assert str(err.value) == (f"{bogus}: no tensor matches the model of "
+                              "usernets.nets:with_backbone by name and shape (file keys start: "
+                              "foo.weight)")
 
 
 def test_model_args_are_axes_in_grid_zip_variants_and_set(user_pkg, write_recipe):
