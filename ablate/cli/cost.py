@@ -293,6 +293,10 @@ def _print_arch(group: list, report) -> None:
     console.print(f"  params {report.params:,}{params_note}")
     console.print(f"  GFLOPs {_gflops(report.flops)} ({report.flops_convention}, "
                   f"{height}x{width})")
+    if report.uncounted:  # fvcore has no formula for them: the figure is a lower bound
+        calls = ", ".join(f"{op} x{n}" for op, n in sorted(report.uncounted.items()))
+        console.print(f"  GFLOPs leave out calls {report.flops_convention} has no formula for: "
+                      f"{escape(calls)} (their multiply-adds are not counted)")
     if report.extra:  # selective down-sampling: the figures that stand for its cost
         extra = report.extra
         console.print(

@@ -17,6 +17,14 @@ from ablate.recipes.schema import ModelSpec, TrialSpec
 from ablate.trials.ids import architecture_id
 from ablate.trials.resolve import eval_resolution, num_classes
 
+# Calls that do multiply-adds but have no formula in fvcore's convention, so that they
+# are left out of its count (fvcore's own count leaves them out too): a report names them,
+# as an attention block's matmuls can be most of a network's FLOPs.
+UNCOUNTED_MULTIPLY_ADDS = frozenset({
+    "baddbmm", "addbmm", "addmv", "mv", "dot", "tensordot", "bilinear", "cdist",
+    "lstm", "gru", "rnn_tanh", "rnn_relu", "conv_tbc",
+})
+
 
 @dataclass(frozen=True)
 class CostReport:
@@ -31,6 +39,12 @@ class CostReport:
     num_classes: int = 0
     flops_unsupported: dict[str, int] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)  # e.g. selective down-sampling
+
+    @property
+    def uncounted(self) -> dict[str, int]:
+        """Calls with multiply-adds the FLOP count leaves out (attention among them)."""
+        return {op: n for op, n in self.flops_unsupported.items()
+                if "attention" in op or op in UNCOUNTED_MULTIPLY_ADDS}
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
