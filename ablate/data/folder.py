@@ -134,6 +134,36 @@ def training_sizes(root: str | None, split: str, limit: int | None = None
     return out
 
 
+MASK_MODES = ("L", "P")
+
+
+def mask_mode_error(path: str | Path, mode: str) -> str:
+    return (f"{path}: mask is mode {mode!r}; expected a single-channel ('L' or 'P') PNG of "
+            "class indices" + (" (a colour-coded mask: map each colour to its class index)"
+                               if mode in ("RGB", "RGBA") else ""))
+
+
+def first_mask_problem(root: str | None, split: str) -> str | None:
+    """The first mask of a split (by stem) read from its header: a colour-coded or 16-bit
+    mask is named before anything is recorded (the others are checked as they load).
+    None when it is fine or the folder is missing (other checks name that)."""
+    from PIL import Image  # lazy: loads PIL
+
+    folder = Path(str(root)).expanduser() / "masks" / split
+    if root is None or not folder.is_dir():
+        return None
+    masks = _files(folder, (".png",), "mask")
+    if not masks:
+        return None
+    path = masks[min(masks)]
+    try:
+        with Image.open(path) as mask:
+            mode = mask.mode
+    except OSError as err:
+        return f"{path}: unreadable mask: {err}"
+    return None if mode in MASK_MODES else mask_mode_error(path, mode)
+
+
 def load(sample: FolderSample) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (H, W, 3), mask uint8 (H, W)); names the file that is wrong."""
     from PIL import Image  # lazy: loads PIL
@@ -145,9 +175,8 @@ def load(sample: FolderSample) -> tuple[np.ndarray, np.ndarray]:
         raise UserInputError(f"{sample.image}: unreadable image: {err}") from None
     try:
         with Image.open(sample.label) as mask:
-            if mask.mode not in ("P", "L"):
-                raise UserInputError(f"{sample.label}: mask is mode {mask.mode!r}; expected a "
-                                     "single-channel ('L' or 'P') PNG of class indices")
+            if mask.mode not in MASK_MODES:
+                raise UserInputError(mask_mode_error(sample.label, mask.mode))
             label = np.array(mask, dtype=np.uint8)
     except OSError as err:
         raise UserInputError(f"{sample.label}: unreadable mask: {err}") from None

@@ -109,6 +109,11 @@ def data_problems(trial: Any) -> list[str]:
                                   data.train_split if separate else data.val_split, data.sbd)
         if problem:
             problems.append(problem + _hint(trial))
+    if data.name == "folder" and data.builder is None:
+        from ablate.data.folder import first_mask_problem  # lazy: loads numpy
+
+        splits = [data.train_split] if separate else [data.train_split, data.val_split]
+        problems.extend(p for p in (first_mask_problem(data.root, s) for s in splits) if p)
     if separate:
         if eval_data.name in LAYOUTS:
             problem = _layout_problem("eval_data", eval_data.name, eval_data.root, None,

@@ -259,6 +259,44 @@ def test_data_builder_datasets_load_in_worker_processes(user_data):
     assert [int(batch.sum()) for batch in labels] == [(1 + 2) * 8, (3 + 4) * 8]
 
 
+MASK_RECIPE = """
+name = "masks"
+seeds = [0]
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "lraspp"
+[base.data]
+name = "folder"
+root = "{root}"
+workers = 1
+hflip = false
+[base.train]
+iterations = 1
+batch_size = 3
+[base.eval]
+latency = false
+"""
+
+
+def test_a_colour_coded_first_mask_is_refused_before_anything_is_recorded(tmp_path,
+                                                                         write_recipe):
+    write_folder(tmp_path / "data", size=(8, 8))
+    colours = np.zeros((8, 8, 3), dtype=np.uint8)
+    mask = tmp_path / "data" / "masks" / "val" / "s0.png"
+    Image.fromarray(colours).save(mask)
+    path = write_recipe(MASK_RECIPE.format(root=tmp_path / "data"))
+    db = tmp_path / "s.db"
+    result = CliRunner().invoke(main, ["run", str(path), "--db", str(db),
+                                       "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: ")  # the trial if it fits
+    assert lines[0].endswith(
+        f"{mask}: mask is mode 'RGB'; expected a single-channel ('L' or 'P') PNG of class "
+        "indices (a colour-coded mask: map each colour to its class index)")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_bad_mask_read_in_a_worker_fails_the_trial_with_its_own_line(tmp_path, write_recipe):
     write_folder(tmp_path / "data", size=(8, 8))
     colours = np.zeros((8, 8, 3), dtype=np.uint8)  # a colour-coded mask, not class indices
@@ -286,4 +324,5 @@ latency = false
     mask = tmp_path / "data" / "masks" / "train" / "s1.png"
     # before: "UserInputError: Caught UserInputError in DataLoader worker process 0."
     assert (f"failed base/seed=0: UserInputError: {mask}: mask is mode 'RGB'; expected a "
-            "single-channel ('L' or 'P') PNG of class indices") in " ".join(result.output.split())
+            "single-channel ('L' or 'P') PNG of class indices (a colour-coded mask: map each "
+            "colour to its class index)") in " ".join(result.output.split())
