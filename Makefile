@@ -16,6 +16,13 @@ CORE_STAMP := $(VENV)/.ablate-core
 FULL_STAMP := $(VENV)/.ablate-all
 EXTRAS := dev,all
 
+# Tests run in one process per core (pytest-xdist), at most TEST_WORKERS; alone, the suite
+# keeps about one of two cores busy (subprocesses starting, Slurm scheduling, one-thread
+# trainings). The Slurm cluster's tests share one worker (tests/conftest.py).
+# TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 4
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses $(TEST_WORKERS) --dist loadgroup)
+
 .PHONY: demo test test-fast install install-all lint bench pin services-start services-stop clean
 
 install: $(CORE_STAMP)
@@ -41,10 +48,10 @@ demo: $(CORE_STAMP)
 
 test: $(FULL_STAMP)
 	@bash tests/services/start-all.sh
-	$(BIN)/python -m pytest -p no:cacheprovider; status=$$?; bash tests/services/stop-all.sh; exit $$status
+	$(BIN)/python -m pytest -p no:cacheprovider $(XDIST); status=$$?; bash tests/services/stop-all.sh; exit $$status
 
 test-fast: $(FULL_STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
+	$(BIN)/python -m pytest -p no:cacheprovider $(XDIST) -m "not slow"
 
 lint: $(FULL_STAMP)
 	$(BIN)/ruff check ablate tests bench

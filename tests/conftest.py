@@ -44,6 +44,15 @@ latency_warmup = 1
 """
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Under pytest-xdist (make test runs it), every test on the Slurm test cluster goes to
+    one worker: the cluster has the machine's cores and no more, and a second test's jobs
+    queued behind the first's would only wait out its timeouts."""
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 @pytest.fixture(autouse=True)
 def user_cache_dir(tmp_path_factory, monkeypatch) -> Path:
     """Each test its own empty per-user cache (cost cache): never the real home's, and no

@@ -52,10 +52,18 @@ def wait_for_node(conf: str, timeout_s: float = NODE_WAIT_S, *, run=subprocess.r
 
 
 @pytest.fixture
-def cancel_after(slurm_cluster):
+def cancel_after(slurm_cluster, tmp_path):
     """``cancel_after(study)``: the study's jobs are scancel'ed after the test, pass or fail,
-    so a failed test leaves no job holding the node's cores."""
+    so a failed test leaves no job holding the node's cores. Only this test's jobs, those
+    whose submission script lies under its ``tmp_path`` (ablate writes them to the runs
+    folder's sibling ``slurm/``): two tests running at once may use the same study name."""
     studies: list[str] = []
     yield studies.append
     for study in studies:
-        subprocess.run(["scancel", "--name", f"ablate:{study}"], capture_output=True, timeout=30)
+        listed = subprocess.run(["squeue", "-h", "-n", f"ablate:{study}", "-o", "%i|%o"],
+                                capture_output=True, text=True, timeout=30)
+        arrays = {job.split("_")[0] for job, _, script in
+                  (line.partition("|") for line in listed.stdout.splitlines())
+                  if script.startswith(f"{tmp_path}{os.sep}")}
+        if arrays:
+            subprocess.run(["scancel", *sorted(arrays)], capture_output=True, timeout=30)
