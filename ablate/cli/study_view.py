@@ -23,6 +23,8 @@ from ablate.dispatch.events import (
     RoundEnded,
     RunnerReport,
     TrialUpdate,
+    TuningEvent,
+    TuningRetried,
     TuningStarted,
     TuningStopped,
     TuningWaiting,
@@ -62,6 +64,12 @@ def tuning_lines(event) -> list[str]:
         return [f"tuning: {event.method}; {event.trials} tuning trial(s) ({event.draws} "
                 f"draws x {event.configs} configuration(s) x tuning seeds, shared settings "
                 "trained once)"]
+    if isinstance(event, TuningRetried):
+        kinds = ", ".join(f"{n} {kind}" for kind, n in event.errors.items())
+        return [f"retrying {event.trials} failed tuning trial(s) once before the selection "
+                f"({kinds}): not a diverged loss or a setting refused at train time, so "
+                "possibly transient (a killed worker, out of memory on a shared GPU), and a "
+                "failed draw would cut its configuration's tuning budget"]
     if isinstance(event, DrawsChosen):
         how = "chosen" if event.recorded else "chosen before (recorded with the study)"
         lines = [f"{how}: each configuration's best draw by mean {event.metric} over the "
@@ -124,7 +132,7 @@ class StudyView:
         elif isinstance(event, RunnerReport):
             for line in event.lines:
                 make_console().print(escape(line))
-        elif isinstance(event, TuningStarted | DrawsChosen | TuningWaiting | TuningStopped):
+        elif isinstance(event, TuningEvent):
             for line in tuning_lines(event):
                 make_console().print(escape(line))
         else:

@@ -124,12 +124,23 @@ class TuningWaiting:
 
 
 @dataclass(frozen=True)
+class TuningRetried:
+    """Before the selection, ``trials`` tuning trials that failed in this run's tuning
+    round are run once more: their errors (``errors``: each kind's count, e.g.
+    ``RuntimeError``) are not known to be deterministic (a killed worker, out of memory on
+    a shared GPU), and a failed draw would cut its configuration's tuning budget."""
+
+    trials: int
+    errors: dict[str, int]
+
+
+@dataclass(frozen=True)
 class TuningStopped:
     """No selection can be made (every draw of a configuration failed)."""
 
     reason: str
 
 
-TuningEvent = TuningStarted | DrawsChosen | TuningWaiting | TuningStopped
+TuningEvent = TuningStarted | TuningRetried | DrawsChosen | TuningWaiting | TuningStopped
 StudyEvent = (Estimated | Planned | TrialUpdate | Waiting | RoundEnded | RunnerReport | LoopEvent
               | TuningEvent)

@@ -4,11 +4,15 @@
    on the tuning seeds (``ablate.trials.tuning``), evaluated on a held-out slice of the
    training set (or the validation set, with ``select_on = "validation"``).
 2. **Selection**: once every tuning trial is finished, each configuration's best draw by
-   mean selection metric (``ablate.analysis.tuning``). A failed tuning trial (a diverged
-   loss, out of memory) is a failed draw: its draw has no score and is never chosen.
-   The selection is recorded with the study, so it never changes afterwards: later runs,
-   ``--until-decided`` rounds and reports read the recorded one (failed tuning trials are
-   not retried once it is made).
+   mean selection metric (``ablate.analysis.tuning``). Before it, each tuning trial that
+   failed in this run's tuning round is run once more, unless its error is known to be
+   deterministic (a diverged loss, a setting refused at train time) or ``--skip-failed``
+   accepts failures: a killed worker or an out-of-memory on a shared GPU says nothing of
+   its draw, and would cut its configuration's tuning budget. A tuning trial still failed
+   is a failed draw: its draw has no score and is never chosen. The selection is
+   recorded with the study, so it never changes afterwards: later runs, ``--until-decided``
+   rounds and reports read the recorded one (failed tuning trials are not retried once it
+   is made).
 3. **Confirmation**: each configuration at its chosen draw on the study's ``seeds``,
    as ordinary trials; the study's effects are read on these only (fresh seeds, and the
    study's own evaluation set), and ``--until-decided`` grows them like any study.
@@ -36,11 +40,12 @@ from ablate.dispatch.events import (
     DrawsChosen,
     RunnerReport,
     RunSummary,
+    TuningRetried,
     TuningStarted,
     TuningStopped,
     TuningWaiting,
 )
-from ablate.errors import RecipeError, UserInputError
+from ablate.errors import RecipeError, UserInputError, one_line
 from ablate.trials.expand import Trial, expand
 from ablate.trials.lifecycle import TrialStatus
 from ablate.trials.tuning import TuningPlan, pin, plan_tuning
@@ -49,6 +54,10 @@ if TYPE_CHECKING:
     from ablate.recipes.loader import Recipe
 
 RECORD_VERSION = 1
+# stored errors (``TrialResult.error``: "Type: message") that a second attempt would repeat:
+# the loss diverging (``train.loop.finite_mean``) and a setting refused at train time (a
+# drawn batch size larger than the training set)
+DETERMINISTIC_ERRORS = ("TrialFailed: loss became", "UserInputError:")
 
 
 def tuning_plan(recipe: Recipe, overrides: dict | None) -> TuningPlan | None:
@@ -186,17 +195,32 @@ def run_tuned(runner, recipe: Recipe, trials: list[Trial], overrides: dict, star
         emit(RunnerReport(tuple(runner_report(store, recipe.name, tuning))))
         if tuning.unclaimed:  # the claim's database error: the next run retries
             return TunedRun(RunSummary(total=0, unclaimed=dict(tuning.unclaimed)), tuning)
-        statuses = store.statuses(recipe.name)
-        unfinished = [t for t in plan.trials if not statuses[t.trial_id].finished]
+        unfinished = _unfinished(store, recipe.name, plan)
         if unfinished:
-            emit(TuningWaiting(len(unfinished)))
+            emit(TuningWaiting(unfinished))
             return TunedRun(RunSummary(total=0), tuning)
+        retry = ([] if runner.options.skip_failed  # --skip-failed: failures are accepted
+                 else retried_failures(store, recipe.name, plan, tuning.failed))
+        if retry:  # once, in this run: the selection is never redone
+            emit(TuningRetried(len(retry), _error_kinds(r.error for r in retry)))
+            ids = {r.trial_id for r in retry}
+            again = runner.run(recipe, [t for t in plan.trials if t.trial_id in ids],
+                               force=force)
+            emit(RunnerReport(tuple(runner_report(store, recipe.name, again))))
+            tuning = _merged(tuning, again)
+            if again.unclaimed:
+                return TunedRun(RunSummary(total=0, unclaimed=dict(again.unclaimed)), tuning)
+            unfinished = _unfinished(store, recipe.name, plan)
+            if unfinished:  # held by another runner meanwhile
+                emit(TuningWaiting(unfinished))
+                return TunedRun(RunSummary(total=0), tuning)
         from ablate.analysis.tuning import NoDrawLeft  # lazy: loads numpy, pandas
 
         try:
             selection = select(store, recipe.name, plan)
         except NoDrawLeft as err:
             emit(TuningStopped(str(err)))
+            statuses = store.statuses(recipe.name)
             failed = [t.trial_id for t in plan.trials
                       if statuses[t.trial_id] == TrialStatus.FAILED]
             return TunedRun(RunSummary(total=0, failed=failed), tuning)
@@ -215,6 +239,44 @@ def run_tuned(runner, recipe: Recipe, trials: list[Trial], overrides: dict, star
         start = dataclasses.replace(start, recipe=pin(start.recipe, chosen))
         run.rounds = run_until_decided(start, store, runner.run, emit=emit, guard=guard)
     return run
+
+
+def _unfinished(store, study: str, plan: TuningPlan) -> int:
+    statuses = store.statuses(study)
+    return sum(not statuses[t.trial_id].finished for t in plan.trials)
+
+
+def retried_failures(store, study: str, plan: TuningPlan, failed: list[str]) -> list:
+    """The tuning trials of ``failed`` (this run's tuning round's) to run once more before
+    the selection: failed, with an error not known to be deterministic
+    (``DETERMINISTIC_ERRORS``)."""
+    ids = set(failed) & {t.trial_id for t in plan.trials}
+    return [r for r in store.trials(study, with_metrics=False)
+            if r.trial_id in ids and r.status == TrialStatus.FAILED
+            and not (r.error or "").startswith(DETERMINISTIC_ERRORS)]
+
+
+def _error_kinds(errors) -> dict[str, int]:
+    """Each error's kind (its exception's name, or its first words) -> how many."""
+    kinds: dict[str, int] = {}
+    for error in errors:
+        head = one_line(error or "no error recorded", None)
+        name = head.split(": ", 1)[0]
+        kind = name if name.replace(".", "_").isidentifier() else one_line(head, 60)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+def _merged(first: RunSummary, again: RunSummary) -> RunSummary:
+    """The tuning round with its retry: the retried trials' new outcomes replace the old."""
+    rerun = set(again.done) | set(again.failed)
+    return dataclasses.replace(
+        first, retried=first.retried + again.retried, done=[*first.done, *again.done],
+        failed=[*(t for t in first.failed if t not in rerun), *again.failed],
+        recovered=[*first.recovered, *again.recovered], corrupt=[*first.corrupt, *again.corrupt],
+        unrecorded=[*first.unrecorded, *again.unrecorded], taken=[*first.taken, *again.taken],
+        left={**first.left, **again.left}, interrupted=[*first.interrupted, *again.interrupted],
+        unclaimed={**first.unclaimed, **again.unclaimed})
 
 
 def estimated_trials(store, recipe: Recipe, overrides: dict, plan: TuningPlan) -> list[Trial]:
