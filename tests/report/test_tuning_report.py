@@ -146,7 +146,7 @@ def test_html_has_the_tuning_section_and_its_figure(tuned, tmp_path):
     section = page[page.index("Tuning (each configuration tuned with the same draws)"):]
     assert "tuned: tuning curves (mIoU %, expected best of n draws)" in section
     assert "1 of 3" in section  # draws agreeing with the tuned effect
-    assert "data:image/png;base64," in section  # the tuning-curve figure, inline
+    assert "data:image/svg+xml;base64," in section  # the tuning-curve figure, inline
 
 
 def test_a_study_still_tuning_is_not_reported_as_having_no_finished_trial(tmp_path):
