@@ -179,7 +179,9 @@ def test_a_budget_too_small_for_both_phases_is_refused_before_anything_runs(tmp_
 
 
 BROKEN = '''
-"""The scaled arm's model, with a bug: it fails as soon as it trains."""
+"""The scaled arm's model, with a bug: it fails as soon as it trains (with gradients: the
+pre-run check runs it in training mode without them, so the bug is found by the trials)."""
+import torch
 from fair_lr.model import build as plain_build
 from torch import nn
 
@@ -190,7 +192,7 @@ class Broken(nn.Module):
         self.inner = inner
 
     def forward(self, x):
-        if self.training:
+        if self.training and torch.is_grad_enabled():
             raise RuntimeError("the bug: this arm cannot train")
         return self.inner(x)
 
