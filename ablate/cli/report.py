@@ -205,7 +205,7 @@ def _report(store, studies, where, *, baseline, effects, alpha, min_effect, sort
 
             included = [(f.stem, f.caption) for f in figures
                         if f.stem.startswith(("forest", "class_effects", "tuning",
-                                              "per_class_iou"))]
+                                              "per_class_iou", "curves"))]
             written.append(write_tex(result.configs, result.effects, out_dir, included,
                                      tuning=result.tuning, alpha=result.alpha))
     except OSError as err:  # the disk filled up, say: that file is as it was

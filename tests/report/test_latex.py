@@ -124,6 +124,18 @@ def test_per_class_heat_maps_are_figures_of_the_document(filled, tmp_path):
     _compile(out / "report.tex")
 
 
+def test_training_curves_are_a_figure_of_the_document(filled, tmp_path):
+    # --curves wrote curves.pdf beside report.tex, which left it out
+    out = tmp_path / "paper"
+    result = CliRunner().invoke(main, ["report", "--db", filled.url, "--study", "mnv3_mini",
+                                       "--curves", "--format", "latex", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    tex = (out / "report.tex").read_text()
+    assert r"\ablategraphic{curves.pdf}" in tex and (out / "curves.pdf").is_file()
+    assert r"\label{fig:ablate-curves}" in tex
+    _compile(out / "report.tex")
+
+
 def test_special_characters_in_names_compile(filled, tmp_path):
     configs = build_report(Store(filled.url, must_exist=True), ["mnv3_mini"]).configs
     configs["study"] = "odd_study"
