@@ -303,23 +303,7 @@ def test_a_bad_mask_read_in_a_worker_fails_the_trial_with_its_own_line(tmp_path,
     write_folder(tmp_path / "data", size=(8, 8))
     colours = np.zeros((8, 8, 3), dtype=np.uint8)  # a colour-coded mask, not class indices
     Image.fromarray(colours).save(tmp_path / "data" / "masks" / "train" / "s1.png")
-    path = write_recipe(f"""
-name = "masks"
-seeds = [0]
-[base.model]
-backbone = "mobilenet_v3_small"
-head = "lraspp"
-[base.data]
-name = "folder"
-root = "{tmp_path / 'data'}"
-workers = 1
-hflip = false
-[base.train]
-iterations = 1
-batch_size = 3
-[base.eval]
-latency = false
-""")
+    path = write_recipe(MASK_RECIPE.format(root=tmp_path / "data"))
     result = CliRunner().invoke(main, ["run", str(path), "--db", str(tmp_path / "s.db"),
                                        "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 1
