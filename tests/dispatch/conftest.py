@@ -67,3 +67,17 @@ def cancel_after(slurm_cluster, tmp_path):
                   if script.startswith(f"{tmp_path}{os.sep}")}
         if arrays:
             subprocess.run(["scancel", *sorted(arrays)], capture_output=True, timeout=30)
+            wait_for_jobs_to_leave(sorted(arrays))
+
+
+def wait_for_jobs_to_leave(jobs: list[str], timeout_s: float = 60.0) -> None:
+    """Poll squeue until ``jobs`` are gone (a cancelled job stays COMPLETING, holding its
+    cores, for some seconds), so the next test starts on a free node; give up quietly
+    after ``timeout_s`` (the next test's own waits then say what is wrong)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listed = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(jobs)],
+                                capture_output=True, text=True, timeout=30)
+        if listed.returncode != 0 or not listed.stdout.strip():
+            return  # squeue refuses ids it no longer knows: all gone
+        time.sleep(0.5)

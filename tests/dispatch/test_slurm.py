@@ -230,6 +230,9 @@ def test_interrupt_refusal_killed_job_cancel_and_status(cancel_after, tmp_path, 
     wait_until(lambda: log.exists() and "run folder" in log.read_text(), 90, "the trial to start")
     os.kill(_task_pid(killed.job_id), signal.SIGKILL)
     wait_until(lambda: job_states([killed.job_id])[killed.job_id] == "FAILED", 30, "FAILED")
+    # the other task may have waited for a core (a node still freeing the previous test's)
+    wait_until(lambda: job_states([cancelled.job_id])[cancelled.job_id] == "RUNNING", 90,
+               "the other job to run")
     status = run_cli("status", "two", "--db", db, "--runs-dir", runs)
     assert status.exit_code == 0, status.output
     assert f"failed {killed.name}: Slurm job {killed.job_id} ended FAILED without a result" \
