@@ -2,8 +2,10 @@
 
 The function is called with ``**data.args`` (plus ``root=data.root`` when the recipe
 sets it) and returns ``(train, val)``: two datasets (anything with ``__len__`` and
-``__getitem__``) of ``(image, mask)`` pairs. An image is a PIL image, a uint8 array
-``(H, W, 3)`` or a tensor ``[3, H, W]`` (uint8, or float in 0..1); a mask is a PIL
+``__getitem__``) of ``(image, mask)`` pairs. An image is a PIL image, an array
+``(H, W, 3)`` (RGB), ``(H, W, 4)`` (RGBA: alpha dropped, as PIL's ``convert("RGB")``
+does), ``(H, W)`` or ``(H, W, 1)`` (grey, copied to R, G and B), or a tensor
+``[3, H, W]`` (or ``[4, H, W]``, ``[1, H, W]``), uint8 or float in 0..1; a mask is a PIL
 image, an array or a tensor ``(H, W)`` of class indices, 255 = ignore. The pairs then
 go through the same transforms (scale, crop, flip, normalise) as the built-in readers.
 Errors in an item name the builder, the split and the index: ``data.builder
@@ -23,6 +25,7 @@ from ablate.recipes.schema import DataSpec
 from ablate.registry import import_target, is_import_path
 
 IGNORE = 255
+CHANNELS = (1, 2, 3, 4)  # grey, grey + alpha, RGB, RGBA
 
 
 def _key(data: DataSpec) -> str:
@@ -110,12 +113,18 @@ def _image(value: Any, what: str) -> np.ndarray:
     if hasattr(value, "convert") and not is_tensor:  # PIL
         value = value.convert("RGB")
     array = _array(value)
-    if is_tensor and array.ndim == 3 and array.shape[0] in (1, 3):
+    if is_tensor and array.ndim == 3 and array.shape[0] in CHANNELS:
         array = array.transpose(1, 2, 0)  # [C, H, W] -> (H, W, C)
     if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (1, 3):
-        raise UserInputError(f"{what}: shape {list(array.shape)}; expected (H, W, 3) or [3, H, W]")
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in CHANNELS:
+        raise UserInputError(f"{what}: shape {list(array.shape)}; expected (H, W, 3) RGB, "
+                             "(H, W, 4) RGBA, (H, W) or (H, W, 1) grey, or [3, H, W]")
+    # As PIL's convert("RGB") does for "LA" and "RGBA" images: the alpha channel is
+    # dropped, not composited, and grey is copied to R, G and B; so an array and the
+    # PIL image made from it give the same pixels.
+    if array.shape[2] in (2, 4):
+        array = array[..., :-1]
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     if array.dtype.kind == "f":

@@ -17,6 +17,7 @@ from ablate.catalog import DATASETS
 from ablate.cli import main
 from ablate.data.build import build_datasets
 from ablate.data.catalog import dataset_num_classes, default_eval_resolution
+from ablate.data.custom import PairReader
 from ablate.data.transforms import normalize
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec, TrialSpec
@@ -192,6 +193,37 @@ def test_data_builder_items_are_checked_and_named_by_builder_split_and_index(use
     assert str(err.value) == ("data.builder userdata:quirky: train[2] image: uint16 values "
                               "51400..51400 outside 0..255; give uint8 0..255 or float 0..1 "
                               "(scale it first)")
+
+
+def test_data_builder_arrays_with_alpha_or_grey_read_as_their_pil_images():
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    rgba[0, :, 3] = 0  # fully transparent pixels keep their colour, as in PIL
+    grey = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    grey_alpha = np.stack([grey, rng.integers(0, 256, (5, 7), dtype=np.uint8)], axis=2)
+    cases = [(rgba, Image.fromarray(rgba)), (grey_alpha, Image.fromarray(grey_alpha)),
+             (grey, Image.fromarray(grey)), (grey[..., None], Image.fromarray(grey))]
+    assert [pil.mode for _, pil in cases] == ["RGBA", "LA", "L", "L"]
+    mask = np.zeros((5, 7), dtype=np.uint8)
+    items = [(image, mask) for pair in cases for image in pair]
+    items.append((torch.from_numpy(rgba).permute(2, 0, 1).contiguous(), mask))  # [4, H, W]
+    read = PairReader(items, "data.builder userdata:build: train")
+    for i, (_, pil) in enumerate(cases):  # before: shape [5, 7, 4]; expected (H, W, 3)
+        from_array, from_pil = read(2 * i)[0], read(2 * i + 1)[0]
+        assert from_array.dtype == from_pil.dtype == np.uint8
+        assert np.array_equal(from_array, from_pil), pil.mode
+    assert np.array_equal(read(2 * len(cases))[0], rgba[..., :3])
+    assert np.array_equal(read(4)[0], np.repeat(grey[..., None], 3, axis=2))
+
+
+def test_data_builder_image_with_other_channel_counts_is_one_line():
+    read = PairReader([(np.zeros((5, 7, 5), dtype=np.uint8), np.zeros((5, 7)))],
+                      "data.builder userdata:build: train")
+    with pytest.raises(UserInputError) as err:
+        read(0)
+    assert str(err.value) == ("data.builder userdata:build: train[0] image: shape [5, 7, 5]; "
+                              "expected (H, W, 3) RGB, (H, W, 4) RGBA, (H, W) or (H, W, 1) "
+                              "grey, or [3, H, W]")
 
 
 def test_data_builder_needs_class_count_and_resolution_from_the_recipe(user_data):
