@@ -26,6 +26,7 @@ from ablate.registry import import_target, is_import_path
 
 IGNORE = 255
 CHANNELS = (1, 2, 3, 4)  # grey, grey + alpha, RGB, RGBA
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes past 8 bits
 
 
 def _key(data: DataSpec) -> str:
@@ -111,7 +112,9 @@ def _array(value: Any) -> np.ndarray:
 def _image(value: Any, what: str) -> np.ndarray:
     is_tensor = hasattr(value, "detach")
     if hasattr(value, "convert") and not is_tensor:  # PIL
-        value = value.convert("RGB")
+        # convert("RGB") clips a 16-bit or float image to 255 without a word; read its
+        # values instead, so it is checked like the same numpy array
+        value = np.asarray(value) if value.mode in WIDE_MODES else value.convert("RGB")
     array = _array(value)
     if is_tensor and array.ndim == 3 and array.shape[0] in CHANNELS:
         array = array.transpose(1, 2, 0)  # [C, H, W] -> (H, W, C)

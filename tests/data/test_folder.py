@@ -216,6 +216,20 @@ def test_data_builder_arrays_with_alpha_or_grey_read_as_their_pil_images():
     assert np.array_equal(read(4)[0], np.repeat(grey[..., None], 3, axis=2))
 
 
+def test_data_builder_16_bit_pil_image_is_refused_like_its_array():
+    wide = np.full((5, 7), 51400, dtype=np.uint16)
+    mask = np.zeros((5, 7), dtype=np.uint8)
+    read = PairReader([(wide, mask), (Image.fromarray(wide), mask),
+                       (Image.fromarray(wide.astype(np.int32)), mask)],
+                      "data.builder userdata:build: train")
+    for i in range(3):  # before: the PIL images were clipped to 255 by convert("RGB")
+        with pytest.raises(UserInputError, match=r"values 51400\.\.51400 outside 0\.\.255"):
+            read(i)
+    low = np.arange(35, dtype=np.uint16).reshape(5, 7)
+    read = PairReader([(low, mask), (Image.fromarray(low), mask)], "data.builder u:b: train")
+    assert np.array_equal(read(0)[0], read(1)[0])
+
+
 def test_data_builder_image_with_other_channel_counts_is_one_line():
     read = PairReader([(np.zeros((5, 7, 5), dtype=np.uint8), np.zeros((5, 7)))],
                       "data.builder userdata:build: train")
