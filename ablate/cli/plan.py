@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import TYPE_CHECKING
 
 import click
 
@@ -26,8 +27,11 @@ from ablate.cli.text import terminal
 from ablate.cli.time_estimate import estimate_options
 from ablate.cli.until_decided import check_loop_options, until_decided_options
 from ablate.dispatch.preflight import find_problems
-from ablate.errors import NoDatabaseError, RecipeError, UserInputError
+from ablate.errors import NoDatabaseError, UserInputError
 from ablate.trials.lifecycle import TrialStatus
+
+if TYPE_CHECKING:
+    from ablate.recipes.tune import Tune
 
 # A terminal table shows the first and last rows of a large study (rendering 20,000 rows
 # with rich takes most of a minute); --json and --format csv give every row.
@@ -81,9 +85,10 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         trials = trials + phases.trials
     statuses = store.statuses(recipe_obj.name) if store and _has_study(store, recipe_obj.name) else {}
     cached = store.get_costs([t.arch_id for t in trials]) if store else {}
-    costs = {} if no_cost else compute_costs(trials, cached, source=recipe_obj.path)
+    costs = ({} if no_cost else
+             compute_costs(trials, cached, source=recipe_obj.path, tune=recipe_obj.tune))
     if no_cost:  # invalid architectures are refused whether or not FLOPs are counted
-        check_architectures(trials, recipe_obj.path)
+        check_architectures(trials, recipe_obj.path, recipe_obj.tune)
     # plan needs no data and no weights: what `run` would refuse is only a warning here
     warnings = find_problems(trials, recipe_obj.path)
     from ablate.trials.stale import code_change_notes  # trials an edit of user code made pending
@@ -232,10 +237,11 @@ def _print_csv(rows: list[dict]) -> None:
     click.echo(buffer.getvalue(), nl=False)
 
 
-def check_architectures(trials: list, source: str) -> None:
+def check_architectures(trials: list, source: str, tune: Tune | None = None) -> None:
     """Build each distinct architecture on the ``meta`` device (no memory, no FLOPs):
     an expansion block out of range or a head the backbone cannot carry is refused."""
     from ablate.cost.analyse import build_on_meta  # lazy: loads pydantic
+    from ablate.dispatch.prepare import blame  # lazy: loads pydantic
     from ablate.trials.resolve import num_classes  # lazy: loads pydantic
 
     seen: set[str] = set()
@@ -243,7 +249,7 @@ def check_architectures(trials: list, source: str) -> None:
         if trial.arch_id in seen:
             continue
         seen.add(trial.arch_id)
-        try:
+        with blame(source, trial, tune):
             if trial.spec.model.selective.enabled:  # the builder alone would not refuse it
                 from ablate.models.selective import (  # lazy: loads torch, torchvision
                     check_selective_spec,
@@ -251,10 +257,6 @@ def check_architectures(trials: list, source: str) -> None:
 
                 check_selective_spec(trial.spec.model)
             build_on_meta(trial.spec.model, num_classes(trial.spec))
-        except RecipeError:
-            raise
-        except UserInputError as err:
-            raise RecipeError(source, f"trial {trial.name}: {err}") from None
 
 
 def _existing_store(db: str | None):

@@ -4,6 +4,7 @@ each architecture, and where its run folders go. ``dispatch.study`` runs it."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from pathlib import Path
 
@@ -11,10 +12,12 @@ from ablate.cost import analyse  # analyse.analyse_spec: a seam tests replace
 from ablate.dispatch.cost_cache import cached_costs, remember
 from ablate.errors import RecipeError, UserInputError
 from ablate.recipes.loader import Recipe, load_recipe
+from ablate.recipes.tree import set_dotted
+from ablate.recipes.tune import Tune
 from ablate.store import CostRecord, Store, resolve_url
 from ablate.store.target import sqlite_path
 from ablate.trials.expand import DEFAULT_MAX_TRIALS, Trial, expand, parse_set
-from ablate.trials.tuning import plan_tuning
+from ablate.trials.tuning import fractional_draws, integer_range, plan_tuning
 
 DEFAULT_RUNS_ROOT = "results/runs"
 RUNS_DIR_ENV = "ABLATE_RUNS_DIR"
@@ -77,8 +80,9 @@ def select_trials(trials: list[Trial], *, trial_ids: tuple[str, ...] = (),
 
 
 @contextlib.contextmanager
-def blame(source: str | None, trial: Trial):
-    """Errors found while building a trial's model name the recipe and the trial."""
+def blame(source: str | None, trial: Trial, tune: Tune | None = None):
+    """Errors found while building a trial's model name the recipe and the trial; a
+    tuning trial's model that only a fractional draw breaks names the ``[tune]`` key."""
     try:
         yield
     except RecipeError:
@@ -86,16 +90,54 @@ def blame(source: str | None, trial: Trial):
     except UserInputError as err:
         if source is None:
             raise
+        if tune is not None and trial.tuning_draw is not None:
+            _blame_fraction(source, trial, tune, err)
         raise RecipeError(source, f"trial {trial.name}: {err}") from None
 
 
+def _blame_fraction(source: str, trial: Trial, tune: Tune, err: UserInputError) -> None:
+    """Raise an error naming the ``[tune]`` key when the trial's model fails to build as
+    drawn and builds once its fractional ``model.args`` draws are rounded: the builder
+    needs an int there. Model arguments have no schema, so asking the builder is the one
+    way to know; anything else keeps the builder's own error."""
+    from ablate.cost.analyse import build_on_meta  # lazy: loads torch
+    from ablate.trials.resolve import num_classes
+
+    assert trial.tuning_draw is not None
+    suspects = fractional_draws(tune, trial.tuning_draw)
+    if not suspects:
+        return
+    args = copy.deepcopy(trial.spec.model.args)
+    for rng, value in suspects:
+        set_dotted(args, rng.key.removeprefix("model.args."), round(value))
+    rounded = trial.spec.model.model_copy(update={"args": args})
+    classes = num_classes(trial.spec)
+    try:
+        build_on_meta(trial.spec.model, classes)
+        return  # it builds as drawn: the error came from elsewhere (a forward probe)
+    except UserInputError:
+        pass
+    try:
+        build_on_meta(rounded, classes)
+    except UserInputError:
+        return  # it fails with integers too: the fraction is not the cause
+    rng, value = suspects[0]
+    others = "".join(f"; {r.key} draws {v:g}" for r, v in suspects[1:])
+    raise RecipeError(
+        source, f"{rng.describe()} draws {value:g} (draw {trial.tuning_draw}{others}), and "
+        f"with it {err}; with {round(value)} it builds: the builder needs an int there, give "
+        f"{integer_range(rng)}", f'tune."{rng.key}"') from None
+
+
 def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
-                  flops: bool = True, source: str | None = None) -> dict[str, CostRecord]:
+                  flops: bool = True, source: str | None = None,
+                  tune: Tune | None = None) -> dict[str, CostRecord]:
     """Parameters and FLOPs once per distinct architecture (``arch_id``): ``cached`` (the
     database's) first, then the per-user cache (``dispatch.cost_cache``), then counted.
 
     Building each architecture also validates it (expansion indices, output strides);
-    with ``source`` such an error names the recipe file and the trial.
+    with ``source`` such an error names the recipe file and the trial (``tune``: and the
+    ``[tune]`` key a tuning trial's fractional draw breaks, ``blame``).
     """
     out = dict(cached)
     out.update(cached_costs(trials, out))
@@ -103,7 +145,7 @@ def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
         if trial.arch_id in out:
             continue
 
-        with blame(source, trial):
+        with blame(source, trial, tune):
             report = analyse.analyse_spec(trial.spec, flops=flops and trial.spec.eval.flops)
         out[trial.arch_id] = CostRecord(
             arch_id=trial.arch_id, params=report.params, params_by_module=report.params_by_module,
@@ -115,12 +157,12 @@ def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
     return out
 
 
-def costs_for(store: Store, trials: list[Trial], source: str | None = None
-              ) -> dict[str, CostRecord]:
+def costs_for(store: Store, trials: list[Trial], source: str | None = None,
+              tune: Tune | None = None) -> dict[str, CostRecord]:
     """``compute_costs`` with the store's costs first; the new ones are stored (once all
     were counted, so a model that cannot be built stores nothing)."""
     cached = store.get_costs([t.arch_id for t in trials])
-    costs = compute_costs(trials, cached, source=source)
+    costs = compute_costs(trials, cached, source=source, tune=tune)
     for arch_id, cost in costs.items():
         if arch_id not in cached:
             store.put_cost(cost)

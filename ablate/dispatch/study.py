@@ -181,7 +181,7 @@ class StudyRunner:
             every = (trials if plan is None
                      else tuning.estimated_trials(self.store, recipe, dict(overrides or {}), plan))
             if self.options.budget is not None:  # a bad architecture says so, not "no estimate"
-                prepare.costs_for(self.store, every, source=recipe.path)
+                prepare.costs_for(self.store, every, source=recipe.path, tune=recipe.tune)
             self._estimate, keeper = begin(self.store, recipe, every, resources,
                                            self.options.budget,
                                            start.design if start is not None else None,
@@ -197,7 +197,8 @@ class StudyRunner:
         or their leases expire and this runner takes them over.
         """
         store, study = self.store, recipe.name
-        prepare.costs_for(store, trials, source=recipe.path)  # validates every architecture
+        prepare.costs_for(store, trials, source=recipe.path,  # validates every architecture
+                          tune=recipe.tune)
         record = store.upsert_study(study, recipe.description, recipe.path, recipe.text)
         store.register_trials(study, trials)
         # the study's folder in the runs folder, marked as this database's study: another

@@ -172,6 +172,24 @@ def _expand_draw(recipe: Recipe, overrides: dict[str, Any], tune: Tune, index: i
                           f'tune."{hit}"') from None
 
 
+def fractional_draws(tune: Tune, draw: int) -> list[tuple[Range, float]]:
+    """The ``model.args.*`` keys that draw ``draw`` gives a float (from a uniform or log
+    range), with their values: what a builder that needs an int there refuses. Model
+    arguments have no schema, so only the builder can say; ``dispatch.prepare.blame``
+    asks it."""
+    values = draws(tune)[draw]
+    return [(r, values[r.key]) for r in tune.ranges
+            if r.key.startswith("model.args.") and r.kind in ("uniform", "log_uniform")]
+
+
+def integer_range(rng: Range) -> str:
+    """What to give instead of ``rng`` for an integer argument: its integer bounds."""
+    low, high = math.ceil(rng.values[0]), math.floor(rng.values[1])
+    if low < high:
+        return f"{{ int = [{low}, {high}] }}"
+    return "{ int = [low, high] } or a choice of integers"
+
+
 def pin(recipe: Recipe, chosen: dict[str, dict[str, Any]]) -> Recipe:
     """``recipe`` with each configuration at its chosen nuisance values: expanding it
     gives the confirmation trials (the study's seeds, the study's evaluation set)."""

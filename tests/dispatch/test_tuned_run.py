@@ -189,6 +189,44 @@ def test_plan_shows_both_phases_and_the_count(tmp_path):
             in " ".join(table.output.split()))
 
 
+@pytest.mark.parametrize("cost", [[], ["--no-cost"]])
+def test_plan_names_the_tune_key_whose_fractional_draws_the_model_refuses(tmp_path, cost):
+    recipe = tmp_path / "tuned.toml"
+    recipe.write_text(RECIPE + '"model.args.width" = { uniform = [2.0, 8.0] }\n')
+    db = tmp_path / "t.db"
+    out = CliRunner().invoke(main, ["plan", str(recipe), "--db", str(db), *cost])
+    assert out.exit_code == 2, out.output
+    # before: "trial plain/draw=0/seed=100: model.builder: fair_lr.model:build raised
+    # ValueError: out_channels must be divisible by groups", with no word of [tune]
+    assert out.output == (
+        f'Error: {recipe}: tune."model.args.width": uniform [2, 8] draws 7.785 (draw 0), and '
+        "with it model.builder: fair_lr.model:build raised ValueError: out_channels must be "
+        "divisible by groups; with 8 it builds: the builder needs an int there, give "
+        "{ int = [2, 8] }\n")
+    assert not db.exists()
+
+
+def test_plan_keeps_the_builders_error_when_integers_fail_too(tmp_path):
+    recipe = tmp_path / "tuned.toml"
+    recipe.write_text(RECIPE.replace("width = 4", "width = 4\ndepth = 2")
+                      + '"model.args.width" = { uniform = [2.0, 8.0] }\n')
+    out = CliRunner().invoke(main, ["plan", str(recipe), "--no-cost"])
+    assert out.exit_code == 2, out.output
+    # the rounded draw fails as well: the draw is not to blame, the builder's line stays
+    assert out.output == (f"Error: {recipe}: trial plain/draw=0/seed=100: model.args.depth: "
+                          "fair_lr.model:build has no argument 'depth'; allowed: width, scale\n")
+
+
+def test_a_fractional_draw_the_model_takes_plans(tmp_path):
+    recipe = tmp_path / "tuned.toml"
+    recipe.write_text(RECIPE.replace('[variants.plain]\n"model.args.scale" = 1.0\n', "")
+                      .replace('[variants.scaled]\n"model.args.scale" = 10.0\n', "")
+                      + '"model.args.scale" = { log_uniform = [1.0, 10.0] }\n')
+    out = CliRunner().invoke(main, ["plan", str(recipe), "--no-cost", "--json"])
+    assert out.exit_code == 0, out.output
+    assert len(json.loads(out.output)) == 4 + 2  # 4 draws x 1 configuration, 2 seeds
+
+
 def test_until_decided_adds_seeds_the_selection_never_saw():
     assert next_seed([0, 1]) == 2
     assert next_seed([0, 1], reserved=[2, 3, 100]) == 4  # tuning seeds 2, 3 skipped
