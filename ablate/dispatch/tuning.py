@@ -34,6 +34,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ablate.dispatch import prepare
 from ablate.dispatch.adaptive import Round, run_until_decided
 from ablate.dispatch.claiming import runner_report
 from ablate.dispatch.events import (
@@ -182,6 +183,9 @@ def run_tuned(runner, recipe: Recipe, trials: list[Trial], overrides: dict, star
     ``guard`` (``--budget``'s, or None). ``recorded`` is ``check_recorded``'s and
     ``trials`` passed ``check_selected``."""
     store, emit, force = runner.store, runner.emit, runner.options.force
+    # every tuning trial's model is built before the study and its set-up are recorded:
+    # a set-up recorded by a run that stops here would refuse the recipe's fix
+    prepare.costs_for(store, plan.trials, source=recipe.path, tune=recipe.tune)
     store.upsert_study(recipe.name, recipe.description, recipe.path, recipe.text)
     setup = _plain(plan.to_json())
     if recorded is None or recorded["setup"] != setup:  # new, or new cells before a selection

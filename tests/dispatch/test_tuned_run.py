@@ -206,6 +206,21 @@ def test_plan_names_the_tune_key_whose_fractional_draws_the_model_refuses(tmp_pa
     assert not db.exists()
 
 
+def test_a_run_refused_for_a_draw_records_nothing_so_the_fixed_range_is_not_refused(
+        tmp_path):
+    recipe = tmp_path / "tuned.toml"
+    recipe.write_text(RECIPE + '"model.args.width" = { uniform = [2.0, 8.0] }\n')
+    db = str(tmp_path / "t.db")
+    args = ["run", str(recipe), "--db", db, "--runs-dir", str(tmp_path / "runs")]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 2, out.output
+    assert out.output.splitlines()[-1].startswith(f'Error: {recipe}: tune."model.args.width": ')
+    # before: the study and its [tune] set-up were recorded, and the run with the range
+    # the error asks for was refused as "tuned with another set-up"
+    store = Store(db)
+    assert store.studies() == [] and store.study_tunings(["tuned"]) == {}
+
+
 def test_plan_keeps_the_builders_error_when_integers_fail_too(tmp_path):
     recipe = tmp_path / "tuned.toml"
     recipe.write_text(RECIPE.replace("width = 4", "width = 4\ndepth = 2")
