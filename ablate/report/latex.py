@@ -8,6 +8,7 @@ its own with pdflatex. Every name from a recipe or the database goes through ``e
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,52 @@ def escape(text: Any) -> str:
     return r"$\to$".join("".join(_ESCAPES.get(ch, ch) for ch in part) for part in parts)
 
 
+# Names as lines of at most this many characters, so that a table of long configuration
+# names fits the landscape page of report.tex (about 680 pt wide): a name cell is a
+# column of lines, broken after "/", ",", "]" or a space, else after "=", "_" or ".".
+NAME_WIDTH = 60
+NAME_WIDTH_BASELINE = 28  # beside the --baseline columns, whose headers are two lines
+_STRONG_BREAK = re.compile(r"(?<=[/,\] ])")
+_WEAK_BREAK = re.compile(r"(?<=[=_.])")
+
+
+def wrap_name(text: Any, width: int) -> list[str]:
+    """``text`` as lines of at most ``width`` characters, broken where a name has
+    seams (``a=1/b=2,c`` after the ``/``, then after ``=``), a longer piece cut."""
+    text = str(text)
+    if len(text) <= width:
+        return [text]
+    pieces: list[str] = []
+    for part in _STRONG_BREAK.split(text):
+        for piece in _WEAK_BREAK.split(part) if len(part) > width else [part]:
+            pieces += [piece[i:i + width] for i in range(0, len(piece), width)]
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and len(lines[-1] + piece.rstrip()) > width:
+            lines.append("")
+        lines[-1] += piece
+    return [line.strip() for line in lines if line.strip()]
+
+
+def name_cell(text: Any, width: int, mark: str = "") -> str:
+    """A table cell of a (long) name: escaped, one line, or a top-aligned column of
+    lines (``wrap_name``); ``mark`` (LaTeX) follows its last line."""
+    lines = [escape(line) for line in wrap_name(text, width)]
+    if len(lines) == 1:
+        return lines[0] + mark
+    body = r"\\".join(lines)
+    return rf"\begin{{tabular}}[t]{{@{{}}l@{{}}}}{body}{mark}\end{{tabular}}"
+
+
+def _two_lines(header: str) -> str:
+    """A right-aligned column's header on two lines (split at its last space), so the
+    column is as wide as its numbers: ``Params (M)`` over ``Params`` / ``(M)``."""
+    top, sep, bottom = header.rpartition(" ")
+    if not sep:
+        return header
+    return rf"\begin{{tabular}}[b]{{@{{}}r@{{}}}}{top}\\{bottom}\end{{tabular}}"
+
+
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -70,8 +117,10 @@ def _bold_rows(values: pd.Series, best: str) -> set[int]:
 
 
 def _table(caption: str, label: str, align: str, header: list[str],
-           rows: list[list[str]]) -> str:
+           rows: list[list[str]], tight: bool = False) -> str:
+    """``tight``: 4 pt between columns instead of 6 (a wide table; local to the float)."""
     lines = [r"\begin{table}[htbp]", r"\centering", r"\small",
+             *([r"\setlength{\tabcolsep}{4pt}"] if tight else []),
              rf"\caption{{{caption}}}", rf"\label{{{label}}}",
              rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(header) + r" \\",
              r"\midrule"]
@@ -148,9 +197,10 @@ def config_table(group: pd.DataFrame, alpha: float = 0.05) -> str:
     for column, _h, _f, best in CONFIG_NUMBERS:
         if best:
             bold[column] = _bold_rows(group[column], best)
+    width = NAME_WIDTH_BASELINE if baselines else NAME_WIDTH
     rows = []
     for i, row in group.iterrows():
-        name = escape(row["config_name"]) + _star(row)
+        name = name_cell(row["config_name"], width, _star(row))
         miou = _num(row["miou_mean"], ".2f")
         if i in bold["miou_mean"]:
             miou = rf"\textbf{{{miou}}}"
@@ -183,8 +233,9 @@ def config_table(group: pd.DataFrame, alpha: float = 0.05) -> str:
             rf"and latency in percent, mIoU in points with its {level}\,\% interval (paired "
             "t over the seeds both ran, else Welch; -- with fewer than two seeds a side).")
         header += [h for _c, h in BASELINE_NUMBERS] + [rf"{level}\,\% CI"]
+        header = header[:1] + [_two_lines(h) for h in header[1:]]
     align = "l" + "r" * (len(header) - 1)
-    return _table(caption, _label(study, "configs"), align, header, rows)
+    return _table(caption, _label(study, "configs"), align, header, rows, tight=bool(baselines))
 
 
 def effects_table(group: pd.DataFrame) -> str:
@@ -198,7 +249,8 @@ def effects_table(group: pd.DataFrame) -> str:
     for _i, row in group.iterrows():
         interval = (MISSING if _missing(row["ci_low"]) else
                     f"[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]")
-        rows.append([escape(row["axis"]), escape(row["change"]), _num(row["estimate"], "+.2f"),
+        rows.append([name_cell(row["axis"], NAME_WIDTH_BASELINE),
+                     name_cell(row["change"], NAME_WIDTH), _num(row["estimate"], "+.2f"),
                      interval, _num(row["p_adj"], ".3g"), _num(row["n"], ",.0f"),
                      escape(row["verdict"])])
     caption = (
@@ -224,7 +276,7 @@ def tuned_table(view) -> str:
         j = view.chosen.get(config)
         values = ["--" if j is None else escape(_short(view.draws[j][k])) for k in keys]
         score = view.scores.loc[config, j] if j is not None else float("nan")
-        rows.append([escape(config), *values, MISSING if j is None else str(j),
+        rows.append([name_cell(config, NAME_WIDTH), *values, MISSING if j is None else str(j),
                      _num(score, ".2f"), str(int(view.scores.loc[config].isna().sum()))])
     caption = escape(f"{view.study}: each configuration tuned with the same {view.budget} "
                      f"draws; {view.method}. The score at the chosen draw is biased upward (the "

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from ablate.cli import main
 from ablate.report.build import build_report
-from ablate.report.latex import config_table, escape, to_document
+from ablate.report.latex import config_table, escape, name_cell, to_document, wrap_name
 from ablate.store import Store
 from tests.services.env import read_env, unavailable
 
@@ -49,6 +49,17 @@ def test_escape_every_special_character():
     assert escape("inconclusive (n=2)") == "inconclusive (n=2)"
     assert escape("a_1 -> b") == r"a\_1 $\to$ b"
     assert escape("equivalent (±0.5)") == r"equivalent ($\pm$0.5)"
+
+
+def test_names_wrap_at_their_seams_and_are_cut_where_they_have_none():
+    assert wrap_name("conventional[head=deeplabv3]", 28) == ["conventional[head=deeplabv3]"]
+    assert wrap_name("a=1/b=2,c=3 d", 4) == ["a=1/", "b=2,", "c=3", "d"]
+    assert wrap_name("depth=12345", 8) == ["depth=", "12345"]
+    assert wrap_name("x" * 10, 4) == ["xxxx", "xxxx", "xx"]
+    assert wrap_name("plain -> scaled", 8) == ["plain ->", "scaled"]
+    # escaped after the wrap: no escape sequence is cut
+    assert name_cell("a_b&c/d", 4, "*") == r"\begin{tabular}[t]{@{}l@{}}a\_\\b\&c/\\d*\end{tabular}"
+    assert name_cell("a_b", 4, "*") == r"a\_b*"
 
 
 def test_quickstart_like_report_compiles(filled, tmp_path):
@@ -99,8 +110,11 @@ def test_baseline_changes_and_qualified_pareto_marks_are_in_the_latex_table(fill
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = result.stdout
-    assert (r"& $\Delta$ Params (\%) & $\Delta$ GFLOPs (\%) & $\Delta$ Latency (\%) & "
-            r"$\Delta$ mIoU & 95\,\% CI \\") in text
+    # two-line headers, so that each column is as wide as its numbers
+    stacked = r"\begin{tabular}[b]{@{}r@{}}%s\\%s\end{tabular}"
+    assert " & ".join(stacked % pair for pair in [
+        (r"$\Delta$ Params", r"(\%)"), (r"$\Delta$ GFLOPs", r"(\%)"),
+        (r"$\Delta$ Latency", r"(\%)"), (r"$\Delta$", "mIoU"), (r"95\,\%", "CI")]) in text
     rows = {line.split(" & ")[0]: line for line in text.splitlines() if "[head=" in line}
     assert rows[r"proposed[head=deeplabv3plus]$^{\star\approx}$"].endswith(
         r"& -51.97 & -50.00 & -54.55 & -2.00 & [-8.35, +4.35] \\")
@@ -108,7 +122,23 @@ def test_baseline_changes_and_qualified_pareto_marks_are_in_the_latex_table(fill
     assert (r"$^{\star\approx}$ proposed[head=deeplabv3plus]: its mIoU lead over "
             r"conventional[head=deeplabv3], which it dominates, is inconclusive") in text
     assert r"$\Delta$: the change against conventional[head=deeplabv3plus]" in text
-    _compile(out / "report.tex")
+    # before: 74 pt past the landscape page with these 32-character names
+    assert "Overfull \\hbox" not in _compile(out / "report.tex")
+
+
+def test_long_configuration_names_fit_the_page_beside_the_baseline_columns(filled, tmp_path):
+    configs = build_report(Store(filled.url, must_exist=True), ["mnv3_mini"],
+                           baseline="conventional").configs
+    # 60 characters without a space; before: 259 pt past the landscape page
+    configs["config_name"] = [f"model.backbone=mobilenet_v3_large/model.head=lraspp,width={i:02d}"
+                              for i in range(len(configs))]
+    assert {len(name) for name in configs["config_name"]} == {60}
+    tex = tmp_path / "long.tex"
+    tex.write_text(to_document(configs))
+    assert "Overfull \\hbox" not in _compile(tex)
+    # lines of at most 28 characters, broken after "/" or "," where they can be
+    assert (r"\begin{tabular}[t]{@{}l@{}}model.backbone=mobilenet\_v3\_\\"
+            r"large/model.head=lraspp,\\width=00$^\star$\end{tabular} & ") in config_table(configs)
 
 
 def test_per_class_heat_maps_are_figures_of_the_document(filled, tmp_path):
