@@ -119,9 +119,11 @@ class SegmentationDataset(Dataset):
         sample = self.samples[index]
         image, label = self.load(sample)
         if image.shape[:2] != label.shape:
+            label_file = getattr(sample, "label", None)  # COCO's labels come from the JSON
+            its_label = f"its label {label_file}" if isinstance(label_file, str) else "its label"
             raise UserInputError(
-                f"{getattr(sample, 'image', sample)}: image is {image.shape[1]}x{image.shape[0]} but its label is "
-                f"{label.shape[1]}x{label.shape[0]} (width x height)"
+                f"{getattr(sample, 'image', sample)}: image is {image.shape[1]}x{image.shape[0]} "
+                f"but {its_label} is {label.shape[1]}x{label.shape[0]} (width x height)"
             )
         # torch wants writable arrays; PIL hands out read-only ones. [3, H, W] as a view of
         # the (H, W, 3) array: channels-last memory, which resizes ~3x faster (transforms)

@@ -33,6 +33,7 @@ TRAIN_ID_OF_LABEL_ID = {
 EXPECTED = "Cityscapes under data.root: leftImg8bit/ and gtFine/"
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
+LABEL_MODES = ("L", "P")  # one 8-bit channel of label ids
 
 
 def _lookup_table() -> np.ndarray:
@@ -82,8 +83,14 @@ def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
 
 def load(sample: CityscapesSample) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (H, W, 3), train-id label uint8 (H, W))."""
-    with Image.open(sample.label) as label:
-        label_ids = np.asarray(label)
-    if label_ids.ndim != 2:
-        raise UserInputError(f"{sample.label}: expected a single-channel labelIds PNG")
+    try:
+        with Image.open(sample.label) as label:
+            mode = label.mode
+            label_ids = np.asarray(label)
+    except OSError as err:
+        raise UserInputError(f"{sample.label}: unreadable label: {err}") from None
+    if mode not in LABEL_MODES:  # colour, or 16-bit ids that uint8 would wrap
+        raise UserInputError(
+            f"{sample.label}: label image is mode {mode!r}; expected 8-bit label ids "
+            "(mode 'L', as cityscapesScripts writes *_gtFine_labelIds.png)")
     return read_rgb(sample.image), to_train_ids(label_ids)

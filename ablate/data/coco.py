@@ -119,11 +119,18 @@ def instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     return mask.astype(bool)
 
 
-def label_map(instances: tuple[tuple[int, Any], ...], height: int, width: int) -> np.ndarray:
-    """The VOC label (uint8 (H, W)) of one image's kept instances."""
+def label_map(instances: tuple[tuple[int, Any], ...], height: int, width: int,
+              image: str = "image") -> np.ndarray:
+    """The VOC label (uint8 (H, W)) of one image's kept instances; ``image`` names it in errors."""
     if not instances:
         return np.zeros((height, width), dtype=np.uint8)
-    masks = np.stack([instance_mask(seg, height, width) for _, seg in instances])
+    each = [instance_mask(seg, height, width) for _, seg in instances]
+    for mask in each:  # an RLE carries its own size, which need not be the image's
+        if mask.shape != (height, width):
+            raise UserInputError(
+                f"{image}: image is {width}x{height} but an annotation's RLE mask is "
+                f"{mask.shape[1]}x{mask.shape[0]} (width x height)")
+    masks = np.stack(each)
     classes = np.array([voc_class for voc_class, _ in instances], dtype=np.uint8)
     label = (masks * classes[:, None, None]).max(axis=0).astype(np.uint8)
     label[masks.sum(axis=0) > 1] = 255  # overlapping instances are ambiguous: ignore
@@ -133,4 +140,4 @@ def label_map(instances: tuple[tuple[int, Any], ...], height: int, width: int) -
 def load(sample: CocoSample) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (H, W, 3), label uint8 (H, W))."""
     image = read_rgb(sample.image)
-    return image, label_map(sample.instances, image.shape[0], image.shape[1])
+    return image, label_map(sample.instances, image.shape[0], image.shape[1], sample.image)

@@ -30,6 +30,7 @@ CLASS_NAMES = [
 VOC_EXPECTED = "Pascal VOC 2012 under data.root"
 SBD_EXPECTED = "the SBD release under data.root for data.sbd = true"
 SBD_DIRS = ("SBD", "benchmark_RELEASE/dataset")
+VOID = 255  # object borders and hard regions: ignored by the loss and the metrics
 
 
 @dataclass(frozen=True)
@@ -124,29 +125,49 @@ def find_trainaug(root: Path, split: str, val_split: str) -> list[VocSample]:
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """An image file as uint8 (H, W, 3)."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    """An image file as uint8 (H, W, 3); one that cannot be decoded is named."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as err:  # missing, truncated or not an image (PIL's errors are OSErrors)
+        raise UserInputError(f"{path}: unreadable image: {err}") from None
 
 
 def read_palette_label(path: str) -> np.ndarray:
     """A palette PNG's indices (not its colours) as uint8 (H, W)."""
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L"):
-            raise UserInputError(
-                f"{path}: label image is mode {image.mode!r}; expected a palette ('P') PNG of class ids"
-            )
-        return np.array(image, dtype=np.uint8)
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise UserInputError(
+                    f"{path}: label image is mode {image.mode!r}; expected a palette ('P') PNG of class ids"
+                )
+            return np.array(image, dtype=np.uint8)
+    except OSError as err:
+        raise UserInputError(f"{path}: unreadable label: {err}") from None
 
 
 def read_sbd_label(path: str) -> np.ndarray:
     import scipy.io  # lazy: loads scipy
+    from scipy.io.matlab import MatReadError
 
-    mat = scipy.io.loadmat(path)
-    return np.asarray(mat["GTcls"][0]["Segmentation"][0], dtype=np.uint8)
+    try:
+        mat = scipy.io.loadmat(path)
+        return np.asarray(mat["GTcls"][0]["Segmentation"][0], dtype=np.uint8)
+    except (OSError, ValueError, LookupError, MatReadError) as err:
+        raise UserInputError(
+            f"{path}: unreadable SBD label, expected a .mat holding GTcls.Segmentation "
+            f"({type(err).__name__}: {err})"
+        ) from None
 
 
 def load(sample: VocSample) -> tuple[np.ndarray, np.ndarray]:
-    """(image uint8 (H, W, 3), label uint8 (H, W))."""
+    """(image uint8 (H, W, 3), label uint8 (H, W)); a class id past tvmonitor is refused
+    with the file's name (the loss would fail on it without one)."""
     read_label = read_sbd_label if sample.label.endswith(".mat") else read_palette_label
-    return read_rgb(sample.image), read_label(sample.label)
+    label = read_label(sample.label)
+    bad = (label >= len(CLASS_NAMES)) & (label != VOID)
+    if bad.any():
+        raise UserInputError(
+            f"{sample.label}: class id {int(label[bad].max())} out of range; VOC labels are "
+            f"0..{len(CLASS_NAMES) - 1} ({VOID} = void)")
+    return read_rgb(sample.image), label

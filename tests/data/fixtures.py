@@ -116,3 +116,9 @@ def write_coco(root: Path, split: str, images: list[dict], annotations: list[dic
     index = {"images": images, "annotations": annotations, "categories": categories}
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(index))
+
+
+def truncate(path: Path) -> None:
+    """Keep the first half of a file: a download or copy cut short."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])

@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
+from PIL import Image
 
 from ablate.data.build import build_datasets
 from ablate.data.cityscapes import LOOKUP, TRAIN_ID_OF_LABEL_ID
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
 
-from .fixtures import write_cityscapes
+from .fixtures import truncate, write_cityscapes
 
 # label ids: 0 unlabeled, 1 ego vehicle, 4 static, 6 ground, 9 parking, 29 caravan,
 # 30 trailer, 34+ and 255 have no train id
@@ -86,3 +87,24 @@ def test_missing_images_name_the_expected_folder(tmp_path):
         f"data.root: {tmp_path / 'leftImg8bit' / 'train'} not found "
         "(expected Cityscapes under data.root: leftImg8bit/ and gtFine/)"
     )
+
+
+def test_truncated_image_is_named(city_root):
+    image = city_root / "leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png"
+    truncate(image)
+    with pytest.raises(UserInputError, match=f"^{image}: unreadable image: "):
+        build_datasets(spec(city_root)).val[0]
+
+
+@pytest.mark.parametrize("pixels, mode", [
+    (LABEL_IDS.astype(np.uint16) + 256, "I;16"),  # 16-bit ids: uint8 would wrap 263 to 7
+    (np.stack([LABEL_IDS.astype(np.uint8)] * 3, axis=-1), "RGB"),  # a colour image
+])
+def test_label_ids_not_8_bit_are_refused_naming_the_file(city_root, pixels, mode):
+    label = city_root / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png"
+    Image.fromarray(pixels).save(label)
+    with pytest.raises(UserInputError) as error:
+        build_datasets(spec(city_root)).val[0]
+    assert str(error.value) == (
+        f"{label}: label image is mode {mode!r}; expected 8-bit label ids (mode 'L', as "
+        "cityscapesScripts writes *_gtFine_labelIds.png)")

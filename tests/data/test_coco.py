@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -6,7 +8,7 @@ from ablate.data.coco import CATEGORY_IDS, VOC_CLASS_OF_CATEGORY
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
 
-from .fixtures import uncompressed_rle, write_coco
+from .fixtures import truncate, uncompressed_rle, write_coco, write_image
 
 pytest.importorskip("pycocotools")
 # pycocotools' own decode trips a numpy 2 deprecation; not ours to fix
@@ -135,3 +137,23 @@ def test_malformed_annotation_file_is_a_user_error(coco_root):
     (coco_root / "annotations" / "instances_val2017.json").write_text('{"images": []}')
     with pytest.raises(UserInputError, match="instances_val2017.json is not a COCO instances file"):
         build_datasets(spec(coco_root))
+
+
+def test_truncated_image_is_named(coco_root):
+    image = coco_root / "val2017" / "000000000003.jpg"
+    write_image(image, 40, 40)  # large enough that half the file lacks pixel data
+    truncate(image)
+    with pytest.raises(UserInputError, match=f"^{image}: unreadable image: "):
+        build_datasets(spec(coco_root)).val[0]
+
+
+def test_rle_of_another_size_than_its_image_is_named(coco_root):
+    # image 7 is 8x6; its car is an RLE: give it a 6x5 size (the person is a polygon)
+    index = coco_root / "annotations" / "instances_val2017.json"
+    data = json.loads(index.read_text())
+    data["annotations"][1]["segmentation"] = uncompressed_rle(rows_cols((5, 6), (2, 4), (2, 4)))
+    index.write_text(json.dumps(data))
+    with pytest.raises(UserInputError) as error:
+        build_datasets(spec(coco_root)).val[1]
+    assert str(error.value) == (f"{coco_root / 'val2017' / '000000000007.jpg'}: image is 8x6 "
+                                "but an annotation's RLE mask is 6x5 (width x height)")

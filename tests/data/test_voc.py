@@ -7,7 +7,7 @@ from ablate.data.transforms import normalize
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
 
-from .fixtures import COLOUR, write_image, write_sbd, write_voc
+from .fixtures import COLOUR, truncate, write_image, write_palette_png, write_sbd, write_voc
 
 B = 255  # VOC's object border / void
 LABELS = {
@@ -144,3 +144,47 @@ def test_colour_label_png_is_refused(voc_root):
     write_image(voc_root / "VOCdevkit/VOC2012/SegmentationClass/2007_000063.png", 3, 6)
     with pytest.raises(UserInputError, match="expected a palette"):
         build_datasets(spec(voc_root)).val[0]
+
+
+def test_truncated_image_is_named(voc_root):
+    image = voc_root / "VOCdevkit/VOC2012/JPEGImages/2007_000063.jpg"
+    write_image(image, 30, 40)  # large enough that half the file lacks pixel data
+    truncate(image)
+    with pytest.raises(UserInputError, match=f"^{image}: unreadable image: "):
+        build_datasets(spec(voc_root)).val[0]
+
+
+def test_truncated_label_is_named(voc_root):
+    label = voc_root / "VOCdevkit/VOC2012/SegmentationClass/2007_000063.png"
+    truncate(label)
+    with pytest.raises(UserInputError, match=f"^{label}: unreadable label: "):
+        build_datasets(spec(voc_root)).val[0]
+
+
+def test_label_of_another_size_names_image_and_label(voc_root):
+    base = voc_root / "VOCdevkit/VOC2012"
+    write_palette_png(base / "SegmentationClass/2007_000063.png", np.zeros((2, 6)))
+    with pytest.raises(UserInputError) as error:
+        build_datasets(spec(voc_root)).val[0]
+    assert str(error.value) == (
+        f"{base / 'JPEGImages/2007_000063.jpg'}: image is 6x3 but its label "
+        f"{base / 'SegmentationClass/2007_000063.png'} is 6x2 (width x height)")
+
+
+def test_class_id_past_tvmonitor_is_named(voc_root):
+    label = voc_root / "VOCdevkit/VOC2012/SegmentationClass/2007_000063.png"
+    write_palette_png(label, np.array([[0, 21, 255], [30, 20, 0]]))
+    with pytest.raises(UserInputError) as error:
+        build_datasets(spec(voc_root)).val[0]
+    assert str(error.value) == (
+        f"{label}: class id 30 out of range; VOC labels are 0..20 (255 = void)")
+
+
+def test_broken_sbd_file_is_named(voc_root):
+    write_sbd(voc_root, {"2008_000002": np.array([[0, 5], [5, 5]])}, train=["2008_000002"],
+              val=[])
+    mat = voc_root / "benchmark_RELEASE/dataset/cls/2008_000002.mat"
+    truncate(mat)
+    with pytest.raises(UserInputError, match=f"^{mat}: unreadable SBD label, expected a .mat "
+                       "holding GTcls.Segmentation"):
+        build_datasets(spec(voc_root, sbd=True)).train[2]
