@@ -20,7 +20,8 @@ def status(study: str | None, db: str | None, runs_dir: str | None) -> None:
     """Ingest finished results and show each trial's status and Slurm job.
 
     Result files written since the last look are recorded; a job that ended without
-    one is recorded as failed with the tail of its log. Without STUDY: every study.
+    one is recorded as failed with the tail of its log. Each failed trial's error
+    follows the table, one line each. Without STUDY: every study.
 
     \b
     Example:
@@ -101,6 +102,10 @@ def _print_study(console, store, follow) -> None:
         where = f"; log: {info.paths().stderr}" if info else ""
         error = one_line(rec.error or f"{rec.status}: no error recorded")
         console.print(f"[red]failed[/] {escape(rec.name)}: {escape(error)}{where}")
+    for rec in records:  # why each failed trial failed (the report sends users here)
+        if rec.status is TrialStatus.FAILED and rec.trial_id not in follow.died:
+            error = one_line(rec.error or "no error recorded")
+            console.print(f"[red]failed[/] {escape(rec.name)}: {escape(error)}")
     for tid in follow.requeue:
         console.print(f"[yellow]pending[/] {escape(by_id[tid].name)}: its job was cancelled; "
                       "'ablate run' runs it again")

@@ -1,0 +1,35 @@
+"""ablate status: what each trial is doing and, for a failed one, why."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.recipes.loader import parse_recipe
+from ablate.store import Store
+from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialResult
+from tests.conftest import TINY_RECIPE
+
+
+def test_status_says_why_each_failed_trial_failed(tmp_path):
+    db = str(tmp_path / "s.db")
+    store = Store(db)
+    trials = expand(parse_recipe(TINY_RECIPE, "tiny.toml"))
+    store.upsert_study("tiny")
+    store.register_trials("tiny", trials)
+    failed = trials[0]
+    who = {"host": "h", "pid": 1, "executor": "local", "job_id": None}
+    claim = store.claim("tiny", failed.trial_id, who, lease_seconds=600)
+    error = ("UserInputError: /data/voc/VOCdevkit/VOC2012/JPEGImages/2007_000001.jpg: "
+             "unreadable image: Truncated File Read\nTraceback (most recent call last):\n ...")
+    assert store.record(TrialResult.failure("tiny", failed.trial_id, error, name=failed.name,
+                                            claim_epoch=claim.epoch))
+    out = CliRunner().invoke(main, ["status", "tiny", "--db", db,
+                                    "--runs-dir", str(tmp_path / "runs")])
+    assert out.exit_code == 0, out.output
+    # the report's "see why with: ablate status tiny" found only the table before
+    assert out.output.splitlines()[-1] == (
+        f"failed {failed.name}: UserInputError: /data/voc/VOCdevkit/VOC2012/JPEGImages/"
+        "2007_000001.jpg: unreadable image: Truncated File Read")
+    assert sum(line.startswith("failed ") for line in out.output.splitlines()) == 1
