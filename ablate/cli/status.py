@@ -101,11 +101,12 @@ def _print_study(console, store, follow) -> None:
         info = read_job_info(rec.run_dir)
         where = f"; log: {info.paths().stderr}" if info else ""
         error = one_line(rec.error or f"{rec.status}: no error recorded")
-        console.print(f"[red]failed[/] {escape(rec.name)}: {escape(error)}{where}")
+        console.print(f"[red]failed[/] {escape(rec.name)}: {escape(error)}{where}",
+                      soft_wrap=True)
     for rec in records:  # why each failed trial failed (the report sends users here)
         if rec.status is TrialStatus.FAILED and rec.trial_id not in follow.died:
             error = one_line(rec.error or "no error recorded")
-            console.print(f"[red]failed[/] {escape(rec.name)}: {escape(error)}")
+            console.print(f"[red]failed[/] {escape(rec.name)}: {escape(error)}", soft_wrap=True)
     for tid in follow.requeue:
         console.print(f"[yellow]pending[/] {escape(by_id[tid].name)}: its job was cancelled; "
                       "'ablate run' runs it again")

@@ -21,15 +21,17 @@ def test_status_says_why_each_failed_trial_failed(tmp_path):
     failed = trials[0]
     who = {"host": "h", "pid": 1, "executor": "local", "job_id": None}
     claim = store.claim("tiny", failed.trial_id, who, lease_seconds=600)
-    error = ("UserInputError: /data/voc/VOCdevkit/VOC2012/JPEGImages/2007_000001.jpg: "
+    root = "/data/" + "deep/" * 30  # a line longer than the 160 columns of a non-terminal
+    error = (f"UserInputError: {root}VOCdevkit/VOC2012/JPEGImages/2007_000001.jpg: "
              "unreadable image: Truncated File Read\nTraceback (most recent call last):\n ...")
     assert store.record(TrialResult.failure("tiny", failed.trial_id, error, name=failed.name,
                                             claim_epoch=claim.epoch))
     out = CliRunner().invoke(main, ["status", "tiny", "--db", db,
                                     "--runs-dir", str(tmp_path / "runs")])
     assert out.exit_code == 0, out.output
-    # the report's "see why with: ablate status tiny" found only the table before
+    # the report's "see why with: ablate status tiny" found only the table before; one
+    # line, not folded at the console's width, so the path can be copied
     assert out.output.splitlines()[-1] == (
-        f"failed {failed.name}: UserInputError: /data/voc/VOCdevkit/VOC2012/JPEGImages/"
+        f"failed {failed.name}: UserInputError: {root}VOCdevkit/VOC2012/JPEGImages/"
         "2007_000001.jpg: unreadable image: Truncated File Read")
     assert sum(line.startswith("failed ") for line in out.output.splitlines()) == 1
