@@ -122,3 +122,50 @@ def truncate(path: Path) -> None:
     """Keep the first half of a file: a download or copy cut short."""
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
+
+
+def _square_label(height: int, width: int, value: int, ignore: int | None = None) -> np.ndarray:
+    """Zeros with a ``value`` square in the top-left quarter; row 0 ``ignore`` if given."""
+    label = np.zeros((height, width), dtype=np.uint8)
+    label[height // 4: height // 2, width // 4: width // 2] = value
+    if ignore is not None:
+        label[0, :] = ignore
+    return label
+
+
+def _coco_polygon(image_id: int, ann_id: int, category: int) -> dict:
+    return {"id": ann_id, "image_id": image_id, "category_id": category, "iscrowd": 0,
+            "segmentation": [[4, 4, 30, 4, 30, 30, 4, 30]], "area": 1200.0,
+            "bbox": [4, 4, 26, 26]}
+
+
+# the classes in each tiny dataset's validation labels, by the dataset's own names
+TINY_VAL_CLASSES = {
+    "voc2012": {"background", "bicycle", "bird"},  # ids 2 and 3 on background, 255 ignored
+    "cityscapes": {"road", "car"},  # label ids 7 and 26; id 0 is ignored
+    "coco": {"background", "person", "car"},  # categories 1 and 3 mapped to VOC's classes
+}
+
+
+def write_tiny_dataset(name: str, root: Path, height: int = 40, width: int = 48) -> None:
+    """4 training and 2 validation images of ``name`` ("voc2012", "cityscapes" or
+    "coco") in its real layout under ``root``, labelled with TINY_VAL_CLASSES."""
+    if name == "voc2012":
+        ids = [f"2007_00000{i}" for i in range(6)]
+        labels = {i: _square_label(height, width, 1 + n % 3, ignore=255)
+                  for n, i in enumerate(ids)}
+        write_voc(root, labels, {"train": ids[:4], "val": ids[4:]})
+    elif name == "cityscapes":
+        for split, frames in (("train", 4), ("val", 2)):
+            for f in range(frames):
+                label_ids = np.where(_square_label(height, width, 1) == 1, 26, 7)  # car, road
+                label_ids[0, :] = 0  # unlabeled: no train id
+                write_cityscapes(root, split, "aachen", f"00000{f}_000019", label_ids)
+    elif name == "coco":
+        for split, count in (("train", 4), ("val", 2)):
+            images = [{"id": i + 1, "file_name": f"{i:012d}.jpg", "height": height,
+                       "width": width} for i in range(count)]
+            write_coco(root, split, images,
+                       [_coco_polygon(i + 1, i + 1, [1, 3, 18][i % 3]) for i in range(count)])
+    else:
+        raise ValueError(f"no tiny {name!r} dataset")

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from ablate.data.build import build_datasets
+from ablate.data.collate import collate_eval
 from ablate.recipes.schema import TrialSpec
-from ablate.train.loop import train_and_evaluate
-from tests.data.fixtures import write_cityscapes, write_coco, write_voc
-
-
-def _label(height: int, width: int, value: int, ignore: int | None = None) -> np.ndarray:
-    label = np.zeros((height, width), dtype=np.uint8)
-    label[height // 4: height // 2, width // 4: width // 2] = value
-    if ignore is not None:
-        label[0, :] = ignore
-    return label
+from ablate.train.loop import evaluate, train_and_evaluate
+from tests.data.fixtures import TINY_VAL_CLASSES, write_tiny_dataset
 
 
 def _spec(name: str, root, classes: int) -> TrialSpec:
@@ -28,48 +23,52 @@ def _spec(name: str, root, classes: int) -> TrialSpec:
     })
 
 
-def _coco_polygon(image_id: int, ann_id: int, category: int) -> dict:
-    return {"id": ann_id, "image_id": image_id, "category_id": category, "iscrowd": 0,
-            "segmentation": [[4, 4, 30, 4, 30, 30, 4, 30]], "area": 1200.0,
-            "bbox": [4, 4, 26, 26]}
-
-
-# the classes in each format's validation labels, by the dataset's own names: the
-# evaluation must report each of them (absent classes may show up as false positives)
-VAL_CLASSES = {
-    "voc2012": {"background", "bicycle", "bird"},  # ids 2 and 3 on background, 255 ignored
-    "cityscapes": {"road", "car"},  # label ids 7 and 26; id 0 is ignored
-    "coco": {"background", "person", "car"},  # categories 1 and 3 mapped to VOC's classes
-}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["voc2012", "cityscapes", "coco"])
 def test_trial_on_each_real_format(tmp_path, dataset):
-    if dataset == "voc2012":
-        ids = [f"2007_00000{i}" for i in range(6)]
-        write_voc(tmp_path, {i: _label(40, 48, 1 + n % 3, ignore=255) for n, i in enumerate(ids)},
-                  {"train": ids[:4], "val": ids[4:]})
-        classes = 21
-    elif dataset == "cityscapes":
-        for split, frames in (("train", 4), ("val", 2)):
-            for f in range(frames):
-                write_cityscapes(tmp_path, split, "aachen", f"00000{f}_000019",
-                                 _label(40, 48, 26, ignore=0) + 7 * (_label(40, 48, 1) == 0))
-        classes = 19
-    else:
+    if dataset == "coco":
         pytest.importorskip("pycocotools")
-        for split, count in (("train", 4), ("val", 2)):
-            images = [{"id": i + 1, "file_name": f"{i:012d}.jpg", "height": 40, "width": 48}
-                      for i in range(count)]
-            write_coco(tmp_path, split, images,
-                       [_coco_polygon(i + 1, i + 1, [1, 3, 18][i % 3]) for i in range(count)])
-        classes = 21
+    write_tiny_dataset(dataset, tmp_path)
+    classes = 19 if dataset == "cityscapes" else 21
     result = train_and_evaluate(_spec(dataset, tmp_path, classes), tmp_path / "run")
     final = result["final"]
     assert final["steps"] == 2.0  # 4 training images, batches of 2, one epoch
     assert np.isfinite(result["epochs"][0]["metrics"]["train_loss"])
+    # the evaluation must report each class of the validation labels (absent classes
+    # may show up as false positives)
     named = {key.removeprefix("iou/") for key in final if key.startswith("iou/")}
-    assert VAL_CLASSES[dataset] <= named, named
+    assert TINY_VAL_CLASSES[dataset] <= named, named
     ious = [final[f"iou/{name}"] for name in named]
     assert final["miou"] == pytest.approx(sum(ious) / len(ious))
+
+
+class Constant(torch.nn.Module):
+    """Predicts one class everywhere: the evaluation's figures follow by hand."""
+
+    def __init__(self, classes: int, predicted: int) -> None:
+        super().__init__()
+        self.classes, self.predicted = classes, predicted
+
+    def forward(self, images):
+        out = torch.zeros(images.shape[0], self.classes, *images.shape[2:])
+        out[:, self.predicted] = 1.0
+        return {"out": out}
+
+
+@pytest.mark.parametrize("dataset, classes, predicted", [("voc2012", 21, 0),
+                                                         ("cityscapes", 19, 0)])
+def test_miou_over_the_val_split_by_hand(tmp_path, dataset, classes, predicted):
+    """Background (VOC) or road (Cityscapes) everywhere on the 2 validation images."""
+    write_tiny_dataset(dataset, tmp_path)
+    pair = build_datasets(_spec(dataset, tmp_path, classes).data)
+    loader = torch.utils.data.DataLoader(pair.val, batch_size=2, collate_fn=collate_eval)
+    metrics = evaluate(Constant(classes, predicted), loader, classes, torch.device("cpu"),
+                       pair.class_names)
+    # each 40x48 image: row 0 ignored (VOC 255, Cityscapes id 0), a 10x12 square of another
+    # class, the predicted class on the rest
+    hit, square = 2 * (40 * 48 - 48 - 120), 2 * 120
+    iou = hit / (hit + square)  # the squares are the predicted class's false positives
+    named = sorted(TINY_VAL_CLASSES[dataset], key=pair.class_names.index)
+    assert metrics == pytest.approx({
+        "miou": iou / len(named), "pixel_acc": hit / (hit + square),
+        **{f"iou/{name}": iou if i == 0 else 0.0 for i, name in enumerate(named)}})
