@@ -67,3 +67,19 @@ def test_squeezenet_recipe_builds_1348951():
 def test_torchvision_baselines_build_the_published_counts():
     for trial in trials("torchvision_baselines.toml"):
         assert params(trial) == trial.published.params, trial.variant
+
+
+# the folder under data/ each shipped recipe reads a real dataset from (its root key)
+DATA_DIRS = {"voc2012": "data/voc", "coco": "data/coco", "cityscapes": "data/cityscapes"}
+
+
+@pytest.mark.parametrize("name", [*SHIPPED, "selective_downsampling.toml",
+                                  "selective_downsampling_sweep.toml"])
+def test_real_data_recipe_names_its_root(name):
+    """`ablate run recipes/NAME`, as each header says, reads the data under data/; a
+    recipe without the key stopped with `data.root: not set` (the Cityscapes ones)."""
+    for trial in trials(name):
+        data, eval_data = trial.spec.data, trial.spec.eval_data
+        assert data.root == DATA_DIRS[data.name]
+        if eval_data.name is not None:
+            assert eval_data.root == DATA_DIRS[eval_data.name]
