@@ -209,7 +209,8 @@ class StudyView:
                 progress.console.print(f"[green]done[/]   {escape(job.name)}  mIoU {100 * miou:.2f}")
             else:
                 first = result.error.splitlines()[0] if result.error else ""
-                progress.console.print(f"[red]failed[/] {escape(job.name)}: {escape(first)}")
+                progress.console.print(f"[red]failed[/] {escape(job.name)}: {escape(first)}",
+                                       soft_wrap=True)  # a long path stays on one line
             progress.advance(self.overall)
 
 
