@@ -22,12 +22,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from ablate import atomic
 
 CACHE_ENV = "ABLATE_CACHE_DIR"
 FORMAT = 1
@@ -106,20 +107,10 @@ def save(arch_id: str, cost: dict[str, Any]) -> None:
 
 
 def _write(folder: Path, name: str, payload: str) -> None:
-    tmp = None
-    try:
+    # a read-only home or a full disk costs a recount next time, nothing more
+    with contextlib.suppress(OSError):
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(payload)
-        os.replace(tmp, folder / f"{name}.json")
-        tmp = None
-    except OSError:
-        pass  # a read-only home or a full disk costs a recount next time, nothing more
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        atomic.write_text(folder / f"{name}.json", payload)
 
 
 def load_entry(kind: str, key: str) -> dict[str, Any] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -144,14 +143,13 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> T
 def _keep_finished(job: TrialJob) -> None:
     """Thin the done trial's checkpoint to ``job.keep``. Whatever goes wrong doing so (a
     full disk, an unreadable checkpoint) leaves the checkpoint as it was and the trial
-    done: its result is written, and an error here must not hand the trial back."""
-    from ablate.train.checkpoint import WEIGHTS_NAME, keep_finished  # lazy: loads torch
+    done: its result is written, and an error here must not hand the trial back. (A
+    ``weights.pt`` half written is a temporary file that ``ablate.atomic`` removes.)"""
+    from ablate.train.checkpoint import keep_finished  # lazy: loads torch
 
     try:
         keep_finished(Path(job.run_dir), job.keep)
     except Exception as err:
-        with contextlib.suppress(OSError):
-            (Path(job.run_dir) / f"{WEIGHTS_NAME}.tmp").unlink(missing_ok=True)
         print(f"ablate: trial {job.trial_id}: checkpoint kept whole "
               f"({type(err).__name__}: {err})", file=sys.stderr)
 

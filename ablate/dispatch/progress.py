@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from ablate import atomic
 from ablate.train.events import EpochEnded, Progress, Resumed, Stepped, TrialEvent
 
 PROGRESS_FILE = "progress.json"
@@ -57,9 +57,7 @@ class ProgressFile:
         self.last_write = now
         with contextlib.suppress(OSError, TypeError, ValueError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{PROGRESS_FILE}.{os.getpid()}")
-            tmp.write_text(json.dumps({**self.state, "updated_unix": time.time()}))
-            os.replace(tmp, self.path)
+            atomic.write_text(self.path, json.dumps({**self.state, "updated_unix": time.time()}))
 
 
 def read_progress(run_dir: str | Path | None) -> dict[str, Any] | None:

@@ -17,14 +17,13 @@ is read as before.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ablate import atomic
 from ablate.errors import UserInputError
 from ablate.store.target import sqlite_path
 from ablate.trials.lifecycle import RESULT_NAME, CorruptResult, TrialResult, TrialStatus
@@ -119,20 +118,15 @@ def _mark(root: Path, owner: StudyOwner) -> bool:
     """Write ``root/database.json`` for ``owner`` unless there is one: whole (temporary
     file, then a hard link that fails if another runner marked it first). True if written."""
     root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".database.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(owner.to_json(), fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic.temporary_beside(root / OWNER_NAME) as tmp:
+        tmp.write_text(json.dumps(owner.to_json(), indent=1), encoding="utf-8")
+        atomic.sync_file(tmp)
         try:
             os.link(tmp, root / OWNER_NAME)
         except FileExistsError:
             return False
-        return True
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    atomic.sync_folder(root)
+    return True
 
 
 def _candidates(runs_root: str | Path, study: str, owner: StudyOwner) -> tuple[Path, Path]:

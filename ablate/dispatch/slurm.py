@@ -28,6 +28,7 @@ from submitit.core.utils import FailedJobError, JobPaths, pickle_load
 from submitit.slurm import slurm as submitit_slurm
 from submitit.slurm.slurm import SlurmInfoWatcher
 
+from ablate import atomic
 from ablate.clock import utc_now_iso
 from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob
@@ -270,10 +271,8 @@ class JobInfo:
 def write_job_info(run_dir: str | Path, info: JobInfo) -> None:
     path = Path(run_dir) / JOB_INFO_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"job_id": info.job_id, "folder": info.folder,
-                               "submitted_at": _now()}))
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps({"job_id": info.job_id, "folder": info.folder,
+                                        "submitted_at": _now()}))
 
 
 def read_job_info(run_dir: str | Path | None) -> JobInfo | None:

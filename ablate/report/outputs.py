@@ -13,10 +13,10 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from ablate import atomic
 from ablate.errors import UserInputError
 from ablate.store.target import SIDECARS, sqlite_path
 
@@ -105,36 +105,19 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` fills a temporary file beside ``path`` that then replaces it; on any
-    error the temporary file goes and ``path`` is as it was. A target that is not a
-    regular file (``/dev/null``, a pipe) is written in place; a link, through it.
-    Raises the ``OSError`` with ``filename`` set to ``path``."""
+    """``write(tmp)`` fills a temporary file beside ``path`` that then replaces it
+    (``ablate.atomic``); on any error the temporary file goes and ``path`` is as it was.
+    A target that is not a regular file (``/dev/null``, a pipe) is written in place; a
+    link, through it. Raises the ``OSError`` with ``filename`` set to ``path``."""
     real = os.path.realpath(path)
-    if os.path.exists(real) and not os.path.isfile(real):
-        try:
-            write(real)
-        except OSError as err:
-            err.filename = str(path)
-            raise
-        return
-    tmp = None
     try:
-        mode = (stat.S_IMODE(os.stat(real).st_mode) if os.path.exists(real)
-                else 0o666 & ~_umask())
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp",
-                                   dir=os.path.dirname(real))
-        os.close(fd)
-        write(tmp)
-        os.chmod(tmp, mode)
-        os.replace(tmp, real)
-        tmp = None
+        if os.path.exists(real) and not os.path.isfile(real):
+            write(real)
+        else:
+            atomic.write_file(real, lambda tmp: write(str(tmp)))
     except OSError as err:
         err.filename = str(path)
         raise
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 def write_text(path: str | Path, text: str, newline: str | None = None) -> None:
@@ -144,9 +127,3 @@ def write_text(path: str | Path, text: str, newline: str | None = None) -> None:
             handle.write(text)
 
     write_atomic(path, write)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ablate import atomic
 from ablate.track.tensorboard import hparam_value
 from ablate.track.trial import TrackedTrial, ended_status
 from ablate.train.events import EpochEnded, Stepped, TrialEvent
@@ -135,7 +136,7 @@ class MlflowSink:
     def _remember(self) -> None:
         folder = Path(self.trial.run_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / RUN_ID_FILE).write_text(self.run_id + "\n")
+        atomic.write_text(folder / RUN_ID_FILE, self.run_id + "\n")
 
     def _log(self, values: dict[str, Any], step: int) -> None:
         from mlflow.entities import Metric  # lazy: optional mlflow

@@ -38,6 +38,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from ablate import atomic
 from ablate.track.trial import TrackedTrial, ended_status
 from ablate.train.events import EpochEnded, Resumed, Stepped, TrialEvent
 from ablate.trials.lifecycle import TrialStatus
@@ -290,9 +291,7 @@ class WandbSink:
 
     def _save(self) -> None:
         self.saved_at = time.monotonic()
-        tmp = self.state_path.with_name(f".{RUN_FILE}.{os.getpid()}")
-        tmp.write_text(json.dumps(self.state))
-        os.replace(tmp, self.state_path)  # a kill mid-write leaves the old file whole
+        atomic.write_text(self.state_path, json.dumps(self.state))  # a kill leaves the old one
 
     def _save_at_exit(self) -> None:
         with contextlib.suppress(OSError):  # the folder may be gone

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ablate import atomic
 from ablate.trials.lifecycle import KEEP_CHOICES
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -35,14 +35,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary file, fsync, then rename: a kill never leaves half a file."""
+    """Whole or not at all, and on disk (``ablate.atomic``): a kill never leaves half a
+    file, and two processes saving one path never mix their bytes."""
+    def write(tmp: Path) -> None:
+        # a file object, not the path: torch names the archive's records after a path's
+        # file name, and the temporary one is random
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _stale(path)
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic.write_file(path, write, durable=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
@@ -65,7 +67,6 @@ def keep_finished(run_dir: Path, keep: str) -> int:
     files = thinned_files(run_dir, keep)
     freed = sum(path.stat().st_size for path in files)
     checkpoint, weights = Path(run_dir) / CHECKPOINT_NAME, Path(run_dir) / WEIGHTS_NAME
-    _stale(weights).unlink(missing_ok=True)  # before save_checkpoint writes its own
     if keep == "weights" and checkpoint in files:
         save_checkpoint(weights, _weights_of(load_checkpoint(checkpoint)))
         freed -= weights.stat().st_size
@@ -110,21 +111,24 @@ class _ByteCounter:
 
 def thinned_files(run_dir: Path, keep: str) -> list[Path]:
     """The files of ``run_dir`` that ``keep_finished(run_dir, keep)`` removes or shrinks:
-    the checkpoint, a ``weights.pt.tmp`` left by a thinning killed half-way, and with
+    the checkpoint, the temporary files of saves killed half-way (``ablate.atomic``'s
+    ``.checkpoint.pt.RANDOM.tmp``, an older ablate's ``weights.pt.tmp``), and with
     ``none`` also ``weights.pt`` (those present)."""
     if keep not in KEEP_CHOICES:
         raise ValueError(f"keep={keep!r}: allowed {', '.join(KEEP_CHOICES)}")
     if keep == "checkpoint":
         return []
-    weights = Path(run_dir) / WEIGHTS_NAME
-    candidates = [Path(run_dir) / CHECKPOINT_NAME, _stale(weights)]
+    checkpoint, weights = Path(run_dir) / CHECKPOINT_NAME, Path(run_dir) / WEIGHTS_NAME
+    candidates = [checkpoint]
+    for path in (checkpoint, weights):
+        candidates += [*atomic.temporaries(path), _older_temporary(path)]
     if keep == "none":
         candidates.append(weights)
     return [path for path in candidates if path.is_file()]
 
 
-def _stale(path: Path) -> Path:
-    """The temporary file ``save_checkpoint`` writes ``path`` through."""
+def _older_temporary(path: Path) -> Path:
+    """The fixed name an ablate before ``ablate.atomic`` saved ``path`` through."""
     return path.with_suffix(path.suffix + ".tmp")
 
 

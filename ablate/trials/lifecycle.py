@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ablate import atomic
 from ablate.errors import AblateError
 
 
@@ -203,16 +203,13 @@ class TrialResult:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def write(self, run_dir: str | Path) -> Path:
-        """Temporary file, fsync, rename: readers see the whole file or none of it."""
+        """Whole or not at all, and on disk before it counts (``ablate.atomic``): readers
+        see one writer's whole file, never two writers' mixed."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / RESULT_NAME
-        tmp = path.with_suffix(".json.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_json(), fh, indent=1, default=_jsonable)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic.write_text(path, json.dumps(self.to_json(), indent=1, default=_jsonable),
+                          durable=True)
         return path
 
     @classmethod

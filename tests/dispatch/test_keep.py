@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from ablate import atomic
 from ablate.dispatch.entry import TrialJob, run_trial
 from ablate.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -43,13 +44,17 @@ def _checkpoint(path):
 def test_weights_keeps_the_spec_model_and_step_and_drops_the_resume_state(tmp_path):
     model = _checkpoint(tmp_path)
     whole = (tmp_path / CHECKPOINT_NAME).stat().st_size
-    (tmp_path / (WEIGHTS_NAME + ".tmp")).write_bytes(b"half")  # a thinning killed half-way
+    # saves killed half-way: a checkpoint's (ablate.atomic's name), an older ablate's thinning
+    left = atomic.temporary_name(tmp_path / CHECKPOINT_NAME)
+    left.write_bytes(b"partial")
+    (tmp_path / (WEIGHTS_NAME + ".tmp")).write_bytes(b"half")
     predicted = {keep: would_free(tmp_path, keep) for keep in ("checkpoint", "weights", "none")}
-    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME, WEIGHTS_NAME + ".tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        left.name, CHECKPOINT_NAME, WEIGHTS_NAME + ".tmp"]
     freed = keep_finished(tmp_path, "weights")
-    assert predicted == {"checkpoint": 0, "weights": freed, "none": whole + 4}
+    assert predicted == {"checkpoint": 0, "weights": freed, "none": whole + 7 + 4}
     assert not (tmp_path / CHECKPOINT_NAME).exists()
-    assert freed == whole + 4 - (tmp_path / WEIGHTS_NAME).stat().st_size > 0
+    assert freed == whole + 7 + 4 - (tmp_path / WEIGHTS_NAME).stat().st_size > 0
     kept = torch.load(tmp_path / WEIGHTS_NAME, weights_only=True)
     assert set(kept) == {"spec", "model", "step"}
     assert kept["spec"] == {"seed": 1} and kept["step"] == 7
@@ -198,12 +203,16 @@ def test_a_trial_that_cannot_be_thinned_stays_done_with_its_whole_checkpoint(
     import ablate.train.checkpoint as checkpoint
 
     def disk_full(run_dir, keep):  # the weights half written, then the disk is full
-        (run_dir / (WEIGHTS_NAME + ".tmp")).write_bytes(b"half")
-        raise OSError(errno.ENOSPC, "No space left on device")
+        def half(tmp):
+            tmp.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        atomic.write_file(run_dir / WEIGHTS_NAME, half)
 
     monkeypatch.setattr(checkpoint, "keep_finished", disk_full)
     result = run_trial(TrialJob("k", "t3", "t3", SPEC, str(tmp_path / "full")))
     assert result.done and result.error is None
     assert sorted(p.name for p in (tmp_path / "full").glob("*.pt*")) == [CHECKPOINT_NAME]
+    assert atomic.temporaries(tmp_path / "full" / WEIGHTS_NAME) == []
     assert "ablate: trial t3: checkpoint kept whole (OSError: [Errno 28] No space left on " \
            "device)" in capsys.readouterr().err
