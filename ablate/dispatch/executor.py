@@ -40,6 +40,10 @@ class ExecutorRequest:
 
 
 class Executor(Protocol):
+    """Runs trial jobs. An executor may also have ``check(study, trials, source)``, which
+    the study runner calls before it records anything: it raises for trials the executor
+    would refuse to run (the Slurm executor asks ``sbatch --test-only``)."""
+
     name: str
 
     def run(self, jobs: list[TrialJob], on_event: OnEvent) -> None:

@@ -62,6 +62,7 @@ JOB_INFO_NAME = "slurm.json"  # in each run folder: job id and submitit log path
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's own default
 RESULT_POLL_S = 0.5  # result files are cheap to look for
 STATE_POLL_S = 3.0  # sacct is not: ask for the states of all jobs at once, now and then
+SBATCH_TIMEOUT_S = 60  # sbatch, sinfo and scontrol wait this long for slurmctld
 RESULT_GRACE_S = 2.0  # a job that ended may still be flushing its result file (NFS)
 # PREEMPTED is also what sacct shows for the moment between a preemption and the requeue;
 # a job still PREEMPTED after this long was not requeued (PreemptMode=CANCEL)
@@ -317,6 +318,29 @@ class SlurmExecutor:
         return cls(**spec.model_dump(), folder=Path(request.runs_dir).absolute().parent / "slurm",
                    detach=request.detach)
 
+    def check(self, study: str, trials: int, source: str = "") -> None:
+        """Refuse, before anything is recorded, a job array that sbatch would refuse (a
+        partition that does not exist, more memory, CPUs or GPUs than a node has, a time
+        over the partition's limit): ``sbatch --test-only`` on the array's own script,
+        which submits nothing and writes no file. ``source``: the recipe, named in the
+        message."""
+        _require_sbatch()
+        size = max(1, min(trials, max_array_size()))
+        script = render_sbatch(slurm_parameters(self.spec, job_name=f"ablate:{study}"),
+                               self.folder, size, python=shlex.quote(sys.executable))
+        try:
+            done = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True,
+                                  text=True, timeout=SBATCH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise AblateError(f"--executor slurm: sbatch --test-only did not answer in "
+                              f"{SBATCH_TIMEOUT_S} s; is the cluster's slurmctld up? "
+                              "(nothing was recorded)") from None
+        except OSError as err:
+            raise AblateError(f"--executor slurm: cannot run sbatch: {err.strerror or err} "
+                              "(nothing was recorded)") from None
+        if done.returncode != 0:
+            raise refused_error(done.stderr or done.stdout, source, recorded=False)
+
     def run(self, jobs: list[TrialJob], on_event: OnEvent) -> None:
         if not jobs:
             return
@@ -326,9 +350,7 @@ class SlurmExecutor:
 
     def submit(self, jobs: list[TrialJob], on_event: OnEvent) -> list[tuple[TrialJob, JobInfo]]:
         """One array per ``MaxArraySize`` jobs; a ``Submitted`` event with each job id."""
-        if shutil.which("sbatch") is None:
-            raise UserInputError("--executor slurm: sbatch not found; is Slurm installed "
-                                 "and on PATH (and SLURM_CONF set)?")
+        _require_sbatch()
         executor = submitit.AutoExecutor(folder=self.folder, cluster="slurm",
                                          slurm_python=shlex.quote(sys.executable))
         executor.update_parameters(**slurm_parameters(self.spec,
@@ -343,14 +365,44 @@ class SlurmExecutor:
             try:
                 handles = executor.submit_array(payloads)
             except FailedJobError as err:
-                first = next((ln for ln in str(err).splitlines() if ln.strip()), str(err))
-                raise UserInputError(f"sbatch refused the job array: {first.strip()}") from None
+                raise refused_error(str(err)) from None
             for job, handle in zip(chunk, handles):
                 info = JobInfo(str(handle.job_id), str(self.folder))
                 write_job_info(job.run_dir, info)
                 submitted.append((job, info))
                 on_event(job, Submitted(info.job_id))
         return submitted
+
+
+def _require_sbatch() -> None:
+    if shutil.which("sbatch") is None:
+        raise UserInputError("--executor slurm: sbatch not found; is Slurm installed "
+                             "and on PATH (and SLURM_CONF set)?")
+
+
+def refused_error(output: str, source: str = "", *, recorded: bool = True) -> UserInputError:
+    """sbatch's refusal as one line: its first words, the partitions there are when it
+    named the partition, and where the job's options come from."""
+    first = next((ln.strip() for ln in output.splitlines() if ln.strip()), "no reason given")
+    first = first.removeprefix("sbatch: error: ").removeprefix("sbatch: ")
+    known = partitions() if "partition" in first.lower() else []
+    allowed = f" (partitions here: {', '.join(known)})" if known else ""
+    where = f" or the [slurm] section of {source}" if source else " or the recipe's [slurm]"
+    nothing = "" if recorded else "; nothing was recorded"
+    return UserInputError(f"sbatch refused the job array: {first}{allowed}{nothing}; check "
+                          f"--partition, --mem, --time, --cpus-per-trial, --gpus-per-trial"
+                          f"{where}")
+
+
+def partitions() -> list[str]:
+    """The cluster's partition names (``sinfo``); none when sinfo cannot say."""
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True,
+                              timeout=SBATCH_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted({ln.strip() for ln in done.stdout.splitlines() if ln.strip()}) \
+        if done.returncode == 0 else []
 
 
 def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEvent, *,

@@ -163,10 +163,11 @@ class StudyRunner:
                     loop: LoopSettings | None = None):
         """What ``execute`` checks before anything runs: a study grown before under other
         loop settings, or tuned with another [tune] set-up, is refused; so is a budget the
-        recipe's round cannot keep (``OverBudget``). Writes nothing but architecture costs.
+        recipe's round cannot keep (``OverBudget``), and trials the executor would refuse
+        (``check``: a job array sbatch refuses). Writes nothing but architecture costs.
         Returns the loop's start, the tuning plan, the recorded tuning and the budget's
         keeper. (``ablate run`` calls it on an in-memory stand-in first when the database
-        does not exist yet, so that a refused budget does not create it.)"""
+        does not exist yet, so that a refused budget or submission does not create it.)"""
         start = (start_loop(self.store, recipe, dict(overrides or {}),
                             **dataclasses.asdict(loop)) if loop is not None else None)
         plan = tuning.tuning_plan(recipe, overrides)
@@ -186,6 +187,9 @@ class StudyRunner:
                                            self.options.budget,
                                            start.design if start is not None else None,
                                            force=self.options.force)
+        check = getattr(self.executor, "check", None)  # optional: Executor's docstring
+        if check is not None:
+            check(recipe.name, len(trials), recipe.path)
         return start, plan, recorded, keeper
 
     def run(self, recipe: Recipe, trials: list[Trial], *, force: bool = False) -> RunSummary:

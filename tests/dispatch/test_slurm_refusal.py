@@ -1,0 +1,87 @@
+"""A job array sbatch refuses is refused before anything is recorded: one line, exit 2, no
+database created, no study, trial, estimate or run folder, an existing study's trials as
+they were. sbatch is a script on PATH that refuses every job (no cluster needed)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ablate.cli import main
+from ablate.recipes.loader import load_recipe
+from ablate.store import Store
+from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialResult, TrialStatus
+
+REFUSAL = "sbatch: error: Batch job submission failed: Invalid partition name specified"
+
+
+@pytest.fixture
+def refusing_sbatch(tmp_path, monkeypatch) -> Path:
+    """sbatch that logs its arguments and refuses; sinfo and scontrol that know nothing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "sbatch.calls"
+    scripts = {
+        "sbatch": f'echo "$@" >> {calls}\necho "{REFUSAL}" >&2\nexit 1\n',
+        "sinfo": "exit 1\n",
+        "scontrol": "exit 1\n",
+    }
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+def run(tmp_path, recipe, db, *extra):
+    return CliRunner().invoke(main, [
+        "run", str(recipe), "--db", str(db), "--runs-dir", str(tmp_path / "runs"),
+        "--executor", "slurm", "--partition", "nosuch", *extra])
+
+
+def refused_in_one_line(result, recipe) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        "Error: sbatch refused the job array: Batch job submission failed: Invalid partition "
+        "name specified; nothing was recorded; check --partition, --mem, --time, "
+        f"--cpus-per-trial, --gpus-per-trial or the [slurm] section of {recipe}\n")
+
+
+def test_a_refused_submission_creates_no_database(tmp_path, tiny_recipe, refusing_sbatch):
+    db = tmp_path / "new.db"
+    refused_in_one_line(run(tmp_path, tiny_recipe, db), tiny_recipe)
+    assert not db.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "sbatch.calls", "tiny.toml"]
+    # asked once, to test the job array, never to submit it
+    assert refusing_sbatch.read_text().splitlines() == ["--test-only"]
+
+
+@pytest.mark.parametrize("extra", [(), ("--force",), ("--set", "seeds=[0,1]")])
+def test_a_refused_submission_leaves_an_existing_study_as_it_was(tmp_path, tiny_recipe,
+                                                                  refusing_sbatch, extra):
+    db = tmp_path / "old.db"
+    store = Store(str(db))
+    recipe = load_recipe(str(tiny_recipe))
+    done, failed = expand(recipe)
+    store.upsert_study(recipe.name, recipe.description, str(tiny_recipe), recipe.text)
+    store.register_trials(recipe.name, [done, failed])
+    store.record(TrialResult(recipe.name, done.trial_id, TrialStatus.DONE,
+                             final={"miou": 0.5}, environment={}))
+    store.record(TrialResult.failure(recipe.name, failed.trial_id, "boom"))
+    before = store.trials(recipe.name)
+    store.close()
+    db_bytes = db.read_bytes()
+
+    refused_in_one_line(run(tmp_path, tiny_recipe, db, *extra), tiny_recipe)
+    store = Store(str(db))
+    assert store.trials(recipe.name) == before  # no trial added, reset or submitted
+    assert store.estimates([recipe.name]) == []
+    assert db.read_bytes() == db_bytes and not (tmp_path / "runs").exists()
+    status = CliRunner().invoke(main, ["status", recipe.name, "--db", str(db)])
+    assert status.exit_code == 0, status.output
