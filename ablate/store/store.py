@@ -15,7 +15,7 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from ablate.clock import utc_now
 from ablate.errors import StoreError
@@ -56,6 +56,7 @@ class Store(ClaimsMixin, TimingsMixin):
         A SQLite file this process cannot write (``target.sqlite_writable``) is read
         read-only by the commands that only read (``must_exist``), their best-effort
         writes skipped (the cost cache); one that would record results in it is refused.
+        Read-only, a SQLite file creates no file beside it (``_use_sqlite_reader``).
         """
         must_exist, create = must_exist or read_only, create and not read_only
         self.url = resolve_url(url)
@@ -74,14 +75,10 @@ class Store(ClaimsMixin, TimingsMixin):
             raise target.read_only_error(self.url)
         self.read_only = read_only or not writable
         try:
-            if self.read_only:
-                # a file nobody has open (no -wal/-shm) is read as immutable, creating no
-                # -wal/-shm beside it: always for a command that only looks once; for a
-                # watcher (runners may start writing while it polls) only where SQLite
-                # could not create them anyway (the folder is read-only)
-                fixed = not target.has_sidecars(self.url) and (
-                    not read_only or not target.folder_writable(self.url))
-                self._use(_read_only_engine(self.url, immutable=fixed))
+            if self.read_only and target.sqlite_path(self.url):
+                self._use_sqlite_reader()
+            elif self.read_only:
+                self._use(_read_only_engine(self.url))
             else:
                 self._use(_make_engine(self.url))
         except (SQLAlchemyError, ImportError, ValueError, TypeError, OSError) as err:
@@ -92,19 +89,44 @@ class Store(ClaimsMixin, TimingsMixin):
         except (SQLAlchemyError, ImportError, OSError) as err:
             raise target.connect_error(self.url, err) from None
         if must_exist and not target.has_tables(self.engine, self.display_url):
-            self.engine.dispose()
+            self.close()
             self.empty = True
             self._use(_empty_stand_in())
         elif create or read_only:  # refuses a damaged, foreign, older or newer database
             ensure_schema(self.engine, self.display_url, create=create and not self.read_only)
 
-    def _use(self, engine) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+    def _use(self, engine, *others, pick=None) -> None:
+        """Transactions on ``engine``; with ``others``, on the one ``pick()`` names at
+        the start of each transaction."""
+        self._engines = (engine, *others)
+        self._makers = {e: sessionmaker(e, expire_on_commit=False) for e in self._engines}
+        self._pick = pick or (lambda: engine)
+
+    def _use_sqlite_reader(self) -> None:
+        """A SQLite file read only, that gets no file beside it from this process.
+
+        SQLite in WAL mode creates ``-wal`` and ``-shm`` files beside a database even for a
+        ``mode=ro`` connection, and a read-only connection cannot remove them again: left
+        by ``ablate watch`` or a report, they would belong to whoever read (another user
+        of a shared folder: then the owner's runner could not open its own database). So
+        each transaction first looks: a file nobody has open (no -wal/-shm) is read as
+        immutable, through a connection of its own (no lock, no file; nothing can change
+        under a snapshot that lasts one transaction, since a writer that starts
+        meanwhile writes its -wal, not the database file, until it checkpoints); one that
+        a writer has open is read live, with ``mode=ro``, through the writer's -wal and
+        -shm. A watcher thus follows a runner that starts or stops while it polls."""
+        live = _read_only_engine(self.url)
+        still = _read_only_engine(self.url, immutable=True)
+        self._use(live, still, pick=lambda: live if target.has_sidecars(self.url) else still)
+
+    @property
+    def engine(self):
+        """The engine the next transaction runs on."""
+        return self._pick()
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        session = self._sessions()
+        session = self._makers[self.engine]()
         try:
             yield session
             session.commit()
@@ -122,7 +144,8 @@ class Store(ClaimsMixin, TimingsMixin):
             session.close()
 
     def close(self) -> None:
-        self.engine.dispose()
+        for engine in self._engines:
+            engine.dispose()
 
     # -- studies and trials -------------------------------------------------------------
 
@@ -417,7 +440,8 @@ def _read_only_engine(url: str, *, immutable: bool = False):
     """SQLite opened with ``mode=ro`` (a write fails) and a deferred BEGIN (no write lock:
     it never waits for a runner, nor makes one wait); other dialects in read-only sessions.
     ``immutable``: SQLite takes no locks and creates no -wal/-shm files (for a file that
-    nobody can be writing)."""
+    nobody is writing), each transaction on a new connection (SQLite keeps an immutable
+    file's pages across the transactions of one connection)."""
     path = target.sqlite_path(url)
     if path is None:
         if url.startswith("postgresql"):
@@ -426,7 +450,8 @@ def _read_only_engine(url: str, *, immutable: bool = False):
         return create_engine(url, pool_pre_ping=True, connect_args=target.connect_args(url))
     flags = "mode=ro&immutable=1" if immutable else "mode=ro"
     engine = create_engine(f"sqlite:///file:{quote(str(Path(path).absolute()))}?{flags}&uri=true",
-                           connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+                           connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                           **({"poolclass": NullPool} if immutable else {}))
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):

@@ -280,6 +280,22 @@ def test_plan_works_on_a_read_only_database(uncached_db, tiny_recipe, request, f
     assert digest(db) == before
 
 
+@pytest.mark.parametrize("command", ["status", "report", "db-info", "export", "watch"])
+@pytest.mark.parametrize("folder_too", [False, True], ids=["file", "file-and-folder"])
+def test_reading_a_read_only_database_creates_no_file_beside_it(uncached_db, tiny_recipe,
+                                                                request, folder_too, command):
+    """SQLite gives even a mode=ro connection -wal and -shm files where the folder lets it,
+    and a read-only connection cannot remove them: they would stay, the reader's."""
+    db = uncached_db
+    before = digest(db)
+    _make_read_only([db.parent, db] if folder_too else [db], request)
+    result = invoke(command, db, tiny_recipe)
+    assert result.exit_code == 0, result.output
+    assert "Error" not in result.output and "tiny" in result.output
+    assert sorted(p.name for p in db.parent.iterdir()) == ["ro.db"]
+    assert digest(db) == before
+
+
 @pytest.mark.parametrize("folder_too", [False, True], ids=["file", "file-and-folder"])
 def test_run_on_a_read_only_database_is_refused(uncached_db, tiny_recipe, request, folder_too):
     db = uncached_db

@@ -41,6 +41,30 @@ def test_reads_what_is_recorded_and_writes_nothing(db_url):
     writer.close()
 
 
+def test_a_watcher_creates_no_file_and_follows_a_writer_that_starts_later(tmp_path):
+    """A file nobody has open is read as immutable, one connection per transaction, so the
+    reader leaves nothing beside it; once a writer has it open (its -wal/-shm), the reader
+    reads live through them and sees what the writer records."""
+    db = tmp_path / "w.db"
+    trials = expand(parse_recipe(RECIPE, "s.toml"))
+    writer = Store(str(db))
+    writer.upsert_study("s")
+    writer.register_trials("s", trials)
+    writer.close()
+    reader = Store(str(db), read_only=True)
+    assert reader.statuses("s") == {t.trial_id: "pending" for t in trials}
+    assert reader.statuses("s") == {t.trial_id: "pending" for t in trials}
+    assert [p.name for p in tmp_path.iterdir()] == ["w.db"]  # no -wal, no -shm
+    writer = Store(str(db))  # a runner starts while the watcher polls
+    writer.record(TrialResult.failure("s", trials[0].trial_id, "boom"))
+    assert reader.statuses("s")[trials[0].trial_id] == "failed"
+    writer.record(TrialResult.failure("s", trials[1].trial_id, "boom"))
+    assert reader.statuses("s")[trials[1].trial_id] == "failed"
+    reader.close()
+    writer.close()  # the last connection: SQLite removes its -wal and -shm
+    assert [p.name for p in tmp_path.iterdir()] == ["w.db"]
+
+
 def test_a_missing_sqlite_file_is_not_created(tmp_path):
     from ablate.errors import NoDatabaseError
 
