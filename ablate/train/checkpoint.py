@@ -47,6 +47,20 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     atomic.write_file(path, write, durable=True)
 
 
+def remove_dead_temporaries(path: Path) -> int:
+    """Remove the temporary files that killed saves of ``path`` left; return how many.
+    Only for the one writer of ``path`` before it saves (a live save's file is one too)."""
+    dead = [*atomic.temporaries(path), _older_temporary(path)]
+    removed = 0
+    for tmp in dead:
+        try:
+            tmp.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None

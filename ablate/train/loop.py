@@ -38,6 +38,7 @@ from ablate.train.checkpoint import (
     CHECKPOINT_NAME,
     BackgroundWriter,
     load_checkpoint,
+    remove_dead_temporaries,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -357,7 +358,13 @@ def make_loaders(spec: TrialSpec, data: DatasetPair, device: torch.device, rank:
 
 
 def resume(run: TrialRun, checkpoint_path: Path, progress: Progress) -> None:
-    """Continue from ``checkpoint_path`` when it holds this very spec; else start at step 0."""
+    """Continue from ``checkpoint_path`` when it holds this very spec; else start at step 0.
+
+    Rank 0 first removes the temporary files of saves that a kill cut short: it is the
+    run folder's one writer (the trial's claim), so each is dead, and a trial preempted
+    many times mid-save would otherwise keep one checkpoint-sized file per preemption."""
+    if run.rank == 0:
+        remove_dead_temporaries(checkpoint_path)
     state = load_checkpoint(checkpoint_path)
     if state is not None and state.get("spec") == spec_dict(run.spec):
         run.model.load_state_dict(state["model"])

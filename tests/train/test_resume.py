@@ -75,3 +75,20 @@ def test_loss_falls_on_a_tiny_problem(tmp_path):
     result = train_and_evaluate(spec, tmp_path)
     losses = [e["metrics"]["train_loss"] for e in result["epochs"]]
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_a_resumed_trial_removes_the_temporary_files_of_saves_a_kill_cut_short(tmp_path):
+    from ablate import atomic
+
+    with pytest.raises(Killed):
+        train_and_evaluate(SPEC, tmp_path, kill_at(3))
+    # two saves killed half-way (one per preemption), and an older ablate's fixed name
+    dead = [atomic.temporary_name(tmp_path / CHECKPOINT_NAME) for _ in range(2)]
+    dead.append(tmp_path / f"{CHECKPOINT_NAME}.tmp")
+    for path in dead:
+        path.write_bytes(b"half a checkpoint")
+    events = []
+    train_and_evaluate(SPEC, tmp_path, events.append)
+    assert Resumed(2) in events
+    assert not any(path.exists() for path in dead)
+    assert atomic.temporaries(tmp_path / CHECKPOINT_NAME) == []
