@@ -33,6 +33,7 @@ TRAIN_ID_OF_LABEL_ID = {
 EXPECTED = "Cityscapes under data.root: leftImg8bit/ and gtFine/"
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
+COLOUR_SUFFIX = "_gtFine_color.png"  # a rendering for people, not label ids
 LABEL_MODES = ("L", "P")  # one 8-bit channel of label ids
 
 
@@ -58,22 +59,51 @@ def _require(path: Path) -> Path:
     return path
 
 
+def _require_label(label: Path) -> Path:
+    """A labelIds file; where gtFine holds only the colour renderings, says so."""
+    colour = label.with_name(label.name[: -len(LABEL_SUFFIX)] + COLOUR_SUFFIX)
+    if not label.exists() and colour.exists():
+        raise UserInputError(
+            f"data.root: {label} not found, only its colour rendering *{COLOUR_SUFFIX}; "
+            f"ablate reads the label ids (*{LABEL_SUFFIX} of gtFine_trainvaltest.zip)")
+    return _require(label)
+
+
+def _sample(image: Path, label_dir: Path) -> CityscapesSample:
+    stem = image.name[: -len(IMAGE_SUFFIX)]
+    return CityscapesSample(str(image), str(label_dir / image.parent.name / f"{stem}{LABEL_SUFFIX}"))
+
+
+def _split_dirs(root: Path, split: str) -> tuple[Path, Path]:
+    return _require(root / "leftImg8bit" / split), _require(root / "gtFine" / split)
+
+
+def _no_images(image_dir: Path) -> UserInputError:
+    return UserInputError(
+        f"data.root: {image_dir} holds no <city>/*{IMAGE_SUFFIX} files (expected {EXPECTED})")
+
+
 def find_samples(root: Path, split: str) -> list[CityscapesSample]:
     """Every image of ``split``, sorted by city then file name."""
-    image_dir = _require(root / "leftImg8bit" / split)
-    label_dir = _require(root / "gtFine" / split)
+    image_dir, label_dir = _split_dirs(root, split)
     images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
     if not images:
-        raise UserInputError(
-            f"data.root: {image_dir} holds no <city>/*{IMAGE_SUFFIX} files (expected {EXPECTED})"
-        )
-    samples = []
-    for image in images:
-        stem = image.name[: -len(IMAGE_SUFFIX)]
-        label = label_dir / image.parent.name / f"{stem}{LABEL_SUFFIX}"
-        samples.append(CityscapesSample(str(image), str(label)))
-    _require(Path(samples[0].label))
+        raise _no_images(image_dir)
+    samples = [_sample(image, label_dir) for image in images]
+    _require_label(Path(samples[0].label))
     return samples
+
+
+def first_sample(root: Path, split: str) -> CityscapesSample:
+    """``find_samples(root, split)[0]`` from one city's listing, not the whole split's."""
+    image_dir, label_dir = _split_dirs(root, split)
+    for city in sorted(p for p in image_dir.iterdir() if p.is_dir()):
+        images = sorted(city.glob(f"*{IMAGE_SUFFIX}"))
+        if images:
+            sample = _sample(images[0], label_dir)
+            _require_label(Path(sample.label))
+            return sample
+    raise _no_images(image_dir)
 
 
 def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
@@ -81,16 +111,23 @@ def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     return LOOKUP[label_ids.astype(np.uint8, copy=False)]
 
 
-def load(sample: CityscapesSample) -> tuple[np.ndarray, np.ndarray]:
-    """(image uint8 (H, W, 3), train-id label uint8 (H, W))."""
+def read_label_ids(path: str) -> np.ndarray:
+    """A ``*_gtFine_labelIds.png`` as its label ids; a colour or 16-bit file is refused
+    with its name (uint8 would wrap 16-bit ids)."""
     try:
-        with Image.open(sample.label) as label:
+        with Image.open(path) as label:
             mode = label.mode
             label_ids = np.asarray(label)
     except OSError as err:
-        raise UserInputError(f"{sample.label}: unreadable label: {err}") from None
-    if mode not in LABEL_MODES:  # colour, or 16-bit ids that uint8 would wrap
+        raise UserInputError(f"{path}: unreadable label: {err}") from None
+    if mode not in LABEL_MODES:
         raise UserInputError(
-            f"{sample.label}: label image is mode {mode!r}; expected 8-bit label ids "
+            f"{path}: label image is mode {mode!r}; expected 8-bit label ids "
             "(mode 'L', as cityscapesScripts writes *_gtFine_labelIds.png)")
+    return label_ids
+
+
+def load(sample: CityscapesSample) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 (H, W, 3), train-id label uint8 (H, W))."""
+    label_ids = read_label_ids(sample.label)
     return read_rgb(sample.image), to_train_ids(label_ids)

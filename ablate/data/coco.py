@@ -64,6 +64,32 @@ def require_pycocotools() -> None:
         raise UserInputError(extras.needs("data.name = 'coco'", "coco"))
 
 
+def annotation_path(root: Path, split: str) -> Path:
+    return root / "annotations" / f"instances_{split}2017.json"
+
+
+def annotation_shape_problem(path: Path, probe: int = 64) -> str | None:
+    """An instances file that cannot be a JSON object, from its first and last bytes
+    only (train2017's is 450 MB, too big to parse before every run): an empty file, an
+    HTML page or a download cut short. None when it may be one; ``find_samples`` parses it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(probe).lstrip()
+            f.seek(max(0, f.seek(0, 2) - probe))
+            tail = f.read().rstrip()
+    except OSError as err:
+        return f"data.root: {path}: unreadable ({err.strerror or err})"
+    if not head:
+        why = "it is empty"
+    elif not head.startswith(b"{"):
+        why = f"it starts with {head[:12].decode('utf-8', 'replace')!r}, not '{{'"
+    elif not tail.endswith(b"}"):
+        why = "it does not end with '}': cut short?"
+    else:
+        return None
+    return f"data.root: {path} is not a COCO instances file (a JSON object; {why})"
+
+
 def _has_valid_annotation(annotations: list[dict]) -> bool:
     return bool(annotations) and sum(a["area"] for a in annotations) > MIN_TRAIN_AREA
 
@@ -74,7 +100,7 @@ def find_samples(root: Path, split: str, *, drop_unannotated: bool) -> list[Coco
     ``drop_unannotated`` applies the reference's training filter (see the module doc).
     """
     image_dir = _require(root / f"{split}2017")
-    annotation_file = _require(root / "annotations" / f"instances_{split}2017.json")
+    annotation_file = _require(annotation_path(root, split))
     try:
         with open(annotation_file) as f:
             index = json.load(f)

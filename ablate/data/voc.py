@@ -160,14 +160,37 @@ def read_sbd_label(path: str) -> np.ndarray:
         ) from None
 
 
-def load(sample: VocSample) -> tuple[np.ndarray, np.ndarray]:
-    """(image uint8 (H, W, 3), label uint8 (H, W)); a class id past tvmonitor is refused
-    with the file's name (the loss would fail on it without one)."""
-    read_label = read_sbd_label if sample.label.endswith(".mat") else read_palette_label
-    label = read_label(sample.label)
+def read_label(path: str) -> np.ndarray:
+    """A SegmentationClass PNG or an SBD .mat as uint8 (H, W); a class id past tvmonitor
+    is refused with the file's name (the loss would fail on it without one)."""
+    label = read_sbd_label(path) if path.endswith(".mat") else read_palette_label(path)
     bad = (label >= len(CLASS_NAMES)) & (label != VOID)
     if bad.any():
         raise UserInputError(
-            f"{sample.label}: class id {int(label[bad].max())} out of range; VOC labels are "
+            f"{path}: class id {int(label[bad].max())} out of range; VOC labels are "
             f"0..{len(CLASS_NAMES) - 1} ({VOID} = void)")
+    return label
+
+
+def first_labels(root: Path, splits: list[str], *, sbd: bool = False,
+                 val_split: str = "val") -> list[str]:
+    """The labels a pre-run check reads: each split's first (the SegmentationClass PNG
+    of its first id), and with ``sbd`` also the first SBD .mat of the trainaug set built
+    from ``splits[0]``. Raises what ``find_samples`` raises for a broken split."""
+    paths = []
+    for n, split in enumerate(splits):
+        if sbd and n == 0:
+            samples = find_trainaug(root, split, val_split)
+            for suffix in (".png", ".mat"):  # VOC's own, then SBD's
+                first = next((s.label for s in samples if s.label.endswith(suffix)), None)
+                if first is not None:
+                    paths.append(first)
+        else:
+            paths.append(find_samples(root, split)[0].label)
+    return list(dict.fromkeys(paths))
+
+
+def load(sample: VocSample) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 (H, W, 3), label uint8 (H, W)); see ``read_label``."""
+    label = read_label(sample.label)
     return read_rgb(sample.image), label

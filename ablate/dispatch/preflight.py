@@ -4,8 +4,11 @@ A recipe can be valid and still unrunnable on this machine: its dataset is not o
 disk, a weights file is missing or is not a state dict, or ``model.num_classes`` is
 smaller than the dataset's classes, or a user dataset's function cannot be imported.
 Each distinct data spec and each distinct (architecture, weights) pair is checked once,
-from the file system only (no image is decoded, no annotation file parsed; a user
-dataset's module is imported, not called), so the check costs milliseconds.
+mostly from the file system: of a real dataset only the first label of each split is
+decoded, with the reader training uses (a colour-coded or 16-bit one stops here, not in
+every trial), and of COCO's annotation files only the first and last bytes are read; a
+user dataset's module is imported, not called. So the check costs milliseconds whatever
+the dataset's size.
 
 ``ablate run`` refuses with the first problem (exit 2, one line, nothing recorded);
 ``ablate plan`` and ``ablate cost`` need none of these inputs and print each problem
@@ -80,6 +83,33 @@ def _layout_problem(prefix: str, name: str, root_text: str | None, train_split: 
     return None
 
 
+def first_label_problems(name: str, root_text: str, splits: list[str], *, sbd: bool = False,
+                         val_split: str = "val") -> list[str]:
+    """The first label of each split read by the reader training uses, so a colour-coded
+    or 16-bit label stops the run with the line a trial would fail with; for COCO, the
+    shape of each annotation file. One file per split whatever the dataset's size."""
+    root = Path(root_text).expanduser()
+    try:
+        if name == "voc2012":
+            from ablate.data import voc  # lazy: loads numpy, PIL
+
+            for path in voc.first_labels(root, splits, sbd=sbd, val_split=val_split):
+                voc.read_label(path)
+        elif name == "cityscapes":
+            from ablate.data import cityscapes  # lazy: loads numpy, PIL
+
+            for split in splits:
+                cityscapes.read_label_ids(cityscapes.first_sample(root, split).label)
+        elif name == "coco":
+            from ablate.data import coco  # lazy: loads numpy
+
+            shapes = (coco.annotation_shape_problem(coco.annotation_path(root, s)) for s in splits)
+            return [p for p in shapes if p]
+    except UserInputError as err:
+        return [str(err)]
+    return []
+
+
 def class_names(name: str, classes: int) -> list[str]:
     """The class names a dataset's labels use, without reading it."""
     if name == "shapes":
@@ -105,10 +135,15 @@ def data_problems(trial: Any) -> list[str]:
     if problem:
         problems.append(problem)
     if data.name in LAYOUTS and data.builder is None:
-        problem = _layout_problem("data", data.name, data.root, data.train_split,
-                                  data.train_split if separate else data.val_split, data.sbd)
+        val_split = data.train_split if separate else data.val_split
+        problem = _layout_problem("data", data.name, data.root, data.train_split, val_split,
+                                  data.sbd)
         if problem:
             problems.append(problem + _hint(trial))
+        else:
+            problems.extend(first_label_problems(
+                data.name, str(data.root), list(dict.fromkeys([data.train_split, val_split])),
+                sbd=data.sbd, val_split=data.val_split))
     if data.name == "folder" and data.builder is None:
         from ablate.data.folder import first_mask_problem  # lazy: loads numpy
 
@@ -120,6 +155,9 @@ def data_problems(trial: Any) -> list[str]:
                                       eval_data.split, False)
             if problem:
                 problems.append(problem + _hint(trial))
+            else:
+                problems.extend(first_label_problems(eval_data.name, str(eval_data.root),
+                                                     [eval_data.split]))
         known = {"shapes", *LAYOUTS}
         if data.name not in known or eval_data.name not in known or data.builder is not None:
             return problems  # user datasets: their classes are compared when loaded

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ablate.data import cityscapes
 from ablate.data.build import build_datasets
 from ablate.data.cityscapes import LOOKUP, TRAIN_ID_OF_LABEL_ID
 from ablate.errors import UserInputError
@@ -108,3 +109,22 @@ def test_label_ids_not_8_bit_are_refused_naming_the_file(city_root, pixels, mode
     assert str(error.value) == (
         f"{label}: label image is mode {mode!r}; expected 8-bit label ids (mode 'L', as "
         "cityscapesScripts writes *_gtFine_labelIds.png)")
+
+
+def test_first_sample_is_the_first_of_find_samples_from_one_listing(city_root):
+    (city_root / "leftImg8bit" / "train" / "aa_empty").mkdir()  # sorts first, no images
+    write_cityscapes(city_root, "train", "aachen", "000000_000001", SECOND)
+    first = cityscapes.first_sample(city_root, "train")
+    assert first == cityscapes.find_samples(city_root, "train")[0]
+    assert first.label == str(city_root / "gtFine/train/aachen/aachen_000000_000001_gtFine_labelIds.png")
+
+
+def test_only_colour_renderings_in_gtfine_are_named(city_root):
+    label = city_root / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png"
+    label.rename(label.with_name("frankfurt_000000_000294_gtFine_color.png"))
+    expected = (f"data.root: {label} not found, only its colour rendering *_gtFine_color.png; "
+                "ablate reads the label ids (*_gtFine_labelIds.png of gtFine_trainvaltest.zip)")
+    for find in (cityscapes.find_samples, cityscapes.first_sample):
+        with pytest.raises(UserInputError) as error:
+            find(city_root, "val")
+        assert str(error.value) == expected

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from ablate.data import coco
 from ablate.data.build import build_datasets
 from ablate.data.coco import CATEGORY_IDS, VOC_CLASS_OF_CATEGORY
 from ablate.errors import UserInputError
@@ -137,6 +138,19 @@ def test_malformed_annotation_file_is_a_user_error(coco_root):
     (coco_root / "annotations" / "instances_val2017.json").write_text('{"images": []}')
     with pytest.raises(UserInputError, match="instances_val2017.json is not a COCO instances file"):
         build_datasets(spec(coco_root))
+
+
+@pytest.mark.parametrize("text, why", [
+    ("", "it is empty"),
+    ("\n<!DOCTYPE html><html>", "it starts with '<!DOCTYPE ht', not '{'"),
+    ('{"images": [{"id": 1', "it does not end with '}': cut short?"),
+])
+def test_an_annotation_file_that_cannot_be_json_is_named_from_its_ends(coco_root, text, why):
+    path = coco_root / "annotations" / "instances_val2017.json"
+    assert coco.annotation_shape_problem(path) is None  # the fixture's own file
+    path.write_text(text)
+    assert coco.annotation_shape_problem(path) == (
+        f"data.root: {path} is not a COCO instances file (a JSON object; {why})")
 
 
 def test_truncated_image_is_named(coco_root):

@@ -1,0 +1,138 @@
+"""The pre-run check reads the first label of each split of VOC and Cityscapes and the
+ends of COCO's annotation files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ablate.data import voc
+from ablate.dispatch import preflight
+from ablate.dispatch.prepare import load_trials
+from ablate.store import Store
+from tests.data.fixtures import truncate, write_sbd, write_tiny_dataset, write_voc
+from tests.dispatch.test_preflight import _one_line_error, _run
+
+RECIPE = """
+name = "labels"
+seeds = [0]
+[base.model]
+backbone = "mobilenet_v3_small"
+head = "lraspp"
+[base.train]
+epochs = 1
+batch_size = 2
+[base.data]
+name = "{name}"
+root = "{root}"
+"""
+
+
+def _recipe(write_recipe, name: str, root: Path, extra: str = "") -> Path:
+    """A one-trial recipe; ``extra`` goes on in the [base.data] table."""
+    return write_recipe(RECIPE.format(name=name, root=root) + extra)
+
+
+def _problems(recipe: Path) -> list[str]:
+    return preflight.find_problems(load_trials(str(recipe))[1])
+
+
+def _to_rgb(path: Path) -> None:
+    with Image.open(path) as image:
+        image.convert("RGB").save(path)
+
+
+def test_a_colour_coded_voc_label_stops_run_and_plan_warns(tmp_path, write_recipe):
+    root = tmp_path / "voc"
+    write_tiny_dataset("voc2012", root)
+    label = root / "VOCdevkit/VOC2012/SegmentationClass/2007_000004.png"  # val's first
+    _to_rgb(label)
+    recipe = _recipe(write_recipe, "voc2012", root)
+    db = tmp_path / "s.db"
+    Store(str(db))  # an existing database: the study is not recorded in it either
+    result = _run(["run", str(recipe), "--db", str(db), "--runs-dir", str(tmp_path / "runs")])
+    line = _one_line_error(result)
+    assert line.endswith(f"{label}: label image is mode 'RGB'; expected a palette ('P') PNG "
+                         "of class ids")
+    assert Store(str(db)).studies() == []
+    assert not (tmp_path / "runs").exists()
+    plan = _run(["plan", str(recipe), "--db", str(tmp_path / "p.db"), "--no-cost"])
+    assert plan.exit_code == 0, plan.output
+    assert plan.stderr.splitlines() == [
+        f"Warning: {recipe}: trial base/seed=0: {label}: label image is mode 'RGB'; expected "
+        "a palette ('P') PNG of class ids"]
+
+
+def test_one_label_per_split_is_read_whatever_the_split_size(tmp_path, write_recipe,
+                                                             monkeypatch):
+    root = tmp_path / "voc"
+    label = np.zeros((8, 8), dtype=np.uint8)
+    write_voc(root, {"a": label, "b": label}, {"train": ["a"], "val": ["b"]})
+    # 5000 more ids whose files are not even there: nothing past the first is looked at
+    split_dir = root / "VOCdevkit/VOC2012/ImageSets/Segmentation"
+    for split, first in (("train", "a"), ("val", "b")):
+        (split_dir / f"{split}.txt").write_text(
+            "".join(f"{i}\n" for i in [first] + [f"x{n}" for n in range(5000)]))
+    read = []
+    real = voc.read_palette_label
+    monkeypatch.setattr(voc, "read_palette_label", lambda path: read.append(path) or real(path))
+    assert _problems(_recipe(write_recipe, "voc2012", root)) == []
+    base = root / "VOCdevkit/VOC2012/SegmentationClass"
+    assert read == [str(base / "a.png"), str(base / "b.png")]
+
+
+def test_the_first_sbd_label_is_read_too(tmp_path, write_recipe):
+    root = tmp_path / "voc"
+    label = np.zeros((8, 8), dtype=np.uint8)
+    write_voc(root, {"a": label, "b": label}, {"train": ["a"], "val": ["b"]})
+    bad = label.copy()
+    bad[0, 0] = 40
+    write_sbd(root, {"s1": bad, "s2": label}, train=["s1", "s2"], val=[])
+    mat = root / "benchmark_RELEASE/dataset/cls/s1.mat"
+    assert _problems(_recipe(write_recipe, "voc2012", root, "sbd = true\n")) == [
+        f"trial base/seed=0: {mat}: class id 40 out of range; VOC labels are 0..20 (255 = void)"]
+
+
+def test_cityscapes_label_ids_that_are_colour_or_only_the_colour_renderings(tmp_path,
+                                                                            write_recipe):
+    root = tmp_path / "cityscapes"
+    write_tiny_dataset("cityscapes", root)
+    recipe = _recipe(write_recipe, "cityscapes", root)
+    assert _problems(recipe) == []
+    label = root / "gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png"
+    _to_rgb(label)
+    line = _one_line_error(_run(["run", str(recipe), "--db", str(tmp_path / "s.db")]))
+    assert line.endswith(f"{label}: label image is mode 'RGB'; expected 8-bit label ids "
+                         "(mode 'L', as cityscapesScripts writes *_gtFine_labelIds.png)")
+    label.rename(label.with_name("aachen_000000_000019_gtFine_color.png"))
+    line = _one_line_error(_run(["run", str(recipe), "--db", str(tmp_path / "s.db")]))
+    assert line.endswith(f"data.root: {label} not found, only its colour rendering "
+                         "*_gtFine_color.png; ablate reads the label ids (*_gtFine_labelIds.png "
+                         "of gtFine_trainvaltest.zip)")
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_cut_short_coco_annotation_file_stops_the_run(tmp_path, write_recipe):
+    root = tmp_path / "coco"
+    write_tiny_dataset("coco", root)
+    recipe = _recipe(write_recipe, "coco", root)
+    assert _problems(recipe) == []
+    annotations = root / "annotations/instances_val2017.json"
+    truncate(annotations)
+    line = _one_line_error(_run(["run", str(recipe), "--db", str(tmp_path / "s.db")]))
+    assert line.endswith(f"data.root: {annotations} is not a COCO instances file (a JSON "
+                         "object; it does not end with '}': cut short?)")
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_colour_coded_label_of_the_evaluation_set(tmp_path, write_recipe):
+    write_tiny_dataset("voc2012", tmp_path / "voc")
+    label = tmp_path / "voc/VOCdevkit/VOC2012/SegmentationClass/2007_000004.png"
+    _to_rgb(label)
+    write_tiny_dataset("coco", tmp_path / "coco")
+    recipe = _recipe(write_recipe, "coco", tmp_path / "coco",
+                     f'[base.eval_data]\nname = "voc2012"\nroot = "{tmp_path / "voc"}"\n')
+    assert _problems(recipe) == [f"trial base/seed=0: {label}: label image is mode 'RGB'; "
+                                 "expected a palette ('P') PNG of class ids"]
