@@ -8,7 +8,8 @@ mostly from the file system: of a real dataset only the first label of each spli
 decoded, with the reader training uses (a colour-coded or 16-bit one stops here, not in
 every trial), and of COCO's annotation files only the first and last bytes are read; a
 user dataset's module is imported, not called. So the check costs milliseconds whatever
-the dataset's size.
+the dataset's size. A root one or two folders too deep or one too shallow is named in
+the same line ("did you mean data.root = ...?").
 
 ``ablate run`` refuses with the first problem (exit 2, one line, nothing recorded);
 ``ablate plan`` and ``ablate cost`` need none of these inputs and print each problem
@@ -46,6 +47,7 @@ LAYOUTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     )),
 }
 SBD_DIRS = ("SBD", "benchmark_RELEASE/dataset")
+MAX_SUBFOLDERS = 200  # of a wrong root, searched for the layout one folder down
 
 
 def _hint(trial: Any) -> str:
@@ -57,29 +59,58 @@ def _hint(trial: Any) -> str:
     return f"; to try it on the embedded data: {' '.join(sets)}" if sets else ""
 
 
-def _layout_problem(prefix: str, name: str, root_text: str | None, train_split: str | None,
-                    val_split: str, sbd: bool) -> str | None:
-    """The first missing piece of a real dataset's on-disk layout, or None."""
-    what, needed = LAYOUTS[name]
-    if root_text is None:
-        return f"{prefix}.root: not set; {prefix}.name = {name!r} reads {what} from a folder"
-    root = Path(root_text).expanduser()
-    if root.is_file():
-        return f"{prefix}.root: {root} is a file; expected a folder holding {what}"
-    if not root.is_dir():
-        return f"{prefix}.root: {root} not found; expected a folder holding {what}"
-    for template, kind in needed:
+def _missing_piece(root: Path, name: str, train_split: str | None, val_split: str) -> Path | None:
+    """The first path of a dataset's layout that is not under ``root``, or None."""
+    for template, kind in LAYOUTS[name][1]:
         if train_split is None and "{train}" in template:
             continue  # an evaluation set reads one split
         path = root / template.format(train=train_split, val=val_split)
-        ok = path.is_dir() if kind == "dir" else path.is_file()
-        if not ok:
-            return f"{prefix}.root: {path} not found ({what})"
+        if not (path.is_dir() if kind == "dir" else path.is_file()):
+            return path
+    return None
+
+
+def _up(path: Path) -> Path:
+    return path.parent if path.name not in ("", "..") else path.resolve().parent
+
+
+def _did_you_mean(prefix: str, name: str, root: Path, train_split: str | None,
+                  val_split: str) -> str:
+    """'; did you mean data.root = "..."?' where the whole layout lies one or two folders
+    up (a root given as .../VOCdevkit/VOC2012 or .../gtFine) or one folder down (the
+    folder holding the root), else "". Only read when the root is wrong."""
+    candidates = [_up(root), _up(_up(root))]
+    if root.is_dir():
+        candidates += sorted(p for p in root.iterdir()
+                             if not p.name.startswith(".") and p.is_dir())[:MAX_SUBFOLDERS]
+    for candidate in dict.fromkeys(candidates):
+        if candidate != root and _missing_piece(candidate, name, train_split, val_split) is None:
+            return f'; did you mean {prefix}.root = "{candidate}"?'
+    return ""
+
+
+def _layout_problem(prefix: str, name: str, root_text: str | None, train_split: str | None,
+                    val_split: str, sbd: bool) -> tuple[str, str] | None:
+    """The first missing piece of a real dataset's on-disk layout as (problem, did you
+    mean), or None."""
+    what = LAYOUTS[name][0]
+    if root_text is None:
+        return f"{prefix}.root: not set; {prefix}.name = {name!r} reads {what} from a folder", ""
+    root = Path(root_text).expanduser()
+    if root.is_file():
+        problem = f"{prefix}.root: {root} is a file; expected a folder holding {what}"
+    elif not root.is_dir():
+        problem = f"{prefix}.root: {root} not found; expected a folder holding {what}"
+    else:
+        missing = _missing_piece(root, name, train_split, val_split)
+        problem = f"{prefix}.root: {missing} not found ({what})" if missing else ""
+    if problem:
+        return problem, _did_you_mean(prefix, name, root, train_split, val_split)
     if sbd and not any((root / d).is_dir() for d in SBD_DIRS):
         return (f"{prefix}.root: {root / SBD_DIRS[0]} not found (data.sbd = true needs the SBD "
-                f"release there or at {root / SBD_DIRS[1]})")
+                f"release there or at {root / SBD_DIRS[1]})"), ""
     if name == "coco" and extras.missing("coco"):
-        return extras.needs(f"{prefix}.name = 'coco'", "coco")
+        return extras.needs(f"{prefix}.name = 'coco'", "coco"), ""
     return None
 
 
@@ -136,10 +167,10 @@ def data_problems(trial: Any) -> list[str]:
         problems.append(problem)
     if data.name in LAYOUTS and data.builder is None:
         val_split = data.train_split if separate else data.val_split
-        problem = _layout_problem("data", data.name, data.root, data.train_split, val_split,
-                                  data.sbd)
-        if problem:
-            problems.append(problem + _hint(trial))
+        found = _layout_problem("data", data.name, data.root, data.train_split, val_split,
+                                data.sbd)
+        if found:  # a root found elsewhere is a better hint than the embedded data
+            problems.append(found[0] + (found[1] or _hint(trial)))
         else:
             problems.extend(first_label_problems(
                 data.name, str(data.root), list(dict.fromkeys([data.train_split, val_split])),
@@ -151,10 +182,10 @@ def data_problems(trial: Any) -> list[str]:
         problems.extend(p for p in (first_mask_problem(data.root, s) for s in splits) if p)
     if separate:
         if eval_data.name in LAYOUTS:
-            problem = _layout_problem("eval_data", eval_data.name, eval_data.root, None,
-                                      eval_data.split, False)
-            if problem:
-                problems.append(problem + _hint(trial))
+            found = _layout_problem("eval_data", eval_data.name, eval_data.root, None,
+                                    eval_data.split, False)
+            if found:
+                problems.append(found[0] + (found[1] or _hint(trial)))
             else:
                 problems.extend(first_label_problems(eval_data.name, str(eval_data.root),
                                                      [eval_data.split]))

@@ -1,11 +1,12 @@
 """The pre-run check reads the first label of each split of VOC and Cityscapes and the
-ends of COCO's annotation files."""
+ends of COCO's annotation files, and names a data.root one folder off."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ablate.data import voc
@@ -136,3 +137,51 @@ def test_a_colour_coded_label_of_the_evaluation_set(tmp_path, write_recipe):
                      f'[base.eval_data]\nname = "voc2012"\nroot = "{tmp_path / "voc"}"\n')
     assert _problems(recipe) == [f"trial base/seed=0: {label}: label image is mode 'RGB'; "
                                  "expected a palette ('P') PNG of class ids"]
+
+
+@pytest.mark.parametrize("name, given, meant", [
+    ("voc2012", "voc/VOCdevkit/VOC2012", "voc"),  # two folders too deep
+    ("voc2012", "voc/VOCdevkit", "voc"),
+    ("voc2012", ".", "voc"),  # the folder holding the root
+    ("cityscapes", "cityscapes/gtFine", "cityscapes"),
+    ("cityscapes", ".", "cityscapes"),
+    ("coco", "coco/annotations", "coco"),
+    ("coco", "coco/val2017x", "coco"),  # not there at all: its parent holds COCO
+])
+def test_a_root_one_folder_off_is_named(tmp_path, write_recipe, name, given, meant):
+    write_tiny_dataset(name, tmp_path / meant)
+    root = (tmp_path / given).resolve()
+    recipe = _recipe(write_recipe, name, root)
+    line = _one_line_error(_run(["run", str(recipe), "--db", str(tmp_path / "s.db")]))
+    # the whole problem, not clipped (long tmp paths leave no room for recipe and trial)
+    assert line.startswith("Error: ") and f"data.root: {root}" in line and "..." not in line
+    assert line.endswith(f'; did you mean data.root = "{tmp_path / meant}"?')
+    assert "--set data.name=shapes" not in line  # the data is there, just elsewhere
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_relative_root_gets_a_relative_suggestion(tmp_path, write_recipe, monkeypatch):
+    write_tiny_dataset("voc2012", tmp_path / "data" / "voc")
+    monkeypatch.chdir(tmp_path)
+    problems = _problems(_recipe(write_recipe, "voc2012", Path("data/voc/VOCdevkit")))
+    assert problems == [
+        "trial base/seed=0: data.root: data/voc/VOCdevkit/VOCdevkit/VOC2012/JPEGImages not "
+        'found (Pascal VOC 2012 (VOCdevkit/VOC2012/)); did you mean data.root = "data/voc"?']
+
+
+def test_an_evaluation_root_one_folder_off_is_named_by_its_key(tmp_path, write_recipe):
+    write_tiny_dataset("coco", tmp_path / "coco")
+    write_tiny_dataset("voc2012", tmp_path / "voc")
+    recipe = _recipe(write_recipe, "coco", tmp_path / "coco",
+                     f'[base.eval_data]\nname = "voc2012"\nroot = "{tmp_path / "voc/VOCdevkit"}"\n')
+    [problem] = _problems(recipe)
+    assert problem.endswith(f'; did you mean eval_data.root = "{tmp_path / "voc"}"?')
+
+
+def test_no_suggestion_where_the_layout_is_not_near(tmp_path, write_recipe):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    problems = _problems(_recipe(write_recipe, "cityscapes", tmp_path / "empty"))
+    assert problems == [
+        f"trial base/seed=0: data.root: {tmp_path / 'empty/leftImg8bit/train'} not found "
+        "(Cityscapes (leftImg8bit/, gtFine/)); to try it on the embedded data: "
+        "--set data.name=shapes"]
