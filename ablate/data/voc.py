@@ -62,21 +62,26 @@ def split_ids(root: Path, split: str) -> list[str]:
     return _read_ids(voc_dir(root) / "ImageSets" / "Segmentation" / f"{split}.txt", VOC_EXPECTED)
 
 
+def _sample(root: Path, image_id: str) -> VocSample:
+    base = voc_dir(root)
+    return VocSample(str(base / "JPEGImages" / f"{image_id}.jpg"),
+                     str(base / "SegmentationClass" / f"{image_id}.png"))
+
+
+def _first_ids(root: Path, split: str) -> list[str]:
+    """A split's ids, its first image and label required: checking every file would cost
+    a stat each on a network file system; the first catches a wrong root or a split that
+    is not a segmentation split."""
+    ids = split_ids(root, split)
+    first = _sample(root, ids[0])
+    _require(Path(first.image), VOC_EXPECTED)
+    _require(Path(first.label), VOC_EXPECTED)
+    return ids
+
+
 def find_samples(root: Path, split: str) -> list[VocSample]:
     """The samples of one VOC split, in the split file's order."""
-    base = voc_dir(root)
-    ids = split_ids(root, split)
-    samples = [
-        VocSample(
-            str(base / "JPEGImages" / f"{i}.jpg"), str(base / "SegmentationClass" / f"{i}.png")
-        )
-        for i in ids
-    ]
-    # Checking every file would cost a stat each on a network file system; the first
-    # sample catches a wrong root or a split that is not a segmentation split.
-    _require(Path(samples[0].image), VOC_EXPECTED)
-    _require(Path(samples[0].label), VOC_EXPECTED)
-    return samples
+    return [_sample(root, i) for i in _first_ids(root, split)]
 
 
 def sbd_dir(root: Path) -> Path:
@@ -88,6 +93,40 @@ def sbd_dir(root: Path) -> Path:
     )
 
 
+def _trainaug_ids(root: Path, split: str, val_split: str) -> tuple[list[str], list[str], Path]:
+    """(VOC ids kept, SBD ids added, the SBD folder) of ``find_trainaug``, in its order."""
+    try:
+        import scipy.io  # noqa: F401  (fail here, not in a DataLoader worker)
+    except ImportError:
+        raise UserInputError(
+            "data.sbd = true needs scipy to read SBD .mat files: pip install scipy"
+        ) from None
+    voc_ids = _first_ids(root, split)
+    sbd = sbd_dir(root)
+    sbd_ids = [
+        image_id
+        for name in ("train.txt", "val.txt")
+        for image_id in _read_ids(sbd / name, SBD_EXPECTED, allow_empty=True)
+    ]
+    held_out = set(split_ids(root, val_split))
+    seen = set(voc_ids)
+    kept = [i for i in voc_ids if i not in held_out]
+    added = []
+    for i in sbd_ids:
+        if i in seen or i in held_out:
+            continue
+        seen.add(i)
+        added.append(i)
+    if not kept and not added:
+        raise UserInputError(f"data.root: trainaug is empty: every {split} image is in {val_split}")
+    return kept, added, sbd
+
+
+def _sbd_label(sbd: Path, image_id: str) -> str:
+    return str(_require(sbd / "cls" / f"{image_id}.mat",
+                        f"{SBD_EXPECTED}: SBD/ or benchmark_RELEASE/dataset/"))
+
+
 def find_trainaug(root: Path, split: str, val_split: str) -> list[VocSample]:
     """The usual "trainaug": VOC ``split`` + SBD train + SBD val, minus VOC ``val_split``.
 
@@ -96,32 +135,28 @@ def find_trainaug(root: Path, split: str, val_split: str) -> list[VocSample]:
     the others take SBD's ``cls/<id>.mat``. Images always come from JPEGImages, which
     holds every SBD image.
     """
-    try:
-        import scipy.io  # noqa: F401  (fail here, not in a DataLoader worker)
-    except ImportError:
-        raise UserInputError(
-            "data.sbd = true needs scipy to read SBD .mat files: pip install scipy"
-        ) from None
-    voc_samples = find_samples(root, split)
-    sbd = sbd_dir(root)
-    sbd_ids = [
-        image_id
-        for name in ("train.txt", "val.txt")
-        for image_id in _read_ids(sbd / name, SBD_EXPECTED, allow_empty=True)
-    ]
-    held_out = set(split_ids(root, val_split))
+    kept, added, sbd = _trainaug_ids(root, split, val_split)
     images = voc_dir(root) / "JPEGImages"
-    seen = {Path(s.image).stem for s in voc_samples}
-    samples = [s for s in voc_samples if Path(s.image).stem not in held_out]
-    for i in sbd_ids:
-        if i in seen or i in held_out:
-            continue
-        seen.add(i)
-        samples.append(VocSample(str(images / f"{i}.jpg"), str(sbd / "cls" / f"{i}.mat")))
-    if not samples:
-        raise UserInputError(f"data.root: trainaug is empty: every {split} image is in {val_split}")
+    samples = [_sample(root, i) for i in kept]
+    samples += [VocSample(str(images / f"{i}.jpg"), str(sbd / "cls" / f"{i}.mat")) for i in added]
     _require(Path(samples[-1].label), f"{SBD_EXPECTED}: SBD/ or benchmark_RELEASE/dataset/")
     return samples
+
+
+def first_labels(root: Path, splits: list[str], *, sbd: bool = False,
+                 val_split: str = "val") -> list[str]:
+    """The labels a pre-run check reads, found without listing a split's samples: each
+    split's first, and with ``sbd`` the trainaug set's (of ``splits[0]``) first VOC label
+    and first SBD .mat. Raises what ``find_samples`` and ``find_trainaug`` raise."""
+    paths = []
+    for n, split in enumerate(splits):
+        if sbd and n == 0:
+            kept, added, sbd_folder = _trainaug_ids(root, split, val_split)
+            paths += [_sample(root, kept[0]).label] if kept else []
+            paths += [_sbd_label(sbd_folder, added[0])] if added else []
+        else:
+            paths.append(_sample(root, _first_ids(root, split)[0]).label)
+    return list(dict.fromkeys(paths))
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -170,24 +205,6 @@ def read_label(path: str) -> np.ndarray:
             f"{path}: class id {int(label[bad].max())} out of range; VOC labels are "
             f"0..{len(CLASS_NAMES) - 1} ({VOID} = void)")
     return label
-
-
-def first_labels(root: Path, splits: list[str], *, sbd: bool = False,
-                 val_split: str = "val") -> list[str]:
-    """The labels a pre-run check reads: each split's first (the SegmentationClass PNG
-    of its first id), and with ``sbd`` also the first SBD .mat of the trainaug set built
-    from ``splits[0]``. Raises what ``find_samples`` raises for a broken split."""
-    paths = []
-    for n, split in enumerate(splits):
-        if sbd and n == 0:
-            samples = find_trainaug(root, split, val_split)
-            for suffix in (".png", ".mat"):  # VOC's own, then SBD's
-                first = next((s.label for s in samples if s.label.endswith(suffix)), None)
-                if first is not None:
-                    paths.append(first)
-        else:
-            paths.append(find_samples(root, split)[0].label)
-    return list(dict.fromkeys(paths))
 
 
 def load(sample: VocSample) -> tuple[np.ndarray, np.ndarray]:

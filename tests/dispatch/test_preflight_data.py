@@ -76,12 +76,15 @@ def test_one_label_per_split_is_read_whatever_the_split_size(tmp_path, write_rec
     for split, first in (("train", "a"), ("val", "b")):
         (split_dir / f"{split}.txt").write_text(
             "".join(f"{i}\n" for i in [first] + [f"x{n}" for n in range(5000)]))
-    read = []
-    real = voc.read_palette_label
-    monkeypatch.setattr(voc, "read_palette_label", lambda path: read.append(path) or real(path))
+    read, samples = [], []
+    real_read, real_sample = voc.read_palette_label, voc._sample
+    monkeypatch.setattr(voc, "read_palette_label",
+                        lambda path: read.append(path) or real_read(path))
+    monkeypatch.setattr(voc, "_sample", lambda *args: samples.append(args) or real_sample(*args))
     assert _problems(_recipe(write_recipe, "voc2012", root)) == []
     base = root / "VOCdevkit/VOC2012/SegmentationClass"
     assert read == [str(base / "a.png"), str(base / "b.png")]
+    assert {image_id for _, image_id in samples} == {"a", "b"}  # no list of 5001 samples
 
 
 def test_the_first_sbd_label_is_read_too(tmp_path, write_recipe):
