@@ -270,8 +270,9 @@ def set_up(spec: TrialSpec) -> TrialRun:
     train = spec.train
     device = prepare_process(train, spec.seed)
     n_classes = num_classes(spec)
-    data = build_datasets(spec.data, seed=spec.seed, num_classes=n_classes)
-    if spec.eval_data.name is not None:  # validate on another dataset ([base.eval_data])
+    separate = spec.eval_data.name is not None  # the training root's val split goes unread
+    data = build_datasets(spec.data, seed=spec.seed, num_classes=n_classes, val=not separate)
+    if separate:  # validate on another dataset ([base.eval_data])
         data = with_eval_data(data, spec.eval_data, spec.data, seed=spec.seed,
                               num_classes=n_classes)
     model, weights_report, channels_last = place_model(spec, n_classes, device)

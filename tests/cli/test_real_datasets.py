@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
+import textwrap
 
 import pytest
 from click.testing import CliRunner
@@ -79,3 +81,26 @@ def test_a_truncated_image_read_in_a_worker_fails_the_trial_naming_it(tmp_path):
     assert line in result.output  # one line (before: "OSError: Truncated File Read")
     status = CliRunner().invoke(main, ["status", "tiny_voc2012", "--db", str(tmp_path / "s.db")])
     assert line in status.output
+
+
+def test_a_coco_root_with_train2017_alone_trains_for_validation_on_voc(tmp_path):
+    """The seed paper's set-up (COCO training, VOC 2012 val): the COCO root's val2017 is
+    never read, so a user who fetched train2017 alone is not stopped for it."""
+    pytest.importorskip("pycocotools")
+    write_tiny_dataset("coco", tmp_path / "coco")
+    shutil.rmtree(tmp_path / "coco" / "val2017")
+    (tmp_path / "coco" / "annotations" / "instances_val2017.json").unlink()
+    write_tiny_dataset("voc2012", tmp_path / "voc")
+    recipe = tmp_path / "coco.toml"
+    recipe.write_text(RECIPE.format(name="coco", root=tmp_path / "coco") + textwrap.dedent(f"""
+        [base.eval_data]
+        name = "voc2012"
+        root = "{tmp_path / 'voc'}"
+        split = "val"
+        """))
+    db = str(tmp_path / "s.db")
+    result = CliRunner().invoke(main, ["run", str(recipe), "--db", db, "--runs-dir",
+                                       str(tmp_path / "runs"), *SHRINK])
+    assert result.exit_code == 0, result.output
+    [trial] = Store(db).trials("tiny_coco")
+    assert trial.status == "done" and math.isfinite(trial.metrics["miou"])
