@@ -262,7 +262,7 @@ def _quiet_cost(monkeypatch):
     from ablate.dispatch import prepare
     from ablate.store import CostRecord
 
-    def fake_costs(trials, cached, flops=True, source=None):
+    def fake_costs(trials, cached, flops=True, source=None, tune=None):
         return {t.arch_id: CostRecord(arch_id=t.arch_id, params=1000, params_by_module={},
                                       flops=1e6, flops_by_module={}, flops_convention="x",
                                       resolution=(32, 32), extra=None) for t in trials}
