@@ -43,7 +43,15 @@ def with_eval_data(pair: Any, eval_data: EvalDataSpec, train: DataSpec, *, seed:
     """
     from ablate.data.build import build_datasets  # lazy: loads numpy, torch
 
-    other = build_datasets(as_data_spec(eval_data, train), seed=seed, num_classes=num_classes)
+    try:
+        other = build_datasets(as_data_spec(eval_data, train), seed=seed,
+                               num_classes=num_classes)
+    except UserInputError as err:  # the readers name data.root; here it is eval_data's
+        message = str(err)
+        if message.startswith("data.root"):
+            raise UserInputError("eval_data.root" + message.removeprefix("data.root")
+                                 .replace("under data.root", "under eval_data.root")) from None
+        raise
     if list(other.class_names) != list(pair.class_names):
         raise UserInputError(
             f"eval_data.name: {eval_data.name!r} labels {len(other.class_names)} classes "

@@ -99,6 +99,15 @@ def test_classes_must_match(tmp_path):
         with_eval_data(build_datasets(spec.data), spec.eval_data, spec.data)
 
 
+def test_a_missing_evaluation_root_is_named_as_eval_data_root(tmp_path):
+    _coco(tmp_path / "coco")
+    spec = _spec(tmp_path / "coco", tmp_path / "nowhere")
+    with pytest.raises(UserInputError) as caught:
+        with_eval_data(build_datasets(spec.data), spec.eval_data, spec.data)
+    assert str(caught.value) == (f"eval_data.root: {tmp_path / 'nowhere'} not found (expected "
+                                 "a folder holding Pascal VOC 2012 (VOCdevkit/VOC2012/...))")
+
+
 @pytest.mark.parametrize(("tree", "message"), [
     ({"eval_data": {"root": "/v"}}, "set eval_data.name"),
     ({"eval_data": {"name": "voc2012", "classes": 3}}, "classes is only read for"),
