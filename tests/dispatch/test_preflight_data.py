@@ -3,6 +3,8 @@ ends of COCO's annotation files, and names a data.root one folder off."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +146,15 @@ def test_a_colour_coded_label_of_the_evaluation_set(tmp_path, write_recipe):
                                  "expected a palette ('P') PNG of class ids"]
 
 
+@pytest.fixture
+def short_tmp():
+    """A folder with a short path: a problem line is clipped at 300 characters, and these
+    lines name the root three times (pytest's tmp paths under xdist are long)."""
+    path = Path(tempfile.mkdtemp(prefix="abl-", dir="/tmp")).resolve()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.parametrize("name, given, meant", [
     ("voc2012", "voc/VOCdevkit/VOC2012", "voc"),  # two folders too deep
     ("voc2012", "voc/VOCdevkit", "voc"),
@@ -153,14 +164,14 @@ def test_a_colour_coded_label_of_the_evaluation_set(tmp_path, write_recipe):
     ("coco", "coco/annotations", "coco"),
     ("coco", "coco/val2017x", "coco"),  # not there at all: its parent holds COCO
 ])
-def test_a_root_one_folder_off_is_named(tmp_path, write_recipe, name, given, meant):
-    write_tiny_dataset(name, tmp_path / meant)
-    root = (tmp_path / given).resolve()
+def test_a_root_one_folder_off_is_named(tmp_path, short_tmp, write_recipe, name, given, meant):
+    write_tiny_dataset(name, short_tmp / meant)
+    root = (short_tmp / given).resolve()
     recipe = _recipe(write_recipe, name, root)
     line = _one_line_error(_run(["run", str(recipe), "--db", str(tmp_path / "s.db")]))
     # the whole problem, not clipped (long tmp paths leave no room for recipe and trial)
     assert line.startswith("Error: ") and f"data.root: {root}" in line and "..." not in line
-    assert line.endswith(f'; did you mean data.root = "{tmp_path / meant}"?')
+    assert line.endswith(f'; did you mean data.root = "{short_tmp / meant}"?')
     assert "--set data.name=shapes" not in line  # the data is there, just elsewhere
     assert not (tmp_path / "s.db").exists()
 
@@ -174,13 +185,13 @@ def test_a_relative_root_gets_a_relative_suggestion(tmp_path, write_recipe, monk
         'found (Pascal VOC 2012 (VOCdevkit/VOC2012/)); did you mean data.root = "data/voc"?']
 
 
-def test_an_evaluation_root_one_folder_off_is_named_by_its_key(tmp_path, write_recipe):
-    write_tiny_dataset("coco", tmp_path / "coco")
-    write_tiny_dataset("voc2012", tmp_path / "voc")
-    recipe = _recipe(write_recipe, "coco", tmp_path / "coco",
-                     f'[base.eval_data]\nname = "voc2012"\nroot = "{tmp_path / "voc/VOCdevkit"}"\n')
+def test_an_evaluation_root_one_folder_off_is_named_by_its_key(short_tmp, write_recipe):
+    write_tiny_dataset("coco", short_tmp / "coco")
+    write_tiny_dataset("voc2012", short_tmp / "voc")
+    recipe = _recipe(write_recipe, "coco", short_tmp / "coco",
+                     f'[base.eval_data]\nname = "voc2012"\nroot = "{short_tmp / "voc/VOCdevkit"}"\n')
     [problem] = _problems(recipe)
-    assert problem.endswith(f'; did you mean eval_data.root = "{tmp_path / "voc"}"?')
+    assert problem.endswith(f'; did you mean eval_data.root = "{short_tmp / "voc"}"?')
 
 
 def test_no_suggestion_where_the_layout_is_not_near(tmp_path, write_recipe):
