@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing as mp
+import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -28,6 +30,8 @@ from ablate.errors import UserInputError
 from ablate.store import Store
 from ablate.train import sharing as train_sharing
 from tests.dispatch.test_gpus import H200, ablate_run, overlapping, packing, trials_recipe
+
+TRIAL_HOOKS = Path(__file__).parent / "trialhooks"
 
 CTX = mp.get_context("spawn")
 TWO = [Gpu(0, "0", H200, 139.8), Gpu(1, "1", H200, 139.8)]
@@ -233,7 +237,7 @@ def test_latency_timing_waits_for_a_neighbours_step_to_end():
         timer.start()
         _until(gate, lambda: gate.owner.value == 1)  # it claimed the device, and waits
         log.append("step ends")
-    timer.join(timeout=30)
+    timer.join(timeout=120)
     assert log == ["step ends", "timing"]
     assert windows[0].alone
 
@@ -252,7 +256,7 @@ def test_a_neighbours_step_waits_while_latency_is_timed():
         stepper.start()
         _until(gate, lambda: gate.waiting[0] == 1)  # it reached the gate and waits
         log.append("timing done")
-    stepper.join(timeout=30)
+    stepper.join(timeout=120)
     assert log == ["timing done", "step"]
 
 
@@ -280,7 +284,15 @@ def test_a_trial_that_dies_while_timing_frees_its_neighbours():
 
 
 @pytest.mark.slow
-def test_two_trials_share_one_gpu_and_time_latency_alone(tmp_path):
+def test_two_trials_share_one_gpu_and_time_latency_alone(tmp_path, monkeypatch):
+    # each trial waits at its first step for the other (trialhooks/sitecustomize.py): they
+    # overlap because the runner started both, not because both processes loaded torch
+    # equally fast (a loaded machine starts one seconds after the other, past its end)
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    monkeypatch.setenv("ABLATE_TEST_RENDEZVOUS", f"{meet}:2")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(TRIAL_HOOKS), os.environ.get("PYTHONPATH", "")]))
     recipe = tmp_path / "shared.toml"
     recipe.write_text(trials_recipe(2, "shared").replace(
         "[base.eval]\nlatency = false", "[base.eval]\nlatency = true"))
@@ -292,6 +304,7 @@ def test_two_trials_share_one_gpu_and_time_latency_alone(tmp_path):
     assert {r.status for r in records} == {"done"}, [r.error for r in records]
     a, b = records
     assert a.started_at < b.finished_at and b.started_at < a.finished_at  # side by side
+    assert sorted(p.name for p in meet.iterdir()) == sorted(r.trial_id for r in records)
     assert {r.environment["cuda_visible_devices"] for r in records} == {"0"}
     assert a.environment["pid"] != b.environment["pid"]  # each in its own process
     for this, other in itertools.permutations(records):
