@@ -74,6 +74,8 @@ def write_recipe(tmp_path: Path, name: str, extra: str = "",
 
 
 def wait_until(condition, timeout: float, what: str, every: float = 0.2):
+    """``condition()``'s first truthy value; ``timeout`` only bounds a failure: jobs wait for
+    a core and import torch, which takes minutes on a loaded machine, not the usual seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -85,6 +87,20 @@ def wait_until(condition, timeout: float, what: str, every: float = 0.2):
 
 def run_cli(*args: str):
     return CliRunner().invoke(main, list(args))
+
+
+TRIAL_HOOKS = Path(__file__).parent / "trialhooks"
+
+
+def hold_trials(monkeypatch, folder: Path, step: int) -> Path:
+    """The jobs submitted from now on hold each trial at its step ``step`` until
+    ``folder/release`` exists (trialhooks/sitecustomize.py); ``folder/<trial id>`` says it
+    got there. Returns ``folder/release``."""
+    folder.mkdir()
+    monkeypatch.setenv("ABLATE_TEST_HOLD", f"{folder}:{step}")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(TRIAL_HOOKS), os.environ.get("PYTHONPATH", "")]))
+    return folder / "release"
 
 
 @pytest.mark.slow
@@ -119,7 +135,7 @@ def test_four_trials_are_one_job_array_and_all_land_in_the_database(cancel_after
     assert sorted(r.job_id for r in records) == [f"{array}_{i}" for i in range(4)]
     # results are ingested as soon as their files exist, a moment before the jobs end
     ids = [r.job_id for r in records]
-    wait_until(lambda: set(job_states(ids).values()) == {"COMPLETED"}, 30, "COMPLETED")
+    wait_until(lambda: set(job_states(ids).values()) == {"COMPLETED"}, 120, "COMPLETED")
     # what was submitted is exactly what the pure renderer says
     folder = tmp_path / "slurm"
     expected = render_sbatch(slurm_parameters(SlurmSpec(cpus_per_trial=1, time=10),
@@ -131,14 +147,17 @@ def test_four_trials_are_one_job_array_and_all_land_in_the_database(cancel_after
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["scontrol requeue", "signal USR2"])
 def test_a_requeued_trial_resumes_from_its_checkpoint_as_preempted_not_failed(
-        cancel_after, tmp_path, how):
+        cancel_after, tmp_path, monkeypatch, how):
     """Slurm stops a running trial's job and runs it again: by ``scontrol requeue`` (the
     process is killed; its requeued job takes its own claim back) or by the signal Slurm
     sends before a preemption or the time limit (submitit calls ``checkpoint()``, which
     records the trial preempted, and requeues it). Either way the trial resumes from its
     checkpoint, is one attempt and one preemption, never a failure."""
     cancel_after("long")
-    # 24 steps, a checkpoint every 3: long enough to requeue it in the middle
+    # 24 steps, a checkpoint every 3; held at step 4 until requeued: stopped in the middle
+    # however fast the machine trains, resumed from step 3
+    held = tmp_path / "held"
+    release = hold_trials(monkeypatch, held, 4)
     recipe = write_recipe(tmp_path, "long", changes={
         "epochs = 1": "iterations = 24\ncheckpoint_every = 3",
         "train_images = 16": "train_images = 32",
@@ -154,31 +173,33 @@ def test_a_requeued_trial_resumes_from_its_checkpoint_as_preempted_not_failed(
     assert record.status == "running" and record.job_id
     job_id, run_dir = record.job_id, runs / "long" / record.trial_id
 
-    wait_until((run_dir / "checkpoint.pt").exists, 120, "the first checkpoint")
+    wait_until((held / record.trial_id).exists, 300, "the trial to reach step 4")
+    wait_until((run_dir / "checkpoint.pt").exists, 60, "step 3's checkpoint on disk")
     if how == "scontrol requeue":
         pid = _task_pid(job_id)
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
         # submitit ignores the SIGTERM of a requeue and Slurm sends SIGKILL some seconds
-        # later (7 s here), long enough for this small trial to finish: end the grace now
+        # later (7 s here): end the grace now
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     else:  # what Slurm sends ahead of a preemption or the time limit (--signal=USR2@90)
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
-        wait_until(lambda: store.statuses("long")[record.trial_id] == "preempted", 60,
+        wait_until(lambda: store.statuses("long")[record.trial_id] == "preempted", 180,
                    "the trial to be recorded preempted")
+    release.touch()  # the requeued job trains on from the checkpoint
 
     def settled():  # what `ablate status` does
         follow_study(store, "long", runs)
         return store.statuses("long")[record.trial_id] == "done"
 
-    wait_until(settled, 150, "the requeued trial to finish", every=1.0)
+    wait_until(settled, 600, "the requeued trial to finish", every=1.0)
     (record,) = store.trials("long")
     assert record.status == "done", record.error
     assert record.metrics["steps"] == 24
     assert (record.attempts, record.preemptions) == (1, 1)  # resumed: not a second attempt
     log = (tmp_path / "slurm" / f"{job_id}_0_log.out").read_text()
     resumed = re.findall(r"resumed from checkpoint at step (\d+)", log)
-    assert len(resumed) == 1 and 3 <= int(resumed[0]) < 24, log
+    assert resumed == ["3"], log
     claims = (run_dir / "claims.log").read_text().splitlines()
     why = "requeued" if how == "scontrol requeue" else "preempted"
     assert claims[-2].endswith(f"(resumes after its job was {why})"), claims
@@ -193,12 +214,15 @@ def test_a_requeued_trial_resumes_from_its_checkpoint_as_preempted_not_failed(
         return subprocess.run(["sacct", "-j", job_id, "-D", "-X", "-n", "-P", "-o", "State"],
                               capture_output=True, text=True, timeout=30).stdout.split()
 
-    wait_until(lambda: history() == ["REQUEUED", "COMPLETED"], 30, "sacct to show the requeue")
+    wait_until(lambda: history() == ["REQUEUED", "COMPLETED"], 120, "sacct to show the requeue")
 
 
 @pytest.mark.slow
 def test_interrupt_refusal_killed_job_cancel_and_status(cancel_after, tmp_path, monkeypatch):
     cancel_after("two")
+    # each trial held at its first step, never released: running whenever the test looks
+    held = tmp_path / "held"
+    hold_trials(monkeypatch, held, 1)
     recipe = write_recipe(tmp_path, "two", """
         [grid]
         "train.lr" = [0.01, 0.02]
@@ -226,12 +250,11 @@ def test_interrupt_refusal_killed_job_cancel_and_status(cancel_after, tmp_path, 
         f"Error: 2 trial(s) of two still have Slurm jobs ({killed.job_id}, {cancelled.job_id})")
 
     # a job that dies without a result: failed, with the tail of its log
-    log = tmp_path / "slurm" / f"{killed.job_id}_0_log.out"
-    wait_until(lambda: log.exists() and "run folder" in log.read_text(), 90, "the trial to start")
+    wait_until((held / killed.trial_id).exists, 300, "the trial to train")
     os.kill(_task_pid(killed.job_id), signal.SIGKILL)
-    wait_until(lambda: job_states([killed.job_id])[killed.job_id] == "FAILED", 30, "FAILED")
+    wait_until(lambda: job_states([killed.job_id])[killed.job_id] == "FAILED", 120, "FAILED")
     # the other task may have waited for a core (a node still freeing the previous test's)
-    wait_until(lambda: job_states([cancelled.job_id])[cancelled.job_id] == "RUNNING", 90,
+    wait_until(lambda: job_states([cancelled.job_id])[cancelled.job_id] == "RUNNING", 300,
                "the other job to run")
     status = run_cli("status", "two", "--db", db, "--runs-dir", runs)
     assert status.exit_code == 0, status.output
@@ -248,7 +271,7 @@ def test_interrupt_refusal_killed_job_cancel_and_status(cancel_after, tmp_path, 
     assert out.output == "two: cancelled 1 trial(s); they are pending again (resume with " \
         "'ablate run')\n"
     assert store.statuses("two") == {killed.trial_id: "failed", cancelled.trial_id: "pending"}
-    wait_until(lambda: job_states([cancelled.job_id])[cancelled.job_id] == "CANCELLED", 30,
+    wait_until(lambda: job_states([cancelled.job_id])[cancelled.job_id] == "CANCELLED", 120,
                "CANCELLED")
     assert run_cli("cancel", "two", "--db", db).output == "two: no running Slurm jobs\n"
 
