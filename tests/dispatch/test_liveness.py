@@ -59,7 +59,9 @@ def test_a_live_holder_here_keeps_its_trial_and_a_reused_pid_loses_it(tmp_path):
     store.upsert_study("three")
     trial = expand(parse_recipe(THREE, "three.toml"))[0]
     store.register_trials("three", [trial])
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # alive until the test ends it (a sleeping holder would die on its own on a slow day)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                              stdin=subprocess.PIPE)
     try:
         live = {"host": socket.gethostname(), "pid": holder.pid,
                 "started": process_start(holder.pid), "executor": "local", "job_id": None}
