@@ -68,7 +68,7 @@ def test_a_claimed_trial_is_busy_for_others_until_its_lease_expires(db_url):
     assert store.claimable("tiny", [tid]) == []
     expire_lease(store, tid)  # holder 1 stopped renewing: its lease ran out
     assert store.claimable("tiny", [tid]) == [tid]
-    second = store.claim("tiny", tid, holder(2, "slurm", "7_1"), lease_seconds=30)
+    second = store.claim("tiny", tid, holder(2, "slurm", "7_1"), lease_seconds=600)
     assert isinstance(second, Claim) and second.epoch == 2 and second.taken_over == holder(1)
     assert not store.renew(first)  # the old holder learns it lost the trial
     assert store.trials("tiny")[0].job_id == "7_1"
@@ -180,7 +180,7 @@ def test_a_result_without_an_epoch_never_overwrites_a_live_holder(db_url):
     # carries no claim epoch and must not end the new holder's training
     store = Store(db_url)
     tid = study(store)[0]
-    live = store.claim("tiny", tid, holder(2), lease_seconds=30)
+    live = store.claim("tiny", tid, holder(2), lease_seconds=600)
     dead = failure(tid, None, "job 7_1 TIMEOUT")
     assert not store.record(dead, dead_job="7_1")
     assert store.statuses("tiny")[tid] == "running" and store.renew(live)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import time
 
 import pytest
 
@@ -13,10 +12,9 @@ PROCESSES = 8
 ROUNDS = 25
 
 
-def _open(path: str, start: float, answers) -> None:
-    while time.time() < start:  # every process reaches the first connection together
-        pass
+def _open(path: str, start, answers) -> None:
     try:
+        start.wait(timeout=120)  # every process reaches the first connection together
         Store(path).upsert_study("race")
         answers.put("ok")
     except Exception as err:  # noqa: BLE001 - the test reports whatever failed
@@ -29,11 +27,12 @@ def test_processes_creating_one_database_at_once_all_connect(tmp_path):
     failed = []
     for n in range(ROUNDS):
         path = str(tmp_path / f"fresh{n}.db")
-        answers, start = ctx.Queue(), time.time() + 0.2
+        # a barrier, not a start time: on a loaded machine the last fork may come late
+        answers, start = ctx.Queue(), ctx.Barrier(PROCESSES)
         procs = [ctx.Process(target=_open, args=(path, start, answers)) for _ in range(PROCESSES)]
         for p in procs:
             p.start()
-        got = [answers.get(timeout=120) for _ in procs]
+        got = [answers.get(timeout=300) for _ in procs]
         for p in procs:
             p.join()
         failed += [a for a in got if a != "ok"]

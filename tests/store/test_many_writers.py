@@ -34,7 +34,7 @@ def _result(trial_id: str, writer: int) -> TrialResult:
 def _writer(url: str, writer: int, trial_ids: list[str], barrier, errors) -> None:
     try:
         store = Store(url)
-        barrier.wait(timeout=60)  # everyone writes at the same moment
+        barrier.wait(timeout=300)  # everyone writes at the same moment
         for trial_id in trial_ids:
             store.upsert_study("many", f"by writer {writer}", "many.toml", RECIPE)
             store.put_cost(CostRecord("shared-arch", 10, {"a": 10}, 20, {"a": 20}, "fvcore-mac",
@@ -70,7 +70,7 @@ def test_many_writers_lose_nothing(db_url):
     for p in workers:
         p.start()
     for p in workers:
-        p.join(timeout=120)
+        p.join(timeout=300)
     failures = []
     while not errors.empty():
         failures.append(errors.get())
@@ -93,7 +93,7 @@ def test_many_writers_lose_nothing(db_url):
 def _same_result_writer(url: str, writer: int, trial_ids: list[str], barrier, outcomes) -> None:
     try:
         store = Store(url)
-        barrier.wait(timeout=60)
+        barrier.wait(timeout=300)
         for trial_id in trial_ids:
             outcomes.put((trial_id, store.record(_result(trial_id, 7))))
         store.close()
@@ -114,7 +114,7 @@ def test_the_same_result_ingested_at_once_is_recorded_once(db_url):
                for w in range(WRITERS)]
     for p in workers:
         p.start()
-    got = [outcomes.get(timeout=120) for _ in range(WRITERS * len(ids))]
+    got = [outcomes.get(timeout=300) for _ in range(WRITERS * len(ids))]
     for p in workers:
         p.join(timeout=60)
     assert [g for g in got if g[0] == "error"] == []
