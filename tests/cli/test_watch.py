@@ -205,17 +205,31 @@ def test_read_only_store_refuses_writes(study):
                                        ).fetchone() == (0,)
 
 
-def test_progress_file_is_throttled_and_never_fails(tmp_path):
+def test_progress_file_is_throttled_and_never_fails(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from ablate.dispatch import progress
+
+    now = [1000.0]  # the tracker's clock, moved by the test: a slow machine changes nothing
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: now[0],
+                                                          time=time.time))
     tracker = ProgressFile(tmp_path / "run")
     seen = []
     wrapped = tracker.wrap(seen.append)
     wrapped(Stepped(step=1, total_steps=4, epoch=1, epochs=1, loss=2.0, lr=0.1))
+    now[0] += 0.5
     wrapped(Stepped(step=2, total_steps=4, epoch=1, epochs=1, loss=1.5, lr=0.1))
     assert read_progress(tmp_path / "run")["step"] == 1  # the second within a second: held
     wrapped(EpochEnded(epoch=1, epochs=1, step=4, metrics={"train_loss": 1.0, "val_miou": 0.25}))
     data = json.loads((tmp_path / "run" / PROGRESS_FILE).read_text())
     assert (data["step"], data["loss"], data["val_miou"]) == (4, 1.5, 0.25)  # epoch ends: at once
-    assert [type(e) for e in seen] == [Stepped, Stepped, EpochEnded]
+    now[0] += 0.75
+    wrapped(Stepped(step=5, total_steps=8, epoch=2, epochs=2, loss=0.5, lr=0.1))
+    assert read_progress(tmp_path / "run")["step"] == 4  # within a second of the epoch's end
+    now[0] += 0.25
+    wrapped(Stepped(step=6, total_steps=8, epoch=2, epochs=2, loss=0.25, lr=0.1))
+    assert read_progress(tmp_path / "run")["step"] == 6  # a second on: written
+    assert [type(e) for e in seen] == [Stepped, Stepped, EpochEnded, Stepped, Stepped]
     (tmp_path / "file").write_text("")
     blocked = ProgressFile(tmp_path / "file")  # its folder is a file: writes fail quietly
     blocked.event(EpochEnded(epoch=1, epochs=1, step=1))
