@@ -32,8 +32,8 @@ class Chromium:
     """One browser process with one page; use as a context manager."""
 
     def __init__(self, binary: str, user_data_dir: Path, window: tuple[int, int] = (1280, 2000),
-                 timeout: float = 60.0) -> None:
-        self.timeout = timeout
+                 timeout: float = 120.0) -> None:
+        self.timeout = timeout  # per reply: bounds a failure (a loaded machine starts it slowly)
         self.window = window
         self.events: list[dict] = []
         self._next_id = 0
