@@ -24,27 +24,33 @@ def gpu_check():
     return module
 
 
-# The dry run in its own process, as `python bench/gpu_check.py --cpu` runs it, with every
-# check's budget ten times its GPU seconds: on a loaded 2-core machine `sparse` alone takes
-# 30-60 s of its 45 (the test below checks that a budget is enforced)
-DRY_RUN = """
+# gpu_check in its own process, as `python bench/gpu_check.py ARGS` runs it, with every
+# check's budget ten times its GPU seconds: on a loaded 2-core machine the CPU dry run of
+# `sparse` alone takes 30-60 s of its 45, and an isolated check loads torch within its
+# budget (test_a_failing_or_slow_check_does_not_stop_the_others checks that one is enforced)
+LIFTED = """
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("gpu_check", {script!r})
 gpu_check = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gpu_check)
 gpu_check.CHECKS = {{name: (check, 10 * budget)
                     for name, (check, budget) in gpu_check.CHECKS.items()}}
-sys.exit(gpu_check.main(["--cpu", "--out", {out!r}, "--total-budget", "3600"]))
+sys.exit(gpu_check.main({args!r}))
 """
+
+
+def gpu_check_lifted(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", LIFTED.format(script=str(SCRIPT),
+                                                               args=[*args, "--total-budget",
+                                                                     "3600"])],
+                          capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
 def test_cpu_dry_mode_runs_every_check_the_cpu_can(tmp_path):
     out = tmp_path / "gpu.json"
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", DRY_RUN.format(script=str(SCRIPT),
-                                                                out=str(out))],
-                          capture_output=True, text=True, timeout=900)
+    proc = gpu_check_lifted("--cpu", "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
     rows = {r["check"]: r for r in report["checks"]}
@@ -99,9 +105,8 @@ def test_a_failing_or_slow_check_does_not_stop_the_others(gpu_check, monkeypatch
 @pytest.mark.slow
 def test_an_isolated_check_reports_through_its_own_process(tmp_path):
     out = tmp_path / "env.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--isolate", "--only",
-                           "environment", "amp_fp16", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = gpu_check_lifted("--cpu", "--isolate", "--only", "environment", "amp_fp16",
+                            "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = {r["check"]: r for r in json.loads(out.read_text())["checks"]}
     assert rows["environment"]["status"] == "PASS"
