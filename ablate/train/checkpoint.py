@@ -47,18 +47,11 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     atomic.write_file(path, write, durable=True)
 
 
-def remove_dead_temporaries(path: Path) -> int:
-    """Remove the temporary files that killed saves of ``path`` left; return how many.
-    Only for the one writer of ``path`` before it saves (a live save's file is one too)."""
-    dead = [*atomic.temporaries(path), _older_temporary(path)]
-    removed = 0
-    for tmp in dead:
-        try:
-            tmp.unlink()
-            removed += 1
-        except FileNotFoundError:
-            pass
-    return removed
+def remove_dead_temporaries(path: Path) -> None:
+    """Remove the temporary files that killed saves of ``path`` left. Only for the one
+    writer of ``path`` before it saves (a live save's file is one too)."""
+    for tmp in _temporaries(path):
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
@@ -135,15 +128,16 @@ def thinned_files(run_dir: Path, keep: str) -> list[Path]:
     checkpoint, weights = Path(run_dir) / CHECKPOINT_NAME, Path(run_dir) / WEIGHTS_NAME
     candidates = [checkpoint]
     for path in (checkpoint, weights):
-        candidates += [*atomic.temporaries(path), _older_temporary(path)]
+        candidates += _temporaries(path)
     if keep == "none":
         candidates.append(weights)
     return [path for path in candidates if path.is_file()]
 
 
-def _older_temporary(path: Path) -> Path:
-    """The fixed name an ablate before ``ablate.atomic`` saved ``path`` through."""
-    return path.with_suffix(path.suffix + ".tmp")
+def _temporaries(path: Path) -> list[Path]:
+    """The temporary files saves of ``path`` may have left: ``ablate.atomic``'s, and the
+    fixed name an ablate before it saved through (``checkpoint.pt.tmp``), present or not."""
+    return [*atomic.temporaries(path), path.with_suffix(path.suffix + ".tmp")]
 
 
 def snapshot(obj: Any) -> Any:
