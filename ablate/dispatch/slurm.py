@@ -36,6 +36,7 @@ from ablate.dispatch.executor import ExecutorRequest, OnEvent
 from ablate.dispatch.results import ingest_results, own_result
 from ablate.errors import AblateError, UserInputError
 from ablate.recipes.schema import SlurmSpec
+from ablate.store.claims import CANCELLED
 from ablate.train.events import (
     Ended,
     EpochEnded,
@@ -211,7 +212,10 @@ class SlurmTrial(submitit.helpers.Checkpointable):
         print(f"trial {job.trial_id} ({job.name}) run folder {job.run_dir}", flush=True)
         outcome = claim_and_run(job, progress=_log_progress, executor="slurm",
                                 interrupted=lambda: self._interruption)
-        if isinstance(outcome, Held):  # held by another runner: nothing to do here
+        if isinstance(outcome, Held) and outcome.why == CANCELLED:
+            print(f"trial {job.trial_id} was reset by 'ablate cancel' while this job started; "
+                  "this task exits", flush=True)
+        elif isinstance(outcome, Held):  # held by another runner: nothing to do here
             print(f"trial {job.trial_id} is {outcome.why} elsewhere ({outcome.holder}); "
                   "this task exits", flush=True)
         return outcome

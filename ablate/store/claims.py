@@ -30,6 +30,8 @@ from ablate.clock import utc_now
 from ablate.store.models import StudyRow, TrialRow
 from ablate.trials.lifecycle import TrialStatus, Verb, advance, interruption, sources
 
+CANCELLED = "cancelled"  # a Busy status: the claimer's job was cancelled (``_cancelled_job``)
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -50,8 +52,9 @@ class Claim:
 @dataclass(frozen=True)
 class Busy:
     """Why a trial could not be claimed: ``status`` is done, failed (retried by another
-    runner since this one started), running (``holder`` has a live lease) or locked
-    (another runner is claiming it this very moment)."""
+    runner since this one started), running (``holder`` has a live lease), locked
+    (another runner is claiming it this very moment) or cancelled (the claimer is a Slurm
+    job whose trial was reset after it was submitted: ``ablate cancel`` stopped it)."""
 
     study: str
     trial_id: str
@@ -96,6 +99,8 @@ def _claimable(row: TrialRow, at: datetime, failed_before: datetime | None,
                                      and row.finished_at >= failed_before):
             return TrialStatus.FAILED
         return None
+    if _cancelled_job(row, holder):
+        return CANCELLED
     if lease_is_live(row, at) and not _same_job(row.holder, holder) \
             and not (dead is not None and dead(row.holder)):
         return TrialStatus.RUNNING
@@ -108,6 +113,15 @@ def _same_job(held: dict[str, Any] | None, claimer: dict[str, Any] | None) -> bo
     Slurm ended the earlier process before it started this one."""
     return bool(held and claimer and claimer.get("job_id")
                 and held.get("job_id") == claimer.get("job_id"))
+
+
+def _cancelled_job(row: TrialRow, claimer: dict[str, Any] | None) -> bool:
+    """The claimer is the Slurm job last submitted for a trial that was reset since
+    (``Store.reset`` leaves ``job_id`` and clears the holder): ``ablate cancel`` reset it
+    while the job was still starting, before the job's SIGKILL came. A trial released by
+    its own job keeps that job as holder and stays the job's to take back."""
+    return bool(row.status == TrialStatus.PENDING and row.holder is None and row.job_id
+                and claimer and claimer.get("job_id") == row.job_id)
 
 
 class ClaimsMixin:

@@ -246,7 +246,9 @@ class Store(ClaimsMixin, TimingsMixin):
 
     def reset(self, study: str, trial_ids: list[str]) -> None:
         """Forget the outcome of trials (``--force``, a cancelled job): pending, figures
-        deleted (a checkpoint in the run folder is the caller's to keep or remove)."""
+        deleted (a checkpoint in the run folder is the caller's to keep or remove). The
+        holder goes; ``job_id`` stays, so that job, if it is still starting, cannot claim
+        the trial (``claims._cancelled_job``)."""
         with self.session() as s:
             for tid in trial_ids:
                 row = _trial_row(s, study, tid, for_update=True)
@@ -254,7 +256,7 @@ class Store(ClaimsMixin, TimingsMixin):
                     s.delete(metric)
                 row.status = advance(row.status, Verb.RESET, tid)
                 row.error, row.finished_at = None, None
-                row.lease_expires_at = None
+                row.lease_expires_at, row.holder = None, None
 
     def interrupt_job(self, study: str, trial_id: str, job_id: str,
                       status: TrialStatus) -> bool:

@@ -253,9 +253,10 @@ def test_interrupt_refusal_killed_job_cancel_and_status(cancel_after, tmp_path, 
     wait_until((held / killed.trial_id).exists, 300, "the trial to train")
     os.kill(_task_pid(killed.job_id), signal.SIGKILL)
     wait_until(lambda: job_states([killed.job_id])[killed.job_id] == "FAILED", 120, "FAILED")
-    # the other task may have waited for a core (a node still freeing the previous test's)
-    wait_until(lambda: job_states([cancelled.job_id])[cancelled.job_id] == "RUNNING", 300,
-               "the other job to run")
+    # the other task may have waited for a core (a node still freeing the previous test's);
+    # once it holds its trial, ``cancel`` below takes a claimed trial from a live job (a job
+    # cancelled before it claims is refused its claim: tests/store/test_claims.py)
+    wait_until((held / cancelled.trial_id).exists, 300, "the other trial to train")
     status = run_cli("status", "two", "--db", db, "--runs-dir", runs)
     assert status.exit_code == 0, status.output
     assert f"failed {killed.name}: Slurm job {killed.job_id} ended FAILED without a result" \

@@ -122,6 +122,35 @@ def test_a_queued_slurm_trial_is_claimed_by_whoever_starts_first(db_url):
     assert store.claim("tiny", tid, holder(2, "slurm", "9_1"), 600).status == "running"
 
 
+def test_a_slurm_job_whose_trial_was_reset_since_it_was_submitted_cannot_claim_it(db_url):
+    """``ablate cancel`` resets the trial while its job is still starting (importing torch
+    after scancel's SIGTERM, which submitit ignores): the job must not take the trial."""
+    store = Store(db_url)
+    tid, other = study(store)
+    store.submitted("tiny", tid, "/runs/x", job_id="9_0")
+    store.reset("tiny", [tid])  # ablate cancel, before the job claimed
+    got = store.claim("tiny", tid, holder(1, "slurm", "9_0"), 600)
+    assert isinstance(got, Busy) and got.status == "cancelled"
+    assert store.statuses("tiny")[tid] is TrialStatus.PENDING
+    # a job cancelled after it claimed: its process, requeued or late, cannot take it back
+    store.submitted("tiny", other, "/runs/y", job_id="9_1")
+    assert isinstance(store.claim("tiny", other, holder(2, "slurm", "9_1"), 600), Claim)
+    store.reset("tiny", [other])
+    assert store.claim("tiny", other, holder(3, "slurm", "9_1"), 600).status == "cancelled"
+    # the next submission's job, or any other runner, takes it
+    assert isinstance(store.claim("tiny", tid, holder(1, "slurm", "12_0"), 600), Claim)
+    assert isinstance(store.claim("tiny", other, holder(4), 600), Claim)
+
+
+def test_a_slurm_job_takes_back_a_trial_it_released(db_url):
+    store = Store(db_url)
+    tid = study(store)[0]
+    store.submitted("tiny", tid, "/runs/x", job_id="9_0")
+    claim = store.claim("tiny", tid, holder(1, "slurm", "9_0"), 600)
+    assert store.release(claim)
+    assert isinstance(store.claim("tiny", tid, holder(2, "slurm", "9_0"), 600), Claim)
+
+
 def test_racing_claimers_take_every_trial_exactly_once(db_url):
     first = Store(db_url)
     ids = study(first, MANY)
