@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import socket
+import shutil
 import sys
+import tempfile
 import traceback
 from datetime import timedelta
 from pathlib import Path
@@ -24,13 +25,7 @@ from ablate.errors import TrialFailed
 RENDEZVOUS_TIMEOUT = timedelta(minutes=10)  # a rank that died leaves the others waiting
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _init(rank: int, world: int, port: int) -> None:
+def _init(rank: int, world: int, rendezvous: str) -> None:
     import torch  # lazy: loads torch
     import torch.distributed as dist  # lazy: loads torch
 
@@ -40,11 +35,11 @@ def _init(rank: int, world: int, port: int) -> None:
         backend = "nccl"
         torch.cuda.set_device(0)  # the first visible device is this rank's
         options["device_id"] = torch.device("cuda", 0)  # NCCL binds it now, not lazily
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    dist.init_process_group(backend, init_method=f"file://{rendezvous}", rank=rank,
                             world_size=world, timeout=RENDEZVOUS_TIMEOUT, **options)
 
 
-def _rank_main(rank: int, world: int, port: int, spec: dict[str, Any], run_dir: str,
+def _rank_main(rank: int, world: int, rendezvous: str, spec: dict[str, Any], run_dir: str,
                device: str | None, threads: int) -> None:
     """Ranks 1..world-1: train without progress; rank 0 writes checkpoints and the result."""
     if device is not None:
@@ -57,7 +52,7 @@ def _rank_main(rank: int, world: int, port: int, spec: dict[str, Any], run_dir: 
         from ablate.train.loop import train_and_evaluate  # lazy: loads numpy, pydantic, torch
 
         torch.set_num_threads(threads)
-        _init(rank, world, port)
+        _init(rank, world, rendezvous)
         train_and_evaluate(TrialSpec.model_validate(spec), Path(run_dir))
         dist.destroy_process_group()
     except BaseException:
@@ -75,25 +70,31 @@ def train_with_ranks(spec, job, progress) -> dict[str, Any]:
     world = job.ranks
     visible = [d for d in os.environ.get(VISIBLE_ENV, "").split(",") if d]
     ctx = mp.get_context("spawn")  # torch is running here: never fork
-    port = _free_port()
+    # the ranks meet in a file no other trial uses: a free TCP port picked here could be
+    # taken by another process before rank 0 binds it (two trials starting at once)
+    folder = tempfile.mkdtemp(prefix="ablate-ranks-")
+    rendezvous = str(Path(folder, "store"))
     threads = torch.get_num_threads()
     others = [ctx.Process(target=_rank_main, name=f"ablate-rank{r}",
-                          args=(r, world, port, job.spec, job.run_dir,
+                          args=(r, world, rendezvous, job.spec, job.run_dir,
                                 visible[r] if r < len(visible) else None, threads))
               for r in range(1, world)]
-    for proc in others:
-        proc.start()
     try:
-        _init(0, world, port)
+        for proc in others:
+            proc.start()
+        _init(0, world, rendezvous)
         try:
             outcome = train_and_evaluate(spec, Path(job.run_dir), progress)
         finally:
             dist.destroy_process_group()
     finally:
         for proc in others:
+            if proc.pid is None:  # never started
+                continue
             proc.join(timeout=60)
             if proc.is_alive():
                 proc.terminate()
+        shutil.rmtree(folder, ignore_errors=True)
     failed = [(r + 1, p.exitcode) for r, p in enumerate(others) if p.exitcode != 0]
     if failed:
         rank, code = failed[0]

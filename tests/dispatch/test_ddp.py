@@ -104,3 +104,31 @@ def test_two_processes_train_one_trial_with_ddp(tmp_path):
     # done: the run folder keeps the weights alone (--keep weights, the default)
     assert (Path(job.run_dir) / "weights.pt").is_file()
     assert not (Path(job.run_dir) / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_local_ranks_meet_in_a_file_of_their_own_and_leave_nothing(tmp_path, monkeypatch):
+    """``--gpus-per-trial 2`` on one machine (``dispatch.ranks``): the ranks rendezvous in a
+    fresh file, not on a TCP port picked free and bound later (two trials starting at once
+    could take the same one), and the file's folder goes with the trial."""
+    import tempfile
+
+    from ablate.dispatch.ranks import train_with_ranks
+    from ablate.recipes.schema import TrialSpec
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    used = []
+    real_init = __import__("torch.distributed", fromlist=["x"]).init_process_group
+
+    def init(*args, **kwargs):
+        used.append(kwargs["init_method"])
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr("torch.distributed.init_process_group", init)
+    job = TrialJob("ddp", "t2", "two local ranks", SPEC, str(tmp_path / "run"), ranks=2)
+    outcome = train_with_ranks(TrialSpec.model_validate(SPEC), job, lambda event: None)
+    assert outcome["ranks"] == 2 and outcome["final"]["steps"] == 4.0
+    assert len(used) == 1 and used[0].startswith(f"file://{scratch}/ablate-ranks-")
+    assert list(scratch.glob("ablate-ranks-*")) == []  # the rendezvous folder is gone
