@@ -11,6 +11,7 @@ recorded as failed with the tail of its submitit log.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import shutil
@@ -288,6 +289,13 @@ def read_job_info(run_dir: str | Path | None) -> JobInfo | None:
         return None
 
 
+# job array scripts sbatch --test-only accepted in this process, and when: ``ablate run``
+# checks on an in-memory stand-in, then on the database, a moment apart; a long-lived
+# process (``ablate.api``) asks again once the cluster may have changed
+_ACCEPTED: dict[str, float] = {}
+ACCEPTED_FOR_S = 60.0
+
+
 class SlurmExecutor:
     """Submits trials as Slurm job arrays; waits for their result files unless ``detach``."""
 
@@ -332,6 +340,8 @@ class SlurmExecutor:
         size = max(1, min(trials, max_array_size()))
         script = render_sbatch(slurm_parameters(self.spec, job_name=f"ablate:{study}"),
                                self.folder, size, python=shlex.quote(sys.executable))
+        if time.monotonic() - _ACCEPTED.get(script, -math.inf) < ACCEPTED_FOR_S:
+            return
         try:
             done = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True,
                                   text=True, timeout=SBATCH_TIMEOUT_S)
@@ -344,6 +354,7 @@ class SlurmExecutor:
                               "(nothing was recorded)") from None
         if done.returncode != 0:
             raise refused_error(done.stderr or done.stdout, source, recorded=False)
+        _ACCEPTED[script] = time.monotonic()
 
     def run(self, jobs: list[TrialJob], on_event: OnEvent) -> None:
         if not jobs:

@@ -188,9 +188,17 @@ class StudyRunner:
                                            start.design if start is not None else None,
                                            force=self.options.force)
         check = getattr(self.executor, "check", None)  # optional: Executor's docstring
-        if check is not None:
+        if check is not None and self._runs_any(recipe.name, trials, plan, start):
             check(recipe.name, len(trials), recipe.path)
         return start, plan, recorded, keeper
+
+    def _runs_any(self, study: str, trials: list[Trial], plan, start) -> bool:
+        """Whether the first round may run a trial: False only when every trial is done
+        (and neither ``--force``, tuning nor the until-decided loop adds any)."""
+        if self.options.force or plan is not None or start is not None:
+            return True
+        statuses = self.store.statuses(study)
+        return any(statuses.get(t.trial_id) is not TrialStatus.DONE for t in trials)
 
     def run(self, recipe: Recipe, trials: list[Trial], *, force: bool = False) -> RunSummary:
         """One round: record the study and ``trials``, run those not done (failed ones

@@ -85,3 +85,42 @@ def test_a_refused_submission_leaves_an_existing_study_as_it_was(tmp_path, tiny_
     assert db.read_bytes() == db_bytes and not (tmp_path / "runs").exists()
     status = CliRunner().invoke(main, ["status", recipe.name, "--db", str(db)])
     assert status.exit_code == 0, status.output
+
+
+@pytest.fixture
+def accepting_sbatch(tmp_path, monkeypatch) -> Path:
+    """sbatch that logs its arguments, accepts --test-only and submits job 77."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "sbatch.calls"
+    path = bin_dir / "sbatch"
+    path.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n'
+                    'case "$*" in *--test-only*) echo "sbatch: Job 1 to start" >&2; exit 0;; esac\n'
+                    'echo "Submitted batch job 77"\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+def test_sbatch_tests_the_array_once_and_not_when_every_trial_is_done(tmp_path, tiny_recipe,
+                                                                      accepting_sbatch):
+    db = tmp_path / "new.db"
+    first = CliRunner().invoke(main, [
+        "run", str(tiny_recipe), "--db", str(db), "--runs-dir", str(tmp_path / "runs"),
+        "--executor", "slurm", "--detach"])
+    assert first.exit_code == 0, first.output
+    # a new database is checked on a stand-in first: the same script is not asked twice;
+    # then submitit submits its script file
+    test_only, submitted = accepting_sbatch.read_text().splitlines()
+    assert test_only == "--test-only" and submitted.endswith(".sh")
+    store = Store(str(db))
+    recipe = load_recipe(str(tiny_recipe))
+    for trial in store.trials(recipe.name):
+        store.record(TrialResult(recipe.name, trial.trial_id, TrialStatus.DONE,
+                                 final={"miou": 0.5}, environment={}))
+    accepting_sbatch.unlink()
+    again = CliRunner().invoke(main, [
+        "run", str(tiny_recipe), "--db", str(db), "--runs-dir", str(tmp_path / "runs"),
+        "--executor", "slurm"])
+    assert again.exit_code == 0, again.output
+    assert not accepting_sbatch.exists()  # nothing to run: sbatch is not asked at all
