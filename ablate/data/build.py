@@ -209,31 +209,33 @@ def _root(data: DataSpec) -> Path:
     return root
 
 
-def _samples(data: DataSpec, root: Path, val: bool = True
+def _samples(data: DataSpec, root: Path, val: bool = True, train: bool = True
              ) -> tuple[list, list, Callable, list[str]]:
     """(train samples, val samples, load function, class names) of a real dataset;
-    ``val=False``: no validation samples, the split not read."""
+    ``val=False`` / ``train=False``: none of that split, the split not read."""
     def val_samples(find, **options) -> list:
         return find(root, data.val_split, **options) if val else []
 
+    def train_samples(find, *args, **options) -> list:
+        return find(root, data.train_split, *args, **options) if train else []
+
     if data.name == "voc2012":
         if data.sbd:  # trainaug leaves out the val split's ids, whoever validates
-            train = voc.find_trainaug(root, data.train_split, data.val_split)
+            samples = train_samples(voc.find_trainaug, data.val_split)
         else:
-            train = voc.find_samples(root, data.train_split)
-        return train, val_samples(voc.find_samples), voc.load, voc.CLASS_NAMES
+            samples = train_samples(voc.find_samples)
+        return samples, val_samples(voc.find_samples), voc.load, voc.CLASS_NAMES
     if data.name == "cityscapes":
-        train = cityscapes.find_samples(root, data.train_split)
-        return train, val_samples(cityscapes.find_samples), cityscapes.load, cityscapes.CLASS_NAMES
+        return (train_samples(cityscapes.find_samples), val_samples(cityscapes.find_samples),
+                cityscapes.load, cityscapes.CLASS_NAMES)
     if data.name == "coco":
         coco.require_pycocotools()
-        train = coco.find_samples(root, data.train_split, drop_unannotated=True)
-        return (train, val_samples(coco.find_samples, drop_unannotated=False), coco.load,
+        return (train_samples(coco.find_samples, drop_unannotated=True),
+                val_samples(coco.find_samples, drop_unannotated=False), coco.load,
                 coco.CLASS_NAMES)
     if data.name == "folder":
-        train = folder.find_samples(root, data.train_split)
-        return (train, val_samples(folder.find_samples), folder.load,
-                folder.read_classes(str(root)))
+        return (train_samples(folder.find_samples), val_samples(folder.find_samples),
+                folder.load, folder.read_classes(str(root)))
     raise UserInputError(f"data.name: unknown dataset {data.name!r}")
 
 
@@ -251,7 +253,7 @@ def _user_samples(data: DataSpec, num_classes: int | None
 
 
 def build_datasets(data: DataSpec, *, seed: int = 0, num_classes: int | None = None,
-                   val: bool = True) -> DatasetPair:
+                   val: bool = True, train: bool = True) -> DatasetPair:
     """The train and validation datasets a recipe's ``data`` section describes.
 
     ``seed`` seeds the training augmentation drawn in the main process (see the module
@@ -259,14 +261,15 @@ def build_datasets(data: DataSpec, *, seed: int = 0, num_classes: int | None = N
     dataset's masks are checked against ``num_classes`` when given (the built-in readers
     know their own classes). ``val=False``: a built-in reader leaves the validation
     split unread (empty), for a trial validated on ``eval_data``: its training root need
-    not hold one (COCO's train2017 alone, for VOC validation).
+    not hold one (COCO's train2017 alone, for VOC validation). ``train=False`` likewise
+    leaves the training split unread: an evaluation set (``data.evaluation``) is read once.
     """
     if user_dataset(data) is not None:
         train_samples, val_samples, load, val_load, names = _user_samples(data, num_classes)
     elif data.name == "shapes":
         return _shapes(data, seed)
     else:
-        train_samples, val_samples, load, names = _samples(data, _root(data), val)
+        train_samples, val_samples, load, names = _samples(data, _root(data), val, train)
         val_load = load
     train_transform = TrainTransform(
         crop_size=data.crop_size,

@@ -45,7 +45,7 @@ def with_eval_data(pair: Any, eval_data: EvalDataSpec, train: DataSpec, *, seed:
 
     try:
         other = build_datasets(as_data_spec(eval_data, train), seed=seed,
-                               num_classes=num_classes)
+                               num_classes=num_classes, train=False)
     except UserInputError as err:  # the readers name data.root; here it is eval_data's
         message = str(err)
         if message.startswith("data.root"):

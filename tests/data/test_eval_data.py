@@ -78,6 +78,26 @@ def test_validation_set_comes_from_eval_data(tmp_path):
     assert eval_resolution(_spec(tmp_path, tmp_path, eval_size=[40, 48])) == (40, 48)
 
 
+def test_the_evaluation_split_is_read_once(tmp_path, monkeypatch):
+    """COCO's val annotations are ~20 MB of JSON (train2017's 450 MB): the evaluation set
+    reads its split once, not once more as the training split of its stand-in spec."""
+    from ablate.data import coco
+
+    _coco(tmp_path / "coco")
+    _voc(tmp_path / "voc")
+    reads = []
+    real = coco.find_samples
+    monkeypatch.setattr(coco, "find_samples",
+                        lambda root, split, **kw: reads.append(split) or real(root, split, **kw))
+    spec = TrialSpec.model_validate({**_spec(tmp_path / "voc", tmp_path / "coco").model_dump(),
+                                     "data": {"name": "voc2012", "root": str(tmp_path / "voc"),
+                                              "crop_size": 32, "workers": 0},
+                                     "eval_data": {"name": "coco", "root": str(tmp_path / "coco")}})
+    pair = with_eval_data(build_datasets(spec.data, val=False), spec.eval_data, spec.data)
+    assert reads == ["val"]
+    assert len(pair.val) == 1 and len(pair.train) == 1  # COCO val2017; VOC train: v0
+
+
 @pytest.mark.slow
 def test_trial_trains_on_coco_and_validates_on_voc(tmp_path):
     _coco(tmp_path / "coco")
