@@ -1,5 +1,6 @@
 """The documentation cannot drift from the code: the recipe key reference is the schema's,
-and every command has help with an example and a row in README's command table."""
+every command has help with an example and a row in README's command table, and every
+command line the docs and recipes show parses with the options it uses."""
 
 from __future__ import annotations
 
@@ -180,3 +181,58 @@ def test_the_lifecycle_table_in_the_docs_is_the_code_s():
 
     text = (ROOT / "docs" / "architecture.md").read_text()
     assert f"```\n{table_text()}\n```" in text
+
+
+def _documented_command_lines() -> list[tuple[str, str]]:
+    """(where, command line) of every ``ablate ...`` line in a fenced code block of README
+    and docs/, and in the recipes' comments: what users copy and paste."""
+    found = []
+    sources = [README, *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "recipes").glob("*.toml"))]
+    for doc in sources:
+        fenced = doc.suffix == ".toml"
+        held, start = "", 0
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            if doc.suffix == ".md" and line.lstrip().startswith("```"):
+                fenced = not fenced
+                continue
+            if line.endswith("\\"):  # continued on the next line
+                held, start = held + line[:-1] + " ", start or number
+                continue
+            line, number, held, start = held + line, start or number, "", 0
+            text = line.strip().removeprefix("#").strip().removeprefix("$ ")
+            if fenced and re.match(r"^(?:[A-Z_]+=\S+ )*(?:\.venv/bin/)?ablate [a-z]", text):
+                found.append((f"{doc.relative_to(ROOT)}:{number}", text))
+    return found
+
+
+DOCUMENTED = _documented_command_lines()
+
+
+def test_the_docs_show_commands():
+    assert len(DOCUMENTED) > 50
+
+
+@pytest.mark.parametrize(("where", "line"), DOCUMENTED, ids=[w for w, _ in DOCUMENTED])
+def test_every_documented_command_line_parses(where, line):
+    """Each command and option a documented line uses exists and takes the values shown
+    (parsed by click as typed; files need not exist and nothing runs)."""
+    import shlex
+
+    words = shlex.split(line, comments=True)
+    for stop in ("|", ">", "&&", ";", "2>&1"):  # the shell's part of the line
+        if stop in words:
+            words = words[:words.index(stop)]
+    words = [w for w in words if not re.match(r"^[A-Z_]+=", w)]
+    assert words[0].endswith("ablate"), (where, line)
+    command: click.Command = main
+    args = words[1:]
+    while isinstance(command, click.Group) and args and args[0] in command.commands:
+        command, args = command.commands[args[0]], args[1:]
+    assert command is not main, f"{where}: no such command in {line!r}"
+    try:
+        command.make_context(command.name, list(args))
+    except click.BadParameter as err:
+        if not isinstance(err.param.type, click.Path):  # a file of the user's: not here
+            pytest.fail(f"{where}: {line!r}: {err.format_message()}")
+    except click.UsageError as err:
+        pytest.fail(f"{where}: {line!r}: {err.format_message()}")
