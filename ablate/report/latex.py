@@ -80,6 +80,14 @@ def wrap_name(text: Any, width: int) -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
+def breakable(text: Any) -> str:
+    """A name inside running text (a caption), escaped, with a break allowed after each
+    seam ``wrap_name`` breaks at: a 100-character configuration name in a caption would
+    otherwise run past the page, as TeX breaks lines at spaces only."""
+    pieces = [piece for part in _STRONG_BREAK.split(str(text)) for piece in _WEAK_BREAK.split(part)]
+    return r"\allowbreak{}".join(escape(piece) for piece in pieces if piece)
+
+
 def name_cell(text: Any, width: int, mark: str = "") -> str:
     """A table cell of a (long) name: escaped, one line, or a top-aligned column of
     lines (``wrap_name``); ``mark`` (LaTeX) follows its last line."""
@@ -172,8 +180,8 @@ def _star_notes(group: pd.DataFrame) -> str:
         mark = row.get("pareto_mark")
         if bool(row.get("pareto")) and not _missing(mark) and str(mark):
             why = pareto_why(str(mark), row.get("pareto_reason"))
-            notes.append(f" {_STARS.get(str(mark), _STARS[''])} {escape(row['config_name'])}: "
-                         f"its mIoU lead over {escape(row['pareto_tie'])}, which it "
+            notes.append(f" {_STARS.get(str(mark), _STARS[''])} {breakable(row['config_name'])}: "
+                         f"its mIoU lead over {breakable(row['pareto_tie'])}, which it "
                          f"dominates, is {escape(why)}.")
     return "".join(notes)
 
@@ -219,7 +227,7 @@ def config_table(group: pd.DataFrame, alpha: float = 0.05) -> str:
                          f"[{low:+.2f}, {high:+.2f}]")
         rows.append(cells)
     caption = (
-        f"{escape(study)}: configurations. mIoU in percent on the validation set (one "
+        f"{breakable(study)}: configurations. mIoU in percent on the validation set (one "
         r"confusion matrix over the set), mean $\pm$ sample standard deviation over $n$ "
         r"seeds (no spread with one seed). Params in millions; GFLOPs: "
         f"{escape(flops_text(group))}; latency: median over seeds in ms, batch 1. "
@@ -229,7 +237,7 @@ def config_table(group: pd.DataFrame, alpha: float = 0.05) -> str:
     if baselines:
         level = f"{100 * (1 - alpha):.4g}"
         caption += (
-            rf" $\Delta$: the change against {escape(', '.join(baselines))}, params, GFLOPs "
+            rf" $\Delta$: the change against {breakable(', '.join(baselines))}, params, GFLOPs "
             rf"and latency in percent, mIoU in points with its {level}\,\% interval (paired "
             "t over the seeds both ran, else Welch; -- with fewer than two seeds a side).")
         header += [h for _c, h in BASELINE_NUMBERS] + [rf"{level}\,\% CI"]
@@ -254,7 +262,7 @@ def effects_table(group: pd.DataFrame) -> str:
                      interval, _num(row["p_adj"], ".3g"), _num(row["n"], ",.0f"),
                      escape(row["verdict"])])
     caption = (
-        f"{escape(study)}: effect of each axis on mIoU, in {escape(unit)} (B minus A; "
+        f"{breakable(study)}: effect of each axis on mIoU, in {escape(unit)} (B minus A; "
         r"main effect: mean over the other axes' cells, interaction: difference of "
         rf"differences). Intervals at {100 * level:.4g}\,\% $= 1 - \alpha/{family}$ over "
         f"the {family} effect(s) of this study (Bonferroni); p adjusted likewise. Verdict: "
@@ -278,9 +286,10 @@ def tuned_table(view) -> str:
         score = view.scores.loc[config, j] if j is not None else float("nan")
         rows.append([name_cell(config, NAME_WIDTH), *values, MISSING if j is None else str(j),
                      _num(score, ".2f"), str(int(view.scores.loc[config].isna().sum()))])
-    caption = escape(f"{view.study}: each configuration tuned with the same {view.budget} "
-                     f"draws; {view.method}. The score at the chosen draw is biased upward (the "
-                     "best of several); the effects are read on the study's own seeds.")
+    caption = breakable(view.study) + escape(
+        f": each configuration tuned with the same {view.budget} draws; {view.method}. The "
+        "score at the chosen draw is biased upward (the best of several); the effects are "
+        "read on the study's own seeds.")
     header = ["Configuration", *(escape(k) for k in keys), "Draw", "Score", "Failed"]
     return _table(caption, _label(view.study, "tuning"), "l" + "r" * (len(keys) + 3),
                   header, rows)

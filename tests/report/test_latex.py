@@ -141,6 +141,24 @@ def test_long_configuration_names_fit_the_page_beside_the_baseline_columns(fille
             r"large/model.head=lraspp,\\width=00$^\star$\end{tabular} & ") in config_table(configs)
 
 
+def test_long_names_in_captions_break_within_the_page(filled, tmp_path):
+    """A study, a baseline and a Pareto note's names in running text: TeX breaks at spaces
+    only, so each may break after its seams (``breakable``)."""
+    configs = build_report(Store(filled.url, must_exist=True), ["mnv3_mini"],
+                           baseline="conventional").configs
+    long = "model.backbone=mobilenet_v3_large/model.head=lraspp,aspp_channels=256,width="
+    configs["study"] = "ablation_of_the_expansion_layers_of_mobilenet_v3_large_" * 2
+    configs["baseline"] = long + "conventional_baseline"
+    configs["config_name"] = [f"{long}{i:02d}" for i in range(len(configs))]
+    configs["pareto_tie"] = long + "tied"
+    assert len(configs["baseline"].iloc[0]) > 90
+    tex = tmp_path / "captions.tex"
+    tex.write_text(to_document(configs))
+    log = _compile(tex); print("LOG", log.count("Overfull"), [l for l in log.splitlines() if "Overfull" in l][:5]); import shutil; shutil.copy(tex, "/tmp/captions.tex")
+    # before: the caption ran 400 pt past the landscape page
+    assert "Overfull \\hbox" not in _compile(tex)
+
+
 def test_per_class_heat_maps_are_figures_of_the_document(filled, tmp_path):
     # --per-class wrote per_class_iou_<study>.pdf beside report.tex, which left it out
     out = tmp_path / "paper"
@@ -171,7 +189,7 @@ def test_special_characters_in_names_compile(filled, tmp_path):
     configs["study"] = "odd_study"
     configs.loc[0, "config_name"] = "a_b & 50% #1"
     table = config_table(configs)
-    assert r"a\_b \& 50\% \#1" in table and r"{odd\_study: configurations." in table
+    assert r"a\_b \& 50\% \#1" in table and r"{odd\_\allowbreak{}study: configurations." in table
     tex = tmp_path / "odd.tex"
     tex.write_text(to_document(configs))
     _compile(tex)
