@@ -81,11 +81,19 @@ def wrap_name(text: Any, width: int) -> list[str]:
 
 
 def breakable(text: Any) -> str:
-    """A name inside running text (a caption), escaped, with a break allowed after each
-    seam ``wrap_name`` breaks at: a 100-character configuration name in a caption would
-    otherwise run past the page, as TeX breaks lines at spaces only."""
-    pieces = [piece for part in _STRONG_BREAK.split(str(text)) for piece in _WEAK_BREAK.split(part)]
-    return r"\allowbreak{}".join(escape(piece) for piece in pieces if piece)
+    """A name inside running text (a caption), escaped, that breaks across lines only
+    after the seams ``wrap_name`` breaks at: each piece in an ``\\mbox``, so TeX never
+    hyphenates inside a name (``mobile-net_v3`` would read as another name), with
+    ``\\allowbreak`` between pieces (a long name would otherwise be hyphenated or run
+    past the page)."""
+    out = []
+    for part in _STRONG_BREAK.split(str(text)):
+        for piece in filter(None, _WEAK_BREAK.split(part)):
+            word = piece.rstrip(" ")
+            if word:
+                out.append(rf"\mbox{{{escape(word)}}}")
+            out.append(" " if word != piece else r"\allowbreak{}")
+    return "".join(out).removesuffix(r"\allowbreak{}")
 
 
 def name_cell(text: Any, width: int, mark: str = "") -> str:
@@ -237,7 +245,7 @@ def config_table(group: pd.DataFrame, alpha: float = 0.05) -> str:
     if baselines:
         level = f"{100 * (1 - alpha):.4g}"
         caption += (
-            rf" $\Delta$: the change against {breakable(', '.join(baselines))}, params, GFLOPs "
+            rf" $\Delta$: the change against {', '.join(map(breakable, baselines))}, params, GFLOPs "
             rf"and latency in percent, mIoU in points with its {level}\,\% interval (paired "
             "t over the seeds both ran, else Welch; -- with fewer than two seeds a side).")
         header += [h for _c, h in BASELINE_NUMBERS] + [rf"{level}\,\% CI"]

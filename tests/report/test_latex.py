@@ -119,9 +119,12 @@ def test_baseline_changes_and_qualified_pareto_marks_are_in_the_latex_table(fill
     assert rows[r"proposed[head=deeplabv3plus]$^{\star\approx}$"].endswith(
         r"& -51.97 & -50.00 & -54.55 & -2.00 & [-8.35, +4.35] \\")
     assert rows["conventional[head=deeplabv3]"].endswith(r"& +0.00 & -- \\")
-    assert (r"$^{\star\approx}$ proposed[head=deeplabv3plus]: its mIoU lead over "
-            r"conventional[head=deeplabv3], which it dominates, is inconclusive") in text
-    assert r"$\Delta$: the change against conventional[head=deeplabv3plus]" in text
+    assert (r"$^{\star\approx}$ \mbox{proposed[head=}\allowbreak{}\mbox{deeplabv3plus]}: its "
+            r"mIoU lead over \mbox{conventional[head=}\allowbreak{}\mbox{deeplabv3]}, which it "
+            r"dominates, is inconclusive") in text
+    assert (r"$\Delta$: the change against \mbox{conventional[head=}\allowbreak{}"
+            r"\mbox{deeplabv3plus]}, \mbox{conventional[head=}\allowbreak{}\mbox{deeplabv3]}, "
+            "params") in text
     # before: 74 pt past the landscape page with these 32-character names
     assert "Overfull \\hbox" not in _compile(out / "report.tex")
 
@@ -142,8 +145,8 @@ def test_long_configuration_names_fit_the_page_beside_the_baseline_columns(fille
 
 
 def test_long_names_in_captions_break_within_the_page(filled, tmp_path):
-    """A study, a baseline and a Pareto note's names in running text: TeX breaks at spaces
-    only, so each may break after its seams (``breakable``)."""
+    """A study's, a baseline's and a Pareto note's names in running text break after their
+    seams only (``breakable``)."""
     configs = build_report(Store(filled.url, must_exist=True), ["mnv3_mini"],
                            baseline="conventional").configs
     long = "model.backbone=mobilenet_v3_large/model.head=lraspp,aspp_channels=256,width="
@@ -152,10 +155,14 @@ def test_long_names_in_captions_break_within_the_page(filled, tmp_path):
     configs["config_name"] = [f"{long}{i:02d}" for i in range(len(configs))]
     configs["pareto_tie"] = long + "tied"
     assert len(configs["baseline"].iloc[0]) > 90
+    text = to_document(configs)
+    # pieces in boxes: TeX breaks between them, never hyphenates inside (it hyphenated
+    # "mo-bilenet" and "ex-pansion" before: an underscore ends a word for hyphenation)
+    assert (r"the change against \mbox{model.}\allowbreak{}\mbox{backbone=}\allowbreak{}"
+            r"\mbox{mobilenet\_}\allowbreak{}\mbox{v3\_}") in text
+    assert r"\mbox{ablation\_}\allowbreak{}\mbox{of\_}" in text
     tex = tmp_path / "captions.tex"
-    tex.write_text(to_document(configs))
-    log = _compile(tex); print("LOG", log.count("Overfull"), [l for l in log.splitlines() if "Overfull" in l][:5]); import shutil; shutil.copy(tex, "/tmp/captions.tex")
-    # before: the caption ran 400 pt past the landscape page
+    tex.write_text(text)
     assert "Overfull \\hbox" not in _compile(tex)
 
 
@@ -189,7 +196,8 @@ def test_special_characters_in_names_compile(filled, tmp_path):
     configs["study"] = "odd_study"
     configs.loc[0, "config_name"] = "a_b & 50% #1"
     table = config_table(configs)
-    assert r"a\_b \& 50\% \#1" in table and r"{odd\_\allowbreak{}study: configurations." in table
+    assert r"a\_b \& 50\% \#1" in table
+    assert r"{\mbox{odd\_}\allowbreak{}\mbox{study}: configurations." in table
     tex = tmp_path / "odd.tex"
     tex.write_text(to_document(configs))
     _compile(tex)
