@@ -6,8 +6,10 @@ trial is free and marks it ``running`` with the holder (host, pid, executor, job
 lease expiry and a new ``claim_epoch``. While training, a heartbeat *renews* the lease;
 a lease that is not renewed (the holder was killed, its machine lost) expires and the
 trial can be claimed again. The epoch tells results apart: a result carries the epoch it
-was trained under, and one from a holder whose claim was taken over is not ingested while
-the new holder's lease is live (``superseded``).
+was trained under, and only a result of the trial's latest claim is ingested: one from a
+holder whose claim was taken over, or that was reset since, is not (``superseded``). A
+reset (``Store.reset``) bumps the epoch too, so the claims made before it can no longer
+renew, hand back or record anything.
 
 Per dialect: PostgreSQL locks the trial's row with ``SELECT ... FOR UPDATE SKIP LOCKED``
 (a row another claimer is deciding on is skipped, never waited for) and takes the time
@@ -75,15 +77,26 @@ def lease_is_live(row: TrialRow, at: datetime) -> bool:
         and row.lease_expires_at > at
 
 
+def trial_job(row: TrialRow) -> str | None:
+    """The Slurm job the trial is now for: its holder's, else the job queued for it (after a
+    reset, the job last submitted for it). None for a trial a local runner holds."""
+    return (row.holder or {}).get("job_id") or row.job_id
+
+
 def superseded(row: TrialRow, claim_epoch: int | None, at: datetime,
                dead_job: str | None = None) -> bool:
-    """True for a result trained under an older claim while a newer holder's lease is live:
-    that holder's own result will count, this one must not. A result with no epoch (a
-    Slurm job found dead, an unclaimed run) never holds the live lease either, except the
-    failure of the holder's own job (``dead_job``): its claim died with it."""
-    if dead_job and (row.holder or {}).get("job_id") == dead_job:
-        return False
-    return lease_is_live(row, at) and claim_epoch != row.claim_epoch
+    """True for a result that must not end the trial now. One trained under a claim other
+    than the trial's latest: the trial was taken over or reset since (``--force``,
+    ``ablate cancel``), and only its latest claim's result counts. The failure of a Slurm
+    job (``dead_job``) the trial no longer runs for: it was reset, queued as another job or
+    claimed by another holder since (the failure of the holder's own job counts, live
+    lease or not: its claim died with it). A result with no epoch (an unclaimed run) while
+    a holder's lease is live."""
+    if dead_job:
+        return row.status != TrialStatus.RUNNING or trial_job(row) != dead_job
+    if claim_epoch is not None:
+        return claim_epoch != row.claim_epoch
+    return lease_is_live(row, at)
 
 
 def _claimable(row: TrialRow, at: datetime, failed_before: datetime | None,

@@ -20,7 +20,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 from ablate.clock import utc_now
 from ablate.errors import StoreError
 from ablate.store import target
-from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded
+from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded, trial_job
 from ablate.store.models import Base, CostRow, MetricRow, StudyRow, TrialRow
 from ablate.store.records import CostRecord, EpochMetric, StudyRecord, TrialRecord
 from ablate.store.schema import SCHEMA_HEAD, ensure_schema, is_ablate_revision
@@ -232,14 +232,18 @@ class Store(ClaimsMixin, TimingsMixin):
     def submitted(self, study: str, trial_id: str, run_dir: str | None = None,
                   job_id: str | None = None) -> bool:
         """A Slurm job was queued for the trial: running, with no holder or lease until the
-        job starts and claims it. False (nothing changed) when it is done or held."""
+        job starts and claims it (the claims made before are void, as after ``reset``). False (nothing changed) when it is done or held, or when
+        that very job has claimed it already (a task of a large array can start, claim and
+        even end before its submission is recorded)."""
         with self.session() as s:
             row = _trial_row(s, study, trial_id, for_update=True)
             if row.status == TrialStatus.DONE or lease_is_live(row, db_now(s)):
                 return False  # a holder trains it now; the submitted job will find it held
+            if job_id and (row.holder or {}).get("job_id") == job_id:
+                return False  # the job started first: its claim says where the trial is
             row.status = advance(row.status, Verb.SUBMIT, trial_id)
             row.started_at, row.error = utc_now(), None
-            row.holder, row.lease_expires_at = None, None  # queued: claimed when it starts
+            _void_claims(row)  # queued: claimed when it starts, by this job or a runner
             row.run_dir = run_dir or row.run_dir
             row.job_id = job_id or row.job_id
             return True
@@ -247,16 +251,26 @@ class Store(ClaimsMixin, TimingsMixin):
     def reset(self, study: str, trial_ids: list[str]) -> None:
         """Forget the outcome of trials (``--force``, a cancelled job): pending, figures
         deleted (a checkpoint in the run folder is the caller's to keep or remove). The
-        holder goes; ``job_id`` stays, so that job, if it is still starting, cannot claim
-        the trial (``claims._cancelled_job``)."""
+        claim epoch moves on, so no claim made before can renew, hand back or record the
+        trial (its job may run on for a while after ``scancel``). The holder goes;
+        ``job_id`` stays, so that job, if it is still starting, cannot claim the trial
+        (``claims._cancelled_job``)."""
         with self.session() as s:
             for tid in trial_ids:
-                row = _trial_row(s, study, tid, for_update=True)
-                for metric in list(row.metrics):
-                    s.delete(metric)
-                row.status = advance(row.status, Verb.RESET, tid)
-                row.error, row.finished_at = None, None
-                row.lease_expires_at, row.holder = None, None
+                _reset_row(s, _trial_row(s, study, tid, for_update=True))
+
+    def reset_job(self, study: str, trial_id: str, job_id: str) -> bool:
+        """Slurm job ``job_id`` was cancelled: reset its trial (as ``reset``) if the trial is
+        still that job's, queued for it, held by it, or stopped with it and waiting for its
+        requeue. False (nothing changed) when it is recorded or reset already, or queued as
+        another job or held by another holder since: a late cancellation must not undo
+        them."""
+        with self.session() as s:
+            row = _trial_row(s, study, trial_id, for_update=True)
+            if row.status not in _JOB_STATES or trial_job(row) != job_id:
+                return False
+            _reset_row(s, row)
+            return True
 
     def interrupt_job(self, study: str, trial_id: str, job_id: str,
                       status: TrialStatus) -> bool:
@@ -266,8 +280,7 @@ class Store(ClaimsMixin, TimingsMixin):
         verb = interruption(status)
         with self.session() as s:
             row = _trial_row(s, study, trial_id, for_update=True)
-            held_by = (row.holder or {}).get("job_id") or row.job_id
-            if row.status not in sources(verb) or held_by != job_id:
+            if row.status not in sources(verb) or trial_job(row) != job_id:
                 return False
             row.status = advance(row.status, verb, trial_id)
             row.lease_expires_at = None
@@ -276,9 +289,9 @@ class Store(ClaimsMixin, TimingsMixin):
 
     def record(self, result: TrialResult, *, dead_job: str | None = None) -> bool:
         """Record a trial's result (from its result file, or a dead job's failure); once:
-        False if it is recorded already, or if it was trained under a claim another holder
-        has taken over since (that holder's result counts). ``dead_job``: the failure of
-        that Slurm job, whose own claim it voids."""
+        False if it is recorded already, or if it was trained under a claim that was taken
+        over or reset since (``claims.superseded``). ``dead_job``: the failure of that
+        Slurm job, recorded only while the trial is still running for it."""
         with self.session() as s:
             row = _trial_row(s, result.study, result.trial_id, for_update=True)
             if row.status == TrialStatus.DONE \
@@ -494,6 +507,27 @@ def _study_row(s: Session, name: str) -> StudyRow:
     if row is None:
         raise StoreError(f"no study named {name!r} in the database")
     return row
+
+
+# a trial a Slurm job may still have: queued or held by it, or stopped with it (its requeue)
+_JOB_STATES = frozenset({TrialStatus.RUNNING, TrialStatus.PREEMPTED, TrialStatus.TIMED_OUT})
+
+
+def _reset_row(s: Session, row: TrialRow) -> None:
+    for metric in list(row.metrics):
+        s.delete(metric)
+    row.status = advance(row.status, Verb.RESET, row.trial_id)
+    row.error, row.finished_at = None, None
+    _void_claims(row)
+
+
+def _void_claims(row: TrialRow) -> None:
+    """No claim made so far may renew, hand back or record the trial: a claimed trial's
+    epoch moves on (a trial nobody claimed since it was last voided has no such claim,
+    and its next claim keeps the next number). The holder and lease go."""
+    if row.holder is not None:
+        row.claim_epoch = (row.claim_epoch or 0) + 1
+    row.holder, row.lease_expires_at = None, None
 
 
 def _trial_row(s: Session, study: str, trial_id: str, for_update: bool = False) -> TrialRow:

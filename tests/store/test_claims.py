@@ -230,3 +230,103 @@ def test_the_holder_s_own_dead_slurm_job_records_the_trial_failed_at_once(db_url
     assert store.record(own, dead_job="9_0") is True
     (record,) = [r for r in store.trials("tiny") if r.trial_id == tid]
     assert record.status == "failed" and record.error.startswith("Slurm job 9_0 ended FAILED")
+
+
+def test_a_reset_voids_every_claim_made_before_it(db_url):
+    """``ablate cancel`` (or ``--force``) resets a trial whose job still runs (submitit
+    ignores scancel's SIGTERM until KillWait's SIGKILL), and ``ablate run`` queues it again
+    at once: the old job's heartbeat, hand-back and result must not touch the new run."""
+    store = Store(db_url)
+    tid = study(store)[0]
+    store.submitted("tiny", tid, "/runs/x", job_id="5_0")
+    old = store.claim("tiny", tid, holder(1, "slurm", "5_0"), 600)
+    store.reset("tiny", [tid])  # ablate cancel
+    store.submitted("tiny", tid, "/runs/x", job_id="9_0")  # ablate run: queued again
+    assert not store.renew(old)  # no lease for a job that was cancelled
+    assert not store.interrupt(old, TrialStatus.PREEMPTED)
+    assert not store.release(old)
+    assert not store.record(result(tid, old.epoch, 0.1))
+    (record,) = [r for r in store.trials("tiny") if r.trial_id == tid]
+    assert (record.status, record.holder, record.lease_expires_at, record.job_id) == (
+        "running", None, None, "9_0")
+    new = store.claim("tiny", tid, holder(2, "slurm", "9_0"), 600)
+    assert isinstance(new, Claim) and new.taken_over is None
+    assert store.record(result(tid, new.epoch, 0.2))
+    assert store.trials("tiny")[0].metrics == {"miou": 0.2}
+
+
+def test_a_result_recorded_late_by_its_job_after_force_does_not_count(db_url):
+    """The driver ingests a job's result file while the job still thins its checkpoint;
+    ``--force`` then resets the trial and queues it again before the job records the
+    same result itself: the forced rerun must train it anew."""
+    store = Store(db_url)
+    tid = study(store)[0]
+    old = store.claim("tiny", tid, holder(1, "slurm", "5_0"), 600)
+    late = result(tid, old.epoch, 0.1)
+    assert store.record(late)  # ingested from result.json by the driver
+    store.reset("tiny", [tid])  # --force
+    store.submitted("tiny", tid, "/runs/x", job_id="9_0")
+    assert not store.record(late)  # the old job's own record, late
+    assert store.statuses("tiny")[tid] == "running"
+    assert isinstance(store.claim("tiny", tid, holder(2, "slurm", "9_0"), 600), Claim)
+
+
+def test_a_dead_job_s_failure_ends_only_the_trial_still_queued_or_held_for_it(db_url):
+    """``ablate status`` or a runner's wait finds job 5_0 ended without a result after
+    ``--force`` (or cancel and run) queued the trial as job 9_0: 5_0's failure must not
+    fail the trial that 9_0 is about to train, nor one reset since."""
+    store = Store(db_url)
+    tid, other = study(store)
+    store.submitted("tiny", tid, "/runs/x", job_id="5_0")
+    store.reset("tiny", [tid])
+    started = store.database_time()
+    store.submitted("tiny", tid, "/runs/x", job_id="9_0")
+    assert not store.record(failure(tid, None, "Slurm job 5_0 ended FAILED"), dead_job="5_0")
+    assert store.statuses("tiny")[tid] == "running"
+    assert isinstance(store.claim("tiny", tid, holder(2, "slurm", "9_0"), 600,
+                                  failed_before=started), Claim)
+    store.submitted("tiny", other, "/runs/y", job_id="6_0")
+    store.reset("tiny", [other])  # ablate cancel
+    assert not store.record(failure(other, None, "Slurm job 6_0 ended FAILED"), dead_job="6_0")
+    assert store.statuses("tiny")[other] == "pending"
+
+
+def test_a_cancelled_job_resets_only_the_trial_still_queued_or_held_for_it(db_url):
+    store = Store(db_url)
+    tid, other = study(store)
+    store.submitted("tiny", tid, "/runs/x", job_id="5_0")
+    store.reset("tiny", [tid])  # ablate cancel ...
+    store.submitted("tiny", tid, "/runs/x", job_id="9_0")  # ... and ablate run
+    assert not store.reset_job("tiny", tid, "5_0")  # 5_0 seen CANCELLED late
+    assert isinstance(store.claim("tiny", tid, holder(2, "slurm", "9_0"), 600), Claim)
+    # a job queued while a local runner held the trial, then scancel'ed: the runner keeps it
+    local = store.claim("tiny", other, holder(3), 600)
+    assert not store.submitted("tiny", other, "/runs/y", job_id="7_0")
+    assert not store.reset_job("tiny", other, "7_0")
+    assert store.renew(local)
+    assert store.record(result(other, local.epoch, 0.3))
+    assert not store.reset_job("tiny", other, "7_0")
+    assert store.statuses("tiny") == {tid: "running", other: "done"}
+    # the trial's own job, queued or holding it: pending, and that job cannot claim it
+    store.submitted("tiny", tid, "/runs/x", job_id="9_0")
+    assert store.reset_job("tiny", tid, "9_0")
+    assert store.claim("tiny", tid, holder(4, "slurm", "9_0"), 600).status == "cancelled"
+
+
+def test_a_job_s_late_submitted_event_leaves_the_trial_it_claimed_alone(db_url):
+    """A task of a large array starts, claims and ends (preempted, failed) before the
+    driver has recorded its ``Submitted`` event: the event changes nothing."""
+    store = Store(db_url)
+    tid, other = study(store)
+    first = store.claim("tiny", tid, holder(1, "slurm", "9_0"), 600)
+    assert store.interrupt(first, TrialStatus.PREEMPTED)  # USR2: handed back
+    assert not store.submitted("tiny", tid, "/runs/x", job_id="9_0")
+    assert store.statuses("tiny")[tid] == "preempted"
+    again = store.claim("tiny", tid, holder(2, "slurm", "9_0"), 600)  # requeued
+    assert again.resumed == "preempted"
+    quick = store.claim("tiny", other, holder(3, "slurm", "9_1"), 600)
+    assert store.record(failure(other, quick.epoch, "boom"))
+    assert not store.submitted("tiny", other, "/runs/y", job_id="9_1")
+    records = {r.trial_id: r for r in store.trials("tiny")}
+    assert records[other].status == "failed" and records[other].error == "boom"
+    assert (records[tid].attempts, records[tid].preemptions) == (1, 1)

@@ -5,7 +5,8 @@ A Hypothesis state machine claims, renews, records, crashes (its claims are then
 over at once, as a dead local holder's are), restarts a Slurm job (the requeued job takes
 its own claim back), preempts, times out, releases, resets and submits. After every step:
 each stored change of state is the one the transition table gives for what was done, no
-trial is recorded done twice, and attempts and preemptions are what the steps imply: a
+trial is recorded done twice, only the trial's latest claim (not one taken over, reset or
+queued again since) renews, hands back or records it, and attempts and preemptions are what the steps imply: a
 trial stopped by the cluster is never counted as failed nor as a new attempt.
 """
 
@@ -48,6 +49,8 @@ def _machine(url: str):
             self.done_records = dict.fromkeys(self.ids, 0)
             self.attempts = dict.fromkeys(self.ids, 0)
             self.preemptions = dict.fromkeys(self.ids, 0)
+            # the claim whose result counts: the latest, unless a reset came after it
+            self.latest: dict[str, int | None] = dict.fromkeys(self.ids)
             self.started = [stores[0].database_time()] * RUNNERS
 
         # -- helpers -------------------------------------------------------------------
@@ -70,6 +73,10 @@ def _machine(url: str):
                 if after is S.FAILED:  # only a recorded failure fails a trial
                     assert verb is Verb.RECORD_FAILED
             return after
+
+        def current(self, claim: Claim) -> bool:
+            """The trial's latest claim, not voided by a reset or submission since."""
+            return claim.epoch == self.latest[claim.trial_id]
 
         def dead(self, holder) -> bool:
             return bool(holder) and holder.get("pid") in self.crashed
@@ -94,14 +101,16 @@ def _machine(url: str):
             elif not before.interrupted:
                 self.attempts[tid] += 1
             self.claims.append(got)
+            self.latest[tid] = got.epoch
 
         @rule(data=st.data())
         def renew(self, data):
             if self.claims:
                 claim = data.draw(st.sampled_from(self.claims))
                 before = self.status(claim.trial_id)
-                stores[0].renew(claim)
+                renewed = stores[0].renew(claim)
                 assert self.changed(claim.trial_id, before, Verb.RENEW) == before
+                assert renewed == (before is S.RUNNING and self.current(claim))
 
         @rule(data=st.data(), done=st.booleans())
         def record(self, data, done):
@@ -113,9 +122,12 @@ def _machine(url: str):
             result = (TrialResult(self.study, tid, S.DONE, final={"miou": 0.5},
                                   claim_epoch=claim.epoch) if done else
                       TrialResult.failure(self.study, tid, "boom", claim_epoch=claim.epoch))
+            verb = Verb.RECORD_DONE if done else Verb.RECORD_FAILED
             recorded = stores[claim.pk % RUNNERS].record(result)
-            after = self.changed(tid, before, Verb.RECORD_DONE if done else Verb.RECORD_FAILED)
-            assert recorded == (after != before or (before is S.FAILED and not done))
+            after = self.changed(tid, before, verb)
+            # only the latest claim's result counts: not one taken over, reset or queued since
+            assert recorded == (before is not S.DONE and self.current(claim))
+            assert after == (advance(before, verb, tid) if recorded else before)
             if recorded and done:
                 self.done_records[tid] += 1
 
@@ -135,17 +147,20 @@ def _machine(url: str):
             before = self.status(tid)
             target = S.TIMED_OUT if timed_out else S.PREEMPTED
             verb = Verb.TIME_OUT if timed_out else Verb.PREEMPT
-            if stores[0].interrupt(claim, target):
+            interrupted = stores[0].interrupt(claim, target)
+            if interrupted:
                 self.preemptions[tid] += 1
             self.changed(tid, before, verb)
+            assert interrupted == (before is S.RUNNING and self.current(claim))
 
         @rule(data=st.data())
         def release(self, data):
             if self.claims:
                 claim = data.draw(st.sampled_from(self.claims))
                 before = self.status(claim.trial_id)
-                stores[0].release(claim)
+                released = stores[0].release(claim)
                 self.changed(claim.trial_id, before, Verb.RELEASE)
+                assert released == (before is S.RUNNING and self.current(claim))
 
         @rule(index=st.integers(0, 2))
         def reset(self, index):
@@ -154,12 +169,14 @@ def _machine(url: str):
             stores[0].reset(self.study, [tid])
             assert self.changed(tid, before, Verb.RESET) is S.PENDING
             self.done_records[tid] = 0
+            self.latest[tid] = None  # the claims made before are void
 
         @rule(index=st.integers(0, 2), runner=st.integers(0, RUNNERS - 1))
         def submit(self, index, runner):
             tid = self.ids[index]
             before = self.status(tid)
-            stores[0].submitted(self.study, tid, job_id=f"{runner}_0")
+            if stores[0].submitted(self.study, tid, job_id=f"{runner}_0"):
+                self.latest[tid] = None  # queued: the claims made before are void
             self.changed(tid, before, Verb.SUBMIT)
 
         # -- what must always hold -----------------------------------------------------
