@@ -573,7 +573,10 @@ class StudyFollowUp:
 
 
 def follow_study(store, study: str, runs_root: str | Path) -> StudyFollowUp:
-    """Ingest every finished result of ``study`` and settle jobs that ended without one."""
+    """Ingest every finished result of ``study`` and settle jobs that ended without one.
+    Each change is made only while the trial is still that job's (another process may
+    have recorded, cancelled or queued it again since it was read): what the follow-up
+    lists is what it changed."""
     report = ingest_results(store, study, runs_root)
     running = [r for r in store.trials(study, with_metrics=False, status=TrialStatus.RUNNING)
                if r.job_id]
@@ -586,50 +589,61 @@ def follow_study(store, study: str, runs_root: str | Path) -> StudyFollowUp:
             continue
         result = own_result(study, rec.trial_id, rec.run_dir)
         if result is not None:  # finished between the ingest and sacct
-            store.record(result)
-            report.ingested.append(rec.trial_id)
+            if store.record(result):
+                report.ingested.append(rec.trial_id)
             continue
         if state == "CANCELLED":
-            store.reset(study, [rec.trial_id])
-            requeue.append(rec.trial_id)
+            if store.reset_job(study, rec.trial_id, rec.job_id):
+                requeue.append(rec.trial_id)
             continue
         info = read_job_info(rec.run_dir) or JobInfo(rec.job_id, DEFAULT_FOLDER)
         job = TrialJob(study, rec.trial_id, rec.name, rec.spec, rec.run_dir or "")
         match job_ended(job, info, state):
             case Interrupted(status=status):
-                store.interrupt_job(study, rec.trial_id, rec.job_id, status)
-                interrupted.append(rec.trial_id)
+                if store.interrupt_job(study, rec.trial_id, rec.job_id, status):
+                    interrupted.append(rec.trial_id)
             case JobDied(job_id=job_id, result=failure):
-                store.record(failure, dead_job=job_id)
-                died.append(rec.trial_id)
+                if store.record(failure, dead_job=job_id):
+                    died.append(rec.trial_id)
             case _:  # the job found the trial held by another runner, which records it
                 pass
     return StudyFollowUp(study, report.ingested, report.corrupt, died, requeue, interrupted,
                          shown)
 
 
+def _job_trials(store, study: str, trial_ids: list[str] | None = None):
+    """The records of ``study``'s trials that a Slurm job may still train, and sacct's state
+    of those jobs: running trials (queued, or held by their job), and trials the cluster
+    stopped (preempted, timed out) whose job may have been requeued. The states are asked
+    only where sacct is (``states`` is then empty)."""
+    records = [r for r in store.trials(study, with_metrics=False)
+               if r.job_id and (r.status is TrialStatus.RUNNING or r.status.interrupted)
+               and (trial_ids is None or r.trial_id in trial_ids)]
+    if not records or shutil.which("sacct") is None:
+        return records, {}
+    return records, job_states(sorted({r.job_id for r in records}))
+
+
 def live_jobs(store, study: str, trial_ids: list[str] | None = None) -> dict[str, str]:
-    """Trial id -> job id of the trials whose Slurm job may still write a result."""
-    running = [r for r in store.trials(study, with_metrics=False, status=TrialStatus.RUNNING)
-               if r.job_id and (trial_ids is None or r.trial_id in trial_ids)]
-    if not running or shutil.which("sacct") is None:
-        return {}
-    states = job_states([r.job_id for r in running])
-    return {r.trial_id: r.job_id for r in running if states[r.job_id] in LIVE_STATES}
+    """Trial id -> job id of the trials whose Slurm job may still write a result: running
+    ones, and ones the cluster stopped whose job was requeued (it resumes them)."""
+    records, states = _job_trials(store, study, trial_ids)
+    return {r.trial_id: r.job_id for r in records if states.get(r.job_id) in LIVE_STATES}
 
 
 def cancel_study(store, study: str, runs_root: str | Path) -> list[str]:
-    """scancel the running jobs of ``study``; their trials go back to pending (a later
-    run resumes them from their checkpoints). Returns the trial ids."""
-    running = [r for r in store.trials(study, with_metrics=False, status=TrialStatus.RUNNING)
-               if r.job_id]
-    scancel(sorted({r.job_id for r in running}))
+    """scancel the jobs of ``study`` that may still train a trial (``live_jobs``: a
+    preempted trial's requeued job included); their trials go back to pending (a later
+    run resumes them from their checkpoints), and the jobs cannot claim them again.
+    Returns the trial ids."""
+    records, states = _job_trials(store, study)
+    # every running trial's job (sacct may not know a job just submitted); a stopped
+    # trial's only while it is requeued: one that ended for good resumes on the next run
+    jobs = {r.trial_id: r.job_id for r in records
+            if r.status is TrialStatus.RUNNING or states.get(r.job_id) in LIVE_STATES}
+    scancel(sorted(set(jobs.values())))
     ingest_results(store, study, runs_root)  # a trial that finished just before stays done
-    still = {tid for tid, status in store.statuses(study).items()
-             if status is TrialStatus.RUNNING}
-    cancelled = [r.trial_id for r in running if r.trial_id in still]
-    store.reset(study, cancelled)
-    return cancelled
+    return [tid for tid, job_id in jobs.items() if store.reset_job(study, tid, job_id)]
 
 
 def _now() -> str:

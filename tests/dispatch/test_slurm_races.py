@@ -1,0 +1,110 @@
+"""Following, cancelling and waiting for Slurm jobs while other processes change the same
+trials: each race played in its order by explicit calls, with sacct's and scancel's
+answers given (tests/dispatch/test_slurm.py runs the real cluster)."""
+
+from __future__ import annotations
+
+from ablate.dispatch.slurm import cancel_study, follow_study, live_jobs
+from ablate.dispatch.study import RunOptions, StudyRunner
+from ablate.recipes.loader import parse_recipe
+from ablate.store import Store
+from ablate.store.claims import Claim
+from ablate.train.events import JobCancelled, Submitted
+from ablate.trials.expand import expand
+from ablate.trials.lifecycle import TrialStatus
+from tests.conftest import TINY_RECIPE
+
+
+def slurm_holder(job_id: str | None, pid: int = 1) -> dict:
+    # another host: no runner here judges it dead by its pid
+    return {"host": "node7", "pid": pid, "executor": "slurm" if job_id else "local",
+            "job_id": job_id}
+
+
+def tiny(tmp_path) -> tuple[Store, list[str]]:
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.upsert_study("tiny")
+    trials = expand(parse_recipe(TINY_RECIPE, "r.toml"))
+    store.register_trials("tiny", trials)
+    return store, [t.trial_id for t in trials]
+
+
+class FakeSlurm:
+    """sacct answers ``states``; scancel records the job ids; ``meanwhile`` runs once, as
+    another process acting while sacct answers."""
+
+    def __init__(self, monkeypatch, states: dict[str, str], meanwhile=None) -> None:
+        self.states, self.meanwhile, self.cancelled = states, meanwhile, []
+        monkeypatch.setattr("ablate.dispatch.slurm.job_states", self.job_states)
+        monkeypatch.setattr("ablate.dispatch.slurm.scancel", self.cancelled.extend)
+        monkeypatch.setattr("ablate.dispatch.slurm.shutil.which", lambda name: f"/bin/{name}")
+
+    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        if self.meanwhile is not None:
+            self.meanwhile, meanwhile = None, self.meanwhile
+            meanwhile()
+        return {j: self.states.get(j, "UNKNOWN") for j in job_ids}
+
+
+def test_cancel_stops_the_requeued_job_of_a_preempted_trial(tmp_path, monkeypatch):
+    """A job preempted with USR2 hands its trial back (preempted) and is requeued: until it
+    starts again (hours on a busy cluster) only its trial's state says it exists.
+    ``ablate cancel`` must stop it, and ``ablate run`` must refuse to queue a second job."""
+    store, (requeued, ended) = tiny(tmp_path)
+    for tid, job_id in ((requeued, "9_0"), (ended, "8_0")):
+        claim = store.claim("tiny", tid, slurm_holder(job_id), 600)
+        assert store.interrupt(claim, TrialStatus.PREEMPTED)
+    # 9_0 waits to start again; 8_0 was not requeued (PreemptMode=CANCEL): it resumes next run
+    slurm = FakeSlurm(monkeypatch, {"9_0": "PENDING", "8_0": "PREEMPTED"})
+    assert live_jobs(store, "tiny") == {requeued: "9_0"}
+    assert cancel_study(store, "tiny", tmp_path / "runs") == [requeued]
+    assert slurm.cancelled == ["9_0"]
+    assert store.statuses("tiny") == {requeued: "pending", ended: "preempted"}
+    # the requeued job, if it was starting when scancel came, cannot take the trial
+    assert store.claim("tiny", requeued, slurm_holder("9_0", 2), 600).status == "cancelled"
+
+
+def test_status_leaves_a_trial_queued_again_while_it_asked_sacct(tmp_path, monkeypatch):
+    """``ablate status`` reads two running trials, then asks sacct; meanwhile ``ablate
+    cancel`` and ``ablate run`` queue them again as new jobs. The old jobs' ends
+    (cancelled, died) must not reset or fail the trials the new jobs are about to train."""
+    store, (cancelled, died) = tiny(tmp_path)
+    store.submitted("tiny", cancelled, str(tmp_path / "a"), job_id="5_0")
+    store.submitted("tiny", died, str(tmp_path / "b"), job_id="5_1")
+
+    def cancel_and_run_again() -> None:
+        store.reset("tiny", [cancelled, died])
+        store.submitted("tiny", cancelled, str(tmp_path / "a"), job_id="9_0")
+        store.submitted("tiny", died, str(tmp_path / "b"), job_id="9_1")
+
+    FakeSlurm(monkeypatch, {"5_0": "CANCELLED", "5_1": "FAILED"}, cancel_and_run_again)
+    follow = follow_study(store, "tiny", tmp_path / "runs")
+    assert (follow.requeue, follow.died, follow.interrupted) == ([], [], [])
+    assert store.statuses("tiny") == {cancelled: "running", died: "running"}
+    for tid, job_id in ((cancelled, "9_0"), (died, "9_1")):
+        assert isinstance(store.claim("tiny", tid, slurm_holder(job_id), 600), Claim)
+
+
+class CancelledWhileHeld:
+    """A job queued for a trial that a local runner holds, then scancel'ed by the user."""
+
+    name = "slurm"
+
+    def run(self, jobs, on_event) -> None:
+        for job in jobs:
+            on_event(job, Submitted("7_0"))
+            on_event(job, JobCancelled("7_0"))
+
+
+def test_a_cancelled_job_leaves_the_trial_another_runner_holds(tmp_path):
+    recipe = parse_recipe(TINY_RECIPE, "r.toml")
+    trials = expand(recipe)[:1]
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    runner = StudyRunner(store, CancelledWhileHeld(), RunOptions(tmp_path / "runs"))
+    store.upsert_study(recipe.name)
+    store.register_trials(recipe.name, trials)
+    local = store.claim(recipe.name, trials[0].trial_id, slurm_holder(None), 600)
+    runner.run(recipe, trials)
+    assert store.renew(local)  # the local runner still holds it and trains on
+    assert store.statuses(recipe.name) == {trials[0].trial_id: "running"}
+
