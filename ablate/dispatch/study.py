@@ -318,11 +318,20 @@ class StudyRunner:
                 if job_id is not None:
                     store.interrupt_job(job.study, tid, job_id, status)
                 summary.interrupted.append(tid)
-            case Trained(result=result) | JobDied(result=result):
-                (summary.done if result.done else summary.failed).append(tid)
-                dead = outcome.job_id if isinstance(outcome, JobDied) else None
+            case JobDied(job_id=job_id, result=result):
                 try:
-                    store.record(result, dead_job=dead)
+                    recorded = store.record(result, dead_job=job_id)
+                except StoreError:
+                    recorded = True  # the failure stands; the next follow-up records it
+                    summary.unrecorded.append(tid)
+                if recorded:
+                    summary.failed.append(tid)
+                else:  # no longer this job's trial: cancelled, queued again, held elsewhere
+                    summary.left[tid] = Held(self.store.statuses(job.study)[tid])
+            case Trained(result=result):
+                (summary.done if result.done else summary.failed).append(tid)
+                try:
+                    store.record(result)  # False: its job recorded it first (or a newer claim)
                 except StoreError:
                     summary.unrecorded.append(tid)  # safe on disk; ingested next time
 

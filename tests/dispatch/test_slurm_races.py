@@ -9,9 +9,9 @@ from ablate.dispatch.study import RunOptions, StudyRunner
 from ablate.recipes.loader import parse_recipe
 from ablate.store import Store
 from ablate.store.claims import Claim
-from ablate.train.events import JobCancelled, Submitted
+from ablate.train.events import Ended, JobCancelled, Submitted
 from ablate.trials.expand import expand
-from ablate.trials.lifecycle import TrialStatus
+from ablate.trials.lifecycle import JobDied, TrialResult, TrialStatus
 from tests.conftest import TINY_RECIPE
 
 
@@ -108,3 +108,32 @@ def test_a_cancelled_job_leaves_the_trial_another_runner_holds(tmp_path):
     assert store.renew(local)  # the local runner still holds it and trains on
     assert store.statuses(recipe.name) == {trials[0].trial_id: "running"}
 
+
+
+class DiedAfterItsTrialWasQueuedAgain:
+    """This runner's job 5_0 dies; before its wait sees that, another process cancels the
+    trial and queues it again as job 9_0."""
+
+    name = "slurm"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def run(self, jobs, on_event) -> None:
+        for job in jobs:
+            on_event(job, Submitted("5_0"))
+            self.store.reset(job.study, [job.trial_id])
+            self.store.submitted(job.study, job.trial_id, job.run_dir, job_id="9_0")
+            on_event(job, Ended(JobDied("5_0", TrialResult.failure(
+                job.study, job.trial_id, "Slurm job 5_0 ended FAILED without a result"))))
+
+
+def test_a_runner_does_not_count_a_failure_its_dead_job_no_longer_owns(tmp_path):
+    recipe = parse_recipe(TINY_RECIPE, "r.toml")
+    trials = expand(recipe)[:1]
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    runner = StudyRunner(store, DiedAfterItsTrialWasQueuedAgain(store),
+                         RunOptions(tmp_path / "runs"))
+    summary = runner.run(recipe, trials)
+    assert summary.failed == [] and list(summary.left) == [trials[0].trial_id]
+    assert store.statuses(recipe.name) == {trials[0].trial_id: "running"}
