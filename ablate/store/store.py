@@ -232,9 +232,10 @@ class Store(ClaimsMixin, TimingsMixin):
     def submitted(self, study: str, trial_id: str, run_dir: str | None = None,
                   job_id: str | None = None) -> bool:
         """A Slurm job was queued for the trial: running, with no holder or lease until the
-        job starts and claims it (the claims made before are void, as after ``reset``). False (nothing changed) when it is done or held, or when
-        that very job has claimed it already (a task of a large array can start, claim and
-        even end before its submission is recorded)."""
+        job starts and claims it (the claims made before are void, as after ``reset``).
+        False (nothing changed) when it is done or held, or when that very job has claimed
+        it already (a task of a large array can start, claim and even end before its
+        submission is recorded)."""
         with self.session() as s:
             row = _trial_row(s, study, trial_id, for_update=True)
             if row.status == TrialStatus.DONE or lease_is_live(row, db_now(s)):
