@@ -131,6 +131,23 @@ def test_an_unreadable_owner_file_is_not_ours(tmp_path, tiny_recipe):
     assert study_root(runs, "tiny", owner) == runs / f"tiny.{owner.tag}"
 
 
+def _killed_before_recording(store: Store, trial_id: str) -> None:
+    """The database as a runner killed between writing a trial's result file and recording
+    it leaves it: running under the same claim (its epoch), held by a process that is gone,
+    no figures. (``reset`` is not that: it voids the claim, and its result with it.)"""
+    from sqlalchemy import delete, update
+
+    from ablate.store.models import MetricRow, TrialRow
+
+    with store.session() as s:
+        pk = s.scalar(TrialRow.__table__.select().with_only_columns(TrialRow.id)
+                      .where(TrialRow.trial_id == trial_id))
+        s.execute(delete(MetricRow).where(MetricRow.trial_pk == pk))
+        s.execute(update(TrialRow).where(TrialRow.id == pk).values(
+            status=TrialStatus.RUNNING, finished_at=None, lease_expires_at=None,
+            holder={"host": "gone", "pid": 0, "executor": "local", "job_id": None}))
+
+
 @pytest.mark.slow
 def test_two_databases_in_one_folder_train_and_keep_their_own(tmp_path, tiny_recipe,
                                                               monkeypatch):
@@ -160,7 +177,7 @@ def test_two_databases_in_one_folder_train_and_keep_their_own(tmp_path, tiny_rec
 
     # a killed run's own result (on disk, never recorded) is still ingested by the same
     # command, from its own folder: nothing trains again
-    Store("k3.db").reset("tiny", [trial.trial_id])
+    _killed_before_recording(Store("k3.db"), trial.trial_id)
     again = CliRunner().invoke(main, [*args, "--db", "k3.db"])
     assert again.exit_code == 0, again.output
     assert "ingested 1 result(s) left on disk by an earlier run" in again.output
