@@ -145,7 +145,9 @@ def claim_and_run(job, progress=None, executor: str = "local",
             progress(event)
 
         try:
-            result = run_trial(job, progress=guarded, claim_epoch=claim.epoch)
+            result = run_trial(job, progress=guarded, claim_epoch=claim.epoch,
+                               stopping=(lambda: interrupted() is not None) if interrupted
+                               else None)
         except LeaseLost:
             return Lost()
         except BaseException:  # Ctrl-C, or the cluster stopping the job: hand it back now

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,12 +97,17 @@ def _code_files(spec: Any) -> dict[str, dict[str, str]]:
         return {}
 
 
-def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> TrialResult:
+def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None,
+              stopping: Callable[[], bool] | None = None) -> TrialResult:
     """Train and evaluate one trial, write its result file, and return the result.
 
     Never raises for a failing trial: the failure, with its traceback, is the result.
     ``claim_epoch`` (the claim it is trained under) goes into the result, so that a late
-    result of a holder whose claim was taken over is not recorded.
+    result of a holder whose claim was taken over is not recorded. ``stopping()`` True:
+    the cluster is stopping this job (Slurm's USR2, handled by submitit inside training),
+    and an error raised meanwhile is raised, not recorded: it is the stop's, not the
+    trial's (submitit's ``scontrol requeue`` can be killed by the SIGTERM of the very
+    requeue it asked for, raising ``CalledProcessError`` in the middle of a step).
     """
     from ablate.recipes.schema import TrialSpec  # lazy: loads pydantic
 
@@ -125,6 +131,10 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None) -> T
             trackers.finish({"status": "interrupted"})
         raise
     except Exception as err:  # recorded as the trial's failure, the study goes on
+        if stopping is not None and stopping():  # no result: the trial resumes when requeued
+            if trackers is not None:
+                trackers.finish({"status": "interrupted"})
+            raise
         result = base.replace(error=f"{headline(err)}\n{traceback.format_exc()}",
                               environment=environment())
     result = result.replace(finished_at=_now())

@@ -259,3 +259,47 @@ def test_an_array_task_that_found_its_trial_held_is_not_a_failure(tmp_path, monk
                      sleep=lambda seconds: None)
     assert [type(e).__name__ for e in events] == ["JobStateChanged", "Ended"]
     assert events[-1].outcome == held
+
+
+@pytest.mark.parametrize("stopped", [True, False])
+def test_an_error_raised_while_the_cluster_stops_the_job_hands_the_trial_back(
+        tmp_path, monkeypatch, stopped):
+    """Slurm's USR2 runs submitit's handler inside a training step: it calls the trial's
+    ``checkpoint()`` (the job is preempted), then ``scontrol requeue``, whose child the
+    requeue's own SIGTERM can kill first, so ``CalledProcessError`` comes out of the step.
+    That error is the stop's: the trial is handed back preempted (its requeued job resumes
+    it), with no result file. (CI saw it recorded failed, and the requeued job refused it.)
+    The same error without a stop under way is the trial's failure."""
+    from ablate.dispatch.claiming import claim_and_run
+    from ablate.dispatch.entry import TrialJob
+    from ablate.recipes.loader import parse_recipe
+    from ablate.trials.expand import expand
+    from ablate.trials.lifecycle import Trained, TrialStatus
+
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    store = Store(db)
+    (trial, _) = expand(parse_recipe(TINY_RECIPE, "r.toml"))
+    store.upsert_study("w")
+    store.register_trials("w", [trial])
+    run_dir = tmp_path / "runs" / trial.trial_id
+    job = TrialJob("w", trial.trial_id, trial.name, trial.spec.model_dump(), str(run_dir),
+                   db=db)
+    requeue = subprocess.CalledProcessError(-signal.SIGTERM, ["scontrol", "requeue", "9"])
+
+    def killed_requeue(spec, job, progress):
+        raise requeue
+
+    monkeypatch.setattr("ablate.dispatch.entry._train", killed_requeue)
+    interruption = TrialStatus.PREEMPTED if stopped else None
+    if stopped:
+        with pytest.raises(subprocess.CalledProcessError):
+            claim_and_run(job, executor="slurm", interrupted=lambda: interruption)
+        (record,) = Store(db).trials("w")
+        assert (record.status, record.preemptions, record.attempts) == ("preempted", 1, 1)
+        assert not (run_dir / "result.json").exists()
+    else:
+        outcome = claim_and_run(job, executor="slurm", interrupted=lambda: interruption)
+        assert isinstance(outcome, Trained) and not outcome.result.done
+        (record,) = Store(db).trials("w")
+        assert record.status == "failed" and "CalledProcessError" in record.error
+        assert (run_dir / "result.json").is_file()
