@@ -280,14 +280,16 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
             gpus_per_trial=trial_gpus, trials_per_gpu=per_gpu, gpu_memory_gib=trial_gib,
             detach=detach, slurm={k: v for k, v in slurm_flags.items() if k != "gpus_per_trial"})
 
+    checker = None
     if (budget is not None or executor == "slurm") and _new_database(db):
         # a refused budget or Slurm submission creates no database: checked first against
-        # an empty in-memory stand-in, which is what a new one holds (execute checks again)
+        # an empty in-memory stand-in, which is what a new one holds (execute checks again;
+        # the Slurm executor, the same for both, asks sbatch once)
         stand_in = Store("sqlite://")
         checker = make_executor(executor, request(stand_in)) if executor == "slurm" else None
         StudyRunner(stand_in, checker, options).check_start(recipe_obj, trials, overrides, loop)
     store = Store(db)
-    runner_executor = make_executor(executor, request(store))
+    runner_executor = checker or make_executor(executor, request(store))
     view = StudyView(console, store)
     runner = StudyRunner(store, runner_executor, options, emit=view.show)
     try:

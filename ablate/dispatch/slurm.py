@@ -11,7 +11,6 @@ recorded as failed with the tail of its submitit log.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import shutil
@@ -289,13 +288,6 @@ def read_job_info(run_dir: str | Path | None) -> JobInfo | None:
         return None
 
 
-# job array scripts sbatch --test-only accepted in this process, and when: ``ablate run``
-# checks on an in-memory stand-in, then on the database, a moment apart; a long-lived
-# process (``ablate.api``) asks again once the cluster may have changed
-_ACCEPTED: dict[str, float] = {}
-ACCEPTED_FOR_S = 60.0
-
-
 class SlurmExecutor:
     """Submits trials as Slurm job arrays; waits for their result files unless ``detach``."""
 
@@ -311,6 +303,7 @@ class SlurmExecutor:
             "array_parallelism": array_parallelism})
         self.folder = Path(folder).absolute()
         self.detach = detach
+        self._accepted: set[str] = set()  # array scripts sbatch --test-only accepted
 
     @classmethod
     def for_study(cls, request: ExecutorRequest) -> SlurmExecutor:
@@ -340,7 +333,7 @@ class SlurmExecutor:
         size = max(1, min(trials, max_array_size()))
         script = render_sbatch(slurm_parameters(self.spec, job_name=f"ablate:{study}"),
                                self.folder, size, python=shlex.quote(sys.executable))
-        if time.monotonic() - _ACCEPTED.get(script, -math.inf) < ACCEPTED_FOR_S:
+        if script in self._accepted:  # ``ablate run`` checks a new database's stand-in first
             return
         try:
             done = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True,
@@ -354,7 +347,7 @@ class SlurmExecutor:
                               "(nothing was recorded)") from None
         if done.returncode != 0:
             raise refused_error(done.stderr or done.stdout, source, recorded=False)
-        _ACCEPTED[script] = time.monotonic()
+        self._accepted.add(script)
 
     def run(self, jobs: list[TrialJob], on_event: OnEvent) -> None:
         if not jobs:
