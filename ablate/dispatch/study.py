@@ -193,12 +193,19 @@ class StudyRunner:
         return start, plan, recorded, keeper
 
     def _runs_any(self, study: str, trials: list[Trial], plan, start) -> bool:
-        """Whether the first round may run a trial: False only when every trial is done
-        (and neither ``--force``, tuning nor the until-decided loop adds any)."""
+        """Whether the first round may run a trial: False only when it would skip every
+        one (and neither ``--force``, tuning nor the until-decided loop adds any)."""
         if self.options.force or plan is not None or start is not None:
             return True
-        statuses = self.store.statuses(study)
-        return any(statuses.get(t.trial_id) is not TrialStatus.DONE for t in trials)
+        return bool(self._to_run(trials, self.store.statuses(study)))
+
+    def _to_run(self, trials: list[Trial], statuses: dict[str, TrialStatus]) -> list[Trial]:
+        """The trials a round runs, given their stored ``statuses``: those not done, less
+        the failed ones under ``--skip-failed``."""
+        skipped = {TrialStatus.DONE}
+        if self.options.skip_failed:
+            skipped.add(TrialStatus.FAILED)
+        return [t for t in trials if statuses.get(t.trial_id) not in skipped]
 
     def run(self, recipe: Recipe, trials: list[Trial], *, force: bool = False) -> RunSummary:
         """One round: record the study and ``trials``, run those not done (failed ones
@@ -247,12 +254,9 @@ class StudyRunner:
         if force:
             self.store.reset(study, [t.trial_id for t in trials])
             statuses = {t.trial_id: TrialStatus.PENDING for t in trials}
-        failed = TrialStatus.FAILED
-        todo = [t for t in trials
-                if statuses.get(t.trial_id) is not TrialStatus.DONE
-                and (statuses.get(t.trial_id) is not failed or not self.options.skip_failed)]
+        todo = self._to_run(trials, statuses)
         summary.skipped = len(trials) - len(todo)
-        summary.retried = sum(statuses.get(t.trial_id) is failed for t in todo)
+        summary.retried = sum(statuses.get(t.trial_id) is TrialStatus.FAILED for t in todo)
         return todo
 
     def _job(self, study: str, trial: Trial, started: datetime, root: Path) -> TrialJob:
