@@ -62,16 +62,22 @@ _STRONG_BREAK = re.compile(r"(?<=[/,\] ])")
 _WEAK_BREAK = re.compile(r"(?<=[=_.])")
 
 
+def _seams(text: str, width: int | None = None) -> list[str]:
+    """``text`` cut after its strong seams (``/ , ]`` or a space) and, in a part longer than
+    ``width`` (None: in every part), after its weak ones (``= _ .``)."""
+    return [piece for part in _STRONG_BREAK.split(text)
+            for piece in (_WEAK_BREAK.split(part) if width is None or len(part) > width
+                          else [part]) if piece]
+
+
 def wrap_name(text: Any, width: int) -> list[str]:
     """``text`` as lines of at most ``width`` characters, broken where a name has
     seams (``a=1/b=2,c`` after the ``/``, then after ``=``), a longer piece cut."""
     text = str(text)
     if len(text) <= width:
         return [text]
-    pieces: list[str] = []
-    for part in _STRONG_BREAK.split(text):
-        for piece in _WEAK_BREAK.split(part) if len(part) > width else [part]:
-            pieces += [piece[i:i + width] for i in range(0, len(piece), width)]
+    pieces = [piece[i:i + width] for piece in _seams(text, width)
+              for i in range(0, len(piece), width)]
     lines = [""]
     for piece in pieces:
         if lines[-1] and len(lines[-1] + piece.rstrip()) > width:
@@ -87,12 +93,11 @@ def breakable(text: Any) -> str:
     ``\\allowbreak`` between pieces (a long name would otherwise be hyphenated or run
     past the page)."""
     out = []
-    for part in _STRONG_BREAK.split(str(text)):
-        for piece in filter(None, _WEAK_BREAK.split(part)):
-            word = piece.rstrip(" ")
-            if word:
-                out.append(rf"\mbox{{{escape(word)}}}")
-            out.append(" " if word != piece else r"\allowbreak{}")
+    for piece in _seams(str(text)):
+        word = piece.rstrip(" ")
+        if word:
+            out.append(rf"\mbox{{{escape(word)}}}")
+        out.append(" " if word != piece else r"\allowbreak{}")
     return "".join(out).removesuffix(r"\allowbreak{}")
 
 
