@@ -111,6 +111,7 @@ def claim_overhead(url: str, claims: int) -> tuple[float, float, float]:
     from ablate.recipes.loader import parse_recipe
     from ablate.store import Store
     from ablate.trials.expand import expand
+    from ablate.trials.lifecycle import TrialResult, TrialStatus
 
     trials = expand(parse_recipe(RECIPE.format(steps=2, lrs=", ".join(
         f"{0.0001 * (i + 1):.4f}" for i in range(claims))), "bench.toml"))
@@ -125,8 +126,8 @@ def claim_overhead(url: str, claims: int) -> tuple[float, float, float]:
         claimed = time.perf_counter()
         store.renew(claim)
         renewed = time.perf_counter()
-        store.ingest_result({"study": "bench_claims", "trial_id": t.trial_id, "status": "done",
-                             "final": {"miou": 0.5}, "epochs": [], "claim_epoch": claim.epoch})
+        store.record(TrialResult("bench_claims", t.trial_id, TrialStatus.DONE,
+                                 final={"miou": 0.5}, claim_epoch=claim.epoch))
         whole.append(time.perf_counter() - start)
         alone.append(claimed - start)
         renew.append(renewed - claimed)
