@@ -146,3 +146,14 @@ def test_the_selective_bench_prints_every_case_with_its_flops_bound():
     assert flops[0] > 1.0 > flops[1] > flops[2] > 0.2  # the mask net on top; low path ~1/4
     assert rows[0][6] == "" and rows[1][6].startswith("<= 0.75: ")  # a verdict per target
     assert "dense folded" in proc.stdout
+
+
+def test_the_claims_bench_times_a_claim_a_renewal_and_a_recorded_result(tmp_path):
+    """Part (b) of bench/bench_claims.py on SQLite (it called a store method that was gone)."""
+    bench = _load("bench_claims")
+    claim, renew, whole = bench.claim_overhead(f"sqlite:///{tmp_path / 'c.db'}", 3)
+    assert 0 < claim <= whole and 0 < renew <= whole
+    from ablate.store import Store
+
+    assert set(Store(f"sqlite:///{tmp_path / 'c.db'}").statuses("bench_claims").values()) \
+        == {"done"}
