@@ -29,6 +29,7 @@ from ablate.recipes.loader import parse_recipe  # noqa: E402
 from ablate.store import Store  # noqa: E402
 from ablate.trials.expand import expand  # noqa: E402
 from ablate.trials.ids import spec_dict  # noqa: E402
+from ablate.trials.lifecycle import TrialResult, TrialStatus  # noqa: E402
 from tests.services.env import read_env  # noqa: E402
 
 TINY = """
@@ -140,14 +141,15 @@ def _sacct_end(job_ids: list[str]) -> dict[str, float]:
 
 # -- store throughput -------------------------------------------------------------------
 
-def _result(trial_id: str) -> dict:
-    return {"study": "tp", "trial_id": trial_id, "status": "done", "error": None,
-            "final": {f"iou/class{i}": 0.5 for i in range(8)} | {"miou": 0.5},
-            "epochs": [{"epoch": e, "step": 10 * e, "metrics": {"train_loss": 1.0, "val_miou": 0.4,
-                                                                "epoch_seconds": 3.0}}
-                       for e in range(1, 4)],
-            "environment": {"torch": "x"}, "started_at": "2026-01-01T00:00:00",
-            "finished_at": "2026-01-01T00:01:00"}
+def _result(trial_id: str) -> TrialResult:
+    return TrialResult(
+        "tp", trial_id, TrialStatus.DONE,
+        final={f"iou/class{i}": 0.5 for i in range(8)} | {"miou": 0.5},
+        epochs=[{"epoch": e, "step": 10 * e, "metrics": {"train_loss": 1.0, "val_miou": 0.4,
+                                                         "epoch_seconds": 3.0}}
+                for e in range(1, 4)],
+        environment={"torch": "x"}, started_at="2026-01-01T00:00:00",
+        finished_at="2026-01-01T00:01:00")
 
 
 def _writer(url: str, ids: list[str], barrier, out) -> None:
@@ -156,8 +158,8 @@ def _writer(url: str, ids: list[str], barrier, out) -> None:
     latencies = []
     for tid in ids:
         t0 = time.perf_counter()
-        store.mark_running("tp", tid, f"/runs/{tid}", "1_0")
-        store.ingest_result(_result(tid))
+        store.submitted("tp", tid, f"/runs/{tid}", "1_0")
+        store.record(_result(tid))
         latencies.append(time.perf_counter() - t0)
     out.put((time.perf_counter(), latencies))
     store.close()
@@ -166,8 +168,8 @@ def _writer(url: str, ids: list[str], barrier, out) -> None:
 def bench_store(new_database, label: str, writers_list: list[int], total: int) -> None:
     """``new_database()`` gives an empty database URL for each round."""
     trials = expand(parse_recipe(TINY.format(name="tp", seeds=list(range(total))), "tp.toml"))
-    print(f"\nStore write throughput, {label}: {total} trials finished (mark_running + "
-          "ingest_result: 9 final figures, 3 epochs x 3 metrics)")
+    print(f"\nStore write throughput, {label}: {total} trials finished (submitted + "
+          "record: 9 final figures, 3 epochs x 3 metrics)")
     print(f"{'writers':>8} {'results/s':>10} {'p50 ms':>8} {'p95 ms':>8}")
     ctx = mp.get_context("fork")  # writers only use the store
     for writers in writers_list:

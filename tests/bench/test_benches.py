@@ -157,3 +157,28 @@ def test_the_claims_bench_times_a_claim_a_renewal_and_a_recorded_result(tmp_path
 
     assert set(Store(f"sqlite:///{tmp_path / 'c.db'}").statuses("bench_claims").values()) \
         == {"done"}
+
+
+def test_the_cluster_bench_s_store_writer_records_its_results(tmp_path):
+    """bench/bench_cluster.py's store-throughput writer, in-process (it called two store
+    methods that were gone)."""
+    import queue
+    import threading
+
+    from ablate.recipes.loader import parse_recipe
+    from ablate.store import Store
+    from ablate.trials.expand import expand
+
+    bench = _load("bench_cluster")
+    url = f"sqlite:///{tmp_path / 'tp.db'}"
+    trials = expand(parse_recipe(bench.TINY.format(name="tp", seeds=[0, 1, 2]), "tp.toml"))
+    store = Store(url)
+    store.upsert_study("tp")
+    store.register_trials("tp", trials)
+    out = queue.Queue()
+    bench._writer(url, [t.trial_id for t in trials], threading.Barrier(1), out)
+    _end, latencies = out.get_nowait()
+    assert len(latencies) == 3
+    records = store.trials("tp")
+    assert {r.status for r in records} == {"done"}
+    assert all(r.metrics["miou"] == 0.5 and r.job_id == "1_0" for r in records)
