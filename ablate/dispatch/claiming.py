@@ -10,7 +10,6 @@ trains nothing.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -20,7 +19,7 @@ from typing import Any
 from ablate.clock import utc_now_iso
 from ablate.dispatch.entry import run_trial
 from ablate.dispatch.leases import CLAIMS_LOG, HEARTBEATS_PER_LEASE, LeaseLost
-from ablate.dispatch.liveness import holder_is_dead, this_process
+from ablate.dispatch.liveness import holder_is_dead, slurm_job_id, this_process
 from ablate.errors import StoreError, one_line
 from ablate.store import Store
 from ablate.store.claims import Busy
@@ -38,12 +37,8 @@ from ablate.trials.lifecycle import (
 
 def holder_identity(executor: str) -> dict[str, Any]:
     """Who claims: host, pid, executor and, under Slurm, the job id ("array_task")."""
-    job = os.environ.get("SLURM_JOB_ID")
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array and task:
-        job = f"{array}_{task}"
     return {**this_process(), "executor": executor,
-            "job_id": job if executor == "slurm" else None}
+            "job_id": slurm_job_id() if executor == "slurm" else None}
 
 
 def describe_holder(holder: dict[str, Any] | None) -> str:

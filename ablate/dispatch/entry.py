@@ -16,6 +16,7 @@ from ablate import __version__
 from ablate.clock import utc_now_iso
 from ablate.dispatch.gpus import VISIBLE_ENV, process_gpus
 from ablate.dispatch.leases import DEFAULT_LEASE_SECONDS, LeaseLost
+from ablate.dispatch.liveness import slurm_job_id
 from ablate.dispatch.progress import ProgressFile
 from ablate.dispatch.ranks import train_with_ranks
 from ablate.dispatch.sharing import environment_record
@@ -74,7 +75,7 @@ def environment(device: str | None = None, device_name: str | None = None) -> di
         "ablate": __version__, "git_commit": git_commit(), "host": socket.gethostname(),
         "python": sys.version.split()[0], "command": " ".join(sys.argv),
         "device": device, "device_name": device_name, "pid": os.getpid(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_job_id": slurm_job_id(),  # "<array>_<task>": whose result file this is
         "threads": torch.get_num_threads(),  # CPU-hours of a CPU trial (``dispatch.budget``)
     }
     gpus = process_gpus(device)  # which physical GPUs, by the ids CUDA_VISIBLE_DEVICES uses

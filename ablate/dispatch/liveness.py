@@ -50,6 +50,16 @@ def this_process() -> dict[str, Any]:
             "pidns": pid_namespace()}
 
 
+def slurm_job_id() -> str | None:
+    """This process's Slurm job as ``squeue``, ``scancel`` and submitit name it: an array
+    task is ``<array>_<task>`` (its own ``SLURM_JOB_ID`` is another number); None outside
+    Slurm."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
 def holder_is_dead(holder: dict[str, Any] | None) -> bool:
     """True only when ``holder`` ran on this host and its process is gone (or reused)."""
     if not holder or holder.get("host") != socket.gethostname():

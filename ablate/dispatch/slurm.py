@@ -428,7 +428,7 @@ def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEven
     next_states = 0.0
     while waiting:
         for job_id, (job, _info) in list(waiting.items()):
-            result = own_result(job.study, job.trial_id, job.run_dir)
+            result = job_result(job, job_id)
             if result is not None:
                 del waiting[job_id]
                 on_event(job, Ended(Trained(result)))
@@ -447,7 +447,7 @@ def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEven
                 if now - ended.setdefault(job_id, now) < grace:
                     next_states = min(next_states, now + RESULT_GRACE_S)
                     continue
-                if own_result(job.study, job.trial_id, job.run_dir) is not None:
+                if job_result(job, job_id) is not None:
                     continue  # picked up on the next pass
                 del waiting[job_id]
                 if state == "CANCELLED":
@@ -456,6 +456,19 @@ def wait_for_results(submitted: list[tuple[TrialJob, JobInfo]], on_event: OnEven
                     on_event(job, Ended(job_ended(job, info, state)))
         if waiting:  # thousands of result files are not looked for twice a second
             sleep(max(RESULT_POLL_S, len(waiting) / 200))
+
+
+def job_result(job: TrialJob, job_id: str) -> TrialResult | None:
+    """The trial's result file if this job, or no Slurm job, wrote it. One that another
+    Slurm job wrote is not this job's end: a job scancel'ed a moment before this one was
+    submitted for the same trial can still write its result after the submission removed
+    the stale file (the store refuses it, as the claim it was trained under is void), and
+    this job trains on."""
+    result = own_result(job.study, job.trial_id, job.run_dir)
+    if result is None:
+        return None
+    writer = (result.environment or {}).get("slurm_job_id")
+    return result if writer in (None, job_id) else None
 
 
 def job_ended(job: TrialJob, info: JobInfo, state: str) -> Outcome:
@@ -580,7 +593,8 @@ def follow_study(store, study: str, runs_root: str | Path) -> StudyFollowUp:
         shown[rec.trial_id] = state
         if state in LIVE_STATES:
             continue
-        result = own_result(study, rec.trial_id, rec.run_dir)
+        job = TrialJob(study, rec.trial_id, rec.name, rec.spec, rec.run_dir or "")
+        result = job_result(job, rec.job_id)
         if result is not None:  # finished between the ingest and sacct
             if store.record(result):
                 report.ingested.append(rec.trial_id)
@@ -590,7 +604,6 @@ def follow_study(store, study: str, runs_root: str | Path) -> StudyFollowUp:
                 requeue.append(rec.trial_id)
             continue
         info = read_job_info(rec.run_dir) or JobInfo(rec.job_id, DEFAULT_FOLDER)
-        job = TrialJob(study, rec.trial_id, rec.name, rec.spec, rec.run_dir or "")
         match job_ended(job, info, state):
             case Interrupted(status=status):
                 if store.interrupt_job(study, rec.trial_id, rec.job_id, status):

@@ -122,7 +122,9 @@ def test_four_trials_are_one_job_array_and_all_land_in_the_database(cancel_after
     for r in records[:3]:
         assert 0 <= r.metrics["miou"] <= 1
         assert r.metrics["steps"] == 16 // r.axes["train.batch_size"]
-        assert r.error is None and r.environment["slurm_job_id"]
+        # the job as squeue and `ablate status` name it: whose result file it is
+        assert r.error is None and r.environment["slurm_job_id"] == r.job_id
+        assert re.fullmatch(r"\d+_\d", r.job_id)
     failed = records[3]
     assert failed.error.startswith(
         "UserInputError: train.batch_size: 100 is larger than the training set (16)\n"

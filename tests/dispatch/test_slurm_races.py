@@ -137,3 +137,52 @@ def test_a_runner_does_not_count_a_failure_its_dead_job_no_longer_owns(tmp_path)
     summary = runner.run(recipe, trials)
     assert summary.failed == [] and list(summary.left) == [trials[0].trial_id]
     assert store.statuses(recipe.name) == {trials[0].trial_id: "running"}
+
+
+def test_waiting_ignores_the_late_result_of_the_job_cancelled_before_it(tmp_path, monkeypatch):
+    """``ablate cancel`` stopped job 8_0 a moment before ``ablate run`` queued 9_0 for the
+    same trial; the submission removed the stale result file, but 8_0, still stopping,
+    wrote its result after. The runner waiting for 9_0 must go on waiting for 9_0's own
+    result (the store refuses 8_0's), not stop at 8_0's."""
+    from ablate.dispatch.entry import TrialJob
+    from ablate.dispatch.slurm import JobInfo, wait_for_results
+    from ablate.trials.lifecycle import Trained
+
+    run_dir = tmp_path / "runs" / "t0"
+    job = TrialJob("w", "t0", "trial 0", {}, str(run_dir))
+    TrialResult("w", "t0", "done", final={"miou": 0.1}, claim_epoch=1,
+                environment={"slurm_job_id": "8_0"}).write(run_dir)
+    passes = []
+
+    def sleep(seconds: float) -> None:  # 9_0 trains, then writes its result
+        passes.append(seconds)
+        if len(passes) == 2:
+            TrialResult("w", "t0", "done", final={"miou": 0.5}, claim_epoch=3,
+                        environment={"slurm_job_id": "9_0"}).write(run_dir)
+
+    FakeSlurm(monkeypatch, {"9_0": "RUNNING"})
+    events = []
+    wait_for_results([(job, JobInfo("9_0", str(tmp_path)))], lambda j, e: events.append(e),
+                     sleep=sleep)
+    ended = [e.outcome for e in events if isinstance(e, Ended)]
+    assert len(passes) == 2 and len(ended) == 1 and isinstance(ended[0], Trained)
+    assert ended[0].result.final == {"miou": 0.5}
+
+
+def test_status_settles_a_cancelled_job_beside_the_late_result_of_an_older_one(
+        tmp_path, monkeypatch):
+    """Job 9_0 was scancel'ed outside ablate; its trial's run folder holds the late result
+    of job 8_0, cancelled before 9_0 was queued (its claim is void). ``ablate status``
+    must queue the trial again, not leave it running under a job that is gone because it
+    found a result file the store refuses."""
+    store, (tid, _other) = tiny(tmp_path)
+    run_dir = tmp_path / "runs" / "tiny" / tid
+    stale = store.claim("tiny", tid, slurm_holder("8_0"), 600)
+    store.reset("tiny", [tid])
+    store.submitted("tiny", tid, str(run_dir), job_id="9_0")
+    TrialResult("tiny", tid, "done", final={"miou": 0.1}, claim_epoch=stale.epoch,
+                environment={"slurm_job_id": "8_0"}).write(run_dir)
+    FakeSlurm(monkeypatch, {"9_0": "CANCELLED"})
+    follow = follow_study(store, "tiny", tmp_path / "runs")
+    assert follow.requeue == [tid] and follow.ingested == []
+    assert store.statuses("tiny")[tid] == "pending"
