@@ -78,6 +78,7 @@ def wait_for_jobs_to_leave(jobs: list[str], timeout_s: float = 120.0) -> None:
     while time.monotonic() < deadline:
         listed = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(jobs)],
                                 capture_output=True, text=True, timeout=30)
-        if listed.returncode != 0 or not listed.stdout.strip():
+        if not listed.stdout.strip() and (listed.returncode == 0
+                                          or "Invalid job id" in listed.stderr):
             return  # squeue refuses ids it no longer knows: all gone
-        time.sleep(0.5)
+        time.sleep(0.5)  # listed, or squeue did not answer (slurmctld busy): ask again
