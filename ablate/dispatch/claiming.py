@@ -101,7 +101,8 @@ def _log_claim(run_dir: str, claim) -> None:
 
 
 def claim_and_run(job, progress=None, executor: str = "local",
-                  interrupted: Callable[[], TrialStatus | None] | None = None) -> Outcome:
+                  interrupted: Callable[[], TrialStatus | None] | None = None,
+                  decided: Callable[[Outcome | None], None] | None = None) -> Outcome:
     """Claim ``job``'s trial, train it with a heartbeat, record the result: ``Trained``.
     A trial held elsewhere (or already done) is ``Held`` and not trained; one whose claim
     was taken over mid-training is ``Lost``; a database error while claiming is
@@ -112,9 +113,16 @@ def claim_and_run(job, progress=None, executor: str = "local",
     back: pending, or what ``interrupted()`` says the cluster is doing (preempted, timed
     out), so the next claim resumes it without counting an attempt. Without a database
     (``job.db`` None) the trial just runs, unclaimed.
+
+    ``decided`` hears, before training starts, whether it does: None once the claim is
+    this worker's (or the trial runs unclaimed), else the outcome that leaves the trial
+    to others. Rank 0 of a Slurm trial with several tasks tells its other ranks through
+    it; an error it raises after the claim hands the trial back like any other.
     """
     progress = progress or (lambda event: None)
+    decided = decided or (lambda outcome: None)
     if job.db is None:
+        decided(None)
         progress(Claimed())
         return Trained(run_trial(job, progress=progress))
 
@@ -125,9 +133,9 @@ def claim_and_run(job, progress=None, executor: str = "local",
                             job.lease_seconds, run_dir=job.run_dir,
                             failed_before=failed_before, dead=holder_is_dead)
     except StoreError as err:
-        return Unclaimed(one_line(err))
+        return _left(Unclaimed(one_line(err)), decided)
     if isinstance(claim, Busy):
-        return Held(claim.status, claim.holder)
+        return _left(Held(claim.status, claim.holder), decided)
     _log_claim(job.run_dir, claim)
     progress(Claimed(claim.holder, claim.taken_over, claim.resumed))
     with Heartbeat(store, claim) as beat:
@@ -140,6 +148,7 @@ def claim_and_run(job, progress=None, executor: str = "local",
             progress(event)
 
         try:
+            decided(None)  # the trial is ours: train it
             result = run_trial(job, progress=guarded, claim_epoch=claim.epoch,
                                stopping=(lambda: interrupted() is not None) if interrupted
                                else None)
@@ -151,6 +160,12 @@ def claim_and_run(job, progress=None, executor: str = "local",
     with contextlib.suppress(StoreError):  # else it stays on disk, ingested later
         store.record(result)
     return Trained(result)
+
+
+def _left(outcome: Outcome, decided: Callable[[Outcome | None], None]) -> Outcome:
+    """An outcome that trains nothing here, told to ``decided`` first."""
+    decided(outcome)
+    return outcome
 
 
 def _hand_back(store, claim, run_dir: str, status: TrialStatus | None) -> None:

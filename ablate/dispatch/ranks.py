@@ -1,10 +1,16 @@
-"""One local trial on several GPUs: this process is rank 0, one spawned process per other
-device, DistributedDataParallel between them (as a Slurm trial with several tasks).
+"""One trial trained by several processes (DistributedDataParallel): the local ranks a
+worker starts, and what the ranks of a Slurm trial with several tasks tell each other.
 
-The local runner gave this worker ``CUDA_VISIBLE_DEVICES=a,b,...``; rank 0 trains on the
-first of them (``cuda:0`` here), rank r is started with only device r visible. Only rank 0
-claims, reports progress and writes the result; without CUDA (tests, ``gpu_check --cpu``)
-the ranks train with gloo on the CPU.
+Locally, this process is rank 0, one spawned process per other device. The local runner
+gave this worker ``CUDA_VISIBLE_DEVICES=a,b,...``; rank 0 trains on the first of them
+(``cuda:0`` here), rank r is started with only device r visible. Only rank 0 claims,
+reports progress and writes the result; without CUDA (tests, ``gpu_check --cpu``) the
+ranks train with gloo on the CPU.
+
+Under Slurm every task is started at once: rank 0 claims and tells the others whether
+they train (``tell_ranks``, ``hear_rank_zero``). Either way the ranks' collectives give up
+after ``RENDEZVOUS_TIMEOUT``, so a rank whose peer stopped (a lost claim, a crash) ends
+instead of waiting for good.
 """
 
 from __future__ import annotations
@@ -101,3 +107,20 @@ def train_with_ranks(spec, job, progress) -> dict[str, Any]:
         raise TrialFailed(f"rank {rank} of {world} exited with code {code} (its traceback "
                           "is on the runner's stderr)")
     return {**outcome, "ranks": world}
+
+
+def tell_ranks(outcome: Any) -> None:
+    """Rank 0 of a Slurm trial: None (train: the claim is ours), or the outcome that ends
+    the trial in this job (held elsewhere, cancelled, not claimed) to every other rank."""
+    import torch.distributed as dist  # lazy: loads torch
+
+    dist.broadcast_object_list([outcome], src=0)
+
+
+def hear_rank_zero() -> Any:
+    """What rank 0 told (``tell_ranks``): None to train, else the outcome to return."""
+    import torch.distributed as dist  # lazy: loads torch
+
+    told: list[Any] = [None]
+    dist.broadcast_object_list(told, src=0)
+    return told[0]

@@ -31,8 +31,9 @@ from submitit.slurm.slurm import SlurmInfoWatcher
 from ablate import atomic
 from ablate.clock import utc_now_iso
 from ablate.dispatch.claiming import claim_and_run
-from ablate.dispatch.entry import TrialJob
+from ablate.dispatch.entry import TrialJob, run_trial
 from ablate.dispatch.executor import ExecutorRequest, OnEvent
+from ablate.dispatch.ranks import RENDEZVOUS_TIMEOUT, hear_rank_zero, tell_ranks
 from ablate.dispatch.results import ingest_results, own_result
 from ablate.errors import AblateError, UserInputError
 from ablate.recipes.schema import SlurmSpec
@@ -205,19 +206,18 @@ class SlurmTrial(submitit.helpers.Checkpointable):
 
             torch.set_num_threads(int(cpus))  # torch would take every core of the node
         job = self.job
-        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-            _init_distributed()
-            # every rank runs the trial: claims are per process, so DDP trials run unclaimed
-            job = replace(job, db=None)
         print(f"trial {job.trial_id} ({job.name}) run folder {job.run_dir}", flush=True)
+        decided = None
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            # one task per GPU: rank 0 claims as a one-task job does and tells the others
+            # whether they train; they never open the database
+            rank = _init_distributed()
+            if rank != 0:
+                return _follow_rank_zero(job, rank)
+            decided = tell_ranks
         outcome = claim_and_run(job, progress=_log_progress, executor="slurm",
-                                interrupted=lambda: self._interruption)
-        if isinstance(outcome, Held) and outcome.why == CANCELLED:
-            print(f"trial {job.trial_id} was reset by 'ablate cancel' while this job started; "
-                  "this task exits", flush=True)
-        elif isinstance(outcome, Held):  # held by another runner: nothing to do here
-            print(f"trial {job.trial_id} is {outcome.why} elsewhere ({outcome.holder}); "
-                  "this task exits", flush=True)
+                                interrupted=lambda: self._interruption, decided=decided)
+        _log_left(job, outcome)
         return outcome
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
@@ -240,14 +240,46 @@ def interruption_kind(ran_s: float, timeout_min: float | None) -> TrialStatus:
         else TrialStatus.PREEMPTED
 
 
-def _init_distributed() -> None:
+def _init_distributed() -> int:
     """One task per GPU: rank, world size and rendezvous from Slurm's environment; each task
-    sees only its own GPU. Without CUDA (a test cluster) the tasks train with gloo."""
+    sees only its own GPU. Without CUDA (a test cluster) the tasks train with gloo. A
+    collective gives up after ``RENDEZVOUS_TIMEOUT``: a rank whose peers stopped (rank 0
+    lost its claim, a task crashed) ends rather than holding its GPU. Returns this rank."""
     import torch  # lazy: loads torch (in the Slurm task only)
     import torch.distributed as dist  # lazy: loads torch (in the Slurm task only)
 
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo",
+                            timeout=RENDEZVOUS_TIMEOUT)
+    return dist.get_rank()
+
+
+def _follow_rank_zero(job: TrialJob, rank: int) -> Outcome:
+    """Rank ``rank`` > 0 of a Slurm trial: trains beside rank 0 only while rank 0 holds the
+    claim, else ends with rank 0's outcome; it writes nothing (rank 0 writes checkpoints and
+    the result). When rank 0 stops training (its claim taken over, a failure, a stop) this
+    rank's next collective fails, at once when rank 0's task has exited (gloo), else after
+    ``RENDEZVOUS_TIMEOUT``: its result is not the trial's and is dropped."""
+    outcome = hear_rank_zero()
+    if outcome is None:
+        result = run_trial(job, progress=_log_progress)
+        if not result.done:
+            why = (result.error or "").split("\n", 1)[0]
+            print(f"rank {rank}: trial {job.trial_id} stopped here ({why}); rank 0's log "
+                  "says what became of it", flush=True)
+        outcome = Trained(result)
+    _log_left(job, outcome)
+    return outcome
+
+
+def _log_left(job: TrialJob, outcome: Outcome) -> None:
+    """Why a task trains nothing: the trial was cancelled or is held elsewhere."""
+    if isinstance(outcome, Held) and outcome.why == CANCELLED:
+        print(f"trial {job.trial_id} was reset by 'ablate cancel' while this job started; "
+              "this task exits", flush=True)
+    elif isinstance(outcome, Held):  # held by another runner: nothing to do here
+        print(f"trial {job.trial_id} is {outcome.why} elsewhere ({outcome.holder}); "
+              "this task exits", flush=True)
 
 
 def _log_progress(event: TrialEvent) -> None:

@@ -303,3 +303,37 @@ def test_an_error_raised_while_the_cluster_stops_the_job_hands_the_trial_back(
         (record,) = Store(db).trials("w")
         assert record.status == "failed" and "CalledProcessError" in record.error
         assert (run_dir / "result.json").is_file()
+
+
+def test_a_claim_whose_ranks_cannot_be_told_is_handed_back_untrained(tmp_path, monkeypatch):
+    """Rank 0 of a Slurm trial with several tasks tells the other ranks that it holds the
+    claim (``claim_and_run``'s ``decided``); when that fails (a rank's task died), the
+    trial goes back to pending at once, nothing trained, for the next run to claim."""
+    from ablate.dispatch.claiming import claim_and_run
+    from ablate.dispatch.entry import TrialJob
+    from ablate.recipes.loader import parse_recipe
+    from ablate.trials.expand import expand
+
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    store = Store(db)
+    (trial, _) = expand(parse_recipe(TINY_RECIPE, "r.toml"))
+    store.upsert_study("w")
+    store.register_trials("w", [trial])
+    run_dir = tmp_path / "runs" / trial.trial_id
+    job = TrialJob("w", trial.trial_id, trial.name, trial.spec.model_dump(), str(run_dir),
+                   db=db)
+    monkeypatch.setattr("ablate.dispatch.entry._train", lambda *args: pytest.fail("trained"))
+    told = []
+
+    def rank_gone(outcome):
+        told.append(outcome)
+        raise RuntimeError("Connection closed by peer")
+
+    with pytest.raises(RuntimeError, match="Connection closed by peer"):
+        claim_and_run(job, executor="slurm", decided=rank_gone)
+    assert told == [None]  # "train": the claim was this worker's
+    (record,) = Store(db).trials("w")
+    assert (record.status, record.lease_expires_at, record.attempts) == ("pending", None, 1)
+    (line,) = (run_dir / "claims.log").read_text().splitlines()
+    assert re.fullmatch(rf"\S+ epoch 1 claimed by \S+:{os.getpid()} slurm", line), line
+    assert not (run_dir / "result.json").exists()
