@@ -199,15 +199,17 @@ def _trackers(job: TrialJob):
 
 def _train(spec, job: TrialJob, progress) -> dict[str, Any]:
     """This process trains the trial, or, given several GPUs by the local runner, is rank 0
-    of ``job.ranks`` processes that train it together."""
+    of ``job.ranks`` processes that train it together. The outcome's ``ranks``: how many
+    processes trained it (one rank per task of a Slurm trial with several tasks)."""
     from ablate.train.loop import (  # lazy: loads numpy, pydantic, torch
         distributed_rank_world,
         train_and_evaluate,
     )
 
-    if job.ranks > 1 and distributed_rank_world()[1] == 1:
+    world = distributed_rank_world()[1]
+    if job.ranks > 1 and world == 1:
         return train_with_ranks(spec, job, progress)
-    return train_and_evaluate(spec, Path(job.run_dir), progress)
+    return {**train_and_evaluate(spec, Path(job.run_dir), progress), "ranks": world}
 
 
 def _rank() -> int:

@@ -181,6 +181,8 @@ def test_rank_zero_claims_once_and_both_ranks_train(five_jobs):
     assert (record.status, record.job_id, record.attempts) == ("done", JOB_ID, 1)
     assert (record.holder["pid"], record.holder["job_id"]) == (pid0, JOB_ID)
     assert record.metrics["steps"] == 2.0  # 16 images, batches of 8 shared by two ranks
+    # its devices are the ranks' (estimates and budgets count device-hours from these)
+    assert record.environment["ddp_ranks"] == 2
     assert (Path(job.run_dir) / "result.json").is_file()
 
 
