@@ -147,6 +147,23 @@ def test_four_trials_are_one_job_array_and_all_land_in_the_database(cancel_after
 
 
 @pytest.mark.slow
+def test_a_two_gpu_trial_is_one_job_of_two_tasks_claimed_once_by_task_0(cancel_after, tmp_path):
+    """--gpus-per-trial 2 (the test cluster's two fake GPUs; the tasks train with gloo on
+    the CPU): task 0 claims the trial as its job, both tasks train it, one result."""
+    cancel_after("two")
+    recipe = write_recipe(tmp_path, "two")
+    db, runs = str(tmp_path / "two.db"), str(tmp_path / "runs")
+    out = run_cli("run", str(recipe), "--db", db, "--runs-dir", runs, "--executor", "slurm",
+                  "--cpus-per-trial", "2", "--gpus-per-trial", "2", "--time", "10")
+    assert out.exit_code == 0, out.output
+    (record,) = Store(db).trials("two")
+    assert (record.status, record.attempts, record.environment["ddp_ranks"]) == ("done", 1, 2)
+    assert record.environment["slurm_job_id"] == record.holder["job_id"] == record.job_id
+    (line,) = (Path(record.run_dir) / "claims.log").read_text().splitlines()
+    assert re.fullmatch(rf"\S+ epoch 1 claimed by \S+:\d+ slurm job {record.job_id}", line)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["scontrol requeue", "signal USR2"])
 def test_a_requeued_trial_resumes_from_its_checkpoint_as_preempted_not_failed(
         cancel_after, tmp_path, monkeypatch, how):
