@@ -22,12 +22,16 @@ from ablate.trials.expand import expand
 from ablate.trials.lifecycle import Held, Lost, Trained, Unclaimed
 from tests.conftest import TINY_RECIPE
 
-FIVE = TINY_RECIPE.replace(
-    '"model.keep_last_expansion" = [true, false]',
-    '"train.lr" = [0.001, 0.002, 0.003, 0.004, 0.005]').replace("[base.eval]", "[base.eval]\nlatency = false").replace(
-    "val_images = 8", "val_images = 8\nworkers = 0").replace(
-    "log_every = 1", 'log_every = 1\ndevice = "cpu"').replace(
-    'head = "deeplabv3plus"', 'head = "deeplabv3plus"\naspp_channels = 32')
+FIVE = TINY_RECIPE
+for old, new in [
+        ('"model.keep_last_expansion" = [true, false]',
+         '"train.lr" = [0.001, 0.002, 0.003, 0.004, 0.005]'),
+        ("[base.eval]", "[base.eval]\nlatency = false"),
+        ("val_images = 8", "val_images = 8\nworkers = 0"),
+        ("log_every = 1", 'log_every = 1\ndevice = "cpu"'),
+        ('head = "deeplabv3plus"', 'head = "deeplabv3plus"\naspp_channels = 32')]:
+    assert old in FIVE, old
+    FIVE = FIVE.replace(old, new)
 JOB_ID = "41_0"  # the array task both ranks are: SLURM_ARRAY_JOB_ID 41, task 0
 ELSEWHERE = {"host": "another-node", "pid": 7, "executor": "local", "job_id": None}
 REPORT_WAIT_S = 240  # bounds a failure only: a rank that hangs would wait 10 minutes
