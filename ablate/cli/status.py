@@ -110,6 +110,9 @@ def _print_study(console, store, follow) -> None:
     for tid in follow.requeue:
         console.print(f"[yellow]pending[/] {escape(by_id[tid].name)}: its job was cancelled; "
                       "'ablate run' runs it again")
+    for tid in follow.unclaimed:
+        console.print(f"[yellow]pending[/] {escape(by_id[tid].name)}: its job could not claim it "
+                      "(a database error; nothing was trained); 'ablate run' runs it again")
     for tid in follow.interrupted:
         rec = by_id[tid]
         console.print(f"[yellow]{rec.status.value.replace('_', ' ')}[/] {escape(rec.name)}: the "

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from ablate.trials.lifecycle import (
     Trained,
     TrialResult,
     TrialStatus,
+    Unclaimed,
 )
 
 DEFAULT_FOLDER = "results/slurm"
@@ -505,12 +506,13 @@ def job_result(job: TrialJob, job_id: str) -> TrialResult | None:
 
 def job_ended(job: TrialJob, info: JobInfo, state: str) -> Outcome:
     """What became of a trial whose job ended (sacct ``state``) without a result file:
-    ``Held``/``Lost`` as the job itself returned them (another runner records the trial);
+    ``Held``/``Lost`` as the job itself returned them (another runner records the trial),
+    ``Unclaimed`` likewise (the database failed as it claimed: nothing was trained);
     ``Interrupted`` when the cluster stopped it for good (preempted, node failure, time
     limit): it resumes from its checkpoint on the next run; else ``JobDied``, a failure
     with the job's logs (a crash outside Python, out of memory, a non-zero exit)."""
     returned = job_returned(info)
-    if isinstance(returned, (Held, Lost)):
+    if isinstance(returned, (Held, Lost, Unclaimed)):
         return returned
     if state in INTERRUPTED_STATES:
         return Interrupted(info.job_id, INTERRUPTED_STATES[state],
@@ -608,6 +610,8 @@ class StudyFollowUp:
     requeue: list[str]  # trials whose job was cancelled outside ablate: now pending
     interrupted: list[str]  # trials whose job the cluster stopped for good: resume next run
     slurm_states: dict[str, str]  # trial id -> Slurm state of its job (running trials)
+    # trials whose job could not claim them (a database error; nothing trained): now pending
+    unclaimed: list[str] = field(default_factory=list)
 
 
 def follow_study(store, study: str, runs_root: str | Path) -> StudyFollowUp:
@@ -619,7 +623,7 @@ def follow_study(store, study: str, runs_root: str | Path) -> StudyFollowUp:
     running = [r for r in store.trials(study, with_metrics=False, status=TrialStatus.RUNNING)
                if r.job_id]
     states = job_states([r.job_id for r in running])
-    died, requeue, interrupted, shown = [], [], [], {}
+    died, requeue, interrupted, unclaimed, shown = [], [], [], [], {}
     for rec in running:
         state = states[rec.job_id]
         shown[rec.trial_id] = state
@@ -643,10 +647,13 @@ def follow_study(store, study: str, runs_root: str | Path) -> StudyFollowUp:
             case JobDied(job_id=job_id, result=failure):
                 if store.record(failure, dead_job=job_id):
                     died.append(rec.trial_id)
+            case Unclaimed():  # its claim failed on a database error: nothing was trained
+                if store.reset_job(study, rec.trial_id, rec.job_id):
+                    unclaimed.append(rec.trial_id)
             case _:  # the job found the trial held by another runner, which records it
                 pass
     return StudyFollowUp(study, report.ingested, report.corrupt, died, requeue, interrupted,
-                         shown)
+                         shown, unclaimed)
 
 
 def _job_trials(store, study: str, trial_ids: list[str] | None = None):

@@ -186,3 +186,36 @@ def test_status_settles_a_cancelled_job_beside_the_late_result_of_an_older_one(
     follow = follow_study(store, "tiny", tmp_path / "runs")
     assert follow.requeue == [tid] and follow.ingested == []
     assert store.statuses("tiny")[tid] == "pending"
+
+
+def test_a_job_whose_claim_failed_on_the_database_leaves_its_trial_pending(
+        tmp_path, monkeypatch):
+    """A Slurm job's claim hit a database error (``Unclaimed``: nothing trained). The runner
+    waiting for it and ``ablate status`` must not record the trial failed (``JobDied``, an
+    attempt spent, skipped by ``--skip-failed``): it stays for the next run to claim."""
+    from submitit.core.utils import cloudpickle_dump
+
+    from ablate.dispatch.entry import TrialJob
+    from ablate.dispatch.slurm import JobInfo, wait_for_results, write_job_info
+    from ablate.trials.lifecycle import Unclaimed
+
+    store, (tid, _other) = tiny(tmp_path)
+    run_dir, folder = tmp_path / "runs" / "tiny" / tid, tmp_path / "slurm"
+    folder.mkdir()
+    info = JobInfo("9_0", str(folder))
+    write_job_info(run_dir, info)
+    store.submitted("tiny", tid, str(run_dir), job_id="9_0")
+    cloudpickle_dump(("success", Unclaimed("OperationalError: database is locked")),
+                     folder / "9_0_0_result.pkl")
+    FakeSlurm(monkeypatch, {"9_0": "COMPLETED"})
+    monkeypatch.setattr("ablate.dispatch.slurm.RESULT_GRACE_S", 0.0)
+
+    events = []
+    job = TrialJob("tiny", tid, "trial 0", {}, str(run_dir))
+    wait_for_results([(job, info)], lambda j, e: events.append(e), sleep=lambda s: None)
+    assert [e.outcome for e in events if isinstance(e, Ended)] == [
+        Unclaimed("OperationalError: database is locked")]
+
+    follow = follow_study(store, "tiny", tmp_path / "runs")
+    assert (follow.unclaimed, follow.died, follow.requeue) == ([tid], [], [])
+    assert store.statuses("tiny")[tid] == "pending"
