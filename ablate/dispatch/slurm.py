@@ -33,6 +33,7 @@ from ablate.clock import utc_now_iso
 from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob, run_trial
 from ablate.dispatch.executor import ExecutorRequest, OnEvent
+from ablate.dispatch.gpus import VISIBLE_ENV
 from ablate.dispatch.ranks import RENDEZVOUS_TIMEOUT, hear_rank_zero, tell_ranks
 from ablate.dispatch.results import ingest_results, own_result
 from ablate.errors import AblateError, UserInputError
@@ -249,10 +250,24 @@ def _init_distributed() -> int:
     import torch  # lazy: loads torch (in the Slurm task only)
     import torch.distributed as dist  # lazy: loads torch (in the Slurm task only)
 
-    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
+    env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    device = task_device(os.environ.get(VISIBLE_ENV), env.local_rank)
+    os.environ[VISIBLE_ENV] = device  # before CUDA starts: this task sees its GPU only
     dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo",
                             timeout=RENDEZVOUS_TIMEOUT)
     return dist.get_rank()
+
+
+def task_device(visible: str | None, local_rank: int) -> str:
+    """The GPU the task of ``local_rank`` trains on, as ``CUDA_VISIBLE_DEVICES`` names it:
+    the ``local_rank``-th of the job's devices that Slurm made visible (physical ids
+    such as ``2,3`` where the cluster does not renumber GPUs per job), the one device a
+    task was bound to (``--gpus-per-task``), else ``local_rank`` (submitit's choice,
+    which picks another job's GPU where ids are not renumbered)."""
+    ids = [d.strip() for d in (visible or "").split(",") if d.strip()]
+    if len(ids) == 1:
+        return ids[0]
+    return ids[local_rank] if local_rank < len(ids) else str(local_rank)
 
 
 def _follow_rank_zero(job: TrialJob, rank: int) -> Outcome:

@@ -65,3 +65,19 @@ def test_arrays_are_split_at_max_array_size(n, limit, sizes):
     chunks = array_chunks(list(range(n)), limit)
     assert [len(c) for c in chunks] == sizes
     assert [x for c in chunks for x in c] == list(range(n))
+
+
+@pytest.mark.parametrize(("visible", "local_rank", "device"), [
+    ("2,3", 0, "2"), ("2,3", 1, "3"),  # physical ids: the cluster does not renumber per job
+    ("0,1", 1, "1"),  # renumbered (cgroup ConstrainDevices)
+    ("5", 1, "5"),  # --gpus-per-task: the task's one device
+    (None, 1, "1"), ("", 0, "0"),  # none named: submitit's choice, the local rank
+    ("GPU-aa, GPU-bb", 1, "GPU-bb"),  # UUIDs
+])
+def test_each_task_of_a_ddp_job_trains_on_its_own_gpu_of_the_job(visible, local_rank, device):
+    """Task r of a trial with several tasks sees only the r-th GPU Slurm gave the job, not
+    GPU r of the node (submitit's export sets CUDA_VISIBLE_DEVICES to the local rank,
+    another job's GPU where the cluster keeps physical ids)."""
+    from ablate.dispatch.slurm import task_device
+
+    assert task_device(visible, local_rank) == device
