@@ -7,12 +7,14 @@ the same way: one line naming the file, the key as the user wrote it and what is
 from __future__ import annotations
 
 import re
+import types
 import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from ablate.errors import RecipeError
+from ablate.recipes.allowed import value_rule
 from ablate.recipes.schema import SEED_MAX, TrialSpec
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -174,8 +176,11 @@ def _key_path(loc: tuple[Any, ...], model: type[BaseModel] | None) -> tuple[str,
     ``literal['all','none']``; they are pydantic's, not the user's, and are dropped.
     """
     parts: list[str] = []
-    union = False
+    union = tag_next = False
     for part in loc:
+        if tag_next and not isinstance(part, int):  # "bool" of bool | "auto": not a key
+            union, tag_next = True, False
+            continue
         if isinstance(part, int):
             parts[-1:] = [f"{parts[-1] if parts else ''}[{part}]"]
             continue
@@ -185,11 +190,44 @@ def _key_path(loc: tuple[Any, ...], model: type[BaseModel] | None) -> tuple[str,
             info = fields[match]
             parts.append(info.alias or match)
             model = _sub_model(info.annotation)
+            tag_next = _tagged_union(info.annotation)
         elif model is None and parts and not union and _is_user_key(part):
             parts.append(str(part))  # a key inside a dict-valued field
         else:
             union = True
     return ".".join(parts), union
+
+
+# pydantic's errors for a value of the wrong type or out of range: they name one bound or
+# none ("should be a valid number"), so the error says the field's whole rule instead
+TYPE_OR_RANGE = {"int_type", "int_parsing", "int_from_float", "float_type", "float_parsing",
+                 "bool_type", "bool_parsing", "string_type", "greater_than",
+                 "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _leaf_field(loc: tuple[Any, ...], model: type[BaseModel] | None) -> Any:
+    """The schema field a value error's location ends at (union tags after it skipped);
+    None where it ends inside a list or a free table."""
+    info = None
+    for part in loc:
+        fields = model.model_fields if model is not None else {}
+        match = next((n for n, i in fields.items() if part in (n, i.alias)), None)
+        if match is not None:
+            info = fields[match]
+            model = _sub_model(info.annotation)
+        elif isinstance(part, int) or model is not None or info is None:
+            return None  # a list item, or a key inside a free table
+        else:
+            model = None  # a union member's tag: still the same field
+    return info
+
+
+def _tagged_union(annotation: Any) -> bool:
+    """Whether pydantic names the member after this field in an error's location: a union
+    of two or more types (``X | None`` alone gets no tag)."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return False
+    return sum(a is not type(None) for a in typing.get_args(annotation)) > 1
 
 
 def _is_user_key(part: Any) -> bool:
@@ -218,8 +256,15 @@ def validation_message(err: ValidationError, model: type[BaseModel]) -> tuple[st
     key, union = _key_path(tuple(first["loc"]), model)
     if first["type"] == "missing":
         return key, "missing"
-    if union:  # one message per member of the union: say all of them
-        msgs = [_clean_msg(e["msg"]) for e in errors if _key_path(tuple(e["loc"]), model)[0] == key]
+    same_key = [e for e in errors if _key_path(tuple(e["loc"]), model)[0] == key]
+    info = _leaf_field(tuple(first["loc"]), model)
+    rule = value_rule(info.annotation, info.metadata) if info is not None else None
+    own_words = any(e["type"] == "value_error" for e in same_key)  # a validator's message
+    if rule is not None and not own_words and (
+            union or any(e["type"] in TYPE_OR_RANGE for e in same_key)):
+        msg = f"should be {rule}"
+    elif union:  # one message per member of the union: say all of them
+        msgs = [_clean_msg(e["msg"]) for e in same_key]
         msg = " or ".join(dict.fromkeys(m.removeprefix("should be ") for m in msgs))
         msg = f"should be {msg}"
     else:

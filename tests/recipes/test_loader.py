@@ -61,6 +61,30 @@ def test_bool_is_not_an_int():
     assert err.key == "base.train.batch_size"
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    # a wrong type says the whole rule, as docs/recipes.md's key table does
+    ("[base.train]\nlr = 'fast'\n", "base.train.lr: should be a number in (0, 10] (got 'fast')"),
+    ("[base.train]\nepochs = 1.5\n",
+     "base.train.epochs: should be an integer in (0, 1,000,000,000] (got 1.5)"),
+    ("[base.train]\ndeterministic = 'yes'\n",
+     "base.train.deterministic: should be a boolean (got 'yes')"),
+    # out of range: both bounds, not only the one crossed
+    ("[base.train]\nlr = 20\n", "base.train.lr: should be a number in (0, 10] (got 20)"),
+    ("[base.train]\nbatch_size = 0\n",
+     "base.train.batch_size: should be an integer in (0, 65,536] (got 0)"),
+    # a union: every member, and pydantic's member tag ("bool") is not part of the key
+    ("[base.train]\nchannels_last = 'x'\n",
+     "base.train.channels_last: should be a boolean or \"auto\" (got 'x')"),
+    ("[base.data]\nworkers = -1\n",
+     "base.data.workers: should be an integer in [0, 1,000,000,000] or \"auto\" (got -1)"),
+    ("[base.model]\nexpansion = [1, -1]\n",
+     "base.model.expansion: should be \"all\", \"none\" or list of integer in "
+     "[0, 1,000,000,000] (got [1, -1])"),
+])
+def test_a_bad_value_names_what_is_allowed(text, message):
+    assert str(error_of(text)) == f"r.toml: {message}"
+
+
 def test_empty_axis():
     err = error_of('[grid]\n"train.lr" = []\n')
     assert err.key == 'grid."train.lr"'

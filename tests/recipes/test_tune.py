@@ -70,9 +70,9 @@ BAD = [
     ('"train.lr" = { log_uniform = [0.0, 1.0] }', 'tune."train.lr".log_uniform',
      "a log range needs bounds > 0"),
     ('"train.lr" = { log_uniform = [1e-4, 20.0] }', 'tune."train.lr"',
-     "less than or equal to 10 (got 20.0) (a value of its range)"),
+     "should be a number in (0, 10] (got 20.0) (a value of its range)"),
     ('"train.warmup_steps" = { uniform = [0, 10] }', 'tune."train.warmup_steps"',
-     "should be a valid integer"),  # a uniform range's draws are floats
+     "should be an integer in [0, 1,000,000,000] (got 5.0"),  # a uniform range's draws are floats
     ('"train.optimizer" = { choice = ["sgd"] }', 'tune."train.optimizer".choice',
      "a choice needs at least two values"),
     ('"train.lr" = [0.1, 0.01]', 'tune."train.lr"', "must be a range: { log_uniform"),
@@ -90,8 +90,8 @@ def test_bad_tune_sections_are_one_line_naming_file_and_key(tune, key, words):
 
 
 @pytest.mark.parametrize(("old", "new", "key", "words"), [
-    ("budget = 4", "budget = 0", "tune.budget", "should be greater than 0"),
-    ("budget = 4", "budget = -2", "tune.budget", "should be greater than 0"),
+    ("budget = 4", "budget = 0", "tune.budget", "should be an integer in (0, 1,000,000,000]"),
+    ("budget = 4", "budget = -2", "tune.budget", "should be an integer in (0, 1,000,000,000]"),
     ("seeds = [100]", "seeds = [1, 100]", "tune.seeds", "1 also in the study's seeds [0, 1]"),
     ("seeds = [100]", "seeds = []", "tune.seeds", "non-empty list"),
 ])
@@ -129,7 +129,7 @@ def test_run_refuses_bad_input_in_one_line_and_records_nothing(tmp_path, tune, e
 
 
 BUDGETS_AND_SEEDS = [  # (old, new) of the recipe, the key, words of the message
-    ("budget = 4", "budget = 0", "tune.budget", "should be greater than 0"),
+    ("budget = 4", "budget = 0", "tune.budget", "should be an integer in (0, 1,000,000,000]"),
     ("seeds = [100]", "seeds = [1, 100]", "tune.seeds", "1 also in the study's seeds [0, 1]"),
 ]
 
