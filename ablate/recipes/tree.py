@@ -165,8 +165,17 @@ def check_seeds(source: str, where: str, seeds: Any) -> list[int]:
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    text = _as_written(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _as_written(value: Any) -> str:
+    """A value as the recipe spells it where Python's differs: ``true``, not ``True``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_as_written(v) for v in value) + "]"
+    return repr(value)
 
 
 def _key_path(loc: tuple[Any, ...], model: type[BaseModel] | None) -> tuple[str, bool]:

@@ -85,6 +85,13 @@ def test_a_bad_value_names_what_is_allowed(text, message):
     assert str(error_of(text)) == f"r.toml: {message}"
 
 
+def test_a_bad_value_is_shown_as_the_recipe_spells_it():
+    err = error_of("[base.train]\namp = true\n")  # TOML's true, not Python's True
+    assert str(err) == "r.toml: base.train.amp: should be 'auto', 'off', 'bf16' or 'fp16' (got true)"
+    err = error_of("seeds = [0, false]\n")
+    assert str(err).endswith("(got false)")
+
+
 def test_empty_axis():
     err = error_of('[grid]\n"train.lr" = []\n')
     assert err.key == 'grid."train.lr"'
