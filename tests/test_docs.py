@@ -240,3 +240,36 @@ def test_every_documented_command_line_parses(where, line, monkeypatch):
             pytest.fail(f"{where}: {line!r}: {err.format_message()}")
     except click.UsageError as err:
         pytest.fail(f"{where}: {line!r}: {err.format_message()}")
+
+
+def _shipped_axes() -> set[str]:
+    """Every key a shipped recipe varies: what ``--where`` can name on its studies."""
+    from ablate.recipes.loader import load_recipe
+
+    keys: set[str] = set()
+    for path in sorted((ROOT / "recipes").glob("*.toml")):
+        recipe = load_recipe(path)
+        keys.update(recipe.grid)
+        for group in recipe.zips:
+            keys.update(group)
+        if recipe.knockout is not None:
+            keys.add("model.remove")
+    return keys
+
+
+def _where_keys_shown() -> list[tuple[str, str]]:
+    """(where, KEY) of each dotted ``--where KEY=...`` in a documented command line and in
+    a command's --help example."""
+    lines = list(DOCUMENTED) + [(path, line.strip()) for path, command in COMMANDS
+                                for line in (command.help or "").splitlines()]
+    return [(where, key) for where, line in lines
+            for key in re.findall(r"--where ([\w.]+\.[\w]+)!?=", line)]
+
+
+def test_every_where_shown_names_an_axis_of_a_shipped_recipe():
+    """A dotted --where key is a column only where a study varies it: an example that
+    names a key no shipped recipe varies fails on every study a reader has."""
+    shown = _where_keys_shown()
+    assert shown, "no --where example found"
+    axes = _shipped_axes()
+    assert [(where, key) for where, key in shown if key not in axes] == []

@@ -41,7 +41,7 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
     Example:
         ablate export mnv3_expansion --csv results/mnv3.csv
         ablate export quickstart --parquet trials.parquet --markdown trials.md
-        ablate export quickstart --where model.head=deeplabv3 --csv -
+        ablate export quickstart --where model.keep_last_expansion=false --csv -
     """
     from ablate.report import export as exporter  # lazy: loads numpy, pandas, sqlalchemy
     from ablate.report import outputs  # lazy: loads sqlalchemy

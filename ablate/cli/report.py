@@ -14,8 +14,9 @@ FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
 
 where_option = click.option(
     "--where", "where", multiple=True, metavar="KEY=VALUE",
-    help="Only rows where a column or axis key has this value, e.g. --where "
-         "model.head=deeplabv3 (KEY!=VALUE excludes; repeatable, all must hold).",
+    help="Only rows where a column or axis key (a key the study varies) has this value, "
+         "e.g. --where model.keep_last_expansion=false (KEY!=VALUE excludes; repeatable, "
+         "all must hold).",
 )
 
 
@@ -91,7 +92,7 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
     Example:
         ablate report
         ablate report --study mnv3_expansion --baseline conventional --format markdown
-        ablate report --where model.head=deeplabv3 --sort params --pareto --log-x
+        ablate report --where model.keep_last_expansion=false --sort params --pareto --log-x
         ablate report --format html --per-class --curves --out results/
         ablate report --study quickstart --effects
         ablate report --study quickstart --forest --per-class --out results/
