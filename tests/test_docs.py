@@ -135,6 +135,7 @@ def test_every_command_has_help_with_an_example(path):
     assert match, f"{path} --help has no 'Example:' block"
     for line in match.group(1).splitlines():
         assert line.strip().startswith(path + " ") or line.strip() == path, (path, line)
+        assert "  " not in line.strip(), (path, line)  # a docstring's \ continuation shows so
 
 
 def _readme_command_table() -> list[list[str]]:

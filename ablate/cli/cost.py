@@ -90,8 +90,7 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
         ablate cost recipes/mnv3_expansion.toml
         ablate cost recipes/mnv3_expansion.toml --diff conventional proposed
         ablate cost recipes/aspp_leave_one_out.toml --modules --depth 3
-        ablate cost recipes/aspp_leave_one_out.toml --diff 'remove=[]' \
-            'remove=[head.aspp.convs.4]'
+        ablate cost recipes/aspp_leave_one_out.toml --diff 'remove=[]' 'remove=[head.aspp.convs.4]'
         ablate cost recipes/torchvision_baselines.toml --variant lraspp_mobilenet_v3_large --json
         ablate cost --clear-cache
     """
