@@ -245,7 +245,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     from ablate.trials.expand import parse_set  # lazy: loads pydantic
 
     recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
-    trials = select_trials(trials, trial_ids=trial_ids, variants=variants)
+    trials = select_trials(trials, trial_ids=trial_ids, variants=variants, source=recipe)
     console = make_console(stderr=True)
     _check_flags(executor, detach, slurm_flags, until_decided, rerun_failed, skip_failed)
     local_gpus, per_trial, per_gpu, trial_gib, jobs = _local_gpus(

@@ -59,7 +59,7 @@ def load_trials(recipe_path: str, assignments: tuple[str, ...] = (),
 
 
 def select_trials(trials: list[Trial], *, trial_ids: tuple[str, ...] = (),
-                  variants: tuple[str, ...] = ()) -> list[Trial]:
+                  variants: tuple[str, ...] = (), source: str = "the recipe") -> list[Trial]:
     """Narrow a study to ``--trial`` ids (prefixes allowed) or ``--variant`` names."""
     chosen = trials
     if variants:
@@ -73,7 +73,10 @@ def select_trials(trials: list[Trial], *, trial_ids: tuple[str, ...] = (),
         for tid in trial_ids:
             hits = [t for t in chosen if t.trial_id.startswith(tid) or t.name == tid]
             if not hits:
-                raise UserInputError(f"--trial: no trial {tid!r} in this recipe")
+                among = f" of --variant {', '.join(variants)}" if variants else ""
+                raise UserInputError(
+                    f"{source}: --trial: no trial{among} has the id, id prefix or name "
+                    f"{tid!r}; `ablate plan {source}` lists the ids and names")
             picked += [t for t in hits if t not in picked]
         chosen = picked
     return chosen

@@ -55,7 +55,9 @@ CASES = [
     ("plan-json-and-csv", ["plan", "{recipe}", "--json", "--format", "csv"], "contradict"),
     ("run-jobs-zero", ["run", "{recipe}", "--jobs", "0"], "--jobs"),
     ("run-unknown-variant", ["run", "{recipe}", "--variant", "nope"], "no variant 'nope'"),
-    ("run-unknown-trial", ["run", "{recipe}", "--trial", "ffffffffffff"], "no trial"),
+    ("run-unknown-trial", ["run", "{recipe}", "--trial", "ffffffffffff"],
+     "{recipe}: --trial: no trial has the id, id prefix or name 'ffffffffffff'; "
+     "`ablate plan {recipe}` lists the ids and names"),
     ("run-slurm-flag-locally", ["run", "{recipe}", "--partition", "gpu"], "--partition"),
     ("run-slurm-mem-word", ["run", "{recipe}", "--executor", "slurm", "--mem", "lots"],
      "--mem: must be a memory size as sbatch --mem takes it"),
@@ -84,5 +86,5 @@ def test_misused_command_line_is_refused(folder, args, needle):
     if args[0] in ("plan", "run", *DB_COMMANDS) and args[:2] != ["db", "infoo"]:
         args += ["--db", str(folder / "keep.db")]
     before = snapshot(folder)
-    assert_refused(invoke(args), needle)
+    assert_refused(invoke(args), needle.format(recipe=folder / "valid.toml"))
     assert snapshot(folder) == before
