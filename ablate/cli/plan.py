@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 # with rich takes most of a minute); --json and --format csv give every row.
 TABLE_HEAD, TABLE_TAIL = 20, 5
 CSV_COLUMNS = ("trial_id", "name", "variant", "status", "seed", "params", "gflops",
-               "flops_convention", "resolution", "arch_id")
+               "flops_convention", "resolution", "arch_id", "seconds", "time_source")
 
 
 @main.command("plan")

@@ -107,7 +107,10 @@ def test_plan_table_is_bounded_and_csv_and_json_give_every_row(tmp_path):
         invoke(["plan", str(recipe), "--no-cost", "--format", "csv"]).stdout)))
     assert len(rows) == 200 and rows[-1]["name"].endswith("lr=0.1]/seed=0")
     assert rows[0]["resolution"] == "32x32"
-    assert len(json.loads(invoke(["plan", str(recipe), "--no-cost", "--json"]).stdout)) == 200
+    as_json = json.loads(invoke(["plan", str(recipe), "--no-cost", "--json"]).stdout)
+    assert len(as_json) == 200
+    assert list(rows[0]) == list(as_json[0])  # the same columns, the time estimate included
+    assert (rows[0]["seconds"], rows[0]["time_source"]) == ("", "unknown")
 
 
 def test_byte_order_mark_is_accepted(tmp_path):
