@@ -274,3 +274,18 @@ def test_every_where_shown_names_an_axis_of_a_shipped_recipe():
     assert shown, "no --where example found"
     axes = _shipped_axes()
     assert [(where, key) for where, key in shown if key not in axes] == []
+
+
+RECIPE_SNIPPETS = [(f"docs/recipes.md toml block {i}", text) for i, text in
+                   enumerate(re.findall(r"```toml\n(.*?)```", RECIPES_MD.read_text(), re.S))]
+
+
+@pytest.mark.parametrize(("where", "text"), RECIPE_SNIPPETS, ids=[w for w, _ in RECIPE_SNIPPETS])
+def test_every_recipe_snippet_of_recipes_md_plans(where, text, tmp_path):
+    """What the recipe page shows, copied into a file, is a recipe ablate accepts: its keys,
+    one setter per key, and each architecture built on the meta device (plan --no-cost)."""
+    recipe = tmp_path / "snippet.toml"
+    recipe.write_text(text)
+    result = CliRunner().invoke(main, ["plan", str(recipe), "--no-cost",
+                                       "--db", str(tmp_path / "r.db")])
+    assert result.exit_code == 0, f"{where}: {result.output}"
