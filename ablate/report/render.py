@@ -310,6 +310,11 @@ def to_markdown(tables: list[DisplayTable]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+# a name longer than this (a long configuration name) folds in a rich table; shorter ones
+# (``model.keep_last_expansion``) stay whole, the columns beside them go to a continued table
+NAME_FOLD = 40
+
+
 def print_rich(tables: list[DisplayTable], console) -> None:
     """Rich tables on ``console``; too wide ones split into column groups that fit.
 
@@ -335,8 +340,10 @@ def _rich_table(table: DisplayTable, columns: list[int], title: str | None):
         widest = max((len(c) for c in col.cells), default=0)
         if col.numeric:  # numbers are never cut
             out.add_column(Text(col.header), justify="right", min_width=widest)
-        else:  # long names fold onto a second line
-            out.add_column(Text(col.header), overflow="fold", min_width=min(widest, 16))
+        else:  # text wraps between words; a name (one word) folds only beyond NAME_FOLD
+            word = max((len(w) for c in col.cells for w in c.split()), default=0)
+            out.add_column(Text(col.header), overflow="fold",
+                           min_width=min(max(word, min(widest, 16)), NAME_FOLD))
     for row in range(table.n_rows):
         out.add_row(*(Text(table.columns[j].cells[row],
                            style="bold" if (row, j) in table.emphasis else "") for j in columns))

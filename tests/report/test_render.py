@@ -108,3 +108,18 @@ def test_html_table_cells_carry_sort_values():
     assert '<tr><td data-v="x">x</td><td class="num" data-v="1000.0">1,000</td></tr>' in page
     assert '<td class="num" data-v="">-</td>' in page
     assert '<table class="sortable"><thead><tr><th scope="col">name</th>' in page
+
+
+def test_rich_keeps_names_whole_and_wraps_text_between_words():
+    """An axis such as ``model.keep_last_expansion`` is one word: it was folded at 16
+    characters (``model.keep_last_expansi`` / ``on``) in a table wider than the console;
+    now the numbers go to a continued table, and phrases still wrap at their spaces."""
+    axis = "model.keep_last_expansion"
+    change = "(all_expansions -> lean_last_stage) x (true -> false)"
+    table = DisplayTable("s: effects", [
+        Column("axis", [axis], [axis]), Column("change", [change], [change]),
+        *(Column(f"figure {i}", ["+1.90"], [1.9], numeric=True) for i in range(12))])
+    text = rich_text([table], 100)
+    assert "(continued)" in text and text.count(axis) == text.count("s: effects")
+    assert re.search(r"│ \(all_expansions ->\s+│", text)  # wrapped between words
+    assert all(len(line) <= 100 for line in text.splitlines())
