@@ -322,7 +322,9 @@ def _print_diff(names, sides, reports, rows) -> None:
     console = make_console()
     for label, name, group, report in zip("AB", names, sides, reports):
         height, width = report.resolution
-        console.print(f"{label} = {escape(name)}: {escape(group[0].config_name)}  arch {report.arch_id}  "
+        config = group[0].config_name  # the name given, and the configuration it picked
+        named = escape(name) if config == name else f"{escape(name)}: {escape(config)}"
+        console.print(f"{label} = {named}  arch {report.arch_id}  "
                       f"params {report.params:,}  GFLOPs {_gflops(report.flops)} "
                       f"({report.flops_convention}, {height}x{width})")
     # the change in FLOPs exactly: a knocked-out branch of a small network is < 0.001 GFLOPs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,10 @@ def test_diff_same_class_pair_has_no_classifier_row():
 def test_diff_text_table():
     result = run(MNV3, "--diff", "conventional", "proposed")
     assert result.exit_code == 0, result.output
-    assert "A = conventional" in result.output and "B = proposed" in result.output
+    # a name that is the configuration's own is said once ("A = conventional: conventional")
+    assert re.search(r"^A = conventional  arch [0-9a-f]{12}  params 11,745,643", result.output,
+                     re.M), result.output
+    assert re.search(r"^B = proposed  arch [0-9a-f]{12}  params 5,632,933", result.output, re.M)
     for module in ("backbone.features.16", "head.aspp.convs", "head.classifier"):
         assert module in result.output
     assert "-6,112,710" in result.output
