@@ -276,14 +276,24 @@ def test_every_where_shown_names_an_axis_of_a_shipped_recipe():
     assert [(where, key) for where, key in shown if key not in axes] == []
 
 
-RECIPE_SNIPPETS = [(f"docs/recipes.md toml block {i}", text) for i, text in
-                   enumerate(re.findall(r"```toml\n(.*?)```", RECIPES_MD.read_text(), re.S))]
+def _recipe_snippets(page: str) -> list[tuple[str, str]]:
+    """The page's ``toml`` blocks that are whole recipes (a plugin's pyproject.toml is not)."""
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S)
+    return [(f"docs/{page} toml block {i}", text) for i, text in enumerate(blocks)
+            if "[project" not in text]
+
+
+# extending.md's recipe builds the example's U-Net (examples/custom_unet on the path)
+RECIPE_SNIPPETS = _recipe_snippets("recipes.md") + _recipe_snippets("extending.md")
 
 
 @pytest.mark.parametrize(("where", "text"), RECIPE_SNIPPETS, ids=[w for w, _ in RECIPE_SNIPPETS])
-def test_every_recipe_snippet_of_recipes_md_plans(where, text, tmp_path):
-    """What the recipe page shows, copied into a file, is a recipe ablate accepts: its keys,
-    one setter per key, and each architecture built on the meta device (plan --no-cost)."""
+def test_every_recipe_snippet_plans(where, text, tmp_path, monkeypatch):
+    """What the recipe pages show, copied into a file, is a recipe ablate accepts: its keys,
+    one setter per key, and each architecture built on the meta device (plan --no-cost).
+    (fair-comparisons.md's block shows the ``[tune]`` section's keys alone, not a recipe;
+    tests/recipes/test_tune.py covers them.)"""
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "custom_unet"))
     recipe = tmp_path / "snippet.toml"
     recipe.write_text(text)
     result = CliRunner().invoke(main, ["plan", str(recipe), "--no-cost",
