@@ -271,19 +271,9 @@ def test_an_error_raised_while_the_cluster_stops_the_job_hands_the_trial_back(
     it), with no result file. (CI saw it recorded failed, and the requeued job refused it.)
     The same error without a stop under way is the trial's failure."""
     from ablate.dispatch.claiming import claim_and_run
-    from ablate.dispatch.entry import TrialJob
-    from ablate.recipes.loader import parse_recipe
-    from ablate.trials.expand import expand
     from ablate.trials.lifecycle import Trained, TrialStatus
 
-    db = f"sqlite:///{tmp_path / 'w.db'}"
-    store = Store(db)
-    (trial, _) = expand(parse_recipe(TINY_RECIPE, "r.toml"))
-    store.upsert_study("w")
-    store.register_trials("w", [trial])
-    run_dir = tmp_path / "runs" / trial.trial_id
-    job = TrialJob("w", trial.trial_id, trial.name, trial.spec.model_dump(), str(run_dir),
-                   db=db)
+    db, run_dir, job = one_claimable_trial(tmp_path)
     requeue = subprocess.CalledProcessError(-signal.SIGTERM, ["scontrol", "requeue", "9"])
 
     def killed_requeue(spec, job, progress):
@@ -310,18 +300,8 @@ def test_a_claim_whose_ranks_cannot_be_told_is_handed_back_untrained(tmp_path, m
     claim (``claim_and_run``'s ``decided``); when that fails (a rank's task died), the
     trial goes back to pending at once, nothing trained, for the next run to claim."""
     from ablate.dispatch.claiming import claim_and_run
-    from ablate.dispatch.entry import TrialJob
-    from ablate.recipes.loader import parse_recipe
-    from ablate.trials.expand import expand
 
-    db = f"sqlite:///{tmp_path / 'w.db'}"
-    store = Store(db)
-    (trial, _) = expand(parse_recipe(TINY_RECIPE, "r.toml"))
-    store.upsert_study("w")
-    store.register_trials("w", [trial])
-    run_dir = tmp_path / "runs" / trial.trial_id
-    job = TrialJob("w", trial.trial_id, trial.name, trial.spec.model_dump(), str(run_dir),
-                   db=db)
+    db, run_dir, job = one_claimable_trial(tmp_path)
     monkeypatch.setattr("ablate.dispatch.entry._train", lambda *args: pytest.fail("trained"))
     told = []
 
@@ -337,3 +317,20 @@ def test_a_claim_whose_ranks_cannot_be_told_is_handed_back_untrained(tmp_path, m
     (line,) = (run_dir / "claims.log").read_text().splitlines()
     assert re.fullmatch(rf"\S+ epoch 1 claimed by \S+:{os.getpid()} slurm", line), line
     assert not (run_dir / "result.json").exists()
+
+
+def one_claimable_trial(tmp_path):
+    """A SQLite database with one registered trial of the tiny recipe: its URL, the trial's
+    run folder and the job a worker would claim it with."""
+    from ablate.dispatch.entry import TrialJob
+    from ablate.recipes.loader import parse_recipe
+    from ablate.trials.expand import expand
+
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    store = Store(db)
+    (trial, _) = expand(parse_recipe(TINY_RECIPE, "r.toml"))
+    store.upsert_study("w")
+    store.register_trials("w", [trial])
+    run_dir = tmp_path / "runs" / trial.trial_id
+    return db, run_dir, TrialJob("w", trial.trial_id, trial.name, trial.spec.model_dump(),
+                                 str(run_dir), db=db)
