@@ -51,10 +51,15 @@ CSV_COLUMNS = ("trial_id", "name", "variant", "status", "seed", "params", "gflop
 @click.option("--no-cost", is_flag=True,
               help="Skip counting parameters and FLOPs (architectures are still checked).")
 @max_trials_option
+@click.option("--trial", "trial_ids", multiple=True, metavar="ID",
+              help="Only this trial, as ablate run --trial takes it (repeatable).")
+@click.option("--variant", "variants", multiple=True, metavar="NAME",
+              help="Only this variant, as ablate run --variant takes it (repeatable).")
 @estimate_options
 @until_decided_options
 def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: bool, fmt: str,
-         no_cost: bool, max_trials: int, **estimate_flags) -> None:
+         no_cost: bool, max_trials: int, trial_ids: tuple[str, ...], variants: tuple[str, ...],
+         **estimate_flags) -> None:
     """Dry run: list every trial of RECIPE with its id, status and cost, and the time it
     takes on the executor (from done trials of each architecture, else a --probe).
 
@@ -65,10 +70,12 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         ablate plan recipes/quickstart.toml --format csv --no-cost > trials.csv
         ablate plan recipes/quickstart.toml --jobs 2 --probe
         ablate plan recipes/quickstart.toml --until-decided --max-seeds 10
+        ablate plan recipes/mnv3_expansion.toml --variant proposed --set data.name=shapes
     """
     from ablate.dispatch.prepare import (  # lazy: loads pydantic, sqlalchemy
         compute_costs,
         load_trials,
+        select_trials,
     )
     from ablate.trials.resolve import eval_resolution  # lazy: loads pydantic
 
@@ -79,6 +86,10 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
     check_loop_options(estimate_flags["until_decided"])
     _check_executor_flags(estimate_flags["executor"])
     recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
+    if trial_ids or variants:  # what `ablate run` with the same selection would run
+        trials = select_trials(trials, trial_ids=trial_ids, variants=variants, source=recipe)
+        if recipe_obj.tune is not None:
+            _check_tuned_selection(recipe_obj, assignments, trials)
     store = _existing_store(db)
     phases = _phases(store, recipe_obj, assignments) if recipe_obj.tune is not None else None
     if phases is not None and phases.trials is not None:  # the selection is recorded
@@ -154,6 +165,16 @@ def _check_executor_flags(executor: str) -> None:
     for name in ("cpus_per_trial", "array_parallelism"):
         if executor != "slurm" and given(ctx, name):
             raise UserInputError(f"{option_name(ctx, name)}: only with --executor slurm")
+
+
+def _check_tuned_selection(recipe, assignments: tuple[str, ...], trials: list) -> None:
+    """A tuned study is planned whole, as it runs whole (``ablate run`` refuses the same)."""
+    from ablate.dispatch.tuning import check_selected, tuning_plan  # lazy: loads pydantic
+    from ablate.trials.expand import parse_set  # lazy: loads pydantic
+
+    plan = tuning_plan(recipe, parse_set(list(assignments)))
+    if plan is not None:
+        check_selected(plan, trials, recipe.path)
 
 
 def _phases(store, recipe, assignments: tuple[str, ...]):

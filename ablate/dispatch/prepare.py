@@ -66,7 +66,8 @@ def select_trials(trials: list[Trial], *, trial_ids: tuple[str, ...] = (),
         known = {t.variant for t in trials}
         for v in variants:
             if v not in known:
-                raise UserInputError(f"--variant: no variant {v!r}; allowed: {', '.join(sorted(known))}")
+                raise UserInputError(f"{source}: --variant: no variant {v!r}; allowed: "
+                                     f"{', '.join(sorted(known))}")
         chosen = [t for t in chosen if t.variant in variants]
     if trial_ids:
         picked = []

@@ -173,7 +173,7 @@ class StudyRunner:
         plan = tuning.tuning_plan(recipe, overrides)
         recorded = tuning.check_recorded(self.store, recipe, plan)
         if plan is not None:
-            tuning.check_selected(plan, trials)
+            tuning.check_selected(plan, trials, recipe.path)
         keeper = None
         resources = self.options.resources
         if resources is not None:  # a budget the recipe's round cannot keep is refused here

@@ -131,11 +131,11 @@ def _plain(data: Any) -> Any:
     return json.loads(json.dumps(data))
 
 
-def check_selected(plan: TuningPlan, trials: list[Trial]) -> None:
+def check_selected(plan: TuningPlan, trials: list[Trial], source: str = "the recipe") -> None:
     """A tuned study runs whole: a selection needs every configuration's draws."""
     if {t.trial_id for t in trials} != {t.trial_id for t in plan.trials}:
-        raise UserInputError("--trial/--variant: a tuned study ([tune]) runs every tuning "
-                             "trial; the selection compares them all")
+        raise UserInputError(f"{source}: --trial/--variant: a tuned study ([tune]) runs every "
+                             "tuning trial; the selection compares them all")
 
 
 def scores_frame(store, study: str, plan: TuningPlan):

@@ -94,6 +94,45 @@ def test_plan_set_override(tiny_recipe):
     assert result.exit_code == 2 and "--set seeds=[0,1]" in result.output
 
 
+def test_plan_lists_what_run_with_the_same_selection_would_run(tmp_path):
+    """plan --variant / --trial select as run does: the rows, and the estimate over them."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    recipe = str(root / "recipes" / "quickstart.toml")
+
+    def plan(*args):
+        result = CliRunner().invoke(main, ["plan", recipe, "--json", "--no-cost", *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    every = plan()
+    lean = plan("--variant", "lean_last_stage")
+    assert {r["variant"] for r in every} == {"all_expansions", "lean_last_stage"}
+    assert lean == [r for r in every if r["variant"] == "lean_last_stage"] and len(lean) == 6
+    first, other = every[0], every[7]
+    assert plan("--trial", first["trial_id"][:6], "--trial", other["name"]) == [first, other]
+    for args, words in [(["--variant", "nope"], ": --variant: no variant 'nope'; allowed: "
+                                                "all_expansions, lean_last_stage"),
+                        (["--trial", "abc"], ": --trial: no trial has the id, id prefix or "
+                                             "name 'abc'")]:
+        result = CliRunner().invoke(main, ["plan", recipe, *args])
+        assert result.exit_code == 2 and f"Error: {recipe}{words}" in result.output
+
+
+def test_a_tuned_study_is_planned_whole(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.syspath_prepend(str(root / "examples" / "fair_lr"))
+    recipe = str(root / "recipes" / "fair_lr.toml")
+    result = CliRunner().invoke(main, ["plan", recipe, "--variant", "scaled", "--no-cost"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"Error: {recipe}: --trial/--variant: a tuned study "
+                                     "([tune]) runs every tuning trial; the selection compares "
+                                     "them all")
+
+
 def test_report_on_empty_database(tmp_path):
     db = str(tmp_path / "e.db")
     assert CliRunner().invoke(main, ["db", "upgrade", "--db", db]).exit_code == 0
