@@ -43,14 +43,19 @@ class Gpu:
     memory_gib: float | None = None  # total device memory (None: unknown)
 
 
+def device_ids(raw: str | None) -> list[str]:
+    """The device ids a ``CUDA_VISIBLE_DEVICES`` value names, in the order CUDA numbers
+    them (none for an unset or empty value)."""
+    return [part.strip() for part in (raw or "").split(",") if part.strip()]
+
+
 def _visible_ids(count: int) -> list[str]:
     """The ids of the first ``count`` visible devices: ``CUDA_VISIBLE_DEVICES`` entries
     when it is set (the order CUDA numbers them in), else 0..count-1."""
     raw = os.environ.get(VISIBLE_ENV)
     if raw is None:
         return [str(i) for i in range(count)]
-    ids = [part.strip() for part in raw.split(",") if part.strip()]
-    return ids[:count]
+    return device_ids(raw)[:count]
 
 
 def visible_gpus() -> list[Gpu]:

@@ -33,7 +33,7 @@ from ablate.clock import utc_now_iso
 from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob, run_trial
 from ablate.dispatch.executor import ExecutorRequest, OnEvent
-from ablate.dispatch.gpus import VISIBLE_ENV
+from ablate.dispatch.gpus import VISIBLE_ENV, device_ids
 from ablate.dispatch.ranks import RENDEZVOUS_TIMEOUT, hear_rank_zero, tell_ranks
 from ablate.dispatch.results import ingest_results, own_result
 from ablate.errors import AblateError, UserInputError
@@ -264,7 +264,7 @@ def task_device(visible: str | None, local_rank: int) -> str:
     such as ``2,3`` where the cluster does not renumber GPUs per job), the one device a
     task was bound to (``--gpus-per-task``), else ``local_rank`` (submitit's choice,
     which picks another job's GPU where ids are not renumbered)."""
-    ids = [d.strip() for d in (visible or "").split(",") if d.strip()]
+    ids = device_ids(visible)
     if len(ids) == 1:
         return ids[0]
     return ids[local_rank] if local_rank < len(ids) else str(local_rank)

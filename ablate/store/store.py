@@ -511,7 +511,7 @@ def _study_row(s: Session, name: str) -> StudyRow:
 
 
 # a trial a Slurm job may still have: queued or held by it, or stopped with it (its requeue)
-_JOB_STATES = frozenset({TrialStatus.RUNNING, TrialStatus.PREEMPTED, TrialStatus.TIMED_OUT})
+_JOB_STATES = frozenset({TrialStatus.RUNNING} | {s for s in TrialStatus if s.interrupted})
 
 
 def _reset_row(s: Session, row: TrialRow) -> None:
