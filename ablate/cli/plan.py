@@ -86,12 +86,15 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
     check_loop_options(estimate_flags["until_decided"])
     _check_executor_flags(estimate_flags["executor"])
     recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
+    tuned = _tuning(recipe_obj, assignments)
     if trial_ids or variants:  # what `ablate run` with the same selection would run
         trials = select_trials(trials, trial_ids=trial_ids, variants=variants, source=recipe)
-        if recipe_obj.tune is not None:
-            _check_tuned_selection(recipe_obj, assignments, trials)
+        if tuned is not None:  # planned whole, as it runs whole (`ablate run` refuses too)
+            from ablate.dispatch.tuning import check_selected  # lazy: loads pydantic
+
+            check_selected(tuned[1], trials, recipe_obj.path)
     store = _existing_store(db)
-    phases = _phases(store, recipe_obj, assignments) if recipe_obj.tune is not None else None
+    phases = _phases(store, recipe_obj, tuned) if tuned is not None else None
     if phases is not None and phases.trials is not None:  # the selection is recorded
         trials = trials + phases.trials
     statuses = store.statuses(recipe_obj.name) if store and _has_study(store, recipe_obj.name) else {}
@@ -112,7 +115,7 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
     from ablate.cli.time_estimate import plan_estimate  # lazy: loads the estimate's modules
 
     estimate, seconds = plan_estimate(store, recipe_obj, _estimated(store, recipe_obj, trials,
-                                                                    assignments, phases),
+                                                                    tuned, phases),
                                       assignments, estimate_flags)
     rows = []
     for t in trials:
@@ -167,35 +170,34 @@ def _check_executor_flags(executor: str) -> None:
             raise UserInputError(f"{option_name(ctx, name)}: only with --executor slurm")
 
 
-def _check_tuned_selection(recipe, assignments: tuple[str, ...], trials: list) -> None:
-    """A tuned study is planned whole, as it runs whole (``ablate run`` refuses the same)."""
-    from ablate.dispatch.tuning import check_selected, tuning_plan  # lazy: loads pydantic
-    from ablate.trials.expand import parse_set  # lazy: loads pydantic
-
-    plan = tuning_plan(recipe, parse_set(list(assignments)))
-    if plan is not None:
-        check_selected(plan, trials, recipe.path)
-
-
-def _phases(store, recipe, assignments: tuple[str, ...]):
-    """A tuned recipe's confirmation phase, as far as the database knows it."""
-    from ablate.dispatch.tuning import plan_confirmation, tuning_plan  # lazy: loads pydantic
+def _tuning(recipe, assignments: tuple[str, ...]):
+    """A tuned recipe's ``--set`` overrides and tuning phase (``TuningPlan``), worked out
+    once for the selection check, the confirmation phase and the estimate; None when the
+    recipe has no ``[tune]``."""
+    if recipe.tune is None:
+        return None
+    from ablate.dispatch.tuning import tuning_plan  # lazy: loads pydantic
     from ablate.trials.expand import parse_set  # lazy: loads pydantic
 
     overrides = parse_set(list(assignments))
-    return plan_confirmation(store, recipe, overrides, tuning_plan(recipe, overrides))
+    return overrides, tuning_plan(recipe, overrides)
 
 
-def _estimated(store, recipe, trials: list, assignments: tuple[str, ...], phases) -> list:
+def _phases(store, recipe, tuned):
+    """A tuned recipe's confirmation phase, as far as the database knows it."""
+    from ablate.dispatch.tuning import plan_confirmation  # lazy: loads pydantic
+
+    return plan_confirmation(store, recipe, *tuned)
+
+
+def _estimated(store, recipe, trials: list, tuned, phases) -> list:
     """The trials the time estimate counts: a tuned study's both phases, its confirmation
     trials included before the selection (as ``ablate run --budget`` counts them)."""
     if phases is None or phases.trials is not None:
         return trials
-    from ablate.dispatch.tuning import estimated_trials, tuning_plan  # lazy: loads pydantic
-    from ablate.trials.expand import parse_set  # lazy: loads pydantic
+    from ablate.dispatch.tuning import estimated_trials  # lazy: loads pydantic
 
-    overrides = parse_set(list(assignments))
-    return estimated_trials(store, recipe, overrides, tuning_plan(recipe, overrides))
+    return estimated_trials(store, recipe, *tuned)
 
 
 def _waiting_rows(phases, by_id: dict[str, dict]) -> list[dict]:
