@@ -72,6 +72,9 @@ def select_trials(trials: list[Trial], *, trial_ids: tuple[str, ...] = (),
     if trial_ids:
         picked = []
         for tid in trial_ids:
+            if not tid.strip():  # an empty prefix would match every trial
+                raise UserInputError(f"{source}: --trial: empty; give a trial's id, id prefix "
+                                     f"or name (`ablate plan {source}` lists them)")
             hits = [t for t in chosen if t.trial_id.startswith(tid) or t.name == tid]
             if not hits:
                 among = f" of --variant {', '.join(variants)}" if variants else ""

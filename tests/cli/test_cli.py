@@ -115,7 +115,9 @@ def test_plan_lists_what_run_with_the_same_selection_would_run(tmp_path):
     for args, words in [(["--variant", "nope"], ": --variant: no variant 'nope'; allowed: "
                                                 "all_expansions, lean_last_stage"),
                         (["--trial", "abc"], ": --trial: no trial has the id, id prefix or "
-                                             "name 'abc'")]:
+                                             "name 'abc'"),
+                        (["--trial", ""], ": --trial: empty; give a trial's id, id prefix or "
+                                          "name")]:
         result = CliRunner().invoke(main, ["plan", recipe, *args])
         assert result.exit_code == 2 and f"Error: {recipe}{words}" in result.output
 

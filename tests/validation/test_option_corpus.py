@@ -58,6 +58,8 @@ CASES = [
     ("run-unknown-trial", ["run", "{recipe}", "--trial", "ffffffffffff"],
      "{recipe}: --trial: no trial has the id, id prefix or name 'ffffffffffff'; "
      "`ablate plan {recipe}` lists the ids and names"),
+    ("run-empty-trial", ["run", "{recipe}", "--trial", ""],  # would match every trial
+     "{recipe}: --trial: empty; give a trial's id, id prefix or name"),
     ("run-slurm-flag-locally", ["run", "{recipe}", "--partition", "gpu"], "--partition"),
     ("run-slurm-mem-word", ["run", "{recipe}", "--executor", "slurm", "--mem", "lots"],
      "--mem: must be a memory size as sbatch --mem takes it"),
