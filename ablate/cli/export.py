@@ -44,7 +44,7 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
         ablate export quickstart --where model.keep_last_expansion=false --csv -
     """
     from ablate.report import export as exporter  # lazy: loads numpy, pandas, sqlalchemy
-    from ablate.report import outputs  # lazy: loads sqlalchemy
+    from ablate.report import outputs, render  # lazy: loads sqlalchemy, numpy, pandas
     from ablate.store import Store  # lazy: loads sqlalchemy
     from ablate.store.store import resolve_url  # lazy: loads sqlalchemy
 
@@ -57,7 +57,7 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
         raise UserInputError(extras.needs("--parquet", "parquet"))
     frame = exporter.export_frame(Store(db, must_exist=True), study, where)
     to_stdout = "-" in targets.values()
-    texts = {"--csv": lambda: frame.to_csv(index=False),
+    texts = {"--csv": lambda: render.to_csv(frame),
              "--markdown": lambda: exporter.to_markdown_text(frame, study)}
     for option, path in targets.items():
         if path == "-":

@@ -12,7 +12,7 @@ from ablate import extras
 from ablate.errors import UserInputError
 from ablate.report.frame import trials_frame
 from ablate.report.outputs import write_atomic
-from ablate.report.render import md_cell
+from ablate.report.render import fmt_value, md_cell
 from ablate.report.tables import filter_rows, parse_where
 from ablate.store.read import study_descriptions
 
@@ -36,14 +36,15 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
 
 
 def arrow_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Columns of mixed Python types (an axis of 3, "all" and [1, 2]) become text."""
+    """Columns of mixed Python types (an axis of 3, "all" and [1, 2]) become text, a
+    boolean among them ``true``/``false`` as the other formats spell it."""
     out = frame.copy()
     for column in out.columns:
         if out[column].dtype != object:
             continue
         kinds = {type(v) for v in out[column] if not _missing(v)}
         if len(kinds) > 1:
-            out[column] = [None if _missing(v) else str(v) for v in out[column]]
+            out[column] = [None if _missing(v) else fmt_value(v) for v in out[column]]
         else:
             out[column] = [None if _missing(v) else v for v in out[column]]
     return out

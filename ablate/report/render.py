@@ -375,7 +375,26 @@ def _fitting_parts(table: DisplayTable, console) -> list:
 
 
 def to_csv(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False)
+    """The frame as CSV, booleans spelled ``true``/``false`` as in the other formats."""
+    return text_booleans(frame).to_csv(index=False)
+
+
+def text_booleans(frame: pd.DataFrame) -> pd.DataFrame:
+    """Booleans as ``true``/``false`` text (pandas' CSV writes Python's ``True``); the
+    other values, and the columns that hold no boolean, as they were."""
+    out = frame
+    for j, (_name, series) in enumerate(frame.items()):
+        if series.dtype.kind == "b":  # numpy's bool, or pandas' nullable boolean
+            values = [None if v is pd.NA else fmt_value(bool(v)) for v in series]
+        elif series.dtype == object and any(isinstance(v, bool | np.bool_) for v in series):
+            values = [fmt_value(bool(v)) if isinstance(v, bool | np.bool_) else v
+                      for v in series]
+        else:
+            continue
+        if out is frame:
+            out = frame.copy()
+        out.isetitem(j, pd.Series(values, index=frame.index, dtype=object))
+    return out
 
 
 def to_json(frame: pd.DataFrame) -> str:

@@ -80,6 +80,38 @@ def test_parquet(db, tmp_path):
     assert frame["params"].tolist()[:2] == [11_727_653, 11_727_653]
 
 
+def test_a_boolean_axis_is_true_false_text_and_a_bool_parquet_column(tmp_path):
+    from ablate.store import Store
+    from tests.report.fake_store import FLAGS, FLAGS_FIGURES, add_study
+
+    db = str(tmp_path / "flags.db")
+    add_study(Store(f"sqlite:///{db}"), FLAGS, "flags", FLAGS_FIGURES)
+    result = export(db, "flags", "--csv", "-")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["axis:train.channels_last"], r["seed"], r["miou"]) for r in rows] == [
+        ("true", "0", "50.0"), ("false", "0", "60.0")]  # other columns as they were
+    markdown = export(db, "flags", "--markdown", "-").stdout.splitlines()
+    assert [line.split(" | ")[17] for line in markdown[4:]] == ["true", "false"]
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    assert export(db, "flags", "--parquet", str(tmp_path / "t.parquet")).exit_code == 0
+    frame = pd.read_parquet(tmp_path / "t.parquet")
+    assert frame["axis:train.channels_last"].dtype == bool  # typed, not text
+    assert frame["axis:train.channels_last"].tolist() == [True, False]
+
+
+def test_parquet_writes_a_boolean_among_other_types_as_recipes_spell_it():
+    pd = pytest.importorskip("pandas")
+    from ablate.report.export import arrow_safe
+
+    frame = pd.DataFrame({"axis:x": [True, 3, None], "axis:y": [False, None, True]})
+    safe = arrow_safe(frame)
+    assert safe["axis:x"].tolist()[:2] == ["true", "3"]  # mixed: text, as the CSV has it
+    assert pd.isna(safe["axis:x"][2])
+    assert safe["axis:y"].tolist() == [False, None, True]  # booleans alone stay booleans
+
+
 def test_parquet_without_pyarrow_says_how_to_get_it(db, tmp_path):
     from tests.install.hiding import hidden
 

@@ -95,6 +95,28 @@ def test_json_is_an_alias_and_where_on_a_configuration_column(db):
     assert rows[0]["params_vs_published"] == -745_643 and rows[0]["n"] == 2
 
 
+def test_booleans_read_alike_in_csv_json_and_markdown(tmp_path):
+    """An axis of booleans and the ``pareto`` column: ``true``/``false`` in every text
+    format (pandas' CSV alone wrote Python's ``True``/``False``)."""
+    from ablate.store import Store
+    from tests.report.fake_store import FLAGS, FLAGS_FIGURES, add_study
+
+    db = str(tmp_path / "flags.db")
+    add_study(Store(f"sqlite:///{db}"), FLAGS, "flags", FLAGS_FIGURES)
+    csv_out = report(db, "--format", "csv")
+    assert csv_out.exit_code == 0, csv_out.output
+    header, *rows = csv_out.output.splitlines()
+    cells = [dict(zip(header.split(","), row.split(","))) for row in rows]
+    assert [(c["axis:train.channels_last"], c["pareto"], c["n"], c["miou_mean"]) for c in cells] \
+        == [("false", "true", "1", "60.0"), ("true", "false", "1", "50.0")]
+    rows = json.loads(report(db, "--format", "json").output)
+    assert [(r["axis:train.channels_last"], r["pareto"]) for r in rows] == [(False, True),
+                                                                           (True, False)]
+    markdown = report(db, "--format", "markdown").output
+    assert "| ★? | channels_last=false | false | 60.00 |" in markdown
+    assert "|  | channels_last=true | true | 50.00 |" in markdown
+
+
 def test_json_baseline_values(db):
     rows = json.loads(report(db, "--json", "--baseline", "proposed[head=deeplabv3plus]").output)
     by_name = {r["config_name"]: r for r in rows}

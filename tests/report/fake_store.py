@@ -11,6 +11,7 @@ Study ``mnv3_mini``: variants conventional / proposed x axis ``model.head`` x se
 
 Published (Kim et al. 2025, Table 1): conventional 11,745,643 / 62.24, proposed 5,632,933 / 59.54.
 Study ``other``: one done trial (params 1,000, mIoU 50.0) and one pending trial.
+Study ``flags`` (``add_study(store, FLAGS, "flags", FLAGS_FIGURES)``): a boolean axis.
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ seeds = [0, 1]
 [base.data]
 name = "shapes"
 """
+
+FLAGS = """
+name = "flags"
+seeds = [0]
+[base.data]
+name = "shapes"
+[grid]
+"train.channels_last" = [true, false]
+"""
+FLAGS_FIGURES = {"channels_last=true": (1_000, 1_000_000, [(0.5, 1.0)]),  # one architecture:
+                 "channels_last=false": (1_000, 1_000_000, [(0.6, 1.0)])}  # one cost
 
 # config name -> (params, flops, [(miou, latency_ms) per seed])
 FIGURES = {

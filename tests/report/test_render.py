@@ -17,6 +17,7 @@ from ablate.report.render import (
     config_tables,
     per_class_tables,
     print_rich,
+    to_csv,
     to_markdown,
 )
 
@@ -53,6 +54,17 @@ def test_columns_and_cells():
     assert cells["head"] == ["v3", "true"] and cells["params"] == ["11,727,653", "1,000"]
     assert cells["latency ms"] == ["11.00", "-"] and cells["mIoU %"] == ["61.00", "50.50"]
     assert table.columns[6].values == [11727653.0, 1000.0] and table.columns[8].values[1] is None
+
+
+def test_csv_spells_booleans_as_json_does_and_leaves_other_columns_alone():
+    frame = configs()[["config_name", "n", "latency_ms", "pareto", "axis:model.head"]]
+    frame = frame.assign(maybe=pd.array([None, False], dtype="boolean"))
+    before = frame.copy()
+    assert to_csv(frame).splitlines() == [
+        "config_name,n,latency_ms,pareto,axis:model.head,maybe",
+        "a[bold]b[/bold],2,11.0,true,v3,",
+        "plain,1,,true,true,false"]
+    pd.testing.assert_frame_equal(frame, before)  # the caller's frame keeps its booleans
 
 
 def test_rich_prints_names_verbatim_and_splits_wide_tables():
