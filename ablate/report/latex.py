@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ablate.report.outputs import write_text
-from ablate.report.render import flops_text, pareto_why
+from ablate.report.render import flops_text, fmt_value, pareto_why
 
 # LaTeX's special characters, then the non-ASCII ones the reports use (pdflatex's
 # default fonts have no glyph for them in text mode)
@@ -309,7 +309,7 @@ def tuned_table(view) -> str:
 
 
 def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else fmt_value(value)  # true, not True
 
 
 def report_tables(configs: pd.DataFrame, effects: pd.DataFrame | None = None,

@@ -19,7 +19,7 @@ import pandas as pd
 from ablate.analysis.effects import effects_table
 from ablate.analysis.tuning import draw_scores, edge_of_range, sign_agreement, tuning_curve
 from ablate.report.frame import trials_frame
-from ablate.report.render import NO_SPREAD, Column, DisplayTable, numeric_column
+from ablate.report.render import NO_SPREAD, Column, DisplayTable, fmt_value, numeric_column
 from ablate.trials.lifecycle import TrialStatus
 
 ESTIMATOR = ("expected best of n draws: the unbiased estimator without replacement (Tang "
@@ -131,7 +131,7 @@ def mark_tuned(effects: pd.DataFrame, views: dict[str, TuningView]) -> pd.DataFr
 # -- tables ------------------------------------------------------------------------------
 
 def _value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else fmt_value(value)  # true, not True
 
 
 def chosen_table(view: TuningView) -> DisplayTable:
@@ -168,7 +168,7 @@ def chosen_table(view: TuningView) -> DisplayTable:
 
 def _range_text(spec: dict[str, list]) -> str:
     kind, values = next(iter(spec.items()))
-    return (f"choice of {', '.join(map(str, values))}" if kind == "choice"
+    return (f"choice of {', '.join(map(fmt_value, values))}" if kind == "choice"
             else f"{kind} [{values[0]:g}, {values[1]:g}]")
 
 

@@ -137,6 +137,22 @@ def test_table_json_and_latex_show_the_chosen_values(tuned, tmp_path):
     assert f"b & {plan.draws[3]['train.lr']:.4g} & 3 & 55.00 & 1" in latex
 
 
+def test_a_chosen_boolean_reads_true_false_in_the_tables_and_latex():
+    import pandas as pd
+
+    from ablate.report.latex import tuned_table
+    from ablate.report.tuning import TuningView, chosen_table
+
+    view = TuningView("s", "best of 2 draws", "miou", "validation",
+                      {"train.channels_last": {"choice": [True, False]}},
+                      [{"train.channels_last": True}, {"train.channels_last": False}],
+                      {"a": 1}, pd.DataFrame([[40.0, 50.0]], index=["a"]), pd.DataFrame())
+    table = chosen_table(view)
+    assert table.columns[1].cells == ["false"]
+    assert "Ranges: train.channels_last: choice of true, false." in table.notes[0]
+    assert r"a & false & 1 & 50.00 & 0 \\" in tuned_table(view)
+
+
 def test_html_has_the_tuning_section_and_its_figure(tuned, tmp_path):
     out = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "t.db"), "--study",
                                     "tuned", "--effects", "--format", "html",
