@@ -178,20 +178,30 @@ def _as_written(value: Any) -> str:
     return repr(value)
 
 
-def _key_path(loc: tuple[Any, ...], model: type[BaseModel] | None) -> tuple[str, bool]:
-    """Pydantic's error location as the user's dotted key; True if it went through a union.
+class _Location(typing.NamedTuple):
+    key: str  # the dotted key as the user writes it
+    union: bool  # whether the location went through a union member
+    field: Any  # the schema field it ends at (a free table's key: the table); None in a list
+
+
+def _locate(loc: tuple[Any, ...], model: type[BaseModel] | None) -> _Location:
+    """Pydantic's error location as the user's dotted key, whether it went through a
+    union, and the field it ends at (for the allowed values), in one walk.
 
     Union members appear in ``loc`` as tags such as ``constrained-int`` or
-    ``literal['all','none']``; they are pydantic's, not the user's, and are dropped.
+    ``literal['all','none']``; they are pydantic's, not the user's, and are dropped: the
+    field stays the one before the tag.
     """
     parts: list[str] = []
     union = tag_next = False
+    info, inside = None, False  # inside: past a list item or a key no field names
     for part in loc:
-        if tag_next and not isinstance(part, int):  # "bool" of bool | "auto": not a key
-            union, tag_next = True, False
-            continue
         if isinstance(part, int):
             parts[-1:] = [f"{parts[-1] if parts else ''}[{part}]"]
+            inside = True
+            continue
+        if tag_next:  # "bool" of bool | "auto": not a key
+            union, tag_next = True, False
             continue
         fields = model.model_fields if model is not None else {}
         match = next((n for n, i in fields.items() if part in (n, i.alias)), None)
@@ -200,11 +210,13 @@ def _key_path(loc: tuple[Any, ...], model: type[BaseModel] | None) -> tuple[str,
             parts.append(info.alias or match)
             model = _sub_model(info.annotation)
             tag_next = _tagged_union(info.annotation)
-        elif model is None and parts and not union and _is_user_key(part):
+            continue
+        inside = inside or model is not None or info is None
+        if model is None and parts and not union and _is_user_key(part):
             parts.append(str(part))  # a key inside a dict-valued field
         else:
             union = True
-    return ".".join(parts), union
+    return _Location(".".join(parts), union, None if inside else info)
 
 
 # pydantic's errors for a value of the wrong type or out of range: they name one bound or
@@ -212,23 +224,6 @@ def _key_path(loc: tuple[Any, ...], model: type[BaseModel] | None) -> tuple[str,
 TYPE_OR_RANGE = {"int_type", "int_parsing", "int_from_float", "float_type", "float_parsing",
                  "bool_type", "bool_parsing", "string_type", "greater_than",
                  "greater_than_equal", "less_than", "less_than_equal"}
-
-
-def _leaf_field(loc: tuple[Any, ...], model: type[BaseModel] | None) -> Any:
-    """The schema field a value error's location ends at (union tags after it skipped);
-    None where it ends inside a list or a free table."""
-    info = None
-    for part in loc:
-        fields = model.model_fields if model is not None else {}
-        match = next((n for n, i in fields.items() if part in (n, i.alias)), None)
-        if match is not None:
-            info = fields[match]
-            model = _sub_model(info.annotation)
-        elif isinstance(part, int) or model is not None or info is None:
-            return None  # a list item, or a key inside a free table
-        else:
-            model = None  # a union member's tag: still the same field
-    return info
 
 
 def _tagged_union(annotation: Any) -> bool:
@@ -258,15 +253,14 @@ def validation_message(err: ValidationError, model: type[BaseModel]) -> tuple[st
     first = errors[0]
     value = first.get("input")
     if first["type"] == "extra_forbidden":  # the last part of loc is the user's unknown key
-        where, _ = _key_path(tuple(first["loc"][:-1]), model)
+        where = _locate(tuple(first["loc"][:-1]), model).key
         key = f"{where}.{first['loc'][-1]}" if where else str(first["loc"][-1])
         allowed = ", ".join(allowed_keys(key, model))
         return key, f"unknown key; allowed here: {allowed}"
-    key, union = _key_path(tuple(first["loc"]), model)
+    key, union, info = _locate(tuple(first["loc"]), model)
     if first["type"] == "missing":
         return key, "missing"
-    same_key = [e for e in errors if _key_path(tuple(e["loc"]), model)[0] == key]
-    info = _leaf_field(tuple(first["loc"]), model)
+    same_key = [e for e in errors if _locate(tuple(e["loc"]), model).key == key]
     rule = value_rule(info.annotation, info.metadata) if info is not None else None
     own_words = any(e["type"] == "value_error" for e in same_key)  # a validator's message
     if rule is not None and not own_words and (
