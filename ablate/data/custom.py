@@ -8,6 +8,10 @@ does), ``(H, W)`` or ``(H, W, 1)`` (grey, copied to R, G and B), or a tensor
 ``[3, H, W]`` (or ``[4, H, W]``, ``[1, H, W]``), uint8 or float in 0..1; a mask is a PIL
 image, an array or a tensor ``(H, W)`` of class indices, 255 = ignore. The pairs then
 go through the same transforms (scale, crop, flip, normalise) as the built-in readers.
+A tensor whose first and last sizes both could be its channels (``[3, 4, 3]``) is read
+the way whose height and width are its mask's; where both are (``[3, 3, 3]``) the
+dataset says which with ``image_layout = "CHW"`` (or ``"HWC"``, which an array may
+declare too), else the item is refused rather than guessed.
 Errors in an item name the builder, the split and the index: ``data.builder
 userds:build: train[4] mask: class index 7 out of range; ...``.
 """
@@ -26,6 +30,7 @@ from ablate.registry import import_target, is_import_path
 
 IGNORE = 255
 CHANNELS = (1, 2, 3, 4)  # grey, grey + alpha, RGB, RGBA
+LAYOUTS = ("CHW", "HWC")  # a dataset's image_layout: where a 3-d image keeps its channels
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes past 8 bits
 
 
@@ -81,6 +86,10 @@ class PairReader:
         self.dataset = dataset
         self.what = what  # e.g. "data.builder userds:build: train"
         self.num_classes = num_classes  # class indices at or above it are refused
+        self.layout = getattr(dataset, "image_layout", None)
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise UserInputError(f"{what}: image_layout = {self.layout!r}; expected "
+                                 f"{' or '.join(map(repr, LAYOUTS))} (or no attribute)")
 
     def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         item = self.dataset[index]
@@ -95,7 +104,7 @@ class PairReader:
                     f"{self.what}[{index}] mask: class index {int(mask[bad].max())} out of "
                     f"range; model.num_classes = {self.num_classes} "
                     f"(0..{self.num_classes - 1}, {IGNORE} = ignore)")
-        return _image(item[0], f"{self.what}[{index}] image"), mask
+        return _image(item[0], f"{self.what}[{index}] image", mask.shape, self.layout), mask
 
 
 def reader_label(data: DataSpec) -> str:
@@ -109,20 +118,27 @@ def _array(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _image(value: Any, what: str) -> np.ndarray:
+def _image(value: Any, what: str, size: tuple[int, ...], layout: str | None) -> np.ndarray:
+    """An item's image as (H, W, 3) uint8; ``size`` is its mask's (H, W), ``layout`` the
+    dataset's ``image_layout`` (None: a tensor's is worked out, an array is (H, W, C))."""
     is_tensor = hasattr(value, "detach")
+    reading = layout or ("auto" if is_tensor else "HWC")
     if hasattr(value, "convert") and not is_tensor:  # PIL
         # convert("RGB") clips a 16-bit or float image to 255 without a word; read its
         # values instead, so it is checked like the same numpy array
         value = np.asarray(value) if value.mode in WIDE_MODES else value.convert("RGB")
+        reading = "HWC"
     array = _array(value)
-    if is_tensor and array.ndim == 3 and array.shape[0] in CHANNELS:
+    shape = array.shape  # as given, for the errors
+    if array.ndim == 3 and _channels_first(shape, size, reading, what):
         array = array.transpose(1, 2, 0)  # [C, H, W] -> (H, W, C)
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in CHANNELS:
-        raise UserInputError(f"{what}: shape {list(array.shape)}; expected (H, W, 3) RGB, "
-                             "(H, W, 4) RGBA, (H, W) or (H, W, 1) grey, or [3, H, W]")
+        declared = f" (the dataset's image_layout = {layout!r})" if layout else ""
+        raise UserInputError(f"{what}: shape {list(shape)}; expected (H, W, 3) RGB, "
+                             "(H, W, 4) RGBA, (H, W) or (H, W, 1) grey, or [3, H, W]"
+                             + declared)
     # As PIL's convert("RGB") does for "LA" and "RGBA" images: the alpha channel is
     # dropped, not composited, and grey is copied to R, G and B; so an array and the
     # PIL image made from it give the same pixels.
@@ -140,6 +156,26 @@ def _image(value: Any, what: str) -> np.ndarray:
         raise UserInputError(f"{what}: {array.dtype} values {array.min()}..{array.max()} "
                              "outside 0..255; give uint8 0..255 or float 0..1 (scale it first)")
     return array.astype(np.uint8)
+
+
+def _channels_first(shape: tuple[int, ...], size: tuple[int, ...], layout: str,
+                    what: str) -> bool:
+    """Whether a 3-d image is ``[C, H, W]``: as ``layout`` says, or for ``"auto"`` (a
+    tensor) where its first size is a channel count and its last is not; where both are,
+    the reading whose (H, W) is the mask's. A ``[4, 4, 3]`` tensor is (H, W, C) with a
+    4x3 mask; ``[3, 3, 3]`` with a 3x3 mask fits both and is refused, not guessed."""
+    if layout != "auto":
+        return layout == "CHW"
+    first, last = shape[0] in CHANNELS, shape[2] in CHANNELS
+    if not (first and last):
+        return first
+    chw, hwc = tuple(shape[1:]) == tuple(size), tuple(shape[:2]) == tuple(size)
+    if chw and hwc:
+        raise UserInputError(
+            f"{what}: tensor {list(shape)} reads as [C, H, W] and as (H, W, C) beside its "
+            f"{size[0]}x{size[1]} mask; say which with image_layout = \"CHW\" (or \"HWC\") "
+            "on the dataset")
+    return chw or not hwc  # neither fits: [C, H, W], and the size check names both
 
 
 def _mask(value: Any, what: str) -> np.ndarray:

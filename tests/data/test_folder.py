@@ -216,6 +216,57 @@ def test_data_builder_arrays_with_alpha_or_grey_read_as_their_pil_images():
     assert np.array_equal(read(4)[0], np.repeat(grey[..., None], 3, axis=2))
 
 
+class Items(list):
+    """A user dataset as a list of pairs; ``image_layout`` as the dataset declares it."""
+
+    def __init__(self, items, image_layout=None):
+        super().__init__(items)
+        if image_layout is not None:
+            self.image_layout = image_layout
+
+
+def test_a_tensor_at_most_4_px_tall_is_read_the_way_its_mask_fits():
+    rng = np.random.default_rng(0)
+    hwc = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((3, 4, 3), (4, 4, 3))]
+    chw = rng.integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    read = PairReader(Items([(torch.from_numpy(hwc[0]), np.zeros((3, 4))),
+                             (torch.from_numpy(hwc[1]), np.zeros((4, 4))),
+                             (torch.from_numpy(chw), np.zeros((4, 4)))]), "data.builder u:b: train")
+    # before: both HWC tensors were read as [C, H, W] (a 3x4 image as 4x3 of 3 rows)
+    assert np.array_equal(read(0)[0], hwc[0]) and np.array_equal(read(1)[0], hwc[1])
+    assert np.array_equal(read(2)[0], chw.transpose(1, 2, 0))  # the documented [3, H, W]
+
+
+def test_a_tensor_both_layouts_fit_is_refused_unless_the_dataset_says_which():
+    cube = np.arange(27, dtype=np.uint8).reshape(3, 3, 3)
+    items = [(torch.from_numpy(cube), np.zeros((3, 3)))]
+    with pytest.raises(UserInputError) as err:
+        PairReader(Items(items), "data.builder u:b: train")(0)
+    assert str(err.value) == (
+        'data.builder u:b: train[0] image: tensor [3, 3, 3] reads as [C, H, W] and as '
+        '(H, W, C) beside its 3x3 mask; say which with image_layout = "CHW" (or "HWC") on '
+        'the dataset')
+    as_hwc = PairReader(Items(items, "HWC"), "data.builder u:b: train")(0)[0]
+    as_chw = PairReader(Items(items, "CHW"), "data.builder u:b: train")(0)[0]
+    assert np.array_equal(as_hwc, cube) and np.array_equal(as_chw, cube.transpose(1, 2, 0))
+
+
+def test_a_declared_layout_holds_for_arrays_too_and_a_wrong_one_is_one_line():
+    chw = np.arange(105, dtype=np.uint8).reshape(3, 5, 7)
+    read = PairReader(Items([(chw, np.zeros((5, 7)))], "CHW"), "data.builder u:b: val")
+    assert np.array_equal(read(0)[0], chw.transpose(1, 2, 0))
+    read = PairReader(Items([(chw, np.zeros((5, 7)))], "HWC"), "data.builder u:b: val")
+    with pytest.raises(UserInputError) as err:
+        read(0)
+    assert str(err.value) == (
+        "data.builder u:b: val[0] image: shape [3, 5, 7]; expected (H, W, 3) RGB, (H, W, 4) "
+        "RGBA, (H, W) or (H, W, 1) grey, or [3, H, W] (the dataset's image_layout = 'HWC')")
+    with pytest.raises(UserInputError) as err:
+        PairReader(Items([], "NCHW"), "data.builder u:b: val")
+    assert str(err.value) == ("data.builder u:b: val: image_layout = 'NCHW'; expected 'CHW' "
+                              "or 'HWC' (or no attribute)")
+
+
 def test_data_builder_16_bit_pil_image_is_refused_like_its_array():
     wide = np.full((5, 7), 51400, dtype=np.uint16)
     mask = np.zeros((5, 7), dtype=np.uint8)
