@@ -104,7 +104,12 @@ class PairReader:
                     f"{self.what}[{index}] mask: class index {int(mask[bad].max())} out of "
                     f"range; model.num_classes = {self.num_classes} "
                     f"(0..{self.num_classes - 1}, {IGNORE} = ignore)")
-        return _image(item[0], f"{self.what}[{index}] image", mask.shape, self.layout), mask
+        image = _image(item[0], f"{self.what}[{index}] image", mask.shape, self.layout)
+        if image.shape[:2] != mask.shape:  # said here, where the item has a name
+            raise UserInputError(
+                f"{self.what}[{index}]: image is {image.shape[1]}x{image.shape[0]} but its "
+                f"mask is {mask.shape[1]}x{mask.shape[0]} (width x height)")
+        return image, mask
 
 
 def reader_label(data: DataSpec) -> str:

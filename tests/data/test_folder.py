@@ -267,6 +267,20 @@ def test_a_declared_layout_holds_for_arrays_too_and_a_wrong_one_is_one_line():
                               "or 'HWC' (or no attribute)")
 
 
+def test_an_item_whose_image_and_mask_differ_in_size_is_named():
+    cases = [np.zeros((5, 7, 3), dtype=np.uint8), torch.zeros(3, 4, 3)]  # the tensor fits
+    read = PairReader(Items([(image, np.zeros((5, 6))) for image in cases]),  # neither way
+                      "data.builder u:b: val")
+    messages = []
+    for i in range(2):
+        with pytest.raises(UserInputError) as err:  # before: "0: image is 7x5 but its ..."
+            read(i)
+        messages.append(str(err.value))
+    assert messages == [
+        "data.builder u:b: val[0]: image is 7x5 but its mask is 6x5 (width x height)",
+        "data.builder u:b: val[1]: image is 3x4 but its mask is 6x5 (width x height)"]
+
+
 def test_data_builder_16_bit_pil_image_is_refused_like_its_array():
     wide = np.full((5, 7), 51400, dtype=np.uint16)
     mask = np.zeros((5, 7), dtype=np.uint8)
