@@ -68,8 +68,10 @@ def finish_study(options: dict[str, Any], effects, status: str = "FINISHED",
     client = _client(options.get("tracking_uri"))
     run_id = options["parent_run_id"]
     if effects is not None and not effects.empty:
+        from ablate.report.render import to_csv  # lazy: loads numpy, pandas
+
         with tempfile.TemporaryDirectory() as tmp:
-            effects.to_csv(Path(tmp) / "effects.csv", index=False)
+            (Path(tmp) / "effects.csv").write_text(to_csv(effects))  # true, not True
             (Path(tmp) / "effects.json").write_text(effects.to_json(orient="records",
                                                                     indent=2))
             client.log_artifact(run_id, str(Path(tmp) / "effects.csv"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -63,6 +64,25 @@ def test_every_trial_is_a_run_with_params_metrics_and_tags(tmp_path, tiny_recipe
     names = sorted(a.path for a in client.list_artifacts(parent.info.run_id))
     assert names == ["effects.csv", "effects.json", "pareto_gflops.png", "pareto_latency_ms.png",
                      "pareto_params.png"]
+
+
+def test_the_effects_artifact_spells_booleans_as_the_report_csv_does(tmp_path, monkeypatch):
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from ablate.track.mlflow import finish_study, start_study
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    options = start_study("s")
+    finish_study(options, pd.DataFrame({"axis": ["model.x", "model.y"], "estimate": [0.5, 1.0],
+                                        "zero_spread": [True, False]}))
+    path = MlflowClient(uri).download_artifacts(options["parent_run_id"], "effects.csv",
+                                                str(tmp_path))
+    # pandas alone writes True/False; the report's CSV and JSON write true/false
+    assert Path(path).read_text().splitlines() == [
+        "axis,estimate,zero_spread", "model.x,0.5,true", "model.y,1.0,false"]
 
 
 def test_an_unreachable_mlflow_is_a_warning_not_a_failed_trial(capsys):
