@@ -122,11 +122,11 @@ def run_trial(job: TrialJob, progress=None, claim_epoch: int | None = None,
     try:
         spec = TrialSpec.model_validate(job.spec)
         outcome = _train(spec, job, progress)
-        result = base.replace(status=TrialStatus.DONE,
-                              final=_with_conditional_cost(spec, outcome["final"]),
-                              epochs=outcome["epochs"],
-                              weights_report=outcome["weights_report"],
-                              environment=_trained_environment(spec, outcome))
+        result = base.replace(status=TrialStatus.DONE, epochs=outcome["epochs"])
+        if _rank() == 0:  # the other ranks' figures are dropped: no cost or environment
+            result = result.replace(final=_with_conditional_cost(spec, outcome["final"]),
+                                    weights_report=outcome["weights_report"],
+                                    environment=_trained_environment(spec, outcome))
     except (KeyboardInterrupt, LeaseLost):  # no result: the trial is not finished
         if trackers is not None:
             trackers.finish({"status": "interrupted"})

@@ -487,7 +487,7 @@ def end_epoch(run: TrialRun, epoch: int, metrics: dict[str, float], writer: Back
     history entry, report it and checkpoint; the validation metrics, if evaluated."""
     entry = {"epoch": epoch + 1, "step": run.step, "metrics": metrics}
     val = None
-    if run.step >= run.total_steps or (epoch + 1) % run.spec.eval.every == 0:
+    if evaluates(run, epoch):
         val = evaluate(run.model, run.val_loader, run.n_classes, run.device,
                        run.data.class_names, run.dtype)
         entry["metrics"].update({f"val_{k}": v for k, v in val.items() if "/" not in k})
@@ -497,18 +497,33 @@ def end_epoch(run: TrialRun, epoch: int, metrics: dict[str, float], writer: Back
     return val
 
 
+def evaluates(run: TrialRun, epoch: int) -> bool:
+    """Whether this rank evaluates at the end of ``epoch``: every ``eval.every`` epochs and
+    after the last. Ranks other than 0 skip the last one, whose figures only rank 0's result
+    keeps, but not the ones before: an evaluation draws from the global random generator
+    (the validation loader's seed), which later training steps draw from too (dropout and
+    mask noise on the CPU), so skipping them would change the weights rank 0 reports.
+    Evaluation runs the plain module, no collective: each rank may evaluate or not."""
+    if run.step >= run.total_steps:
+        return run.rank == 0
+    return (epoch + 1) % run.spec.eval.every == 0
+
+
 # -- final evaluation and cost ---------------------------------------------------------
 
 
 def final_result(run: TrialRun, last_val: dict[str, float] | None) -> dict[str, Any]:
     """The result dict: final metrics (the last evaluation, or a new one), latency when
-    ``eval.latency`` asks for it, the per-epoch history and the device."""
+    ``eval.latency`` asks for it, the per-epoch history and the device. Ranks other than
+    0 only trained beside rank 0, whose result is the trial's: they return their training
+    figures, without evaluating or timing anything."""
     spec, device = run.spec, run.device
-    final = last_val or evaluate(run.model, run.val_loader, run.n_classes, device,
-                                 run.data.class_names, run.dtype)
-    final["train_loss"] = run.history[-1]["metrics"]["train_loss"] if run.history \
-        else float("nan")
-    final["steps"] = float(run.step)
+    if run.rank != 0:
+        return {"final": training_figures(run, {}), "epochs": run.history,
+                "weights_report": run.weights_report, "device": str(device),
+                "device_name": _device_name(device), "runtimes": None}
+    final = training_figures(run, last_val or evaluate(
+        run.model, run.val_loader, run.n_classes, device, run.data.class_names, run.dtype))
     runtimes = None
     if spec.eval.latency:  # every runtime x batch size; parity on the evaluation images
         # on a device shared with other trials: timed with the device to itself, else
@@ -529,6 +544,14 @@ def final_result(run: TrialRun, last_val: dict[str, float] | None) -> dict[str, 
     if device.type == "cuda":  # what packing trials on a device goes by
         outcome["gpu_peak_memory_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
     return outcome
+
+
+def training_figures(run: TrialRun, final: dict[str, float]) -> dict[str, float]:
+    """``final`` with the last epoch's training loss and the steps trained."""
+    final["train_loss"] = run.history[-1]["metrics"]["train_loss"] if run.history \
+        else float("nan")
+    final["steps"] = float(run.step)
+    return final
 
 
 def _device_name(device: torch.device) -> str:

@@ -132,3 +132,60 @@ def test_local_ranks_meet_in_a_file_of_their_own_and_leave_nothing(tmp_path, mon
     assert outcome["ranks"] == 2 and outcome["final"]["steps"] == 4.0
     assert len(used) == 1 and used[0].startswith(f"file://{scratch}/ablate-ranks-")
     assert list(scratch.glob("ablate-ranks-*")) == []  # the rendezvous folder is gone
+
+
+COUNTS_ENV = "ABLATE_TEST_RANK_COUNTS"  # the file each rank records its evaluations in
+
+
+def _count_evaluations(path: str, rank: int) -> None:
+    """From now on, this process notes each evaluation and latency timing it starts."""
+    import ablate.train.loop as loop
+
+    real_evaluate = loop.evaluate
+
+    def note(what: str) -> None:
+        with open(path, "a") as f:
+            f.write(f"{rank} {what}\n")
+
+    def evaluate(*args, **kwargs):
+        note("evaluate")
+        return real_evaluate(*args, **kwargs)
+
+    def latency(*args, **kwargs):
+        note("latency")
+        return {}, None
+
+    loop.evaluate, loop.measure_trial_latency = evaluate, latency
+
+
+def _counting_rank_main(rank: int, *args) -> None:
+    """A spawned rank (``ranks._rank_main``) that notes its evaluations."""
+    from ablate.dispatch import ranks
+
+    _count_evaluations(os.environ[COUNTS_ENV], rank)
+    ranks._rank_main(rank, *args)
+
+
+@pytest.mark.slow
+def test_ranks_other_than_zero_skip_the_evaluation_and_timing_only_rank_zero_keeps(
+        tmp_path, monkeypatch):
+    """Rank 1 evaluates after epoch 1 (its draw from the random generator is part of the
+    training that follows) but not after the last epoch, and times no latency: only rank
+    0's final figures are the trial's."""
+    import ablate.train.loop as loop
+    from ablate.dispatch import ranks
+    from ablate.recipes.schema import TrialSpec
+
+    counts = tmp_path / "counts"
+    counts.touch()
+    monkeypatch.setenv(COUNTS_ENV, str(counts))  # the spawned rank inherits it
+    monkeypatch.setattr(ranks, "_rank_main", _counting_rank_main)
+    for name in ("evaluate", "measure_trial_latency"):  # put back after the test
+        monkeypatch.setattr(loop, name, getattr(loop, name))
+    _count_evaluations(str(counts), 0)
+    spec = {**SPEC, "eval": {"latency": True, "every": 1}}
+    job = TrialJob("ddp", "t3", "counted ranks", spec, str(tmp_path / "run"), ranks=2)
+    outcome = ranks.train_with_ranks(TrialSpec.model_validate(spec), job, lambda event: None)
+    assert outcome["final"]["steps"] == 4.0 and "miou" in outcome["final"]
+    noted = counts.read_text().splitlines()
+    assert sorted(noted) == ["0 evaluate", "0 evaluate", "0 latency", "1 evaluate"]

@@ -175,6 +175,10 @@ def test_rank_zero_claims_once_and_both_ranks_train(five_jobs):
     assert (trained0, trained1) == (1, 1)  # both ranks trained, under one claim
     assert isinstance(out0, Trained) and out0.result.done
     assert isinstance(out1, Trained) and out1.result.done
+    # rank 1's figures would be dropped: it neither evaluates at the end nor works out
+    # costs and environment (nvidia-smi, the user's code files)
+    assert (out1.result.final, out1.result.environment) == ({}, None)
+    assert "miou" in out0.result.final and out0.result.environment["ddp_ranks"] == 2
     log = (Path(job.run_dir) / "claims.log").read_text().splitlines()
     (line,) = log  # claimed once, by rank 0's process, as job 41_0
     host = re.escape(os.uname().nodename)
