@@ -195,7 +195,7 @@ def process_gpus(device: str | None) -> dict[str, list[str]] | None:
     (``$ABLATE_WORKER_GPU_NAMES`` carries their names), else the current CUDA device."""
     assigned = os.environ.get(WORKER_NAMES_ENV)
     if assigned is not None and os.environ.get(VISIBLE_ENV) is not None:
-        ids = [p for p in os.environ[VISIBLE_ENV].split(",") if p]
+        ids = device_ids(os.environ[VISIBLE_ENV])
         return {"ids": ids, "names": assigned.split(",")[:len(ids)]} if ids else None
     if not device or not device.startswith("cuda"):
         return None

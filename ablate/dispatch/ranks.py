@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ablate.dispatch.gpus import VISIBLE_ENV
+from ablate.dispatch.gpus import VISIBLE_ENV, device_ids
 from ablate.errors import TrialFailed
 
 RENDEZVOUS_TIMEOUT = timedelta(minutes=10)  # a rank that died leaves the others waiting
@@ -66,6 +66,13 @@ def _rank_main(rank: int, world: int, rendezvous: str, spec: dict[str, Any], run
         sys.exit(1)
 
 
+def rank_devices(visible: str | None, world: int) -> list[str | None]:
+    """The device of each of ``world`` local ranks, as ``CUDA_VISIBLE_DEVICES`` names it:
+    rank r the r-th device the runner gave this worker (None where it gave none: the CPU)."""
+    ids = device_ids(visible)
+    return [ids[r] if r < len(ids) else None for r in range(world)]
+
+
 def train_with_ranks(spec, job, progress) -> dict[str, Any]:
     """Train ``spec`` with ``job.ranks`` processes; returns rank 0's outcome."""
     import torch  # lazy: loads torch
@@ -74,7 +81,7 @@ def train_with_ranks(spec, job, progress) -> dict[str, Any]:
     from ablate.train.loop import train_and_evaluate  # lazy: loads numpy, pydantic, torch
 
     world = job.ranks
-    visible = [d for d in os.environ.get(VISIBLE_ENV, "").split(",") if d]
+    devices = rank_devices(os.environ.get(VISIBLE_ENV), world)
     ctx = mp.get_context("spawn")  # torch is running here: never fork
     # the ranks meet in a file no other trial uses: a free TCP port picked here could be
     # taken by another process before rank 0 binds it (two trials starting at once)
@@ -83,7 +90,7 @@ def train_with_ranks(spec, job, progress) -> dict[str, Any]:
     threads = torch.get_num_threads()
     others = [ctx.Process(target=_rank_main, name=f"ablate-rank{r}",
                           args=(r, world, rendezvous, job.spec, job.run_dir,
-                                visible[r] if r < len(visible) else None, threads))
+                                devices[r], threads))
               for r in range(1, world)]
     try:
         for proc in others:

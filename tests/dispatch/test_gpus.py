@@ -20,10 +20,12 @@ from ablate.cli import main
 from ablate.dispatch.gpus import (
     FAKE_GPUS_ENV,
     VISIBLE_ENV,
+    WORKER_NAMES_ENV,
     Gpu,
     GpuSlots,
     next_fitting,
     parse_gpus,
+    process_gpus,
     simulate,
     visible_gpus,
     worker_environment,
@@ -102,6 +104,22 @@ def test_visible_devices_follow_cuda_visible_devices(monkeypatch):
     assert [worker_environment([g])[VISIBLE_ENV] for g in gpus] == ["3", "5"]
     assert worker_environment(gpus) == {VISIBLE_ENV: "3,5"}
     assert [g.id for g in parse_gpus("1", gpus)] == ["5"]  # --gpus counts visible devices
+
+
+@pytest.mark.parametrize("visible", ["2,3", "2, 3", " 2 ,3 ", "2,,3,"])
+def test_every_reader_of_cuda_visible_devices_names_the_same_devices(monkeypatch, visible):
+    """The runner's slots, a worker's recorded devices, the devices of its local ranks and
+    of a Slurm trial's tasks all read the value as ``device_ids`` does (spaces dropped)."""
+    from ablate.dispatch.ranks import rank_devices
+    from ablate.dispatch.slurm import task_device
+
+    monkeypatch.setenv(FAKE_GPUS_ENV, f"{H200},{H200}")
+    monkeypatch.setenv(VISIBLE_ENV, visible)
+    monkeypatch.setenv(WORKER_NAMES_ENV, f"{H200},{H200}")
+    assert [g.id for g in visible_gpus()] == ["2", "3"]
+    assert process_gpus("cuda:0") == {"ids": ["2", "3"], "names": [H200, H200]}
+    assert rank_devices(visible, 2) == ["2", "3"]
+    assert [task_device(visible, rank) for rank in (0, 1)] == ["2", "3"]
 
 
 @pytest.mark.parametrize("text,needle", [
