@@ -7,7 +7,8 @@ gave this worker ``CUDA_VISIBLE_DEVICES=a,b,...``; rank 0 trains on the first of
 reports progress and writes the result; without CUDA (tests, ``gpu_check --cpu``) the
 ranks train with gloo on the CPU.
 
-Under Slurm every task is started at once: rank 0 claims and tells the others whether
+Under Slurm every task is started at once: they meet in a store whose address rank 0
+publishes in the job's folder (``meet``), then rank 0 claims and tells the others whether
 they train (``tell_ranks``, ``hear_rank_zero``). Either way the ranks' collectives give up
 after ``RENDEZVOUS_TIMEOUT``, so a rank whose peer stopped (a lost claim, a crash) ends
 instead of waiting for good.
@@ -18,17 +19,21 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ablate import atomic
 from ablate.dispatch.gpus import VISIBLE_ENV, device_ids
 from ablate.errors import TrialFailed
 
 RENDEZVOUS_TIMEOUT = timedelta(minutes=10)  # a rank that died leaves the others waiting
+ADDRESS_POLL_S = 1.0  # how often a Slurm task looks for the address rank 0 publishes
 
 
 def _init(rank: int, world: int, rendezvous: str) -> None:
@@ -114,6 +119,44 @@ def train_with_ranks(spec, job, progress) -> dict[str, Any]:
         raise TrialFailed(f"rank {rank} of {world} exited with code {code} (its traceback "
                           "is on the runner's stderr)")
     return {**outcome, "ranks": world}
+
+
+def address_file(folder: str | Path, job_id: str, restarts: int) -> Path:
+    """Where rank 0 of a Slurm job publishes its store's address: in the job's submitit
+    folder (every task reads it, as submitit requires), named by the job id and how many
+    times Slurm restarted the job, so a requeued job never reads its last run's file."""
+    return Path(folder) / f"{job_id}_{restarts}_rendezvous"
+
+
+def meet(rank: int, world: int, published: Path, timeout: timedelta = RENDEZVOUS_TIMEOUT):
+    """The store the ``world`` tasks of one Slurm job meet in (``init_process_group(store=)``).
+
+    Rank 0 serves it on a port the system picks free, and holds it from then on, and writes
+    ``host:port`` to ``published``; the others wait for that file and connect. submitit's
+    rendezvous (``MASTER_PORT``) derives the port from the job id instead: two jobs on one
+    node could pick the same one (about 1 in 40,000), or find it taken by any process.
+    Rank 0 returns once every rank has connected, and removes the file then.
+    """
+    import torch.distributed as dist  # lazy: loads torch
+
+    if rank == 0:
+        host = socket.gethostname()
+        store = dist.TCPStore(host, 0, world, is_master=True, timeout=timeout,
+                              wait_for_workers=False)
+        atomic.write_text(published, f"{host}:{store.port}")
+        store.wait([f"ablate/joined/{r}" for r in range(1, world)], timeout)
+        published.unlink(missing_ok=True)
+        return store
+    deadline = time.monotonic() + timeout.total_seconds()
+    while not published.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {rank}: rank 0 published no address in {published} "
+                               f"within {timeout}")
+        time.sleep(ADDRESS_POLL_S)
+    host, port = published.read_text().rsplit(":", 1)
+    store = dist.TCPStore(host, int(port), world, is_master=False, timeout=timeout)
+    store.set(f"ablate/joined/{rank}", "")
+    return store
 
 
 def tell_ranks(outcome: Any) -> None:

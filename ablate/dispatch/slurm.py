@@ -34,7 +34,13 @@ from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob, run_trial
 from ablate.dispatch.executor import ExecutorRequest, OnEvent
 from ablate.dispatch.gpus import VISIBLE_ENV, device_ids
-from ablate.dispatch.ranks import RENDEZVOUS_TIMEOUT, hear_rank_zero, tell_ranks
+from ablate.dispatch.ranks import (
+    RENDEZVOUS_TIMEOUT,
+    address_file,
+    hear_rank_zero,
+    meet,
+    tell_ranks,
+)
 from ablate.dispatch.results import ingest_results, own_result
 from ablate.errors import AblateError, UserInputError
 from ablate.recipes.schema import SlurmSpec
@@ -243,17 +249,23 @@ def interruption_kind(ran_s: float, timeout_min: float | None) -> TrialStatus:
 
 
 def _init_distributed() -> int:
-    """One task per GPU: rank, world size and rendezvous from Slurm's environment; each task
-    sees only its own GPU. Without CUDA (a test cluster) the tasks train with gloo. A
+    """One task per GPU: rank and world size from Slurm's environment, each task sees only
+    its own GPU; the tasks meet in a store whose address rank 0 publishes in the job's
+    folder (``ranks.meet``; submitit's ``MASTER_PORT``, derived from the job id, can be
+    another job's). Without CUDA (a test cluster) the tasks train with gloo. A
     collective gives up after ``RENDEZVOUS_TIMEOUT``: a rank whose peers stopped (rank 0
     lost its claim, a task crashed) ends rather than holding its GPU. Returns this rank."""
     import torch  # lazy: loads torch (in the Slurm task only)
     import torch.distributed as dist  # lazy: loads torch (in the Slurm task only)
 
-    env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    env = submitit.JobEnvironment()
     device = task_device(os.environ.get(VISIBLE_ENV), env.local_rank)
     os.environ[VISIBLE_ENV] = device  # before CUDA starts: this task sees its GPU only
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)  # set once requeued
+    store = meet(env.global_rank, env.num_tasks,
+                 address_file(env.paths.folder, env.job_id, restarts))
     dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo",
+                            store=store, rank=env.global_rank, world_size=env.num_tasks,
                             timeout=RENDEZVOUS_TIMEOUT)
     return dist.get_rank()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import socket
 import traceback
 from pathlib import Path
 
@@ -42,24 +41,18 @@ def test_each_rank_takes_a_disjoint_share_of_every_batch(size, batch, world):
             assert [len(p) for p in parts] == [len(full[r::world]) for r in range(world)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rank_main(rank: int, world: int, port: int, job: TrialJob, out) -> None:
-    """What each Slurm task does, with the environment TorchDistributedEnvironment exports."""
+def _rank_main(rank: int, world: int, folder: str, job: TrialJob, out) -> None:
+    """What each Slurm task does: meet at the address rank 0 publishes in the job folder."""
     try:
         import torch
         import torch.distributed as dist
 
         import ablate.dispatch.entry as entry
+        from ablate.dispatch.ranks import address_file, meet
 
         torch.set_num_threads(1)
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                          WORLD_SIZE=str(world))
-        dist.init_process_group("gloo")
+        store = meet(rank, world, address_file(folder, "41", 0))
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
         wrapped = []
 
         class Recording(torch.nn.parallel.DistributedDataParallel):
@@ -85,8 +78,8 @@ def test_two_processes_train_one_trial_with_ddp(tmp_path):
     job = TrialJob("ddp", "t1", "two ranks", SPEC, str(tmp_path / "run"))
     ctx = mp.get_context("spawn")  # torch runs in both ranks: no fork
     out = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, 2, port, job, out)) for r in range(2)]
+    procs = [ctx.Process(target=_rank_main, args=(r, 2, str(tmp_path), job, out))
+             for r in range(2)]
     for p in procs:
         p.start()
     reports = sorted(out.get(timeout=240) for _ in procs)

@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import re
 import traceback
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -227,25 +228,82 @@ def test_rank_one_stops_when_rank_zero_loses_its_claim(five_jobs):
     assert record_of(five_jobs, "lost").status == "running"  # its new holder records it
 
 
-def test_a_task_s_collectives_give_up_after_the_rendezvous_timeout(monkeypatch):
-    """A rank whose peers stopped (rank 0 lost its claim, and NCCL does not notice a peer
-    that exited) ends after ``RENDEZVOUS_TIMEOUT``, as local ranks do."""
+MEET = timedelta(seconds=30)  # bounds a failure only: rank 0 waits this long for rank 1
+
+
+def slurm_task(monkeypatch, folder: Path, job_id: str, rank: int, restarts: str | None = None
+               ) -> None:
+    """This process's environment as task ``rank`` of two of Slurm job ``job_id`` (what
+    the sbatch file and srun export), with nothing of torch.distributed's exported yet."""
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+                "LOCAL_WORLD_SIZE", "CUDA_VISIBLE_DEVICES", "SLURM_ARRAY_JOB_ID",
+                "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in {"SUBMITIT_EXECUTOR": "slurm", "SUBMITIT_FOLDER": str(folder),
+                       "SLURM_JOB_ID": job_id, "SLURM_JOB_NODELIST": "node1",
+                       "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_NTASKS": "2",
+                       "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}.items():
+        monkeypatch.setenv(key, value)
+    if restarts is not None:
+        monkeypatch.setenv("SLURM_RESTART_COUNT", restarts)
+
+
+def test_a_task_meets_rank_zero_at_the_address_published_in_the_job_folder(
+        monkeypatch, tmp_path):
+    """Rank 1 of a requeued job connects to the store rank 0 published for this run of the
+    job (not at submitit's MASTER_PORT), and its collectives give up after
+    ``RENDEZVOUS_TIMEOUT`` (rank 0 lost its claim, and NCCL does not notice a peer that
+    exited), as local ranks do. Rank 0 removes the address once both have met."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch.distributed as dist
 
-    from ablate.dispatch import slurm
-    from ablate.dispatch.ranks import RENDEZVOUS_TIMEOUT
+    from ablate.dispatch import ranks, slurm
 
-    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK",
-                "LOCAL_WORLD_SIZE", "CUDA_VISIBLE_DEVICES"):  # what the task exports
-        monkeypatch.delenv(key, raising=False)
-    for key, value in {"SUBMITIT_EXECUTOR": "slurm",  # as the sbatch file exports it
-                       "SLURM_JOB_ID": "41", "SLURM_JOB_NODELIST": "node1",
-                       "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_NTASKS": "2",
-                       "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}.items():
-        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(ranks, "ADDRESS_POLL_S", 0.01)
+    slurm_task(monkeypatch, tmp_path, "41", rank=1, restarts="2")
     calls = []
     monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
-    monkeypatch.setattr(dist, "get_rank", lambda: int(os.environ["RANK"]))
-    assert slurm._init_distributed() == 1
-    assert [call["timeout"] for call in calls] == [RENDEZVOUS_TIMEOUT]
-    assert (os.environ["MASTER_ADDR"], os.environ["WORLD_SIZE"]) == ("node1", "2")
+    monkeypatch.setattr(dist, "get_rank", lambda: calls[-1]["rank"])
+    (tmp_path / "41_1_rendezvous").write_text("127.0.0.1:1")  # the last run's, stale
+    with ThreadPoolExecutor(1) as pool:
+        zero = pool.submit(ranks.meet, 0, 2, ranks.address_file(tmp_path, "41", 2), MEET)
+        assert slurm._init_distributed() == 1
+        store = zero.result(timeout=60)
+    (call,) = calls
+    assert (call["rank"], call["world_size"], call["timeout"]) == (1, 2, ranks.RENDEZVOUS_TIMEOUT)
+    store.set("from rank 0", "hello")
+    assert call["store"].get("from rank 0") == b"hello"
+    assert "MASTER_PORT" not in os.environ
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["41_1_rendezvous"]
+
+
+def test_two_ddp_jobs_on_one_node_meet_apart_where_submitit_s_ports_collide(
+        monkeypatch, tmp_path):
+    """submitit derives MASTER_PORT from the job id, so two jobs of two tasks on one node
+    can pick the same port; each job's tasks meet in a store of their own instead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from submitit.helpers import TorchDistributedEnvironment
+
+    from ablate.dispatch import ranks
+
+    monkeypatch.setattr(ranks, "ADDRESS_POLL_S", 0.01)
+    seen: dict[int, str] = {}
+    for n in range(1, 5000):  # the first two job ids whose ports collide
+        slurm_task(monkeypatch, tmp_path, str(n), rank=0)
+        port = TorchDistributedEnvironment().master_port
+        if port in seen:
+            jobs = (seen[port], str(n))
+            break
+        seen[port] = str(n)
+    with ThreadPoolExecutor(4) as pool:
+        futures = {(job, rank): pool.submit(ranks.meet, rank, 2,
+                                            ranks.address_file(tmp_path, job, 0), MEET)
+                   for job in jobs for rank in (0, 1)}
+        stores = {key: future.result(timeout=60) for key, future in futures.items()}
+    assert stores[jobs[0], 0].port != stores[jobs[1], 0].port
+    for job in jobs:
+        stores[job, 0].set("job", job)
+    assert [stores[job, 1].get("job") for job in jobs] == [job.encode() for job in jobs]
+    assert list(tmp_path.iterdir()) == []  # the addresses go once both ranks have met
