@@ -14,11 +14,19 @@ Part 2 builds ``--small`` trials and times a report with plots: ``--pareto`` alo
 per-class heat map) and ``--pareto`` with more (PNG + SVG files), in-process after one
 untimed warm-up (imports and fonts loaded) and cold (a fresh ``ablate`` process:
 interpreter start, imports and font loading included). Target: at most 5 s.
+
+``--before REV`` runs each cold process also with the ``ablate`` package of git revision
+REV, the two in turn ``--cold`` times (medians; a shared machine's load changes from one
+minute to the next, so old and new are timed under the same load):
+
+    PYTHONPATH=. .venv/bin/python bench/bench_report.py --trials 2000 --small 1000 \\
+        --repeats 1 --cold 5 --before REV
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import statistics
@@ -32,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
+from machine import describe, extract  # noqa: E402
 
 VARIANTS = ("conventional", "proposed", "drop_all", "keep_early", "keep_late")
 ASPP = (32, 48, 64, 96, 128, 160, 192, 224, 256, 320)
@@ -201,15 +209,17 @@ def cli(args: list[str]) -> None:
         raise SystemExit(f"ablate {' '.join(args)} failed:\n{result.output}")
 
 
-def cold(args: list[str]) -> float:
-    """Wall seconds of a fresh ``ablate`` process; its CPU seconds go to ``COLD_CPU``."""
+def cold(args: list[str], src: Path | None = None) -> float:
+    """Wall seconds of a fresh ``ablate`` process (with the package under ``src``, else
+    this one); its CPU seconds go to ``COLD_CPU``."""
     import resource
 
     exe = Path(sys.executable).with_name("ablate")
+    env = None if src is None else dict(os.environ, PYTHONPATH=str(src))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([str(exe), *args], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+                   stderr=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     COLD_CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -226,12 +236,18 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=1_000, help="trials of the plotted report")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", metavar="DIR", help="keep the databases here")
+    parser.add_argument("--cold", type=int, default=1, help="fresh processes per report")
+    parser.add_argument("--before", metavar="REV",
+                        help="also time the fresh processes with git revision REV's code")
     args = parser.parse_args()
 
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"machine: {machine()}")
     folder = Path(args.keep or tempfile.mkdtemp(prefix="ablate-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
+    codes: list[tuple[str, Path | None]] = [("now", None)]
+    if args.before:
+        codes.append((f"before ({args.before})", extract(args.before, folder / "before")))
 
     import pandas  # noqa: F401  (imports are not what we time)
 
@@ -267,13 +283,25 @@ def main() -> None:
         report_args = ["report", "--db", small, *extra, "--out", str(out)]
         cli(report_args)  # warm-up: matplotlib loads its fonts on the first figure
         median, all_runs = timed(lambda a=report_args: cli(a), args.repeats)
-        cold_s = cold(report_args)
+        walls: dict[str, list[float]] = {label: [] for label, _ in codes}
+        cpus: dict[str, list[float]] = {label: [] for label, _ in codes}
+        for _ in range(args.cold):  # old and new in turn: under the same load
+            for label, src in codes:
+                walls[label].append(cold(report_args, src))
+                cpus[label].append(COLD_CPU[-1])
+        cold_s = statistics.median(walls["now"])
         print(f"    `ablate {' '.join(report_args)}`")
         verdict = ", ".join(f"{name} {'met' if value <= 5 else 'MISSED'}"
                             for name, value in (("in-process", median), ("cold", cold_s)))
         print(f"        in-process {median:.3f} s (runs {', '.join(f'{r:.2f}' for r in all_runs)}),"
-              f" cold process {cold_s:.3f} s wall, {COLD_CPU[-1]:.3f} s CPU "
+              f" cold process {cold_s:.3f} s wall, {statistics.median(cpus['now']):.3f} s CPU "
               f"(target <= 5 s: {verdict})")
+        for label, _ in codes if args.cold > 1 or args.before else ():
+            print(f"        cold, {label}: median {statistics.median(walls[label]):.3f} s wall "
+                  f"(runs {', '.join(f'{r:.2f}' for r in walls[label])}), "
+                  f"{statistics.median(cpus[label]):.3f} s CPU "
+                  f"(runs {', '.join(f'{r:.2f}' for r in cpus[label])})")
+    print(f"machine at the end: {machine()}")
     if args.keep:
         print(f"\nfiles in {folder}")
     else:
