@@ -213,6 +213,34 @@ def test_html_page(db, tmp_path):
     assert "http://" not in page and "https://" not in page
 
 
+def test_the_garbage_collector_runs_less_often_during_a_report_only(db, tmp_path,
+                                                                     monkeypatch):
+    """A report raises the young generation's threshold (its long-lived objects were
+    scanned again and again) and gives the caller's thresholds back, even on an error."""
+    import gc
+
+    from ablate.cli.report import GC_THRESHOLD
+    from ablate.report import build
+
+    seen = []
+    real = build.build_report
+
+    def recording(*args, **kwargs):
+        seen.append(gc.get_threshold())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "build_report", recording)
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 9, 8)
+        assert report(db, "--format", "html", "--out", str(tmp_path / "page")).exit_code == 0
+        assert seen == [(GC_THRESHOLD, 9, 8)] and gc.get_threshold() == (700, 9, 8)
+        assert report(db, "--sort", "no_such_column").exit_code != 0
+        assert len(seen) == 2 and gc.get_threshold() == (700, 9, 8)
+    finally:
+        gc.set_threshold(*before)
+
+
 def test_empty_database_html_and_markdown(tmp_path):
     db = str(tmp_path / "e.db")
     from ablate.store import Store
