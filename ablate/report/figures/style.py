@@ -91,12 +91,25 @@ def text_width(fig, text: str, size: float = FONT, weight: str = "normal") -> fl
 
 @functools.lru_cache(maxsize=8192)
 def _width(text: str, size: float, weight: str, dpi: float) -> float:
+    width, _h, _d = _measure(dpi).get_text_width_height_descent(
+        text, _font(size, weight), ismath=False)
+    return width / dpi
+
+
+@functools.lru_cache(maxsize=8)
+def _measure(dpi: float):
+    """A renderer to measure text at ``dpi`` with (its canvas size plays no part: one
+    serves every figure; a new one for each string cost a tenth of a millisecond)."""
     from matplotlib.backends.backend_agg import RendererAgg  # lazy: loads matplotlib
+
+    return RendererAgg(1, 1, dpi)
+
+
+@functools.lru_cache(maxsize=64)
+def _font(size: float, weight: str):
     from matplotlib.font_manager import FontProperties  # lazy: loads matplotlib
 
-    width, _h, _d = RendererAgg(1, 1, dpi).get_text_width_height_descent(
-        text, FontProperties(size=size, weight=weight), ismath=False)
-    return width / dpi
+    return FontProperties(size=size, weight=weight)
 
 
 def wrap(fig, text: str, width: float, size: float = FONT, indent: str = "",
