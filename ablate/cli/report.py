@@ -20,6 +20,26 @@ where_option = click.option(
 )
 
 
+GC_THRESHOLD = 20_000  # allocations between young-generation collections (Python: 700)
+
+
+@contextmanager
+def _fewer_collections():
+    """The garbage collector runs less often while a report is made: the report
+    allocates hundreds of thousands of objects that live until it ends (the imported
+    libraries, frames, figure artists), and at Python's default threshold it scanned them
+    all again and again (0.4-0.6 s, a tenth of a cold HTML report). Cycles are still
+    collected, later; the caller's thresholds come back afterwards."""
+    import gc
+
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], GC_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 @main.command("report")
 @db_option
 @click.option("--study", "studies", multiple=True, metavar="NAME",
@@ -75,6 +95,7 @@ where_option = click.option(
               type=click.Path(file_okay=False),
               help="Where plots and report.html are written (created, or refused, before any "
                    "work).")
+@_fewer_collections()  # the whole report, its imports included
 def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
            baseline: str | None, effects: bool, alpha: float, min_effect: float | None,
            sort_key: str | None,
@@ -99,49 +120,28 @@ def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
         ablate report --study quickstart --effects --format latex --out paper/
         ablate report --study quickstart --estimates
     """
-    with _fewer_collections():  # the whole report, its imports included
-        from ablate.store import Store  # lazy: loads sqlalchemy
+    from ablate.store import Store  # lazy: loads sqlalchemy
 
-        if as_json:
-            if fmt not in ("table", "json"):
-                raise click.UsageError(f"--json and --format {fmt} contradict each other")
-            fmt = "json"
-        if desc and sort_key is None:
-            raise click.UsageError("--desc needs --sort COLUMN")
-        _check_combinations(estimates, effects, forest, curves, pareto or bool(x_axes) or fmt == "html")
-        effects = effects or forest
-        store = Store(db, must_exist=True)  # a report never creates a database
-        if estimates:
-            from ablate.cli.time_estimate import print_estimates  # lazy: only with --estimates
+    if as_json:
+        if fmt not in ("table", "json"):
+            raise click.UsageError(f"--json and --format {fmt} contradict each other")
+        fmt = "json"
+    if desc and sort_key is None:
+        raise click.UsageError("--desc needs --sort COLUMN")
+    _check_combinations(estimates, effects, forest, curves, pareto or bool(x_axes) or fmt == "html")
+    effects = effects or forest
+    store = Store(db, must_exist=True)  # a report never creates a database
+    if estimates:
+        from ablate.cli.time_estimate import print_estimates  # lazy: only with --estimates
 
-            print_estimates(store, list(dict.fromkeys(studies)) or None, fmt)
-            return
-        writes = fmt in ("html", "latex") or pareto or bool(x_axes) or forest or per_class or curves
-        with _out_folder(out_dir, store) if writes else nullcontext():  # checked before any work
-            _report(store, studies, where, baseline=baseline, effects=effects, alpha=alpha,
-                    min_effect=min_effect, sort_key=sort_key, desc=desc, fmt=fmt, pareto=pareto,
-                    forest=forest, x_axes=x_axes, log_x=log_x, per_class=per_class, curves=curves,
-                    curves_by=curves_by, curves_x=curves_x, out_dir=out_dir)
-
-
-GC_THRESHOLD = 20_000  # allocations between young-generation collections (Python: 700)
-
-
-@contextmanager
-def _fewer_collections():
-    """The garbage collector runs less often while a report is made: the report
-    allocates hundreds of thousands of objects that live until it ends (the imported
-    libraries, frames, figure artists), and at Python's default threshold it scanned them
-    all again and again (0.4-0.6 s, a tenth of a cold HTML report). Cycles are still
-    collected, later; the caller's thresholds come back afterwards."""
-    import gc
-
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], GC_THRESHOLD), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
+        print_estimates(store, list(dict.fromkeys(studies)) or None, fmt)
+        return
+    writes = fmt in ("html", "latex") or pareto or bool(x_axes) or forest or per_class or curves
+    with _out_folder(out_dir, store) if writes else nullcontext():  # checked before any work
+        _report(store, studies, where, baseline=baseline, effects=effects, alpha=alpha,
+                min_effect=min_effect, sort_key=sort_key, desc=desc, fmt=fmt, pareto=pareto,
+                forest=forest, x_axes=x_axes, log_x=log_x, per_class=per_class, curves=curves,
+                curves_by=curves_by, curves_x=curves_x, out_dir=out_dir)
 
 
 # what each option needs given to mean anything: refused alone rather than ignored
