@@ -18,6 +18,7 @@ userds:build: train[4] mask: class index 7 out of range; ...``.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -48,12 +49,35 @@ def load_builder(data: DataSpec) -> Any:
     return DATASETS.load(ref)
 
 
+def check_arguments(fn: Any, data: DataSpec) -> None:
+    """Name a misspelt ``data.args`` key (or a ``data.root`` the function cannot take)
+    before anything is recorded: a TypeError would fail every trial, one by one."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or C function: let the call decide
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [name for name, p in params.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    ref = user_dataset(data)
+    if data.root is not None and "root" not in accepted:
+        raise UserInputError(f"data.root: {ref} has no argument 'root' (data.root is passed "
+                             f"as root=); its arguments: {', '.join(accepted) or 'none'}")
+    for key in data.args:
+        if key not in accepted:
+            allowed = ", ".join(a for a in accepted if a != "root") or "none"
+            raise UserInputError(f"data.args.{key}: {ref} has no argument {key!r}; "
+                                 f"allowed: {allowed}")
+
+
 def call_builder(data: DataSpec) -> tuple[Any, Any, list[str] | None]:
     """(train, val, class names or None) from the user's function; one-line errors."""
     ref = user_dataset(data)
     assert ref is not None
     key = _key(data)
     fn = load_builder(data)
+    check_arguments(fn, data)
     kwargs = dict(data.args)
     if data.root is not None:
         kwargs["root"] = data.root
@@ -134,6 +158,9 @@ def _image(value: Any, what: str, size: tuple[int, ...], layout: str | None) -> 
         value = np.asarray(value) if value.mode in WIDE_MODES else value.convert("RGB")
         reading = "HWC"
     array = _array(value)
+    if array.dtype.kind not in "biuf":  # a str, None, a list of objects: "shape []" says little
+        raise UserInputError(f"{what}: a {type(value).__name__}; expected a PIL image, an "
+                             "array (H, W, 3) or a tensor [3, H, W]")
     shape = array.shape  # as given, for the errors
     if array.ndim == 3 and _channels_first(shape, size, reading, what):
         array = array.transpose(1, 2, 0)  # [C, H, W] -> (H, W, C)
@@ -185,6 +212,9 @@ def _channels_first(shape: tuple[int, ...], size: tuple[int, ...], layout: str,
 
 def _mask(value: Any, what: str) -> np.ndarray:
     array = _array(value)
+    if array.dtype.kind not in "biuf":
+        raise UserInputError(f"{what}: a {type(value).__name__}; expected (H, W) class indices "
+                             "(a PIL image, an array or a tensor)")
     if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
         array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:2])
     if array.ndim != 2:

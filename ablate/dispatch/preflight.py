@@ -205,15 +205,16 @@ def data_problems(trial: Any) -> list[str]:
 
 def user_builder_problem(data: Any) -> str | None:
     """A user dataset (``data.builder`` or a plugin's name) whose function cannot be
-    imported: its module, or the function in it, is missing."""
+    imported (its module, or the function in it, is missing) or takes no argument of a
+    ``data.args`` key (or of ``data.root``)."""
     from ablate.data.catalog import user_dataset  # lazy: loads pydantic
 
     if user_dataset(data) is None:
         return None
-    from ablate.data.custom import load_builder  # lazy: loads numpy
+    from ablate.data.custom import check_arguments, load_builder  # lazy: loads numpy
 
     try:
-        load_builder(data)
+        check_arguments(load_builder(data), data)
     except UserInputError as err:
         return str(err)
     return None
@@ -351,8 +352,8 @@ def find_problems(trials: list[Any], source: str | None = None) -> list[str]:
     def data_key(trial: Any) -> tuple:
         # only the fields the checks read: cheap enough for a 20,000-trial grid
         d, e = trial.spec.data, trial.spec.eval_data
-        return (d.name, d.root, d.builder, d.train_split, d.val_split, d.sbd, d.classes,
-                e.name, e.root, e.split, e.classes)
+        return (d.name, d.root, d.builder, tuple(d.args), d.train_split, d.val_split, d.sbd,
+                d.classes, e.name, e.root, e.split, e.classes)
 
     data_seen: set[tuple] = set()
     counts_seen: set[tuple] = set()

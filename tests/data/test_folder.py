@@ -145,6 +145,10 @@ def broken(root=None):
     return [1, 2, 3]
 
 
+def rootless(count=4):
+    return Pairs(count, 8, as_tensor=False), Pairs(2, 8, as_tensor=False)
+
+
 class Quirky(Pairs):
     def __getitem__(self, i):
         image, mask = super().__getitem__(i)
@@ -318,6 +322,26 @@ def test_data_builder_returning_the_wrong_thing_is_one_line(user_data):
         build_datasets(DataSpec(builder="userdata:broken"))
     assert str(err.value) == ("data.builder: userdata:broken returned a list; expected "
                               "(train, val) datasets of (image, mask) pairs")
+
+
+def test_data_builder_misspelt_argument_is_named_before_the_call(user_data):
+    with pytest.raises(UserInputError) as err:  # before: "raised TypeError: build() got ..."
+        build_datasets(DataSpec(builder="userdata:build", args={"cout": 3}))
+    assert str(err.value) == ("data.args.cout: userdata:build has no argument 'cout'; "
+                              "allowed: count, size")
+    with pytest.raises(UserInputError) as err:
+        build_datasets(DataSpec(builder="userdata:rootless", root="data"))
+    assert str(err.value) == ("data.root: userdata:rootless has no argument 'root' (data.root "
+                              "is passed as root=); its arguments: count")
+
+
+@pytest.mark.parametrize("item, what", [(("x", np.zeros((5, 7))), "image: a str"),
+                                        ((np.zeros((5, 7, 3)), None), "mask: a NoneType")])
+def test_data_builder_item_that_is_no_array_names_its_type(item, what):
+    read = PairReader([item], "data.builder userdata:build: train")
+    with pytest.raises(UserInputError) as err:  # before: "image: shape []; expected ..."
+        read(0)
+    assert str(err.value).startswith(f"data.builder userdata:build: train[0] {what}; expected")
 
 
 def test_data_builder_source_is_in_the_trial_id(user_data, tmp_path):

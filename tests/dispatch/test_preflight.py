@@ -185,6 +185,24 @@ def test_a_user_dataset_function_that_cannot_be_imported(tmp_path, write_recipe)
         assert expected in _one_line_error(_run(["plan", str(recipe), "--db", str(db)]))
 
 
+def test_a_misspelt_data_argument_is_refused_before_anything_is_recorded(
+        tmp_path, write_recipe, monkeypatch):
+    """A ``data.args`` key the function does not take: ``run`` refuses in one line (it
+    failed every trial, one by one, with the builder's TypeError), ``plan`` warns."""
+    (tmp_path / "typods.py").write_text("def build(count=4, size=8):\n    return [], []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    db = tmp_path / "t.db"
+    recipe = write_recipe(USER_DATA_RECIPE.format(builder="typods:build")
+                          + "[base.data.args]\ncout = 3\n")
+    expected = "data.args.cout: typods:build has no argument 'cout'; allowed: count, size"
+    plan = _run(["plan", str(recipe), "--db", str(db), "--no-cost"])
+    assert plan.exit_code == 0, plan.output
+    assert [w for w in plan.stderr.splitlines() if expected in w], plan.stderr
+    line = _one_line_error(_run(["run", str(recipe), "--db", str(db)]))
+    assert expected in line and "trial base/seed=0" in line
+    assert Store(str(db)).studies() == []
+
+
 def test_plan_without_the_imagenet_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     result = _run(["plan", str(REPO / "recipes/selective_downsampling.toml"), "--no-cost",
