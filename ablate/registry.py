@@ -15,6 +15,7 @@ Hydra's ``_target_``. Importing it executes the user's code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -145,8 +146,22 @@ class Registry:
         """The builder ``ref`` names (import path or registered name), imported."""
         if is_import_path(ref):
             return import_target(ref, self.key)
-        target = self.entry(ref).target
-        return import_target(target, self.key) if isinstance(target, str) else target
+        entry = self.entry(ref)
+        if not isinstance(entry.target, str):
+            return entry.target
+        with self._named(entry, self.key):
+            return import_target(entry.target, self.key)
+
+    @contextlib.contextmanager
+    def _named(self, entry: Entry, key: str):
+        """An error of a name's import path says which name and plugin gave the path: the
+        recipe holds the name, and the typo is in the plugin's entry point."""
+        try:
+            yield
+        except UserInputError as err:
+            detail = str(err).removeprefix(f"{key}: ")
+            raise UserInputError(f"{key}: {entry.name!r} ({entry.origin}: {entry.path}): "
+                                 f"{detail}") from err
 
     def is_builtin(self, ref: str) -> bool:
         return ref in self._builtins
@@ -186,14 +201,21 @@ class Registry:
 
     def _source_files(self, ref: str, stamps: list, key: str) -> dict[str, str]:
         if not is_import_path(ref):
-            target = self.entry(ref).target
+            entry = self.entry(ref)
+            target = entry.target
             if not isinstance(target, str):
                 module = getattr(target, "__module__", None)
                 found = _locate(module) if module else None
                 if found is None:
                     return _files(inspect.getsourcefile(target), None, key, ref, stamps)
                 return _files(*found, key, ref, stamps)
-            ref = target
+            with self._named(entry, key):
+                return self._path_files(target, stamps, key)
+        return self._path_files(ref, stamps, key)
+
+    def _path_files(self, ref: str, stamps: list, key: str) -> dict[str, str]:
+        if not is_import_path(ref):  # a plugin's entry point that names no function
+            raise UserInputError(f"{key}: {ref!r} is not an import path 'package.module:function'")
         module = ref.partition(":")[0]
         found = _locate(module)
         if found is not None:

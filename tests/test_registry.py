@@ -88,3 +88,26 @@ def test_builtins_win_over_plugins_and_registrations_resolve(monkeypatch, pkg):
     with pytest.raises(UserInputError, match=r"unknown dataset 'nope'; allowed: 'shapes', "
                                              r"'extra', 'mine' or an import path"):
         registry.entry("nope")
+
+
+def test_a_plugin_entry_point_typo_names_the_plugin(monkeypatch, pkg):
+    """The recipe holds the plugin's name, the typo is in its entry point: the error
+    names both (it named only a module or function the recipe never mentions)."""
+    def fake(**kwargs):
+        return importlib.metadata.EntryPoints([
+            importlib.metadata.EntryPoint("typo", "fine:buld", "ablate.test"),
+            importlib.metadata.EntryPoint("badmod", "fyne:build", "ablate.test")])
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake)
+    registry = Registry("model builder", "model.builder", {}, group="ablate.test")
+    with pytest.raises(UserInputError) as err:
+        registry.load("typo")
+    assert str(err.value) == ("model.builder: 'typo' (plugin: fine:buld): module 'fine' has "
+                              "no attribute 'buld'")
+    with pytest.raises(UserInputError) as err:  # found while hashing the trial's code
+        registry.source_files("badmod")
+    assert str(err.value) == ("model.builder: 'badmod' (plugin: fyne:build): no module named "
+                              "'fyne' (is its package installed or on PYTHONPATH?)")
+    with pytest.raises(UserInputError) as err:  # an import path in the recipe: as before
+        registry.load("fine:buld")
+    assert str(err.value) == "model.builder: module 'fine' has no attribute 'buld'"
