@@ -5,6 +5,7 @@ command line the docs and recipes show parses with the options it uses."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -299,3 +300,23 @@ def test_every_recipe_snippet_plans(where, text, tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["plan", str(recipe), "--no-cost",
                                        "--db", str(tmp_path / "r.db")])
     assert result.exit_code == 0, f"{where}: {result.output}"
+
+
+def test_fair_comparisons_tune_block_plans_on_extending_md_s_recipe(tmp_path, monkeypatch):
+    """fair-comparisons.md's ``[tune]`` block, copied under extending.md's recipe (a user
+    model whose ``model.args.width`` no axis sets), plans: its keys and ranges are the
+    code's, and the two phases are counted as the page says (k x configurations x tuning
+    seeds, then configurations x seeds)."""
+    tune = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "fair-comparisons.md").read_text(),
+                      re.S)
+    (_, recipe_text), = _recipe_snippets("extending.md")
+    assert len(tune) == 1 and tune[0].startswith("[tune]")
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "custom_unet"))
+    recipe = tmp_path / "tuned.toml"
+    recipe.write_text(recipe_text + "\n" + tune[0])
+    result = CliRunner().invoke(main, ["plan", str(recipe), "--no-cost", "--json",
+                                       "--db", str(tmp_path / "t.db")])
+    assert result.exit_code == 0, result.output
+    names = [row["name"] for row in json.loads(result.stdout)]
+    assert len([n for n in names if "/draw=" in n]) == 8 * 2 * 1  # budget x skips x seeds
+    assert len([n for n in names if "/draw=" not in n]) == 2  # skips x the study's seeds
