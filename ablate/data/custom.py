@@ -52,6 +52,9 @@ def load_builder(data: DataSpec) -> Any:
 def check_arguments(fn: Any, data: DataSpec) -> None:
     """Name a misspelt ``data.args`` key (or a ``data.root`` the function cannot take)
     before anything is recorded: a TypeError would fail every trial, one by one."""
+    if data.root is not None and "root" in data.args:  # data.root would win without a word
+        raise UserInputError("data.args.root: given with data.root, which is passed as "
+                             "root=; set one of them")
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # a builtin or C function: let the call decide

@@ -333,6 +333,10 @@ def test_data_builder_misspelt_argument_is_named_before_the_call(user_data):
         build_datasets(DataSpec(builder="userdata:rootless", root="data"))
     assert str(err.value) == ("data.root: userdata:rootless has no argument 'root' (data.root "
                               "is passed as root=); its arguments: count")
+    with pytest.raises(UserInputError) as err:  # before: data.root won without a word
+        build_datasets(DataSpec(builder="userdata:build", root="data", args={"root": "other"}))
+    assert str(err.value) == ("data.args.root: given with data.root, which is passed as root=; "
+                              "set one of them")
 
 
 @pytest.mark.parametrize("item, what", [(("x", np.zeros((5, 7))), "image: a str"),

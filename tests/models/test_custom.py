@@ -251,6 +251,13 @@ def test_misspelt_argument_names_the_key_and_the_allowed_ones(user_pkg):
                               "allowed: width")
 
 
+def test_num_classes_under_model_args_names_model_num_classes(user_pkg):
+    with pytest.raises(UserInputError) as err:  # before: "got multiple values for keyword"
+        build_model(spec(num_classes=3), 3)
+    assert str(err.value) == ("model.args.num_classes: ablate passes num_classes to the "
+                              "builder itself; set model.num_classes instead")
+
+
 def test_builtin_keys_are_refused_with_a_builder_and_args_without_one():
     with pytest.raises(ValueError, match=r"backbone\n.*a built-in model key, not read "
                                          r"with model.builder 'usernets.nets:build'"):
