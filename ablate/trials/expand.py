@@ -73,8 +73,13 @@ def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -
             raise UserInputError(f"{source}: expected KEY=VALUE, got {item!r}")
         try:
             value = nesting.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
+        except tomllib.TOMLDecodeError as err:
             value = text.strip()  # a bare word such as shapes or resnet50
+            if value[:1] and value[:1] in "[{\"'":  # an array, table or string cut short
+                why = str(err).split(" (at ")[0]
+                raise UserInputError(f"{source} {key}: {value!r} is not a TOML value ({why}); "
+                                     "a list is [a, b], a table {k = v}, a string 'text' or "
+                                     "a bare word") from None
         except nesting.TooDeep as err:
             raise UserInputError(f"{source} {key}: {err}") from None
         if key == "seeds":

@@ -98,6 +98,12 @@ def test_set_errors():
         parse_set(["train.lr"])
     with pytest.raises(RecipeError, match="unknown key 'train.lrr'"):
         parse_set(["train.lrr=0.1"])
+    for cut in ("[6,12", "{lr = 0.1", '"shapes'):  # before: passed on as that string
+        with pytest.raises(UserInputError) as info:
+            parse_set([f"model.aspp_rates={cut}"])
+        assert str(info.value).startswith(f"--set model.aspp_rates: {cut!r} is not a TOML value")
+    assert parse_set(["data.root=/data/x", "model.builder=pkg.mod:build"]) == {
+        "data.root": "/data/x", "model.builder": "pkg.mod:build"}  # bare words stay strings
     recipe = parse_recipe(GRID, "g.toml")
     with pytest.raises(RecipeError) as info:
         expand(recipe, parse_set(["model.output_stride=12"]))
