@@ -27,7 +27,7 @@ from ablate.cli.text import terminal
 from ablate.cli.time_estimate import estimate_options
 from ablate.cli.until_decided import check_loop_options, until_decided_options
 from ablate.dispatch.preflight import find_problems
-from ablate.errors import NoDatabaseError, UserInputError
+from ablate.errors import NoDatabaseError, RecipeError, UserInputError
 from ablate.trials.lifecycle import TrialStatus
 
 if TYPE_CHECKING:
@@ -108,6 +108,8 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
     from ablate.trials.stale import code_change_notes  # trials an edit of user code made pending
 
     warnings += code_change_notes(store, recipe_obj.name, trials, statuses)
+    if store is not None and (statuses or tuned is not None):
+        warnings += _setup_refusal(store, recipe_obj, tuned)
     if store is not None:
         for arch_id, cost in costs.items():
             if arch_id not in cached:
@@ -280,6 +282,18 @@ def check_architectures(trials: list, source: str, tune: Tune | None = None) -> 
 
                 check_selective_spec(trial.spec.model)
             build_on_meta(trial.spec.model, num_classes(trial.spec))
+
+
+def _setup_refusal(store, recipe, tuned) -> list[str]:
+    """What ``ablate run`` refuses before anything runs because the study was recorded
+    tuned otherwise (an edited ``[tune]``, a ``[tune]`` added or removed): a warning."""
+    from ablate.dispatch.tuning import check_recorded  # lazy: loads pydantic
+
+    try:
+        check_recorded(store, recipe, tuned[1] if tuned is not None else None)
+    except RecipeError as err:
+        return [f"{err} (`ablate run` refuses this recipe)"]
+    return []
 
 
 def _existing_store(db: str | None):

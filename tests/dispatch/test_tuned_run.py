@@ -129,6 +129,32 @@ def test_one_run_does_both_phases_and_a_second_run_retrains_nothing(tmp_path):
     assert trained(store) == before
 
 
+def test_plan_warns_of_an_edited_tune_that_run_refuses(tmp_path):
+    """``ablate plan`` shows what ``ablate run`` would do: an edited [tune] of a recorded
+    study is a warning there (it planned the edited study without a word)."""
+    from ablate.dispatch.tuning import RECORD_VERSION, tuning_plan
+    from ablate.recipes.loader import load_recipe
+
+    recipe = tmp_path / "tuned.toml"
+    recipe.write_text(RECIPE)
+    db = str(tmp_path / "t.db")
+    store = Store(db)  # the set-up a first run records before it trains
+    loaded = load_recipe(recipe)
+    store.upsert_study(loaded.name, loaded.description, loaded.path, loaded.text)
+    setup = json.loads(json.dumps(tuning_plan(loaded, {}).to_json()))
+    store.set_study_tuning("tuned", {"version": RECORD_VERSION, "setup": setup,
+                                     "selection": None})
+    args = ["plan", str(recipe), "--db", db, "--no-cost"]
+    same = CliRunner().invoke(main, args)
+    assert same.exit_code == 0 and "another set-up" not in same.output, same.output
+    recipe.write_text(RECIPE.replace("budget = 4", "budget = 5"))
+    edited = CliRunner().invoke(main, args)
+    assert edited.exit_code == 0, edited.output
+    assert (f"Warning: {recipe}: tune: study 'tuned' was tuned with another set-up "
+            "(tune.budget: 4 -> 5);") in edited.stderr
+    assert "(`ablate run` refuses this recipe)" in edited.stderr
+
+
 def done_count(db: Path) -> int:
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
