@@ -85,7 +85,9 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         fmt = "json"
     check_loop_options(estimate_flags["until_decided"])
     _check_executor_flags(estimate_flags["executor"])
-    recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
+    merged: list[str] = []
+    recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials, merged=merged)
+    echo_warnings(merged)  # now: a --variant the merge took away is refused next
     tuned = _tuning(recipe_obj, assignments)
     if trial_ids or variants:  # what `ablate run` with the same selection would run
         trials = select_trials(trials, trial_ids=trial_ids, variants=variants, source=recipe)

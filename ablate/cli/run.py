@@ -12,6 +12,7 @@ import click
 from ablate.cli import main
 from ablate.cli.options import (
     db_option,
+    echo_warnings,
     make_console,
     max_trials_option,
     not_nan,
@@ -244,7 +245,9 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     from ablate.store import Store  # lazy: loads sqlalchemy
     from ablate.trials.expand import parse_set  # lazy: loads pydantic
 
-    recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials)
+    merged: list[str] = []
+    recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials, merged=merged)
+    echo_warnings(merged)
     trials = select_trials(trials, trial_ids=trial_ids, variants=variants, source=recipe)
     console = make_console(stderr=True)
     _check_flags(executor, detach, slurm_flags, until_decided, rerun_failed, skip_failed)

@@ -45,17 +45,20 @@ def resolve_runs_root(runs_dir: str | None, db: str | None = None) -> Path:
 
 
 def load_trials(recipe_path: str, assignments: tuple[str, ...] = (),
-                max_trials: int | None = DEFAULT_MAX_TRIALS) -> tuple[Recipe, list[Trial]]:
+                max_trials: int | None = DEFAULT_MAX_TRIALS,
+                merged: list[str] | None = None) -> tuple[Recipe, list[Trial]]:
     """Parse and expand a recipe with ``--set`` overrides; raises on any bad input,
-    and on a study of more than ``max_trials`` trials before building any.
+    and on a study of more than ``max_trials`` trials before building any. Configurations
+    that resolve to one spec (and run once) are said in ``merged``, a line each.
 
     A tuned recipe (``[tune]``) gives its tuning trials: its confirmation trials are only
     known once the tuning phase has chosen (``dispatch.tuning``)."""
     recipe = load_recipe(recipe_path)
     overrides = parse_set(list(assignments))
     if recipe.tune is not None:
-        return recipe, plan_tuning(recipe, overrides, max_trials=max_trials).trials
-    return recipe, expand(recipe, overrides, max_trials=max_trials)
+        return recipe, plan_tuning(recipe, overrides, max_trials=max_trials,
+                                   merged=merged).trials
+    return recipe, expand(recipe, overrides, max_trials=max_trials, merged=merged)
 
 
 def select_trials(trials: list[Trial], *, trial_ids: tuple[str, ...] = (),

@@ -223,23 +223,41 @@ def _labels(keys: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def expand(recipe: Recipe, overrides: dict[str, Any] | None = None,
-           max_trials: int | None = DEFAULT_MAX_TRIALS) -> list[Trial]:
+           max_trials: int | None = DEFAULT_MAX_TRIALS,
+           merged: list[str] | None = None) -> list[Trial]:
     """All trials of a recipe, in a stable order, each validated and hashed.
 
     The size is checked first (:func:`check_size`); ``overrides`` come from ``--set``.
+    Configurations that resolve to one spec run once, under the first one's name; each
+    such merge is one line appended to ``merged`` (``ablate plan`` and ``run`` warn with
+    it: a variant a ``--set`` made equal to another would vanish without a word).
     """
     overrides = dict(overrides or {})
     recipe = narrow_to_set(recipe, overrides)
     check_size(recipe, overrides, max_trials)
     with no_gc():
-        return _expand(recipe, overrides)
+        trials, merges = _expand(recipe, overrides)
+    if merged is not None:
+        merged += _merge_lines(merges, overrides, len(_axis_points(recipe)))
+    return trials
 
 
-def _expand(recipe: Recipe, overrides: dict[str, Any]) -> list[Trial]:
+@dataclass(frozen=True)
+class _Merge:
+    kept: str  # configuration names
+    dropped: str
+    kept_variant: str | None
+    dropped_variant: str | None
+    sets: tuple[str, ...]  # the --set keys that made the two one (none: the recipe did)
+
+
+def _expand(recipe: Recipe, overrides: dict[str, Any]) -> tuple[list[Trial], list[_Merge]]:
     seeds = overrides.pop("seeds", recipe.seeds)
     variants = recipe.variants or [None]
     trials: list[Trial] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = {}  # trial id -> its configuration
+    layers_of: dict[str, tuple[Any, dict[str, Any]]] = {}  # configuration -> (variant, point)
+    merges: dict[tuple[str, str], _Merge] = {}
     validate = SpecValidator(recipe.path)  # each section once per distinct content
     arch_ids: dict[tuple[int, ...], str] = {}  # by the shared sections a cost depends on
     dumps = SpecDumps()  # and each shared section dumped once for the trial ids
@@ -261,12 +279,17 @@ def _expand(recipe: Recipe, overrides: dict[str, Any]) -> list[Trial]:
                 arch_id = arch_ids[shared] = _hashed(architecture_id, first, recipe.path, name0)
             ids = _hashed(lambda s: trial_ids_for_seeds(s, seeds, dumps), first, recipe.path,
                           name0)
+            layers_of.setdefault(config, (variant, point))
             for seed, tid in zip(seeds, ids):
                 name = f"{config}/seed={seed}"
                 if tid in seen:
                     # two rows resolve to the same spec: run it once, keep the first name
+                    kept = seen[tid]
+                    if (kept, config) not in merges:
+                        merges[kept, config] = _merge(kept, layers_of[kept], config,
+                                                      (variant, point), overrides)
                     continue
-                seen[tid] = name
+                seen[tid] = config
                 spec = first if seed == seeds[0] else first.model_copy(update={"seed": seed})
                 trials.append(
                     Trial(
@@ -277,7 +300,63 @@ def _expand(recipe: Recipe, overrides: dict[str, Any]) -> list[Trial]:
                         study=recipe.name, arch_id=arch_id,
                     )
                 )
-    return trials
+    return trials, list(merges.values())
+
+
+def _merge(kept: str, kept_layers: tuple, dropped: str, dropped_layers: tuple,
+           overrides: dict[str, Any]) -> _Merge:
+    """Which ``--set`` keys made two configurations one: those over a key the two set
+    apart (a variant's or an axis's); none when the recipe alone resolves them alike."""
+    def keys(layers: tuple) -> dict[str, Any]:
+        variant, point = layers
+        return {**(variant.overrides if variant is not None else {}), **point}
+
+    a, b = keys(kept_layers), keys(dropped_layers)
+    missing = object()
+    apart = [k for k in {**a, **b} if not _same(a.get(k, missing), b.get(k, missing))]
+    sets = tuple(k for k in overrides if any(related(k, d) for d in apart))
+    return _Merge(kept, dropped, kept_layers[0] and kept_layers[0].name,
+                  dropped_layers[0] and dropped_layers[0].name, sets)
+
+
+def _merge_lines(merges: list[_Merge], overrides: dict[str, Any], points: int) -> list[str]:
+    """One line per cause and kept variant: whole variants when every configuration of
+    each merged into the kept variant's, else the first pair of configurations."""
+    groups: dict[tuple, list[_Merge]] = {}
+    for m in merges:
+        groups.setdefault((m.sets, m.kept_variant), []).append(m)
+    lines = []
+    for (sets, kept_variant), group in groups.items():
+        dropped = list(dict.fromkeys(m.dropped_variant for m in group))
+        whole = all(v is not None and v != kept_variant
+                    and sum(m.dropped_variant == v for m in group) == points for v in dropped)
+        first = group[0]
+        if whole:
+            what, kept = f"variants {_and([kept_variant, *dropped])}", kept_variant
+        elif first.kept == first.dropped:  # a value an axis lists twice
+            what, kept = f"{first.kept} twice", first.kept
+        else:
+            what, kept = f"{first.kept} and {first.dropped}", first.kept
+        more = "" if whole or len(group) == 1 else f" (and {len(group) - 1} more)"
+        if first.kept == first.dropped and not whole:  # no --set differs there
+            lines.append(f"the recipe lists {what}{more}; it runs once")
+        elif sets:
+            lines.append(f"{_sets(sets, overrides)} {what} the same configuration{more}; "
+                         f"it runs once, as {kept}")
+        else:
+            lines.append(f"{what} resolve to the same configuration{more}; it runs once, "
+                         f"as {kept}")
+    return lines
+
+
+def _sets(keys: tuple[str, ...], overrides: dict[str, Any]) -> str:
+    """``--set a=1 makes``, as the user typed them."""
+    return (" ".join(f"--set {k}={_fmt(overrides[k])}" for k in keys)
+            + (" makes" if len(keys) == 1 else " make"))
+
+
+def _and(names: list) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _resolved_tree(base: dict[str, Any], layers: list[dict[str, Any]], seed: int) -> dict:

@@ -92,9 +92,12 @@ class TuningPlan:
 
 
 def plan_tuning(recipe: Recipe, overrides: dict[str, Any] | None = None,
-                max_trials: int | None = DEFAULT_MAX_TRIALS) -> TuningPlan:
+                max_trials: int | None = DEFAULT_MAX_TRIALS,
+                merged: list[str] | None = None) -> TuningPlan:
     """The tuning trials of ``recipe`` (which has a ``[tune]`` section) with ``--set``
-    ``overrides``; the study's size (both phases) is checked against ``max_trials``."""
+    ``overrides``; the study's size (both phases) is checked against ``max_trials``.
+    Configurations that resolve to one spec are said in ``merged``, as ``expand`` says
+    them (once, not once per draw)."""
     tune = recipe.tune
     assert tune is not None, "plan_tuning needs a recipe with [tune]"
     overrides = dict(overrides or {})
@@ -122,7 +125,8 @@ def plan_tuning(recipe: Recipe, overrides: dict[str, Any] | None = None,
             set_dotted(drawn, key, value)
         phase = dataclasses.replace(recipe, base=drawn, seeds=list(tune_seeds), tune=None,
                                     pinned={})
-        for trial in _expand_draw(phase, overrides, tune, index, values):
+        lines: list[str] = []
+        for trial in _expand_draw(phase, overrides, tune, index, values, lines):
             configs.setdefault(trial.config_name)
             cells.append((trial.config_name, index, trial.seed, trial.trial_id))
             if trial.trial_id in seen:  # the same setting drawn twice: trained once
@@ -131,6 +135,8 @@ def plan_tuning(recipe: Recipe, overrides: dict[str, Any] | None = None,
             trials.append(dataclasses.replace(
                 trial, name=f"{trial.config_name}/draw={index}/seed={trial.seed}",
                 tuning_draw=index))
+        if merged is not None:
+            merged += [line for line in lines if line not in merged]
     return TuningPlan(tune, settings, trials, cells, list(configs), rows * len(study_seeds))
 
 
@@ -158,10 +164,10 @@ def _tuning_base(recipe: Recipe, tune: Tune) -> dict[str, Any]:
 
 
 def _expand_draw(recipe: Recipe, overrides: dict[str, Any], tune: Tune, index: int,
-                 values: dict[str, Any]) -> list[Trial]:
+                 values: dict[str, Any], merged: list[str]) -> list[Trial]:
     """One draw's trials; an error a drawn value causes names its ``[tune]`` key."""
     try:
-        return expand(recipe, overrides, max_trials=None)
+        return expand(recipe, overrides, max_trials=None, merged=merged)
     except RecipeError as err:
         key = (err.key or "").removeprefix("base.")
         # the drawn key itself, a list or table it holds, or a table above it (model.args)

@@ -122,6 +122,29 @@ def test_plan_lists_what_run_with_the_same_selection_would_run(tmp_path):
         assert result.exit_code == 2 and f"Error: {recipe}{words}" in result.output
 
 
+def test_plan_and_run_say_when_a_set_makes_variants_one(tiny_recipe, tmp_path):
+    """Both variants planned as one, without a word, had `narrow` vanish and `full` train
+    at the --set's width; now one warning line, before a --variant of the lost one is
+    refused (and nothing is recorded)."""
+    with tiny_recipe.open("a") as f:
+        f.write('[variants.full]\n[variants.lean]\n"model.expansion" = "none"\n')
+    line = ("Warning: --set model.expansion=all makes variants full and lean the same "
+            "configuration; it runs once, as full\n")
+    args = [str(tiny_recipe), "--set", "model.expansion=all", "--db", str(tmp_path / "d.db")]
+    result = CliRunner().invoke(main, ["plan", *args, "--json", "--no-cost"])
+    assert result.exit_code == 0, result.output
+    assert {r["variant"] for r in json.loads(result.stdout)} == {"full"}
+    assert result.stderr == line
+    for command in ("plan", "run"):
+        result = CliRunner().invoke(main, [command, *args, "--variant", "lean"])
+        assert result.exit_code == 2
+        assert result.stderr == line + (f"Error: {tiny_recipe}: --variant: no variant 'lean'; "
+                                        "allowed: full\n")
+    assert not (tmp_path / "d.db").exists()
+    unset = CliRunner().invoke(main, ["plan", str(tiny_recipe), "--json", "--no-cost"])
+    assert unset.exit_code == 0 and unset.stderr == ""
+
+
 def test_a_tuned_study_is_planned_whole(tmp_path, monkeypatch):
     from pathlib import Path
 

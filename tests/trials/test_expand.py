@@ -82,7 +82,46 @@ miou = 60.0
 
 def test_duplicate_specs_run_once():
     text = '[grid]\n"train.lr" = [0.1, 0.1]\n'
-    assert len(expand(parse_recipe(text, "d.toml"))) == 1
+    merged: list[str] = []
+    assert len(expand(parse_recipe(text, "d.toml"), merged=merged)) == 1
+    assert merged == ["the recipe lists lr=0.1 twice; it runs once"]
+    twice = '[grid]\n"model.head" = ["fcn", "fcn"]\n"train.lr" = [0.1, 0.01]\n'
+    merged = []
+    assert len(expand(parse_recipe(twice, "d.toml"), merged=merged)) == 2
+    assert merged == ["the recipe lists head=fcn,lr=0.1 twice (and 1 more); it runs once"]
+
+
+MERGING = """
+seeds = [0, 1]
+[grid]
+"model.head" = ["deeplabv3", "fcn"]
+[variants.full]
+[variants.lean]
+"model.keep_last_expansion" = false
+"""
+
+
+def test_a_set_that_makes_variants_one_is_said():
+    """--set of the key two variants differ in: one runs, as the first; the line names
+    the --set and both variants (the other variant had vanished without a word)."""
+    recipe = parse_recipe(MERGING, "m.toml")
+    merged: list[str] = []
+    assert len(expand(recipe, merged=merged)) == 8 and merged == []
+    trials = expand(recipe, parse_set(["model.keep_last_expansion=true", "train.epochs=2"]),
+                    merged=merged)
+    assert len(trials) == 4 and {t.variant for t in trials} == {"full"}
+    assert merged == ["--set model.keep_last_expansion=true makes variants full and lean the "
+                      "same configuration; it runs once, as full"]
+
+
+def test_variants_the_recipe_resolves_alike_are_said():
+    text = MERGING + '[variants.also_lean]\n"model.keep_last_expansion" = false\n' \
+        '[variants.restated]\n"model.keep_last_expansion" = true\n'
+    merged: list[str] = []
+    assert len(expand(parse_recipe(text, "m.toml"), merged=merged)) == 8
+    assert merged == [
+        "variants lean and also_lean resolve to the same configuration; it runs once, as lean",
+        "variants full and restated resolve to the same configuration; it runs once, as full"]
 
 
 def test_set_overrides_every_trial_and_changes_ids():

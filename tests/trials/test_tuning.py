@@ -142,3 +142,12 @@ def test_untuned_trial_ids_do_not_change(recipe):
     assert [t.trial_id for t in expand(untuned)] == [
         t.trial_id for t in expand(parse_recipe(RECIPE.split("[tune]")[0], "tuned.toml"))]
     assert np.all([t.spec.data.holdout == 0 for t in expand(untuned)])
+
+
+def test_variants_a_set_makes_one_are_said_once_not_per_draw(recipe):
+    merged: list[str] = []
+    plan = plan_tuning(recipe, {"model.head": "deeplabv3", "model.aspp_channels": 64},
+                       merged=merged)
+    assert plan.configs == ["a[keep_last_expansion=true]", "a[keep_last_expansion=false]"]
+    assert merged == ["--set model.head=deeplabv3 --set model.aspp_channels=64 make variants "
+                      "a and b the same configuration; it runs once, as a"]
