@@ -118,9 +118,9 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
                 store.put_cost(cost)
     from ablate.cli.time_estimate import plan_estimate  # lazy: loads the estimate's modules
 
-    estimate, seconds = plan_estimate(store, recipe_obj, _estimated(store, recipe_obj, trials,
-                                                                    tuned, phases),
-                                      assignments, estimate_flags)
+    estimated, settled = _estimated(store, recipe_obj, trials, tuned, phases)
+    estimate, seconds = plan_estimate(store, recipe_obj, estimated, assignments, estimate_flags,
+                                      settled)
     rows = []
     for t in trials:
         cost = costs.get(t.arch_id)
@@ -194,13 +194,16 @@ def _phases(store, recipe, tuned):
     return plan_confirmation(store, recipe, *tuned)
 
 
-def _estimated(store, recipe, trials: list, tuned, phases) -> list:
+def _estimated(store, recipe, trials: list, tuned, phases) -> tuple[list, set[str]]:
     """The trials the time estimate counts: a tuned study's both phases, its confirmation
-    trials included before the selection (as ``ablate run --budget`` counts them)."""
-    if phases is None or phases.trials is not None:
-        return trials
-    from ablate.dispatch.tuning import estimated_trials  # lazy: loads pydantic
+    trials included before the selection (as ``ablate run --budget`` counts them); and
+    those that run no more (once the selection is recorded, the tuning trials)."""
+    if phases is None:
+        return trials, set()
+    from ablate.dispatch.tuning import estimated_trials, settled  # lazy: loads pydantic
 
+    if phases.trials is not None:
+        return trials, settled(tuned[1])
     return estimated_trials(store, recipe, *tuned)
 
 
@@ -220,8 +223,11 @@ def _phases_line(recipe, rows: list[dict], phases) -> str:
     tuning = sum(r["phase"] == "tune" for r in rows)
     confirm = len(rows) - tuning
     configs = len({r["name"].rsplit("/", 1)[0] for r in rows if r["phase"] == "confirm"})
+    failed = sum(r["phase"] == "tune" and r["status"] == TrialStatus.FAILED.value for r in rows)
     state = ("waiting on the selection (made once every tuning trial is finished)"
-             if phases.trials is None else "at each configuration's chosen draw")
+             if phases.trials is None else "at each configuration's chosen draw" + (
+                 f"; the tuning trials run no more ({failed} failed, not retried)"
+                 if failed else ""))
     return (f"Two phases: {tuning:,} tuning trial(s) ({settings.budget} draws x "
             f"{configs} configuration(s) x {len(settings.seeds)} tuning seed(s); a setting "
             f"drawn twice trains once), then {confirm:,} confirmation trial(s) ({configs} "

@@ -104,9 +104,10 @@ def estimate_options(fn):
     return fn
 
 
-def plan_estimate(store, recipe, trials, assignments, flags: dict):
+def plan_estimate(store, recipe, trials, assignments, flags: dict, settled=()):
     """``ablate plan``'s estimate from its options: (the estimate, each trial's seconds
-    and source by trial id). Probes say which architecture they time, on stderr."""
+    and source by trial id). Probes say which architecture they time, on stderr.
+    ``settled``: trials that run no more (``estimate_study``)."""
     import click
 
     from ablate.dispatch.adaptive import fold_seeds, loop_design  # lazy: like the rest
@@ -137,7 +138,8 @@ def plan_estimate(store, recipe, trials, assignments, flags: dict):
                    f"{resources.describe()}...", err=True)
 
     found = throughputs(store, trials, resources, probe=flags["probe"], on_probe=probing)
-    estimate = estimate_study(store, recipe, trials, resources, design=design, found=found)
+    estimate = estimate_study(store, recipe, trials, resources, design=design, found=found,
+                              settled=settled)
     return estimate, trial_estimates(trials, found, resources)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,13 +181,16 @@ class BudgetKeeper:
 
 def begin(store: Any, recipe: Any, trials: list[Any], resources: Resources,
           budget: Budget | None, design: Any = None, force: bool = False,
-          clock: Callable[[], float] = time.monotonic) -> tuple[StudyEstimate, BudgetKeeper | None]:
+          clock: Callable[[], float] = time.monotonic, skip_failed: bool = False,
+          settled: Collection[str] = ()) -> tuple[StudyEstimate, BudgetKeeper | None]:
     """The study's estimate before anything runs (done trials and cached probes, never a
     new probe) and, with ``budget``, its keeper; raises ``OverBudget`` for a recipe's round
-    that does not fit. ``force``: every trial runs again, done ones included."""
+    that does not fit. ``force``, ``skip_failed`` and ``settled``: which trials run, as
+    ``estimate_study`` takes them."""
     from ablate.dispatch.estimate import estimate_study  # lazy: loads numpy with a design
 
-    estimate = estimate_study(store, recipe, trials, resources, design=design, force=force)
+    estimate = estimate_study(store, recipe, trials, resources, design=design, force=force,
+                              skip_failed=skip_failed, settled=settled)
     keeper = None
     if budget is not None:
         check_unit(budget, resources)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ablate.analysis.design import Design
@@ -120,19 +120,25 @@ def trial_estimates(trials: list[Trial], found: dict[WorkKey, Throughput],
 
 def estimate_study(store: Any, recipe: Any, trials: list[Trial], resources: Resources, *,
                    design: Design | None = None, force: bool = False,
+                   skip_failed: bool = False, settled: Collection[str] = (),
                    found: dict[WorkKey, Throughput] | None = None) -> StudyEstimate:
     """The study's estimate; with a sequential ``design``, the loop's worst and expected
     cases too. ``store`` may be None (no database yet): cached probes only. ``force``:
-    done trials run again (``--force``), so none is left out. ``found``: the
-    throughputs (``throughputs``), when the caller has them."""
+    done trials run again (``--force``), so none is left out. ``skip_failed``: failed
+    trials do not (``--skip-failed``). ``settled``: trials that run no more whatever
+    their status (a tuned study's tuning trials once its selection is recorded: a failed
+    draw is not retried), counted in the study but not in what is left to run.
+    ``found``: the throughputs (``throughputs``), when the caller has them."""
     study = recipe.name
     known_study = store is not None and any(s.name == study for s in store.studies())
     statuses = store.statuses(study) if known_study else {}
     if found is None:
         found = throughputs(store, trials, resources)
     each = trial_estimates(trials, found, resources)
-    done = set() if force else {t.trial_id for t in trials
-                                if statuses.get(t.trial_id) is TrialStatus.DONE}
+    kept = {TrialStatus.DONE, *((TrialStatus.FAILED,) if skip_failed else ())}
+    done = set(settled) if force else {
+        t.trial_id for t in trials
+        if statuses.get(t.trial_id) in kept or t.trial_id in settled}
     by_config: dict[str, list[Trial]] = {}
     for trial in trials:
         by_config.setdefault(trial.config_name, []).append(trial)

@@ -179,14 +179,16 @@ class StudyRunner:
         if resources is not None:  # a budget the recipe's round cannot keep is refused here
             # a tuned study's estimate covers both phases: its tuning trials, then its
             # confirmation trials (configurations x seeds)
-            every = (trials if plan is None
-                     else tuning.estimated_trials(self.store, recipe, dict(overrides or {}), plan))
+            every, settled = ((trials, set()) if plan is None else tuning.estimated_trials(
+                self.store, recipe, dict(overrides or {}), plan))
             if self.options.budget is not None:  # a bad architecture says so, not "no estimate"
                 prepare.costs_for(self.store, every, source=recipe.path, tune=recipe.tune)
             self._estimate, keeper = begin(self.store, recipe, every, resources,
                                            self.options.budget,
                                            start.design if start is not None else None,
-                                           force=self.options.force)
+                                           force=self.options.force,
+                                           skip_failed=self.options.skip_failed,
+                                           settled=settled)
         check = getattr(self.executor, "check", None)  # optional: Executor's docstring
         if check is not None and self._runs_any(recipe.name, trials, plan, start):
             check(recipe.name, len(trials), recipe.path)

@@ -283,17 +283,25 @@ def _merged(first: RunSummary, again: RunSummary) -> RunSummary:
         unclaimed={**first.unclaimed, **again.unclaimed})
 
 
-def estimated_trials(store, recipe: Recipe, overrides: dict, plan: TuningPlan) -> list[Trial]:
+def estimated_trials(store, recipe: Recipe, overrides: dict,
+                     plan: TuningPlan) -> tuple[list[Trial], set[str]]:
     """Both phases' trials, as a time estimate (``--budget``, ``ablate plan``) counts them:
-    the tuning trials, then the confirmation trials (configurations x seeds). Before the
-    selection is recorded, each configuration stands in at its first draw: the same
-    architecture and steps as at its chosen one unless a nuisance key changes them."""
-    confirmation = plan_confirmation(store, recipe, overrides, plan)
-    confirm = confirmation.trials
+    the tuning trials, then the confirmation trials (configurations x seeds); and the ids
+    of those that run no more (``settled``). Before the selection is recorded, each
+    configuration stands in at its first draw: the same architecture and steps as at its
+    chosen one unless a nuisance key changes them."""
+    confirm = plan_confirmation(store, recipe, overrides, plan).trials
     if confirm is None:
         first = pin(recipe, {c: plan.draws[0] for c in plan.configs})
-        confirm = expand(first, overrides, max_trials=None)
-    return [*plan.trials, *confirm]
+        return [*plan.trials, *expand(first, overrides, max_trials=None)], set()
+    return [*plan.trials, *confirm], settled(plan)
+
+
+def settled(plan: TuningPlan) -> set[str]:
+    """The trials a run leaves as they are once the selection is recorded: every tuning
+    trial (``run_tuned`` goes straight to the confirmation; a failed draw is not retried,
+    a done one not rerun even with ``--force``)."""
+    return {t.trial_id for t in plan.trials}
 
 
 @dataclass(frozen=True)

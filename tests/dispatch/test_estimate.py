@@ -105,6 +105,31 @@ def test_done_trials_of_any_study_measure_an_architecture(tmp_path):
     assert estimate.left.unknown == 2 and estimate.left.wall_s is None
 
 
+def test_what_is_left_is_what_runs(tmp_path):
+    """Failed trials run again, unless --skip-failed keeps them; settled ones (a tuned
+    study's tuning trials once the selection is recorded) never do, --force or not. Both
+    had been counted as left: a rerun said `estimate: 2 trials`, then ran none."""
+    store = Store(f"sqlite:///{tmp_path / 'e.db'}")
+    mine = recipe("mine")
+    trials = expand(mine)  # true/seed=0, true/seed=1, false/seed=0, false/seed=1
+    store.upsert_study("mine")
+    store.register_trials("mine", trials)
+    record(store, "mine", trials[0], 100.0)
+    record(store, "mine", trials[1], 100.0, status=TrialStatus.FAILED)
+    record(store, "mine", trials[2], 100.0)
+    resources = Resources("local", CPU, 1, 2)
+
+    def left(**options):
+        estimate = estimate_study(store, mine, trials, resources, **options)
+        assert estimate.total.trials == 4
+        return estimate.left.trials, [c.left for c in estimate.configs]
+
+    assert left() == (2, [1, 1])
+    assert left(skip_failed=True) == (1, [0, 1])
+    assert left(settled={trials[1].trial_id, trials[3].trial_id}) == (0, [0, 0])
+    assert left(force=True, settled={trials[1].trial_id}) == (3, [1, 2])
+
+
 def test_a_cached_probe_fills_in_and_steps_scale_it(tmp_path):
     mine = recipe("mine")
     trials = expand(mine)

@@ -178,6 +178,46 @@ def test_a_budget_too_small_for_both_phases_is_refused_before_anything_runs(tmp_
             "1 h 00 min wall, 4 cpu-h") in out, out
 
 
+def test_a_rerun_after_the_selection_estimates_only_the_confirmation_trials(tmp_path):
+    """Once the selection is recorded the tuning trials run no more, failed draws
+    included; the estimate had counted those draws (`estimate: 2 trials`, then `0 run`)."""
+    from ablate.dispatch.tuning import _plain, tuning_plan
+    from ablate.trials.tuning import pin
+
+    path = tmp_path / "tuned.toml"
+    path.write_text(loop_recipe())
+    recipe = parse_recipe(loop_recipe(), str(path))
+    plan = tuning_plan(recipe, {})
+    confirm = expand(pin(recipe, {c: plan.draws[0] for c in plan.configs}), {})
+    db = str(tmp_path / "s.db")
+    store = Store(db)
+    store.upsert_study(recipe.name, recipe.description, recipe.path, recipe.text)
+    store.register_trials(recipe.name, [*plan.trials, *confirm])
+    start = store.database_time()
+    for trial in [*plan.trials, *confirm[:-1]]:  # draw 1 diverged; b/seed=1 still to run
+        ok = trial.tuning_draw != 1
+        store.record(TrialResult(
+            recipe.name, trial.trial_id, TrialStatus.DONE if ok else TrialStatus.FAILED,
+            started_at=start.isoformat(), finished_at=(start + timedelta(seconds=60)).isoformat(),
+            final={"miou": 0.5, "steps": 2.0} if ok else {}, error=None if ok else "diverged",
+            environment={"device": "cpu", "threads": 2}))
+    store.set_study_tuning(recipe.name, {
+        "version": 1, "setup": _plain(plan.to_json()),
+        "selection": {"metric": "miou", "chosen": {c: 0 for c in plan.configs},
+                      "scores": {c: [0.5, None] for c in plan.configs}}})
+
+    plan_out = CliRunner().invoke(main, ["plan", str(path), "--db", db, "--no-cost"])
+    assert plan_out.exit_code == 0, plan_out.output
+    out = " ".join(plan_out.output.split())
+    assert "left to run: 1 trial, 1 min 00 s wall" in out, out
+    assert "the tuning trials run no more (2 failed, not retried)" in out, out
+    run = CliRunner().invoke(main, ["run", str(path), "--db", db, "--budget", "0.5min",
+                                    "--runs-dir", str(tmp_path / "runs")])
+    assert run.exit_code == 2, run.output
+    # b/seed=1 alone (the failed draws made it 3 min 00 s)
+    assert "the study needs about 1 min 00 s more on local" in run.output, run.output
+
+
 BROKEN = '''
 """The scaled arm's model, with a bug: it fails as soon as it trains (with gradients: the
 pre-run check runs it in training mode without them, so the bug is found by the trials)."""
