@@ -44,6 +44,18 @@ latency_warmup = 1
 """
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist each worker's torch computes with its share of the cores: at
+    torch's default (every core) two workers on two cores ran four threads, whose OpenMP
+    barriers waited on each other (the model and cost tests took 96-134 s instead of
+    40 s). Subprocesses the tests start choose their own threads, as users' do."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+
+
 def pytest_collection_modifyitems(items) -> None:
     """Under pytest-xdist (make test runs it), every test on the Slurm test cluster goes to
     one worker: the cluster has the machine's cores and no more, and a second test's jobs
