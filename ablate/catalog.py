@@ -36,3 +36,12 @@ DATASETS = Registry("dataset", "data.name", {
     "folder": "ablate.data.folder:find_samples",
 }, group="ablate.datasets")
 BUILTIN_DATASETS = tuple(DATASETS.builtin_names())
+
+
+def ignored_plugins(*registries: Registry) -> list[str]:
+    """A line per installed plugin whose name a recipe cannot reach (a built-in's name,
+    or another plugin's) in ``registries`` (default: models and datasets): said once by
+    the commands that resolve names, as a plugin skipped without a word looks installed
+    and working."""
+    return [line for registry in (registries or (MODELS, DATASETS))
+            for line in registry.ignored_plugins()]

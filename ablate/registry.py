@@ -85,6 +85,7 @@ class Registry:
         self._builtins = {name: Entry(name, target, "built-in") for name, target in builtins.items()}
         self._registered: dict[str, Entry] = {}
         self._plugins: dict[str, Entry] | None = None
+        self._ignored: list[str] = []
 
     def register(self, name: str, target: str | Callable[..., Any] | None = None):
         """Register ``target`` under ``name``; without a target, decorate a function."""
@@ -101,13 +102,39 @@ class Registry:
         """Entry points of ``group``, read once (``refresh`` reads them again)."""
         if self._plugins is None:
             found: dict[str, Entry] = {}
+            ignored: list[str] = []
             if self.group:
                 for ep in importlib.metadata.entry_points(group=self.group):
                     dist = getattr(ep, "dist", None)
                     origin = f"plugin {dist.name}" if dist is not None else "plugin"
-                    found.setdefault(ep.name, Entry(ep.name, ep.value, origin))
+                    entry = Entry(ep.name, ep.value, origin)
+                    why = self._ignored_because(entry, found.get(ep.name))
+                    if why:
+                        ignored.append(why)
+                    found.setdefault(ep.name, entry)
             self._plugins = found
+            self._ignored = ignored
         return self._plugins
+
+    def _ignored_because(self, entry: Entry, earlier: Entry | None) -> str | None:
+        """Why a plugin's entry point is not what its name resolves to (None: it is).
+
+        A built-in keeps its name, so recipes mean the same whatever is installed; the
+        plugin's author, who expected their code to run, is told which name to change."""
+        what = f"{self.group} entry point {entry.name!r} ({entry.origin}: {entry.path})"
+        if entry.name in self._builtins:
+            return (f"{what} is ignored: {self.key} = {entry.name!r} stays the built-in "
+                    f"{self.kind}; rename the entry point to use the plugin")
+        if earlier is not None and (earlier.origin, earlier.path) != (entry.origin, entry.path):
+            return (f"{what} is ignored: {earlier.origin} ({earlier.path}) has that name "
+                    "and comes first on sys.path")
+        return None
+
+    def ignored_plugins(self) -> list[str]:
+        """A line per installed entry point that a name of this registry does not reach
+        (it shadows a built-in, or another plugin has its name); reads the entry points."""
+        self.plugins()
+        return list(self._ignored)
 
     def refresh(self) -> None:
         self._plugins = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import sys
 
 import pytest
@@ -111,3 +112,65 @@ def test_a_plugin_entry_point_typo_names_the_plugin(monkeypatch, pkg):
     with pytest.raises(UserInputError) as err:  # an import path in the recipe: as before
         registry.load("fine:buld")
     assert str(err.value) == "model.builder: module 'fine' has no attribute 'buld'"
+
+
+def _distribution(root, name: str, group: str, entry_points: dict[str, str]) -> None:
+    """An installed distribution as pip leaves it: a ``.dist-info`` folder on sys.path."""
+    info = root / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}")
+
+
+def test_a_plugin_that_a_name_cannot_reach_is_said(tmp_path, monkeypatch, pkg):
+    """A plugin named like a built-in (or like another plugin) was dropped without a
+    word: its author saw the built-in run and thought the plugin did."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    _distribution(first, "shapes-plus", "ablate.test", {"shapes": "fine:build",
+                                                         "extra": "fine:build"})
+    _distribution(second, "other-extra", "ablate.test", {"extra": "boom.nets:build"})
+    monkeypatch.syspath_prepend(str(second))
+    monkeypatch.syspath_prepend(str(first))
+    registry = Registry("dataset", "data.name", {"shapes": "ablate.data.shapes:generate"},
+                        group="ablate.test")
+    assert registry.ignored_plugins() == [
+        "ablate.test entry point 'shapes' (plugin shapes-plus: fine:build) is ignored: "
+        "data.name = 'shapes' stays the built-in dataset; rename the entry point to use "
+        "the plugin",
+        "ablate.test entry point 'extra' (plugin other-extra: boom.nets:build) is ignored: "
+        "plugin shapes-plus (fine:build) has that name and comes first on sys.path"]
+    # the built-in keeps winning, so a recipe means the same whatever is installed
+    assert registry.entry("shapes").origin == "built-in"
+    assert registry.entry("extra").origin == "plugin shapes-plus"
+    assert registry.names() == ["shapes", "extra"]
+    assert Registry("dataset", "data.name", {}, group="ablate.none").ignored_plugins() == []
+
+
+def test_plan_and_listings_say_a_shadowing_plugin_once(tmp_path, monkeypatch, pkg,
+                                                       write_recipe):
+    from click.testing import CliRunner
+
+    from ablate.catalog import DATASETS
+    from ablate.cli import main
+
+    site = tmp_path / "site"
+    site.mkdir()
+    _distribution(site, "shapes-plus", "ablate.datasets", {"shapes": "fine:build"})
+    monkeypatch.syspath_prepend(str(site))
+    DATASETS.refresh()
+    line = ("Warning: ablate.datasets entry point 'shapes' (plugin shapes-plus: fine:build) "
+            "is ignored: data.name = 'shapes' stays the built-in dataset; rename the entry "
+            "point to use the plugin\n")
+    path = write_recipe('name = "s"\nseeds = [0]\n[base.data]\nname = "shapes"\n')
+    try:
+        for command in (["plan", str(path), "--no-cost", "--json"], ["datasets", "--json"]):
+            result = CliRunner().invoke(main, command)
+            assert result.exit_code == 0, result.output
+            assert result.stderr == line, command
+            json.loads(result.stdout)  # the listing on stdout stays clean JSON
+        assert "Warning" not in CliRunner().invoke(main, ["models"]).stderr  # not a model
+    finally:
+        DATASETS.refresh()

@@ -9,6 +9,7 @@ import click
 
 from ablate.cli import main
 from ablate.cli.options import (
+    echo_ignored_plugins,
     echo_warnings,
     fmt_int,
     json_option,
@@ -102,6 +103,7 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
     overrides = parse_set(list(assignments))
     if resolution is not None:
         overrides["eval.resolution"] = parse_resolution(resolution)
+    echo_ignored_plugins()
     loaded = load_recipe(recipe)
     trials = expand(loaded, overrides, max_trials=max_trials)
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 from ablate.catalog import DATASETS
 from ablate.cli import main
 from ablate.cli.models import builder_rows, format_arguments
-from ablate.cli.options import json_option, make_console
+from ablate.cli.options import echo_ignored_plugins, json_option, make_console
 
 # The data keys each built-in reads (beyond the transforms and loading keys all share).
 BUILTIN_KEYS = {
@@ -51,6 +51,7 @@ def datasets(as_json: bool) -> None:
                 "keys": {k: defaults[k].default for k in BUILTIN_KEYS.get(name, ())}}
                for name in DATASETS.builtin_names()]
     plugins = builder_rows(DATASETS, skip=("root",))
+    echo_ignored_plugins(DATASETS)  # on stderr: the JSON on stdout stays clean
     if as_json:
         click.echo(json.dumps({"builtin": builtin, "plugins": plugins}, indent=2, default=str))
         return

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from ablate.catalog import BACKBONES, HEADS, MODELS
 from ablate.cli import main
-from ablate.cli.options import json_option, make_console
+from ablate.cli.options import echo_ignored_plugins, json_option, make_console
 from ablate.errors import UserInputError
 from ablate.registry import arguments
 
@@ -69,6 +69,7 @@ def models(as_json: bool) -> None:
         "builders": builder_rows(MODELS, skip=("num_classes",)),
         "knockout": KNOCKOUT_HINT,
     }
+    echo_ignored_plugins(MODELS)  # on stderr: the JSON on stdout stays clean
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return

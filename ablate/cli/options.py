@@ -88,6 +88,13 @@ def echo_warnings(warnings: list[str]) -> None:
         click.echo(f"Warning: {line}", err=True)
 
 
+def echo_ignored_plugins(*registries) -> None:
+    """Say which installed plugins no recipe name reaches, before names are resolved."""
+    from ablate.catalog import ignored_plugins  # reads the entry points (a few ms)
+
+    echo_warnings(ignored_plugins(*registries))
+
+
 def known_studies(store, study: str | None = None) -> list[str]:
     """The database's study names; a ``study`` given that is not among them is one line
     naming the database and the studies it holds (exit 2)."""

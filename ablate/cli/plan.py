@@ -12,6 +12,7 @@ import click
 from ablate.cli import main
 from ablate.cli.options import (
     db_option,
+    echo_ignored_plugins,
     echo_warnings,
     fmt_float,
     fmt_int,
@@ -85,6 +86,7 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
         fmt = "json"
     check_loop_options(estimate_flags["until_decided"])
     _check_executor_flags(estimate_flags["executor"])
+    echo_ignored_plugins()
     merged: list[str] = []
     recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials, merged=merged)
     echo_warnings(merged)  # now: a --variant the merge took away is refused next

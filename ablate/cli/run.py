@@ -12,6 +12,7 @@ import click
 from ablate.cli import main
 from ablate.cli.options import (
     db_option,
+    echo_ignored_plugins,
     echo_warnings,
     make_console,
     max_trials_option,
@@ -245,6 +246,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     from ablate.store import Store  # lazy: loads sqlalchemy
     from ablate.trials.expand import parse_set  # lazy: loads pydantic
 
+    echo_ignored_plugins()
     merged: list[str] = []
     recipe_obj, trials = load_trials(recipe, assignments, max_trials=max_trials, merged=merged)
     echo_warnings(merged)
