@@ -16,6 +16,7 @@ Hydra's ``_target_``. Importing it executes the user's code.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import importlib
 import importlib.metadata
@@ -157,12 +158,16 @@ class Registry:
             return self._registered[name]
         found = self.plugins().get(name)
         if found is None:
-            allowed = ", ".join(repr(n) for n in self.names())
+            names = self.names()
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            allowed = ", ".join(repr(n) for n in names)
             if self.group:  # user builders may also be named by import path
                 path = "an import path 'package.module:function'"
                 allowed = f"{allowed} or {path}" if allowed else (
                     f"{path} (no {self.group} plugin is installed)")
-            raise UserInputError(f"{self.key}: unknown {self.kind} {name!r}; allowed: {allowed}")
+            raise UserInputError(f"{self.key}: unknown {self.kind} {name!r}{hint}; "
+                                 f"allowed: {allowed}")
         return found
 
     def path(self, ref: str) -> str:
@@ -376,13 +381,24 @@ def import_target(path: str, key: str) -> Callable[..., Any]:
         raise UserInputError(
             f"{key}: importing {module_name!r} raised {type(err).__name__}: {err}"
         ) from err
+    done: list[str] = []
     for part in attribute.split("."):
         if not hasattr(obj, part):
-            raise UserInputError(f"{key}: module {module_name!r} has no attribute {attribute!r}")
+            raise UserInputError(f"{key}: module {module_name!r} has no attribute "
+                                 f"{attribute!r}{_did_you_mean(obj, part, done)}")
         obj = getattr(obj, part)
+        done.append(part)
     if not callable(obj):
         raise UserInputError(f"{key}: {path} is a {type(obj).__name__}, not a function")
     return obj
+
+
+def _did_you_mean(obj: Any, missing: str, done: list[str]) -> str:
+    """``; did you mean 'build'?`` naming the public callable of ``obj`` closest to the
+    missing attribute (its dotted path under the module), or nothing."""
+    names = [n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n, None))]
+    close = difflib.get_close_matches(missing, names, n=1)
+    return f"; did you mean {'.'.join([*done, close[0]])!r}?" if close else ""
 
 
 def arguments(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:

@@ -104,14 +104,15 @@ def test_a_plugin_entry_point_typo_names_the_plugin(monkeypatch, pkg):
     with pytest.raises(UserInputError) as err:
         registry.load("typo")
     assert str(err.value) == ("model.builder: 'typo' (plugin: fine:buld): module 'fine' has "
-                              "no attribute 'buld'")
+                              "no attribute 'buld'; did you mean 'build'?")
     with pytest.raises(UserInputError) as err:  # found while hashing the trial's code
         registry.source_files("badmod")
     assert str(err.value) == ("model.builder: 'badmod' (plugin: fyne:build): no module named "
                               "'fyne' (is its package installed or on PYTHONPATH?)")
     with pytest.raises(UserInputError) as err:  # an import path in the recipe: as before
         registry.load("fine:buld")
-    assert str(err.value) == "model.builder: module 'fine' has no attribute 'buld'"
+    assert str(err.value) == ("model.builder: module 'fine' has no attribute 'buld'; did you "
+                              "mean 'build'?")
 
 
 def _distribution(root, name: str, group: str, entry_points: dict[str, str]) -> None:
@@ -174,3 +175,30 @@ def test_plan_and_listings_say_a_shadowing_plugin_once(tmp_path, monkeypatch, pk
         assert "Warning" not in CliRunner().invoke(main, ["models"]).stderr  # not a model
     finally:
         DATASETS.refresh()
+
+
+def test_a_misspelt_function_or_name_gets_the_closest_one(pkg):
+    """``module 'fine' has no attribute 'buld'`` left the user to spot the typo."""
+    (pkg / "fine2.py").write_text("import os\nclass Nets:\n    def build(self): pass\n"
+                                  "def build_unet(num_classes): pass\nBUILD = 3\n"
+                                  "def _build(): pass\n")
+    try:
+        for ref, hint in (("fine2:buld_unet", "; did you mean 'build_unet'?"),
+                          ("fine2:Nets.buld", "; did you mean 'Nets.build'?"),
+                          ("fine2:oss", ""),  # a module, not a callable
+                          ("fine2:zzz", "")):
+            with pytest.raises(UserInputError) as err:
+                import_target(ref, "model.builder")
+            attribute = ref.partition(":")[2]
+            assert str(err.value) == (f"model.builder: module 'fine2' has no attribute "
+                                      f"{attribute!r}{hint}")
+    finally:
+        sys.modules.pop("fine2", None)
+    registry = Registry("model builder", "model.builder", {}, group="ablate.none")
+    registry.register("unet_small", "fine:build")
+    registry.register("unet_large", "fine:build")
+    with pytest.raises(UserInputError) as err:
+        registry.entry("unet_smal")
+    assert str(err.value) == ("model.builder: unknown model builder 'unet_smal' (did you mean "
+                              "'unet_small'?); allowed: 'unet_small', 'unet_large' or an "
+                              "import path 'package.module:function'")
