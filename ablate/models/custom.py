@@ -13,6 +13,7 @@ has the wrong type, shape or class count; the planner does this once per archite
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import torch
@@ -75,7 +76,12 @@ def build_custom(spec: ModelSpec, num_classes: int) -> nn.Module:
     kwargs = dict(spec.args)
     _check_arguments(fn, kwargs, label)
     try:
-        model = fn(**kwargs, num_classes=num_classes)
+        with warnings.catch_warnings():
+            # a zero width (model.args.width = 0) makes torch's initialisers say so before
+            # the output check's one line says what is wrong; the user sees only that line
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors",
+                                    category=UserWarning)
+            model = fn(**kwargs, num_classes=num_classes)
     except UserInputError:
         raise
     except Exception as err:

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+import ablate
 from ablate.catalog import MODELS
 from ablate.cli import main
 from ablate.cost.params import count_parameters
 from ablate.errors import RecipeError, UserInputError
 from ablate.models.build import build_model
+from ablate.models.custom import check_model
 from ablate.recipes.loader import load_recipe
 from ablate.recipes.schema import ModelSpec, TrialSpec
 from ablate.train.events import Resumed, Stepped
@@ -402,6 +406,25 @@ def test_debug_shows_the_users_own_traceback(user_pkg, write_recipe):
     assert result.exit_code == 2
     assert f'File "{user_pkg}", line' in result.output and "in explode" in result.output
     assert result.output.strip().splitlines()[-1].startswith("Error: ")
+
+
+def test_a_zero_width_says_only_ablates_line(user_pkg, write_recipe, capfd):
+    """``model.args.width = 0``: torch's "Initializing zero-element tensors is a no-op"
+    came before ablate's one-line error, in a terminal as here (a fresh process: pytest
+    records warnings in its own)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(UserInputError, match="raised RuntimeError on a"):
+            check_model(spec(width=0), 3, (16, 16))
+    assert [str(w.message) for w in caught] == []
+    path = recipe(write_recipe, args="width = 0")
+    root = Path(ablate.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(user_pkg.parents[1]), str(root)])}
+    done = subprocess.run([sys.executable, "-m", "ablate", "cost", str(path)], env=env)
+    assert done.returncode == 2
+    err = capfd.readouterr().err
+    assert "zero-element" not in err and "Warning" not in err
+    assert err.startswith("Error: ") and err.count("\n") == 1, err
 
 
 def test_cost_breakdown_and_diff_of_user_models(user_pkg, write_recipe):
