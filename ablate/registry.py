@@ -401,6 +401,20 @@ def _did_you_mean(obj: Any, missing: str, done: list[str]) -> str:
     return f"; did you mean {'.'.join([*done, close[0]])!r}?" if close else ""
 
 
+def keyword_names(fn: Callable[..., Any]) -> list[str] | None:
+    """The names a builder takes by keyword, to check a recipe's ``args`` against before
+    calling it (a TypeError says less); None where any name goes (``**kwargs``) or the
+    signature cannot be read (a builtin or C function: the call decides)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return [name for name, p in params.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
 def arguments(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """A builder's keyword arguments and defaults, for ``ablate models``/``datasets``."""
     out = []

@@ -18,7 +18,6 @@ userds:build: train[4] mask: class index 7 out of range; ...``.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from ablate.catalog import DATASETS
 from ablate.data.catalog import user_dataset
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec
-from ablate.registry import import_target, is_import_path
+from ablate.registry import import_target, is_import_path, keyword_names
 
 IGNORE = 255
 CHANNELS = (1, 2, 3, 4)  # grey, grey + alpha, RGB, RGBA
@@ -55,14 +54,9 @@ def check_arguments(fn: Any, data: DataSpec) -> None:
     if data.root is not None and "root" in data.args:  # data.root would win without a word
         raise UserInputError("data.args.root: given with data.root, which is passed as "
                              "root=; set one of them")
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # a builtin or C function: let the call decide
+    accepted = keyword_names(fn)
+    if accepted is None:
         return
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [name for name, p in params.items()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     ref = user_dataset(data)
     if data.root is not None and "root" not in accepted:
         raise UserInputError(f"data.root: {ref} has no argument 'root' (data.root is passed "

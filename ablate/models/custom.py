@@ -12,7 +12,6 @@ has the wrong type, shape or class count; the planner does this once per archite
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import nn
 from ablate.catalog import MODELS
 from ablate.errors import UserInputError, error_line
 from ablate.recipes.schema import ModelSpec
+from ablate.registry import keyword_names
 
 KEY = "model.builder"
 # the largest input the output check runs on; bigger evaluation sizes are scaled down
@@ -35,14 +35,9 @@ def builder_label(spec: ModelSpec) -> str:
 
 def _check_arguments(fn: Any, kwargs: dict[str, Any], label: str) -> None:
     """Name a misspelt ``model.args`` key before calling (a TypeError says less)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # a builtin or C function: let the call decide
+    accepted = keyword_names(fn)
+    if accepted is None:
         return
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [name for name, p in params.items()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if "num_classes" not in accepted:
         raise UserInputError(f"{KEY}: {label} must accept a num_classes keyword argument "
                              f"(its arguments: {', '.join(accepted) or 'none'})")
