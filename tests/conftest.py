@@ -53,9 +53,9 @@ def pytest_configure(config) -> None:
     if workers > 1:
         import torch
 
-        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                 else os.cpu_count() or 1)  # macOS has no affinity
-        torch.set_num_threads(max(1, cores // workers))
+        from ablate.cpus import worker_threads
+
+        torch.set_num_threads(worker_threads(workers))
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import click
 
 from ablate.cli import main
 from ablate.cli.options import db_option, given, make_console, not_nan, option_name
 from ablate.errors import UserInputError
+from ablate.heap import fewer_collections
 
 FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
 
@@ -18,26 +19,6 @@ where_option = click.option(
          "e.g. --where model.keep_last_expansion=false (KEY!=VALUE excludes; repeatable, "
          "all must hold).",
 )
-
-
-GC_THRESHOLD = 20_000  # allocations between young-generation collections (Python: 700)
-
-
-@contextmanager
-def _fewer_collections():
-    """The garbage collector runs less often while a report is made: the report
-    allocates hundreds of thousands of objects that live until it ends (the imported
-    libraries, frames, figure artists), and at Python's default threshold it scanned them
-    all again and again (0.4-0.6 s, a tenth of a cold HTML report). Cycles are still
-    collected, later; the caller's thresholds come back afterwards."""
-    import gc
-
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], GC_THRESHOLD), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 @main.command("report")
@@ -95,7 +76,7 @@ def _fewer_collections():
               type=click.Path(file_okay=False),
               help="Where plots and report.html are written (created, or refused, before any "
                    "work).")
-@_fewer_collections()  # the whole report, its imports included
+@fewer_collections()  # the whole report, its imports included
 def report(db: str | None, studies: tuple[str, ...], where: tuple[str, ...],
            baseline: str | None, effects: bool, alpha: float, min_effect: float | None,
            sort_key: str | None,

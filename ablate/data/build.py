@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ablate.cpus import usable_cpus
 from ablate.data import cityscapes, coco, folder, shapes, voc
 from ablate.data.catalog import user_dataset
 from ablate.data.collate import collate_eval
@@ -299,9 +300,7 @@ def _cpu_count() -> int:
     share = os.environ.get(TRIAL_CPUS_ENV, "")
     if share.isdigit() and int(share) > 0:
         return int(share)
-    if hasattr(os, "sched_getaffinity"):  # the CPUs this job may use, e.g. under SLURM
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return usable_cpus()  # the CPUs this job may use, e.g. under SLURM
 
 
 def auto_workers(cpus: int) -> int:

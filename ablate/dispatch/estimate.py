@@ -35,6 +35,7 @@ from ablate.cost.throughput import (
     planned_steps,
     trial_seconds,
 )
+from ablate.cpus import worker_threads
 from ablate.trials.expand import Trial
 from ablate.trials.lifecycle import TrialStatus
 
@@ -46,7 +47,7 @@ def local_resources(jobs: int, gpus: list[Any], gpus_per_trial: int) -> Resource
     if gpus:
         per = max(1, gpus_per_trial)
         return Resources("local", GPU, max(1, min(jobs, len(gpus) // per)), per)
-    return Resources("local", CPU, jobs, max(1, (os.cpu_count() or 1) // jobs))
+    return Resources("local", CPU, jobs, worker_threads(jobs))
 
 
 def slurm_resources(recipe: Any, flags: dict[str, Any]) -> Resources:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.managers import SyncManager
 from typing import Any
 
+from ablate.cpus import worker_threads
 from ablate.dispatch import orphans, sharing
 from ablate.dispatch.claiming import claim_and_run
 from ablate.dispatch.entry import TrialJob
@@ -126,7 +127,7 @@ class LocalExecutor:
         manager = SyncManager(ctx=ctx)  # ctx.Manager(), exiting when this process dies
         manager.start(orphans.watch_parent, (os.getpid(),))
         events = manager.Queue()
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        threads = worker_threads(self.jobs)
         by_id = {job.trial_id: job for job in jobs}
         stop = threading.Event()
 
@@ -165,7 +166,7 @@ class LocalExecutor:
         shared = sharing.RunnerSharing(ctx, self.gpus, self.trials_per_gpu,
                                        self.gpu_memory_gib, slots) \
             if self.trials_per_gpu > 1 else None
-        threads = max(1, (os.cpu_count() or 1) // min(self.jobs, max(1, len(jobs))))
+        threads = worker_threads(min(self.jobs, max(1, len(jobs))))
         pending = list(jobs)
         running: dict[str, tuple[Any, tuple[Gpu, ...], TrialJob]] = {}
         dead_since: dict[str, float] = {}

@@ -219,7 +219,7 @@ def test_the_garbage_collector_runs_less_often_during_a_report_only(db, tmp_path
     scanned again and again) and gives the caller's thresholds back, even on an error."""
     import gc
 
-    from ablate.cli.report import GC_THRESHOLD
+    from ablate.heap import YOUNG_THRESHOLD as GC_THRESHOLD
     from ablate.report import build
 
     seen = []

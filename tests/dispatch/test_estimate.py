@@ -71,9 +71,28 @@ def test_resources_follow_the_executor():
 
 
 def _cores():
+    from ablate.cpus import usable_cpus
+
+    return usable_cpus()
+
+
+def test_workers_share_the_cpus_this_process_may_use_not_the_machine_s(monkeypatch):
+    """On a 64-core node where taskset, Slurm or a cpuset lets the runner use 4 CPUs, two
+    workers get 2 threads each (os.cpu_count() would have given them 32 each)."""
     import os
 
-    return os.cpu_count() or 1
+    from ablate import cpus
+    from ablate.data import build
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {8, 9, 10, 11}, raising=False)
+    monkeypatch.delenv(build.TRIAL_CPUS_ENV, raising=False)
+    assert cpus.usable_cpus() == 4 and cpus.worker_threads(2) == 2
+    assert cpus.worker_threads(8) == 1  # never none
+    assert local_resources(2, [], 1) == Resources("local", CPU, 2, 2)  # what estimates count
+    assert build._cpu_count() == 4  # what data.workers = "auto" counts in one process
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS: no affinity mask
+    assert cpus.usable_cpus() == 64
 
 
 def test_plan_sees_the_gpus_run_would_use(monkeypatch):

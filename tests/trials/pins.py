@@ -32,6 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ablate.cpus import worker_threads
+
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "recipes" / "quickstart.toml"
 PINS = Path(__file__).with_name("pins.json")
@@ -84,7 +86,7 @@ def fingerprint() -> dict[str, Any]:
         "model": info.get("model", "unknown"),
         "onednn_isa": onednn_isa(set(info.get("flags", "").split())),
         "aten_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": max(1, (os.cpu_count() or 1) // JOBS),  # what each --jobs 2 worker gets
+        "threads": worker_threads(JOBS),  # what each --jobs 2 worker gets
         "torch": torch.__version__,
     }
 
