@@ -89,7 +89,12 @@ class Registry:
         self._ignored: list[str] = []
 
     def register(self, name: str, target: str | Callable[..., Any] | None = None):
-        """Register ``target`` under ``name``; without a target, decorate a function."""
+        """Register ``target`` under ``name``; without a target, decorate a function. A
+        built-in's name is refused: the built-in keeps it (recipes mean the same whatever
+        code ran), so the registered function would never be called."""
+        if name in self._builtins:
+            raise ValueError(f"{self.key}: {name!r} is a built-in {self.kind}; register "
+                             "yours under another name")
         if target is None:
             def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
                 self._registered[name] = Entry(name, fn, "registered")

@@ -86,6 +86,12 @@ def test_builtins_win_over_plugins_and_registrations_resolve(monkeypatch, pkg):
         return num_classes
 
     assert registry.load("mine") is mine and registry.entry("mine").origin == "registered"
+    # a built-in's name would never reach the registered function: refused, not dropped
+    with pytest.raises(ValueError, match="'shapes' is a built-in dataset; register yours"):
+        registry.register("shapes", mine)
+    with pytest.raises(ValueError, match="'shapes' is a built-in dataset"):
+        registry.register("shapes")
+    assert registry.entry("shapes").origin == "built-in"
     with pytest.raises(UserInputError, match=r"unknown dataset 'nope'; allowed: 'shapes', "
                                              r"'extra', 'mine' or an import path"):
         registry.entry("nope")
