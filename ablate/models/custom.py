@@ -35,6 +35,9 @@ def builder_label(spec: ModelSpec) -> str:
 
 def _check_arguments(fn: Any, kwargs: dict[str, Any], label: str) -> None:
     """Name a misspelt ``model.args`` key before calling (a TypeError says less)."""
+    if "num_classes" in kwargs:  # any builder's call would raise "got multiple values"
+        raise UserInputError("model.args.num_classes: ablate passes num_classes to the "
+                             "builder itself; set model.num_classes instead")
     accepted = keyword_names(fn)
     if accepted is None:
         return
@@ -42,9 +45,6 @@ def _check_arguments(fn: Any, kwargs: dict[str, Any], label: str) -> None:
         raise UserInputError(f"{KEY}: {label} must accept a num_classes keyword argument "
                              f"(its arguments: {', '.join(accepted) or 'none'})")
     for key in kwargs:
-        if key == "num_classes":  # the call would raise "got multiple values"
-            raise UserInputError("model.args.num_classes: ablate passes num_classes to the "
-                                 "builder itself; set model.num_classes instead")
         if key not in accepted:
             raise UserInputError(
                 f"model.args.{key}: {label} has no argument {key!r}; "

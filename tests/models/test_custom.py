@@ -48,6 +48,10 @@ def build(num_classes, width=4):
     return Net(num_classes, width)
 
 
+def build_any(**kwargs):
+    return Net(kwargs["num_classes"], kwargs.get("width", 4))
+
+
 def build_dict(num_classes, width=4):
     net = Net(num_classes, width)
 
@@ -258,6 +262,10 @@ def test_misspelt_argument_names_the_key_and_the_allowed_ones(user_pkg):
 def test_num_classes_under_model_args_names_model_num_classes(user_pkg):
     with pytest.raises(UserInputError) as err:  # before: "got multiple values for keyword"
         build_model(spec(num_classes=3), 3)
+    assert str(err.value) == ("model.args.num_classes: ablate passes num_classes to the "
+                              "builder itself; set model.num_classes instead")
+    with pytest.raises(UserInputError) as err:  # a builder of **kwargs, whose names go unchecked
+        build_model(spec("usernets.nets:build_any", num_classes=3), 3)
     assert str(err.value) == ("model.args.num_classes: ablate passes num_classes to the "
                               "builder itself; set model.num_classes instead")
 
