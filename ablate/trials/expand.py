@@ -331,16 +331,15 @@ def _merge_lines(merges: list[_Merge], overrides: dict[str, Any], points: int) -
         whole = all(v is not None and v != kept_variant
                     and sum(m.dropped_variant == v for m in group) == points for v in dropped)
         first = group[0]
+        more = "" if whole or len(group) == 1 else f" (and {len(group) - 1} more)"
+        if first.kept == first.dropped and not whole:  # a value an axis lists twice
+            lines.append(f"the recipe lists {first.kept} twice{more}; it runs once")
+            continue
         if whole:
             what, kept = f"variants {_and([kept_variant, *dropped])}", kept_variant
-        elif first.kept == first.dropped:  # a value an axis lists twice
-            what, kept = f"{first.kept} twice", first.kept
         else:
             what, kept = f"{first.kept} and {first.dropped}", first.kept
-        more = "" if whole or len(group) == 1 else f" (and {len(group) - 1} more)"
-        if first.kept == first.dropped and not whole:  # no --set differs there
-            lines.append(f"the recipe lists {what}{more}; it runs once")
-        elif sets:
+        if sets:
             lines.append(f"{_sets(sets, overrides)} {what} the same configuration{more}; "
                          f"it runs once, as {kept}")
         else:
