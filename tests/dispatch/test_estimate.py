@@ -86,6 +86,7 @@ def test_workers_share_the_cpus_this_process_may_use_not_the_machine_s(monkeypat
 
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {8, 9, 10, 11}, raising=False)
+    monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda: None)  # whatever this machine has
     monkeypatch.delenv(build.TRIAL_CPUS_ENV, raising=False)
     assert cpus.usable_cpus() == 4 and cpus.worker_threads(2) == 2
     assert cpus.worker_threads(8) == 1  # never none
