@@ -593,8 +593,8 @@ def job_log_text(info: JobInfo) -> str:
 # -- asking Slurm -------------------------------------------------------------------------
 
 def job_states(job_ids: list[str]) -> dict[str, str]:
-    """sacct's state of each job (array tasks "123_4" included); UNKNOWN when sacct is
-    unavailable or does not know the job yet."""
+    """sacct's state of each job (array tasks "123_4" included), else squeue's (a job
+    just submitted); UNKNOWN when neither knows it."""
     if not job_ids:
         return {}
 
@@ -609,7 +609,23 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     for jid in job_ids:
         state = info.get(jid, {}).get("State") or "UNKNOWN"
         states[jid] = state.split()[0]  # "CANCELLED by 0" -> "CANCELLED"
+    unknown = [jid for jid, state in states.items() if state == "UNKNOWN"]
+    if unknown:  # slurmdbd records a job a moment after sbatch: squeue knows it at once
+        states.update(_queue_states(unknown))
     return states
+
+
+def _queue_states(job_ids: list[str]) -> dict[str, str]:
+    """squeue's state of each job it still lists (a pending array's tasks one by one);
+    jobs it does not list are left out."""
+    bases = sorted({jid.split("_")[0] for jid in job_ids})
+    command = ["squeue", "--array", "--noheader", "--format=%i|%T", "--jobs", ",".join(bases)]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    listed = dict(line.strip().split("|", 1) for line in out.splitlines() if "|" in line)
+    return {jid: listed[jid] for jid in job_ids if listed.get(jid)}
 
 
 def scancel(job_ids: list[str]) -> None:

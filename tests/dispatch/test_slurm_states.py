@@ -1,0 +1,55 @@
+"""A job's state from sacct, else from squeue: slurmdbd records a job a moment after
+sbatch returns, so right after a submission sacct knows nothing of it while squeue lists
+it. sacct and squeue are scripts on PATH (no cluster needed)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from ablate.dispatch.slurm import job_states
+
+SACCT = "JobID|State\n12_0|RUNNING\n12_0.batch|RUNNING\n12_1|CANCELLED by 0\n"
+SQUEUE = "12_2|PENDING\n12_3|PENDING\n"
+
+
+@pytest.fixture
+def slurm_bin(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def tool(name: str, out: str, code: int = 0) -> None:
+        (tmp_path / f"{name}.out").write_text(out)
+        path = bin_dir / name
+        path.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/{name}.calls\n'
+                        f"cat {tmp_path}/{name}.out\nexit {code}\n")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tool
+
+
+def test_a_job_sacct_does_not_know_yet_takes_squeue_s_state(slurm_bin, tmp_path):
+    slurm_bin("sacct", SACCT)
+    slurm_bin("squeue", SQUEUE)
+    ids = ["12_0", "12_1", "12_2", "12_3", "13_0"]
+    assert job_states(ids) == {"12_0": "RUNNING", "12_1": "CANCELLED", "12_2": "PENDING",
+                               "12_3": "PENDING", "13_0": "UNKNOWN"}
+    # squeue is asked once, for the unknown jobs' arrays, one line per array task
+    assert (tmp_path / "squeue.calls").read_text().split() == [
+        "--array", "--noheader", "--format=%i|%T", "--jobs", "12,13"]
+
+
+def test_squeue_is_not_asked_when_sacct_knows_every_job(slurm_bin, tmp_path):
+    slurm_bin("sacct", SACCT)
+    slurm_bin("squeue", SQUEUE)
+    assert job_states(["12_0", "12_1"]) == {"12_0": "RUNNING", "12_1": "CANCELLED"}
+    assert not (tmp_path / "squeue.calls").exists()
+
+
+def test_a_failing_squeue_leaves_the_jobs_unknown(slurm_bin):
+    slurm_bin("sacct", "JobID|State\n")
+    slurm_bin("squeue", "slurm_load_jobs error: Invalid job id specified\n", code=1)
+    assert job_states(["14_0"]) == {"14_0": "UNKNOWN"}
