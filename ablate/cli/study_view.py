@@ -179,7 +179,8 @@ class StudyView:
                 label += f" [job {event.job_id}]"
             elif event.resumed:
                 label += f" [resumes: {event.resumed.replace('_', ' ')}]"
-            self.tasks[job.trial_id] = progress.add_task(label, total=None)
+            # a description is markup: unescaped, "[keep_last=true]" and "[job 12_0]" vanish
+            self.tasks[job.trial_id] = progress.add_task(escape(label), total=None)
             return
         task = self.tasks.get(job.trial_id)
         if isinstance(event, Ended) and not isinstance(event.outcome, Trained | JobDied):
@@ -191,7 +192,8 @@ class StudyView:
         if task is None:
             return
         if isinstance(event, JobStateChanged):
-            progress.update(task, description=f"  {job.name} [job {event.job_id} {event.state}]")
+            progress.update(task, description=escape(f"  {job.name} [job {event.job_id} "
+                                                     f"{event.state}]"))
         elif isinstance(event, JobCancelled):
             progress.remove_task(task)
             progress.console.print(f"[yellow]cancelled[/] {escape(job.name)} (job "
@@ -199,8 +201,8 @@ class StudyView:
             progress.advance(self.overall)
         elif isinstance(event, Stepped):
             progress.update(task, completed=event.step, total=event.total_steps,
-                            description=f"  {job.name} epoch {event.epoch}/{event.epochs} "
-                            f"loss {event.loss:.3f}")
+                            description=escape(f"  {job.name} epoch {event.epoch}/"
+                                               f"{event.epochs} loss {event.loss:.3f}"))
         elif isinstance(event, Ended):
             progress.remove_task(task)
             result = event.outcome.result
@@ -242,7 +244,9 @@ def print_summary(store, study: str, trial_ids: list[str], summary) -> None:
     costs = store.get_costs([r.arch_id for r in records.values()])
     ran = len(summary.done) + len(summary.failed)  # trained this round, done or failed
     ended = f" ({len(summary.done)} done, {len(summary.failed)} failed)" if ran else ""
-    table = Table(title=f"{study}: {ran} run{ended}, {summary.skipped} skipped")
+    queued = len(summary.queued())
+    queued_part = f", {queued} queued on Slurm" if queued else ""
+    table = Table(title=f"{study}: {ran} run{ended}{queued_part}, {summary.skipped} skipped")
     for col in ("trial", "status", "mIoU %", "params", "GFLOPs", "latency ms"):
         table.add_column(col, justify="left" if col in ("trial", "status") else "right")
     for tid in trial_ids:

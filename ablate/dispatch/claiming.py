@@ -205,10 +205,14 @@ def runner_report(store, study: str, summary) -> list[str]:
         counts[r.status] = counts.get(r.status, 0) + 1
     lines = []
     took = len(summary.done) + len(summary.failed)  # trained here (or by our Slurm jobs)
-    if not took:
-        lines.append("nothing left to take: every trial is done or held by another runner")
-    else:
+    queued = summary.queued()
+    if took:
         lines.append(f"this runner took {took} trial(s)")
+    if queued:
+        lines.append(f"this runner queued {len(queued)} trial(s) on Slurm; each job claims "
+                     "its trial when it starts")
+    if not took and not queued:
+        lines.append("nothing left to take: every trial is done or held by another runner")
     if summary.left:
         by_why: dict[str, int] = {}
         for outcome in summary.left.values():

@@ -34,9 +34,16 @@ class RunSummary:
     foreign_db: str = ""  # the database they were written for
     unrecorded: list[str] = field(default_factory=list)  # result on disk, database failed
     taken: list[str] = field(default_factory=list)  # claimed and trained by this runner
+    submitted: list[str] = field(default_factory=list)  # queued as Slurm jobs by this runner
     left: dict[str, Held] = field(default_factory=dict)  # held by other runners
     interrupted: list[str] = field(default_factory=list)  # preempted or timed out for good
     unclaimed: dict[str, str] = field(default_factory=dict)  # the claim's database error
+
+    def queued(self) -> list[str]:
+        """Trials this runner queued on Slurm that have not ended in this round (all of
+        them with ``--detach``)."""
+        ended = {*self.done, *self.failed, *self.interrupted, *self.left, *self.unrecorded}
+        return [tid for tid in self.submitted if tid not in ended]
 
 
 @dataclass(frozen=True)

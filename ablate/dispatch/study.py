@@ -306,6 +306,7 @@ class StudyRunner:
             summary.left.pop(tid, None)
         elif isinstance(event, Submitted):
             store.submitted(job.study, tid, job.run_dir, event.job_id)
+            summary.submitted.append(tid)
         elif isinstance(event, JobCancelled):  # scancel'ed: run it again later, unless the
             # trial is no longer that job's (held by another runner, recorded, queued again)
             store.reset_job(job.study, tid, event.job_id)

@@ -1,0 +1,79 @@
+"""What ``ablate run`` shows while a study runs: each trial's progress line names the
+trial whole (its grid point in brackets included) and its Slurm job."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from ablate.cli.study_view import StudyView
+from ablate.dispatch.entry import TrialJob
+from ablate.dispatch.events import Planned, TrialUpdate
+from ablate.train.events import Claimed, JobStateChanged, Stepped, Submitted
+
+
+def _view() -> StudyView:
+    view = StudyView(Console(file=io.StringIO(), width=200), store=None)
+    view.show(Planned(study="s", trials=2, skipped=0, retried=0))
+    return view
+
+
+def _job(tid: str, name: str) -> TrialJob:
+    return TrialJob(study="s", trial_id=tid, name=name, spec={}, run_dir="/nowhere")
+
+
+def _labels(view: StudyView) -> list[str]:
+    """Each trial's progress line as the terminal shows it (the first task: the total)."""
+    console = Console(file=io.StringIO(), width=200)
+    return [console.render_str(task.description).plain for task in view.progress.tasks[1:]]
+
+
+def test_progress_lines_keep_the_grid_point_and_the_job_id():
+    """Rich reads a progress description as markup: unescaped, the two trials below
+    both read 'all/seed=0' and the job id vanished."""
+    view = _view()
+    a = _job("t1", "all[keep_last_expansion=true]/seed=0")
+    b = _job("t2", "all[keep_last_expansion=false]/seed=0")
+    view.show(TrialUpdate(a, Submitted(job_id="12_0")))
+    view.show(TrialUpdate(b, Claimed(resumed="timed_out")))
+    assert _labels(view) == ["  all[keep_last_expansion=true]/seed=0 [job 12_0]",
+                             "  all[keep_last_expansion=false]/seed=0 [resumes: timed out]"]
+    view.show(TrialUpdate(a, JobStateChanged(job_id="12_0", state="RUNNING")))
+    view.show(TrialUpdate(b, Stepped(step=4, total_steps=8, epoch=1, epochs=2, loss=0.5,
+                                     lr=0.01)))
+    assert _labels(view) == ["  all[keep_last_expansion=true]/seed=0 [job 12_0 RUNNING]",
+                             "  all[keep_last_expansion=false]/seed=0 epoch 1/2 loss 0.500"]
+    view.close()
+
+
+class _NoTrials:
+    """A store whose study holds no trial records (the summary's counts are the round's)."""
+
+    def trials(self, study, with_metrics=True):
+        return []
+
+    def get_costs(self, arch_ids):
+        return {}
+
+
+def test_a_detached_slurm_round_says_it_queued_its_trials(capsys):
+    """With --detach the round ends once its jobs are queued: it said '0 run' and
+    'nothing left to take: every trial is done or held by another runner'."""
+    from ablate.cli.study_view import print_summary
+    from ablate.dispatch.claiming import runner_report
+    from ablate.dispatch.events import RunSummary
+
+    summary = RunSummary(total=4, submitted=["t1", "t2", "t3", "t4"])
+    assert runner_report(_NoTrials(), "s", summary)[0] == (
+        "this runner queued 4 trial(s) on Slurm; each job claims its trial when it starts")
+    print_summary(_NoTrials(), "s", [], summary)
+    assert "s: 0 run, 4 queued on Slurm, 0 skipped" in capsys.readouterr().out
+    # waiting for them instead: those that ended are counted as run, not queued
+    summary.done, summary.failed = ["t1", "t2"], ["t3"]
+    assert runner_report(_NoTrials(), "s", summary)[:2] == [
+        "this runner took 3 trial(s)",
+        "this runner queued 1 trial(s) on Slurm; each job claims its trial when it starts"]
+    summary.done.append("t4")
+    assert runner_report(_NoTrials(), "s", summary)[0] == "this runner took 4 trial(s)"
+    assert not summary.queued()
