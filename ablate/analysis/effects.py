@@ -111,9 +111,36 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _factors(configs: pd.DataFrame, reference: str | None) -> list[Factor]:
+Order = dict[str, dict[str, int]]  # column (or "variant") -> level text -> rank
+
+
+def level_order(trials: pd.DataFrame) -> dict[str, Order]:
+    """Each study's levels in recipe order (their first trial), per axis column and
+    ``variant``: given to the effects of a subset of the study (a report's shown
+    configurations), so that an axis reads ``true -> false`` whichever configurations
+    finished or ``--where`` keeps, not the other way round when its first one is left out."""
+    out = {}
+    for study, group in trials.groupby("study", sort=False):
+        configs = component_columns(group.groupby("config_name", sort=False).first())
+        columns = ["variant", *(c for c in configs.columns if c.startswith("axis:"))]
+        out[str(study)] = {c: {t: i for i, t in enumerate(dict.fromkeys(configs[c].map(_text)))}
+                           for c in columns}
+    return out
+
+
+def _ranked(levels: list, columns: tuple[str, ...] | list[str], order: Order | None) -> list:
+    """``levels`` (tuples of texts, one per column) in ``order``; unknown ones keep theirs."""
+    if not order:
+        return levels
+    return sorted(levels, key=lambda level: tuple(
+        order.get(c, {}).get(t, math.inf) for c, t in zip(columns, level)))
+
+
+def _factors(configs: pd.DataFrame, reference: str | None,
+             order: Order | None = None) -> list[Factor]:
     factors = []
-    variants = list(dict.fromkeys(configs["variant"]))
+    variants = [v for (v,) in _ranked([(v,) for v in dict.fromkeys(configs["variant"])],
+                                      ["variant"], order)]
     if len(variants) > 1:
         if reference in variants:
             variants.remove(reference)
@@ -138,7 +165,7 @@ def _factors(configs: pd.DataFrame, reference: str | None) -> list[Factor]:
             groups.append([column])
     for group in groups:
         joined = pd.Series(list(zip(*(texts[c] for c in group))), index=configs.index)
-        levels = list(dict.fromkeys(joined))
+        levels = _ranked(list(dict.fromkeys(joined)), group, order)
         factors.append(Factor(" + ".join(c.removeprefix("axis:") for c in group), tuple(group),
                               tuple("\x1f".join(lv) for lv in levels),
                               tuple(", ".join(lv) for lv in levels)))
@@ -161,14 +188,15 @@ class _Grid:
     of effects does not depend on which trials have finished; values from done trials.
     """
 
-    def __init__(self, study: pd.DataFrame, reference: str | None) -> None:
+    def __init__(self, study: pd.DataFrame, reference: str | None,
+                 order: Order | None = None) -> None:
         done = study[(study["status"] == TrialStatus.DONE) & study["miou"].notna()]
         configs = component_columns(study.groupby("config_name", sort=False).first())
         grouped = done.groupby("config_name", sort=False)
         for column in COSTS:  # costs of finished trials; latency: their median
             configs[column] = (grouped[column].median() if column == "latency_ms"
                                else grouped[column].first())
-        self.factors = _factors(configs, reference)
+        self.factors = _factors(configs, reference, order)
         shape = tuple(len(f.levels) for f in self.factors)
         codes = tuple(_level_codes(configs, f) for f in self.factors)
         self.names = np.full(shape, None, dtype=object)
@@ -413,7 +441,8 @@ def _within(low: float | None, high: float | None, margin: float) -> bool:
 def effects_table(trials: pd.DataFrame, *, baseline: str | None = None, alpha: float = 0.05,
                   min_effect: float | None = None, designs: dict[str, Design] | None = None,
                   families: dict[str, int] | None = None,
-                  interactions: bool = True, report: bool = True) -> pd.DataFrame:
+                  interactions: bool = True, report: bool = True,
+                  order: dict[str, Order] | None = None) -> pd.DataFrame:
     """Every main effect and two-way interaction of every study in ``trials``.
 
     ``trials``: every trial of each study (any status: the family counts effects the
@@ -432,7 +461,8 @@ def effects_table(trials: pd.DataFrame, *, baseline: str | None = None, alpha: f
     Costs of main effects in percent. ``interactions=False`` hides interaction rows;
     they stay in the family.
     ``families``: each study's family size when ``trials`` holds only part of it (a
-    report's ``--where``; ``family_sizes`` of all its trials).
+    report's ``--where``; ``family_sizes`` of all its trials), and ``order`` its levels
+    in recipe order then (``level_order`` of all its trials).
     """
     rows: list[dict[str, Any]] = []
     for study, group in trials.groupby("study", sort=False):
@@ -442,7 +472,8 @@ def effects_table(trials: pd.DataFrame, *, baseline: str | None = None, alpha: f
             named = group.loc[group["config_name"] == baseline, "variant"]
             reference = named.iloc[0] if len(named) else None
         rows += _study_rows(str(study), group, reference, design,
-                            (families or {}).get(str(study)), report)
+                            (families or {}).get(str(study)), report,
+                            (order or {}).get(str(study)))
     if not interactions:
         rows = [r for r in rows if r["kind"] != "interaction"]
     if not rows:
@@ -456,12 +487,12 @@ def effects_table(trials: pd.DataFrame, *, baseline: str | None = None, alpha: f
 
 def _study_rows(study: str, trials: pd.DataFrame, reference: str | None,
                 design: Design, family: int | None = None,
-                report: bool = False) -> list[dict[str, Any]]:
+                report: bool = False, order: Order | None = None) -> list[dict[str, Any]]:
     if trials["config_name"].nunique() < 2:  # one configuration: no axis varies
         return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN cost cells
-        return grid_effects(study, _Grid(trials, reference), design, family, report)
+        return grid_effects(study, _Grid(trials, reference, order), design, family, report)
 
 
 def grid_effects(study: str, grid: _Grid, design: Design, family: int | None = None,
@@ -544,7 +575,8 @@ def _sub(array: np.ndarray, index: tuple) -> np.ndarray:
     return np.asarray(array[index], dtype=array.dtype)
 
 
-def effect_cells(trials: pd.DataFrame, *, baseline: str | None = None) -> dict:
+def effect_cells(trials: pd.DataFrame, *, baseline: str | None = None,
+                 order: dict[str, Order] | None = None) -> dict:
     """The mIoU values behind each effect ``effects_table`` forms from the same trials, for
     figures and descriptive statistics (``ablate.analysis.improvement``).
 
@@ -562,7 +594,7 @@ def effect_cells(trials: pd.DataFrame, *, baseline: str | None = None) -> dict:
             reference = named.iloc[0] if len(named) else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN cost cells
-            grid = _Grid(group, reference)
+            grid = _Grid(group, reference, (order or {}).get(str(study)))
         done = group[(group["status"] == TrialStatus.DONE) & group["miou"].notna()]
         seeds = np.unique(done["seed"].to_numpy(dtype=int))  # the grid's seed axis
         for spec in _specs(grid.factors):

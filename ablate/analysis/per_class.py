@@ -38,14 +38,16 @@ def class_columns(trials: pd.DataFrame) -> list[str]:
 
 def per_class_effects(trials: pd.DataFrame, *, baseline: str | None = None,
                       alpha: float = 0.05,
-                      designs: dict[str, Design] | None = None) -> pd.DataFrame:
+                      designs: dict[str, Design] | None = None,
+                      order: dict | None = None) -> pd.DataFrame:
     """Every main effect of every study on every class's IoU, with intervals.
 
     ``trials``: the trials frame with per-class columns (``iou/<class>`` in percent).
     Rows: one per (effect, class), effects in table order, classes in the frame's
     order; ``excludes_zero`` marks an interval that excludes 0. A study in ``designs``
     is read at its recorded alpha. Main effects only: their cells come from
-    ``effect_cells``, their test from ``contrast_row``, as the mIoU effects'.
+    ``effect_cells``, their test from ``contrast_row``, as the mIoU effects' (``order``:
+    their levels' order, ``effects.level_order``).
     """
     rows = []
     for study, group in trials.groupby("study", sort=False):
@@ -55,9 +57,11 @@ def per_class_effects(trials: pd.DataFrame, *, baseline: str | None = None,
         recorded = (designs or {}).get(str(study))
         design = Design(alpha=recorded.alpha if recorded is not None else alpha)
         # the main effects the shown configurations define and ran (as on mIoU)
-        mains = [key for key in effect_cells(group, baseline=baseline) if key[1] == "main"]
+        mains = [key for key in effect_cells(group, baseline=baseline, order=order)
+                 if key[1] == "main"]
         family = len(classes) * len(mains)
-        by_class = {column: effect_cells(group.assign(miou=group[column]), baseline=baseline)
+        by_class = {column: effect_cells(group.assign(miou=group[column]), baseline=baseline,
+                                         order=order)
                     for column in classes}  # each class as if it were the mIoU
         for key in mains:
             for column in classes:

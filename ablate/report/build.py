@@ -22,6 +22,7 @@ from ablate.analysis.effects import (
     effect_cells,
     effects_table,
     family_sizes,
+    level_order,
 )
 from ablate.analysis.improvement import seed_columns
 from ablate.analysis.per_class import per_class_effects
@@ -129,12 +130,15 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
         studies_shown = set(kept["study"])
         # the family is each study's own effects, whatever --where shows
         families = family_sizes(every_trial[every_trial["study"].isin(studies_shown)])
+        # and its levels in recipe order, whichever configurations are shown
+        order = level_order(every_trial[every_trial["study"].isin(studies_shown)])
         table = effects_table(kept, baseline=baseline, alpha=alpha, min_effect=min_effect,
-                              designs=designs, families=families)
+                              designs=designs, families=families, order=order)
         # P(B > A) and the per-seed differences: descriptive columns beside the verdict
-        table = seed_columns(table, effect_cells(kept, baseline=baseline))
+        table = seed_columns(table, effect_cells(kept, baseline=baseline, order=order))
         if per_class:
-            classes = per_class_effects(kept, baseline=baseline, alpha=alpha, designs=designs)
+            classes = per_class_effects(kept, baseline=baseline, alpha=alpha, designs=designs,
+                                        order=order)
     # tuned studies: chosen values, tuning curves, the effect at every draw (report.tuning)
     views = tuning_views(store, list(studies) or None, table, baseline) or None
     if views and table is not None:

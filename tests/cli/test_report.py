@@ -374,6 +374,26 @@ def test_per_class_effects_table_in_markdown(db, tmp_path):
     assert "Bonferroni over the 3 classes x 2 main effects" in result.output
 
 
+
+def test_an_axis_keeps_its_direction_when_its_first_configuration_is_not_shown(db, tmp_path):
+    """The recipe's head axis runs deeplabv3plus -> deeplabv3. Without
+    conventional[head=deeplabv3plus] (left out by --where, or every trial of it failed) the
+    first configuration left has deeplabv3: the levels followed the shown rows, and the
+    same axis read deeplabv3 -> deeplabv3plus with the sign turned. Only the proposed cell
+    has both heads: 55 - 59.5 and 57 - 58.5, so -3."""
+    result = report(db, "--study", "mnv3_mini", "--where",
+                    "config_name!=conventional[head=deeplabv3plus]", "--effects", "--per-class",
+                    "--json", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    head = {(e["kind"], e["axis"]): e for e in data["effects"]}[("main", "model.head")]
+    assert head["change"] == "deeplabv3plus -> deeplabv3"
+    assert head["estimate"] == pytest.approx(-3.0)
+    assert head["seed_diffs"] == pytest.approx([-4.5, -1.5])
+    classes = [r for r in data["per_class_effects"] if r["axis"] == "model.head"]
+    assert {r["change"] for r in classes} == {"deeplabv3plus -> deeplabv3"}
+    assert [r["estimate"] for r in classes] == pytest.approx([-3.0, -3.0, -3.0])
+
 def _digest(path) -> str:
     import hashlib
 
