@@ -206,8 +206,10 @@ def pareto_marks(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float,
 
 def cost_axes(configs: pd.DataFrame, requested: tuple[str, ...] = ()) -> list[str]:
     """Columns to plot mIoU against: the requested ones (checked) or every measured cost."""
-    numeric = [c for c in configs.columns
-               if configs[c].dtype.kind in "fiu" and c not in ("n", "pareto")]
+    # a cost no configuration has (gflops with eval.flops = false) holds None, not NaN: it
+    # is a numeric column still, refused below for what it is
+    numeric = [c for c in configs.columns if c not in ("n", "pareto") and (
+        configs[c].dtype.kind in "fiu" or (c in DEFAULT_COST_AXES and configs[c].isna().all()))]
     if not requested:
         return [c for c in DEFAULT_COST_AXES if c in configs and configs[c].notna().any()]
     axes = []

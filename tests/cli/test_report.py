@@ -504,3 +504,21 @@ def test_the_options_that_need_another_work_with_it(db, tmp_path):
         assert result.exit_code == 0, result.output
         assert result.stdout.startswith("study,config_name,")
     assert {"forest.png", "class_effects.png"} <= {p.name for p in (tmp_path / "c").iterdir()}
+
+
+def test_x_on_a_cost_no_configuration_has_says_so(tmp_path):
+    """FLOPs not counted (eval.flops = false): the study's gflops column holds None. --x
+    gflops said "no numeric column 'gflops'" and offered latency_ms, refused in its turn
+    with the reason; gflops gets that reason too."""
+    from ablate.store import Store
+    from tests.report.fake_store import FLAGS, add_study
+
+    db = tmp_path / "noflops.db"
+    add_study(Store(f"sqlite:///{db}"), FLAGS, "flags",
+              {"channels_last=true": (1_000, None, [(0.5, 1.0)]),
+               "channels_last=false": (1_000, None, [(0.6, 1.0)])})
+    result = report(str(db), "--x", "gflops", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert result.output == ("Error: --x gflops: no configuration has a value (not counted: "
+                             "eval.flops = false?); columns with values: miou_mean, pixel_acc, "
+                             "params, latency_ms, preemptions\n")
