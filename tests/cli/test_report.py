@@ -374,7 +374,6 @@ def test_per_class_effects_table_in_markdown(db, tmp_path):
     assert "Bonferroni over the 3 classes x 2 main effects" in result.output
 
 
-
 def test_an_axis_keeps_its_direction_when_its_first_configuration_is_not_shown(db, tmp_path):
     """The recipe's head axis runs deeplabv3plus -> deeplabv3. Without
     conventional[head=deeplabv3plus] (left out by --where, or every trial of it failed) the
@@ -393,6 +392,7 @@ def test_an_axis_keeps_its_direction_when_its_first_configuration_is_not_shown(d
     classes = [r for r in data["per_class_effects"] if r["axis"] == "model.head"]
     assert {r["change"] for r in classes} == {"deeplabv3plus -> deeplabv3"}
     assert [r["estimate"] for r in classes] == pytest.approx([-3.0, -3.0, -3.0])
+
 
 def _digest(path) -> str:
     import hashlib
