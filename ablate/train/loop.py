@@ -181,8 +181,18 @@ def segmentation_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, mo
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, n_classes: int, device: torch.device,
-             class_names: list[str], dtype: torch.dtype | None = None) -> dict[str, float]:
-    """One confusion matrix over the whole set; mask density per image if the model has one."""
+             class_names: list[str], dtype: torch.dtype | None = None,
+             world: int = 1) -> dict[str, float]:
+    """One confusion matrix over the whole set; mask density per image if the model has one.
+
+    ``world`` > 1 (DistributedDataParallel): every rank calls this at once with its share
+    of the set (``make_loaders``), evaluating rank 0's model (its normalisation statistics
+    are given to every rank first); the counts are summed over the ranks and each rank
+    returns the figures of the whole set: those one process gives, ``world`` times sooner.
+    """
+    if world > 1:
+        for buffer in model.buffers():  # BatchNorm's running statistics differ per rank
+            dist.broadcast(buffer, src=0)
     model.eval()
     confusion = ConfusionMatrix(n_classes, device)
     densities: list[torch.Tensor] = []
@@ -196,6 +206,9 @@ def evaluate(model: nn.Module, loader, n_classes: int, device: torch.device,
             confusion.update(outputs["out"].argmax(1), labels)
             if "mask" in outputs:
                 densities.append(outputs["mask"].float().flatten(1).mean(1).cpu())
+    if world > 1:
+        dist.all_reduce(confusion.counts)  # whole pixel counts: exact in any order
+        densities = _gathered_in_order(densities, world)
     metrics = confusion.compute().as_metrics(class_names)
     if densities:
         d = torch.cat(densities)
@@ -203,6 +216,19 @@ def evaluate(model: nn.Module, loader, n_classes: int, device: torch.device,
         metrics["mask_density_std"] = float(d.std(unbiased=False))
     model.train()
     return metrics
+
+
+def _gathered_in_order(shard: list[torch.Tensor], world: int) -> list[torch.Tensor]:
+    """Every rank's per-image figures, in the set's order (rank r holds images r, r +
+    world, ...), so their mean and spread sum in the order one process sums them."""
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, torch.cat(shard) if shard else torch.zeros(0))
+    if not sum(len(p) for p in parts):
+        return []
+    whole = torch.empty(sum(len(p) for p in parts), dtype=parts[0].dtype)
+    for rank, part in enumerate(parts):
+        whole[rank::world] = part
+    return [whole]
 
 
 @dataclass
@@ -225,9 +251,11 @@ class TrialRun:
     scaler: torch.amp.GradScaler
     optimizer: torch.optim.Optimizer
     rank: int
+    world: int  # processes training the trial together (DistributedDataParallel)
     batches: EpochBatches
     train_loader: torch.utils.data.DataLoader
-    val_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader  # the whole set: latency parity (rank 0)
+    eval_loader: torch.utils.data.DataLoader  # this rank's share of it: evaluation
     augment: Any  # the training set's random source (checkpointed), or None
     steps_per_epoch: int
     total_steps: int
@@ -283,13 +311,15 @@ def set_up(spec: TrialSpec) -> TrialRun:
     if train.compile:  # inductor; its compile time shows as the first step's
         forward = torch.compile(forward)
     batches, train_loader, val_loader = make_loaders(spec, data, device, rank, world)
+    eval_loader = val_loader if world == 1 else share_of_validation(spec, data, device, rank,
+                                                                    world)
     steps_per_epoch = len(batches)
     total_steps = train.iterations or steps_per_epoch * (train.epochs or 1)
     return TrialRun(
         spec=spec, device=device, data=data, n_classes=n_classes, model=model, forward=forward,
         weights_report=weights_report, channels_last=channels_last, dtype=dtype, scaler=scaler,
-        optimizer=optimizer, rank=rank, batches=batches, train_loader=train_loader,
-        val_loader=val_loader, augment=getattr(data.train, "random", None),
+        optimizer=optimizer, rank=rank, world=world, batches=batches, train_loader=train_loader,
+        val_loader=val_loader, eval_loader=eval_loader, augment=getattr(data.train, "random", None),
         steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         epochs=math.ceil(total_steps / steps_per_epoch))
 
@@ -353,6 +383,16 @@ def make_loaders(spec: TrialSpec, data: DatasetPair, device: torch.device, rank:
     val_loader = torch.utils.data.DataLoader(
         data.val, batch_size=spec.eval.batch_size, shuffle=False, collate_fn=collate_eval, **opts)
     return batches, train_loader, val_loader
+
+
+def share_of_validation(spec: TrialSpec, data: DatasetPair, device: torch.device, rank: int,
+                        world: int) -> torch.utils.data.DataLoader:
+    """Rank ``rank``'s share of the validation set under DistributedDataParallel: images
+    ``rank``, ``rank + world``, ... (``evaluate`` sums the ranks' counts)."""
+    share = torch.utils.data.Subset(data.val, range(rank, len(data.val), world))
+    return torch.utils.data.DataLoader(
+        share, batch_size=spec.eval.batch_size, shuffle=False, collate_fn=collate_eval,
+        **loader_options(spec.data, device.type))
 
 
 # -- checkpoints -----------------------------------------------------------------------
@@ -488,8 +528,8 @@ def end_epoch(run: TrialRun, epoch: int, metrics: dict[str, float], writer: Back
     entry = {"epoch": epoch + 1, "step": run.step, "metrics": metrics}
     val = None
     if evaluates(run, epoch):
-        val = evaluate(run.model, run.val_loader, run.n_classes, run.device,
-                       run.data.class_names, run.dtype)
+        val = evaluate(run.model, run.eval_loader, run.n_classes, run.device,
+                       run.data.class_names, run.dtype, run.world)
         entry["metrics"].update({f"val_{k}": v for k, v in val.items() if "/" not in k})
     run.history.append(entry)
     progress(EpochEnded(entry["epoch"], run.epochs, run.step, dict(entry["metrics"])))
@@ -498,15 +538,10 @@ def end_epoch(run: TrialRun, epoch: int, metrics: dict[str, float], writer: Back
 
 
 def evaluates(run: TrialRun, epoch: int) -> bool:
-    """Whether this rank evaluates at the end of ``epoch``: every ``eval.every`` epochs and
-    after the last. Ranks other than 0 skip the last one, whose figures only rank 0's result
-    keeps, but not the ones before: an evaluation draws from the global random generator
-    (the validation loader's seed), which later training steps draw from too (dropout and
-    mask noise on the CPU), so skipping them would change the weights rank 0 reports.
-    Evaluation runs the plain module, no collective: each rank may evaluate or not."""
-    if run.step >= run.total_steps:
-        return run.rank == 0
-    return (epoch + 1) % run.spec.eval.every == 0
+    """Whether the trial is evaluated at the end of ``epoch``: every ``eval.every`` epochs
+    and after the last. Under DistributedDataParallel every rank evaluates its share of the
+    set together (``evaluate``)."""
+    return run.step >= run.total_steps or (epoch + 1) % run.spec.eval.every == 0
 
 
 # -- final evaluation and cost ---------------------------------------------------------
@@ -515,15 +550,16 @@ def evaluates(run: TrialRun, epoch: int) -> bool:
 def final_result(run: TrialRun, last_val: dict[str, float] | None) -> dict[str, Any]:
     """The result dict: final metrics (the last evaluation, or a new one), latency when
     ``eval.latency`` asks for it, the per-epoch history and the device. Ranks other than
-    0 only trained beside rank 0, whose result is the trial's: they return their training
-    figures, without evaluating or timing anything."""
+    0 trained beside rank 0, whose result is the trial's: they evaluate their share of the
+    set with it and return their training figures, timing nothing."""
     spec, device = run.spec, run.device
+    val = last_val or evaluate(run.model, run.eval_loader, run.n_classes, device,
+                               run.data.class_names, run.dtype, run.world)  # every rank
     if run.rank != 0:
         return {"final": training_figures(run, {}), "epochs": run.history,
                 "weights_report": run.weights_report, "device": str(device),
                 "device_name": _device_name(device), "runtimes": None}
-    final = training_figures(run, last_val or evaluate(
-        run.model, run.val_loader, run.n_classes, device, run.data.class_names, run.dtype))
+    final = training_figures(run, val)
     runtimes = None
     if spec.eval.latency:  # every runtime x batch size; parity on the evaluation images
         # on a device shared with other trials: timed with the device to itself, else

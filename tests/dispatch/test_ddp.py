@@ -160,11 +160,11 @@ def _counting_rank_main(rank: int, *args) -> None:
 
 
 @pytest.mark.slow
-def test_ranks_other_than_zero_skip_the_evaluation_and_timing_only_rank_zero_keeps(
+def test_every_rank_evaluates_its_share_and_only_rank_zero_times_latency(
         tmp_path, monkeypatch):
-    """Rank 1 evaluates after epoch 1 (its draw from the random generator is part of the
-    training that follows) but not after the last epoch, and times no latency: only rank
-    0's final figures are the trial's."""
+    """Both ranks evaluate after each epoch, each its share of the set (the figures are
+    the whole set's: see the next test), and rank 1 times no latency: only rank 0's final
+    figures are the trial's."""
     import ablate.train.loop as loop
     from ablate.dispatch import ranks
     from ablate.recipes.schema import TrialSpec
@@ -181,4 +181,92 @@ def test_ranks_other_than_zero_skip_the_evaluation_and_timing_only_rank_zero_kee
     outcome = ranks.train_with_ranks(TrialSpec.model_validate(spec), job, lambda event: None)
     assert outcome["final"]["steps"] == 4.0 and "miou" in outcome["final"]
     noted = counts.read_text().splitlines()
-    assert sorted(noted) == ["0 evaluate", "0 evaluate", "0 latency", "1 evaluate"]
+    assert sorted(noted) == ["0 evaluate", "0 evaluate", "0 latency", "1 evaluate",
+                             "1 evaluate"]
+
+
+def _eval_set():
+    """Seven labelled 8x8 images (an odd count: the ranks' shares differ in size)."""
+    import torch
+
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randn(3, 8, 8, generator=g), torch.randint(0, 3, (8, 8), generator=g))
+            for _ in range(7)]
+
+
+def _eval_model(rank: int):
+    """A small network with BatchNorm and a mask (as selective down-sampling's); each
+    rank's running statistics differ, as after DistributedDataParallel training steps."""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm, self.head, self.gate = nn.BatchNorm2d(3), nn.Conv2d(3, 3, 1), nn.Conv2d(3, 1, 1)
+
+        def forward(self, x):  # in float64: no near-tie flips with the batch's make-up
+            x = self.norm(x.double())
+            return {"out": self.head(x), "mask": torch.sigmoid(self.gate(x))}
+
+    torch.manual_seed(0)
+    net = Net().double()
+    net.norm.running_mean.fill_(0.5 * rank)
+    net.norm.running_var.fill_(1.0 + rank)
+    return net
+
+
+def _sharded_eval_main(rank: int, world: int, store_file: str, out) -> None:
+    try:
+        import torch
+        import torch.distributed as dist
+
+        from ablate.recipes.schema import TrialSpec
+        from ablate.train.loop import evaluate, share_of_validation
+
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank,
+                                world_size=world)
+        spec = TrialSpec.model_validate({**SPEC, "eval": {"batch_size": 2}})
+        loader = share_of_validation(spec, type("Data", (), {"val": _eval_set()}),
+                                     torch.device("cpu"), rank, world)
+        metrics = evaluate(_eval_model(rank), loader, 3, torch.device("cpu"),
+                           ["a", "b", "c"], world=world)
+        out.put((rank, len(loader.dataset), metrics))
+        dist.destroy_process_group()
+    except BaseException:
+        out.put((rank, -1, traceback.format_exc()))
+
+
+@pytest.mark.slow
+def test_ranks_evaluating_their_shares_give_the_figures_of_one_process(tmp_path):
+    """Two ranks (gloo) evaluate images 0, 2, 4, 6 and 1, 3, 5 with rank 0's model: the
+    same confusion counts, hence the same mIoU, pixel accuracy and per-class IoU, and the
+    same mask density as one process evaluating all seven (rank 1's own BatchNorm
+    statistics, which differ, are not used)."""
+    import torch
+
+    from ablate.train.loop import evaluate
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_sharded_eval_main, args=(r, 2, str(tmp_path / "store"), out))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    reports = sorted(out.get(timeout=240) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    for rank, size, metrics in reports:
+        assert size > 0, f"rank {rank}: {metrics}"
+    assert [size for _, size, _ in reports] == [4, 3]
+    whole = torch.utils.data.DataLoader(_eval_set(), batch_size=2)
+    alone = evaluate(_eval_model(0), whole, 3, torch.device("cpu"), ["a", "b", "c"])
+    assert set(alone) >= {"miou", "pixel_acc", "iou/a", "mask_density", "mask_density_std"}
+    for _, _, metrics in reports:  # every rank returns the whole set's figures
+        assert metrics.keys() == alone.keys()
+        for key, value in alone.items():
+            assert metrics[key] == pytest.approx(value, rel=1e-6, abs=0) if "mask" in key \
+                else metrics[key] == value, key
+    other = evaluate(_eval_model(1), whole, 3, torch.device("cpu"), ["a", "b", "c"])
+    assert other["miou"] != alone["miou"]  # rank 1's statistics would have changed them
