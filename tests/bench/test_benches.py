@@ -182,3 +182,21 @@ def test_the_cluster_bench_s_store_writer_records_its_results(tmp_path):
     records = store.trials("tp")
     assert {r.status for r in records} == {"done"}
     assert all(r.metrics["miou"] == 0.5 and r.job_id == "1_0" for r in records)
+
+
+@pytest.mark.slow
+def test_the_ddp_evaluation_bench_times_both_modes_and_checks_their_figures_agree():
+    """bench_ddp_eval.py on two CPU ranks, tiny: it prints both times and exits non-zero
+    when the shares' figures differ from the whole set's."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bench_ddp_eval.py"), "--images", "5", "--size", "32",
+         "--batch", "2", "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[1].startswith("quickstart at 32x32, 5 images, eval.batch_size 2, cpu")
+    times = {line[:34].strip(): float(line[34:].split()[0]) for line in lines[2:5]}
+    assert set(times) == {"every rank, whole set (before)", "each rank, its share (now)",
+                          "ratio now / before"} and all(t > 0 for t in times.values())
+    assert lines[5].endswith("the same as the whole set's: True")
