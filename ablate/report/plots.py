@@ -73,6 +73,7 @@ def pareto_figure(configs: pd.DataFrame, x: str, *, y: str = "miou_mean", log_x:
     ax.set_ylabel(y_label + (", mean ± std over seeds" if bars else ""))
     if log_x:
         ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis)
     elif x == "params":
         from matplotlib.ticker import EngFormatter  # lazy: loads matplotlib
 
@@ -85,6 +86,69 @@ def pareto_figure(configs: pd.DataFrame, x: str, *, y: str = "miou_mean", log_x:
     if not data.empty and notes:
         _place_labels(fig, ax, notes, np.column_stack([xs, ys]))
     return fig
+
+
+def plain_log_ticks(axis) -> None:
+    """A log axis labelled with plain numbers (1, 2, 5, 10, 20; 5M for parameters), not
+    matplotlib's ``2×10^1``; besides the decades, as many of the ticks between them as
+    fit without crowding: every one, else 2 and 5, else 3 (see ``_between_labels``)."""
+    from matplotlib.ticker import Formatter  # lazy: loads matplotlib
+
+    class PlainLog(Formatter):
+        def __init__(self, minor: bool):
+            self.minor, self.shown = minor, None
+
+        def set_locs(self, locs):
+            self.shown = _between_labels(self.axis) if self.minor else None
+
+        def __call__(self, x, pos=None):
+            if x <= 0 or (self.shown is not None and not np.isclose(self.shown, x).any()):
+                return ""
+            return plain_number(x)
+
+    axis.set_major_formatter(PlainLog(minor=False))
+    axis.set_minor_formatter(PlainLog(minor=True))
+
+
+LOG_LABELS = ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1, 3), (1,))  # densest first
+
+
+def _between_labels(axis) -> np.ndarray:
+    """The minor ticks to label: those of the densest of ``LOG_LABELS`` whose labels,
+    with the major ticks', keep a gap between neighbours (measured on the axis as laid
+    out, the labels' text at 0.6 em a character); none beyond a few decades."""
+    low, high = sorted(axis.get_view_interval())
+    if low <= 0 or high <= low:
+        return np.zeros(0)
+    inside = lambda ticks: np.array([t for t in ticks if low <= t <= high and t > 0])  # noqa: E731
+    majors, minors = inside(axis.get_majorticklocs()), inside(axis.get_minorticklocs())
+    box = axis.axes.get_position()
+    width, height = axis.axes.figure.get_size_inches()
+    along = box.width * width if axis.axis_name == "x" else box.height * height
+    size = axis.majorTicks[0].label1.get_fontsize() / 72.0  # inches (tick_params may set it)
+    leading = np.floor(np.log10(minors) + 1e-9) if len(minors) else minors
+    digits = np.round(minors / 10.0 ** leading) if len(minors) else minors
+    for labels in LOG_LABELS:
+        chosen = minors[np.isin(digits, labels)]
+        ticks = np.sort(np.concatenate([majors, chosen]))
+        where = (np.log10(ticks) - np.log10(low)) / (np.log10(high) - np.log10(low)) * along
+        if axis.axis_name == "x":
+            half = np.array([len(plain_number(t)) for t in ticks]) * 0.6 * size / 2
+            need = half[1:] + half[:-1] + size  # a character's gap at least
+        else:
+            need = np.full(max(len(ticks) - 1, 0), 1.5 * size)
+        if np.all(np.diff(where) >= need):
+            return chosen
+    return np.zeros(0)
+
+
+def plain_number(x: float) -> str:
+    """0.05, 2, 50, 2000, then 20k, 5M (as the linear params axis writes them)."""
+    if x >= 1e4:
+        from matplotlib.ticker import EngFormatter  # lazy: loads matplotlib
+
+        return EngFormatter(sep="")(float(f"{x:.6g}"))
+    return np.format_float_positional(float(f"{x:.6g}"), trim="-")
 
 
 # label offsets in points (dx, dy, ha, va): beside, above or below the point

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.evaluate.runtime_keys import PARITY_MIOU_TOLERANCE, RUNTIMES, parse_metric_key
-from ablate.report.plots import new_figure
+from ablate.report.plots import new_figure, plain_log_ticks, plain_number
 from ablate.report.render import Column, DisplayTable, numeric_column
 from ablate.trials.lifecycle import TrialStatus
 
@@ -32,6 +32,7 @@ AGGREGATES = {
     "parity_max_rel": ("max", 1.0), "parity_agree": ("min", 100.0), "miou": ("mean", 100.0),
     "parity_miou_diff": ("mean", 100.0), "parity_ok": ("min", 1.0), "supported": ("min", 1.0),
 }
+BATCH_TICKS = 12  # latency by batch size: up to this many batch sizes each get a tick
 
 
 def runtime_figures(store, trials: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -185,7 +186,8 @@ def _verdict(frame: pd.DataFrame, config: str, runtime: str) -> str:
 
 def latency_by_batch_figure(configs: pd.DataFrame):
     """Milliseconds per batch against batch size, one line per configuration x runtime
-    (log-log), the shape of a table of inference time by batch size per runtime."""
+    (log-log), the shape of a table of inference time by batch size per runtime; a tick
+    at each batch size measured, plain numbers on both axes."""
     fig = new_figure(7.0, 4.5)
     ax = fig.add_subplot()
     styles = {"eager": "-", "compile": "--", "onnxruntime": "-.", "tensorrt": ":"}
@@ -202,6 +204,13 @@ def latency_by_batch_figure(configs: pd.DataFrame):
             ax.plot(xs, ys, styles.get(runtime, "-"), marker="o", label=f"{name} · {runtime}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis)
+    sizes = sorted({bs for _, _, bs_list in runtime_configs(configs) for bs in bs_list})
+    if 0 < len(sizes) <= BATCH_TICKS:  # a tick at each batch size measured: 1, 2, 4, 8, 16
+        ax.set_xticks(sizes, [plain_number(bs) for bs in sizes])
+        ax.set_xticks([], minor=True)
+    else:
+        plain_log_ticks(ax.xaxis)
     ax.set_xlabel("batch size")
     ax.set_ylabel("latency per batch (ms, median)")
     ax.grid(True, which="both", alpha=0.3)

@@ -27,6 +27,30 @@ def drawn_texts(fig) -> list:
             if t.get_visible() and t.get_text().strip()]
 
 
+def _drawn_ticks(axis) -> list:
+    """(location, label) of each labelled tick, major and minor, inside the view, in order."""
+    FigureCanvasAgg(axis.figure).draw()
+    low, high = sorted(axis.get_view_interval())
+    ticks = [(tick.get_loc(), tick.label1) for tick in axis.get_major_ticks()
+             + axis.get_minor_ticks() if tick.label1.get_visible() and tick.label1.get_text()]
+    return sorted((t for t in ticks if low - 1e-9 <= t[0] <= high + 1e-9), key=lambda t: t[0])
+
+
+def tick_labels(axis) -> list[str]:
+    """The tick labels as drawn, major and minor, left to right (bottom to top)."""
+    return [label.get_text() for _, label in _drawn_ticks(axis)]
+
+
+def crowded_ticks(axis, gap: float = 2.0) -> list[tuple[str, str]]:
+    """Neighbouring tick labels drawn closer than ``gap`` pixels (or overlapping)."""
+    renderer = axis.figure.canvas.get_renderer()
+    boxes = [(label.get_text(), label.get_window_extent(renderer))
+             for _, label in _drawn_ticks(axis)]
+    along = (lambda b: (b.x0, b.x1)) if axis.axis_name == "x" else (lambda b: (b.y0, b.y1))
+    return [(a, b) for (a, box_a), (b, box_b) in zip(boxes, boxes[1:])
+            if along(box_b)[0] - along(box_a)[1] < gap]
+
+
 def problems(fig, inside_axes_ok=lambda text: False) -> list[str]:
     """What is cut or overlapping, as text (empty: readable)."""
     canvas = FigureCanvasAgg(fig)

@@ -16,6 +16,7 @@ from ablate.report.plots import (
     per_class_figure,
     save_figure,
 )
+from tests.report.readable import crowded_ticks, tick_labels
 
 
 def configs(n: int = 4) -> pd.DataFrame:
@@ -62,6 +63,24 @@ def test_single_point_and_log_scale():
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and texts(ax) == ["c0"]
     assert ax.get_xlabel() == "parameters (log)"
+
+
+@pytest.mark.parametrize(("column", "values", "labels"), [
+    ("latency_ms", [4.0, 5.0, 8.0, 11.0], ["4", "5", "6", "7", "8", "9", "10"]),
+    ("latency_ms", [0.8, 3.0, 12.0, 90.0], ["1", "2", "5", "10", "20", "50", "100"]),
+    ("gflops", [0.02, 0.05, 0.3, 0.9], ["0.02", "0.05", "0.1", "0.2", "0.5", "1"]),
+    ("params", [5.0e6, 5.6e6, 11.0e6, 11.7e6], ["5M", "6M", "7M", "8M", "9M", "10M"]),
+    ("params", [2e3, 4e4, 1e6, 3e7, 1.5e8], ["10k", "100k", "1M", "10M", "100M"]),  # decades
+])
+def test_a_log_axis_reads_plain_numbers_between_the_decades_where_they_fit(column, values,
+                                                                          labels):
+    """Not matplotlib's 2×10^1: plain numbers, the ticks between decades labelled too
+    where the axis spans few decades (every one, else 2 and 5), only the decades beyond."""
+    frame = pd.DataFrame({"study": "s", "config_name": [f"c{i}" for i in range(len(values))],
+                          column: values, "miou_mean": 50.0, "miou_std": 1.0})
+    axis = pareto_figure(frame, column, log_x=True).axes[0].xaxis
+    assert tick_labels(axis) == labels
+    assert crowded_ticks(axis) == []
 
 
 def test_many_points_label_only_the_front():

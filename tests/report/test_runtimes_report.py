@@ -10,6 +10,7 @@ from ablate.report.runtimes import runtime_tables
 from ablate.store import CostRecord, Store
 from ablate.trials.expand import expand
 from ablate.trials.lifecycle import TrialResult
+from tests.report.readable import crowded_ticks, tick_labels
 
 RECIPE = """
 name = "rt"
@@ -106,6 +107,11 @@ def test_latency_by_batch_figure_has_a_line_per_configuration_and_runtime(store)
         "head=lraspp · eager", "head=lraspp · onnxruntime"]
     eager = next(line for line in lines if line.get_label() == "head=fcn · eager")
     assert list(eager.get_xdata()) == [1, 10] and list(eager.get_ydata()) == [11.0, 90.0]
+    # plain numbers, a tick at each batch size measured (not 10^0, 10^1; nor 2×10^1 ms)
+    ax = figure.figure.axes[0]
+    assert tick_labels(ax.xaxis) == ["1", "10"]
+    assert tick_labels(ax.yaxis) == ["10", "20", "50", "100"]
+    assert crowded_ticks(ax.xaxis) == [] and crowded_ticks(ax.yaxis) == []
 
 
 def test_eager_at_batch_one_only_adds_nothing(tmp_path):
