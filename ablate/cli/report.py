@@ -15,9 +15,9 @@ FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
 
 where_option = click.option(
     "--where", "where", multiple=True, metavar="KEY=VALUE",
-    help="Only rows where a column or axis key (a key the study varies) has this value, "
-         "e.g. --where model.keep_last_expansion=false (KEY!=VALUE excludes; repeatable, "
-         "all must hold).",
+    help="Only rows where a column or axis key (a key the study varies, or the short name "
+         "the table shows) has this value, e.g. --where model.keep_last_expansion=false "
+         "(KEY!=VALUE excludes; repeatable, all must hold).",
 )
 
 

@@ -214,7 +214,7 @@ def cost_axes(configs: pd.DataFrame, requested: tuple[str, ...] = ()) -> list[st
         return [c for c in DEFAULT_COST_AXES if c in configs and configs[c].notna().any()]
     axes = []
     for key in requested:
-        column = column_for(configs, key)
+        column = column_for(configs, key, "--x")
         if column is None or column not in numeric:
             raise UserInputError(f"--x: no numeric column {key!r}; numeric columns: "
                                  f"{', '.join(c.removeprefix('axis:') for c in numeric)}")

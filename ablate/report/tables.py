@@ -96,12 +96,20 @@ def parse_where(items: list[str] | tuple[str, ...]) -> list[Condition]:
     return out
 
 
-def column_for(frame: pd.DataFrame, key: str) -> str | None:
-    """The column a user's key names: itself, an axis (``axis:KEY``) or a published figure."""
+def column_for(frame: pd.DataFrame, key: str, source: str = "--where") -> str | None:
+    """The column a user's key names: itself, an axis (``axis:KEY``), a published figure,
+    or the one axis whose key ends in ``.KEY``: the short name a table's header shows
+    (``keep_last_expansion`` for ``model.keep_last_expansion``). A short name several axes
+    end in is refused with their full names."""
     for column in (key, f"axis:{key}", f"published_{key}"):
         if column in frame.columns:
             return column
-    return None
+    ending = [c for c in frame.columns if isinstance(c, str) and c.startswith("axis:")
+              and c.endswith(f".{key}")]
+    if len(ending) > 1:
+        raise UserInputError(f"{source}: {key!r} is short for several axes: "
+                             f"{', '.join(_user_names(ending))}; give the full name")
+    return ending[0] if ending else None
 
 
 def filter_rows(frame: pd.DataFrame, conditions: list[Condition],
@@ -109,7 +117,7 @@ def filter_rows(frame: pd.DataFrame, conditions: list[Condition],
     """Rows meeting every condition; values compare as in recipes (1 == 1.0, true, [1, 2])."""
     keep = np.ones(len(frame), dtype=bool)
     for cond in conditions:
-        column = column_for(frame, cond.key)
+        column = column_for(frame, cond.key, source)
         if column is None:
             raise UserInputError(f"{source}: no column {cond.key!r}; columns: "
                                  f"{', '.join(_user_names(frame.columns))}")
@@ -157,7 +165,7 @@ def sort_rows(frame: pd.DataFrame, key: str | None, descending: bool) -> pd.Data
     """Sorted by ``key`` (any column or axis key; NaN last); default: mIoU, best first."""
     if key is None:
         return frame.sort_values("miou_mean", ascending=False, kind="stable", na_position="last")
-    column = column_for(frame, key)
+    column = column_for(frame, key, "--sort")
     if column is None:
         raise UserInputError(
             f"--sort: no column {key!r}; columns: {', '.join(_user_names(frame.columns))}")

@@ -86,6 +86,18 @@ def test_csv_where_on_an_axis_and_on_a_trial_column(db):
     assert rows[1].split(",")[7:9] == ["5000000", "1.5"]
 
 
+def test_where_sort_and_x_take_an_axis_by_the_name_the_table_shows(db):
+    """The header shows ``model.head`` as ``head``: that name works as well as the key."""
+    short = report(db, "--study", "mnv3_mini", "--where", "head=deeplabv3", "--sort", "head",
+                   "--format", "csv")
+    assert short.exit_code == 0, short.output
+    full = report(db, "--study", "mnv3_mini", "--where", "model.head=deeplabv3", "--sort",
+                  "model.head", "--format", "csv")
+    assert short.output == full.output
+    assert [r.split(",")[1] for r in short.output.splitlines()[1:]] == [
+        "conventional[head=deeplabv3]", "proposed[head=deeplabv3]"]
+
+
 def test_json_is_an_alias_and_where_on_a_configuration_column(db):
     as_json = report(db, "--json", "--where", "pareto=false")
     assert as_json.exit_code == 0, as_json.output

@@ -76,18 +76,31 @@ def test_zero_baseline_cost_gives_nan_not_inf():
 @pytest.mark.parametrize("where,names", [
     (["model.head=v3"], ["conventional[head=v3]", "proposed[head=v3]"]),
     (["model.head!=v3"], ["conventional[head=plus]", "proposed[head=plus]", "base"]),
-    (["variant=proposed", "head=plus"], []),  # `head` is not a key; see the error test
+    (["variant=proposed", "head=plus"], ["proposed[head=plus]"]),  # as the header names it
+    (["head!=v3", "expansion=3"], ["proposed[head=plus]"]),
+    (["variant=proposed", "nope=plus"], []),  # no such column: see the error test
     (["params=5000000"], ["proposed[head=v3]"]),  # 5000000 == 5_000_000.0
     (["model.expansion=[1, 2]"], ["conventional[head=plus]", "conventional[head=v3]"]),
     (["model.expansion=3"], ["proposed[head=plus]"]),
     (["model.expansion=all", "miou_mean=56"], ["proposed[head=v3]"]),
 ])
 def test_where(where, names):
-    if where == ["variant=proposed", "head=plus"]:
-        with pytest.raises(UserInputError, match="--where: no column 'head'; columns: study, "):
+    if where == ["variant=proposed", "nope=plus"]:
+        with pytest.raises(UserInputError, match="--where: no column 'nope'; columns: study, "):
             filter_rows(configs(), parse_where(where))
         return
     assert filter_rows(configs(), parse_where(where))["config_name"].tolist() == names
+
+
+def test_a_short_name_several_axes_end_in_is_refused_with_their_full_names():
+    frame = configs().assign(**{"axis:train.head": "x"})
+    message = ("'head' is short for several axes: model.head, train.head; give the full name")
+    with pytest.raises(UserInputError, match=f"^--where: {message}$"):
+        filter_rows(frame, parse_where(["head=v3"]))
+    with pytest.raises(UserInputError, match=f"^--sort: {message}$"):
+        sort_rows(frame, "head", False)
+    kept = filter_rows(frame, parse_where(["model.head=v3"]))  # the full name still works
+    assert kept["config_name"].tolist() == ["conventional[head=v3]", "proposed[head=v3]"]
 
 
 def test_where_parsing():
@@ -125,6 +138,8 @@ def test_sort():
     assert math.isnan(sort_rows(frame, "gflops", True)["gflops"].iloc[-1])  # NaN last
     mixed = sort_rows(frame, "model.expansion", False)["axis:model.expansion"].tolist()
     assert mixed == [3, "[1, 2]", "[1, 2]", "all", None]  # mixed types compare as text
+    short = sort_rows(frame, "expansion", False)  # the name the table's header shows
+    assert short["axis:model.expansion"].tolist() == mixed
     with pytest.raises(UserInputError, match="--sort: no column 'nope'"):
         sort_rows(frame, "nope", False)
 
