@@ -241,13 +241,34 @@ def config_tables(configs: pd.DataFrame, trials: pd.DataFrame,
     tables = []
     descriptions = descriptions or {}
     for study, group in configs.groupby("study", sort=False):
-        n_trials = int((trials["study"] == study).sum())
         tables.append(DisplayTable(
-            title=f"{study}: {_count(len(group), 'configuration')}, {_count(n_trials, 'trial')}",
+            title=f"{study}: {trial_counts(group, trials)}",
             columns=config_columns(group),
             notes=config_notes(group) + failed_notes(trials, str(study)),
             description=descriptions.get(study, "").strip()))
     return tables
+
+
+def trial_counts(configs: pd.DataFrame, trials: pd.DataFrame, every_study: bool = False) -> str:
+    """"3 configurations, 9 trials (3 failed, 1 unfinished, not shown)": the trials the
+    rows pool, then those of the same studies' configurations with a row or with none
+    (every trial failed) that no row holds; a configuration a ``--where`` on the table
+    left out counts in neither. ``every_study``: also the studies without a row."""
+    n_done = int(pd.to_numeric(configs["n"], errors="coerce").fillna(0).sum())
+    text = f"{_count(len(configs), 'configuration')}, {_count(n_done, 'trial')}"
+    if trials.empty or "status" not in trials:
+        return text
+    mine = trials if every_study else trials[trials["study"].isin(set(configs["study"]))]
+    keys = list(zip(mine["study"], mine["config_name"]))
+    status = mine["status"].astype(str).to_numpy()
+    with_row = set(zip(configs["study"], configs["config_name"]))
+    some_done = {key for key, s in zip(keys, status) if s == TrialStatus.DONE}
+    counted = np.array([key in with_row or key not in some_done for key in keys], dtype=bool)
+    failed = int((counted & (status == TrialStatus.FAILED)).sum())
+    unfinished = int((counted & (status != TrialStatus.DONE)
+                      & (status != TrialStatus.FAILED)).sum())
+    parts = [f"{k} {word}" for k, word in ((failed, "failed"), (unfinished, "unfinished")) if k]
+    return text + (f" ({', '.join(parts)}, not shown)" if parts else "")
 
 
 def _count(n: int, noun: str) -> str:

@@ -102,6 +102,22 @@ def add_study(store: Store, text: str, name: str, figures: dict, trials=None) ->
     return trials
 
 
+def add_failing_study(store: Store, text: str, name: str, figures: dict,
+                      failed: set[tuple[str, int]]) -> list:
+    """``add_study``, but the trials ``(config name, seed)`` in ``failed`` are recorded as
+    failed (an error, no figures)."""
+    trials = expand(parse_recipe(text, f"{name}.toml"))
+    add_study(store, text, name, figures,
+              [t for t in trials if (t.config_name, t.seed) not in failed])
+    store.register_trials(name, trials)
+    for t in trials:
+        if (t.config_name, t.seed) in failed:
+            store.record(TrialResult.from_json({
+                "format": 1, "study": name, "trial_id": t.trial_id, "status": "failed",
+                "error": "RuntimeError: CUDA out of memory", "final": {}, "epochs": []}))
+    return trials
+
+
 def fill(url: str) -> Store:
     """``mnv3_mini`` and ``other`` in the store at ``url``."""
     store = Store(url)
