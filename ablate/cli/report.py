@@ -10,6 +10,7 @@ from ablate.cli import main
 from ablate.cli.options import db_option, given, make_console, not_nan, option_name
 from ablate.errors import UserInputError
 from ablate.heap import fewer_collections
+from ablate.trials.lifecycle import TrialStatus
 
 FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
 
@@ -291,9 +292,16 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
                            "is finished and a draw is chosen for each configuration "
                            f"('ablate status {study}' shows the tuning trials; the same "
                            "'ablate run' goes on).")
+        elif where:
+            click.echo(f"No finished trial matches --where {' '.join(where)}.")
+        elif _all_failed(result.trials):  # trials exist: "run it" would mislead
+            for study, group in result.trials.groupby("study", sort=False):
+                trials = f"{len(group)} trial" + ("" if len(group) == 1 else "s")
+                click.echo(f"Every trial of study {study!r} failed ({trials}); "
+                           f"see why with: ablate status {study}")
+            return
         else:
-            click.echo(f"No finished trial matches --where {' '.join(where)}." if where else
-                       "No finished trials in the database yet. Run: ablate run RECIPE")
+            click.echo("No finished trials in the database yet. Run: ablate run RECIPE")
         for line in unshown:  # every trial failed: say so rather than nothing
             click.echo(line)
         return
@@ -322,6 +330,11 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
         render.print_rich(tables, make_console())
     for line in unshown:  # studies without a table: every configuration failed
         click.echo(("\n" if fmt == "markdown" else "") + line)
+
+
+def _all_failed(trials) -> bool:
+    """Trials exist and every one of them failed."""
+    return not trials.empty and bool((trials["status"].astype(str) == TrialStatus.FAILED).all())
 
 
 def _write_figures(result, figures, out_dir: str, fmt: str) -> list:

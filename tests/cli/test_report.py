@@ -301,6 +301,21 @@ def test_empty_database_html_and_markdown(tmp_path):
     assert "ablate report: no trials" in (tmp_path / "o" / "report.html").read_text()
 
 
+def test_a_database_whose_every_trial_failed_says_so(tmp_path):
+    """Not 'No finished trials in the database yet. Run: ablate run RECIPE': they ran."""
+    from ablate.store import Store
+    from tests.report.fake_store import FIGURES, MNV3_MINI, add_failing_study
+
+    db = str(tmp_path / "failed.db")
+    add_failing_study(Store(f"sqlite:///{db}"), MNV3_MINI, "mnv3_mini", {},
+                      {(name, seed) for name in FIGURES for seed in (0, 1)})
+    for fmt in ("table", "markdown"):
+        result = report(db, "--format", fmt)
+        assert result.exit_code == 0, result.output  # as an empty database (docs/cluster.md)
+        assert result.output == ("Every trial of study 'mnv3_mini' failed (8 trials); see why "
+                                 "with: ablate status mnv3_mini\n")
+
+
 def test_where_that_matches_nothing(db):
     result = report(db, "--where", "model.head=fcn", "--format", "markdown")
     assert result.exit_code == 0, result.output
