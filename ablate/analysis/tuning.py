@@ -113,6 +113,29 @@ def sign_agreement(tuned: float, per_draw: np.ndarray) -> tuple[int, int]:
     return int((np.sign(values) == np.sign(tuned)).sum()), len(values)
 
 
+NEAR_EDGE = 0.1  # a chosen extreme draw this close to the range's end: widen the range
+
+
+def edge_gap(spec: dict[str, list], value: Any, side: str) -> float:
+    """How far ``value``, the ``side`` (``"lowest"``/``"highest"``) value drawn, lies from
+    that end of its range, as a share of the range's width on the scale the draws are
+    spread on: log for ``log_uniform`` (0.1 in [1e-4, 1] is a quarter of the range from
+    its top), linear for ``uniform`` and ``int``, the choices' order for a ``choice``.
+    At most ``NEAR_EDGE`` the best may lie beyond the range; more, and more draws may
+    find it between the value and the end."""
+    kind, bounds = next(iter(spec.items()))
+    if kind == "choice":
+        ranks = sorted(v for v in bounds if isinstance(v, int | float) and not isinstance(v, bool))
+        value, bounds = ranks.index(value) if value in ranks else 0, [0, len(ranks) - 1]
+    low, high = (float(b) for b in bounds)
+    value = float(value)
+    if kind == "log_uniform":
+        value, low, high = math.log(value), math.log(low), math.log(high)
+    if high <= low:
+        return 0.0
+    return max(value - low if side == "lowest" else high - value, 0.0) / (high - low)
+
+
 def edge_of_range(draws: list[dict[str, Any]], chosen: int, key: str) -> str | None:
     """``"lowest"``/``"highest"`` when the chosen draw holds the lowest/highest value of
     ``key`` among the draws (of at least three distinct numbers): the best may lie beyond

@@ -17,7 +17,14 @@ import numpy as np
 import pandas as pd
 
 from ablate.analysis.effects import effects_table
-from ablate.analysis.tuning import draw_scores, edge_of_range, sign_agreement, tuning_curve
+from ablate.analysis.tuning import (
+    NEAR_EDGE,
+    draw_scores,
+    edge_gap,
+    edge_of_range,
+    sign_agreement,
+    tuning_curve,
+)
 from ablate.report.frame import trials_frame
 from ablate.report.render import NO_SPREAD, Column, DisplayTable, fmt_value, numeric_column
 from ablate.trials.lifecycle import TrialStatus
@@ -42,7 +49,8 @@ class TuningView:
     chosen: dict[str, int]  # config -> draw (empty until the selection is made)
     scores: pd.DataFrame  # config x draw: mean selection metric (%) over tuning seeds
     curves: pd.DataFrame  # config, draws, expected, low, high
-    edges: list[tuple[str, str, str]] = field(default_factory=list)  # config, key, side
+    # config, key, side ("lowest"/"highest" drawn), gap to that end of the range (share)
+    edges: list[tuple[str, str, str, float]] = field(default_factory=list)
     draw_effects: pd.DataFrame | None = None  # axis, change, tuned, agree, of, draw_<j>...
 
     @property
@@ -75,7 +83,8 @@ def tuning_view(store, study: str, record: dict[str, Any], effects: pd.DataFrame
     curves = pd.concat([tuning_curve(row.to_numpy(dtype=float)).assign(config=config)
                         for config, row in scores.iterrows()], ignore_index=True)
     chosen = {str(c): int(j) for c, j in selection.get("chosen", {}).items()}
-    edges = [(c, key, side) for c, j in chosen.items() for key in section["ranges"]
+    edges = [(c, key, side, edge_gap(section["ranges"][key], draws[j][key], side))
+             for c, j in chosen.items() for key in section["ranges"]
              if (side := edge_of_range(draws, j, key)) is not None]
     per_draw = None
     if effects is not None and not effects.empty and chosen:
@@ -157,10 +166,22 @@ def chosen_table(view: TuningView) -> DisplayTable:
         notes.append("Selection read the validation set, which the effects are read on too: "
                      "the chosen draws fit those images, so the effects keep a residual bias "
                      "toward what suits them (select_on = \"holdout\" avoids it).")
-    for config, key, side in view.edges:
-        where = "below" if side == "lowest" else "above"
-        notes.append(f"⚠ {config}: {key} = {_value(view.draws[view.chosen[config]][key])} is "
-                     f"the {side} value drawn: the best may lie {where} the range; widen it.")
+    for config, key, side, gap in view.edges:
+        value = _value(view.draws[view.chosen[config]][key])
+        if gap <= NEAR_EDGE:
+            where = "below" if side == "lowest" else "above"
+            notes.append(f"⚠ {config}: {key} = {value} is the {side} value drawn, at the "
+                         f"range's end: the best may lie {where} the range; widen it.")
+        else:
+            kind, bounds = next(iter(view.ranges[key].items()))
+            scale = " (on a log scale)" if kind == "log_uniform" else ""
+            ends = sorted(bounds) if kind == "choice" else bounds  # numbers: edge_of_range
+            end = _value(ends[0] if side == "lowest" else ends[-1])
+            notes.append(f"⚠ {config}: {key} = {value} is the {side} value drawn but "
+                         f"{100 * gap:.0f}% of the range{scale} from its "
+                         f"{'bottom' if side == 'lowest' else 'top'}, {end}: the best may lie "
+                         "in between, where no draw fell; more draws ([tune] budget) look "
+                         "there.")
     if not view.chosen:
         notes.append("No selection yet: the tuning phase is unfinished.")
     return DisplayTable(f"{view.study}: tuned configurations", cols, notes)
@@ -240,7 +261,9 @@ def tuning_json(views: dict[str, TuningView]) -> dict[str, Any]:
             "curves": [{k: clean(v) for k, v in row.items()}
                        for row in view.curves.to_dict("records")],
             "curve_estimator": ESTIMATOR,
-            "edges": [{"config": c, "key": k, "side": s} for c, k, s in view.edges],
+            "edges": [{"config": c, "key": k, "side": s, "range_gap": g,
+                       "advice": "widen the range" if g <= NEAR_EDGE else "more draws"}
+                      for c, k, s, g in view.edges],
             "draw_effects": (None if view.draw_effects is None else
                              [{k: clean(v) for k, v in row.items()}
                               for row in view.draw_effects.to_dict("records")]),

@@ -13,6 +13,7 @@ from ablate.analysis.tuning import (
     NoDrawLeft,
     choose,
     draw_scores,
+    edge_gap,
     edge_of_range,
     expected_best,
     sign_agreement,
@@ -90,6 +91,17 @@ def test_sign_agreement():
     assert sign_agreement(-0.5, np.array([-1.0, 2.0, -3.0, np.nan, 0.0])) == (2, 4)
     assert sign_agreement(0.0, np.array([1.0, -1.0])) == (0, 2)
     assert sign_agreement(float("nan"), np.array([1.0])) == (0, 1)
+
+
+def test_edge_gap_is_a_share_of_the_range_on_the_scale_the_draws_are_spread_on():
+    log = {"log_uniform": [1e-4, 1.0]}  # four decades
+    assert edge_gap(log, 0.1, "highest") == pytest.approx(0.25)  # a decade below the top
+    assert edge_gap(log, 1e-3, "lowest") == pytest.approx(0.25)
+    assert edge_gap(log, 1.0, "highest") == 0.0
+    assert edge_gap({"uniform": [0.0, 0.5]}, 0.45, "highest") == pytest.approx(0.1)
+    assert edge_gap({"int": [1, 9]}, 3, "lowest") == pytest.approx(0.25)
+    assert edge_gap({"choice": [64, 16, 32]}, 32, "highest") == pytest.approx(0.5)
+    assert edge_gap({"choice": [64, 16, 32]}, 64, "highest") == 0.0
 
 
 def test_edge_of_range_flags_the_extreme_draws_of_numeric_keys_only():

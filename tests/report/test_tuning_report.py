@@ -54,10 +54,15 @@ CONFIRMATION = {"a": [0.50, 0.52], "b": [0.49, 0.50]}
 
 @pytest.fixture
 def tuned(tmp_path):
+    return tuned_study(tmp_path, RECIPE)
+
+
+def tuned_study(tmp_path, text: str):
+    """The study of the module's docstring, tuned over ``text``'s [tune] ranges."""
     store = Store(f"sqlite:///{tmp_path / 't.db'}")
-    recipe = parse_recipe(RECIPE, "tuned.toml")
+    recipe = parse_recipe(text, "tuned.toml")
     plan = plan_tuning(recipe)
-    store.upsert_study("tuned", "", "tuned.toml", RECIPE)
+    store.upsert_study("tuned", "", "tuned.toml", text)
     store.set_study_tuning("tuned", {"version": 1, "setup": json.loads(json.dumps(plan.to_json())),
                                      "selection": None})
     store.register_trials("tuned", plan.trials)
@@ -104,22 +109,46 @@ def test_the_report_reads_effects_on_confirmations_and_shows_the_tuning(tuned):
     assert (per_draw["agree"], per_draw["of"]) == (1, 3)
 
 
-def test_edge_of_range_warns_to_widen_it(tuned):
+def test_an_extreme_draw_far_from_the_range_s_end_asks_for_more_draws(tuned):
+    """0.1034 is the highest of the draws but a decade below the range's top, 1.0: a
+    quarter of the range on the log scale the draws are spread on. Widening the range would
+    not look where no draw fell; more draws would (it said "widen it")."""
     store, plan = tuned
     # the draws are 0.004363, 0.1034, 0.01737, 0.0004109: a's choice is the highest, b's
-    # the lowest
+    # the lowest; log10(1 / 0.1034) / 4 = 0.246, log10(0.0004109 / 1e-4) / 4 = 0.153
     assert [d["train.lr"] for d in plan.draws] == [0.004363, 0.1034, 0.01737, 0.0004109]
     report = build_report(store, ["tuned"], effects=True)
     edges = tuning_json(report.tuning)["tuned"]["edges"]
-    expected = [{"config": "a", "key": "train.lr", "side": "highest"},
-                {"config": "b", "key": "train.lr", "side": "lowest"}]
-    assert edges == expected
+    assert [(e["config"], e["key"], e["side"], e["advice"]) for e in edges] == [
+        ("a", "train.lr", "highest", "more draws"), ("b", "train.lr", "lowest", "more draws")]
+    assert [e["range_gap"] for e in edges] == [pytest.approx(0.2464, abs=1e-4),
+                                               pytest.approx(0.1535, abs=1e-4)]
     notes = tuning_tables(report.tuning)[0].notes
     assert notes[1:] == [
-        "⚠ a: train.lr = 0.1034 is the highest value drawn: the best may lie above the "
-        "range; widen it.",
-        "⚠ b: train.lr = 0.0004109 is the lowest value drawn: the best may lie below the "
-        "range; widen it."]
+        "⚠ a: train.lr = 0.1034 is the highest value drawn but 25% of the range (on a log "
+        "scale) from its top, 1: the best may lie in between, where no draw fell; more draws "
+        "([tune] budget) look there.",
+        "⚠ b: train.lr = 0.0004109 is the lowest value drawn but 15% of the range (on a log "
+        "scale) from its bottom, 0.0001: the best may lie in between, where no draw fell; "
+        "more draws ([tune] budget) look there."]
+
+
+def test_an_extreme_draw_at_the_range_s_end_warns_to_widen_it(tmp_path):
+    """The same draws on an int range [1, 4]: 4, 2, 3, 1; a's choice is the top, b's the
+    bottom."""
+    text = RECIPE.replace('"train.lr" = { log_uniform = [1e-4, 1.0] }',
+                          '"train.batch_size" = { int = [1, 4] }')
+    store, plan = tuned_study(tmp_path, text)
+    assert [d["train.batch_size"] for d in plan.draws] == [2, 4, 3, 1]
+    report = build_report(store, ["tuned"], effects=True)
+    edges = tuning_json(report.tuning)["tuned"]["edges"]
+    assert [(e["config"], e["side"], e["range_gap"], e["advice"]) for e in edges] == [
+        ("a", "highest", 0.0, "widen the range"), ("b", "lowest", 0.0, "widen the range")]
+    assert tuning_tables(report.tuning)[0].notes[1:] == [
+        "⚠ a: train.batch_size = 4 is the highest value drawn, at the range's end: the best "
+        "may lie above the range; widen it.",
+        "⚠ b: train.batch_size = 1 is the lowest value drawn, at the range's end: the best "
+        "may lie below the range; widen it."]
 
 
 def test_table_json_and_latex_show_the_chosen_values(tuned, tmp_path):
