@@ -44,6 +44,7 @@ from ablate.report.plots import AXIS_LABELS, curves_figure, pareto_figure, per_c
 from ablate.report.render import config_tables, per_class_tables, trial_counts
 from ablate.report.runtimes import has_runtime_latency, latency_by_batch_figure, runtime_tables
 from ablate.report.tables import (
+    DELTAS,
     add_baseline,
     column_for,
     filter_rows,
@@ -115,9 +116,12 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
         from ablate.report.runtimes import add_runtime_columns  # latency_ms@<runtime>/bs<n>
 
         configs = add_runtime_columns(store, trials, configs)
-        configs = pareto_marks(configs, trials, alpha, designs)
+    configs = pareto_marks(configs, trials, alpha, designs)  # its columns even with no row
     if baseline is not None and not configs.empty:
         configs = baseline_intervals(add_baseline(configs, baseline), trials, alpha, designs)
+    elif baseline is not None:  # no row to compare: its columns still (a CSV's header)
+        configs = configs.assign(baseline=None, **{delta: np.nan for delta, _ in DELTAS.values()},
+                                 miou_delta_low=np.nan, miou_delta_high=np.nan)
     if not configs.empty:
         configs = filter_rows(configs, [c for c in conditions if c not in on_trials])
         configs = sort_rows(configs, sort, descending)

@@ -183,9 +183,10 @@ def config_frame(trials: pd.DataFrame) -> pd.DataFrame:
     (exact), ``gflops_vs_published`` and ``miou_vs_published`` (points).
     """
     done = trials[trials["status"] == TrialStatus.DONE]
-    if done.empty:
+    if done.empty and not set(CONFIG_INPUTS) <= set(done.columns):
         return pd.DataFrame(columns=["study", "config_name", "variant", "n", "miou_mean",
                                      "miou_std", "params", "gflops", "latency_ms", "pareto"])
+    # no trial done yet: the same columns as with some (a CSV's header does not change)
     keys = ["study", "config_name"]
     axis_cols = [c for c in done.columns if c.startswith(("axis:", "published_"))
                  or c in SETTING_COLUMNS]
@@ -212,6 +213,10 @@ def config_frame(trials: pd.DataFrame) -> pd.DataFrame:
             out[diff] = out[measured] - pd.to_numeric(out[published], errors="coerce")
     return out
 
+
+# the columns of a trials frame (``trials_frame``) that a configuration's row is built from
+CONFIG_INPUTS = ("study", "config_name", "variant", "seed", "miou", "pixel_acc", "params",
+                 "gflops", "flops_convention", "resolution", "latency_ms")
 
 # measured column, published column, difference column (measured - published)
 PUBLISHED_DIFFS = (

@@ -316,6 +316,38 @@ def test_a_database_whose_every_trial_failed_says_so(tmp_path):
                                  "with: ablate status mnv3_mini\n")
 
 
+def test_csv_without_a_row_has_the_header_a_report_with_rows_has(db, tmp_path):
+    """A script reading the CSV finds the same columns before any trial is done: those of
+    every report (pixel_acc, preemptions, the Pareto marks), and the axes and published
+    figures its studies' trials name (--baseline's too); a result's own columns
+    (per-class IoU, runtimes) only once some trial has them."""
+    from ablate.store import Store
+    from tests.report.fake_store import FIGURES, MNV3_MINI, add_failing_study
+
+    def header(database, *args):
+        result = report(database, "--study", "mnv3_mini", "--format", "csv", *args)
+        assert result.exit_code == 0, result.output
+        return result.output.splitlines()[0]
+
+    full = header(db)
+    assert header(db, "--where", "model.head=fcn") == full  # no trial matches
+    failed = str(tmp_path / "failed.db")
+    add_failing_study(Store(f"sqlite:///{failed}"), MNV3_MINI, "mnv3_mini", {},
+                      {(name, seed) for name in FIGURES for seed in (0, 1)})
+    assert header(failed) == full  # every trial failed
+    assert header(db, "--baseline", "conventional", "--where", "model.head=fcn") == \
+        header(db, "--baseline", "conventional")
+    empty = str(tmp_path / "e.db")
+    Store(empty).close()
+    fixed = report(empty, "--format", "csv").output.strip()
+    assert fixed == ("study,config_name,variant,n,miou_mean,miou_std,pixel_acc,params,gflops,"
+                     "flops_convention,resolution,latency_ms,preemptions,pareto,pareto_mark,"
+                     "pareto_tie,pareto_reason")  # no study: no axis, no published figure
+    assert [c for c in full.split(",") if c not in fixed.split(",")] == [
+        "axis:model.head", "published_params", "published_miou", "published_source",
+        "params_vs_published", "miou_vs_published"]
+
+
 def test_where_that_matches_nothing(db):
     result = report(db, "--where", "model.head=fcn", "--format", "markdown")
     assert result.exit_code == 0, result.output
