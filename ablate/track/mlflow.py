@@ -26,7 +26,7 @@ from typing import Any
 from ablate import atomic
 from ablate.track.tensorboard import hparam_value
 from ablate.track.trial import TrackedTrial, ended_status
-from ablate.train.events import EpochEnded, Stepped, TrialEvent
+from ablate.train.events import EpochEnded, Resumed, Stepped, TrialEvent
 from ablate.trials.lifecycle import TrialStatus
 
 PARAM_MAX = 500  # MLflow refuses longer parameter values
@@ -102,12 +102,23 @@ class MlflowSink:
         options = trial.options.get("mlflow")
         if not options:
             raise RuntimeError("no MLflow experiment for this study (the runner did not start one)")
-        self.trial = trial
+        self.trial, self.options = trial, options
         self.client = _client(options.get("tracking_uri"))
-        self.run_id = self._resumed_run()
-        if self.run_id is not None:  # the trial resumes: its run goes on, params as logged
+        self.earlier = self._earlier_run()
+        self.run_id: str | None = None  # opened at the first event: resumed, or from scratch
+
+    def _start(self, resumed: bool) -> None:
+        """Continue the earlier attempt's run when training resumed from its checkpoint;
+        else a new run (a forced rerun or a retry from scratch would otherwise log its
+        steps a second time into the old run, under the old parent)."""
+        earlier = self.earlier
+        if resumed and earlier is not None:  # its params as logged
+            self.run_id = earlier.info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
             return
+        if earlier is not None and earlier.info.status == "RUNNING":  # its process died
+            self.client.set_terminated(earlier.info.run_id, "KILLED")
+        trial, options = self.trial, self.options
         tags = {"mlflow.parentRunId": options["parent_run_id"], "ablate.study": trial.study,
                 "ablate.trial_id": trial.trial_id, "ablate.config_name": trial.config_name,
                 "ablate.variant": trial.variant, "ablate.run_dir": trial.run_dir,
@@ -123,17 +134,16 @@ class MlflowSink:
         params["seed"] = str(trial.seed)
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
 
-    def _resumed_run(self) -> str | None:
-        """The run of an earlier attempt of this trial, when it still exists."""
+    def _earlier_run(self):
+        """The run (``mlflow.entities.Run``) of an earlier attempt of this trial, when it
+        still exists."""
 
         path = Path(self.trial.run_dir) / RUN_ID_FILE
         try:
-            run_id = path.read_text().strip()
-            run = self.client.get_run(run_id)
+            run = self.client.get_run(path.read_text().strip())
         except Exception:  # no file, or a run the server no longer knows: a new run
             return None
-        same = run.data.tags.get("ablate.trial_id") == self.trial.trial_id
-        return run_id if same else None
+        return run if run.data.tags.get("ablate.trial_id") == self.trial.trial_id else None
 
     def _remember(self) -> None:
         folder = Path(self.trial.run_dir)
@@ -150,6 +160,8 @@ class MlflowSink:
             self.client.log_batch(self.run_id, metrics=metrics)
 
     def event(self, event: TrialEvent) -> None:
+        if isinstance(event, Resumed | Stepped | EpochEnded) and self.run_id is None:
+            self._start(resumed=isinstance(event, Resumed))
         if isinstance(event, Stepped):
             self._log({"train/loss": event.loss, "train/lr": event.lr}, event.step)
         elif isinstance(event, EpochEnded):
@@ -158,6 +170,10 @@ class MlflowSink:
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
         status = ended_status(result)
+        if self.run_id is None:
+            if status is None:  # stopped before its first step: nothing to say
+                return {}
+            self._start(resumed=False)  # failed before training: a run that says so
         if status is TrialStatus.DONE:
             final = result.get("final") or {}
             self._log({f"final/{k}": v for k, v in final.items()}, int(final.get("steps") or 0))

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ablate.cli import main
 from ablate.store import Store
 from ablate.track import TrackedTrial, open_trackers
-from ablate.train.events import Stepped
+from ablate.train.events import Resumed, Stepped
 
 # make test installs the extra; a bare pytest without it says what to install (CI fails then)
 if not os.environ.get("CI"):
@@ -109,7 +109,8 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
                          seed=3, options={"mlflow": options})
     first = MlflowSink(trial)
     first.event(Stepped(step=1, total_steps=2, epoch=1, epochs=1, loss=1.0, lr=0.1))  # then killed: no finish
-    again = MlflowSink(trial)  # the trial resumes from its checkpoint
+    again = MlflowSink(trial)
+    again.event(Resumed(1))  # the trial resumes from its checkpoint (train.loop says so)
     assert again.run_id == first.run_id
     again.event(Stepped(step=2, total_steps=2, epoch=1, epochs=1, loss=0.5, lr=0.1))
     again.finish({"status": "done", "final": {"miou": 0.4, "steps": 2}})
@@ -120,6 +121,35 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
     assert run.info.status == "FINISHED" and run.data.params == {
         "lr": "0.1", "model.keep_last_expansion": "false", "x": "none", "seed": "3"}
     assert run.data.tags["ablate.seed"] == "3" and run.data.tags["ablate.status"] == "done"
+
+
+def test_a_trial_trained_from_scratch_again_is_a_new_mlflow_run(tmp_path, monkeypatch):
+    """--force, or a retry without a checkpoint: no Resumed event, so the earlier run is
+    left as it ended (a killed one marked KILLED) and the steps go to a new run, not a
+    second time into the old one."""
+    from mlflow.tracking import MlflowClient
+
+    from ablate.track.mlflow import MlflowSink, start_study
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    trial = TrackedTrial("s", "t1", "trial-1", str(tmp_path / "run"),
+                         options={"mlflow": start_study("s")})
+    runs = []
+    for finished in (True, False, True):  # done; killed (no finish); forced again
+        sink = MlflowSink(trial)
+        for step in (1, 2):
+            sink.event(Stepped(step=step, total_steps=2, epoch=1, epochs=1, loss=1.0, lr=0.1))
+        if finished:
+            sink.finish({"status": "done", "final": {"miou": 0.4, "steps": 2}})
+        runs.append(sink.run_id)
+    assert len(set(runs)) == 3
+    client = MlflowClient(tracking_uri=uri)
+    assert [client.get_run(r).info.status for r in runs] == ["FINISHED", "KILLED", "FINISHED"]
+    for run_id in runs:
+        assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [1, 2]
+    assert (tmp_path / "run" / "mlflow_run_id").read_text().strip() == runs[-1]
 
 
 @pytest.fixture
