@@ -284,7 +284,7 @@ class WandbSink:
         self._save()
         atexit.register(self._save_at_exit)  # a Slurm requeue leaves by sys.exit
         run = self.run
-        run.define_metric("epoch")
+        run.define_metric("epoch", summary="none")  # the summary: final figures only
         run.define_metric("train/*", summary="none")
         for section in ("val/*", "epoch/*"):
             run.define_metric(section, step_metric="epoch", summary="none")

@@ -23,7 +23,7 @@ from ablate.cli import main
 from ablate.store import Store
 from ablate.track import TrackedTrial, open_trackers
 from ablate.track import wandb as wb
-from ablate.train.events import Resumed, Stepped
+from ablate.train.events import EpochEnded, Resumed, Stepped
 
 # make test installs the extra; a bare pytest without it says what to install (CI fails then)
 if not os.environ.get("CI"):
@@ -315,6 +315,22 @@ def test_a_trial_on_a_host_that_cannot_reach_the_server_writes_offline(tmp_path,
     assert err.count("Warning: tracker wandb") == 1 and f"{refused} does not answer" in err
     (run,) = runs_in(tmp_path / "run")
     assert run.summary["state"] == "finished" and run.summary["summary"]["final/miou"] == 0.5
+
+
+@pytest.mark.slow
+def test_the_summary_holds_the_final_figures_only(tmp_path, wandb_env):
+    """No history figure keeps a summary value, the epoch counter neither: a grouped runs
+    table then averages only what the report averages."""
+    trial = TrackedTrial("s", "t1", "n", str(tmp_path / "run"),
+                         options={"wandb": {"mode": "offline"}})
+    sink = wb.WandbSink(trial)
+    sink.event(Stepped(step=1, total_steps=2, epoch=1, epochs=2, loss=1.0, lr=0.1))
+    sink.event(EpochEnded(epoch=1, epochs=2, step=1, metrics={"val_miou": 0.3, "train_loss": 1.0}))
+    sink.finish({"status": "done", "final": {"miou": 0.3, "latency_ms@eager/bs1": 2.0}})
+    (run,) = runs_in(tmp_path / "run")
+    assert run.history("epoch") == [(1, 1)]
+    assert sorted(k for k in run.summary["summary"] if not k.startswith("_")) == [
+        "final/latency_ms_eager/bs1", "final/miou"]
 
 
 @pytest.mark.slow
