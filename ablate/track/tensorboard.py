@@ -7,6 +7,8 @@ x axis the global step): ``train/loss`` and ``train/lr`` at every logged step,
 ``final/<figure>`` for every final figure. The hparams plugin gets the trial's axes (its
 variant too, where the recipe has variants, and its seed) as hyper-parameters and ``final/miou``, ``final/pixel_acc``, ``final/latency_ms``
 as its metrics, so ``tensorboard --logdir RUNS/STUDY`` compares the trials side by side.
+An attempt that logs steps again (resumed, or from scratch) purges the earlier attempt's
+values from those steps on, as TensorBoard does for a restarted run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.track.trial import TrackedTrial, ended_status
-from ablate.train.events import EpochEnded, Stepped, TrialEvent
+from ablate.train.events import EpochEnded, Resumed, Stepped, TrialEvent
 from ablate.trials.lifecycle import TrialStatus
 
 SUBDIR = "tensorboard"
@@ -46,14 +48,29 @@ class TensorBoardSink:
 
         self.trial = trial
         self.dir = log_dir(trial.run_dir)
-        self.writer = SummaryWriter(log_dir=str(self.dir))
+        self.earlier = any(self.dir.glob("events.out.tfevents.*"))  # an earlier attempt's
+        self.dir.mkdir(parents=True, exist_ok=True)  # an unwritable folder: it cannot start
+        self.writer_class = SummaryWriter
+        self.writer: Any = None  # opened at the first event: resumed, or from scratch
         self.step = 0
+
+    def _open(self, resumed_at: int | None = None) -> None:
+        """The event writer. Over an earlier attempt's files TensorBoard would draw both
+        attempts' values at the same steps: a resumed trial hides what its earlier attempt
+        logged after the checkpoint, one trained from scratch again (``--force``, a retry
+        without a checkpoint) hides all of it (TensorBoard's purge of a restarted run)."""
+        purge = None
+        if self.earlier:
+            purge = 0 if resumed_at is None else resumed_at + 1
+        self.writer = self.writer_class(log_dir=str(self.dir), purge_step=purge)
 
     def _scalar(self, tag: str, value: Any, step: int) -> None:
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             self.writer.add_scalar(tag, float(value), step)
 
     def event(self, event: TrialEvent) -> None:
+        if isinstance(event, Resumed | Stepped | EpochEnded) and self.writer is None:
+            self._open(event.step if isinstance(event, Resumed) else None)
         if isinstance(event, Stepped):
             self.step = event.step
             self._scalar("train/loss", event.loss, self.step)
@@ -66,8 +83,13 @@ class TensorBoardSink:
             self.writer.flush()  # readable while the trial trains
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        status = ended_status(result)
+        if self.writer is None:
+            if status is None:  # stopped before its first step: it resumes later
+                return {"log_dir": str(self.dir)}
+            self._open()
         try:
-            if ended_status(result) is TrialStatus.DONE:
+            if status is TrialStatus.DONE:
                 self._final(result.get("final") or {})
         finally:
             self.writer.close()

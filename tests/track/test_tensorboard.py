@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from ablate.cli import main
 from ablate.store import Store
 from ablate.track import TrackedTrial, open_trackers
-from ablate.train.events import Stepped
+from ablate.train.events import EpochEnded, Resumed, Stepped
 from tests.install.hiding import hidden
 
 pytest.importorskip("tensorboard", reason="pip install 'ablate[tensorboard]'")
@@ -86,6 +88,52 @@ def test_hparams_name_the_variant_where_the_recipe_has_variants(tmp_path, varian
     trackers = open_trackers(["tensorboard"], trial)
     trackers.finish({"status": "done", "final": {"miou": 0.5, "steps": 2}, "environment": {}})
     assert _session_hparams(tmp_path / "run" / "tensorboard") == expected
+
+
+def _attempt(trial, events, final=None):
+    """One attempt of ``trial``: its events, then its result (None: killed, no result).
+    Its event file is renamed to sort after the earlier attempts' (TensorBoard reads them
+    in name order; attempts in one process within one second could sort either way)."""
+    log_dir = Path(trial.run_dir) / "tensorboard"
+    before = set(log_dir.glob("events.out.tfevents.*"))
+    trackers = open_trackers(["tensorboard"], trial)
+    progress = trackers.wrap(None)
+    for event in events:
+        progress(event)
+    if final is not None:
+        trackers.finish({"status": "done", "final": final, "environment": {}})
+    else:  # killed: the events were written, the writer never closed
+        trackers.sinks[0].writer.close()
+    (new,) = set(log_dir.glob("events.out.tfevents.*")) - before
+    new.rename(log_dir / f"events.out.tfevents.{len(before):010d}.host.1.0")
+
+
+def _steps(loss, *steps):
+    return [Stepped(step=s, total_steps=4, epoch=1, epochs=1, loss=loss + s, lr=0.1)
+            for s in steps]
+
+
+def test_an_attempt_hides_what_it_logs_again(tmp_path):
+    """A trial trained again from scratch (--force) shows its new values only, not both
+    attempts' at the same steps; one resumed from its checkpoint at step 2 keeps steps 1-2
+    of the attempt that was killed at step 3 and shows its own step 3 on."""
+    trial = TrackedTrial("s", "t1", "trial-1", str(tmp_path / "run"))
+    log_dir = tmp_path / "run" / "tensorboard"
+    _attempt(trial, [*_steps(10, 1, 2), EpochEnded(1, 1, 2, {"val_miou": 0.1})],
+             {"miou": 0.1, "steps": 2})
+    _attempt(trial, [*_steps(20, 1, 2), EpochEnded(1, 1, 2, {"val_miou": 0.2})],
+             {"miou": 0.2, "steps": 2})  # --force
+    acc = _accumulator(log_dir)
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 21), (2, 22)]
+    assert [e.value for e in acc.Scalars("val/miou")] == pytest.approx([0.2])
+    assert [e.value for e in acc.Scalars("final/miou")] == pytest.approx([0.2])
+
+    _attempt(trial, _steps(30, 1, 2, 3))  # killed at step 3, its checkpoint at step 2
+    _attempt(trial, [Resumed(2), *_steps(40, 3, 4)], {"miou": 0.4, "steps": 4})
+    acc = _accumulator(log_dir)
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [
+        (1, 31), (2, 32), (3, 43), (4, 44)]
+    assert [e.value for e in acc.Scalars("final/miou")] == pytest.approx([0.4])
 
 
 class _Boom:
