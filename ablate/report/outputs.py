@@ -90,7 +90,8 @@ def out_folder(option: str, path: str | Path) -> Iterator[Path]:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     except OSError as err:
         _remove_empty(missing)
-        raise UserInputError(f"{option} {path}: cannot create the folder: {reason(err)} "
+        what = "cannot create the folder" if folder in missing else "cannot write in it"
+        raise UserInputError(f"{option} {path}: {what}: {reason(err)} "
                              "(nothing was written)") from None
     try:
         yield folder

@@ -70,3 +70,13 @@ def test_out_folder_removes_only_the_folders_it_made_and_left_empty(tmp_path):
                                              r"directory \(nothing was written\)$"):
         with outputs.out_folder("--out", tmp_path / "file" / "x"):
             pass
+
+
+def test_an_existing_out_folder_that_cannot_be_written_is_not_said_to_be_created(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(outputs.os, "access", lambda path, mode: False)  # root may write anyway
+    with pytest.raises(UserInputError, match=r"^--out .*: cannot write in it: Permission denied "
+                                             r"\(nothing was written\)$"):
+        with outputs.out_folder("--out", tmp_path):
+            pass
+    assert tmp_path.is_dir()
