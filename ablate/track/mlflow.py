@@ -125,6 +125,8 @@ class MlflowSink:
                 "ablate.seed": str(trial.seed), "ablate.status": TrialStatus.RUNNING.value}
         run = self.client.create_run(options["experiment_id"], run_name=trial.name, tags=tags)
         self.run_id = run.info.run_id
+        if earlier is not None:  # a search can leave it out: no ablate.superseded_by
+            self.client.set_tag(earlier.info.run_id, "ablate.superseded_by", self.run_id)
         self._remember()
         from mlflow.entities import Param  # lazy: optional mlflow
 

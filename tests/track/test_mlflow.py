@@ -147,6 +147,8 @@ def test_a_trial_trained_from_scratch_again_is_a_new_mlflow_run(tmp_path, monkey
     assert len(set(runs)) == 3
     client = MlflowClient(tracking_uri=uri)
     assert [client.get_run(r).info.status for r in runs] == ["FINISHED", "KILLED", "FINISHED"]
+    assert [client.get_run(r).data.tags.get("ablate.superseded_by") for r in runs] == [
+        runs[1], runs[2], None]
     for run_id in runs:
         assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [1, 2]
     assert (tmp_path / "run" / "mlflow_run_id").read_text().strip() == runs[-1]
