@@ -233,6 +233,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     from ablate.dispatch.estimate import resources_for  # lazy: likewise
     from ablate.dispatch.executor import ExecutorRequest, make_executor  # lazy: likewise
     from ablate.dispatch.prepare import (  # lazy: loads pydantic, sqlalchemy
+        check_runs_root,
         load_trials,
         resolve_runs_root,
         select_trials,
@@ -265,6 +266,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         resolve_spec(recipe_obj.slurm, {k: v for k, v in slurm_flags.items()
                                         if k != "gpus_per_trial"})
     runs_dir = str(resolve_runs_root(runs_dir, db))
+    check_runs_root(Path(runs_dir))  # before the database opens: it would record the study
     validate(recipe_obj, trials)  # before the database is even opened
     if tracking:  # a missing package: one line now, not a warning per trial
         from ablate.track import check_available  # lazy: only `ablate run` needs it

@@ -44,6 +44,23 @@ def resolve_runs_root(runs_dir: str | None, db: str | None = None) -> Path:
     return Path(runs_dir).expanduser() if runs_dir else default_runs_root(db)
 
 
+def check_runs_root(root: Path) -> None:
+    """A runs folder that cannot be written or created (a file on its path, a folder
+    without write permission) is refused before the database opens: the run would record
+    its study and trials, then stop at the first run folder. Nothing is created here."""
+    probe = root
+    while not probe.exists() and probe.parent != probe:  # its nearest existing ancestor
+        probe = probe.parent
+    if not probe.is_dir():
+        problem = f"{probe} is not a folder"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        problem = f"{probe}: permission denied"
+    else:
+        return
+    raise UserInputError(f"runs folder {root}: cannot write it ({problem}); give a writable "
+                         "--runs-dir")
+
+
 def load_trials(recipe_path: str, assignments: tuple[str, ...] = (),
                 max_trials: int | None = DEFAULT_MAX_TRIALS,
                 merged: list[str] | None = None) -> tuple[Recipe, list[Trial]]:

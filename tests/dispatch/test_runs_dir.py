@@ -193,3 +193,30 @@ def test_a_runs_folder_that_cannot_be_written_is_one_line(tmp_path, tiny_recipe)
     with pytest.raises(UserInputError, match=r"^runs folder .*file/x/tiny: cannot write it "
                                              r"\(Not a directory\); give a writable --runs-dir"):
         study_root(tmp_path / "file" / "x", "tiny", study_owner(store, "tiny"))
+
+
+def test_run_refuses_a_runs_folder_it_cannot_write_before_the_database_opens(
+        tmp_path, tiny_recipe, monkeypatch):
+    """The run recorded its study and trials, then stopped at the first run folder: a
+    database full of pending trials for a run that never started."""
+    import os
+
+    (tmp_path / "file").write_text("")
+    db = tmp_path / "new.db"
+    result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db),
+                                       "--runs-dir", str(tmp_path / "file" / "runs")])
+    assert result.exit_code == 2
+    assert result.output == (f"Error: runs folder {tmp_path}/file/runs: cannot write it "
+                             f"({tmp_path}/file is not a folder); give a writable --runs-dir\n")
+    assert not db.exists()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access  # root writes anywhere: the permission is the one asked about
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked
+                        and real_access(path, mode))
+    result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db),
+                                       "--runs-dir", str(locked / "a" / "b")])
+    assert result.exit_code == 2 and result.output == (
+        f"Error: runs folder {locked}/a/b: cannot write it ({locked}: permission denied); "
+        "give a writable --runs-dir\n")
+    assert not db.exists() and list(locked.iterdir()) == []
