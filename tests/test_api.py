@@ -76,5 +76,10 @@ def test_read_only_never_creates_a_database(tmp_path):
 
 
 def test_unknown_study_names_the_known_ones(db):
-    with pytest.raises(UserInputError, match="known: mnv3_mini, other"):
-        ablate.open(db).trials("nope")
+    """In the same words from every method: configs and effects said '--study:', the
+    command's option, to a notebook that has none."""
+    api = ablate.open(db)
+    for method in (api.trials, api.configs, api.effects):
+        with pytest.raises(UserInputError) as err:
+            method("nope")
+        assert str(err.value) == "no study 'nope' in the database; known: mnv3_mini, other"

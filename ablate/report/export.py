@@ -17,12 +17,17 @@ from ablate.report.tables import filter_rows, parse_where
 from ablate.store.read import study_descriptions
 
 
-def export_frame(store, study: str, where: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
-    """Every trial of ``study`` with every final figure, per-class IoU included."""
+def require_study(store, study: str) -> None:
+    """A study the database does not hold: one line with the ones it does."""
     known = study_descriptions(store)
     if study not in known:
         raise UserInputError(
             f"no study {study!r} in the database; known: {', '.join(known) or 'none'}")
+
+
+def export_frame(store, study: str, where: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """Every trial of ``study`` with every final figure, per-class IoU included."""
+    require_study(store, study)
     # every final figure: per class and per runtime and batch size too
     frame = trials_frame(store, [study], per_class=True, runtimes=True, settings=True)
     return filter_rows(frame, parse_where(where))
