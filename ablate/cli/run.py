@@ -266,6 +266,10 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         resolve_spec(recipe_obj.slurm, {k: v for k, v in slurm_flags.items()
                                         if k != "gpus_per_trial"})
     runs_dir = str(resolve_runs_root(runs_dir, db))
+    from ablate.store import resolve_url  # lazy: loads sqlalchemy
+    from ablate.store.target import check_writable_sqlite  # lazy: likewise
+
+    check_writable_sqlite(resolve_url(db))  # the database's own refusal comes first
     check_runs_root(Path(runs_dir))  # before the database opens: it would record the study
     validate(recipe_obj, trials)  # before the database is even opened
     if tracking:  # a missing package: one line now, not a warning per trial

@@ -210,6 +210,15 @@ def folder_writable(url: str) -> bool:
     return path is None or os.access(_folder(path), os.W_OK | os.X_OK)
 
 
+def check_writable_sqlite(url: str) -> None:
+    """What opening a SQLite target to record results in would refuse (a folder, not a
+    database, read-only), refused now without creating or touching anything: a command
+    that checks other inputs (``ablate run``'s runs folder) names the database first."""
+    check_sqlite_file(url, must_exist=False)
+    if not sqlite_writable(url):
+        raise read_only_error(url)
+
+
 def sqlite_writable(url: str) -> bool:
     """False for an existing SQLite database this process cannot write: the file is
     read-only (mode bits, an immutable file, a read-only mount), or its folder is and
