@@ -73,18 +73,24 @@ def _rank_main(rank: int, world: int, folder: str, job: TrialJob, out) -> None:
         out.put((rank, "crashed", traceback.format_exc(), 0, 0, []))
 
 
-@pytest.mark.slow
-def test_two_processes_train_one_trial_with_ddp(tmp_path):
-    job = TrialJob("ddp", "t1", "two ranks", SPEC, str(tmp_path / "run"))
-    ctx = mp.get_context("spawn")  # torch runs in both ranks: no fork
+def _two_ranks(target, *args) -> list:
+    """``target(rank, 2, *args, queue)`` in two spawned processes (torch runs in both: no
+    fork); what each put on the queue, sorted by rank."""
+    ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_rank_main, args=(r, 2, str(tmp_path), job, out))
-             for r in range(2)]
+    procs = [ctx.Process(target=target, args=(r, 2, *args, out)) for r in range(2)]
     for p in procs:
         p.start()
     reports = sorted(out.get(timeout=240) for _ in procs)
     for p in procs:
         p.join(timeout=60)
+    return reports
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_trial_with_ddp(tmp_path):
+    job = TrialJob("ddp", "t1", "two ranks", SPEC, str(tmp_path / "run"))
+    reports = _two_ranks(_rank_main, str(tmp_path), job)
     for rank, status, error, _, _, _ in reports:
         assert status == "done", f"rank {rank}: {error}"
     (_, _, _, ddp0, writes0, weights0), (_, _, _, ddp1, writes1, weights1) = reports
@@ -248,15 +254,7 @@ def test_ranks_evaluating_their_shares_give_the_figures_of_one_process(tmp_path)
 
     from ablate.train.loop import evaluate
 
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_sharded_eval_main, args=(r, 2, str(tmp_path / "store"), out))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    reports = sorted(out.get(timeout=240) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
+    reports = _two_ranks(_sharded_eval_main, str(tmp_path / "store"))
     for rank, size, metrics in reports:
         assert size > 0, f"rank {rank}: {metrics}"
     assert [size for _, size, _ in reports] == [4, 3]
