@@ -274,7 +274,8 @@ def _print_csv(rows: list[dict]) -> None:
 
 def check_architectures(trials: list, source: str, tune: Tune | None = None) -> None:
     """Build each distinct architecture on the ``meta`` device (no memory, no FLOPs):
-    an expansion block out of range or a head the backbone cannot carry is refused."""
+    an expansion block out of range, a head the backbone cannot carry or selective
+    down-sampling off DeepLabV3-ResNet is refused, as ``compute_costs`` refuses them."""
     from ablate.cost.analyse import build_on_meta  # lazy: loads pydantic
     from ablate.dispatch.prepare import blame  # lazy: loads pydantic
     from ablate.trials.resolve import num_classes  # lazy: loads pydantic
@@ -284,13 +285,7 @@ def check_architectures(trials: list, source: str, tune: Tune | None = None) -> 
         if trial.arch_id in seen:
             continue
         seen.add(trial.arch_id)
-        with blame(source, trial, tune):
-            if trial.spec.model.selective.enabled:  # the builder alone would not refuse it
-                from ablate.models.selective import (  # lazy: loads torch, torchvision
-                    check_selective_spec,
-                )
-
-                check_selective_spec(trial.spec.model)
+        with blame(source, trial, tune):  # as `run` builds it (selective: zoo's heads)
             build_on_meta(trial.spec.model, num_classes(trial.spec))
 
 

@@ -19,7 +19,7 @@ from ablate.models.heads import (
     LRASPPHead,
 )
 from ablate.models.segmentation import SegmentationModel
-from ablate.models.selective import build_selective_deeplabv3
+from ablate.models.selective import build_selective_deeplabv3, check_selective_spec
 from ablate.recipes.schema import ModelSpec
 
 
@@ -35,6 +35,13 @@ def _no_aux(spec: ModelSpec) -> None:
     if spec.aux_head:
         raise UserInputError(f"model.aux_head: the {spec.head} head has no auxiliary head; "
                              "set model.aux_head = false")
+
+
+def _no_selective(spec: ModelSpec) -> None:
+    """Selective down-sampling is DeepLabV3's alone: another head would build the plain
+    network and train it with the mask-net settings ignored."""
+    if spec.selective.enabled:
+        check_selective_spec(spec)  # refuses: its head is not deeplabv3
 
 
 def _need(backbone: nn.Module, spec: ModelSpec, tap: str, what: str) -> None:
@@ -53,6 +60,7 @@ def deeplabv3(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Modu
 
 
 def deeplabv3plus(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
+    _no_selective(spec)
     low_level = "low" if spec.low_level == "auto" else spec.low_level
     if low_level not in backbone.channels:
         raise UserInputError(
@@ -67,17 +75,20 @@ def deeplabv3plus(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.
 
 
 def fcn(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
+    _no_selective(spec)
     head = FCNHead(backbone.channels, num_classes)
     return SegmentationModel(backbone, head, _aux(backbone, num_classes, spec))
 
 
 def lraspp(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
+    _no_selective(spec)
     _need(backbone, spec, "aux", "stride-8 low-level")
     _no_aux(spec)
     return SegmentationModel(backbone, LRASPPHead(backbone.channels, num_classes))
 
 
 def fcn8s(backbone: nn.Module, num_classes: int, spec: ModelSpec) -> nn.Module:
+    _no_selective(spec)
     if spec.backbone != "squeezenet1_0":
         raise UserInputError(
             f"model.head: fcn8s is defined on squeezenet1_0's pool taps only "

@@ -342,6 +342,16 @@ def test_unsupported_specs_are_one_line_user_errors(override, key):
     assert str(err.value).startswith(key + ":") and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("head", ["deeplabv3plus", "fcn", "lraspp", "fcn8s"])
+def test_every_other_builtin_head_refuses_it(head):
+    """They built the plain network, and training ignored the mask-net settings."""
+    from ablate.cost.analyse import build_on_meta
+
+    spec = ModelSpec.model_validate({**_raw(), "head": head})
+    with pytest.raises(UserInputError, match=f"^model.head: .*needs 'deeplabv3', got '{head}'"):
+        build_on_meta(spec, CLASSES)
+
+
 def test_zoo_deeplabv3_builds_the_selective_model():
     from ablate.models import zoo
 
