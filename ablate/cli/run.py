@@ -155,6 +155,19 @@ def _new_database(db: str | None) -> bool:
         return False
 
 
+def _build_architectures(stand_in, recipe, trials: list, overrides: dict) -> None:
+    """Build every architecture the first round builds (a tuned study's tuning trials
+    too), counting its costs into ``stand_in``: one that cannot be built (an expansion
+    block out of range, a knocked-out path the network lacks) is refused here. The
+    per-user cost cache keeps the counts, so execute does not count them again."""
+    from ablate.dispatch.prepare import costs_for  # lazy: loads pydantic, sqlalchemy
+    from ablate.dispatch.tuning import tuning_plan  # lazy: likewise
+
+    plan = tuning_plan(recipe, overrides)
+    costs_for(stand_in, trials + (plan.trials if plan is not None else []),
+              source=recipe.path, tune=recipe.tune)
+
+
 @main.command("run")
 @recipe_argument
 @db_option
@@ -292,13 +305,17 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
             detach=detach, slurm={k: v for k, v in slurm_flags.items() if k != "gpus_per_trial"})
 
     checker = None
-    if (budget is not None or executor == "slurm") and _new_database(db):
-        # a refused budget or Slurm submission creates no database: checked first against
-        # an empty in-memory stand-in, which is what a new one holds (execute checks again;
-        # the Slurm executor, the same for both, asks sbatch once)
+    if _new_database(db):
+        # what execute refuses before its first trial creates no database: checked first
+        # against an empty in-memory stand-in, which is what a new one holds
         stand_in = Store("sqlite://")
-        checker = make_executor(executor, request(stand_in)) if executor == "slurm" else None
-        StudyRunner(stand_in, checker, options).check_start(recipe_obj, trials, overrides, loop)
+        _build_architectures(stand_in, recipe_obj, trials, overrides)
+        if budget is not None or executor == "slurm":
+            # a refused budget or Slurm submission (execute checks again; the Slurm
+            # executor, the same for both, asks sbatch once)
+            checker = make_executor(executor, request(stand_in)) if executor == "slurm" else None
+            StudyRunner(stand_in, checker, options).check_start(recipe_obj, trials, overrides,
+                                                                loop)
     store = Store(db)
     runner_executor = checker or make_executor(executor, request(store))
     view = StudyView(console, store)

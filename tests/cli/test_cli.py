@@ -33,6 +33,12 @@ def test_every_command_has_help_and_an_example(path):
     ('[grid]\n"model.nope" = [1]\n', 'grid."model.nope"'),
     ('[grid]\n"train.lr" = []\n', "empty axis"),
     ("[base\n", "invalid TOML"),
+    # refused when each architecture is built (on meta), which must not create the database
+    ("[base.model]\nexpansion = [99]\n", "model.expansion: block 99 out of range"),
+    ('[base.model]\nremove = ["head.nope"]\n', "model.remove: the network has no module"),
+    # a built-in head other than deeplabv3 built the plain network, mask net ignored
+    ("[base.model]\nbackbone = 'resnet50'\noutput_stride = 8\nselective = { enabled = true }\n",
+     "model.head: selective down-sampling needs 'deeplabv3', got 'deeplabv3plus'"),
 ])
 def test_bad_recipe_exits_2_with_one_line_and_writes_nothing(tmp_path, write_recipe, text, needle):
     recipe = write_recipe(text)

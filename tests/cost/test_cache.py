@@ -148,3 +148,24 @@ def test_a_cached_plan_never_imports_torch(tiny_recipe, tmp_path):
                          cwd=ROOT, env=dict(os.environ), timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_run_on_a_new_database_counts_each_architecture_once(tiny_recipe, tmp_path, counted,
+                                                             monkeypatch):
+    """Its architectures are built before the database is created (one that cannot be built
+    creates none), and the run then reads their costs from the cache."""
+    from ablate.dispatch import executor as executor_module
+
+    class Refuse:  # stops the run at its first trial: only the costs matter here
+        def run(self, jobs, handle):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(executor_module, "make_executor", lambda name, request: Refuse())
+    db = tmp_path / "new.db"
+    result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db),
+                                       "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 130, result.output
+    from ablate.store import Store
+
+    assert [s.name for s in Store(str(db)).studies()] == ["tiny"]  # past the run's own count
+    assert len(counted) == 2  # two architectures, each counted once
