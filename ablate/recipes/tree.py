@@ -6,6 +6,7 @@ the same way: one line naming the file, the key as the user wrote it and what is
 
 from __future__ import annotations
 
+import datetime
 import re
 import types
 import typing
@@ -175,6 +176,8 @@ def _as_written(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return "[" + ", ".join(_as_written(v) for v in value) + "]"
+    if isinstance(value, (datetime.date, datetime.time)):  # TOML's own dates: 1979-05-27
+        return value.isoformat()
     return repr(value)
 
 
@@ -182,11 +185,13 @@ class _Location(typing.NamedTuple):
     key: str  # the dotted key as the user writes it
     union: bool  # whether the location went through a union member
     field: Any  # the schema field it ends at (a free table's key: the table); None in a list
+    item: Any  # the item type where it ends at one item of a list field, else None
 
 
 def _locate(loc: tuple[Any, ...], model: type[BaseModel] | None) -> _Location:
     """Pydantic's error location as the user's dotted key, whether it went through a
-    union, and the field it ends at (for the allowed values), in one walk.
+    union, and the field it ends at or the list item type (for the allowed values), in
+    one walk.
 
     Union members appear in ``loc`` as tags such as ``constrained-int`` or
     ``literal['all','none']``; they are pydantic's, not the user's, and are dropped: the
@@ -195,11 +200,14 @@ def _locate(loc: tuple[Any, ...], model: type[BaseModel] | None) -> _Location:
     parts: list[str] = []
     union = tag_next = False
     info, inside = None, False  # inside: past a list item or a key no field names
+    item = None
     for part in loc:
         if isinstance(part, int):
             parts[-1:] = [f"{parts[-1] if parts else ''}[{part}]"]
+            item = _item_type(info.annotation) if info and not (inside or union) else None
             inside = True
             continue
+        item = None  # past the item: a key inside it
         if tag_next:  # "bool" of bool | "auto": not a key
             union, tag_next = True, False
             continue
@@ -216,13 +224,23 @@ def _locate(loc: tuple[Any, ...], model: type[BaseModel] | None) -> _Location:
             parts.append(str(part))  # a key inside a dict-valued field
         else:
             union = True
-    return _Location(".".join(parts), union, None if inside else info)
+    return _Location(".".join(parts), union, None if inside else info, item)
+
+
+def _item_type(annotation: Any) -> Any:
+    """The item type of a list field (``list[X]``, ``list[X] | None``), else None."""
+    members = [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(members) == 1 and typing.get_origin(members[0]) is list:
+        return typing.get_args(members[0])[0]
+    return None
 
 
 # pydantic's errors for a value of the wrong type or out of range: they name one bound or
 # none ("should be a valid number"), so the error says the field's whole rule instead
 TYPE_OR_RANGE = {"int_type", "int_parsing", "int_from_float", "float_type", "float_parsing",
-                 "bool_type", "bool_parsing", "string_type", "greater_than",
+                 "bool_type", "bool_parsing", "string_type", "list_type", "greater_than",
                  "greater_than_equal", "less_than", "less_than_equal"}
 
 
@@ -257,11 +275,12 @@ def validation_message(err: ValidationError, model: type[BaseModel]) -> tuple[st
         key = f"{where}.{first['loc'][-1]}" if where else str(first["loc"][-1])
         allowed = ", ".join(allowed_keys(key, model))
         return key, f"unknown key; allowed here: {allowed}"
-    key, union, info = _locate(tuple(first["loc"]), model)
+    key, union, info, item = _locate(tuple(first["loc"]), model)
     if first["type"] == "missing":
         return key, "missing"
     same_key = [e for e in errors if _locate(tuple(e["loc"]), model).key == key]
-    rule = value_rule(info.annotation, info.metadata) if info is not None else None
+    rule = (value_rule(info.annotation, info.metadata) if info is not None
+            else value_rule(item) if item is not None else None)
     own_words = any(e["type"] == "value_error" for e in same_key)  # a validator's message
     if rule is not None and not own_words and (
             union or any(e["type"] in TYPE_OR_RANGE for e in same_key)):

@@ -80,6 +80,13 @@ def test_bool_is_not_an_int():
     ("[base.model]\nexpansion = [1, -1]\n",
      "base.model.expansion: should be \"all\", \"none\" or list of integer in "
      "[0, 1,000,000,000] (got [1, -1])"),
+    # a value where a list belongs, and a list's item: the rule too, not "a valid list"
+    ("[base.model]\naspp_rates = 12\n",
+     "base.model.aspp_rates: should be a list of integer in (0, 1,000,000,000] (got 12)"),
+    ("[base.model]\naspp_rates = [6, 0]\n",
+     "base.model.aspp_rates[1]: should be an integer in (0, 1,000,000,000] (got 0)"),
+    ("[base.eval]\nresolution = [64, 'x']\n",
+     "base.eval.resolution[1]: should be an integer in (0, 8192] (got 'x')"),
 ])
 def test_a_bad_value_names_what_is_allowed(text, message):
     assert str(error_of(text)) == f"r.toml: {message}"
@@ -90,6 +97,8 @@ def test_a_bad_value_is_shown_as_the_recipe_spells_it():
     assert str(err) == "r.toml: base.train.amp: should be 'auto', 'off', 'bf16' or 'fp16' (got true)"
     err = error_of("seeds = [0, false]\n")
     assert str(err).endswith("(got false)")
+    err = error_of("[base.train]\nlr = 1979-05-27\n")  # a TOML date, not datetime.date(...)
+    assert str(err).endswith("(got 1979-05-27)")
 
 
 def test_empty_axis():

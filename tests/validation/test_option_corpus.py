@@ -36,7 +36,7 @@ CASES = [
     ("set-table-not-a-table", ["plan", "{recipe}", "--set", "model=3"],
      "--set model: must be a table (got 3)"),
     ("set-list-item", ["plan", "{recipe}", "--set", "eval.resolution=[64,64.5]"],
-     "--set eval.resolution[1]: should be a valid integer"),
+     "--set eval.resolution[1]: should be an integer in (0, 8192] (got 64.5)"),
     ("set-inline-table", ["plan", "{recipe}", "--set", "train={{lr=inf}}"],
      "--set train.lr: must be a finite number"),
     ("set-name-not-a-key", ["plan", "{recipe}", "--set", "name=x"], "unknown key"),

@@ -155,7 +155,7 @@ CASES = [
      "base.train.optimizer: should be 'sgd' or 'adamw' (got a table)"),
     ("lr-table", [(T, "lr", "{ a = 1 }")], "base.train.lr: should be a number in (0, 10] (got a table)"),
     ("scale-range-table", [(D, "scale_range", "{ a = 1 }")],
-     "base.data.scale_range: should be a valid list (got a table)"),
+     "base.data.scale_range: should be a list of number in (0, inf) (got a table)"),
     ("latency-table", [("base.eval", "latency", "{ a = 1 }")],
      "base.eval.latency: should be a boolean (got a table)"),
     ("slurm-mem-table", [("slurm", "mem", "{ a = 1 }")], "slurm.mem: should be a string (got a table)"),
