@@ -23,6 +23,9 @@ NAME_RULE = "1-100 characters of A-Z a-z 0-9 . _ - (not '.' or '..')"
 
 SEED_HINT = ("not a key of a trial: list seeds in the recipe's top-level seeds = [0, 1] "
              "(command line: --set seeds=[0,1])")
+# said after the keys allowed where an unknown key is a seed (``train.seed``)
+SEED_POINTER = ("; a trial's seed comes from the recipe's top-level seeds = [0, 1] "
+                "(command line: --set seeds=[0,1])")
 # keys of a variant's table that describe it rather than override the trial
 VARIANT_META_KEYS = ("published", "description")
 
@@ -134,7 +137,14 @@ def check_key(source: str, where: str, key: str, extra: tuple[str, ...] = ()) ->
         raise RecipeError(source, SEED_HINT, where)
     if not field_exists(key):
         allowed = ", ".join(allowed_keys(key, extra=extra))
-        raise RecipeError(source, f"unknown key {_quote(key)}; allowed here: {allowed}", where)
+        raise RecipeError(source, f"unknown key {_quote(key)}; allowed here: {allowed}"
+                          f"{_seed_pointer(key)}", where)
+
+
+def _seed_pointer(key: str) -> str:
+    """``SEED_POINTER`` for an unknown key named ``seed`` or ``seeds`` in a section (a
+    PyTorch habit: ``train.seed``), else ``""``."""
+    return SEED_POINTER if key.rpartition(".")[2] in ("seed", "seeds") else ""
 
 
 def _quote(text: str) -> str:
@@ -274,7 +284,7 @@ def validation_message(err: ValidationError, model: type[BaseModel]) -> tuple[st
         where = _locate(tuple(first["loc"][:-1]), model).key
         key = f"{where}.{first['loc'][-1]}" if where else str(first["loc"][-1])
         allowed = ", ".join(allowed_keys(key, model))
-        return key, f"unknown key; allowed here: {allowed}"
+        return key, f"unknown key; allowed here: {allowed}{_seed_pointer(key)}"
     key, union, info, item = _locate(tuple(first["loc"]), model)
     if first["type"] == "missing":
         return key, "missing"

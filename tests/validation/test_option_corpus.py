@@ -24,6 +24,9 @@ CASES = [
     ("set-lr-huge", ["run", "{recipe}", "--set", "train.lr=1e308"], "--set train.lr"),
     ("set-seed", ["plan", "{recipe}", "--set", "seed=5"], "--set seeds=[0,1]"),
     ("set-seed-run", ["run", "{recipe}", "--set", "seed=5"], "not a key of a trial"),
+    ("set-train-seed", ["plan", "{recipe}", "--set", "train.seed=5"],
+     "weight_decay; a trial's seed comes from the recipe's top-level seeds = [0, 1] "
+     "(command line: --set seeds=[0,1])"),
     ("set-seeds-empty", ["plan", "{recipe}", "--set", "seeds=[]"], "non-empty list"),
     ("set-seeds-negative", ["plan", "{recipe}", "--set", "seeds=[-1]"], "--set: seeds"),
     ("set-seeds-too-big", ["run", "{recipe}", "--set", "seeds=[4294967296]"], "4294967295"),

@@ -94,6 +94,11 @@ CASES = [
     ("seed-under-base", [("base", "seed", "3")], "base.seed: not a key of a trial"),
     ("seed-grid-axis", [("grid", '"seed"', "[1, 2]")], "not a key of a trial"),
     ("seed-in-variant", [("variants.plain", "seed", "2")], "variants.plain.seed"),
+    # where PyTorch code keeps it: the unknown key's allowed ones, then where seeds go
+    ("seed-under-train", [("base.train", "seed", "3")],
+     "weight_decay; a trial's seed comes from the recipe's top-level seeds = [0, 1]"),
+    ("seed-train-axis", [("grid", '"train.seed"', "[1, 2]")],
+     "weight_decay; a trial's seed comes from the recipe's top-level seeds = [0, 1]"),
     # names
     ("name-empty", [("", "name", '""')], "name: must be 1-100 characters"),
     ("name-slash", [("", "name", '"a/b"')], "name: must be"),
