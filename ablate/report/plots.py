@@ -108,6 +108,10 @@ def plain_log_ticks(axis) -> None:
 
     axis.set_major_formatter(PlainLog(minor=False))
     axis.set_minor_formatter(PlainLog(minor=True))
+    # the minor labels on the major ones' line: a minor tick is shorter, its pad makes it up
+    major, minor = axis.get_major_ticks()[0], axis.get_minor_ticks()[0]
+    axis.set_tick_params(which="minor", pad=major.get_pad() + major.get_tick_padding()
+                         - minor.get_tick_padding())
 
 
 LOG_LABELS = ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1, 3), (1,))  # densest first

@@ -81,6 +81,11 @@ def test_a_log_axis_reads_plain_numbers_between_the_decades_where_they_fit(colum
     axis = pareto_figure(frame, column, log_x=True).axes[0].xaxis
     assert tick_labels(axis) == labels
     assert crowded_ticks(axis) == []
+    # hung from one line (their tops: "k" is taller than "2"): a minor tick is shorter
+    # than a major one, and its label was drawn higher
+    renderer = axis.figure.canvas.get_renderer()
+    assert len({round(label.get_window_extent(renderer).y1, 3)
+                for label in axis.get_ticklabels(which="both") if label.get_text()}) == 1
 
 
 def test_many_points_label_only_the_front():
