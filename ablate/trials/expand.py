@@ -405,8 +405,9 @@ def _validate(validate, tree, recipe, origin, variant, point, overrides) -> Tria
         if _set_by(key, overrides):
             where = f"--set {key}"
         elif _set_by(key, point):
-            axis = _set_by(key, point)
-            where = f'axis "{axis}"' if axis == key else f'axis "{axis}": {key}'
+            axis = _set_by(key, point)  # named as its line is: grid."k" or zip[0]."k"
+            origin = axis_origins(recipe.grid, recipe.zips, [])[axis]
+            where = origin if axis == key else f"{origin}: {key}"
         elif variant is not None and _set_by(key, variant.overrides):
             where = f"{origin}{key}"
         else:

@@ -21,7 +21,7 @@ def _error(text: str = "", sets: tuple[str, ...] = ()) -> str:
 
 @pytest.mark.parametrize(("text", "sets", "where"), [
     ("", ('eval.runtimes=["tensorrt"]',), "--set eval.runtimes"),
-    ('[grid]\n"eval.runtimes" = [["tensorrt"]]\n', (), 'axis "eval.runtimes"'),
+    ('[grid]\n"eval.runtimes" = [["tensorrt"]]\n', (), 'grid."eval.runtimes"'),
     ('[variants.a]\n"eval.runtimes" = ["tensorrt"]\n', (), "variants.a.eval.runtimes"),
 ])
 def test_a_check_across_a_section_blames_the_key_that_broke_it(text, sets, where):

@@ -164,7 +164,7 @@ def test_a_key_made_unread_by_an_axis_is_refused_at_its_line():
     assert _error(variant).startswith("r.toml: variants.a.model.expansion: not read by "
                                       "model.backbone 'resnet50'")
     axis = '[base.model]\nhead = "lraspp"\n[grid]\n"model.aspp_channels" = [64, 128]\n'
-    assert _error(axis).startswith('r.toml: axis "model.aspp_channels": not read by')
+    assert _error(axis).startswith('r.toml: grid."model.aspp_channels": not read by')
 
 
 def test_a_key_made_unread_by_set_is_refused():

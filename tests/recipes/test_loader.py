@@ -115,8 +115,20 @@ def test_axis_on_a_key_that_does_not_exist():
 
 def test_bad_value_in_an_axis_names_the_axis():
     err = error_of('[grid]\n"model.head" = ["deeplabv3", "unet"]\n')
-    assert err.key == 'axis "model.head"'
+    assert err.key == 'grid."model.head"'
     assert "got 'unet'" in str(err)
+
+
+def test_bad_value_in_a_zip_names_its_group_and_key():
+    """As every other error on an axis does: ``zip[1]."train.lr"``, the line to fix."""
+    err = error_of('[[zip]]\n"train.epochs" = [1, 2]\n'
+                   '[[zip]]\n"train.momentum" = [0.5, 0.9]\n"train.lr" = [0.1, -1]\n')
+    assert str(err) == 'r.toml: zip[1]."train.lr": should be a number in (0, 10] (got -1)'
+
+
+def test_a_key_under_an_axis_names_the_axis_then_the_key():
+    err = error_of('[grid]\n"model.replace" = [[{path = "classifier", by = "x"}]]\n')
+    assert str(err).startswith('r.toml: grid."model.replace": model.replace[0].by: must be')
 
 
 def test_bad_value_in_a_variant_names_the_variant():

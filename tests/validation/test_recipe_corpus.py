@@ -120,7 +120,7 @@ CASES = [
     ("grid-unknown-key", [("grid", '"model.nope"', "[1]")], "unknown key"),
     ("grid-not-a-list", [("grid", '"train.lr"', "0.1")], "must be a list of values"),
     ("grid-empty-axis", [("grid", '"train.lr"', "[]")], "empty axis"),
-    ("grid-bad-value", [("grid", '"train.lr"', "[0.1, inf]")], 'axis "train.lr"'),
+    ("grid-bad-value", [("grid", '"train.lr"', "[0.1, inf]")], 'grid."train.lr"'),
     ("zip-unequal", [("zip", '"train.lr"', "[0.1, 0.2]"), ("zip", '"train.epochs"', "[1]")],
      "equal lengths"),
     ("zip-repeats-grid-key", [("zip", '"model.keep_last_expansion"', "[true]")],
@@ -144,7 +144,7 @@ CASES = [
     ("eval-data-name-table", [("base.eval_data", "name", "{ foo = 1 }")],
      "base.eval_data.name: must be a dataset name, not a table; allowed: 'shapes'"),
     ("grid-data-name-table", [("grid", '"data.name"', "[{ foo = 1 }]")],
-     'axis "data.name": must be a dataset name, not a table'),
+     'grid."data.name": must be a dataset name, not a table'),
     ("backbone-table", [(M, "backbone", "{ a = 1 }")],
      "base.model.backbone: must be a backbone name, not a table; allowed: "
      "'mobilenet_v3_large', 'mobilenet_v3_small', 'resnet50', 'resnet101', 'squeezenet1_0'"),
