@@ -85,7 +85,7 @@ def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -
         if key == "seeds":
             put(key, check_seeds(source, key, value), item)
             continue
-        check_key(source, key, key)
+        check_key(source, key, key, extra=("seeds",))  # seeds: the one key beside a trial's
         kind = table_kind(key)
         if isinstance(value, dict) and (value or kind == "section"):
             # a table sets the keys it holds, as a variant's table does: the section's

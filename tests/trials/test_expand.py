@@ -149,6 +149,15 @@ def test_set_errors():
     assert info.value.key == "--set model.output_stride"
 
 
+def test_an_unknown_top_level_set_lists_what_set_accepts():
+    """``seeds`` is the one key --set takes beside a trial's sections: it is listed."""
+    with pytest.raises(RecipeError) as info:
+        parse_set(["name=x"])
+    assert str(info.value) == ("--set: name: unknown key 'name'; allowed here: data, eval, "
+                               "eval_data, model, seeds, train")
+    assert parse_set(["seeds=[1, 2]"]) == {"seeds": [1, 2]}
+
+
 def test_training_only_keys_share_an_architecture():
     text = """
 [base.model]
