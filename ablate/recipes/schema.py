@@ -130,12 +130,17 @@ def _name_only(kind: str, value: Any) -> Any:
     "should be a valid string" names none, and a table must not reach the validators)."""
     if value is None or isinstance(value, str):
         return value
-    what = {dict: "table", list: "list", bool: "boolean"}.get(type(value), "number")
+    what = _what(value)
     if kind == "builder":
         raise ValueError(f"must be an import path 'package.module:function' or a plugin's "
                          f"name, not a {what}")
     allowed = ", ".join(repr(n) for n in _registry(kind).names())
     raise ValueError(f"must be a {kind} name, not a {what}; allowed: {allowed}")
+
+
+def _what(value: Any) -> str:
+    """A TOML value's kind in words, for "not a table"."""
+    return {dict: "table", list: "list", bool: "boolean"}.get(type(value), "number")
 
 
 def _builder(value: str | None, kind: str) -> str | None:
@@ -223,6 +228,8 @@ def _model_args(cls: type[BaseModel], value: dict[str, Any], info: ValidationInf
 
 MODULE_PATH = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 KNOCKOUT_WORDS = ("identity", "zeros")  # model.replace's `by` besides an import path
+BY_RULE = (f"{', '.join(repr(w) for w in KNOCKOUT_WORDS)} or an import path "
+           "'package.module:Class'")
 
 
 def module_paths(paths: Any, removed: tuple[str, ...] = ()) -> Any:
@@ -267,12 +274,14 @@ class Replacement(Section):
     def _path(cls, v: Any) -> Any:
         return module_paths([v])[0] if isinstance(v, str) else v
 
-    @field_validator("by")
+    @field_validator("by", mode="before")
     @classmethod
-    def _by(cls, v: str) -> str:
+    def _by(cls, v: Any) -> Any:
+        # a number or table gets the rule, not pydantic's "should be a valid string"
+        if not isinstance(v, str):
+            raise ValueError(f"must be {BY_RULE}, not a {_what(v)}")
         if v not in KNOCKOUT_WORDS and not is_import_path(v):
-            raise ValueError(f"must be {', '.join(repr(w) for w in KNOCKOUT_WORDS)} or an "
-                             "import path 'package.module:Class'")
+            raise ValueError(f"must be {BY_RULE}")
         return v
 
     @field_validator("args")

@@ -41,6 +41,15 @@ def test_an_unknown_key_in_a_list_of_tables_lists_that_tables_keys():
     assert message == "r.toml: --set model.replace[0].extra: unknown key; allowed here: args, by, path"
 
 
+@pytest.mark.parametrize(("by", "got"), [("5", "a number (got 5)"), ("{a = 1}", "a table"),
+                                         ('["identity"]', "a list (got ['identity'])")])
+def test_a_replacement_by_of_another_type_gets_its_rule(by, got):
+    """What ``by`` accepts, as the key table says (was pydantic's "should be a valid string")."""
+    assert _error(sets=(f'model.replace=[{{path="head.cbr",by={by}}}]',)) == (
+        "r.toml: --set model.replace[0].by: must be 'identity', 'zeros' or an import path "
+        f"'package.module:Class', not {got}")
+
+
 def test_an_empty_list_says_how_many_items_it_needs():
     assert _error("[knockout]\ncomponents = []\n") == (
         "r.toml: knockout.components: must list at least 1 item (got [])")
