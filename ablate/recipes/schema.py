@@ -626,6 +626,11 @@ class EvalSpec(Section):
         return self
 
 
+# the training data's evaluation keys, refused beside eval_data -> eval_data's own key
+EVAL_DATA_TWINS = {"val_split": "split", "limit_val": "limit", "eval_size": "eval_size",
+                   "val_images": "images", "holdout": None}
+
+
 class TrialSpec(Section):
     """Everything that determines a trial's outcome, and nothing else."""
 
@@ -642,10 +647,14 @@ class TrialSpec(Section):
     def _one_evaluation_set(cls, eval_data: EvalDataSpec, info: ValidationInfo) -> EvalDataSpec:
         data = info.data.get("data")  # validated before eval_data (field order)
         if eval_data.name is not None and data is not None:
-            for key in ("val_split", "limit_val", "eval_size", "val_images", "holdout"):
+            for key, twin in EVAL_DATA_TWINS.items():
                 if getattr(data, key) != DataSpec.model_fields[key].default:
-                    raise ValueError(f"data.{key} is not read when eval_data is set; set "
-                                     "the evaluation set's keys under eval_data")
+                    # named first, so the error points at the key the user set
+                    # (ablate.recipes.tree.validation_message), not at eval_data
+                    instead = (f", or set eval_data.{twin}" if twin and (
+                        twin != "images" or eval_data.name == "shapes") else "")
+                    raise ValueError(f"data.{key}: not read when eval_data is set (eval_data "
+                                     f"is the evaluation set); remove it{instead}")
         return eval_data
 
 

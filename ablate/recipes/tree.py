@@ -310,6 +310,11 @@ def validation_message(err: ValidationError, model: type[BaseModel]) -> tuple[st
     elif first["type"] == "too_short" and isinstance(value, list):
         least = first.get("ctx", {}).get("min_length", 1)
         msg = f"must list at least {least} item{'s' if least != 1 else ''}"
+    named = re.match(r"([a-z_]+(?:\.[a-z_]+)+): ", msg) if own_words else None
+    if named and field_exists(named.group(1), model):
+        # a check across sections naming the key it refuses (data.val_split beside
+        # eval_data): that key is the place, and the input is not its value
+        return named.group(1), msg[named.end():]
     if not isinstance(value, dict):
         msg = f"{msg} (got {_short_repr(value)})"
     elif "table" not in msg and first["type"] != "value_error":

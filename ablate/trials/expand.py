@@ -391,10 +391,9 @@ def _validate(validate, tree, recipe, origin, variant, point, overrides) -> Tria
     try:
         return validate(tree)
     except RecipeError as err:
+        # a section's check naming the key under it has that key already
+        # (ablate.recipes.tree.validation_message)
         key, detail = err.key or "", err.detail
-        named = re.match(rf"({re.escape(key)}\.[\w.\[\]]+): ", detail) if key else None
-        if named:  # a section's check naming the key under it: that key is the place
-            key, detail = named.group(1), detail[named.end():]
         for layer in (overrides, point, variant.overrides if variant is not None else {}):
             hit = _set_by(key, layer)
             if hit is None:

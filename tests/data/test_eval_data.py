@@ -132,7 +132,7 @@ def test_a_missing_evaluation_root_is_named_as_eval_data_root(tmp_path):
     ({"eval_data": {"root": "/v"}}, "set eval_data.name"),
     ({"eval_data": {"name": "voc2012", "classes": 3}}, "classes is only read for"),
     ({"data": {"name": "coco", "val_split": "x"}, "eval_data": {"name": "voc2012"}},
-     "data.val_split is not read when eval_data is set"),
+     "data.val_split: not read when eval_data is set"),
 ])
 def test_keys_that_would_be_ignored_are_refused(tree, message):
     with pytest.raises(ValidationError, match=message):
@@ -181,7 +181,8 @@ def test_cli_run_with_eval_data(tmp_path, tiny_recipe, write_recipe):
     refused = CliRunner().invoke(main, ["plan", str(tiny_recipe), "--no-cost",
                                         "--set", "eval_data.name=shapes"])
     assert refused.exit_code == 2  # the recipe's data.val_images would be ignored
-    assert "--set eval_data.name: data.val_images is not read when eval_data is set" in refused.stderr
+    assert ("base.data.val_images: not read when eval_data is set (eval_data is the "
+            "evaluation set); remove it, or set eval_data.images") in refused.stderr
     recipe = write_recipe(tiny_recipe.read_text().replace("val_images = 8\n", ""), "t.toml")
     db = tmp_path / "e.db"
     result = CliRunner().invoke(main, [

@@ -31,6 +31,41 @@ def test_a_check_across_a_section_blames_the_key_that_broke_it(text, sets, where
                                   "parity and latency ratios")
 
 
+def test_a_check_in_base_names_the_key_under_the_section():
+    assert _error('[base.eval]\nruntimes = ["tensorrt"]\n') == (
+        "r.toml: base.eval.runtimes: must include 'eager', the reference for parity and "
+        "latency ratios")  # was base.eval: eval.runtimes: ...
+
+
+EVAL_DATA = '[base.eval_data]\nname = "voc2012"\nroot = "v"\n'
+
+
+@pytest.mark.parametrize(("text", "sets", "where"), [
+    (None, (), "base.data.val_split"),  # None: in the recipe's [base.data]
+    (EVAL_DATA, ("data.val_split=test",), "--set data.val_split"),
+    (EVAL_DATA + '[grid]\n"data.val_split" = ["a", "b"]\n', (), 'grid."data.val_split"'),
+    (EVAL_DATA + '[variants.a]\ndata.val_split = "a"\n', (), "variants.a.data.val_split"),
+])
+def test_a_training_split_beside_eval_data_names_the_key_set(text, sets, where):
+    """Not ``base.eval_data``, which the user may not have touched: the key to remove,
+    and eval_data's own key for it."""
+    if text is None:
+        with pytest.raises(RecipeError) as err:
+            parse_recipe(BASE.replace("[base.data]\n", '[base.data]\nval_split = "test"\n')
+                         + EVAL_DATA, "r.toml")
+        message = str(err.value)
+    else:
+        message = _error(text, sets)
+    assert message == (f"r.toml: {where}: not read when eval_data is set (eval_data is the "
+                       "evaluation set); remove it, or set eval_data.split")
+
+
+def test_an_evaluation_key_without_a_twin_says_remove_it():
+    message = _error(EVAL_DATA, ("data.holdout=0.1",))
+    assert message.endswith("--set data.holdout: not read when eval_data is set (eval_data is "
+                            "the evaluation set); remove it")
+
+
 def test_a_free_table_key_set_without_its_builder_names_the_set():
     assert _error(sets=("model.args.x=1",)).startswith(
         "r.toml: --set model.args.x: only read with model.builder;")
