@@ -272,7 +272,10 @@ class Replacement(Section):
     @field_validator("path", mode="before")
     @classmethod
     def _path(cls, v: Any) -> Any:
-        return module_paths([v])[0] if isinstance(v, str) else v
+        if not isinstance(v, str):  # the rule, not pydantic's "should be a valid string"
+            raise ValueError(f"must be a dotted module path such as 'head.aspp.convs.3', "
+                             f"not a {_what(v)}")
+        return module_paths([v])[0]
 
     @field_validator("by", mode="before")
     @classmethod

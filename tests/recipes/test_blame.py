@@ -85,6 +85,12 @@ def test_a_replacement_by_of_another_type_gets_its_rule(by, got):
         f"'package.module:Class', not {got}")
 
 
+def test_a_replacement_path_of_another_type_gets_its_rule():
+    assert _error(sets=('model.replace=[{path=5,by="identity"}]',)) == (
+        "r.toml: --set model.replace[0].path: must be a dotted module path such as "
+        "'head.aspp.convs.3', not a number (got 5)")
+
+
 def test_an_empty_list_says_how_many_items_it_needs():
     assert _error("[knockout]\ncomponents = []\n") == (
         "r.toml: knockout.components: must list at least 1 item (got [])")
