@@ -53,6 +53,15 @@ CLASSES = ("background", "circle", "square", "triangle", "ring", "cross")
 def machine() -> str:
     return describe()
 
+def baseline_name(n_trials: int, seeds: int = 4) -> str:
+    """The baseline of ``build_database``'s study: the widest-ASPP conventional
+    configuration at the first learning rate among those it writes (a small ``--trials``
+    has fewer widths)."""
+    n_configs = max(1, n_trials // seeds)
+    last = min(n_configs - 1, len(VARIANTS) * (len(ASPP) - 1)) // len(VARIANTS)
+    return f"conventional[lr=0.001,aspp_channels={ASPP[last]}]"
+
+
 def build_database(url: str, n_trials: int, seeds: int = 4, epochs: int = 3) -> str:
     """A study ``bench`` of ``n_trials`` done trials; returns the baseline config name."""
     from ablate.store import Store
@@ -112,7 +121,7 @@ def build_database(url: str, n_trials: int, seeds: int = 4, epochs: int = 3) -> 
             conn.execute(TrialRow.__table__.insert(), trials)
             conn.execute(MetricRow.__table__.insert(), metrics)
     store.close()
-    return f"conventional[lr=0.001,aspp_channels={ASPP[-1]}]"
+    return baseline_name(n_trials, seeds)
 
 
 def timed(fn, repeats: int) -> tuple[float, list[float]]:
@@ -262,7 +271,7 @@ def main() -> None:
     big = f"sqlite:///{folder / 'big.db'}"
     start = time.perf_counter()
     baseline = build_database(big, args.trials) if not (folder / "big.db").exists() else (
-        f"conventional[lr=0.001,aspp_channels={ASPP[-1]}]")
+        baseline_name(args.trials))
     print(f"\n[1] {args.trials:,} trials, database built in {time.perf_counter() - start:.1f} s "
           f"({(folder / 'big.db').stat().st_size / 1e6:.0f} MB)")
     runs = [table_path(big, baseline) for _ in range(args.repeats)]

@@ -200,3 +200,19 @@ def test_the_ddp_evaluation_bench_times_both_modes_and_checks_their_figures_agre
     assert set(times) == {"every rank, whole set (before)", "each rank, its share (now)",
                           "ratio now / before"} and all(t > 0 for t in times.values())
     assert lines[5].endswith("the same as the whole set's: True")
+
+
+@pytest.mark.parametrize("trials", [8, 180, 184])
+def test_the_report_bench_s_baseline_is_a_configuration_of_its_study(tmp_path, trials):
+    """bench_report.py --trials below 184 named a baseline its study lacked (the widest
+    ASPP's conventional configuration) and stopped at the first table."""
+    bench = _load("bench_report")
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    baseline = bench.build_database(url, trials)
+    steps = bench.table_path(url, baseline)
+    assert steps["table + fronts"] > 0
+    from ablate.store import Store
+
+    store = Store(url)
+    assert baseline in {r.config_name for r in store.trials("bench", with_metrics=False)}
+    store.close()
