@@ -13,6 +13,8 @@ checked against the bytes the thinning frees).
 
 from __future__ import annotations
 
+import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +67,11 @@ def sizes(spec: ModelSpec, classes: int, optimizer: str) -> tuple[float, float, 
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import describe
+
+    print(f"machine: {describe(f'torch {torch.__version__}')} (sizes do not depend on it)")
     print(f"{'model':<40} {'optimiser':<9} {'checkpoint MB':>13} {'weights MB':>10} {'ratio':>6}"
           f" {'dry-run s':>9} {'thin s':>6}")
     for label, spec, classes, optimizer in CASES:

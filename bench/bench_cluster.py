@@ -23,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import describe  # noqa: E402
 
 from ablate.dispatch.entry import TrialJob  # noqa: E402
 from ablate.recipes.loader import parse_recipe  # noqa: E402
@@ -233,7 +236,7 @@ class PostgresDatabases:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--writers", default="1,8,32")
     parser.add_argument("--results", type=int, default=640, help="trials finished per round")
     parser.add_argument("--submit-sizes", default="1,16,128")
@@ -241,7 +244,7 @@ def main() -> None:
     parser.add_argument("--skip-slurm", action="store_true")
     args = parser.parse_args()
     writers = [int(w) for w in args.writers.split(",")]
-    print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(f"machine: {describe()}")
 
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         folder = Path(tmp)

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
@@ -28,12 +32,14 @@ def main() -> None:
     height, width = (int(v) for v in args.resolution.lower().split("x"))
 
     import torch
+    from machine import describe
 
     from ablate.cost.analyse import build_on_meta
     from ablate.cost.flops import count_flops, fvcore_flops
     from ablate.models.build import build_model
     from ablate.recipes.schema import ModelSpec
 
+    print(f"machine: {describe(f'torch {torch.__version__}')}")
     start = time.perf_counter()
     import ablate.models.zoo  # noqa: F401  (torchvision's model modules)
 

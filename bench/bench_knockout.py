@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
@@ -29,6 +33,7 @@ def main() -> None:
     remove = args.remove or ["head.aspp.convs.3", "backbone.features.5"]
 
     import torch
+    from machine import describe
 
     from ablate.cost.analyse import build_on_meta
     from ablate.models.build import build_model
@@ -36,6 +41,7 @@ def main() -> None:
 
     plain = ModelSpec(backbone=args.backbone, head=args.head, output_stride=args.output_stride)
     knocked = plain.model_copy(update={"remove": sorted(remove)})
+    print(f"machine: {describe(f'torch {torch.__version__}')}")
     print(f"model {args.backbone}/{args.head} OS {args.output_stride}, remove {remove}, "
           f"torch threads {torch.get_num_threads()}")
 

@@ -216,3 +216,33 @@ def test_the_report_bench_s_baseline_is_a_configuration_of_its_study(tmp_path, t
     store = Store(url)
     assert baseline in {r.config_name for r in store.trials("bench", with_metrics=False)}
     store.close()
+
+
+# modules the scripts import, not scripts: no --help, no machine line of their own
+HELPERS = {"machine", "check_outcomes", "gpu_throughput"}
+SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in HELPERS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_bench_script_prints_the_machine_it_ran_on(name):
+    """docs/benchmarks.md: each script prints the machine with its figures (bench_cost,
+    bench_checkpoint_size and bench_knockout printed none, bench_cluster only the CPU
+    count and load)."""
+    source = (BENCH / f"{name}.py").read_text()
+    assert "describe(" in source or name == "gpu_check"  # gpu_check: its environment check
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_bench_script_answers_help_with_its_options(name):
+    """``--help`` prints the usage and a whole first sentence, without running the bench
+    (bench_checkpoint_size had no options and ran its measure; bench_cluster's description
+    stopped mid-sentence)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    usage, description = done.stdout.split("\n\n")[:2]
+    assert usage.startswith(f"usage: {name}.py [-h]")
+    assert description.rstrip().endswith("."), description
