@@ -69,6 +69,14 @@ head = "lraspp"
 """
 
 
+def plan_env(cache: str) -> dict[str, str]:
+    """The environment of the timed ``ablate plan`` processes: the example's package and
+    this checkout's ``ablate`` importable (not whichever one the venv installed), and
+    ``cache`` as the per-user cost cache ("cold" means an empty one, not ~/.cache's)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE), str(ROOT)]),
+            "ABLATE_CACHE_DIR": cache}
+
+
 def plan_seconds(recipe: Path, db: Path, env: dict[str, str]) -> float:
     exe = str(Path(sys.executable).parent / "ablate")
     start = time.perf_counter()
@@ -96,8 +104,7 @@ def main() -> None:
     print(f"command: .venv/bin/python bench/bench_byo.py --repeats {args.repeats}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        # "cold" means an empty per-user cost cache too: a throwaway one, not ~/.cache's
-        env = {**os.environ, "PYTHONPATH": str(EXAMPLE), "ABLATE_CACHE_DIR": f"{tmp}/cache"}
+        env = plan_env(f"{tmp}/cache")
         for label, text in (("user model (custom_unet)", USER),
                             ("built-in (mnv3-small lraspp)", BUILTIN)):
             recipe = Path(tmp) / f"{label.split()[0]}.toml"

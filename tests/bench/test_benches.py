@@ -246,3 +246,17 @@ def test_every_bench_script_answers_help_with_its_options(name):
     usage, description = done.stdout.split("\n\n")[:2]
     assert usage.startswith(f"usage: {name}.py [-h]")
     assert description.rstrip().endswith("."), description
+
+
+def test_the_byo_bench_times_this_checkout_s_ablate(tmp_path):
+    """bench_byo.py's `ablate plan` processes got PYTHONPATH=examples/custom_unet alone,
+    so they imported the venv's installed ablate, not the checkout's being timed."""
+    import subprocess
+
+    bench = _load("bench_byo")
+    env = bench.plan_env(str(tmp_path / "cache"))
+    assert env["ABLATE_CACHE_DIR"] == str(tmp_path / "cache")
+    found = subprocess.run(
+        [sys.executable, "-c", "import ablate, custom_unet; print(ablate.__file__)"],
+        env=env, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    assert Path(found).is_relative_to(BENCH.parent)
