@@ -184,7 +184,9 @@ def measure(tree: Path | None, root: Path, workers: int | str, args) -> dict[str
                "--workers", str(workers), "--batches", str(args.batches), "--batch",
                str(args.batch), "--crop", str(args.crop), "--device", args.device,
                "--threads", str(args.threads)]
-    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    if out.returncode != 0:  # its own one-line error (--images too few...), not a traceback
+        raise SystemExit(f"{tree}: {(out.stderr.strip().splitlines() or ['no output'])[-1]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -260,3 +260,16 @@ def test_the_byo_bench_times_this_checkout_s_ablate(tmp_path):
         [sys.executable, "-c", "import ablate, custom_unet; print(ablate.__file__)"],
         env=env, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
     assert Path(found).is_relative_to(BENCH.parent)
+
+
+@pytest.mark.slow
+def test_the_pipeline_bench_s_child_error_is_its_one_line(tmp_path):
+    """``--before REV`` with too few ``--images`` ended in a CalledProcessError traceback
+    that hid the child's reason."""
+    from types import SimpleNamespace
+
+    bench = _load("bench_pipeline")
+    bench.write_voc(tmp_path / "voc", distinct=1, images=2)
+    args = SimpleNamespace(batches=1, batch=2, crop=32, device="cpu", threads=1)
+    with pytest.raises(SystemExit, match=r"--images: 2 images make 1 batches, need 3$"):
+        bench.measure(BENCH.parent, tmp_path / "voc", 0, args)
