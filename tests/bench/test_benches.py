@@ -273,3 +273,18 @@ def test_the_pipeline_bench_s_child_error_is_its_one_line(tmp_path):
     args = SimpleNamespace(batches=1, batch=2, crop=32, device="cpu", threads=1)
     with pytest.raises(SystemExit, match=r"--images: 2 images make 1 batches, need 3$"):
         bench.measure(BENCH.parent, tmp_path / "voc", 0, args)
+
+
+def test_docs_benchmarks_lists_every_bench_script_and_no_other():
+    """The script block of docs/benchmarks.md names every script in bench/ (bench_decisions,
+    bench_knockout and bench_wandb were missing), the helpers under it."""
+    import re
+
+    text = (BENCH.parent / "docs" / "benchmarks.md").read_text()
+    block = text.split("## The scripts", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    listed = set(re.findall(r"bench/(\w+\.(?:py|sh))", block))
+    scripts = {p.name for p in BENCH.iterdir() if p.suffix in (".py", ".sh")}
+    assert listed == scripts - {f"{h}.py" for h in HELPERS}
+    after = text.split("## The scripts", 1)[1].split("```", 2)[2].split("##", 1)[0]
+    assert set(re.findall(r"bench/(\w+)\.py", after)) == HELPERS
+
