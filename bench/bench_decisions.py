@@ -74,8 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {describe()}")
     print(f"command: bench/bench_decisions.py --replicates {args.replicates} --jobs {args.jobs} "
-          f"--part {args.part} --paths {args.paths} --estimates {args.estimates} "
-          f"--loop-checks {args.loop_checks}")
+          f"--seed {args.seed} --part {args.part} --paths {args.paths} --estimates "
+          f"{args.estimates} --loop-checks {args.loop_checks}")
     if args.part in ("all", "futility"):
         futility_table(args.paths, args.estimates, args.jobs, args.seed, args.loop_checks)
     if args.part in ("all", "loop"):

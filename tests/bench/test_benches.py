@@ -288,3 +288,16 @@ def test_docs_benchmarks_lists_every_bench_script_and_no_other():
     after = text.split("## The scripts", 1)[1].split("```", 2)[2].split("##", 1)[0]
     assert set(re.findall(r"bench/(\w+)\.py", after)) == HELPERS
 
+
+def test_the_decisions_bench_s_command_line_gives_its_seed(monkeypatch, capsys):
+    """The printed command named every option but ``--seed``: a run with another seed
+    could not be repeated from its output."""
+    bench = _load("bench_decisions")
+    ran = []
+    monkeypatch.setattr(bench, "loop_table", lambda *a: ran.append(a))
+    monkeypatch.setattr(sys, "argv", ["bench_decisions.py", "--part", "loop", "--seed", "7",
+                                      "--replicates", "4"])
+    bench.main()
+    command = capsys.readouterr().out.splitlines()[1]
+    assert command.startswith("command: bench/bench_decisions.py --replicates 4 ")
+    assert " --seed 7 " in command and ran == [(4, 2, 7)]
