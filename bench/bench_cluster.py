@@ -237,11 +237,14 @@ class PostgresDatabases:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--writers", default="1,8,32")
+    parser.add_argument("--writers", default="1,8,32",
+                        help="concurrent store writers per round, comma-separated")
     parser.add_argument("--results", type=int, default=640, help="trials finished per round")
-    parser.add_argument("--submit-sizes", default="1,16,128")
-    parser.add_argument("--latency-trials", type=int, default=4)
-    parser.add_argument("--skip-slurm", action="store_true")
+    parser.add_argument("--submit-sizes", default="1,16,128",
+                        help="Slurm array sizes timed, comma-separated")
+    parser.add_argument("--latency-trials", type=int, default=4,
+                        help="trials of the real Slurm array (result latency)")
+    parser.add_argument("--skip-slurm", action="store_true", help="the store part only")
     args = parser.parse_args()
     writers = [int(w) for w in args.writers.split(",")]
     print(f"machine: {describe()}")

@@ -334,7 +334,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads for the training process (0: torch's default)")
     parser.add_argument("--image-size", default="375x500", help="VOC images, HxW")
-    parser.add_argument("--train-images", type=int, default=24)
+    parser.add_argument("--train-images", type=int, default=24, help="VOC training images")
     parser.add_argument("--crop", type=int, default=64, help="data.crop_size")
     parser.add_argument("--cuda", action="store_true", help="also time AMP / channels-last on a GPU")
     parser.add_argument("--cuda-size", type=int, default=256)

@@ -63,12 +63,16 @@ def _run(job: tuple) -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicates", type=int, default=10_000)
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--replicates", type=int, default=10_000,
+                        help="studies per design of the loop part")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument("--seed", type=int, default=20261204)
-    parser.add_argument("--part", choices=("all", "loop", "futility"), default="all")
-    parser.add_argument("--paths", type=int, default=200_000)
-    parser.add_argument("--estimates", type=int, default=1_000)
+    parser.add_argument("--part", choices=("all", "loop", "futility"), default="all",
+                        help="loop: the standard designs; futility: the margin's stop")
+    parser.add_argument("--paths", type=int, default=200_000,
+                        help="studies per row of the futility part")
+    parser.add_argument("--estimates", type=int, default=1_000,
+                        help="studies whose bias-adjusted estimate is computed")
     parser.add_argument("--loop-checks", type=int, default=2_000,
                         help="studies of the loop's own code (simulate) per check row; 0: none")
     args = parser.parse_args()

@@ -283,12 +283,13 @@ def main() -> None:
                         help="auto, tiles, rows, or several comma-separated")
     parser.add_argument("--plain-kernels", action="store_true",
                         help="also time densities 0 and 1 through the sparse kernels")
-    parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--cpu-only", action="store_true", help="skip the CUDA tables")
     parser.add_argument("--cuda-only", action="store_true", help="skip the CPU tables")
     parser.add_argument("--calibrate", action="store_true",
                         help="measure the tiles/rows crossover of each device, nothing else")
     parser.add_argument("--miou", action="store_true", help="mIoU of both functions instead")
-    parser.add_argument("--lambdas", default="0.0,0.015,0.3")
+    parser.add_argument("--lambdas", default="0.0,0.015,0.3",
+                        help="--miou: sparsity weights, comma-separated")
     parser.add_argument("--work", default="/tmp/bench_selective", help="run folders (--miou)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (--miou)")
     parser.add_argument("--trained", default="dense,sparse", help="--miou: execution modes to train")
