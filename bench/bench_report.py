@@ -53,6 +53,7 @@ CLASSES = ("background", "circle", "square", "triangle", "ring", "cross")
 def machine() -> str:
     return describe()
 
+
 def baseline_name(n_trials: int, seeds: int = 4) -> str:
     """The baseline of ``build_database``'s study: the widest-ASPP conventional
     configuration at the first learning rate among those it writes (a small ``--trials``
