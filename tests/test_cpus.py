@@ -20,29 +20,23 @@ def _tree(tmp_path: Path, proc: str, files: dict[str, str]) -> tuple[Path, Path]
     return root, tmp_path / "proc"
 
 
-def test_v2_quota_is_the_smallest_along_the_path(tmp_path):
-    root, proc = _tree(tmp_path, "0::/kubepods/pod1/ctr\n", {
+@pytest.mark.parametrize(("proc", "files", "quota"), [
+    pytest.param("0::/kubepods/pod1/ctr\n", {  # the smallest along the path
         "kubepods/cpu.max": "400000 100000\n",
         "kubepods/pod1/cpu.max": "max 100000\n",
-        "kubepods/pod1/ctr/cpu.max": "150000 100000\n",
-    })
-    assert cpus.cgroup_cpu_quota(root, proc) == 1.5
-
-
-def test_v2_without_a_limit_has_no_quota(tmp_path):
-    root, proc = _tree(tmp_path, "0::/user.slice\n", {"user.slice/cpu.max": "max 100000\n"})
-    assert cpus.cgroup_cpu_quota(root, proc) is None
-
-
-def test_v1_quota_in_a_container_whose_path_names_the_host_s_hierarchy(tmp_path):
-    """Docker without a cgroup namespace: /proc/self/cgroup says /docker/ID, but the
-    container sees its own cgroup as the mount itself."""
-    root, proc = _tree(tmp_path, "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n", {
+        "kubepods/pod1/ctr/cpu.max": "150000 100000\n"}, 1.5, id="v2-nested"),
+    pytest.param("0::/user.slice\n", {"user.slice/cpu.max": "max 100000\n"}, None,
+                 id="v2-no-limit"),
+    # Docker without a cgroup namespace: /proc/self/cgroup says /docker/ID, but the
+    # container sees its own cgroup as the mount itself
+    pytest.param("4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n", {
         "cpu,cpuacct/cpu.cfs_quota_us": "250000\n",
         "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
-        "memory/memory.limit_in_bytes": "1000\n",
-    })
-    assert cpus.cgroup_cpu_quota(root, proc) == 2.5
+        "memory/memory.limit_in_bytes": "1000\n"}, 2.5, id="v1-container"),
+])
+def test_the_quota_is_read_from_the_cgroup_tree(tmp_path, proc, files, quota):
+    root, proc_file = _tree(tmp_path, proc, files)
+    assert cpus.cgroup_cpu_quota(root, proc_file) == quota
 
 
 def test_v1_unlimited_and_unreadable_trees_have_no_quota(tmp_path):
