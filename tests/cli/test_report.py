@@ -314,6 +314,11 @@ def test_a_database_whose_every_trial_failed_says_so(tmp_path):
         assert result.exit_code == 0, result.output  # as an empty database (docs/cluster.md)
         assert result.output == ("Every trial of study 'mnv3_mini' failed (8 trials); see why "
                                  "with: ablate status mnv3_mini\n")
+    result = report(db, "--format", "html", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert "<title>ablate report: mnv3_mini</title>" in page  # was "no trials"
+    assert "0 configurations, 0 trials (8 failed, not shown)" in page
 
 
 def test_csv_without_a_row_has_the_header_a_report_with_rows_has(db, tmp_path):
