@@ -85,6 +85,9 @@ def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -
         if key == "seeds":
             put(key, check_seeds(source, key, value), item)
             continue
+        if key.startswith("seeds."):  # seeds has no keys: it is listed whole
+            raise UserInputError(f"{source} {key}: seeds is a list, set whole: "
+                                 "--set seeds=[0,1]")
         check_key(source, key, key, extra=("seeds",))  # seeds: the one key beside a trial's
         kind = table_kind(key)
         if isinstance(value, dict) and (value or kind == "section"):

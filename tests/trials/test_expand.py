@@ -156,6 +156,10 @@ def test_an_unknown_top_level_set_lists_what_set_accepts():
     assert str(info.value) == ("--set: name: unknown key 'name'; allowed here: data, eval, "
                                "eval_data, model, seeds, train")
     assert parse_set(["seeds=[1, 2]"]) == {"seeds": [1, 2]}
+    # a key under seeds: not "unknown key 'seeds.x'; allowed here: ..., seeds, ..."
+    with pytest.raises(UserInputError) as info:
+        parse_set(["seeds.x=1"])
+    assert str(info.value) == "--set seeds.x: seeds is a list, set whole: --set seeds=[0,1]"
 
 
 def test_training_only_keys_share_an_architecture():
