@@ -254,14 +254,16 @@ def compare(label: str, spec: TrialSpec, repeats: int) -> Pair:
 
 def settings(args) -> list[tuple[str, TrialSpec]]:
     rows = []
+    precision = args.amp if args.device == "cuda" else "fp32"  # the CPU trains in float32
     for model in args.models:
         common = dict(size=args.size, batch=args.batch, steps=args.steps, warmup=args.warmup,
                       device=args.device, amp=args.amp, channels_last=args.channels_last)
-        rows.append((f"{model} {args.amp}", spec_for(model, **common)))
+        rows.append((f"{model} {precision}", spec_for(model, **common)))
         if args.compile:
-            rows.append((f"{model} {args.amp} compile", spec_for(model, compile=True, **common)))
+            rows.append((f"{model} {precision} compile",
+                         spec_for(model, compile=True, **common)))
         if args.deterministic:
-            rows.append((f"{model} {args.amp} deterministic",
+            rows.append((f"{model} {precision} deterministic",
                          spec_for(model, deterministic=True, **common)))
     return rows
 

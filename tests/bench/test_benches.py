@@ -301,3 +301,16 @@ def test_the_decisions_bench_s_command_line_gives_its_seed(monkeypatch, capsys):
     command = capsys.readouterr().out.splitlines()[1]
     assert command.startswith("command: bench/bench_decisions.py --replicates 4 ")
     assert " --seed 7 " in command and ran == [(4, 2, 7)]
+
+
+def test_the_trainer_bench_labels_cpu_rows_with_the_precision_they_train_in():
+    """On the CPU a row trains in float32 whatever --amp says: its label said bf16."""
+    from types import SimpleNamespace
+
+    bench = _load("bench_train_gpu")
+    args = SimpleNamespace(models=["quickstart"], size=32, batch=2, steps=4, warmup=2,
+                           amp="bf16", channels_last="auto", compile=True, deterministic=True)
+    cpu = [label for label, _ in bench.settings(SimpleNamespace(**vars(args), device="cpu"))]
+    assert cpu == ["quickstart fp32", "quickstart fp32 compile", "quickstart fp32 deterministic"]
+    cuda = [label for label, _ in bench.settings(SimpleNamespace(**vars(args), device="cuda"))]
+    assert cuda[0] == "quickstart bf16"
