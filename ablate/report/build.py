@@ -30,6 +30,7 @@ from ablate.analysis.stats import UNTESTED
 from ablate.errors import UserInputError
 from ablate.report.effect_views import improvement_tables, per_class_effect_tables
 from ablate.report.effects import effects_tables
+from ablate.report.export import require_studies
 from ablate.report.figures.classes import class_effects_figure
 from ablate.report.figures.effects import (
     effect_labels,
@@ -53,7 +54,6 @@ from ablate.report.tables import (
     sort_rows,
 )
 from ablate.report.tuning import METRIC_NAMES, mark_tuned, tuning_tables, tuning_views
-from ablate.store import read
 from ablate.trials.lifecycle import TrialStatus
 
 DEFAULT_COST_AXES = ("params", "gflops", "latency_ms")
@@ -87,8 +87,9 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
                  where: list[str] | tuple[str, ...] = (), baseline: str | None = None,
                  sort: str | None = None, descending: bool = False,
                  per_class: bool = False, effects: bool = False, alpha: float = 0.05,
-                 min_effect: float | None = None) -> Report:
-    """Configurations of ``studies`` (default: all), filtered, compared and sorted.
+                 min_effect: float | None = None, study_option: str = "--study: ") -> Report:
+    """Configurations of ``studies`` (default: all), filtered, compared and sorted; a
+    study the database lacks is one line starting with ``study_option``.
 
     Seed noise is tested at ``alpha``: the ``--baseline`` mIoU change gets its interval
     (``miou_delta_low``/``_high``), Pareto-optimal rows a mark (``pareto_mark``) and,
@@ -97,11 +98,7 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
     equivalence margin of the others. The family of a study's effects is all of them,
     whatever ``--where`` shows.
     """
-    descriptions = read.study_descriptions(store)
-    for name in studies:
-        if name not in descriptions:
-            raise UserInputError(f"--study: no study {name!r} in the database; "
-                                 f"known: {', '.join(descriptions) or 'none'}")
+    descriptions = require_studies(store, studies, study_option)
     conditions = parse_where(where)
     # only the figures a table shows (and any --where names): no scan of every metric row
     trials = trials_frame(store, list(studies) or None, per_class=per_class,

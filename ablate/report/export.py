@@ -17,17 +17,20 @@ from ablate.report.tables import filter_rows, parse_where
 from ablate.store.read import study_descriptions
 
 
-def require_study(store, study: str) -> None:
-    """A study the database does not hold: one line with the ones it does."""
+def require_studies(store, studies, prefix: str = "") -> dict[str, str]:
+    """Each study's description; a study the database does not hold is one line
+    (``prefix``: the option that named it, e.g. ``"--study: "``) with the ones it does."""
     known = study_descriptions(store)
-    if study not in known:
-        raise UserInputError(
-            f"no study {study!r} in the database; known: {', '.join(known) or 'none'}")
+    for study in studies:
+        if study not in known:
+            raise UserInputError(f"{prefix}no study {study!r} in the database; "
+                                 f"known: {', '.join(known) or 'none'}")
+    return known
 
 
 def export_frame(store, study: str, where: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
     """Every trial of ``study`` with every final figure, per-class IoU included."""
-    require_study(store, study)
+    require_studies(store, [study])
     # every final figure: per class and per runtime and batch size too
     frame = trials_frame(store, [study], per_class=True, runtimes=True, settings=True)
     return filter_rows(frame, parse_where(where))
