@@ -259,11 +259,11 @@ def trial_counts(configs: pd.DataFrame, trials: pd.DataFrame, every_study: bool 
     if trials.empty or "status" not in trials:
         return text
     mine = trials if every_study else trials[trials["study"].isin(set(configs["study"]))]
-    keys = list(zip(mine["study"], mine["config_name"]))
+    keys = pd.MultiIndex.from_frame(mine[["study", "config_name"]])
     status = mine["status"].astype(str).to_numpy()
-    with_row = set(zip(configs["study"], configs["config_name"]))
-    some_done = {key for key, s in zip(keys, status) if s == TrialStatus.DONE}
-    counted = np.array([key in with_row or key not in some_done for key in keys], dtype=bool)
+    with_row = keys.isin(pd.MultiIndex.from_frame(configs[["study", "config_name"]]))
+    some_done = keys.isin(keys[status == TrialStatus.DONE])  # a --where left its row out
+    counted = with_row | ~some_done
     failed = int((counted & (status == TrialStatus.FAILED)).sum())
     unfinished = int((counted & (status != TrialStatus.DONE)
                       & (status != TrialStatus.FAILED)).sum())
