@@ -102,6 +102,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    for name, least in (("ranks", 2), ("images", 1), ("size", 32), ("batch", 1), ("repeats", 1)):
+        if getattr(args, name) < least:
+            parser.error(f"--{name} must be at least {least}, got {getattr(args, name)}")
     import torch
 
     extra = f"torch {torch.__version__}, {args.ranks} ranks, 1 thread each"

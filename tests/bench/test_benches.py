@@ -314,3 +314,14 @@ def test_the_trainer_bench_labels_cpu_rows_with_the_precision_they_train_in():
     assert cpu == ["quickstart fp32", "quickstart fp32 compile", "quickstart fp32 deterministic"]
     cuda = [label for label, _ in bench.settings(SimpleNamespace(**vars(args), device="cuda"))]
     assert cuda[0] == "quickstart bf16"
+
+
+def test_the_ddp_evaluation_bench_refuses_sizes_it_cannot_run():
+    """--ranks 0 ended in a KeyError traceback after spawning nothing."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(BENCH / "bench_ddp_eval.py"), "--ranks", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "bench_ddp_eval.py: error: --ranks must be at least 2, got 1")
