@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ablate.cost import analyse  # analyse.analyse_spec: a seam tests replace
 from ablate.dispatch.cost_cache import cached_costs, remember
+from ablate.dispatch.results import unwritable_runs_folder
 from ablate.errors import RecipeError, UserInputError
 from ablate.recipes.loader import Recipe, load_recipe
 from ablate.recipes.tree import set_dotted
@@ -57,8 +58,7 @@ def check_runs_root(root: Path) -> None:
         problem = f"{probe}: permission denied"
     else:
         return
-    raise UserInputError(f"runs folder {root}: cannot write it ({problem}); give a writable "
-                         "--runs-dir")
+    raise unwritable_runs_folder(root, problem)
 
 
 def load_trials(recipe_path: str, assignments: tuple[str, ...] = (),

@@ -134,6 +134,12 @@ def _candidates(runs_root: str | Path, study: str, owner: StudyOwner) -> tuple[P
     return plain, plain.with_name(f"{plain.name}.{owner.tag}")
 
 
+def unwritable_runs_folder(root: Path, problem: str) -> UserInputError:
+    """The one line for a runs folder that cannot be written, whichever check finds it."""
+    return UserInputError(f"runs folder {root}: cannot write it ({problem}); give a writable "
+                          "--runs-dir")
+
+
 def study_root(runs_root: str | Path, study: str, owner: StudyOwner) -> Path:
     """The folder of ``owner``'s run folders, marked as its own: ``RUNS/STUDY`` unless that
     is another database's study's, else ``RUNS/STUDY.TAG``. A plain folder an older
@@ -148,9 +154,7 @@ def study_root(runs_root: str | Path, study: str, owner: StudyOwner) -> Path:
                 if _mark(root, owner):
                     return root
             except OSError as err:
-                raise UserInputError(f"runs folder {root}: cannot write it "
-                                     f"({err.strerror or err}); give a writable "
-                                     "--runs-dir") from None
+                raise unwritable_runs_folder(root, err.strerror or str(err)) from None
         if found is not None and found.key == owner.key:
             return root
     return tagged  # a hash collision with yet another study: share as before
