@@ -419,4 +419,6 @@ def text_booleans(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_json(frame: pd.DataFrame) -> str:
-    return frame.to_json(orient="records", indent=2)
+    """Records, one object per row; no rows is ``[]`` (pandas writes ``[`` and ``]`` on
+    lines of their own with an empty one between)."""
+    return "[]" if frame.empty else frame.to_json(orient="records", indent=2)

@@ -314,6 +314,9 @@ def test_a_database_whose_every_trial_failed_says_so(tmp_path):
         assert result.exit_code == 0, result.output  # as an empty database (docs/cluster.md)
         assert result.output == ("Every trial of study 'mnv3_mini' failed (8 trials); see why "
                                  "with: ablate status mnv3_mini\n")
+    result = report(db, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert result.output == "[]\n"  # pandas wrote "[", an empty line, "]"
     result = report(db, "--format", "html", "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
     page = (tmp_path / "o" / "report.html").read_text()
