@@ -452,7 +452,8 @@ def check_ddp(cpu: bool, work: Path) -> dict[str, Any]:
         raise Fail(f"trained by {env.get('ddp_ranks', 1)} process(es), not {len(gpus)}")
     losses = _losses(result)
     _falling(losses)
-    return {"summary": f"{len(gpus)} ranks on GPUs {','.join(env['gpus'])}, loss "
+    where = "CPU stand-ins for GPUs" if cpu else "GPUs"
+    return {"summary": f"{len(gpus)} ranks on {where} {','.join(env['gpus'])}, loss "
                        f"{losses[0]:.3f} -> {losses[-1]:.3f}", "ranks": len(gpus),
             "gpus": env["gpus"], "losses": losses}
 
@@ -517,7 +518,8 @@ def check_jobs_per_gpu(cpu: bool, work: Path) -> dict[str, Any]:
     trace = [f"{r.name}: GPU {','.join(r.environment['gpus'])} "
              f"{(r.started_at - t0).total_seconds():.1f}-{(r.finished_at - t0).total_seconds():.1f} s"
              for r in sorted(records, key=lambda r: r.started_at)]
-    return {"summary": f"--jobs {n}: {n} trials on devices {', '.join(sorted(devices))}",
+    where = "CPU stand-ins for devices" if cpu else "devices"
+    return {"summary": f"--jobs {n}: {n} trials on {where} {', '.join(sorted(devices))}",
             "trace": trace}
 
 

@@ -66,6 +66,8 @@ def test_cpu_dry_mode_runs_every_check_the_cpu_can(tmp_path):
     assert rows["sparse"]["figures"]["max_rel_diff"] <= 1e-4
     assert rows["latency_eager"]["figures"]["bs8_ms"] > 0
     assert "check" in proc.stdout and "latency_onnxruntime" in proc.stdout  # the table
+    assert "2 ranks on CPU stand-ins for GPUs 0,1" in proc.stdout  # not "on GPUs 0,1"
+    assert "2 trials on CPU stand-ins for devices 0, 1" in proc.stdout
     print(f"gpu_check --cpu: {time.perf_counter() - start:.1f} s")
 
 
