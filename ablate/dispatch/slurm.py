@@ -652,7 +652,9 @@ class StudyFollowUp:
     died: list[str]  # trials whose job ended without a result: now failed
     requeue: list[str]  # trials whose job was cancelled outside ablate: now pending
     interrupted: list[str]  # trials whose job the cluster stopped for good: resume next run
-    slurm_states: dict[str, str]  # trial id -> Slurm state of its job (running trials)
+    # trial id -> Slurm state of its job: a running trial's, and the last job of a trial
+    # that is not done (a cancelled trial's CANCELLED)
+    slurm_states: dict[str, str]
     # trials whose job could not claim them (a database error; nothing trained): now pending
     unclaimed: list[str] = field(default_factory=list)
 
@@ -663,10 +665,14 @@ def follow_study(store, study: str, runs_root: str | Path) -> StudyFollowUp:
     have recorded, cancelled or queued it again since it was read): what the follow-up
     lists is what it changed."""
     report = ingest_results(store, study, runs_root)
-    running = [r for r in store.trials(study, with_metrics=False, status=TrialStatus.RUNNING)
-               if r.job_id]
-    states = job_states([r.job_id for r in running])
-    died, requeue, interrupted, unclaimed, shown = [], [], [], [], {}
+    records = [r for r in store.trials(study, with_metrics=False) if r.job_id]
+    running = [r for r in records if r.status is TrialStatus.RUNNING]
+    # a waiting or failed trial keeps its last job's id (cancelled: it fences that job
+    # out); its state says why it waits, not a job it is still queued for
+    ended = [r for r in records if r.status not in (TrialStatus.RUNNING, TrialStatus.DONE)]
+    states = job_states(sorted({r.job_id for r in running + ended}))
+    shown = {r.trial_id: states[r.job_id] for r in ended}
+    died, requeue, interrupted, unclaimed = [], [], [], []
     for rec in running:
         state = states[rec.job_id]
         shown[rec.trial_id] = state

@@ -219,3 +219,25 @@ def test_a_job_whose_claim_failed_on_the_database_leaves_its_trial_pending(
     follow = follow_study(store, "tiny", tmp_path / "runs")
     assert (follow.unclaimed, follow.died, follow.requeue) == ([tid], [], [])
     assert store.statuses("tiny")[tid] == "pending"
+
+
+def test_status_shows_the_state_of_the_last_job_of_a_trial_that_waits(tmp_path, monkeypatch):
+    """After ``ablate cancel`` a pending trial keeps its last job's id (it fences that job
+    out), so ``ablate status`` lists the id: beside it, the job's state says it was
+    cancelled (the column was empty, which read as a job still queued). A done trial's
+    job is not asked about."""
+    store, (cancelled, done) = tiny(tmp_path)
+    store.submitted("tiny", cancelled, str(tmp_path / "a"), job_id="5_0")
+    claim = store.claim("tiny", done, slurm_holder("5_1"), 600)
+    store.record(TrialResult("tiny", done, "done", final={"miou": 0.5},
+                             claim_epoch=claim.epoch))
+    slurm = FakeSlurm(monkeypatch, {"5_0": "PENDING", "5_1": "COMPLETED"})
+    assert cancel_study(store, "tiny", tmp_path / "runs") == [cancelled]
+    slurm.states["5_0"] = "CANCELLED"
+    asked = []
+    monkeypatch.setattr("ablate.dispatch.slurm.job_states",
+                        lambda ids: asked.append(ids) or slurm.job_states(ids))
+    follow = follow_study(store, "tiny", tmp_path / "runs")
+    assert store.statuses("tiny") == {cancelled: "pending", done: "done"}
+    assert follow.slurm_states == {cancelled: "CANCELLED"}
+    assert follow.requeue == [] and asked == [["5_0"]]
