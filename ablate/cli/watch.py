@@ -89,6 +89,8 @@ def render(snap):
     from rich.console import Group  # lazy: loads rich.console
     from rich.table import Table  # lazy: loads rich.table
 
+    from ablate.dispatch.live import MIN_PACED_FRACTION  # lazy: loads pandas
+
     counts = ", ".join(f"{snap.counts[s]} {s}" for s in TrialStatus if snap.counts.get(s))
     head = Text(f"{visible(snap.study)}: {counts or 'no trials'} of {snap.total} trial(s)",
                 style="bold")
@@ -98,7 +100,13 @@ def render(snap):
         parts.append(Text("complete" + (f"; {failed} failed: 'ablate run' retries them"
                                         if failed else "")))
     elif snap.eta_s is None:
-        parts.append(Text("time left: estimated once a trial is done"))
+        parts.append(Text("time left: estimated once a trial has trained "
+                          f"{MIN_PACED_FRACTION:.0%} of its steps"))
+    elif snap.paced:
+        parts.append(Text(f"time left: about {duration(snap.eta_s)}, training only (at the "
+                          "running trials' pace a trial trains in "
+                          f"{duration(snap.mean_trial_s)}; evaluation counts once a trial "
+                          f"is done; {max(1, len(snap.running))} at a time)"))
     else:
         parts.append(Text(f"time left: about {duration(snap.eta_s)} (a trial takes "
                           f"{duration(snap.mean_trial_s)} on average; "

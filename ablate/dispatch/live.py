@@ -22,6 +22,7 @@ from ablate.dispatch.results import recorded_run_dir
 from ablate.trials.lifecycle import TrialStatus
 
 EFFECT_FIELDS = ("axis", "change", "estimate", "ci_low", "ci_high", "n", "verdict")
+MIN_PACED_FRACTION = 0.02
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,22 @@ class RunningTrial:
     total_steps: int | None = None
     loss: float | None = None
     preemptions: int = 0  # times the cluster stopped its job and it resumed
+    resumed_at_step: int | None = None  # the checkpoint's step this claim started from
 
     @property
     def fraction(self) -> float | None:
         if self.step is None or not self.total_steps:
             return None
         return min(1.0, self.step / self.total_steps)
+
+    def paced_s(self) -> float | None:
+        """This trial's training time at its pace since it was claimed (steps since then
+        over the seconds since then), once it has trained ``MIN_PACED_FRACTION`` of its
+        steps in this claim: before that the set-up (data, model) is most of the time."""
+        if self.step is None or not self.total_steps or not self.elapsed_s:
+            return None
+        trained = (self.step - (self.resumed_at_step or 0)) / self.total_steps
+        return self.elapsed_s / trained if trained >= MIN_PACED_FRACTION else None
 
 
 @dataclass(frozen=True)
@@ -51,11 +62,14 @@ class Snapshot:
     counts: dict[TrialStatus, int]
     running: list[RunningTrial]
     best: dict[str, Any] | None  # config_name, miou_mean, miou_std, n, params
-    mean_trial_s: float | None  # mean wall time of the done trials
+    # mean wall time of the done trials; before any is done, the running trials' paced
+    # training time (``paced``: it leaves out evaluation and the steps not yet taken)
+    mean_trial_s: float | None
     eta_s: float | None  # time left, at the current pace and parallelism
     effects: list[dict[str, Any]] = field(default_factory=list)
     effects_error: str | None = None
     preemptions: int = 0  # of every trial: times the cluster stopped a job
+    paced: bool = False
 
     @property
     def complete(self) -> bool:
@@ -91,16 +105,31 @@ def study_snapshot(store, study: str, runs_root: str | Path | None = None) -> Sn
             renewed_s=_seconds(now, r.heartbeat_at), elapsed_s=_seconds(now, r.started_at),
             epoch=_int(info.get("epoch")), epochs=_int(info.get("epochs")),
             step=_int(info.get("step")), total_steps=_int(info.get("total_steps")),
-            loss=_float(info.get("loss")), preemptions=r.preemptions))
+            loss=_float(info.get("loss")), preemptions=r.preemptions,
+            resumed_at_step=_int(info.get("resumed_at_step"))))
     durations = [(r.finished_at - r.started_at).total_seconds() for r in records
                  if r.status is TrialStatus.DONE and r.started_at and r.finished_at]
     mean = sum(durations) / len(durations) if durations else None
+    paced = mean is None
+    if paced:
+        mean = paced_trial_s(running)
     best, effects, error = _report(store, study)
     waiting = sum(n for status, n in counts.items() if not status.finished
                   and status is not TrialStatus.RUNNING)  # pending, preempted, timed out
     return Snapshot(study, len(records), counts, running, best, mean,
                     estimate_left(mean, waiting, running), effects, error,
-                    sum(r.preemptions for r in records))
+                    sum(r.preemptions for r in records), paced and mean is not None)
+
+
+def paced_trial_s(running: list[RunningTrial]) -> float | None:
+    """A trial's time before any is done: the median of the running trials' paced
+    training times (``RunningTrial.paced_s``), None while none has trained enough. Hours
+    of a long study's first trials are otherwise without any estimate."""
+    paced = sorted(t for t in (r.paced_s() for r in running) if t is not None)
+    if not paced:
+        return None
+    middle = len(paced) // 2
+    return paced[middle] if len(paced) % 2 else (paced[middle - 1] + paced[middle]) / 2
 
 
 def estimate_left(mean_s: float | None, pending: int, running: list[RunningTrial]) -> float | None:

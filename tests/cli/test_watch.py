@@ -16,7 +16,7 @@ from ablate.cli import main
 from ablate.dispatch.prepare import load_trials
 from ablate.dispatch.progress import PROGRESS_FILE, ProgressFile, read_progress
 from ablate.store import CostRecord, Store
-from ablate.train.events import EpochEnded, Stepped
+from ablate.train.events import EpochEnded, Resumed, Stepped
 from ablate.trials.lifecycle import TrialResult
 
 RECIPE = """
@@ -193,6 +193,52 @@ def test_ctrl_c_exits_130_quietly(study, monkeypatch):
     assert result.exit_code == 130
     assert "Traceback" not in result.output and "Error" not in result.output
     assert result.output.startswith("watched: 1 running, 7 pending of 8 trial(s)")
+
+
+def test_before_any_trial_is_done_the_time_left_comes_from_the_running_trials_pace(
+        study, monkeypatch):
+    """Hours of a long study's first trials had no estimate ("estimated once a trial is
+    done"): the running trials' steps give one, said to be of training only."""
+    from ablate.dispatch import live
+
+    db, store, trials, runs = study
+    for trial in trials[:2]:
+        _claim(store, trial, runs)
+    ProgressFile(runs / trials[0].trial_id).event(
+        Stepped(step=40, total_steps=100, epoch=1, epochs=2, loss=0.5, lr=0.01))
+    resumed = ProgressFile(runs / trials[1].trial_id)  # 20 steps since it resumed at 50
+    resumed.event(Resumed(step=50))
+    resumed.last_write = float("-inf")  # the next step is written at once (no throttle)
+    resumed.event(Stepped(step=70, total_steps=100, epoch=2, epochs=2, loss=0.4, lr=0.01))
+    started = max(r.started_at for r in store.trials("watched") if r.started_at)
+    # the database's clock, 60 s after both claims: no sleep, no wall clock
+    monkeypatch.setattr(Store, "database_time", lambda self: started + timedelta(seconds=60))
+    snap = live.study_snapshot(Store(str(db), read_only=True), "watched")
+    # paces: 60 s for 40 % -> 150 s; 60 s for the 20 % since its resume -> 300 s; median 225
+    assert snap.paced and snap.mean_trial_s == pytest.approx(225.0, rel=1e-3)  # claims' ms
+    # 6 pending x 225 s + 60 % and 30 % of 225 s left, 2 at a time: 776.25 s
+    assert snap.eta_s == pytest.approx((6 * 225 + 0.6 * 225 + 0.3 * 225) / 2, rel=1e-3)
+    monkeypatch.setattr(time, "sleep", lambda _s: (_ for _ in ()).throw(KeyboardInterrupt))
+    out = CliRunner().invoke(main, ["watch", "--db", str(db)]).output
+    assert ("time left: about 12 min 56 s, training only (at the running trials' pace a trial "
+            "trains in 3 min 45 s; evaluation counts once a trial is done; 2 at a time)") \
+        in " ".join(out.split())
+
+
+def test_a_pace_needs_two_percent_of_the_steps_since_the_claim():
+    from ablate.dispatch.live import RunningTrial, paced_trial_s
+
+    def trial(step, elapsed, resumed=None):
+        return RunningTrial("t", "h", 0.0, elapsed, step=step, total_steps=1000,
+                            resumed_at_step=resumed)
+
+    assert trial(19, 30.0).paced_s() is None  # 1.9 %: mostly set-up so far
+    assert trial(20, 30.0).paced_s() == pytest.approx(1500.0)
+    assert trial(520, 30.0, resumed=510).paced_s() is None  # 1 % since its resume
+    assert trial(20, None).paced_s() is None and trial(None, 30.0).paced_s() is None
+    assert paced_trial_s([trial(20, 30.0), trial(40, 30.0), trial(5, 30.0)]) \
+        == pytest.approx((1500.0 + 750.0) / 2)
+    assert paced_trial_s([trial(5, 30.0)]) is None
 
 
 def test_read_only_store_refuses_writes(study):
