@@ -213,12 +213,14 @@ def runner_report(store, study: str, summary) -> list[str]:
                      "its trial when it starts")
     if not took and not queued:
         lines.append("nothing left to take: every trial is done or held by another runner")
-    if summary.left:
+    if summary.left:  # by their state now: one held when this runner came may be done
+        now = {r.trial_id: r.status.value for r in records}
         by_why: dict[str, int] = {}
-        for outcome in summary.left.values():
-            by_why[outcome.why] = by_why.get(outcome.why, 0) + 1
+        for tid, outcome in summary.left.items():
+            why = now.get(tid, outcome.why)
+            by_why[why] = by_why.get(why, 0) + 1
         detail = ", ".join(f"{n} {s}" for s, n in sorted(by_why.items()))
-        lines.append(f"left {len(summary.left)} to other runners ({detail})")
+        lines.append(f"left {len(summary.left)} to other runners ({detail} now)")
     for trial_id, error in summary.unclaimed.items():
         lines.append(f"could not claim {trial_id}: {error}; run again to retry it")
     state = ", ".join(f"{counts[s]} {s}" for s in TrialStatus if counts.get(s))

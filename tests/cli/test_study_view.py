@@ -77,3 +77,26 @@ def test_a_detached_slurm_round_says_it_queued_its_trials(capsys):
     summary.done.append("t4")
     assert runner_report(_NoTrials(), "s", summary)[0] == "this runner took 4 trial(s)"
     assert not summary.queued()
+
+
+def test_the_trials_left_to_other_runners_are_counted_by_their_state_now():
+    """After a kill -9 the next runner found one orphaned worker's trial running and the
+    other's done; the orphan finished before the round ended, so the report said 'left 2
+    to other runners (1 done, 1 running)' above 'study q: 12 done of 12 trial(s)'."""
+    from types import SimpleNamespace
+
+    from ablate.dispatch.claiming import runner_report
+    from ablate.dispatch.events import RunSummary
+    from ablate.trials.lifecycle import Held, TrialStatus
+
+    class Finished:
+        def trials(self, study, with_metrics=True):
+            return [SimpleNamespace(trial_id=t, name=t, status=TrialStatus.DONE, preemptions=0,
+                                    holder=None) for t in ("t1", "t2", "t3")]
+
+    summary = RunSummary(total=3, done=["t1"], taken=["t1"],
+                         left={"t2": Held(TrialStatus.DONE), "t3": Held(TrialStatus.RUNNING)})
+    assert runner_report(Finished(), "q", summary) == [
+        "this runner took 1 trial(s)", "left 2 to other runners (2 done now)",
+        "study q: 3 done of 3 trial(s)"]
+

@@ -120,7 +120,7 @@ def test_wait_takes_over_a_trial_once_its_holder_s_lease_expires(tmp_path, monke
     base = ["run", str(recipe), "--db", str(db), "--runs-dir", str(tmp_path / "runs")]
     out = CliRunner().invoke(main, base)
     assert out.exit_code == 0, out.output
-    assert "left 1 to other runners (1 running)" in out.output
+    assert "left 1 to other runners (1 running now)" in out.output
     assert "or add --wait to wait for them here" in out.output
     from datetime import timedelta
     from types import SimpleNamespace
