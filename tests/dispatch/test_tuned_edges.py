@@ -357,3 +357,56 @@ def test_the_chosen_lines_say_how_many_draws_of_each_configuration_failed():
         "  plain: draw 0 (train.batch_size=4), miou 23.83; 2 of its 4 draws failed (no "
         "score, never chosen)",
         "  scaled: draw 2 (train.batch_size=8), miou 30.50"]
+
+
+DIVERGING = '''
+"""The example's model, whose loss becomes NaN when it trains with ``poison`` set (with
+gradients: the pre-run check runs it in training mode without them)."""
+import torch
+from fair_lr.model import build as plain_build
+from torch import nn
+
+
+class Poisoned(nn.Module):
+    def __init__(self, inner, poison):
+        super().__init__()
+        self.inner, self.poison = inner, poison
+
+    def forward(self, x):
+        out = self.inner(x)
+        return out * float("nan") if self.poison and torch.is_grad_enabled() else out
+
+
+def build(*, num_classes, width=16, scale=1.0, poison=False):
+    return Poisoned(plain_build(num_classes=num_classes, width=width, scale=scale), poison)
+'''
+
+
+@pytest.mark.slow
+def test_a_diverged_draw_is_a_failed_draw_and_the_run_exits_0(tmp_path, monkeypatch):
+    """docs/fair-comparisons.md said the flagship's tuned run exits 1 because two draws
+    diverge; a diverged draw is a failed draw (no score, never chosen), not a failure of
+    the run: it exits 0 once the confirmation trials are done."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "poisoned_model.py").write_text(DIVERGING)
+    monkeypatch.syspath_prepend(str(models))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(models), os.environ["PYTHONPATH"]]))
+    recipe = tmp_path / "tuned.toml"
+    # the same 2 draws for both arms: one poisoned (its loss NaN), one not
+    recipe.write_text(loop_recipe("poisoned_model:build").replace(
+        '"train.lr" = { log_uniform = [1e-3, 1.0] }',
+        '"model.args.poison" = { choice = [false, true] }'))
+    db = str(tmp_path / "d.db")
+    out = CliRunner().invoke(main, ["run", str(recipe), "--db", db,
+                                    "--runs-dir", str(tmp_path / "runs")])
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0, out.output
+    assert "retrying" not in text  # a diverged loss is not retried
+    assert text.count("1 of its 2 draws failed (no score, never chosen)") == 2, text  # a, b
+    store = Store(db)
+    statuses = sorted((r.name, r.status) for r in store.trials("tuned"))
+    assert [s for n, s in statuses if "/draw=" in n].count(TrialStatus.FAILED) == 2
+    assert all(s == TrialStatus.DONE for n, s in statuses if "/draw=" not in n), statuses
+    assert all((r.error or "").startswith("TrialFailed: loss became")
+               for r in store.trials("tuned") if r.status == TrialStatus.FAILED)
