@@ -14,11 +14,11 @@ from ablate.dispatch.results import unwritable_runs_folder
 from ablate.errors import RecipeError, UserInputError
 from ablate.recipes.loader import Recipe, load_recipe
 from ablate.recipes.tree import set_dotted
-from ablate.recipes.tune import Tune
+from ablate.recipes.tune import Tune, integer_range
 from ablate.store import CostRecord, Store, resolve_url
 from ablate.store.target import sqlite_path
 from ablate.trials.expand import DEFAULT_MAX_TRIALS, Trial, expand, parse_set
-from ablate.trials.tuning import fractional_draws, integer_range, plan_tuning
+from ablate.trials.tuning import fractional_draws, plan_tuning
 
 DEFAULT_RUNS_ROOT = "results/runs"
 RUNS_DIR_ENV = "ABLATE_RUNS_DIR"

@@ -42,6 +42,7 @@ from ablate.recipes.tree import (
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
 TUNABLE = ("train.", "model.args.", "data.")  # the sections whose keys may be nuisance keys
 NOT_TUNABLE = ("data.holdout",)  # what the tuning trials themselves set
+_OF_RANGE = " (a value of its range)"  # a refused value is one the range holds, not one given
 RANGE_RULE = ('a range: { log_uniform = [low, high] }, { uniform = [low, high] }, '
               '{ int = [low, high] } or { choice = [a, b, ...] }')
 
@@ -175,8 +176,39 @@ def _range(source: str, key: str, value: Any, axes: dict[str, str]) -> Range:
         middle = (low + high) / 2
         probes.append(math.nextafter(middle, high) if middle.is_integer() else middle)
     for value in probes:
-        _check_value(source, where, key, value)
+        try:
+            _check_value(source, where, key, value)
+        except RecipeError as err:
+            if value != int(value) and _needs_int(source, where, key, round(value)):
+                # the probed fraction is not a number the user wrote: say what to write
+                rule = err.detail.split(" (got ")[0]  # "should be an integer in ..."
+                raise RecipeError(source, f"{kind} [{low:g}, {high:g}] draws fractional "
+                                  f"numbers; {key} {rule}: give "
+                                  f"{integer_range(Range(key, kind, (low, high)))}",
+                                  where) from None
+            raise
     return Range(key, kind, (low, high))
+
+
+def integer_range(rng: Range) -> str:
+    """What to give instead of ``rng`` for an integer key or argument: its integer bounds."""
+    low, high = math.ceil(rng.values[0]), math.floor(rng.values[1])
+    if low < high:
+        return f"{{ int = [{low}, {high}] }}"
+    return "{ int = [low, high] } or a choice of integers"
+
+
+def _needs_int(source: str, where: str, key: str, whole: int) -> bool:
+    """Whether ``key`` takes the integer ``whole`` but no fraction beside it (an integer
+    key), rather than refusing a number for its size (a float key's bound)."""
+    def accepts(value: Any) -> bool:
+        try:
+            _check_value(source, where, key, value)
+        except RecipeError:
+            return False
+        return True
+
+    return accepts(whole) and not accepts(whole - 0.5) and not accepts(whole + 0.5)
 
 
 def _bounds(source: str, where: str, kind: str, bounds: Any) -> tuple[Any, Any]:
@@ -223,4 +255,4 @@ def _check_value(source: str, where: str, key: str, value: Any) -> None:
         validate_spec(tree, source, "")
     except RecipeError as err:
         if err.key == key:
-            raise RecipeError(source, f"{err.detail} (a value of its range)", where) from None
+            raise RecipeError(source, f"{err.detail}{_OF_RANGE}", where) from None

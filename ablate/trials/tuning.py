@@ -188,14 +188,6 @@ def fractional_draws(tune: Tune, draw: int) -> list[tuple[Range, float]]:
             if r.key.startswith("model.args.") and r.kind in ("uniform", "log_uniform")]
 
 
-def integer_range(rng: Range) -> str:
-    """What to give instead of ``rng`` for an integer argument: its integer bounds."""
-    low, high = math.ceil(rng.values[0]), math.floor(rng.values[1])
-    if low < high:
-        return f"{{ int = [{low}, {high}] }}"
-    return "{ int = [low, high] } or a choice of integers"
-
-
 def pin(recipe: Recipe, chosen: dict[str, dict[str, Any]]) -> Recipe:
     """``recipe`` with each configuration at its chosen nuisance values: expanding it
     gives the confirmation trials (the study's seeds, the study's evaluation set)."""

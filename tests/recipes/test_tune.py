@@ -71,8 +71,17 @@ BAD = [
      "a log range needs bounds > 0"),
     ('"train.lr" = { log_uniform = [1e-4, 20.0] }', 'tune."train.lr"',
      "should be a number in (0, 10] (got 20.0) (a value of its range)"),
+    # a uniform or log range's draws are fractions: the line gives the int range to write,
+    # not the probed 5.000000000000001 the user never wrote
     ('"train.warmup_steps" = { uniform = [0, 10] }', 'tune."train.warmup_steps"',
-     "should be an integer in [0, 1,000,000,000] (got 5.0"),  # a uniform range's draws are floats
+     "uniform [0, 10] draws fractional numbers; train.warmup_steps should be an integer in "
+     "[0, 1,000,000,000]: give { int = [0, 10] }"),
+    ('"train.batch_size" = { log_uniform = [4.5, 16.0] }', 'tune."train.batch_size"',
+     "log_uniform [4.5, 16] draws fractional numbers; train.batch_size should be an integer "
+     "in (0, 65,536]: give { int = [5, 16] }"),
+    # a float key's bound is not an integer key: the value it refuses, as before
+    ('"train.lr" = { uniform = [9.5, 10.4] }', 'tune."train.lr"',
+     "should be a number in (0, 10] (got 10.4) (a value of its range)"),
     ('"train.optimizer" = { choice = ["sgd"] }', 'tune."train.optimizer".choice',
      "a choice needs at least two values"),
     ('"train.lr" = [0.1, 0.01]', 'tune."train.lr"', "must be a range: { log_uniform"),
