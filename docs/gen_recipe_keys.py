@@ -157,7 +157,8 @@ MEANING: dict[str, str] = {
     "data.limit_train": "first N samples only",
     "data.limit_val": "first N samples only",
     "data.holdout": "evaluate on this fraction of the training set, held out of training, "
-                    "instead of the validation split (`[tune]` sets it on its tuning trials)",
+                    "instead of the validation split (`[tune]` sets it on its tuning trials, and "
+                    "with `select_on = \"holdout\"` refuses it in `[base]`, an axis or `--set`)",
     "data.crop_size": "random square crop, padded with the ignore label; unset: 513 for "
                       "`voc2012` and `coco`, 768 for `cityscapes` (the DeepLab / torchvision "
                       "references), none for `shapes` and other datasets",

@@ -27,7 +27,7 @@ from ablate.recipes.tree import (  # noqa: F401  (flatten, set_dotted: public he
     validate_section,
     validate_spec,
 )
-from ablate.recipes.tune import Tune, parse_tune
+from ablate.recipes.tune import Tune, check_holdout, parse_tune
 
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "variants", "knockout",
                   "slurm", "tune", "local")
@@ -184,6 +184,10 @@ def parse_recipe(text: str, source: str) -> Recipe:
     if "tune" in raw:
         tune = parse_tune(raw["tune"], source, seeds=seeds,
                           axes=axis_origins(grid, zips, variants))
+        settings = {f"base.{key}": (key, value) for key, value in flatten(base_raw).items()}
+        settings.update({where: (key, True) for key, where in
+                         axis_origins(grid, zips, variants).items()})
+        check_holdout(tune, source, settings)
 
     return Recipe(
         path=source, name=name, description=description, base=base_raw, grid=grid,

@@ -138,6 +138,28 @@ def parse_tune(raw: Any, source: str, *, seeds: list[int], axes: dict[str, str])
                                 for key, value in ranges.items()))
 
 
+HOLDOUT_KEY = "data.holdout"
+
+
+def check_holdout(tune: Tune, source: str, settings: dict[str, tuple[str, Any]]) -> None:
+    """With ``select_on = "holdout"`` the tuning trials evaluate on a held-out slice of the
+    training set, and the confirmation trials on the validation set. A ``data.holdout``
+    set elsewhere (``settings``: where -> (key, value), from ``[base]``, an axis or
+    ``--set``) would replace the tuning trials' fraction, or evaluate the confirmation
+    trials on a held-out slice: ``data.build.holdout_split`` holds out the same
+    permutation's head, so it holds every image the selection read."""
+    if tune.settings.select_on != "holdout":
+        return  # the tuning trials evaluate where the confirmation trials do
+    for where, (key, value) in settings.items():
+        if related(key, HOLDOUT_KEY) and value not in (0, 0.0, None, {}):
+            raise RecipeError(source, "[tune] holds out tune.holdout of the training set "
+                              "for the selection and evaluates the effects on the validation "
+                              "set; a data.holdout here would evaluate them on held-out images "
+                              "that include those the selection read. Set tune.holdout, or "
+                              'tune.select_on = "validation" to select where the effects are '
+                              "read", where)
+
+
 def _holds_a_value(path: str) -> bool:
     """A schema key that holds one value (``train.lr``), not a table of keys: its table is
     a range, if a wrong one (``{ normal = [...] }``), never a further level of keys."""

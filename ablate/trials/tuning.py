@@ -27,7 +27,7 @@ from typing import Any
 from ablate.errors import RecipeError
 from ablate.recipes.loader import Recipe
 from ablate.recipes.tree import related, set_dotted
-from ablate.recipes.tune import Range, Tune
+from ablate.recipes.tune import Range, Tune, check_holdout
 from ablate.trials.expand import (
     DEFAULT_MAX_TRIALS,
     Trial,
@@ -145,6 +145,8 @@ def _check_overrides(recipe: Recipe, tune: Tune, overrides: dict[str, Any]) -> N
         if key in tune.keys:
             raise RecipeError(recipe.path, f"--set {key}: tuned by [tune]; to fix it, remove "
                               "it from [tune]", f'tune."{key}"')
+    check_holdout(tune, recipe.path, {f"--set {key}": (key, value)
+                                      for key, value in overrides.items()})
     seeds = overrides.get("seeds", recipe.seeds)
     overlap = sorted(set(seeds) & set(tune.settings.seeds))
     if overlap:

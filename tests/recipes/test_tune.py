@@ -158,3 +158,41 @@ def test_every_bad_section_stops_run_in_one_line_and_records_nothing(tmp_path, t
     assert line.startswith(f"Error: {recipe}: {key}: "), line
     assert words in line, line
     assert not db.exists()
+
+
+HOLDOUT_WORDS = ("a data.holdout here would evaluate them on held-out images that include "
+                 "those the selection read")
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ("image_size = 32", "image_size = 32\nholdout = 0.3", "base.data.holdout"),
+    ('"train.momentum" = 0.8', '"train.momentum" = 0.8\n"data.holdout" = 0.25',
+     "variants.a.data.holdout"),
+])
+def test_a_data_holdout_outside_tune_is_refused_where_the_selection_holds_out(old, new, key):
+    """data.holdout held out the head of one fixed permutation: set in [base] or by an axis
+    the confirmation trials evaluated on a held-out slice holding every image the
+    selection read (and --set replaced the tuning trials' recorded tune.holdout)."""
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(recipe_text().replace(old, new), "tuned.toml")
+    assert err.value.key == key and HOLDOUT_WORDS in err.value.detail, str(err.value)
+    # selected on the validation set, the tuning trials evaluate where the effects are read
+    parse_recipe(recipe_text("select_on = \"validation\"\n" + LR).replace(old, new), "t.toml")
+
+
+def test_a_data_holdout_of_0_in_base_is_the_default_and_accepted():
+    parse_recipe(recipe_text().replace("image_size = 32", "image_size = 32\nholdout = 0.0"),
+                 "tuned.toml")
+
+
+def test_a_set_data_holdout_is_refused_in_one_line_and_records_nothing(tmp_path):
+    recipe = tmp_path / "tuned.toml"
+    recipe.write_text(recipe_text())
+    db = tmp_path / "t.db"
+    out = CliRunner().invoke(main, ["run", str(recipe), "--db", str(db),
+                                    "--set", "data.holdout=0.3"])
+    assert out.exit_code == 2, out.output
+    (line,) = out.output.strip().splitlines()
+    assert line.startswith(f"Error: {recipe}: --set data.holdout: "), line
+    assert HOLDOUT_WORDS in line, line
+    assert not db.exists()
