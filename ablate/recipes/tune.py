@@ -186,7 +186,11 @@ def _range(source: str, key: str, value: Any, axes: dict[str, str]) -> Range:
                           "keys can be tuned" + (" (data.holdout is what [tune] sets)"
                                                  if key in NOT_TUNABLE else ""), where)
     if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
-        raise RecipeError(source, f"must be {RANGE_RULE}", where)
+        unknown = [k for k in value if k not in DISTRIBUTIONS] if isinstance(value, dict) else []
+        said = (f"unknown distribution {', '.join(map(repr, unknown))}; " if unknown
+                else f"one distribution, not {len(value)}; " if isinstance(value, dict)
+                and len(value) > 1 else "")
+        raise RecipeError(source, f"{said}must be {RANGE_RULE}", where)
     kind, bounds = next(iter(value.items()))
     if kind == "choice":
         return Range(key, kind, _choices(source, where, key, bounds))

@@ -85,6 +85,10 @@ BAD = [
     ('"train.optimizer" = { choice = ["sgd"] }', 'tune."train.optimizer".choice',
      "a choice needs at least two values"),
     ('"train.lr" = [0.1, 0.01]', 'tune."train.lr"', "must be a range: { log_uniform"),
+    ('"train.lr" = { normal = [0.1, 0.01] }', 'tune."train.lr"',  # the word was not named
+     "unknown distribution 'normal'; must be a range: { log_uniform"),
+    ('"train.lr" = { uniform = [0.1, 1.0], int = [1, 2] }', 'tune."train.lr"',
+     "one distribution, not 2; must be a range"),
     ("", "tune", "names no nuisance key"),
 ]
 
