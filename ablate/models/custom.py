@@ -44,12 +44,11 @@ def _check_arguments(fn: Any, kwargs: dict[str, Any], label: str) -> None:
     if "num_classes" not in accepted:
         raise UserInputError(f"{KEY}: {label} must accept a num_classes keyword argument "
                              f"(its arguments: {', '.join(accepted) or 'none'})")
+    allowed = ", ".join(a for a in accepted if a != "num_classes") or "none (num_classes only)"
     for key in kwargs:
         if key not in accepted:
-            raise UserInputError(
-                f"model.args.{key}: {label} has no argument {key!r}; "
-                f"allowed: {', '.join(a for a in accepted if a != 'num_classes')}"
-            )
+            raise UserInputError(f"model.args.{key}: {label} has no argument {key!r}; "
+                                 f"allowed: {allowed}")
 
 
 def _as_dict(module: nn.Module, inputs: Any, output: Any) -> Any:

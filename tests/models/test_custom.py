@@ -257,6 +257,10 @@ def test_misspelt_argument_names_the_key_and_the_allowed_ones(user_pkg):
         build_model(spec(widht=3), 3)
     assert str(err.value) == ("model.args.widht: usernets.nets:build has no argument 'widht'; "
                               "allowed: width")
+    with pytest.raises(UserInputError) as err:  # was "allowed: " and nothing after it
+        build_model(spec("usernets.nets:not_a_module", width=3), 3)
+    assert str(err.value) == ("model.args.width: usernets.nets:not_a_module has no argument "
+                              "'width'; allowed: none (num_classes only)")
 
 
 def test_num_classes_under_model_args_names_model_num_classes(user_pkg):
