@@ -165,6 +165,9 @@ class Registry:
         if found is None:
             names = self.names()
             close = difflib.get_close_matches(name, names, n=1)
+            module, _, attribute = name.rpartition(".")
+            if not close and self.group and is_import_path(f"{module}:{attribute}"):
+                close = [f"{module}:{attribute}"]  # Hydra's _target_ spelling, all dots
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             allowed = ", ".join(repr(n) for n in names)
             if self.group:  # user builders may also be named by import path

@@ -208,3 +208,9 @@ def test_a_misspelt_function_or_name_gets_the_closest_one(pkg):
     assert str(err.value) == ("model.builder: unknown model builder 'unet_smal' (did you mean "
                               "'unet_small'?); allowed: 'unet_small', 'unet_large' or an "
                               "import path 'package.module:function'")
+    with pytest.raises(UserInputError) as err:  # a dot before the function, as in Hydra
+        registry.entry("custom_unet.model.build_unet")
+    assert str(err.value) == ("model.builder: unknown model builder 'custom_unet.model."
+                              "build_unet' (did you mean 'custom_unet.model:build_unet'?); "
+                              "allowed: 'unet_small', 'unet_large' or an import path "
+                              "'package.module:function'")
