@@ -263,15 +263,14 @@ class Registry:
         try:
             spec = importlib.util.find_spec(module)
         except ModuleNotFoundError as err:  # its parent package is missing
-            raise UserInputError(f"{key}: cannot import {module!r}: {err} (is its package "
-                                 "installed or on PYTHONPATH?)") from err
+            raise UserInputError(f"{key}: cannot import {module!r}: {err}"
+                                 f"{_not_found_hint(err.name or module)}") from err
         except Exception as err:  # a parent package that fails to import
             raise UserInputError(
                 f"{key}: cannot import {module!r} ({type(err).__name__}: {err})"
             ) from err
         if spec is None:
-            raise UserInputError(f"{key}: no module named {module!r} "
-                                 "(is its package installed or on PYTHONPATH?)")
+            raise UserInputError(f"{key}: no module named {module!r}{_not_found_hint(module)}")
         return _files(spec.origin, None, key, ref, stamps)  # an import hook, a zip
 
 
@@ -382,8 +381,8 @@ def import_target(path: str, key: str) -> Callable[..., Any]:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         raise UserInputError(
-            f"{key}: cannot import {module_name!r}: {err} (is its package installed or on "
-            "PYTHONPATH?)"
+            f"{key}: cannot import {module_name!r}: {err}"
+            f"{_not_found_hint(err.name or module_name)}"
         ) from err
     except Exception as err:
         raise UserInputError(
@@ -399,6 +398,23 @@ def import_target(path: str, key: str) -> Callable[..., Any]:
     if not callable(obj):
         raise UserInputError(f"{key}: {path} is a {type(obj).__name__}, not a function")
     return obj
+
+
+def _not_found_hint(module: str) -> str:
+    """Where to look for a module that is not found (nothing where its package is). The ``ablate`` script does not put the current folder on ``sys.path``
+    (``python script.py`` does not either), so a package lying there is named, with the
+    two ways to make it importable."""
+    top = module.split(".")[0]
+    if top != module:
+        with contextlib.suppress(ImportError, ValueError):
+            if importlib.util.find_spec(top) is not None:  # the package is there, not the module
+                return ""
+    here = Path.cwd()
+    on_path = {Path(p or ".").resolve() for p in sys.path}
+    if here.resolve() not in on_path and ((here / top).is_dir() or (here / f"{top}.py").is_file()):
+        return (f" ({top} is in the current folder, which is not on sys.path: run with "
+                "PYTHONPATH=. or pip install -e its package)")
+    return " (is its package installed or on PYTHONPATH?)"
 
 
 def _did_you_mean(obj: Any, missing: str, done: list[str]) -> str:

@@ -61,6 +61,42 @@ def test_import_errors_are_one_line_and_name_the_key(pkg):
         import_target("fine.build", "model.builder")
 
 
+def test_a_module_not_found_says_where_to_look(pkg, tmp_path, monkeypatch):
+    """``ablate`` (a script) does not put the current folder on sys.path: a package lying
+    there was answered with a question, "is its package installed or on PYTHONPATH?"."""
+    here = tmp_path / "project"
+    (here / "mynets").mkdir(parents=True)
+    (here / "mynets" / "__init__.py").write_text("")
+    (pkg / "needs.py").write_text("import not_installed_dep\ndef build(num_classes): pass\n")
+    (pkg / "okpkg").mkdir()
+    (pkg / "okpkg" / "__init__.py").write_text("")
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".")])
+    registry = Registry("model builder", "model.builder", {}, group="ablate.models")
+    beside = (" (mynets is in the current folder, which is not on sys.path: run with "
+              "PYTHONPATH=. or pip install -e its package)")
+    with pytest.raises(UserInputError) as err:
+        import_target("mynets.model:build", "model.builder")
+    assert str(err.value) == ("model.builder: cannot import 'mynets.model': No module named "
+                              "'mynets'" + beside)
+    with pytest.raises(UserInputError) as err:  # found while hashing the trial's code
+        registry.source_files("mynets.model:build")
+    assert str(err.value) == ("model.builder: cannot import 'mynets.model': No module named "
+                              "'mynets'" + beside)
+    with pytest.raises(UserInputError) as err:  # the package is found: no question asked
+        registry.source_files("okpkg.nope:build")
+    assert str(err.value) == "model.builder: no module named 'okpkg.nope'"
+    with pytest.raises(UserInputError) as err:  # the missing module is a dependency
+        import_target("needs:build", "model.builder")
+    assert str(err.value) == ("model.builder: cannot import 'needs': No module named "
+                              "'not_installed_dep' (is its package installed or on PYTHONPATH?)")
+    monkeypatch.syspath_prepend(str(here))  # on sys.path, it is found
+    assert registry.source_files("mynets:build") == {
+        "mynets/__init__.py": _sha(here / "mynets" / "__init__.py")}
+    for name in ("needs", "okpkg", "mynets"):
+        sys.modules.pop(name, None)
+
+
 def test_arguments_lists_keywords_and_defaults(pkg):
     fn = import_target("fine:build", "model.builder")
     assert arguments(fn, skip=("num_classes",)) == [
