@@ -10,13 +10,15 @@ Layout under ``data.root``::
 
 Images and masks are paired by file stem (``images/train/a.jpg`` with
 ``masks/train/a.png``). Errors name the first unpaired, unreadable or out-of-range
-file. Pairing is checked when the dataset is built; decoding and the range of class
-ids when each sample is first read. No torch here: planning reads the class count
+file. Pairing is checked when the dataset is built (and before anything is recorded,
+with each split's first mask); decoding and the range of class ids when each sample is
+first read. No torch here: planning reads the class count
 and image size.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +69,11 @@ def _files(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path
     if not folder.is_dir():
         raise UserInputError(f"{folder}: folder not found (data.name = 'folder' reads {LAYOUT})")
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in suffixes or not path.is_file():
+    with os.scandir(folder) as entries:  # the file type comes with the listing: no stat each
+        names = sorted(e.name for e in entries if e.is_file())
+    for name in names:
+        path = folder / name
+        if path.suffix.lower() not in suffixes:
             continue
         if path.stem in found:
             raise UserInputError(f"{path}: a second {what} with stem {path.stem!r} "
@@ -143,25 +148,42 @@ def mask_mode_error(path: str | Path, mode: str) -> str:
                                if mode in ("RGB", "RGBA") else ""))
 
 
-def first_mask_problem(root: str | None, split: str) -> str | None:
-    """The first mask of a split (by stem) read from its header: a colour-coded or 16-bit
-    mask is named before anything is recorded (the others are checked as they load).
-    None when it is fine or the folder is missing (other checks name that)."""
+def split_problem(root: str | None, split: str) -> str | None:
+    """What would fail every trial on a split, named before anything is recorded: a
+    missing masks folder, an unpaired file or an empty split (a listing, nothing
+    decoded), and the first mask (by stem) read as training reads it (a colour-coded or
+    16-bit mask, a class index past classes.txt). The others are checked as they load.
+    None when it is fine or the root is missing (other checks name that)."""
+    if root is None or not Path(str(root)).expanduser().is_dir():
+        return None
+    try:
+        samples = find_samples(root, split)
+        read_mask(samples[0].label, samples[0].num_classes)
+    except UserInputError as err:
+        return str(err)
+    return None
+
+
+def read_mask(path: str, num_classes: int) -> np.ndarray:
+    """A mask (uint8 (H, W)) of class indices below ``num_classes`` or 255; one line
+    naming the file otherwise."""
     from PIL import Image  # lazy: loads PIL
 
-    folder = Path(str(root)).expanduser() / "masks" / split
-    if root is None or not folder.is_dir():
-        return None
-    masks = _files(folder, (".png",), "mask")
-    if not masks:
-        return None
-    path = masks[min(masks)]
     try:
         with Image.open(path) as mask:
-            mode = mask.mode
+            if mask.mode not in MASK_MODES:
+                raise UserInputError(mask_mode_error(path, mask.mode))
+            label = np.array(mask, dtype=np.uint8)
     except OSError as err:
-        return f"{path}: unreadable mask: {err}"
-    return None if mode in MASK_MODES else mask_mode_error(path, mode)
+        raise UserInputError(f"{path}: unreadable mask: {err}") from None
+    bad = (label >= num_classes) & (label != IGNORE)
+    if bad.any():
+        value = int(label[bad].max())
+        raise UserInputError(
+            f"{path}: class index {value} out of range; classes.txt lists "
+            f"{num_classes} classes (0..{num_classes - 1}, {IGNORE} = ignore)"
+        )
+    return label
 
 
 def load(sample: FolderSample) -> tuple[np.ndarray, np.ndarray]:
@@ -173,18 +195,4 @@ def load(sample: FolderSample) -> tuple[np.ndarray, np.ndarray]:
             rgb = np.asarray(image.convert("RGB"))
     except OSError as err:
         raise UserInputError(f"{sample.image}: unreadable image: {err}") from None
-    try:
-        with Image.open(sample.label) as mask:
-            if mask.mode not in MASK_MODES:
-                raise UserInputError(mask_mode_error(sample.label, mask.mode))
-            label = np.array(mask, dtype=np.uint8)
-    except OSError as err:
-        raise UserInputError(f"{sample.label}: unreadable mask: {err}") from None
-    bad = (label >= sample.num_classes) & (label != IGNORE)
-    if bad.any():
-        value = int(label[bad].max())
-        raise UserInputError(
-            f"{sample.label}: class index {value} out of range; classes.txt lists "
-            f"{sample.num_classes} classes (0..{sample.num_classes - 1}, {IGNORE} = ignore)"
-        )
-    return rgb, label
+    return rgb, read_mask(sample.label, sample.num_classes)

@@ -176,10 +176,16 @@ def data_problems(trial: Any) -> list[str]:
                 data.name, str(data.root), list(dict.fromkeys([data.train_split, val_split])),
                 sbd=data.sbd, val_split=data.val_split))
     if data.name == "folder" and data.builder is None:
-        from ablate.data.folder import first_mask_problem  # lazy: loads numpy
+        from ablate.data.folder import split_problem  # lazy: loads numpy
 
         splits = [data.train_split] if separate else [data.train_split, data.val_split]
-        problems.extend(p for p in (first_mask_problem(data.root, s) for s in splits) if p)
+        problems.extend(p for p in (split_problem(data.root, s) for s in splits) if p)
+    if separate and eval_data.name == "folder":
+        from ablate.data.folder import split_problem  # lazy: loads numpy
+
+        problem = split_problem(eval_data.root, eval_data.split)
+        if problem:
+            problems.append(problem)
     if separate:
         if eval_data.name in LAYOUTS:
             found = _layout_problem("eval_data", eval_data.name, eval_data.root, None,

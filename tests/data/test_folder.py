@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from ablate.catalog import DATASETS
 from ablate.cli import main
+from ablate.data import folder
 from ablate.data.build import build_datasets
 from ablate.data.catalog import dataset_num_classes, default_eval_resolution
 from ablate.data.custom import PairReader
@@ -436,6 +438,59 @@ def test_a_colour_coded_first_mask_is_refused_before_anything_is_recorded(tmp_pa
         f"{mask}: mask is mode 'RGB'; expected a single-channel ('L' or 'P') PNG of class "
         "indices (a colour-coded mask: map each colour to its class index)")
     assert not (tmp_path / "runs").exists()
+
+
+def _unpaired_val_mask(root: Path) -> str:
+    (root / "images" / "val" / "s1.png").unlink()
+    return f"{root / 'masks/val/s1.png'}: no image images/val/s1.(jpg|jpeg|png)"
+
+
+def _no_val_masks(root: Path) -> str:
+    shutil.rmtree(root / "masks" / "val")
+    return f"{root / 'masks/val'}: folder not found (data.name = 'folder' reads {folder.LAYOUT})"
+
+
+def _first_val_mask_out_of_range(root: Path) -> str:
+    Image.fromarray(np.full((8, 8), 7, dtype=np.uint8), mode="L").save(root / "masks/val/s0.png")
+    return (f"{root / 'masks/val/s0.png'}: class index 7 out of range; classes.txt lists 3 "
+            "classes (0..2, 255 = ignore)")
+
+
+def _unpaired_train_image_with_a_crop(root: Path) -> str:
+    (root / "masks" / "train" / "s2.png").unlink()
+    return f"{root / 'images/train/s2.png'}: no mask masks/train/s2.png"
+
+
+@pytest.mark.parametrize("spoil", [_unpaired_val_mask, _no_val_masks, _first_val_mask_out_of_range,
+                                   _unpaired_train_image_with_a_crop])
+def test_a_split_every_trial_would_fail_on_is_refused_before_anything_is_recorded(
+        tmp_path, write_recipe, spoil):
+    """They failed each trial, recorded, after the run had started (the training split's
+    pairing was read only for the batch-size check, without a crop)."""
+    write_folder(tmp_path / "data", size=(8, 8))
+    expected = spoil(tmp_path / "data")
+    text = MASK_RECIPE.format(root=tmp_path / "data").replace("hflip = false",
+                                                             "hflip = false\ncrop_size = 8")
+    db = tmp_path / "s.db"
+    result = CliRunner().invoke(main, ["run", str(write_recipe(text)), "--db", str(db),
+                                       "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and lines[0].endswith(expected)
+    assert not db.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_folder_evaluation_set_is_checked_the_same_way(tmp_path, write_recipe):
+    write_folder(tmp_path / "data", size=(8, 8))
+    write_folder(tmp_path / "other", size=(8, 8))
+    expected = _unpaired_val_mask(tmp_path / "other")
+    text = MASK_RECIPE.format(root=tmp_path / "data") + (
+        f'[base.eval_data]\nname = "folder"\nroot = "{tmp_path / "other"}"\n')
+    db = tmp_path / "s.db"
+    result = CliRunner().invoke(main, ["run", str(write_recipe(text)), "--db", str(db),
+                                       "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().endswith(expected) and not db.exists()
 
 
 def test_a_bad_mask_read_in_a_worker_fails_the_trial_with_its_own_line(tmp_path, write_recipe):
