@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from ablate.cost.selective import selective_latency
 from ablate.data.build import DatasetPair, build_datasets, collate_eval, loader_options
+from ablate.data.catalog import user_dataset
 from ablate.data.collate import UnevenBatch, collate_train, uneven_batch_error
 from ablate.data.evaluation import with_eval_data
 from ablate.errors import TrialFailed, UserInputError
@@ -448,7 +449,8 @@ def train_epoch(run: TrialRun, epoch: int, autocast: contextlib.AbstractContextM
     first_step_seconds = None
     for batch in run.train_loader:
         if isinstance(batch, UnevenBatch):  # one line, not a collate traceback
-            raise uneven_batch_error(batch, run.spec.data.name, train.batch_size)
+            data = run.spec.data  # a data.builder's trial has data.name "shapes", unread
+            raise uneven_batch_error(batch, user_dataset(data) or data.name, train.batch_size)
         images, labels = batch
         data_seconds += time.perf_counter() - fetch_start
         lr = lr_at(run.step, run.total_steps, train.lr, train.schedule, train.power,

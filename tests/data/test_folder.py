@@ -23,6 +23,7 @@ from ablate.data.custom import PairReader
 from ablate.data.transforms import normalize
 from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec, TrialSpec
+from ablate.train.loop import train_and_evaluate
 from ablate.trials.ids import trial_id
 from ablate.trials.resolve import num_classes
 
@@ -163,6 +164,11 @@ class Quirky(Pairs):
 
 def quirky(root=None):
     return Quirky(4, 8, as_tensor=False), Pairs(2, 8, as_tensor=False)
+
+
+def uneven(root=None):
+    small, large = Pairs(1, 8, as_tensor=False), Pairs(1, 12, as_tensor=False)
+    return [small[0], large[0]], Pairs(2, 8, as_tensor=False)
 '''
 
 
@@ -317,6 +323,21 @@ def test_data_builder_needs_class_count_and_resolution_from_the_recipe(user_data
         num_classes(TrialSpec(data=data))
     with pytest.raises(UserInputError, match=r"^eval.resolution: required with data.builder"):
         default_eval_resolution(data)
+
+
+def test_an_uneven_batch_names_the_data_builder(user_data, tmp_path):
+    """It named data.name, which a data.builder leaves at its default: "shapes training
+    images differ in size"."""
+    spec = TrialSpec.model_validate({
+        "model": {"backbone": "mobilenet_v3_small", "head": "lraspp", "num_classes": 2},
+        "data": {"builder": "userdata:uneven", "workers": 0, "scale_range": [1.0, 1.0]},
+        "train": {"iterations": 1, "batch_size": 2},
+        "eval": {"latency": False, "flops": False, "resolution": [8, 8]},
+    })
+    with pytest.raises(UserInputError) as err:
+        train_and_evaluate(spec, tmp_path / "run")
+    assert str(err.value).startswith("data.crop_size: not set, and userdata:uneven training "
+                                     "images differ in size (8x8, 12x12, height x width)")
 
 
 def test_data_builder_returning_the_wrong_thing_is_one_line(user_data):
