@@ -91,11 +91,13 @@ def trial_seconds(throughput: Throughput | None, planned_steps: int | None) -> f
 def planned_steps(spec) -> int | None:
     """The training steps a trial's spec asks for, when known without its data:
     ``train.iterations``, else epochs x (images // batch size) on the embedded ``shapes``
-    data (whose size the spec gives); None for data on disk."""
+    data (whose size the spec gives); None for data on disk or from a ``data.builder``
+    (which leaves ``data.name`` at ``shapes``, unread)."""
     train = spec.train
     if train.iterations:
         return int(train.iterations)
-    if spec.data.name != "shapes" or not spec.data.train_images:
+    data = spec.data
+    if data.name != "shapes" or data.builder is not None or not data.train_images:
         return None
     per_epoch = spec.data.train_images // train.batch_size  # batches drop the last partial one
     return per_epoch * (train.epochs or 1) if per_epoch else None

@@ -67,6 +67,12 @@ def test_planned_steps_from_epochs_or_iterations():
         "seed": 0, "model": {"backbone": "mobilenet_v3_small", "head": "lraspp"},
         "data": {"name": "voc2012", "root": "data/voc"}, "train": {"epochs": 2}})
     assert planned_steps(on_disk) is None  # its size is on disk
+    user = TrialSpec.model_validate({
+        "seed": 0, "model": {"builder": "userds:net", "num_classes": 2},
+        "data": {"builder": "userds:build"}, "train": {"epochs": 1, "batch_size": 4}})
+    # its size is the builder's: it was the embedded data's 256 // 4 = 64 steps, so a
+    # measured 2-step trial of 1.3 s was estimated at 42 s
+    assert planned_steps(user) is None
 
 
 def test_wall_seconds_is_the_list_schedule_on_the_slots():
