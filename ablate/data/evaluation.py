@@ -34,6 +34,16 @@ def as_data_spec(eval_data: EvalDataSpec, train: DataSpec) -> DataSpec:
     return DataSpec.model_validate(fields)
 
 
+def as_eval_data_error(err: UserInputError) -> UserInputError:
+    """A reader's error, which names data.root, about eval_data's root (its own key)."""
+    message = str(err)
+    if not message.startswith("data.root"):
+        return err
+    return UserInputError("eval_data.root" + message.removeprefix("data.root")
+                          .replace("under data.root", "under eval_data.root")
+                          .replace("(data.name = ", "(eval_data.name = "))
+
+
 def with_eval_data(pair: Any, eval_data: EvalDataSpec, train: DataSpec, *, seed: int = 0,
                    num_classes: int | None = None) -> Any:
     """``pair`` (a ``DatasetPair``) with its validation set replaced by ``eval_data``'s.
@@ -46,12 +56,8 @@ def with_eval_data(pair: Any, eval_data: EvalDataSpec, train: DataSpec, *, seed:
     try:
         other = build_datasets(as_data_spec(eval_data, train), seed=seed,
                                num_classes=num_classes, train=False)
-    except UserInputError as err:  # the readers name data.root; here it is eval_data's
-        message = str(err)
-        if message.startswith("data.root"):
-            raise UserInputError("eval_data.root" + message.removeprefix("data.root")
-                                 .replace("under data.root", "under eval_data.root")) from None
-        raise
+    except UserInputError as err:
+        raise as_eval_data_error(err) from None
     if list(other.class_names) != list(pair.class_names):
         raise UserInputError(
             f"eval_data.name: {eval_data.name!r} labels {len(other.class_names)} classes "

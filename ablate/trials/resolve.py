@@ -5,7 +5,8 @@ at which its cost (FLOPs, latency) is reported. Trial ids and architecture ids
 from __future__ import annotations
 
 from ablate.data.catalog import dataset_num_classes, default_eval_resolution
-from ablate.data.evaluation import as_data_spec
+from ablate.data.evaluation import as_data_spec, as_eval_data_error
+from ablate.errors import UserInputError
 from ablate.recipes.schema import TrialSpec
 
 
@@ -22,7 +23,10 @@ def eval_resolution(spec: TrialSpec) -> tuple[int, int]:
         eval_spec = as_data_spec(spec.eval_data, spec.data)
         if eval_spec.eval_size is not None:
             return tuple(eval_spec.eval_size)  # type: ignore[return-value]
-        return default_eval_resolution(eval_spec)
+        try:
+            return default_eval_resolution(eval_spec)
+        except UserInputError as err:  # it was "data.root: ... not found" for eval_data's root
+            raise as_eval_data_error(err) from None
     if spec.data.eval_size is not None:
         return tuple(spec.data.eval_size)  # type: ignore[return-value]
     return default_eval_resolution(spec.data)

@@ -25,7 +25,7 @@ from ablate.errors import UserInputError
 from ablate.recipes.schema import DataSpec, TrialSpec
 from ablate.train.loop import train_and_evaluate
 from ablate.trials.ids import trial_id
-from ablate.trials.resolve import num_classes
+from ablate.trials.resolve import eval_resolution, num_classes
 
 NAMES = ["background", "disc", "square"]
 
@@ -512,6 +512,19 @@ def test_a_folder_evaluation_set_is_checked_the_same_way(tmp_path, write_recipe)
                                        "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2, result.output
     assert result.output.strip().endswith(expected) and not db.exists()
+
+
+def test_a_missing_folder_evaluation_root_is_named_as_eval_data_root(tmp_path):
+    """The cost resolution read from it said "data.root: ... not found (data.name = ...",
+    the training data's keys, which were fine."""
+    write_folder(tmp_path / "data")
+    spec = TrialSpec.model_validate({
+        "data": folder_spec(tmp_path / "data").model_dump(),
+        "eval_data": {"name": "folder", "root": str(tmp_path / "nowhere")}})
+    with pytest.raises(UserInputError) as err:
+        eval_resolution(spec)
+    assert str(err.value) == (f"eval_data.root: {tmp_path / 'nowhere'} not found (eval_data.name "
+                              f"= 'folder' reads {folder.LAYOUT})")
 
 
 def test_a_bad_mask_read_in_a_worker_fails_the_trial_with_its_own_line(tmp_path, write_recipe):
