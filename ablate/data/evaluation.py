@@ -37,11 +37,12 @@ def as_data_spec(eval_data: EvalDataSpec, train: DataSpec) -> DataSpec:
 def as_eval_data_error(err: UserInputError) -> UserInputError:
     """A reader's error, which names data.root, about eval_data's root (its own key)."""
     message = str(err)
-    if not message.startswith("data.root"):
-        return err
-    return UserInputError("eval_data.root" + message.removeprefix("data.root")
-                          .replace("under data.root", "under eval_data.root")
-                          .replace("(data.name = ", "(eval_data.name = "))
+    renamed = (message.replace("under data.root", "under eval_data.root")
+               .replace("(data.name = ", "(eval_data.name = ")
+               .replace("did you mean data.root", "did you mean eval_data.root"))
+    if renamed.startswith("data.root"):
+        renamed = "eval_data.root" + renamed.removeprefix("data.root")
+    return err if renamed == message else UserInputError(renamed)
 
 
 def with_eval_data(pair: Any, eval_data: EvalDataSpec, train: DataSpec, *, seed: int = 0,

@@ -28,6 +28,7 @@ from ablate.errors import UserInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IGNORE = 255
+MAX_SUBFOLDERS = 200  # of a wrong root, searched for the layout one folder down
 LAYOUT = ("classes.txt, images/{train,val}/*.{jpg,jpeg,png} and masks/{train,val}/*.png")
 
 
@@ -51,7 +52,8 @@ def read_classes(root: str | None) -> list[str]:
     """Class names from ``classes.txt``: one per non-empty line."""
     path = check_root(root) / "classes.txt"
     if not path.is_file():
-        raise UserInputError(f"{path}: not found (one class name per line; line 1 is class 0)")
+        raise UserInputError(f"{path}: not found (one class name per line; line 1 is class "
+                             f"0){_did_you_mean(path.parent)}")
     try:
         names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     except (OSError, UnicodeDecodeError) as err:
@@ -65,9 +67,26 @@ def read_classes(root: str | None) -> list[str]:
     return names
 
 
+def _did_you_mean(root: Path) -> str:
+    """'; did you mean data.root = "..."?' where the layout lies one or two folders up (a
+    root given as data/images or data/images/train) or one folder down (the folder
+    holding the dataset), else "". Only read when the root is wrong."""
+    candidates = [root.resolve().parent, root.resolve().parent.parent]
+    if root.is_dir():
+        candidates += sorted(p for p in root.iterdir()
+                             if p.is_dir() and not p.name.startswith("."))[:MAX_SUBFOLDERS]
+    for candidate in candidates:
+        if (candidate / "classes.txt").is_file() and all(
+                (candidate / part).is_dir() for part in ("images", "masks")):
+            shown = candidate if root.is_absolute() else os.path.relpath(candidate)
+            return f'; did you mean data.root = "{shown}"?'
+    return ""
+
+
 def _files(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise UserInputError(f"{folder}: folder not found (data.name = 'folder' reads {LAYOUT})")
+    if not folder.is_dir():  # folder is ROOT/images/SPLIT or ROOT/masks/SPLIT
+        raise UserInputError(f"{folder}: folder not found (data.name = 'folder' reads {LAYOUT})"
+                             f"{_did_you_mean(folder.parent.parent)}")
     found: dict[str, Path] = {}
     with os.scandir(folder) as entries:  # the file type comes with the listing: no stat each
         names = sorted(e.name for e in entries if e.is_file())

@@ -118,6 +118,34 @@ def test_missing_classes_file_is_named(tmp_path):
         dataset_num_classes(folder_spec(tmp_path))
 
 
+def test_a_root_one_folder_off_names_the_root_that_holds_the_dataset(tmp_path, monkeypatch):
+    """data.root = "data/images" (or the folder above the dataset) said only that
+    classes.txt was not found there; the built-in datasets' roots say where they are."""
+    write_folder(tmp_path / "data")
+    note = "(one class name per line; line 1 is class 0)"
+    for wrong in (tmp_path / "data" / "images", tmp_path / "data" / "masks" / "train", tmp_path):
+        with pytest.raises(UserInputError) as err:
+            dataset_num_classes(folder_spec(wrong))
+        assert str(err.value) == (f"{wrong / 'classes.txt'}: not found {note}; did you mean "
+                                  f'data.root = "{tmp_path / "data"}"?')
+    monkeypatch.chdir(tmp_path)  # a relative root gets a relative answer
+    with pytest.raises(UserInputError) as err:
+        dataset_num_classes(folder_spec(Path("data/images")))
+    assert str(err.value).endswith('; did you mean data.root = "data"?')
+    (tmp_path / "elsewhere").mkdir()  # no dataset near it: no guess
+    with pytest.raises(UserInputError) as err:
+        dataset_num_classes(folder_spec(tmp_path / "elsewhere"))
+    assert str(err.value) == f"{tmp_path / 'elsewhere' / 'classes.txt'}: not found {note}"
+    spec = TrialSpec.model_validate({  # an evaluation set's root is its own key
+        "data": folder_spec(tmp_path / "data").model_dump(),
+        "eval_data": {"name": "folder", "root": str(tmp_path / "data" / "masks")}})
+    with pytest.raises(UserInputError) as err:
+        eval_resolution(spec)
+    assert str(err.value) == (
+        f"{tmp_path / 'data/masks/images/val'}: folder not found (eval_data.name = 'folder' "
+        f'reads {folder.LAYOUT}); did you mean eval_data.root = "{tmp_path / "data"}"?')
+
+
 USER_DATA = '''
 import numpy as np
 import torch
