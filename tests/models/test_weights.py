@@ -106,3 +106,20 @@ def test_unreadable_file(tmp_path):
     path.write_text("not a checkpoint")
     with pytest.raises(UserInputError, match="cannot read a state dict"):
         load_weights(mnv3(True), ModelSpec(weights_path=str(path)))
+
+
+def test_the_fit_check_before_a_run_is_silent_about_its_meta_model(tmp_path):
+    """It loaded the file into the model built on the meta device, where torch warns that
+    each copy is a no-op: 251 UserWarnings, two lines each, on a run that went well."""
+    import warnings
+
+    from ablate.dispatch.preflight import weights_fit_problem
+    from ablate.recipes.schema import TrialSpec
+
+    path = tmp_path / "model.pth"
+    torch.save(mnv3(True).state_dict(), path)
+    spec = TrialSpec.model_validate({"model": {"weights_path": str(path), "num_classes": 21}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert weights_fit_problem(type("Trial", (), {"spec": spec})()) is None
+    assert [str(w.message) for w in caught] == []
