@@ -92,12 +92,21 @@ def load_weights(model: nn.Module, spec: ModelSpec) -> dict[str, Any] | None:
     return {"source": str(source), "target": target_name, **report}
 
 
+# how a torch.save file begins: a zip archive, or (before PyTorch 1.6) a pickle
+TORCH_SAVE_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a file; a checkpoint holding one under ``model``/``state_dict``
     is unwrapped."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a bad file
+        with open(path, "rb") as file:
+            head = file.read(8)
+        if not head.startswith(TORCH_SAVE_MAGIC):  # torch's words were "101" or "pickled objects"
+            raise UserInputError(f"{path}: not a file torch.save wrote (it begins {head!r}); "
+                                 "expected torch.save(model.state_dict(), path)") from None
         raise UserInputError(f"{path}: cannot read a state dict: {error_line(err)}") from None
     for key in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):

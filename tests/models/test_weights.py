@@ -104,7 +104,21 @@ def test_state_dict_matching_nothing(tmp_path):
 def test_unreadable_file(tmp_path):
     path = Path(tmp_path / "junk.pth")
     path.write_text("not a checkpoint")
-    with pytest.raises(UserInputError, match="cannot read a state dict"):
+    # torch's own words: "Weights only load failed ... Unsupported operand 110", which the
+    # check before a run read as "holds pickled Python objects"; "hello" gave "101"
+    with pytest.raises(UserInputError) as err:
+        load_weights(mnv3(True), ModelSpec(weights_path=str(path)))
+    assert str(err.value) == (f"{path}: not a file torch.save wrote (it begins b'not a ch'); "
+                              "expected torch.save(model.state_dict(), path)")
+    path.write_bytes(b"")
+    with pytest.raises(UserInputError) as err:
+        load_weights(mnv3(True), ModelSpec(weights_path=str(path)))
+    assert str(err.value) == (f"{path}: not a file torch.save wrote (it begins b''); "
+                              "expected torch.save(model.state_dict(), path)")
+    source = tmp_path / "cut.pth"
+    torch.save({"w": torch.zeros(3)}, source)
+    path.write_bytes(source.read_bytes()[:100])  # a copy cut short: torch's words stay
+    with pytest.raises(UserInputError, match=r"cannot read a state dict: PytorchStreamReader"):
         load_weights(mnv3(True), ModelSpec(weights_path=str(path)))
 
 
