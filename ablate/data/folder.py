@@ -18,6 +18,7 @@ and image size.
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,14 @@ def _files(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path
     return found
 
 
+def _other_format(folder: Path, stem: str) -> str:
+    """A mask saved under another suffix (a JPEG, whose compression changes the class
+    indices at the edges of every region) is named, not left to look missing."""
+    others = sorted(p.name for p in folder.glob(f"{glob.escape(stem)}.*") if p.is_file())
+    return (f" ({others[0]} is there: masks are PNG files, which keep each pixel's class "
+            "index)") if others else ""
+
+
 def find_samples(root: str | Path, split: str) -> list[FolderSample]:
     """The (image, mask) pairs of one split, sorted by stem; every file must be paired."""
     base = check_root(str(root))
@@ -109,7 +118,8 @@ def find_samples(root: str | Path, split: str) -> list[FolderSample]:
     masks = _files(base / "masks" / split, (".png",), "mask")
     for stem in sorted(images.keys() | masks.keys()):
         if stem not in masks:
-            raise UserInputError(f"{images[stem]}: no mask masks/{split}/{stem}.png")
+            raise UserInputError(f"{images[stem]}: no mask masks/{split}/{stem}.png"
+                                 f"{_other_format(base / 'masks' / split, stem)}")
         if stem not in images:
             raise UserInputError(f"{masks[stem]}: no image images/{split}/{stem}.(jpg|jpeg|png)")
     if not images:

@@ -81,6 +81,13 @@ def test_unpaired_image_is_named(tmp_path):
     with pytest.raises(UserInputError) as err:
         build_datasets(folder_spec(tmp_path))
     assert str(err.value) == f"{tmp_path / 'images/train/s1.png'}: no mask masks/train/s1.png"
+    # saved as a JPEG: named, not left to look missing
+    Image.new("L", (8, 6)).save(tmp_path / "masks" / "train" / "s1.jpg")
+    with pytest.raises(UserInputError) as err:
+        build_datasets(folder_spec(tmp_path))
+    assert str(err.value) == (f"{tmp_path / 'images/train/s1.png'}: no mask masks/train/s1.png "
+                              "(s1.jpg is there: masks are PNG files, which keep each pixel's "
+                              "class index)")
 
 
 def test_unpaired_mask_is_named(tmp_path):
