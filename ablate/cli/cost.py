@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
@@ -221,8 +222,11 @@ def _resolve(trials: list, name: str, path: str) -> list:
                                      f"name one of: {configs}")
             return groups[0]
     variants = ", ".join(dict.fromkeys(t.variant for t in trials))
-    raise UserInputError(f"--diff: {name!r} is not a variant, config or trial id of {path}; "
-                         f"variants: {variants}")
+    configs = list(dict.fromkeys(t.config_name for t in trials))
+    close = difflib.get_close_matches(name, configs, n=1)  # a grid value off by one
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UserInputError(f"--diff: {name!r} is not a variant, config or trial id of {path}"
+                         f"{hint}; variants: {variants}")
 
 
 def diff_rows(a, b) -> list[dict[str, Any]]:

@@ -149,6 +149,12 @@ def test_diff_text_table():
                                      "id of {recipe}; variants: conventional, proposed, "
                                      "conventional_voc_only, proposed_voc_only, conventional_21, "
                                      "proposed_91, drop_all_21, keep_early_21, keep_late_21\n"),
+    (["--diff", "proposd_91", "proposed"], "Error: --diff: 'proposd_91' is not a variant, "
+                                           "config or trial id of {recipe} (did you mean "
+                                           "'proposed_91'?); variants: conventional, proposed, "
+                                           "conventional_voc_only, proposed_voc_only, "
+                                           "conventional_21, proposed_91, drop_all_21, "
+                                           "keep_early_21, keep_late_21\n"),
     (["--set", "model.expansion=[0]"], None),
     (["--set", "nokey"], "Error: --set: expected KEY=VALUE, got 'nokey'\n"),
 ])
