@@ -176,8 +176,9 @@ def removed_module(path: str, original: str, calls: list[Call], key: str,
     first = calls[0]
     if force == "identity" and not keeps:
         raise UserInputError(f"{key}.by: 'identity' in place of {path!r} cannot keep the "
-                             f"network's shapes: it returns {_shown(first.output_shapes)} for "
-                             f"a {_shown(first.input_shapes)} input")
+                             f"network's shapes: it would return its input, "
+                             f"{_shown(first.input_shapes)}, where {path!r} returns "
+                             f"{_shown(first.output_shapes)}")
     if keeps and force != "zeros":
         return Removed(path, original, "identity")
     if not first.input_shapes:

@@ -321,7 +321,8 @@ def test_a_replacement_that_raises_or_a_forced_identity_that_cannot_fit_is_refus
     assert text.endswith("on its input [1, 576, 4, 6]")
     assert error(replace=[{**at, "by": "identity"}]) == (
         "model.replace[0].by: 'identity' in place of 'head.aspp.convs.3' cannot keep the "
-        "network's shapes: it returns [1, 32, 4, 6] for a [1, 576, 4, 6] input")
+        "network's shapes: it would return its input, [1, 576, 4, 6], where "
+        "'head.aspp.convs.3' returns [1, 32, 4, 6]")  # "it returns [1, 32, ...]": which?
 
 
 class Unused(nn.Module):
