@@ -108,6 +108,9 @@ def check_model(spec: ModelSpec, num_classes: int, resolution: tuple[int, int]) 
     """
     label = builder_label(spec)
     model = build_custom(spec, num_classes)
+    if not any(p.requires_grad for p in model.parameters()):  # the optimizer would refuse it
+        raise UserInputError(f"{KEY}: the model {label} built has no trainable parameter "
+                             "(none, or every one with requires_grad = False)")
     height, width = probe_size(resolution)
     for training, batch in ((False, 1), (True, 2)):
         model.train(training)

@@ -120,6 +120,12 @@ def logits_dict(num_classes):
     return Named()
 
 
+def frozen(num_classes):
+    net = Net(num_classes, 4)
+    net.requires_grad_(False)
+    return net
+
+
 def with_backbone(num_classes):
     net = Net(num_classes, 4)
     net.backbone = net.conv  # an attribute named like the built-in models' part
@@ -382,6 +388,10 @@ BAD_BUILDERS = [
     ("usernets.nets:logits_dict", "the model usernets.nets:logits_dict built returned a dict "
                                   "with keys 'logits'; expected logits [1, 3, 16, 16] or a dict "
                                   "with 'out' (and 'aux')"),
+    # the trial failed with "ValueError: optimizer got an empty parameter list"
+    ("usernets.nets:frozen", "model.builder: the model usernets.nets:frozen built has no "
+                             "trainable parameter (none, or every one with requires_grad = "
+                             "False)"),
     # checked in training mode too: these fail only there (a deep error mid-training before)
     ("usernets.nets:train_tuple", "the model usernets.nets:train_tuple built returned a tuple "
                                   "in training mode; expected logits [2, 3, 16, 16]"),
