@@ -71,7 +71,8 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
         except OSError as err:  # the disk filled up, say: the old file (or none) stays
             raise UserInputError(f"{option} {path}: cannot write: {outputs.reason(err)} "
                                  f"({path} left as it was)") from None
-        click.echo(f"wrote {path} ({len(frame)} trials)", err=to_stdout)
+        click.echo(f"wrote {path} ({len(frame)} trial{'s' * (len(frame) != 1)})",
+                   err=to_stdout)
 
 
 def _check_targets(targets: dict[str, str], database: list[str]) -> None:

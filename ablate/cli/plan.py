@@ -241,8 +241,9 @@ def _table(study: str, rows: list[dict]):
     from rich.table import Table  # lazy: loads rich.table
 
     phased = bool(rows) and "phase" in rows[0]
-    table = Table(title=f"{terminal(study)}: {len(rows):,} trials, "
-                  f"{len({r['arch_id'] for r in rows}):,} architectures")
+    trials, archs = len(rows), len({r["arch_id"] for r in rows})
+    table = Table(title=f"{terminal(study)}: {trials:,} trial{'s' * (trials != 1)}, "
+                  f"{archs:,} architecture{'s' * (archs != 1)}")
     for col in ("trial id", "name", *(("phase",) if phased else ()), "status", "params",
                 "GFLOPs"):
         table.add_column(col, justify="right" if col in ("params", "GFLOPs") else "left",

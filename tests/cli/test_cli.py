@@ -90,6 +90,14 @@ def test_plan_json(tiny_recipe, tmp_path):
     assert not (tmp_path / "p.db").exists()  # planning never creates a database
 
 
+def test_plan_title_counts_in_the_singular_too(tiny_recipe):
+    result = CliRunner().invoke(main, ["plan", str(tiny_recipe), "--no-cost", "--set",
+                                       "model.keep_last_expansion=true"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    title = result.output.splitlines()[0].strip()
+    assert title == "tiny: 1 trial, 1 architecture"  # was "1 trials, 1 architectures"
+
+
 def test_plan_set_override(tiny_recipe):
     result = CliRunner().invoke(main, ["plan", str(tiny_recipe), "--json", "--no-cost",
                                        "--set", "train.epochs=3", "--set", "seeds=[4,5]"])

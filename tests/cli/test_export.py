@@ -54,6 +54,14 @@ def test_csv_to_stdout_with_where(db):
                                          "proposed[head=deeplabv3]/seed=1"]
 
 
+def test_one_trial_is_counted_in_the_singular(db, tmp_path):
+    out = tmp_path / "one.csv"
+    result = export(db, "mnv3_mini", "--where", "model.head=deeplabv3", "--where", "seed=1",
+                    "--where", "variant=proposed", "--csv", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.output == f"wrote {out} (1 trial)\n"  # was "(1 trials)"
+
+
 def test_markdown(db, tmp_path):
     out = tmp_path / "t.md"
     result = export(db, "other", "--markdown", str(out))
