@@ -401,9 +401,10 @@ def import_target(path: str, key: str) -> Callable[..., Any]:
 
 
 def _not_found_hint(module: str) -> str:
-    """Where to look for a module that is not found (nothing where its package is). The ``ablate`` script does not put the current folder on ``sys.path``
-    (``python script.py`` does not either), so a package lying there is named, with the
-    two ways to make it importable."""
+    """Where to look for a module that is not found ("" when its package is found and
+    only the module is missing). The ``ablate`` script does not put the current folder on
+    ``sys.path``, so a package lying there is named, with the two ways to make it
+    importable."""
     top = module.split(".")[0]
     if top != module:
         with contextlib.suppress(ImportError, ValueError):
