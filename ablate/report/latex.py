@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ablate.report.outputs import write_text
-from ablate.report.render import flops_text, fmt_value, pareto_why
+from ablate.report.render import SAME_MIOU, flops_text, fmt_value, pareto_why
 
 # LaTeX's special characters, then the non-ASCII ones the reports use (pdflatex's
 # default fonts have no glyph for them in text mode)
@@ -189,9 +189,15 @@ def _star_notes(group: pd.DataFrame) -> str:
     if "pareto_mark" not in group:
         return ""
     notes = []
+    miou = dict(zip(group["config_name"], group["miou_mean"]))
     for _i, row in group.iterrows():
         mark = row.get("pareto_mark")
         if bool(row.get("pareto")) and not _missing(mark) and str(mark):
+            if miou.get(row["config_name"]) == miou.get(row["pareto_tie"]):
+                notes.append(f" {_STARS.get(str(mark), _STARS[''])} "
+                             f"{breakable(row['config_name'])}: {escape(SAME_MIOU)} "
+                             f"{breakable(row['pareto_tie'])}.")
+                continue
             why = pareto_why(str(mark), row.get("pareto_reason"))
             notes.append(f" {_STARS.get(str(mark), _STARS[''])} {breakable(row['config_name'])}: "
                          f"its mIoU lead over {breakable(row['pareto_tie'])}, which it "

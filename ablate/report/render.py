@@ -181,6 +181,10 @@ PARETO_UNTESTED = {  # pareto_reason -> why a ★? lead cannot be tested
 }
 
 
+# a Pareto-optimal row whose mean mIoU equals that of the row it dominates: no lead to test
+SAME_MIOU = "no mIoU lead (the same mean mIoU), fewer parameters than"
+
+
 def pareto_why(mark: str, reason: Any) -> str:
     if mark == "≈":
         return "inconclusive: within seed noise so far"
@@ -210,7 +214,11 @@ def config_notes(group: pd.DataFrame) -> list[str]:
         reasons = group["pareto_reason"] if "pareto_reason" in group else [None] * len(group)
         ties = [(n, m, t, r) for n, m, t, r in zip(group["config_name"], group["pareto_mark"],
                                                    group["pareto_tie"], reasons) if m]
+        miou = dict(zip(group["config_name"], group["miou_mean"]))
         for name, mark, tie, reason in ties:
+            if miou.get(name) == miou.get(tie):  # it dominates by its parameters alone
+                notes.append(f"{STAR}{mark} {name}: {SAME_MIOU} {tie}.")
+                continue
             why = pareto_why(mark, reason)
             notes.append(f"{STAR}{mark} {name}: its mIoU lead over {tie}, which it dominates, "
                          f"is {why}.")

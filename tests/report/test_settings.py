@@ -223,3 +223,20 @@ def test_one_epoch_curves_say_so(tmp_path):
         "(TensorBoard, MLflow).")
     out = report(str(tmp_path / "e.db"), "--curves", "--out", str(tmp_path / "o"))
     assert out.exit_code == 0 and "note: --curves: every trial ran one epoch" in out.output
+
+
+def test_a_pareto_row_of_the_same_mean_miou_claims_no_lead(tmp_path):
+    """It dominates by its parameters alone: 'its mIoU lead over image_size=48' named a lead
+    of 0.00 points (the means are equal), in the terminal's notes and LaTeX's alike."""
+    from ablate.report.latex import to_latex
+
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    add_study(store, TINY.format(epochs=1), "tiny", {
+        "image_size=32": (1000, 1e9, [(0.50, 1.0), (0.40, 1.0)]),
+        "image_size=48": (2000, 2e9, [(0.40, 1.0), (0.50, 1.0)])})
+    built = build_report(store)
+    assert "★≈ image_size=32: no mIoU lead (the same mean mIoU), fewer parameters than " \
+        "image_size=48." in config_notes(built.configs)
+    latex = to_latex(built.configs, built.effects, built.tuning, built.alpha)
+    assert "no mIoU lead (the same mean mIoU), fewer parameters than" in latex
+    assert "lead over" not in latex
