@@ -154,7 +154,8 @@ def test_refused_on_the_command_line_records_nothing(tmp_path):
 
 def test_a_tuned_key_given_an_unknown_distribution_lists_the_distributions():
     message = _error('[tune]\nbudget = 2\nseeds = [5]\n"train.lr" = { normal = [0.1, 0.2] }\n')
-    assert message.startswith('r.toml: tune."train.lr": must be a range: { log_uniform = ')
+    assert message.startswith('r.toml: tune."train.lr": unknown distribution \'normal\'; '
+                              'must be a range: { log_uniform = ')
 
 
 def test_a_drawn_value_refused_under_a_free_table_is_blamed_on_its_tune_key():
