@@ -78,6 +78,34 @@ def _flat(raw: dict[str, Any], source: str, where: str) -> dict[str, Any]:
                           "keep one", f"{where}.{err.key}") from None
 
 
+def _nested(table: dict[str, Any], source: str, where: str) -> dict[str, Any]:
+    """``table`` with each quoted dotted key (``"train.lr" = 0.1``) set as the nested key
+    it names, as a grid or a variant reads it; one written both ways is refused by name
+    (the schema would call ``train.lr`` unknown while listing ``lr``)."""
+    out: dict[str, Any] = {}
+    dotted = []
+    for key, value in table.items():
+        if "." in key:
+            dotted.append((key, value))
+        else:
+            out[key] = _nested(value, source, f"{where}.{key}") if isinstance(value, dict) \
+                else value
+    for key, value in dotted:
+        *parents, last = key.split(".")
+        _expect(all(parents) and last, source, f'{where}."{key}"',
+                "an empty part in a dotted key; write it as section.key")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        _expect(isinstance(node, dict) and last not in node, source, f"{where}.{key}",
+                f'written twice (as "{key}" and as a nested table); keep one')
+        node[last] = _nested(value, source, f"{where}.{key}") if isinstance(value, dict) \
+            else value
+    return out
+
+
 def _axis_table(raw: Any, source: str, where: str) -> dict[str, list[Any]]:
     _expect(isinstance(raw, dict), source, where, "must be a table of dotted keys -> lists")
     axes = _flat(raw, source, where)
@@ -117,6 +145,7 @@ def parse_recipe(text: str, source: str) -> Recipe:
 
     base_raw = raw.get("base", {})
     _expect(isinstance(base_raw, dict), source, "base", "must be a table")
+    base_raw = _nested(base_raw, source, "base")
     if "seed" in base_raw:
         check_key(source, "base.seed", "seed")
     validate_spec(base_raw, source, "base.")  # report base errors against base.*

@@ -48,6 +48,24 @@ def test_a_variant_key_written_twice_is_refused():
         '[variants.a]\n"train.lr" = 0.1\ntrain.lr = 0.2\n')
 
 
+def test_a_quoted_dotted_key_in_base_sets_the_nested_key():
+    """As in a grid or a variant; it was called an unknown key by a message that listed it
+    among the allowed ones."""
+    text = BASE.replace("[base.model]", '[base]\n"train.lr" = 0.02\n"model.args" = {}\n'
+                        "[base.model]")
+    trial = expand(parse_recipe(text, "r.toml"))[0]
+    assert (trial.spec.train.lr, trial.spec.train.epochs) == (0.02, 1)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('[base]\n"train.epochs" = 2\n', "train.epochs"),
+    ('[base]\neval = 1\n"eval.every" = 2\n', "eval.every"),
+])
+def test_a_base_key_written_twice_is_refused(text, key):
+    assert _error(text) == (f'r.toml: base.{key}: written twice (as "{key}" and as a nested '
+                            "table); keep one")
+
+
 @pytest.mark.parametrize(("axes", "key", "kind"), [
     ('[grid]\ntrain = [{lr = 0.1}, {lr = 0.2}]\n', 'grid."train"', "section"),
     ('[[zip]]\nmodel = [{head = "fcn"}]\n"train.lr" = [0.1]\n', 'zip[0]."model"', "section"),
