@@ -78,6 +78,17 @@ def _flat(raw: dict[str, Any], source: str, where: str) -> dict[str, Any]:
                           "keep one", f"{where}.{err.key}") from None
 
 
+def _empty_table(table: dict[str, Any], prefix: str = "") -> str | None:
+    """The dotted key of the first empty table in ``table``, which flattening would drop
+    unseen (``model.args = {}`` in a variant set nothing), else None."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            found = _empty_table(value, f"{prefix}{key}.") if value else f"{prefix}{key}"
+            if found is not None:
+                return found
+    return None
+
+
 def _nested(table: dict[str, Any], source: str, where: str) -> dict[str, Any]:
     """``table`` with each quoted dotted key (``"train.lr" = 0.1``) set as the nested key
     it names, as a grid or a variant reads it; one written both ways is refused by name
@@ -179,8 +190,12 @@ def parse_recipe(text: str, source: str) -> Recipe:
         check_name(source, "variants (a variant's name)", vname)
         where = f"variants.{vname}"
         _expect(isinstance(table, dict), source, where, "must be a table of overrides")
-        overrides = _flat({k: v for k, v in table.items() if k not in VARIANT_META_KEYS},
-                          source, where)
+        own = {k: v for k, v in table.items() if k not in VARIANT_META_KEYS}
+        empty = _empty_table(own)
+        _expect(empty is None, source, f"{where}.{empty}",
+                "an empty table sets nothing (a variant's table sets the keys it holds, the "
+                "others keep the base's values); give the keys in it, or drop it")
+        overrides = _flat(own, source, where)
         for key in overrides:
             check_key(source, f"{where}.{key}", key, extra=VARIANT_META_KEYS)
             axis = next((a for a in axis_origins(grid, zips, []) if related(key, a)), None)

@@ -249,3 +249,14 @@ def test_a_refused_backbone_key_does_not_change_the_network():
     assert count(backbone="resnet50", keep_last_expansion=False) == count(backbone="resnet50")
     assert (count(backbone="mobilenet_v3_small", keep_last_expansion=False)
             != count(backbone="mobilenet_v3_small"))
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ("model.expansion = {}", "model.expansion"),
+    ("model = { args = {} }", "model.args"),
+    ("train = {}", "train"),
+])
+def test_an_empty_table_in_a_variant_is_refused_not_dropped(table, key):
+    """Flattening the variant's overrides dropped it: the variant trained as the base."""
+    assert _error(SMALL + f"[variants.a]\n{table}\n").startswith(
+        f"r.toml: variants.a.{key}: an empty table sets nothing")
