@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,31 @@ def _flat(raw: dict[str, Any], source: str, where: str) -> dict[str, Any]:
                           "keep one", f"{where}.{err.key}") from None
 
 
+_HEADER = re.compile(r"\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+
+
+def _written_twice(text: str, message: str) -> str | None:
+    """The dotted key behind tomllib's "Cannot overwrite a value (at line N, ...)" or
+    "Cannot declare ('a', 'b') twice", which name a line or a tuple, not the key."""
+    declared = re.match(r"Cannot declare \((.*?),?\) twice", message)
+    if declared:
+        return ".".join(part.strip().strip("'\"") for part in declared.group(1).split(","))
+    at = re.match(r"Cannot overwrite a value \(at line (\d+),", message)
+    lines = text.splitlines()
+    if not at or int(at.group(1)) > len(lines):
+        return None
+    number = int(at.group(1)) - 1
+    header = _HEADER.match(lines[number])
+    if header:
+        return header.group(1)
+    key = lines[number].partition("=")[0].strip()
+    if not key:
+        return None
+    table = next((m.group(1) for line in reversed(lines[:number])
+                  if (m := _HEADER.match(line))), None)
+    return f"{table}.{key}" if table else key
+
+
 def _empty_table(table: dict[str, Any], prefix: str = "") -> str | None:
     """The dotted key of the first empty table in ``table``, which flattening would drop
     unseen (``model.args = {}`` in a variant set nothing), else None."""
@@ -136,6 +162,10 @@ def parse_recipe(text: str, source: str) -> Recipe:
     try:
         raw = nesting.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as err:
+        twice = _written_twice(text, str(err))
+        if twice:
+            raise RecipeError(source, f"written twice; keep one (invalid TOML: {err})",
+                              twice) from None
         raise RecipeError(source, f"invalid TOML: {err}") from None
     except nesting.TooDeep as err:  # never a RecursionError traceback
         raise RecipeError(source, str(err), err.key.split("[")[0] or None) from None

@@ -30,6 +30,18 @@ def test_invalid_toml_gives_the_line():
     assert "line 2" in str(err)
 
 
+@pytest.mark.parametrize(("text", "key"), [
+    ("[base.train]\nlr = 0.1\nepochs = 2\nlr = 0.2\n", "base.train.lr"),
+    ('[variants.a]\ndescription = "x"\n[variants.a]\n', "variants.a"),
+    ("[base.data]\nname = 'shapes'\n[[base]]\n", "base"),
+])
+def test_a_key_written_twice_is_named_not_only_its_line(text, key):
+    """tomllib says "Cannot overwrite a value (at line 4, column 9)"; the key is named."""
+    err = error_of(text)
+    assert (err.key, err.detail.split(" (")[0]) == (key, "written twice; keep one")
+    assert "line" in err.detail
+
+
 def test_unknown_top_level_key():
     err = error_of("axes = {}\n")
     assert err.key == "axes"
