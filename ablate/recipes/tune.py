@@ -21,6 +21,7 @@ Every error names the file and the key (``tune."train.lr"``) and says what is al
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -121,6 +122,10 @@ def parse_tune(raw: Any, source: str, *, seeds: list[int], axes: dict[str, str])
     every key a grid, zip or variant sets (key -> where), which cannot also be tuned."""
     if not isinstance(raw, dict):
         raise RecipeError(source, "must be a table of settings and nuisance keys", "tune")
+    for key, value in raw.items():  # before the settings: a misspelt budget is no missing one
+        if "." not in key and key not in TuneSettings.model_fields \
+                and not isinstance(value, dict):  # a table holds nuisance keys: train.lr = ...
+            _unknown(source, key)
     own = {k: v for k, v in raw.items() if k in TuneSettings.model_fields}
     if "seeds" in own:
         check_seeds(source, "tune.seeds", own["seeds"])
@@ -169,12 +174,18 @@ def _holds_a_value(path: str) -> bool:
     return field_exists(path) and table_kind(path) is None
 
 
+def _unknown(source: str, key: str) -> None:
+    allowed = ", ".join([*TuneSettings.model_fields, '"train.*"', '"model.args.*"', '"data.*"'])
+    close = difflib.get_close_matches(key, list(TuneSettings.model_fields), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise RecipeError(source, f"unknown key{hint}; allowed: {allowed} (a nuisance key is a "
+                      "dotted train.*, model.args.* or data.* key)", f"tune.{key}")
+
+
 def _range(source: str, key: str, value: Any, axes: dict[str, str]) -> Range:
     where = f'tune."{key}"'
-    allowed = ", ".join([*TuneSettings.model_fields, '"train.*"', '"model.args.*"', '"data.*"'])
     if "." not in key:
-        raise RecipeError(source, f"unknown key; allowed: {allowed} (a nuisance key is a "
-                          "dotted train.*, model.args.* or data.* key)", f"tune.{key}")
+        _unknown(source, key)
     check_key(source, where, key)
     for axis, origin in axes.items():
         if related(key, axis):

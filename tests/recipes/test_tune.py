@@ -58,7 +58,8 @@ def test_a_tune_section_is_read_with_every_kind_of_range():
 # (the [tune] lines or a replacement, the key the error names, words of its message)
 BAD = [
     ('"train.lrr" = { log_uniform = [1e-4, 1.0] }', 'tune."train.lrr"', "unknown key 'train.lrr'"),
-    ('budgte = 3\n' + LR, "tune.budgte", "unknown key; allowed: budget, seeds"),
+    ('budgte = 3\n' + LR, "tune.budgte",
+     "unknown key (did you mean 'budget'?); allowed: budget, seeds"),
     ('"eval.batch_size" = { int = [1, 8] }', 'tune."eval.batch_size"', "not a nuisance key"),
     ('"model.keep_last_expansion" = { choice = [true, false] }',
      'tune."model.keep_last_expansion"', 'also set by grid."model.keep_last_expansion"'),
@@ -107,6 +108,8 @@ def test_bad_tune_sections_are_one_line_naming_file_and_key(tune, key, words):
     ("budget = 4", "budget = -2", "tune.budget", "should be an integer in (0, 1,000,000,000]"),
     ("seeds = [100]", "seeds = [1, 100]", "tune.seeds", "1 also in the study's seeds [0, 1]"),
     ("seeds = [100]", "seeds = []", "tune.seeds", "non-empty list"),
+    # the misspelt key, not "tune.budget: missing"
+    ("budget = 4", "budgets = 4", "tune.budgets", "unknown key (did you mean 'budget'?)"),
 ])
 def test_bad_budgets_and_seeds_are_refused(old, new, key, words):
     with pytest.raises(RecipeError) as err:
