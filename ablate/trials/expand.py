@@ -71,6 +71,9 @@ def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -
         key = key.strip()
         if not sep or not key:
             raise UserInputError(f"{source}: expected KEY=VALUE, got {item!r}")
+        if "" in (part.strip() for part in key.split(".")):  # train.lr. or train..lr
+            raise UserInputError(f"{source} {key}: an empty part in a dotted key; write it "
+                                 "as section.key, e.g. train.lr")
         try:
             value = nesting.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError as err:

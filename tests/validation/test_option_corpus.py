@@ -19,6 +19,9 @@ def folder(tmp_path_factory):
 CASES = [
     ("set-without-equals", ["plan", "{recipe}", "--set", "train.lr"], "expected KEY=VALUE"),
     ("set-empty-key", ["plan", "{recipe}", "--set", "=3"], "expected KEY=VALUE"),
+    # it said "--set train.lr.: should be a number ... (got a table)"
+    ("set-trailing-dot", ["plan", "{recipe}", "--set", "train.lr.=1"],
+     "--set train.lr.: an empty part in a dotted key; write it as section.key"),
     ("set-lr-inf", ["plan", "{recipe}", "--set", "train.lr=inf"],
      "--set train.lr: must be a finite number"),
     ("set-lr-huge", ["run", "{recipe}", "--set", "train.lr=1e308"], "--set train.lr"),
