@@ -20,6 +20,10 @@ CASES = [
     ("set-without-equals", ["plan", "{recipe}", "--set", "train.lr"], "expected KEY=VALUE"),
     ("set-empty-key", ["plan", "{recipe}", "--set", "=3"], "expected KEY=VALUE"),
     # it said "--set train.lr.: should be a number ... (got a table)"
+    # a table where one value belongs: its rule, as in a recipe (it was "unknown key
+    # 'eval.latency.x'" with the section's keys)
+    ("set-table-for-a-value", ["plan", "{recipe}", "--set", "eval.latency={{x=1}}"],
+     "--set eval.latency: should be a boolean (got a table)"),
     ("set-trailing-dot", ["plan", "{recipe}", "--set", "train.lr.=1"],
      "--set train.lr.: an empty part in a dotted key; write it as section.key"),
     ("set-lr-inf", ["plan", "{recipe}", "--set", "train.lr=inf"],
