@@ -55,8 +55,15 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
     _check_targets(targets, outputs.database_files(resolve_url(db)))
     if parquet_path and extras.missing("parquet"):  # before any work
         raise UserInputError(extras.needs("--parquet", "parquet"))
-    frame = exporter.export_frame(Store(db, must_exist=True), study, where)
+    store = Store(db, must_exist=True)
+    frame = exporter.export_frame(store, study, where)
     to_stdout = "-" in targets.values()
+    hint = ""
+    if frame.empty and where:  # a value no trial holds (a typo) is told apart
+        from ablate.report.tables import parse_where, unmatched  # lazy: loads numpy, pandas
+
+        hint = "".join(f"; {line}" for line in unmatched(exporter.export_frame(store, study),
+                                                         parse_where(where)))
     texts = {"--csv": lambda: render.to_csv(frame),
              "--markdown": lambda: exporter.to_markdown_text(frame, study)}
     for option, path in targets.items():
@@ -71,7 +78,7 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
         except OSError as err:  # the disk filled up, say: the old file (or none) stays
             raise UserInputError(f"{option} {path}: cannot write: {outputs.reason(err)} "
                                  f"({path} left as it was)") from None
-        click.echo(f"wrote {path} ({len(frame)} trial{'s' * (len(frame) != 1)})",
+        click.echo(f"wrote {path} ({len(frame)} trial{'s' * (len(frame) != 1)}{hint})",
                    err=to_stdout)
 
 

@@ -293,7 +293,8 @@ def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> 
                            f"('ablate status {study}' shows the tuning trials; the same "
                            "'ablate run' goes on).")
         elif where:
-            click.echo(f"No finished trial matches --where {' '.join(where)}.")
+            click.echo(f"No finished trial matches --where {' '.join(where)}"
+                       + "".join(f"; {line}" for line in result.unmatched) + ".")
         elif _all_failed(result.trials):  # trials exist: "run it" would mislead
             for study, group in result.trials.groupby("study", sort=False):
                 trials = f"{len(group)} trial" + ("" if len(group) == 1 else "s")

@@ -7,7 +7,7 @@ trials -> ``--where`` on trial columns -> configurations -> ``--baseline`` ->
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,7 @@ from ablate.report.tables import (
     parse_where,
     per_class_table,
     sort_rows,
+    unmatched,
 )
 from ablate.report.tuning import METRIC_NAMES, mark_tuned, tuning_tables, tuning_views
 from ablate.trials.lifecycle import TrialStatus
@@ -73,6 +74,7 @@ class Report:
     min_effect: float | None = None  # the equivalence margin of studies without a design
     per_class_effects: pd.DataFrame | None = None  # analysis.per_class, with --per-class
     tuning: dict | None = None  # study -> report.tuning.TuningView, for tuned studies
+    unmatched: list[str] = field(default_factory=list)  # --where values no trial holds
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,8 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
     if views and table is not None:
         table = mark_tuned(table, views)
     return Report(trials, configs.reset_index(drop=True), descriptions, baseline, table, alpha,
-                  designs, min_effect, classes, views)
+                  designs, min_effect, classes, views,
+                  unmatched(every_trial, conditions) if configs.empty else [])
 
 
 def baseline_intervals(configs: pd.DataFrame, trials: pd.DataFrame, alpha: float,

@@ -127,6 +127,29 @@ def filter_rows(frame: pd.DataFrame, conditions: list[Condition],
     return frame[keep]
 
 
+MAX_VALUES_SHOWN = 12
+LABEL_COLUMNS = ("study", "variant", "config_name")  # besides the axes
+
+
+def unmatched(frame: pd.DataFrame, conditions: list[Condition]) -> list[str]:
+    """For each ``KEY=VALUE`` condition on an axis or a name that no row of ``frame``
+    (every trial, before any filter) holds, a line with the values it holds: a typed
+    ``maybe`` for a boolean, or a name off by a letter, is then told apart from a value
+    whose trials have not finished."""
+    lines = []
+    for cond in conditions:
+        column = None if cond.negate or frame.empty else column_for(frame, cond.key)
+        if column is None or not (column.startswith("axis:") or column in LABEL_COLUMNS):
+            continue
+        held = list(dict.fromkeys(v for v in map(canonical, frame[column]) if v is not None))
+        if canonical(_parse_value(cond.text)) in held:
+            continue
+        shown = ", ".join(held[:MAX_VALUES_SHOWN]) + (", ..." if len(held) > MAX_VALUES_SHOWN
+                                                       else "")
+        lines.append(f"no trial has {cond.key}={cond.text}; its values: {shown}")
+    return lines
+
+
 def _parse_value(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]

@@ -357,9 +357,23 @@ def test_csv_without_a_row_has_the_header_a_report_with_rows_has(db, tmp_path):
 
 
 def test_where_that_matches_nothing(db):
+    """A value no trial holds (a typo, or one the recipe never had) names the values there
+    are; one whose trials are not all finished (here: a filter on two axes) does not."""
     result = report(db, "--where", "model.head=fcn", "--format", "markdown")
     assert result.exit_code == 0, result.output
-    assert result.output == "No finished trial matches --where model.head=fcn.\n"
+    assert result.output == ("No finished trial matches --where model.head=fcn; no trial has "
+                             "model.head=fcn; its values: deeplabv3plus, deeplabv3.\n")
+    both = report(db, "--where", "head=deeplabv3", "--where", "variant=proposd")
+    assert both.output == ("No finished trial matches --where head=deeplabv3 variant=proposd; "
+                           "no trial has variant=proposd; its values: conventional, proposed, base.\n")
+    some = report(db, "--where", "miou=99", "--where", "head=deeplabv3")
+    assert some.output == "No finished trial matches --where miou=99 head=deeplabv3.\n"
+    out = f"{db}.csv"
+    export = CliRunner().invoke(main, ["export", "mnv3_mini", "--db", str(db), "--where",
+                                       "head=fcn", "--csv", str(out)])
+    assert export.exit_code == 0 and export.output == (
+        f"wrote {out} (0 trials; no trial has head=fcn; its values: deeplabv3plus, "
+        "deeplabv3)\n")
 
 
 def test_where_on_another_final_figure_and_a_negation(db):
@@ -425,7 +439,7 @@ def test_effects_where_nothing_matches_is_no_traceback(db):
     result = report(db, "--effects", "--where", "model.head=fcn", "--format", "markdown")
     assert result.exit_code == 0, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert "No finished trial matches --where model.head=fcn." in result.output
+    assert "No finished trial matches --where model.head=fcn; no trial has" in result.output
 
 
 def test_forest_writes_the_effect_figures_and_pareto_alone_does_not(db, tmp_path):
