@@ -108,14 +108,14 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
     loaded = load_recipe(recipe)
     trials = expand(loaded, overrides, max_trials=max_trials)
 
-    # counting needs no data and no weights: what `run` would refuse is only a warning,
-    # printed after the figures (and not at all when the command itself fails)
-    warnings = find_problems(trials, loaded.path)
-
+    # counting needs no data and no weights: what `run` would refuse of the trials
+    # costed (not of the variants left out) is only a warning, printed after the
+    # figures (and not at all when the command itself fails)
     if diff:
         if trial_ids or variants or list_modules:
             raise UserInputError("--diff names its two sides; drop --trial/--variant/--modules")
         sides = [_resolve(trials, name, loaded.path) for name in diff]
+        warnings = find_problems([t for side in sides for t in side], loaded.path)
         depth = depth or max([3, *(_knockout_depth(side[0].spec) for side in sides)])
         reports = []
         for side in sides:
@@ -130,6 +130,7 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
         return
 
     selected = _select(trials, trial_ids, variants, loaded.path)
+    warnings = find_problems(selected, loaded.path)
     if list_modules:
         _list_modules(selected, depth, as_json, loaded.path)
         echo_warnings(warnings)

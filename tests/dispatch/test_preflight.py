@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,47 @@ def test_plan_and_cost_warn_and_exit_0(tmp_path, write_recipe):
     assert cost.exit_code == 0, cost.output
     assert "params" in cost.stdout
     assert cost.stderr.splitlines() == warnings
+
+
+def test_cost_warns_only_about_the_trials_it_counts(tmp_path, write_recipe):
+    """``--variant``, ``--trial`` and ``--diff`` cost a part of the recipe: the inputs of
+    the variants left out (here another variant's missing weights file) are not its
+    warnings; they were, naming a trial it never counted."""
+    missing = tmp_path / "missing.pt"
+    recipe = write_recipe(f"""
+        [base.model]
+        backbone = "mobilenet_v3_small"
+        head = "lraspp"
+        [base.eval]
+        resolution = [32, 32]
+        [variants.plain]
+        model.num_classes = 6
+        [variants.other]
+        model.num_classes = 7
+        [variants.loaded]
+        model.num_classes = 8
+        model.weights_path = "{missing}"
+        """)
+    everything = _run(["cost", str(recipe)])
+    assert everything.exit_code == 0, everything.output
+    (warning,) = everything.stderr.splitlines()
+    assert f"trial loaded/seed=0: model.weights_path: {missing} not found" in warning
+    for args in (["--variant", "plain"], ["--diff", "plain", "other"],
+                 ["--trial", trial_ids(recipe)["other"]]):
+        result = _run(["cost", str(recipe), *args])
+        assert result.exit_code == 0, result.output
+        assert "params" in result.stdout
+        assert result.stderr == "", args
+    for args in (["--variant", "loaded"], ["--diff", "plain", "loaded"]):
+        result = _run(["cost", str(recipe), *args])
+        assert result.exit_code == 0, result.output
+        assert result.stderr.splitlines() == [warning], args
+
+
+def trial_ids(recipe: Path) -> dict[str, str]:
+    """Each variant's trial id, as ``ablate cost --json`` lists them."""
+    result = _run(["cost", str(recipe), "--json"])
+    return {arch["variant"]: arch["trial_ids"][0] for arch in json.loads(result.stdout)}
 
 
 USER_DATA_RECIPE = """
