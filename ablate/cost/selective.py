@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import math
 
 import torch
@@ -87,27 +88,29 @@ def selective_cost(spec: ModelSpec, num_classes: int, resolution: tuple[int, int
 
 def stage_flops(spec: ModelSpec, num_classes: int, resolution: tuple[int, int],
                 device: str | None = None) -> dict[str, int]:
-    """fvcore flops of ``pre``, ``high``, ``low``, ``mask`` and ``rest`` (cached per arch)."""
+    """fvcore flops of ``pre``, ``high``, ``low``, ``mask`` and ``rest`` (cached per arch),
+    knock-outs (``model.remove``/``replace``) applied as in every other count."""
     sel = spec.selective
+    knockouts = json.dumps({"remove": spec.remove,
+                            "replace": [r.model_dump() for r in spec.replace]}, sort_keys=True)
     key = (spec.backbone, sel.mask_net, sel.mask_source, sel.patch, sel.pooling,
-           tuple(spec.aspp_rates), spec.aspp_channels, num_classes, tuple(resolution),
-           _device(device))
+           tuple(spec.aspp_rates), spec.aspp_channels, knockouts, num_classes,
+           tuple(resolution), _device(device))
     return dict(_stage_flops(key))
 
 
 @functools.lru_cache(maxsize=32)
 def _stage_flops(key: tuple) -> tuple[tuple[str, int], ...]:
-    from ablate.models.selective import build_selective_deeplabv3  # lazy: loads torchvision
-
-    (backbone, mask_net, mask_source, patch, pooling, rates, aspp_channels, classes, resolution,
-     device) = key
+    (backbone, mask_net, mask_source, patch, pooling, rates, aspp_channels, knockouts, classes,
+     resolution, device) = key
     spec = ModelSpec.model_validate({
         "backbone": backbone, "head": "deeplabv3", "output_stride": 8,
         "aspp_rates": list(rates), "aspp_channels": aspp_channels,
         "selective": {"enabled": True, "mask_net": mask_net, "mask_source": mask_source,
                       "patch": patch, "pooling": pooling},
+        **json.loads(knockouts),
     })
-    model = build_selective_deeplabv3(spec, classes).to(device)
+    model = build_model(spec, classes).to(device)
     count = count_flops(model, resolution)  # by_module holds "backbone.layer3" etc.
     by = count.by_module
     parts = {
@@ -123,7 +126,8 @@ def _stage_flops(key: tuple) -> tuple[tuple[str, int], ...]:
 
 def plain_os16_flops(spec: ModelSpec, num_classes: int, resolution: tuple[int, int],
                      device: str | None = None) -> int:
-    """fvcore flops of ablate's plain DeepLabV3 at output stride 16 (no mask net)."""
+    """fvcore flops of ablate's plain DeepLabV3 at output stride 16 (no mask net, no
+    knock-out: a selective model's paths need not exist in it)."""
     return _plain_os16_flops(spec.backbone, tuple(spec.aspp_rates), spec.aspp_channels,
                              num_classes, tuple(resolution), _device(device))
 

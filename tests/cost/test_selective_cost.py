@@ -189,6 +189,32 @@ def test_counts_are_cached_per_architecture_and_resolution(spec):
     assert _stage_flops.cache_info().hits == hits + 1
 
 
+def test_a_knocked_out_module_leaves_every_figure_that_counts_it(spec):
+    """``model.remove`` on a selective model: its FLOPs are gone from the dense figure (the
+    GFLOPs of ``plan`` and ``cost``) and the effective one, exactly; they stayed before."""
+    branch = "head.aspp.convs.1"  # the rate-12 3x3 branch: 2048 -> 256 on the stride-8 map
+    full = selective_cost(spec, CLASSES, RES, 0.5, device="cpu")
+    removed = selective_cost(spec.model_copy(update={"remove": [branch]}), CLASSES, RES, 0.5,
+                             device="cpu")
+    branch_flops = _fvcore_branch(spec, branch)
+    assert branch_flops > 0
+    for key in ("gflops_dense", "gflops_os8", "gflops_low_path", "gflops_effective"):
+        assert (full[key] - removed[key]) * 1e9 == pytest.approx(branch_flops, abs=1), key
+    assert removed["gflops_mask_net"] == full["gflops_mask_net"]
+    assert removed["gflops_os16"] == full["gflops_os16"]  # the plain reference, as it was
+
+
+def _fvcore_branch(spec: ModelSpec, path: str) -> int:
+    """fvcore's count of one module of the full selective model, by its own forward."""
+    from ablate.models.build import build_model
+
+    model = build_model(spec, CLASSES).eval()
+    analysis = FlopCountAnalysis(model, torch.zeros(1, 3, *RES))
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+    return int(analysis.by_module()[path])
+
+
 def test_density_outside_zero_one_is_an_error(spec):
     with pytest.raises(ValueError, match="density"):
         selective_cost(spec, CLASSES, RES, 1.5, device="cpu")
