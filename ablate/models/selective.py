@@ -274,6 +274,10 @@ def check_selective_spec(spec: ModelSpec) -> None:
     patch = spec.selective.patch
     if patch < 2:
         raise UserInputError(f"model.selective.patch: must be at least 2, got {patch}")
+    if spec.selective.execution == "sparse" and (spec.remove or spec.replace):
+        # its kernels read the modules' weights, so a knock-out's stand-in is never called
+        raise UserInputError("model.selective.execution: 'sparse' cannot run knocked-out "
+                             "modules (model.remove/model.replace); set it to 'dense'")
 
 
 def build_selective_deeplabv3(spec: ModelSpec, num_classes: int) -> SelectiveDeepLabV3:

@@ -660,6 +660,18 @@ class TrialSpec(Section):
                                      f"is the evaluation set); remove it{instead}")
         return eval_data
 
+    @model_validator(mode="after")
+    def _timed_as_built(self) -> TrialSpec:
+        # A selective model is timed by its sparse execution (ablate.cost.selective), which
+        # runs the modules a knock-out replaces: the trial trained, then failed there.
+        # After the model, not on the eval field: an absent [eval] is not validated.
+        model = self.model
+        if self.eval.latency and model.selective.enabled and (model.remove or model.replace):
+            raise ValueError("eval.latency: a selective model is timed by its sparse "
+                             "execution, which cannot run knocked-out modules "
+                             "(model.remove/model.replace); set eval.latency = false")
+        return self
+
 
 # sbatch --mem: a whole number with an optional unit (K, M, G or T; no unit means M)
 SLURM_MEM = re.compile(r"[1-9][0-9]{0,9}[KMGTkmgt]?")

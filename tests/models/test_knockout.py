@@ -402,3 +402,43 @@ def test_every_builtin_network_loses_exactly_the_modules_knocked_out(backbone, h
         count_parameters(names[p]) for p in paths)
     assert all(isinstance(knocked.get_submodule(p), Removed) for p in paths)
     assert count_flops(knocked, RESOLUTION).total < count_flops(full, RESOLUTION).total
+
+
+SELECTIVE_KNOCKOUT = """
+[base.model]
+backbone = "resnet50"
+head = "deeplabv3"
+output_stride = 8
+[base.model.selective]
+enabled = true
+[knockout]
+design = "leave-one-out"
+components = ["head.aspp.convs.1"]
+"""
+
+
+def test_a_selective_model_with_a_knock_out_is_refused_where_its_sparse_execution_runs():
+    """The sparse execution (``latency_ms`` of every selective trial with eval.latency,
+    and ``execution = "sparse"``) reads the weights of the modules a knock-out replaces:
+    the trial trained, then failed timing it ('Removed' object is not subscriptable).
+    Refused before anything runs, naming the key; the dense emulation untimed builds."""
+    from ablate.errors import RecipeError
+    from ablate.recipes.loader import parse_recipe
+    from ablate.trials.expand import expand
+
+    with pytest.raises(RecipeError) as err:
+        expand(parse_recipe(SELECTIVE_KNOCKOUT, "r.toml"))
+    assert str(err.value).startswith(
+        "r.toml: base.eval.latency: a selective model is timed by its sparse execution, "
+        "which cannot run knocked-out modules")
+    assert "set eval.latency = false" in str(err.value)
+    trials = expand(parse_recipe(SELECTIVE_KNOCKOUT, "r.toml"), {"eval.latency": False})
+    assert [t.spec.model.remove for t in trials] == [[], ["head.aspp.convs.1"]]
+    dense = trials[1].spec.model
+    assert isinstance(build_on_meta(dense, 3).head.aspp.convs[1], Removed)
+    sparse = dense.model_copy(update={"selective": dense.selective.model_copy(
+        update={"execution": "sparse"})})
+    with pytest.raises(UserInputError) as err:
+        build_on_meta(sparse, 3)
+    assert str(err.value) == ("model.selective.execution: 'sparse' cannot run knocked-out "
+                              "modules (model.remove/model.replace); set it to 'dense'")
