@@ -81,13 +81,15 @@ def analyse_spec(spec: TrialSpec, *, flops: bool = True, depth: int = 3,
                                 convention=convention)
     total = count.total if count else None
     extra: dict[str, float] = {}
-    if count and spec.model.selective.enabled and convention == "fvcore-mac":
-        # Counting the model directly would add up both emulated paths. The figure that
-        # stands for the architecture is the dense one (every cell at full resolution);
-        # effective FLOPs depend on the measured mask density and are stored per trial.
+    if count and spec.model.selective.enabled:
+        # Counting the model directly would add up both emulated paths, in either
+        # convention. The figure that stands for the architecture is the dense one (every
+        # cell at full resolution); effective FLOPs depend on the measured mask density
+        # and are stored per trial.
         from ablate.cost.selective import selective_cost  # lazy: loads numpy, torch
 
-        extra = selective_cost(spec.model, classes, resolution, density=0.0)
+        extra = selective_cost(spec.model, classes, resolution, density=0.0,
+                               convention=convention)
         extra.pop("gflops_effective")
         extra.pop("density")
         total = round(extra["gflops_dense"] * 1e9)

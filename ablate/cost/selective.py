@@ -43,7 +43,7 @@ import math
 import torch
 from torch import nn
 
-from ablate.cost.flops import count_flops
+from ablate.cost.flops import FVCORE_CONVENTION, count_flops
 from ablate.cost.latency import measure_latency
 from ablate.models.build import build_model
 from ablate.models.fused import fold_batch_norm
@@ -57,7 +57,8 @@ MASK_MODULE = "mask_net"
 
 
 def selective_cost(spec: ModelSpec, num_classes: int, resolution: tuple[int, int],
-                   density: float, device: str | None = None) -> dict[str, float]:
+                   density: float, device: str | None = None,
+                   convention: str = FVCORE_CONVENTION) -> dict[str, float]:
     """GFLOPs (fvcore) of a selective model at ``resolution`` (H, W) for a mask density.
 
     ``density`` is the share of down-sampled cells (mask 1), e.g. the ``mean`` of
@@ -68,7 +69,7 @@ def selective_cost(spec: ModelSpec, num_classes: int, resolution: tuple[int, int
     """
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"density must be in [0, 1], got {density}")
-    parts = stage_flops(spec, num_classes, resolution, device)
+    parts = stage_flops(spec, num_classes, resolution, device, convention)
     fixed = parts["pre"] + parts["rest"] + parts["mask"]
     effective = fixed + (1.0 - density) * parts["high"] + density * parts["low"]
     if spec.selective.execution == "sparse":
@@ -79,7 +80,8 @@ def selective_cost(spec: ModelSpec, num_classes: int, resolution: tuple[int, int
         "gflops_mask_net": parts["mask"] / 1e9,
         "gflops_dense": (fixed + parts["high"]) / 1e9,
         "gflops_os8": (fixed - parts["mask"] + parts["high"]) / 1e9,
-        "gflops_os16": plain_os16_flops(spec, num_classes, resolution, device) / 1e9,
+        "gflops_os16": plain_os16_flops(spec, num_classes, resolution, device,
+                                        convention) / 1e9,
         "gflops_low_path": (fixed + parts["low"]) / 1e9,
         "gflops_effective": effective / 1e9,
         "density": float(density),
@@ -87,7 +89,8 @@ def selective_cost(spec: ModelSpec, num_classes: int, resolution: tuple[int, int
 
 
 def stage_flops(spec: ModelSpec, num_classes: int, resolution: tuple[int, int],
-                device: str | None = None) -> dict[str, int]:
+                device: str | None = None,
+                convention: str = FVCORE_CONVENTION) -> dict[str, int]:
     """fvcore flops of ``pre``, ``high``, ``low``, ``mask`` and ``rest`` (cached per arch),
     knock-outs (``model.remove``/``replace``) applied as in every other count."""
     sel = spec.selective
@@ -95,14 +98,14 @@ def stage_flops(spec: ModelSpec, num_classes: int, resolution: tuple[int, int],
                             "replace": [r.model_dump() for r in spec.replace]}, sort_keys=True)
     key = (spec.backbone, sel.mask_net, sel.mask_source, sel.patch, sel.pooling,
            tuple(spec.aspp_rates), spec.aspp_channels, knockouts, num_classes,
-           tuple(resolution), _device(device))
+           tuple(resolution), _device(device), convention)
     return dict(_stage_flops(key))
 
 
 @functools.lru_cache(maxsize=32)
 def _stage_flops(key: tuple) -> tuple[tuple[str, int], ...]:
     (backbone, mask_net, mask_source, patch, pooling, rates, aspp_channels, knockouts, classes,
-     resolution, device) = key
+     resolution, device, convention) = key
     spec = ModelSpec.model_validate({
         "backbone": backbone, "head": "deeplabv3", "output_stride": 8,
         "aspp_rates": list(rates), "aspp_channels": aspp_channels,
@@ -111,7 +114,8 @@ def _stage_flops(key: tuple) -> tuple[tuple[str, int], ...]:
         **json.loads(knockouts),
     })
     model = build_model(spec, classes).to(device)
-    count = count_flops(model, resolution)  # by_module holds "backbone.layer3" etc.
+    # by_module holds "backbone.layer3" etc.
+    count = count_flops(model, resolution, convention=convention)
     by = count.by_module
     parts = {
         "pre": sum(by.get(m, 0) for m in PRE_MODULES),
@@ -125,21 +129,22 @@ def _stage_flops(key: tuple) -> tuple[tuple[str, int], ...]:
 
 
 def plain_os16_flops(spec: ModelSpec, num_classes: int, resolution: tuple[int, int],
-                     device: str | None = None) -> int:
+                     device: str | None = None, convention: str = FVCORE_CONVENTION) -> int:
     """fvcore flops of ablate's plain DeepLabV3 at output stride 16 (no mask net, no
     knock-out: a selective model's paths need not exist in it)."""
     return _plain_os16_flops(spec.backbone, tuple(spec.aspp_rates), spec.aspp_channels,
-                             num_classes, tuple(resolution), _device(device))
+                             num_classes, tuple(resolution), _device(device), convention)
 
 
 @functools.lru_cache(maxsize=32)
 def _plain_os16_flops(backbone: str, rates: tuple[int, ...], aspp_channels: int, classes: int,
-                      resolution: tuple[int, int], device: str) -> int:
+                      resolution: tuple[int, int], device: str, convention: str) -> int:
     spec = ModelSpec.model_validate({
         "backbone": backbone, "head": "deeplabv3", "output_stride": 16,
         "aspp_rates": list(rates), "aspp_channels": aspp_channels,
     })
-    return count_flops(build_model(spec, classes).to(device), resolution).total
+    return count_flops(build_model(spec, classes).to(device), resolution,
+                       convention=convention).total
 
 
 def mask_net_flops(selective: SelectiveSpec, resolution: tuple[int, int]) -> int:

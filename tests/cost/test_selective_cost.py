@@ -215,6 +215,30 @@ def _fvcore_branch(spec: ModelSpec, path: str) -> int:
     return int(analysis.by_module()[path])
 
 
+def test_torchvision_convention_counts_the_dense_network_not_both_paths(spec, reference):
+    """``ablate cost --convention torchvision-mac`` on a selective model: the dense figure
+    (plain OS-8 + mask net) in that convention, as fvcore-mac gives it in its own; it
+    gave the emulation's both paths added up (71.464 against 60.978 GFLOPs for the
+    letter's baseline at 256x256)."""
+    from ablate.cost.analyse import analyse_spec
+    from ablate.recipes.schema import TrialSpec
+
+    torch.manual_seed(0)
+    os8 = torchvision.models.segmentation.deeplabv3_resnet50(
+        weights=None, weights_backbone=None, num_classes=CLASSES, aux_loss=False)
+    os8_tv = count_flops(os8, RES, convention="torchvision-mac").total
+    assert os8_tv < reference["os8"]  # no batch norm or upsampling
+    trial = TrialSpec.model_validate({"model": {**spec.model_dump(), "num_classes": CLASSES},
+                                      "eval": {"resolution": list(RES), "latency": False}})
+    report = analyse_spec(trial, convention="torchvision-mac")
+    assert report.flops_convention == "torchvision-mac"
+    assert report.flops == os8_tv + reference["mask"]
+    cost = selective_cost(spec, CLASSES, RES, 0.0, device="cpu", convention="torchvision-mac")
+    assert cost["gflops_os8"] * 1e9 == os8_tv
+    assert cost["gflops_mask_net"] * 1e9 == reference["mask"]  # convs only: the same
+    assert report.extra["gflops_dense"] == cost["gflops_dense"]
+
+
 def test_density_outside_zero_one_is_an_error(spec):
     with pytest.raises(ValueError, match="density"):
         selective_cost(spec, CLASSES, RES, 1.5, device="cpu")
