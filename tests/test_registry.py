@@ -250,3 +250,21 @@ def test_a_misspelt_function_or_name_gets_the_closest_one(pkg):
                               "build_unet' (did you mean 'custom_unet.model:build_unet'?); "
                               "allowed: 'unet_small', 'unet_large' or an import path "
                               "'package.module:function'")
+
+
+def test_ablate_models_names_selective_down_sampling_as_the_builder_checks_it():
+    """It listed backbones and heads but nothing said model.selective existed; the
+    backbones it names are those the selective builder accepts."""
+    from click.testing import CliRunner
+
+    from ablate.cli import main
+    from ablate.cli.models import SELECTIVE_BACKBONES
+    from ablate.models.selective import RESNETS
+
+    assert SELECTIVE_BACKBONES == RESNETS
+    out = CliRunner().invoke(main, ["models"]).stdout
+    assert ("model.selective.enabled = true: content-adaptive down-sampling with a mask net, "
+            "on head 'deeplabv3' at output_stride 8 with backbone resnet50 or resnet101") in out
+    data = json.loads(CliRunner().invoke(main, ["models", "--json"]).stdout)
+    assert data["selective"]["keys"]["execution"] == "dense"
+    assert data["selective"]["keys"]["lambda"] == 0.1

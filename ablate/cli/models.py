@@ -15,6 +15,12 @@ from ablate.errors import UserInputError
 from ablate.registry import arguments
 
 KNOCKOUT_KEYS = ("remove", "replace")  # read for every model, built-in or not
+# what ablate.models.selective.check_selective_spec accepts (a test keeps them equal;
+# importing it here would load torch for a listing)
+SELECTIVE_BACKBONES = ("resnet50", "resnet101")
+SELECTIVE_HINT = ("model.selective.enabled = true: content-adaptive down-sampling with a mask "
+                  "net, on head 'deeplabv3' at output_stride 8 with backbone "
+                  + " or ".join(SELECTIVE_BACKBONES))
 KNOCKOUT_HINT = ("model.remove = [PATH, ...] / model.replace = [{path, by, args}] knock "
                  "submodules out by their dotted path; list the paths with "
                  "`ablate cost RECIPE --modules`")
@@ -58,7 +64,7 @@ def models(as_json: bool) -> None:
         ablate models
         ablate models --json
     """
-    from ablate.recipes.schema import ModelSpec  # lazy: loads pydantic
+    from ablate.recipes.schema import ModelSpec, SelectiveSpec  # lazy: loads pydantic
 
     keys = {name: info.default for name, info in ModelSpec.model_fields.items()
             if name not in ("builder", "args", "selective", *KNOCKOUT_KEYS)}
@@ -67,6 +73,9 @@ def models(as_json: bool) -> None:
                     "keys": {k: (v.model_dump() if hasattr(v, "model_dump") else v)
                              for k, v in keys.items()}},
         "builders": builder_rows(MODELS, skip=("num_classes",)),
+        "selective": {"hint": SELECTIVE_HINT, "backbones": list(SELECTIVE_BACKBONES),
+                      "keys": {info.alias or name: info.default  # execution too
+                               for name, info in SelectiveSpec.model_fields.items()}},
         "knockout": KNOCKOUT_HINT,
     }
     echo_ignored_plugins(MODELS)  # on stderr: the JSON on stdout stays clean
@@ -86,5 +95,9 @@ def models(as_json: bool) -> None:
         detail = row["error"] or format_arguments(row["arguments"])
         console.print(f"  {escape(row['name'])}  [dim]{escape(row['path'])} "
                       f"({escape(row['origin'])})[/dim]\n    {escape(detail)}")
+    console.print("[bold]Selective down-sampling[/bold] (built-in, model.selective)")
+    console.print(f"  {escape(SELECTIVE_HINT)}")
+    console.print("  keys: " + escape(", ".join(f"{k}={v!r}" for k, v in
+                                                 data["selective"]["keys"].items())))
     console.print("[bold]Knock-out[/bold] (any model)")
     console.print(f"  {escape(KNOCKOUT_HINT)}")
