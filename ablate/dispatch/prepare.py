@@ -37,7 +37,7 @@ def default_runs_root(db: str | None = None) -> Path:
         return Path(env).expanduser()
 
     path = sqlite_path(resolve_url(db))
-    return Path(path).expanduser().parent / "runs" if path else Path(DEFAULT_RUNS_ROOT)
+    return Path(path).parent / "runs" if path else Path(DEFAULT_RUNS_ROOT)
 
 
 def resolve_runs_root(runs_dir: str | None, db: str | None = None) -> Path:

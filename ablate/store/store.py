@@ -19,6 +19,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from ablate.clock import utc_now
 from ablate.errors import StoreError
+from ablate.paths import expand_user
 from ablate.store import target
 from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded, trial_job
 from ablate.store.models import Base, CostRow, MetricRow, StudyRow, TrialRow
@@ -32,10 +33,17 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 
 def resolve_url(url: str | None) -> str:
-    """``--db`` wins, then ``ABLATE_DB``, then ``results/ablate.db``; bare paths become SQLite."""
+    """``--db`` wins, then ``ABLATE_DB``, then ``results/ablate.db``; bare paths become SQLite.
+
+    A SQLite path's ``~`` is expanded, as for every other path (``ABLATE_DB=~/x.db`` in
+    quotes, ``--db=~/x.db``: no shell expands those); SQLite itself would create a folder
+    named ``~`` in the working directory, with the runs folder in the home folder."""
     url = url or os.environ.get("ABLATE_DB") or DEFAULT_URL
     if "://" not in url:
         url = f"sqlite:///{url}"
+    path = target.sqlite_path(url)
+    if path and path.startswith("~"):
+        url = f"sqlite:///{expand_user(path, f'database {target.mask_url(url)}')}"
     return url
 
 

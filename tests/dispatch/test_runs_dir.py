@@ -23,7 +23,7 @@ from ablate.dispatch.results import (
     study_root,
 )
 from ablate.errors import UserInputError
-from ablate.store import Store
+from ablate.store import Store, resolve_url
 from ablate.trials.lifecycle import TrialResult, TrialStatus
 
 
@@ -36,6 +36,22 @@ def test_default_follows_the_database(tmp_path, monkeypatch):
     assert default_runs_root("postgresql+psycopg://u@db/ablate") == Path("results/runs")
     monkeypatch.setenv("ABLATE_DB", str(tmp_path / "c" / "z.db"))
     assert default_runs_root(None) == tmp_path / "c" / "runs"
+
+
+def test_a_tilde_in_the_database_path_is_the_home_folder_for_both(tmp_path, monkeypatch):
+    """ABLATE_DB="~/d/x.db" (quoted, so no shell expands it): the database and its runs
+    folder both go under the home folder; SQLite made a folder named ~ in the working
+    directory while the runs folder went home."""
+    monkeypatch.delenv(RUNS_DIR_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    for given in ("~/d/x.db", "sqlite:///~/d/x.db"):
+        monkeypatch.setenv("ABLATE_DB", given)
+        assert resolve_url(None) == f"sqlite:///{tmp_path}/home/d/x.db"
+        assert default_runs_root(None) == tmp_path / "home" / "d" / "runs"
+    Store(None).close()
+    assert (tmp_path / "home" / "d" / "x.db").is_file()
+    assert not (tmp_path / "~").exists()
 
 
 def test_environment_overrides_and_the_option_wins(tmp_path, monkeypatch):

@@ -1,0 +1,20 @@
+"""Paths the user gives (recipe keys, options, environment variables), ``~`` expanded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ablate.errors import UserInputError
+
+
+def expand_user(path: str | os.PathLike[str], what: str) -> Path:
+    """``Path(path).expanduser()``, as a shell expands ``~`` and ``~user``. Python raises
+    RuntimeError for a ``~user`` of no known user (or ``~`` without a home folder): that
+    is one line naming ``what``, the key or option that gave the path."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        head = str(path).split(os.sep, 1)[0]
+        raise UserInputError(f"{what}: {path}: cannot expand {head!r} (no such user, or no "
+                             "home folder)") from None
