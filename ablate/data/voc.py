@@ -46,7 +46,17 @@ def _require(path: Path, expected: str) -> Path:
 
 
 def _read_ids(path: Path, expected: str, *, allow_empty: bool = False) -> list[str]:
-    ids = [line.strip() for line in _require(path, expected).read_text().splitlines()]
+    """The ids of a split list, one a line; a file that is not text (a download saved as
+    UTF-16, a binary) is named, and a UTF-8 byte-order mark is not part of the first id."""
+    try:
+        text = _require(path, expected).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserInputError(f"data.root: {path}: not a list of image ids (byte {err.start} is "
+                             f"not UTF-8 text; expected {expected})") from None
+    except OSError as err:  # a folder in its place, unreadable
+        raise UserInputError(f"data.root: {path}: cannot read it ({err.strerror or err})"
+                             ) from None
+    ids = [line.strip() for line in text.splitlines()]
     ids = [i for i in ids if i]
     if not ids and not allow_empty:
         raise UserInputError(f"data.root: {path} lists no images (expected {expected})")

@@ -135,6 +135,21 @@ def test_missing_voc_names_the_expected_split_file(tmp_path):
     )
 
 
+@pytest.mark.parametrize("content", [b"\xff\xfe\x81garbage\n", "2007_000039\n".encode("utf-16")])
+def test_a_split_list_that_is_not_text_is_named(voc_root, content):
+    split = voc_root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt"
+    split.write_bytes(content)
+    with pytest.raises(UserInputError, match=f"^data.root: {split}: not a list of image ids "
+                       r"\(byte 0 is not UTF-8 text"):
+        build_datasets(spec(voc_root))
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_id(voc_root):
+    split = voc_root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt"
+    split.write_bytes(b"\xef\xbb\xbf2007_000039\r\n2007_000032\r\n")  # Notepad's UTF-8
+    assert len(build_datasets(spec(voc_root)).train) == 2
+
+
 def test_missing_root_names_it(tmp_path):
     with pytest.raises(UserInputError, match=f"data.root: {tmp_path / 'nowhere'} not found"):
         build_datasets(spec(tmp_path / "nowhere"))

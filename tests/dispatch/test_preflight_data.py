@@ -103,6 +103,18 @@ def test_the_first_sbd_label_is_read_too(tmp_path, write_recipe):
         f"trial base/seed=0: {mat}: class id 40 out of range; VOC labels are 0..20 (255 = void)"]
 
 
+def test_a_split_list_that_is_not_text_stops_the_run(tmp_path, write_recipe):
+    root = tmp_path / "voc"
+    write_tiny_dataset("voc2012", root)
+    split = root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt"
+    split.write_text("2007_000000\n", encoding="utf-16")  # before: a UnicodeDecodeError
+    recipe = _recipe(write_recipe, "voc2012", root)
+    line = _one_line_error(_run(["run", str(recipe), "--db", str(tmp_path / "s.db")]))
+    assert line.endswith(f"data.root: {split}: not a list of image ids (byte 0 is not UTF-8 "
+                         "text; expected Pascal VOC 2012 under data.root)")
+    assert not (tmp_path / "s.db").exists()
+
+
 def test_cityscapes_label_ids_that_are_colour_or_only_the_colour_renderings(tmp_path,
                                                                             write_recipe):
     root = tmp_path / "cityscapes"
