@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate import atomic
+from ablate.paths import expand_user
 
 CACHE_ENV = "ABLATE_CACHE_DIR"
 FORMAT = 1
@@ -41,7 +42,7 @@ def cache_dir() -> Path:
     """``$ABLATE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ablate``, else ``~/.cache/ablate``."""
     env = os.environ.get(CACHE_ENV)
     if env:
-        return Path(env).expanduser()
+        return expand_user(env, CACHE_ENV)
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
     return base / "ablate"

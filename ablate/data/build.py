@@ -32,6 +32,7 @@ from ablate.data.collate import collate_eval
 from ablate.data.custom import PairReader, call_builder, reader_label
 from ablate.data.transforms import EvalTransform, TrainTransform
 from ablate.errors import UserInputError
+from ablate.paths import expand_user
 from ablate.recipes.schema import DataSpec
 
 __all__ = ["DatasetPair", "build_datasets", "collate_eval", "holdout_split", "loader_options"]
@@ -202,7 +203,7 @@ def _root(data: DataSpec) -> Path:
         raise UserInputError(
             f"data.root: not set (data.name = {data.name!r} reads {DESCRIPTIONS[data.name]} from a folder)"
         )
-    root = Path(data.root).expanduser()
+    root = expand_user(data.root, "data.root")
     if not root.is_dir():
         raise UserInputError(
             f"data.root: {root} not found (expected a folder holding {DESCRIPTIONS[data.name]})"

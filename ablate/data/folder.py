@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ablate.errors import UserInputError
+from ablate.paths import expand_user
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IGNORE = 255
@@ -43,7 +44,7 @@ class FolderSample:
 def check_root(root: str | None) -> Path:
     if root is None:
         raise UserInputError(f"data.root: not set (data.name = 'folder' reads {LAYOUT})")
-    path = Path(root).expanduser()
+    path = expand_user(root, "data.root")
     if not path.is_dir():
         raise UserInputError(f"data.root: {path} not found (data.name = 'folder' reads {LAYOUT})")
     return path
@@ -183,9 +184,9 @@ def split_problem(root: str | None, split: str) -> str | None:
     decoded), and the first mask (by stem) read as training reads it (a colour-coded or
     16-bit mask, a class index past classes.txt). The others are checked as they load.
     None when it is fine or the root is missing (other checks name that)."""
-    if root is None or not Path(str(root)).expanduser().is_dir():
-        return None
     try:
+        if root is None or not expand_user(str(root), "data.root").is_dir():
+            return None
         samples = find_samples(root, split)
         read_mask(samples[0].label, samples[0].num_classes)
     except UserInputError as err:

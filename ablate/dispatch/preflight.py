@@ -26,6 +26,7 @@ from typing import Any
 from ablate import extras
 from ablate.errors import UserInputError, one_line
 from ablate.evaluate.runtime_keys import runtime_problems  # packages a runtime needs
+from ablate.paths import expand_user
 
 MAX_MESSAGE = 292  # characters of one problem line: with "Error: " at most 300
 
@@ -97,7 +98,10 @@ def _layout_problem(prefix: str, name: str, root_text: str | None, train_split: 
     what = LAYOUTS[name][0]
     if root_text is None:
         return f"{prefix}.root: not set; {prefix}.name = {name!r} reads {what} from a folder", ""
-    root = Path(root_text).expanduser()
+    try:
+        root = expand_user(root_text, f"{prefix}.root")
+    except UserInputError as err:
+        return str(err), ""
     if root.is_file():
         problem = f"{prefix}.root: {root} is a file; expected a folder holding {what}"
     elif not root.is_dir():
@@ -120,8 +124,8 @@ def first_label_problems(name: str, root_text: str, splits: list[str], *, sbd: b
     """The first label of each split read by the reader training uses, so a colour-coded
     or 16-bit label stops the run with the line a trial would fail with; for COCO, the
     shape of each annotation file. One file per split whatever the dataset's size."""
-    root = Path(root_text).expanduser()
     try:
+        root = expand_user(root_text, "data.root")
         if name == "voc2012":
             from ablate.data import voc  # lazy: loads numpy, PIL
 
@@ -293,7 +297,11 @@ def weights_file_problem(model: Any) -> str | None:
     )
 
     if model.weights_path:
-        key, path = "model.weights_path", Path(model.weights_path).expanduser()
+        key = "model.weights_path"
+        try:
+            path = expand_user(model.weights_path, key)
+        except UserInputError as err:
+            return str(err)
         if not path.is_file():
             what = "is a folder" if path.is_dir() else "not found"
             return f"{key}: {path} {what}; expected a state dict file (torch.save of a model's state_dict())"

@@ -12,6 +12,7 @@ from ablate.cost import analyse  # analyse.analyse_spec: a seam tests replace
 from ablate.dispatch.cost_cache import cached_costs, remember
 from ablate.dispatch.results import unwritable_runs_folder
 from ablate.errors import RecipeError, UserInputError
+from ablate.paths import expand_user
 from ablate.recipes.loader import Recipe, load_recipe
 from ablate.recipes.tree import set_dotted
 from ablate.recipes.tune import Tune, integer_range
@@ -34,7 +35,7 @@ def default_runs_root(db: str | None = None) -> Path:
     """
     env = os.environ.get(RUNS_DIR_ENV)
     if env:
-        return Path(env).expanduser()
+        return expand_user(env, RUNS_DIR_ENV)
 
     path = sqlite_path(resolve_url(db))
     return Path(path).parent / "runs" if path else Path(DEFAULT_RUNS_ROOT)
@@ -42,7 +43,7 @@ def default_runs_root(db: str | None = None) -> Path:
 
 def resolve_runs_root(runs_dir: str | None, db: str | None = None) -> Path:
     """``--runs-dir`` wins; otherwise ``default_runs_root``."""
-    return Path(runs_dir).expanduser() if runs_dir else default_runs_root(db)
+    return expand_user(runs_dir, "--runs-dir") if runs_dir else default_runs_root(db)
 
 
 def check_runs_root(root: Path) -> None:

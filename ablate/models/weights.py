@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ablate.errors import UserInputError, error_line
+from ablate.paths import expand_user
 from ablate.recipes.schema import ModelSpec
 
 # The torchvision weights each backbone takes for ``weights = "imagenet"``: the enum's
@@ -56,7 +57,7 @@ def load_weights(model: nn.Module, spec: ModelSpec) -> dict[str, Any] | None:
     load report, or ``None`` when the spec asks for no weights.
     """
     if spec.weights_path:
-        source = Path(spec.weights_path).expanduser()
+        source = expand_user(spec.weights_path, "model.weights_path")
         if not source.is_file():
             raise UserInputError(f"model.weights_path: file not found: {source}")
         state = read_state_dict(source)

@@ -35,6 +35,7 @@ TARGETS = [
     ("malformed-port", "postgresql+psycopg://u:s3cret@host:port/x", "malformed URL"),
     ("sqlite-url-not-a-database", "sqlite:///{dir}/notes.txt", "is not a SQLite database"),
     ("parent-is-a-file", "{dir}/notes.txt/sub.db", "notes.txt"),
+    ("home-of-no-user", "~no_such_user_ablate/x.db", "cannot expand '~no_such_user_ablate'"),
 ]
 
 
