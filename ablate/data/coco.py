@@ -25,6 +25,7 @@ annotation with an empty ``segmentation`` contributes an empty mask.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,9 @@ class CocoSample:
     image: str
     # (VOC class, COCO segmentation) for each kept annotation, in file order
     instances: tuple[tuple[int, Any], ...]
+    # each kept annotation's id, and the file they are in: errors name them
+    annotation_ids: tuple[Any, ...] = ()
+    annotation_file: str = ""
 
 
 def _require(path: Path) -> Path:
@@ -117,7 +121,9 @@ def find_samples(root: Path, split: str, *, drop_unannotated: bool) -> list[Coco
             instances = tuple(
                 (VOC_CLASS_OF_CATEGORY[a["category_id"]], a["segmentation"]) for a in annotations
             )
-            samples.append(CocoSample(str(image_dir / image["file_name"]), instances))
+            samples.append(CocoSample(str(image_dir / image["file_name"]), instances,
+                                      tuple(a.get("id") for a in annotations),
+                                      str(annotation_file)))
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise UserInputError(
             f"data.root: {annotation_file} is not a COCO instances file ({type(error).__name__}: {error})"
@@ -127,6 +133,47 @@ def find_samples(root: Path, split: str, *, drop_unannotated: bool) -> list[Coco
             f"data.root: {annotation_file} gives no usable images (expected {EXPECTED})"
         )
     return samples
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def segmentation_problem(segmentation: Any, height: int, width: int) -> str | None:
+    """Why pycocotools cannot rasterise ``segmentation`` for an image of ``height`` x
+    ``width``, or None. It takes what it is given: a NaN, infinite or far-off polygon
+    vertex makes it allocate without bound (the process is killed), a polygon of fewer
+    than 3 points is silently empty, an RLE's size is what it allocates."""
+    if isinstance(segmentation, list):
+        for polygon in segmentation:
+            if not (isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0
+                    and all(_number(v) for v in polygon)):
+                return ("a polygon is not a list of 3 or more x, y pairs of finite numbers "
+                        f"(got {str(polygon)[:40]})")
+            xs, ys = polygon[0::2], polygon[1::2]
+            if min(xs) < -width or max(xs) > 2 * width or min(ys) < -height \
+                    or max(ys) > 2 * height:
+                return (f"a polygon vertex lies far outside the {width}x{height} image (x "
+                        f"{min(xs):g}..{max(xs):g}, y {min(ys):g}..{max(ys):g})")
+        return None
+    if isinstance(segmentation, dict):
+        size, counts = segmentation.get("size"), segmentation.get("counts")
+        if not (isinstance(size, list) and len(size) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in size)):
+            return f"an RLE's size is not [height, width] (got {str(size)[:40]})"
+        if size != [height, width]:
+            return (f"image is {width}x{height} but an annotation's RLE mask is "
+                    f"{size[1]}x{size[0]} (width x height)")
+        if isinstance(counts, (str, bytes)):
+            return None  # compressed: pycocotools checks it against the size
+        if not (isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool)
+                                                 and c >= 0 for c in counts)
+                and sum(counts) == height * width):
+            return (f"an RLE's counts are not run lengths summing to {height} x {width} "
+                    f"(got {str(counts)[:40]})")
+        return None
+    return (f"a segmentation is {type(segmentation).__name__} {str(segmentation)[:40]}, not "
+            "polygons or an RLE")
 
 
 def instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -146,16 +193,25 @@ def instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
 
 
 def label_map(instances: tuple[tuple[int, Any], ...], height: int, width: int,
-              image: str = "image") -> np.ndarray:
-    """The VOC label (uint8 (H, W)) of one image's kept instances; ``image`` names it in errors."""
+              image: str = "image", where: tuple[tuple[Any, ...], str] = ((), "")) -> np.ndarray:
+    """The VOC label (uint8 (H, W)) of one image's kept instances; ``image`` names it in
+    errors, and ``where`` (the annotations' ids, their file) the annotation at fault."""
     if not instances:
         return np.zeros((height, width), dtype=np.uint8)
-    each = [instance_mask(seg, height, width) for _, seg in instances]
-    for mask in each:  # an RLE carries its own size, which need not be the image's
-        if mask.shape != (height, width):
-            raise UserInputError(
-                f"{image}: image is {width}x{height} but an annotation's RLE mask is "
-                f"{mask.shape[1]}x{mask.shape[0]} (width x height)")
+    ids, annotation_file = where
+    each = []
+    for n, (_, seg) in enumerate(instances):
+        named = f" (annotation {ids[n]} of {annotation_file})" if n < len(ids) else ""
+        problem = segmentation_problem(seg, height, width) if seg else None
+        if problem is None:
+            try:
+                each.append(instance_mask(seg, height, width))
+                continue
+            except Exception as err:  # pycocotools raises bare Exceptions
+                problem = f"an annotation's segmentation cannot be decoded ({err})"
+        if problem.startswith("image is"):  # the RLE's size: both sizes are the message
+            named = ""
+        raise UserInputError(f"{image}: {problem}{named}")
     masks = np.stack(each)
     classes = np.array([voc_class for voc_class, _ in instances], dtype=np.uint8)
     label = (masks * classes[:, None, None]).max(axis=0).astype(np.uint8)
@@ -166,4 +222,5 @@ def label_map(instances: tuple[tuple[int, Any], ...], height: int, width: int,
 def load(sample: CocoSample) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (H, W, 3), label uint8 (H, W))."""
     image = read_rgb(sample.image)
-    return image, label_map(sample.instances, image.shape[0], image.shape[1], sample.image)
+    return image, label_map(sample.instances, image.shape[0], image.shape[1], sample.image,
+                            (sample.annotation_ids, sample.annotation_file))

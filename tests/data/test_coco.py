@@ -171,3 +171,29 @@ def test_rle_of_another_size_than_its_image_is_named(coco_root):
         build_datasets(spec(coco_root)).val[1]
     assert str(error.value) == (f"{coco_root / 'val2017' / '000000000007.jpg'}: image is 8x6 "
                                 "but an annotation's RLE mask is 6x5 (width x height)")
+
+
+@pytest.mark.parametrize("segmentation, problem", [
+    ("zzz", "a segmentation is str zzz, not polygons or an RLE"),
+    ([[1, 2, 3, 4]], "a polygon is not a list of 3 or more x, y pairs of finite numbers "
+                     "(got [1, 2, 3, 4])"),
+    # NaN, infinite and far-off vertices made pycocotools allocate until the process died
+    ([[None, 1, 2, 3, 4, 5]], "a polygon is not a list of 3 or more x, y pairs of finite "
+                              "numbers (got [None, 1, 2, 3, 4, 5])"),
+    ([[1e30, 0, 0, 1e30, 5, 5]], "a polygon vertex lies far outside the 8x6 image (x 0..1e+30, "
+                                 "y 0..1e+30)"),
+    ({"size": "a", "counts": [48]}, "an RLE's size is not [height, width] (got a)"),
+    ({"size": [6, 8], "counts": [-1, 49]}, "an RLE's counts are not run lengths summing to "
+                                           "6 x 8 (got [-1, 49])"),
+    ({"size": [6, 8], "counts": "!!!"}, "an annotation's segmentation cannot be decoded "
+                                        "(Invalid RLE mask representation)"),
+])
+def test_a_segmentation_pycocotools_cannot_take_is_named(coco_root, segmentation, problem):
+    index = coco_root / "annotations" / "instances_val2017.json"
+    data = json.loads(index.read_text())
+    data["annotations"][0]["segmentation"] = segmentation  # image 7's person
+    index.write_text(json.dumps(data))
+    with pytest.raises(UserInputError) as error:
+        build_datasets(spec(coco_root)).val[1]
+    assert str(error.value) == (f"{coco_root / 'val2017' / '000000000007.jpg'}: {problem} "
+                                f"(annotation 1 of {index})")
