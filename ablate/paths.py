@@ -11,7 +11,10 @@ from ablate.errors import UserInputError
 def expand_user(path: str | os.PathLike[str], what: str) -> Path:
     """``Path(path).expanduser()``, as a shell expands ``~`` and ``~user``. Python raises
     RuntimeError for a ``~user`` of no known user (or ``~`` without a home folder): that
-    is one line naming ``what``, the key or option that gave the path."""
+    is one line naming ``what``, the key or option that gave the path, and so is a path
+    of spaces alone (``ABLATE_RUNS_DIR=" "`` made a folder named by spaces)."""
+    if not str(path).strip():
+        raise UserInputError(f"{what}: is blank (spaces only); give a path")
     try:
         return Path(path).expanduser()
     except RuntimeError:

@@ -18,6 +18,14 @@ def _not_empty(ctx, param, value):
     return value
 
 
+def _not_blank(ctx, param, value):
+    """``--runs-dir ""`` would silently mean the default folder, and ``" "`` make a folder
+    named by spaces in the working directory: both refused."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; give a folder")
+    return value
+
+
 db_option = click.option(
     "--db", "db", envvar="ABLATE_DB", default=None, metavar="URL", callback=_not_empty,
     help="SQLAlchemy URL or SQLite path (default: $ABLATE_DB or results/ablate.db).",
@@ -34,7 +42,7 @@ max_trials_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 runs_option = click.option(
-    "--runs-dir", default=None, type=click.Path(file_okay=False),
+    "--runs-dir", default=None, type=click.Path(file_okay=False), callback=_not_blank,
     help="Where each trial's run folder (checkpoint or weights.pt, result file) lives [default: "
          "$ABLATE_RUNS_DIR, else runs/ beside a SQLite database, else results/runs].",
 )
