@@ -69,6 +69,7 @@ class Store(ClaimsMixin, TimingsMixin):
         must_exist, create = must_exist or read_only, create and not read_only
         self.url = resolve_url(url)
         self.display_url = target.mask_url(self.url)  # what messages show: no password
+        target.check_url(self.url)
         self.damage: StoreError | None = None  # the first damaged page any query met
         # an empty database (a zero-length SQLite file, or no tables) holds no studies: a
         # read-only command answers as on a new database, reading an in-memory stand-in,

@@ -35,8 +35,20 @@ URL_HINT = "give a SQLite path, sqlite:///PATH or postgresql+psycopg://USER@HOST
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (also for URLs that do not parse)."""
-    return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
+    """The URL with its password replaced by ``***`` (also for URLs that do not parse):
+    all of it up to the host's ``@``, the last before the path, so a password holding an
+    unescaped ``@`` is not shown in part."""
+    return re.sub(r"(://[^/@:]*:)[^/]*@", r"\1***@", url)
+
+
+def check_url(url: str) -> None:
+    """Refuse a server URL with more than one ``@`` before its host: a password (or user)
+    holding an unescaped ``@``. The driver would take the rest of the password for the
+    host, and name it in its error."""
+    authority = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
+    if authority.count("@") > 1:
+        raise DatabaseTargetError(f"database {mask_url(url)}: more than one '@' before the "
+                                  "host; write an '@' of the user or password as %40")
 
 
 def sqlite_path(url: str) -> str | None:

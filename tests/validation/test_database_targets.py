@@ -36,6 +36,10 @@ TARGETS = [
     ("sqlite-url-not-a-database", "sqlite:///{dir}/notes.txt", "is not a SQLite database"),
     ("parent-is-a-file", "{dir}/notes.txt/sub.db", "notes.txt"),
     ("home-of-no-user", "~no_such_user_ablate/x.db", "cannot expand '~no_such_user_ablate'"),
+    # the driver took "cret@127.0.0.1" for the host, and the mask showed "cret" of it
+    ("unescaped-at-in-password", "postgresql+psycopg://ablate:s3@cret@127.0.0.1:1/x",
+     "database postgresql+psycopg://ablate:***@127.0.0.1:1/x: more than one '@' before the "
+     "host; write an '@' of the user or password as %40"),
 ]
 
 
