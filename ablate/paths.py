@@ -21,3 +21,23 @@ def expand_user(path: str | os.PathLike[str], what: str) -> Path:
         head = str(path).split(os.sep, 1)[0]
         raise UserInputError(f"{what}: {path}: cannot expand {head!r} (no such user, or no "
                              "home folder)") from None
+
+
+
+def not_found(path: str | os.PathLike[str]) -> str:
+    """``"PATH not found"``, or where ``path`` (or the folder on its path that is missing)
+    is a link whose target is gone, a git-annex or DVC file not fetched or a dataset
+    moved, what it links to: ``"PATH is a link to TARGET, which does not exist"``.
+    Only read when a path was not found."""
+    path = Path(path)
+    for part in [path, *path.parents]:
+        try:
+            if part.is_symlink() and not part.exists():
+                gone = f"a link to {os.readlink(part)}, which does not exist"
+                return f"{path} is {gone}" if part == path else \
+                    f"{path} not found ({part} is {gone})"
+            if part.exists():
+                break
+        except OSError:
+            break
+    return f"{path} not found"

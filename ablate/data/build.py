@@ -32,7 +32,7 @@ from ablate.data.collate import collate_eval
 from ablate.data.custom import PairReader, call_builder, reader_label
 from ablate.data.transforms import EvalTransform, TrainTransform
 from ablate.errors import UserInputError
-from ablate.paths import expand_user
+from ablate.paths import expand_user, not_found
 from ablate.recipes.schema import DataSpec
 
 __all__ = ["DatasetPair", "build_datasets", "collate_eval", "holdout_split", "loader_options"]
@@ -206,7 +206,7 @@ def _root(data: DataSpec) -> Path:
     root = expand_user(data.root, "data.root")
     if not root.is_dir():
         raise UserInputError(
-            f"data.root: {root} not found (expected a folder holding {DESCRIPTIONS[data.name]})"
+            f"data.root: {not_found(root)} (expected a folder holding {DESCRIPTIONS[data.name]})"
         )
     return root
 

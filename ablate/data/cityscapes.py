@@ -19,6 +19,7 @@ from PIL import Image
 
 from ablate.data.voc import read_rgb
 from ablate.errors import UserInputError
+from ablate.paths import not_found
 
 CLASS_NAMES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
@@ -55,7 +56,7 @@ class CityscapesSample:
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        raise UserInputError(f"data.root: {path} not found (expected {EXPECTED})")
+        raise UserInputError(f"data.root: {not_found(path)} (expected {EXPECTED})")
     return path
 
 

@@ -37,6 +37,7 @@ from ablate import extras
 from ablate.data.voc import CLASS_NAMES as VOC_CLASS_NAMES
 from ablate.data.voc import read_rgb
 from ablate.errors import UserInputError
+from ablate.paths import not_found
 
 CLASS_NAMES = list(VOC_CLASS_NAMES)
 # COCO category id of VOC classes 1..20, in VOC order.
@@ -58,7 +59,7 @@ class CocoSample:
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        raise UserInputError(f"data.root: {path} not found (expected {EXPECTED})")
+        raise UserInputError(f"data.root: {not_found(path)} (expected {EXPECTED})")
     return path
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ablate.errors import UserInputError
-from ablate.paths import expand_user
+from ablate.paths import expand_user, not_found
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IGNORE = 255
@@ -46,7 +46,8 @@ def check_root(root: str | None) -> Path:
         raise UserInputError(f"data.root: not set (data.name = 'folder' reads {LAYOUT})")
     path = expand_user(root, "data.root")
     if not path.is_dir():
-        raise UserInputError(f"data.root: {path} not found (data.name = 'folder' reads {LAYOUT})")
+        raise UserInputError(f"data.root: {not_found(path)} (data.name = 'folder' reads "
+                             f"{LAYOUT})")
     return path
 
 
@@ -91,7 +92,12 @@ def _files(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path
                              f"{_did_you_mean(folder.parent.parent)}")
     found: dict[str, Path] = {}
     with os.scandir(folder) as entries:  # the file type comes with the listing: no stat each
-        names = sorted(e.name for e in entries if e.is_file())
+        listed = list(entries)
+    for entry in listed:  # a link whose file is gone would read as an unpaired file
+        if entry.is_symlink() and not entry.is_file() and not entry.is_dir() \
+                and Path(entry.name).suffix.lower() in suffixes:
+            raise UserInputError(f"{not_found(entry.path)} (the {what} not fetched, or moved?)")
+    names = sorted(e.name for e in listed if e.is_file())
     for name in names:
         path = folder / name
         if path.suffix.lower() not in suffixes:

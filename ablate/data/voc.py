@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ablate.errors import UserInputError
+from ablate.paths import not_found
 
 CLASS_NAMES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -41,7 +42,7 @@ class VocSample:
 
 def _require(path: Path, expected: str) -> Path:
     if not path.exists():
-        raise UserInputError(f"data.root: {path} not found (expected {expected})")
+        raise UserInputError(f"data.root: {not_found(path)} (expected {expected})")
     return path
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from ablate import extras
 from ablate.errors import UserInputError, one_line
 from ablate.evaluate.runtime_keys import runtime_problems  # packages a runtime needs
-from ablate.paths import expand_user
+from ablate.paths import expand_user, not_found
 
 MAX_MESSAGE = 292  # characters of one problem line: with "Error: " at most 300
 
@@ -105,10 +105,10 @@ def _layout_problem(prefix: str, name: str, root_text: str | None, train_split: 
     if root.is_file():
         problem = f"{prefix}.root: {root} is a file; expected a folder holding {what}"
     elif not root.is_dir():
-        problem = f"{prefix}.root: {root} not found; expected a folder holding {what}"
+        problem = f"{prefix}.root: {not_found(root)}; expected a folder holding {what}"
     else:
         missing = _missing_piece(root, name, train_split, val_split)
-        problem = f"{prefix}.root: {missing} not found ({what})" if missing else ""
+        problem = f"{prefix}.root: {not_found(missing)} ({what})" if missing else ""
     if problem:
         return problem, _did_you_mean(prefix, name, root, train_split, val_split)
     if sbd and not any((root / d).is_dir() for d in SBD_DIRS):

@@ -97,6 +97,19 @@ def test_unpaired_mask_is_named(tmp_path):
         build_datasets(folder_spec(tmp_path))
 
 
+def test_a_link_whose_file_is_gone_is_named_as_such(tmp_path):
+    """A git-annex or DVC dataset not fetched: every file a link to nothing. It read as
+    'no mask masks/train/s1.png', or for a whole split 'no .jpg, .jpeg or .png images'."""
+    write_folder(tmp_path)
+    mask = tmp_path / "masks" / "train" / "s1.png"
+    mask.unlink()
+    mask.symlink_to(tmp_path / "annex" / "s1.png")
+    with pytest.raises(UserInputError) as err:
+        build_datasets(folder_spec(tmp_path))
+    assert str(err.value) == (f"{mask} is a link to {tmp_path / 'annex' / 's1.png'}, which "
+                              "does not exist (the mask not fetched, or moved?)")
+
+
 def test_unreadable_image_is_named(tmp_path):
     write_folder(tmp_path)
     (tmp_path / "images" / "train" / "s2.png").write_bytes(b"not a png")

@@ -150,6 +150,22 @@ def test_a_byte_order_mark_is_not_part_of_the_first_id(voc_root):
     assert len(build_datasets(spec(voc_root)).train) == 2
 
 
+def test_a_link_whose_file_is_gone_is_named_as_such(voc_root, tmp_path):
+    label = voc_root / "VOCdevkit/VOC2012/SegmentationClass/2007_000039.png"  # train's first
+    label.unlink()
+    label.symlink_to("../../.git/annex/objects/xx")
+    with pytest.raises(UserInputError) as error:
+        build_datasets(spec(voc_root))
+    assert str(error.value) == (f"data.root: {label} is a link to ../../.git/annex/objects/xx, "
+                                "which does not exist (expected Pascal VOC 2012 under data.root)")
+    root = tmp_path / "moved"
+    root.symlink_to(tmp_path / "gone")  # a root moved: the link on its path is named
+    with pytest.raises(UserInputError) as error:
+        build_datasets(spec(root / "sub"))
+    assert str(error.value).startswith(f"data.root: {root / 'sub'} not found ({root} is a link "
+                                       f"to {tmp_path / 'gone'}, which does not exist) (expected")
+
+
 def test_missing_root_names_it(tmp_path):
     with pytest.raises(UserInputError, match=f"data.root: {tmp_path / 'nowhere'} not found"):
         build_datasets(spec(tmp_path / "nowhere"))
