@@ -37,9 +37,11 @@ def resolve_url(url: str | None) -> str:
 
     A SQLite path's ``~`` is expanded, as for every other path (``ABLATE_DB=~/x.db`` in
     quotes, ``--db=~/x.db``: no shell expands those); SQLite itself would create a folder
-    named ``~`` in the working directory, with the runs folder in the home folder."""
+    named ``~`` in the working directory, with the runs folder in the home folder. A URL
+    cut short (``sqlite:/x.db``) is refused, not taken for a path."""
     url = url or os.environ.get("ABLATE_DB") or DEFAULT_URL
     if "://" not in url:
+        target.check_scheme(url)
         url = f"sqlite:///{url}"
     path = target.sqlite_path(url)
     if path and path.startswith("~"):

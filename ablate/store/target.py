@@ -41,6 +41,20 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^/@:]*:)[^/]*@", r"\1***@", url)
 
 
+# a database URL whose "//" is missing: taken for a path, it made a file or folder named
+# "sqlite:" in the working directory
+_SCHEME_ALONE = re.compile(r"(sqlite|postgres(?:ql)?|mysql)(\+\w+)?:(?!//)", re.IGNORECASE)
+
+
+def check_scheme(path: str) -> None:
+    """Refuse a ``--db`` without ``://`` that starts as a database URL does (``sqlite:``,
+    ``sqlite:/x.db``, ``postgresql:host/db``): it is a URL cut short, not a path."""
+    match = _SCHEME_ALONE.match(path)
+    if match:
+        raise DatabaseTargetError(f"database {mask_url(path)}: malformed URL ('{match.group(0)}' "
+                                  f"is not followed by //); {URL_HINT}")
+
+
 def check_url(url: str) -> None:
     """Refuse a server URL with more than one ``@`` before its host: a password (or user)
     holding an unescaped ``@``. The driver would take the rest of the password for the

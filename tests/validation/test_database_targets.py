@@ -71,6 +71,19 @@ def test_bad_target_is_refused(folder, command, target, needle, via):
     assert snapshot(folder) == before
 
 
+@pytest.mark.parametrize("url", ["sqlite:", "sqlite:/x.db", "sqlite:x.db",
+                                 "postgresql+psycopg:user@host/x"])
+@pytest.mark.parametrize("command", ["run", "status", "db-upgrade"])
+def test_a_url_without_its_slashes_is_not_taken_for_a_path(folder, monkeypatch, command, url):
+    """Read as a bare path, 'sqlite:/x.db' made a folder named 'sqlite:' here."""
+    monkeypatch.chdir(folder)
+    before = snapshot(folder)
+    scheme = url.split(":", 1)[0]
+    assert_refused(invoke([*_args(command, folder), "--db", url]),
+                   f"database {url}: malformed URL ('{scheme}:' is not followed by //)")
+    assert snapshot(folder) == before
+
+
 def test_a_server_that_does_not_answer_fails_within_seconds():
     """Nothing listening is refused at once; a dropped packet would hang a connection for
     minutes, so PostgreSQL connections give up after CONNECT_TIMEOUT_S (the driver's)."""
