@@ -23,7 +23,6 @@ def expand_user(path: str | os.PathLike[str], what: str) -> Path:
                              "home folder)") from None
 
 
-
 def not_found(path: str | os.PathLike[str]) -> str:
     """``"PATH not found"``, or where ``path`` (or the folder on its path that is missing)
     is a link whose target is gone, a git-annex or DVC file not fetched or a dataset
