@@ -92,7 +92,8 @@ def _files(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path
                              f"{_did_you_mean(folder.parent.parent)}")
     found: dict[str, Path] = {}
     with os.scandir(folder) as entries:  # the file type comes with the listing: no stat each
-        listed = list(entries)
+        # hidden files are not samples: macOS writes ._a.jpg beside a.jpg on other disks
+        listed = [e for e in entries if not e.name.startswith(".")]
     for entry in listed:  # a link whose file is gone would read as an unpaired file
         if entry.is_symlink() and not entry.is_file() and not entry.is_dir() \
                 and Path(entry.name).suffix.lower() in suffixes:

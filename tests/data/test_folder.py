@@ -90,6 +90,20 @@ def test_unpaired_image_is_named(tmp_path):
                               "class index)")
 
 
+def test_hidden_files_are_not_samples(tmp_path):
+    """A folder copied from a Mac to another disk holds ._NAME beside every file (its
+    metadata, not an image) and .DS_Store: they stopped the dataset as unpaired images."""
+    write_folder(tmp_path)
+    for split in ("train", "val"):
+        for kind, suffix in (("images", ".png"), ("masks", ".png")):
+            folder = tmp_path / kind / split
+            (folder / f"._s0{suffix}").write_bytes(b"\x00\x05\x16\x07 Mac OS X")
+            (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "images" / "train" / "._s9.jpg").write_bytes(b"\x00\x05\x16\x07")
+    pair = build_datasets(folder_spec(tmp_path))
+    assert len(pair.train) == 3 and len(pair.val) == 2
+
+
 def test_unpaired_mask_is_named(tmp_path):
     write_folder(tmp_path)
     (tmp_path / "images" / "val" / "s0.png").unlink()
