@@ -95,6 +95,17 @@ def _sub_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def holds_a_value(path: str) -> bool:
+    """A schema key that holds one value (``train.lr``), not a table of keys nor a key
+    inside a free table (``model.args.*``, any depth of which is the user's): a table
+    given there is a wrong value (a ``[tune]`` range, a ``--set`` mistake), never a further
+    level of keys."""
+    parts = path.split(".")
+    if any(table_kind(".".join(parts[:i])) == "table" for i in range(1, len(parts))):
+        return False
+    return field_exists(path) and table_kind(path) is None
+
+
 def field_exists(path: str, model: type[BaseModel] = TrialSpec) -> bool:
     """Whether a dotted key names a field of the trial schema (aliases accepted)."""
     head, _, rest = path.partition(".")

@@ -33,9 +33,8 @@ from ablate.recipes.schema import PositiveInt, Section, Seed
 from ablate.recipes.tree import (
     check_key,
     check_seeds,
-    field_exists,
+    holds_a_value,
     related,
-    table_kind,
     validate_section,
     validate_spec,
 )
@@ -110,7 +109,7 @@ def _ranges_of(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for key, value in table.items():
         path = f"{prefix}{key}"
         if (isinstance(value, dict) and value and not set(value) & set(DISTRIBUTIONS)
-                and not _holds_a_value(path)):
+                and not holds_a_value(path)):  # a table there is a range
             out.update(_ranges_of(value, path + "."))
         else:
             out[path] = value
@@ -163,15 +162,6 @@ def check_holdout(tune: Tune, source: str, settings: dict[str, tuple[str, Any]])
                               "that include those the selection read. Set tune.holdout, or "
                               'tune.select_on = "validation" to select where the effects are '
                               "read", where)
-
-
-def _holds_a_value(path: str) -> bool:
-    """A schema key that holds one value (``train.lr``), not a table of keys: its table is
-    a range, if a wrong one (``{ normal = [...] }``), never a further level of keys."""
-    parts = path.split(".")
-    if any(table_kind(".".join(parts[:i])) == "table" for i in range(1, len(parts))):
-        return False  # inside a free table (model.args.*): any depth is the user's
-    return field_exists(path) and table_kind(path) is None
 
 
 def _unknown(source: str, key: str) -> None:

@@ -26,6 +26,7 @@ from ablate.recipes.tree import (
     check_key,
     check_seeds,
     flatten,
+    holds_a_value,
     related,
     table_kind,
 )
@@ -92,12 +93,10 @@ def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -
             raise UserInputError(f"{source} {key}: seeds is a list, set whole: "
                                  "--set seeds=[0,1]")
         check_key(source, key, key, extra=("seeds",))  # seeds: the one key beside a trial's
-        kind = table_kind(key)
-        parts = key.split(".")
-        free = any(table_kind(".".join(parts[:i])) == "table" for i in range(1, len(parts)))
-        if isinstance(value, dict) and kind is None and not free:
+        if isinstance(value, dict) and holds_a_value(key):
             put(key, value, item)  # a table for one value: its rule says so, as in a recipe
             continue
+        kind = table_kind(key)
         if isinstance(value, dict) and (value or kind == "section"):
             # a table sets the keys it holds, as a variant's table does: the section's
             # other keys keep the recipe's values (not the defaults)
