@@ -180,17 +180,16 @@ def data_problems(trial: Any) -> list[str]:
             problems.extend(first_label_problems(
                 data.name, str(data.root), list(dict.fromkeys([data.train_split, val_split])),
                 sbd=data.sbd, val_split=data.val_split))
+    folder_splits = []  # (root, split) of every folder split the trial reads
     if data.name == "folder" and data.builder is None:
-        from ablate.data.folder import split_problem  # lazy: loads numpy
-
         splits = [data.train_split] if separate else [data.train_split, data.val_split]
-        problems.extend(p for p in (split_problem(data.root, s) for s in splits) if p)
+        folder_splits += [(data.root, split) for split in splits]
     if separate and eval_data.name == "folder":
+        folder_splits.append((eval_data.root, eval_data.split))
+    if folder_splits:
         from ablate.data.folder import split_problem  # lazy: loads numpy
 
-        problem = split_problem(eval_data.root, eval_data.split)
-        if problem:
-            problems.append(problem)
+        problems.extend(p for p in (split_problem(*pair) for pair in folder_splits) if p)
     if separate:
         if eval_data.name in LAYOUTS:
             found = _layout_problem("eval_data", eval_data.name, eval_data.root, None,
