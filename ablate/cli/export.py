@@ -55,15 +55,14 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
     _check_targets(targets, outputs.database_files(resolve_url(db)))
     if parquet_path and extras.missing("parquet"):  # before any work
         raise UserInputError(extras.needs("--parquet", "parquet"))
-    store = Store(db, must_exist=True)
-    frame = exporter.export_frame(store, study, where)
-    to_stdout = "-" in targets.values()
-    hint = ""
-    if frame.empty and where:  # a value no trial holds (a typo) is told apart
-        from ablate.report.tables import parse_where, unmatched  # lazy: loads numpy, pandas
+    from ablate.report.tables import filter_rows, parse_where, unmatched  # lazy: loads pandas
 
-        hint = "".join(f"; {line}" for line in unmatched(exporter.export_frame(store, study),
-                                                         parse_where(where)))
+    conditions = parse_where(where)
+    every = exporter.export_frame(Store(db, must_exist=True), study)
+    frame = filter_rows(every, conditions)
+    to_stdout = "-" in targets.values()
+    # a value no trial holds (a typo) is told apart from one whose trials are not done
+    hint = "".join(f"; {line}" for line in unmatched(every, conditions)) if frame.empty else ""
     texts = {"--csv": lambda: render.to_csv(frame),
              "--markdown": lambda: exporter.to_markdown_text(frame, study)}
     for option, path in targets.items():
