@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -125,11 +126,8 @@ def paced_trial_s(running: list[RunningTrial]) -> float | None:
     """A trial's time before any is done: the median of the running trials' paced
     training times (``RunningTrial.paced_s``), None while none has trained enough. Hours
     of a long study's first trials are otherwise without any estimate."""
-    paced = sorted(t for t in (r.paced_s() for r in running) if t is not None)
-    if not paced:
-        return None
-    middle = len(paced) // 2
-    return paced[middle] if len(paced) % 2 else (paced[middle - 1] + paced[middle]) / 2
+    paced = [t for t in (r.paced_s() for r in running) if t is not None]
+    return statistics.median(paced) if paced else None
 
 
 def estimate_left(mean_s: float | None, pending: int, running: list[RunningTrial]) -> float | None:
