@@ -14,6 +14,7 @@ from ablate.dispatch.results import unwritable_runs_folder
 from ablate.errors import RecipeError, UserInputError
 from ablate.paths import expand_user
 from ablate.recipes.loader import Recipe, load_recipe
+from ablate.recipes.schema import ModelSpec
 from ablate.recipes.tree import set_dotted
 from ablate.recipes.tune import Tune, integer_range
 from ablate.store import CostRecord, Store, resolve_url
@@ -182,7 +183,38 @@ def compute_costs(trials: list[Trial], cached: dict[str, CostRecord],
             extra=report.extra or None,
         )
         remember({trial.arch_id: out[trial.arch_id]})  # kept even if a later one fails
+    check_aux_weights(trials, source)
     return out
+
+
+def check_aux_weights(trials: list[Trial], source: str | None = None) -> None:
+    """Refuse a ``model.aux_weight`` (other than its default or 0) on a builder's model
+    that returns no ``aux`` output in training mode: the weight would never be read, and
+    the trials would differ in their ids only. The built-in heads are checked by the
+    schema (``aux_weight`` without ``aux_head``); a user's model is asked, once per
+    architecture, every run (the cost caches do not keep the answer)."""
+    from ablate.models.custom import returns_aux  # lazy: loads torch
+    from ablate.trials.resolve import eval_resolution, num_classes
+
+    default = ModelSpec.model_fields["aux_weight"].default
+    has_aux: dict[str, bool] = {}
+    for trial in trials:
+        model = trial.spec.model
+        if model.builder is None or model.aux_weight in (0, default):
+            continue
+        if trial.arch_id not in has_aux:
+            resolution = tuple(int(v) for v in eval_resolution(trial.spec))
+            with blame(source, trial):
+                has_aux[trial.arch_id] = returns_aux(model, num_classes(trial.spec),
+                                                     resolution)  # type: ignore[arg-type]
+        if not has_aux[trial.arch_id]:
+            message = (f"model.aux_weight = {model.aux_weight:g} is never read: the model "
+                       f"{model.builder} built returns no 'aux' output in training mode; "
+                       "return {'out': logits, 'aux': aux_logits} while training, or "
+                       "remove model.aux_weight")
+            if source is None:
+                raise UserInputError(message)
+            raise RecipeError(source, f"trial {trial.name}: {message}")
 
 
 def costs_for(store: Store, trials: list[Trial], source: str | None = None,

@@ -113,17 +113,34 @@ def check_model(spec: ModelSpec, num_classes: int, resolution: tuple[int, int]) 
                              "(none, or every one with requires_grad = False)")
     height, width = probe_size(resolution)
     for training, batch in ((False, 1), (True, 2)):
-        model.train(training)
+        output = _probe(model, training, batch, (height, width), label)
         mode = " in training mode" if training else ""
-        try:
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                output = model(torch.zeros(batch, 3, height, width))
-        except Exception as err:
-            raise UserInputError(
-                f"{KEY}: the model {label} built raised {type(err).__name__}{mode} on a "
-                f"[{batch}, 3, {height}, {width}] input: {error_line(err)}"
-            ) from err
         _check_output(output, [batch, num_classes, height, width], label, mode)
+
+
+def returns_aux(spec: ModelSpec, num_classes: int, resolution: tuple[int, int]) -> bool:
+    """Whether the user's model returns an ``aux`` output in training mode, the one
+    ``model.aux_weight`` weighs (one forward pass on CPU)."""
+    model = build_custom(spec, num_classes)
+    output = _probe(model, True, 2, probe_size(resolution), builder_label(spec))
+    return isinstance(output, dict) and output.get("aux") is not None
+
+
+def _probe(model: nn.Module, training: bool, batch: int, size: tuple[int, int],
+           label: str) -> Any:
+    """The model's output for a batch of zeros, without gradients or a change to the
+    random state; a failure is one line."""
+    model.train(training)
+    height, width = size
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            return model(torch.zeros(batch, 3, height, width))
+    except Exception as err:
+        mode = " in training mode" if training else ""
+        raise UserInputError(
+            f"{KEY}: the model {label} built raised {type(err).__name__}{mode} on a "
+            f"[{batch}, 3, {height}, {width}] input: {error_line(err)}"
+        ) from err
 
 
 def _check_output(output: Any, expected: list[int], label: str, mode: str) -> None:

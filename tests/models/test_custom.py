@@ -523,3 +523,34 @@ def test_a_plugin_model_is_knocked_out_by_path_like_any_other(plugin):
     out = knocked(torch.randn(2, 3, 6, 7))["out"]
     bias = knocked.classifier.bias.detach().view(1, 5, 1, 1).expand(2, 5, 6, 7)
     assert torch.equal(out, bias)
+
+
+@pytest.mark.parametrize("first", ["plan", "run"])
+def test_aux_weight_on_a_model_without_an_aux_output_is_refused_every_run(
+        user_pkg, write_recipe, tmp_path, first):
+    """The weight would never be read (the trials differing in their ids only). The
+    answer is not cached with the architecture's costs: a second run asks again."""
+    text = RECIPE.format(builder="usernets.nets:build", args="width = 4").replace(
+        'seeds = [0]', 'seeds = [0]\n[grid]\n"model.aux_weight" = [0.5, 0.3]')
+    path = write_recipe(text)
+    db = tmp_path / "study.db"
+    for command in ([first], ["run"]):
+        result = CliRunner().invoke(main, [*command, str(path), "--db", str(db),
+                                           *(["--runs-dir", str(tmp_path / "runs")]
+                                             if command == ["run"] else [])])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.output
+        assert lines[0].startswith(f"Error: {path}: trial ")
+        assert ("model.aux_weight = 0.3 is never read: the model usernets.nets:build built "
+                "returns no 'aux' output in training mode") in lines[0]
+    if db.exists():
+        from ablate.store import Store
+
+        assert Store(f"sqlite:///{db}").studies() == []
+    # an aux output, the default weight or 0 (no aux loss) are accepted
+    for builder, weight in (("usernets.nets:build_dict", "0.3"), ("usernets.nets:build", "0"),
+                            ("usernets.nets:build", "0.5")):
+        ok = CliRunner().invoke(main, ["plan", str(recipe(write_recipe, builder=builder)),
+                                       "--set", f"model.aux_weight={weight}"])
+        assert ok.exit_code == 0, ok.output
