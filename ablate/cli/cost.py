@@ -101,11 +101,11 @@ def cost(recipe: str, trial_ids: tuple[str, ...], variants: tuple[str, ...],
     from ablate.recipes.loader import load_recipe  # lazy: loads pydantic
     from ablate.trials.expand import expand, parse_set  # lazy: loads pydantic
 
-    overrides = parse_set(list(assignments))
-    if resolution is not None:
-        overrides["eval.resolution"] = parse_resolution(resolution)
     echo_ignored_plugins()
     loaded = load_recipe(recipe)
+    overrides = parse_set(list(assignments), recipe=loaded.path)
+    if resolution is not None:
+        overrides["eval.resolution"] = parse_resolution(resolution)
     trials = expand(loaded, overrides, max_trials=max_trials)
 
     # counting needs no data and no weights: what `run` would refuse of the trials

@@ -185,7 +185,7 @@ def _tuning(recipe, assignments: tuple[str, ...]):
     from ablate.dispatch.tuning import tuning_plan  # lazy: loads pydantic
     from ablate.trials.expand import parse_set  # lazy: loads pydantic
 
-    overrides = parse_set(list(assignments))
+    overrides = parse_set(list(assignments), recipe=recipe.path)
     return overrides, tuning_plan(recipe, overrides)
 
 

@@ -289,7 +289,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         from ablate.track import check_available  # lazy: only `ablate run` needs it
 
         check_available(tracking)
-    overrides = parse_set(list(assignments))
+    overrides = parse_set(list(assignments), recipe=recipe_obj.path)
     loop = (LoopSettings(max_seeds=max_seeds, alpha=alpha, min_effect=min_effect,
                          spending=spending) if until_decided else None)
     if loop is not None:  # a design with no look: refused before the database opens

@@ -129,7 +129,7 @@ def plan_estimate(store, recipe, trials, assignments, flags: dict, settled=()):
                                                            "array_parallelism")})
     design = None
     if flags["until_decided"]:
-        folded, _ = fold_seeds(recipe, parse_set(list(assignments)))
+        folded, _ = fold_seeds(recipe, parse_set(list(assignments), recipe=recipe.path))
         design = loop_design(folded, max_seeds=flags["max_seeds"], alpha=flags["alpha"],
                              min_effect=flags["min_effect"], spending=flags["spending"])
 

@@ -73,7 +73,7 @@ def load_trials(recipe_path: str, assignments: tuple[str, ...] = (),
     A tuned recipe (``[tune]``) gives its tuning trials: its confirmation trials are only
     known once the tuning phase has chosen (``dispatch.tuning``)."""
     recipe = load_recipe(recipe_path)
-    overrides = parse_set(list(assignments))
+    overrides = parse_set(list(assignments), recipe=recipe.path)
     if recipe.tune is not None:
         return recipe, plan_tuning(recipe, overrides, max_trials=max_trials,
                                    merged=merged).trials

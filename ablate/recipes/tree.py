@@ -7,6 +7,7 @@ the same way: one line naming the file, the key as the user wrote it and what is
 from __future__ import annotations
 
 import datetime
+import difflib
 import re
 import types
 import typing
@@ -147,9 +148,15 @@ def check_key(source: str, where: str, key: str, extra: tuple[str, ...] = ()) ->
     if key == "seed":
         raise RecipeError(source, SEED_HINT, where)
     if not field_exists(key):
-        allowed = ", ".join(allowed_keys(key, extra=extra))
-        raise RecipeError(source, f"unknown key {_quote(key)}; allowed here: {allowed}"
-                          f"{_seed_pointer(key)}", where)
+        keys = allowed_keys(key, extra=extra)
+        raise RecipeError(source, f"unknown key {_quote(key)}{_close_key(key, keys)}; allowed "
+                          f"here: {', '.join(keys)}{_seed_pointer(key)}", where)
+
+
+def _close_key(key: str, allowed: list[str]) -> str:
+    """`` (did you mean 'batch_size'?)`` for a misspelt last part of ``key``, else ``""``."""
+    close = difflib.get_close_matches(key.rpartition(".")[2], allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _seed_pointer(key: str) -> str:
@@ -294,8 +301,9 @@ def validation_message(err: ValidationError, model: type[BaseModel]) -> tuple[st
     if first["type"] == "extra_forbidden":  # the last part of loc is the user's unknown key
         where = _locate(tuple(first["loc"][:-1]), model).key
         key = f"{where}.{first['loc'][-1]}" if where else str(first["loc"][-1])
-        allowed = ", ".join(allowed_keys(key, model))
-        return key, f"unknown key; allowed here: {allowed}{_seed_pointer(key)}"
+        keys = allowed_keys(key, model)
+        return key, (f"unknown key{_close_key(key, keys)}; allowed here: {', '.join(keys)}"
+                     f"{_seed_pointer(key)}")
     key, union, info, item = _locate(tuple(first["loc"]), model)
     if first["type"] == "missing":
         return key, "missing"

@@ -52,47 +52,60 @@ class Trial:
     tuning_draw: int | None = None  # a tuning trial's draw ([tune], ablate.trials.tuning)
 
 
-def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -> dict[str, Any]:
+def parse_set(assignments: list[str] | tuple[str, ...], recipe: str | None = None
+              ) -> dict[str, Any]:
     """``["train.lr=0.1", "data.name=shapes"]`` -> dotted overrides, values read as TOML.
 
     ``seeds=[3,4]`` replaces the recipe's seeds (key ``"seeds"`` in the result). A key
     given twice (directly or inside a table) is refused: only the last would count.
+    Errors read ``RECIPE: --set KEY: ...`` (``--set KEY: ...`` without ``recipe``), as
+    a value the recipe's schema refuses does.
     """
     overrides: dict[str, Any] = {}
     given: dict[str, str] = {}  # key -> the item that set it
 
+    def fail(key: str | None, message: str) -> UserInputError:
+        where = f"--set {key}" if key else "--set"
+        return RecipeError(recipe, message, where) if recipe else UserInputError(
+            f"{where}: {message}")
+
     def put(key: str, value: Any, item: str) -> None:
         if key in given:
-            raise UserInputError(f"{source} {key}: given twice ({given[key]!r}, then "
-                                 f"{item!r}); only the last would count: give it once")
+            raise fail(key, f"given twice ({given[key]!r}, then {item!r}); only the last "
+                            "would count: give it once")
         given[key], overrides[key] = item, value
+
+    def checked(key: str, check: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except RecipeError as err:  # check_key's and check_seeds' own wording
+            raise fail(key, err.detail) from None
 
     for item in assignments:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UserInputError(f"{source}: expected KEY=VALUE, got {item!r}")
+            raise fail(None, f"expected KEY=VALUE, got {item!r}")
         if "" in (part.strip() for part in key.split(".")):  # train.lr. or train..lr
-            raise UserInputError(f"{source} {key}: an empty part in a dotted key; write it "
-                                 "as section.key, e.g. train.lr")
+            raise fail(key, "an empty part in a dotted key; write it as section.key, "
+                            "e.g. train.lr")
         try:
             value = nesting.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError as err:
             value = text.strip()  # a bare word such as shapes or resnet50
             if value[:1] and value[:1] in "[{\"'":  # an array, table or string cut short
                 why = str(err).split(" (at ")[0]
-                raise UserInputError(f"{source} {key}: {value!r} is not a TOML value ({why}); "
-                                     "a list is [a, b], a table {k = v}, a string 'text' or "
-                                     "a bare word") from None
+                raise fail(key, f"{value!r} is not a TOML value ({why}); a list is [a, b], "
+                                "a table {k = v}, a string 'text' or a bare word") from None
         except nesting.TooDeep as err:
-            raise UserInputError(f"{source} {key}: {err}") from None
+            raise fail(key, str(err)) from None
         if key == "seeds":
-            put(key, check_seeds(source, key, value), item)
+            put(key, checked(key, check_seeds, "--set", key, value), item)
             continue
         if key.startswith("seeds."):  # seeds has no keys: it is listed whole
-            raise UserInputError(f"{source} {key}: seeds is a list, set whole: "
-                                 "--set seeds=[0,1]")
-        check_key(source, key, key, extra=("seeds",))  # seeds: the one key beside a trial's
+            raise fail(key, "seeds is a list, set whole: --set seeds=[0,1]")
+        # seeds: the one key beside a trial's
+        checked(key, check_key, "--set", key, key, extra=("seeds",))
         if isinstance(value, dict) and holds_a_value(key):
             put(key, value, item)  # a table for one value: its rule says so, as in a recipe
             continue
@@ -103,11 +116,11 @@ def parse_set(assignments: list[str] | tuple[str, ...], source: str = "--set") -
             try:
                 flat = flatten(value, key + ".")
             except DuplicateKey as err:
-                raise UserInputError(f"{source} {err.key}: written twice") from None
+                raise fail(err.key, "written twice") from None
             if not flat:
-                raise UserInputError(f"{source} {key}: an empty table; --set the keys in it")
+                raise fail(key, "an empty table; --set the keys in it")
             for dotted, leaf in flat.items():
-                check_key(source, dotted, dotted)
+                checked(dotted, check_key, "--set", dotted, dotted)
                 put(dotted, leaf, item)
             continue
         put(key, value, item)

@@ -156,7 +156,7 @@ def test_diff_text_table():
                                            "conventional_21, proposed_91, drop_all_21, "
                                            "keep_early_21, keep_late_21\n"),
     (["--set", "model.expansion=[0]"], None),
-    (["--set", "nokey"], "Error: --set: expected KEY=VALUE, got 'nokey'\n"),
+    (["--set", "nokey"], "Error: {recipe}: --set: expected KEY=VALUE, got 'nokey'\n"),
 ])
 def test_user_errors_are_one_line_exit_2(args, message):
     result = CliRunner().invoke(main, ["cost", MNV3, *args])

@@ -74,17 +74,17 @@ def test_executor_options_where_they_count_are_accepted(tmp_path, recipe):
 def test_a_key_set_twice_is_refused(tmp_path, recipe, command):
     line = _refused(tmp_path, [command[0], str(recipe), *command[1:], "--set", "train.lr=0.1",
                                "--set", "train.epochs=1", "--set", "train.lr=0.2"])
-    assert line == ("Error: --set train.lr: given twice ('train.lr=0.1', then "
+    assert line == (f"Error: {recipe}: --set train.lr: given twice ('train.lr=0.1', then "
                     "'train.lr=0.2'); only the last would count: give it once")
     line = _refused(tmp_path, [command[0], str(recipe), *command[1:], "--set", "seeds=[1]",
                                "--set", " seeds=[2]"])
-    assert line.startswith("Error: --set seeds: given twice")
+    assert line.startswith(f"Error: {recipe}: --set seeds: given twice")
 
 
 def test_a_key_set_again_inside_a_table_is_refused(tmp_path, recipe):
     line = _refused(tmp_path, ["plan", str(recipe), "--no-cost", "--set", "train.lr=0.1",
                                "--set", "train={epochs=1, lr=0.2}"])
-    assert line == ("Error: --set train.lr: given twice ('train.lr=0.1', then "
+    assert line == (f"Error: {recipe}: --set train.lr: given twice ('train.lr=0.1', then "
                     "'train={epochs=1, lr=0.2}'); only the last would count: give it once")
 
 

@@ -150,7 +150,7 @@ def test_a_set_table_sets_its_keys_and_keeps_the_sections_others():
         0.5, 1, 4)  # epochs and batch size as the base set them, not the defaults
     with pytest.raises(UserInputError, match="--set train: an empty table"):
         parse_set(["train={}"])
-    with pytest.raises(RecipeError, match="unknown key 'train.lrr'"):
+    with pytest.raises(UserInputError, match="unknown key 'train.lrr'"):
         parse_set(["train={lrr=0.5}"])
     assert parse_set(["model.args={}"]) == {"model.args": {}}  # a free table may be emptied
 

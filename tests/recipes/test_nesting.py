@@ -44,7 +44,7 @@ def test_deep_set_value(tiny_recipe):
                                        "--set", "model.aspp_rates=" + _deep(3000)])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        f"Error: --set model.aspp_rates: nested more than {nesting.MAX_DEPTH} levels deep "
+        f"Error: {tiny_recipe}: --set model.aspp_rates: nested more than {nesting.MAX_DEPTH} levels deep "
         "(arrays and tables); flatten the value"]
 
 

@@ -135,7 +135,7 @@ def test_set_overrides_every_trial_and_changes_ids():
 def test_set_errors():
     with pytest.raises(UserInputError, match="expected KEY=VALUE"):
         parse_set(["train.lr"])
-    with pytest.raises(RecipeError, match="unknown key 'train.lrr'"):
+    with pytest.raises(UserInputError, match="^--set train.lrr: unknown key 'train.lrr'"):
         parse_set(["train.lrr=0.1"])
     for cut in ("[6,12", "{lr = 0.1", '"shapes'):  # before: passed on as that string
         with pytest.raises(UserInputError) as info:
@@ -149,11 +149,39 @@ def test_set_errors():
     assert info.value.key == "--set model.output_stride"
 
 
+SET_ERRORS = [
+    ("train.lrr=0.1", "--set train.lrr: unknown key 'train.lrr'; allowed here: amp, "),
+    ("train", "--set: expected KEY=VALUE, got 'train'"),
+    ("train..lr=1", "--set train..lr: an empty part in a dotted key"),
+    ("seeds=[1, 1]", "--set seeds: must be a non-empty list of distinct integers"),
+    ("seeds.x=1", "--set seeds.x: seeds is a list, set whole"),
+    ("train={lrr=0.5}", "--set train.lrr: unknown key 'train.lrr'"),
+    ("train={}", "--set train: an empty table"),
+]
+
+
+@pytest.mark.parametrize("item, message", SET_ERRORS, ids=[i for i, _ in SET_ERRORS])
+def test_set_errors_name_the_recipe_they_override(item, message):
+    """As a value the recipe's schema refuses (``r.toml: --set train.lr: should be ...``):
+    the unknown key read ``--set: train.lrr: ...``, without the recipe."""
+    with pytest.raises(RecipeError) as info:
+        parse_set([item], recipe="r.toml")
+    assert str(info.value).startswith(f"r.toml: {message}"), str(info.value)
+    with pytest.raises(UserInputError) as info:
+        parse_set([item])
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_a_key_given_twice_names_the_recipe():
+    with pytest.raises(RecipeError, match=r"^r.toml: --set train.lr: given twice"):
+        parse_set(["train.lr=0.1", "train={lr=0.2}"], recipe="r.toml")
+
+
 def test_an_unknown_top_level_set_lists_what_set_accepts():
     """``seeds`` is the one key --set takes beside a trial's sections: it is listed."""
-    with pytest.raises(RecipeError) as info:
+    with pytest.raises(UserInputError) as info:
         parse_set(["name=x"])
-    assert str(info.value) == ("--set: name: unknown key 'name'; allowed here: data, eval, "
+    assert str(info.value) == ("--set name: unknown key 'name'; allowed here: data, eval, "
                                "eval_data, model, seeds, train")
     assert parse_set(["seeds=[1, 2]"]) == {"seeds": [1, 2]}
     # a key under seeds: not "unknown key 'seeds.x'; allowed here: ..., seeds, ..."

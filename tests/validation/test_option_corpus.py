@@ -35,12 +35,13 @@ CASES = [
      "weight_decay; a trial's seed comes from the recipe's top-level seeds = [0, 1] "
      "(command line: --set seeds=[0,1])"),
     ("set-seeds-empty", ["plan", "{recipe}", "--set", "seeds=[]"], "non-empty list"),
-    ("set-seeds-negative", ["plan", "{recipe}", "--set", "seeds=[-1]"], "--set: seeds"),
+    ("set-seeds-negative", ["plan", "{recipe}", "--set", "seeds=[-1]"], "{recipe}: --set seeds: "),
     ("set-seeds-too-big", ["run", "{recipe}", "--set", "seeds=[4294967296]"], "4294967295"),
     ("set-seeds-repeated", ["plan", "{recipe}", "--set", "seeds=[2,2]"], "repeated: 2"),
-    ("set-seeds-word", ["plan", "{recipe}", "--set", "seeds=many"], "--set: seeds"),
+    ("set-seeds-word", ["plan", "{recipe}", "--set", "seeds=many"], "{recipe}: --set seeds: "),
     ("set-unknown-key", ["plan", "{recipe}", "--set", "data.wrkers=1"],
-     "unknown key 'data.wrkers'; allowed here: "),
+     "{recipe}: --set data.wrkers: unknown key 'data.wrkers' (did you mean 'workers'?); "
+     "allowed here: "),
     ("set-unknown-section", ["run", "{recipe}", "--set", "optim.lr=1"], "unknown key"),
     ("set-wrong-type", ["plan", "{recipe}", "--set", "train.epochs=two"], "--set train.epochs"),
     ("set-table-not-a-table", ["plan", "{recipe}", "--set", "model=3"],
