@@ -46,8 +46,8 @@ def check_root(root: str | None) -> Path:
         raise UserInputError(f"data.root: not set (data.name = 'folder' reads {LAYOUT})")
     path = expand_user(root, "data.root")
     if not path.is_dir():
-        raise UserInputError(f"data.root: {not_found(path)} (data.name = 'folder' reads "
-                             f"{LAYOUT})")
+        what = f"{path} is a file; expected a folder" if path.exists() else not_found(path)
+        raise UserInputError(f"data.root: {what} (data.name = 'folder' reads {LAYOUT})")
     return path
 
 

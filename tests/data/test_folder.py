@@ -589,6 +589,16 @@ def test_a_missing_folder_evaluation_root_is_named_as_eval_data_root(tmp_path):
                               f"= 'folder' reads {folder.LAYOUT})")
 
 
+def test_a_root_that_is_a_file_is_named_as_a_file(tmp_path):
+    """It read "data.root: PATH not found" for a file that is there, as the built-in
+    datasets' roots do not."""
+    (tmp_path / "data.zip").write_bytes(b"PK")
+    with pytest.raises(UserInputError) as err:
+        folder.read_classes(str(tmp_path / "data.zip"))
+    assert str(err.value) == (f"data.root: {tmp_path / 'data.zip'} is a file; expected a folder "
+                              f"(data.name = 'folder' reads {folder.LAYOUT})")
+
+
 def test_a_bad_mask_read_in_a_worker_fails_the_trial_with_its_own_line(tmp_path, write_recipe):
     write_folder(tmp_path / "data", size=(8, 8))
     colours = np.zeros((8, 8, 3), dtype=np.uint8)  # a colour-coded mask, not class indices
