@@ -99,36 +99,88 @@ def _has_valid_annotation(annotations: list[dict]) -> bool:
     return bool(annotations) and sum(a["area"] for a in annotations) > MIN_TRAIN_AREA
 
 
+class _Malformed(Exception):
+    """An entry of an instances file that is not what COCO writes (its message names it)."""
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as the file writes it, cut to 40 characters."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _list(index: Any, key: str) -> list:
+    if not isinstance(index, dict):
+        raise _Malformed(f"it holds {_shown(index)}, not an object with 'images' and "
+                         "'annotations'")
+    if key not in index:
+        raise _Malformed(f"it has no {key!r} list")
+    if not isinstance(index[key], list):
+        raise _Malformed(f"{key!r} is {_shown(index[key])}, not a list")
+    return index[key]
+
+
+def _field(entry: Any, where: str, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    """``entry[key]``, which must be a ``kind`` (never a bool where a number is meant)."""
+    if not isinstance(entry, dict):
+        raise _Malformed(f"{where} is {_shown(entry)}, not an object")
+    if key not in entry:
+        raise _Malformed(f"{where} has no {key!r}")
+    value = entry[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _Malformed(f"{where}.{key} is {_shown(value)}, not {what}")
+    return value
+
+
 def find_samples(root: Path, split: str, *, drop_unannotated: bool) -> list[CocoSample]:
     """Images of ``split`` sorted by image id, each with its VOC-category annotations.
 
     ``drop_unannotated`` applies the reference's training filter (see the module doc).
+    An entry the reader needs that is missing or of another type is named, with its
+    index in the file, in one line.
     """
     image_dir = _require(root / f"{split}2017")
     annotation_file = _require(annotation_path(root, split))
     try:
-        with open(annotation_file) as f:
+        with open(annotation_file, "rb") as f:
             index = json.load(f)
         by_image: dict[int, list[dict]] = defaultdict(list)
-        for annotation in index["annotations"]:
-            if annotation["category_id"] in VOC_CLASS_OF_CATEGORY:
-                by_image[annotation["image_id"]].append(annotation)
-        images = sorted(index["images"], key=lambda image: image["id"])
-        samples = []
-        for image in images:
-            annotations = by_image.get(image["id"], [])
-            if drop_unannotated and not _has_valid_annotation(annotations):
-                continue
-            instances = tuple(
-                (VOC_CLASS_OF_CATEGORY[a["category_id"]], a["segmentation"]) for a in annotations
-            )
-            samples.append(CocoSample(str(image_dir / image["file_name"]), instances,
-                                      tuple(a.get("id") for a in annotations),
-                                      str(annotation_file)))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        for n, annotation in enumerate(_list(index, "annotations")):
+            where = f"annotations[{n}]"
+            if _field(annotation, where, "category_id", int, "an integer") \
+                    in VOC_CLASS_OF_CATEGORY:
+                if "segmentation" not in annotation:  # its value is checked as it loads
+                    raise _Malformed(f"{where} has no 'segmentation'")
+                if drop_unannotated:
+                    area = _field(annotation, where, "area", (int, float), "a number")
+                    if not math.isfinite(area):
+                        raise _Malformed(f"{where}.area is {area}, not a finite number")
+                image_id = _field(annotation, where, "image_id", int, "an integer")
+                by_image[image_id].append(annotation)
+        images = _list(index, "images")
+        for n, image in enumerate(images):
+            _field(image, f"images[{n}]", "id", int, "an integer")
+            _field(image, f"images[{n}]", "file_name", str, "a file name")
+        images = sorted(images, key=lambda image: image["id"])
+    except _Malformed as error:
         raise UserInputError(
-            f"data.root: {annotation_file} is not a COCO instances file ({type(error).__name__}: {error})"
+            f"data.root: {annotation_file} is not a COCO instances file ({error})") from None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
+        why = str(error) if isinstance(error, ValueError) else "nested too deep"
+        raise UserInputError(
+            f"data.root: {annotation_file} is not a COCO instances file (not JSON: {why})"
         ) from None
+    samples = []
+    for image in images:
+        annotations = by_image.get(image["id"], [])
+        if drop_unannotated and not _has_valid_annotation(annotations):
+            continue
+        instances = tuple(
+            (VOC_CLASS_OF_CATEGORY[a["category_id"]], a["segmentation"]) for a in annotations
+        )
+        samples.append(CocoSample(str(image_dir / image["file_name"]), instances,
+                                  tuple(a.get("id") for a in annotations),
+                                  str(annotation_file)))
     if not samples:
         raise UserInputError(
             f"data.root: {annotation_file} gives no usable images (expected {EXPECTED})"

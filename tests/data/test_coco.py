@@ -140,6 +140,49 @@ def test_malformed_annotation_file_is_a_user_error(coco_root):
         build_datasets(spec(coco_root))
 
 
+def _pop(entry: dict, key: str) -> None:
+    del entry[key]
+
+
+# (change to the fixture's index, the problem named): each read as a Python error before,
+# e.g. "(TypeError: list indices must be integers or slices, not str)"
+MALFORMED = [
+    (lambda d: [d], 'it holds [{"images": [{"id": 7, "file_name": "..., not an object '
+                    "with 'images' and 'annotations'"),
+    (lambda d: _pop(d, "annotations"), "it has no 'annotations' list"),
+    (lambda d: d.update(images=None), "'images' is null, not a list"),
+    (lambda d: d["annotations"].__setitem__(0, "x"), 'annotations[0] is "x", not an object'),
+    (lambda d: d["annotations"][0].update(category_id=[1]),
+     "annotations[0].category_id is [1], not an integer"),
+    (lambda d: d["annotations"][0].update(image_id="7"),
+     'annotations[0].image_id is "7", not an integer'),
+    (lambda d: _pop(d["annotations"][0], "segmentation"), "annotations[0] has no 'segmentation'"),
+    (lambda d: d["annotations"][0].update(area="big"), 'annotations[0].area is "big", not a number'),
+    (lambda d: _pop(d["images"][1], "id"), "images[1] has no 'id'"),
+    (lambda d: d["images"][0].update(file_name=5), "images[0].file_name is 5, not a file name"),
+]
+
+
+@pytest.mark.parametrize("change, problem", MALFORMED, ids=[p for _, p in MALFORMED])
+def test_a_malformed_entry_is_named_by_its_index(coco_root, change, problem):
+    index = coco_root / "annotations" / "instances_train2017.json"
+    data = json.loads(index.read_text())
+    data = change(data) or data
+    index.write_text(json.dumps(data))
+    with pytest.raises(UserInputError) as error:
+        coco.find_samples(coco_root, "train", drop_unannotated=True)  # reads area too
+    assert str(error.value) == f"data.root: {index} is not a COCO instances file ({problem})"
+
+
+def test_an_area_is_read_only_by_the_training_filter(coco_root):
+    index = coco_root / "annotations" / "instances_val2017.json"
+    data = json.loads(index.read_text())
+    for annotation in data["annotations"]:
+        del annotation["area"]
+    index.write_text(json.dumps(data))
+    assert len(coco.find_samples(coco_root, "val", drop_unannotated=False)) == len(IMAGES)
+
+
 @pytest.mark.parametrize("text, why", [
     ("", "it is empty"),
     ("\n<!DOCTYPE html><html>", "it starts with '<!DOCTYPE ht', not '{'"),
