@@ -36,6 +36,7 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 COLOUR_SUFFIX = "_gtFine_color.png"  # a rendering for people, not label ids
 LABEL_MODES = ("L", "P")  # one 8-bit channel of label ids
+MAX_LABEL_ID = 33  # bicycle; cityscapesScripts writes no id above it (license plate, -1, not at all)
 
 
 def _lookup_table() -> np.ndarray:
@@ -125,6 +126,14 @@ def read_label_ids(path: str) -> np.ndarray:
         raise UserInputError(
             f"{path}: label image is mode {mode!r}; expected 8-bit label ids "
             "(mode 'L', as cityscapesScripts writes *_gtFine_labelIds.png)")
+    if label_ids.size and int(label_ids.max()) > MAX_LABEL_ID:
+        unknown = np.unique(label_ids[(label_ids > MAX_LABEL_ID) & (label_ids != 255)])
+        if unknown.size:  # 255 is a common void: read as ignore like every id without a class
+            shown = ", ".join(map(str, unknown[:5].tolist())) + (", ..." if unknown.size > 5
+                                                                else "")
+            raise UserInputError(
+                f"{path}: label ids {shown} are not Cityscapes label ids (0 to {MAX_LABEL_ID}, "
+                "or 255 for void); expected the label ids cityscapesScripts writes")
     return label_ids
 
 

@@ -11,14 +11,14 @@ from ablate.recipes.schema import DataSpec
 from .fixtures import truncate, write_cityscapes
 
 # label ids: 0 unlabeled, 1 ego vehicle, 4 static, 6 ground, 9 parking, 29 caravan,
-# 30 trailer, 34+ and 255 have no train id
+# 30 trailer, 5 dynamic and 255 (void) have no train id
 LABEL_IDS = np.array(
     [
         [0, 1, 4, 7, 8, 11],
         [12, 13, 17, 19, 20, 21],
         [22, 23, 24, 25, 26, 27],
         [28, 31, 32, 33, 6, 9],
-        [29, 30, 34, 255, 26, 7],
+        [29, 30, 5, 255, 26, 7],
     ]
 )
 TRAIN_IDS = np.array(
@@ -109,6 +109,21 @@ def test_label_ids_not_8_bit_are_refused_naming_the_file(city_root, pixels, mode
     assert str(error.value) == (
         f"{label}: label image is mode {mode!r}; expected 8-bit label ids (mode 'L', as "
         "cityscapesScripts writes *_gtFine_labelIds.png)")
+
+
+@pytest.mark.parametrize("ids, shown", [([34], "34"), ([40, 34, 254, 100, 50, 60], "34, 40, 50, 60, 100, ...")])
+def test_label_ids_cityscapes_does_not_have_are_refused_naming_the_file(city_root, ids, shown):
+    """They read as ignored pixels: a map of other ids (another dataset's, instance ids
+    cut to 8 bits) trained on little or nothing without a word."""
+    label = city_root / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png"
+    pixels = LABEL_IDS.astype(np.uint8)
+    pixels.flat[: len(ids)] = ids
+    Image.fromarray(pixels).save(label)
+    with pytest.raises(UserInputError) as error:
+        build_datasets(spec(city_root)).val[0]
+    assert str(error.value) == (
+        f"{label}: label ids {shown} are not Cityscapes label ids (0 to 33, or 255 for void); "
+        "expected the label ids cityscapesScripts writes")
 
 
 def test_first_sample_is_the_first_of_find_samples_from_one_listing(city_root):
