@@ -150,7 +150,8 @@ def test_set_errors():
 
 
 SET_ERRORS = [
-    ("train.lrr=0.1", "--set train.lrr: unknown key 'train.lrr'; allowed here: amp, "),
+    ("train.lrr=0.1", "--set train.lrr: unknown key 'train.lrr' (did you mean 'lr'?); "
+                    "allowed here: amp, "),
     ("train", "--set: expected KEY=VALUE, got 'train'"),
     ("train..lr=1", "--set train..lr: an empty part in a dotted key"),
     ("seeds=[1, 1]", "--set seeds: must be a non-empty list of distinct integers"),
