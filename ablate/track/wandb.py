@@ -12,7 +12,9 @@ optimizer step), ``val/<figure>`` and ``epoch/<figure>`` against ``epoch``; none
 keeps a summary value (``define_metric(summary="none")``): the summary holds only
 ``final/<figure>``, the figures the report uses. Tags ``study:<name>`` and
 ``status:<status>``; a failed or interrupted trial ends with a non-zero exit code (W&B:
-failed, or crashed when the process died), never finished.
+failed, or crashed when the process died), never finished. A trial trained from scratch
+again is a new run (``-a2``) and moves the earlier attempt's run to the group
+``<configuration>/superseded``: the configuration's group holds each seed once.
 
 The run folder is the W&B ``dir`` (``<run folder>/wandb/``). W&B is offline when
 ``WANDB_MODE=offline``, when no API key is configured, or when the server does not
@@ -45,6 +47,7 @@ from ablate.trials.lifecycle import TrialStatus
 
 INTERRUPTED = "interrupted"  # the status tag of a trial stopped without a result
 RUN_FILE = "wandb_run.json"  # in the run folder: the run id, its attempt, the last step logged
+SUPERSEDED = "superseded"  # the tag, and the group's suffix, of an attempt trained again
 SAVE_EVERY_S = 1.0  # RUN_FILE's step between epoch ends (a write costs ~1 ms on a busy disk)
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 PROBE_TIMEOUT_S = 5.0  # a server that does not answer: offline after this, not after minutes
@@ -224,13 +227,20 @@ def _finite(value: Any) -> bool:
 
 
 def read_state(path: Path) -> dict[str, Any] | None:
-    """The run file of an earlier attempt (id, attempt, last step logged), if readable."""
+    """The run file of an earlier attempt (id, attempt, last step logged, and how it
+    ended: a status tag's value, None while it ran or when its process died), if readable."""
     try:
         state = json.loads(path.read_text())
         return {"id": str(state["id"]), "attempt": int(state["attempt"]),
-                "step": int(state["step"])}
+                "step": int(state["step"]), "status": state.get("status")}
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def superseded_group(group: str) -> str:
+    """Where an attempt trained again goes: out of its configuration's group, whose W&B
+    average must count each seed once."""
+    return f"{group}/{SUPERSEDED}"
 
 
 # -- the sink ----------------------------------------------------------------------------
@@ -267,18 +277,20 @@ class WandbSink:
 
     def _start(self, resumed: bool) -> None:
         earlier, attempt = self.earlier, 1
+        trial = self.trial
+        project = self.options.get("project") or project_for(trial.study)
+        group = trial.config_name or trial.name
         if earlier is not None:
             attempt = earlier["attempt"]
             if resumed:  # from its checkpoint: the run goes on after what it logged
                 self.floor = earlier["step"]
             elif earlier["step"] > 0:  # from scratch again: a new run beside the old one
                 attempt += 1
-        trial = self.trial
+                self._supersede(earlier, project, group)
         self.id = run_id(trial.study, trial.trial_id, attempt)
         self.run, self.mode = open_run(
-            self.mode, project=self.options.get("project") or project_for(trial.study),
-            dir=trial.run_dir, id=self.id, resume="allow", reinit="create_new",
-            name=trial.name, group=trial.config_name or trial.name, job_type=trial.study,
+            self.mode, project=project, dir=trial.run_dir, id=self.id, resume="allow",
+            reinit="create_new", name=trial.name, group=group, job_type=trial.study,
             tags=tags(trial.study, TrialStatus.RUNNING), config=run_config(trial))
         self.state = {"id": self.id, "attempt": attempt, "step": self.floor}
         self._save()
@@ -288,6 +300,23 @@ class WandbSink:
         run.define_metric("train/*", summary="none")
         for section in ("val/*", "epoch/*"):
             run.define_metric(section, step_metric="epoch", summary="none")
+
+    def _supersede(self, earlier: dict[str, Any], project: str, group: str) -> None:
+        """Move the earlier attempt's run out of the configuration's group (W&B's grouped
+        view would average its seed twice, its final figures beside the new ones): it
+        is reopened in ``<group>/superseded`` with the tag ``superseded`` and ended as it
+        ended (finished when it was done, else failed). A failure is one warning."""
+        status = earlier.get("status")
+        try:
+            old, _ = open_run(
+                self.mode, project=project, dir=self.trial.run_dir, id=earlier["id"],
+                resume="allow", reinit="create_new", name=self.trial.name,
+                group=superseded_group(group), job_type=self.trial.study,
+                tags=[*tags(self.trial.study, status or "killed"), SUPERSEDED])
+            old.finish(exit_code=0 if status == TrialStatus.DONE.value else 1)
+        except Exception as err:  # wandb raises its own kinds
+            _warn(f"the earlier run {earlier['id']} of {self.trial.name} stays in group "
+                  f"{group}: {type(err).__name__}: {err}".splitlines()[0][:300])
 
     def _save(self) -> None:
         self.saved_at = time.monotonic()
@@ -339,6 +368,7 @@ class WandbSink:
         run = self.run
         where = {"run_id": self.id, "mode": self.mode}
         try:
+            self.state["status"] = str(status or INTERRUPTED)  # a superseded run ends so
             self._save()
             atexit.unregister(self._save_at_exit)
             where.update(project=run.project, dir=str(run.settings.sync_dir))

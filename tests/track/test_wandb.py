@@ -384,3 +384,29 @@ def test_wandb_runs_beside_tensorboard_and_mlflow(tmp_path, wandb_env, monkeypat
     (run,) = runs_in(tmp_path / "run")
     assert run.history("train/loss") == [(1, 1.0), (2, 0.5)]
     assert run.summary["summary"]["final/miou"] == 0.5
+
+
+@pytest.mark.slow
+def test_a_forced_rerun_leaves_one_run_per_seed_in_the_group(tmp_path, wandb_env, monkeypatch):
+    """--force on a done trial: W&B's grouped view must average its seed once, with the
+    new attempt's figure, so the done attempt's run leaves the configuration's group and
+    keeps its state (finished)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    trial = TrackedTrial("s", "t1", "lr=0.1/seed=0", str(run_dir), axes={"train.lr": 0.1},
+                         config_name="lr=0.1", options={"wandb": {"mode": "offline"}})
+    for miou in (0.25, 0.5):  # done, then trained from scratch again and done
+        sink = wb.WandbSink(trial)
+        sink.event(Stepped(1, 1, 1, 1, 1.0, 0.1))
+        sink.finish({"status": "done", "final": {"miou": miou}})
+    group = {}  # each run as its latest file leaves it
+    for run in runs_in(run_dir):
+        group[run.run["run_id"]] = (run.run["run_group"], run.summary["state"],
+                                    run.summary["tags"])
+    assert group == {
+        wb.run_id("s", "t1"): ("lr=0.1/superseded", "finished",
+                               ["study:s", "status:done", "superseded"]),
+        wb.run_id("s", "t1", attempt=2): ("lr=0.1", "finished", ["study:s", "status:done"])}
+    in_group = [r for r in runs_in(run_dir) if group[r.run["run_id"]][0] == "lr=0.1"
+                and "final/miou" in r.summary["summary"]]
+    assert [r.summary["summary"]["final/miou"] for r in in_group] == [0.5]
