@@ -9,7 +9,8 @@ names (``train/loss``, ``train/lr``, ``val/miou``, ``epoch/train_loss``,
 ``final/<figure>``; ``@`` spelled ``:``, which MLflow refuses), ended FINISHED or
 FAILED. The parent run gets the effects table as artifacts (``effects.csv``,
 ``effects.json``) when the study has effects. A trial that resumes from its checkpoint
-continues its run (the run id is kept in the run folder, ``mlflow_run_id``). A tracking
+continues its run (the run id is kept in the run folder, ``mlflow_run_id``) and logs
+each figure from the step after the last one its earlier attempt logged. A tracking
 server that does not answer fails fast (no retries, a 10 s timeout, unless the
 ``MLFLOW_HTTP_REQUEST_*`` variables say otherwise): one warning, never a waiting trial.
 """
@@ -106,6 +107,7 @@ class MlflowSink:
         self.client = _client(options.get("tracking_uri"))
         self.earlier = self._earlier_run()
         self.run_id: str | None = None  # opened at the first event: resumed, or from scratch
+        self.logged: dict[str, int] = {}  # a continued run's last step per metric
 
     def _start(self, resumed: bool) -> None:
         """Continue the earlier attempt's run when training resumed from its checkpoint;
@@ -114,6 +116,7 @@ class MlflowSink:
         earlier = self.earlier
         if resumed and earlier is not None:  # its params as logged
             self.run_id = earlier.info.run_id
+            self.logged = self._last_steps(earlier)
             self.client.update_run(self.run_id, status="RUNNING")
             return
         if earlier is not None and earlier.info.status == "RUNNING":  # its process died
@@ -147,6 +150,13 @@ class MlflowSink:
             return None
         return run if run.data.tags.get("ablate.trial_id") == self.trial.trial_id else None
 
+    def _last_steps(self, run) -> dict[str, int]:
+        """Per metric, the last step ``run``'s earlier attempt logged. MLflow keeps every
+        value logged at a step and cannot delete one: the steps a killed attempt logged
+        after its checkpoint, trained again when it resumes, are logged once (by it)."""
+        return {key: max(m.step for m in self.client.get_metric_history(run.info.run_id, key))
+                for key in run.data.metrics}
+
     def _remember(self) -> None:
         folder = Path(self.trial.run_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -156,8 +166,9 @@ class MlflowSink:
         from mlflow.entities import Metric  # lazy: optional mlflow
 
         stamp = int(time.time() * 1000)
-        metrics = [Metric(metric_name(key), float(value), stamp, step)
-                   for key, value in values.items() if _finite(value)]
+        metrics = [Metric(name, float(value), stamp, step)
+                   for name, value in ((metric_name(k), v) for k, v in values.items())
+                   if _finite(value) and step > self.logged.get(name, step - 1)]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 

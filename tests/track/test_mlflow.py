@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ablate.cli import main
 from ablate.store import Store
 from ablate.track import TrackedTrial, open_trackers
-from ablate.train.events import Resumed, Stepped
+from ablate.train.events import EpochEnded, Resumed, Stepped
 
 # make test installs the extra; a bare pytest without it says what to install (CI fails then)
 if not os.environ.get("CI"):
@@ -121,6 +121,44 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
     assert run.info.status == "FINISHED" and run.data.params == {
         "lr": "0.1", "model.keep_last_expansion": "false", "x": "none", "seed": "3"}
     assert run.data.tags["ablate.seed"] == "3" and run.data.tags["ablate.status"] == "done"
+
+
+def test_a_resumed_run_holds_each_step_once(tmp_path, monkeypatch):
+    """Killed at step 4 in its validation (step 4's loss logged, not its epoch's figures)
+    with a checkpoint at step 2: the resumed attempt trains steps 3 and 4 again, and
+    MLflow, which keeps every value logged at a step, gets each figure at each step once."""
+    from mlflow.tracking import MlflowClient
+
+    from ablate.track.mlflow import MlflowSink, start_study
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    trial = TrackedTrial("s", "t1", "trial-1", str(tmp_path / "run"),
+                         options={"mlflow": start_study("s")})
+
+    def steps(sink, first, last):
+        for step in range(first, last + 1):
+            sink.event(Stepped(step=step, total_steps=4, epoch=2, epochs=2, loss=1.0 / step,
+                               lr=0.1))
+            if step % 2 == 0 and (sink is not killed or step < last):
+                sink.event(EpochEnded(epoch=step // 2, epochs=2, step=step,
+                                      metrics={"val_miou": step / 10, "train_loss": 1.0}))
+
+    killed = MlflowSink(trial)
+    steps(killed, 1, 4)  # no finish: killed
+    resumed = MlflowSink(trial)
+    resumed.event(Resumed(2))
+    steps(resumed, 3, 4)
+    resumed.finish({"status": "done", "final": {"miou": 0.4, "steps": 4}})
+    assert resumed.run_id == killed.run_id
+    client = MlflowClient(tracking_uri=uri)
+    history = {key: [m.step for m in client.get_metric_history(resumed.run_id, key)]
+               for key in ("train/loss", "train/lr", "val/miou", "epoch/train_loss")}
+    assert {key: sorted(got) for key, got in history.items()} == {
+        "train/loss": [1, 2, 3, 4], "train/lr": [1, 2, 3, 4], "val/miou": [2, 4],
+        "epoch/train_loss": [2, 4]}
+    assert client.get_run(resumed.run_id).data.metrics["val/miou"] == 0.4
 
 
 def test_a_trial_trained_from_scratch_again_is_a_new_mlflow_run(tmp_path, monkeypatch):
