@@ -8,6 +8,7 @@ import io
 import pytest
 from click.testing import CliRunner
 
+from ablate import extras
 from ablate.cli import main
 from tests.report.fake_store import fill
 
@@ -126,7 +127,7 @@ def test_parquet_without_pyarrow_says_how_to_get_it(db, tmp_path):
     with hidden("pyarrow"):
         result = export(db, "mnv3_mini", "--parquet", str(tmp_path / "t.parquet"))
     assert result.exit_code == 2
-    assert result.output == "Error: --parquet needs pyarrow: pip install 'ablate[parquet]'\n"
+    assert result.output == f"Error: --parquet needs pyarrow: {extras.install_command('parquet')}\n"
 
 
 @pytest.mark.parametrize("args,message", [

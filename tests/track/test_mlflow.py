@@ -18,7 +18,7 @@ from ablate.train.events import EpochEnded, Resumed, Stepped
 
 # make test installs the extra; a bare pytest without it says what to install (CI fails then)
 if not os.environ.get("CI"):
-    pytest.importorskip("mlflow", reason="pip install 'ablate[mlflow]'")
+    pytest.importorskip("mlflow", reason="pip install -e '.[mlflow]'")
 
 
 @pytest.mark.slow

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ablate import extras
 from ablate.cli import main
 from ablate.store import Store
 from ablate.track import TrackedTrial, open_trackers
 from ablate.train.events import EpochEnded, Resumed, Stepped
 from tests.install.hiding import hidden
 
-pytest.importorskip("tensorboard", reason="pip install 'ablate[tensorboard]'")
+pytest.importorskip("tensorboard", reason="pip install -e '.[tensorboard]'")
 
 
 def _accumulator(path):
@@ -187,5 +188,5 @@ def test_unknown_or_missing_tracker_is_refused(tiny_recipe, tmp_path, monkeypatc
                                             str(tmp_path / "x.db"), "--tracking", "mlflow"])
     assert missing.exit_code == 2
     assert missing.output.strip() == ("Error: --tracking mlflow needs mlflow: "
-                                      "pip install 'ablate[mlflow]'")
+                                      f"{extras.install_command('mlflow')}")
     assert not (tmp_path / "x.db").exists()

@@ -27,7 +27,7 @@ from ablate.train.events import EpochEnded, Resumed, Stepped
 
 # make test installs the extra; a bare pytest without it says what to install (CI fails then)
 if not os.environ.get("CI"):
-    pytest.importorskip("wandb", reason="pip install 'ablate[wandb]'")
+    pytest.importorskip("wandb", reason="pip install -e '.[wandb]'")
 
 WANDB_CLI = [sys.executable, "-m", "wandb"]
 
@@ -364,8 +364,8 @@ def test_a_requeued_slurm_trial_is_failed_then_continued(tmp_path, wandb_env):
 
 @pytest.mark.slow
 def test_wandb_runs_beside_tensorboard_and_mlflow(tmp_path, wandb_env, monkeypatch):
-    pytest.importorskip("mlflow", reason="pip install 'ablate[mlflow]'")
-    pytest.importorskip("tensorboard", reason="pip install 'ablate[tensorboard]'")
+    pytest.importorskip("mlflow", reason="pip install -e '.[mlflow]'")
+    pytest.importorskip("tensorboard", reason="pip install -e '.[tensorboard]'")
     from ablate.track import start_study
 
     monkeypatch.chdir(tmp_path)  # MLflow's artifacts
