@@ -58,7 +58,7 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
     from ablate.report.tables import filter_rows, parse_where, unmatched  # lazy: loads pandas
 
     conditions = parse_where(where)
-    every = exporter.export_frame(Store(db, must_exist=True), study)
+    every = exporter.export_frame(Store(db, must_exist=True), study, prefix="STUDY: ")
     frame = filter_rows(every, conditions)
     to_stdout = "-" in targets.values()
     # a value no trial holds (a typo) is told apart from one whose trials are not done

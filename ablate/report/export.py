@@ -19,18 +19,21 @@ from ablate.store.read import study_descriptions
 
 def require_studies(store, studies, prefix: str = "") -> dict[str, str]:
     """Each study's description; a study the database does not hold is one line
-    (``prefix``: the option that named it, e.g. ``"--study: "``) with the ones it does."""
+    (``prefix``: the option or argument that named it, e.g. ``"--study: "``) naming the
+    database and the studies it holds, as ``ablate status`` says it."""
     known = study_descriptions(store)
     for study in studies:
         if study not in known:
-            raise UserInputError(f"{prefix}no study {study!r} in the database; "
-                                 f"known: {', '.join(known) or 'none'}")
+            raise UserInputError(f"{prefix}no study {study!r} in {store.display_url}; "
+                                 f"known: {', '.join(known) or 'none yet'}")
     return known
 
 
-def export_frame(store, study: str, where: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
-    """Every trial of ``study`` with every final figure, per-class IoU included."""
-    require_studies(store, [study])
+def export_frame(store, study: str, where: list[str] | tuple[str, ...] = (),
+                 prefix: str = "") -> pd.DataFrame:
+    """Every trial of ``study`` with every final figure, per-class IoU included
+    (``prefix``: what named the study, in the line refusing an unknown one)."""
+    require_studies(store, [study], prefix)
     # every final figure: per class and per runtime and batch size too
     frame = trials_frame(store, [study], per_class=True, runtimes=True, settings=True)
     return filter_rows(frame, parse_where(where))

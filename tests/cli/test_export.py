@@ -132,13 +132,14 @@ def test_parquet_without_pyarrow_says_how_to_get_it(db, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["mnv3_mini"], "Error: give at least one of --csv FILE, --parquet FILE, --markdown FILE"),
-    (["nope", "--csv", "-"], "Error: no study 'nope' in the database; known: mnv3_mini, other"),
+    (["nope", "--csv", "-"], "Error: STUDY: no study 'nope' in sqlite:///{db}; known: mnv3_mini, "
+                             "other"),
     (["mnv3_mini", "--where", "x=1", "--csv", "-"], "Error: --where: no column 'x'; columns: study"),
 ])
 def test_errors(db, args, message):
     result = export(db, *args)
     assert result.exit_code == 2, result.output
-    assert message in result.output and "Traceback" not in result.output
+    assert message.replace("{db}", db) in result.output and "Traceback" not in result.output
 
 
 def _digest(path) -> str:

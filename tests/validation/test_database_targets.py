@@ -109,7 +109,7 @@ EMPTY_ANSWERS = {
     "watch": (0, "{db} holds no studies yet; 'ablate run RECIPE' records one\n"),
     "report": (0, "No finished trials in the database yet. Run: ablate run RECIPE\n"),
     "db-info": (0, "url: {db}\nschema: "),
-    "export": (2, "Error: no study 'existing' in the database; known: none\n"),
+    "export": (2, "Error: STUDY: no study 'existing' in {db}; known: none yet\n"),
     "cancel": (2, "Error: STUDY: no study 'existing' in {db}; known: none yet\n"),
 }
 
