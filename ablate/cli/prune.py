@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ablate.cli import main
@@ -36,14 +38,16 @@ def prune(study: str, db: str | None, runs_dir: str | None, keep: str, dry_run: 
 
     store = Store(db, must_exist=True)  # never creates a database
     known_studies(store, study)
-    report = prune_done(store, study, resolve_runs_root(runs_dir, db), keep, dry_run=dry_run)
+    runs_root = resolve_runs_root(runs_dir, db)
+    report = prune_done(store, study, runs_root, keep, dry_run=dry_run)
     what = "weights.pt alone" if keep == "weights" else "no model file"
     size = _size(report.freed)
     line = (f"{study}: {report.done} done trial(s); " + (
         f"would thin {report.folders} run folder(s) to {what}, freeing {size}"
         if dry_run else f"thinned {report.folders} run folder(s) to {what}, {size} freed"))
-    if report.missing:
-        line += f"; {report.missing} run folder(s) not found"
+    if report.missing:  # moved, deleted, or under another runs folder than this one
+        line += (f"; {report.missing} run folder(s) not found, as recorded or under "
+                 f"{Path(runs_root).absolute()} (--runs-dir names another runs folder)")
     click.echo(line)
 
 

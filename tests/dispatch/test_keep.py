@@ -177,6 +177,13 @@ def test_prune_thins_done_trials_only_and_says_what_it_freed(tiny_recipe, tmp_pa
     assert (folder[pending] / CHECKPOINT_NAME).is_file()
     assert store.statuses("tiny") == {done: "done", pending: "pending"}  # the database as it was
 
+    # a done trial's folder moved away: the line says where it was looked for
+    folder[done].rename(tmp_path / "elsewhere")
+    gone = CliRunner().invoke(main, ["prune", "tiny", *where, "--dry-run"])
+    assert gone.output == ("tiny: 1 done trial(s); would thin 0 run folder(s) to weights.pt "
+                           f"alone, freeing 0.0 MB; 1 run folder(s) not found, as recorded or "
+                           f"under {runs} (--runs-dir names another runs folder)\n")
+
 
 def test_prune_names_an_unknown_study_and_a_missing_database_in_one_line(tiny_recipe, tmp_path):
     from click.testing import CliRunner
