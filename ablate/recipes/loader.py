@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -302,13 +303,28 @@ def _knockout(raw: Any, source: str, base: dict[str, Any], grid: dict[str, list[
     return spec
 
 
+def _close_recipe(path: Path) -> str:
+    """``; did you mean recipes/quickstart.toml?`` for a misspelt recipe whose folder
+    holds a recipe of a close name (``quickstart.tml``, ``quickstrat.toml``), or a
+    recipe named without its ``recipes/`` folder; else ""."""
+    for folder in (path.parent, path.parent / "recipes"):
+        try:
+            names = [p.name for p in folder.iterdir() if p.suffix == ".toml" and p.is_file()]
+        except OSError:  # the folder is missing too, or cannot be listed
+            continue
+        close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.8)
+        if close:
+            return f"; did you mean {folder / close[0]}?"
+    return ""
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file (UTF-8; a leading byte-order mark is accepted)."""
     path = Path(path)
     if path.is_dir():
         raise RecipeError(str(path), "is a folder, not a recipe file")
     if not path.is_file():
-        raise RecipeError(str(path), "recipe file not found")
+        raise RecipeError(str(path), f"recipe file not found{_close_recipe(path)}")
     try:
         data = path.read_bytes()
     except OSError as err:

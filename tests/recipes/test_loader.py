@@ -24,6 +24,23 @@ def test_missing_file_names_the_path(tmp_path):
     assert str(info.value) == f"{tmp_path / 'nope.toml'}: recipe file not found"
 
 
+@pytest.mark.parametrize("given, meant", [
+    ("recipes/quickstart.tml", "recipes/quickstart.toml"),  # a typo in the name
+    ("recipes/quickstrat.toml", "recipes/quickstart.toml"),
+    ("quickstart.toml", "recipes/quickstart.toml"),  # named without its folder
+    ("recipes/unrelated.toml", None),
+    ("nowhere/quickstart.toml", None),
+])
+def test_a_missing_recipe_names_the_one_meant(tmp_path, monkeypatch, given, meant):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "quickstart.toml").write_text('name = "q"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(given)
+    hint = f"; did you mean {meant}?" if meant else ""
+    assert str(info.value) == f"{given}: recipe file not found{hint}"
+
+
 def test_invalid_toml_gives_the_line():
     err = error_of('name = "x"\n[base.model\n')
     assert str(err).startswith("r.toml: invalid TOML:")
