@@ -49,6 +49,7 @@ from ablate.report.tables import (
     add_baseline,
     column_for,
     filter_rows,
+    no_column,
     parse_where,
     per_class_table,
     sort_rows,
@@ -220,8 +221,8 @@ def cost_axes(configs: pd.DataFrame, requested: tuple[str, ...] = ()) -> list[st
     for key in requested:
         column = column_for(configs, key, "--x")
         if column is None or column not in numeric:
-            raise UserInputError(f"--x: no numeric column {key!r}; numeric columns: "
-                                 f"{', '.join(c.removeprefix('axis:') for c in numeric)}")
+            raise no_column("--x", key, [c.removeprefix("axis:") for c in numeric],
+                            "numeric column")
         if configs[column].isna().all():  # an empty plot, said nowhere
             measured = [c.removeprefix("axis:") for c in numeric if configs[c].notna().any()]
             why = (" (not measured: eval.latency = false?)" if column.startswith("latency")

@@ -7,6 +7,7 @@ renderer (``ablate.report.render``) turns the result into text or HTML.
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 import tomllib
 from dataclasses import dataclass
@@ -96,12 +97,17 @@ def parse_where(items: list[str] | tuple[str, ...]) -> list[Condition]:
     return out
 
 
+COLUMN_ALIASES = {"miou": "miou_mean"}  # it read as the published mIoU, or no column
+
+
 def column_for(frame: pd.DataFrame, key: str, source: str = "--where") -> str | None:
-    """The column a user's key names: itself, an axis (``axis:KEY``), a published figure,
-    or the one axis whose key ends in ``.KEY``: the short name a table's header shows
-    (``keep_last_expansion`` for ``model.keep_last_expansion``). A short name several axes
-    end in is refused with their full names."""
-    for column in (key, f"axis:{key}", f"published_{key}"):
+    """The column a user's key names: itself, an axis (``axis:KEY``), ``miou`` for the
+    measured mean the table shows as mIoU (``miou_mean``; the published one is
+    ``published_miou``), a published figure, or the one axis whose key ends in ``.KEY``:
+    the short name a table's header shows (``keep_last_expansion`` for
+    ``model.keep_last_expansion``). A short name several axes end in is refused with
+    their full names."""
+    for column in (key, f"axis:{key}", COLUMN_ALIASES.get(key), f"published_{key}"):
         if column in frame.columns:
             return column
     ending = [c for c in frame.columns if isinstance(c, str) and c.startswith("axis:")
@@ -119,8 +125,7 @@ def filter_rows(frame: pd.DataFrame, conditions: list[Condition],
     for cond in conditions:
         column = column_for(frame, cond.key, source)
         if column is None:
-            raise UserInputError(f"{source}: no column {cond.key!r}; columns: "
-                                 f"{', '.join(_user_names(frame.columns))}")
+            raise no_column(source, cond.key, _user_names(frame.columns))
         target = canonical(_parse_value(cond.text))
         equal = frame[column].map(canonical).to_numpy() == target
         keep &= ~equal if cond.negate else equal
@@ -182,6 +187,16 @@ def _user_names(columns) -> list[str]:
     return [c.removeprefix("axis:") for c in columns]
 
 
+def no_column(option: str, key: str, names: list[str], kind: str = "column") -> UserInputError:
+    """``--sort: no column 'miou' (did you mean 'miou_mean'?); columns: ...``: the first
+    name (in column order) that starts with ``key``, or whose last dotted part does
+    (``keep_last`` -> ``model.keep_last_expansion``), else the closest spelling."""
+    close = [n for n in names if n.startswith(key) or n.rpartition(".")[2].startswith(key)][:1] \
+        or difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UserInputError(f"{option}: no {kind} {key!r}{hint}; {kind}s: {', '.join(names)}")
+
+
 # -- --sort ------------------------------------------------------------------------------
 
 def sort_rows(frame: pd.DataFrame, key: str | None, descending: bool) -> pd.DataFrame:
@@ -190,8 +205,7 @@ def sort_rows(frame: pd.DataFrame, key: str | None, descending: bool) -> pd.Data
         return frame.sort_values("miou_mean", ascending=False, kind="stable", na_position="last")
     column = column_for(frame, key, "--sort")
     if column is None:
-        raise UserInputError(
-            f"--sort: no column {key!r}; columns: {', '.join(_user_names(frame.columns))}")
+        raise no_column("--sort", key, _user_names(frame.columns))
     values = frame[column]
     if values.dtype == object:  # mixed axis values (3, "all", [1, 2]): compare as text
         values = values.map(lambda v: None if canonical(v) is None else str(v))

@@ -155,6 +155,12 @@ def test_terminal_table(db):
     (["--where", "nope=1"], 2, "Error: --where: no column 'nope'; columns: study, config_name"),
     (["--where", "nope"], 2, "Error: --where: expected KEY=VALUE or KEY!=VALUE, got 'nope'"),
     (["--sort", "nope"], 2, "Error: --sort: no column 'nope'; columns: study, config_name"),
+    # a column named by its start, or misspelt, is named in full
+    (["--sort", "pixel"], 2, "Error: --sort: no column 'pixel' (did you mean 'pixel_acc'?); "
+                             "columns: study, "),
+    (["--x", "flops"], 2, "Error: --x: no numeric column 'flops' (did you mean 'gflops'?); "),
+    (["--where", "model.haed=fcn"], 2, "Error: --where: no column 'model.haed' (did you mean "
+                                       "'model.head'?); "),
     (["--x", "config_name"], 2, "Error: --x: no numeric column 'config_name'; numeric columns: "
                                 "miou_mean, miou_std, pixel_acc, params, gflops, latency_ms"),
     (["--where", "study=other", "--x", "published_params"], 2,  # an empty plot, exit 0
@@ -639,3 +645,22 @@ def test_x_on_a_cost_no_configuration_has_says_so(tmp_path):
     assert result.output == ("Error: --x gflops: no configuration has a value (not counted: "
                              "eval.flops = false?); columns with values: miou_mean, pixel_acc, "
                              "params, latency_ms, preemptions\n")
+
+
+def test_miou_names_the_measured_mean_not_the_published_figure(db):
+    """``--sort miou`` sorted by the published mIoU where a study has one (and was no
+    column where none has): the table's mIoU is the measured mean."""
+    import json
+
+    def order(key):
+        return [(r["config_name"], r["miou_mean"])
+                for r in json.loads(report(db, "--sort", key, "--json").output)]
+
+    assert order("miou") == order("miou_mean") == [
+        ("base", 50.0), ("proposed[head=deeplabv3]", 56.0), ("conventional[head=deeplabv3]", 58.0),
+        ("proposed[head=deeplabv3plus]", 59.0), ("conventional[head=deeplabv3plus]", 61.0)]
+    # published 59.54 for both proposed rows, 62.24 for both conventional ones, none for base
+    assert [name for name, _ in order("published_miou")] == [
+        "proposed[head=deeplabv3plus]", "proposed[head=deeplabv3]",
+        "conventional[head=deeplabv3plus]", "conventional[head=deeplabv3]", "base"]
+
