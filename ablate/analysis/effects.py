@@ -289,7 +289,7 @@ def _all_specs(factors: list[Factor]) -> list[_Spec]:
 
 
 def _row(study: str, spec: _Spec, grid: _Grid, design: Design, family: int,
-         report: bool = False) -> dict | None:
+         report: bool = False, mde: bool = True) -> dict | None:
     """Test one effect over the cells all of its sub-grids ran; None when none did."""
     mask = np.logical_and.reduce([_sub(grid.ran, index) for index, _ in spec.cells])
     used = int(mask.sum())
@@ -302,7 +302,7 @@ def _row(study: str, spec: _Spec, grid: _Grid, design: Design, family: int,
         "metric": METRIC, "unit": UNIT, "family": family, "design": design.describe(),
         "configs": tuple(name for index, _ in spec.cells
                          for name in _sub(grid.names, index)[mask]),
-        **contrast_row(values, weights, design, family, report=report),
+        **contrast_row(values, weights, design, family, report=report, mde=mde),
     }
     row["verdict"] = verdict(row, spec.kind, design.min_effect, design.futility_power)
     if spec.kind == "main":  # relative cost of the level changed to, over the same cells
@@ -324,13 +324,16 @@ def geometric_change(new: np.ndarray, old: np.ndarray) -> float:
 
 
 def contrast_row(values: np.ndarray, weights: np.ndarray, design: Design,
-                 family: int = 1, report: bool = False) -> dict[str, Any]:
+                 family: int = 1, report: bool = False, mde: bool = True) -> dict[str, Any]:
     """Estimate, intervals at ``a = alpha / family``, p-values, MDE and seeds needed.
 
     ``values``: configurations x seeds (NaN where a seed did not run, seeds ascending).
     ``report``: the figures a report adds to the verdict: in a sequential study the
     bias-adjusted estimate (``rule.adjusted_estimate``; ``mean`` keeps the mean), kept
     inside the interval, and with a margin the seeds needed (the loop's reads skip them).
+    ``mde=False`` leaves ``mde`` NaN: in a sequential design with a futility stop it is a
+    simulation of its own at each read's noise, which a simulated loop
+    (``ablate.dispatch.simulate``, reading verdicts only) would pay at every look.
     """
     from scipy.special import stdtr, stdtrit  # lazy: loads scipy
 
@@ -376,7 +379,8 @@ def contrast_row(values: np.ndarray, weights: np.ndarray, design: Design,
         # the effect the design detects with 80% power by its last look, in this noise,
         # its futility stop included (the margin in this noise; 3 digits: the cache's key)
         margin_sd = round(design.min_effect / sd, 3) if design.futility and sd > 0 else None
-        out["mde"] = design_detectable(design, level, margin_sd) * sd
+        if mde:
+            out["mde"] = design_detectable(design, level, margin_sd) * sd
         if report and sd > 0:
             estimate = adjusted_estimate(mean, sd, design, level)
             if math.isfinite(out["ci_low"]) and math.isfinite(out["ci_high"]):
@@ -398,7 +402,8 @@ def contrast_row(values: np.ndarray, weights: np.ndarray, design: Design,
             out.update(tost_low=fixed.estimate - one_sided * se,
                        tost_high=fixed.estimate + one_sided * se)
         # exact power (noncentral t): the effect detected with 80% power at this n
-        out["mde"] = power.detectable_se(fixed.df, level) * se
+        if mde:
+            out["mde"] = power.detectable_se(fixed.df, level) * se
         sd = se * math.sqrt(fixed.n)  # paired: the per-seed sd (unused for Welch)
         detect_level, tost_level = level, level
     if report and margin and out["method"] != WELCH and sd > 0:
@@ -496,11 +501,12 @@ def _study_rows(study: str, trials: pd.DataFrame, reference: str | None,
 
 
 def grid_effects(study: str, grid: _Grid, design: Design, family: int | None = None,
-                 report: bool = False) -> list[dict[str, Any]]:
-    """The rows of every effect of one study's grid (the family: all of them, or more)."""
+                 report: bool = False, mde: bool = True) -> list[dict[str, Any]]:
+    """The rows of every effect of one study's grid (the family: all of them, or more);
+    ``mde``: as ``contrast_row``'s."""
     specs = _specs(grid.factors, grid.defined)
     size = max(family or 0, len(specs))
-    rows = [_row(study, spec, grid, design, size, report) for spec in specs]
+    rows = [_row(study, spec, grid, design, size, report, mde) for spec in specs]
     return [row for row in rows if row is not None]
 
 

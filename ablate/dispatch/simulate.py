@@ -106,7 +106,7 @@ def simulate(design: SimDesign, loop: Design, replicates: int, seed: int = 0) ->
         while True:
             grid.values = np.where(ran, full, np.nan)
             grid.ran = ran.any(axis=-1)
-            rows = grid_effects(design.name, grid, loop)
+            rows = grid_effects(design.name, grid, loop, mde=False)  # verdicts only
             decision = decide(SimpleNamespace(**row) for row in rows)
             done = {name: int(ran[cell].sum()) for name, cell in cell_of.items()}
             reason = stop_reason(decision, done, max_n)

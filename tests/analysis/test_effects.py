@@ -333,3 +333,22 @@ def test_a_sequential_mde_at_two_seeds_is_the_designs_finite_figure():
     assert row["mde"] == pytest.approx(detectable_effect(2, 10, 0.05, "obrien-fleming") * sd)
     assert 2.0 < row["mde"] < 4.0  # about 1.06 noise sds
     assert row["ci_high"] - row["ci_low"] > 1e5  # the first look's interval is that wide
+
+
+@pytest.mark.parametrize("kind", ["fixed", "sequential"])
+def test_contrast_row_without_the_mde_is_the_same_row_with_mde_nan(kind):
+    """``mde=False`` (the simulated loop's reads) drops the MDE and nothing else: with a
+    futility stop the MDE is a simulation of its own at each read."""
+    from ablate.analysis.design import Design
+    from ablate.analysis.effects import contrast_row
+
+    values = np.array([[50.0, 52.0, 49.0, 51.5], [53.0, 52.5, 55.0, 54.0]])
+    weights = np.array([-1.0, 1.0])
+    design = (Design("sequential", alpha=0.05, max_seeds=10, start_seeds=1, min_effect=2.0,
+                     futility_power=0.8) if kind == "sequential"
+              else Design(alpha=0.05, min_effect=2.0))
+    full = contrast_row(values, weights, design, family=2)
+    lean = contrast_row(values, weights, design, family=2, mde=False)
+    assert math.isfinite(full["mde"]) and math.isnan(lean["mde"])
+    assert {k: v for k, v in lean.items() if k != "mde"} == {
+        k: v for k, v in full.items() if k != "mde"}

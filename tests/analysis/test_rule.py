@@ -177,9 +177,8 @@ def test_the_bias_adjusted_estimate_removes_the_bias_of_early_stops():
 def test_the_loops_own_decision_code_reads_studies_as_the_rule_does():
     """simulate() grows studies with the loop's real steps (effects table, decide,
     stop_reason); the rule applied to the same per-seed contrasts stops each at the same
-    seed with the same verdict. 20 studies (each grows through the loop's real steps,
-    about 0.4 s): both verdicts and undecided ones occur (13 futile, 4 better with seed
-    21)."""
+    seed with the same verdict. 20 studies (each grows through the loop's real steps):
+    both verdicts and undecided ones occur (13 futile, 4 better with seed 21)."""
     from ablate.dispatch.simulate import simulate, standard_designs
 
     STUDIES = 20  # noqa: N806
@@ -204,3 +203,18 @@ def test_the_loops_own_decision_code_reads_studies_as_the_rule_does():
     assert summary.futile.get("x: a -> b", 0) == (codes == R.FUTILE).sum() > 0
     assert summary.decided_right["x: a -> b"] == (codes == R.BETTER).sum() > 0
     assert (codes == R.INCONCLUSIVE).sum() > 0
+
+
+def test_the_simulated_loop_reads_verdicts_without_simulating_an_mde_at_each_look(monkeypatch):
+    """With a margin each effect's MDE is a simulation of the rule (10,000 studies, a
+    bisection) at the read's own noise: simulate() skipped nothing else and was hundreds
+    of times slower for it (bench_decisions --part loop)."""
+    from ablate.analysis import effects
+    from ablate.dispatch.simulate import simulate, standard_designs
+
+    def no_mde(*args, **kwargs):
+        raise AssertionError("simulate() computed an MDE it never reads")
+
+    monkeypatch.setattr(effects, "design_detectable", no_mde)
+    summary = simulate(standard_designs()[0], design(2.0), 3, seed=5)
+    assert summary.replicates == 3 and len(summary.trials) == 3
