@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(EXAMPLE))
 
-from machine import describe  # noqa: E402
+from machine import at_least, describe  # noqa: E402
 
 COMMON = """
 [base.data]
@@ -96,7 +96,7 @@ def expand_seconds(recipe: Path) -> tuple[float, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=at_least(1), default=3)
     args = parser.parse_args()
     import torch
 

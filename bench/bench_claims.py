@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe  # noqa: E402
+from machine import at_least, describe  # noqa: E402
 
 RECIPE = """
 name = "bench_claims"
@@ -165,11 +165,11 @@ def pg_server(given: str | None) -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=24, help="training steps per trial")
-    parser.add_argument("--repeats", type=int, default=1, help="rounds of 1, 2, 3 runners "
+    parser.add_argument("--trials", type=at_least(1), default=12)
+    parser.add_argument("--steps", type=at_least(1), default=24, help="training steps per trial")
+    parser.add_argument("--repeats", type=at_least(1), default=1, help="rounds of 1, 2, 3 runners "
                         "(the median round is shown)")
-    parser.add_argument("--claims", type=int, default=100, help="trials claimed in (b)")
+    parser.add_argument("--claims", type=at_least(1), default=100, help="trials claimed in (b)")
     parser.add_argument("--pg-url", default=None)
     args = parser.parse_args()
     print(describe())

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe  # noqa: E402
+from machine import at_least, counts, describe  # noqa: E402
 
 from ablate.dispatch.entry import TrialJob  # noqa: E402
 from ablate.recipes.loader import parse_recipe  # noqa: E402
@@ -237,16 +237,16 @@ class PostgresDatabases:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--writers", default="1,8,32",
+    parser.add_argument("--writers", type=counts, default="1,8,32",
                         help="concurrent store writers per round, comma-separated")
-    parser.add_argument("--results", type=int, default=640, help="trials finished per round")
-    parser.add_argument("--submit-sizes", default="1,16,128",
+    parser.add_argument("--results", type=at_least(1), default=640, help="trials finished per round")
+    parser.add_argument("--submit-sizes", type=counts, default="1,16,128",
                         help="Slurm array sizes timed, comma-separated")
-    parser.add_argument("--latency-trials", type=int, default=4,
+    parser.add_argument("--latency-trials", type=at_least(1), default=4,
                         help="trials of the real Slurm array (result latency)")
     parser.add_argument("--skip-slurm", action="store_true", help="the store part only")
     args = parser.parse_args()
-    writers = [int(w) for w in args.writers.split(",")]
+    writers = args.writers
     print(f"machine: {describe()}")
 
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
@@ -256,7 +256,7 @@ def main() -> None:
             pass
         elif conf:
             os.environ["SLURM_CONF"] = conf
-            bench_submission(folder, [int(n) for n in args.submit_sizes.split(",")])
+            bench_submission(folder, args.submit_sizes)
             bench_result_latency(folder, args.latency_trials)
         else:
             print(f"\nSlurm skipped: {read_env().get('ABLATE_SLURM_ERROR', 'no SLURM_CONF')}")

@@ -18,21 +18,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import at_least, describe, hxw  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet101")
     parser.add_argument("--head", default="deeplabv3")
-    parser.add_argument("--output-stride", type=int, default=8)
-    parser.add_argument("--classes", type=int, default=19)
-    parser.add_argument("--resolution", default="1024x2048", help="HxW")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output-stride", type=at_least(1), default=8)
+    parser.add_argument("--classes", type=at_least(1), default=19)
+    parser.add_argument("--resolution", type=hxw, default="1024x2048", help="HxW")
+    parser.add_argument("--repeats", type=at_least(1), default=3)
     parser.add_argument("--skip-fvcore", action="store_true", help="time the fast path only")
     args = parser.parse_args()
-    height, width = (int(v) for v in args.resolution.lower().split("x"))
+    height, width = args.resolution
 
     import torch
-    from machine import describe
 
     from ablate.cost.analyse import build_on_meta
     from ablate.cost.flops import count_flops, fvcore_flops

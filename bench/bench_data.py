@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe  # noqa: E402
+from machine import at_least, describe, hxw  # noqa: E402
 
 import ablate.train.loop as loop_module  # noqa: E402
 from ablate.data import shapes  # noqa: E402
@@ -215,7 +215,7 @@ def runs_text(runs: list[dict[str, float]], key: str = "ips") -> str:
 def cpu_section(args) -> None:
     tmp = tempfile.TemporaryDirectory(prefix="bench_data_voc_")
     root = Path(tmp.name)
-    height, width = (int(v) for v in args.image_size.lower().split("x"))
+    height, width = args.image_size
     start = time.perf_counter()
     write_voc_dataset(root, args.train_images, 4, height, width)
     print(f"VOC-format data: {args.train_images} train + 4 val images, {height}x{width} "
@@ -330,16 +330,16 @@ def cuda_section(args, device: str = "cuda") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="steps per run, first is warm-up")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--repeats", type=at_least(1), default=2)
+    parser.add_argument("--threads", type=at_least(1), default=1,
                         help="torch intra-op threads for the training process (0: torch's default)")
-    parser.add_argument("--image-size", default="375x500", help="VOC images, HxW")
-    parser.add_argument("--train-images", type=int, default=24, help="VOC training images")
-    parser.add_argument("--crop", type=int, default=64, help="data.crop_size")
+    parser.add_argument("--image-size", type=hxw, default="375x500", help="VOC images, HxW")
+    parser.add_argument("--train-images", type=at_least(1), default=24, help="VOC training images")
+    parser.add_argument("--crop", type=at_least(1), default=64, help="data.crop_size")
     parser.add_argument("--cuda", action="store_true", help="also time AMP / channels-last on a GPU")
-    parser.add_argument("--cuda-size", type=int, default=256)
-    parser.add_argument("--cuda-batch", type=int, default=16)
-    parser.add_argument("--cuda-steps", type=int, default=50)
+    parser.add_argument("--cuda-size", type=at_least(1), default=256)
+    parser.add_argument("--cuda-batch", type=at_least(1), default=16)
+    parser.add_argument("--cuda-steps", type=at_least(2), default=50)
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU rows (with --cuda)")
     args = parser.parse_args()
     if args.steps < 2:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import at_least, describe  # noqa: E402
 
 
 def _run(job: tuple) -> tuple:
@@ -63,17 +63,17 @@ def _run(job: tuple) -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicates", type=int, default=10_000,
+    parser.add_argument("--replicates", type=at_least(4), default=10_000,
                         help="studies per design of the loop part")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes")
+    parser.add_argument("--jobs", type=at_least(1), default=2, help="worker processes")
     parser.add_argument("--seed", type=int, default=20261204)
     parser.add_argument("--part", choices=("all", "loop", "futility"), default="all",
                         help="loop: the standard designs; futility: the margin's stop")
-    parser.add_argument("--paths", type=int, default=200_000,
+    parser.add_argument("--paths", type=at_least(1), default=200_000,
                         help="studies per row of the futility part")
-    parser.add_argument("--estimates", type=int, default=1_000,
+    parser.add_argument("--estimates", type=at_least(1), default=1_000,
                         help="studies whose bias-adjusted estimate is computed")
-    parser.add_argument("--loop-checks", type=int, default=2_000,
+    parser.add_argument("--loop-checks", type=at_least(0), default=2_000,
                         help="studies of the loop's own code (simulate) per check row; 0: none")
     args = parser.parse_args()
     print(f"machine: {describe()}")

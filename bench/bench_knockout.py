@@ -21,19 +21,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import at_least, describe  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="mobilenet_v3_large")
     parser.add_argument("--head", default="deeplabv3plus")
-    parser.add_argument("--output-stride", type=int, default=16)
+    parser.add_argument("--output-stride", type=at_least(1), default=16)
     parser.add_argument("--remove", action="append", help="a module path (repeatable)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=at_least(1), default=5)
     args = parser.parse_args()
     remove = args.remove or ["head.aspp.convs.3", "backbone.features.5"]
 
     import torch
-    from machine import describe
 
     from ablate.cost.analyse import build_on_meta
     from ablate.models.build import build_model

@@ -43,7 +43,7 @@ if TREE_ENV not in os.environ:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe, extract  # noqa: E402
+from machine import at_least, describe, extract  # noqa: E402
 
 VOC_SIZE = (375, 500)  # height, width: VOC's most common image size
 
@@ -190,16 +190,22 @@ def measure(tree: Path | None, root: Path, workers: int | str, args) -> dict[str
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _workers(text: str) -> int | str:
+    """An argparse type: a worker count of 0 or more, or ``auto``."""
+    return text if text == "auto" else at_least(0)(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", nargs="+", default=["0", "1", "2", "auto"])
-    parser.add_argument("--batches", type=int, default=12, help="timed batches per row")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=513)
-    parser.add_argument("--distinct", type=int, default=32, help="distinct image files")
-    parser.add_argument("--images", type=int, default=400, help="training-set length")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--workers", nargs="+", type=_workers,
+                        default=["0", "1", "2", "auto"], help="worker counts (0: none) or auto")
+    parser.add_argument("--batches", type=at_least(1), default=12, help="timed batches per row")
+    parser.add_argument("--batch", type=at_least(1), default=8)
+    parser.add_argument("--crop", type=at_least(1), default=513)
+    parser.add_argument("--distinct", type=at_least(1), default=32, help="distinct image files")
+    parser.add_argument("--images", type=at_least(1), default=400, help="training-set length")
+    parser.add_argument("--repeats", type=at_least(1), default=2)
+    parser.add_argument("--threads", type=at_least(1), default=1,
                         help="torch threads in the loading process (workers use 1)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda: pinned memory and the copy to the device, as the trainer")

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe, extract  # noqa: E402
+from machine import at_least, describe, extract  # noqa: E402
 
 BASE = """
 name = "{name}"
@@ -191,7 +191,7 @@ def first_and_later(label: str, src: Path, tmp: Path, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", metavar="REV", help="also measure git revision REV")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=at_least(1), default=3)
     parser.add_argument("--limit-10m", type=float, default=20.0,
                         help="seconds before the 10M-trial plan is killed (old code hangs)")
     args = parser.parse_args()

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe  # noqa: E402
+from machine import at_least, describe  # noqa: E402
 
 from ablate.data.build import build_datasets  # noqa: E402
 from ablate.models.build import build_model  # noqa: E402
@@ -99,8 +99,8 @@ def ablate_trainer(spec, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=at_least(1), default=30)
+    parser.add_argument("--repeats", type=at_least(1), default=3)
     args = parser.parse_args()
 
     print(f"machine: {machine()}")

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, extract  # noqa: E402
+from machine import at_least, describe, extract  # noqa: E402
 
 VARIANTS = ("conventional", "proposed", "drop_all", "keep_early", "keep_late")
 ASPP = (32, 48, 64, 96, 128, 160, 192, 224, 256, 320)
@@ -247,11 +247,11 @@ COLD_CPU: list[float] = []  # user + system seconds of each cold process (a load
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=100_000)
-    parser.add_argument("--small", type=int, default=1_000, help="trials of the plotted report")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--trials", type=at_least(1), default=100_000)
+    parser.add_argument("--small", type=at_least(1), default=1_000, help="trials of the plotted report")
+    parser.add_argument("--repeats", type=at_least(1), default=3)
     parser.add_argument("--keep", metavar="DIR", help="keep the databases here")
-    parser.add_argument("--cold", type=int, default=1, help="fresh processes per report")
+    parser.add_argument("--cold", type=at_least(1), default=1, help="fresh processes per report")
     parser.add_argument("--before", metavar="REV",
                         help="also time the fresh processes with git revision REV's code")
     args = parser.parse_args()

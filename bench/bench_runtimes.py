@@ -26,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import at_least, describe  # noqa: E402
+
 MODELS = {
     "squeezenet_fcn": ({"backbone": "squeezenet1_0", "head": "fcn8s"}, 227),
     "mnv3_lraspp": ({"backbone": "mobilenet_v3_large", "head": "lraspp"}, 512),
@@ -37,17 +39,16 @@ RUNTIMES = ("eager", "compile", "onnxruntime")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--batch-sizes", nargs="+", type=at_least(1), default=[1, 8])
     parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES))
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="default: torch's count")
+    parser.add_argument("--warmup", type=at_least(0), default=2)
+    parser.add_argument("--runs", type=at_least(1), default=5)
+    parser.add_argument("--threads", type=at_least(1), default=None, help="default: torch's count")
     args = parser.parse_args()
     if "eager" not in args.runtimes:
         parser.error("--runtimes must include eager (the reference)")
 
     import torch
-    from machine import describe
 
     from ablate.models.build import build_model
     from ablate.recipes.schema import ModelSpec

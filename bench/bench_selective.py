@@ -56,6 +56,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import at_least, describe, hxw  # noqa: E402
+
 DENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
 TARGETS = {0.5: 0.75, 1.0: 0.6}
 
@@ -266,11 +268,11 @@ def forced_miou(model, loader, density: float, sparse: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resolution", default="512x1024", help="HxW")
-    parser.add_argument("--classes", type=int, default=19)
+    parser.add_argument("--resolution", type=hxw, default="512x1024", help="HxW")
+    parser.add_argument("--classes", type=at_least(1), default=19)
     parser.add_argument("--pooling", default="fixed", choices=("fixed", "avg", "max"))
-    parser.add_argument("--rounds", type=int, default=3, help="timed calls of each case")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--rounds", type=at_least(1), default=3, help="timed calls of each case")
+    parser.add_argument("--threads", type=at_least(1), default=None,
                         help="torch threads (default: every CPU this process may use); "
                              "1 times process CPU time")
     parser.add_argument("--batch", default=None,
@@ -291,18 +293,17 @@ def main() -> None:
     parser.add_argument("--lambdas", default="0.0,0.015,0.3",
                         help="--miou: sparsity weights, comma-separated")
     parser.add_argument("--work", default="/tmp/bench_selective", help="run folders (--miou)")
-    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (--miou)")
+    parser.add_argument("--epochs", type=at_least(1), default=None, help="override train.epochs (--miou)")
     parser.add_argument("--trained", default="dense,sparse", help="--miou: execution modes to train")
     parser.add_argument("--target", type=float, default=None,
                         help="--miou: loss = target with this density instead of lambda")
     args = parser.parse_args()
-    size = tuple(int(v) for v in args.resolution.lower().split("x"))
+    size = args.resolution
     args.densities = [float(v) for v in args.densities.split(",")]
     args.layouts = args.layouts.split(",")
     args.kernels = args.kernels.split(",")
 
     import torch
-    from machine import describe
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(args.threads or usable)

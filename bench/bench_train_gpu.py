@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe  # noqa: E402
+from machine import at_least, describe  # noqa: E402
 
 import ablate.train.loop as loop  # noqa: E402
 from ablate.data.build import DatasetPair, build_datasets  # noqa: E402
@@ -299,15 +299,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cuda", "cpu"],
                         default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--size", type=int, default=513, help="image side (pixels)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=60, help="steps per run, warm-up included")
-    parser.add_argument("--warmup", type=int, default=10,
+    parser.add_argument("--size", type=at_least(1), default=513, help="image side (pixels)")
+    parser.add_argument("--batch", type=at_least(1), default=8)
+    parser.add_argument("--steps", type=at_least(2), default=60, help="steps per run, warm-up included")
+    parser.add_argument("--warmup", type=at_least(1), default=10,
                         help="untimed steps; also the steps between loss reads")
     parser.add_argument("--amp", choices=["bf16", "fp16", "off"], default="bf16")
     parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--repeats", type=at_least(1), default=3)
+    parser.add_argument("--threads", type=at_least(0), default=0, help="torch threads (0: default)")
     parser.add_argument("--compile", action="store_true", help="add train.compile rows")
     parser.add_argument("--deterministic", action="store_true",
                         help="add rows with train.deterministic (ablate's default)")

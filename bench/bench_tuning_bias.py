@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
+from machine import at_least, describe  # noqa: E402
 
 from ablate.analysis.tuning import choose, draw_scores  # noqa: E402
 
@@ -78,9 +78,9 @@ def _check_against_choose(a, b, pick_a, pick_b) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicates", type=int, default=20000)
-    parser.add_argument("--budget", type=int, default=8, help="draws tuned per configuration")
-    parser.add_argument("--tuning-seeds", type=int, default=1,
+    parser.add_argument("--replicates", type=at_least(1), default=20000)
+    parser.add_argument("--budget", type=at_least(1), default=8, help="draws tuned per configuration")
+    parser.add_argument("--tuning-seeds", type=at_least(1), default=1,
                         help="seeds each draw is averaged over")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

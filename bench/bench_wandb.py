@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe  # noqa: E402
+from machine import at_least, describe  # noqa: E402
 
 from ablate.dispatch.entry import TrialJob, run_trial  # noqa: E402
 from ablate.dispatch.prepare import load_trials  # noqa: E402
@@ -148,8 +148,8 @@ def train(trial, folder: Path, tracking: tuple[str, ...], clock: SinkClock) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--trials", type=at_least(1), default=1)
+    parser.add_argument("--repeats", type=at_least(1), default=2)
     parser.add_argument("--sink-only", action="store_true",
                         help="only the once-per-process start and the sink alone (seconds)")
     parser.add_argument("--set", dest="assignments", action="append", default=[],

@@ -325,3 +325,38 @@ def test_the_ddp_evaluation_bench_refuses_sizes_it_cannot_run():
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         "bench_ddp_eval.py: error: --ranks must be at least 2, got 1")
+
+
+BAD_COUNTS = [("bench_byo", "--repeats"), ("bench_claims", "--repeats"),
+              ("bench_cluster", "--writers"), ("bench_cost", "--repeats"),
+              ("bench_data", "--repeats"), ("bench_decisions", "--jobs"),
+              ("bench_knockout", "--repeats"), ("bench_pipeline", "--workers"),
+              ("bench_plan", "--repeats"), ("bench_plan_train", "--repeats"),
+              ("bench_report", "--repeats"), ("bench_runtimes", "--runs"),
+              ("bench_selective", "--rounds"), ("bench_train_gpu", "--repeats"),
+              ("bench_tuning_bias", "--replicates"), ("bench_wandb", "--repeats")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "option"), BAD_COUNTS)
+def test_a_bench_refuses_a_count_below_its_least_in_one_line(name, option):
+    """``--repeats 0`` and the like ran the bench and ended in a traceback (a median of no
+    runs, ``max()`` of nothing, a process pool of 0 workers, or NaN figures and exit 0)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), option, "-1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"{name}.py: error: argument {option}: must be at least ")
+
+
+@pytest.mark.parametrize(("text", "message"), [("12x", "is not HxW"), ("0x5", "at least 1")])
+def test_a_bench_size_is_hxw_with_both_sides_at_least_one(text, message):
+    """``--resolution 12x`` ended in int()'s traceback."""
+    import argparse
+
+    machine = _load("machine")
+    assert machine.hxw("512X1024") == (512, 1024)
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        machine.hxw(text)
