@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import at_least, describe, hxw  # noqa: E402
+from machine import at_least, describe, hxw, user_error  # noqa: E402
 
 
 def main() -> None:
@@ -45,7 +45,11 @@ def main() -> None:
     import ablate.models.zoo  # noqa: F401  (torchvision's model modules)
 
     print(f"imports: {time.perf_counter() - start:.3f} s (not counted below)")
-    spec = ModelSpec(backbone=args.backbone, head=args.head, output_stride=args.output_stride)
+    try:  # a model ablate refuses: its reason in one line, before anything is timed
+        spec = ModelSpec(backbone=args.backbone, head=args.head,
+                         output_stride=args.output_stride)
+    except ValueError as exc:
+        parser.error(user_error(exc))
     print(f"model {args.backbone}/{args.head} OS {args.output_stride}, {args.classes} classes, "
           f"{height}x{width}, torch threads {torch.get_num_threads()}")
 

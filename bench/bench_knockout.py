@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import at_least, describe  # noqa: E402
+from machine import at_least, describe, user_error  # noqa: E402
 
 
 def main() -> None:
@@ -37,11 +37,17 @@ def main() -> None:
     import torch
 
     from ablate.cost.analyse import build_on_meta
+    from ablate.errors import UserInputError
     from ablate.models.build import build_model
     from ablate.recipes.schema import ModelSpec
 
-    plain = ModelSpec(backbone=args.backbone, head=args.head, output_stride=args.output_stride)
-    knocked = plain.model_copy(update={"remove": sorted(remove)})
+    try:  # a model or module ablate refuses: its reason in one line, before any timing
+        plain = ModelSpec(backbone=args.backbone, head=args.head,
+                          output_stride=args.output_stride)
+        knocked = ModelSpec(**{**plain.model_dump(), "remove": sorted(remove)})
+        build_on_meta(knocked, 21)
+    except (ValueError, UserInputError) as exc:
+        parser.error(user_error(exc))
     print(f"machine: {describe(f'torch {torch.__version__}')}")
     print(f"model {args.backbone}/{args.head} OS {args.output_stride}, remove {remove}, "
           f"torch threads {torch.get_num_threads()}")

@@ -73,3 +73,13 @@ def hxw(text: str) -> tuple[int, int]:
     if min(height, width) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: both sides must be at least 1")
     return height, width
+
+
+def user_error(exc: Exception) -> str:
+    """One line for a model option ablate refuses (a pydantic ValidationError names its
+    field and reason over four lines and a link; a UserInputError is one line)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: "
+                         f"{e['msg'].removeprefix('Value error, ')}" for e in errors())
+    return str(exc).splitlines()[0]

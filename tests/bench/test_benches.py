@@ -360,3 +360,17 @@ def test_a_bench_size_is_hxw_with_both_sides_at_least_one(text, message):
     assert machine.hxw("512X1024") == (512, 1024)
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         machine.hxw(text)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "option", "value", "reason"), [
+    ("bench_knockout", "--remove", "nosuch", "model.remove: the network has no module 'nosuch'"),
+    ("bench_cost", "--backbone", "nosuch", "backbone: unknown backbone 'nosuch'")])
+def test_a_model_bench_refuses_a_model_ablate_refuses_in_one_line(name, option, value, reason):
+    """A misspelt backbone or module ended in a pydantic or UserInputError traceback."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), option, value,
+                           "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(f"{name}.py: error: {reason}")
