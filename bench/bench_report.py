@@ -13,7 +13,8 @@ Part 2 builds ``--small`` trials and times a report with plots: ``--pareto`` alo
 ``--format html --per-class --curves`` (with and without ``--effects``: forest plot, P(B > A),
 per-class heat map) and ``--pareto`` with more (PNG + SVG files), in-process after one
 untimed warm-up (imports and fonts loaded) and cold (a fresh ``ablate`` process:
-interpreter start, imports and font loading included). Target: at most 5 s. The fresh
+interpreter start, imports and font loading included). Target: at most 5 s. Each
+target is judged at the size it is set for (100,000 and 1,000 trials), not below. The fresh
 processes run as a user's do: with Python's bytecode cache (``PYTHONDONTWRITEBYTECODE``
 is dropped from their environment, and one untimed fresh process per code writes it), so
 they do not compile ablate's modules again each time.
@@ -125,6 +126,17 @@ def build_database(url: str, n_trials: int, seeds: int = 4, epochs: int = 3) -> 
     return baseline_name(n_trials, seeds)
 
 
+TABLE_TRIALS, PLOT_TRIALS = 100_000, 1_000  # the sizes the 2 s and 5 s targets are set at
+
+
+def judge(seconds: float, target: float, trials: int, at: int) -> str:
+    """``met``/``MISSED`` against a target set for ``at`` trials; a smaller study meets
+    it without showing anything (--trials 2000 printed "met" for the 100,000's target)."""
+    if trials < at:
+        return f"not judged below {at:,} trials"
+    return "met" if seconds <= target else "MISSED"
+
+
 def timed(fn, repeats: int) -> tuple[float, list[float]]:
     runs = []
     for _ in range(repeats):
@@ -172,7 +184,7 @@ def table_path(url: str, baseline: str) -> dict[str, float]:
     return steps
 
 
-def effects_path(url: str, repeats: int) -> None:
+def effects_path(url: str, repeats: int, n_trials: int = TABLE_TRIALS) -> None:
     """``--effects``: the statistics alone on the loaded frame, then the whole CLI."""
     from ablate.analysis.effects import effects_table
     from ablate.report.frame import trials_frame
@@ -192,7 +204,7 @@ def effects_path(url: str, repeats: int) -> None:
     print(f"    effects_table on {len(trials):,} trials ({len(table):,} effects, "
           f"{int(table['p'].notna().sum()):,} tested): {median:.3f} s wall, "
           f"{statistics.median(cpu):.3f} s CPU, median of {repeats} "
-          f"(target <= 2 s: {'met' if median <= 2 else 'MISSED'}; on a loaded machine "
+          f"(target <= 2 s: {judge(median, 2, n_trials, TABLE_TRIALS)}; on a loaded machine "
           "read the CPU figure)")
     from ablate.analysis.effects import effect_cells
     from ablate.analysis.improvement import seed_columns
@@ -280,12 +292,13 @@ def main() -> None:
         print(f"    {step:<36} {statistics.median(r[step] for r in runs):7.3f} s")
     total = statistics.median(r["table + fronts"] for r in runs)
     print(f"    table + Pareto fronts (text output excluded): {total:.3f} s median of "
-          f"{args.repeats} (target <= 2 s: {'met' if total <= 2 else 'MISSED'})")
+          f"{args.repeats} (target <= 2 s: "
+          f"{judge(total, 2, args.trials, TABLE_TRIALS)})")
     cli_args = ["report", "--db", big, "--format", "csv", "--baseline", baseline]
     median, all_runs = timed(lambda: cli(cli_args), args.repeats)
     print(f"    in-process `ablate {' '.join(cli_args)}`: {median:.3f} s "
           f"(runs {', '.join(f'{r:.2f}' for r in all_runs)})")
-    effects_path(big, args.repeats)
+    effects_path(big, args.repeats, args.trials)
 
     small = f"sqlite:///{folder / 'small.db'}"
     if not (folder / "small.db").exists():
@@ -308,7 +321,7 @@ def main() -> None:
                 cpus[label].append(COLD_CPU[-1])
         cold_s = statistics.median(walls["now"])
         print(f"    `ablate {' '.join(report_args)}`")
-        verdict = ", ".join(f"{name} {'met' if value <= 5 else 'MISSED'}"
+        verdict = ", ".join(f"{name} {judge(value, 5, args.small, PLOT_TRIALS)}"
                             for name, value in (("in-process", median), ("cold", cold_s)))
         print(f"        in-process {median:.3f} s (runs {', '.join(f'{r:.2f}' for r in all_runs)}),"
               f" cold process {cold_s:.3f} s wall, {statistics.median(cpus['now']):.3f} s CPU "

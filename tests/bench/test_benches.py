@@ -374,3 +374,12 @@ def test_a_model_bench_refuses_a_model_ablate_refuses_in_one_line(name, option, 
                            "--repeats", "1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1].startswith(f"{name}.py: error: {reason}")
+
+
+def test_the_report_bench_judges_its_targets_only_at_the_sizes_they_are_set_for():
+    """--trials 2000 printed "target <= 2 s: met" for a target set at 100,000 trials."""
+    bench = _load("bench_report")
+    assert bench.judge(0.05, 2, 2_000, bench.TABLE_TRIALS) == "not judged below 100,000 trials"
+    assert bench.judge(1.9, 2, 100_000, bench.TABLE_TRIALS) == "met"
+    assert bench.judge(2.1, 2, 100_000, bench.TABLE_TRIALS) == "MISSED"
+    assert bench.judge(4.6, 5, 1_000, bench.PLOT_TRIALS) == "met"
