@@ -146,6 +146,9 @@ def bench_device(device: str, size: tuple[int, int], batch: int, args) -> None:
     print(f"\n[{device}] DeepLabV3-ResNet-50 OS-8, {size[0]}x{size[1]}, batch {batch}, "
           f"mask grid {grid[0]}x{grid[1]}, pooling {args.pooling}, {math}, "
           f"GEMMs by {backend(dev)}; {clock_name} ms, median of {args.rounds} rounds")
+    print("  x ref: against each round's fastest dense model (a dense row above 1: it was not "
+          "the fastest in some rounds); x unfolded: against the faster of NCHW and "
+          "channels-last")
     for name in ("NCHW", "channels-last", "folded"):
         ratios = [t / r for t, r in zip(times[name,], reference)]
         print(f"  dense {name:14s} {statistics.median(times[name,]):9.1f}   x ref "
