@@ -609,6 +609,18 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(f"{r['check']:<{width}}  {r['status']:<6} {r['seconds']:6.1f}  {r['reason']}")
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a budget above 0 s (--total-budget -5 skipped every check as
+    "budget spent" and exited 0)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, help="write the table as JSON here")
@@ -617,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=list(CHECKS), metavar="CHECK",
                         help=f"only these checks: {', '.join(CHECKS)} [all but "
                              f"{', '.join(gpu_throughput.CHECKS)}]")
-    parser.add_argument("--total-budget", type=float, default=TOTAL_BUDGET_S,
+    parser.add_argument("--total-budget", type=_seconds, default=TOTAL_BUDGET_S,
                         metavar="SECONDS", help="the whole run's budget [%(default)s]")
     parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                         help="each check in its own process [on a GPU: yes; --cpu: no]")

@@ -169,3 +169,13 @@ def test_gpu_figures_gives_each_gpu_check_its_own_budget_and_15_s_to_start():
     assert set(check) == {"trainer", "pipeline", "sharing", "compile"}
     for part, name in check.items():
         assert int(most[part]) == module.CHECKS[name][1] + 15, part
+
+
+@pytest.mark.parametrize("budget", ["-5", "0", "nan", "soon"])
+def test_a_total_budget_that_is_not_above_zero_is_refused_in_one_line(gpu_check, budget,
+                                                                       capsys):
+    """--total-budget -5 ran, skipped every check as "budget spent" and exited 0."""
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main(["--cpu", "--total-budget", budget])
+    assert exit_.value.code == 2
+    assert "error: argument --total-budget: " in capsys.readouterr().err.splitlines()[-1]
