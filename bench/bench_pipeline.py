@@ -267,5 +267,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _refused(exc: BaseException) -> str | None:
+    """The one line of a refusal in words: the bench's own (``--images`` too few) or
+    ablate's (a batch larger than the training set); None for anything else."""
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, str) else None
+    from ablate.errors import UserInputError
+
+    return str(exc).splitlines()[0] if isinstance(exc, UserInputError) else None
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (SystemExit, Exception) as exc:  # a refusal: one line, exit 2, as argparse's
+        line = _refused(exc)
+        if line is None:
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {line}", file=sys.stderr)
+        sys.exit(2)

@@ -329,6 +329,23 @@ def test_the_ddp_evaluation_bench_refuses_sizes_it_cannot_run():
         "bench_ddp_eval.py: error: --ranks must be at least 2, got 1")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("images, line", [
+    ("1", "train.batch_size: 2 is larger than the training set (1)"),  # ablate's refusal
+    ("2", "--images: 2 images make 1 batches, need 3"),  # the bench's own
+])
+def test_the_pipeline_bench_refuses_too_few_images_in_one_line_exit_2(images, line):
+    """Too few ``--images`` exited 1 (the bench's line) or with a traceback (ablate's)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(BENCH / "bench_pipeline.py"), "--images", images,
+                           "--distinct", "1", "--workers", "0", "--batches", "1", "--batch", "2",
+                           "--crop", "32", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"bench_pipeline.py: error: {line}"]
+
+
 BAD_COUNTS = [("bench_byo", "--repeats"), ("bench_claims", "--repeats"),
               ("bench_cluster", "--writers"), ("bench_cost", "--repeats"),
               ("bench_data", "--repeats"), ("bench_decisions", "--jobs"),
