@@ -45,6 +45,28 @@ ALLOWED = ("an amount and one of gpu-h, cpu-h (device-hours), h, min (wall time)
 _AMOUNT = re.compile(r"(?P<amount>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>.*)")
 
 
+# other spellings of a unit -> (the unit meant, the factor its amount takes): named, never
+# read as that unit (one spelling per unit keeps a recipe's budgets greppable)
+UNIT_SPELLINGS = {
+    **dict.fromkeys(("hr", "hrs", "hour", "hours"), ("h", 1.0)),
+    **dict.fromkeys(("m", "mins", "minute", "minutes"), ("min", 1.0)),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), ("min", 1 / 60)),
+    **dict.fromkeys(("d", "day", "days"), ("h", 24.0)),
+    **dict.fromkeys(("gpuh", "gpu_h", "gpu-hour", "gpu-hours", "gpuhours", "gpu-hrs"),
+                    ("gpu-h", 1.0)),
+    **dict.fromkeys(("cpuh", "cpu_h", "cpu-hour", "cpu-hours", "cpuhours", "cpu-hrs"),
+                    ("cpu-h", 1.0)),
+}
+
+
+def _meant(amount: float, unit: str) -> str:
+    """`` (did you mean 2h?)`` for another spelling of a unit, else ``""``."""
+    if unit not in UNIT_SPELLINGS:
+        return ""
+    meant, factor = UNIT_SPELLINGS[unit]
+    return f" (did you mean {amount * factor:g}{meant}?)"
+
+
 class OverBudget(UserInputError):
     """The recipe's round does not fit the budget (or has no estimate): nothing ran."""
 
@@ -110,7 +132,8 @@ def _amount(text: str) -> tuple[float, str]:
     if not unit:
         raise UserInputError(f"--budget {text!r}: no unit; give {ALLOWED}")
     if unit not in DEVICE_UNITS and unit not in WALL_UNITS:
-        raise UserInputError(f"--budget {text!r}: unknown unit {unit!r}; give {ALLOWED}")
+        raise UserInputError(f"--budget {text!r}: unknown unit {unit!r}{_meant(amount, unit)}; "
+                             f"give {ALLOWED}")
     if not math.isfinite(amount):
         raise UserInputError(f"--budget {text!r}: too large; give {ALLOWED}")
     if amount <= 0.0:
