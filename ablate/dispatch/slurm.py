@@ -448,15 +448,25 @@ def _require_sbatch() -> None:
                              "and on PATH (and SLURM_CONF set)?")
 
 
+# what sbatch says when it reaches no controller (none configured, none listening)
+UNREACHABLE = ("unable to contact slurm controller", "could not establish a configuration "
+               "source", "resolve_ctls_from_dns_srv", "fetch_config: dns srv lookup failed")
+
+
 def refused_error(output: str, source: str = "", *, recorded: bool = True) -> UserInputError:
     """sbatch's refusal as one line: its first words, the partitions there are when it
     named the partition, and where the job's options come from."""
     first = next((ln.strip() for ln in output.splitlines() if ln.strip()), "no reason given")
     first = first.removeprefix("sbatch: error: ").removeprefix("sbatch: ")
+    nothing = "" if recorded else "; nothing was recorded"
+    if any(words in output.lower() for words in UNREACHABLE):  # no job option is the cause
+        conf = os.environ.get("SLURM_CONF")
+        return UserInputError(
+            f"sbatch cannot reach a Slurm controller: {first}{nothing}; is slurmctld running "
+            f"here, and SLURM_CONF ({conf or 'unset'}) this cluster's slurm.conf?")
     known = partitions() if "partition" in first.lower() else []
     allowed = f" (partitions here: {', '.join(known)})" if known else ""
     where = f" or the [slurm] section of {source}" if source else " or the recipe's [slurm]"
-    nothing = "" if recorded else "; nothing was recorded"
     return UserInputError(f"sbatch refused the job array: {first}{allowed}{nothing}; check "
                           f"--partition, --mem, --time, --cpus-per-trial, --gpus-per-trial"
                           f"{where}")

@@ -124,3 +124,35 @@ def test_sbatch_tests_the_array_once_and_not_when_every_trial_is_done(tmp_path, 
         "--executor", "slurm"])
     assert again.exit_code == 0, again.output
     assert not accepting_sbatch.exists()  # nothing to run: sbatch is not asked at all
+
+
+UNREACHABLE = {
+    "no controller configured": (
+        "sbatch: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host\n"
+        "sbatch: error: fetch_config: DNS SRV lookup failed\n"
+        "sbatch: fatal: Could not establish a configuration source"),
+    "controller down": ("sbatch: error: Batch job submission failed: Unable to contact slurm "
+                        "controller (connect failure)"),
+}
+
+
+@pytest.mark.parametrize("said", UNREACHABLE.values(), ids=UNREACHABLE.keys())
+def test_no_reachable_controller_is_named_as_such(tmp_path, tiny_recipe, monkeypatch, said):
+    """It read "sbatch refused the job array: ...; check --partition, --mem, ...", options
+    that were not the cause."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(f"#!/bin/sh\ncat >&2 <<'END'\n{said}\nEND\nexit 1\n")
+    sbatch.chmod(sbatch.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_CONF", "/etc/slurm/slurm.conf")
+    db = tmp_path / "new.db"
+    result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db), "--runs-dir",
+                                       str(tmp_path / "runs"), "--executor", "slurm"])
+    assert result.exit_code == 2, result.output
+    first = said.splitlines()[0].removeprefix("sbatch: error: ")
+    assert result.output == (f"Error: sbatch cannot reach a Slurm controller: {first}; nothing "
+                             "was recorded; is slurmctld running here, and SLURM_CONF "
+                             "(/etc/slurm/slurm.conf) this cluster's slurm.conf?\n")
+    assert not db.exists()
