@@ -18,6 +18,7 @@ from typing import Any
 from ablate.errors import RecipeError, UserInputError
 from ablate.heap import no_gc
 from ablate.recipes import nesting
+from ablate.recipes.knockout import AXIS as KNOCKOUT_AXIS
 from ablate.recipes.loader import Recipe, axis_origins
 from ablate.recipes.schema import Published, TrialSpec
 from ablate.recipes.sections import SpecValidator
@@ -145,7 +146,8 @@ def narrow_to_set(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
         if hit is None or key == "seeds":
             continue
         values = grid.get(hit) or next(z[hit] for z in zips if hit in z)
-        keep = [i for i, v in enumerate(values) if key == hit and _same(v, value)]
+        keep = [i for i, v in enumerate(values)
+                if key == hit and _same(_as_read(key, v), _as_read(key, value))]
         if not keep:
             shown = ", ".join(_fmt(v) for v in values)
             raise RecipeError(
@@ -163,6 +165,14 @@ def narrow_to_set(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
     if grid == recipe.grid and zips == recipe.zips:
         return recipe
     return dataclasses.replace(recipe, grid=grid, zips=zips)
+
+
+def _as_read(key: str, value: Any) -> Any:
+    """``value`` as the spec reads it where order is not part of it: ``model.remove`` is
+    sorted (one trial id whatever the order), so a --set in another order picks its point."""
+    if key == KNOCKOUT_AXIS and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return sorted(value)
+    return value
 
 
 def _same(a: Any, b: Any) -> bool:

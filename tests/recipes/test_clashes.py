@@ -133,6 +133,18 @@ def test_a_set_of_an_axis_key_to_one_of_its_values_runs_that_point():
     assert len(recipe.grid["train.lr"]) == 2  # the recipe itself is left as it was
 
 
+def test_a_set_of_a_knockout_in_another_order_picks_its_point():
+    """``model.remove`` is one trial whatever its order (the spec sorts it), so a --set
+    listing a factorial's components in another order runs that point; it was refused
+    as a value the axis does not hold."""
+    recipe = parse_recipe(BASE.replace('head = "lraspp"', 'head = "deeplabv3"') + (
+        '[knockout]\ndesign = "factorial"\ncomponents = ["head.aspp.convs.0", '
+        '"head.aspp.convs.1"]\n'), "r.toml")
+    [trial] = expand(recipe, parse_set(['model.remove=["head.aspp.convs.1","head.aspp.convs.0"]']))
+    assert trial.name == "remove=[head.aspp.convs.0,head.aspp.convs.1]/seed=0"
+    assert trial.trial_id in {t.trial_id for t in expand(recipe)}
+
+
 def test_a_set_of_a_variant_key_is_allowed():
     """A variant's name is a label: ``--set data.name=shapes`` tries every variant."""
     recipe = parse_recipe(BASE + '[variants.a]\n"train.lr" = 0.3\n[variants.b]\n'
