@@ -320,3 +320,69 @@ def test_fair_comparisons_tune_block_plans_on_extending_md_s_recipe(tmp_path, mo
     names = [row["name"] for row in json.loads(result.stdout)]
     assert len([n for n in names if "/draw=" in n]) == 8 * 2 * 1  # budget x skips x seeds
     assert len([n for n in names if "/draw=" not in n]) == 2  # skips x the study's seeds
+
+
+def _ids_leave_out() -> list[str]:
+    """The keys recipes.md says count in a trial id only when set off their default."""
+    text = " ".join(RECIPES_MD.read_text().split())
+    match = re.search(r"the ids of older recipes stay valid: (.*?)\)\.", text)
+    assert match, "recipes.md no longer lists the keys a trial id leaves out at their default"
+    return re.findall(r"`([\w.]+)`", match.group(1))
+
+
+def _left_out_at_default(model: type, prefix: str = "") -> set[str]:
+    """Every key of the schema left out of the spec (so of the trial id) at its default."""
+    from pydantic import BaseModel
+
+    keys = set()
+    for name, info in model.model_fields.items():
+        key = prefix + (info.alias or name)
+        if info.exclude_if is not None:
+            keys.add(key)
+        elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            keys |= _left_out_at_default(info.annotation, key + ".")
+    return keys
+
+
+def test_the_keys_a_trial_id_leaves_out_are_the_schema_s():
+    assert set(_ids_leave_out()) == _left_out_at_default(schema.TrialSpec)
+
+
+def test_a_trial_id_recomputed_from_the_page_is_the_one_plan_gives(tmp_path):
+    """The page's definition, from the page alone: the keys tables' defaults (unset is
+    null, a table's own table nested), less the keys it says count only when set, and
+    the seed, hashed as it says, is the id ``ablate plan`` gives a recipe that sets
+    nothing and one that writes every default out."""
+    import hashlib
+    import tomllib
+
+    left_out = set(_ids_leave_out())
+    tables = _documented_rows(GEN.marked_block(RECIPES_MD.read_text()))
+    spec: dict = {"seed": 0}
+    written = []
+    for title, rows in tables.items():
+        section = re.match(r"`([\w.]+)`", title)
+        if not section or section.group(1) not in {"model", "model.selective", "data", "train",
+                                                   "eval"}:
+            continue
+        node = spec
+        for part in section.group(1).split("."):
+            node = node.setdefault(part, {})
+        written.append(f"[base.{section.group(1)}]")
+        for key, shown in rows:
+            if shown == "`(table below)`":
+                continue
+            value = None if shown == "unset" else tomllib.loads(f"v = {shown.strip('`')}")["v"]
+            if value is not None and value != {}:
+                written.append(f"{key} = {shown.strip('`')}")
+            if f"{section.group(1)}.{key}" not in left_out:
+                node[key] = value
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    expected = hashlib.sha256(text.encode()).hexdigest()[:12]
+    for name, recipe in (("empty", ""), ("written", "\n".join(written) + "\n")):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(recipe)
+        result = CliRunner().invoke(main, ["plan", str(path), "--no-cost", "--json",
+                                           "--db", str(tmp_path / "r.db")])
+        assert result.exit_code == 0, result.output
+        assert [row["trial_id"] for row in json.loads(result.stdout)] == [expected], name
