@@ -386,3 +386,13 @@ def test_a_trial_id_recomputed_from_the_page_is_the_one_plan_gives(tmp_path):
                                            "--db", str(tmp_path / "r.db")])
         assert result.exit_code == 0, result.output
         assert [row["trial_id"] for row in json.loads(result.stdout)] == [expected], name
+
+
+def test_the_datasets_table_has_a_row_per_built_in_dataset():
+    """recipes.md's layout table: every built-in ``data.name`` (``folder`` was missing)."""
+    from ablate.catalog import DATASETS
+
+    text = RECIPES_MD.read_text()
+    table = text[text.index("| `data.name` | layout under `data.root` |"):]
+    rows = re.findall(r"^\| `(\w+)` \|", table.split("\n\n")[0], re.M)
+    assert sorted(rows) == sorted(DATASETS.builtin_names())
