@@ -258,10 +258,10 @@ def parse_recipe(text: str, source: str) -> Recipe:
     tune = None
     if "tune" in raw:
         tune = parse_tune(raw["tune"], source, seeds=seeds,
-                          axes=axis_origins(grid, zips, variants))
+                          axes=axis_origins(grid, zips, variants, knockout))
         settings = {f"base.{key}": (key, value) for key, value in flatten(base_raw).items()}
         settings.update({where: (key, True) for key, where in
-                         axis_origins(grid, zips, variants).items()})
+                         axis_origins(grid, zips, variants, knockout).items()})
         check_holdout(tune, source, settings)
 
     return Recipe(
@@ -272,10 +272,14 @@ def parse_recipe(text: str, source: str) -> Recipe:
     )
 
 
-def axis_origins(grid: dict, zips: list[dict], variants: list[Variant]) -> dict[str, str]:
+def axis_origins(grid: dict, zips: list[dict], variants: list[Variant],
+                 knockout: KnockoutSpec | None = None) -> dict[str, str]:
     """Every key an axis or a variant sets -> where (what a nuisance key, a --set and a
-    variant's key cannot be)."""
+    variant's key cannot be); with ``knockout``, its design's axis is ``[knockout]``, the
+    section the user wrote."""
     origins = {key: f'grid."{key}"' for key in grid}
+    if knockout is not None and KNOCKOUT_AXIS in origins:
+        origins[KNOCKOUT_AXIS] = "[knockout]"
     for i, axes in enumerate(zips):
         origins.update({key: f'zip[{i}]."{key}"' for key in axes})
     for variant in variants:

@@ -136,7 +136,7 @@ def narrow_to_set(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
     one value under a name that says otherwise (``lr=0.1`` trained at another lr). A
     variant's key may be set: its name is the user's label, not the value (``--set
     data.name=shapes`` tries a study's every variant on the embedded data)."""
-    varied = axis_origins(recipe.grid, recipe.zips, [])
+    varied = axis_origins(recipe.grid, recipe.zips, [], recipe.knockout)
     grid, zips = dict(recipe.grid), [dict(z) for z in recipe.zips]
     for key, value in list(overrides.items()):
         # the axis's key, a key under it, or a table over it (a --set table is flattened
@@ -438,7 +438,7 @@ def _validate(validate, tree, recipe, origin, variant, point, overrides) -> Tria
             where = f"--set {key}"
         elif _set_by(key, point):
             axis = _set_by(key, point)  # named as its line is: grid."k" or zip[0]."k"
-            origin = axis_origins(recipe.grid, recipe.zips, [])[axis]
+            origin = axis_origins(recipe.grid, recipe.zips, [], recipe.knockout)[axis]
             where = origin if axis == key else f"{origin}: {key}"
         elif variant is not None and _set_by(key, variant.overrides):
             where = f"{origin}{key}"

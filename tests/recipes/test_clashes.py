@@ -143,6 +143,11 @@ def test_a_set_of_a_knockout_in_another_order_picks_its_point():
     [trial] = expand(recipe, parse_set(['model.remove=["head.aspp.convs.1","head.aspp.convs.0"]']))
     assert trial.name == "remove=[head.aspp.convs.0,head.aspp.convs.1]/seed=0"
     assert trial.trial_id in {t.trial_id for t in expand(recipe)}
+    # a value the design does not hold names the section the user wrote, not the grid
+    with pytest.raises(RecipeError) as info:
+        expand(recipe, parse_set(['model.remove=["head.aspp.convs.2"]']))
+    assert info.value.detail.startswith("the axis [knockout] varies it; --set picks one of its "
+                                        "values (")
 
 
 def test_a_set_of_a_variant_key_is_allowed():
