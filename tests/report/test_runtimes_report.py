@@ -6,11 +6,11 @@ import pytest
 
 from ablate.recipes.loader import parse_recipe
 from ablate.report.build import build_report, latency_figures
-from ablate.report.runtimes import runtime_tables
+from ablate.report.runtimes import latency_by_batch_figure, runtime_tables
 from ablate.store import CostRecord, Store
 from ablate.trials.expand import expand
 from ablate.trials.lifecycle import TrialResult
-from tests.report.readable import crowded_ticks, tick_labels
+from tests.report.readable import crowded_ticks, problems, tick_labels
 
 RECIPE = """
 name = "rt"
@@ -112,6 +112,17 @@ def test_latency_by_batch_figure_has_a_line_per_configuration_and_runtime(store)
     assert tick_labels(ax.xaxis) == ["1", "10"]
     assert tick_labels(ax.yaxis) == ["10", "20", "50", "100"]
     assert crowded_ticks(ax.xaxis) == [] and crowded_ticks(ax.yaxis) == []
+
+
+def test_latency_by_batch_legend_hides_no_point(store):
+    """A runtime slowest at batch 1 (torch.compile on a CPU) draws its point top left,
+    where the legend stood inside the axes and hid it: the legend stands outside now."""
+    configs = build_report(store).configs.copy()
+    configs["latency_ms@onnxruntime/bs1"] = 500.0  # above every batch of 10
+    figure = latency_by_batch_figure(configs)
+    assert problems(figure) == []  # no text over the axes, none cut or overlapping
+    legend = figure.axes[0].get_legend().get_window_extent()
+    assert not legend.overlaps(figure.axes[0].get_window_extent())
 
 
 def test_eager_at_batch_one_only_adds_nothing(tmp_path):
