@@ -44,6 +44,7 @@ from ablate.report.page import Image, Section, render_page
 from ablate.report.plots import AXIS_LABELS, curves_figure, pareto_figure, per_class_figure
 from ablate.report.render import config_tables, per_class_tables, trial_counts
 from ablate.report.runtimes import has_runtime_latency, latency_by_batch_figure, runtime_tables
+from ablate.report.settings import holds_integers
 from ablate.report.tables import (
     DELTAS,
     add_baseline,
@@ -214,7 +215,8 @@ def cost_axes(configs: pd.DataFrame, requested: tuple[str, ...] = ()) -> list[st
     # a cost no configuration has (gflops with eval.flops = false) holds None, not NaN: it
     # is a numeric column still, refused below for what it is
     numeric = [c for c in configs.columns if c not in ("n", "pareto") and (
-        configs[c].dtype.kind in "fiu" or (c in DEFAULT_COST_AXES and configs[c].isna().all()))]
+        configs[c].dtype.kind in "fiu" or (c in DEFAULT_COST_AXES and configs[c].isna().all())
+        or holds_integers(configs[c]))]
     if not requested:
         return [c for c in DEFAULT_COST_AXES if c in configs and configs[c].notna().any()]
     axes = []

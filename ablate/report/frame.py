@@ -9,7 +9,7 @@ import pandas as pd
 
 from ablate.evaluate.runtime_keys import parse_metric_key
 from ablate.report.pareto import pareto_mask
-from ablate.report.settings import split_settings
+from ablate.report.settings import axis_column, split_settings
 from ablate.store import read
 from ablate.trials.lifecycle import TrialStatus
 
@@ -165,6 +165,9 @@ def _json_columns(texts: pd.Series, prefix: str, *, stringify_lists: bool) -> pd
     table = pd.DataFrame.from_records(parsed) if parsed else pd.DataFrame()
     if table.empty:
         return pd.DataFrame(index=texts.index)
+    if stringify_lists:  # axes: an epoch count of 2 stays 2 beside a study without it
+        for column in table.columns[table.dtypes.map(lambda d: d.kind == "f").to_numpy()]:
+            table[column] = axis_column([p.get(column) for p in parsed], table.index)
     if (codes < 0).any():  # NULL texts (code -1) take an all-missing row
         table.loc[len(table)] = None
         codes = np.where(codes < 0, len(table) - 1, codes)

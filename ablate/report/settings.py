@@ -160,8 +160,28 @@ def _split(store, frame: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
         if column in out.columns:  # already an axis: its recorded values stand
             continue
         cells = {k: value(k, key, True) for k in flat}
-        out[column] = [cells.get(k) for k in setting]
+        out[column] = axis_column([cells.get(k) for k in setting], out.index)
     return out
+
+
+def axis_column(values: list, index) -> pd.Series:
+    """An ``axis:`` column: integers stay integers beside missing values (pandas makes such
+    a column float, and every format then read an epoch count of 2 as ``2.0``)."""
+    present = [v for v in values if v is not None and v == v]
+    if present and len(present) < len(values) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pd.Series([v if v is not None and v == v else None for v in values],
+                         index=index, dtype=object)
+    return pd.Series(values, index=index)
+
+
+def holds_integers(series: pd.Series) -> bool:
+    """An ``axis_column`` of integers beside missing values (object dtype, numbers still)."""
+    if series.dtype != object:
+        return False
+    present = [v for v in series if v is not None and v == v]
+    return bool(present) and all(isinstance(v, int | np.integer) and not isinstance(v, bool)
+                                 for v in present)
 
 
 def _display(value: Any) -> str:

@@ -130,6 +130,40 @@ def test_booleans_read_alike_in_csv_json_and_markdown(tmp_path):
     assert "|  | channels_last=true | true | 50.00 |" in markdown
 
 
+def test_integer_axis_stays_an_integer_beside_a_study_without_it(tmp_path):
+    """Another study of the report has no ``train.epochs`` axis: its rows leave the column
+    empty, and the other study's epochs still read ``2``, never ``2.0`` (pandas made the
+    column float to hold the gap)."""
+    from ablate.store import Store
+    from tests.report.fake_store import FLAGS, FLAGS_FIGURES, add_study
+
+    epochs = """
+name = "epochs"
+seeds = [0]
+[base.data]
+name = "shapes"
+[grid]
+"train.epochs" = [1, 2]
+"""
+    db = str(tmp_path / "two.db")
+    store = Store(f"sqlite:///{db}")
+    add_study(store, FLAGS, "flags", FLAGS_FIGURES)
+    add_study(store, epochs, "epochs", {"epochs=1": (1_000, 10**6, [(0.4, 1.0)]),
+                                        "epochs=2": (1_000, 10**6, [(0.45, 1.0)])})
+    csv_out = report(db, "--format", "csv")
+    assert csv_out.exit_code == 0, csv_out.output
+    header, *rows = csv_out.output.splitlines()
+    cells = [dict(zip(header.split(","), row.split(","))) for row in rows]
+    assert [c["axis:train.epochs"] for c in cells] == ["", "", "2", "1"]
+    rows = json.loads(report(db, "--format", "json").output)
+    assert [r["axis:train.epochs"] for r in rows] == [None, None, 2, 1]
+    assert all(isinstance(r["axis:train.epochs"], int | None) for r in rows)
+    markdown = report(db, "--format", "markdown").output
+    assert "| epochs=2 | 2 | 45.00 |" in markdown and "2.0" not in markdown
+    plotted = report(db, "--x", "epochs", "--out", str(tmp_path / "plots"))
+    assert plotted.exit_code == 0, plotted.output
+
+
 def test_json_baseline_values(db):
     rows = json.loads(report(db, "--json", "--baseline", "proposed[head=deeplabv3plus]").output)
     by_name = {r["config_name"]: r for r in rows}
