@@ -16,8 +16,6 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import numpy as np
-
 POWER = 0.8
 SD_CONFIDENCE = 0.9  # the upper bound on the noise sd a seeds-needed figure is also given at
 SEEDS_LIMIT = 10_000
@@ -52,15 +50,21 @@ def detectable_se(df: float, level: float, power: float = POWER) -> float:
 def equivalence_power(n: int, margin_sd: float, level: float) -> float:
     """Power to show equivalence within ``±margin_sd`` (in per-seed sds) from ``n`` paired
     seeds when the effect is 0: ``|mean| + t_{1-level}(n-1) · s/√n <= margin``."""
-    from scipy.special import chdtri, ndtr, stdtrit  # lazy: loads scipy
+    from scipy.integrate import quad  # lazy: loads scipy
+    from scipy.special import chdtr, chdtri, ndtr, stdtrit  # lazy: loads scipy
 
     df = n - 1.0
     critical = float(stdtrit(df, 1.0 - level))
-    # the sample sd in sds is sqrt(chi2_df / df): midpoints of 400 equal-probability bins
-    u = (np.arange(400) + 0.5) / 400.0
-    spread = np.sqrt(chdtri(df, u) / df)
-    half = math.sqrt(n) * margin_sd - critical * spread  # in standard errors of the mean
-    return float(np.mean(np.clip(2.0 * ndtr(half) - 1.0, 0.0, None)))
+    reach = math.sqrt(n) * margin_sd  # the margin in standard errors of the mean
+    # the sample sd in sds is sqrt(chi2_df / df); integrated over its probability p up to
+    # the share of samples whose interval fits (beyond it the power is 0): smooth there,
+    # so the integral is exact to 1e-8 (400 midpoint bins erred by 4e-6 at 80%: 1 seed)
+    fits = float(chdtr(df, df * (reach / critical) ** 2))
+
+    def covered(p: float) -> float:
+        return 2.0 * float(ndtr(reach - critical * math.sqrt(chdtri(df, 1.0 - p) / df))) - 1.0
+
+    return float(quad(covered, 0.0, fits)[0]) if fits > 0.0 else 0.0
 
 
 def seeds_to_detect(effect_sd: float, level: float, power: float = POWER,

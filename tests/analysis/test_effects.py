@@ -128,6 +128,34 @@ def test_seeds_for_a_margin_answer_the_equivalence_question_with_their_uncertain
     assert high > 5 * n
 
 
+def test_seeds_for_a_margin_are_exact_where_the_power_sits_on_80_percent():
+    """The spread's 90% upper bound of the quick-start's variant effect (per-seed contrasts
+    -2.546, +1.741, +0.089; margin 1): 518 seeds give TOST power 0.799997, 519 give
+    0.80115. The power summed over 400 bins of the spread said 0.8000006 at 518 and
+    reported 518; "exact TOST power" is now the integral, checked here against the
+    density of the spread's chi-square."""
+    from scipy import integrate, stats
+
+    from ablate.analysis import power
+
+    def reference(n: int, margin_sd: float, level: float) -> float:
+        df, c, z = n - 1, stats.t.ppf(1 - level, n - 1), math.sqrt(n) * margin_sd
+        edge = df * (z / c) ** 2  # chi-square beyond which the interval is wider than 2d
+        low, high = max(0.0, df - 15 * math.sqrt(2 * df)), df + 15 * math.sqrt(2 * df)
+        return integrate.quad(lambda x: (2 * stats.norm.cdf(z - c * math.sqrt(x / df)) - 1)
+                              * stats.chi2.pdf(x, df), low if low < edge else 0.0,
+                              min(edge, high), limit=200, epsabs=1e-12)[0]
+
+    level = 0.05 / 3
+    upper = power.sd_upper(float(np.std([-2.5459796249, 1.7405332922, 0.0888521405],
+                                        ddof=1)), 2)
+    for n in (2, 3, 10, 518, 519):
+        for margin in (1.0 / upper, 0.5, 2.0):
+            assert power.equivalence_power(n, margin, level) == pytest.approx(
+                reference(n, margin, level), abs=1e-7)
+    assert power.seeds_for_equivalence(1.0 / upper, level) == 519
+
+
 def test_family_is_the_study_whatever_other_studies_or_failed_trials_show():
     frame = two_by_two()
     alone = effects_table(frame).set_index("axis")
