@@ -251,6 +251,10 @@ def _suffixes(fmt: str) -> tuple[str, ...]:
 def _print_tables(result, fmt: str, per_class: bool, where: tuple[str, ...]) -> None:
     from ablate.report import render  # lazy: loads numpy, pandas
 
+    if fmt in ("csv", "json") and result.configs.empty and where and result.unmatched:
+        # a typo: said on stderr, so the CSV or JSON on stdout stays parseable
+        click.echo(f"No finished trial matches --where {' '.join(where)}"
+                   + "".join(f"; {line}" for line in result.unmatched) + ".", err=True)
     if fmt == "csv":
         click.echo(render.to_csv(result.configs), nl=False)
         return

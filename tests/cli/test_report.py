@@ -416,6 +416,19 @@ def test_where_that_matches_nothing(db):
         "deeplabv3)\n")
 
 
+def test_where_typo_is_named_on_stderr_beside_a_csv_or_json(db):
+    """``--format csv > t.csv`` with a typo wrote the header alone and said nothing: the
+    line that names the values there are goes to stderr, the output stays parseable."""
+    for fmt, empty in (("csv", "study,config_name,"), ("json", "[]")):
+        result = report(db, "--where", "head=fcn", "--format", fmt)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith(empty)
+        assert result.stderr == ("No finished trial matches --where head=fcn; no trial has "
+                                 "head=fcn; its values: deeplabv3plus, deeplabv3.\n")
+    waiting = report(db, "--where", "miou=99", "--format", "csv")  # no typo: nothing to say
+    assert waiting.exit_code == 0 and waiting.stderr == ""
+
+
 def test_where_on_another_final_figure_and_a_negation(db):
     result = report(db, "--study", "mnv3_mini", "--where", "train_loss=0.5", "--where",
                     "variant!=proposed", "--format", "csv")
