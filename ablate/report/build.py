@@ -119,7 +119,9 @@ def build_report(store, studies: list[str] | tuple[str, ...] = (), *,
         configs = add_runtime_columns(store, trials, configs)
     configs = pareto_marks(configs, trials, alpha, designs)  # its columns even with no row
     if baseline is not None and not configs.empty:
-        configs = baseline_intervals(add_baseline(configs, baseline), trials, alpha, designs)
+        hidden = frozenset(every_trial["config_name"]) | frozenset(every_trial["variant"])
+        configs = baseline_intervals(add_baseline(configs, baseline, hidden), trials, alpha,
+                                     designs)
     elif baseline is not None:  # no row to compare: its columns still (a CSV's header)
         configs = configs.assign(baseline=None, **{delta: np.nan for delta, _ in DELTAS.values()},
                                  miou_delta_low=np.nan, miou_delta_high=np.nan)

@@ -27,7 +27,8 @@ DELTAS = {
 }
 
 
-def add_baseline(configs: pd.DataFrame, name: str) -> pd.DataFrame:
+def add_baseline(configs: pd.DataFrame, name: str, hidden: frozenset[str] = frozenset()
+                 ) -> pd.DataFrame:
     """Add the change of every row against configuration (or variant) ``name``.
 
     ``params``, GFLOPs and latency change in percent, mIoU in points, per study.
@@ -35,12 +36,16 @@ def add_baseline(configs: pd.DataFrame, name: str) -> pd.DataFrame:
     row by row on the axes that vary among its configurations, so each row is
     compared with the baseline variant at the same axis values. Rows without a
     matching baseline get NaN. Adds ``baseline`` (the reference configuration's name).
+    ``hidden``: the names ``--where`` left out, said as such when ``name`` is one.
     """
     chosen = configs["config_name"] == name
     if not chosen.any():
         chosen = configs["variant"] == name
     if not chosen.any():
         known = sorted(set(configs["variant"]) | set(configs["config_name"]))
+        if name in hidden:
+            raise UserInputError(f"--baseline: {name!r} is left out by --where (the baseline "
+                                 f"must pass it); shown: {', '.join(known) or 'none'}")
         raise UserInputError(
             f"--baseline: no configuration or variant {name!r}; known: {', '.join(known) or 'none'}")
     measured = list(DELTAS)

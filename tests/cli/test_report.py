@@ -186,6 +186,10 @@ def test_terminal_table(db):
 @pytest.mark.parametrize("args,code,message", [
     (["--baseline", "nope"], 2, "Error: --baseline: no configuration or variant 'nope'; known: "
                                 "base, conventional, conventional[head=deeplabv3]"),
+    # a baseline --where leaves out is there: it must pass --where (it said "no ... 'proposed'")
+    (["--baseline", "proposed", "--where", "variant=conventional"], 2,
+     "Error: --baseline: 'proposed' is left out by --where (the baseline must pass it); "
+     "shown: conventional, conventional[head=deeplabv3], conventional[head=deeplabv3plus]\n"),
     (["--where", "nope=1"], 2, "Error: --where: no column 'nope'; columns: study, config_name"),
     (["--where", "nope"], 2, "Error: --where: expected KEY=VALUE or KEY!=VALUE, got 'nope'"),
     (["--sort", "nope"], 2, "Error: --sort: no column 'nope'; columns: study, config_name"),
