@@ -215,7 +215,10 @@ def latency_by_batch_figure(configs: pd.DataFrame):
     ax.set_ylabel("latency per batch (ms, median)")
     ax.grid(True, which="both", alpha=0.3)
     if ax.lines:  # under the axes, where it can hide no point (a slow batch of 1 is top left)
-        columns = 2 if len(ax.lines) > 4 else 1
+        from ablate.report.figures.style import text_width  # lazy: loads matplotlib
+
+        widest = max(text_width(fig, line.get_label(), 7) for line in ax.lines) + 0.5
+        columns = 2 if len(ax.lines) > 4 and 2 * widest <= 6.6 else 1
         rows = -(-len(ax.lines) // columns)
         fig.set_size_inches(7.0, 4.5 + 0.17 * rows)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=columns,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from ablate.recipes.loader import parse_recipe
@@ -123,6 +124,13 @@ def test_latency_by_batch_legend_hides_no_point(store):
     assert problems(figure) == []  # no text over the axes, none cut or overlapping
     legend = figure.axes[0].get_legend().get_window_extent()
     assert not legend.overlaps(figure.axes[0].get_window_extent())
+    # twelve lines with long names: one column, none cut at the figure's edge
+    long = pd.DataFrame([{"study": "rt", "config_name": f"lean_last_stage[keep_last_expansion="
+                          f"false,remove=[head.aspp.convs.{i}]]", **{
+                              f"latency_ms@{r}/bs{bs}": (i + 1.0) * bs for r in
+                              ("eager", "compile", "onnxruntime") for bs in (1, 10)}}
+                         for i in range(4)])
+    assert problems(latency_by_batch_figure(long)) == []
 
 
 def test_eager_at_batch_one_only_adds_nothing(tmp_path):
