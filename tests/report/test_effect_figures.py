@@ -118,6 +118,22 @@ def test_improvement_panel_draws_p_and_its_interval():
     assert problems(fig) == []
 
 
+def test_improvement_panel_says_how_it_resampled_unpaired_seeds():
+    """Seeds that do not pair (a=1 ran seeds 10-12): the bootstrap resamples each
+    configuration's runs in its cell, and the note under the panel says so (it said
+    "over the paired seeds" whatever the rows' method)."""
+    trials = two_by_two()
+    trials.loc[trials["config_name"].str.startswith("a=1"), "seed"] += 10
+    effects = effects_of(trials)
+    assert set(effects["method"]) == {"Welch t"}
+    fig = improvement_figure(effects)
+    notes = " ".join(t.get_text() for t in fig.texts)
+    assert "paired seeds" not in notes and "the seeds do not pair" in notes
+    assert problems(fig) == []
+    paired = " ".join(t.get_text() for t in improvement_figure(effects_of(two_by_two())).texts)
+    assert "percentile bootstrap over the paired seeds." in paired
+
+
 def seeded_trials() -> pd.DataFrame:
     """Two configurations x seeds 0, 1, 2 (c1 misses seed 2), mIoU known."""
     values = {"c0": [50.0, 52.0, 54.0], "c1": [60.0, 58.0, None]}

@@ -11,6 +11,7 @@ import math
 
 import pandas as pd
 
+from ablate.analysis.stats import PAIRED
 from ablate.report.figures.rows import Chart, Row, row_chart
 from ablate.report.figures.style import (
     GREY,
@@ -135,10 +136,23 @@ def improvement_figure(effects: pd.DataFrame):
         notes=((f"Axis {one_axis(effects)}. " if one_axis(effects) else "")
                + "rliable's definition (Agarwal et al. 2021): each cell's share of (B, A) run "
                "pairs that B wins (ties count 1/2), averaged over the cells of the other "
-               "axes; percentile bootstrap over the paired seeds. It describes; the "
+               f"axes; {_bootstrap_text(effects['method'].iloc[keep])} It describes; the "
                "verdict, from the t interval of the mean change, decides.",),
         point_styles=(SEED_POINT,))
     return row_chart(rows, chart)
+
+
+def _bootstrap_text(methods: pd.Series) -> str:
+    """How the rows' bootstrap resampled: the paired seeds, or (Welch rows, whose seeds
+    do not pair) each configuration's runs within its cell, rliable's stratified one."""
+    paired = methods.eq(PAIRED)
+    if paired.all():
+        return "percentile bootstrap over the paired seeds."
+    if not paired.any():
+        return ("percentile bootstrap of each configuration's runs within its cell (the "
+                "seeds do not pair).")
+    return ("percentile bootstrap over the paired seeds (each configuration's runs on its "
+            "own where the seeds do not pair).")
 
 
 def seeds_figure(configs: pd.DataFrame, trials: pd.DataFrame):
