@@ -379,7 +379,7 @@ def test_csv_without_a_row_has_the_header_a_report_with_rows_has(db, tmp_path):
     def header(database, *args):
         result = report(database, "--study", "mnv3_mini", "--format", "csv", *args)
         assert result.exit_code == 0, result.output
-        return result.output.splitlines()[0]
+        return result.stdout.splitlines()[0]  # a typo's note goes to stderr
 
     full = header(db)
     assert header(db, "--where", "model.head=fcn") == full  # no trial matches
