@@ -134,6 +134,27 @@ def test_improvement_panel_says_how_it_resampled_unpaired_seeds():
     assert "percentile bootstrap over the paired seeds." in paired
 
 
+def test_a_futility_stop_has_its_own_mark_and_says_what_it_is_read_on():
+    """``no effect ≥ d`` (a study grown by --until-decided with a margin) is read on the
+    loop's futility interval, not on the repeated interval drawn (which may cross ±d): it
+    was drawn and listed as "inconclusive" under a note saying the verdict is read on the
+    interval drawn."""
+    rows = [{"study": "s", "kind": "main", "axis": f"x{k}", "change": "a -> b", "n": 4,
+             "method": "group-sequential (obrien-fleming)", "estimate": -0.56,
+             "ci_low": -4.57, "ci_high": 3.56, "ci_level": 1 - 0.05 / 2, "family": 2,
+             "verdict": verdict, "design": "sequential", "params_pct": np.nan,
+             "gflops_pct": np.nan, "latency_pct": np.nan, "seed_diffs": []}
+            for k, verdict in enumerate(["no effect ≥ 2 (80% power)", "inconclusive (n=4)"])]
+    fig = forest_figure(pd.DataFrame(rows), margin=2.0)
+    futile, open_ = (by_gid(fig, "estimate:")[f"estimate:{i}"] for i in range(2))
+    assert futile.get_marker() != open_.get_marker()
+    assert futile.get_markerfacecolor() == "white"  # weaker than equivalent's filled ◆
+    texts = [t.get_text() for t in fig.findobj(match=lambda a: hasattr(a, "get_text"))]
+    assert any(t.startswith("no effect ≥ d") for t in texts)  # in the legend
+    assert any("futility interval" in t for t in texts)  # the note says what it reads
+    assert problems(fig) == []
+
+
 def seeded_trials() -> pd.DataFrame:
     """Two configurations x seeds 0, 1, 2 (c1 misses seed 2), mIoU known."""
     values = {"c0": [50.0, 52.0, 54.0], "c1": [60.0, 58.0, None]}

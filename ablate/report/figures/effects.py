@@ -14,6 +14,7 @@ import pandas as pd
 from ablate.analysis.stats import PAIRED
 from ablate.report.figures.rows import Chart, Row, row_chart
 from ablate.report.figures.style import (
+    FUTILE,
     GREY,
     MARKERS,
     MARKS,
@@ -99,6 +100,10 @@ def forest_figure(effects: pd.DataFrame, margin: float | None = None):
              + f"Δ mIoU in points, B − A, with its {level} interval (1 − {alpha:g}/{family}, "
              f"Bonferroni over the study's {family} effects; the verdict is read on it)"
              + (f"; {how}" if how else "") + (f"; design: {design}" if design else "") + "."]
+    if FUTILE in shown:  # not read on the interval drawn, which may cross the margin
+        notes.append("No effect ≥ d: the loop's futility stop, read on its futility interval "
+                     "(--json futility_low, futility_high) lying within ±d, not on the "
+                     "interval drawn.")
     chart = Chart(
         title=f"{study}: effect of each axis on mIoU", xlabel=f"Δ mIoU (points), {level} interval",
         headers=tuple(headers), notes=tuple(notes), reference=0.0,

@@ -48,6 +48,7 @@ class Mark:
     filled: bool
 
 
+FUTILE = "no effect ≥ d (futility stop)"
 MARKS = {
     "better": Mark("better", ">", OKABE_ITO["blue"], True),
     "positive": Mark("positive", ">", OKABE_ITO["blue"], True),
@@ -55,12 +56,17 @@ MARKS = {
     "negative": Mark("negative", "<", OKABE_ITO["vermillion"], True),
     "equivalent": Mark("equivalent", "D", OKABE_ITO["bluish green"], True),
     "inconclusive": Mark("inconclusive", "o", "#000000", False),
+    # a sequential study's futility stop: weaker than equivalent, read on another interval
+    FUTILE: Mark(FUTILE, "d", OKABE_ITO["bluish green"], False),
 }
 
 
 def mark(verdict: str) -> Mark:
     """The mark of a verdict by its first word (``equivalent (±1)``, ``inconclusive
-    (n=3)``); any other verdict is drawn as inconclusive is."""
+    (n=3)``; ``no effect ≥ 2 (80% power)``: the futility stop's); any other verdict is
+    drawn as inconclusive is."""
+    if str(verdict).startswith("no effect"):
+        return MARKS[FUTILE]
     return MARKS.get(str(verdict).split(" ")[0], MARKS["inconclusive"])
 
 
