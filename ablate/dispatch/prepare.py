@@ -203,9 +203,13 @@ def check_aux_weights(trials: list[Trial], source: str | None = None) -> None:
         if model.builder is None or model.aux_weight in (0, default):
             continue
         if trial.arch_id not in has_aux:
-            resolution = tuple(int(v) for v in eval_resolution(trial.spec))
+            try:  # a folder dataset's classes and sizes are read from its files
+                classes = num_classes(trial.spec)
+                resolution = tuple(int(v) for v in eval_resolution(trial.spec))
+            except UserInputError:
+                continue  # not there: run's input check names it, plan warns of it
             with blame(source, trial):
-                has_aux[trial.arch_id] = returns_aux(model, num_classes(trial.spec),
+                has_aux[trial.arch_id] = returns_aux(model, classes,
                                                      resolution)  # type: ignore[arg-type]
         if not has_aux[trial.arch_id]:
             message = (f"model.aux_weight = {model.aux_weight:g} is never read: the model "
