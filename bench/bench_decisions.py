@@ -6,7 +6,7 @@ mIoU: true cell means + a seed effect (sd 3 points) shared by the configurations
 seed + trial noise (sd 5 points). No training, no database.
 
     .venv/bin/python bench/bench_decisions.py [--replicates 10000] [--jobs 2]
-        [--part all|loop|futility] [--paths 200000] [--estimates 1000] [--loop-checks 2000]
+        [--part all|loop|futility|looks] [--paths 200000] [--estimates 1000] [--loop-checks 2000]
 
 Lines:
   null designs   fwer: share of studies with any wrong verdict (a better/worse where
@@ -31,6 +31,17 @@ Lines:
                  ``--estimates`` studies) and of the mean, in sigma. Goals: fwer <= alpha +
                  2 se; trials under the null <= 0.70 of the fixed design; power at d >=
                  0.78; coverage >= 0.95; |bias| <= 0.1 sigma at d.
+  looks          few seeds, read at every look (an effect whose configurations get seeds
+                 for other effects): --max-seeds 4 and 10 from 2 seeds, the margin d the
+                 design detects with 80% power. Per truth (0, d) and reading (the rule:
+                 each look's running intersection, or its own interval where the
+                 intersection leaves out its mean; "intersection": the running
+                 intersection alone, as before), ``--paths`` studies: the share with a
+                 look whose futility intersection leaves out its mean, and with a verdict
+                 read on an interval without its mean; at any look: a wrong better/worse
+                 (0), 'no effect >= d' (d: at most beta = 0.2) and 'equivalent' (d: at
+                 most alpha), with Monte-Carlo se; power (better at the first decided look)
+                 and mean seeds there.
 """
 
 from __future__ import annotations
@@ -67,8 +78,9 @@ def main() -> None:
                         help="studies per design of the loop part")
     parser.add_argument("--jobs", type=at_least(1), default=2, help="worker processes")
     parser.add_argument("--seed", type=int, default=20261204)
-    parser.add_argument("--part", choices=("all", "loop", "futility"), default="all",
-                        help="loop: the standard designs; futility: the margin's stop")
+    parser.add_argument("--part", choices=("all", "loop", "futility", "looks"), default="all",
+                        help="loop: the standard designs; futility: the margin's stop; "
+                             "looks: few seeds read at every look")
     parser.add_argument("--paths", type=at_least(1), default=200_000,
                         help="studies per row of the futility part")
     parser.add_argument("--estimates", type=at_least(1), default=1_000,
@@ -84,6 +96,8 @@ def main() -> None:
         futility_table(args.paths, args.estimates, args.jobs, args.seed, args.loop_checks)
     if args.part in ("all", "loop"):
         loop_table(args.replicates, args.jobs, args.seed)
+    if args.part in ("all", "looks"):
+        looks_table(args.paths, args.seed)
 
 
 ALPHA = 0.05
@@ -275,6 +289,78 @@ def loop_table(reps: int, jobs_: int, seed: int) -> None:
               f"fixed_trials_same_power={2 * fixed} ratio={ratio:.2f} "
               f"{'ok' if ratio <= 0.7 else 'above 0.7'} fwer={summary.fwer:.4f} "
               f"replicates={replicates} ({took:.0f} s)")
+
+
+def _intersection_only(mean, se, critical):
+    """The running intersection alone (the rule before it read a look's own interval
+    where the intersection leaves out the look's mean; an empty one was read so)."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore"):
+        half = np.asarray(critical, dtype=float) * se
+        skip = (se == 0.0) | np.isinf(critical)
+        low = np.maximum.accumulate(np.where(skip, -np.inf, mean - half), axis=-1)
+        high = np.minimum.accumulate(np.where(skip, np.inf, mean + half), axis=-1)
+        empty = low > high
+        low, high = np.where(empty, mean - half, low), np.where(empty, mean + half, high)
+    unbounded = np.isinf(low) & np.isinf(high)
+    return np.where(unbounded, np.nan, low), np.where(unbounded, np.nan, high)
+
+
+def looks_table(paths: int, seed: int) -> None:
+    """Few-seed designs read at every look: the rule against the intersection alone."""
+    from unittest import mock
+
+    import numpy as np
+
+    from ablate.analysis import rule as R
+    from ablate.analysis.design import Design
+    from ablate.analysis.sequential import look_statistics, looks_for
+
+    print(f"looks: {paths:,} studies per row (unit per-seed contrast sd), read at every look")
+    print("| K | d | truth | reading | futility intersection leaves out the mean | verdict "
+          "without its mean | wrong better/worse (se) | no effect >= d (se) | equivalent (se) "
+          "| power | mean seeds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for max_seeds in (4, 10):
+        started = time.perf_counter()
+        plain = Design("sequential", alpha=ALPHA, max_seeds=max_seeds, start_seeds=2,
+                       min_effect=1.0, futility_power=0.8)
+        d = R.design_detectable(plain, ALPHA)
+        design = Design(**{**plain.to_json(), "min_effect": d})
+        rule = R.rule_for(design, ALPHA)
+        looks = np.asarray(looks_for(max_seeds, 2, max_seeds))
+        for k, truth in enumerate((0.0, d)):
+            values = np.random.default_rng(seed + 104729 * k).standard_normal(
+                (paths, max_seeds)) + truth
+            mean, se = look_statistics(values, tuple(looks))
+            for label in ("rule", "intersection"):
+                if label == "rule":
+                    reading = R.read(mean, se, rule, d)
+                else:
+                    with mock.patch.object(R, "running_intervals", _intersection_only):
+                        reading = R.read(mean, se, rule, d)
+                code = reading.code
+                fut_out = ((reading.futility_low > mean) | (reading.futility_high < mean))
+                against = np.zeros(code.shape, dtype=bool)
+                for low, high, codes in (
+                        (reading.low, reading.high, (R.BETTER, R.WORSE)),
+                        (reading.tost_low, reading.tost_high, (R.EQUIVALENT,)),
+                        (reading.futility_low, reading.futility_high, (R.FUTILE,))):
+                    against |= np.isin(code, codes) & ((low > mean) | (high < mean))
+                rates = {}
+                for name, codes in (("wrong", (R.BETTER, R.WORSE) if truth == 0 else (R.WORSE,)),
+                                    ("futile", (R.FUTILE,)), ("equivalent", (R.EQUIVALENT,))):
+                    p = float(np.isin(code, codes).any(axis=1).mean())
+                    rates[name] = f"{p:.4f} ({math.sqrt(max(p * (1 - p), 1e-12) / paths):.4f})"
+                decided = code != R.INCONCLUSIVE
+                stop = np.where(decided.any(axis=1), decided.argmax(axis=1), len(looks) - 1)
+                power = float((code[np.arange(paths), stop] == R.BETTER).mean())
+                print(f"| {max_seeds} | {d:.3f} | {'0' if truth == 0 else 'd'} | {label} | "
+                      f"{fut_out.any(axis=1).mean():.4f} | {against.any(axis=1).mean():.4f} | "
+                      f"{rates['wrong']} | {rates['futile']} | {rates['equivalent']} | "
+                      f"{power:.3f} | {looks[stop].mean():.2f} |")
+        print(f"(K={max_seeds}: {time.perf_counter() - started:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ law does not depend on the noise's scale), is ``alpha`` (``calibrated_alpha``). 
 Turnbull, JRSS B, 1989) is ``mean_k +- c_k se_k`` at look ``k``; all of them cover the
 true effect at once with probability ``1 - alpha``, whatever the rule that stopped the
 study, so their running intersection is the interval reported, and decisions read
-from it stay decided. ``bench/bench_decisions.py`` measures the error rate this gives.
+from it stay decided, unless a later look's mean falls outside it: the looks then
+disagree (an early look on a handful of seeds was narrow by chance), and that look's own
+interval is read (``running_intervals``). ``bench/bench_decisions.py`` measures the
+error rate this gives.
 """
 
 from __future__ import annotations
@@ -248,18 +251,24 @@ def running_intervals(mean: np.ndarray, se: np.ndarray,
     """The running intersection of ``mean +- critical * se`` at each look (the last axis).
 
     A look with zero spread or an infinite critical value is no evidence and is skipped;
-    where the looks so far disagree beyond their widths the look's own interval is kept;
-    NaN while every look so far is unbounded. Vectorised over leading axes.
+    NaN while every look so far is unbounded. Where the intersection leaves out the
+    look's own mean (the looks disagree: an earlier look's interval, narrow by chance on
+    a handful of seeds, misses where the data now are; empty or inverted is the extreme
+    case) the look's own interval is kept. Both hold the truth whenever every look's
+    interval does, so either keeps the repeated intervals' error rate, and the look's
+    own is never narrower: a verdict is never read against its own estimate (``no
+    effect >= d`` beside a mean beyond ``d``). Vectorised over leading axes.
     """
     critical = np.asarray(critical, dtype=float)
     with np.errstate(invalid="ignore"):
         half = critical * se
         skip = (se == 0.0) | np.isinf(critical)
-        low = np.maximum.accumulate(np.where(skip, -np.inf, mean - half), axis=-1)
-        high = np.minimum.accumulate(np.where(skip, np.inf, mean + half), axis=-1)
-        empty = low > high
-        low = np.where(empty, mean - half, low)
-        high = np.where(empty, mean + half, high)
+        own_low, own_high = np.where(skip, -np.inf, mean - half), np.where(skip, np.inf, mean + half)
+        low = np.maximum.accumulate(own_low, axis=-1)
+        high = np.minimum.accumulate(own_high, axis=-1)
+        own = (low > mean) | (high < mean)  # empty or inverted included
+        low = np.where(own, own_low, low)
+        high = np.where(own, own_high, high)
     unbounded = np.isinf(low) & np.isinf(high)
     return np.where(unbounded, np.nan, low), np.where(unbounded, np.nan, high)
 

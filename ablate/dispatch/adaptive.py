@@ -7,7 +7,8 @@ the recipe's own seeds, each round tests every effect; an effect is *decided* wh
 interval excludes 0 (better or worse), its equivalence interval lies within
 ``±min_effect`` (equivalent), or, with a margin, its futility interval does (no effect
 of the margin, at 80% power: ``ablate.analysis.rule``); it stays decided (the
-intervals are running intersections of the looks). Every
+intervals are running intersections of the looks) unless a later look's mean leaves
+the intersection, which then gives way to that look's own interval. Every
 configuration an open effect uses gets one new seed (the next integer the study has not
 used), so seeds stay paired across the configurations of each effect. The loop stops
 when every effect is decided, when an open configuration already has ``max_seeds``

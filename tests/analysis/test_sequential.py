@@ -10,8 +10,10 @@ import pytest
 from ablate.analysis.design import Design
 from ablate.analysis.sequential import (
     calibrated_alpha,
+    look_statistics,
     looks_for,
     repeated_interval,
+    running_intervals,
     t_critical,
     z_boundaries,
 )
@@ -72,6 +74,26 @@ def test_repeated_interval_is_the_running_intersection_and_skips_zero_spread():
     # seeds past the design's last look are not part of it
     assert repeated_interval(np.r_[values, 100.0], 2, 5, 0.05).n == 5
     assert math.isnan(repeated_interval(np.array([1.0]), 1, 10, 0.05).low)
+
+
+def test_an_intersection_that_leaves_out_the_looks_mean_reads_the_looks_own_interval():
+    """Two seeds that agree by chance make look 2's interval narrow; seeds 3 and 4 move
+    the mean outside it. The intersection then holds no estimate the data give (or is
+    empty), and the look's own interval, never narrower and as valid, is read."""
+    futility = np.array([2.63, 1.83, 1.57])  # the futility stop's at --max-seeds 4
+    for values, crit in (([1.0, 1.2, 4.0, 4.0], futility),  # [1.24, 1.36] beside 2.55
+                         ([2.0, 2.4, -3.14, -3.14], futility),  # [1.67, 1.95] beside -0.47
+                         ([1.0, 1.1, 3.0, 3.0], np.array([2.63, 0.5, 0.5]))):  # empty
+        mean, se = look_statistics(np.array(values), (2, 3, 4))
+        low, high = running_intervals(mean, se, crit)
+        assert (low <= mean).all() and (mean <= high).all(), values
+        assert low[1:] == pytest.approx((mean - crit * se)[1:]), values
+        assert high[1:] == pytest.approx((mean + crit * se)[1:]), values
+    # where the intersection holds the mean it stands, narrower than the look's own
+    mean, se = look_statistics(np.array([1.0, 3.0, 2.0, 2.5]), (2, 3, 4))
+    low, high = running_intervals(mean, se, np.array([2.63, 1.83, 5.0]))
+    assert low[-1] == pytest.approx(mean[1] - 1.83 * se[1]) and low[-1] > mean[-1] - 5.0 * se[-1]
+    assert high[-1] < mean[-1] + 5.0 * se[-1]
 
 
 @pytest.mark.slow
