@@ -53,6 +53,7 @@ from ablate.analysis.stats import (
     p_values,
 )
 from ablate.trials.lifecycle import TrialStatus
+from ablate.trials.names import axis_text
 
 BETTER, WORSE = "better", "worse"
 POSITIVE, NEGATIVE = "positive", "negative"  # interactions: more (less) than additive
@@ -95,8 +96,8 @@ class Factor:
 
     name: str
     columns: tuple[str, ...]
-    levels: tuple[str, ...]  # canonical text of each level
-    labels: tuple[str, ...]  # as shown
+    levels: tuple[str, ...]  # canonical text of each level (a list: the frame's text)
+    labels: tuple[str, ...]  # as shown (a list as the configuration names spell it)
     variants: bool = False
     against_first: bool = False  # each level compared with the first only (a knock-out design)
 
@@ -168,7 +169,7 @@ def _factors(configs: pd.DataFrame, reference: str | None,
         levels = _ranked(list(dict.fromkeys(joined)), group, order)
         factors.append(Factor(" + ".join(c.removeprefix("axis:") for c in group), tuple(group),
                               tuple("\x1f".join(lv) for lv in levels),
-                              tuple(", ".join(lv) for lv in levels)))
+                              tuple(", ".join(map(axis_text, lv)) for lv in levels)))
     return factors
 
 

@@ -17,11 +17,12 @@ The first two are one axis whose levels are each compared with the baseline only
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+
+from ablate.trials.names import stored_list
 
 COLUMN = "axis:model.remove"
 KEPT, REMOVED = "kept", "removed"
@@ -45,10 +46,7 @@ class OneAway:
 def removed_set(value: Any) -> frozenset[str] | None:
     """The paths a ``model.remove`` value removes (a list, or its text in a frame)."""
     if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            return None
+        value = stored_list(value)
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return frozenset(value)
     return None

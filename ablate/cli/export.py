@@ -59,7 +59,7 @@ def export(study: str, db: str | None, where: tuple[str, ...], csv_path: str | N
 
     conditions = parse_where(where)
     every = exporter.export_frame(Store(db, must_exist=True), study, prefix="STUDY: ")
-    frame = filter_rows(every, conditions)
+    frame = render.shown_lists(filter_rows(every, conditions))  # [a,b], as the names spell it
     to_stdout = "-" in targets.values()
     # a value no trial holds (a typo) is told apart from one whose trials are not done
     hint = "".join(f"; {line}" for line in unmatched(every, conditions)) if frame.empty else ""

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ablate.report.tables import per_class_table
 from ablate.trials.lifecycle import TrialStatus
+from ablate.trials.names import axis_text, stored_list, value_text
 
 STAR = "★"
 NO_SPREAD = "—"  # a spread or interval that one seed cannot give
@@ -49,12 +50,11 @@ def _missing(value: Any) -> bool:
 
 
 def fmt_value(value: Any) -> str:
-    """An axis value as a recipe spells it."""
+    """An axis value as the configuration names spell it (``true``, ``[a,b]``; a list from
+    the frame's text of it, which stays as stored for what reads it back)."""
     if _missing(value):
         return "-"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    return axis_text(value)
 
 
 # -- configuration tables -----------------------------------------------------------------
@@ -404,8 +404,28 @@ def _fitting_parts(table: DisplayTable, console) -> list:
 
 
 def to_csv(frame: pd.DataFrame) -> str:
-    """The frame as CSV, booleans spelled ``true``/``false`` as in the other formats."""
-    return text_booleans(frame).to_csv(index=False)
+    """The frame as CSV, booleans spelled ``true``/``false`` and list axes as the
+    configuration names spell them, as in the other formats."""
+    return text_booleans(shown_lists(frame)).to_csv(index=False)
+
+
+def shown_lists(frame: pd.DataFrame) -> pd.DataFrame:
+    """``axis:`` columns' lists as the configuration names spell them
+    (``[head.aspp.convs.1]``, not the frame's ``['head.aspp.convs.1']``); the frame itself
+    (what ``--where`` and the analysis read) as it was."""
+    out = frame
+    for j, (name, series) in enumerate(frame.items()):
+        if not (isinstance(name, str) and name.startswith("axis:")) or series.dtype.kind in "biufcmM":
+            continue  # numbers, booleans and times hold no list
+        lists = [stored_list(v) for v in series]
+        if all(v is None for v in lists):
+            continue
+        if out is frame:
+            out = frame.copy()
+        out.isetitem(j, pd.Series([v if listed is None else value_text(listed)
+                                   for v, listed in zip(series, lists)],
+                                  index=frame.index, dtype=object))
+    return out
 
 
 def text_booleans(frame: pd.DataFrame) -> pd.DataFrame:
@@ -427,6 +447,7 @@ def text_booleans(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_json(frame: pd.DataFrame) -> str:
-    """Records, one object per row; no rows is ``[]`` (pandas writes ``[`` and ``]`` on
-    lines of their own with an empty one between)."""
-    return "[]" if frame.empty else frame.to_json(orient="records", indent=2)
+    """Records, one object per row, list axes as the configuration names spell them; no
+    rows is ``[]`` (pandas writes ``[`` and ``]`` on lines of their own with an empty one
+    between)."""
+    return "[]" if frame.empty else shown_lists(frame).to_json(orient="records", indent=2)

@@ -6,7 +6,6 @@ renderer (``ablate.report.render``) turns the result into text or HTML.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import math
 import tomllib
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.errors import UserInputError
+from ablate.trials.names import stored_list
 
 # measured column -> change against the baseline: (column, relative in percent?)
 DELTAS = {
@@ -178,11 +178,9 @@ def canonical(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float | np.integer | np.floating):
         return repr(float(value))
-    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
-        try:  # a list the frame holds as its text: "['head.aspp.convs.1']"
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            return value
+    listed = stored_list(value)  # a list the frame holds as its text: "['head.aspp.convs.1']"
+    if listed is not None:
+        value = listed
     if isinstance(value, list | tuple):  # item by item: [1, 2] meets [1.0, 2], 'a' meets a
         return "[" + ",".join(str(canonical(item)) for item in value) + "]"
     return str(value)

@@ -32,6 +32,7 @@ from ablate.recipes.tree import (
     table_kind,
 )
 from ablate.trials.ids import SpecDumps, architecture_id, trial_ids_for_seeds
+from ablate.trials.names import value_text
 
 DEFAULT_MAX_TRIALS = 10_000
 
@@ -149,7 +150,7 @@ def narrow_to_set(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
         keep = [i for i, v in enumerate(values)
                 if key == hit and _same(_as_read(key, v), _as_read(key, value))]
         if not keep:
-            shown = ", ".join(_fmt(v) for v in values)
+            shown = ", ".join(value_text(v) for v in values)
             raise RecipeError(
                 recipe.path, f"the axis {varied[hit]} varies it; --set picks one of its "
                 f"values ({shown}) and runs that point alone, or edit the axis (another value "
@@ -213,14 +214,6 @@ def _short(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ",".join(_fmt(v) for v in value) + "]"
-    return str(value)
-
-
 def _axis_points(recipe: Recipe) -> list[dict[str, Any]]:
     """Every combination of grid values and paired (zip) values, in recipe order."""
     groups: list[list[dict[str, Any]]] = []
@@ -240,7 +233,7 @@ def _axis_points(recipe: Recipe) -> list[dict[str, Any]]:
 
 def _config_name(variant: str | None, axes: dict[str, Any]) -> str:
     labels = _labels(tuple(axes))
-    parts = [f"{label}={_fmt(v)}" for label, v in zip(labels, axes.values())]
+    parts = [f"{label}={value_text(v)}" for label, v in zip(labels, axes.values())]
     if variant and parts:
         return f"{variant}[{','.join(parts)}]"
     return variant or ",".join(parts) or "base"
@@ -383,7 +376,7 @@ def _merge_lines(merges: list[_Merge], overrides: dict[str, Any], points: int) -
 
 def _sets(keys: tuple[str, ...], overrides: dict[str, Any]) -> str:
     """``--set a=1 makes``, as the user typed them."""
-    return (" ".join(f"--set {k}={_fmt(overrides[k])}" for k in keys)
+    return (" ".join(f"--set {k}={value_text(overrides[k])}" for k in keys)
             + (" makes" if len(keys) == 1 else " make"))
 
 

@@ -135,3 +135,43 @@ def test_rich_keeps_names_whole_and_wraps_text_between_words():
     assert "(continued)" in text and text.count(axis) == text.count("s: effects")
     assert re.search(r"│ \(all_expansions ->\s+│", text)  # wrapped between words
     assert all(len(line) <= 100 for line in text.splitlines())
+
+
+def test_list_axes_show_as_the_configuration_names_spell_them_in_every_format():
+    """The frame holds a list axis as Python's text (``['head.aspp.convs.2']``, what
+    ``--where`` and the knock-out analysis read back); the table, Markdown, CSV, JSON,
+    the effects' changes and LaTeX showed that text, not ``[head.aspp.convs.2]``."""
+    import json
+
+    from ablate.analysis.effects import effects_table
+    from ablate.report.latex import report_tables
+    from ablate.report.render import to_json
+    from ablate.report.tables import filter_rows, parse_where
+
+    frame = configs().assign(**{"axis:model.remove": ["['head.aspp.convs.2']", "[]"],
+                                "axis:model.aspp_rates": ["[2, 3, 4]", "['a', 'b c']"]})
+    before = frame.copy()
+    (table,) = config_tables(frame, trials(), {})
+    cells = {c.header: c.cells for c in table.columns}
+    assert cells["remove"] == ["[head.aspp.convs.2]", "[]"]
+    assert cells["aspp_rates"] == ["[2,3,4]", "[a,b c]"]
+    markdown = to_markdown([table])
+    assert "| [head.aspp.convs.2] |" in markdown and "'" not in markdown
+    assert to_csv(frame).splitlines()[1].endswith(',[head.aspp.convs.2],"[2,3,4]"')
+    shown = json.loads(to_json(frame))
+    assert [r["axis:model.remove"] for r in shown] == ["[head.aspp.convs.2]", "[]"]
+    pd.testing.assert_frame_equal(frame, before)  # the stored text stands ...
+    kept = filter_rows(frame, parse_where(["model.remove=[head.aspp.convs.2]"]))
+    assert kept["config_name"].tolist() == ["a[bold]b[/bold]"]  # ... and --where reads it
+    # an effect of a list axis names its levels as the configurations do, in LaTeX too
+    rows = [{"study": "s", "config_name": f"rates={rates}", "variant": "base", "seed": seed,
+             "status": "done", "miou": 50.0 + seed + 2.0 * j, "params": 1.0, "gflops": 1.0,
+             "latency_ms": 1.0, "axis:model.aspp_rates": text}
+            for j, (rates, text) in enumerate((("[2,3,4]", "[2, 3, 4]"),
+                                                ("[a,b c]", "['a', 'b c']")))
+            for seed in range(3)]
+    effects = effects_table(pd.DataFrame(rows))
+    assert effects["change"].tolist() == ["[2,3,4] -> [a,b c]"]
+    latex = "\n".join(report_tables(frame, effects))
+    assert "[2,3,4]" in latex and "[a,b c]" in latex
+    assert "[2, 3, 4]" not in latex and "['a'" not in latex
