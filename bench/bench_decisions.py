@@ -41,7 +41,10 @@ Lines:
                  read on an interval without its mean; at any look: a wrong better/worse
                  (0), 'no effect >= d' (d: at most beta = 0.2) and 'equivalent' (d: at
                  most alpha), with Monte-Carlo se; power (better at the first decided look)
-                 and mean seeds there.
+                 and mean seeds there. Check rows run the loop itself (``simulate``,
+                 ``--loop-checks`` studies) on a 2 x 2 study, --max-seeds 4 from 2 seeds,
+                 margin 2 points (trial noise sd 1, seed sd 1): nothing differs, and an
+                 interaction of exactly 2; fwer and the share stopped for futility.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ def main() -> None:
     if args.part in ("all", "loop"):
         loop_table(args.replicates, args.jobs, args.seed)
     if args.part in ("all", "looks"):
-        looks_table(args.paths, args.seed)
+        looks_table(args.paths, args.seed, args.loop_checks)
 
 
 ALPHA = 0.05
@@ -307,7 +310,7 @@ def _intersection_only(mean, se, critical):
     return np.where(unbounded, np.nan, low), np.where(unbounded, np.nan, high)
 
 
-def looks_table(paths: int, seed: int) -> None:
+def looks_table(paths: int, seed: int, checks: int) -> None:
     """Few-seed designs read at every look: the rule against the intersection alone."""
     from unittest import mock
 
@@ -361,6 +364,30 @@ def looks_table(paths: int, seed: int) -> None:
                       f"{rates['wrong']} | {rates['futile']} | {rates['equivalent']} | "
                       f"{power:.3f} | {looks[stop].mean():.2f} |")
         print(f"(K={max_seeds}: {time.perf_counter() - started:.0f} s)")
+    if checks:
+        check_few_seeds_with_the_loop(seed, checks)
+
+
+def check_few_seeds_with_the_loop(seed: int, replicates: int) -> None:
+    """The loop's own code on a 2 x 2 study at --max-seeds 4 from 2 seeds, margin 2."""
+    import numpy as np
+
+    from ablate.analysis.design import Design
+    from ablate.dispatch.simulate import SimDesign, simulate
+
+    grid = (("a", ("0", "1")), ("b", ("0", "1")))
+    loop = Design("sequential", alpha=ALPHA, max_seeds=4, start_seeds=2, min_effect=2.0,
+                  futility_power=0.8)
+    for truth, means in (("null", np.full((2, 2), 50.0)),
+                         ("interaction 2", np.array([[50.0, 50.0], [50.0, 52.0]]))):
+        started = time.perf_counter()
+        design = SimDesign(truth, grid, means, start_seeds=2, noise_sd=1.0, seed_sd=1.0)
+        summary = simulate(design, loop, replicates, seed=seed + 5)
+        futile = summary.futile.get("a x b: (0 -> 1) x (0 -> 1)", 0) / replicates
+        print(f"check, the loop itself (simulate, {replicates:,} studies) 2x2 K=4 {truth}: "
+              f"fwer {summary.fwer:.4f} ({summary.mc_se:.4f}), interaction 'no effect >= 2' "
+              f"{futile:.3f}, mean trials {summary.mean_trials:.2f} "
+              f"({time.perf_counter() - started:.0f} s)")
 
 
 if __name__ == "__main__":
