@@ -409,10 +409,11 @@ def to_csv(frame: pd.DataFrame) -> str:
     return text_booleans(shown_lists(frame)).to_csv(index=False)
 
 
-def shown_lists(frame: pd.DataFrame) -> pd.DataFrame:
+def shown_lists(frame: pd.DataFrame, as_text: bool = True) -> pd.DataFrame:
     """``axis:`` columns' lists as the configuration names spell them
-    (``[head.aspp.convs.1]``, not the frame's ``['head.aspp.convs.1']``); the frame itself
-    (what ``--where`` and the analysis read) as it was."""
+    (``[head.aspp.convs.1]``, not the frame's ``['head.aspp.convs.1']``), or (``as_text``
+    false, for JSON) as the lists themselves; the frame itself (what ``--where`` and the
+    analysis read) as it was."""
     out = frame
     for j, (name, series) in enumerate(frame.items()):
         if not (isinstance(name, str) and name.startswith("axis:")) or series.dtype.kind in "biufcmM":
@@ -422,8 +423,8 @@ def shown_lists(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         if out is frame:
             out = frame.copy()
-        out.isetitem(j, pd.Series([v if listed is None else value_text(listed)
-                                   for v, listed in zip(series, lists)],
+        out.isetitem(j, pd.Series([v if listed is None else value_text(listed) if as_text
+                                   else listed for v, listed in zip(series, lists)],
                                   index=frame.index, dtype=object))
     return out
 
@@ -447,7 +448,8 @@ def text_booleans(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_json(frame: pd.DataFrame) -> str:
-    """Records, one object per row, list axes as the configuration names spell them; no
-    rows is ``[]`` (pandas writes ``[`` and ``]`` on lines of their own with an empty one
-    between)."""
-    return "[]" if frame.empty else shown_lists(frame).to_json(orient="records", indent=2)
+    """Records, one object per row, list axes as JSON arrays (``["head.aspp.convs.1"]``:
+    a reader tells ``["1"]`` from ``[1]``); no rows is ``[]`` (pandas writes ``[`` and ``]``
+    on lines of their own with an empty one between)."""
+    return "[]" if frame.empty else shown_lists(frame, as_text=False).to_json(
+        orient="records", indent=2)

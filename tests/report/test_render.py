@@ -159,7 +159,8 @@ def test_list_axes_show_as_the_configuration_names_spell_them_in_every_format():
     assert "| [head.aspp.convs.2] |" in markdown and "'" not in markdown
     assert to_csv(frame).splitlines()[1].endswith(',[head.aspp.convs.2],"[2,3,4]"')
     shown = json.loads(to_json(frame))
-    assert [r["axis:model.remove"] for r in shown] == ["[head.aspp.convs.2]", "[]"]
+    assert [r["axis:model.remove"] for r in shown] == [["head.aspp.convs.2"], []]  # JSON lists
+    assert [r["axis:model.aspp_rates"] for r in shown] == [[2, 3, 4], ["a", "b c"]]
     pd.testing.assert_frame_equal(frame, before)  # the stored text stands ...
     kept = filter_rows(frame, parse_where(["model.remove=[head.aspp.convs.2]"]))
     assert kept["config_name"].tolist() == ["a[bold]b[/bold]"]  # ... and --where reads it
