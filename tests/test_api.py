@@ -82,4 +82,4 @@ def test_unknown_study_names_the_known_ones(db):
     for method in (api.trials, api.configs, api.effects):
         with pytest.raises(UserInputError) as err:
             method("nope")
-        assert str(err.value) == "no study 'nope' in the database; known: mnv3_mini, other"
+        assert str(err.value) == f"no study 'nope' in {db}; known: mnv3_mini, other"

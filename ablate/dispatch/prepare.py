@@ -193,7 +193,6 @@ def check_aux_weights(trials: list[Trial], source: str | None = None) -> None:
     the trials would differ in their ids only. The built-in heads are checked by the
     schema (``aux_weight`` without ``aux_head``); a user's model is asked, once per
     architecture, every run (the cost caches do not keep the answer)."""
-    from ablate.models.custom import returns_aux  # lazy: loads torch
     from ablate.trials.resolve import eval_resolution, num_classes
 
     default = ModelSpec.model_fields["aux_weight"].default
@@ -208,6 +207,8 @@ def check_aux_weights(trials: list[Trial], source: str | None = None) -> None:
                 resolution = tuple(int(v) for v in eval_resolution(trial.spec))
             except UserInputError:
                 continue  # not there: run's input check names it, plan warns of it
+            from ablate.models.custom import returns_aux  # lazy: loads torch (a plan need not)
+
             with blame(source, trial):
                 has_aux[trial.arch_id] = returns_aux(model, classes,
                                                      resolution)  # type: ignore[arg-type]
