@@ -621,20 +621,37 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
         states[jid] = state.split()[0]  # "CANCELLED by 0" -> "CANCELLED"
     unknown = [jid for jid, state in states.items() if state == "UNKNOWN"]
     if unknown:  # slurmdbd records a job a moment after sbatch: squeue knows it at once
-        states.update(_queue_states(unknown))
+        states.update(_queue_states(unknown) or {})
+    requeued = [jid for jid, state in states.items() if state == "REQUEUED"]
+    if requeued:
+        # sacct shows a requeued job REQUEUED until it starts again, so one cancelled
+        # while it waited to start stays REQUEUED there for good: slurmctld knows it
+        # ended, and a job it no longer holds (purged MinJobAge after its end) never
+        # starts again; one still waiting stays REQUEUED
+        held = _queue_states(requeued, every_state=True)
+        for jid in requeued if held is not None else []:
+            if held.get(jid) not in LIVE_STATES:
+                states[jid] = held.get(jid, "CANCELLED")
     return states
 
 
-def _queue_states(job_ids: list[str]) -> dict[str, str]:
-    """squeue's state of each job it still lists (a pending array's tasks one by one);
-    jobs it does not list are left out."""
+def _queue_states(job_ids: list[str], every_state: bool = False) -> dict[str, str] | None:
+    """squeue's state of each job it still lists (a pending array's tasks one by one;
+    ``every_state``: ended ones too, as long as slurmctld holds them); jobs it does not
+    list are left out. None when squeue could not say."""
     bases = sorted({jid.split("_")[0] for jid in job_ids})
     command = ["squeue", "--array", "--noheader", "--format=%i|%T", "--jobs", ",".join(bases)]
+    if every_state:
+        command.append("--states=all")
     try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
-        return {}
-    listed = dict(line.strip().split("|", 1) for line in out.splitlines() if "|" in line)
+        return None
+    # a job slurmctld no longer holds: an error when it is the only one asked for
+    if done.returncode != 0 and "Invalid job id specified" not in done.stderr + done.stdout:
+        return None
+    listed = dict(line.strip().split("|", 1) for line in done.stdout.splitlines()
+                  if "|" in line)
     return {jid: listed[jid] for jid in job_ids if listed.get(jid)}
 
 

@@ -53,3 +53,35 @@ def test_a_failing_squeue_leaves_the_jobs_unknown(slurm_bin):
     slurm_bin("sacct", "JobID|State\n")
     slurm_bin("squeue", "slurm_load_jobs error: Invalid job id specified\n", code=1)
     assert job_states(["14_0"]) == {"14_0": "UNKNOWN"}
+
+
+# sacct keeps REQUEUED for a requeued job until it starts again: one scancel'ed while it
+# waited to start (by 'ablate cancel' or by hand) stays REQUEUED there for good
+REQUEUED = "JobID|State\n15_0|REQUEUED\n15_1|RUNNING\n"
+
+
+def test_a_requeued_job_takes_slurmctld_s_state(slurm_bin, tmp_path):
+    slurm_bin("sacct", REQUEUED)
+    slurm_bin("squeue", "15_0|CANCELLED\n15_1|RUNNING\n")
+    assert job_states(["15_0", "15_1"]) == {"15_0": "CANCELLED", "15_1": "RUNNING"}
+    assert (tmp_path / "squeue.calls").read_text().split() == [
+        "--array", "--noheader", "--format=%i|%T", "--jobs", "15", "--states=all"]
+
+
+def test_a_requeued_job_waiting_to_start_stays_requeued(slurm_bin):
+    slurm_bin("sacct", REQUEUED)
+    slurm_bin("squeue", "15_0|PENDING\n15_1|RUNNING\n")
+    assert job_states(["15_0"]) == {"15_0": "REQUEUED"}
+
+
+def test_a_requeued_job_slurmctld_no_longer_holds_never_starts_again(slurm_bin):
+    slurm_bin("sacct", REQUEUED)
+    slurm_bin("squeue", "slurm_load_jobs error: Invalid job id specified\n", code=1)
+    assert job_states(["15_0", "15_1"]) == {"15_0": "CANCELLED", "15_1": "RUNNING"}
+
+
+def test_a_requeued_job_stays_requeued_when_squeue_cannot_say(slurm_bin):
+    slurm_bin("sacct", REQUEUED)
+    slurm_bin("squeue", "slurm_load_jobs error: Unable to contact slurm controller\n",
+              code=1)
+    assert job_states(["15_0"]) == {"15_0": "REQUEUED"}
