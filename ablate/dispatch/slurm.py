@@ -30,7 +30,7 @@ from submitit.slurm.slurm import SlurmInfoWatcher
 
 from ablate import atomic
 from ablate.clock import utc_now_iso
-from ablate.dispatch.claiming import claim_and_run
+from ablate.dispatch.claiming import claim_and_run, describe_holder
 from ablate.dispatch.entry import TrialJob, run_trial
 from ablate.dispatch.executor import ExecutorRequest, OnEvent
 from ablate.dispatch.gpus import VISIBLE_ENV, device_ids
@@ -306,8 +306,9 @@ def _log_left(job: TrialJob, outcome: Outcome) -> None:
         print(f"trial {job.trial_id} was reset by 'ablate cancel' while this job started; "
               "this task exits", flush=True)
     elif isinstance(outcome, Held):  # held by another runner: nothing to do here
-        print(f"trial {job.trial_id} is {outcome.why} elsewhere ({outcome.holder}); "
-              "this task exits", flush=True)
+        by = f" ({describe_holder(dict(outcome.holder))})" if outcome.holder else ""
+        print(f"trial {job.trial_id} is {outcome.why} elsewhere{by}; this task exits",
+              flush=True)
 
 
 def _log_progress(event: TrialEvent) -> None:

@@ -85,3 +85,15 @@ def test_a_requeued_job_stays_requeued_when_squeue_cannot_say(slurm_bin):
     slurm_bin("squeue", "slurm_load_jobs error: Unable to contact slurm controller\n",
               code=1)
     assert job_states(["15_0"]) == {"15_0": "REQUEUED"}
+
+
+def test_a_task_whose_trial_is_held_elsewhere_names_the_holder_in_its_log(capsys):
+    from ablate.dispatch.entry import TrialJob
+    from ablate.dispatch.slurm import _log_left
+    from ablate.trials.lifecycle import Held
+
+    holder = {"host": "vm", "pid": 23026, "started": "boot:1", "executor": "local",
+              "job_id": None}
+    _log_left(TrialJob("s", "t1", "n", {}, "run"), Held("running", holder))
+    assert capsys.readouterr().out == ("trial t1 is running elsewhere (vm:23026 local); "
+                                       "this task exits\n")
