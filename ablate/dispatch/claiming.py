@@ -211,16 +211,21 @@ def runner_report(store, study: str, summary) -> list[str]:
     if queued:
         lines.append(f"this runner queued {len(queued)} trial(s) on Slurm; each job claims "
                      "its trial when it starts")
-    if not took and not queued:
+    if summary.cancelled:
+        lines.append(f"{len(summary.cancelled)} trial(s) pending again: their Slurm job was "
+                     "cancelled (the next 'ablate run' runs them)")
+    if not took and not queued and not summary.cancelled:
         lines.append("nothing left to take: every trial is done or held by another runner")
-    if summary.left:  # by their state now: one held when this runner came may be done
+    # by their state now: one held when this runner came may be done (--wait: recorded)
+    left = {**summary.left, **{tid: Held(TrialStatus.DONE.value) for tid in summary.waited}}
+    if left:
         now = {r.trial_id: r.status.value for r in records}
         by_why: dict[str, int] = {}
-        for tid, outcome in summary.left.items():
+        for tid, outcome in left.items():
             why = now.get(tid, outcome.why)
             by_why[why] = by_why.get(why, 0) + 1
         detail = ", ".join(f"{n} {s}" for s, n in sorted(by_why.items()))
-        lines.append(f"left {len(summary.left)} to other runners ({detail} now)")
+        lines.append(f"left {len(left)} to other runners ({detail} now)")
     for trial_id, error in summary.unclaimed.items():
         lines.append(f"could not claim {trial_id}: {error}; run again to retry it")
     state = ", ".join(f"{counts[s]} {s}" for s in TrialStatus if counts.get(s))

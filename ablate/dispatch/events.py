@@ -38,11 +38,15 @@ class RunSummary:
     left: dict[str, Held] = field(default_factory=dict)  # held by other runners
     interrupted: list[str] = field(default_factory=list)  # preempted or timed out for good
     unclaimed: dict[str, str] = field(default_factory=dict)  # the claim's database error
+    cancelled: list[str] = field(default_factory=list)  # its Slurm job scancel'ed: pending
+    # held by other runners, recorded by them while this one waited (--wait)
+    waited: list[str] = field(default_factory=list)
 
     def queued(self) -> list[str]:
         """Trials this runner queued on Slurm that have not ended in this round (all of
         them with ``--detach``)."""
-        ended = {*self.done, *self.failed, *self.interrupted, *self.left, *self.unrecorded}
+        ended = {*self.done, *self.failed, *self.interrupted, *self.left, *self.unrecorded,
+                 *self.cancelled, *self.waited}
         return [tid for tid in self.submitted if tid not in ended]
 
 

@@ -309,7 +309,10 @@ class StudyRunner:
             summary.submitted.append(tid)
         elif isinstance(event, JobCancelled):  # scancel'ed: run it again later, unless the
             # trial is no longer that job's (held by another runner, recorded, queued again)
-            store.reset_job(job.study, tid, event.job_id)
+            if store.reset_job(job.study, tid, event.job_id):
+                summary.cancelled.append(tid)
+            else:
+                summary.left[tid] = Held(store.statuses(job.study)[tid])
         elif isinstance(event, Ended):
             self._ended(job, event.outcome, summary)
 
@@ -349,6 +352,7 @@ class StudyRunner:
         statuses = store.statuses(study)
         for trial_id in [t for t in summary.left if statuses.get(t, TrialStatus.PENDING).finished]:
             summary.left.pop(trial_id)  # its holder recorded it
+            summary.waited.append(trial_id)
         if not summary.left:
             return
         expiry = store.lease_expiry(study, list(summary.left))

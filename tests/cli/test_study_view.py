@@ -100,3 +100,24 @@ def test_the_trials_left_to_other_runners_are_counted_by_their_state_now():
         "this runner took 1 trial(s)", "left 2 to other runners (2 done now)",
         "study q: 3 done of 3 trial(s)"]
 
+
+
+def test_a_slurm_round_does_not_call_a_cancelled_or_waited_for_trial_queued(capsys):
+    """A job scancel'ed while 'ablate run' waited, and a trial another runner held and
+    recorded while 'ablate run --wait' waited for it, were both counted as still queued:
+    '0 run, 1 queued on Slurm' and 'this runner queued 1 trial(s) on Slurm; each job
+    claims its trial when it starts' for a pending trial with no job."""
+    from ablate.cli.study_view import print_summary
+    from ablate.dispatch.claiming import runner_report
+    from ablate.dispatch.events import RunSummary
+
+    summary = RunSummary(total=3, submitted=["t1", "t2", "t3"], done=["t1"],
+                         cancelled=["t2"], waited=["t3"])
+    assert not summary.queued()
+    assert runner_report(_NoTrials(), "s", summary)[:3] == [
+        "this runner took 1 trial(s)",
+        "1 trial(s) pending again: their Slurm job was cancelled (the next 'ablate run' "
+        "runs them)",
+        "left 1 to other runners (1 done now)"]
+    print_summary(_NoTrials(), "s", [], summary)
+    assert "s: 1 run (1 done, 0 failed), 0 skipped" in capsys.readouterr().out

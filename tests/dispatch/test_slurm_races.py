@@ -109,6 +109,64 @@ def test_a_cancelled_job_leaves_the_trial_another_runner_holds(tmp_path):
     assert store.statuses(recipe.name) == {trials[0].trial_id: "running"}
 
 
+def test_a_round_whose_job_was_cancelled_says_its_trial_is_pending_not_queued(tmp_path):
+    """scancel of a job 'ablate run' waited for: its trial is pending again, and the round
+    said '1 queued on Slurm; each job claims its trial when it starts'."""
+    from ablate.dispatch.claiming import runner_report
+
+    recipe = parse_recipe(TINY_RECIPE, "r.toml")
+    trials = expand(recipe)[:1]
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    runner = StudyRunner(store, CancelledWhileHeld(), RunOptions(tmp_path / "runs"))
+    summary = runner.run(recipe, trials)
+    assert store.statuses(recipe.name) == {trials[0].trial_id: "pending"}
+    assert summary.cancelled == [trials[0].trial_id] and summary.queued() == []
+    assert runner_report(store, recipe.name, summary)[0] == (
+        "1 trial(s) pending again: their Slurm job was cancelled (the next 'ablate run' "
+        "runs them)")
+
+
+
+class FoundHeld:
+    """The job queued for a trial finds it held by a local runner elsewhere and exits."""
+
+    name = "slurm"
+
+    def run(self, jobs, on_event) -> None:
+        from ablate.trials.lifecycle import Held
+
+        for job in jobs:
+            on_event(job, Submitted("7_0"))
+            on_event(job, Ended(Held("running", slurm_holder(None))))
+
+
+def test_a_trial_recorded_by_its_holder_while_wait_waited_is_not_called_queued(
+        tmp_path, monkeypatch):
+    """'ablate run --executor slurm --wait' beside a local runner: once the local runner
+    recorded the trial, the round said '1 queued on Slurm' for it."""
+    from ablate.dispatch.claiming import runner_report
+
+    recipe = parse_recipe(TINY_RECIPE, "r.toml")
+    trials = expand(recipe)[:1]
+    tid = trials[0].trial_id
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.upsert_study(recipe.name)
+    store.register_trials(recipe.name, trials)
+    local = store.claim(recipe.name, tid, slurm_holder(None), 600)
+
+    def holder_records(seconds: float) -> None:  # while the runner waits
+        store.record(TrialResult(recipe.name, tid, "done", final={"miou": 0.5},
+                                 claim_epoch=local.epoch))
+
+    monkeypatch.setattr("ablate.dispatch.study.time.sleep", holder_records)
+    runner = StudyRunner(store, FoundHeld(), RunOptions(tmp_path / "runs", wait=True))
+    summary = runner.run(recipe, trials)
+    assert store.statuses(recipe.name) == {tid: "done"}
+    assert summary.queued() == [] and summary.waited == [tid]
+    assert runner_report(store, recipe.name, summary)[:2] == [
+        "nothing left to take: every trial is done or held by another runner",
+        "left 1 to other runners (1 done now)"]
+
 
 class DiedAfterItsTrialWasQueuedAgain:
     """This runner's job 5_0 dies; before its wait sees that, another process cancels the
