@@ -326,7 +326,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
     except KeyboardInterrupt:
         console.print(_interrupted(executor, recipe_obj.name))
         sys.exit(130)
-    if detach:
+    if detach and view.job_ids:  # nothing to submit: the summary says so
         console.print(f"Submitted {len(view.job_ids)} trial(s) to Slurm. Follow them with "
                       f"'ablate status {recipe_obj.name}'; cancel with "
                       f"'ablate cancel {recipe_obj.name}'.")

@@ -124,6 +124,13 @@ def test_sbatch_tests_the_array_once_and_not_when_every_trial_is_done(tmp_path, 
         "--executor", "slurm"])
     assert again.exit_code == 0, again.output
     assert not accepting_sbatch.exists()  # nothing to run: sbatch is not asked at all
+    # detached, it said 'Submitted 0 trial(s) to Slurm. Follow them with ...'
+    detached = CliRunner().invoke(main, [
+        "run", str(tiny_recipe), "--db", str(db), "--runs-dir", str(tmp_path / "runs"),
+        "--executor", "slurm", "--detach"])
+    assert detached.exit_code == 0, detached.output
+    assert "nothing left to take" in detached.output
+    assert "Submitted" not in detached.output and not accepting_sbatch.exists()
 
 
 UNREACHABLE = {
