@@ -447,11 +447,17 @@ def _require_sbatch() -> None:
     if shutil.which("sbatch") is None:
         raise UserInputError("--executor slurm: sbatch not found; is Slurm installed "
                              "and on PATH (and SLURM_CONF set)?")
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():  # sbatch would retry it for 60 s, then fail
+        raise UserInputError(f"--executor slurm: SLURM_CONF ({conf}) is not a file; set it "
+                             "to this cluster's slurm.conf, or unset it (nothing was recorded)")
 
 
-# what sbatch says when it reaches no controller (none configured, none listening)
+# what sbatch says when it reaches no controller (none configured, none listening, a
+# configuration it cannot read)
 UNREACHABLE = ("unable to contact slurm controller", "could not establish a configuration "
-               "source", "resolve_ctls_from_dns_srv", "fetch_config: dns srv lookup failed")
+               "source", "resolve_ctls_from_dns_srv", "fetch_config: dns srv lookup failed",
+               "unable to process configuration file")
 
 
 def refused_error(output: str, source: str = "", *, recorded: bool = True) -> UserInputError:

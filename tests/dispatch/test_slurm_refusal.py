@@ -140,6 +140,10 @@ UNREACHABLE = {
         "sbatch: fatal: Could not establish a configuration source"),
     "controller down": ("sbatch: error: Batch job submission failed: Unable to contact slurm "
                         "controller (connect failure)"),
+    "unreadable slurm.conf": (
+        "sbatch: error: s_p_parse_file: unable to read \"/etc/slurm/slurm.conf\": "
+        "Permission denied\nsbatch: error: ClusterName needs to be specified\n"
+        "sbatch: fatal: Unable to process configuration file"),
 }
 
 
@@ -153,13 +157,31 @@ def test_no_reachable_controller_is_named_as_such(tmp_path, tiny_recipe, monkeyp
     sbatch.write_text(f"#!/bin/sh\ncat >&2 <<'END'\n{said}\nEND\nexit 1\n")
     sbatch.chmod(sbatch.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("SLURM_CONF", "/etc/slurm/slurm.conf")
+    conf = tmp_path / "slurm.conf"  # there, but sbatch finds no controller through it
+    conf.write_text("ClusterName=elsewhere\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
     db = tmp_path / "new.db"
     result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db), "--runs-dir",
                                        str(tmp_path / "runs"), "--executor", "slurm"])
     assert result.exit_code == 2, result.output
     first = said.splitlines()[0].removeprefix("sbatch: error: ")
     assert result.output == (f"Error: sbatch cannot reach a Slurm controller: {first}; nothing "
-                             "was recorded; is slurmctld running here, and SLURM_CONF "
-                             "(/etc/slurm/slurm.conf) this cluster's slurm.conf?\n")
+                             f"was recorded; is slurmctld running here, and SLURM_CONF "
+                             f"({conf}) this cluster's slurm.conf?\n")
     assert not db.exists()
+
+
+def test_a_slurm_conf_that_is_not_there_is_named_at_once(tmp_path, tiny_recipe,
+                                                          accepting_sbatch, monkeypatch):
+    """sbatch retried a missing SLURM_CONF for 60 s, then ablate said "sbatch refused the
+    job array: s_p_parse_file: cannot stat file ...; check --partition, --mem, ..."."""
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "nosuch.conf"))
+    db = tmp_path / "new.db"
+    result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db), "--runs-dir",
+                                       str(tmp_path / "runs"), "--executor", "slurm",
+                                       "--detach"])
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"Error: --executor slurm: SLURM_CONF ({tmp_path}/nosuch.conf) is "
+                             "not a file; set it to this cluster's slurm.conf, or unset it "
+                             "(nothing was recorded)\n")
+    assert not db.exists() and not accepting_sbatch.exists()  # sbatch was not asked
