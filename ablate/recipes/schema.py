@@ -684,12 +684,24 @@ def _slurm_mem(value: str | None) -> str | None:
     return value
 
 
+def _mem_text(value: Any) -> Any:
+    """A bare number is refused with the string meant: sbatch reads ``--mem=16`` as 16 MB,
+    rarely what ``mem = 16`` means."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not (math.isfinite(value) and value == int(value)):
+            return value  # not a whole number, as sbatch takes: the string rule says so
+        raise ValueError(f"must be a string with its unit, e.g. mem = \"{value:g}G\" (sbatch "
+                         f"reads a bare {value:g} as megabytes: write \"{value:g}M\" for that)")
+    return value
+
+
 class SlurmSpec(Section):
     partition: str | None = None
     gpus_per_trial: NonNegInt = 0
     cpus_per_trial: PositiveInt = 2
     mem: str | None = None
     _mem = field_validator("mem")(classmethod(lambda cls, v: _slurm_mem(v)))
+    _mem_number = field_validator("mem", mode="before")(classmethod(lambda cls, v: _mem_text(v)))
     time: PositiveInt = 60  # minutes
     array_parallelism: PositiveInt = 64
 

@@ -130,6 +130,16 @@ def test_a_slurm_memory_size_sbatch_would_refuse_is_refused_before_submitting(me
         assert str(err.value) == f"--mem: {rule} (got {mem!r})"
 
 
+@pytest.mark.parametrize("mem, meant", [("16", "16"), ("64000", "64000")])
+def test_a_slurm_memory_size_given_as_a_number_names_the_string_meant(mem, meant):
+    """It read "should be a string (got 16)"; sbatch takes a bare 16 as megabytes."""
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(BASE + f"[slurm]\nmem = {mem}\n", "r.toml")
+    assert str(err.value) == (f'r.toml: slurm.mem: must be a string with its unit, e.g. mem = '
+                              f'"{meant}G" (sbatch reads a bare {meant} as megabytes: write '
+                              f'"{meant}M" for that) (got {mem})')
+
+
 @pytest.mark.parametrize("mem", ["16G", "500", "2t", "64000M"])
 def test_a_slurm_memory_size_sbatch_takes_is_accepted(mem):
     assert parse_recipe(BASE + f'[slurm]\nmem = "{mem}"\n', "r.toml").slurm.mem == mem
