@@ -101,27 +101,31 @@ def test_truncated_image_is_named(city_root):
     (LABEL_IDS.astype(np.uint16) + 256, "I;16"),  # 16-bit ids: uint8 would wrap 263 to 7
     (np.stack([LABEL_IDS.astype(np.uint8)] * 3, axis=-1), "RGB"),  # a colour image
 ])
-def test_label_ids_not_8_bit_are_refused_naming_the_file(city_root, pixels, mode):
+def _val_label_error(city_root, pixels: np.ndarray) -> tuple:
+    """(the validation label's path, the error reading it as ``pixels`` raises)."""
     label = city_root / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png"
     Image.fromarray(pixels).save(label)
     with pytest.raises(UserInputError) as error:
         build_datasets(spec(city_root)).val[0]
-    assert str(error.value) == (
+    return label, str(error.value)
+
+
+def test_label_ids_not_8_bit_are_refused_naming_the_file(city_root, pixels, mode):
+    label, message = _val_label_error(city_root, pixels)
+    assert message == (
         f"{label}: label image is mode {mode!r}; expected 8-bit label ids (mode 'L', as "
         "cityscapesScripts writes *_gtFine_labelIds.png)")
 
 
-@pytest.mark.parametrize("ids, shown", [([34], "34"), ([40, 34, 254, 100, 50, 60], "34, 40, 50, 60, 100, ...")])
+@pytest.mark.parametrize("ids, shown", [([34], "34"),
+                                        ([40, 34, 254, 100, 50, 60], "34, 40, 50, 60, 100, ...")])
 def test_label_ids_cityscapes_does_not_have_are_refused_naming_the_file(city_root, ids, shown):
     """They read as ignored pixels: a map of other ids (another dataset's, instance ids
     cut to 8 bits) trained on little or nothing without a word."""
-    label = city_root / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png"
     pixels = LABEL_IDS.astype(np.uint8)
     pixels.flat[: len(ids)] = ids
-    Image.fromarray(pixels).save(label)
-    with pytest.raises(UserInputError) as error:
-        build_datasets(spec(city_root)).val[0]
-    assert str(error.value) == (
+    label, message = _val_label_error(city_root, pixels)
+    assert message == (
         f"{label}: label ids {shown} are not Cityscapes label ids (0 to 33, or 255 for void); "
         "expected the label ids cityscapesScripts writes")
 
