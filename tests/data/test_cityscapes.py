@@ -97,10 +97,6 @@ def test_truncated_image_is_named(city_root):
         build_datasets(spec(city_root)).val[0]
 
 
-@pytest.mark.parametrize("pixels, mode", [
-    (LABEL_IDS.astype(np.uint16) + 256, "I;16"),  # 16-bit ids: uint8 would wrap 263 to 7
-    (np.stack([LABEL_IDS.astype(np.uint8)] * 3, axis=-1), "RGB"),  # a colour image
-])
 def _val_label_error(city_root, pixels: np.ndarray) -> tuple:
     """(the validation label's path, the error reading it as ``pixels`` raises)."""
     label = city_root / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png"
@@ -110,6 +106,10 @@ def _val_label_error(city_root, pixels: np.ndarray) -> tuple:
     return label, str(error.value)
 
 
+@pytest.mark.parametrize("pixels, mode", [
+    (LABEL_IDS.astype(np.uint16) + 256, "I;16"),  # 16-bit ids: uint8 would wrap 263 to 7
+    (np.stack([LABEL_IDS.astype(np.uint8)] * 3, axis=-1), "RGB"),  # a colour image
+])
 def test_label_ids_not_8_bit_are_refused_naming_the_file(city_root, pixels, mode):
     label, message = _val_label_error(city_root, pixels)
     assert message == (
