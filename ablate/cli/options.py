@@ -7,8 +7,6 @@ import sys
 
 import click
 
-from ablate.errors import UserInputError
-
 
 def _not_empty(ctx, param, value):
     """``--db ""`` would silently mean the default database: refused instead."""
@@ -108,6 +106,5 @@ def known_studies(store, study: str | None = None) -> list[str]:
     naming the database and the studies it holds (exit 2)."""
     known = [s.name for s in store.studies()]
     if study is not None and study not in known:
-        raise UserInputError(f"STUDY: no study {study!r} in {store.display_url}; known: "
-                             f"{', '.join(known) or 'none yet'}")
+        raise store.unknown_study(study, known, "STUDY: ")
     return known

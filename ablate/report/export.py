@@ -24,8 +24,7 @@ def require_studies(store, studies, prefix: str = "") -> dict[str, str]:
     known = study_descriptions(store)
     for study in studies:
         if study not in known:
-            raise UserInputError(f"{prefix}no study {study!r} in {store.display_url}; "
-                                 f"known: {', '.join(known) or 'none yet'}")
+            raise store.unknown_study(study, known, prefix)
     return known
 
 

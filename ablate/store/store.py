@@ -6,7 +6,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.pool import NullPool, StaticPool
 
 from ablate.clock import utc_now
-from ablate.errors import StoreError
+from ablate.errors import StoreError, UserInputError
 from ablate.paths import expand_user
 from ablate.store import target
 from ablate.store.claims import ClaimsMixin, db_now, lease_is_live, superseded, trial_job
@@ -334,6 +334,12 @@ class Store(ClaimsMixin, TimingsMixin):
     def studies(self) -> list[StudyRecord]:
         with self.session() as s:
             return [_study_record(r) for r in s.scalars(select(StudyRow).order_by(StudyRow.id))]
+
+    def unknown_study(self, study: str, known: Iterable[str], prefix: str = "") -> UserInputError:
+        """The one line refusing a study this database does not hold (``prefix``: the
+        option or argument that named it), with the database and the studies it holds."""
+        return UserInputError(f"{prefix}no study {study!r} in {self.display_url}; known: "
+                              f"{', '.join(known) or 'none yet'}")
 
     def trials(self, study: str | None = None, *, with_metrics: bool = True,
                status: TrialStatus | None = None) -> list[TrialRecord]:
