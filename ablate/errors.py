@@ -56,6 +56,16 @@ class TrialFailed(AblateError):
     """A trial stopped with an error (divergence, bad configuration found late)."""
 
 
+def did_you_mean(word: str, choices, preferred=()) -> str:
+    """`` (did you mean 'lr'?)``: the first of ``preferred`` (a choice the caller knows is
+    meant, e.g. one ``word`` starts), else the choice spelt closest to ``word``; ``""``
+    when none is close."""
+    import difflib  # lazy: read only when a name is wrong
+
+    close = list(preferred)[:1] or difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def one_line(text: object, limit: int | None = 300) -> str:
     """The first non-empty line of ``text``, its whitespace collapsed, at most ``limit``
     characters (the middle elided, so the start and the end both show)."""

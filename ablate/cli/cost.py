@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from typing import Any
 
@@ -22,7 +21,7 @@ from ablate.cli.options import (
 from ablate.cli.text import terminal as escape  # markup and control characters
 from ablate.cost.cache import clear
 from ablate.dispatch.preflight import find_problems
-from ablate.errors import UserInputError
+from ablate.errors import UserInputError, did_you_mean
 
 
 def parse_resolution(text: str) -> list[int]:
@@ -224,8 +223,7 @@ def _resolve(trials: list, name: str, path: str) -> list:
             return groups[0]
     variants = ", ".join(dict.fromkeys(t.variant for t in trials))
     configs = list(dict.fromkeys(t.config_name for t in trials))
-    close = difflib.get_close_matches(name, configs, n=1)  # a grid value off by one
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name, configs)  # a grid value off by one
     raise UserInputError(f"--diff: {name!r} is not a variant, config or trial id of {path}"
                          f"{hint}; variants: {variants}")
 

@@ -7,7 +7,6 @@ the same way: one line naming the file, the key as the user wrote it and what is
 from __future__ import annotations
 
 import datetime
-import difflib
 import re
 import types
 import typing
@@ -15,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ablate.errors import RecipeError
+from ablate.errors import RecipeError, did_you_mean
 from ablate.recipes.allowed import value_rule
 from ablate.recipes.schema import SEED_MAX, TrialSpec
 
@@ -155,8 +154,7 @@ def check_key(source: str, where: str, key: str, extra: tuple[str, ...] = ()) ->
 
 def _close_key(key: str, allowed: list[str]) -> str:
     """`` (did you mean 'batch_size'?)`` for a misspelt last part of ``key``, else ``""``."""
-    close = difflib.get_close_matches(key.rpartition(".")[2], allowed, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return did_you_mean(key.rpartition(".")[2], allowed)
 
 
 def _seed_pointer(key: str) -> str:

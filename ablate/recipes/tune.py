@@ -21,14 +21,13 @@ Every error names the file and the key (``tune."train.lr"``) and says what is al
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from ablate.errors import RecipeError
+from ablate.errors import RecipeError, did_you_mean
 from ablate.recipes.schema import PositiveInt, Section, Seed
 from ablate.recipes.tree import (
     check_key,
@@ -166,8 +165,7 @@ def check_holdout(tune: Tune, source: str, settings: dict[str, tuple[str, Any]])
 
 def _unknown(source: str, key: str) -> None:
     allowed = ", ".join([*TuneSettings.model_fields, '"train.*"', '"model.args.*"', '"data.*"'])
-    close = difflib.get_close_matches(key, list(TuneSettings.model_fields), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(key, TuneSettings.model_fields)
     raise RecipeError(source, f"unknown key{hint}; allowed: {allowed} (a nuisance key is a "
                       "dotted train.*, model.args.* or data.* key)", f"tune.{key}")
 

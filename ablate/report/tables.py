@@ -6,7 +6,6 @@ renderer (``ablate.report.render``) turns the result into text or HTML.
 
 from __future__ import annotations
 
-import difflib
 import math
 import tomllib
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate.errors import UserInputError
+from ablate.errors import UserInputError, did_you_mean
 from ablate.trials.names import stored_list
 
 # measured column -> change against the baseline: (column, relative in percent?)
@@ -194,9 +193,8 @@ def no_column(option: str, key: str, names: list[str], kind: str = "column") -> 
     """``--sort: no column 'miou' (did you mean 'miou_mean'?); columns: ...``: the first
     name (in column order) that starts with ``key``, or whose last dotted part does
     (``keep_last`` -> ``model.keep_last_expansion``), else the closest spelling."""
-    close = [n for n in names if n.startswith(key) or n.rpartition(".")[2].startswith(key)][:1] \
-        or difflib.get_close_matches(key, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(key, names, [n for n in names if n.startswith(key)
+                                     or n.rpartition(".")[2].startswith(key)])
     return UserInputError(f"{option}: no {kind} {key!r}{hint}; {kind}s: {', '.join(names)}")
 
 
