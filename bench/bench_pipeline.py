@@ -43,7 +43,7 @@ if TREE_ENV not in os.environ:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import at_least, describe, extract  # noqa: E402
+from machine import at_least, describe, extract, user_error  # noqa: E402
 
 VOC_SIZE = (375, 500)  # height, width: VOC's most common image size
 
@@ -274,7 +274,7 @@ def _refused(exc: BaseException) -> str | None:
         return exc.code if isinstance(exc.code, str) else None
     from ablate.errors import UserInputError
 
-    return str(exc).splitlines()[0] if isinstance(exc, UserInputError) else None
+    return user_error(exc) if isinstance(exc, UserInputError) else None
 
 
 if __name__ == "__main__":
