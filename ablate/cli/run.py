@@ -175,7 +175,8 @@ def _build_architectures(stand_in, recipe, trials: list, overrides: dict) -> Non
 @runs_option
 @click.option("--jobs", "-j", default=None, type=click.IntRange(1),
               help="Local worker processes running trials side by side [1; with "
-                   "--trials-per-gpu K: GPUs x K].")
+                   "--trials-per-gpu K: GPUs x K]; a trial timing its latency holds the "
+                   "others at their next step.")
 @click.option("--skip-failed", is_flag=True,
               help="Keep failed trials as they are (by default they run again).")
 @click.option("--rerun-failed", is_flag=True, hidden=True,

@@ -8,7 +8,9 @@ With GPUs (``gpus``), each trial takes whole devices from the runner's slots
 devices: ``CUDA_VISIBLE_DEVICES`` must be set before CUDA starts in a process, so a
 worker is never reused for other devices. With ``trials_per_gpu`` K > 1 a device holds
 up to K such trials at once (``ablate.dispatch.sharing``: how many fit, the gate that
-keeps latency timing exclusive, the neighbours each trial records).
+keeps latency timing exclusive, the neighbours each trial records). On the CPU, the
+``--jobs`` pool processes pass one such gate too (``sharing.CpuPool``): they share the
+cores' caches and memory bandwidth.
 """
 
 from __future__ import annotations
@@ -142,8 +144,9 @@ class LocalExecutor:
         pumper = threading.Thread(target=pump, daemon=True)
         pumper.start()
         try:
-            with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=orphans.watch_parent,
-                                     initargs=(os.getpid(),)) as pool:
+            cpus = sharing.CpuPool(ctx, self.jobs)  # latency timed with the others held
+            with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_pool_start,
+                                     initargs=(os.getpid(), *cpus.initargs())) as pool:
                 pending: dict[Future, TrialJob] = {}
                 for job in jobs:
                     pending[pool.submit(_pool_worker, job, events, threads)] = job
@@ -264,10 +267,18 @@ def _slot_worker(job: TrialJob, gpus: tuple[Gpu, ...], messages, threads: int,
     messages.put(WorkerEnded(job.trial_id, outcome))
 
 
+def _pool_start(parent: int, gate: sharing.DeviceGate, seats: Any) -> None:
+    """A pool process's initializer: watch the runner, take a place at the CPU gate."""
+    orphans.watch_parent(parent)
+    sharing.join(gate, seats)
+
+
 def _pool_worker(job: TrialJob, events, threads: int) -> Outcome:
     """A pool process, reused for the next trial; one whose runner was killed takes none."""
     orphans.start_trial()
     try:
-        return run_in_worker(job, lambda message: orphans.send(events, message), threads)
+        with sharing.cpu_share() as share:
+            return run_in_worker(job, lambda message: orphans.send(events, message), threads,
+                                 share=share)
     finally:
         orphans.end_trial()

@@ -163,6 +163,10 @@ def test_two_local_worker_processes(study):
     assert {t.status for t in trials} == {"done"}
     assert len({t.environment["pid"] for t in trials}) == 2  # ran in two processes
     assert all((runs / "tiny" / t.trial_id / "result.json").is_file() for t in trials)
+    for t in trials:  # each timed its latency with the other worker held at its next step
+        record = t.environment["sharing"]
+        assert record["mode"] == "cpu workers" and record["workers"] == 2
+        assert record["latency"] == "timed alone" and t.metrics["latency_ms"] > 0
 
 
 def test_rerun_failed_is_a_deprecated_no_op_and_contradicts_skip_failed(study):

@@ -283,6 +283,64 @@ def test_a_trial_that_dies_while_timing_frees_its_neighbours():
     assert gate.owner.value == -1 and gate.busy[1] == 0
 
 
+@pytest.mark.slow  # spawns a process that imports this module
+def test_a_neighbour_killed_while_timing_holds_no_step_up():
+    gate = _gate()  # no runner left to release its place (it was killed too)
+    proc = CTX.Process(target=_die_inside, args=(gate.handle(1), "exclusive"))
+    proc.start()
+    proc.join(timeout=120)
+    assert proc.exitcode == 3 and gate.owner.value == 1
+    stepped = threading.Event()
+
+    def step():
+        with gate.handle(0).step():
+            stepped.set()
+
+    threading.Thread(target=step, daemon=True).start()
+    assert stepped.wait(timeout=120)  # it found the owner dead, not waiting forever
+    assert gate.owner.value == -1
+
+
+@pytest.mark.slow  # spawns a process that imports this module
+def test_a_neighbour_killed_inside_a_step_lets_latency_be_timed_alone():
+    gate = _gate()
+    proc = CTX.Process(target=_die_inside, args=(gate.handle(0), "step"))
+    proc.start()
+    proc.join(timeout=120)
+    assert proc.exitcode == 3 and gate.busy[0] == 1
+    with gate.handle(1, wait_s=60).exclusive() as window:  # else it waited all 60 s
+        pass
+    assert window.alone and gate.busy[0] == 0
+
+
+def _die_inside(handle, where: str) -> None:
+    with getattr(handle, where)():
+        os._exit(3)  # killed: no finally runs
+
+
+def test_cpu_workers_take_one_place_each_and_record_how_latency_was_timed():
+    pool = sharing.CpuPool(CTX, 2)
+    places = []
+    try:
+        for _ in range(3):  # a third process (none with --jobs 2) gets no place
+            sharing.join(*pool.initargs())
+            with sharing.cpu_share() as share:
+                places.append(None if share is None else share.handle.place)
+                if share is not None:
+                    assert pool.gate.present[share.handle.place] == 1
+                    sharing.install(share)
+                    with train_sharing.alone_on_device():
+                        pass
+                    record = sharing.environment_record()
+                    assert record["mode"] == "cpu workers" and record["workers"] == 2
+                    assert record["latency"] == "timed alone"
+        assert places == [0, 1, None]
+        assert list(pool.gate.present) == [0, 0]  # each place left free after its trial
+    finally:
+        sharing.install(None)
+        sharing._cpu_seat = None
+
+
 @pytest.mark.slow
 def test_two_trials_share_one_gpu_and_time_latency_alone(tmp_path, monkeypatch):
     # each trial waits at its first step for the other (trialhooks/sitecustomize.py): they
