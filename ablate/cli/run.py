@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ablate.cli.options import (
     runs_option,
     set_option,
 )
+from ablate.cli.text import terminal as escape
 from ablate.cli.until_decided import (
     check_loop_options,
     check_until_decided,
@@ -49,7 +51,8 @@ def slurm_options(fn):
         click.option("--array-parallelism", type=click.IntRange(1), default=None,
                      help="At most this many trials of the array run at once [recipe, else 64]."),
         click.option("--detach", is_flag=True,
-                     help="Submit to Slurm and return; follow with 'ablate status'."),
+                     help="Submit to Slurm and return (no progress bars); it prints the job "
+                          "logs' folder; follow with 'ablate watch' or 'ablate status'."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -97,6 +100,26 @@ def _interrupted(executor: str, study: str) -> str:
                 f"stop them with 'ablate cancel {study}'.")
     return ("[yellow]Interrupted.[/] Finished trials are recorded; run the same "
             "command again to finish the rest (trials resume from checkpoints).")
+
+
+def _detached(study: str, job_ids: dict[str, str], folder: Path, db: str | None,
+               runs_dir: str | None) -> str:
+    """What a detached run leaves the user with: its job arrays, where their logs go, and
+    the commands that follow them (with this run's --db and --runs-dir)."""
+    arrays = ", ".join(sorted({job.split("_")[0] for job in job_ids.values()}))
+    where = "".join(f" {flag} {shlex.quote(value)}"
+                    for flag, value in (("--db", db), ("--runs-dir", runs_dir)) if value)
+    name = shlex.quote(study)
+    return (f"Submitted {len(job_ids)} trial(s) to Slurm (job array {arrays}); each job's "
+            f"log: {folder}/<job id>_0_log.out and .err. Follow them live with "
+            f"'ablate watch {name}{where}', or with 'ablate status {name}{where}' (it also "
+            f"records jobs that died); cancel with 'ablate cancel {name}{where}'.")
+
+
+def _on_command_line(name: str) -> bool:
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(name) is ParameterSource.COMMANDLINE
 
 
 def _refuse_slurm_flags(detach: bool, flags: dict) -> None:
@@ -279,6 +302,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
 
         resolve_spec(recipe_obj.slurm, {k: v for k, v in slurm_flags.items()
                                         if k != "gpus_per_trial"})
+    given_runs_dir = runs_dir
     runs_dir = str(resolve_runs_root(runs_dir, db))
     from ablate.store import resolve_url  # lazy: loads sqlalchemy
     from ablate.store.target import check_writable_sqlite  # lazy: likewise
@@ -319,7 +343,7 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
                                                                 loop)
     store = Store(db)
     runner_executor = checker or make_executor(executor, request(store))
-    view = StudyView(console, store)
+    view = StudyView(console, store, detached=detach)
     runner = StudyRunner(store, runner_executor, options, emit=view.show)
     try:
         with view:
@@ -328,8 +352,8 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         console.print(_interrupted(executor, recipe_obj.name))
         sys.exit(130)
     if detach and view.job_ids:  # nothing to submit: the summary says so
-        console.print(f"Submitted {len(view.job_ids)} trial(s) to Slurm. Follow them with "
-                      f"'ablate status {recipe_obj.name}'; cancel with "
-                      f"'ablate cancel {recipe_obj.name}'.")
+        typed_db = db if _on_command_line("db") else None  # $ABLATE_DB reaches them too
+        console.print(escape(_detached(recipe_obj.name, view.job_ids, runner_executor.folder,
+                                       typed_db, given_runs_dir)), soft_wrap=True)
     if not outcome.ok:
         sys.exit(1)

@@ -99,9 +99,12 @@ def waiting_line(held: int, expiry) -> str:
 class StudyView:
     """Renders a study's events; ``show`` is the runner's ``emit``."""
 
-    def __init__(self, console, store) -> None:
+    def __init__(self, console, store, detached: bool = False) -> None:
         self.console = console  # stderr: progress
         self.store = store
+        # --detach: the run returns once its jobs are queued, before any trial moves, so
+        # its bars would stay empty on the screen; its lines are still printed
+        self.detached = detached
         self.progress = None  # the round's rich Progress, while a round runs
         self.overall = None
         self.tasks: dict[str, int] = {}
@@ -163,7 +166,8 @@ class StudyView:
         self.close()
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False)
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
+            disable=self.detached)
         self.progress.__enter__()
         self.tasks = {}
         self.overall = self.progress.add_task("trials", total=event.trials)

@@ -133,6 +133,25 @@ def test_sbatch_tests_the_array_once_and_not_when_every_trial_is_done(tmp_path, 
     assert "Submitted" not in detached.output and not accepting_sbatch.exists()
 
 
+def test_a_detached_run_draws_no_bars_and_says_where_its_logs_go(tmp_path, tiny_recipe,
+                                                                  accepting_sbatch):
+    """--detach returns once its jobs are queued: it left a 'trials 0/2' bar and one empty
+    '0/?' bar per job on the screen, and named neither the jobs' logs nor 'ablate watch',
+    and 'ablate status tiny' without this run's --db read another database."""
+    db, runs = tmp_path / "my.db", tmp_path / "runs"
+    result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db), "--runs-dir",
+                                       str(runs), "--executor", "slurm", "--detach"])
+    assert result.exit_code == 0, result.output
+    assert not any(line.startswith("trials") or "[job 77_" in line
+                   for line in result.output.splitlines())
+    where = f"--db {db} --runs-dir {runs}"
+    assert result.output.splitlines()[-1] == (
+        f"Submitted 2 trial(s) to Slurm (job array 77); each job's log: {tmp_path}/slurm/"
+        f"<job id>_0_log.out and .err. Follow them live with 'ablate watch tiny {where}', or "
+        f"with 'ablate status tiny {where}' (it also records jobs that died); cancel with "
+        f"'ablate cancel tiny {where}'.")
+
+
 UNREACHABLE = {
     "no controller configured": (
         "sbatch: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host\n"
