@@ -164,6 +164,8 @@ class StudyView:
             self.console.print(f"Retrying {event.retried} failed trial(s) "
                                "(--skip-failed keeps them as they are).")
         self.close()
+        if not event.trials:  # every trial skipped: a '0/0' bar would stand there empty
+            return
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,

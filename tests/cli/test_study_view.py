@@ -47,6 +47,25 @@ def test_progress_lines_keep_the_grid_point_and_the_job_id():
     view.close()
 
 
+def test_a_round_with_nothing_to_run_and_a_detached_round_draw_no_bar():
+    """Every trial done: 'trials 0/0' stood under 'skipped'. Detached: the run returned
+    once its jobs were queued, leaving 'trials 0/1' and an empty '0/?' bar per job."""
+    out = io.StringIO()
+
+    def terminal() -> Console:  # a terminal, where rich draws bars live; no colours
+        return Console(file=out, width=100, force_terminal=True, color_system=None)
+
+    view = StudyView(terminal(), store=None)
+    view.show(Planned(study="s", trials=0, skipped=2, retried=0))
+    view.close()
+    detached = StudyView(terminal(), store=None, detached=True)
+    detached.show(Planned(study="s", trials=1, skipped=0, retried=0))
+    detached.show(TrialUpdate(_job("t1", "a/seed=0"), Submitted(job_id="12_0")))
+    detached.close()
+    assert out.getvalue() == "2 trial(s) already done (or failed, with --skip-failed): skipped.\n"
+    assert detached.job_ids == {"t1": "12_0"}
+
+
 class _NoTrials:
     """A store whose study holds no trial records (the summary's counts are the round's)."""
 
