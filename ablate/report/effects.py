@@ -82,6 +82,9 @@ def effects_tables(effects: pd.DataFrame, alpha: float) -> list[DisplayTable]:
             + ("; seeds for margin: seeds per configuration for 80% power to show "
                "equivalence when nothing differs, at the observed spread (≤: at its 90% upper "
                "bound; Colas et al. 2018)" if group["seeds_needed"].notna().any() else "")
+            + ". p (adj.): the test's two-sided p times the family size, at most 1"
+            + (" (—: a group-sequential design's repeated intervals have no fixed-sample p)"
+               if sequential else "")
             + ". Δ params/GFLOPs/latency: geometric mean of the per-cell ratios, in percent.",
         ]
         tables.append(DisplayTable(title=f"{study}: effects of each axis on mIoU",

@@ -135,6 +135,19 @@ def test_effects_baseline_and_outputs_with_split_configurations(mixed, tmp_path)
     assert "image_size=32 {train.epochs=2}" in page and "holds trials of 2" in page
 
 
+def test_the_effects_note_says_what_p_adj_is_and_why_a_sequential_study_has_none(mixed):
+    """The table's 'p (adj.)' column was explained nowhere on screen, and read '—' on every
+    row of a study grown by --until-decided."""
+    from ablate.report.effects import effects_tables
+
+    effects = build_report(mixed[0], effects=True).effects
+    note = effects_tables(effects, 0.05)[0].notes[-1]
+    assert "p (adj.): the test's two-sided p times the family size, at most 1." in note
+    grown = effects.assign(method="group-sequential (obrien-fleming)", p_adj=float("nan"))
+    assert ("at most 1 (—: a group-sequential design's repeated intervals have no "
+            "fixed-sample p).") in effects_tables(grown, 0.05)[0].notes[-1]
+
+
 def test_a_code_edit_is_a_setting_of_its_own(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'c.db'}")
     text = TINY.format(epochs=1)
