@@ -51,13 +51,16 @@ def _clear_cache(ctx, param, value: bool) -> None:
 @click.option("--clear-cache", is_flag=True, is_eager=True, expose_value=False,
               callback=_clear_cache,
               help="Empty the per-user cost cache ablate plan and run use "
-                   "($ABLATE_CACHE_DIR, else ~/.cache/ablate) and exit.")
+                   "($ABLATE_CACHE_DIR, else $XDG_CACHE_HOME/ablate, else ~/.cache/ablate) "
+                   "and exit.")
 @recipe_argument
 @click.option("--trial", "trial_ids", multiple=True, metavar="ID",
               help="Only this trial (id or id prefix); repeatable.")
 @click.option("--variant", "variants", multiple=True, metavar="NAME",
               help="Only this variant's trials; repeatable.")
-@click.option("--resolution", metavar="HxW", help="Count FLOPs at this input size.")
+@click.option("--resolution", metavar="HxW",
+              help="Count FLOPs at this input size, e.g. 512x512 [each trial's evaluation "
+                   "resolution].")
 @set_option
 @click.option("--diff", nargs=2, metavar="A B",
               help="Modules whose parameters or FLOPs differ between A and B "

@@ -39,13 +39,16 @@ SLURM_FLAGS = ("partition", "gpus_per_trial", "cpus_per_trial", "mem", "time", "
 def slurm_options(fn):
     """``--partition`` ... ``--detach``: override the recipe's ``[slurm]`` section."""
     options = [
-        click.option("--partition", default=None,
+        click.option("--partition", default=None, metavar="NAME",
                      help="Slurm partition [recipe, else the cluster's default]."),
         click.option("--gpus-per-trial", type=click.IntRange(0), default=None,
-                     help="GPUs per trial (more than 1: DistributedDataParallel)."),
+                     help="GPUs per trial (more than 1: DistributedDataParallel) [recipe's "
+                          "[slurm], else 1 locally, 0 on Slurm]."),
         click.option("--cpus-per-trial", type=click.IntRange(1), default=None,
                      help="CPU cores per trial [recipe, else 2]."),
-        click.option("--mem", default=None, metavar="SIZE", help="Memory per trial, e.g. 16G."),
+        click.option("--mem", default=None, metavar="SIZE",
+                     help="Memory per trial: a whole number with K, M, G or T, e.g. 16G "
+                          "[recipe, else the partition's default]."),
         click.option("--time", type=click.IntRange(1), default=None, metavar="MINUTES",
                      help="Time limit per trial in minutes [recipe, else 60]."),
         click.option("--array-parallelism", type=click.IntRange(1), default=None,
@@ -206,7 +209,8 @@ def _build_architectures(stand_in, recipe, trials: list, overrides: dict) -> Non
               help="Deprecated: failed trials run again by default; accepted and ignored.")
 @click.option("--force", is_flag=True, help="Run every trial again, done ones included.")
 @click.option("--trial", "trial_ids", multiple=True, metavar="ID", help="Only this trial (repeatable).")
-@click.option("--variant", "variants", multiple=True, metavar="NAME", help="Only this variant.")
+@click.option("--variant", "variants", multiple=True, metavar="NAME",
+              help="Only this variant (repeatable).")
 @click.option("--executor", default="local", show_default=True,
               type=click.Choice(["local", "slurm"]), help="Where trials run.")
 @click.option("--gpus", default=None, metavar="LIST",
