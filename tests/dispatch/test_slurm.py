@@ -186,7 +186,8 @@ def test_a_requeued_trial_resumes_from_its_checkpoint_as_preempted_not_failed(
     out = run_cli("run", str(recipe), "--db", db, "--runs-dir", str(runs), "--executor", "slurm",
                   "--cpus-per-trial", "1", "--time", "20", "--detach")
     assert out.exit_code == 0, out.output
-    assert "Submitted 1 trial(s) to Slurm. Follow them with 'ablate status long'" in out.output
+    assert "Submitted 1 trial(s) to Slurm (job array " in out.output
+    assert f"'ablate status long --db {db} --runs-dir {runs}'" in out.output
     store = Store(db)
     (record,) = store.trials("long")
     assert record.status == "running" and record.job_id
