@@ -96,22 +96,28 @@ def _check_flags(executor: str, detach: bool, slurm_flags: dict, until_decided: 
                              "failed trials run again by default")
 
 
-def _interrupted(executor: str, study: str) -> str:
+def _interrupted(executor: str, study: str, where: str = "") -> str:
     if executor == "slurm":
+        name = escape(shlex.quote(study) + where)
         return (f"[yellow]Interrupted.[/] The Slurm jobs keep running. Follow them with "
-                f"'ablate status {study}' (it records their results), or "
-                f"stop them with 'ablate cancel {study}'.")
+                f"'ablate status {name}' (it records their results), or "
+                f"stop them with 'ablate cancel {name}'.")
     return ("[yellow]Interrupted.[/] Finished trials are recorded; run the same "
             "command again to finish the rest (trials resume from checkpoints).")
 
 
-def _detached(study: str, job_ids: dict[str, str], folder: Path, db: str | None,
-               runs_dir: str | None) -> str:
+def _where(db: str | None, runs_dir: str | None) -> str:
+    """`` --db D --runs-dir R`` of the commands a run tells the user to follow it with:
+    each as typed on the command line (``$ABLATE_DB`` reaches them anyway)."""
+    typed_db = db if _on_command_line("db") else None
+    return "".join(f" {flag} {shlex.quote(value)}"
+                   for flag, value in (("--db", typed_db), ("--runs-dir", runs_dir)) if value)
+
+
+def _detached(study: str, job_ids: dict[str, str], folder: Path, where: str) -> str:
     """What a detached run leaves the user with: its job arrays, where their logs go, and
     the commands that follow them (with this run's --db and --runs-dir)."""
     arrays = ", ".join(sorted({job.split("_")[0] for job in job_ids.values()}))
-    where = "".join(f" {flag} {shlex.quote(value)}"
-                    for flag, value in (("--db", db), ("--runs-dir", runs_dir)) if value)
     name = shlex.quote(study)
     return (f"Submitted {len(job_ids)} trial(s) to Slurm (job array {arrays}); each job's "
             f"log: {folder}/<job id>_0_log.out and .err. Follow them live with "
@@ -353,11 +359,10 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         with view:
             outcome = runner.execute(recipe_obj, trials, overrides, loop)
     except KeyboardInterrupt:
-        console.print(_interrupted(executor, recipe_obj.name))
+        console.print(_interrupted(executor, recipe_obj.name, _where(db, given_runs_dir)))
         sys.exit(130)
     if detach and view.job_ids:  # nothing to submit: the summary says so
-        typed_db = db if _on_command_line("db") else None  # $ABLATE_DB reaches them too
         console.print(escape(_detached(recipe_obj.name, view.job_ids, runner_executor.folder,
-                                       typed_db, given_runs_dir)), soft_wrap=True)
+                                       _where(db, given_runs_dir))), soft_wrap=True)
     if not outcome.ok:
         sys.exit(1)

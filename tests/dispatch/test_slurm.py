@@ -258,7 +258,7 @@ def test_interrupt_refusal_killed_job_cancel_and_status(cancel_after, tmp_path, 
     monkeypatch.setattr("ablate.dispatch.slurm.wait_for_results", interrupted)
     out = run_cli("run", *args)
     assert out.exit_code == 130, out.output
-    assert "Follow them with 'ablate status two'" in out.output
+    assert f"Follow them with 'ablate status two --db {db} --runs-dir {runs}'" in out.output
     store = Store(db)
     killed, cancelled = store.trials("two")
     assert {killed.status, cancelled.status} == {"running"}

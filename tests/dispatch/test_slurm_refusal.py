@@ -152,6 +152,23 @@ def test_a_detached_run_draws_no_bars_and_says_where_its_logs_go(tmp_path, tiny_
         f"'ablate cancel tiny {where}'.")
 
 
+def test_ctrl_c_while_slurm_jobs_run_names_this_runs_database(tmp_path, tiny_recipe,
+                                                              accepting_sbatch, monkeypatch):
+    """Ctrl-C leaves the jobs running; 'ablate status tiny' without this run's --db read
+    another database (the default one)."""
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ablate.dispatch.slurm.wait_for_results", interrupted)
+    db, runs = tmp_path / "my.db", tmp_path / "runs"
+    result = CliRunner().invoke(main, ["run", str(tiny_recipe), "--db", str(db), "--runs-dir",
+                                       str(runs), "--executor", "slurm"])
+    assert result.exit_code == 130, result.output
+    where = f"--db {db} --runs-dir {runs}"
+    assert (f"Follow them with 'ablate status tiny {where}' (it records their results), or "
+            f"stop them with 'ablate cancel tiny {where}'.") in " ".join(result.output.split())
+
+
 UNREACHABLE = {
     "no controller configured": (
         "sbatch: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host\n"
