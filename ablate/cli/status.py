@@ -77,19 +77,30 @@ def _print_study(console, store, follow) -> None:
         counts[r.status] = counts.get(r.status, 0) + 1
     title = f"{follow.study}: " + ", ".join(f"{counts[s]} {s}" for s in TrialStatus
                                             if counts.get(s))
-    table = Table(title=title)
-    for col in ("trial", "status", "preempted", "job id", "Slurm state", "held by", "renewed",
-                "GPUs", "mIoU %"):
-        table.add_column(col, justify="right" if col in ("mIoU %", "preempted") else "left")
+    columns = ("trial", "status", "preempted", "job id", "Slurm state", "held by", "renewed",
+               "GPUs", "mIoU %")
     now = store.database_time()
+    rows = []
     for r in records:
         miou = r.metrics.get("miou")
         holder, renewed = _claim_columns(r, now)
-        table.add_row(escape(r.name), r.status.value,
-                      f"{r.preemptions}x" if r.preemptions else "-", r.job_id or "-",
-                      follow.slurm_states.get(r.trial_id, "-"), escape(holder), renewed,
-                      escape(_gpus_column(r.environment)),
-                      fmt_float(100 * miou if miou is not None else None, 2))
+        rows.append((escape(r.name), r.status.value,
+                     f"{r.preemptions}x" if r.preemptions else "-", r.job_id or "-",
+                     follow.slurm_states.get(r.trial_id, "-"), escape(holder), renewed,
+                     escape(_gpus_column(r.environment)),
+                     fmt_float(100 * miou if miou is not None else None, 2)))
+    # a column with nothing in any row (a local CPU study has no job, Slurm state, GPUs)
+    # leaves its width to the trial names, which fold rather than end in '…' where the
+    # terminal is narrow: two trials must never read the same
+    keep = [i for i, col in enumerate(columns)
+            if col in ("trial", "status", "mIoU %") or any(row[i] != "-" for row in rows)]
+    table = Table(title=title)
+    for i in keep:
+        col = columns[i]
+        table.add_column(col, justify="right" if col in ("mIoU %", "preempted") else "left",
+                         overflow="fold" if col == "trial" else "ellipsis")
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
     console.print(table)
     for line in follow.corrupt:
         console.print(f"[yellow]ignored corrupt result:[/] {escape(line)}")

@@ -35,3 +35,37 @@ def test_status_says_why_each_failed_trial_failed(tmp_path):
         f"failed {failed.name}: UserInputError: {root}VOCdevkit/VOC2012/JPEGImages/"
         "2007_000001.jpg: unreadable image: Truncated File Read")
     assert sum(line.startswith("failed ") for line in out.output.splitlines()) == 1
+
+
+def test_a_narrow_terminal_shows_every_trial_name_whole(tmp_path, monkeypatch):
+    """At 72 columns the table cut 'lean_last_stage[keep_last_expansion=true]/seed=0' and
+    '.../seed=1' to the same 'lean_last_stage[keep_l…', beside six columns of '-' that a
+    local CPU study never fills."""
+    from rich.console import Console
+
+    from ablate.cli import status
+
+    db = str(tmp_path / "s.db")
+    store = Store(db)
+    trials = expand(parse_recipe("""
+        name = "narrow"
+        seeds = [0, 1]
+        [base.data]
+        name = "shapes"
+        [grid]
+        "model.keep_last_expansion" = [true, false]
+        [variants.lean_last_stage]
+        "model.expansion" = [1, 2, 3]
+        """, "narrow.toml"))
+    store.upsert_study("narrow")
+    store.register_trials("narrow", trials)
+    monkeypatch.setattr(status, "make_console", lambda: Console(width=72, record=True))
+    out = CliRunner().invoke(main, ["status", "narrow", "--db", db,
+                                    "--runs-dir", str(tmp_path / "runs")])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert max(len(line) for line in lines) <= 72
+    assert "…" not in out.output and "Slurm state" not in out.output
+    cells = "".join(line.split("│")[1].strip() for line in lines if line.startswith("│"))
+    for trial in trials:  # folded over lines, every character of every name is there
+        assert trial.name in cells
