@@ -254,7 +254,8 @@ def print_summary(store, study: str, trial_ids: list[str], summary) -> None:
     queued_part = f", {queued} queued on Slurm" if queued else ""
     table = Table(title=f"{study}: {ran} run{ended}{queued_part}, {summary.skipped} skipped")
     for col in ("trial", "status", "mIoU %", "params", "GFLOPs", "latency ms"):
-        table.add_column(col, justify="left" if col in ("trial", "status") else "right")
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right",
+                         overflow="fold" if col == "trial" else "ellipsis")  # never two alike
     for tid in trial_ids:
         r = records.get(tid)
         if r is None:

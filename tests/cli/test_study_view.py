@@ -140,3 +140,32 @@ def test_a_slurm_round_does_not_call_a_cancelled_or_waited_for_trial_queued(caps
         "left 1 to other runners (1 done now)"]
     print_summary(_NoTrials(), "s", [], summary)
     assert "s: 1 run (1 done, 0 failed), 0 skipped" in capsys.readouterr().out
+
+
+def test_the_summary_shows_every_trial_name_whole_on_a_narrow_terminal(monkeypatch, capsys):
+    """At 60 columns the round's table cut two seeds of one configuration to the same
+    'lean_last_stage[keep_l…'."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from ablate.cli import study_view
+    from ablate.dispatch.events import RunSummary
+    from ablate.trials.lifecycle import TrialStatus
+
+    names = [f"lean_last_stage[keep_last_expansion=true]/seed={s}" for s in (0, 1)]
+
+    class Done:
+        def trials(self, study, with_metrics=True):
+            return [SimpleNamespace(trial_id=n, name=n, status=TrialStatus.DONE, arch_id="a",
+                                    metrics={"miou": 0.3}) for n in names]
+
+        def get_costs(self, arch_ids):
+            return {}
+
+    monkeypatch.setattr(study_view, "make_console", lambda: Console(width=60))
+    study_view.print_summary(Done(), "s", names, RunSummary(total=2, done=names))
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 60 and not any("…" in line for line in lines)
+    cells = [line.split("│")[1].strip() for line in lines if line.startswith("│")]
+    assert "".join(cells).count("lean_last_stage[keep_last_expansion=true]/seed=") == 2
