@@ -45,7 +45,10 @@ SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
      "[fair-comparisons.md](fair-comparisons.md); its other keys are the nuisance keys: "
      '`"train.lr" = { log_uniform = [1e-4, 1.0] }`, `{ uniform = [low, high] }`, '
      '`{ int = [low, high] }` or `{ choice = [a, b, ...] }`, any `train.*`, `model.args.*` '
-     "or `data.*` key that no grid, zip or variant sets)", "tune", tune.TuneSettings),
+     "or `data.*` key that no grid, zip or variant sets, but not the data keys that say "
+     "what the effects are measured on: `name`, `root`, `builder`, `classes`, `image_size`, "
+     "`data_seed`, `val_split`, `val_images`, `limit_val`, `eval_size`, `holdout`)", "tune",
+     tune.TuneSettings),
     ("`[slurm]` (top level; only used with `--executor slurm`, command-line flags win)",
      "slurm", schema.SlurmSpec),
     ("`[local]` (top level; how `ablate run` places trials on local GPUs, command-line flags win; see [cluster.md](cluster.md#several-trials-per-gpu))",

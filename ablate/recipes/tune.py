@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from ablate.errors import RecipeError, did_you_mean
-from ablate.recipes.schema import PositiveInt, Section, Seed
+from ablate.recipes.schema import DataSpec, PositiveInt, Section, Seed
 from ablate.recipes.tree import (
     check_key,
     check_seeds,
@@ -41,6 +41,11 @@ from ablate.recipes.tree import (
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
 TUNABLE = ("train.", "model.args.", "data.")  # the sections whose keys may be nuisance keys
 NOT_TUNABLE = ("data.holdout",)  # what the tuning trials themselves set
+# what the confirmation trials are measured on: tuned, each configuration would be read on
+# its own validation set (or task), and the effects would compare those
+EVALUATED_ON = ("data.name", "data.root", "data.builder", "data.classes", "data.image_size",
+                "data.data_seed", "data.val_split", "data.val_images", "data.limit_val",
+                "data.eval_size")
 _OF_RANGE = " (a value of its range)"  # a refused value is one the range holds, not one given
 RANGE_RULE = ('a range: { log_uniform = [low, high] }, { uniform = [low, high] }, '
               '{ int = [low, high] } or { choice = [a, b, ...] }')
@@ -184,6 +189,12 @@ def _range(source: str, key: str, value: Any, axes: dict[str, str]) -> Range:
         raise RecipeError(source, "not a nuisance key: only train.*, model.args.* and data.* "
                           "keys can be tuned" + (" (data.holdout is what [tune] sets)"
                                                  if key in NOT_TUNABLE else ""), where)
+    if key in EVALUATED_ON:
+        data_keys = ", ".join(k for k in DataSpec.model_fields
+                              if f"data.{k}" not in (*EVALUATED_ON, *NOT_TUNABLE))
+        raise RecipeError(source, "sets what the effects are measured on: tuned, each "
+                          "configuration would be read on its own validation data; set it "
+                          f"in [base] (data keys that can be tuned: {data_keys})", where)
     if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
         unknown = [k for k in value if k not in DISTRIBUTIONS] if isinstance(value, dict) else []
         said = (f"unknown distribution {', '.join(map(repr, unknown))}; " if unknown

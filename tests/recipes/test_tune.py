@@ -55,12 +55,28 @@ def test_a_tune_section_is_read_with_every_kind_of_range():
     assert tune.to_json()["ranges"]["train.lr"] == {"log_uniform": [1e-4, 1.0]}
 
 
+def test_a_training_side_data_key_can_be_tuned():
+    recipe = parse_recipe(recipe_text(LR + '\n"data.train_images" = { int = [64, 128] }'),
+                          "tuned.toml")
+    assert recipe.tune.keys == ("train.lr", "data.train_images")
+
+
 # (the [tune] lines or a replacement, the key the error names, words of its message)
 BAD = [
     ('"train.lrr" = { log_uniform = [1e-4, 1.0] }', 'tune."train.lrr"', "unknown key 'train.lrr'"),
     ('budgte = 3\n' + LR, "tune.budgte",
      "unknown key (did you mean 'budget'?); allowed: budget, seeds"),
     ('"eval.batch_size" = { int = [1, 8] }', 'tune."eval.batch_size"', "not a nuisance key"),
+    # what the confirmation trials are measured on: each configuration would pick its own
+    # validation set (a holdout selection does not even read it) and be compared on it
+    ('"data.val_images" = { int = [16, 64] }', 'tune."data.val_images"',
+     "sets what the effects are measured on: tuned, each configuration would be read on "
+     "its own validation data; set it in [base] (data keys that can be tuned: args, "
+     "train_images,"),
+    ('"data.data_seed" = { int = [0, 5] }', 'tune."data.data_seed"',
+     "sets what the effects are measured on"),
+    ('"data.eval_size" = { choice = [[32, 32], [48, 48]] }', 'tune."data.eval_size"',
+     "sets what the effects are measured on"),
     ('"model.keep_last_expansion" = { choice = [true, false] }',
      'tune."model.keep_last_expansion"', 'also set by grid."model.keep_last_expansion"'),
     ('"train.momentum" = { uniform = [0.5, 0.9] }', 'tune."train.momentum"',
