@@ -61,9 +61,9 @@ def loop_lines(event) -> list[str]:
 def tuning_lines(event) -> list[str]:
     """A tuned study's phase events (``dispatch.tuning``) as the lines they print."""
     if isinstance(event, TuningStarted):
-        return [f"tuning: {event.method}; {event.trials} tuning trial(s) ({event.draws} "
-                f"draws x {event.configs} configuration(s) x tuning seeds, shared settings "
-                "trained once)"]
+        return [f"tuning: {event.method}; {event.trials:,} tuning trial(s) ({event.draws} "
+                f"draws x {event.configs} configuration(s) x {event.seeds} tuning seed(s); "
+                "a setting drawn twice trains once)"]
     if isinstance(event, TuningRetried):
         kinds = ", ".join(f"{n} {kind}" for kind, n in event.errors.items())
         return [f"retrying {event.trials} failed tuning trial(s) once before the selection "

@@ -106,13 +106,15 @@ class RunnerReport:
 
 @dataclass(frozen=True)
 class TuningStarted:
-    """The tuning phase: ``trials`` tuning trials, ``draws`` draws per configuration."""
+    """The tuning phase: ``trials`` tuning trials, ``draws`` draws per configuration on
+    each of ``seeds`` tuning seeds."""
 
     study: str
     method: str  # Tune.describe()
     draws: int
     configs: int
     trials: int
+    seeds: int
 
 
 @dataclass(frozen=True)

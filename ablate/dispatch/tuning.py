@@ -194,7 +194,8 @@ def run_tuned(runner, recipe: Recipe, trials: list[Trial], overrides: dict, star
     selection, tuning, fresh = recorded.get("selection"), None, False
     if selection is None:
         emit(TuningStarted(recipe.name, plan.tune.describe(), len(plan.draws),
-                           len(plan.configs), len(plan.trials)))
+                           len(plan.configs), len(plan.trials),
+                           len(plan.tune.settings.seeds)))
         tuning = runner.run(recipe, plan.trials, force=force)
         emit(RunnerReport(tuple(runner_report(store, recipe.name, tuning))))
         if tuning.unclaimed:  # the claim's database error: the next run retries

@@ -191,6 +191,17 @@ def test_the_retry_line_names_the_count_and_the_errors():
         "budget"]
 
 
+def test_the_tuning_line_counts_the_tuning_seeds():
+    # it read "16 tuning trial(s) (4 draws x 2 configuration(s) x tuning seeds, ...)": a
+    # product that did not give its count
+    from ablate.cli.study_view import tuning_lines
+    from ablate.dispatch.events import TuningStarted
+
+    assert tuning_lines(TuningStarted("s", "best of 4 draws", 4, 2, 16, 2)) == [
+        "tuning: best of 4 draws; 16 tuning trial(s) (4 draws x 2 configuration(s) x 2 "
+        "tuning seed(s); a setting drawn twice trains once)"]
+
+
 def test_the_error_kinds_name_the_exception_or_the_first_words():
     from ablate.dispatch.tuning import _error_kinds
 
