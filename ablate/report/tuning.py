@@ -32,7 +32,7 @@ from ablate.trials.lifecycle import TrialStatus
 ESTIMATOR = ("expected best of n draws: the unbiased estimator without replacement (Tang "
              "et al., ACL 2020) over the k draws, the mean of the best score of every "
              "n-subset; band: ± one standard deviation of that best (Dodge et al., EMNLP "
-             "2019), zero at n = k")
+             "2019), within the lowest and highest score, zero at n = k")
 METRIC_NAMES = {"miou": "mIoU", "pixel_acc": "pixel accuracy"}
 
 

@@ -103,6 +103,11 @@ def test_the_report_reads_effects_on_confirmations_and_shows_the_tuning(tuned):
     assert curve[("a", 4)] == pytest.approx(50.0)
     assert curve[("b", 1)] is None  # one draw could be the failed one
     assert curve[("b", 2)] == pytest.approx(290 / 6)
+    # the band is cut to the scores' range: at n = 2 the mean 43.3 plus its sd 7.5 would
+    # pass the best score, 50; the estimator's words say so (they read "± one sd" alone)
+    high = {(r["config"], r["draws"]): r["high"] for r in view["curves"]}
+    assert high[("a", 2)] == pytest.approx(50.0)
+    assert "within the lowest and highest score" in view["curve_estimator"]
     (per_draw,) = view["draw_effects"]
     assert [per_draw[f"draw_{j}"] for j in range(4)] == [
         pytest.approx(5.0), pytest.approx(-15.0), None, pytest.approx(35.0)]
