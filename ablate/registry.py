@@ -15,6 +15,7 @@ Hydra's ``_target_``. Importing it executes the user's code.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import hashlib
@@ -166,9 +167,10 @@ class Registry:
             names = self.names()
             close = difflib.get_close_matches(name, names, n=1)
             module, _, attribute = name.rpartition(".")
-            if not close and self.group and is_import_path(f"{module}:{attribute}"):
-                close = [f"{module}:{attribute}"]  # Hydra's _target_ spelling, all dots
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            if not close and self.group and is_import_path(f"{module}:{attribute}"):
+                # a module named without its function, else Hydra's _target_ spelling
+                hint = _module_hint(name) or f" (did you mean '{module}:{attribute}'?)"
             allowed = ", ".join(repr(n) for n in names)
             if self.group:  # user builders may also be named by import path
                 path = "an import path 'package.module:function'"
@@ -416,6 +418,27 @@ def _not_found_hint(module: str) -> str:
         return (f" ({top} is in the current folder, which is not on sys.path: run with "
                 "PYTHONPATH=. or pip install -e its package)")
     return " (is its package installed or on PYTHONPATH?)"
+
+
+def _module_hint(name: str) -> str | None:
+    """`` (did you mean 'pkg.nets:build'?)`` where ``name`` is a module on ``sys.path``
+    rather than a function: splitting it at its last dot, as for Hydra's spelling, would
+    send the user to a module attribute. Its functions are read from its source (``ast``,
+    nothing imported); None where ``name`` is no module found that way."""
+    found = _locate(name)
+    if found is None:
+        return None
+    try:
+        tree = ast.parse(Path(found[0]).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        tree = ast.Module(body=[], type_ignores=[])
+    public = [node.name for node in tree.body
+              if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_")]
+    if len(public) == 1:
+        return f" (did you mean '{name}:{public[0]}'?)"
+    listed = ", ".join(public[:6]) + (", ..." if len(public) > 6 else "")
+    functions = f"; it defines {listed}" if public else ""
+    return f" ({name!r} is a module: name its function, '{name}:FUNCTION'{functions})"
 
 
 def _did_you_mean(obj: Any, missing: str, done: list[str]) -> str:

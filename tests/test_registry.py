@@ -252,6 +252,26 @@ def test_a_misspelt_function_or_name_gets_the_closest_one(pkg):
                               "'package.module:function'")
 
 
+def test_a_module_named_without_its_function_gets_its_functions(pkg):
+    """``usernets.nets`` (a module) was answered with ``did you mean 'usernets:nets'?``,
+    which fails again: ``module 'usernets' has no attribute 'nets'``. The module's
+    functions are read from its source: ``boom`` raises when imported."""
+    (pkg / "boom" / "two.py").write_text("import os\nclass Net:\n    pass\n"
+                                         "def build(num_classes): pass\ndef _private(): pass\n")
+    registry = Registry("model builder", "model.builder", {}, group="ablate.none")
+    tail = "; allowed: an import path 'package.module:function' (no ablate.none plugin is installed)"
+    for name, hint in (
+            ("boom.nets", "did you mean 'boom.nets:build'?"),
+            ("boom.two", "'boom.two' is a module: name its function, 'boom.two:FUNCTION'; "
+                         "it defines Net, build"),
+            ("boom.nets.build", "did you mean 'boom.nets:build'?"),  # Hydra's spelling
+            ("boom.gone.build", "did you mean 'boom.gone:build'?")):
+        with pytest.raises(UserInputError) as err:
+            registry.entry(name)
+        assert str(err.value) == f"model.builder: unknown model builder {name!r} ({hint}){tail}"
+    assert "boom" not in sys.modules
+
+
 def test_ablate_models_names_selective_down_sampling_as_the_builder_checks_it():
     """It listed backbones and heads but nothing said model.selective existed; the
     backbones it names are those the selective builder accepts."""
