@@ -157,14 +157,16 @@ class Registry:
     def names(self) -> list[str]:
         return list(self.entries())
 
-    def entry(self, name: str) -> Entry:
+    def entry(self, name: str, builtins: bool = True) -> Entry:
+        """The entry of ``name``; ``builtins=False``: a key that names user code only
+        (``data.builder``), whose error lists no built-in name as allowed."""
         if name in self._builtins:  # no entry-point scan for built-ins
             return self._builtins[name]
         if name in self._registered:
             return self._registered[name]
         found = self.plugins().get(name)
         if found is None:
-            names = self.names()
+            names = [n for n in self.names() if builtins or n not in self._builtins]
             close = difflib.get_close_matches(name, names, n=1)
             module, _, attribute = name.rpartition(".")
             hint = f" (did you mean {close[0]!r}?)" if close else ""

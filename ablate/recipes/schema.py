@@ -110,11 +110,11 @@ def _read_by(kind: str, value: str, readers: list[str], key: str) -> str:
     return f"not read by {kind} {value!r} (read by: {names}); set {kind} {to} or remove {key}"
 
 
-def _registered(kind: str, value: str) -> str:
+def _registered(kind: str, value: str, builtins: bool = True) -> str:
     registry = _registry(kind)
     if value not in registry.builtin_names():
         try:
-            registry.entry(value)
+            registry.entry(value, builtins)
         except UserInputError as err:  # "key: message": pydantic names the key
             raise ValueError(str(err).partition(": ")[2]) from None
     return value
@@ -145,7 +145,7 @@ def _what(value: Any) -> str:
 
 def _builder(value: str | None, kind: str) -> str | None:
     if value is not None and not is_import_path(value):
-        _registered(kind, value)
+        _registered(kind, value, builtins=False)
     return value
 
 
@@ -480,6 +480,10 @@ def _data_builder(value: str | None, info: ValidationInfo) -> str | None:
     name = info.data.get("name", "shapes")
     if value is not None and name != "shapes":
         raise ValueError(f"not read together with data.name {name!r}; set one of them")
+    if value in catalog.BUILTIN_DATASETS:  # its reader is no (train, val) builder
+        raise ValueError(f"{value!r} is a built-in dataset: set data.name = {value!r} instead "
+                         "(data.builder names your own dataset code: an import path "
+                         "'package.module:function' or an ablate.datasets plugin's name)")
     return _builder(value, "dataset")
 
 

@@ -445,6 +445,38 @@ def test_name_and_builder_together_are_refused():
         DataSpec(name="voc2012", builder="userdata:build")
 
 
+def test_a_built_in_dataset_as_data_builder_is_refused_before_anything_runs(tmp_path,
+                                                                           write_recipe):
+    """``data.builder = "shapes"`` passed the recipe check and failed the trial (recorded)
+    with ``shapes raised TypeError: generate() missing 3 required positional arguments``;
+    and an unknown data.builder listed the built-in datasets as allowed."""
+    with pytest.raises(ValueError, match=r"builder\n.*'folder' is a built-in dataset: set "
+                                         r"data.name = 'folder' instead \(data.builder names"):
+        DataSpec(builder="folder")
+    with pytest.raises(ValueError) as err:
+        DataSpec(builder="shape")
+    assert "allowed: an import path 'package.module:function' (no ablate.datasets plugin is " \
+        "installed)" in str(err.value)
+    recipe = write_recipe("""
+        name = "b"
+        [base.model]
+        backbone = "mobilenet_v3_small"
+        head = "lraspp"
+        num_classes = 6
+        [base.data]
+        builder = "shapes"
+        [base.eval]
+        resolution = [16, 16]
+    """)
+    result = CliRunner().invoke(main, ["run", str(recipe), "--db", str(tmp_path / "s.db")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"Error: {recipe}: base.data.builder: 'shapes' is a built-in dataset: set data.name = "
+        "'shapes' instead (data.builder names your own dataset code: an import path "
+        "'package.module:function' or an ablate.datasets plugin's name) (got 'shapes')"]
+    assert not (tmp_path / "s.db").exists()
+
+
 def test_dataset_plugin_is_a_data_name_and_listed(user_data, monkeypatch):
     real = importlib.metadata.entry_points
 
