@@ -156,6 +156,14 @@ def training_sizes(root: str | None, split: str, limit: int | None = None
     """(image path, (width, height)) of the split's first ``limit`` samples, from the
     image and mask headers (nothing decoded): whether a training batch can be formed is
     known before anything is recorded. A mask of another size than its image is named."""
+    samples = find_samples(check_root(root), split)
+    return [(sample.image, pair_size(sample))
+            for sample in (samples if limit is None else samples[:limit])]
+
+
+def pair_size(sample: FolderSample) -> tuple[int, int]:
+    """(width, height) of a sample, read from its image and mask headers; a mask of another
+    size than its image is named."""
     from PIL import Image  # lazy: loads PIL
 
     def size(path: str, what: str) -> tuple[int, int]:
@@ -165,15 +173,11 @@ def training_sizes(root: str | None, split: str, limit: int | None = None
         except OSError as err:
             raise UserInputError(f"{path}: unreadable {what}: {err}") from None
 
-    samples = find_samples(check_root(root), split)
-    out = []
-    for sample in samples if limit is None else samples[:limit]:
-        image, mask = size(sample.image, "image"), size(sample.label, "mask")
-        if image != mask:
-            raise UserInputError(f"{sample.image}: image is {image[0]}x{image[1]} but its mask "
-                                 f"is {mask[0]}x{mask[1]} (width x height)")
-        out.append((sample.image, image))
-    return out
+    image, mask = size(sample.image, "image"), size(sample.label, "mask")
+    if image != mask:
+        raise UserInputError(f"{sample.image}: image is {image[0]}x{image[1]} but its mask "
+                             f"is {mask[0]}x{mask[1]} (width x height)")
+    return image
 
 
 MASK_MODES = ("L", "P")
@@ -188,13 +192,15 @@ def mask_mode_error(path: str | Path, mode: str) -> str:
 def split_problem(root: str | None, split: str) -> str | None:
     """What would fail every trial on a split, named before anything is recorded: a
     missing masks folder, an unpaired file or an empty split (a listing, nothing
-    decoded), and the first mask (by stem) read as training reads it (a colour-coded or
-    16-bit mask, a class index past classes.txt). The others are checked as they load.
-    None when it is fine or the root is missing (other checks name that)."""
+    decoded), and the first pair (by stem): its mask read as training reads it (a
+    colour-coded or 16-bit mask, a class index past classes.txt) and of its image's size.
+    The others are checked as they load. None when it is fine or the root is missing
+    (other checks name that)."""
     try:
         if root is None or not expand_user(str(root), "data.root").is_dir():
             return None
         samples = find_samples(root, split)
+        pair_size(samples[0])
         read_mask(samples[0].label, samples[0].num_classes)
     except UserInputError as err:
         return str(err)

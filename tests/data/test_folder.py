@@ -576,8 +576,21 @@ def _unpaired_train_image_with_a_crop(root: Path) -> str:
     return f"{root / 'images/train/s2.png'}: no mask masks/train/s2.png"
 
 
+def _first_val_mask_of_another_size(root: Path) -> str:
+    Image.fromarray(np.zeros((8, 6), dtype=np.uint8), mode="L").save(root / "masks/val/s0.png")
+    return f"{root / 'images/val/s0.png'}: image is 8x8 but its mask is 6x8 (width x height)"
+
+
+def _first_train_mask_of_another_size_with_a_crop(root: Path) -> str:
+    """With a crop the training sizes were not read: the trial failed, recorded."""
+    Image.fromarray(np.zeros((6, 8), dtype=np.uint8), mode="L").save(root / "masks/train/s0.png")
+    return f"{root / 'images/train/s0.png'}: image is 8x8 but its mask is 8x6 (width x height)"
+
+
 @pytest.mark.parametrize("spoil", [_unpaired_val_mask, _no_val_masks, _first_val_mask_out_of_range,
-                                   _unpaired_train_image_with_a_crop])
+                                   _unpaired_train_image_with_a_crop,
+                                   _first_val_mask_of_another_size,
+                                   _first_train_mask_of_another_size_with_a_crop])
 def test_a_split_every_trial_would_fail_on_is_refused_before_anything_is_recorded(
         tmp_path, write_recipe, spoil):
     """They failed each trial, recorded, after the run had started (the training split's
