@@ -106,7 +106,7 @@ def plan(recipe: str, db: str | None, assignments: tuple[str, ...], as_json: boo
     costs = ({} if no_cost else
              compute_costs(trials, cached, source=recipe_obj.path, tune=recipe_obj.tune))
     if no_cost:  # invalid architectures are refused whether or not FLOPs are counted
-        check_architectures(trials, recipe_obj.path, recipe_obj.tune)
+        check_architectures(trials, recipe_obj.path, recipe_obj.tune, cached)
     # plan needs no data and no weights: what `run` would refuse is only a warning here
     warnings = find_problems(trials, recipe_obj.path)
     from ablate.trials.stale import code_change_notes  # trials an edit of user code made pending
@@ -273,21 +273,37 @@ def _print_csv(rows: list[dict]) -> None:
     click.echo(buffer.getvalue(), nl=False)
 
 
-def check_architectures(trials: list, source: str, tune: Tune | None = None) -> None:
+def check_architectures(trials: list, source: str, tune: Tune | None = None,
+                        cached: dict | None = None) -> None:
     """Build each distinct architecture on the ``meta`` device (no memory, no FLOPs):
     an expansion block out of range, a head the backbone cannot carry or selective
-    down-sampling off DeepLabV3-ResNet is refused, as ``compute_costs`` refuses them."""
+    down-sampling off DeepLabV3-ResNet is refused, as ``compute_costs`` refuses them.
+    A user builder's model whose cost is not cached (``cached``: the database's, then
+    the per-user cache) runs images as counting it would (``check_model``: logits of the
+    wrong shape, no trainable parameter), and a ``model.aux_weight`` it never reads is
+    refused: ``--no-cost`` skips the counting, not these checks."""
     from ablate.cost.analyse import build_on_meta  # lazy: loads pydantic
-    from ablate.dispatch.prepare import blame  # lazy: loads pydantic
-    from ablate.trials.resolve import num_classes  # lazy: loads pydantic
+    from ablate.dispatch.cost_cache import cached_costs  # lazy: loads pydantic
+    from ablate.dispatch.prepare import blame, check_aux_weights  # lazy: loads pydantic
+    from ablate.trials.resolve import eval_resolution, num_classes  # lazy: loads pydantic
 
+    counted = dict(cached or {})
+    counted.update(cached_costs([t for t in trials if t.spec.model.builder is not None],
+                                counted))
     seen: set[str] = set()
     for trial in trials:
         if trial.arch_id in seen:
             continue
         seen.add(trial.arch_id)
         with blame(source, trial, tune):  # as `run` builds it (selective: zoo's heads)
-            build_on_meta(trial.spec.model, num_classes(trial.spec))
+            classes = num_classes(trial.spec)
+            if trial.spec.model.builder is not None and trial.arch_id not in counted:
+                from ablate.models.custom import check_model  # lazy: loads torch
+
+                check_model(trial.spec.model, classes,
+                            tuple(int(v) for v in eval_resolution(trial.spec)))
+            build_on_meta(trial.spec.model, classes)  # with its knock-outs, as counting
+    check_aux_weights(trials, source)
 
 
 def _setup_refusal(store, recipe, tuned) -> list[str]:

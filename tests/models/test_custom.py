@@ -408,7 +408,8 @@ def test_bad_builder_exits_2_with_one_line_before_anything_is_recorded(
     args = "width = 4" if builder.endswith(("build", "explode", "missing", "CALLABLE")) else ""
     path = recipe(write_recipe, builder=builder, args=args)
     db = tmp_path / "study.db"
-    for command in (["plan"], ["run", "--runs-dir", str(tmp_path / "runs")]):
+    # plan --no-cost skips the counting, not the checks (it checked only the build)
+    for command in (["plan"], ["plan", "--no-cost"], ["run", "--runs-dir", str(tmp_path / "runs")]):
         result = CliRunner().invoke(main, [*command, str(path), "--db", str(db)])
         assert result.exit_code == 2, result.output
         lines = result.output.strip().splitlines()
@@ -420,6 +421,21 @@ def test_bad_builder_exits_2_with_one_line_before_anything_is_recorded(
 
         assert Store(f"sqlite:///{db}").studies() == []
     assert not (tmp_path / "runs").exists()
+
+
+def test_plan_no_cost_checks_a_user_models_knock_out_and_its_logits(user_pkg, write_recipe,
+                                                                     tmp_path):
+    """``plan --no-cost`` runs the user's model on images (as counting does) and builds
+    it with its knock-outs: a path the network lacks is named either way."""
+    path = recipe(write_recipe)
+    db = tmp_path / "study.db"
+    result = CliRunner().invoke(main, ["plan", str(path), "--no-cost", "--db", str(db),
+                                       "--set", 'model.remove=["nope"]'])
+    assert result.exit_code == 2, result.output
+    assert "model.remove: the network has no module 'nope'" in result.output
+    ok = CliRunner().invoke(main, ["plan", str(path), "--no-cost", "--db", str(db),
+                                   "--set", 'model.remove=["conv"]'])
+    assert ok.exit_code == 0, ok.output
 
 
 def test_debug_shows_the_users_own_traceback(user_pkg, write_recipe):
@@ -525,16 +541,17 @@ def test_a_plugin_model_is_knocked_out_by_path_like_any_other(plugin):
     assert torch.equal(out, bias)
 
 
-@pytest.mark.parametrize("first", ["plan", "run"])
+@pytest.mark.parametrize("first", ["plan", "run", "plan --no-cost"])
 def test_aux_weight_on_a_model_without_an_aux_output_is_refused_every_run(
         user_pkg, write_recipe, tmp_path, first):
     """The weight would never be read (the trials differing in their ids only). The
-    answer is not cached with the architecture's costs: a second run asks again."""
+    answer is not cached with the architecture's costs: a second run asks again (and
+    ``plan --no-cost``, which did not ask)."""
     text = RECIPE.format(builder="usernets.nets:build", args="width = 4").replace(
         'seeds = [0]', 'seeds = [0]\n[grid]\n"model.aux_weight" = [0.5, 0.3]')
     path = write_recipe(text)
     db = tmp_path / "study.db"
-    for command in ([first], ["run"]):
+    for command in (first.split(), ["run"], ["plan", "--no-cost"]):
         result = CliRunner().invoke(main, [*command, str(path), "--db", str(db),
                                            *(["--runs-dir", str(tmp_path / "runs")]
                                              if command == ["run"] else [])])
