@@ -146,8 +146,13 @@ def first_label_problems(name: str, root_text: str, splits: list[str], *, sbd: b
     return []
 
 
-def class_names(name: str, classes: int) -> list[str]:
-    """The class names a dataset's labels use, without reading it."""
+def class_names(name: str, classes: int, root: str | None = None) -> list[str]:
+    """The class names a dataset's labels use, without reading it (a ``folder``: its
+    ``classes.txt`` under ``root``)."""
+    if name == "folder":
+        from ablate.data.folder import read_classes  # lazy: loads numpy
+
+        return read_classes(root)
     if name == "shapes":
         from ablate.data.shapes import class_names as shapes_names  # lazy: loads numpy
 
@@ -199,11 +204,14 @@ def data_problems(trial: Any) -> list[str]:
             else:
                 problems.extend(first_label_problems(eval_data.name, str(eval_data.root),
                                                      [eval_data.split]))
-        known = {"shapes", *LAYOUTS}
+        known = {"shapes", "folder", *LAYOUTS}
         if data.name not in known or eval_data.name not in known or data.builder is not None:
             return problems  # user datasets: their classes are compared when loaded
-        train_names = class_names(data.name, data.classes)
-        eval_names = class_names(eval_data.name, eval_data.classes)
+        try:  # a folder's classes.txt: its own problem is named by the other checks
+            train_names = class_names(data.name, data.classes, data.root)
+            eval_names = class_names(eval_data.name, eval_data.classes, eval_data.root)
+        except UserInputError:
+            return problems
         if train_names != eval_names:
             problems.append(
                 f"eval_data.name: {eval_data.name!r} has {len(eval_names)} classes "

@@ -621,6 +621,26 @@ def test_a_folder_evaluation_set_is_checked_the_same_way(tmp_path, write_recipe)
     assert result.output.strip().endswith(expected) and not db.exists()
 
 
+@pytest.mark.parametrize("names", [NAMES + ["bird"], [NAMES[0], NAMES[2], NAMES[1]]])
+def test_a_folder_evaluation_set_with_other_classes_is_refused_before_anything_is_recorded(
+        tmp_path, write_recipe, names):
+    """Compared for the built-in datasets only: the trial failed as it loaded, recorded."""
+    write_folder(tmp_path / "data", size=(8, 8))
+    write_folder(tmp_path / "other", size=(8, 8))
+    (tmp_path / "other" / "classes.txt").write_text("\n".join(names) + "\n")
+    text = MASK_RECIPE.format(root=tmp_path / "data") + (
+        f'[base.eval_data]\nname = "folder"\nroot = "{tmp_path / "other"}"\n')
+    db = tmp_path / "s.db"
+    result = CliRunner().invoke(main, ["run", str(write_recipe(text)), "--db", str(db),
+                                       "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().endswith(
+        f"eval_data.name: 'folder' has {len(names)} classes ({', '.join(names[:3])}, ...) but "
+        f"data.name 'folder' trains 3 ({', '.join(NAMES)}, ...); the evaluation set must use "
+        "the training classes in the same order")
+    assert not db.exists() and not (tmp_path / "runs").exists()
+
+
 def test_a_missing_folder_evaluation_root_is_named_as_eval_data_root(tmp_path):
     """The cost resolution read from it said "data.root: ... not found (data.name = ...",
     the training data's keys, which were fine."""
