@@ -169,6 +169,8 @@ def pair_size(sample: FolderSample) -> tuple[int, int]:
     def size(path: str, what: str) -> tuple[int, int]:
         try:
             with Image.open(path) as image:
+                if what == "image":
+                    check_image_mode(path, image.mode)
                 return image.size
         except OSError as err:
             raise UserInputError(f"{path}: unreadable {what}: {err}") from None
@@ -181,6 +183,16 @@ def pair_size(sample: FolderSample) -> tuple[int, int]:
 
 
 MASK_MODES = ("L", "P")
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes past 8 bits
+
+
+def check_image_mode(path: str | Path, mode: str) -> None:
+    """An image of more than 8 bits per channel is refused: ``convert("RGB")`` would clip
+    every value past 255 to white without a word."""
+    if mode in WIDE_MODES:
+        raise UserInputError(f"{path}: image is mode {mode!r}, more than 8 bits per channel, "
+                             "which converting to RGB would clip at 255; save 8-bit images "
+                             "(scaled to 0..255), or read them with data.builder")
 
 
 def mask_mode_error(path: str | Path, mode: str) -> str:
@@ -235,6 +247,7 @@ def load(sample: FolderSample) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         with Image.open(sample.image) as image:
+            check_image_mode(sample.image, image.mode)
             rgb = np.asarray(image.convert("RGB"))
     except OSError as err:
         raise UserInputError(f"{sample.image}: unreadable image: {err}") from None

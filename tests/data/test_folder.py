@@ -587,10 +587,19 @@ def _first_train_mask_of_another_size_with_a_crop(root: Path) -> str:
     return f"{root / 'images/train/s0.png'}: image is 8x8 but its mask is 8x6 (width x height)"
 
 
+def _first_train_image_16_bit_with_a_crop(root: Path) -> str:
+    """convert("RGB") clipped its values past 255 to white, without a word."""
+    Image.fromarray(np.full((8, 8), 300, dtype=np.uint16)).save(root / "images/train/s0.png")
+    return (f"{root / 'images/train/s0.png'}: image is mode 'I;16', more than 8 bits per "
+            "channel, which converting to RGB would clip at 255; save 8-bit images (scaled "
+            "to 0..255), or read them with data.builder")
+
+
 @pytest.mark.parametrize("spoil", [_unpaired_val_mask, _no_val_masks, _first_val_mask_out_of_range,
                                    _unpaired_train_image_with_a_crop,
                                    _first_val_mask_of_another_size,
-                                   _first_train_mask_of_another_size_with_a_crop])
+                                   _first_train_mask_of_another_size_with_a_crop,
+                                   _first_train_image_16_bit_with_a_crop])
 def test_a_split_every_trial_would_fail_on_is_refused_before_anything_is_recorded(
         tmp_path, write_recipe, spoil):
     """They failed each trial, recorded, after the run had started (the training split's
@@ -606,6 +615,16 @@ def test_a_split_every_trial_would_fail_on_is_refused_before_anything_is_recorde
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and lines[0].endswith(expected)
     assert not db.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_16_bit_image_past_the_first_is_refused_as_it_loads_not_clipped(tmp_path):
+    write_folder(tmp_path / "data", size=(8, 8))
+    path = tmp_path / "data" / "images" / "train" / "s2.png"
+    Image.fromarray(np.full((8, 8), 300, dtype=np.uint16)).save(path)
+    pair = build_datasets(folder_spec(tmp_path / "data"))
+    pair.train[1]  # an 8-bit image beside it still loads
+    with pytest.raises(UserInputError, match=r"s2.png: image is mode 'I;16', more than 8 bits"):
+        pair.train[2]
 
 
 def test_a_folder_evaluation_set_is_checked_the_same_way(tmp_path, write_recipe):
