@@ -327,9 +327,9 @@ class CpuPool:
     and memory bandwidth, and the runner's progress work runs beside them. A trial timing
     its latency holds the others at their next step or evaluation batch (the same
     ``DeviceGate`` as a shared GPU), so its figure is not slowed by a neighbour's training:
-    with 2 workers on 2 cores the quick-start's latencies read 10-31% above the same
-    models timed alone. Each pool process takes a place as it starts (``join``); its
-    trials get a ``WorkerShare`` from ``share``."""
+    without it, 2 workers on 2 cores read the quick-start's latencies 5-31% above the same
+    models timed alone (docs/cluster.md). Each pool process takes a place as it starts
+    (``join``); its trials get a ``WorkerShare`` from ``cpu_share``."""
 
     def __init__(self, ctx: Any, jobs: int) -> None:
         self.gate = DeviceGate(ctx, jobs)
