@@ -359,7 +359,8 @@ def run(recipe: str, db: str | None, assignments: tuple[str, ...], runs_dir: str
         with view:
             outcome = runner.execute(recipe_obj, trials, overrides, loop)
     except KeyboardInterrupt:
-        console.print(_interrupted(executor, recipe_obj.name, _where(db, given_runs_dir)))
+        console.print(_interrupted(executor, recipe_obj.name, _where(db, given_runs_dir)),
+                      soft_wrap=True)  # one line: its commands are copied
         sys.exit(130)
     if detach and view.job_ids:  # nothing to submit: the summary says so
         console.print(escape(_detached(recipe_obj.name, view.job_ids, runner_executor.folder,

@@ -166,7 +166,7 @@ def test_ctrl_c_while_slurm_jobs_run_names_this_runs_database(tmp_path, tiny_rec
     assert result.exit_code == 130, result.output
     where = f"--db {db} --runs-dir {runs}"
     assert (f"Follow them with 'ablate status tiny {where}' (it records their results), or "
-            f"stop them with 'ablate cancel tiny {where}'.") in " ".join(result.output.split())
+            f"stop them with 'ablate cancel tiny {where}'.") in result.output.splitlines()[-1]
 
 
 UNREACHABLE = {
