@@ -627,16 +627,27 @@ def test_a_16_bit_image_past_the_first_is_refused_as_it_loads_not_clipped(tmp_pa
         pair.train[2]
 
 
-def test_a_folder_evaluation_set_is_checked_the_same_way(tmp_path, write_recipe):
+def _two_folders(tmp_path) -> None:
+    """A training folder ``data`` and a folder evaluation set ``other`` beside it."""
     write_folder(tmp_path / "data", size=(8, 8))
     write_folder(tmp_path / "other", size=(8, 8))
-    expected = _unpaired_val_mask(tmp_path / "other")
+
+
+def _run_with_folder_eval(tmp_path, write_recipe):
+    """``ablate run`` of MASK_RECIPE on ``data`` with ``other`` as its evaluation set."""
     text = MASK_RECIPE.format(root=tmp_path / "data") + (
         f'[base.eval_data]\nname = "folder"\nroot = "{tmp_path / "other"}"\n')
     db = tmp_path / "s.db"
     result = CliRunner().invoke(main, ["run", str(write_recipe(text)), "--db", str(db),
                                        "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2, result.output
+    return result, db
+
+
+def test_a_folder_evaluation_set_is_checked_the_same_way(tmp_path, write_recipe):
+    _two_folders(tmp_path)
+    expected = _unpaired_val_mask(tmp_path / "other")
+    result, db = _run_with_folder_eval(tmp_path, write_recipe)
     assert result.output.strip().endswith(expected) and not db.exists()
 
 
@@ -644,15 +655,9 @@ def test_a_folder_evaluation_set_is_checked_the_same_way(tmp_path, write_recipe)
 def test_a_folder_evaluation_set_with_other_classes_is_refused_before_anything_is_recorded(
         tmp_path, write_recipe, names):
     """Compared for the built-in datasets only: the trial failed as it loaded, recorded."""
-    write_folder(tmp_path / "data", size=(8, 8))
-    write_folder(tmp_path / "other", size=(8, 8))
+    _two_folders(tmp_path)
     (tmp_path / "other" / "classes.txt").write_text("\n".join(names) + "\n")
-    text = MASK_RECIPE.format(root=tmp_path / "data") + (
-        f'[base.eval_data]\nname = "folder"\nroot = "{tmp_path / "other"}"\n')
-    db = tmp_path / "s.db"
-    result = CliRunner().invoke(main, ["run", str(write_recipe(text)), "--db", str(db),
-                                       "--runs-dir", str(tmp_path / "runs")])
-    assert result.exit_code == 2, result.output
+    result, db = _run_with_folder_eval(tmp_path, write_recipe)
     assert result.output.strip().endswith(
         f"eval_data.name: 'folder' has {len(names)} classes ({', '.join(names[:3])}, ...) but "
         f"data.name 'folder' trains 3 ({', '.join(NAMES)}, ...); the evaluation set must use "
